@@ -1,0 +1,496 @@
+// The bounded, iterative ETF decoder. It feeds a Visitor (visitor.hpp) and never recurses
+// on the input's depth; every declared count and length is checked against the bytes left
+// before anything is allocated or read.
+//
+//   etf::TermBuilder builder;
+//   if (auto r = etf::decode(bytes, builder); !r) report(r.error->message());
+//   etf::Term t = builder.take();
+//
+// or simply etf::decode_term(bytes), which throws DecodeException.
+#pragma once
+
+#include <camlbeam/etf/error.hpp>
+#include <camlbeam/etf/limits.hpp>
+#include <camlbeam/etf/tags.hpp>
+#include <camlbeam/etf/visitor.hpp>
+
+#include <bit>
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace camlbeam::etf {
+
+struct DecodeResult {
+  std::size_t end = 0;  // offset just past the term
+  std::optional<DecodeError> error;
+  explicit operator bool() const noexcept { return !error.has_value(); }
+};
+
+namespace detail {
+
+// zlib inflate of exactly `size` bytes; false when the stream is corrupt, shorter or longer.
+bool inflate_exact(std::span<const std::uint8_t> compressed, std::uint8_t* out, std::size_t size);
+
+// Appends the UTF-8 form of Latin-1 bytes.
+void latin1_to_utf8(std::span<const std::uint8_t> latin1, std::string& out);
+
+// Number of code points in valid UTF-8, or -1 when the bytes are not valid UTF-8
+// (overlong forms, surrogates and values past U+10FFFF are invalid).
+long utf8_length(std::span<const std::uint8_t> bytes) noexcept;
+
+inline std::uint16_t load_u16(const std::uint8_t* p) noexcept {
+  return static_cast<std::uint16_t>((p[0] << 8) | p[1]);
+}
+inline std::uint32_t load_u32(const std::uint8_t* p) noexcept {
+  std::uint32_t v;
+  std::memcpy(&v, p, 4);
+  if constexpr (std::endian::native == std::endian::little) v = __builtin_bswap32(v);
+  return v;
+}
+inline std::uint64_t load_u64(const std::uint8_t* p) noexcept {
+  std::uint64_t v;
+  std::memcpy(&v, p, 8);
+  if constexpr (std::endian::native == std::endian::little) v = __builtin_bswap64(v);
+  return v;
+}
+
+enum class FrameKind : std::uint8_t { tuple, list, map, fun };
+
+struct Frame {
+  std::size_t fun_end;     // for funs: the offset the declared size says the fun ends at
+  std::uint64_t remaining; // children not yet started
+  FrameKind kind;
+};
+
+struct Failure {
+  DecodeError error;
+};
+
+template <Visitor V>
+class Decoder {
+ public:
+  Decoder(const std::uint8_t* begin, const std::uint8_t* end, std::size_t base_offset,
+          V& visitor, const Limits& limits)
+      : begin_(begin), p_(begin), end_(end), base_(base_offset), visitor_(visitor), limits_(limits) {}
+
+  // Decodes one term starting at the current position.
+  std::optional<DecodeError> run() {
+    try {
+      run_loop();
+    } catch (const Failure& f) {
+      return f.error;
+    } catch (const Reject& r) {
+      return DecodeError{r.code, offset(), r.detail, current_tag_};
+    }
+    return std::nullopt;
+  }
+
+  std::size_t offset() const noexcept { return base_ + static_cast<std::size_t>(p_ - begin_); }
+
+ private:
+  [[noreturn]] void fail(Errc code, std::uint64_t detail = 0) const {
+    throw Failure{DecodeError{code, offset(), detail, current_tag_}};
+  }
+  [[noreturn]] void fail_at(const std::uint8_t* where, Errc code, std::uint64_t detail = 0) const {
+    throw Failure{DecodeError{code, base_ + static_cast<std::size_t>(where - begin_), detail,
+                              current_tag_}};
+  }
+
+  std::size_t left() const noexcept { return static_cast<std::size_t>(end_ - p_); }
+
+  void need(std::size_t n) const {
+    if (left() < n) fail(Errc::truncated, n);
+  }
+  // A declared count of sub-terms (each at least one byte) or bytes, checked against what
+  // is left after the siblings still owed by the open containers.
+  // Reported at the count field itself (the last one read).
+  void need_declared(std::uint64_t n) const {
+    if (n > left() || n > left() - owed_) fail_at(count_at_, Errc::length_exceeds_input, n);
+  }
+
+  std::uint8_t u8() {
+    need(1);
+    count_at_ = p_;
+    return *p_++;
+  }
+  std::uint16_t u16() {
+    need(2);
+    count_at_ = p_;
+    auto v = load_u16(p_);
+    p_ += 2;
+    return v;
+  }
+  std::uint32_t u32() {
+    need(4);
+    count_at_ = p_;
+    auto v = load_u32(p_);
+    p_ += 4;
+    return v;
+  }
+  std::uint64_t u64() {
+    need(8);
+    auto v = load_u64(p_);
+    p_ += 8;
+    return v;
+  }
+  std::span<const std::uint8_t> bytes(std::uint64_t n) {
+    need_declared(n);
+    std::span<const std::uint8_t> s(p_, static_cast<std::size_t>(n));
+    p_ += n;
+    return s;
+  }
+
+  void open(FrameKind kind, std::uint64_t children, std::size_t fun_end = 0) {
+    if (stack_.size() >= limits_.max_depth) fail(Errc::depth_limit, limits_.max_depth);
+    owed_ += children;
+    stack_.push_back(Frame{fun_end, children, kind});
+  }
+
+  void run_loop() {
+    for (;;) {
+      decode_one();
+      for (;;) {
+        if (stack_.empty()) return;
+        Frame& top = stack_.back();
+        if (top.remaining != 0) {
+          --top.remaining;
+          --owed_;
+          break;
+        }
+        close(top);
+        stack_.pop_back();
+      }
+    }
+  }
+
+  void close(const Frame& frame) {
+    switch (frame.kind) {
+      case FrameKind::tuple: visitor_.end_tuple(); break;
+      case FrameKind::list: visitor_.end_list(); break;
+      case FrameKind::map: visitor_.end_map(); break;
+      case FrameKind::fun:
+        if (offset() != frame.fun_end) {
+          current_tag_ = tag::new_fun;
+          fail(Errc::bad_fun, frame.fun_end);
+        }
+        visitor_.end_fun();
+        break;
+    }
+  }
+
+  // Reads an atom (any of the four atom tags) as UTF-8 into a view; Latin-1 atoms with
+  // bytes above 127 are converted into `scratch`.
+  std::string_view read_atom(std::uint8_t t, std::string& scratch) {
+    std::size_t len;
+    bool latin1;
+    switch (t) {
+      case tag::atom_latin1: len = u16(); latin1 = true; break;
+      case tag::small_atom_latin1: len = u8(); latin1 = true; break;
+      case tag::atom_utf8: len = u16(); latin1 = false; break;
+      case tag::small_atom_utf8: len = u8(); latin1 = false; break;
+      default: fail(Errc::bad_node, t);
+    }
+    const std::uint8_t* start = p_;
+    auto raw = bytes(len);
+    if (latin1) {
+      if (len > 255) fail_at(start, Errc::atom_too_long, len);
+      bool ascii = true;
+      for (auto c : raw) ascii &= c < 0x80;
+      if (ascii) return {reinterpret_cast<const char*>(raw.data()), raw.size()};
+      scratch.clear();
+      latin1_to_utf8(raw, scratch);
+      return scratch;
+    }
+    long chars = utf8_length(raw);
+    if (chars < 0) fail_at(start, Errc::invalid_utf8_atom);
+    if (chars > 255) fail_at(start, Errc::atom_too_long, static_cast<std::uint64_t>(chars));
+    return {reinterpret_cast<const char*>(raw.data()), raw.size()};
+  }
+
+  std::string_view read_node(std::string& scratch) { return read_atom(u8(), scratch); }
+
+  std::int64_t read_small_int_field() {
+    switch (u8()) {
+      case tag::small_integer: return u8();
+      case tag::integer: return static_cast<std::int32_t>(u32());
+      default: fail(Errc::bad_fun);
+    }
+  }
+
+  PidView read_pid_body(std::uint8_t t, std::string& scratch) {
+    PidView pid;
+    pid.node = read_node(scratch);
+    pid.id = u32();
+    pid.serial = u32();
+    pid.creation = t == tag::new_pid ? u32() : u8();
+    return pid;
+  }
+
+  void decode_big(std::size_t n) {
+    bool negative = u8() != 0;
+    auto magnitude = bytes(n);
+    while (!magnitude.empty() && magnitude.back() == 0) magnitude = magnitude.first(magnitude.size() - 1);
+    if (magnitude.size() <= 8) {
+      std::uint64_t m = 0;
+      for (std::size_t i = magnitude.size(); i-- > 0;) m = (m << 8) | magnitude[i];
+      if (!negative && m <= static_cast<std::uint64_t>(INT64_MAX)) {
+        visitor_.integer(static_cast<std::int64_t>(m));
+        return;
+      }
+      if (negative && m <= static_cast<std::uint64_t>(INT64_MAX) + 1) {
+        visitor_.integer(static_cast<std::int64_t>(0 - m));
+        return;
+      }
+    }
+    visitor_.big_integer(negative, magnitude);
+  }
+
+  void decode_float_old() {
+    auto raw = bytes(31);
+    std::size_t len = 0;
+    while (len < raw.size() && raw[len] != 0) ++len;
+    const char* first = reinterpret_cast<const char*>(raw.data());
+    while (len > 0 && first[0] == ' ') ++first, --len;
+    double value = 0;
+    auto [ptr, ec] = std::from_chars(first, first + len, value);
+    if (ec != std::errc() || ptr != first + len || !std::isfinite(value))
+      fail_at(raw.data(), Errc::bad_float);
+    visitor_.float64(value);
+  }
+
+  void decode_bitstring() {
+    const std::uint8_t* start = p_;
+    std::uint32_t len = u32();
+    std::uint8_t bits = u8();
+    auto data = bytes(len);
+    if (len == 0) {
+      if (bits != 0) fail_at(start, Errc::bad_bit_count, bits);
+      visitor_.binary(data);
+      return;
+    }
+    if (bits == 0 || bits > 8) fail_at(start, Errc::bad_bit_count, bits);
+    if (bits == 8) {
+      visitor_.binary(data);
+      return;
+    }
+    auto mask = static_cast<std::uint8_t>(0xFF << (8 - bits));
+    if ((data.back() & ~mask) == 0) {
+      visitor_.bitstring(data, bits);
+      return;
+    }
+    bits_scratch_.assign(data.begin(), data.end());
+    bits_scratch_.back() &= mask;
+    visitor_.bitstring(bits_scratch_, bits);
+  }
+
+  void decode_reference(std::uint8_t t) {
+    ReferenceView ref;
+    std::uint32_t count = 1;
+    if (t != tag::old_reference) {
+      count = u16();
+      if (count > 5) fail(Errc::bad_reference, count);
+    }
+    ref.node = read_node(node_scratch_);
+    if (t == tag::old_reference) {
+      ref_ids_[0] = u32();
+      ref.creation = u8();
+    } else {
+      ref.creation = t == tag::newer_reference ? u32() : u8();
+      need(std::size_t{4} * count);
+      for (std::uint32_t i = 0; i < count; ++i) ref_ids_[i] = u32();
+    }
+    ref.ids = std::span<const std::uint32_t>(ref_ids_.data(), count);
+    visitor_.reference(ref);
+  }
+
+  void decode_fun() {
+    const std::uint8_t* size_field = p_;
+    std::uint32_t size = u32();
+    if (size < 4 || size - 4 > left()) fail_at(size_field, Errc::length_exceeds_input, size);
+    std::size_t fun_end = offset() - 4 + size;
+    FunView fun;
+    fun.arity = u8();
+    need(16);
+    std::memcpy(fun.uniq.data(), p_, 16);
+    p_ += 16;
+    fun.index = u32();
+    fun.free_count = u32();
+    std::uint8_t module_tag = u8();
+    fun.module = read_atom(module_tag, module_scratch_);
+    fun.old_index = read_small_int_field();
+    fun.old_uniq = read_small_int_field();
+    std::uint8_t pid_tag = u8();
+    if (pid_tag != tag::new_pid && pid_tag != tag::old_pid) fail(Errc::bad_fun, pid_tag);
+    fun.pid = read_pid_body(pid_tag, node_scratch_);
+    count_at_ = size_field + 25;  // the free-variable count
+    need_declared(fun.free_count);
+    if (fun_end > base_ + static_cast<std::size_t>(end_ - begin_)) fail(Errc::bad_fun, size);
+    visitor_.begin_fun(fun);
+    if (fun.free_count == 0) {
+      if (offset() != fun_end) fail(Errc::bad_fun, fun_end);
+      visitor_.end_fun();
+    } else {
+      open(FrameKind::fun, fun.free_count, fun_end);
+    }
+  }
+
+  void decode_one() {
+    for (;;) {
+      const std::uint8_t t = u8();
+      current_tag_ = t;
+      switch (t) {
+        case tag::small_integer: visitor_.integer(u8()); return;
+        case tag::integer: visitor_.integer(static_cast<std::int32_t>(u32())); return;
+        case tag::small_big: decode_big(u8()); return;
+        case tag::large_big: decode_big(u32()); return;
+        case tag::new_float: {
+          const std::uint8_t* start = p_;
+          double d = std::bit_cast<double>(u64());
+          if (!std::isfinite(d)) fail_at(start, Errc::bad_float);
+          visitor_.float64(d);
+          return;
+        }
+        case tag::old_float: decode_float_old(); return;
+        case tag::atom_latin1:
+        case tag::small_atom_latin1:
+        case tag::atom_utf8:
+        case tag::small_atom_utf8: visitor_.atom(read_atom(t, atom_scratch_)); return;
+        case tag::binary: visitor_.binary(bytes(u32())); return;
+        case tag::bit_binary: decode_bitstring(); return;
+        case tag::nil: visitor_.nil(); return;
+        case tag::string: {
+          auto s = bytes(u16());
+          if (s.empty()) visitor_.nil();
+          else visitor_.string(s);
+          return;
+        }
+        case tag::list: {
+          std::uint32_t n = u32();
+          if (n == 0) continue;  // Erlang reads LIST_EXT of no elements as its tail alone
+          need_declared(std::uint64_t{n} + 1);
+          visitor_.begin_list(n);
+          open(FrameKind::list, std::uint64_t{n} + 1);
+          return;
+        }
+        case tag::small_tuple:
+        case tag::large_tuple: {
+          std::uint32_t n = t == tag::small_tuple ? u8() : u32();
+          need_declared(n);
+          visitor_.begin_tuple(n);
+          if (n == 0) visitor_.end_tuple();
+          else open(FrameKind::tuple, n);
+          return;
+        }
+        case tag::map: {
+          std::uint32_t n = u32();
+          need_declared(std::uint64_t{n} * 2);
+          visitor_.begin_map(n);
+          if (n == 0) visitor_.end_map();
+          else open(FrameKind::map, std::uint64_t{n} * 2);
+          return;
+        }
+        case tag::new_pid:
+        case tag::old_pid: visitor_.pid(read_pid_body(t, node_scratch_)); return;
+        case tag::new_port:
+        case tag::old_port:
+        case tag::v4_port: {
+          PortView port;
+          port.node = read_node(node_scratch_);
+          port.id = t == tag::v4_port ? u64() : u32();
+          port.creation = t == tag::old_port ? u8() : u32();
+          visitor_.port(port);
+          return;
+        }
+        case tag::newer_reference:
+        case tag::new_reference:
+        case tag::old_reference: decode_reference(t); return;
+        case tag::new_fun: decode_fun(); return;
+        case tag::export_fun: {
+          std::string_view module = read_atom(u8(), module_scratch_);
+          std::string_view function = read_atom(u8(), atom_scratch_);
+          if (u8() != tag::small_integer) fail(Errc::bad_fun);
+          visitor_.export_fun(module, function, u8());
+          return;
+        }
+        case tag::old_fun:
+        case tag::local:
+        case tag::atom_cache_ref: fail_at(p_ - 1, Errc::unsupported_tag, t);
+        default: fail_at(p_ - 1, Errc::unknown_tag, t);
+      }
+    }
+  }
+
+  const std::uint8_t* begin_;
+  const std::uint8_t* p_;
+  const std::uint8_t* end_;
+  const std::uint8_t* count_at_ = nullptr;
+  std::size_t base_;
+  V& visitor_;
+  const Limits& limits_;
+  std::vector<Frame> stack_;
+  std::uint64_t owed_ = 0;
+  std::uint8_t current_tag_ = 0;
+  std::string atom_scratch_, node_scratch_, module_scratch_;
+  std::vector<std::uint8_t> bits_scratch_;
+  std::array<std::uint32_t, 5> ref_ids_{};
+};
+
+}  // namespace detail
+
+// Decodes one term body (no version byte) starting at bytes[0]; reports where it ended.
+template <Visitor V>
+DecodeResult decode_body(std::span<const std::uint8_t> bytes, V& visitor, const Limits& limits = {},
+                         std::size_t base_offset = 0) {
+  detail::Decoder<V> decoder(bytes.data(), bytes.data() + bytes.size(), base_offset, visitor, limits);
+  DecodeResult result;
+  result.error = decoder.run();
+  result.end = decoder.offset();
+  return result;
+}
+
+// Decodes a complete external term: version byte 131, then a term or a compressed term.
+template <Visitor V>
+DecodeResult decode(std::span<const std::uint8_t> input, V& visitor, const DecodeOptions& options = {}) {
+  DecodeResult result;
+  auto failure = [&](Errc code, std::size_t offset, std::uint64_t detail = 0, std::uint8_t t = 0) {
+    result.error = DecodeError{code, offset, detail, t};
+    result.end = offset;
+    return result;
+  };
+  if (input.size() > options.limits.max_input_size)
+    return failure(Errc::input_size_limit, 0, options.limits.max_input_size);
+  if (input.empty()) return failure(Errc::truncated, 0, 1);
+  if (input[0] != tag::version) return failure(Errc::bad_version, 0, input[0]);
+  if (input.size() >= 2 && input[1] == tag::compressed) {
+    if (input.size() < 6) return failure(Errc::truncated, input.size(), 6, tag::compressed);
+    std::size_t size = detail::load_u32(input.data() + 2);
+    if (size > options.limits.max_inflated_size)
+      return failure(Errc::inflated_size_limit, 2, size, tag::compressed);
+    std::vector<std::uint8_t> inflated(size);
+    if (!detail::inflate_exact(input.subspan(6), inflated.data(), size))
+      return failure(Errc::bad_compression, 6, size, tag::compressed);
+    // Offsets inside the inflated data are reported as such; the compressed stream must
+    // hold exactly one term, so leftovers there are an error whatever the options say.
+    result = decode_body(std::span<const std::uint8_t>(inflated), visitor, options.limits);
+    if (!result) result.error->inflated = true;
+    if (result && result.end != size) {
+      failure(Errc::trailing_bytes, result.end, size - result.end);
+      result.error->inflated = true;
+      return result;
+    }
+    if (result) result.end = input.size();
+    return result;
+  }
+  result = decode_body(input.subspan(1), visitor, options.limits, 1);
+  if (result && !options.allow_trailing_bytes && result.end != input.size())
+    return failure(Errc::trailing_bytes, result.end, input.size() - result.end);
+  return result;
+}
+
+}  // namespace camlbeam::etf

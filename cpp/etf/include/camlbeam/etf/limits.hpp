@@ -1,0 +1,21 @@
+// What the decoder accepts. The defaults take anything OTP produces in practice (Erlang
+// encodes 100,000-deep terms without complaint) and refuse what only an attacker sends.
+#pragma once
+
+#include <cstddef>
+
+namespace camlbeam::etf {
+
+struct Limits {
+  std::size_t max_depth = 100'000;                 // open containers at once
+  std::size_t max_input_size = std::size_t{1} << 31;   // bytes handed to the decoder
+  std::size_t max_inflated_size = std::size_t{64} << 20;  // declared size of a compressed term
+};
+
+struct DecodeOptions {
+  Limits limits{};
+  // binary_to_term/1 ignores bytes after the term; a framed protocol should not.
+  bool allow_trailing_bytes = false;
+};
+
+}  // namespace camlbeam::etf

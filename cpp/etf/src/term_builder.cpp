@@ -1,0 +1,111 @@
+#include <camlbeam/etf/term_builder.hpp>
+
+namespace camlbeam::etf {
+
+void TermBuilder::big_integer(bool negative, std::span<const std::uint8_t> magnitude) {
+  emit(Term::big_integer(negative, {magnitude.begin(), magnitude.end()}));
+}
+
+// A list in tail position ([1 | [2, 3]]) is folded into the list being built rather than
+// built and merged afterwards: merging would copy, and a chain of such tails would cost
+// quadratic time.
+void TermBuilder::begin_list(std::uint32_t n) {
+  if (at_list_tail()) {
+    Open& top = stack_.back();
+    top.list_elements += n;
+    top.items.reserve(top.list_elements + 1);
+    ++top.merged_tails;
+    return;
+  }
+  open(Kind::list, std::size_t{n} + 1);
+  stack_.back().list_elements = n;
+}
+
+void TermBuilder::string(std::span<const std::uint8_t> bytes) {
+  if (at_list_tail()) {
+    Open& top = stack_.back();
+    top.list_elements += bytes.size();
+    top.items.reserve(top.list_elements + 1);
+    for (std::uint8_t b : bytes) top.items.push_back(Term::integer(b));
+    top.items.emplace_back();
+    return;
+  }
+  std::vector<Term> items;
+  items.reserve(bytes.size() + 1);
+  for (std::uint8_t b : bytes) items.push_back(Term::integer(b));
+  items.emplace_back();
+  emit(Term::from_repr(List{std::move(items)}));
+}
+
+void TermBuilder::open(Kind kind, std::size_t capacity) {
+  Open frame{kind, {}, nullptr};
+  frame.items.reserve(capacity);
+  stack_.push_back(std::move(frame));
+}
+
+void TermBuilder::end_list() {
+  if (stack_.back().merged_tails > 0) {
+    --stack_.back().merged_tails;
+    return;
+  }
+  std::vector<Term> items = std::move(stack_.back().items);
+  stack_.pop_back();
+  Term tail = std::move(items.back());
+  items.pop_back();
+  emit(Term::list(std::move(items), std::move(tail)));  // merges a tail that is a list
+}
+
+void TermBuilder::end_tuple() {
+  Term t = Term::from_repr(Tuple{std::move(stack_.back().items)});
+  stack_.pop_back();
+  emit(std::move(t));
+}
+
+void TermBuilder::end_map() {
+  std::vector<Term> flat = std::move(stack_.back().items);
+  stack_.pop_back();
+  if (sort_map_entries(flat) != npos) throw Reject{Errc::duplicate_map_key};
+  emit(Term::from_repr(Map{std::move(flat)}));
+}
+
+namespace {
+
+Pid to_pid(const PidView& v) { return Pid{std::string(v.node), v.id, v.serial, v.creation}; }
+
+}  // namespace
+
+void TermBuilder::pid(const PidView& pid) { emit(Term::from_repr(Boxed<Pid>(to_pid(pid)))); }
+
+void TermBuilder::port(const PortView& port) {
+  emit(Term::from_repr(Boxed<Port>(Port{std::string(port.node), port.id, port.creation})));
+}
+
+void TermBuilder::reference(const ReferenceView& ref) {
+  emit(Term::from_repr(Boxed<Reference>(
+      Reference{std::string(ref.node), ref.creation, {ref.ids.begin(), ref.ids.end()}})));
+}
+
+void TermBuilder::begin_fun(const FunView& fun) {
+  open(Kind::fun, fun.free_count);
+  stack_.back().fun = std::make_unique<Fun>(Fun{fun.arity, fun.uniq, fun.index, std::string(fun.module),
+                                                fun.old_index, fun.old_uniq, to_pid(fun.pid), {}});
+}
+
+void TermBuilder::end_fun() {
+  Fun fun = std::move(*stack_.back().fun);
+  fun.free_vars = std::move(stack_.back().items);
+  stack_.pop_back();
+  emit(Term::from_repr(Boxed<Fun>(std::move(fun))));
+}
+
+void TermBuilder::export_fun(std::string_view module, std::string_view function, std::uint8_t arity) {
+  emit(Term::from_repr(Boxed<ExportFun>(ExportFun{std::string(module), std::string(function), arity})));
+}
+
+Term decode_term(std::span<const std::uint8_t> bytes, const DecodeOptions& options) {
+  TermBuilder builder;
+  if (auto result = decode(bytes, builder, options); !result) throw DecodeException(*result.error);
+  return builder.take();
+}
+
+}  // namespace camlbeam::etf

@@ -1,0 +1,167 @@
+// Encoder and decoder on known bytes (taken from OTP 25's term_to_binary), and the
+// streaming paths that later layers use.
+#include <camlbeam/etf/etf.hpp>
+
+#include <gtest/gtest.h>
+
+namespace etf = camlbeam::etf;
+using etf::Term;
+using Bytes = std::vector<std::uint8_t>;
+
+namespace {
+
+// Bytes printed by `erl -eval 'io:format("~w", [term_to_binary(T)])'` for each term.
+struct Known {
+  const char* text;
+  Bytes minor1;
+  Bytes minor2;  // empty: same as minor1
+};
+
+const std::vector<Known>& known_encodings() {
+  static const std::vector<Known> table = {
+      {"42", {131, 97, 42}, {}},
+      {"-1", {131, 98, 255, 255, 255, 255}, {}},
+      {"-2147483648", {131, 98, 128, 0, 0, 0}, {}},
+      {"18446744073709551616", {131, 110, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}, {}},
+      {"-0.0", {131, 70, 128, 0, 0, 0, 0, 0, 0, 0}, {}},
+      {"a", {131, 100, 0, 1, 97}, {131, 119, 1, 97}},
+      {"'\xC3\x88'", {131, 100, 0, 1, 200}, {131, 119, 2, 195, 136}},  // 'È', Latin-1
+      {"'\xCE\xB1'", {131, 119, 2, 206, 177}, {}},                    // 'α', not Latin-1
+      {"[1,2|3]", {131, 108, 0, 0, 0, 2, 97, 1, 97, 2, 97, 3}, {}},
+      {"[1,2,3,256]", {131, 108, 0, 0, 0, 4, 97, 1, 97, 2, 97, 3, 98, 0, 0, 1, 0, 106}, {}},
+      {"\"ab\"", {131, 107, 0, 2, 97, 98}, {}},
+      {"<<1:3>>", {131, 77, 0, 0, 0, 1, 3, 32}, {}},
+      {"fun lists:map/2",
+       {131, 113, 100, 0, 5, 108, 105, 115, 116, 115, 100, 0, 3, 109, 97, 112, 97, 2},
+       {131, 113, 119, 5, 108, 105, 115, 116, 115, 119, 3, 109, 97, 112, 97, 2}},
+      {"#{2 => b,0.5 => c,a => 1,{} => y,[] => x,<<>> => z}",
+       {131, 116, 0, 0, 0, 6, 97, 2, 100, 0, 1, 98, 70, 63, 224, 0, 0, 0, 0, 0, 0, 100, 0, 1, 99,
+        100, 0, 1, 97, 97, 1, 104, 0, 100, 0, 1, 121, 106, 100, 0, 1, 120, 109, 0, 0, 0, 0, 100, 0, 1, 122},
+       {131, 116, 0, 0, 0, 6, 97, 2, 119, 1, 98, 70, 63, 224, 0, 0, 0, 0, 0, 0, 119, 1, 99, 119, 1, 97,
+        97, 1, 104, 0, 119, 1, 121, 106, 119, 1, 120, 109, 0, 0, 0, 0, 119, 1, 122}},
+  };
+  return table;
+}
+
+Bytes encode_text(std::string_view text, int minor_version) {
+  return etf::encode(etf::parse_term(text), etf::EncodeOptions{minor_version, 0});
+}
+
+// Re-encodes through the streaming path: decoder → Writer, no tree.
+Bytes transcode(const Bytes& in, int minor_version = 1) {
+  etf::ByteBuffer out;
+  etf::Writer writer(out, minor_version);
+  writer.version();
+  const auto result = etf::decode(in, writer);
+  EXPECT_TRUE(result) << result.error->message();
+  return out.to_vector();
+}
+
+}  // namespace
+
+TEST(Codec, EncodesLikeTermToBinary) {
+  for (const Known& k : known_encodings()) {
+    EXPECT_EQ(encode_text(k.text, 1), k.minor1) << k.text;
+    EXPECT_EQ(encode_text(k.text, 2), k.minor2.empty() ? k.minor1 : k.minor2) << k.text;
+  }
+}
+
+TEST(Codec, DecodesWhatTermToBinaryWrote) {
+  for (const Known& k : known_encodings()) {
+    EXPECT_EQ(etf::decode_term(k.minor1), etf::parse_term(k.text)) << k.text;
+    if (!k.minor2.empty()) {
+      EXPECT_EQ(etf::decode_term(k.minor2), etf::parse_term(k.text)) << k.text;
+    }
+    EXPECT_EQ(transcode(k.minor1), k.minor1) << k.text;
+  }
+}
+
+TEST(Codec, OldFormsDecodeAndReencodeInTheCurrentForm) {
+  // FLOAT_EXT "1.0", PID_EXT with a one-byte creation, SMALL_ATOM_EXT, NEW_REFERENCE.
+  Bytes old_float = {131, 99};
+  const std::string digits = "1.00000000000000000000e+00";
+  old_float.insert(old_float.end(), digits.begin(), digits.end());
+  old_float.resize(2 + 31, 0);
+  EXPECT_EQ(etf::decode_term(old_float), Term::float64(1.0));
+  EXPECT_EQ(etf::decode_term(Bytes{131, 103, 115, 1, 110, 0, 0, 0, 7, 0, 0, 0, 1, 2}),
+            Term::pid({"n", 7, 1, 2}));
+  EXPECT_EQ(etf::decode_term(Bytes{131, 115, 2, 0xE9, 0x74}), Term::atom("\xC3\xA9t"));
+  EXPECT_EQ(etf::decode_term(Bytes{131, 114, 0, 1, 100, 0, 1, 110, 3, 0, 0, 0, 9}),
+            Term::reference({"n", 3, {9}}));
+}
+
+TEST(Codec, NestedListTailsBecomeOneList) {
+  // LIST_EXT [1 | LIST_EXT [2 | STRING_EXT "ab"]] is the proper list [1,2,97,98].
+  const Bytes chained = {131, 108, 0, 0, 0, 1, 97, 1, 108, 0, 0, 0, 1, 97, 2, 107, 0, 2, 97, 98};
+  const Term t = etf::decode_term(chained);
+  EXPECT_EQ(t, Term::list({Term::integer(1), Term::integer(2), Term::integer(97), Term::integer(98)}));
+  EXPECT_EQ(etf::encode(t), (Bytes{131, 107, 0, 4, 1, 2, 97, 98}));
+}
+
+TEST(Codec, CompressesOnlyWhenItPays) {
+  const Term small = etf::parse_term("<<\"abc\">>");
+  EXPECT_EQ(etf::encode(small, {1, 9}), etf::encode(small));
+  const Term repetitive = Term::list(std::vector<Term>(1000, Term::integer(7)));
+  const Bytes compressed = etf::encode(repetitive, {1, 6});
+  ASSERT_EQ(compressed[1], etf::tag::compressed);
+  // From term_to_binary(lists:duplicate(1000, 7), [compressed]): 25 bytes, this header.
+  EXPECT_EQ(compressed.size(), 25u);
+  EXPECT_EQ(Bytes(compressed.begin(), compressed.begin() + 8), (Bytes{131, 80, 0, 0, 3, 235, 120, 156}));
+  EXPECT_EQ(etf::decode_term(compressed), repetitive);
+}
+
+TEST(Codec, FunsRoundTripByteForByte) {
+  // erl: term_to_binary(fun(X) -> X end) in the shell (a local fun of erl_eval).
+  const Bytes fun = {131, 112, 0, 0, 0, 160, 1, 6, 83, 97, 170, 70, 21, 144, 209, 189, 241, 235, 98, 209,
+                     166, 235, 8, 0, 0, 0, 42, 0, 0, 0, 1, 100, 0, 8, 101, 114, 108, 95, 101, 118, 97, 108,
+                     97, 42, 98, 0, 50, 155, 13, 88, 100, 0, 13, 110, 111, 110, 111, 100, 101, 64, 110, 111,
+                     104, 111, 115, 116, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 104, 6, 97, 17, 106, 100, 0, 4,
+                     110, 111, 110, 101, 100, 0, 4, 110, 111, 110, 101, 116, 0, 0, 0, 0, 108, 0, 0, 0, 1, 104,
+                     5, 100, 0, 6, 99, 108, 97, 117, 115, 101, 97, 17, 108, 0, 0, 0, 1, 104, 3, 100, 0, 3, 118,
+                     97, 114, 97, 17, 100, 0, 1, 88, 106, 106, 108, 0, 0, 0, 1, 104, 3, 100, 0, 3, 118, 97,
+                     114, 97, 17, 100, 0, 1, 88, 106, 106};
+  const Term t = etf::decode_term(fun);
+  ASSERT_EQ(t.kind(), etf::Kind::fun);
+  EXPECT_EQ((*t.get_if<etf::Boxed<etf::Fun>>())->module, "erl_eval");
+  EXPECT_EQ(etf::encode(t), fun);
+  EXPECT_EQ(transcode(fun), fun);
+}
+
+TEST(Codec, ErrorsCarryCodeOffsetAndTag) {
+  etf::TermBuilder builder;
+  const Bytes bad = {131, 104, 2, 97, 1, 70, 0x7F, 0xF0, 0, 0, 0, 0, 0, 0};  // {1, +inf}
+  const auto result = etf::decode(bad, builder);
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error->code, etf::Errc::bad_float);
+  EXPECT_EQ(result.error->offset, 6u);
+  EXPECT_EQ(result.error->tag, etf::tag::new_float);
+  EXPECT_EQ(result.error->message(), "bad_float at byte 6 (tag 70): float is NaN, infinite or unreadable");
+  try {
+    etf::decode_term(bad);
+    FAIL() << "decode_term accepted infinity";
+  } catch (const etf::DecodeException& e) {
+    EXPECT_EQ(e.error(), *result.error);
+  }
+}
+
+TEST(Codec, TrailingBytesAreRefusedUnlessAllowed) {
+  const Bytes two = {131, 97, 1, 97, 2};
+  etf::TermBuilder builder;
+  const auto strict = etf::decode(two, builder);
+  ASSERT_FALSE(strict);
+  EXPECT_EQ(strict.error->code, etf::Errc::trailing_bytes);
+  etf::DecodeOptions lenient;
+  lenient.allow_trailing_bytes = true;
+  const auto result = etf::decode(two, builder, lenient);
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result.end, 3u);
+}
+
+TEST(Codec, WriterStringFallsBackToListBeyond65535) {
+  etf::ByteBuffer out;
+  etf::Writer writer(out);
+  const Bytes bytes(70000, 1);
+  writer.string(bytes);
+  EXPECT_EQ(out.data()[0], etf::tag::list);
+  EXPECT_EQ(out.size(), 5 + 2 * bytes.size() + 1);
+}
