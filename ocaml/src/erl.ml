@@ -1,0 +1,103 @@
+module Term = Term
+module Conv = Conv
+
+(* Exports *)
+
+let registry : (string, Term.t list -> (Term.t, Conv.error) result) Hashtbl.t =
+  Hashtbl.create 64
+
+let is_atom_text s = Result.is_ok (Term.validate (Term.Atom s))
+
+let register name call =
+  if not (is_atom_text name) then
+    invalid_arg (Printf.sprintf "Erl.export: %S cannot be an atom" name);
+  if Hashtbl.mem registry name then
+    Printf.eprintf "camlbeam: warning: export %S replaced\n%!" name;
+  Hashtbl.replace registry name call
+
+let export name fn f = register name (Conv.apply fn f)
+let export_raw name f = register name (fun args -> Ok (f args))
+
+let exports () =
+  List.sort String.compare (Hashtbl.fold (fun name _ names -> name :: names) registry [])
+
+let dispatch name args =
+  let error reason = Term.Tuple [| Term.Atom "error"; reason |] in
+  match Hashtbl.find_opt registry name with
+  | None ->
+      let name = if is_atom_text name then Term.Atom name else Term.Binary name in
+      error (Term.Tuple [| Term.Atom "undef"; name |])
+  | Some call -> (
+      match call args with
+      | Ok result -> Term.Tuple [| Term.Atom "ok"; result |]
+      | Error e -> error (Conv.error_to_term e)
+      | exception exn ->
+          let backtrace = Printexc.get_backtrace () in
+          error
+            (Term.Tuple
+               [|
+                 Term.Atom "ocaml_exception";
+                 Term.Binary (Printexc.exn_slot_name exn);
+                 Term.Binary (Printexc.to_string exn);
+                 Term.Binary backtrace;
+               |]))
+
+(* Talking to Erlang *)
+
+exception No_transport
+
+let () =
+  Printexc.register_printer (function
+    | No_transport ->
+        Some
+          "Erl.No_transport: no camlbeam transport is installed (Erl.send, \
+           Erl.call_erlang and Erl.worker only work in a camlbeam worker)"
+    | _ -> None)
+
+type worker = { transport : string; id : int; pid : Term.pid }
+
+type transport = {
+  worker : worker;
+  send : Term.pid -> Term.t -> unit;
+  call_erlang : string -> string -> Term.t list -> Term.t;
+}
+
+let current : transport option ref = ref None
+let transport () = match !current with Some t -> t | None -> raise No_transport
+let send pid msg = (transport ()).send pid msg
+let call_erlang m f args = (transport ()).call_erlang m f args
+let worker () = (transport ()).worker
+let self () = (worker ()).pid
+
+(* For the hosts *)
+
+let integer_of_bytes negative magnitude =
+  let z = Z.of_bits magnitude in
+  Term.integer_of_z (if negative then Z.neg z else z)
+
+let bigint_to_bytes z =
+  let bits = Z.to_bits z in
+  let len = ref (String.length bits) in
+  while !len > 0 && bits.[!len - 1] = '\000' do decr len done;
+  (Z.sign z < 0, String.sub bits 0 !len)
+
+module Private = struct
+  type nonrec transport = transport = {
+    worker : worker;
+    send : Term.pid -> Term.t -> unit;
+    call_erlang : string -> string -> Term.t list -> Term.t;
+  }
+
+  let set_transport t = current := Some t
+  let clear_transport () = current := None
+  let dispatch = dispatch
+  let integer_of_bytes = integer_of_bytes
+  let bigint_to_bytes = bigint_to_bytes
+end
+
+let () =
+  Printexc.record_backtrace true;
+  Callback.register "camlbeam.dispatch" dispatch;
+  Callback.register "camlbeam.integer_of_bytes" integer_of_bytes;
+  Callback.register "camlbeam.bigint_to_bytes" bigint_to_bytes;
+  Callback.register "camlbeam.map_of_array" Term.map_of_array

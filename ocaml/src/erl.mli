@@ -1,0 +1,107 @@
+(** camlbeam's OCaml side: Erlang terms, converters, and the functions OCaml
+    exports to Erlang.
+
+    A plugin registers its functions when it is loaded:
+    {[
+      let rec fib n = if n < 2 then n else fib (n - 1) + fib (n - 2)
+      let () = Erl.export "fib" Erl.Conv.(int @-> returning int) fib
+    ]}
+    and Erlang calls them with [ocaml:call(Worker, fib, [30])]. *)
+
+module Term = Term
+module Conv = Conv
+
+(** {1 Exports} *)
+
+val export : string -> 'f Conv.fn -> 'f -> unit
+(** [export name fn f] makes [f], whose arguments and result [fn]
+    describes, callable from Erlang as [name]. Exporting a name again
+    replaces the previous function (so that a new version of a plugin can
+    take over its names) and prints a warning on stderr.
+    @raise Invalid_argument if [name] cannot be an atom (not UTF-8, or
+    longer than 255 characters). *)
+
+val export_raw : string -> (Term.t list -> Term.t) -> unit
+(** [export_raw name f] exports [f], which gets the argument terms as they
+    are and returns the result term. Otherwise as {!export}. *)
+
+val exports : unit -> string list
+(** The exported names, sorted. *)
+
+(** {1 Talking to Erlang}
+
+    These go through the transport of the worker the code runs in (port,
+    node or NIF), which its host installs at start-up. *)
+
+exception No_transport
+(** Raised by the functions below outside a camlbeam worker, e.g. in a unit
+    test or before the host has installed its transport. *)
+
+val send : Term.pid -> Term.t -> unit
+(** [send pid msg] delivers [msg] to the Erlang process [pid], like
+    [pid ! msg]: asynchronously, and silently dropped if [pid] is dead. *)
+
+val call_erlang : string -> string -> Term.t list -> Term.t
+(** [call_erlang m f args] runs [apply(m, f, args)] on the Erlang side and
+    returns what the Erlang side answers. It blocks the calling worker until
+    then. *)
+
+(** The worker the code runs in. *)
+type worker = {
+  transport : string;  (** ["port"], ["node"] or ["nif"]. *)
+  id : int;  (** The worker's number in its pool. *)
+  pid : Term.pid;  (** The Erlang process that stands for the worker. *)
+}
+
+val worker : unit -> worker
+(** @raise No_transport outside a worker. *)
+
+val self : unit -> Term.pid
+(** [(worker ()).pid]: messages sent there reach this worker.
+    @raise No_transport outside a worker. *)
+
+(** {1 For the hosts}
+
+    The C++ hosts use these; plugins have no reason to. *)
+module Private : sig
+  (** What a host provides to {!send}, {!call_erlang} and {!worker}. *)
+  type transport = {
+    worker : worker;
+    send : Term.pid -> Term.t -> unit;
+    call_erlang : string -> string -> Term.t list -> Term.t;
+  }
+
+  val set_transport : transport -> unit
+  val clear_transport : unit -> unit
+
+  val dispatch : string -> Term.t list -> Term.t
+  (** [dispatch name args] calls the export [name] and returns
+      - [{ok, Result}];
+      - [{error, {undef, Name}}] if nothing is exported as [name] ([Name] is
+        an atom, or a binary if [name] cannot be an atom);
+      - [{error, {badarity, Expected, Got}}] or
+        [{error, {badarg, #{argument => N, expected => <<"Type">>, got => Term}}}]
+        if the arguments do not fit the export's {!Conv.fn};
+      - [{error, {ocaml_exception, Name, Message, Backtrace}}] if the export
+        raised an exception, [Stack_overflow] and [Out_of_memory] included:
+        three binaries, the exception's constructor name
+        ([Printexc.exn_slot_name]), [Printexc.to_string] of it, and the
+        backtrace, empty unless backtraces are recorded (this library turns
+        recording on when it is initialised).
+
+      It never raises. Registered as the callback ["camlbeam.dispatch"]. *)
+
+  val integer_of_bytes : bool -> string -> Term.t
+  (** [integer_of_bytes negative magnitude] is the integer whose absolute
+      value has the little-endian bytes [magnitude] (ETF's SMALL_BIG_EXT and
+      LARGE_BIG_EXT digits), as an [Int] when it fits. Registered as
+      ["camlbeam.integer_of_bytes"]. *)
+
+  val bigint_to_bytes : Z.t -> bool * string
+  (** The sign (true if negative) and the little-endian bytes of the
+      absolute value, without trailing zero bytes. Registered as
+      ["camlbeam.bigint_to_bytes"]. *)
+
+  (** [Term.map_of_array] is registered as ["camlbeam.map_of_array"], for
+      converters that read maps in an order other than the term order. *)
+end

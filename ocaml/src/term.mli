@@ -1,0 +1,189 @@
+(** Erlang terms as OCaml values.
+
+    Every Erlang term has exactly one {e canonical} representation as a value
+    of type {!t}; the invariants that make it unique are listed at each
+    constructor. The camlbeam hosts only ever build canonical terms, the smart
+    constructors below ({!integer_of_z}, {!improper}, {!bitstring},
+    {!map_of_list}) produce them, and {!validate} checks them. {!compare} and
+    {!equal} are Erlang's exact term order and [=:=] on canonical terms.
+
+    Do not use the polymorphic [compare], [=] or [Hashtbl.hash] on terms:
+    they disagree with Erlang on [0.0] and [-0.0], on funs, and on the order
+    of mixed types, and they recurse on the C stack.
+
+    {1 Memory layout}
+
+    The C++ converters allocate these values directly, so the layout is part
+    of the interface. There is no constant constructor; every constructor of
+    {!t} is a block whose tag is its position below:
+
+    {v
+    tag  constructor  size  fields
+     0   Int          1     immediate int
+     1   Bigint       1     Z.t (allocate only through "camlbeam.integer_of_bytes")
+     2   Float        1     boxed float (Double_tag block), not unboxed
+     3   Atom         1     string (UTF-8)
+     4   Ref          1     reference record
+     5   Fun          1     fun_ block
+     6   Port         1     port record
+     7   Pid          1     pid record
+     8   Tuple        1     array of t: tag 0, one field per element; {} is Atom(0)
+     9   Map          1     array of (t * t) pairs (tag 0, size 2); #{} is Atom(0)
+    10   List         1     OCaml list: Val_emptylist or cons blocks (tag 0, size 2)
+    11   Improper     2     OCaml list (non-empty), tail
+    12   Binary       1     string
+    13   Bitstring    2     string, immediate int
+    v}
+
+    Records are blocks of tag 0 with their fields in declaration order:
+    [pid] = (node : string, id, serial, creation : immediate ints);
+    [port] = (node : string, id : int64 custom block, creation : int);
+    [reference] = (node : string, creation : int, ids : array of immediate
+    ints). [fun_] has no constant constructor either: [Local] is tag 0 with
+    its 8 fields in declaration order, [Export] tag 1 with 3 fields.
+    No array of this module is ever a flat float array.
+
+    New constructors will only ever be added at the end. *)
+
+(** A process identifier, as in ETF's NEW_PID_EXT. *)
+type pid = {
+  node : string;  (** Node name, e.g. ["nonode@nohost"]. *)
+  id : int;  (** Unsigned 32-bit. *)
+  serial : int;  (** Unsigned 32-bit. *)
+  creation : int;  (** Unsigned 32-bit. *)
+}
+
+(** A port identifier, as in ETF's V4_PORT_EXT. *)
+type port = {
+  node : string;
+  id : int64;  (** Unsigned 64-bit, stored as its bit pattern. *)
+  creation : int;  (** Unsigned 32-bit. *)
+}
+
+(** A reference, as in ETF's NEWER_REFERENCE_EXT. *)
+type reference = {
+  node : string;
+  creation : int;  (** Unsigned 32-bit. *)
+  ids : int array;
+      (** 1 to 5 unsigned 32-bit words, least significant first, as on the
+          wire. Erlang ignores trailing zero words when comparing. *)
+}
+
+type t =
+  | Int of int  (** An integer that fits OCaml's [int] (63-bit). *)
+  | Bigint of Z.t
+      (** Any other integer. Invariant: never a value that fits [int]. *)
+  | Float of float  (** Invariant: finite (Erlang has no NaN or infinity). *)
+  | Atom of string  (** Invariant: valid UTF-8, at most 255 characters. *)
+  | Ref of reference
+  | Fun of fun_
+  | Port of port
+  | Pid of pid
+  | Tuple of t array
+  | Map of (t * t) array
+      (** Invariant: sorted by key in {!compare} order, keys unique. *)
+  | List of t list  (** A proper list; [List []] is Erlang's [[]]. *)
+  | Improper of t list * t
+      (** [Improper (xs, tail)] is [[x1, ..., xn | tail]]. Invariant: [xs] is
+          not empty and [tail] is not a [List] nor an [Improper]. *)
+  | Binary of string
+  | Bitstring of string * int
+      (** [Bitstring (bytes, bits)]: a bitstring whose length is not a
+          multiple of 8. [bits] (1 to 7) is the number of bits used in the
+          last byte, which holds them in its high-order bits. Invariant:
+          [bytes] is not empty and the unused low-order bits are zero. *)
+
+(** A fun. Funs are opaque to OCaml code: they can only be passed back to
+    Erlang, which is why every field of the wire format is kept. *)
+and fun_ =
+  | Local of {
+      arity : int;
+      uniq : string;  (** 16 bytes: MD5 of the defining module. *)
+      index : int;
+      module_ : string;
+      old_index : int;
+      old_uniq : int;
+      pid : pid;  (** The creator (ignored by OTP 24 and later). *)
+      free_vars : t list;
+    }  (** A local fun, as in ETF's NEW_FUN_EXT. *)
+  | Export of { module_ : string; function_ : string; arity : int }
+      (** [fun M:F/A], as in ETF's EXPORT_EXT. *)
+
+(** {1 Construction} *)
+
+val nil : t
+(** [List []]. *)
+
+val integer_of_z : Z.t -> t
+(** [Int] if the value fits [int], [Bigint] otherwise. *)
+
+val improper : t list -> t -> t
+(** [improper xs tail] is the list [[x1, ..., xn | tail]] in canonical form,
+    whatever [xs] and [tail] are: [tail] if [xs] is empty, a [List] if [tail]
+    is a proper list, an [Improper] otherwise. *)
+
+val bitstring : string -> int -> t
+(** [bitstring bytes n] is the bitstring of the first [n] bits of [bytes]: a
+    [Binary] if [n] is a multiple of 8, a [Bitstring] otherwise.
+    @raise Invalid_argument if [n] is negative or [bytes] holds fewer than [n]
+    bits. *)
+
+val map_of_list : (t * t) list -> t
+(** The map of these bindings, in canonical form. When a key occurs twice,
+    the later binding wins, as in [maps:from_list/1]. *)
+
+val map_of_array : (t * t) array -> t
+(** [map_of_array bindings] is [map_of_list (Array.to_list bindings)]; the
+    array is not modified. *)
+
+val map_find : t -> (t * t) array -> t option
+(** [map_find key bindings] is the value bound to [key] in the canonical
+    bindings of a [Map], found by binary search. *)
+
+(** {1 Comparison} *)
+
+val compare : t -> t -> int
+(** Erlang's exact term order, the order of map keys (OTP 25):
+    number < atom < reference < fun < port < pid < tuple < map < [[]] <
+    non-empty list < bitstring. Integers come before all floats, whatever
+    their values; [0.0] and [-0.0] are equal. Tuples compare by size, then
+    element by element; maps by size, then keys, then values in key order;
+    lists cell by cell; bitstrings bit by bit, a prefix first. Pids, ports,
+    references and funs compare on the fields Erlang compares and in its
+    order, so two funs that differ only in [arity], [uniq], [old_index] or
+    [pid] are equal.
+
+    Runs in constant stack space: terms of any depth can be compared. *)
+
+val equal : t -> t -> bool
+(** Erlang's [=:=]: [equal a b] is [compare a b = 0]. *)
+
+(** {1 Checking} *)
+
+val validate : t -> (unit, string) result
+(** [Ok ()] if the term and all its subterms are canonical and within the
+    ranges of the wire format, [Error why] naming the first violation found
+    otherwise. Meant for tests of code that builds terms without the smart
+    constructors, such as the C++ converters. Constant stack space. *)
+
+(** {1 Printing} *)
+
+val to_string : t -> string
+(** The term in Erlang syntax, like [io_lib:format("~tp", [T])] without line
+    breaks: atoms quoted when needed, [<<"text">>] for printable binaries,
+    [<<"text"/utf8>>] for printable UTF-8 ones, ["text"] for lists of
+    printable Latin-1 characters, floats in the shortest form that reads back
+    to the same value. Pids, ports, references and funs, which have no
+    literal syntax, print as [#Pid<'node'.Id.Serial.Creation>],
+    [#Port<'node'.Id.Creation>], [#Ref<'node'.Creation.W2.W1.W0>] (most
+    significant word first, as Erlang prints them), [#Fun<Module.OldIndex.OldUniq>] and [fun M:F/A]. The output is
+    UTF-8. Constant stack space. *)
+
+val pp : Format.formatter -> t -> unit
+(** [pp ppf t] prints [to_string t]. *)
+
+val float_to_string : float -> string
+(** A finite float as Erlang prints it ([float_to_list(F, [short])]): the
+    fewest digits that read back to [f], in fixed notation unless the
+    exponent form is shorter (or the value is an integer of magnitude 2^53
+    or more). *)

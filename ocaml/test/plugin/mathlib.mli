@@ -1,0 +1,3 @@
+(** A plugin: loading it exports ["mathlib.fib"]. *)
+
+val fib : int -> int

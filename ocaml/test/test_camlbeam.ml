@@ -1,0 +1,3 @@
+let () =
+  Alcotest.run "camlbeam"
+    (Test_term.tests @ Test_conv.tests @ Test_dispatch.tests @ Test_props.tests)

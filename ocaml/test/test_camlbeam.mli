@@ -1,0 +1,1 @@
+(** The test runner: all the suites of the library. *)

@@ -1,0 +1,178 @@
+open Erl
+
+let term = Alcotest.testable Term.pp Term.equal
+let dispatch = Private.dispatch
+let ok v = Term.Tuple [| Atom "ok"; v |]
+let error v = Term.Tuple [| Atom "error"; v |]
+
+exception Plugin_error of int
+
+let rec fib n = if n < 2 then n else fib (n - 1) + fib (n - 2)
+
+(* Unbounded, non-tail recursion. *)
+let rec bottomless n = 1 + bottomless (n + 1)
+
+let () =
+  export "test.fib" Conv.(int @-> returning int) fib;
+  export "test.scale" Conv.(float @-> list float @-> returning (list float)) (fun k -> List.map (( *. ) k));
+  export_raw "test.raw" (fun args -> Term.List (List.rev args));
+  export "test.not_found" Conv.(string @-> returning int) (fun _ -> raise Not_found);
+  export "test.failure" Conv.(nullary unit) (fun () -> failwith "boom");
+  export "test.plugin_error" Conv.(int @-> returning unit) (fun n -> raise (Plugin_error n));
+  export "test.bad_result" Conv.(nullary atom) (fun () -> String.make 300 'a');
+  export "test.overflow" Conv.(int @-> returning int) bottomless;
+  (* Array.make max_int raises Invalid_argument: it asks for more than
+     Max_wosize words. 2^50 words is below Max_wosize, but its 8 PiB cannot be
+     mapped, so the major heap cannot grow and the runtime raises
+     Out_of_memory, the real thing, without touching any memory. *)
+  export "test.oom" Conv.(int @-> returning int) (fun log2 -> Array.length (Array.make (1 lsl log2) 0))
+
+(* The name, message and backtrace of an ocaml_exception error. *)
+let ocaml_exception = function
+  | Term.Tuple [| Atom "error"; Tuple [| Atom "ocaml_exception"; Binary name; Binary message; Binary backtrace |] |] ->
+      (name, message, backtrace)
+  | t -> Alcotest.failf "not an ocaml_exception error: %s" (Term.to_string t)
+
+let contains s sub =
+  let n = String.length sub in
+  let rec from i = i + n <= String.length s && (String.sub s i n = sub || from (i + 1)) in
+  from 0
+
+let test_calls () =
+  Alcotest.check term "fib" (ok (Int 55)) (dispatch "test.fib" [ Int 10 ]);
+  Alcotest.check term "scale" (ok (List [ Float 2.0; Float 5.0 ])) (dispatch "test.scale" [ Float 2.0; List [ Float 1.0; Float 2.5 ] ]);
+  Alcotest.check term "raw" (ok (List [ Int 2; Atom "a" ])) (dispatch "test.raw" [ Atom "a"; Int 2 ]);
+  Alcotest.check term "raw, no argument" (ok Term.nil) (dispatch "test.raw" []);
+  Alcotest.check term "undef" (error (Tuple [| Atom "undef"; Atom "test.nosuch" |])) (dispatch "test.nosuch" [ Int 1 ]);
+  let long = String.make 256 'f' in
+  Alcotest.check term "undef, not an atom" (error (Tuple [| Atom "undef"; Binary long |])) (dispatch long []);
+  Alcotest.check term "badarity" (error (Tuple [| Atom "badarity"; Int 1; Int 2 |])) (dispatch "test.fib" [ Int 1; Int 2 ]);
+  Alcotest.check term "badarg"
+    (error
+       (Tuple
+          [|
+            Atom "badarg";
+            Term.map_of_list
+              [ (Atom "argument", Int 2); (Atom "expected", Binary "[float()]"); (Atom "got", List [ Int 1 ]) ];
+          |]))
+    (dispatch "test.scale" [ Float 2.0; List [ Int 1 ] ])
+
+let test_exceptions () =
+  let name, message, backtrace = ocaml_exception (dispatch "test.not_found" [ Binary "x" ]) in
+  Alcotest.(check string) "Not_found: name" "Not_found" name;
+  Alcotest.(check string) "Not_found: message" "Not_found" message;
+  Alcotest.(check bool) "Not_found: backtrace" true (contains backtrace "test_dispatch.ml");
+  let name, message, _ = ocaml_exception (dispatch "test.failure" []) in
+  Alcotest.(check string) "Failure: name" "Failure" name;
+  Alcotest.(check string) "Failure: message" "Failure(\"boom\")" message;
+  let name, message, _ = ocaml_exception (dispatch "test.plugin_error" [ Int 3 ]) in
+  Alcotest.(check bool) "user exception: name" true (contains name "Test_dispatch.Plugin_error");
+  Alcotest.(check bool) "user exception: message" true (contains message "Plugin_error(3)");
+  let name, _, _ = ocaml_exception (dispatch "test.bad_result" []) in
+  Alcotest.(check string) "result that does not encode" "Invalid_argument" name
+
+(* The soft stack limit in bytes from /proc/self/limits, [None] if unlimited. *)
+let stack_limit () =
+  let ic = open_in "/proc/self/limits" in
+  let rec find () =
+    match input_line ic with
+    | line when String.length line > 14 && String.sub line 0 14 = "Max stack size" ->
+        Scanf.sscanf (String.sub line 14 (String.length line - 14)) " %s" int_of_string_opt
+    | _ -> find ()
+  in
+  Fun.protect ~finally:(fun () -> close_in ic) find
+
+let test_stack_overflow () =
+  (* With an unlimited stack the recursion would eat all memory instead. *)
+  (match stack_limit () with
+  | Some bytes when bytes <= 1 lsl 30 -> ()
+  | _ -> Alcotest.fail "run the tests with a bounded stack (ulimit -s 8192)");
+  for _ = 1 to 3 do
+    let name, _, _ = ocaml_exception (dispatch "test.overflow" [ Int 0 ]) in
+    Alcotest.(check string) "Stack_overflow" "Stack_overflow" name;
+    Alcotest.check term "and the next call works" (ok (Int 55)) (dispatch "test.fib" [ Int 10 ])
+  done
+
+let test_out_of_memory () =
+  for _ = 1 to 3 do
+    let name, _, _ = ocaml_exception (dispatch "test.oom" [ Int 50 ]) in
+    Alcotest.(check string) "Out_of_memory" "Out_of_memory" name;
+    Alcotest.check term "and the next call works" (ok (Int 1024)) (dispatch "test.oom" [ Int 10 ])
+  done
+
+let test_registry () =
+  export "test.dup" Conv.(nullary int) (fun () -> 1);
+  export "test.dup" Conv.(nullary string) (fun () -> "two");
+  Alcotest.check term "the later export replaces the earlier" (ok (Binary "two")) (dispatch "test.dup" []);
+  let names = exports () in
+  Alcotest.(check bool) "exports are listed" true (List.mem "test.dup" names && List.mem "test.fib" names);
+  Alcotest.(check (list string)) "exports are sorted" (List.sort String.compare names) names;
+  Alcotest.check_raises "a name that cannot be an atom"
+    (Invalid_argument (Printf.sprintf "Erl.export: %S cannot be an atom" "\xff"))
+    (fun () -> export_raw "\xff" (fun _ -> Term.nil))
+
+let raises_no_transport name f =
+  Alcotest.check_raises name No_transport (fun () -> ignore (f ()))
+
+let test_transport () =
+  let somebody : Term.pid = { node = "erl@h"; id = 80; serial = 0; creation = 1 } in
+  raises_no_transport "send" (fun () -> send somebody Term.nil);
+  raises_no_transport "call_erlang" (fun () -> call_erlang "erlang" "node" []);
+  raises_no_transport "worker" worker;
+  raises_no_transport "self" self;
+  Alcotest.(check bool) "No_transport explains itself" true
+    (contains (Printexc.to_string No_transport) "no camlbeam transport");
+  let sent = ref [] in
+  let me : Term.pid = { node = "erl@h"; id = 81; serial = 0; creation = 1 } in
+  Private.set_transport
+    {
+      worker = { transport = "port"; id = 7; pid = me };
+      send = (fun pid msg -> sent := (pid, msg) :: !sent);
+      call_erlang = (fun m f args -> Term.Tuple [| Atom m; Atom f; List args |]);
+    };
+  Fun.protect ~finally:Private.clear_transport (fun () ->
+      export "test.notify" Conv.(pid @-> term @-> returning unit) send;
+      Alcotest.check term "an export sends" (ok (Atom "ok")) (dispatch "test.notify" [ Pid somebody; Atom "hi" ]);
+      (match !sent with
+      | [ (pid, msg) ] ->
+          Alcotest.check term "to the pid" (Pid somebody) (Pid pid);
+          Alcotest.check term "the message" (Atom "hi") msg
+      | _ -> Alcotest.fail "one message expected");
+      Alcotest.check term "call_erlang" (Tuple [| Atom "erlang"; Atom "node"; List [ Int 1 ] |])
+        (call_erlang "erlang" "node" [ Int 1 ]);
+      Alcotest.(check string) "worker transport" "port" (worker ()).transport;
+      Alcotest.(check int) "worker id" 7 (worker ()).id;
+      Alcotest.check term "self" (Pid me) (Pid (self ())));
+  raises_no_transport "cleared" (fun () -> send somebody Term.nil)
+
+let test_integers () =
+  let check name expected negative bytes =
+    Alcotest.check term name expected (Private.integer_of_bytes negative bytes)
+  in
+  check "zero" (Int 0) false "";
+  check "one" (Int 1) false "\001\000";
+  check "minus 256" (Int (-256)) true "\000\001";
+  check "max_int" (Int max_int) false "\255\255\255\255\255\255\255\063";
+  check "2^64" (Term.integer_of_z (Z.shift_left Z.one 64)) false "\000\000\000\000\000\000\000\000\001";
+  List.iter
+    (fun s ->
+      let z = Z.of_string s in
+      let negative, bytes = Private.bigint_to_bytes z in
+      Alcotest.(check bool) (s ^ ": sign") (Z.sign z < 0) negative;
+      Alcotest.(check bool) (s ^ ": no trailing zero") true (bytes = "" || bytes.[String.length bytes - 1] <> '\000');
+      Alcotest.check term (s ^ ": round trip") (Term.integer_of_z z) (Private.integer_of_bytes negative bytes))
+    [ "4611686018427387904"; "-4611686018427387905"; "18446744073709551616"; "-340282366920938463463374607431768211455" ]
+
+let tests =
+  [
+    ( "dispatch",
+      [
+        Alcotest.test_case "calls and refusals" `Quick test_calls;
+        Alcotest.test_case "exceptions" `Quick test_exceptions;
+        Alcotest.test_case "Stack_overflow" `Quick test_stack_overflow;
+        Alcotest.test_case "Out_of_memory" `Quick test_out_of_memory;
+        Alcotest.test_case "registry" `Quick test_registry;
+        Alcotest.test_case "transport" `Quick test_transport;
+        Alcotest.test_case "integers for the C++ side" `Quick test_integers;
+      ] );
+  ]

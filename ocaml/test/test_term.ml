@@ -1,0 +1,368 @@
+open Erl.Term
+
+let term = Alcotest.testable pp equal
+let z s = Z.of_string s
+let big s = integer_of_z (z s)
+let atom a = Atom a
+let tuple xs = Tuple (Array.of_list xs)
+let ints = List.map (fun i -> Int i)
+let pid node id serial creation = Pid { node; id; serial; creation }
+let port node id creation = Port { node; id; creation }
+let ref_ node creation ids = Ref { node; creation; ids = Array.of_list ids }
+
+let local ?(free = []) ?(uniq = String.make 16 'u') ?(arity = 0) ?(old_index = 0) m index old_uniq =
+  Fun
+    (Local
+       {
+         arity;
+         uniq;
+         index;
+         module_ = m;
+         old_index;
+         old_uniq;
+         pid = { node = "a@h"; id = 1; serial = 0; creation = 1 };
+         free_vars = free;
+       })
+
+let export m f a = Fun (Export { module_ = m; function_ = f; arity = a })
+let bits s n = bitstring s n
+
+(* Strictly increasing in Erlang's exact term order. The orders of pids,
+   ports, references, funs and bitstrings were taken from OTP 25
+   (erts 13.1.5) by sorting terms made with binary_to_term/1. *)
+let ascending =
+  [
+    big "-1180591620717411303424";
+    Int min_int;
+    Int (-1);
+    Int 0;
+    Int 1;
+    Int 2;
+    Int max_int;
+    big "4611686018427387904";
+    big "1180591620717411303424";
+    Float (-1e300);
+    Float (-1.0);
+    Float 0.0;
+    Float 0.5;
+    Float 1.0;
+    Float 1e300;
+    atom "";
+    atom "a";
+    atom "aa";
+    atom "b";
+    atom "\xc3\xa9";
+    ref_ "a@h" 1 [ 5 ];
+    ref_ "a@h" 1 [ 1; 2 ];
+    ref_ "a@h" 1 [ 2; 1; 3 ];
+    ref_ "a@h" 1 [ 1; 2; 3 ];
+    ref_ "a@h" 1 [ 1; 2; 4 ];
+    ref_ "a@h" 1 [ 1; 2; 3; 1 ];
+    ref_ "a@h" 2 [ 5 ];
+    ref_ "b@h" 1 [ 5 ];
+    local "a" 0 1;
+    local "a" 0 1 ~free:[ atom "a" ];
+    local "a" 0 1 ~free:[ atom "x" ];
+    local "a" 0 1 ~free:[ atom "a"; atom "b" ];
+    local "a" 0 2;
+    local "a" 1 1;
+    local "b" 0 1;
+    export "erlang" "abs" 1;
+    export "lists" "foldl" 3;
+    export "lists" "map" 1;
+    export "lists" "map" 2;
+    port "a@h" 1L 1;
+    port "a@h" 2L 1;
+    port "a@h" 0x100_0000_0000L 1;
+    port "a@h" (-1L) 1;
+    port "a@h" 1L 2;
+    port "b@h" 1L 1;
+    pid "a@h" 1 1 1;
+    pid "a@h" 1 1 2;
+    pid "aa@h" 1 1 1;
+    pid "b@h" 1 1 1;
+    pid "a@h" 2 1 1;
+    pid "a@h" 1 2 1;
+    tuple [];
+    tuple [ Int 1 ];
+    tuple [ Int 2 ];
+    tuple [ Float 1.0 ];
+    tuple [ Int 1; Int 1 ];
+    tuple [ atom "a"; Int 1 ];
+    tuple [ Int 1; Int 1; Int 1 ];
+    map_of_list [];
+    map_of_list [ (Int 1, atom "a") ];
+    map_of_list [ (Int 1, atom "b") ];
+    map_of_list [ (Int 2, atom "a") ];
+    map_of_list [ (Float 1.0, atom "a") ];
+    map_of_list [ (atom "a", Int 1) ];
+    map_of_list [ (Int 1, atom "b"); (Int 2, atom "a") ];
+    map_of_list [ (Int 1, atom "a"); (Float 1.0, atom "a") ];
+    map_of_list [ (atom "a", Int 2); (atom "b", Int 2) ];
+    map_of_list [ (atom "a", Int 1); (atom "c", Int 0) ];
+    nil;
+    improper [ Int 1 ] (Int 2);
+    improper [ Int 1 ] (atom "a");
+    List [ Int 1 ];
+    improper [ Int 1; Int 2 ] (Int 3);
+    List [ Int 1; Int 2 ];
+    List [ Int 2 ];
+    List [ nil ];
+    List [ List [ Int 1 ] ];
+    Binary "";
+    Binary "\000";
+    bits "\x10" 4;
+    bits "\x10" 5;
+    bits "\x80" 1;
+    Binary "\x80";
+    Binary "\x80\000";
+    Binary "\xff";
+  ]
+
+let test_order () =
+  List.iteri
+    (fun i a ->
+      List.iteri
+        (fun j b ->
+          let expected = Int.compare i j and got = compare a b in
+          if Int.compare got 0 <> expected then
+            Alcotest.failf "compare %s %s = %d, expected the sign of %d" (to_string a) (to_string b) got
+              expected)
+        ascending)
+    ascending
+
+let test_numbers () =
+  Alcotest.(check bool) "1 =/= 1.0" false (equal (Int 1) (Float 1.0));
+  Alcotest.(check bool) "0.0 =:= -0.0" true (equal (Float 0.0) (Float (-0.0)));
+  Alcotest.(check bool) "2 < 1.0" true (compare (Int 2) (Float 1.0) < 0);
+  Alcotest.(check bool) "2^70 < 0.5" true (compare (big "1180591620717411303424") (Float 0.5) < 0);
+  Alcotest.(check term) "map keys: integers before floats"
+    (Map [| (Int 2, atom "b"); (Float 1.0, atom "a") |])
+    (map_of_list [ (Float 1.0, atom "a"); (Int 2, atom "b") ]);
+  Alcotest.(check term) "#{0.0 => a} =:= #{-0.0 => a}"
+    (map_of_list [ (Float 0.0, atom "a") ])
+    (map_of_list [ (Float (-0.0), atom "a") ]);
+  Alcotest.(check int) "0.0 and -0.0 are one key" 1
+    (match map_of_list [ (Float 0.0, atom "a"); (Float (-0.0), atom "b") ] with
+    | Map kvs -> Array.length kvs
+    | _ -> -1);
+  (* Not canonical, but still compared by value. *)
+  Alcotest.(check bool) "Int 5 =:= Bigint 5" true (equal (Int 5) (Bigint (Z.of_int 5)))
+
+let test_integer_of_z () =
+  let check name expected z = Alcotest.(check term) name expected (integer_of_z z) in
+  check "0" (Int 0) Z.zero;
+  check "max_int" (Int max_int) (Z.of_int max_int);
+  check "min_int" (Int min_int) (Z.of_int min_int);
+  (match integer_of_z (Z.succ (Z.of_int max_int)) with
+  | Bigint b -> Alcotest.(check string) "max_int + 1" "4611686018427387904" (Z.to_string b)
+  | t -> Alcotest.failf "max_int + 1 became %s" (to_string t));
+  match integer_of_z (Z.pred (Z.of_int min_int)) with
+  | Bigint _ -> ()
+  | t -> Alcotest.failf "min_int - 1 became %s" (to_string t)
+
+let test_equal_ignores () =
+  Alcotest.(check term) "funs: arity, uniq, old_index and pid are not compared"
+    (local "m" 1 2 ~free:[ Int 1 ])
+    (local "m" 1 2 ~free:[ Int 1 ] ~arity:3 ~uniq:(String.make 16 'x') ~old_index:9);
+  Alcotest.(check term) "references: trailing zero words" (ref_ "a@h" 1 [ 1; 2 ]) (ref_ "a@h" 1 [ 1; 2; 0 ]);
+  Alcotest.(check bool) "references: other words count" false
+    (equal (ref_ "a@h" 1 [ 1; 2 ]) (ref_ "a@h" 1 [ 1; 2; 1 ]))
+
+let test_constructors () =
+  Alcotest.(check term) "improper [] t" (Int 1) (improper [] (Int 1));
+  Alcotest.(check term) "improper onto a list" (List (ints [ 1; 2; 3 ])) (improper (ints [ 1 ]) (List (ints [ 2; 3 ])));
+  Alcotest.(check term) "improper onto []" (List (ints [ 1 ])) (improper (ints [ 1 ]) nil);
+  Alcotest.(check term) "improper onto an improper list"
+    (Improper (ints [ 1; 2 ], Int 3))
+    (improper (ints [ 1 ]) (Improper (ints [ 2 ], Int 3)));
+  Alcotest.(check term) "bitstring: whole bytes" (Binary "ab") (bitstring "abc" 16);
+  Alcotest.(check term) "bitstring: unused bits cleared" (Bitstring ("a\xe0", 3)) (bitstring "a\xff" 11);
+  Alcotest.(check term) "bitstring: empty" (Binary "") (bitstring "xyz" 0);
+  Alcotest.check_raises "bitstring: too long" (Invalid_argument "Erl.Term.bitstring") (fun () ->
+      ignore (bitstring "a" 9));
+  Alcotest.check_raises "bitstring: negative" (Invalid_argument "Erl.Term.bitstring") (fun () ->
+      ignore (bitstring "a" (-1)));
+  Alcotest.(check term) "map: later binding wins"
+    (Map [| (atom "a", Int 3); (atom "b", Int 2) |])
+    (map_of_list [ (atom "b", Int 2); (atom "a", Int 1); (atom "a", Int 3) ]);
+  let unsorted = [| (atom "b", Int 2); (atom "a", Int 1) |] in
+  ignore (map_of_array unsorted);
+  Alcotest.(check term) "map_of_array leaves its argument alone" (atom "b") (fst unsorted.(0));
+  let kvs = Array.init 100 (fun i -> (Int (i * 2), Int i)) in
+  Alcotest.(check (option term)) "map_find: present" (Some (Int 21)) (map_find (Int 42) kvs);
+  Alcotest.(check (option term)) "map_find: absent" None (map_find (Int 43) kvs);
+  Alcotest.(check (option term)) "map_find: exact" None (map_find (Float 42.0) kvs);
+  Alcotest.(check (option term)) "map_find: empty" None (map_find (Int 0) [||])
+
+let pid0 = { node = "a@h"; id = 0; serial = 0; creation = 0 }
+
+let test_validate () =
+  let ok t =
+    match validate t with
+    | Ok () -> ()
+    | Error e -> Alcotest.failf "%s: %s" (to_string t) e
+  in
+  let bad name t = Alcotest.(check bool) name true (Result.is_error (validate t)) in
+  List.iter ok ascending;
+  bad "Bigint that fits" (Tuple [| Bigint Z.one |]);
+  bad "NaN" (List [ Float Float.nan ]);
+  bad "atom of 256 characters" (Atom (String.make 256 'a'));
+  ok (Atom (String.concat "" (List.init 255 (fun _ -> "\xc3\xa9"))));
+  bad "atom not UTF-8" (Atom "\xff");
+  bad "empty reference" (Ref { node = "a@h"; creation = 0; ids = [||] });
+  bad "reference of 6 words" (Ref { node = "a@h"; creation = 0; ids = Array.make 6 0 });
+  bad "pid out of range" (Pid { pid0 with id = 1 lsl 32 });
+  bad "fun uniq" (local "m" 0 0 ~uniq:"short");
+  bad "improper without elements" (Improper ([], Int 1));
+  bad "improper onto a list" (Improper ([ Int 1 ], List [ Int 2 ]));
+  bad "improper onto []" (Improper ([ Int 1 ], nil));
+  bad "map not sorted" (Map [| (atom "b", Int 1); (atom "a", Int 1) |]);
+  bad "map duplicate" (Map [| (atom "a", Int 1); (atom "a", Int 2) |]);
+  bad "bitstring of 8 bits" (Bitstring ("a", 8));
+  bad "empty bitstring" (Bitstring ("", 3));
+  bad "bitstring unused bits" (Bitstring ("\x01", 3));
+  bad "deep in a map value" (map_of_list [ (Int 1, List [ Improper ([], nil) ]) ])
+
+let pids_etc =
+  [
+    ( "#Pid<'a@h'.1.2.3>", pid "a@h" 1 2 3 );
+    ( "#Port<'a@h'.18446744073709551615.3>", port "a@h" (-1L) 3 );
+    ( "#Ref<'a@h'.3.3.2.1>", ref_ "a@h" 3 [ 1; 2; 3 ] );
+    ( "#Fun<t.1.60080467>", local "t" 0 60080467 ~old_index:1 );
+    ( "fun lists:map/2", export "lists" "map" 2 );
+    ( "fun 'A':'b c'/0", export "A" "b c" 0 );
+  ]
+
+(* Expected strings are io_lib:format("~tp", [T]) of OTP 25, except for
+   pids, ports, references and funs. *)
+let printed =
+  [
+    ("a", atom "a");
+    ("'A'", atom "A");
+    ("'hello world'", atom "hello world");
+    ("'[]'", atom "[]");
+    ("true", atom "true");
+    ("'case'", atom "case");
+    ("foo@bar", atom "foo@bar");
+    ("'a.b'", atom "a.b");
+    ("'_x'", atom "_x");
+    ("x_Y", atom "x_Y");
+    ("'O\\'k'", atom "O'k");
+    ("'\\n'", atom "\n");
+    ("''", atom "");
+    ("'a\\\\b'", atom "a\\b");
+    ("'\\001'", atom "\001");
+    ("\xc3\xa9", atom "\xc3\xa9");
+    ("a\xc3\xbc\xc3\x9f", atom "a\xc3\xbc\xc3\x9f");
+    ("'\xc3\x9c'", atom "\xc3\x9c");
+    ("'\xc3\xb7'", atom "\xc3\xb7");
+    ("'a\xc3\xb7'", atom "a\xc3\xb7");
+    ("'\xc4\x80'", atom "\xc4\x80");
+    ("'a\xc4\x80'", atom "a\xc4\x80");
+    ("'\xff'", atom "\xff");
+    ("<<\"abc\">>", Binary "abc");
+    ("<<1,2>>", Binary "\001\002");
+    ("<<\"a\\nb\">>", Binary "a\nb");
+    ("<<\"\xc3\xa9\"/utf8>>", Binary "\xc3\xa9");
+    ("<<\"\xc3\xa9\">>", Binary "\xe9");
+    ("<<\"\xc3\xa9\\n\">>", Binary "\xe9\n");
+    ("<<195,169,0>>", Binary "\xc3\xa9\000");
+    ("<<>>", Binary "");
+    ("<<\"a\\\"b\\\\c\">>", Binary "a\"b\\c");
+    ("<<\"\\e\">>", Binary "\027");
+    ("<<8,9,11,12,13,127>>", Binary "\b\t\011\012\r\127");
+    ("<<0>>", Binary "\000");
+    ("<<1:3>>", bits "\x20" 3);
+    ("<<97,98,3:2>>", bits "ab\xc0" 18);
+    ("\"abc\"", List (ints [ 97; 98; 99 ]));
+    ("[1,2]", List (ints [ 1; 2 ]));
+    ("[]", nil);
+    ("\"a\\n\"", List (ints [ 97; 10 ]));
+    ("\"\xc3\xa9\"", List (ints [ 233 ]));
+    ("[256]", List (ints [ 256 ]));
+    ("[7]", List (ints [ 7 ]));
+    ("\"\\e\"", List (ints [ 27 ]));
+    ("[127]", List (ints [ 127 ]));
+    ("\"\\b\\t\\v\\f\\r\"", List (ints [ 8; 9; 11; 12; 13 ]));
+    ("[1|2]", improper (ints [ 1 ]) (Int 2));
+    ("[[],\"a\"|b]", improper [ nil; List (ints [ 97 ]) ] (atom "b"));
+    ("123456789012345678901234567890", big "123456789012345678901234567890");
+    ("-4611686018427387905", big "-4611686018427387905");
+    ("-5", Int (-5));
+    ("{}", tuple []);
+    ("{a,{1,2.5},<<>>}", tuple [ atom "a"; tuple [ Int 1; Float 2.5 ]; Binary "" ]);
+    ("#{}", map_of_list []);
+    ("#{1 => x,a => 1}", map_of_list [ (atom "a", Int 1); (Int 1, atom "x") ]);
+    ("#{#{} => []}", map_of_list [ (map_of_list [], nil) ]);
+  ]
+  @ pids_etc
+
+let floats =
+  [
+    (0.0, "0.0"); (-0.0, "-0.0"); (1.0, "1.0"); (0.1, "0.1"); (1.5, "1.5"); (100.0, "100.0");
+    (123456.0, "123456.0"); (1234567.0, "1234567.0"); (1.0e15, "1.0e15"); (1.0e16, "1.0e16");
+    (12345678901234567890.0, "1.2345678901234567e19"); (9007199254740992.0, "9.007199254740992e15");
+    (9007199254740994.0, "9.007199254740994e15"); (9007199254740991.0, "9007199254740991.0");
+    (4503599627370496.0, "4503599627370496.0"); (0.001, "0.001"); (0.0001, "0.0001"); (1.0e-5, "1.0e-5");
+    (1.2345e-7, "1.2345e-7"); (5.0e-324, "5.0e-324"); (1.7976931348623157e308, "1.7976931348623157e308");
+    (2.5e22, "2.5e22"); (123.456, "123.456"); (-2.5, "-2.5"); (1.0e-10, "1.0e-10"); (0.0005, "0.0005");
+    (1.5e-4, "1.5e-4"); (1.2345e-4, "1.2345e-4"); (0.012345, "0.012345"); (1000.0, "1.0e3");
+    (10000.0, "1.0e4"); (1.25e8, "1.25e8"); (123456789.0, "123456789.0"); (1.2345e10, "1.2345e10");
+    (12.0, "12.0"); (120.0, "120.0"); (1200.0, "1.2e3"); (123450000.0, "1.2345e8"); (-1.0e-4, "-0.0001");
+    (2.0e-4, "0.0002"); (1.0e-6, "1.0e-6"); (1.0e7, "1.0e7");
+  ]
+
+let test_printing () =
+  List.iter (fun (expected, t) -> Alcotest.(check string) expected expected (to_string t)) printed;
+  List.iter (fun (f, expected) -> Alcotest.(check string) expected expected (float_to_string f)) floats;
+  Alcotest.(check string) "pp" "{ok,[]}" (Format.asprintf "%a" pp (tuple [ atom "ok"; nil ]))
+
+(* Deep and long terms: everything must run in constant stack space. *)
+let depth = 1_000_000
+
+let nest wrap leaf =
+  let rec go n acc = if n = 0 then acc else go (n - 1) (wrap acc) in
+  go depth leaf
+
+let test_deep () =
+  let shapes =
+    [
+      ("tuple", fun t -> Tuple [| t |]);
+      ("list", fun t -> List [ t ]);
+      ("improper tail", fun t -> Improper ([ Int 0 ], Tuple [| t |]));
+      ("map key", fun t -> Map [| (t, nil) |]);
+      ("map value", fun t -> Map [| (nil, t) |]);
+    ]
+  in
+  List.iter
+    (fun (name, wrap) ->
+      let a = nest wrap (Int 1) and a' = nest wrap (Int 1) and b = nest wrap (Int 2) in
+      Alcotest.(check int) (name ^ ": equal") 0 (compare a a');
+      Alcotest.(check bool) (name ^ ": less") true (compare a b < 0);
+      Alcotest.(check bool) (name ^ ": greater") true (compare b a > 0);
+      Alcotest.(check bool) (name ^ ": valid") true (Result.is_ok (validate a));
+      Alcotest.(check bool) (name ^ ": printed") true (String.length (to_string a) > depth))
+    shapes;
+  let long = List (List.init depth (fun i -> Int i)) in
+  let long' = List (List.init depth (fun i -> Int i)) in
+  Alcotest.(check int) "long list: equal" 0 (compare long long');
+  Alcotest.(check bool) "long list: printed" true (String.length (to_string long) > depth);
+  Alcotest.(check bool) "long list: valid" true (Result.is_ok (validate long));
+  let wide = Tuple (Array.init depth (fun i -> Int i)) in
+  Alcotest.(check bool) "wide tuple: printed" true (String.length (to_string wide) > depth)
+
+let tests =
+  [
+    ( "term",
+      [
+        Alcotest.test_case "exact term order" `Quick test_order;
+        Alcotest.test_case "numbers" `Quick test_numbers;
+        Alcotest.test_case "integer_of_z" `Quick test_integer_of_z;
+        Alcotest.test_case "what =:= ignores" `Quick test_equal_ignores;
+        Alcotest.test_case "smart constructors" `Quick test_constructors;
+        Alcotest.test_case "validate" `Quick test_validate;
+        Alcotest.test_case "printing" `Quick test_printing;
+        Alcotest.test_case "deep and long terms" `Quick test_deep;
+      ] );
+  ]
