@@ -39,7 +39,7 @@ set +e
 msg=$("$tool" print "$dir/bad.bin" 2>&1); rc=$?
 set -e
 check "hostile length exits 1" "1" "$rc"
-check "hostile length message" "camlbeam-etf: cannot decode: length_exceeds_input at byte 2 (tag 108): declared length 4294967296 exceeds the bytes left in the input" "$msg"
+check "hostile length message" "camlbeam-etf: cannot decode: length_exceeds_input at byte 2 (tag 108): a declared count or length needs at least 4294967296 bytes, more than are left" "$msg"
 set +e
 msg=$(printf '' | "$tool" print - 2>&1); rc=$?
 check "empty input exits 1" "1" "$rc"

@@ -40,7 +40,7 @@ std::string explain(const DecodeError& e) {
       return "tag " + n + " is not accepted here (LOCAL_EXT, the removed FUN_EXT, or an atom "
                           "cache reference outside a distribution header)";
     case Errc::length_exceeds_input:
-      return "declared length " + n + " exceeds the bytes left in the input";
+      return "a declared count or length needs at least " + n + " bytes, more than are left";
     case Errc::depth_limit: return "nesting deeper than the limit of " + n;
     case Errc::input_size_limit: return "input larger than the limit of " + n + " bytes";
     case Errc::inflated_size_limit:
@@ -51,7 +51,7 @@ std::string explain(const DecodeError& e) {
     case Errc::atom_too_long: return "atom of " + n + " characters (the limit is 255)";
     case Errc::bad_float: return "float is NaN, infinite or unreadable";
     case Errc::bad_bit_count: return "bit binary declares " + n + " bits in its last byte";
-    case Errc::bad_reference: return "reference with " + n + " id words (at most 5)";
+    case Errc::bad_reference: return "reference with " + n + " id words (1 to 5)";
     case Errc::bad_fun: return "fun whose fields or declared size do not add up";
     case Errc::bad_node: return "expected an atom (node or module name), found tag " + n;
     case Errc::duplicate_map_key: return "map holds the same key twice";

@@ -25,11 +25,26 @@ bool is_reserved_word(std::string_view s) {
   return std::find(std::begin(words), std::end(words), s) != std::end(words);
 }
 
+// The code point at s[i] (valid UTF-8 assumed: atoms are validated); advances i.
+std::uint32_t next_code_point(std::string_view s, std::size_t& i) {
+  const auto c = static_cast<std::uint8_t>(s[i]);
+  const std::size_t len = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+  std::uint32_t v = len == 1 ? c : (c & (0xFFu >> (len + 1)));
+  for (std::size_t j = 1; j < len && i + j < s.size(); ++j) v = (v << 6) | (static_cast<std::uint8_t>(s[i + j]) & 0x3F);
+  i += len;
+  return v;
+}
+
+// Erlang's unquoted atoms: a lowercase letter, then letters, digits, _ and @, all from
+// Latin-1 (so 'café' prints as café), and not a reserved word.
 bool is_bare_atom(std::string_view s) {
-  if (s.empty() || !(s[0] >= 'a' && s[0] <= 'z')) return false;
-  for (char c : s) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '_' || c == '@';
+  auto lower = [](std::uint32_t c) { return (c >= 'a' && c <= 'z') || (c >= 0xDF && c <= 0xFF && c != 0xF7); };
+  auto upper = [](std::uint32_t c) { return (c >= 'A' && c <= 'Z') || (c >= 0xC0 && c <= 0xDE && c != 0xD7); };
+  if (s.empty()) return false;
+  for (std::size_t i = 0; i < s.size();) {
+    const bool first = i == 0;
+    const std::uint32_t c = next_code_point(s, i);
+    const bool ok = first ? lower(c) : lower(c) || upper(c) || (c >= '0' && c <= '9') || c == '_' || c == '@';
     if (!ok) return false;
   }
   return !is_reserved_word(s);
@@ -202,7 +217,8 @@ std::string Term::to_string() const {
         out += "#Ref<";
         append_atom(out, r.node);
         out += "." + std::to_string(r.creation);
-        for (std::uint32_t id : r.ids) out += "." + std::to_string(id);
+        // Most significant word first, as Erlang prints #Ref<0.W2.W1.W0>.
+        for (auto id = r.ids.rbegin(); id != r.ids.rend(); ++id) out += "." + std::to_string(*id);
         out += ">";
         break;
       }
@@ -346,9 +362,12 @@ class Parser {
     fail(std::string("unexpected character '") + c + "'");
   }
 
+  // Letters, digits, _ and @; UTF-8 sequences pass (Latin-1 letters are atom characters).
   std::string bare_word() {
     const std::size_t start = i_;
-    while (!at_end() && (std::isalnum(static_cast<unsigned char>(peek())) || peek() == '_' || peek() == '@')) ++i_;
+    while (!at_end() && (std::isalnum(static_cast<unsigned char>(peek())) || peek() == '_' || peek() == '@' ||
+                         static_cast<unsigned char>(peek()) >= 0x80))
+      ++i_;
     return std::string(s_.substr(start, i_ - start));
   }
 
@@ -653,6 +672,7 @@ class Parser {
         expect(".");
         Reference r{node, u32_field(), {}};
         while (accept(".")) r.ids.push_back(u32_field());
+        std::reverse(r.ids.begin(), r.ids.end());  // printed most significant first
         expect(">");
         return Term::reference(std::move(r));
       }

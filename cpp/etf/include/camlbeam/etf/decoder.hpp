@@ -294,7 +294,8 @@ class Decoder {
     std::uint32_t count = 1;
     if (t != tag::old_reference) {
       count = u16();
-      if (count > 5) fail(Errc::bad_reference, count);
+      // Erlang reads even a reference of no words; no node makes one, so we refuse it.
+      if (count == 0 || count > 5) fail(Errc::bad_reference, count);
     }
     ref.node = read_node(node_scratch_);
     if (t == tag::old_reference) {

@@ -24,7 +24,7 @@ enum class Errc : std::uint8_t {
   atom_too_long,          // an atom of more than 255 characters
   bad_float,              // NaN, infinity, or an unparsable old FLOAT_EXT
   bad_bit_count,          // BIT_BINARY bits-in-last-byte outside 1..8 (or non-zero for no bytes)
-  bad_reference,          // NEWER_REFERENCE with more than 5 id words
+  bad_reference,          // a reference with no id words or more than 5
   bad_fun,                // NEW_FUN_EXT whose fields or declared size do not add up
   bad_node,               // pid/port/ref/fun whose node (or module) is not an atom
   duplicate_map_key,      // a map that holds the same key twice

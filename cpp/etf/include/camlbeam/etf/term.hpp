@@ -205,7 +205,7 @@ class Term {
 
   // Erlang syntax, as io:format("~p") would write it, with pids, ports and references
   // spelled with their node: #Pid<'a@h'.Id.Serial.Creation>, #Port<'a@h'.Id.Creation>,
-  // #Ref<'a@h'.Creation.W0.W1.W2>, local funs as #Fun<Module.Index.OldUniq>.
+  // #Ref<'a@h'.Creation.W2.W1.W0>, local funs as #Fun<Module.Index.OldUniq>.
   std::string to_string() const;
 
   // Erlang's exact term order: 1 < 1.0, 0.0 == -0.0, maps by size, then keys, then values.

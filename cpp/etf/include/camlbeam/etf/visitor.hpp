@@ -41,7 +41,7 @@ struct PortView {
 struct ReferenceView {
   std::string_view node;
   std::uint32_t creation = 0;
-  std::span<const std::uint32_t> ids;  // wire order, 0..5 words
+  std::span<const std::uint32_t> ids;  // wire order, 1..5 words
 };
 
 struct FunView {

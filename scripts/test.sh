@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The whole test suite (README: `make test`). Each stage is one suite; a failing stage does
+# not stop the others, so one run shows everything that is broken. The last line is the
+# tally CI reads.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+jobs=$(nproc)
+generator=$(command -v ninja >/dev/null 2>&1 && echo Ninja || echo "Unix Makefiles")
+passed=0
+failed=0
+failed_names=()
+
+stage() {  # name command...
+  local name=$1
+  shift
+  echo
+  echo "=== $name"
+  local start=$SECONDS
+  if "$@"; then
+    passed=$((passed + 1))
+    echo "=== $name: passed in $((SECONDS - start)) s"
+  else
+    failed=$((failed + 1))
+    failed_names+=("$name")
+    echo "=== $name: FAILED after $((SECONDS - start)) s"
+  fi
+}
+
+configure_and_build() {  # dir cmake-args... -- targets...
+  local dir=$1
+  shift
+  local args=() targets=()
+  while [[ $# -gt 0 && $1 != -- ]]; do args+=("$1"); shift; done
+  [[ ${1:-} == -- ]] && shift
+  targets=("$@")
+  cmake -S . -B "$dir" -G "$generator" "${args[@]}" >/dev/null || return 1
+  local target_args=()
+  for t in "${targets[@]}"; do target_args+=(--target "$t"); done
+  cmake --build "$dir" -j "$jobs" "${target_args[@]}"
+}
+
+release_tests() {
+  configure_and_build build -DCMAKE_BUILD_TYPE=Release -- || return 1
+  ctest --test-dir build --output-on-failure -j "$jobs" --timeout 900
+}
+
+sanitizer_tests() {
+  configure_and_build build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCAMLBEAM_SANITIZE=ON \
+    -DCAMLBEAM_BENCH=OFF -- etf_unit_tests camlbeam-etf || return 1
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    ctest --test-dir build-asan --output-on-failure -j "$jobs" -L unit --timeout 900
+}
+
+stage "C++ unit, conformance and tool tests (Release)" release_tests
+stage "C++ unit tests under ASan+UBSan" sanitizer_tests
+[[ -x scripts/fuzz-smoke.sh ]] && stage "libFuzzer smoke run" scripts/fuzz-smoke.sh
+[[ -x bench/run.sh ]] && stage "benchmark smoke run (same values from ours, libei, erl)" bench/run.sh --smoke
+[[ -f ocaml/dune-project ]] && stage "OCaml library (dune test)" bash -c 'cd ocaml && dune build @all 2>&1 && dune test --force 2>&1'
+
+echo
+if [[ $failed -gt 0 ]]; then
+  printf 'failed: %s\n' "${failed_names[@]}"
+fi
+echo "suites: $passed passed, $failed failed"
+[[ $failed -eq 0 ]]
