@@ -506,7 +506,8 @@ let add_bitstring b s bits =
   done;
   Printf.bprintf b "%d:%d>>" (Char.code s.[n - 1] lsr (8 - bits)) bits
 
-let add_node b node = add_quoted b '\'' node
+(* Node names quote only when they must, like any atom (a@h, 'a@h.example'). *)
+let add_node = add_atom
 
 let printable_char = function Int c -> printable_latin1 c | _ -> false
 

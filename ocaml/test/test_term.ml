@@ -226,9 +226,9 @@ let test_validate () =
 
 let pids_etc =
   [
-    ( "#Pid<'a@h'.1.2.3>", pid "a@h" 1 2 3 );
-    ( "#Port<'a@h'.18446744073709551615.3>", port "a@h" (-1L) 3 );
-    ( "#Ref<'a@h'.3.3.2.1>", ref_ "a@h" 3 [ 1; 2; 3 ] );
+    ( "#Pid<a@h.1.2.3>", pid "a@h" 1 2 3 );
+    ( "#Port<a@h.18446744073709551615.3>", port "a@h" (-1L) 3 );
+    ( "#Ref<a@h.3.3.2.1>", ref_ "a@h" 3 [ 1; 2; 3 ] );
     ( "#Fun<t.1.60080467>", local "t" 0 60080467 ~old_index:1 );
     ( "fun lists:map/2", export "lists" "map" 2 );
     ( "fun 'A':'b c'/0", export "A" "b c" 0 );

@@ -1,0 +1,110 @@
+// Conversion between Erlang terms and OCaml Erl.Term.t values, with no tree in between:
+// a term source (the ETF decoder now, the NIF reader later) drives OcamlBuilder, and
+// walk_ocaml drives any term sink (the ETF Writer now, the NIF term builder later).
+//
+// Everything here runs on a thread that holds the OCaml runtime. The layout of Erl.Term.t
+// it allocates and reads is documented in ocaml/src/term.mli; this folder is the only C++
+// that knows it.
+#pragma once
+
+#include <camlbeam/etf/decoder.hpp>
+#include <camlbeam/etf/encoder.hpp>
+#include <camlbeam/etf/visitor.hpp>
+
+#include <caml/mlvalues.h>
+
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+namespace camlbeam::conv {
+
+// An OCaml value kept alive and tracked by the GC while C++ holds it (a generational
+// global root). Move-only.
+class Root {
+ public:
+  Root() noexcept;
+  explicit Root(value v);
+  Root(Root&& other) noexcept;
+  Root& operator=(Root&& other) noexcept;
+  Root(const Root&) = delete;
+  Root& operator=(const Root&) = delete;
+  ~Root();
+
+  value get() const noexcept { return v_; }
+  void set(value v);
+
+ private:
+  value v_;
+  bool registered_;
+};
+
+// An etf::Visitor that builds one Erl.Term.t on the OCaml heap. Partially built values are
+// kept in a rooted OCaml array used as a stack, so a GC during building moves nothing out
+// from under it. Maps are sorted by the OCaml side ("camlbeam.map_of_array").
+class OcamlBuilder {
+ public:
+  OcamlBuilder();
+  ~OcamlBuilder();
+  OcamlBuilder(const OcamlBuilder&) = delete;
+  OcamlBuilder& operator=(const OcamlBuilder&) = delete;
+
+  void integer(std::int64_t v);
+  void big_integer(bool negative, std::span<const std::uint8_t> magnitude);
+  void float64(double d);
+  void atom(std::string_view utf8);
+  void binary(std::span<const std::uint8_t> bytes);
+  void bitstring(std::span<const std::uint8_t> bytes, std::uint8_t bits);
+  void nil();
+  void string(std::span<const std::uint8_t> bytes);
+  void begin_list(std::uint32_t n);
+  void end_list();
+  void begin_tuple(std::uint32_t n);
+  void end_tuple();
+  void begin_map(std::uint32_t n);
+  void end_map();
+  void pid(const etf::PidView& pid);
+  void port(const etf::PortView& port);
+  void reference(const etf::ReferenceView& ref);
+  void begin_fun(const etf::FunView& fun);
+  void end_fun();
+  void export_fun(std::string_view module, std::string_view function, std::uint8_t arity);
+
+  // The finished value; the builder can be reused afterwards.
+  value take();
+
+ private:
+  struct Frame;
+  void emit(value v);
+  bool at_list_tail() const noexcept;
+  void push_open(value block, std::uint8_t kind, std::size_t expected);
+  value& slot(std::size_t i) noexcept;
+  void grow_stack(std::size_t needed);
+
+  std::vector<Frame> frames_;
+  Root stack_;  // OCaml array: slot 0 is the result; open containers use slots from 1
+  std::size_t used_ = 1;
+};
+
+static_assert(etf::Visitor<OcamlBuilder>);
+
+// ETF bytes (131 ...) → Erl.Term.t. The returned Root holds the value.
+struct DecodeToOcaml {
+  Root value;
+  std::optional<etf::DecodeError> error;
+};
+DecodeToOcaml etf_to_ocaml(std::span<const std::uint8_t> bytes, const etf::DecodeOptions& options = {});
+
+// Feeds an Erl.Term.t to a sink in the decoder's event order. Reads only: no OCaml
+// allocation happens, so the raw values it holds stay valid. Throws etf::EncodeError for
+// a value that breaks Erl.Term.t's invariants (which Erl.Term.validate describes).
+template <etf::Visitor V>
+void walk_ocaml(value term, V& sink);
+
+// Erl.Term.t → ETF bytes (131 ...), appended to out.
+void ocaml_to_etf(value term, etf::ByteBuffer& out, int minor_version = 1);
+
+}  // namespace camlbeam::conv
+
+#include <camlbeam/conv/detail/walk_ocaml.hpp>

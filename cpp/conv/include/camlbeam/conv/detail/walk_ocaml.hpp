@@ -1,0 +1,256 @@
+// Iterative walk of an Erl.Term.t; included by conv.hpp.
+//
+// It allocates nothing on the OCaml heap (bignums are read through zarith's C interface),
+// so the raw values on its stack stay valid: no GC can run while it walks.
+#pragma once
+
+#include <camlbeam/conv/layout.hpp>
+#include <camlbeam/etf/error.hpp>
+#include <camlbeam/etf/map_order.hpp>
+
+#include <caml/mlvalues.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+namespace camlbeam::conv {
+
+namespace detail {
+
+inline std::string_view string_view_of(value s) noexcept {
+  return {String_val(s), caml_string_length(s)};
+}
+inline std::span<const std::uint8_t> bytes_of(value s) noexcept {
+  return {reinterpret_cast<const std::uint8_t*>(String_val(s)), caml_string_length(s)};
+}
+inline std::uint32_t u32_of(value v) {
+  const intnat n = Long_val(v);
+  if (n < 0 || n > 0xFFFFFFFF) throw etf::EncodeError("a pid, port or reference number is not an unsigned 32-bit value");
+  return static_cast<std::uint32_t>(n);
+}
+inline std::uint32_t count_of(std::size_t n) {
+  if (n > 0xFFFFFFFF) throw etf::EncodeError("a container has more than 2^32-1 elements");
+  return static_cast<std::uint32_t>(n);
+}
+
+inline etf::PidView pid_view(value record) {
+  return {string_view_of(Field(record, 0)), u32_of(Field(record, 1)), u32_of(Field(record, 2)),
+          u32_of(Field(record, 3))};
+}
+
+// A Bigint's sign and little-endian magnitude; fits_int64 when it violates the invariant
+// and is small (written as an integer then, as term_to_binary would).
+struct BigDigits {
+  bool negative = false;
+  bool fits_int64 = false;
+  std::int64_t small = 0;
+  std::vector<std::uint8_t> magnitude;
+};
+BigDigits big_digits(value z);
+
+// Erlang writes a proper list of at most 65535 integers 0..255 as STRING_EXT.
+inline bool list_as_string(value cells, std::vector<std::uint8_t>& bytes) {
+  bytes.clear();
+  for (value c = cells; c != Val_emptylist; c = Field(c, 1)) {
+    const value elem = Field(c, 0);
+    if (Tag_val(elem) != layout::term_tag::int_) return false;
+    const intnat n = Long_val(Field(elem, 0));
+    if (n < 0 || n > 255 || bytes.size() == 0xFFFF) return false;
+    bytes.push_back(static_cast<std::uint8_t>(n));
+  }
+  return true;
+}
+
+inline std::size_t list_length(value cells) noexcept {
+  std::size_t n = 0;
+  for (value c = cells; c != Val_emptylist; c = Field(c, 1)) ++n;
+  return n;
+}
+
+// Maps over 32 keys: the order OTP writes them in (see etf/map_order.hpp).
+std::vector<std::uint32_t> ocaml_hashmap_order(value bindings);
+
+enum class Pending : std::uint8_t { tuple, map, list_cells, fun_cells };
+
+struct WalkFrame {
+  WalkFrame(Pending k, value src, std::size_t n = 0, value tail_term = Val_unit)
+      : kind(k), source(src), count(n), tail(tail_term) {}
+
+  Pending kind;
+  value source;           // tuple/map: the array; list/fun: the next cons cell
+  std::size_t next = 0;   // tuple/map: next index (maps: 2 per binding)
+  std::size_t count = 0;  // tuple/map: children; lists: 1 once the tail is written
+  value tail = Val_unit;  // lists: the tail term to write after the cells (Val_unit: [])
+  std::vector<std::uint32_t> order;  // maps over 32 keys
+};
+
+}  // namespace detail
+
+template <etf::Visitor V>
+void walk_ocaml(value root, V& sink) {
+  namespace tag = layout::term_tag;
+  using detail::Pending;
+  std::vector<detail::WalkFrame> stack;
+  std::vector<std::uint8_t> string_bytes;
+  value current = root;
+  for (;;) {
+    const value v = current;
+    if (Is_long(v)) throw etf::EncodeError("not an Erl.Term.t value");
+    switch (Tag_val(v)) {
+      case tag::int_: sink.integer(Long_val(Field(v, 0))); break;
+      case tag::bigint: {
+        const detail::BigDigits big = detail::big_digits(Field(v, 0));
+        if (big.fits_int64) sink.integer(big.small);
+        else sink.big_integer(big.negative, big.magnitude);
+        break;
+      }
+      case tag::float_: {
+        const double d = Double_val(Field(v, 0));
+        if (!std::isfinite(d)) throw etf::EncodeError("Erlang has no NaN or infinite floats");
+        sink.float64(d);
+        break;
+      }
+      case tag::atom: sink.atom(detail::string_view_of(Field(v, 0))); break;
+      case tag::ref: {
+        const value r = Field(v, 0);
+        const value ids = Field(r, 2);
+        std::uint32_t words[5];
+        const std::size_t n = Wosize_val(ids);
+        if (n == 0 || n > 5) throw etf::EncodeError("a reference has 1 to 5 id words");
+        for (std::size_t i = 0; i < n; ++i) words[i] = detail::u32_of(Field(ids, i));
+        sink.reference(etf::ReferenceView{detail::string_view_of(Field(r, 0)), detail::u32_of(Field(r, 1)),
+                                          std::span<const std::uint32_t>(words, n)});
+        break;
+      }
+      case tag::fun: {
+        const value f = Field(v, 0);
+        if (Tag_val(f) == layout::fun_tag::export_) {
+          sink.export_fun(detail::string_view_of(Field(f, 0)), detail::string_view_of(Field(f, 1)),
+                          static_cast<std::uint8_t>(Long_val(Field(f, 2))));
+          break;
+        }
+        namespace lf = layout::local_field;
+        etf::FunView view;
+        view.arity = static_cast<std::uint8_t>(Long_val(Field(f, lf::arity)));
+        const auto uniq = detail::bytes_of(Field(f, lf::uniq));
+        if (uniq.size() != 16) throw etf::EncodeError("a fun's uniq is 16 bytes");
+        std::copy(uniq.begin(), uniq.end(), view.uniq.begin());
+        view.index = detail::u32_of(Field(f, lf::index));
+        view.module = detail::string_view_of(Field(f, lf::module_));
+        view.old_index = Long_val(Field(f, lf::old_index));
+        view.old_uniq = Long_val(Field(f, lf::old_uniq));
+        view.pid = detail::pid_view(Field(f, lf::pid));
+        const value cells = Field(f, lf::free_vars);
+        view.free_count = detail::count_of(detail::list_length(cells));
+        sink.begin_fun(view);
+        if (cells == Val_emptylist) sink.end_fun();
+        else stack.emplace_back(Pending::fun_cells, cells);
+        break;
+      }
+      case tag::port: {
+        const value p = Field(v, 0);
+        sink.port(etf::PortView{detail::string_view_of(Field(p, 0)),
+                                static_cast<std::uint64_t>(Int64_val(Field(p, 1))), detail::u32_of(Field(p, 2))});
+        break;
+      }
+      case tag::pid: sink.pid(detail::pid_view(Field(v, 0))); break;
+      case tag::tuple: {
+        const value elements = Field(v, 0);
+        const std::size_t n = Wosize_val(elements);
+        sink.begin_tuple(detail::count_of(n));
+        if (n == 0) sink.end_tuple();
+        else stack.emplace_back(Pending::tuple, elements, n);
+        break;
+      }
+      case tag::map: {
+        const value bindings = Field(v, 0);
+        const std::size_t n = Wosize_val(bindings);
+        sink.begin_map(detail::count_of(n));
+        if (n == 0) {
+          sink.end_map();
+          break;
+        }
+        detail::WalkFrame frame(Pending::map, bindings, 2 * n);
+        if (n > etf::flatmap_max_keys) frame.order = detail::ocaml_hashmap_order(bindings);
+        stack.push_back(std::move(frame));
+        break;
+      }
+      case tag::list:
+      case tag::improper: {
+        const value cells = Field(v, 0);
+        const bool proper = Tag_val(v) == tag::list;
+        if (cells == Val_emptylist) {
+          if (!proper) throw etf::EncodeError("an improper list has at least one element");
+          sink.nil();
+          break;
+        }
+        if (proper && detail::list_as_string(cells, string_bytes)) {
+          sink.string(string_bytes);
+          break;
+        }
+        sink.begin_list(detail::count_of(detail::list_length(cells)));
+        stack.emplace_back(Pending::list_cells, cells, 0, proper ? Val_unit : Field(v, 1));
+        break;
+      }
+      case tag::binary: sink.binary(detail::bytes_of(Field(v, 0))); break;
+      case tag::bitstring: {
+        const intnat bits = Long_val(Field(v, 1));
+        if (bits < 1 || bits > 7) throw etf::EncodeError("a bitstring uses 1..7 bits of its last byte");
+        sink.bitstring(detail::bytes_of(Field(v, 0)), static_cast<std::uint8_t>(bits));
+        break;
+      }
+      default: throw etf::EncodeError("not an Erl.Term.t value (unknown constructor)");
+    }
+    // The next term to write, closing every container that is done.
+    for (;;) {
+      if (stack.empty()) return;
+      detail::WalkFrame& top = stack.back();
+      bool found = true;
+      switch (top.kind) {
+        case Pending::tuple:
+          if (top.next < top.count) current = Field(top.source, top.next++);
+          else found = false;
+          break;
+        case Pending::map:
+          if (top.next < top.count) {
+            const std::size_t i = top.next++;
+            const std::size_t binding = top.order.empty() ? i / 2 : top.order[i / 2];
+            current = Field(Field(top.source, binding), i % 2);
+          } else {
+            found = false;
+          }
+          break;
+        case Pending::list_cells:
+        case Pending::fun_cells:
+          if (top.source != Val_emptylist) {
+            current = Field(top.source, 0);
+            top.source = Field(top.source, 1);
+          } else if (top.kind == Pending::list_cells && top.count == 0) {
+            top.count = 1;  // the tail is written once
+            if (top.tail == Val_unit) {
+              sink.nil();
+              continue;
+            }
+            current = top.tail;
+          } else {
+            found = false;
+          }
+          break;
+      }
+      if (found) break;
+      switch (top.kind) {
+        case Pending::tuple: sink.end_tuple(); break;
+        case Pending::map: sink.end_map(); break;
+        case Pending::list_cells: sink.end_list(); break;
+        case Pending::fun_cells: sink.end_fun(); break;
+      }
+      stack.pop_back();
+    }
+  }
+}
+
+}  // namespace camlbeam::conv

@@ -1,0 +1,110 @@
+// ETF ⇄ Erl.Term.t: the conversions against the OCaml library's own view of the values
+// (Erl.Term.validate and to_string), under a minor heap small enough that the GC runs in
+// the middle of every conversion.
+#include <camlbeam/conv/conv.hpp>
+#include <camlbeam/etf/etf.hpp>
+
+#include <caml/callback.h>
+#include <caml/mlvalues.h>
+
+#include <gtest/gtest.h>
+
+namespace etf = camlbeam::etf;
+namespace conv = camlbeam::conv;
+using Bytes = std::vector<std::uint8_t>;
+
+namespace {
+
+value call_ocaml(const char* name, value arg) {
+  const value* f = caml_named_value(name);
+  if (f == nullptr) throw std::logic_error(std::string(name) + " not registered");
+  return caml_callback(*f, arg);
+}
+
+std::string ocaml_string(value s) { return {String_val(s), caml_string_length(s)}; }
+
+// Decodes to OCaml, checks the value is canonical, re-encodes; returns the new bytes.
+Bytes through_ocaml(const Bytes& in, int minor_version = 1) {
+  conv::DecodeToOcaml decoded = conv::etf_to_ocaml(in);
+  EXPECT_FALSE(decoded.error) << decoded.error->message();
+  if (decoded.error) return {};
+  const std::string why = ocaml_string(call_ocaml("test.validate", decoded.value.get()));
+  EXPECT_EQ(why, "") << "not canonical: " << etf::decode_term(in).to_string();
+  call_ocaml("test.full_major", Val_unit);  // moves everything: the root must follow
+  etf::ByteBuffer out;
+  conv::ocaml_to_etf(decoded.value.get(), out, minor_version);
+  return out.to_vector();
+}
+
+std::vector<std::string> sample_terms() {
+  return {
+      "0", "255", "256", "-1", "4611686018427387903", "4611686018427387904", "-4611686018427387905",
+      "9223372036854775807", "-9223372036854775808", "123456789012345678901234567890",
+      "-123456789012345678901234567890", "1.5", "-0.0", "1.0e300", "a", "'Hello World'",
+      "'caf\xC3\xA9'", "'\xCE\xB1\xCE\xB2'", "<<>>", "<<\"binary\">>", "<<1,2,3:4>>", "[]", "\"abc\"",
+      "[1,2,3,256]", "[a|b]", "[1,2|[3,4|c]]", "{}", "{a,{b,{c}}}", "#{}", "#{a => 1, 1 => a, 1.0 => b}",
+      "#{#{k => v} => [1], {x} => <<>>}", "fun lists:map/2", "#Pid<n@h.1.2.3>",
+      "#Port<n@h.5000000000.2>", "#Port<n@h.7.2>", "#Ref<n@h.3.1.2.3>",
+      "{ok, [{<<\"x\">>, 1.25}], #{list => [a, \"b\", <<\"c\">>]}}"};
+}
+
+}  // namespace
+
+TEST(Conv, EveryKindRoundTripsByteForByte) {
+  for (const std::string& text : sample_terms()) {
+    for (int minor : {1, 2}) {
+      const Bytes bytes = etf::encode(etf::parse_term(text), {minor, 0});
+      EXPECT_EQ(through_ocaml(bytes, minor), bytes) << text;
+    }
+  }
+}
+
+TEST(Conv, OcamlPrintsWhatCppPrints) {
+  for (const std::string& text : sample_terms()) {
+    const etf::Term term = etf::parse_term(text);
+    conv::DecodeToOcaml decoded = conv::etf_to_ocaml(etf::encode(term));
+    ASSERT_FALSE(decoded.error);
+    EXPECT_EQ(ocaml_string(call_ocaml("test.to_string", decoded.value.get())), term.to_string()) << text;
+  }
+}
+
+TEST(Conv, WireShapesBecomeCanonical) {
+  // [1 | [2 | "ab"]] as three chained LIST/STRING encodings is the proper list [1,2,97,98].
+  const Bytes chained = {131, 108, 0, 0, 0, 1, 97, 1, 108, 0, 0, 0, 1, 97, 2, 107, 0, 2, 97, 98};
+  EXPECT_EQ(through_ocaml(chained), (Bytes{131, 107, 0, 4, 1, 2, 97, 98}));
+  // A map whose keys arrive out of order is sorted.
+  const Bytes unsorted = {131, 116, 0, 0, 0, 2, 100, 0, 1, 98, 97, 1, 100, 0, 1, 97, 97, 2};
+  EXPECT_EQ(through_ocaml(unsorted), etf::encode(etf::parse_term("#{a => 2, b => 1}")));
+}
+
+TEST(Conv, DuplicateKeysAreRefused) {
+  const Bytes twice = {131, 116, 0, 0, 0, 2, 100, 0, 1, 97, 97, 1, 119, 1, 97, 97, 2};
+  conv::DecodeToOcaml decoded = conv::etf_to_ocaml(twice);
+  ASSERT_TRUE(decoded.error);
+  EXPECT_EQ(decoded.error->code, etf::Errc::duplicate_map_key);
+}
+
+TEST(Conv, LargeAndDeepTerms) {
+  std::vector<etf::Term> ints;
+  for (int k = 0; k < 100'000; ++k) ints.push_back(etf::Term::integer(k * 7919LL - 300'000));
+  const Bytes long_list = etf::encode(etf::Term::list(std::move(ints)));
+  EXPECT_EQ(through_ocaml(long_list), long_list);
+
+  const Bytes megabyte = etf::encode(etf::Term::binary(std::string(1 << 20, 'x')));
+  EXPECT_EQ(through_ocaml(megabyte), megabyte);
+
+  etf::Term deep = etf::Term::atom("leaf");
+  for (int k = 0; k < 100'000; ++k) {
+    std::vector<etf::Term> one;
+    one.push_back(std::move(deep));
+    deep = k % 2 ? etf::Term::tuple(std::move(one)) : etf::Term::list(std::move(one));
+  }
+  const Bytes deep_bytes = etf::encode(deep);
+  EXPECT_EQ(through_ocaml(deep_bytes), deep_bytes);
+}
+
+int main(int argc, char** argv) {
+  caml_startup(argv);
+  testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
