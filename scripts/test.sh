@@ -55,7 +55,6 @@ sanitizer_tests() {
 stage "C++ unit, conformance and tool tests (Release)" release_tests
 stage "C++ unit tests under ASan+UBSan" sanitizer_tests
 [[ -x scripts/fuzz-smoke.sh ]] && stage "libFuzzer smoke run" scripts/fuzz-smoke.sh
-[[ -x bench/run.sh ]] && stage "benchmark smoke run (same values from ours, libei, erl)" bench/run.sh --smoke
 [[ -f ocaml/dune-project ]] && stage "OCaml library (dune test)" bash -c 'cd ocaml && dune build @all 2>&1 && dune test --force 2>&1'
 
 echo

@@ -1,0 +1,140 @@
+// The benchmark payloads as native C++ data, the starting point of the encode benchmarks.
+//
+// Each payload is a small struct holding its data the way a C++ program would (a vector
+// of doubles, a byte buffer, plain fields) and an emit() that writes it through any sink
+// with the Visitor-style calls: etf::Writer for our codec, EiSink for libei. Writing the
+// walk once keeps the two encoders doing exactly the same work.
+//
+// The same terms are built in Erlang by etf_bench.escript (payloads/0), whose
+// term_to_binary output is the input of every decode benchmark. The two descriptions must
+// agree: `etf_bench --check` fails unless etf::Writer reproduces the escript's bytes.
+// Each name here is the file stem the escript writes; `all_payloads` fixes the table order.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <tuple>
+#include <vector>
+
+namespace camlbeam::bench {
+
+// `Int42` is the smallest complete term: it measures per-call overhead, nothing else.
+struct Int42 {
+  std::string_view name = "int42";
+  template <class Sink>
+  void emit(Sink& s) const {
+    s.integer(42);
+  }
+};
+
+// [I / 7 || I <- lists:seq(1, N)]: both sides divide correctly rounded, so the bits agree.
+struct FloatList {
+  std::string_view name;
+  std::vector<double> values;
+
+  FloatList(std::string_view n, int count) : name(n) {
+    for (int i = 1; i <= count; ++i) values.push_back(static_cast<double>(i) / 7.0);
+  }
+  template <class Sink>
+  void emit(Sink& s) const {
+    s.begin_list(static_cast<std::uint32_t>(values.size()));
+    for (double v : values) s.float64(v);
+    s.nil();
+    s.end_list();
+  }
+};
+
+// pattern(N) in the escript: byte I is (I * 31 + 7) band 255.
+struct Blob {
+  std::string_view name;
+  std::vector<std::uint8_t> bytes;
+
+  Blob(std::string_view n, std::size_t size) : name(n), bytes(size) {
+    for (std::size_t i = 0; i < size; ++i) bytes[i] = static_cast<std::uint8_t>(i * 31 + 7);
+  }
+  template <class Sink>
+  void emit(Sink& s) const {
+    s.binary(bytes);
+  }
+};
+
+// {ok, 42, 3.14, <<"abc">>, [1,2,3], atom, #{a => 1}}: one of each common kind. [1,2,3]
+// is a byte list, which term_to_binary (and so both encoders here) writes as STRING_EXT.
+struct Mixed {
+  std::string_view name = "mixed_tuple";
+  std::string_view status = "ok";
+  std::int64_t count = 42;
+  double ratio = 3.14;
+  std::array<std::uint8_t, 3> blob{'a', 'b', 'c'};
+  std::array<std::uint8_t, 3> small{1, 2, 3};
+  std::string_view kind = "atom";
+  std::string_view key = "a";
+  std::int64_t value = 1;
+
+  template <class Sink>
+  void emit(Sink& s) const {
+    s.begin_tuple(7);
+    s.atom(status);
+    s.integer(count);
+    s.float64(ratio);
+    s.binary(blob);
+    s.string(small);
+    s.atom(kind);
+    s.begin_map(1);
+    s.atom(key);
+    s.integer(value);
+    s.end_map();
+    s.end_tuple();
+  }
+};
+
+// mixed_int(I) in the escript: a quarter each of SMALL_INTEGER, negative INTEGER, large
+// positive INTEGER and 7-byte SMALL_BIG (alternating sign), so no integer path dominates.
+struct IntList {
+  std::string_view name;
+  std::vector<std::int64_t> values;
+
+  IntList(std::string_view n, std::int64_t count) : name(n) {
+    for (std::int64_t i = 0; i < count; ++i) {
+      switch (i % 4) {
+        case 0: values.push_back(i % 256); break;
+        case 1: values.push_back(-(i * 37)); break;
+        case 2: values.push_back(i * 20000); break;
+        default: values.push_back(i * 1000003 * 1000003 * ((i / 4) % 2 == 0 ? 1 : -1)); break;
+      }
+    }
+  }
+  template <class Sink>
+  void emit(Sink& s) const {
+    s.begin_list(static_cast<std::uint32_t>(values.size()));
+    for (std::int64_t v : values) s.integer(v);
+    s.nil();
+    s.end_list();
+  }
+};
+
+// nest(N, deep): {{{...{deep}...}}}, N one-element tuples. Defeats any recursive codec.
+struct Deep {
+  std::string_view name;
+  std::uint32_t depth;
+  std::string_view leaf = "deep";
+
+  template <class Sink>
+  void emit(Sink& s) const {
+    for (std::uint32_t i = 0; i < depth; ++i) s.begin_tuple(1);
+    s.atom(leaf);
+    for (std::uint32_t i = 0; i < depth; ++i) s.end_tuple();
+  }
+};
+
+// The table, in report order. A tuple rather than a vector of a common base, so that each
+// encode benchmark calls its payload's emit() directly, without a virtual call per run.
+inline auto all_payloads() {
+  return std::make_tuple(Int42{}, FloatList{"floats_100", 100}, Blob{"binary_1k", 1024}, Mixed{},
+                         Blob{"binary_1m", std::size_t{1} << 20}, IntList{"ints_100k", 100'000},
+                         Deep{"deep_10k", 10'000});
+}
+
+}  // namespace camlbeam::bench

@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Prints the ETF benchmark tables from one run (bench/run.sh calls it).
+
+Inputs: Google Benchmark's JSON (etf_bench), the escript's "erlang decode|encode NAME NS"
+lines and the payload directory (for sizes). One table per direction; every ns/op is a
+median over repetitions. Ratios are other/ours, so > 1 means ours is faster.
+
+Targets (from the issue), each checked on the row where the comparison is like for like:
+  decode, streaming visitor   >= 1.5x libei (both read values into locals)
+                              >= 1.0x binary_to_term
+  decode, Term tree           >= 1.0x binary_to_term (both build a tree); libei for reference
+  encode, Writer and Term     >= 1.0x libei; term_to_binary for reference
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+
+# (direction, our variant's benchmark id, label, {baseline: minimum ratio baseline/ours})
+ROWS = [
+    ("decode", "ours_visitor", "visitor", {"libei": 1.5, "erlang": 1.0}),
+    ("decode", "ours_term", "Term", {"erlang": 1.0}),
+    ("encode", "ours_writer", "Writer", {"libei": 1.0}),
+    ("encode", "ours_term", "Term", {"libei": 1.0}),
+]
+DIRECTION_TITLES = {
+    "decode": "DECODE  (ours: etf::decode into a visitor / etf::decode_term;"
+              " libei: ei_get_type + ei_decode_*; erlang: binary_to_term/1)",
+    "encode": "ENCODE  (ours: etf::Writer from native data / etf::encode_into(Term);"
+              " libei: ei_x_encode_*; erlang: term_to_binary/1)",
+}
+
+
+def load_gbench(path):
+    """{(direction, impl, payload): ns} from medians, or from single runs (smoke mode)."""
+    with open(path) as f:
+        data = json.load(f)
+    medians, singles = {}, {}
+    for b in data["benchmarks"]:
+        if b.get("error_occurred"):
+            sys.exit(f"report: {b['name']} failed: {b.get('error_message')}")
+        # run_name is direction/impl/payload, then "/real_time" (UseRealTime).
+        direction, impl, payload = b["run_name"].split("/")[:3]
+        scale = {"ns": 1, "us": 1e3, "ms": 1e6, "s": 1e9}[b["time_unit"]]
+        key = (direction, impl, payload)
+        if b.get("run_type") == "aggregate":
+            if b.get("aggregate_name") == "median":
+                medians[key] = b["real_time"] * scale
+        else:
+            singles.setdefault(key, []).append(b["real_time"] * scale)
+    times = {k: sorted(v)[len(v) // 2] for k, v in singles.items()}
+    times.update(medians)
+    context = data.get("context", {})
+    order = context.get("payloads", "").split(",")
+    return context, times, order
+
+
+def load_erlang(path):
+    version, times = "", {}
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if parts[:2] == ["erlang", "otp"]:
+                version = " ".join(parts[1:])
+            elif len(parts) == 4 and parts[0] == "erlang":
+                times[(parts[1], "erlang", parts[2])] = float(parts[3])
+    return version, times
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def fmt_ns(ns):
+    if ns is None:
+        return "-"
+    return f"{ns:,.0f}" if ns >= 100 else f"{ns:.1f}"
+
+
+def fmt_ratio(r):
+    return "-" if r is None else f"{r:.2f}x"
+
+
+def render(headers, rows):
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    # Text left, numbers right.
+    align = ["<", "<"] + [">"] * (len(headers) - 3) + ["<"]
+    line = lambda cells: "  ".join(f"{c:{a}{w}}" for c, a, w in zip(cells, align, widths)).rstrip()
+    out = [line(headers), line(["-" * w for w in widths])]
+    out += [line(r) for r in rows]
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gbench", required=True)
+    ap.add_argument("--erlang", required=True)
+    ap.add_argument("--payloads", required=True)
+    ap.add_argument("--smoke", action="store_true", help="few iterations: print, enforce nothing")
+    args = ap.parse_args()
+
+    context, times, order = load_gbench(args.gbench)
+    erlang_version, erlang_times = load_erlang(args.erlang)
+    times.update(erlang_times)
+    sizes = {p: os.path.getsize(os.path.join(args.payloads, p + ".etf")) for p in order}
+
+    print("ETF codec benchmark" + ("  [SMOKE: a few iterations, numbers meaningless, targets not checked]"
+                                   if args.smoke else ""))
+    print(f"machine : {cpu_model()}, {context.get('num_cpus', os.cpu_count())} CPUs"
+          f" @ {context.get('mhz_per_cpu', '?')} MHz, {platform.system()} {platform.release()},"
+          f" load avg {', '.join(f'{x:.2f}' for x in context.get('load_avg', []))}")
+    print(f"compiler: {context.get('compiler', '?')}, {context.get('build_type', '?')}"
+          f" ({context.get('cxx_flags', '').strip()}); libbenchmark says it was built as"
+          f" {context.get('library_build_type', '?')} (Debian's package always says debug; its"
+          " timing loop is inlined into etf_bench)")
+    print(f"baseline: libei {context.get('libei', '?')}; Erlang/OTP {erlang_version or '?'}")
+    load, cpus = (context.get("load_avg") or [0.0])[0], context.get("num_cpus") or os.cpu_count() or 1
+    if load > cpus / 2:
+        print(f"WARNING : load average {load:.1f} on {cpus} CPUs: other work shares the cores, wall-clock"
+              " numbers may be off by 2x; rerun on a quiet machine before trusting a verdict")
+    print("ns/op are medians of repetitions (wall clock); ratios are baseline/ours, > 1 = ours faster;"
+          " MB/s counts ETF bytes (1 MB = 10^6 B)")
+
+    misses = checked = 0
+    for direction in ("decode", "encode"):
+        rows = []
+        for payload in order:
+            for row_direction, impl, label, targets in ROWS:
+                if row_direction != direction:
+                    continue
+                ours = times.get((direction, impl, payload))
+                base = {b: times.get((direction, b, payload)) for b in ("libei", "erlang")}
+                ratio = {b: (t / ours if t and ours else None) for b, t in base.items()}
+                if args.smoke:
+                    verdict = "-"
+                else:
+                    failed = [b for b, need in targets.items() if ratio[b] is None or ratio[b] < need]
+                    checked += len(targets)
+                    misses += len(failed)
+                    verdict = "PASS" if not failed else "MISS " + ",".join(failed)
+                mbps = sizes[payload] / ours * 1e3 if ours else None
+                rows.append([payload, label, fmt_ns(ours), fmt_ns(base["libei"]), fmt_ns(base["erlang"]),
+                             "-" if mbps is None else f"{mbps:,.0f}", fmt_ratio(ratio["libei"]),
+                             fmt_ratio(ratio["erlang"]), verdict])
+        print()
+        print(DIRECTION_TITLES[direction])
+        print(render(["payload", "ours", "ours ns/op", "libei ns/op", "erlang ns/op", "ours MB/s",
+                      "libei/ours", "erlang/ours", "target"], rows))
+    print()
+    print("payload sizes (bytes): " + ", ".join(f"{p} {sizes[p]:,}" for p in order))
+    if args.smoke:
+        print("targets: not checked in smoke mode")
+    else:
+        print(f"targets: {checked - misses} of {checked} met"
+              " (visitor decode >= 1.5x libei and >= binary_to_term; Term decode >= binary_to_term;"
+              " encode >= libei)")
+
+
+if __name__ == "__main__":
+    main()

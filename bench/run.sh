@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The ETF codec benchmark: ours vs libei vs Erlang on the same bytes (see bench/README.md).
+#
+#   bench/run.sh                  Release build in ./build, full run (about 1 min), tables with
+#                                 PASS/MISS against the targets
+#   bench/run.sh --smoke          a few iterations each (~3 s when built); checks that all
+#                                 three decode the payloads to the same values; no targets
+#   options: --build-dir DIR (default ./build)   --no-build (use DIR as it is)
+#
+# Results (JSON, raw lines, the report) go to BUILD/bench/results/.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+bench_src="$root/bench"
+build="$root/build"
+mode=full
+do_build=1
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --smoke) mode=smoke ;;
+    --no-build) do_build=0 ;;
+    --build-dir) build=$(realpath -m "$2"); shift ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+say() { echo "bench: $*" >&2; }
+die() { echo "bench: $*" >&2; exit 1; }
+
+if [[ $do_build == 1 ]]; then
+  # Keep the generator of an existing build dir (make uses Unix Makefiles without ninja).
+  generator=()
+  [[ -f "$build/CMakeCache.txt" ]] || { command -v ninja >/dev/null && generator=(-G Ninja); }
+  say "building etf_bench (Release) in $build"
+  cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DCAMLBEAM_BENCH=ON >/dev/null
+  cmake --build "$build" --target etf_bench >/dev/null
+fi
+bin="$build/bench/etf_bench"
+[[ -x "$bin" ]] || die "$bin not built (configure with -DCAMLBEAM_BENCH=ON)"
+if [[ $mode == full ]]; then
+  build_type=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$build/CMakeCache.txt")
+  [[ "$build_type" == Release ]] || die "$build is a '$build_type' build; timings need Release (or use --smoke)"
+fi
+
+payloads="$build/bench/payloads"
+results="$build/bench/results"
+mkdir -p "$payloads" "$results"
+
+# Erlang writes the payloads once; every decoder reads these same bytes.
+say "generating payloads with term_to_binary"
+escript "$bench_src/etf_bench.escript" gen "$payloads"
+
+# Correctness before speed: the timed code must decode to what Erlang decodes to.
+say "checking: ours (visitor, Term), libei and Erlang agree on every payload"
+"$bin" --payloads="$payloads" --check >"$results/digest-ours.txt" || die "etf_bench --check failed"
+escript "$bench_src/etf_bench.escript" digest "$payloads" >"$results/digest-erlang.txt"
+diff -u "$results/digest-erlang.txt" "$results/digest-ours.txt" >&2 ||
+  die "ours/libei and Erlang decode the payloads to different values (diff above)"
+say "  $(wc -l <"$results/digest-ours.txt") payloads agree"
+
+# Random interleaving spreads each benchmark's repetitions over the run, so a burst of
+# noise from the other tenant of this 2-core machine hits a repetition, not a benchmark.
+if [[ $mode == full ]]; then
+  gbench_flags=(--benchmark_repetitions=9 --benchmark_min_time=0.1
+                --benchmark_enable_random_interleaving=true --benchmark_report_aggregates_only=true)
+  erl_min_ms=50 erl_reps=9
+else
+  gbench_flags=(--benchmark_repetitions=1 --benchmark_min_time=0.001)
+  erl_min_ms=1 erl_reps=1
+fi
+say "timing ours and libei (Google Benchmark, $mode)"
+"$bin" --payloads="$payloads" "${gbench_flags[@]}" \
+  --benchmark_out="$results/gbench.json" --benchmark_out_format=json >"$results/gbench.txt" 2>&1 ||
+  die "etf_bench failed: see $results/gbench.txt"
+say "timing binary_to_term/term_to_binary"
+escript "$bench_src/etf_bench.escript" time "$payloads" "$erl_min_ms" "$erl_reps" >"$results/erlang.txt"
+
+report_flags=()
+[[ $mode == smoke ]] && report_flags=(--smoke)
+python3 "$bench_src/report.py" --gbench "$results/gbench.json" --erlang "$results/erlang.txt" \
+  --payloads "$payloads" "${report_flags[@]}" | tee "$results/report.txt"
