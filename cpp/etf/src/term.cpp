@@ -65,8 +65,15 @@ Term::Repr shallow_copy(const Term& t) {
 }
 
 bool has_nested_children(std::span<const Term> children) noexcept {
-  return std::any_of(children.begin(), children.end(),
-                     [](const Term& c) { return !c.children().empty(); });
+  return std::any_of(children.begin(), children.end(), [](const Term& c) {
+    switch (c.kind()) {
+      case Kind::tuple:
+      case Kind::list:
+      case Kind::map:
+      case Kind::fun: return !c.children().empty();
+      default: return false;
+    }
+  });
 }
 
 }  // namespace
@@ -102,13 +109,11 @@ Term& Term::operator=(Term&& other) noexcept {
   return *this;
 }
 
-Term::~Term() {
-  if (has_nested_children(children())) release_children_iteratively();
-}
-
 // Moves grandchildren into a work list before each child dies, so every destructor that
-// runs here sees a term without nested children and returns at once.
+// runs here sees a term without nested children and returns at once. A container whose
+// children are all leaves (the common case) lets its vector destroy them directly.
 void Term::release_children_iteratively() noexcept {
+  if (!has_nested_children(children())) return;
   std::vector<Term> doomed;
   auto take_children = [&doomed](Term& t) {
     for (Term& c : t.children()) {

@@ -11,10 +11,9 @@ void TermBuilder::big_integer(bool negative, std::span<const std::uint8_t> magni
 // quadratic time.
 void TermBuilder::begin_list(std::uint32_t n) {
   if (at_list_tail()) {
-    Open& top = stack_.back();
-    top.list_elements += n;
-    top.items.reserve(top.list_elements + 1);
-    ++top.merged_tails;
+    // No reserve here: growing by exactly n per link would make a chain quadratic.
+    stack_.back().list_elements += n;
+    ++stack_.back().merged_tails;
     return;
   }
   open(Kind::list, std::size_t{n} + 1);
@@ -25,8 +24,7 @@ void TermBuilder::string(std::span<const std::uint8_t> bytes) {
   if (at_list_tail()) {
     Open& top = stack_.back();
     top.list_elements += bytes.size();
-    top.items.reserve(top.list_elements + 1);
-    for (std::uint8_t b : bytes) top.items.push_back(Term::integer(b));
+    for (std::uint8_t b : bytes) top.items.emplace_back(std::in_place_type<std::int64_t>, b);
     top.items.emplace_back();
     return;
   }

@@ -157,7 +157,14 @@ class Term {
   Term(Term&& other) noexcept : repr_(std::exchange(other.repr_, Nil{})) {}
   Term& operator=(const Term& other);
   Term& operator=(Term&& other) noexcept;
-  ~Term();
+  ~Term() {
+    // Leaves (most terms) die here, inline; containers check for nested children.
+    if (has_children_kind()) release_children_iteratively();
+  }
+
+  // Builds the alternative T in place: what the decoder's builder uses on its hot path.
+  template <class T, class... Args>
+  explicit Term(std::in_place_type_t<T> t, Args&&... args) : repr_(t, std::forward<Args>(args)...) {}
 
   // Construction. These validate what the wire would reject and throw EncodeError.
   static Term integer(std::int64_t value) noexcept;
@@ -217,6 +224,10 @@ class Term {
 
  private:
   explicit Term(Repr repr) noexcept : repr_(std::move(repr)) {}
+  bool has_children_kind() const noexcept {
+    const Kind k = kind();
+    return k == Kind::tuple || k == Kind::list || k == Kind::map || k == Kind::fun;
+  }
   void release_children_iteratively() noexcept;
 
   Repr repr_;

@@ -10,17 +10,17 @@ namespace camlbeam::etf {
 
 class TermBuilder {
  public:
-  void integer(std::int64_t v) { emit(Term::integer(v)); }
+  void integer(std::int64_t v) { emplace<std::int64_t>(v); }
   void big_integer(bool negative, std::span<const std::uint8_t> magnitude);
-  void float64(double d) { emit(Term::from_repr(d)); }
-  void atom(std::string_view name) { emit(Term::from_repr(Atom{std::string(name)})); }
+  void float64(double d) { emplace<double>(d); }
+  void atom(std::string_view name) { emplace<Atom>(Atom{std::string(name)}); }
   void binary(std::span<const std::uint8_t> bytes) {
-    emit(Term::from_repr(Binary{{bytes.begin(), bytes.end()}}));
+    emplace<Binary>(Binary{{bytes.begin(), bytes.end()}});
   }
   void bitstring(std::span<const std::uint8_t> bytes, std::uint8_t bits) {
-    emit(Term::from_repr(Bitstring{{bytes.begin(), bytes.end()}, bits}));
+    emplace<Bitstring>(Bitstring{{bytes.begin(), bytes.end()}, bits});
   }
-  void nil() { emit(Term()); }
+  void nil() { emplace<Nil>(); }
   void string(std::span<const std::uint8_t> bytes);
   void begin_list(std::uint32_t n);
   void end_list();
@@ -55,6 +55,12 @@ class TermBuilder {
   void emit(Term t) {
     if (stack_.empty()) result_ = std::move(t);
     else stack_.back().items.push_back(std::move(t));
+  }
+  // Constructs the leaf where it goes: no temporary Term to move and destroy.
+  template <class T, class... Args>
+  void emplace(Args&&... args) {
+    if (stack_.empty()) result_ = Term(std::in_place_type<T>, std::forward<Args>(args)...);
+    else stack_.back().items.emplace_back(std::in_place_type<T>, std::forward<Args>(args)...);
   }
 
   std::vector<Open> stack_;

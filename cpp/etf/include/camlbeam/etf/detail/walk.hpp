@@ -13,13 +13,16 @@ namespace detail {
 
 enum class WalkEnd : std::uint8_t { tuple, list, map, fun };
 
+// Trivially copyable, so the walk stack grows by memcpy; the entry orders of large maps
+// live on a side stack (WalkFrame::order_at indexes it, no_order when the frame has none).
 struct WalkFrame {
   const Term* items;
   std::size_t next;
   std::size_t count;
-  std::vector<std::uint32_t> order;  // maps over flatmap_max_keys: entry order on the wire
+  std::size_t order_at;
   WalkEnd end;
 };
+inline constexpr std::size_t no_order = static_cast<std::size_t>(-1);
 
 inline std::uint32_t walk_count(std::size_t n) {
   if (n > std::numeric_limits<std::uint32_t>::max())
@@ -49,6 +52,7 @@ void walk(const Term& root, V& visitor) {
   using detail::WalkEnd;
   using detail::WalkFrame;
   std::vector<WalkFrame> stack;
+  std::vector<std::uint32_t> orders;
   std::vector<std::uint8_t> string_bytes;
   const Term* current = &root;
   for (;;) {
@@ -73,7 +77,7 @@ void walk(const Term& root, V& visitor) {
                      detail::pid_view(f.pid), detail::walk_count(f.free_vars.size())};
         visitor.begin_fun(view);
         if (f.free_vars.empty()) visitor.end_fun();
-        else stack.push_back(WalkFrame{f.free_vars.data(), 0, f.free_vars.size(), {}, WalkEnd::fun});
+        else stack.push_back(WalkFrame{f.free_vars.data(), 0, f.free_vars.size(), detail::no_order, WalkEnd::fun});
         break;
       }
       case Kind::export_fun: {
@@ -91,7 +95,7 @@ void walk(const Term& root, V& visitor) {
         const auto& elements = t.get_if<Tuple>()->elements;
         visitor.begin_tuple(detail::walk_count(elements.size()));
         if (elements.empty()) visitor.end_tuple();
-        else stack.push_back(WalkFrame{elements.data(), 0, elements.size(), {}, WalkEnd::tuple});
+        else stack.push_back(WalkFrame{elements.data(), 0, elements.size(), detail::no_order, WalkEnd::tuple});
         break;
       }
       case Kind::map: {
@@ -102,9 +106,13 @@ void walk(const Term& root, V& visitor) {
           visitor.end_map();
           break;
         }
-        WalkFrame frame{flat.data(), 0, flat.size(), {}, WalkEnd::map};
-        if (pairs > flatmap_max_keys) frame.order = hashmap_encoding_order(flat);
-        stack.push_back(std::move(frame));
+        WalkFrame frame{flat.data(), 0, flat.size(), detail::no_order, WalkEnd::map};
+        if (pairs > flatmap_max_keys) {
+          frame.order_at = orders.size();
+          const std::vector<std::uint32_t> order = hashmap_encoding_order(flat);
+          orders.insert(orders.end(), order.begin(), order.end());
+        }
+        stack.push_back(frame);
         break;
       }
       case Kind::nil: visitor.nil(); break;
@@ -115,7 +123,7 @@ void walk(const Term& root, V& visitor) {
           break;
         }
         visitor.begin_list(detail::walk_count(list.items.size() - 1));
-        stack.push_back(WalkFrame{list.items.data(), 0, list.items.size(), {}, WalkEnd::list});
+        stack.push_back(WalkFrame{list.items.data(), 0, list.items.size(), detail::no_order, WalkEnd::list});
         break;
       }
       case Kind::binary: visitor.binary(t.get_if<Binary>()->bytes); break;
@@ -131,14 +139,17 @@ void walk(const Term& root, V& visitor) {
       WalkFrame& top = stack.back();
       if (top.next < top.count) {
         std::size_t i = top.next++;
-        if (!top.order.empty()) i = 2 * std::size_t{top.order[i / 2]} + (i % 2);
+        if (top.order_at != detail::no_order) i = 2 * std::size_t{orders[top.order_at + i / 2]} + (i % 2);
         current = &top.items[i];
         break;
       }
       switch (top.end) {
         case WalkEnd::tuple: visitor.end_tuple(); break;
         case WalkEnd::list: visitor.end_list(); break;
-        case WalkEnd::map: visitor.end_map(); break;
+        case WalkEnd::map:
+          if (top.order_at != detail::no_order) orders.resize(top.order_at);
+          visitor.end_map();
+          break;
         case WalkEnd::fun: visitor.end_fun(); break;
       }
       stack.pop_back();
