@@ -7,7 +7,8 @@
 
 namespace camlbeam::etf::detail {
 
-bool inflate_exact(std::span<const std::uint8_t> compressed, std::uint8_t* out, std::size_t size) {
+bool inflate_exact(std::span<const std::uint8_t> compressed, std::uint8_t* out, std::size_t size,
+                   std::size_t& consumed) {
   if (compressed.size() > std::numeric_limits<uInt>::max() ||
       size > std::numeric_limits<uInt>::max())
     return false;
@@ -30,6 +31,7 @@ bool inflate_exact(std::span<const std::uint8_t> compressed, std::uint8_t* out, 
     exact = false;  // any further output means the stream is longer than declared
     if (rc == Z_STREAM_END && zs.total_out == size) exact = true;
   }
+  consumed = static_cast<std::size_t>(zs.total_in);
   inflateEnd(&zs);
   return exact;
 }

@@ -156,8 +156,11 @@ void Writer::pid(const PidView& pid) {
   store_u32(p + 8, pid.creation);
 }
 
+// OTP 25 writes NEW_PORT_EXT only for ids of up to 28 bits (the old port number width),
+// V4_PORT_EXT beyond [seen in the conformance test].
 void Writer::port(const PortView& port) {
-  const bool v4 = port.id > std::numeric_limits<std::uint32_t>::max();
+  constexpr std::uint64_t new_port_max_id = (std::uint64_t{1} << 28) - 1;
+  const bool v4 = port.id > new_port_max_id;
   out_.push(v4 ? tag::v4_port : tag::new_port);
   atom(port.node);
   if (v4) {
@@ -195,8 +198,7 @@ void Writer::begin_fun(const FunView& fun) {
   atom(fun.module);
   integer(fun.old_index);
   integer(fun.old_uniq);
-  pid(fun.pid);
-  if (fun.free_count == 0) end_fun();
+  pid(fun.pid);  // the caller writes the free variables, then end_fun()
 }
 
 void Writer::end_fun() {

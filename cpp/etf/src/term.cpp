@@ -209,7 +209,7 @@ Term Term::port(Port port) {
 
 Term Term::reference(Reference ref) {
   (void)atom(ref.node);
-  if (ref.ids.size() > 5) throw EncodeError("a reference has at most 5 id words");
+  if (ref.ids.empty() || ref.ids.size() > 5) throw EncodeError("a reference has 1 to 5 id words");
   return Term(Repr(Boxed<Reference>(std::move(ref))));
 }
 
@@ -357,9 +357,10 @@ Ord compare_pids(const Pid& a, const Pid& b) noexcept {
   return compare_nodes(a.node, a.creation, b.node, b.creation);
 }
 
+// Unlike pids, ports order by node first, then number (OTP 25, seen).
 Ord compare_ports(const Port& a, const Port& b) noexcept {
-  if (a.id != b.id) return cmp3(a.id, b.id);
-  return compare_nodes(a.node, a.creation, b.node, b.creation);
+  if (const Ord o = compare_nodes(a.node, a.creation, b.node, b.creation); o != 0) return o;
+  return cmp3(a.id, b.id);
 }
 
 Ord compare_exports(const ExportFun& a, const ExportFun& b) noexcept {
@@ -368,12 +369,12 @@ Ord compare_exports(const ExportFun& a, const ExportFun& b) noexcept {
   return cmp3(a.arity, b.arity);
 }
 
-// The fun's identity; free variables are compared afterwards, as children.
+// The fun's identity as OTP 25 orders funs: module, index, old uniq, then the number of
+// free variables (which are compared afterwards, as children). The creator pid is ignored.
 Ord compare_fun_headers(const Fun& a, const Fun& b) noexcept {
   if (const Ord o = compare_bytes(a.module, b.module); o != 0) return o;
-  if (a.old_index != b.old_index) return cmp3(a.old_index, b.old_index);
+  if (a.index != b.index) return cmp3(a.index, b.index);
   if (a.old_uniq != b.old_uniq) return cmp3(a.old_uniq, b.old_uniq);
-  if (const Ord o = compare_pids(a.pid, b.pid); o != 0) return o;
   return cmp3(a.free_vars.size(), b.free_vars.size());
 }
 

@@ -357,7 +357,15 @@ class Parser {
     if (c == '#') return special();
     if (c == '$' || c == '-' || c == '+' || std::isdigit(static_cast<unsigned char>(c))) return number();
     if (s_.substr(i_, 4) == "fun " || s_.substr(i_, 4) == "fun\t") return export_fun();
-    if (std::islower(static_cast<unsigned char>(c))) return Term::atom(bare_word());
+    if (std::islower(static_cast<unsigned char>(c)) || static_cast<unsigned char>(c) >= 0x80) {
+      const std::size_t start = i_;
+      std::string word = bare_word();
+      if (!is_bare_atom(word)) {
+        i_ = start;
+        fail("unexpected character (atoms other than Latin-1 words need quotes)");
+      }
+      return Term::atom(word);
+    }
     if (at_end()) fail("unexpected end of text");
     fail(std::string("unexpected character '") + c + "'");
   }
@@ -374,8 +382,9 @@ class Parser {
   std::string atom_text() {
     skip_space();
     if (peek() == '\'') return quoted('\'');
-    if (!std::islower(static_cast<unsigned char>(peek()))) fail("expected an atom");
-    return bare_word();
+    std::string word = bare_word();
+    if (!is_bare_atom(word)) fail("expected an atom");
+    return word;
   }
 
   Term tuple(std::size_t depth) {
@@ -488,21 +497,23 @@ class Parser {
     }
   }
 
+  // One UTF-8 encoded character of the text, validated.
+  std::uint32_t code_point() {
+    const auto c = static_cast<std::uint8_t>(s_[i_]);
+    const std::size_t len = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+    if (i_ + len > s_.size() ||
+        detail::utf8_length({reinterpret_cast<const std::uint8_t*>(s_.data() + i_), len}) != 1)
+      fail("invalid UTF-8");
+    return next_code_point(s_, i_);
+  }
+
   // Code points of a "string", as a list of integers.
   std::vector<Term> string_codes() {
     const std::string utf8 = quoted('"');
+    if (detail::utf8_length({reinterpret_cast<const std::uint8_t*>(utf8.data()), utf8.size()}) < 0)
+      fail("invalid UTF-8 in a string");
     std::vector<Term> codes;
-    const auto* p = reinterpret_cast<const std::uint8_t*>(utf8.data());
-    for (std::size_t k = 0; k < utf8.size();) {
-      std::uint32_t c = p[k];
-      std::size_t len = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
-      if (len > 1) {
-        c &= 0xFFu >> (len + 1);
-        for (std::size_t j = 1; j < len && k + j < utf8.size(); ++j) c = (c << 6) | (p[k + j] & 0x3F);
-      }
-      codes.push_back(Term::integer(c));
-      k += len;
-    }
+    for (std::size_t k = 0; k < utf8.size();) codes.push_back(Term::integer(next_code_point(utf8, k)));
     return codes;
   }
 
@@ -546,12 +557,7 @@ class Parser {
         ++i_;
         return Term::integer(escape());
       }
-      const auto c = static_cast<std::uint8_t>(s_[i_]);
-      std::size_t len = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
-      std::uint32_t v = len == 1 ? c : (c & (0xFFu >> (len + 1)));
-      for (std::size_t j = 1; j < len && i_ + j < s_.size(); ++j) v = (v << 6) | (static_cast<std::uint8_t>(s_[i_ + j]) & 0x3F);
-      i_ += len;
-      return Term::integer(v);
+      return Term::integer(code_point());
     }
     const std::size_t start = i_;
     bool negative = false;

@@ -38,7 +38,13 @@ struct DecodeResult {
 namespace detail {
 
 // zlib inflate of exactly `size` bytes; false when the stream is corrupt, shorter or longer.
-bool inflate_exact(std::span<const std::uint8_t> compressed, std::uint8_t* out, std::size_t size);
+// `consumed` is set to the compressed bytes the stream took.
+bool inflate_exact(std::span<const std::uint8_t> compressed, std::uint8_t* out, std::size_t size,
+                   std::size_t& consumed);
+
+// Deflate expands at most about 1032:1; a declared size beyond that for the compressed
+// bytes given cannot be honest, and is refused before anything is allocated.
+inline constexpr std::size_t max_deflate_ratio = 1032;
 
 // Appends the UTF-8 form of Latin-1 bytes.
 void latin1_to_utf8(std::span<const std::uint8_t> latin1, std::string& out);
@@ -458,8 +464,10 @@ class Decoder {
         case tag::export_fun: {
           std::string_view module = read_atom(u8(), module_scratch_);
           std::string_view function = read_atom(u8(), atom_scratch_);
-          if (u8() != tag::small_integer) fail(Errc::bad_fun);
-          visitor_.export_fun(module, function, u8());
+          // OTP writes the arity as SMALL_INTEGER; other encoders may use INTEGER.
+          const std::int64_t arity = read_small_int_field();
+          if (arity < 0 || arity > 255) fail(Errc::bad_fun, static_cast<std::uint64_t>(arity));
+          visitor_.export_fun(module, function, static_cast<std::uint8_t>(arity));
           return;
         }
         case tag::old_fun:
@@ -515,11 +523,15 @@ DecodeResult decode(std::span<const std::uint8_t> input, V& visitor, const Decod
     std::size_t size = detail::load_u32(input.data() + 2);
     if (size > options.limits.max_inflated_size)
       return failure(Errc::inflated_size_limit, 2, size, tag::compressed);
-    std::vector<std::uint8_t> inflated(size);
-    if (!detail::inflate_exact(input.subspan(6), inflated.data(), size))
+    const std::size_t compressed_size = input.size() - 6;
+    if (size / detail::max_deflate_ratio > compressed_size)
       return failure(Errc::bad_compression, 6, size, tag::compressed);
-    // Offsets inside the inflated data are reported as such; the compressed stream must
-    // hold exactly one term, so leftovers there are an error whatever the options say.
+    std::vector<std::uint8_t> inflated(size);
+    std::size_t consumed = 0;
+    if (!detail::inflate_exact(input.subspan(6), inflated.data(), size, consumed))
+      return failure(Errc::bad_compression, 6, size, tag::compressed);
+    if (consumed != compressed_size && !options.allow_trailing_bytes)
+      return failure(Errc::trailing_bytes, 6 + consumed, compressed_size - consumed, tag::compressed);
     result = decode_body(std::span<const std::uint8_t>(inflated), visitor, options.limits);
     if (!result) result.error->inflated = true;
     if (result && result.end != size) {

@@ -88,7 +88,7 @@ struct Pid {
 
 struct Port {
   std::string node;
-  std::uint64_t id = 0;  // NEW_PORT_EXT when it fits 32 bits, V4_PORT_EXT otherwise
+  std::uint64_t id = 0;  // NEW_PORT_EXT when it fits 28 bits (as OTP 25), V4_PORT_EXT otherwise
   std::uint32_t creation = 0;
 };
 
