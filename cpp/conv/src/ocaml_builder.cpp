@@ -168,19 +168,24 @@ void OcamlBuilder::push_open(value block, std::uint8_t kind, std::size_t expecte
   CAMLreturn0;
 }
 
-// Appends a cons cell holding v to the list being built in `frame` (a list or a fun's free
-// variables), linking it from the previous cell or making it the head.
-static void append_cell(value& head_slot, value& last_slot, bool& has_cells, value v) {
+// A cons cell holding v, ending the list.
+static value new_cell(value v) {
   CAMLparam1(v);
   CAMLlocal1(cell);
   cell = caml_alloc_small(2, 0);
   Field(cell, 0) = v;
   Field(cell, 1) = Val_emptylist;
+  CAMLreturn(cell);
+}
+
+// Links a new cell after the last one, or makes it the head. The slots are references
+// into OCaml blocks (the stack array, a fun's record): they must be taken after the
+// cell's allocation, since a minor collection moves young blocks.
+static void link_cell(value& head_slot, value& last_slot, bool& has_cells, value cell) {
   if (has_cells) caml_modify(&Field(last_slot, 1), cell);
   else caml_modify(&head_slot, cell);
   caml_modify(&last_slot, cell);
   has_cells = true;
-  CAMLreturn0;
 }
 
 void OcamlBuilder::emit(value v) {
@@ -207,11 +212,15 @@ void OcamlBuilder::emit(value v) {
     case OpenKind::fun:
       // base: the Local record; its free variables are built as an OCaml list whose head is
       // stored in the record's last field and whose last cell sits in base + 1.
-      append_cell(Field(slot(top.base), local_field::free_vars), slot(top.base + 1), top.has_cells, v);
+    {
+      const value cell = new_cell(v);  // allocate first, then take references into blocks
+      link_cell(Field(slot(top.base), local_field::free_vars), slot(top.base + 1), top.has_cells, cell);
       break;
+    }
     case OpenKind::list:
       if (top.filled < top.expected) {
-        append_cell(slot(top.base), slot(top.base + 1), top.has_cells, v);
+        const value cell = new_cell(v);
+        link_cell(slot(top.base), slot(top.base + 1), top.has_cells, cell);
       } else {
         // The tail. A proper list ends in []; a list tail was merged in begin_list.
         caml_modify(&slot(top.base + 1), v);  // the last cell is no longer needed: keep the tail
