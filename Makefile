@@ -3,7 +3,7 @@
 BUILD ?= build
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo Ninja || echo "Unix Makefiles")
 
-.PHONY: all setup build test demo bench clean
+.PHONY: all setup build test demo bench clean install-ocaml
 
 all: build
 
@@ -19,6 +19,12 @@ test: setup
 
 demo: build
 	@scripts/demo.sh
+
+# The OCaml packages camlbeam and camlbeam.host, for building plugins with ocamlfind
+# (docs/plugins.md): into OCaml's library directory (as root), or under PREFIX=dir, then
+# export OCAMLPATH=dir/lib.
+install-ocaml: build
+	@dune install --root ocaml --build-dir $(CURDIR)/$(BUILD)/ocaml $(if $(PREFIX),--prefix $(PREFIX))
 
 bench: build
 	@bench/run.sh

@@ -1,0 +1,89 @@
+// The request path shared by every transport: one request frame in, at most one reply
+// frame out. It knows nothing of pipes, sockets or NIF environments.
+//
+//   {call, Ref, Fun, Args}  ->  {Ref, {ok, Result}} | {Ref, {error, Reason}}
+//   {cast, Fun, Args}       ->  nothing
+//   {load, Ref, Path}       ->  {Ref, ok} | {Ref, {error, {load_failed, Kind, Message}}}
+//
+// The request is converted straight into an Erl.Term.t (conv::etf_to_ocaml) and handed to
+// the OCaml function registered as "camlbeam.host.handle" (ocaml/host/erl_host.ml), which
+// owns the shapes above and the errors a request can get back. The reply {Ref, Answer} is
+// written from the OCaml values straight to ETF. See cpp/host/README.md for every reply.
+#pragma once
+
+#include <camlbeam/etf/encoder.hpp>
+#include <camlbeam/etf/limits.hpp>
+#include <camlbeam/host/error.hpp>
+#include <camlbeam/host/runtime.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace camlbeam::host {
+
+struct HostOptions {
+  // Limits on request frames (depth, size, inflated size), as for etf::decode.
+  etf::DecodeOptions decode{};
+  // The largest reply frame, in bytes. A larger answer is replaced by
+  // {error, {reply_too_large, Size, Limit}}, Size being the exact size of the frame that was
+  // not sent; building it costs at most about Limit bytes of memory.
+  std::size_t max_reply_size = std::size_t{64} << 20;
+  // ETF minor version of replies: 1 writes Latin-1 atoms as ATOM_EXT, as term_to_binary/1.
+  int minor_version = 1;
+};
+
+struct Outcome {
+  enum class Kind : std::uint8_t {
+    replied,   // one reply frame {Ref, Answer} was appended to the reply buffer
+    no_reply,  // a cast: nothing to send
+    refused,   // nothing can be sent back: error says why
+  };
+
+  Kind kind = Kind::refused;
+  std::size_t reply_size = 0;  // replied: the bytes appended
+  // For the log. replied: why the answer was replaced (reply_too_large, bad_reply), or
+  // empty. no_reply: why the cast failed (its {error, Reason}, shortened), or empty.
+  std::string diagnostic;
+  std::optional<Error> error;  // refused
+
+  bool replied() const noexcept { return kind == Kind::replied; }
+};
+
+class Host {
+ public:
+  // Finds the OCaml side of the request path. Throws RuntimeError if the executable was
+  // not linked with camlbeam.host (ocaml/host).
+  explicit Host(const Runtime& runtime, HostOptions options = {});
+  ~Host();
+  Host(const Host&) = delete;
+  Host& operator=(const Host&) = delete;
+
+  // Runs one request frame (131 ...). On Kind::replied, appends the reply frame to
+  // `reply`, which is otherwise left as it was. Never lets an OCaml exception or a C++
+  // exception from the request escape: an export that raises, overflows the stack or
+  // answers too much is an {error, _} answer, and the next request runs as usual. Only
+  // std::bad_alloc from C++ memory propagates. Call it from the runtime thread.
+  Outcome handle(std::span<const std::uint8_t> request, etf::ByteBuffer& reply);
+
+  // Loads a plugin (.cmxs in a native host, .cma/.cmo in a bytecode host), as the request
+  // {load, Ref, Path} does. nullopt when it loaded; its exports are then callable.
+  [[nodiscard]] std::optional<Error> load(std::string_view path);
+
+  const HostOptions& options() const noexcept { return options_; }
+
+ private:
+  struct Callbacks;
+
+  std::optional<Error> check_thread() const;
+
+  const Runtime& runtime_;
+  HostOptions options_;
+  std::unique_ptr<const Callbacks> callbacks_;
+};
+
+}  // namespace camlbeam::host

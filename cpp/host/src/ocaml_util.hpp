@@ -1,0 +1,23 @@
+// Small helpers over the OCaml runtime's C interface, private to cpp/host.
+#pragma once
+
+#include <caml/memory.h>
+#include <caml/mlvalues.h>
+#include <caml/printexc.h>
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace camlbeam::host::detail {
+
+// The text of an OCaml exception, as the runtime prints uncaught ones. Allocates nothing
+// on the OCaml heap, so it is safe on a value that is not rooted.
+inline std::string exception_text(value exn) {
+  const std::unique_ptr<char, void (*)(caml_stat_block)> text(caml_format_exception(exn), caml_stat_free);
+  return text ? std::string(text.get()) : std::string("an OCaml exception");
+}
+
+inline std::string_view string_view_of(value s) noexcept { return {String_val(s), caml_string_length(s)}; }
+
+}  // namespace camlbeam::host::detail

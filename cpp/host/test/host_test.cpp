@@ -1,0 +1,488 @@
+// The host end to end: a real OCaml runtime, real plugins (.cmxs in the native test
+// executable, .cma in the bytecode one, from the same source), full ETF request frames in,
+// reply frames out, checked as terms and byte for byte against camlbeam::etf's encoder
+// (term_to_binary's bytes). The whole suite runs in one process and one runtime, so every
+// test after an error is also a test that the error left the worker usable.
+#include <camlbeam/etf/etf.hpp>
+#include <camlbeam/host/host.hpp>
+#include <camlbeam/host/runtime.hpp>
+
+#include <gtest/gtest.h>
+
+#include <sys/resource.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <optional>
+#include <span>
+#include <utility>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+namespace {
+
+namespace etf = camlbeam::etf;
+namespace host = camlbeam::host;
+using etf::Term;
+using Kind = host::Outcome::Kind;
+
+constexpr bool native = CAMLBEAM_TEST_NATIVE;
+host::Runtime* runtime = nullptr;
+
+std::string plugin(std::string_view name, bool own_flavour = true) {
+  return std::string(CAMLBEAM_TEST_PLUGINS) + "/" + std::string(name) +
+         ((native == own_flavour) ? ".cmxs" : ".cma");
+}
+
+Term t(std::string_view text) { return etf::parse_term(text); }
+const Term& ref() {
+  static const Term r = t("#Ref<'test@host'.1.2.3.4>");
+  return r;
+}
+Term atom(std::string_view name) { return Term::atom(name); }
+Term binary(std::string_view bytes) { return Term::binary(bytes); }
+
+Term call(std::string_view fn, Term args) { return Term::tuple({atom("call"), ref(), atom(fn), std::move(args)}); }
+Term cast(std::string_view fn, Term args) { return Term::tuple({atom("cast"), atom(fn), std::move(args)}); }
+Term load(Term path) { return Term::tuple({atom("load"), ref(), std::move(path)}); }
+Term answer(Term a) { return Term::tuple({ref(), std::move(a)}); }
+Term ok(Term v) { return answer(Term::tuple({atom("ok"), std::move(v)})); }
+Term error(Term reason) { return answer(Term::tuple({atom("error"), std::move(reason)})); }
+
+std::string describe(const host::Outcome& o) {
+  std::string s = o.kind == Kind::replied ? "replied" : o.kind == Kind::no_reply ? "no_reply" : "refused";
+  if (o.error) s += std::string(": ") + std::string(host::to_string(o.error->code)) + ": " + o.error->message;
+  if (!o.diagnostic.empty()) s += " (" + o.diagnostic + ")";
+  return s;
+}
+
+// Failure messages show at most the start of a term.
+std::string shorten(std::string text) {
+  if (text.size() > 400) text = text.substr(0, 400) + "...";
+  return text;
+}
+
+bool contains(std::string_view s, std::string_view part) { return s.find(part) != std::string_view::npos; }
+
+struct Reply {
+  host::Outcome outcome;
+  etf::ByteBuffer bytes;
+  Term term;
+};
+
+Reply run_frame(host::Host& h, std::span<const std::uint8_t> frame) {
+  Reply r;
+  r.outcome = h.handle(frame, r.bytes);
+  if (r.outcome.replied()) r.term = etf::decode_term(r.bytes.span());
+  return r;
+}
+Reply run(host::Host& h, const Term& request) { return run_frame(h, etf::encode(request)); }
+
+// The reply is `expected`, as a term and as term_to_binary's bytes.
+void expect_reply(host::Host& h, const Term& request, const Term& expected) {
+  SCOPED_TRACE("request " + shorten(request.to_string()));
+  const Reply r = run(h, request);
+  ASSERT_EQ(r.outcome.kind, Kind::replied) << describe(r.outcome);
+  EXPECT_EQ(r.term, expected) << shorten(r.term.to_string()) << "\n  expected " << shorten(expected.to_string());
+  EXPECT_EQ(r.bytes.to_vector(), etf::encode(expected));
+  EXPECT_EQ(r.outcome.reply_size, r.bytes.size());
+}
+
+// After an error, the worker still answers.
+void expect_alive(host::Host& h) { expect_reply(h, call("fib", t("[20]")), ok(t("6765"))); }
+
+// {Ref, {error, {ocaml_exception, Name, Message, Backtrace}}}: returns the three binaries.
+std::vector<std::string> ocaml_exception(const Term& reply) {
+  const auto outer = reply.tuple_elements();
+  if (outer.size() != 2 || outer[0] != ref()) return {};
+  const auto err = outer[1].tuple_elements();
+  if (err.size() != 2 || !err[0].is_atom("error")) return {};
+  const auto exn = err[1].tuple_elements();
+  if (exn.size() != 4 || !exn[0].is_atom("ocaml_exception")) return {};
+  std::vector<std::string> fields;
+  for (std::size_t i = 1; i < 4; ++i) {
+    const auto* b = exn[i].get_if<etf::Binary>();
+    if (b == nullptr) return {};
+    fields.emplace_back(b->bytes.begin(), b->bytes.end());
+  }
+  return fields;
+}
+
+// {Ref, {error, {load_failed, Kind, Message}}}: returns Kind and Message.
+std::pair<std::string, std::string> load_failed(const Term& reply) {
+  const auto outer = reply.tuple_elements();
+  if (outer.size() != 2) return {};
+  const auto err = outer[1].tuple_elements();
+  if (err.size() != 2 || !err[0].is_atom("error")) return {};
+  const auto why = err[1].tuple_elements();
+  if (why.size() != 3 || !why[0].is_atom("load_failed") || !why[1].atom_name()) return {};
+  const auto* message = why[2].get_if<etf::Binary>();
+  if (message == nullptr) return {};
+  return {std::string(*why[1].atom_name()), std::string(message->bytes.begin(), message->bytes.end())};
+}
+
+// ---------------------------------------------------------------------------------------
+// The runtime
+
+TEST(Runtime, StartsOncePerProcess) {
+  try {
+    host::Runtime second(std::vector<std::string>{"second"});
+    FAIL() << "a second runtime started";
+  } catch (const host::RuntimeError& e) {
+    EXPECT_TRUE(contains(e.what(), "already started")) << e.what();
+  }
+  host::Host h(*runtime);
+  expect_alive(h);
+}
+
+// ---------------------------------------------------------------------------------------
+// Calls
+
+TEST(Calls, Fib) {
+  host::Host h(*runtime);
+  expect_reply(h, call("fib", t("[30]")), ok(t("832040")));
+}
+
+TEST(Calls, FloatListSum) {
+  host::Host h(*runtime);
+  expect_reply(h, call("sum", t("[[1.5, 2.25, -0.75]]")), ok(t("3.0")));
+  expect_reply(h, call("sum", t("[[]]")), ok(t("0.0")));
+}
+
+TEST(Calls, IdentityReturnsEveryKindOfTermUnchanged) {
+  host::Host h(*runtime);
+  etf::Fun fun;
+  fun.arity = 2;
+  fun.uniq = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+  fun.index = 3;
+  fun.module = "m";
+  fun.old_index = 3;
+  fun.old_uniq = 123456;
+  fun.pid = {"a@h", 1, 2, 3};
+  etf::Fun closed = fun;  // no free variables, as `fun() -> ok end`
+  closed.free_vars.clear();
+  fun.free_vars = {t("{x, 1}"), t("<<\"free\">>"), Term::fun(closed)};
+  std::vector<std::pair<Term, Term>> wide;  // over 32 keys: OTP's HAMT order on the wire
+  for (int i = 0; i < 40; ++i) wide.emplace_back(Term::integer(i), Term::integer(i * i));
+  Term deep = atom("bottom");  // the conversions are iterative both ways
+  for (int i = 0; i < 10'000; ++i) {
+    std::vector<Term> one;  // not an initializer list, which would copy the whole term
+    one.push_back(std::move(deep));
+    deep = Term::list(std::move(one));
+  }
+  const Term everything = Term::tuple({
+      t("[0, -1, 255, 256, -2147483648, 2147483647, 4611686018427387903, 4611686018427387904, "
+        "-4611686018427387905, 123456789012345678901234567890, -98765432109876543210]"),
+      t("[0.0, -0.0, 1.5, -2.5e-300, 1.7976931348623157e308]"),
+      t("['', ok, 'Quoted atom', 'ατομο', '\xF0\x9F\x98\x80']"),
+      t("[<<>>, <<\"bin\">>, <<1, 2, 3:5>>, <<1:1>>]"),
+      t("[[], \"string\", [1, 2 | 3], [a | b], [1000, 2000]]"),
+      t("{{}, #{}, #{a => 1, <<\"k\">> => [v]}}"),
+      Term::map(std::move(wide)),
+      Term::list({t("#Pid<'a@h'.1.2.3>"), t("#Port<'a@h'.5.6>"), t("#Port<'a@h'.18446744073709551615.7>"), ref(),
+                  t("#Ref<'a@h'.1.0>"), t("fun lists:map/2")}),
+      Term::fun(fun),
+      Term::fun(closed),
+      std::move(deep),
+  });
+  expect_reply(h, call("identity", Term::list({everything})), ok(everything));
+}
+
+TEST(Calls, ArgumentErrorsAreAnswered) {
+  host::Host h(*runtime);
+  expect_reply(h, call("nosuch", t("[1]")), error(t("{undef, nosuch}")));
+  expect_reply(h, call("fib", t("[1, 2]")), error(t("{badarity, 1, 2}")));
+  expect_reply(h, call("sum", t("[[1, 2]]")),
+               error(t("{badarg, #{argument => 1, expected => <<\"[float()]\">>, got => [1, 2]}}")));
+  expect_alive(h);
+}
+
+// ---------------------------------------------------------------------------------------
+// Exports that fail
+
+TEST(Failures, ExceptionIsAnsweredThenTheNextCallWorks) {
+  host::Host h(*runtime);
+  for (int i = 0; i < 3; ++i) {
+    const Reply r = run(h, call("lookup", t("[<<\"two\">>]")));
+    ASSERT_EQ(r.outcome.kind, Kind::replied) << describe(r.outcome);
+    const auto exn = ocaml_exception(r.term);
+    ASSERT_EQ(exn.size(), 3u) << shorten(r.term.to_string());
+    EXPECT_EQ(exn[0], "Not_found");
+    EXPECT_EQ(exn[1], "Not_found");
+    // The plugin and the host are compiled with -g: the backtrace names the plugin's source.
+    EXPECT_TRUE(contains(exn[2], "hosttest.ml")) << exn[2];
+    expect_alive(h);
+  }
+  expect_reply(h, call("lookup", t("[<<\"one\">>]")), ok(t("1")));
+}
+
+TEST(Failures, StackOverflowIsAnsweredThenTheNextCallWorks) {
+  host::Host h(*runtime);
+  for (int i = 0; i < 3; ++i) {
+    const Reply r = run(h, call("overflow", t("[0]")));
+    ASSERT_EQ(r.outcome.kind, Kind::replied) << describe(r.outcome);
+    const auto exn = ocaml_exception(r.term);
+    ASSERT_EQ(exn.size(), 3u) << shorten(r.term.to_string());
+    EXPECT_EQ(exn[0], "Stack_overflow");
+    expect_alive(h);
+  }
+}
+
+TEST(Failures, ReplyOverTheSizeLimitIsReplacedByAnError) {
+  constexpr std::size_t limit = std::size_t{1} << 20;
+  host::HostOptions options;
+  options.max_reply_size = limit;
+  host::Host h(*runtime, options);
+  // The frame {Ref, {ok, <<N bytes>>}} is `base + N` bytes long.
+  const std::size_t base = etf::encode(ok(binary(""))).size();
+
+  // Exactly at the limit: sent.
+  const std::size_t fits = limit - base;
+  const Reply at_limit = run(h, call("big_binary", Term::list({Term::integer(static_cast<std::int64_t>(fits))})));
+  ASSERT_EQ(at_limit.outcome.kind, Kind::replied) << describe(at_limit.outcome);
+  EXPECT_EQ(at_limit.bytes.size(), limit);
+  EXPECT_EQ(at_limit.term, ok(binary(std::string(fits, 'x'))));
+
+  // One byte over, and far over: {error, {reply_too_large, Size, Limit}} with the exact size.
+  for (const std::size_t n : {fits + 1, std::size_t{50'000'000}}) {
+    const Reply r = run(h, call("big_binary", Term::list({Term::integer(static_cast<std::int64_t>(n))})));
+    ASSERT_EQ(r.outcome.kind, Kind::replied) << describe(r.outcome);
+    const Term expected = error(Term::tuple({atom("reply_too_large"), Term::integer(static_cast<std::int64_t>(base + n)),
+                                             Term::integer(static_cast<std::int64_t>(limit))}));
+    EXPECT_EQ(r.term, expected) << shorten(r.term.to_string());
+    EXPECT_EQ(r.bytes.to_vector(), etf::encode(expected));
+    EXPECT_TRUE(contains(r.outcome.diagnostic, "exceeds max_reply_size")) << r.outcome.diagnostic;
+    expect_alive(h);
+  }
+
+  // Too large through many small terms (no single large leaf), inside a fun's free
+  // variables too: still the exact size.
+  std::vector<Term> many;
+  for (int i = 0; i < 300'000; ++i) many.push_back(Term::integer(i));  // 5 bytes each
+  etf::Fun fun;
+  fun.module = "m";
+  fun.pid = {"a@h", 1, 2, 3};
+  fun.free_vars = {Term::list(many)};
+  for (const Term& big : {Term::list(many), Term::fun(fun)}) {
+    const Reply r = run(h, call("identity", Term::list({big})));
+    const Term expected = error(Term::tuple({atom("reply_too_large"),
+                                             Term::integer(static_cast<std::int64_t>(etf::encode(ok(big)).size())),
+                                             Term::integer(static_cast<std::int64_t>(limit))}));
+    EXPECT_EQ(r.term, expected) << shorten(r.term.to_string()) << " expected " << expected.to_string();
+  }
+  expect_alive(h);
+}
+
+TEST(Failures, AnswerErlangCannotHoldIsReplacedByAnError) {
+  host::Host h(*runtime);
+  const Reply r = run(h, call("nan", t("[]")));
+  ASSERT_EQ(r.outcome.kind, Kind::replied) << describe(r.outcome);
+  const Term expected =
+      error(Term::tuple({atom("bad_reply"), binary("the answer cannot be encoded: Erlang has no NaN or infinite floats")}));
+  EXPECT_EQ(r.term, expected) << r.term.to_string();
+  EXPECT_EQ(r.outcome.diagnostic, "the answer cannot be encoded: Erlang has no NaN or infinite floats");
+  expect_alive(h);
+}
+
+// ---------------------------------------------------------------------------------------
+// Requests
+
+TEST(Requests, MalformedRequestWithARefIsAnswered) {
+  host::Host h(*runtime);
+  expect_reply(h, Term::tuple({atom("call"), ref(), Term::integer(42), t("[]")}),
+               error(t("{bad_request, <<\"call: Fun must be an atom, got 42\">>}")));
+  expect_reply(h, Term::tuple({atom("call"), ref(), atom("fib"), t("[1 | 2]")}),
+               error(t("{bad_request, <<\"call: Args must be a proper list, got [1|2]\">>}")));
+  expect_reply(h, Term::tuple({atom("call"), ref()}),
+               error(t("{bad_request, <<\"expected {call, Ref, Fun, Args}, got a tuple of 2 elements\">>}")));
+  expect_reply(h, load(Term::integer(7)),
+               error(t("{bad_request, <<\"load: Path must be a binary or a string, got 7\">>}")));
+  expect_alive(h);
+}
+
+TEST(Requests, WhatCannotBeAnsweredIsATypedError) {
+  host::Host h(*runtime);
+  const std::vector<std::uint8_t> garbage = {131, 255, 1, 2};
+  etf::ByteBuffer reply;
+  host::Outcome o = h.handle(garbage, reply);
+  ASSERT_EQ(o.kind, Kind::refused);
+  ASSERT_TRUE(o.error);
+  EXPECT_EQ(o.error->code, host::Errc::bad_etf);
+  ASSERT_TRUE(o.error->decode);
+  EXPECT_EQ(o.error->decode->code, etf::Errc::unknown_tag);
+  EXPECT_EQ(o.error->decode->offset, 1u);
+  EXPECT_EQ(reply.size(), 0u);
+
+  o = h.handle({}, reply);
+  EXPECT_EQ(o.kind, Kind::refused);
+  EXPECT_EQ(o.error->code, host::Errc::bad_etf);
+
+  for (const char* text : {"hello", "{cast, 1, []}", "{cast, f, [a | b]}", "{}", "[call, 1, f, []]",
+                           "{reply, #Ref<'test@host'.1.2.3.4>, ok}"}) {
+    o = h.handle(etf::encode(t(text)), reply);
+    ASSERT_EQ(o.kind, Kind::refused) << text;
+    EXPECT_EQ(o.error->code, host::Errc::bad_request) << text;
+    EXPECT_TRUE(contains(o.error->message, "{call, Ref, Fun, Args}, {cast, Fun, Args} or {load, Ref, Path}"))
+        << o.error->message;
+  }
+  EXPECT_EQ(reply.size(), 0u);
+  expect_alive(h);
+}
+
+TEST(Requests, CastRunsWithoutReply) {
+  host::Host h(*runtime);
+  etf::ByteBuffer reply;
+  for (const char* note : {"<<\"one\">>", "<<\"two\">>"}) {
+    const host::Outcome o = h.handle(etf::encode(cast("note", Term::list({t(note)}))), reply);
+    EXPECT_EQ(o.kind, Kind::no_reply) << describe(o);
+    EXPECT_TRUE(o.diagnostic.empty()) << o.diagnostic;
+  }
+  EXPECT_EQ(reply.size(), 0u);
+  expect_reply(h, call("notes", t("[]")), ok(t("[<<\"one\">>, <<\"two\">>]")));
+
+  // A failing cast has nobody to answer: the outcome says why, for the log.
+  host::Outcome o = h.handle(etf::encode(cast("nosuch", t("[]"))), reply);
+  EXPECT_EQ(o.kind, Kind::no_reply);
+  EXPECT_EQ(o.diagnostic, "cast nosuch: {error,{undef,nosuch}}");
+  o = h.handle(etf::encode(cast("overflow", t("[0]"))), reply);
+  EXPECT_EQ(o.kind, Kind::no_reply);
+  EXPECT_TRUE(contains(o.diagnostic, "cast overflow: {error,{ocaml_exception,<<\"Stack_overflow\">>"))
+      << o.diagnostic.substr(0, 300);
+  EXPECT_EQ(reply.size(), 0u);
+  expect_alive(h);
+}
+
+TEST(Requests, ReplyIsAppendedToWhatTheBufferHolds) {
+  host::Host h(*runtime);
+  etf::ByteBuffer reply;
+  reply.push(0xAB);  // e.g. a transport's header
+  const host::Outcome o = h.handle(etf::encode(call("fib", t("[10]"))), reply);
+  ASSERT_EQ(o.kind, Kind::replied);
+  const std::vector<std::uint8_t> expected = etf::encode(ok(t("55")));
+  ASSERT_EQ(reply.size(), 1 + expected.size());
+  EXPECT_EQ(o.reply_size, expected.size());
+  EXPECT_EQ(reply.data()[0], 0xAB);
+  EXPECT_EQ(std::vector<std::uint8_t>(reply.data() + 1, reply.data() + reply.size()), expected);
+}
+
+// ---------------------------------------------------------------------------------------
+// Plugins
+
+TEST(Plugins, LoadByRequest) {
+  host::Host h(*runtime);
+  const std::string path = plugin("extra");
+  expect_reply(h, call("extra.hello", t("[<<\"you\">>]")), error(t("{undef, 'extra.hello'}")));
+  // The path as a string (a list of character codes), as Erlang code usually has it.
+  expect_reply(h, load(Term::string(path)), answer(atom("ok")));
+  expect_reply(h, call("extra.hello", t("[<<\"you\">>]")), ok(binary("hello, you")));
+  // Loaded twice.
+  const Reply r = run(h, load(binary(path)));
+  ASSERT_EQ(r.outcome.kind, Kind::replied);
+  const auto [kind, message] = load_failed(r.term);
+  EXPECT_EQ(kind, "already_loaded") << r.term.to_string();
+  EXPECT_TRUE(contains(message, "Extra")) << message;
+  expect_reply(h, call("extra.hello", t("[<<\"again\">>]")), ok(binary("hello, again")));
+}
+
+TEST(Plugins, LoadErrorsAreTypedAndTheWorkerGoesOn) {
+  host::Host h(*runtime);
+  struct Case {
+    std::string path;
+    host::Errc code;
+    std::string kind;
+    std::string says;
+  };
+  const std::string dir = CAMLBEAM_TEST_PLUGINS;
+  const std::vector<Case> cases = {
+      {dir + "/nosuch.cmxs", host::Errc::enoent, "enoent", "no such file"},
+      {plugin("hosttest", false), host::Errc::not_a_plugin, "not_a_plugin",
+       native ? "a native host loads .cmxs files" : "a bytecode host loads .cma and .cmo files"},
+      {plugin("not_a_plugin"), host::Errc::not_a_plugin, "not_a_plugin", "not_a_plugin"},
+      {plugin("stale"), host::Errc::incompatible, "incompatible", "Erl"},
+      {plugin("init_fails"), host::Errc::init_failed, "init_failed", "init_fails: refusing to start"},
+      {plugin("hosttest"), host::Errc::already_loaded, "already_loaded", "Hosttest"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.path);
+    // Through the C++ API ...
+    const std::optional<host::Error> e = h.load(c.path);
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->code, c.code) << host::to_string(e->code) << ": " << e->message;
+    EXPECT_TRUE(contains(e->message, c.says)) << e->message;
+    expect_alive(h);
+    // ... and through a request frame. A plugin whose initialisation failed counts as
+    // loaded: the second attempt says so.
+    const Reply r = run(h, load(binary(c.path)));
+    ASSERT_EQ(r.outcome.kind, Kind::replied);
+    const auto [kind, message] = load_failed(r.term);
+    EXPECT_EQ(kind, c.code == host::Errc::init_failed ? "already_loaded" : c.kind) << r.term.to_string();
+    expect_alive(h);
+  }
+  // What init_fails exported before it raised stays exported.
+  expect_reply(h, call("init_fails.before", t("[]")), ok(t("1")));
+}
+
+// ---------------------------------------------------------------------------------------
+// Threads
+
+TEST(Threads, AnotherThreadIsRefused) {
+  host::Host h(*runtime);
+  host::Outcome o;
+  etf::ByteBuffer reply;
+  const std::vector<std::uint8_t> frame = etf::encode(call("fib", t("[10]")));
+  std::optional<host::Error> load_error;
+  std::thread other([&] {
+    o = h.handle(frame, reply);
+    load_error = h.load(plugin("extra"));
+  });
+  other.join();
+  ASSERT_EQ(o.kind, Kind::refused);
+  EXPECT_EQ(o.error->code, host::Errc::wrong_thread);
+  ASSERT_TRUE(load_error);
+  EXPECT_EQ(load_error->code, host::Errc::wrong_thread);
+  EXPECT_EQ(reply.size(), 0u);
+  expect_alive(h);
+}
+
+TEST(Threads, BlockingSectionReleasesTheRuntime) {
+  host::Host h(*runtime);
+  etf::ByteBuffer reply;
+  {
+    host::BlockingSection released(*runtime);
+    EXPECT_FALSE(runtime->held_by_this_thread());
+    const host::Outcome o = h.handle(etf::encode(call("fib", t("[10]"))), reply);
+    ASSERT_EQ(o.kind, Kind::refused);
+    EXPECT_EQ(o.error->code, host::Errc::runtime_released);
+    EXPECT_THROW(host::BlockingSection nested(*runtime), host::RuntimeError);
+  }
+  EXPECT_TRUE(runtime->held_by_this_thread());
+  EXPECT_EQ(reply.size(), 0u);
+  expect_alive(h);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  testing::InitGoogleTest(&argc, argv);
+  // With an unlimited stack, unbounded recursion would eat all memory before overflowing.
+  // The soft limit of the main thread's stack is read when the stack grows, so lowering it
+  // now is enough.
+  rlimit stack{};
+  if (getrlimit(RLIMIT_STACK, &stack) == 0 && (stack.rlim_cur == RLIM_INFINITY || stack.rlim_cur > (rlim_t{64} << 20))) {
+    stack.rlim_cur = rlim_t{8} << 20;
+    setrlimit(RLIMIT_STACK, &stack);
+  }
+  host::Runtime started(argc, argv);
+  runtime = &started;
+  {
+    host::Host h(started);
+    if (const std::optional<host::Error> e = h.load(plugin("hosttest"))) {
+      std::fprintf(stderr, "cannot load the test plugin: %s: %s\n", std::string(host::to_string(e->code)).c_str(),
+                   e->message.c_str());
+      return 1;
+    }
+  }
+  return RUN_ALL_TESTS();
+}

@@ -1,0 +1,175 @@
+open Erl
+
+type answer =
+  | No_reply
+  | Reply of Term.t * Term.t
+  | Cast_failed of string
+  | Refused of string
+
+(* Short descriptions of terms for error messages. A request can hold a
+   gigabyte binary or a list nested a million deep, so nothing here prints or
+   even walks a term without a budget. *)
+
+(* An item still to visit: one term, or the rest of a list or of an array. *)
+type pending = One of Term.t | Items of Term.t list | Slots of Term.t array * int
+
+(* [fits budget t]: would [Term.to_string t] take about [budget] characters
+   or fewer? Visits at most [budget] nodes, with an explicit stack. *)
+let fits budget t =
+  let rec go budget stack =
+    if budget < 0 then false
+    else
+      match stack with
+      | [] -> true
+      | Items [] :: rest -> go budget rest
+      | Items (t :: ts) :: rest -> go budget (One t :: Items ts :: rest)
+      | Slots (a, i) :: rest when i >= Array.length a -> go budget rest
+      | Slots (a, i) :: rest -> go budget (One a.(i) :: Slots (a, i + 1) :: rest)
+      | One t :: rest -> (
+          match (t : Term.t) with
+          | Int _ | Float _ -> go (budget - 24) rest
+          | Bigint z -> go (budget - (Z.numbits z / 3) - 2) rest
+          | Atom s | Binary s | Bitstring (s, _) -> go (budget - String.length s - 6) rest
+          | Ref _ | Port _ | Pid _ | Fun (Export _) -> go (budget - 48) rest
+          | Fun (Local { free_vars; _ }) -> go (budget - 48) (Items free_vars :: rest)
+          | Tuple a -> go (budget - 2) (Slots (a, 0) :: rest)
+          | Map a ->
+              let budget = budget - 3 - (4 * Array.length a) in
+              (* Checked before [Array.map], whose cost is the map's size. *)
+              budget >= 0
+              && go budget (Slots (Array.map (fun (k, v) -> Term.Tuple [| k; v |]) a, 0) :: rest)
+          | List l -> go (budget - 2) (Items l :: rest)
+          | Improper (l, tail) -> go (budget - 3) (Items l :: One tail :: rest))
+  in
+  go budget [ One t ]
+
+let plural n word = Printf.sprintf "%d %s%s" n word (if n = 1 then "" else "s")
+
+let rec describe_within budget (t : Term.t) =
+  if fits budget t then Term.to_string t
+  else
+    match t with
+    | Tuple a when Array.length a > 0 && Array.length a <= 8 && budget / Array.length a > 16 ->
+        (* Keep the shape of small tuples, such as error reasons. *)
+        let share = (budget / Array.length a) - 4 in
+        "{" ^ String.concat "," (Array.to_list (Array.map (describe_within share) a)) ^ "}"
+    | Tuple a -> "a tuple of " ^ plural (Array.length a) "element"
+    | Map a -> "a map of " ^ plural (Array.length a) "key"
+    | List _ | Improper _ -> "a list"
+    | Binary s -> "a binary of " ^ plural (String.length s) "byte"
+    | Bitstring (s, _) -> "a bitstring of " ^ plural (String.length s) "byte"
+    | Atom _ -> "an atom"
+    | Bigint z -> "an integer of " ^ plural (Z.numbits z) "bit"
+    | Fun _ -> "a fun"
+    | Int _ | Float _ | Ref _ | Port _ | Pid _ -> Term.to_string t
+
+let describe t = describe_within 200 t
+
+(* Plugins *)
+
+type load_error = Enoent | Not_a_plugin | Incompatible | Already_loaded | Init_failed
+
+let load_error_atom = function
+  | Enoent -> "enoent"
+  | Not_a_plugin -> "not_a_plugin"
+  | Incompatible -> "incompatible"
+  | Already_loaded -> "already_loaded"
+  | Init_failed -> "init_failed"
+
+let contains s sub =
+  let n = String.length sub in
+  let rec from i = i + n <= String.length s && (String.sub s i n = sub || from (i + 1)) in
+  from 0
+
+let classify : Dynlink.error -> load_error = function
+  | Module_already_loaded _ -> Already_loaded
+  | Library's_module_initializers_failed _ -> Init_failed
+  | Not_a_bytecode_file _ -> Not_a_plugin
+  | Inconsistent_import _ | Inconsistent_implementation _ | Corrupted_interface _
+  | Unavailable_unit _ | Linking_error _ | Unsafe_file | Private_library_cannot_implement_interface _ ->
+      Incompatible
+  | Cannot_open_dynamic_library exn ->
+      (* dlopen only says why in words. A shared object that needs a symbol
+         the host lacks was built for another host; anything else (not ELF,
+         not readable) is not a plugin. *)
+      if contains (Printexc.to_string exn) "undefined symbol" then Incompatible else Not_a_plugin
+
+(* The other kind's extension, caught before Dynlink so that the message
+   says what to do. *)
+let wrong_flavour path =
+  let ext = Filename.extension path in
+  if Dynlink.is_native then
+    if ext = ".cma" || ext = ".cmo" then
+      Some "is a bytecode plugin: a native host loads .cmxs files (ocamlfind ocamlopt -shared)"
+    else None
+  else if ext = ".cmxs" then
+    Some "is a native plugin: a bytecode host loads .cma and .cmo files (ocamlfind ocamlc -a)"
+  else None
+
+let load path =
+  if not (Sys.file_exists path) then Error (Enoent, path ^ ": no such file")
+  else
+    match wrong_flavour path with
+    | Some why -> Error (Not_a_plugin, path ^ " " ^ why)
+    | None -> (
+        match Dynlink.loadfile path with
+        | () -> Ok ()
+        | exception Dynlink.Error e -> Error (classify e, path ^ ": " ^ Dynlink.error_message e)
+        | exception Sys_error message -> Error (Not_a_plugin, message)
+        | exception exn -> Error (Not_a_plugin, path ^ ": " ^ Printexc.to_string exn))
+
+(* Requests *)
+
+let ok = Term.Atom "ok"
+let error reason = Term.Tuple [| Atom "error"; reason |]
+let bad_request ref_ message = Reply (ref_, error (Tuple [| Atom "bad_request"; Binary message |]))
+
+(* A path as Erlang gives it: a binary, or a list of character codes. *)
+let path_of_term : Term.t -> string option = function
+  | Binary s -> Some s
+  | List codes -> (
+      let buffer = Buffer.create 64 in
+      let add = function
+        | Term.Int c when Uchar.is_valid c && c <> 0 ->
+            Buffer.add_utf_8_uchar buffer (Uchar.of_int c);
+            true
+        | _ -> false
+      in
+      match List.for_all add codes with true -> Some (Buffer.contents buffer) | false -> None)
+  | _ -> None
+
+let load_answer path =
+  match load path with
+  | Ok () -> ok
+  | Error (kind, message) ->
+      error (Tuple [| Atom "load_failed"; Atom (load_error_atom kind); Binary message |])
+
+let shapes = "a request is {call, Ref, Fun, Args}, {cast, Fun, Args} or {load, Ref, Path}"
+
+let handle (request : Term.t) =
+  match request with
+  | Tuple [| Atom "call"; ref_; Atom name; List args |] -> Reply (ref_, Private.dispatch name args)
+  | Tuple [| Atom "call"; ref_; Atom _; args |] ->
+      bad_request ref_ ("call: Args must be a proper list, got " ^ describe args)
+  | Tuple [| Atom "call"; ref_; name; _ |] ->
+      bad_request ref_ ("call: Fun must be an atom, got " ^ describe name)
+  | Tuple [| Atom "cast"; Atom name; List args |] -> (
+      match Private.dispatch name args with
+      | Tuple [| Atom "ok"; _ |] -> No_reply
+      | answer -> Cast_failed (Printf.sprintf "cast %s: %s" name (describe_within 1000 answer)))
+  | Tuple [| Atom "load"; ref_; path |] -> (
+      match path_of_term path with
+      | Some path -> Reply (ref_, load_answer path)
+      | None -> bad_request ref_ ("load: Path must be a binary or a string, got " ^ describe path))
+  | Tuple a when Array.length a >= 2 && (match a.(0) with Atom ("call" | "load") -> true | _ -> false) ->
+      let expected = match a.(0) with Atom "call" -> "{call, Ref, Fun, Args}" | _ -> "{load, Ref, Path}" in
+      bad_request a.(1) (Printf.sprintf "expected %s, got a tuple of %d elements" expected (Array.length a))
+  | _ -> Refused (shapes ^ "; got " ^ describe request)
+
+let () =
+  (* Plugins are code the application chose to load, like the host's own:
+     bytecode Dynlink refuses [external]s by default (native has no such
+     check). *)
+  Dynlink.allow_unsafe_modules true;
+  Callback.register "camlbeam.host.handle" handle;
+  Callback.register "camlbeam.host.load" load

@@ -1,0 +1,88 @@
+(** The request path of the camlbeam hosts (findlib: [camlbeam.host]).
+
+    Every host (port, node, NIF) turns a request frame into an {!Erl.Term.t}
+    and hands it to {!handle}, registered as the callback
+    ["camlbeam.host.handle"]; it writes back the reply that {!handle}
+    describes. The C++ side is [cpp/host]; this module is the only place
+    that knows the shapes of requests and replies, so that a new transport
+    only moves bytes.
+
+    Requests and their replies ([Ref] is any term, echoed as it came):
+    {v
+    {call, Ref, Fun, Args}  ->  {Ref, {ok, Result}} | {Ref, {error, Reason}}
+    {cast, Fun, Args}       ->  nothing
+    {load, Ref, Path}       ->  {Ref, ok} | {Ref, {error, {load_failed, Kind, Message}}}
+    v}
+    [Fun] is an atom, [Args] a proper list, [Path] a binary or a string
+    (a list of character codes, taken as UTF-8). [Reason] is what
+    {!Erl.Private.dispatch} answers. A request of one of these shapes whose
+    fields are wrong, or a tuple [{call, Ref, ...}] / [{load, Ref, ...}] of
+    the wrong size, is answered [{Ref, {error, {bad_request, Message}}}];
+    anything else has no [Ref] to answer and is {!Refused}.
+
+    Linking this library (it carries [-linkall]) registers the callbacks;
+    it also allows bytecode plugins to declare [external]s (see {!load}). *)
+
+(** What to do with a request. The C++ host reads this value, so its
+    layout is an interface: [No_reply] is the immediate 0; [Reply] a block
+    of tag 0 with the two terms; [Cast_failed] and [Refused] blocks of tags
+    1 and 2 holding one string. Constructors are only ever added at the
+    end. *)
+type answer =
+  | No_reply  (** A cast ran and its export answered [{ok, _}]. *)
+  | Reply of Erl.Term.t * Erl.Term.t
+      (** [Reply (ref, answer)]: send [{Ref, Answer}]. The host encodes the
+          pair itself, so that it can replace [Answer] when it cannot be
+          sent ([reply_too_large], [bad_reply]: [cpp/host/README.md]). *)
+  | Cast_failed of string
+      (** A cast whose export answered [{error, Reason}]: nobody waits for
+          an answer, so the host only logs this description (the term in
+          Erlang syntax, shortened). *)
+  | Refused of string
+      (** Not a request, and no [Ref] to answer: why, for the log. *)
+
+val handle : Erl.Term.t -> answer
+(** [handle request] runs a request. It never raises (short of an
+    asynchronous exception: a signal handler's, or [Stack_overflow] in the
+    handler itself). Registered as ["camlbeam.host.handle"]. *)
+
+(** {1 Plugins} *)
+
+(** Why a plugin did not load. The C++ host maps the constructors, in this
+    order, to its error codes; they are only ever added at the end. *)
+type load_error =
+  | Enoent  (** No such file. *)
+  | Not_a_plugin
+      (** Not a plugin of this host's kind: not a shared object or a
+          bytecode file, or a [.cma]/[.cmo] given to a native host or a
+          [.cmxs] to a bytecode host. *)
+  | Incompatible
+      (** Compiled against other versions of the units it uses (another
+          camlbeam, another compiler), or needs a unit the host does not
+          have. *)
+  | Already_loaded
+      (** A unit of the same name is already in the program: the plugin, a
+          plugin with the same module name, or a module of the host. OCaml
+          cannot unload or replace a unit; to load a new version, give its
+          module another name (exports are replaced by name). *)
+  | Init_failed
+      (** The plugin's initialisation raised. What it exported before
+          raising stays exported; its units count as loaded. *)
+
+val load : string -> (unit, load_error * string) result
+(** [load path] loads a plugin with [Dynlink.loadfile] (so later plugins can
+    use its modules); the plugin exports its functions while it
+    initialises. The message names the file and says what went wrong.
+    Registered as ["camlbeam.host.load"]; the C++ host calls it for
+    [Host::load]. *)
+
+val load_error_atom : load_error -> string
+(** The [Kind] atom of a [load_failed] error: [enoent], [not_a_plugin],
+    [incompatible], [already_loaded] or [init_failed]. *)
+
+(** {1 For messages} *)
+
+val describe : Erl.Term.t -> string
+(** A short description of a term for an error message: small terms in
+    Erlang syntax, larger ones by kind and size (["a tuple of 5
+    elements"]). Its cost does not depend on the size of the term. *)

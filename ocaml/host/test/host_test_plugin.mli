@@ -1,0 +1,1 @@
+(** Loading it exports ["host_test.double"]. *)

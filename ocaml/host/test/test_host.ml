@@ -1,0 +1,118 @@
+open Erl
+
+let term = Alcotest.testable Term.pp Term.equal
+let ref_ = Term.Ref { node = "a@h"; creation = 1; ids = [| 7; 8; 9 |] }
+let ok v = Term.Tuple [| Atom "ok"; v |]
+let error v = Term.Tuple [| Atom "error"; v |]
+let call name args = Term.Tuple [| Atom "call"; ref_; Atom name; List args |]
+
+let () =
+  Erl.export "host_test.add" Conv.(int @-> int @-> returning int) ( + );
+  Erl.export "host_test.boom" Conv.(nullary unit) (fun () -> failwith "boom")
+
+let contains s sub =
+  let n = String.length sub in
+  let rec from i = i + n <= String.length s && (String.sub s i n = sub || from (i + 1)) in
+  from 0
+
+let reply = function
+  | Erl_host.Reply (r, answer) ->
+      Alcotest.check term "the reference comes back" ref_ r;
+      answer
+  | No_reply -> Alcotest.fail "no reply"
+  | Cast_failed s -> Alcotest.failf "cast failed: %s" s
+  | Refused s -> Alcotest.failf "refused: %s" s
+
+let bad_request answer =
+  match answer with
+  | Term.Tuple [| Atom "error"; Tuple [| Atom "bad_request"; Binary message |] |] -> message
+  | t -> Alcotest.failf "not a bad_request: %s" (Term.to_string t)
+
+let check_contains what s sub =
+  if not (contains s sub) then Alcotest.failf "%s: %S does not contain %S" what s sub
+
+let test_call () =
+  Alcotest.check term "call" (ok (Int 5)) (reply (Erl_host.handle (call "host_test.add" [ Int 2; Int 3 ])));
+  Alcotest.check term "undef" (error (Tuple [| Atom "undef"; Atom "nosuch" |]))
+    (reply (Erl_host.handle (call "nosuch" [])));
+  (match reply (Erl_host.handle (call "host_test.boom" [])) with
+  | Tuple [| Atom "error"; Tuple [| Atom "ocaml_exception"; Binary "Failure"; _; _ |] |] -> ()
+  | t -> Alcotest.failf "not an exception: %s" (Term.to_string t));
+  (* Any term is a reference. *)
+  match Erl_host.handle (Tuple [| Atom "call"; Int 42; Atom "host_test.add"; List [ Int 1; Int 1 ] |]) with
+  | Reply (Int 42, answer) -> Alcotest.check term "integer Ref" (ok (Int 2)) answer
+  | _ -> Alcotest.fail "integer Ref"
+
+let test_cast () =
+  (match Erl_host.handle (Tuple [| Atom "cast"; Atom "host_test.add"; List [ Int 1; Int 2 ] |]) with
+  | No_reply -> ()
+  | _ -> Alcotest.fail "a cast has no reply");
+  match Erl_host.handle (Tuple [| Atom "cast"; Atom "host_test.add"; List [ Atom "x"; Int 2 ] |]) with
+  | Cast_failed s -> check_contains "cast failure" s "cast host_test.add: {error,{badarg"
+  | _ -> Alcotest.fail "a failed cast is reported"
+
+let test_bad_requests () =
+  let bad r = bad_request (reply (Erl_host.handle r)) in
+  check_contains "Fun" (bad (Tuple [| Atom "call"; ref_; Int 1; List [] |])) "Fun must be an atom, got 1";
+  check_contains "Args" (bad (Tuple [| Atom "call"; ref_; Atom "f"; Improper ([ Int 1 ], Int 2) |]))
+    "Args must be a proper list, got [1|2]";
+  check_contains "size" (bad (Tuple [| Atom "call"; ref_ |])) "expected {call, Ref, Fun, Args}, got a tuple of 2";
+  check_contains "load size" (bad (Tuple [| Atom "load"; ref_; Binary "a"; Binary "b" |])) "{load, Ref, Path}";
+  check_contains "Path" (bad (Tuple [| Atom "load"; ref_; Int 3 |])) "Path must be a binary or a string, got 3";
+  let refused r = match Erl_host.handle r with Refused s -> s | _ -> Alcotest.failf "not refused: %s" (Term.to_string r) in
+  check_contains "no Ref" (refused (Atom "call")) "got call";
+  check_contains "cast" (refused (Tuple [| Atom "cast"; Int 1; List [] |])) "{cast, Fun, Args}";
+  check_contains "big" (refused (Binary (String.make 1_000_000 'x'))) "got a binary of 1000000 bytes"
+
+let test_describe () =
+  Alcotest.(check string) "small" "{a,<<\"b\">>,[1,2]}"
+    (Erl_host.describe (Tuple [| Atom "a"; Binary "b"; List [ Int 1; Int 2 ] |]));
+  Alcotest.(check string) "large tuple of small parts" "{a,a list}"
+    (Erl_host.describe (Tuple [| Atom "a"; List (List.init 100_000 (fun i -> Term.Int i)) |]));
+  (* A million nested 1-tuples: bounded work, bounded recursion. *)
+  let deep = ref (Term.Atom "x") in
+  for _ = 1 to 1_000_000 do deep := Tuple [| !deep |] done;
+  check_contains "deep" (Erl_host.describe !deep) "a tuple of 1 element";
+  let big_map = Term.map_of_list (List.init 100_000 (fun i -> (Term.Int i, Term.Int i))) in
+  Alcotest.(check string) "map" "a map of 100000 keys" (Erl_host.describe big_map)
+
+let load_failure path =
+  match Erl_host.load path with
+  | Ok () -> Alcotest.failf "%s loaded" path
+  | Error (kind, message) -> (Erl_host.load_error_atom kind, message)
+
+let test_load () =
+  let plugin = Sys.argv.(1) in
+  let kind, message = load_failure "/nonexistent/plugin.cmxs" in
+  Alcotest.(check string) "missing: kind" "enoent" kind;
+  check_contains "missing: message" message "/nonexistent/plugin.cmxs";
+  let kind, message = load_failure Sys.argv.(0) in
+  Alcotest.(check string) "not a plugin" "not_a_plugin" kind;
+  check_contains "not a plugin: message" message Sys.argv.(0);
+  let cma = Filename.temp_file "plugin" ".cma" in
+  let kind, message = load_failure cma in
+  Sys.remove cma;
+  Alcotest.(check string) "bytecode in a native host" "not_a_plugin" kind;
+  check_contains "bytecode: message" message "a native host loads .cmxs files";
+  (* Through a request, with the path as a string. *)
+  let path = Term.List (List.init (String.length plugin) (fun i -> Term.Int (Char.code plugin.[i]))) in
+  Alcotest.check term "load" (Atom "ok") (reply (Erl_host.handle (Tuple [| Atom "load"; ref_; path |])));
+  Alcotest.check term "the plugin's export" (ok (Int 42)) (reply (Erl_host.handle (call "host_test.double" [ Int 21 ])));
+  (match reply (Erl_host.handle (Tuple [| Atom "load"; ref_; Binary plugin |])) with
+  | Tuple [| Atom "error"; Tuple [| Atom "load_failed"; Atom "already_loaded"; Binary message |] |] ->
+      check_contains "twice: message" message "Host_test_plugin"
+  | t -> Alcotest.failf "loaded twice: %s" (Term.to_string t));
+  Alcotest.check term "still there" (ok (Int 4)) (reply (Erl_host.handle (call "host_test.double" [ Int 2 ])))
+
+let () =
+  Alcotest.run ~argv:[| Sys.argv.(0) |] "camlbeam.host"
+    [
+      ( "handle",
+        [
+          Alcotest.test_case "call" `Quick test_call;
+          Alcotest.test_case "cast" `Quick test_cast;
+          Alcotest.test_case "bad requests" `Quick test_bad_requests;
+          Alcotest.test_case "describe" `Quick test_describe;
+        ] );
+      ("load", [ Alcotest.test_case "plugins" `Quick test_load ]);
+    ]

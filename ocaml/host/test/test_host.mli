@@ -1,0 +1,1 @@
+(** Tests of Erl_host; the plugin's path is the first argument. *)
