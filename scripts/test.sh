@@ -47,8 +47,9 @@ release_tests() {
 
 sanitizer_tests() {
   configure_and_build build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCAMLBEAM_SANITIZE=ON \
-    -DCAMLBEAM_BENCH=OFF -- etf_unit_tests camlbeam-etf || return 1
+    -DCAMLBEAM_BENCH=OFF -- etf_unit_tests camlbeam-etf conv_tests || return 1
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    LSAN_OPTIONS="suppressions=$PWD/scripts/lsan.supp" \
     ctest --test-dir build-asan --output-on-failure -j "$jobs" -L unit --timeout 900
 }
 

@@ -1,5 +1,4 @@
-// Erlang-syntax text: Term::to_string (iterative) and parse_term (recursive descent with a
-// depth bound).
+// Erlang-syntax text: Term::to_string and parse_term, both iterative.
 #include <camlbeam/etf/text.hpp>
 
 #include <camlbeam/etf/decoder.hpp>
@@ -8,6 +7,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cstring>
+#include <optional>
 #include <variant>
 
 namespace camlbeam::etf {
@@ -304,7 +304,7 @@ class Parser {
   Parser(std::string_view text, std::size_t max_depth) : s_(text), max_depth_(max_depth) {}
 
   Term parse_all() {
-    Term t = term(0);
+    Term t = term();
     skip_space();
     if (peek() == '.') {  // a trailing full stop, as typed in the shell, is fine
       ++i_;
@@ -344,16 +344,81 @@ class Parser {
     if (!accept(token)) fail("expected '" + std::string(token) + "'");
   }
 
-  Term term(std::size_t depth) {
-    if (depth >= max_depth_) fail("nesting deeper than " + std::to_string(max_depth_));
-    skip_space();
+  // An open container while its elements are read.
+  struct Open {
+    char kind;  // '{' tuple, '[' list, '#' map
+    std::vector<Term> items;  // maps: key, value, key, value ...
+    bool in_tail = false;     // lists: after '|'
+    Term tail;
+  };
+
+  // One term, containers included, with an explicit stack: nesting costs heap, never
+  // the C++ stack, so no text can overflow it.
+  Term term() {
+    std::vector<Open> open;
+    for (;;) {
+      // Opening brackets: push until a term starts that is not a container, or a
+      // container closes at once.
+      skip_space();
+      std::optional<Term> value;
+      if (peek() == '{' || peek() == '[' || (peek() == '#' && peek(1) == '{')) {
+        if (open.size() >= max_depth_) fail("nesting deeper than " + std::to_string(max_depth_));
+        const char kind = peek() == '#' ? '#' : peek();
+        i_ += kind == '#' ? 2 : 1;
+        open.push_back(Open{kind, {}, false, Term()});
+        if (!accept(kind == '[' ? "]" : "}")) continue;
+        value = close(open);
+      } else {
+        value = scalar();
+      }
+      // A finished term: add it to its container, closing every container it completes.
+      for (;;) {
+        if (open.empty()) return std::move(*value);
+        Open& top = open.back();
+        if (top.kind == '[' && top.in_tail) {
+          top.tail = std::move(*value);
+          expect("]");
+          value = close(open);
+          continue;
+        }
+        top.items.push_back(std::move(*value));
+        if (top.kind == '#' && top.items.size() % 2 == 1) {
+          expect("=>");
+          break;
+        }
+        if (accept(",")) break;
+        if (top.kind == '[' && accept("|")) {
+          top.in_tail = true;
+          break;
+        }
+        expect(top.kind == '[' ? "]" : "}");
+        value = close(open);
+      }
+    }
+  }
+
+  // The term for the innermost open container, which is done.
+  Term close(std::vector<Open>& open) {
+    Open done = std::move(open.back());
+    open.pop_back();
+    if (done.kind == '{') return Term::tuple(std::move(done.items));
+    if (done.kind == '[') return Term::list(std::move(done.items), std::move(done.tail));
+    std::vector<std::pair<Term, Term>> entries;
+    for (std::size_t k = 0; k + 1 < done.items.size(); k += 2)
+      entries.emplace_back(std::move(done.items[k]), std::move(done.items[k + 1]));
+    try {
+      return Term::map(std::move(entries));
+    } catch (const EncodeError& e) {
+      fail(e.what());
+    }
+  }
+
+  // Any term that is not a container.
+  Term scalar() {
     const char c = peek();
-    if (c == '{') return tuple(depth);
-    if (c == '[') return list(depth);
     if (c == '"') return Term::list(string_codes());
     if (c == '\'') return Term::atom(quoted('\''));
     if (c == '<' && peek(1) == '<') return bits();
-    if (c == '#' && peek(1) == '{') return map(depth);
     if (c == '#') return special();
     if (c == '$' || c == '-' || c == '+' || std::isdigit(static_cast<unsigned char>(c))) return number();
     if (s_.substr(i_, 4) == "fun " || s_.substr(i_, 4) == "fun\t") return export_fun();
@@ -385,48 +450,6 @@ class Parser {
     std::string word = bare_word();
     if (!is_bare_atom(word)) fail("expected an atom");
     return word;
-  }
-
-  Term tuple(std::size_t depth) {
-    expect("{");
-    std::vector<Term> elements;
-    if (!accept("}")) {
-      do elements.push_back(term(depth + 1));
-      while (accept(","));
-      expect("}");
-    }
-    return Term::tuple(std::move(elements));
-  }
-
-  Term list(std::size_t depth) {
-    expect("[");
-    std::vector<Term> elements;
-    Term tail;
-    if (!accept("]")) {
-      do elements.push_back(term(depth + 1));
-      while (accept(","));
-      if (accept("|")) tail = term(depth + 1);
-      expect("]");
-    }
-    return Term::list(std::move(elements), std::move(tail));
-  }
-
-  Term map(std::size_t depth) {
-    expect("#{");
-    std::vector<std::pair<Term, Term>> entries;
-    if (!accept("}")) {
-      do {
-        Term k = term(depth + 1);
-        expect("=>");
-        entries.emplace_back(std::move(k), term(depth + 1));
-      } while (accept(","));
-      expect("}");
-    }
-    try {
-      return Term::map(std::move(entries));
-    } catch (const EncodeError& e) {
-      fail(e.what());
-    }
   }
 
   // UTF-8 text between quotes, with Erlang escapes; returns UTF-8.

@@ -39,7 +39,8 @@ TEST(Text, ErrorsSayWhere) {
     EXPECT_EQ(e.column(), 5u);
   }
   EXPECT_THROW(etf::parse_term("#{a => 1, a => 2}"), etf::ParseError);
-  EXPECT_THROW(etf::parse_term(std::string(2'000, '[')), etf::ParseError);  // depth bound
+  EXPECT_THROW(etf::parse_term(std::string(200'000, '[')), etf::ParseError);  // depth bound
+  EXPECT_THROW(etf::parse_term(std::string(20, '['), 10), etf::ParseError);
   EXPECT_THROW(etf::parse_term("<<256>>"), etf::ParseError);
   EXPECT_THROW(etf::parse_term("{a} junk"), etf::ParseError);
 }

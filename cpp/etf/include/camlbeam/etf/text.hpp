@@ -23,8 +23,7 @@ class ParseError : public std::runtime_error {
 // Parses one term in Erlang syntax: integers (any size, 16#FF, $c), floats, atoms (bare
 // and quoted), "strings", <<"binaries">>, <<1,2,3:5>> bitstrings, tuples, lists with |,
 // #{K => V} maps, fun M:F/A, and the #Pid<...>/#Port<...>/#Ref<...> forms to_string() writes.
-// Nesting is bounded (max_depth): the parser recurses, and a thousand levels stay well
-// inside any thread's stack, sanitizers included.
-Term parse_term(std::string_view text, std::size_t max_depth = 1'000);
+// Iterative: nesting costs heap, not stack; max_depth bounds it like the decoder's limit.
+Term parse_term(std::string_view text, std::size_t max_depth = 100'000);
 
 }  // namespace camlbeam::etf
