@@ -47,31 +47,3 @@ function(camlbeam_ocaml_library)
   add_custom_target(camlbeam_ocaml DEPENDS "${libdir}/erl.cmxa" "${libdir}/erl.cma")
   set(CAMLBEAM_OCAML_LIBDIR "${libdir}" CACHE INTERNAL "Where dune puts the Erl library")
 endfunction()
-
-# camlbeam_ocaml_native_object(<output.o> SOURCES a.ml ... [PACKAGES p ...])
-# Compiles OCaml sources with the Erl library (and zarith, -linkall) into one object file
-# (ocamlopt -output-obj) that a C++ executable links together with libasmrun.
-function(camlbeam_ocaml_native_object output)
-  cmake_parse_arguments(ARG "" "" "SOURCES;PACKAGES" ${ARGN})
-  camlbeam_ocaml_library()
-  set(libdir "${CAMLBEAM_OCAML_LIBDIR}")
-  string(JOIN "," packages zarith ${ARG_PACKAGES})
-  # ocamlopt writes its .cmx/.o beside each source: compile copies in the build tree.
-  set(work "${CMAKE_CURRENT_BINARY_DIR}/${output}.ocaml")
-  file(MAKE_DIRECTORY "${work}")
-  set(copies "")
-  foreach(src IN LISTS ARG_SOURCES)
-    get_filename_component(name "${src}" NAME)
-    list(APPEND copies "${work}/${name}")
-  endforeach()
-  add_custom_command(
-    OUTPUT "${CMAKE_CURRENT_BINARY_DIR}/${output}"
-    COMMAND ${CMAKE_COMMAND} -E copy ${ARG_SOURCES} "${work}"
-    COMMAND ocamlfind ocamlopt -package ${packages} -linkpkg -linkall
-            -I "${libdir}/.erl.objs/byte" -I "${libdir}/.erl.objs/native" "${libdir}/erl.cmxa"
-            ${copies} -output-obj -o "${CMAKE_CURRENT_BINARY_DIR}/${output}"
-    WORKING_DIRECTORY "${work}"
-    DEPENDS ${ARG_SOURCES} camlbeam_ocaml "${libdir}/erl.cmxa"
-    COMMENT "Linking OCaml object ${output}"
-    VERBATIM)
-endfunction()
