@@ -49,6 +49,24 @@ inline constexpr std::size_t max_deflate_ratio = 1032;
 // Appends the UTF-8 form of Latin-1 bytes.
 void latin1_to_utf8(std::span<const std::uint8_t> latin1, std::string& out);
 
+// The UTF-8 form of an atom's Latin-1 bytes (at most 255 of them), written into a buffer
+// that lives in the decoder: no allocation, and nothing to construct per decode.
+struct AtomText {
+  char bytes[2 * 255];
+  std::string_view from_latin1(std::span<const std::uint8_t> latin1) noexcept {
+    std::size_t n = 0;
+    for (std::uint8_t c : latin1) {
+      if (c < 0x80) {
+        bytes[n++] = static_cast<char>(c);
+      } else {
+        bytes[n++] = static_cast<char>(0xC0 | (c >> 6));
+        bytes[n++] = static_cast<char>(0x80 | (c & 0x3F));
+      }
+    }
+    return {bytes, n};
+  }
+};
+
 // Number of code points in valid UTF-8, or -1 when the bytes are not valid UTF-8
 // (overlong forms, surrogates and values past U+10FFFF are invalid).
 long utf8_length(std::span<const std::uint8_t> bytes) noexcept;
@@ -80,27 +98,32 @@ struct Frame {
 // it, and deep ones grow it by doubling.
 class FrameStack {
  public:
+  FrameStack() noexcept { data_ = inline_.data(); }  // (frames are written before read)
+  FrameStack(const FrameStack&) = delete;
+  FrameStack& operator=(const FrameStack&) = delete;
+
   bool empty() const noexcept { return size_ == 0; }
   std::size_t size() const noexcept { return size_; }
-  Frame& back() noexcept { return data()[size_ - 1]; }
+  Frame& back() noexcept { return data_[size_ - 1]; }
   void pop_back() noexcept { --size_; }
   void push_back(const Frame& f) {
     if (size_ == capacity_) grow();
-    data()[size_++] = f;
+    data_[size_++] = f;
   }
 
  private:
   static constexpr std::size_t inline_frames = 32;
-  Frame* data() noexcept { return heap_ ? heap_.get() : inline_.data(); }
   void grow() {
     auto bigger = std::make_unique_for_overwrite<Frame[]>(capacity_ * 2);
-    std::copy(data(), data() + size_, bigger.get());
+    std::copy(data_, data_ + size_, bigger.get());
     heap_ = std::move(bigger);
+    data_ = heap_.get();
     capacity_ *= 2;
   }
 
   std::array<Frame, inline_frames> inline_;
   std::unique_ptr<Frame[]> heap_;
+  Frame* data_ = nullptr;
   std::size_t size_ = 0;
   std::size_t capacity_ = inline_frames;
 };
@@ -157,22 +180,33 @@ class Decoder {
 
   std::uint8_t u8() {
     need(1);
-    count_at_ = p_;
     return *p_++;
   }
   std::uint16_t u16() {
     need(2);
-    count_at_ = p_;
     auto v = load_u16(p_);
     p_ += 2;
     return v;
   }
   std::uint32_t u32() {
     need(4);
-    count_at_ = p_;
     auto v = load_u32(p_);
     p_ += 4;
     return v;
+  }
+  // Fields that declare a length or count: their position is remembered, so that a count
+  // the input cannot hold is reported where it was declared.
+  std::uint8_t count8() {
+    count_at_ = p_;
+    return u8();
+  }
+  std::uint16_t count16() {
+    count_at_ = p_;
+    return u16();
+  }
+  std::uint32_t count32() {
+    count_at_ = p_;
+    return u32();
   }
   std::uint64_t u64() {
     need(8);
@@ -230,14 +264,14 @@ class Decoder {
 
   // Reads an atom (any of the four atom tags) as UTF-8 into a view; Latin-1 atoms with
   // bytes above 127 are converted into `scratch`.
-  std::string_view read_atom(std::uint8_t t, std::string& scratch) {
+  std::string_view read_atom(std::uint8_t t, AtomText& scratch) {
     std::size_t len;
     bool latin1;
     switch (t) {
-      case tag::atom_latin1: len = u16(); latin1 = true; break;
-      case tag::small_atom_latin1: len = u8(); latin1 = true; break;
-      case tag::atom_utf8: len = u16(); latin1 = false; break;
-      case tag::small_atom_utf8: len = u8(); latin1 = false; break;
+      case tag::atom_latin1: len = count16(); latin1 = true; break;
+      case tag::small_atom_latin1: len = count8(); latin1 = true; break;
+      case tag::atom_utf8: len = count16(); latin1 = false; break;
+      case tag::small_atom_utf8: len = count8(); latin1 = false; break;
       default: fail(Errc::bad_node, t);
     }
     const std::uint8_t* start = p_;
@@ -247,9 +281,7 @@ class Decoder {
       bool ascii = true;
       for (auto c : raw) ascii &= c < 0x80;
       if (ascii) return {reinterpret_cast<const char*>(raw.data()), raw.size()};
-      scratch.clear();
-      latin1_to_utf8(raw, scratch);
-      return scratch;
+      return scratch.from_latin1(raw);
     }
     long chars = utf8_length(raw);
     if (chars < 0) fail_at(start, Errc::invalid_utf8_atom);
@@ -257,7 +289,7 @@ class Decoder {
     return {reinterpret_cast<const char*>(raw.data()), raw.size()};
   }
 
-  std::string_view read_node(std::string& scratch) { return read_atom(u8(), scratch); }
+  std::string_view read_node(AtomText& scratch) { return read_atom(u8(), scratch); }
 
   std::int64_t read_small_int_field() {
     switch (u8()) {
@@ -267,7 +299,7 @@ class Decoder {
     }
   }
 
-  PidView read_pid_body(std::uint8_t t, std::string& scratch) {
+  PidView read_pid_body(std::uint8_t t, AtomText& scratch) {
     PidView pid;
     pid.node = read_node(scratch);
     pid.id = u32();
@@ -300,6 +332,7 @@ class Decoder {
   }
 
   void decode_float_old() {
+    count_at_ = p_;  // a fixed 31-byte field: reported like a declared length
     auto raw = bytes(31);
     std::size_t len = 0;
     while (len < raw.size() && raw[len] != 0) ++len;
@@ -313,7 +346,7 @@ class Decoder {
 
   void decode_bitstring() {
     const std::uint8_t* start = p_;
-    std::uint32_t len = u32();
+    std::uint32_t len = count32();
     std::uint8_t bits = u8();
     auto data = bytes(len);
     if (len == 0) {
@@ -397,8 +430,8 @@ class Decoder {
       switch (t) {
         case tag::small_integer: visitor_.integer(u8()); return;
         case tag::integer: visitor_.integer(static_cast<std::int32_t>(u32())); return;
-        case tag::small_big: decode_big(u8()); return;
-        case tag::large_big: decode_big(u32()); return;
+        case tag::small_big: decode_big(count8()); return;
+        case tag::large_big: decode_big(count32()); return;
         case tag::new_float: {
           const std::uint8_t* start = p_;
           double d = std::bit_cast<double>(u64());
@@ -411,17 +444,17 @@ class Decoder {
         case tag::small_atom_latin1:
         case tag::atom_utf8:
         case tag::small_atom_utf8: visitor_.atom(read_atom(t, atom_scratch_)); return;
-        case tag::binary: visitor_.binary(bytes(u32())); return;
+        case tag::binary: visitor_.binary(bytes(count32())); return;
         case tag::bit_binary: decode_bitstring(); return;
         case tag::nil: visitor_.nil(); return;
         case tag::string: {
-          auto s = bytes(u16());
+          auto s = bytes(count16());
           if (s.empty()) visitor_.nil();
           else visitor_.string(s);
           return;
         }
         case tag::list: {
-          std::uint32_t n = u32();
+          std::uint32_t n = count32();
           if (n == 0) continue;  // Erlang reads LIST_EXT of no elements as its tail alone
           need_declared(std::uint64_t{n} + 1);
           visitor_.begin_list(n);
@@ -430,7 +463,7 @@ class Decoder {
         }
         case tag::small_tuple:
         case tag::large_tuple: {
-          std::uint32_t n = t == tag::small_tuple ? u8() : u32();
+          std::uint32_t n = t == tag::small_tuple ? count8() : count32();
           need_declared(n);
           visitor_.begin_tuple(n);
           if (n == 0) visitor_.end_tuple();
@@ -438,7 +471,7 @@ class Decoder {
           return;
         }
         case tag::map: {
-          std::uint32_t n = u32();
+          std::uint32_t n = count32();
           need_declared(std::uint64_t{n} * 2);
           visitor_.begin_map(n);
           if (n == 0) visitor_.end_map();
@@ -481,7 +514,7 @@ class Decoder {
   const std::uint8_t* begin_;
   const std::uint8_t* p_;
   const std::uint8_t* end_;
-  const std::uint8_t* count_at_ = nullptr;
+  const std::uint8_t* count_at_ = begin_;  // set by every count field before it is checked
   std::size_t base_;
   V& visitor_;
   const Limits& limits_;
@@ -489,9 +522,11 @@ class Decoder {
   std::vector<std::size_t> fun_ends_;  // where each open fun's declared size says it ends
   std::uint64_t owed_ = 0;
   std::uint8_t current_tag_ = 0;
-  std::string atom_scratch_, node_scratch_, module_scratch_;
+  // Left uninitialised on purpose: written before read, and a decode of a small term should
+  // not pay for constructing them.
+  AtomText atom_scratch_, node_scratch_, module_scratch_;
   std::vector<std::uint8_t> bits_scratch_;
-  std::array<std::uint32_t, 5> ref_ids_{};
+  std::array<std::uint32_t, 5> ref_ids_;  // written before read
 };
 
 }  // namespace detail
@@ -504,6 +539,15 @@ DecodeResult decode_body(std::span<const std::uint8_t> bytes, V& visitor, const 
   detail::Decoder<V>(bytes.data(), bytes.data() + bytes.size(), base_offset, visitor, limits).run(result);
   return result;
 }
+
+namespace detail {
+// decode()'s body, writing into the caller's result: one DecodeResult per call, never copied.
+template <Visitor V>
+void decode_body_into(DecodeResult& result, std::span<const std::uint8_t> bytes, V& visitor,
+                      const Limits& limits, std::size_t base_offset) {
+  Decoder<V>(bytes.data(), bytes.data() + bytes.size(), base_offset, visitor, limits).run(result);
+}
+}  // namespace detail
 
 // Decodes a complete external term: version byte 131, then a term or a compressed term.
 template <Visitor V>
@@ -532,7 +576,7 @@ DecodeResult decode(std::span<const std::uint8_t> input, V& visitor, const Decod
       return failure(Errc::bad_compression, 6, size, tag::compressed);
     if (consumed != compressed_size && !options.allow_trailing_bytes)
       return failure(Errc::trailing_bytes, 6 + consumed, compressed_size - consumed, tag::compressed);
-    result = decode_body(std::span<const std::uint8_t>(inflated), visitor, options.limits);
+    detail::decode_body_into(result, std::span<const std::uint8_t>(inflated), visitor, options.limits, 0);
     if (!result) result.error->inflated = true;
     if (result && result.end != size) {
       failure(Errc::trailing_bytes, result.end, size - result.end);
@@ -542,7 +586,7 @@ DecodeResult decode(std::span<const std::uint8_t> input, V& visitor, const Decod
     if (result) result.end = input.size();
     return result;
   }
-  result = decode_body(input.subspan(1), visitor, options.limits, 1);
+  detail::decode_body_into(result, input.subspan(1), visitor, options.limits, 1);
   if (result && !options.allow_trailing_bytes && result.end != input.size())
     return failure(Errc::trailing_bytes, result.end, input.size() - result.end);
   return result;
