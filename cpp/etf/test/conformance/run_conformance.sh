@@ -3,7 +3,8 @@
 #   1. erlc compiles etf_conformance.erl into the work directory;
 #   2. Erlang (node conf_gen) generates the terms and writes OTP's encodings of them;
 #   3. the C++ driver checks direction (a), our re-encoding is byte-identical, and writes
-#      our encodings;
+#      our encodings (conformance_test.cpp for the ETF codec; cpp/conv/test runs the same
+#      flow with a driver that goes through OCaml values);
 #   4. Erlang (node conf_check) checks direction (b), binary_to_term(ours) =:= original.
 # Exits non-zero on any mismatch, after printing the first ones of each direction.
 #
@@ -62,8 +63,10 @@ if ! "$epmd" -names >/dev/null 2>&1; then
   exit 1
 fi
 
+# The node names carry this script's pid: two runs at once (two drivers, two build trees)
+# must not both claim one name from epmd.
 run_erl() {
-  local node=$1
+  local node=${1}_$$
   shift
   timeout --kill-after=10 "$step_timeout" "$erl" -sname "$node" -setcookie "$cookie" \
     -noshell -noinput -kernel inet_dist_use_interface '{127,0,0,1}' \
