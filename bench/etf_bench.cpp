@@ -41,16 +41,10 @@ using camlbeam::bench::Digest;
 using camlbeam::bench::DigestVisitor;
 using camlbeam::bench::EiScratch;
 using camlbeam::bench::EiSink;
+using camlbeam::bench::read_payload;
 using Bytes = std::vector<std::uint8_t>;
 using ByteSpan = std::span<const std::uint8_t>;
 
-#if defined(__clang__)
-constexpr const char* compiler = "clang " __clang_version__;
-#elif defined(__GNUC__)
-constexpr const char* compiler = "gcc " __VERSION__;
-#else
-constexpr const char* compiler = "unknown";
-#endif
 
 // ---- The measured operations. Benchmarks and --check share them. ----
 
@@ -109,17 +103,6 @@ struct EiBuffer {
 };
 
 // ---- Inputs ----
-
-Bytes read_payload(const std::filesystem::path& dir, std::string_view name) {
-  const auto path = dir / (std::string(name) + ".etf");
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) throw std::runtime_error("cannot read " + path.string() + " (run bench/run.sh, which writes it)");
-  Bytes bytes(static_cast<std::size_t>(in.tellg()));
-  in.seekg(0);
-  if (!in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size())))
-    throw std::runtime_error("cannot read " + path.string());
-  return bytes;
-}
 
 // What each payload's benchmarks read: the escript's bytes and the Term they decode to.
 struct Input {
@@ -241,7 +224,7 @@ int main(int argc, char** argv) {
     int rest_count = static_cast<int>(rest.size());
     benchmark::Initialize(&rest_count, rest.data());
     if (benchmark::ReportUnrecognizedArguments(rest_count, rest.data())) return 2;
-    benchmark::AddCustomContext("compiler", compiler);
+    benchmark::AddCustomContext("compiler", camlbeam::bench::compiler);
     benchmark::AddCustomContext("build_type", CAMLBEAM_BENCH_BUILD_TYPE);
     benchmark::AddCustomContext("cxx_flags", CAMLBEAM_BENCH_CXX_FLAGS);
     benchmark::AddCustomContext("libei", CAMLBEAM_BENCH_LIBEI);

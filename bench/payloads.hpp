@@ -13,12 +13,25 @@
 
 #include <array>
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
 #include <span>
+#include <stdexcept>
+#include <string>
 #include <string_view>
 #include <tuple>
 #include <vector>
 
 namespace camlbeam::bench {
+
+// Recorded in every report, so that numbers say what built them.
+#if defined(__clang__)
+inline constexpr const char* compiler = "clang " __clang_version__;
+#elif defined(__GNUC__)
+inline constexpr const char* compiler = "gcc " __VERSION__;
+#else
+inline constexpr const char* compiler = "unknown";
+#endif
 
 // `Int42` is the smallest complete term: it measures per-call overhead, nothing else.
 struct Int42 {
@@ -135,6 +148,19 @@ inline auto all_payloads() {
   return std::make_tuple(Int42{}, FloatList{"floats_100", 100}, Blob{"binary_1k", 1024}, Mixed{},
                          Blob{"binary_1m", std::size_t{1} << 20}, IntList{"ints_100k", 100'000},
                          Deep{"deep_10k", 10'000});
+}
+
+// The bytes etf_bench.escript wrote for a payload (DIR/NAME.etf, version byte included):
+// the input of every decode and round-trip benchmark.
+inline std::vector<std::uint8_t> read_payload(const std::filesystem::path& dir, std::string_view name) {
+  const auto path = dir / (std::string(name) + ".etf");
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) throw std::runtime_error("cannot read " + path.string() + " (run bench/run.sh, which writes it)");
+  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(in.tellg()));
+  in.seekg(0);
+  if (!in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size())))
+    throw std::runtime_error("cannot read " + path.string());
+  return bytes;
 }
 
 }  // namespace camlbeam::bench

@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 """Prints the ETF benchmark tables from one run (bench/run.sh calls it).
 
-Inputs: Google Benchmark's JSON (etf_bench), the escript's "erlang decode|encode NAME NS"
-lines and the payload directory (for sizes). One table per direction; every ns/op is a
-median over repetitions. Ratios are other/ours, so > 1 means ours is faster.
+Inputs: Google Benchmark's JSON (etf_bench, and conv_bench for the round trip), the
+escript's "erlang decode|encode NAME NS" lines and the payload directory (for sizes). One
+table per direction, then the round trip and its halves; every ns/op is a median over
+repetitions. Ratios are other/ours, so > 1 means ours is faster.
 
-Targets (from the issue), each checked on the row where the comparison is like for like:
+Targets (from the issues), each checked on the row where the comparison is like for like:
   decode, streaming visitor   >= 1.5x libei (both read values into locals)
                               >= 1.0x binary_to_term
   decode, Term tree           >= 1.0x binary_to_term (both build a tree); libei for reference
   encode, Writer and Term     >= 1.0x libei; term_to_binary for reference
+  round trip, Erl.Term.t      >= 1.0x libei into a C tree and back (etf::Term and the two
+                              halves shown for reference)
 """
 
 import argparse
@@ -33,11 +36,29 @@ DIRECTION_TITLES = {
 }
 
 
-def load_gbench(path):
-    """{(direction, impl, payload): ns} from medians, or from single runs (smoke mode)."""
+ROUNDTRIP_TITLE = ("ROUND TRIP  ETF bytes -> value -> ETF bytes.  ours OCaml: conv::etf_to_ocaml +"
+                   " conv::ocaml_to_etf (Erl.Term.t on the OCaml heap, GC cost included);\n"
+                   "            ours Term: etf::decode_term + etf::encode_into;"
+                   " libei tree: ei_decode_* into a C tree + ei_x_encode_* (tree freed each time)")
+HALVES_TITLE = ("ROUND TRIP, THE HALVES  (reference, no targets)  decode: bytes -> value, value dropped;"
+                " encode: a value decoded beforehand -> bytes")
+ROUNDTRIP_IMPLS = ("ours_ocaml", "ours_term", "libei_tree")
+GC_COUNTERS = ("minor_words", "minor_gcs", "major_gcs", "compactions")
+GC_HEADERS = ["OCaml minor words/op", "minor GCs/op", "major GCs/op", "compactions/op"]
+
+
+def gc_cells(counters):
+    return [fmt_count(counters.get(c)) for c in GC_COUNTERS]
+
+
+def load_gbench(path, counters=()):
+    """{(direction, impl, payload): ns} from medians, or from single runs (smoke mode).
+
+    With counters, also {(direction, impl, payload): {counter: value}}, the same way."""
     with open(path) as f:
         data = json.load(f)
     medians, singles = {}, {}
+    counter_medians, counter_singles = {}, {}
     for b in data["benchmarks"]:
         if b.get("error_occurred"):
             sys.exit(f"report: {b['name']} failed: {b.get('error_message')}")
@@ -45,15 +66,24 @@ def load_gbench(path):
         direction, impl, payload = b["run_name"].split("/")[:3]
         scale = {"ns": 1, "us": 1e3, "ms": 1e6, "s": 1e9}[b["time_unit"]]
         key = (direction, impl, payload)
+        found = {c: b[c] for c in counters if c in b}
         if b.get("run_type") == "aggregate":
             if b.get("aggregate_name") == "median":
                 medians[key] = b["real_time"] * scale
+                if found:
+                    counter_medians[key] = found
         else:
             singles.setdefault(key, []).append(b["real_time"] * scale)
+            if found:
+                counter_singles.setdefault(key, []).append(found)
     times = {k: sorted(v)[len(v) // 2] for k, v in singles.items()}
     times.update(medians)
+    gc = {k: {c: sorted(r[c] for r in v)[len(v) // 2] for c in v[0]} for k, v in counter_singles.items()}
+    gc.update(counter_medians)
     context = data.get("context", {})
     order = context.get("payloads", "").split(",")
+    if counters:
+        return context, times, order, gc
     return context, times, order
 
 
@@ -90,10 +120,18 @@ def fmt_ratio(r):
     return "-" if r is None else f"{r:.2f}x"
 
 
-def render(headers, rows):
+def fmt_count(x):
+    if x is None:
+        return "-"
+    if x == 0:
+        return "0"
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def render(headers, rows, align=None):
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
     # Text left, numbers right.
-    align = ["<", "<"] + [">"] * (len(headers) - 3) + ["<"]
+    align = align or ["<", "<"] + [">"] * (len(headers) - 3) + ["<"]
     line = lambda cells: "  ".join(f"{c:{a}{w}}" for c, a, w in zip(cells, align, widths)).rstrip()
     out = [line(headers), line(["-" * w for w in widths])]
     out += [line(r) for r in rows]
@@ -104,6 +142,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gbench", required=True)
     ap.add_argument("--erlang", required=True)
+    ap.add_argument("--conv-gbench", help="conv_bench's JSON: adds the round-trip tables")
     ap.add_argument("--payloads", required=True)
     ap.add_argument("--smoke", action="store_true", help="few iterations: print, enforce nothing")
     args = ap.parse_args()
@@ -155,6 +194,9 @@ def main():
         print(DIRECTION_TITLES[direction])
         print(render(["payload", "ours", "ours ns/op", "libei ns/op", "erlang ns/op", "ours MB/s",
                       "libei/ours", "erlang/ours", "target"], rows))
+    rt_checked = rt_misses = 0
+    if args.conv_gbench:
+        rt_checked, rt_misses = print_roundtrip(args.conv_gbench, order, args.smoke)
     print()
     print("payload sizes (bytes): " + ", ".join(f"{p} {sizes[p]:,}" for p in order))
     if args.smoke:
@@ -163,6 +205,59 @@ def main():
         print(f"targets: {checked - misses} of {checked} met"
               " (visitor decode >= 1.5x libei and >= binary_to_term; Term decode >= binary_to_term;"
               " encode >= libei)")
+        if args.conv_gbench:
+            print(f"round trip targets: {rt_checked - rt_misses} of {rt_checked} met"
+                  " (ETF -> Erl.Term.t -> ETF >= libei into a C tree and back)")
+
+
+def print_roundtrip(path, order, smoke):
+    """The round-trip table (with its target) and the halves (reference). Returns (checked, missed)."""
+    context, times, conv_order, gc = load_gbench(path, GC_COUNTERS)
+    order = [p for p in order if p in conv_order] + [p for p in conv_order if p not in order]
+    checked = misses = 0
+    rows = []
+    for payload in order:
+        t = {impl: times.get(("roundtrip", impl, payload)) for impl in ROUNDTRIP_IMPLS}
+        ours, term, ei = t["ours_ocaml"], t["ours_term"], t["libei_tree"]
+        ratio = ei / ours if ei and ours else None
+        if smoke:
+            verdict = "-"
+        else:
+            checked += 1
+            verdict = "PASS" if ratio is not None and ratio >= 1.0 else "MISS libei"
+            misses += verdict != "PASS"
+        g = gc.get(("roundtrip", "ours_ocaml", payload), {})
+        rows.append([payload, fmt_ns(ours), fmt_ns(term), fmt_ns(ei), fmt_ratio(ratio), verdict,
+                     fmt_ratio(ei / term if ei and term else None)] + gc_cells(g))
+    print()
+    print(ROUNDTRIP_TITLE)
+    print(render(["payload", "ours OCaml ns/op", "ours Term ns/op", "libei tree ns/op", "libei/ours",
+                  "target", "libei/Term"] + GC_HEADERS, rows, ["<", ">", ">", ">", ">", "<", ">"] + [">"] * 4))
+
+    rows = []
+    for payload in order:
+        for half in ("decode", "encode"):
+            t = {impl: times.get((half, impl, payload)) for impl in ROUNDTRIP_IMPLS}
+            ours, term, ei = t["ours_ocaml"], t["ours_term"], t["libei_tree"]
+            g = gc.get((half, "ours_ocaml", payload), {})
+            rows.append([payload, half, fmt_ns(ours), fmt_ns(term), fmt_ns(ei),
+                         fmt_ratio(ei / ours if ei and ours else None),
+                         fmt_ratio(ei / term if ei and term else None)] + gc_cells(g))
+    print()
+    print(HALVES_TITLE)
+    print(render(["payload", "half", "ours OCaml ns/op", "ours Term ns/op", "libei tree ns/op", "libei/ours",
+                  "libei/Term"] + GC_HEADERS, rows, ["<", "<"] + [">"] * 9))
+    heap = context.get("ocaml_minor_heap_words", "?")
+    print(f"OCaml {context.get('ocaml_version', '?')}: minor heap {heap} words"
+          f"{' (the default)' if heap == '262144' else ' (set by OCAMLRUNPARAM)'}; the runtime is started once;"
+          " each iteration's values are garbage when it ends and the GC runs as it chooses (never forced,"
+          " no Gc.compact; each benchmark starts after a full major GC, and each OCaml iteration starts with"
+          " the poll a worker's OCaml code makes between requests). GC columns: ours OCaml, per iteration,"
+          " medians; compactions are the runtime's own (max_overhead).")
+    print("libei writes atoms as SMALL_ATOM_UTF8_EXT and integers of 28..32 bits as SMALL_BIG_EXT, so its"
+          " bytes are term_to_binary(T, [{minor_version, 2}]) or, for ints_100k, an equal term 8% longer;"
+          " ours give back the input bytes exactly (conv_bench --check).")
+    return checked, misses
 
 
 if __name__ == "__main__":
