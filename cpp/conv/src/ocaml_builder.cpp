@@ -1,9 +1,20 @@
-// Erlang term events → Erl.Term.t on the OCaml heap.
+// Erlang term events → Erl.Term.t on the OCaml heap, built bottom-up.
 //
-// GC discipline: a raw `value` is only held across an allocation when it is registered
-// (CAMLparam/CAMLlocal) or stored in the rooted stack array. Containers are allocated when
-// they open (fields initialised to ()), stored in the stack array, and filled with
-// caml_modify as their children complete.
+// GC discipline:
+// - Every finished value the builder holds sits in a builder's `vals_`, a C++ vector that
+//   the GC scans as roots through caml_scan_roots_hook (installed once, chaining whatever
+//   hook was there: the systhreads library installs one too). The hook visits every live
+//   builder, so a thread suspended mid-build (in the map_of_array callback) stays rooted.
+// - Nothing else holds a raw `value` across an allocation: after each allocation the
+//   inputs are read back from `vals_` (a minor collection may have moved them), and a new
+//   block is pushed onto `vals_` (or stored in one) before the next allocation.
+// - A container is allocated when it closes, from children that are all finished, so its
+//   fields are initialised once: plain stores into a caml_alloc_small block (it is the
+//   youngest block: no write barrier is needed), caml_initialize into a caml_alloc_shr
+//   block above Max_young_wosize. No caml_modify, no CAMLparam. Lists are consed from the
+//   back, so each cell is built with its tail.
+// - The hook and the pool of builders are touched only by the thread holding the runtime
+//   (OCaml 4 runs one such thread at a time), so they need no lock.
 #include <camlbeam/conv/conv.hpp>
 #include <camlbeam/conv/layout.hpp>
 
@@ -17,6 +28,13 @@
 
 #include <cstring>
 #include <stdexcept>
+
+// caml/roots.h declares these only under CAML_INTERNALS, which would also pull in the
+// runtime's private macros; both runtimes (libasmrun, libcamlrun) export them.
+extern "C" {
+typedef void (*camlbeam_scanning_action)(value, value*);
+extern void (*caml_scan_roots_hook)(camlbeam_scanning_action);
+}
 
 namespace camlbeam::conv {
 
@@ -57,45 +75,125 @@ void Root::set(value v) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Allocation of leaves
+// The roots: every live builder's vals_
+
+struct BuilderRoots {
+  static inline OcamlBuilder* head = nullptr;
+  static inline bool hooked = false;
+  static inline void (*previous_hook)(camlbeam_scanning_action) = nullptr;
+
+  // Called by the GC (minor and major collections, compaction) on the runtime thread.
+  static void scan(camlbeam_scanning_action action) {
+    for (OcamlBuilder* b = head; b != nullptr; b = b->next_)
+      for (value& v : b->vals_)
+        if (Is_block(v)) action(v, &v);
+    if (previous_hook != nullptr) previous_hook(action);
+  }
+
+  static void link(OcamlBuilder* b) noexcept {
+    if (!hooked) {
+      // Once per process, never undone: a hook installed after ours chains to ours.
+      previous_hook = caml_scan_roots_hook;
+      caml_scan_roots_hook = scan;
+      hooked = true;
+    }
+    b->next_ = head;
+    if (head != nullptr) head->prev_ = b;
+    head = b;
+  }
+
+  static void unlink(OcamlBuilder* b) noexcept {
+    if (b->prev_ != nullptr) b->prev_->next_ = b->next_;
+    else head = b->next_;
+    if (b->next_ != nullptr) b->next_->prev_ = b->prev_;
+    b->prev_ = b->next_ = nullptr;
+  }
+};
+
+// ---------------------------------------------------------------------------------------
+// OcamlBuilder
 
 namespace {
 
 using namespace layout;
 
-value ocaml_string(std::span<const std::uint8_t> bytes) {
-  value s = caml_alloc_string(bytes.size());
-  if (!bytes.empty()) std::memcpy(Bytes_val(s), bytes.data(), bytes.size());
+enum class OpenKind : std::uint8_t { tuple, list, map, fun };
+
+// caml_alloc_string, filled. The result is unrooted: the caller pushes it at once.
+value ocaml_string(const void* data, std::size_t size) {
+  value s = caml_alloc_string(size);
+  if (size != 0) std::memcpy(Bytes_val(s), data, size);
   return s;
 }
 
-value ocaml_string(std::string_view text) {
-  return ocaml_string({reinterpret_cast<const std::uint8_t*>(text.data()), text.size()});
-}
-
-// Constructor `tag` of Erl.Term.t (or of a record) with one field.
-value wrap1(tag_t tag, value field) {
-  CAMLparam1(field);
-  CAMLlocal1(block);
-  block = caml_alloc_small(1, tag);
-  Field(block, 0) = field;
-  CAMLreturn(block);
-}
-
-value integer_value(bool negative, std::span<const std::uint8_t> magnitude) {
-  CAMLparam0();
-  CAMLlocal1(z);
+// A zarith integer (the result is unrooted: the caller pushes it at once). GMP's memory is
+// C memory: nothing here is held across the one OCaml allocation.
+value zarith_of(bool negative, std::span<const std::uint8_t> magnitude) {
   mpz_t m;
   mpz_init(m);
   mpz_import(m, magnitude.size(), -1, 1, 0, 0, magnitude.data());  // little-endian bytes
   if (negative) mpz_neg(m, m);
-  z = ml_z_from_mpz(m);
+  value z = ml_z_from_mpz(m);
   mpz_clear(m);
-  CAMLreturn(wrap1(term_tag::bigint, z));
+  return z;
 }
 
-value int_value(std::int64_t v) {
-  if (v >= Min_long && v <= Max_long) return wrap1(term_tag::int_, Val_long(v));
+}  // namespace
+
+struct OcamlBuilder::Frame {
+  OpenKind kind;
+  std::size_t base;      // first child in vals_ (funs: the Local record, children after it)
+  std::size_t expected;  // children before the end (lists: elements, not counting the tail)
+  std::size_t filled = 0;
+  std::size_t merged_tails = 0;  // lists: tail lists folded into this one
+};
+
+OcamlBuilder::OcamlBuilder() {
+  vals_.reserve(256);
+  frames_.reserve(32);
+  BuilderRoots::link(this);
+}
+
+OcamlBuilder::~OcamlBuilder() { BuilderRoots::unlink(this); }
+
+void OcamlBuilder::child_done() noexcept {
+  if (!frames_.empty()) ++frames_.back().filled;
+}
+
+void OcamlBuilder::push_child(value v) {
+  vals_.push_back(v);
+  child_done();
+}
+
+// Replaces the top of vals_ by the one-field constructor `tag` around it.
+void OcamlBuilder::wrap_top(tag_t tag) {
+  const value b = caml_alloc_small(1, tag);
+  Field(b, 0) = vals_.back();  // read after the allocation: it may have moved
+  vals_.back() = b;
+}
+
+// A block of vals_[first, first + n), n > 0. The fields are read after the allocation.
+value OcamlBuilder::block_of(std::size_t first, std::size_t n, tag_t tag) {
+  if (n <= Max_young_wosize) {
+    const value b = caml_alloc_small(n, tag);
+    for (std::size_t i = 0; i < n; ++i) Field(b, i) = vals_[first + i];
+    return b;
+  }
+  // Too big for the minor heap: a major block, every field initialised before anything
+  // else allocates; caml_initialize records the young fields in the remembered set. Then
+  // the collection caml_alloc_shr may have asked for (caml_check_urgent_gc roots b).
+  const value b = caml_alloc_shr(n, tag);
+  for (std::size_t i = 0; i < n; ++i) caml_initialize(&Field(b, i), vals_[first + i]);
+  return caml_check_urgent_gc(b);
+}
+
+void OcamlBuilder::integer(std::int64_t v) {
+  if (v >= Min_long && v <= Max_long) {
+    const value b = caml_alloc_small(1, term_tag::int_);
+    Field(b, 0) = Val_long(v);
+    push_child(b);
+    return;
+  }
   const bool negative = v < 0;
   std::uint64_t m = negative ? 0 - static_cast<std::uint64_t>(v) : static_cast<std::uint64_t>(v);
   std::uint8_t bytes[8];
@@ -103,161 +201,47 @@ value int_value(std::int64_t v) {
     b = static_cast<std::uint8_t>(m & 0xFF);
     m >>= 8;
   }
-  return integer_value(negative, bytes);
+  big_integer(negative, bytes);
 }
-
-value pid_record(const etf::PidView& pid) {
-  CAMLparam0();
-  CAMLlocal2(node, record);
-  node = ocaml_string(pid.node);
-  record = caml_alloc_small(4, 0);
-  Field(record, 0) = node;
-  Field(record, 1) = Val_long(pid.id);
-  Field(record, 2) = Val_long(pid.serial);
-  Field(record, 3) = Val_long(pid.creation);
-  CAMLreturn(record);
-}
-
-}  // namespace
-
-// ---------------------------------------------------------------------------------------
-// OcamlBuilder
-
-enum class OpenKind : std::uint8_t { tuple, list, map, fun };
-
-struct OcamlBuilder::Frame {
-  OpenKind kind;
-  std::size_t base;      // stack slot of the container; base + 1: last cons / pending pair
-  std::size_t expected;  // children before the end (lists: elements, not counting the tail)
-  std::size_t filled = 0;
-  std::size_t merged_tails = 0;  // lists: tail lists folded into this one
-  bool has_cells = false;        // lists and funs: base + 1 holds the last cons cell
-};
-
-namespace {
-
-constexpr std::size_t slots_per_frame = 2;
-constexpr std::size_t initial_slots = 64;
-
-}  // namespace
-
-OcamlBuilder::OcamlBuilder() : stack_(caml_alloc(initial_slots, 0)) {}
-
-OcamlBuilder::~OcamlBuilder() = default;
-
-value& OcamlBuilder::slot(std::size_t i) noexcept { return Field(stack_.get(), i); }
-
-void OcamlBuilder::grow_stack(std::size_t needed) {
-  const std::size_t old_size = Wosize_val(stack_.get());
-  if (needed <= old_size) return;
-  std::size_t new_size = old_size * 2;
-  while (new_size < needed) new_size *= 2;
-  value bigger = caml_alloc(new_size, 0);
-  for (std::size_t i = 0; i < old_size; ++i) caml_modify(&Field(bigger, i), Field(stack_.get(), i));
-  stack_.set(bigger);
-}
-
-void OcamlBuilder::push_open(value block, std::uint8_t kind, std::size_t expected) {
-  CAMLparam1(block);
-  grow_stack(used_ + slots_per_frame);
-  const std::size_t base = used_;
-  caml_modify(&slot(base), block);
-  caml_modify(&slot(base + 1), Val_unit);
-  used_ += slots_per_frame;
-  frames_.push_back(Frame{static_cast<OpenKind>(kind), base, expected});
-  CAMLreturn0;
-}
-
-// A cons cell holding v, ending the list.
-static value new_cell(value v) {
-  CAMLparam1(v);
-  CAMLlocal1(cell);
-  cell = caml_alloc_small(2, 0);
-  Field(cell, 0) = v;
-  Field(cell, 1) = Val_emptylist;
-  CAMLreturn(cell);
-}
-
-// Links a new cell after the last one, or makes it the head. The slots are references
-// into OCaml blocks (the stack array, a fun's record): they must be taken after the
-// cell's allocation, since a minor collection moves young blocks.
-static void link_cell(value& head_slot, value& last_slot, bool& has_cells, value cell) {
-  if (has_cells) caml_modify(&Field(last_slot, 1), cell);
-  else caml_modify(&head_slot, cell);
-  caml_modify(&last_slot, cell);
-  has_cells = true;
-}
-
-void OcamlBuilder::emit(value v) {
-  CAMLparam1(v);
-  if (frames_.empty()) {
-    caml_modify(&slot(0), v);
-    CAMLreturn0;
-  }
-  Frame& top = frames_.back();
-  switch (top.kind) {
-    case OpenKind::tuple:
-      caml_modify(&Field(slot(top.base), top.filled), v);
-      break;
-    case OpenKind::map:
-      if (top.filled % 2 == 0) {
-        value pair = caml_alloc_small(2, 0);
-        Field(pair, 0) = v;
-        Field(pair, 1) = Val_unit;
-        caml_modify(&Field(slot(top.base), top.filled / 2), pair);
-      } else {
-        caml_modify(&Field(Field(slot(top.base), top.filled / 2), 1), v);
-      }
-      break;
-    case OpenKind::fun:
-      // base: the Local record; its free variables are built as an OCaml list whose head is
-      // stored in the record's last field and whose last cell sits in base + 1.
-    {
-      const value cell = new_cell(v);  // allocate first, then take references into blocks
-      link_cell(Field(slot(top.base), local_field::free_vars), slot(top.base + 1), top.has_cells, cell);
-      break;
-    }
-    case OpenKind::list:
-      if (top.filled < top.expected) {
-        const value cell = new_cell(v);
-        link_cell(slot(top.base), slot(top.base + 1), top.has_cells, cell);
-      } else {
-        // The tail. A proper list ends in []; a list tail was merged in begin_list.
-        caml_modify(&slot(top.base + 1), v);  // the last cell is no longer needed: keep the tail
-        top.has_cells = false;
-      }
-      break;
-  }
-  ++top.filled;
-  CAMLreturn0;
-}
-
-void OcamlBuilder::integer(std::int64_t v) { emit(int_value(v)); }
 
 void OcamlBuilder::big_integer(bool negative, std::span<const std::uint8_t> magnitude) {
-  emit(integer_value(negative, magnitude));
+  vals_.push_back(zarith_of(negative, magnitude));
+  wrap_top(term_tag::bigint);
+  child_done();
 }
 
-void OcamlBuilder::float64(double d) { emit(wrap1(term_tag::float_, caml_copy_double(d))); }
+void OcamlBuilder::float64(double d) {
+  vals_.push_back(caml_copy_double(d));
+  wrap_top(term_tag::float_);
+  child_done();
+}
 
-void OcamlBuilder::atom(std::string_view utf8) { emit(wrap1(term_tag::atom, ocaml_string(utf8))); }
+void OcamlBuilder::atom(std::string_view utf8) {
+  vals_.push_back(ocaml_string(utf8.data(), utf8.size()));
+  wrap_top(term_tag::atom);
+  child_done();
+}
 
 void OcamlBuilder::binary(std::span<const std::uint8_t> bytes) {
-  emit(wrap1(term_tag::binary, ocaml_string(bytes)));
+  vals_.push_back(ocaml_string(bytes.data(), bytes.size()));
+  wrap_top(term_tag::binary);
+  child_done();
 }
 
 void OcamlBuilder::bitstring(std::span<const std::uint8_t> bytes, std::uint8_t bits) {
-  CAMLparam0();
-  CAMLlocal2(data, block);
-  data = ocaml_string(bytes);
-  block = caml_alloc_small(2, term_tag::bitstring);
-  Field(block, 0) = data;
-  Field(block, 1) = Val_int(bits);
-  emit(block);
-  CAMLreturn0;
+  vals_.push_back(ocaml_string(bytes.data(), bytes.size()));
+  const value b = caml_alloc_small(2, term_tag::bitstring);
+  Field(b, 0) = vals_.back();
+  Field(b, 1) = Val_int(bits);
+  vals_.back() = b;
+  child_done();
 }
 
-void OcamlBuilder::nil() { emit(wrap1(term_tag::list, Val_emptylist)); }
+void OcamlBuilder::nil() {
+  const value b = caml_alloc_small(1, term_tag::list);
+  Field(b, 0) = Val_emptylist;
+  push_child(b);
+}
 
 bool OcamlBuilder::at_list_tail() const noexcept {
   return !frames_.empty() && frames_.back().kind == OpenKind::list &&
@@ -267,24 +251,25 @@ bool OcamlBuilder::at_list_tail() const noexcept {
 void OcamlBuilder::string(std::span<const std::uint8_t> bytes) {
   if (at_list_tail()) {
     // [X, Y | "ab"] is [X, Y, $a, $b]: continue the open list.
-    Frame& top = frames_.back();
-    top.expected += bytes.size();
-    for (std::uint8_t b : bytes) emit(int_value(b));
+    frames_.back().expected += bytes.size();
+    for (std::uint8_t b : bytes) integer(b);
     nil();
     return;
   }
-  CAMLparam0();
-  CAMLlocal3(list, cell, elem);
-  list = Val_emptylist;
+  // Consed from the back: the accumulated list is the top of vals_, the element above it.
+  vals_.push_back(Val_emptylist);
   for (std::size_t i = bytes.size(); i-- > 0;) {
-    elem = wrap1(term_tag::int_, Val_int(bytes[i]));
-    cell = caml_alloc_small(2, 0);
-    Field(cell, 0) = elem;
-    Field(cell, 1) = list;
-    list = cell;
+    const value elem = caml_alloc_small(1, term_tag::int_);
+    Field(elem, 0) = Val_int(bytes[i]);
+    vals_.push_back(elem);
+    const value cell = caml_alloc_small(2, 0);
+    Field(cell, 0) = vals_[vals_.size() - 1];
+    Field(cell, 1) = vals_[vals_.size() - 2];
+    vals_.pop_back();
+    vals_.back() = cell;
   }
-  emit(wrap1(term_tag::list, list));
-  CAMLreturn0;
+  wrap_top(term_tag::list);
+  child_done();
 }
 
 void OcamlBuilder::begin_list(std::uint32_t n) {
@@ -294,7 +279,7 @@ void OcamlBuilder::begin_list(std::uint32_t n) {
     ++frames_.back().merged_tails;
     return;
   }
-  push_open(Val_emptylist, static_cast<std::uint8_t>(OpenKind::list), n);
+  frames_.push_back(Frame{OpenKind::list, vals_.size(), n});
 }
 
 void OcamlBuilder::end_list() {
@@ -303,166 +288,261 @@ void OcamlBuilder::end_list() {
     --top.merged_tails;
     return;
   }
-  CAMLparam0();
-  CAMLlocal3(head, tail, result);
-  head = slot(top.base);
-  tail = slot(top.base + 1);
+  const std::size_t base = top.base;
+  frames_.pop_back();
+  // vals_[base, base + n): the elements; vals_[base + n]: the tail.
+  const std::size_t n = vals_.size() - base - 1;
+  const value tail = vals_.back();
   const bool proper = Tag_val(tail) == term_tag::list && Field(tail, 0) == Val_emptylist;
+  // The accumulated cells take the tail's slot when it is [] (not needed any more), or
+  // the slot above it when the tail is kept for the Improper block.
+  if (proper) vals_.back() = Val_emptylist;
+  else vals_.push_back(Val_emptylist);
+  const std::size_t acc = vals_.size() - 1;
+  for (std::size_t i = n; i-- > 0;) {
+    const value cell = caml_alloc_small(2, 0);
+    Field(cell, 0) = vals_[base + i];
+    Field(cell, 1) = vals_[acc];
+    vals_[acc] = cell;
+  }
+  value result;
   if (proper) {
-    result = wrap1(term_tag::list, head);
+    result = caml_alloc_small(1, term_tag::list);
+    Field(result, 0) = vals_[acc];
   } else {
     result = caml_alloc_small(2, term_tag::improper);
-    Field(result, 0) = head;
-    Field(result, 1) = tail;
+    Field(result, 0) = vals_[acc];
+    Field(result, 1) = vals_[acc - 1];
   }
-  used_ = top.base;
-  frames_.pop_back();
-  emit(result);
-  CAMLreturn0;
+  vals_.resize(base);
+  push_child(result);
 }
 
-void OcamlBuilder::begin_tuple(std::uint32_t n) {
-  push_open(n == 0 ? Atom(0) : caml_alloc(n, 0), static_cast<std::uint8_t>(OpenKind::tuple), n);
-}
+void OcamlBuilder::begin_tuple(std::uint32_t n) { frames_.push_back(Frame{OpenKind::tuple, vals_.size(), n}); }
 
 void OcamlBuilder::end_tuple() {
-  const Frame top = frames_.back();
-  value elements = slot(top.base);
-  used_ = top.base;
+  const std::size_t base = frames_.back().base;
   frames_.pop_back();
-  emit(wrap1(term_tag::tuple, elements));
+  const std::size_t n = vals_.size() - base;
+  const value elements = n == 0 ? Atom(0) : block_of(base, n, 0);
+  vals_.resize(base);
+  vals_.push_back(elements);
+  wrap_top(term_tag::tuple);
+  child_done();
 }
 
 void OcamlBuilder::begin_map(std::uint32_t n) {
-  push_open(n == 0 ? Atom(0) : caml_alloc(n, 0), static_cast<std::uint8_t>(OpenKind::map),
-            std::size_t{n} * 2);
+  frames_.push_back(Frame{OpenKind::map, vals_.size(), 2 * std::size_t{n}});
+}
+
+void OcamlBuilder::end_map() {
+  const std::size_t base = frames_.back().base;
+  frames_.pop_back();
+  const std::size_t pairs = (vals_.size() - base) / 2;
+  // vals_[base, base + 2 pairs): k0 v0 k1 v1 ... The (k, v) blocks go above them, then
+  // move down over the keys and values, which they now hold.
+  for (std::size_t i = 0; i < pairs; ++i) {
+    const value p = caml_alloc_small(2, 0);
+    Field(p, 0) = vals_[base + 2 * i];
+    Field(p, 1) = vals_[base + 2 * i + 1];
+    vals_.push_back(p);
+  }
+  for (std::size_t i = 0; i < pairs; ++i) vals_[base + i] = vals_[base + 2 * pairs + i];
+  vals_.resize(base + pairs);
+  const value bindings = pairs == 0 ? Atom(0) : block_of(base, pairs, 0);
+  vals_.resize(base);
+  vals_.push_back(bindings);
+  if (pairs <= 1) {
+    // Already sorted, and no key can repeat: no need for the OCaml side.
+    wrap_top(term_tag::map);
+    child_done();
+    return;
+  }
+  // Erl.Term.map_of_array sorts the bindings; it keeps the last of equal keys, so a
+  // shorter result means the wire repeated a key. The callback's argument and result are
+  // the only raw values here, and no C++ exception is thrown while the runtime holds them.
+  static const value* map_of_array = nullptr;
+  if (map_of_array == nullptr) map_of_array = caml_named_value("camlbeam.map_of_array");
+  if (map_of_array == nullptr)
+    throw std::logic_error("camlbeam.map_of_array is not registered: the Erl library is not linked");
+  const value map = caml_callback_exn(*map_of_array, vals_.back());
+  if (Is_exception_result(map) || Wosize_val(Field(map, 0)) != pairs) throw etf::Reject{etf::Errc::duplicate_map_key};
+  vals_.back() = map;
+  child_done();
 }
 
 namespace {
 
-// Erl.Term.map_of_array sorts the bindings; it keeps the last of equal keys, so a shorter
-// result means the wire repeated a key. Returns Val_unit for that case (the caller throws:
-// no C++ exception may leave a function that registered OCaml local roots).
-value sorted_map_or_unit(value bindings) {
-  CAMLparam1(bindings);
-  CAMLlocal1(map);
-  static const value* map_of_array = caml_named_value("camlbeam.map_of_array");
-  if (map_of_array == nullptr) CAMLreturn(Val_unit);
-  map = caml_callback_exn(*map_of_array, bindings);
-  if (Is_exception_result(map) || Wosize_val(Field(map, 0)) != Wosize_val(bindings)) CAMLreturn(Val_unit);
-  CAMLreturn(map);
+// Pid record {node; id; serial; creation}, from the node string on top of `vals`; the
+// record replaces it.
+void pid_record_over_node(std::vector<value>& vals, const etf::PidView& pid) {
+  const value record = caml_alloc_small(4, 0);
+  Field(record, 0) = vals.back();
+  Field(record, 1) = Val_long(pid.id);
+  Field(record, 2) = Val_long(pid.serial);
+  Field(record, 3) = Val_long(pid.creation);
+  vals.back() = record;
 }
 
 }  // namespace
 
-void OcamlBuilder::end_map() {
-  const Frame top = frames_.back();
-  value bindings = slot(top.base);
-  used_ = top.base;
-  frames_.pop_back();
-  if (Wosize_val(bindings) == 0) {
-    emit(wrap1(term_tag::map, bindings));
-    return;
-  }
-  value map = sorted_map_or_unit(bindings);
-  if (map == Val_unit) {
-    if (caml_named_value("camlbeam.map_of_array") == nullptr)
-      throw std::logic_error("camlbeam.map_of_array is not registered: the Erl library is not linked");
-    throw etf::Reject{etf::Errc::duplicate_map_key};
-  }
-  emit(map);
+void OcamlBuilder::pid(const etf::PidView& pid) {
+  vals_.push_back(ocaml_string(pid.node.data(), pid.node.size()));
+  pid_record_over_node(vals_, pid);
+  wrap_top(term_tag::pid);
+  child_done();
 }
 
-void OcamlBuilder::pid(const etf::PidView& pid) { emit(wrap1(term_tag::pid, pid_record(pid))); }
-
 void OcamlBuilder::port(const etf::PortView& port) {
-  CAMLparam0();
-  CAMLlocal3(node, id, record);
-  node = ocaml_string(port.node);
-  id = caml_copy_int64(static_cast<std::int64_t>(port.id));
-  record = caml_alloc_small(3, 0);
-  Field(record, 0) = node;
-  Field(record, 1) = id;
+  vals_.push_back(ocaml_string(port.node.data(), port.node.size()));
+  vals_.push_back(caml_copy_int64(static_cast<std::int64_t>(port.id)));
+  const value record = caml_alloc_small(3, 0);
+  Field(record, 0) = vals_[vals_.size() - 2];
+  Field(record, 1) = vals_[vals_.size() - 1];
   Field(record, 2) = Val_long(port.creation);
-  emit(wrap1(term_tag::port, record));
-  CAMLreturn0;
+  vals_.pop_back();
+  vals_.back() = record;
+  wrap_top(term_tag::port);
+  child_done();
 }
 
 void OcamlBuilder::reference(const etf::ReferenceView& ref) {
-  CAMLparam0();
-  CAMLlocal3(node, ids, record);
-  node = ocaml_string(ref.node);
-  ids = caml_alloc_small(static_cast<mlsize_t>(ref.ids.size()), 0);
-  for (std::size_t i = 0; i < ref.ids.size(); ++i) Field(ids, i) = Val_long(ref.ids[i]);
-  record = caml_alloc_small(3, 0);
-  Field(record, 0) = node;
+  vals_.push_back(ocaml_string(ref.node.data(), ref.node.size()));
+  const std::size_t count = ref.ids.size();
+  value ids = Atom(0);
+  if (count != 0) {
+    ids = caml_alloc_small(static_cast<mlsize_t>(count), 0);  // ETF carries at most 5 ids
+    for (std::size_t i = 0; i < count; ++i) Field(ids, i) = Val_long(ref.ids[i]);
+  }
+  vals_.push_back(ids);
+  const value record = caml_alloc_small(3, 0);
+  Field(record, 0) = vals_[vals_.size() - 2];
   Field(record, 1) = Val_long(ref.creation);
-  Field(record, 2) = ids;
-  emit(wrap1(term_tag::ref, record));
-  CAMLreturn0;
+  Field(record, 2) = vals_[vals_.size() - 1];
+  vals_.pop_back();
+  vals_.back() = record;
+  wrap_top(term_tag::ref);
+  child_done();
 }
 
 void OcamlBuilder::begin_fun(const etf::FunView& fun) {
-  CAMLparam0();
-  CAMLlocal4(uniq, module, pid, local);
-  uniq = ocaml_string(std::span<const std::uint8_t>(fun.uniq));
-  module = ocaml_string(fun.module);
-  pid = pid_record(fun.pid);
-  local = caml_alloc_small(local_field::count, fun_tag::local);
+  // The Local record without its free variables sits at the frame's base; they follow it,
+  // and end_fun builds the final record around their list.
+  vals_.push_back(ocaml_string(fun.uniq.data(), fun.uniq.size()));
+  vals_.push_back(ocaml_string(fun.module.data(), fun.module.size()));
+  vals_.push_back(ocaml_string(fun.pid.node.data(), fun.pid.node.size()));
+  pid_record_over_node(vals_, fun.pid);
+  const value local = caml_alloc_small(local_field::count, fun_tag::local);
+  const std::size_t top = vals_.size();
   Field(local, local_field::arity) = Val_int(fun.arity);
-  Field(local, local_field::uniq) = uniq;
+  Field(local, local_field::uniq) = vals_[top - 3];
   Field(local, local_field::index) = Val_long(fun.index);
-  Field(local, local_field::module_) = module;
+  Field(local, local_field::module_) = vals_[top - 2];
   Field(local, local_field::old_index) = Val_long(fun.old_index);
   Field(local, local_field::old_uniq) = Val_long(fun.old_uniq);
-  Field(local, local_field::pid) = pid;
+  Field(local, local_field::pid) = vals_[top - 1];
   Field(local, local_field::free_vars) = Val_emptylist;
-  push_open(local, static_cast<std::uint8_t>(OpenKind::fun), fun.free_count);
-  CAMLreturn0;
+  vals_.resize(top - 3);
+  vals_.push_back(local);
+  frames_.push_back(Frame{OpenKind::fun, vals_.size() - 1, fun.free_count});
 }
 
 void OcamlBuilder::end_fun() {
-  const Frame top = frames_.back();
-  value local = slot(top.base);
-  used_ = top.base;
+  const std::size_t base = frames_.back().base;
   frames_.pop_back();
-  emit(wrap1(term_tag::fun, local));
+  const std::size_t n = vals_.size() - base - 1;
+  vals_.push_back(Val_emptylist);
+  const std::size_t acc = vals_.size() - 1;
+  for (std::size_t i = n; i-- > 0;) {
+    const value cell = caml_alloc_small(2, 0);
+    Field(cell, 0) = vals_[base + 1 + i];
+    Field(cell, 1) = vals_[acc];
+    vals_[acc] = cell;
+  }
+  // A fresh record rather than a store into the old one, which may be in the major heap
+  // by now (that store would need caml_modify).
+  const value local = caml_alloc_small(local_field::count, fun_tag::local);
+  for (mlsize_t i = 0; i < local_field::count; ++i) Field(local, i) = Field(vals_[base], i);
+  Field(local, local_field::free_vars) = vals_[acc];
+  vals_.resize(base);
+  vals_.push_back(local);
+  wrap_top(term_tag::fun);
+  child_done();
 }
 
 void OcamlBuilder::export_fun(std::string_view module, std::string_view function, std::uint8_t arity) {
-  CAMLparam0();
-  CAMLlocal3(m, f, exp);
-  m = ocaml_string(module);
-  f = ocaml_string(function);
-  exp = caml_alloc_small(3, fun_tag::export_);
-  Field(exp, 0) = m;
-  Field(exp, 1) = f;
+  vals_.push_back(ocaml_string(module.data(), module.size()));
+  vals_.push_back(ocaml_string(function.data(), function.size()));
+  const value exp = caml_alloc_small(3, fun_tag::export_);
+  Field(exp, 0) = vals_[vals_.size() - 2];
+  Field(exp, 1) = vals_[vals_.size() - 1];
   Field(exp, 2) = Val_int(arity);
-  emit(wrap1(term_tag::fun, exp));
-  CAMLreturn0;
+  vals_.pop_back();
+  vals_.back() = exp;
+  wrap_top(term_tag::fun);
+  child_done();
 }
 
 value OcamlBuilder::take() {
-  value result = slot(0);
-  // Clear every slot so nothing built stays reachable from the builder.
-  for (std::size_t i = 0; i < Wosize_val(stack_.get()); ++i) caml_modify(&slot(i), Val_unit);
-  frames_.clear();
-  used_ = 1;
+  const value result = vals_.back();
+  reset();  // nothing built stays reachable from the builder
   return result;
+}
+
+void OcamlBuilder::reset() noexcept {
+  vals_.clear();  // keeps the capacity for the next build
+  frames_.clear();
 }
 
 // ---------------------------------------------------------------------------------------
 
+namespace {
+
+// Idle builders for etf_to_ocaml, reused so that a call allocates no builder and registers
+// nothing with the GC. Normally one; another is made only when a decode starts while one is
+// in progress (another thread's, suspended in the map_of_array callback, or a finaliser's
+// decode running inside it). Never freed: a builder's destructor must run on the runtime
+// thread, which a static destructor at exit does not promise.
+std::vector<OcamlBuilder*>& idle_builders() {
+  static auto* idle = new std::vector<OcamlBuilder*>();
+  return *idle;
+}
+
+class Lease {
+ public:
+  Lease() {
+    std::vector<OcamlBuilder*>& idle = idle_builders();
+    if (idle.empty()) {
+      idle.reserve(idle.size() + 1);  // so that giving it back cannot throw
+      builder_ = new OcamlBuilder();
+    } else {
+      builder_ = idle.back();
+      idle.pop_back();
+    }
+  }
+  ~Lease() {
+    builder_->reset();
+    idle_builders().push_back(builder_);  // capacity stays from the pop: no allocation
+  }
+  Lease(const Lease&) = delete;
+  Lease& operator=(const Lease&) = delete;
+  OcamlBuilder& operator*() const noexcept { return *builder_; }
+
+ private:
+  OcamlBuilder* builder_;
+};
+
+}  // namespace
+
 DecodeToOcaml etf_to_ocaml(std::span<const std::uint8_t> bytes, const etf::DecodeOptions& options) {
-  OcamlBuilder builder;
   DecodeToOcaml out;
-  const etf::DecodeResult result = etf::decode(bytes, builder, options);
+  const Lease builder;
+  const etf::DecodeResult result = etf::decode(bytes, *builder, options);
   if (!result) {
     out.error = result.error;
-    builder.take();
     return out;
   }
-  out.value.set(builder.take());
+  out.value.set((*builder).take());  // nothing allocates between take and the root
   return out;
 }
 

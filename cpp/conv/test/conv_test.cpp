@@ -103,6 +103,37 @@ TEST(Conv, LargeAndDeepTerms) {
   EXPECT_EQ(through_ocaml(deep_bytes), deep_bytes);
 }
 
+// Containers wider than Max_young_wosize go to the major heap (caml_alloc_shr) with young
+// children; maps of 0, 1 and many bindings take different paths; a fun's free variables
+// are rebuilt into a fresh record. Each is built under the 4k-word minor heap.
+TEST(Conv, WideContainersAndFuns) {
+  std::vector<etf::Term> elements;
+  std::vector<std::pair<etf::Term, etf::Term>> bindings;
+  for (int k = 0; k < 1000; ++k) {
+    std::vector<etf::Term> pair;
+    pair.push_back(etf::Term::binary(std::string(k % 40, 'b')));
+    pair.push_back(etf::Term::float64(k * 0.5));
+    elements.push_back(etf::Term::tuple(std::move(pair)));
+    bindings.emplace_back(etf::Term::integer(999 - k), etf::Term::atom("v" + std::to_string(k)));
+  }
+  const Bytes wide_tuple = etf::encode(etf::Term::tuple(std::move(elements)));
+  EXPECT_EQ(through_ocaml(wide_tuple), wide_tuple);
+  for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{2}, std::size_t{1000}}) {
+    std::vector<std::pair<etf::Term, etf::Term>> some(bindings.end() - static_cast<std::ptrdiff_t>(n), bindings.end());
+    const Bytes map = etf::encode(etf::Term::map(std::move(some)));
+    EXPECT_EQ(etf::decode_term(through_ocaml(map)), etf::decode_term(map)) << n << " bindings";
+  }
+
+  etf::Fun fun;
+  fun.arity = 2;
+  fun.index = 7;
+  fun.module = "m";
+  fun.pid.node = "n@h";
+  for (int k = 0; k < 300; ++k) fun.free_vars.push_back(etf::Term::atom("fv" + std::to_string(k)));
+  const Bytes local = etf::encode(etf::Term::fun(std::move(fun)));
+  EXPECT_EQ(through_ocaml(local), local);
+}
+
 int main(int argc, char** argv) {
   caml_startup(argv);
   testing::InitGoogleTest(&argc, argv);

@@ -40,9 +40,14 @@ class Root {
   bool registered_;
 };
 
-// An etf::Visitor that builds one Erl.Term.t on the OCaml heap. Partially built values are
-// kept in a rooted OCaml array used as a stack, so a GC during building moves nothing out
-// from under it. Maps are sorted by the OCaml side ("camlbeam.map_of_array").
+// An etf::Visitor that builds one Erl.Term.t on the OCaml heap, bottom-up: every finished
+// value waits on a C++ vector that the GC scans as roots (caml_scan_roots_hook), and a
+// container's block is allocated when it closes, initialised with plain stores. Maps are
+// sorted by the OCaml side ("camlbeam.map_of_array").
+//
+// Construct, use and destroy it only on a thread holding the OCaml runtime: it links itself
+// into the process-wide list of builders the hook scans. etf_to_ocaml reuses builders from a
+// pool, so a call registers nothing with the GC.
 class OcamlBuilder {
  public:
   OcamlBuilder();
@@ -71,20 +76,26 @@ class OcamlBuilder {
   void end_fun();
   void export_fun(std::string_view module, std::string_view function, std::uint8_t arity);
 
-  // The finished value; the builder can be reused afterwards.
+  // The finished value (unrooted: root it before the next allocation); the builder is
+  // empty and reusable afterwards.
   value take();
+  // Drops a partial build (after a decode error); the builder is reusable afterwards.
+  void reset() noexcept;
 
  private:
   struct Frame;
-  void emit(value v);
-  bool at_list_tail() const noexcept;
-  void push_open(value block, std::uint8_t kind, std::size_t expected);
-  value& slot(std::size_t i) noexcept;
-  void grow_stack(std::size_t needed);
+  friend struct BuilderRoots;
 
+  bool at_list_tail() const noexcept;
+  void child_done() noexcept;
+  void push_child(value v);
+  void wrap_top(tag_t tag);
+  value block_of(std::size_t first, std::size_t n, tag_t tag);
+
+  std::vector<value> vals_;  // GC roots: finished values, in event order
   std::vector<Frame> frames_;
-  Root stack_;  // OCaml array: slot 0 is the result; open containers use slots from 1
-  std::size_t used_ = 1;
+  OcamlBuilder* prev_ = nullptr;  // the list of live builders the GC hook scans
+  OcamlBuilder* next_ = nullptr;
 };
 
 static_assert(etf::Visitor<OcamlBuilder>);
