@@ -547,48 +547,62 @@ void decode_body_into(DecodeResult& result, std::span<const std::uint8_t> bytes,
                       const Limits& limits, std::size_t base_offset) {
   Decoder<V>(bytes.data(), bytes.data() + bytes.size(), base_offset, visitor, limits).run(result);
 }
+
+// A COMPRESSED term (131, 80, u32 inflated size, zlib stream): checked before inflating.
+template <Visitor V>
+void decode_compressed(DecodeResult& result, std::span<const std::uint8_t> input, V& visitor,
+                       const DecodeOptions& options) {
+  auto fail = [&result](Errc code, std::size_t offset, std::uint64_t detail, bool inflated = false) {
+    result.error = DecodeError{code, offset, detail, tag::compressed, inflated};
+    result.end = offset;
+  };
+  if (input.size() < 6) return fail(Errc::truncated, input.size(), 6);
+  const std::size_t size = load_u32(input.data() + 2);
+  if (size > options.limits.max_inflated_size) return fail(Errc::inflated_size_limit, 2, size);
+  const std::size_t compressed_size = input.size() - 6;
+  if (size / max_deflate_ratio > compressed_size) return fail(Errc::bad_compression, 6, size);
+  std::vector<std::uint8_t> inflated(size);
+  std::size_t consumed = 0;
+  if (!inflate_exact(input.subspan(6), inflated.data(), size, consumed))
+    return fail(Errc::bad_compression, 6, size);
+  if (consumed != compressed_size && !options.allow_trailing_bytes)
+    return fail(Errc::trailing_bytes, 6 + consumed, compressed_size - consumed);
+  // Offsets inside the inflated data are reported as such; the compressed stream must hold
+  // exactly one term, so leftovers there are an error whatever the options say.
+  decode_body_into(result, std::span<const std::uint8_t>(inflated), visitor, options.limits, 0);
+  if (!result) {
+    result.error->inflated = true;
+  } else if (result.end != size) {
+    result.error = DecodeError{Errc::trailing_bytes, result.end, size - result.end, 0, true};
+  } else {
+    result.end = input.size();
+  }
+}
 }  // namespace detail
 
 // Decodes a complete external term: version byte 131, then a term or a compressed term.
+// Every path returns the one `result` object, so it is built in the caller's frame (a
+// copied-back result cost small terms a store-forwarding stall).
 template <Visitor V>
 DecodeResult decode(std::span<const std::uint8_t> input, V& visitor, const DecodeOptions& options = {}) {
   DecodeResult result;
-  auto failure = [&](Errc code, std::size_t offset, std::uint64_t detail = 0, std::uint8_t t = 0) {
+  auto fail = [&result](Errc code, std::size_t offset, std::uint64_t detail = 0, std::uint8_t t = 0) {
     result.error = DecodeError{code, offset, detail, t};
     result.end = offset;
-    return result;
   };
-  if (input.size() > options.limits.max_input_size)
-    return failure(Errc::input_size_limit, 0, options.limits.max_input_size);
-  if (input.empty()) return failure(Errc::truncated, 0, 1);
-  if (input[0] != tag::version) return failure(Errc::bad_version, 0, input[0]);
-  if (input.size() >= 2 && input[1] == tag::compressed) {
-    if (input.size() < 6) return failure(Errc::truncated, input.size(), 6, tag::compressed);
-    std::size_t size = detail::load_u32(input.data() + 2);
-    if (size > options.limits.max_inflated_size)
-      return failure(Errc::inflated_size_limit, 2, size, tag::compressed);
-    const std::size_t compressed_size = input.size() - 6;
-    if (size / detail::max_deflate_ratio > compressed_size)
-      return failure(Errc::bad_compression, 6, size, tag::compressed);
-    std::vector<std::uint8_t> inflated(size);
-    std::size_t consumed = 0;
-    if (!detail::inflate_exact(input.subspan(6), inflated.data(), size, consumed))
-      return failure(Errc::bad_compression, 6, size, tag::compressed);
-    if (consumed != compressed_size && !options.allow_trailing_bytes)
-      return failure(Errc::trailing_bytes, 6 + consumed, compressed_size - consumed, tag::compressed);
-    detail::decode_body_into(result, std::span<const std::uint8_t>(inflated), visitor, options.limits, 0);
-    if (!result) result.error->inflated = true;
-    if (result && result.end != size) {
-      failure(Errc::trailing_bytes, result.end, size - result.end);
-      result.error->inflated = true;
-      return result;
-    }
-    if (result) result.end = input.size();
-    return result;
+  if (input.size() > options.limits.max_input_size) {
+    fail(Errc::input_size_limit, 0, options.limits.max_input_size);
+  } else if (input.empty()) {
+    fail(Errc::truncated, 0, 1);
+  } else if (input[0] != tag::version) {
+    fail(Errc::bad_version, 0, input[0]);
+  } else if (input.size() >= 2 && input[1] == tag::compressed) {
+    detail::decode_compressed(result, input, visitor, options);
+  } else {
+    detail::decode_body_into(result, input.subspan(1), visitor, options.limits, 1);
+    if (result && !options.allow_trailing_bytes && result.end != input.size())
+      fail(Errc::trailing_bytes, result.end, input.size() - result.end);
   }
-  detail::decode_body_into(result, input.subspan(1), visitor, options.limits, 1);
-  if (result && !options.allow_trailing_bytes && result.end != input.size())
-    return failure(Errc::trailing_bytes, result.end, input.size() - result.end);
   return result;
 }
 
