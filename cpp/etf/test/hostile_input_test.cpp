@@ -1293,7 +1293,7 @@ std::vector<std::string> ask_erlang(const std::vector<std::string>& lines) {
 }
 
 TEST(ErlangAgrees, RejectsWhatWeRejectAndNormalisesAlike) {
-  if (!on_path("escript")) GTEST_SKIP() << "no escript on PATH";
+  ASSERT_TRUE(on_path("escript")) << "escript is missing (erlang-nox): run scripts/setup.sh";
   struct Question {
     std::string name;
     std::string line;
