@@ -132,19 +132,25 @@ struct Failure {
   DecodeError error;
 };
 
-template <Visitor V>
-class Decoder {
+// The reading half of the decoder: a position in the input, the checked primitives that
+// read from it, and the terms that hold no other terms (scalars). It has no stack and no
+// buffers, so it costs nothing to construct: decode() uses it alone for a lone scalar (a
+// third of a small term's time went into building the full Decoder), and Decoder extends
+// it, so both read scalars through this one implementation.
+class Reader {
  public:
-  Decoder(const std::uint8_t* begin, const std::uint8_t* end, std::size_t base_offset,
-          V& visitor, const Limits& limits)
-      : begin_(begin), p_(begin), end_(end), base_(base_offset), visitor_(visitor), limits_(limits) {}
+  Reader(const std::uint8_t* begin, const std::uint8_t* end, std::size_t base_offset) noexcept
+      : begin_(begin), p_(begin), end_(end), base_(base_offset) {}
 
-  // Decodes one term starting at the current position; on failure sets result.error.
-  // (The error is written in place: returning an optional by value cost the small terms
-  // a third of their time in store-forwarding stalls.)
-  void run(DecodeResult& result) {
+  std::size_t offset() const noexcept { return base_ + static_cast<std::size_t>(p_ - begin_); }
+
+  // Runs `body`, turning a failure it throws (or a visitor's Reject) into result.error, and
+  // records where it stopped. (The error is written in place: returning an optional by
+  // value cost the small terms a third of their time in store-forwarding stalls.)
+  template <class Body>
+  void guarded(DecodeResult& result, Body&& body) {
     try {
-      run_loop();
+      body();
     } catch (const Failure& f) {
       result.error = f.error;
     } catch (const Reject& r) {
@@ -153,9 +159,38 @@ class Decoder {
     result.end = offset();
   }
 
-  std::size_t offset() const noexcept { return base_ + static_cast<std::size_t>(p_ - begin_); }
+  // Reads the tag at the start and decodes its term if it is a scalar (see scalar()).
+  template <Visitor V>
+  [[gnu::always_inline]] inline bool scalar_at_start(V& visitor, AtomText& atom_scratch) {
+    const std::uint8_t t = *p_++;  // (the caller has checked that the input is not empty)
+    current_tag_ = t;
+    return scalar(t, visitor, atom_scratch);
+  }
 
- private:
+  // Decodes the term whose tag `t` was just read, if it is a scalar; false (nothing read
+  // past the tag, nothing visited) for any other tag. Decoder::decode_one dispatches to the
+  // same per-tag functions from its own switch: one jump for every tag, scalar or not.
+  template <Visitor V>
+  [[gnu::always_inline]] inline bool scalar(std::uint8_t t, V& visitor, AtomText& atom_scratch) {
+    switch (t) {
+      case tag::small_integer: decode_small_integer(visitor); return true;
+      case tag::integer: decode_integer(visitor); return true;
+      case tag::small_big: decode_small_big(visitor); return true;
+      case tag::large_big: decode_large_big(visitor); return true;
+      case tag::new_float: decode_new_float(visitor); return true;
+      case tag::old_float: decode_float_old(visitor); return true;
+      case tag::atom_latin1:
+      case tag::small_atom_latin1:
+      case tag::atom_utf8:
+      case tag::small_atom_utf8: visitor.atom(read_atom(t, atom_scratch)); return true;
+      case tag::binary: decode_binary(visitor); return true;
+      case tag::nil: visitor.nil(); return true;
+      case tag::string: decode_string(visitor); return true;
+      default: return false;
+    }
+  }
+
+ protected:
   [[noreturn]] void fail(Errc code, std::uint64_t detail = 0) const {
     throw Failure{DecodeError{code, offset(), detail, current_tag_}};
   }
@@ -167,7 +202,7 @@ class Decoder {
   std::size_t left() const noexcept { return static_cast<std::size_t>(end_ - p_); }
 
   void need(std::size_t n) const {
-    if (left() < n) fail(Errc::truncated, n);
+    if (left() < n) [[unlikely]] fail(Errc::truncated, n);
   }
   // A declared count of sub-terms (each at least one byte) or bytes, checked against what
   // is left after the siblings still owed by the open containers.
@@ -175,7 +210,8 @@ class Decoder {
   // The headers of the term being read can eat into what siblings are owed, so owed_ may
   // already exceed what is left: compare without unsigned wrap-around.
   void need_declared(std::uint64_t n) const {
-    if (owed_ > left() || n > left() - owed_) fail_at(count_at_, Errc::length_exceeds_input, n);
+    if (owed_ > left() || n > left() - owed_) [[unlikely]]
+      fail_at(count_at_, Errc::length_exceeds_input, n);
   }
 
   std::uint8_t u8() {
@@ -220,7 +256,130 @@ class Decoder {
     p_ += n;
     return s;
   }
+  // Reads an atom (any of the four atom tags) as UTF-8 into a view; Latin-1 atoms with
+  // bytes above 127 are converted into `scratch`.
+  std::string_view read_atom(std::uint8_t t, AtomText& scratch) {
+    std::size_t len;
+    bool latin1;
+    switch (t) {
+      case tag::atom_latin1: len = count16(); latin1 = true; break;
+      case tag::small_atom_latin1: len = count8(); latin1 = true; break;
+      case tag::atom_utf8: len = count16(); latin1 = false; break;
+      case tag::small_atom_utf8: len = count8(); latin1 = false; break;
+      default: fail(Errc::bad_node, t);
+    }
+    const std::uint8_t* start = p_;
+    auto raw = bytes(len);
+    if (latin1) {
+      if (len > 255) fail_at(start, Errc::atom_too_long, len);
+      bool ascii = true;
+      for (auto c : raw) ascii &= c < 0x80;
+      if (ascii) return {reinterpret_cast<const char*>(raw.data()), raw.size()};
+      return scratch.from_latin1(raw);
+    }
+    long chars = utf8_length(raw);
+    if (chars < 0) fail_at(start, Errc::invalid_utf8_atom);
+    if (chars > 255) fail_at(start, Errc::atom_too_long, static_cast<std::uint64_t>(chars));
+    return {reinterpret_cast<const char*>(raw.data()), raw.size()};
+  }
 
+  template <Visitor V>
+  void decode_small_integer(V& visitor) { visitor.integer(u8()); }
+  template <Visitor V>
+  void decode_integer(V& visitor) { visitor.integer(static_cast<std::int32_t>(u32())); }
+  template <Visitor V>
+  void decode_large_big(V& visitor) { decode_big(count32(), visitor); }
+  template <Visitor V>
+  void decode_new_float(V& visitor) {
+    const std::uint8_t* start = p_;
+    double d = std::bit_cast<double>(u64());
+    if (!std::isfinite(d)) [[unlikely]] fail_at(start, Errc::bad_float);
+    visitor.float64(d);
+  }
+  template <Visitor V>
+  void decode_binary(V& visitor) { visitor.binary(bytes(count32())); }
+  template <Visitor V>
+  void decode_string(V& visitor) {
+    auto s = bytes(count16());
+    if (s.empty()) visitor.nil();
+    else visitor.string(s);
+  }
+
+  // SMALL_BIG's count and sign byte under one bounds check when both are there, as they
+  // are but for truncated input, which the byte-at-a-time reads below report exactly.
+  template <Visitor V>
+  void decode_small_big(V& visitor) {
+    if (left() >= 2) [[likely]] {
+      count_at_ = p_;
+      const std::size_t n = p_[0];
+      ++p_;
+      decode_big(n, visitor);
+    } else {
+      decode_big(count8(), visitor);
+    }
+  }
+
+  // The sign byte (not yet read) and the magnitude of n bytes.
+  template <Visitor V>
+  void decode_big(std::size_t n, V& visitor) {
+    const bool negative = u8() != 0;  // Erlang reads any non-zero sign byte as negative
+    auto magnitude = bytes(n);
+    while (!magnitude.empty() && magnitude.back() == 0) magnitude = magnitude.first(magnitude.size() - 1);
+    if (magnitude.size() <= 8) {
+      std::uint64_t m = 0;
+      if constexpr (std::endian::native == std::endian::little) {
+        if (!magnitude.empty()) std::memcpy(&m, magnitude.data(), magnitude.size());
+      } else {
+        for (std::size_t i = magnitude.size(); i-- > 0;) m = (m << 8) | magnitude[i];
+      }
+      if (!negative && m <= static_cast<std::uint64_t>(INT64_MAX)) {
+        visitor.integer(static_cast<std::int64_t>(m));
+        return;
+      }
+      if (negative && m <= static_cast<std::uint64_t>(INT64_MAX) + 1) {
+        visitor.integer(static_cast<std::int64_t>(0 - m));
+        return;
+      }
+    }
+    visitor.big_integer(negative, magnitude);
+  }
+
+  template <Visitor V>
+  void decode_float_old(V& visitor) {
+    count_at_ = p_;  // a fixed 31-byte field: reported like a declared length
+    auto raw = bytes(31);
+    std::size_t len = 0;
+    while (len < raw.size() && raw[len] != 0) ++len;
+    const char* first = reinterpret_cast<const char*>(raw.data());  // no blanks: Erlang refuses them
+    double value = 0;
+    auto [ptr, ec] = std::from_chars(first, first + len, value);
+    if (ec != std::errc() || ptr != first + len || !std::isfinite(value))
+      fail_at(raw.data(), Errc::bad_float);
+    visitor.float64(value);
+  }
+
+  const std::uint8_t* begin_;
+  const std::uint8_t* p_;
+  const std::uint8_t* end_;
+  const std::uint8_t* count_at_ = begin_;  // set by every count field before it is checked
+  std::size_t base_;
+  std::uint64_t owed_ = 0;  // children the open containers (a Decoder's) still expect
+  std::uint8_t current_tag_ = 0;
+};
+
+template <Visitor V>
+class Decoder : public Reader {
+ public:
+  Decoder(const std::uint8_t* begin, const std::uint8_t* end, std::size_t base_offset,
+          V& visitor, const Limits& limits)
+      : Reader(begin, end, base_offset), visitor_(visitor), limits_(limits) {}
+
+  // Decodes one term starting at the current position; on failure sets result.error.
+  void run(DecodeResult& result) {
+    guarded(result, [this] { run_loop(); });
+  }
+
+ private:
   void open(FrameKind kind, std::uint64_t children) {
     if (stack_.size() >= limits_.max_depth) fail(Errc::depth_limit, limits_.max_depth);
     owed_ += children;
@@ -262,33 +421,6 @@ class Decoder {
     }
   }
 
-  // Reads an atom (any of the four atom tags) as UTF-8 into a view; Latin-1 atoms with
-  // bytes above 127 are converted into `scratch`.
-  std::string_view read_atom(std::uint8_t t, AtomText& scratch) {
-    std::size_t len;
-    bool latin1;
-    switch (t) {
-      case tag::atom_latin1: len = count16(); latin1 = true; break;
-      case tag::small_atom_latin1: len = count8(); latin1 = true; break;
-      case tag::atom_utf8: len = count16(); latin1 = false; break;
-      case tag::small_atom_utf8: len = count8(); latin1 = false; break;
-      default: fail(Errc::bad_node, t);
-    }
-    const std::uint8_t* start = p_;
-    auto raw = bytes(len);
-    if (latin1) {
-      if (len > 255) fail_at(start, Errc::atom_too_long, len);
-      bool ascii = true;
-      for (auto c : raw) ascii &= c < 0x80;
-      if (ascii) return {reinterpret_cast<const char*>(raw.data()), raw.size()};
-      return scratch.from_latin1(raw);
-    }
-    long chars = utf8_length(raw);
-    if (chars < 0) fail_at(start, Errc::invalid_utf8_atom);
-    if (chars > 255) fail_at(start, Errc::atom_too_long, static_cast<std::uint64_t>(chars));
-    return {reinterpret_cast<const char*>(raw.data()), raw.size()};
-  }
-
   std::string_view read_node(AtomText& scratch) { return read_atom(u8(), scratch); }
 
   std::int64_t read_small_int_field() {
@@ -306,42 +438,6 @@ class Decoder {
     pid.serial = u32();
     pid.creation = t == tag::new_pid ? u32() : u8();
     return pid;
-  }
-
-  void decode_big(std::size_t n) {
-    const bool negative = u8() != 0;  // Erlang reads any non-zero sign byte as negative
-    auto magnitude = bytes(n);
-    while (!magnitude.empty() && magnitude.back() == 0) magnitude = magnitude.first(magnitude.size() - 1);
-    if (magnitude.size() <= 8) {
-      std::uint64_t m = 0;
-      if constexpr (std::endian::native == std::endian::little) {
-        if (!magnitude.empty()) std::memcpy(&m, magnitude.data(), magnitude.size());
-      } else {
-        for (std::size_t i = magnitude.size(); i-- > 0;) m = (m << 8) | magnitude[i];
-      }
-      if (!negative && m <= static_cast<std::uint64_t>(INT64_MAX)) {
-        visitor_.integer(static_cast<std::int64_t>(m));
-        return;
-      }
-      if (negative && m <= static_cast<std::uint64_t>(INT64_MAX) + 1) {
-        visitor_.integer(static_cast<std::int64_t>(0 - m));
-        return;
-      }
-    }
-    visitor_.big_integer(negative, magnitude);
-  }
-
-  void decode_float_old() {
-    count_at_ = p_;  // a fixed 31-byte field: reported like a declared length
-    auto raw = bytes(31);
-    std::size_t len = 0;
-    while (len < raw.size() && raw[len] != 0) ++len;
-    const char* first = reinterpret_cast<const char*>(raw.data());  // no blanks: Erlang refuses them
-    double value = 0;
-    auto [ptr, ec] = std::from_chars(first, first + len, value);
-    if (ec != std::errc() || ptr != first + len || !std::isfinite(value))
-      fail_at(raw.data(), Errc::bad_float);
-    visitor_.float64(value);
   }
 
   void decode_bitstring() {
@@ -428,31 +524,20 @@ class Decoder {
       const std::uint8_t t = u8();
       current_tag_ = t;
       switch (t) {
-        case tag::small_integer: visitor_.integer(u8()); return;
-        case tag::integer: visitor_.integer(static_cast<std::int32_t>(u32())); return;
-        case tag::small_big: decode_big(count8()); return;
-        case tag::large_big: decode_big(count32()); return;
-        case tag::new_float: {
-          const std::uint8_t* start = p_;
-          double d = std::bit_cast<double>(u64());
-          if (!std::isfinite(d)) fail_at(start, Errc::bad_float);
-          visitor_.float64(d);
-          return;
-        }
-        case tag::old_float: decode_float_old(); return;
+        case tag::small_integer: decode_small_integer(visitor_); return;
+        case tag::integer: decode_integer(visitor_); return;
+        case tag::small_big: decode_small_big(visitor_); return;
+        case tag::large_big: decode_large_big(visitor_); return;
+        case tag::new_float: decode_new_float(visitor_); return;
+        case tag::old_float: decode_float_old(visitor_); return;
         case tag::atom_latin1:
         case tag::small_atom_latin1:
         case tag::atom_utf8:
         case tag::small_atom_utf8: visitor_.atom(read_atom(t, atom_scratch_)); return;
-        case tag::binary: visitor_.binary(bytes(count32())); return;
+        case tag::binary: decode_binary(visitor_); return;
         case tag::bit_binary: decode_bitstring(); return;
         case tag::nil: visitor_.nil(); return;
-        case tag::string: {
-          auto s = bytes(count16());
-          if (s.empty()) visitor_.nil();
-          else visitor_.string(s);
-          return;
-        }
+        case tag::string: decode_string(visitor_); return;
         case tag::list: {
           std::uint32_t n = count32();
           if (n == 0) continue;  // Erlang reads LIST_EXT of no elements as its tail alone
@@ -511,17 +596,10 @@ class Decoder {
     }
   }
 
-  const std::uint8_t* begin_;
-  const std::uint8_t* p_;
-  const std::uint8_t* end_;
-  const std::uint8_t* count_at_ = begin_;  // set by every count field before it is checked
-  std::size_t base_;
   V& visitor_;
   const Limits& limits_;
   FrameStack stack_;
   std::vector<std::size_t> fun_ends_;  // where each open fun's declared size says it ends
-  std::uint64_t owed_ = 0;
-  std::uint8_t current_tag_ = 0;
   // Left uninitialised on purpose: written before read, and a decode of a small term should
   // not pay for constructing them.
   AtomText atom_scratch_, node_scratch_, module_scratch_;
@@ -546,6 +624,28 @@ template <Visitor V>
 void decode_body_into(DecodeResult& result, std::span<const std::uint8_t> bytes, V& visitor,
                       const Limits& limits, std::size_t base_offset) {
   Decoder<V>(bytes.data(), bytes.data() + bytes.size(), base_offset, visitor, limits).run(result);
+}
+
+// The tags Reader::scalar() decodes, as a table: what it answers false for is false here.
+inline constexpr auto scalar_tags = [] {
+  std::array<bool, 256> is{};
+  for (std::uint8_t t : {tag::small_integer, tag::integer, tag::small_big, tag::large_big, tag::new_float,
+                         tag::old_float, tag::atom_latin1, tag::small_atom_latin1, tag::atom_utf8,
+                         tag::small_atom_utf8, tag::binary, tag::nil, tag::string})
+    is[t] = true;
+  return is;
+}();
+
+// Decodes a term body that is a lone scalar (its error included, if it fails) and returns
+// true; returns false, having read and visited nothing, for any other term.
+template <Visitor V>
+bool decode_lone_scalar(DecodeResult& result, std::span<const std::uint8_t> body, V& visitor) {
+  // Classified before anything is set up, so that a container pays one table look-up here.
+  if (!scalar_tags[body[0]]) return false;
+  Reader reader(body.data(), body.data() + body.size(), 1);
+  AtomText atom_scratch;  // (uninitialised: written before read)
+  reader.guarded(result, [&]() [[gnu::always_inline]] { reader.scalar_at_start(visitor, atom_scratch); });
+  return true;
 }
 
 // A COMPRESSED term (131, 80, u32 inflated size, zlib stream): checked before inflating.
@@ -599,7 +699,10 @@ DecodeResult decode(std::span<const std::uint8_t> input, V& visitor, const Decod
   } else if (input.size() >= 2 && input[1] == tag::compressed) {
     detail::decode_compressed(result, input, visitor, options);
   } else {
-    detail::decode_body_into(result, input.subspan(1), visitor, options.limits, 1);
+    // A lone scalar needs none of the Decoder's stack or buffers, and is decoded by the same
+    // Reader code the Decoder would use; anything else starts over with the full Decoder.
+    const bool lone_scalar = input.size() >= 2 && detail::decode_lone_scalar(result, input.subspan(1), visitor);
+    if (!lone_scalar) detail::decode_body_into(result, input.subspan(1), visitor, options.limits, 1);
     if (result && !options.allow_trailing_bytes && result.end != input.size())
       fail(Errc::trailing_bytes, result.end, input.size() - result.end);
   }
