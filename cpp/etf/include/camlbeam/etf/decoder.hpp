@@ -644,7 +644,7 @@ bool decode_lone_scalar(DecodeResult& result, std::span<const std::uint8_t> body
   if (!scalar_tags[body[0]]) return false;
   Reader reader(body.data(), body.data() + body.size(), 1);
   AtomText atom_scratch;  // (uninitialised: written before read)
-  reader.guarded(result, [&]() [[gnu::always_inline]] { reader.scalar_at_start(visitor, atom_scratch); });
+  reader.guarded(result, [&]() { reader.scalar_at_start(visitor, atom_scratch); });
   return true;
 }
 
