@@ -423,13 +423,7 @@ int main(int argc, char** argv) {
       return failures == 0 ? 0 : 1;
     }
 
-    int rest_count = static_cast<int>(rest.size());
-    benchmark::Initialize(&rest_count, rest.data());
-    if (benchmark::ReportUnrecognizedArguments(rest_count, rest.data())) return 2;
-    benchmark::AddCustomContext("compiler", camlbeam::bench::compiler);
-    benchmark::AddCustomContext("build_type", CAMLBEAM_BENCH_BUILD_TYPE);
-    benchmark::AddCustomContext("cxx_flags", CAMLBEAM_BENCH_CXX_FLAGS);
-    benchmark::AddCustomContext("libei", CAMLBEAM_BENCH_LIBEI);
+    if (!camlbeam::bench::start_google_benchmark(rest)) return 2;
     benchmark::AddCustomContext("ocaml_version", OCAML_VERSION_STRING);
     std::string joined;
     for (std::string_view n : names) joined += (joined.empty() ? "" : ",") + std::string(n);

@@ -221,13 +221,7 @@ int main(int argc, char** argv) {
       return failures == 0 ? 0 : 1;
     }
 
-    int rest_count = static_cast<int>(rest.size());
-    benchmark::Initialize(&rest_count, rest.data());
-    if (benchmark::ReportUnrecognizedArguments(rest_count, rest.data())) return 2;
-    benchmark::AddCustomContext("compiler", camlbeam::bench::compiler);
-    benchmark::AddCustomContext("build_type", CAMLBEAM_BENCH_BUILD_TYPE);
-    benchmark::AddCustomContext("cxx_flags", CAMLBEAM_BENCH_CXX_FLAGS);
-    benchmark::AddCustomContext("libei", CAMLBEAM_BENCH_LIBEI);
+    if (!camlbeam::bench::start_google_benchmark(rest)) return 2;
     // The table order for report.py: random interleaving shuffles the JSON.
     std::string names;
     std::apply([&](const auto&... p) { ((names += (names.empty() ? "" : ",") + std::string(p.name)), ...); },

@@ -11,6 +11,8 @@
 // Each name here is the file stem the escript writes; `all_payloads` fixes the table order.
 #pragma once
 
+#include <benchmark/benchmark.h>
+
 #include <array>
 #include <cstdint>
 #include <filesystem>
@@ -32,6 +34,19 @@ inline constexpr const char* compiler = "gcc " __VERSION__;
 #else
 inline constexpr const char* compiler = "unknown";
 #endif
+
+// Google Benchmark's set-up shared by the benchmark binaries: consumes its flags from args
+// and records how the numbers were built in every report. False on an unknown flag.
+inline bool start_google_benchmark(std::vector<char*>& args) {
+  int count = static_cast<int>(args.size());
+  benchmark::Initialize(&count, args.data());
+  if (benchmark::ReportUnrecognizedArguments(count, args.data())) return false;
+  benchmark::AddCustomContext("compiler", compiler);
+  benchmark::AddCustomContext("build_type", CAMLBEAM_BENCH_BUILD_TYPE);
+  benchmark::AddCustomContext("cxx_flags", CAMLBEAM_BENCH_CXX_FLAGS);
+  benchmark::AddCustomContext("libei", CAMLBEAM_BENCH_LIBEI);
+  return true;
+}
 
 // `Int42` is the smallest complete term: it measures per-call overhead, nothing else.
 struct Int42 {
