@@ -25,6 +25,7 @@
 // consuming the whole input, gives back exactly term_to_binary(T, [{minor_version, 2}])
 // (it writes every atom as SMALL_ATOM_UTF8_EXT), or, where it writes integers of 28 to 32
 // bits as SMALL_BIG_EXT, bytes that decode to an equal term.
+#include "ei_buffer.hpp"
 #include "ei_tree.hpp"
 #include "payloads.hpp"
 
@@ -66,6 +67,8 @@ extern "C" value caml_gc_full_major(value unit);
 namespace {
 
 namespace etf = camlbeam::etf;
+using camlbeam::bench::ei_span;
+using camlbeam::bench::EiBuffer;
 namespace conv = camlbeam::conv;
 using camlbeam::bench::EiNode;
 using camlbeam::bench::EiTreeScratch;
@@ -101,20 +104,7 @@ void encode_term(const etf::Term& term, etf::ByteBuffer& out) {
 
 void roundtrip_term(ByteSpan bytes, etf::ByteBuffer& out) { encode_term(etf::decode_term(bytes), out); }
 
-// An ei_x_buff that frees itself.
-struct EiBuffer {
-  ei_x_buff x{};
-  EiBuffer() {
-    if (ei_x_new(&x) < 0) throw std::bad_alloc();
-  }
-  ~EiBuffer() { ei_x_free(&x); }
-  EiBuffer(const EiBuffer&) = delete;
-  EiBuffer& operator=(const EiBuffer&) = delete;
-};
 
-ByteSpan ei_span(const ei_x_buff& x) {
-  return {reinterpret_cast<const std::uint8_t*>(x.buff), static_cast<std::size_t>(x.index)};
-}
 
 // A tree and the stacks that build, write and free it.
 struct EiTree {

@@ -9,6 +9,7 @@
 // etf::encode reproduce term_to_binary's bytes exactly, and libei's encoding decodes to the
 // same values. run.sh then compares the digests with the ones Erlang computes.
 #include "digest.hpp"
+#include "ei_buffer.hpp"
 #include "ei_baseline.hpp"
 #include "payloads.hpp"
 
@@ -37,6 +38,8 @@
 namespace {
 
 namespace etf = camlbeam::etf;
+using camlbeam::bench::ei_span;
+using camlbeam::bench::EiBuffer;
 using camlbeam::bench::Digest;
 using camlbeam::bench::DigestVisitor;
 using camlbeam::bench::EiScratch;
@@ -87,20 +90,7 @@ bool encode_libei(const Payload& payload, ei_x_buff& x) {
   return sink.ok();
 }
 
-ByteSpan ei_span(const ei_x_buff& x) {
-  return {reinterpret_cast<const std::uint8_t*>(x.buff), static_cast<std::size_t>(x.index)};
-}
 
-// An ei_x_buff that frees itself.
-struct EiBuffer {
-  ei_x_buff x{};
-  EiBuffer() {
-    if (ei_x_new(&x) < 0) throw std::bad_alloc();
-  }
-  ~EiBuffer() { ei_x_free(&x); }
-  EiBuffer(const EiBuffer&) = delete;
-  EiBuffer& operator=(const EiBuffer&) = delete;
-};
 
 // ---- Inputs ----
 

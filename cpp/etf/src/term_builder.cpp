@@ -20,19 +20,14 @@ void TermBuilder::begin_list(std::uint32_t n) {
   stack_.back().list_elements = n;
 }
 
+// STRING_EXT is a proper list of small integers: built through the list path, so that it
+// folds into an open list when it is that list's tail.
 void TermBuilder::string(std::span<const std::uint8_t> bytes) {
-  if (at_list_tail()) {
-    Open& top = stack_.back();
-    top.list_elements += bytes.size();
-    for (std::uint8_t b : bytes) top.items.emplace_back(std::in_place_type<std::int64_t>, b);
-    top.items.emplace_back();
-    return;
-  }
-  std::vector<Term> items;
-  items.reserve(bytes.size() + 1);
-  for (std::uint8_t b : bytes) items.push_back(Term::integer(b));
-  items.emplace_back();
-  emit(Term::from_repr(List{std::move(items)}));
+  begin_list(static_cast<std::uint32_t>(bytes.size()));
+  std::vector<Term>& items = stack_.back().items;
+  for (std::uint8_t b : bytes) items.emplace_back(std::in_place_type<std::int64_t>, b);
+  items.emplace_back();  // the tail, []
+  end_list();
 }
 
 void TermBuilder::open(Kind kind, std::size_t capacity) {

@@ -609,15 +609,6 @@ class Decoder : public Reader {
 
 }  // namespace detail
 
-// Decodes one term body (no version byte) starting at bytes[0]; reports where it ended.
-template <Visitor V>
-DecodeResult decode_body(std::span<const std::uint8_t> bytes, V& visitor, const Limits& limits = {},
-                         std::size_t base_offset = 0) {
-  DecodeResult result;
-  detail::Decoder<V>(bytes.data(), bytes.data() + bytes.size(), base_offset, visitor, limits).run(result);
-  return result;
-}
-
 namespace detail {
 // decode()'s body, writing into the caller's result: one DecodeResult per call, never copied.
 template <Visitor V>
@@ -679,6 +670,15 @@ void decode_compressed(DecodeResult& result, std::span<const std::uint8_t> input
   }
 }
 }  // namespace detail
+
+// Decodes one term body (no version byte) starting at bytes[0]; reports where it ended.
+template <Visitor V>
+DecodeResult decode_body(std::span<const std::uint8_t> bytes, V& visitor, const Limits& limits = {},
+                         std::size_t base_offset = 0) {
+  DecodeResult result;
+  detail::decode_body_into(result, bytes, visitor, limits, base_offset);
+  return result;
+}
 
 // Decodes a complete external term: version byte 131, then a term or a compressed term.
 // Every path returns the one `result` object, so it is built in the caller's frame (a
