@@ -35,7 +35,8 @@ function(camlbeam_ocaml_packages)
   set(build_dir "${CMAKE_BINARY_DIR}/ocaml")
   set(stamp "${build_dir}/packages.stamp")
   file(GLOB sources CONFIGURE_DEPENDS "${CMAKE_SOURCE_DIR}/ocaml/src/*" "${CMAKE_SOURCE_DIR}/ocaml/host/*.ml"
-       "${CMAKE_SOURCE_DIR}/ocaml/host/*.mli" "${CMAKE_SOURCE_DIR}/ocaml/host/dune")
+       "${CMAKE_SOURCE_DIR}/ocaml/host/*.mli" "${CMAKE_SOURCE_DIR}/ocaml/host/dune"
+       "${CMAKE_SOURCE_DIR}/ocaml/port/*.ml" "${CMAKE_SOURCE_DIR}/ocaml/port/*.mli" "${CMAKE_SOURCE_DIR}/ocaml/port/dune")
   add_custom_command(
     OUTPUT "${stamp}"
     COMMAND dune build --root "${CMAKE_SOURCE_DIR}/ocaml" --build-dir "${build_dir}" --profile release
@@ -61,17 +62,19 @@ function(_camlbeam_ocaml_copies work out_var)
   set(${out_var} "${copies}" PARENT_SCOPE)
 endfunction()
 
-# camlbeam_ocaml_host_object(<name> NATIVE|BYTECODE [SOURCES a.ml ...] [PACKAGES p ...])
+# camlbeam_ocaml_host_object(<name> NATIVE|BYTECODE [SOURCES a.ml ...] [PACKAGES p ...]
+#                            [C_LIBRARIES lib ...])
 #
 # The OCaml half of a host executable, and the INTERFACE library <name> that links it. One object (-output-obj) holds camlbeam.host, dynlink,
 # the given sources and packages, and every module of every library, Stdlib included
 # (-linkall): a plugin can only use modules the executable has. The library brings the
 # runtime (libasmrun.a or libcamlrun.a, chosen here at link time), zarith's stubs, GMP,
-# and -Wl,-E, without which every .cmxs fails with "undefined symbol: caml...".
+# the C stubs of the PACKAGES (C_LIBRARIES, e.g. "${CAMLBEAM_OCAML_STDLIB}/libunix.a": -output-obj
+# does not bring them), and -Wl,-E, without which every .cmxs fails with "undefined symbol: caml...".
 # An executable links exactly one of these, next to camlbeam::host: native and bytecode
 # runtimes cannot share a process.
 function(camlbeam_ocaml_host_object name flavour)
-  cmake_parse_arguments(ARG "" "" "SOURCES;PACKAGES" ${ARGN})
+  cmake_parse_arguments(ARG "" "" "SOURCES;PACKAGES;C_LIBRARIES" ${ARGN})
   camlbeam_find_ocaml()
   camlbeam_ocaml_packages()
   if(flavour STREQUAL "NATIVE")
@@ -107,7 +110,7 @@ function(camlbeam_ocaml_host_object name flavour)
   add_dependencies(${name} ${name}_object)
   # Order matters for static archives: the object, then zarith's stubs it calls, then the
   # runtime that both call, then the system libraries.
-  target_link_libraries(${name} INTERFACE "${object}" "${CAMLBEAM_ZARITH_DIR}/libzarith.a" "${runtime}" gmp m dl)
+  target_link_libraries(${name} INTERFACE "${object}" ${ARG_C_LIBRARIES} "${CAMLBEAM_ZARITH_DIR}/libzarith.a" "${runtime}" gmp m dl)
   target_link_options(${name} INTERFACE "LINKER:-E")
   set_property(TARGET ${name} PROPERTY INTERFACE_LINK_DEPENDS "${object}")
 endfunction()

@@ -146,6 +146,19 @@ let load_answer path =
 
 let shapes = "a request is {call, Ref, Fun, Args}, {cast, Fun, Args} or {load, Ref, Path}"
 
+(* Requests a transport adds, by the atom that starts their tuple. *)
+let transport_requests : (string, Term.t array -> answer) Hashtbl.t = Hashtbl.create 4
+
+let add_request kind handler =
+  match kind with
+  | "call" | "cast" | "load" -> invalid_arg ("Erl_host.add_request: " ^ kind ^ " is a request of every host")
+  | _ -> Hashtbl.replace transport_requests kind handler
+
+let transport_request : Term.t -> (Term.t array -> answer) option = function
+  | Tuple a when Array.length a > 0 -> (
+      match a.(0) with Atom kind -> Hashtbl.find_opt transport_requests kind | _ -> None)
+  | _ -> None
+
 let handle (request : Term.t) =
   match request with
   | Tuple [| Atom "call"; ref_; Atom name; List args |] -> Reply (ref_, Private.dispatch name args)
@@ -164,7 +177,11 @@ let handle (request : Term.t) =
   | Tuple a when Array.length a >= 2 && (match a.(0) with Atom ("call" | "load") -> true | _ -> false) ->
       let expected = match a.(0) with Atom "call" -> "{call, Ref, Fun, Args}" | _ -> "{load, Ref, Path}" in
       bad_request a.(1) (Printf.sprintf "expected %s, got a tuple of %d elements" expected (Array.length a))
-  | _ -> Refused (shapes ^ "; got " ^ describe request)
+  | _ -> (
+      match transport_request request with
+      | Some handler -> (
+          match request with Tuple fields -> handler fields | _ -> Refused (shapes ^ "; got " ^ describe request))
+      | None -> Refused (shapes ^ "; got " ^ describe request))
 
 let () =
   (* Plugins are code the application chose to load, like the host's own:

@@ -46,6 +46,14 @@ val handle : Erl.Term.t -> answer
     asynchronous exception: a signal handler's, or [Stack_overflow] in the
     handler itself). Registered as ["camlbeam.host.handle"]. *)
 
+val add_request : string -> (Erl.Term.t array -> answer) -> unit
+(** [add_request kind handler] makes {!handle} pass a tuple request whose
+    first element is the atom [kind] to [handler], with the tuple's elements
+    ([kind] included). For a transport's own requests, such as the port
+    worker's [{hello, Ref, Info}]; registering a kind again replaces its
+    handler. [handler] must not raise.
+    @raise Invalid_argument for ["call"], ["cast"] and ["load"]. *)
+
 (** {1 Plugins} *)
 
 (** Why a plugin did not load. The C++ host maps the constructors, in this

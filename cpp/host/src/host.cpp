@@ -62,7 +62,25 @@ Error handler_failed(const char* callback, value exn) {
   return {Errc::handler_failed, std::string(callback) + " raised " + detail::exception_text(exn), {}};
 }
 
-// Appends {Ref, {error, Reason}}, Reason written by write_reason. The answer it replaces
+// The start of a reply frame up to its answer: `131 {Ref, ` or `131 {reply, Ref} 131 `.
+void begin_reply(detail::BoundedWriter& writer, value ref, ReplyLayout layout) {
+  writer.version();
+  writer.begin_tuple(2);
+  if (layout == ReplyLayout::envelope) {
+    writer.atom("reply");
+    conv::walk_ocaml(ref, writer);
+    writer.end_tuple();
+    writer.version();
+  } else {
+    conv::walk_ocaml(ref, writer);
+  }
+}
+
+void end_reply(detail::BoundedWriter& writer, ReplyLayout layout) {
+  if (layout == ReplyLayout::tuple) writer.end_tuple();
+}
+
+// Appends the reply {error, Reason} to Ref, Reason written by write_reason. The answer it replaces
 // could not be sent; if this one cannot either (because of the Ref: the rest is small),
 // nothing is appended and the error says why.
 template <class WriteReason>
@@ -71,14 +89,12 @@ std::optional<Error> write_error_reply(value ref, etf::ByteBuffer& out, const Ho
   const std::size_t start = out.size();
   try {
     detail::BoundedWriter writer(out, options.max_reply_size, options.minor_version);
-    writer.version();
-    writer.begin_tuple(2);
-    conv::walk_ocaml(ref, writer);
+    begin_reply(writer, ref, options.reply_layout);
     writer.begin_tuple(2);
     writer.atom("error");
     write_reason(writer);
     writer.end_tuple();
-    writer.end_tuple();
+    end_reply(writer, options.reply_layout);
     if (!writer.over()) return std::nullopt;
     const std::size_t size = writer.size();
     out.truncate(start);
@@ -92,8 +108,9 @@ std::optional<Error> write_error_reply(value ref, etf::ByteBuffer& out, const Ho
   }
 }
 
-// Appends the frame {Ref, Answer} of a Reply block, or, when it cannot be sent, the frame
-// {Ref, {error, {reply_too_large, Size, Limit}}} or {Ref, {error, {bad_reply, Message}}}.
+// Appends the reply frame of a Reply block (ref, answer), or, when the answer cannot be
+// sent, one whose answer is {error, {reply_too_large, Size, Limit}} or
+// {error, {bad_reply, Message}}.
 // Walking reads OCaml values and allocates none, so `reply` stays valid throughout.
 Outcome write_reply(value reply, etf::ByteBuffer& out, const HostOptions& options) {
   const std::size_t start = out.size();
@@ -102,11 +119,9 @@ Outcome write_reply(value reply, etf::ByteBuffer& out, const HostOptions& option
   std::string encode_error;
   try {
     detail::BoundedWriter writer(out, options.max_reply_size, options.minor_version);
-    writer.version();
-    writer.begin_tuple(2);
-    conv::walk_ocaml(ref, writer);
+    begin_reply(writer, ref, options.reply_layout);
     conv::walk_ocaml(Field(reply, 1), writer);
-    writer.end_tuple();
+    end_reply(writer, options.reply_layout);
     if (!writer.over()) return replied(out.size() - start);
     size = writer.size();
   } catch (const etf::EncodeError& e) {

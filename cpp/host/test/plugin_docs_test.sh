@@ -25,7 +25,7 @@ check() {  # name expected command...
 }
 
 # 1. The packages are visible.
-check "ocamlfind sees camlbeam" "camlbeam camlbeam.host" \
+check "ocamlfind sees camlbeam" "camlbeam camlbeam.host camlbeam.port" \
   bash -c "ocamlfind list 2>/dev/null | awk '/^camlbeam/ {print \$1}' | xargs"
 
 # 2. The plugin of the documentation, compiled as documented.

@@ -64,6 +64,20 @@ let test_bad_requests () =
   check_contains "cast" (refused (Tuple [| Atom "cast"; Int 1; List [] |])) "{cast, Fun, Args}";
   check_contains "big" (refused (Binary (String.make 1_000_000 'x'))) "got a binary of 1000000 bytes"
 
+let test_transport_requests () =
+  let seen = ref [||] in
+  Erl_host.add_request "ping" (fun fields ->
+      seen := fields;
+      Erl_host.Reply (fields.(1), Atom "pong"));
+  let ping = Term.Tuple [| Atom "ping"; ref_; Int 1 |] in
+  Alcotest.check term "answered by the handler" (Atom "pong") (reply (Erl_host.handle ping));
+  Alcotest.(check int) "the whole tuple" 3 (Array.length !seen);
+  (match Erl_host.handle (Term.Tuple [| Atom "pong"; ref_ |]) with
+  | Refused _ -> ()
+  | _ -> Alcotest.fail "an unregistered kind is refused");
+  Alcotest.check_raises "call is every host's" (Invalid_argument "Erl_host.add_request: call is a request of every host")
+    (fun () -> Erl_host.add_request "call" (fun _ -> No_reply))
+
 let test_describe () =
   Alcotest.(check string) "small" "{a,<<\"b\">>,[1,2]}"
     (Erl_host.describe (Tuple [| Atom "a"; Binary "b"; List [ Int 1; Int 2 ] |]));
@@ -112,6 +126,7 @@ let () =
           Alcotest.test_case "call" `Quick test_call;
           Alcotest.test_case "cast" `Quick test_cast;
           Alcotest.test_case "bad requests" `Quick test_bad_requests;
+          Alcotest.test_case "transport requests" `Quick test_transport_requests;
           Alcotest.test_case "describe" `Quick test_describe;
         ] );
       ("load", [ Alcotest.test_case "plugins" `Quick test_load ]);

@@ -26,6 +26,16 @@
 
 namespace camlbeam::host {
 
+// How a reply frame is laid out. The answer is the same; only the wrapping differs.
+enum class ReplyLayout : std::uint8_t {
+  // One term, {Ref, Answer}: a message as Erlang sends it (node and NIF transports).
+  tuple,
+  // Two terms back to back, <<131, {reply, Ref}, 131, Answer>>: the receiver routes on the
+  // small envelope and decodes the answer where it is wanted, as a sub-binary of the frame
+  // (the port transport, cpp/port/README.md).
+  envelope,
+};
+
 struct HostOptions {
   // Limits on request frames (depth, size, inflated size), as for etf::decode.
   etf::DecodeOptions decode{};
@@ -35,11 +45,12 @@ struct HostOptions {
   std::size_t max_reply_size = std::size_t{64} << 20;
   // ETF minor version of replies: 1 writes Latin-1 atoms as ATOM_EXT, as term_to_binary/1.
   int minor_version = 1;
+  ReplyLayout reply_layout = ReplyLayout::tuple;
 };
 
 struct Outcome {
   enum class Kind : std::uint8_t {
-    replied,   // one reply frame {Ref, Answer} was appended to the reply buffer
+    replied,   // one reply frame (HostOptions::reply_layout) was appended to the reply buffer
     no_reply,  // a cast: nothing to send
     refused,   // nothing can be sent back: error says why
   };
