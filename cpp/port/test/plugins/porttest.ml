@@ -1,0 +1,21 @@
+(* The plugin of the port worker's tests: one export per thing the transport does. *)
+let () =
+  Erl.export "identity" Erl.Conv.(term @-> returning term) Fun.id;
+  Erl.export "whoami" Erl.Conv.(nullary term) (fun () ->
+      let w = Erl.worker () in
+      Erl.Term.Tuple [| Atom w.transport; Int w.id; Pid w.pid |]);
+  Erl.export "send" Erl.Conv.(term @-> term @-> returning unit) (fun pid msg ->
+      match pid with
+      | Erl.Term.Pid pid -> Erl.send pid msg
+      | _ -> invalid_arg "send: not a pid");
+  Erl.export "call_erlang" Erl.Conv.(atom @-> atom @-> list term @-> returning term) Erl.call_erlang;
+  (* Whatever a plugin prints goes to stderr, not into the protocol. *)
+  Erl.export "chatty" Erl.Conv.(string @-> returning string) (fun s ->
+      print_string s;
+      print_newline ();
+      s);
+  Erl.export "spin" Erl.Conv.(float @-> returning unit) (fun seconds ->
+      let until = Unix.gettimeofday () +. seconds in
+      while Unix.gettimeofday () < until do
+        ()
+      done)
