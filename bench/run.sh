@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The ETF codec benchmark: ours vs libei vs Erlang on the same bytes, and the round trip
-# ETF -> Erl.Term.t -> ETF against libei into a C tree and back (see bench/README.md).
+# ETF -> Erl.Term.t -> ETF against libei into a C tree and back (see bench/README.md); then
+# bench/port/run.sh in the same mode: the port coupling (bench/port/README.md).
 #
 #   bench/run.sh                  Release build in ./build, full run (about 2 min), tables
 #                                 with PASS/MISS against the targets
@@ -101,3 +102,16 @@ report_flags=()
 python3 "$bench_src/report.py" --gbench "$results/gbench.json" --erlang "$results/erlang.txt" \
   --conv-gbench "$results/conv_gbench.json" --payloads "$payloads" "${report_flags[@]}" |
   tee "$results/report.txt"
+
+# The port coupling (issue 4): its own runner, report and targets (bench/port/README.md).
+# Status 77: the port worker or the Erlang application is not built; reported, not fatal.
+port_flags=(--build-dir "$build")
+[[ $mode == smoke ]] && port_flags+=(--smoke)
+[[ $do_build == 0 ]] && port_flags+=(--no-build)
+port_status=0
+"$bench_src/port/run.sh" "${port_flags[@]}" || port_status=$?
+case $port_status in
+  0) ;;
+  77) say "port benchmark skipped: the port worker or the Erlang application is not built" ;;
+  *) die "the port benchmark failed (status $port_status)" ;;
+esac

@@ -1,0 +1,480 @@
+%% The port coupling's benchmark driver (bench/port/README.md). One run measures, side by
+%% side, and prints with PASS/miss against the targets of issue 4:
+%%
+%%   round trips  ocaml:call of an identity export on the payloads of bench/etf_bench.escript
+%%                (read from the .etf files it writes), p50/p99/calls per second with one
+%%                and two concurrent callers: camlbeam-port, the C port (c_port.cpp) through
+%%                the same ocaml:start_link machinery, the bare C port driven directly with
+%%                open_port/port_command/receive, and a local gen_server:call identity;
+%%   pool         calls/s of a pool_size 2 pool vs one worker on fib (CPU-bound);
+%%   kernels      nbody, spectral_norm, mandelbrot through the port vs the standalone
+%%                ocamlopt program (timing itself) vs the same kernels in Erlang;
+%%   worker cost  ocaml:start_link to the first answered call, and idle VmRSS, vs the C
+%%                port and vs a bare ocamlopt program blocked on a read of stdin.
+%%
+%% Run by bench/port/run.sh:
+%%   erl -noshell -pa EBIN -pa CAMLBEAM_EBIN -run port_bench main -extra [--smoke] --c-port P
+%%       --worker P --bench-plugin P --kernels-plugin P --standalone P --idle P
+%%       --payloads DIR --out FILE
+%% It halts 0 when every check passed (targets missed are reported, not failures), 1 on an
+%% error or a failed check (an echo that differs from its payload, kernels that disagree).
+-module(port_bench).
+-behaviour(gen_server).
+
+-export([main/0]).
+-export([init/1, handle_call/3, handle_cast/2]).
+
+-define(CALL_TIMEOUT, 60000).
+-define(WAIT, 300000).  % the longest any receive here waits: no step hangs the run
+
+-define(PAYLOADS, ["int42", "floats_100", "binary_1k", "mixed_tuple", "binary_1m", "ints_100k"]).
+
+%% ---- Entry ----
+
+main() ->
+    Code = try
+               run(options(init:get_plain_arguments(), #{mode => full})),
+               0
+           catch
+               Class:Reason:Stack ->
+                   io:format(standard_error, "port_bench: ~p:~p~n~p~n", [Class, Reason, Stack]),
+                   1
+           end,
+    halt(Code).
+
+options([], Opts) -> Opts;
+options(["--smoke" | Rest], Opts) -> options(Rest, Opts#{mode => smoke});
+options([Flag, Value | Rest], Opts) ->
+    Key = case Flag of
+              "--c-port" -> c_port;
+              "--worker" -> worker;
+              "--bench-plugin" -> bench_plugin;
+              "--kernels-plugin" -> kernels_plugin;
+              "--standalone" -> standalone;
+              "--idle" -> idle;
+              "--payloads" -> payloads;
+              "--out" -> out;
+              _ -> error({unknown_option, Flag})
+          end,
+    options(Rest, Opts#{Key => Value});
+options(Other, _) -> error({bad_options, Other}).
+
+%% What each mode does. smoke: every code path for a few iterations, checks, no verdicts.
+config(full) ->
+    #{rt_cell_ms => 500, rt_rounds => 3, rt_max_calls => 20000,
+      fib_n => 27, fib_callers => 4, fib_ms => 1000, fib_rounds => 3,
+      %% {Kernel, Size, calls per sample, big (target) | small}
+      kernels => [{nbody, 2000000, 1, big}, {spectral_norm, 1000, 1, big}, {mandelbrot, 2000, 1, big},
+                  {nbody, 1000, 100, small}, {spectral_norm, 100, 10, small}, {mandelbrot, 200, 10, small}],
+      k_reps => 9, k_rounds => 3, erl_reps => 3,
+      start_iters => 15, rss_iters => 3, idle_ms => 300};
+config(smoke) ->
+    #{rt_cell_ms => 5, rt_rounds => 1, rt_max_calls => 20,
+      fib_n => 20, fib_callers => 2, fib_ms => 20, fib_rounds => 1,
+      kernels => [{nbody, 1000, 2, small}, {spectral_norm, 100, 1, small}, {mandelbrot, 200, 1, small}],
+      k_reps => 1, k_rounds => 1, erl_reps => 1,
+      start_iters => 1, rss_iters => 1, idle_ms => 50}.
+
+run(Opts = #{mode := Mode, out := Out}) ->
+    Cfg = maps:merge(config(Mode), Opts),
+    {ok, Fd} = file:open(Out, [write, {encoding, utf8}]),
+    put(report_fd, Fd),
+    ok = application:set_env(camlbeam, port_executable, maps:get(worker, Cfg)),
+    {ok, _} = application:ensure_all_started(camlbeam),
+    header(Cfg),
+    Verdicts = lists:append([round_trips(Cfg), pool(Cfg), kernels(Cfg), worker_cost(Cfg)]),
+    verdicts(Mode, Verdicts),
+    ok = file:close(Fd).
+
+%% Prints to stdout and to the report file.
+p(Fmt, Args) ->
+    Text = io_lib:format(Fmt, Args),
+    io:put_chars(Text),
+    ok = io:put_chars(get(report_fd), Text).
+
+header(#{mode := Mode}) ->
+    {ok, Load} = file:read_file("/proc/loadavg"),
+    [L1, L5, L15 | _] = string:lexemes(Load, " "),
+    p("camlbeam port benchmark (~s mode), ~s~n", [Mode, calendar:system_time_to_rfc3339(erlang:system_time(second))]),
+    p("OTP ~s, erts ~s, ~b schedulers, ~b cores; load average ~s ~s ~s~n",
+      [erlang:system_info(otp_release), erlang:system_info(version), erlang:system_info(schedulers_online),
+       erlang:system_info(logical_processors_available), L1, L5, L15]),
+    p("Every number below comes from this one run; baselines were interleaved with what they are compared to.~n", []).
+
+%% ---- Round trips ----
+
+round_trips(Cfg = #{payloads := Dir, bench_plugin := Plugin, c_port := CPort}) ->
+    p("~n== Round trip: identity export, one worker (pool_size 1), times in microseconds ==~n", []),
+    p("~-12s ~7s  ~-15s ~9s ~9s ~10s~n", ["payload", "callers", "target", "p50", "p99", "calls/s"]),
+    {ok, Camlbeam} = ocaml:start_link(#{plugins => [Plugin]}),
+    {ok, CViaOcaml} = ocaml:start_link(#{executable => CPort}),
+    {ok, Server} = gen_server:start_link(?MODULE, [], []),
+    Targets = [{camlbeam, #{pool => Camlbeam}}, {c_port, #{pool => CViaOcaml}},
+               {bare_c_port, #{exe => CPort}}, {gen_server, #{server => Server}}],
+    Verdicts = lists:append([round_trip_payload(Cfg, Targets, Name, read_payload(Dir, Name)) || Name <- ?PAYLOADS]),
+    ok = ocaml:stop(Camlbeam),
+    ok = ocaml:stop(CViaOcaml),
+    ok = gen_server:stop(Server),
+    p("(c_port: c_port.cpp through ocaml:start_link(#{executable => ...}); bare_c_port: the same program, the~n"
+      " caller owns the port (1 caller) or one process owns it and relays replies to callers' aliases (2).)~n", []),
+    Verdicts.
+
+read_payload(Dir, Name) ->
+    {ok, Bin} = file:read_file(filename:join(Dir, Name ++ ".etf")),
+    binary_to_term(Bin).
+
+round_trip_payload(#{rt_cell_ms := CellMs, rt_rounds := Rounds, rt_max_calls := Max}, Targets, Name, Payload) ->
+    %% Calls per cell: from a probe of camlbeam, so that a cell takes about CellMs.
+    {_, CamlbeamCtx} = hd(Targets),
+    {ProbeLats, _} = cell(camlbeam, CamlbeamCtx, Payload, 1, 5),
+    PerCall = max(1, median(ProbeLats)),
+    N = max(Rounds * 2, min(Max, CellMs * 1000000 div PerCall)) div Rounds,
+    Results = [{C, round_trip_rounds(Targets, Payload, C, N, Rounds)} || C <- [1, 2]],
+    lists:append(
+      [begin
+           Stats = [{T, stats(Lats, Wall)} || {T, {Lats, Wall}} <- ByTarget],
+           [p("~-12s ~7b  ~-15s ~9.1f ~9.1f ~10b~n", [Name, C, T, P50 / 1000, P99 / 1000, round(Rate)])
+            || {T, {P50, P99, Rate}} <- Stats],
+           {P50Ours, _, _} = proplists:get_value(camlbeam, Stats),
+           {P50C, _, _} = proplists:get_value(c_port, Stats),
+           [{io_lib:format("round trip p50 ~s, ~b caller(s): camlbeam / C port", [Name, C]),
+             P50Ours / P50C, '=<', 1.10}]
+       end || {C, ByTarget} <- Results]).
+
+%% Rounds of every target in turn (the order rotates), latencies and wall time pooled.
+round_trip_rounds(Targets, Payload, Callers, N, Rounds) ->
+    Runs = [begin
+                Order = rotate(R, Targets),
+                [{T, cell(T, Ctx, Payload, Callers, N)} || {T, Ctx} <- Order]
+            end || R <- lists:seq(1, Rounds)],
+    [{T, lists:foldl(fun({L, W}, {AL, AW}) -> {L ++ AL, W + AW} end, {[], 0},
+                     [LW || Run <- Runs, {T1, LW} <- Run, T1 =:= T])}
+     || {T, _} <- Targets].
+
+rotate(R, L) ->
+    {A, B} = lists:split(R rem length(L), L),
+    B ++ A.
+
+%% One cell: Callers processes, each N timed calls after one checked warm-up call. Returns
+%% every latency (ns) and the wall time from go to the last caller's end.
+cell(Target, Ctx0, Payload, Callers, N) ->
+    Ctx = cell_start(Target, Ctx0, Callers),
+    Parent = self(),
+    Pids = [spawn_link(fun() -> caller(Parent, Target, Ctx, Payload, N) end) || _ <- lists:seq(1, Callers)],
+    [receive {ready, P} -> ok after ?WAIT -> error({caller_not_ready, Target}) end || P <- Pids],
+    T0 = now_ns(),
+    [P ! go || P <- Pids],
+    Lats = [receive {done, P, L} -> L after ?WAIT -> error({caller_timeout, Target}) end || P <- Pids],
+    Wall = now_ns() - T0,
+    cell_stop(Ctx),
+    {lists:append(Lats), Wall}.
+
+cell_start(bare_c_port, Ctx = #{exe := Exe}, 2) ->
+    Parent = self(),
+    Relay = spawn_link(fun() -> Port = open_c_port(Exe), Parent ! {relay_port, Port}, relay(Port) end),
+    receive {relay_port, Port} -> Ctx#{relay => Relay, port => Port} after ?WAIT -> error(relay_not_started) end;
+cell_start(_, Ctx, _) -> Ctx.
+
+cell_stop(#{relay := Relay}) ->
+    Relay ! {stop, self()},
+    receive {stopped, Relay} -> ok after ?WAIT -> error(relay_not_stopped) end;
+cell_stop(_) -> ok.
+
+caller(Parent, Target, Ctx, Payload, N) ->
+    Call = call_fun(Target, Ctx),
+    case Call(Payload) of
+        Payload -> ok;
+        Other -> error({bad_echo, Target, erts_debug:flat_size(Other)})
+    end,
+    Parent ! {ready, self()},
+    receive go -> ok after ?WAIT -> error(no_go) end,
+    Parent ! {done, self(), timed_calls(Call, Payload, N, [])}.
+
+timed_calls(_Call, _Payload, 0, Acc) -> Acc;
+timed_calls(Call, Payload, N, Acc) ->
+    T0 = now_ns(),
+    _ = Call(Payload),
+    timed_calls(Call, Payload, N - 1, [now_ns() - T0 | Acc]).
+
+call_fun(Target, #{pool := Pool}) when Target =:= camlbeam; Target =:= c_port ->
+    fun(X) -> {ok, R} = ocaml:call(Pool, id, [X], ?CALL_TIMEOUT), R end;
+call_fun(bare_c_port, #{port := Port}) ->  % two callers: replies come through the relay
+    fun(X) ->
+            Alias = alias(),
+            true = erlang:port_command(Port, term_to_binary({call, Alias, id, [X]})),
+            receive
+                {Alias, Bin} -> unalias(Alias), {ok, R} = binary_to_term(Bin, [safe]), R
+            after ?CALL_TIMEOUT -> error(bare_timeout)
+            end
+    end;
+call_fun(bare_c_port, #{exe := Exe}) ->  % one caller: it owns the port
+    Port = open_c_port(Exe),
+    fun(X) -> bare_call(Port, X) end;
+call_fun(gen_server, #{server := Server}) ->
+    fun(X) -> gen_server:call(Server, X, ?CALL_TIMEOUT) end.
+
+open_c_port(Exe) ->
+    open_port({spawn_executable, Exe}, [{packet, 4}, binary, nouse_stdio, exit_status]).
+
+bare_call(Port, X) ->
+    Ref = make_ref(),
+    true = erlang:port_command(Port, term_to_binary({call, Ref, id, [X]})),
+    receive
+        {Port, {data, Frame}} ->
+            {{reply, Ref}, Payload} = split_frame(Frame),
+            {ok, R} = binary_to_term(Payload, [safe]),
+            R
+    after ?CALL_TIMEOUT -> error(bare_timeout)
+    end.
+
+%% A worker's frame: the envelope, then the payload left undecoded (a sub-binary).
+split_frame(Frame) ->
+    {Envelope, Used} = binary_to_term(Frame, [safe, used]),
+    {Envelope, binary_part(Frame, Used, byte_size(Frame) - Used)}.
+
+relay(Port) ->
+    receive
+        {Port, {data, Frame}} ->
+            {{reply, Alias}, Payload} = split_frame(Frame),
+            Alias ! {Alias, Payload},
+            relay(Port);
+        {stop, From} ->
+            port_close(Port),
+            From ! {stopped, self()}
+    after ?WAIT -> error(relay_idle)
+    end.
+
+stats(Lats, Wall) ->
+    Sorted = lists:sort(Lats),
+    {percentile(Sorted, 50), percentile(Sorted, 99), length(Sorted) * 1.0e9 / Wall}.
+
+%% ---- Pool throughput ----
+
+pool(#{bench_plugin := Plugin, fib_n := F, fib_callers := Callers, fib_ms := Ms, fib_rounds := Rounds}) ->
+    p("~n== Pool: fib(~b) (CPU-bound) from ~b concurrent callers ==~n", [F, Callers]),
+    {ok, P1} = ocaml:start_link(#{plugins => [Plugin], pool_size => 1}),
+    {ok, P2} = ocaml:start_link(#{plugins => [Plugin], pool_size => 2}),
+    2 = length(ocaml:workers(P2)),
+    Expected = fib(F),
+    {ok, Expected} = ocaml:call(P1, fib, [F], ?CALL_TIMEOUT),
+    {ok, Expected} = ocaml:call(P2, fib, [F], ?CALL_TIMEOUT),
+    {PerCall, _} = timer:tc(fun() -> ocaml:call(P1, fib, [F], ?CALL_TIMEOUT) end),
+    K = max(2, Ms * 1000 div max(1, PerCall) div Callers),
+    Runs = [{fib_rate(P1, F, Expected, Callers, K), fib_rate(P2, F, Expected, Callers, K)}
+            || _ <- lists:seq(1, Rounds)],
+    R1 = median([A || {A, _} <- Runs]),
+    R2 = median([B || {_, B} <- Runs]),
+    ok = ocaml:stop(P1),
+    ok = ocaml:stop(P2),
+    p("~-28s ~10s~n", ["pool", "calls/s"]),
+    p("~-28s ~10.1f~n~-28s ~10.1f~n", ["pool_size 1", R1, "pool_size 2", R2]),
+    p("(~b rounds of ~b calls per caller each, medians)~n", [Rounds, K]),
+    [{"pool_size 2 / pool_size 1 calls/s on fib", R2 / R1, '>=', 1.8}].
+
+fib(N) when N < 2 -> N;
+fib(N) -> fib(N - 1) + fib(N - 2).
+
+fib_rate(Pool, F, Expected, Callers, K) ->
+    Parent = self(),
+    T0 = now_ns(),
+    Pids = [spawn_link(fun() ->
+                               [{ok, Expected} = ocaml:call(Pool, fib, [F], ?CALL_TIMEOUT) || _ <- lists:seq(1, K)],
+                               Parent ! {fib_done, self()}
+                       end) || _ <- lists:seq(1, Callers)],
+    [receive {fib_done, P} -> ok after ?WAIT -> error(fib_timeout) end || P <- Pids],
+    Callers * K * 1.0e9 / (now_ns() - T0).
+
+%% ---- Kernels ----
+
+kernels(Cfg = #{kernels_plugin := Plugin}) ->
+    p("~n== Kernels: one call, milliseconds (median); ratios: port/standalone, Erlang/port ==~n", []),
+    p("~-14s ~8s ~11s ~11s ~11s ~9s ~9s~n",
+      ["kernel", "size", "port", "standalone", "erlang", "port/sa", "erl/port"]),
+    {ok, Pool} = ocaml:start_link(#{plugins => [Plugin]}),
+    Verdicts = lists:append([kernel(Cfg, Pool, K) || K <- maps:get(kernels, Cfg)]),
+    ok = ocaml:stop(Pool),
+    p("(port: ocaml:call, timed by the caller; standalone: kernels_standalone timing itself; every result~n"
+      " checked equal to the bit across the three)~n", []),
+    Verdicts.
+
+kernel(#{k_reps := Reps, k_rounds := Rounds, erl_reps := ErlReps, standalone := Exe}, Pool, {K, Size, Inner, Class}) ->
+    {ok, First} = ocaml:call(Pool, K, [Size], ?CALL_TIMEOUT),  % warm-up, and the port's result
+    PortDigest = digest(First),
+    PerRound = max(1, Reps div Rounds),
+    Samples = [{port_samples(Pool, K, Size, Inner, PerRound),
+                standalone(Exe, K, Size, PerRound, Inner),
+                [erlang_sample(K, Size, Inner) || R =< ErlReps]}
+               || R <- lists:seq(1, Rounds)],
+    Port = median(lists:append([S || {S, _, _} <- Samples])),
+    Sa = median(lists:append([S || {_, {S, _}, _} <- Samples])),
+    ErlRuns = lists:append([E || {_, _, E} <- Samples]),
+    Erl = median([T || {T, _} <- ErlRuns]),
+    Digests = lists:usort([PortDigest] ++ [D || {_, {_, D}, _} <- Samples] ++ [D || {_, D} <- ErlRuns]),
+    length(Digests) =:= 1 orelse error({kernels_disagree, K, Size, Digests}),
+    p("~-14s ~8b ~11.3f ~11.3f ~11.3f ~9.3f ~9.1f~n", [K, Size, Port / 1.0e6, Sa / 1.0e6, Erl / 1.0e6, Port / Sa, Erl / Port]),
+    case Class of
+        big -> [{io_lib:format("kernel ~s(~b): port / standalone", [K, Size]), Port / Sa, '=<', 1.05}];
+        small -> []
+    end.
+
+%% ns per call, each sample timing Inner calls.
+port_samples(Pool, K, Size, Inner, N) ->
+    [begin
+         T0 = now_ns(),
+         [{ok, _} = ocaml:call(Pool, K, [Size], ?CALL_TIMEOUT) || _ <- lists:seq(1, Inner)],
+         (now_ns() - T0) / Inner
+     end || _ <- lists:seq(1, N)].
+
+%% The standalone program's own timings (ns per call) and the digest of its result.
+standalone(Exe, K, Size, Reps, Inner) ->
+    Args = [atom_to_list(K), integer_to_list(Size), integer_to_list(Reps), integer_to_list(Inner)],
+    Port = open_port({spawn_executable, Exe}, [{args, Args}, {line, 256}, binary, exit_status, use_stdio]),
+    standalone_lines(Port, [], undefined).
+
+standalone_lines(Port, Times, Digest) ->
+    receive
+        {Port, {data, {eol, <<"ns ", T/binary>>}}} -> standalone_lines(Port, [binary_to_integer(T) | Times], Digest);
+        {Port, {data, {eol, <<"result ", D/binary>>}}} -> standalone_lines(Port, Times, binary_to_list(D));
+        {Port, {exit_status, 0}} when Times =/= [], Digest =/= undefined -> {Times, Digest};
+        {Port, Other} -> error({standalone, Other})
+    after ?WAIT -> error(standalone_timeout)
+    end.
+
+%% One sample in a fresh process (no garbage from earlier samples): ns per call, digest.
+erlang_sample(K, Size, Inner) ->
+    {Pid, Ref} = spawn_monitor(fun() ->
+                                       T0 = now_ns(),
+                                       R = lists:last([K:run(Size) || _ <- lists:seq(1, Inner)]),
+                                       exit({sample, (now_ns() - T0) / Inner, digest(R)})
+                               end),
+    receive {'DOWN', Ref, process, Pid, {sample, T, D}} -> {T, D}
+    after ?WAIT -> error({erlang_kernel_timeout, K})
+    end.
+
+%% As kernels_main.ml prints it: a float's IEEE bits in hex, a binary's MD5 in hex.
+digest(F) when is_float(F) ->
+    <<Bits:64>> = <<F/float>>,
+    string:lowercase(integer_to_list(Bits, 16));
+digest(B) when is_binary(B) ->
+    string:lowercase(binary_to_list(binary:encode_hex(erlang:md5(B)))).
+
+%% ---- Worker cost ----
+
+worker_cost(Cfg = #{start_iters := Iters, rss_iters := RssIters}) ->
+    Kinds = [camlbeam, camlbeam_no_plugin, c_port, bare_c_port],
+    Starts = [[{Kind, start_to_answer(Kind, Cfg)} || Kind <- rotate(I, Kinds)] || I <- lists:seq(1, Iters)],
+    StartMs = [{Kind, median([T || Run <- Starts, {K, T} <- Run, K =:= Kind]) / 1.0e6} || Kind <- Kinds],
+    RssKinds = Kinds ++ [ocaml_idle],
+    Rss = [[{Kind, idle_rss(Kind, Cfg)} || Kind <- rotate(I, RssKinds)] || I <- lists:seq(1, RssIters)],
+    RssKb = [{Kind, median([R || Run <- Rss, {K, R} <- Run, K =:= Kind])} || Kind <- RssKinds],
+    p("~n== Worker cost: start to first answered call (median of ~b), idle VmRSS (median of ~b) ==~n",
+      [Iters, RssIters]),
+    p("~-20s ~10s ~11s~n", ["worker", "start ms", "VmRSS kB"]),
+    [p("~-20s ~10s ~11b~n", [Kind, case proplists:get_value(Kind, StartMs) of
+                                       undefined -> "-";
+                                       Ms -> io_lib:format("~.2f", [Ms])
+                                   end, proplists:get_value(Kind, RssKb)])
+     || Kind <- RssKinds],
+    p("(camlbeam: ocaml:start_link with the benchmark plugin, then ocaml:call id [42]; camlbeam_no_plugin: no~n"
+      " plugin, the call answered {error, {undef, id}}; c_port: through ocaml:start_link(#{executable => ...});~n"
+      " bare_c_port: open_port, one call, its answer; ocaml_idle: ocamlopt program blocked in input_line stdin)~n", []),
+    [{"start to first answer: camlbeam / C port", value(camlbeam, StartMs) / value(c_port, StartMs), '=<', 1.5},
+     {"idle VmRSS: camlbeam worker / bare ocamlopt program", value(camlbeam, RssKb) / value(ocaml_idle, RssKb),
+      '=<', 1.2}].
+
+value(K, L) -> proplists:get_value(K, L).
+
+start_to_answer(bare_c_port, #{c_port := Exe}) ->
+    T0 = now_ns(),
+    Port = open_c_port(Exe),
+    42 = bare_call(Port, 42),
+    T = now_ns() - T0,
+    close_port(Port),
+    T;
+start_to_answer(Kind, Cfg) ->
+    T0 = now_ns(),
+    {ok, Pool} = ocaml:start_link(start_options(Kind, Cfg)),
+    Answer = ocaml:call(Pool, id, [42], ?CALL_TIMEOUT),
+    T = now_ns() - T0,
+    ok = ocaml:stop(Pool),
+    case {Kind, Answer} of
+        {camlbeam_no_plugin, {error, {undef, _}}} -> T;
+        {_, {ok, 42}} -> T;
+        _ -> error({bad_first_answer, Kind, Answer})
+    end.
+
+start_options(camlbeam, #{bench_plugin := Plugin}) -> #{plugins => [Plugin]};
+start_options(camlbeam_no_plugin, _) -> #{};
+start_options(c_port, #{c_port := Exe}) -> #{executable => Exe}.
+
+%% VmRSS (kB) of the worker's OS process, after one call and IdleMs of rest.
+idle_rss(ocaml_idle, #{idle := Exe, idle_ms := IdleMs}) ->
+    Port = open_port({spawn_executable, Exe}, [binary, use_stdio, exit_status]),
+    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+    timer:sleep(IdleMs),
+    Rss = vm_rss(OsPid),
+    close_port(Port),
+    Rss;
+idle_rss(bare_c_port, #{c_port := Exe, idle_ms := IdleMs}) ->
+    Port = open_c_port(Exe),
+    42 = bare_call(Port, 42),
+    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+    timer:sleep(IdleMs),
+    Rss = vm_rss(OsPid),
+    close_port(Port),
+    Rss;
+idle_rss(Kind, Cfg = #{idle_ms := IdleMs}) ->
+    {ok, Pool} = ocaml:start_link(start_options(Kind, Cfg)),
+    _ = ocaml:call(Pool, id, [42], ?CALL_TIMEOUT),
+    [#{os_pid := OsPid}] = ocaml:workers(Pool),
+    timer:sleep(IdleMs),
+    Rss = vm_rss(OsPid),
+    ok = ocaml:stop(Pool),
+    Rss.
+
+%% Closes a port this process owns and waits for its program to exit.
+close_port(Port) ->
+    port_close(Port),
+    receive {Port, {exit_status, _}} -> ok after 0 -> ok end.
+
+vm_rss(OsPid) ->
+    {ok, Status} = file:read_file(["/proc/", integer_to_list(OsPid), "/status"]),
+    {match, [Kb]} = re:run(Status, "VmRSS:\\s+(\\d+) kB", [{capture, all_but_first, binary}]),
+    binary_to_integer(Kb).
+
+%% ---- Verdicts ----
+
+verdicts(Mode, Verdicts) ->
+    p("~n== Targets ==~n", []),
+    [p("~-62s ~7.3f  ~s ~s~n", [Label, Ratio, Op, verdict(Mode, Ratio, Op, Limit)])
+     || {Label, Ratio, Op, Limit} <- Verdicts],
+    case Mode of
+        smoke -> p("(smoke mode: a few iterations, no verdicts)~n", []);
+        full -> ok
+    end.
+
+verdict(smoke, _, _, Limit) -> io_lib:format("~.2f   -", [Limit * 1.0]);
+verdict(full, Ratio, '=<', Limit) when Ratio =< Limit -> io_lib:format("~.2f   PASS", [Limit * 1.0]);
+verdict(full, Ratio, '>=', Limit) when Ratio >= Limit -> io_lib:format("~.2f   PASS", [Limit * 1.0]);
+verdict(full, _, _, Limit) -> io_lib:format("~.2f   miss", [Limit * 1.0]).
+
+%% ---- The gen_server identity ----
+
+init([]) -> {ok, nostate}.
+handle_call(X, _From, State) -> {reply, X, State}.
+handle_cast(_, State) -> {noreply, State}.
+
+%% ---- Helpers ----
+
+now_ns() -> erlang:monotonic_time(nanosecond).
+
+percentile(Sorted, P) ->
+    lists:nth(max(1, (length(Sorted) * P + 99) div 100), Sorted).
+
+median(Xs) ->
+    Sorted = lists:sort(Xs),
+    Len = length(Sorted),
+    case Len rem 2 of
+        1 -> lists:nth(Len div 2 + 1, Sorted);
+        0 -> (lists:nth(Len div 2, Sorted) + lists:nth(Len div 2 + 1, Sorted)) / 2
+    end.
