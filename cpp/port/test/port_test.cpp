@@ -167,7 +167,8 @@ class Worker {
 struct Flavour {
   const char* name;
   const char* executable;
-  const char* plugin;
+  const char* plugin;  // nullptr: linked in
+  const char* runtime;  // what hello says
 };
 
 void PrintTo(const Flavour& flavour, std::ostream* os) { *os << flavour.name; }
@@ -180,11 +181,13 @@ class PortWorker : public testing::TestWithParam<Flavour> {
                                        const char* option = nullptr) {
     auto worker = std::make_unique<Worker>(GetParam().executable, std::move(env), option);
     worker->hello();
-    worker->send("{load, load_ref, <<\"" + plugin() + "\">>}");
+    if (GetParam().plugin != nullptr) worker->send("{load, load_ref, <<\"" + plugin() + "\">>}");
     const std::string hello = worker->answer_to("hello_ref");
-    EXPECT_EQ(hello, "{ok,#{flavour => " + std::string(GetParam().name) +
+    EXPECT_EQ(hello, "{ok,#{flavour => " + std::string(GetParam().runtime) +
                          ",ocaml_version => <<\"4.13.1\">>,protocol => 1}}");
-    EXPECT_EQ(worker->answer_to("load_ref"), "ok");
+    if (GetParam().plugin != nullptr) {
+      EXPECT_EQ(worker->answer_to("load_ref"), "ok");
+    }
     return worker;
   }
 };
@@ -301,8 +304,9 @@ TEST_P(PortWorker, EndsARunningRequestSoonAfterErlangHungUp) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Flavours, PortWorker,
-                         testing::Values(Flavour{"native", CAMLBEAM_PORT_NATIVE, "porttest.cmxs"},
-                                         Flavour{"bytecode", CAMLBEAM_PORT_BYTECODE, "porttest.cma"}),
+                         testing::Values(Flavour{"native", CAMLBEAM_PORT_NATIVE, "porttest.cmxs", "native"},
+                                         Flavour{"bytecode", CAMLBEAM_PORT_BYTECODE, "porttest.cma", "bytecode"},
+                                         Flavour{"static", CAMLBEAM_PORT_STATIC, nullptr, "native"}),
                          [](const testing::TestParamInfo<Flavour>& param) { return std::string(param.param.name); });
 
 TEST(PortWorkerStart, RefusesToRunWithoutItsPipes) {
