@@ -47,16 +47,20 @@ release_tests() {
 
 sanitizer_tests() {
   configure_and_build build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCAMLBEAM_SANITIZE=ON \
-    -DCAMLBEAM_BENCH=OFF -- etf_unit_tests camlbeam-etf conv_tests || return 1
+    -DCAMLBEAM_BENCH=OFF -- etf_unit_tests camlbeam-etf conv_tests port_tests || return 1
+  # The port tests spawn the workers of this build: they run sanitized too, and a leak or
+  # an error in one makes it exit non-zero, which the tests check.
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     LSAN_OPTIONS="suppressions=$PWD/scripts/lsan.supp" \
-    ctest --test-dir build-asan --output-on-failure -j "$jobs" -L unit --timeout 900
+    ctest --test-dir build-asan --output-on-failure -j "$jobs" -L 'unit|port' --timeout 900
 }
 
 stage "C++ unit, conformance and tool tests (Release)" release_tests
 stage "C++ unit tests under ASan+UBSan" sanitizer_tests
 [[ -x scripts/fuzz-smoke.sh ]] && stage "libFuzzer smoke run" scripts/fuzz-smoke.sh
 [[ -f ocaml/dune-project ]] && stage "OCaml library (dune test)" bash -c 'cd ocaml && dune build @all 2>&1 && dune test --force 2>&1'
+# After the Release build: the Erlang suites run its workers and plugins.
+[[ -x scripts/test-erlang.sh ]] && stage "Erlang application (EUnit, Common Test, PropEr, dialyzer)" scripts/test-erlang.sh
 
 echo
 if [[ $failed -gt 0 ]]; then
