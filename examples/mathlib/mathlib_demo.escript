@@ -1,0 +1,163 @@
+#!/usr/bin/env escript
+%% -*- erlang -*-
+%%
+%% The mathlib plugin driven from Erlang: a pool of two OCaml workers, a call to each
+%% export, the errors a caller can get, two calls at once, a worker killed under a call,
+%% and the bytecode flavour. Every answer is checked: a surprise ends the script with a
+%% non-zero exit status.
+%%
+%% Usage, from the top of the repository after `make build` and `rebar3 compile` in erlang/:
+%%   ERL_LIBS=erlang/_build/default/lib examples/mathlib/mathlib_demo.escript build/examples/mathlib
+-mode(compile).
+
+main([PluginDir]) ->
+    Native = filename:join(PluginDir, "mathlib.cmxs"),
+    Bytecode = filename:join(PluginDir, "mathlib.cma"),
+    {ok, _} = application:ensure_all_started(camlbeam),
+
+    section("1. A pool of two native workers, each loading ~ts", [Native]),
+    {ok, Pool} = ocaml:start_link(#{plugins => [Native], pool_size => 2}),
+    show_workers(Pool),
+
+    section("2. One call to each export", []),
+    {ok, 832040} = call(Pool, fib, [30]),
+    {ok, {ok, #{count := 4, mean := 3.75, variance := 7.1875, min := 1.0, max := 8.0}}} =
+        call(Pool, stats, [[1.0, 2.0, 4.0, 8.0]]),
+    {ok, [2.0, 3.0, 4.0, 5.0]} = call(Pool, moving_average, [3, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]]),
+    Request = <<"GET /index.html HTTP/1.1\r\nHost: example.com\r\nAccept: text/html\r\n\r\n">>,
+    {ok, {ok, #{method := <<"GET">>, path := <<"/index.html">>,
+                headers := #{<<"host">> := <<"example.com">>}}}} =
+        call(Pool, parse_request, [Request]),
+
+    section("3. Two calls at once: each goes to the least loaded worker", []),
+    N = 38,
+    {Alone, {ok, Fib}} = timer:tc(fun() -> ocaml:call(Pool, fib, [N], 60000) end),
+    say("one fib(~b) alone: ~b ms", [N, Alone div 1000]),
+    Start = erlang:monotonic_time(millisecond),
+    First = spawn_call(Pool, fib, [N]),
+    wait_until(fun() -> in_flight(Pool) =:= [1, 0] orelse in_flight(Pool) =:= [0, 1] end),
+    Second = spawn_call(Pool, fib, [N]),
+    wait_until(fun() -> in_flight(Pool) =:= [1, 1] end),
+    say("while both run, each worker has one call in flight:"),
+    show_workers(Pool),
+    [{ok, Fib}, {ok, Fib}] = [await(C) || C <- [First, Second]],
+    say("two fib(~b) at once: ~b ms", [N, erlang:monotonic_time(millisecond) - Start]),
+
+    section("4. Errors are values; the worker answers them and carries on", []),
+    say("no such export:"),
+    {error, {undef, fibonacci}} = call(Pool, fibonacci, [30]),
+    say("an argument its converter refuses (fib takes an integer):"),
+    {error, {badarg, #{argument := 1, got := <<"30">>}}} = call(Pool, fib, [<<"30">>]),
+    say("the wrong number of arguments:"),
+    {error, {badarity, 1, 2}} = call(Pool, fib, [30, 31]),
+    say("an OCaml exception (fib raises Invalid_argument on a negative number):"),
+    {error, {ocaml_exception, <<"Invalid_argument">>, _, _}} = call(Pool, fib, [-1]),
+    say("a typed error, part of the export's result type (a successful call):"),
+    {ok, {error, empty}} = call(Pool, stats, [[]]),
+    {ok, {error, {bad_header, <<"Host example.com">>}}} =
+        call(Pool, parse_request, [<<"GET / HTTP/1.1\r\nHost example.com\r\n\r\n">>]),
+    say("the same bad input, given to the parser that raises:"),
+    {error, {ocaml_exception, <<"Mathlib.Bad_request">>, <<"bad header line: ", _/binary>>, _}} =
+        call(Pool, parse_request_exn, [<<"GET / HTTP/1.1\r\nHost example.com\r\n\r\n">>]),
+    say("an answer later than the caller's timeout (10 ms); it is dropped when it comes:"),
+    {error, timeout} = call(Pool, fib, [36], 10),
+
+    section("5. A worker killed under a call: the caller gets an error, the pool a new worker", []),
+    say("(OTP logs the worker's crash and restart as usual; the demo hides those reports)"),
+    #{level := LogLevel} = logger:get_primary_config(),
+    ok = logger:set_primary_config(level, critical),
+    Victim = spawn_call(Pool, fib, [45]),
+    wait_until(fun() -> lists:any(fun(#{in_flight := I}) -> I > 0 end, ocaml:workers(Pool)) end),
+    [#{id := Id, os_pid := OsPid} | _] = [W || #{in_flight := I} = W <- ocaml:workers(Pool), I > 0],
+    say("kill -9 ~b (worker ~b)", [OsPid, Id]),
+    _ = os:cmd("kill -9 " ++ integer_to_list(OsPid)),
+    {error, {worker_crashed, {exit_status, 137}}} = Crashed = await(Victim),
+    say("the caller of fib(45) got ~tp", [Crashed]),
+    wait_until(fun() ->
+                   Workers = ocaml:workers(Pool),
+                   length(Workers) =:= 2 andalso
+                       lists:all(fun(#{os_pid := P}) -> P =/= OsPid end, Workers)
+               end),
+    say("its supervisor restarted it; a worker joins its pool once its plugins are loaded:"),
+    show_workers(Pool),
+    {ok, 6765} = call(Pool, fib, [20]),
+    ok = logger:set_primary_config(level, LogLevel),
+
+    section("6. Loading plugins at run time", []),
+    {error, {load_failed, enoent, _}} = load(Pool, "no/such/plugin.cmxs"),
+    {error, {load_failed, already_loaded, _}} = load(Pool, Native),
+    ok = ocaml:stop(Pool),
+
+    section("7. The bytecode worker runs the same source, compiled to ~ts", [Bytecode]),
+    {ok, BytecodePool} = ocaml:start_link(#{plugins => [Bytecode]}),
+    show_workers(BytecodePool),
+    {ok, 832040} = call(BytecodePool, fib, [30]),
+    ok = ocaml:stop(BytecodePool),
+    io:format("~nmathlib demo: every answer was the expected one~n");
+main(_) ->
+    io:format(standard_error, "usage: mathlib_demo.escript DIR_WITH_MATHLIB_CMXS_AND_CMA~n", []),
+    halt(2).
+
+%%% Calls, printed as they are made
+
+call(Pool, Fun, Args) ->
+    io:format("  ocaml:call(Pool, ~tp, ~ts)~n", [Fun, format_args(Args)]),
+    answer(ocaml:call(Pool, Fun, Args)).
+
+call(Pool, Fun, Args, Timeout) ->
+    io:format("  ocaml:call(Pool, ~tp, ~ts, ~b)~n", [Fun, format_args(Args), Timeout]),
+    answer(ocaml:call(Pool, Fun, Args, Timeout)).
+
+load(Pool, Path) ->
+    io:format("  ocaml:load(Pool, ~tp)~n", [Path]),
+    answer(ocaml:load(Pool, Path)).
+
+%% One by one: ~p would print the argument list [36] as the string "$".
+format_args(Args) ->
+    ["[", lists:join(", ", [io_lib:format("~tp", [Arg]) || Arg <- Args]), "]"].
+
+answer(Result) ->
+    Text = io_lib:format("~tp", [shorten(Result)]),
+    io:format("    -> ~ts~n", [string:replace(Text, "\n", "\n       ", all)]),
+    Result.
+
+%% Backtraces run over several lines; their first line says enough here.
+shorten({error, {ocaml_exception, Name, Message, Backtrace}}) ->
+    [FirstLine | _] = binary:split(Backtrace, <<"\n">>),
+    {error, {ocaml_exception, Name, Message, <<FirstLine/binary, "...">>}};
+shorten(Result) ->
+    Result.
+
+%% A call in a process of its own, so that several can run at once.
+spawn_call(Pool, Fun, Args) ->
+    Self = self(),
+    Tag = make_ref(),
+    spawn_link(fun() -> Self ! {Tag, ocaml:call(Pool, Fun, Args, 60000)} end),
+    Tag.
+
+await(Tag) ->
+    receive {Tag, Result} -> Result after 60000 -> error({no_answer_within_60_s, Tag}) end.
+
+%% Polls a condition every 10 ms for at most 10 s.
+wait_until(Condition) -> wait_until(Condition, 1000).
+
+wait_until(_Condition, 0) -> error(condition_not_reached_within_10_s);
+wait_until(Condition, Tries) ->
+    case Condition() of
+        true -> ok;
+        false -> timer:sleep(10), wait_until(Condition, Tries - 1)
+    end.
+
+%%% Printing
+
+section(Format, Args) -> io:format("~n" ++ Format ++ "~n", Args).
+
+say(Text) -> say(Text, []).
+say(Format, Args) -> io:format("  " ++ Format ++ "~n", Args).
+
+in_flight(Pool) -> [InFlight || #{in_flight := InFlight} <- ocaml:workers(Pool)].
+
+show_workers(Pool) ->
+    [say("worker ~b: os_pid ~b, ~p, ~b in flight", [Id, OsPid, Flavour, InFlight])
+     || #{id := Id, os_pid := OsPid, flavour := Flavour, in_flight := InFlight} <- ocaml:workers(Pool)],
+    ok.
