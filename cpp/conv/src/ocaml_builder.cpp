@@ -27,6 +27,9 @@
 #include <zarith.h>
 
 #include <cstring>
+#include <deque>
+#include <utility>
+#include <vector>
 #include <stdexcept>
 
 // caml/roots.h declares these only under CAML_INTERNALS, which would also pull in the
@@ -41,37 +44,60 @@ namespace camlbeam::conv {
 // ---------------------------------------------------------------------------------------
 // Root
 
-Root::Root() noexcept : v_(Val_unit), registered_(false) {}
+namespace {
 
-Root::Root(value v) : v_(v), registered_(true) { caml_register_generational_global_root(&v_); }
+// The slots of Roots: a deque never moves its elements, so each slot is registered once.
+// Never freed, like the roots a static destructor could not unregister on the runtime thread.
+struct RootSlots {
+  std::deque<value> slots;
+  std::vector<value*> free;
+};
 
-Root::Root(Root&& other) noexcept : Root() {
-  if (other.registered_) {
-    v_ = other.v_;
-    caml_register_generational_global_root(&v_);
-    registered_ = true;
-  }
+RootSlots& root_slots() {
+  static auto* pool = new RootSlots();
+  return *pool;
 }
+
+value* take_slot() {
+  RootSlots& pool = root_slots();
+  if (pool.free.empty()) {
+    // Room for every slot on the free list, so that giving one back never allocates.
+    pool.free.reserve(pool.slots.size() + 1);
+    value& slot = pool.slots.emplace_back(Val_unit);
+    caml_register_global_root(&slot);
+    return &slot;
+  }
+  value* slot = pool.free.back();
+  pool.free.pop_back();
+  return slot;
+}
+
+void give_back(value* slot) noexcept {
+  *slot = Val_unit;  // keep nothing alive
+  root_slots().free.push_back(slot);  // within the capacity take_slot reserved
+}
+
+}  // namespace
+
+Root::Root(value v) : slot_(take_slot()) { *slot_ = v; }
+
+Root::Root(Root&& other) noexcept : slot_(std::exchange(other.slot_, nullptr)) {}
 
 Root& Root::operator=(Root&& other) noexcept {
   if (this != &other) {
-    if (other.registered_) set(other.v_);
+    if (slot_ != nullptr) give_back(slot_);
+    slot_ = std::exchange(other.slot_, nullptr);
   }
   return *this;
 }
 
 Root::~Root() {
-  if (registered_) caml_remove_generational_global_root(&v_);
+  if (slot_ != nullptr) give_back(slot_);
 }
 
 void Root::set(value v) {
-  if (registered_) {
-    caml_modify_generational_global_root(&v_, v);
-  } else {
-    v_ = v;
-    caml_register_generational_global_root(&v_);
-    registered_ = true;
-  }
+  if (slot_ == nullptr) slot_ = take_slot();
+  *slot_ = v;
 }
 
 // ---------------------------------------------------------------------------------------

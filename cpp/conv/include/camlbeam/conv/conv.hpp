@@ -20,11 +20,18 @@
 
 namespace camlbeam::conv {
 
-// An OCaml value kept alive and tracked by the GC while C++ holds it (a generational
-// global root). Move-only.
+// An OCaml value kept alive and tracked by the GC while C++ holds it. Move-only; create,
+// use and destroy it on a thread holding the runtime.
+//
+// It holds a slot of a process-wide pool of global roots, each registered with the GC once,
+// when the pool grows: taking and returning one is a free-list operation. Registering a
+// root per value (caml_register_generational_global_root) costs a skip-list insertion and
+// removal with a malloc and a free, several times the cost of converting a small term.
+// The GC scans every slot of the pool at each collection; the pool is as large as the
+// most Roots ever alive at once.
 class Root {
  public:
-  Root() noexcept;
+  Root() noexcept = default;
   explicit Root(value v);
   Root(Root&& other) noexcept;
   Root& operator=(Root&& other) noexcept;
@@ -32,12 +39,11 @@ class Root {
   Root& operator=(const Root&) = delete;
   ~Root();
 
-  value get() const noexcept { return v_; }
+  value get() const noexcept { return slot_ != nullptr ? *slot_ : Val_unit; }
   void set(value v);
 
  private:
-  value v_;
-  bool registered_;
+  value* slot_ = nullptr;
 };
 
 // An etf::Visitor that builds one Erl.Term.t on the OCaml heap, bottom-up: every finished
