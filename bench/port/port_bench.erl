@@ -54,6 +54,7 @@ options([Flag, Value | Rest], Opts) ->
               "--idle" -> idle;
               "--payloads" -> payloads;
               "--out" -> out;
+              "--only" -> only;  % round_trips | pool | kernels | worker_cost: one section
               _ -> error({unknown_option, Flag})
           end,
     options(Rest, Opts#{Key => Value});
@@ -82,7 +83,10 @@ run(Opts = #{mode := Mode, out := Out}) ->
     ok = application:set_env(camlbeam, port_executable, maps:get(worker, Cfg)),
     {ok, _} = application:ensure_all_started(camlbeam),
     header(Cfg),
-    Verdicts = lists:append([round_trips(Cfg), pool(Cfg), kernels(Cfg), worker_cost(Cfg)]),
+    Sections = [{round_trips, fun round_trips/1}, {pool, fun pool/1}, {kernels, fun kernels/1},
+                {worker_cost, fun worker_cost/1}],
+    Only = maps:get(only, Cfg, all),
+    Verdicts = lists:append([F(Cfg) || {Name, F} <- Sections, Only =:= all orelse Only =:= atom_to_list(Name)]),
     verdicts(Mode, Verdicts),
     ok = file:close(Fd).
 
@@ -105,19 +109,38 @@ header(#{mode := Mode}) ->
 
 round_trips(Cfg = #{payloads := Dir, bench_plugin := Plugin, c_port := CPort}) ->
     p("~n== Round trip: identity export, one worker (pool_size 1), times in microseconds ==~n", []),
-    p("~-12s ~7s  ~-15s ~9s ~9s ~10s~n", ["payload", "callers", "target", "p50", "p99", "calls/s"]),
+    p("~-12s ~7s  ~-15s ~9s ~9s ~10s~n", ["payload", "callers", "worker", "p50", "p99", "calls/s"]),
     {ok, Camlbeam} = ocaml:start_link(#{plugins => [Plugin]}),
+    BigMinor = with_minor_heap("s=4M", fun() -> ocaml:start_link(#{plugins => [Plugin]}) end),
     {ok, CViaOcaml} = ocaml:start_link(#{executable => CPort}),
     {ok, Server} = gen_server:start_link(?MODULE, [], []),
-    Targets = [{camlbeam, #{pool => Camlbeam}}, {c_port, #{pool => CViaOcaml}},
-               {bare_c_port, #{exe => CPort}}, {gen_server, #{server => Server}}],
+    Targets = [{camlbeam, #{pool => Camlbeam}}, {'camlbeam_s=4M', #{pool => BigMinor}},
+               {c_port, #{pool => CViaOcaml}}, {bare_c_port, #{exe => CPort}}, {gen_server, #{server => Server}}],
     Verdicts = lists:append([round_trip_payload(Cfg, Targets, Name, read_payload(Dir, Name)) || Name <- ?PAYLOADS]),
-    ok = ocaml:stop(Camlbeam),
-    ok = ocaml:stop(CViaOcaml),
+    [ok = ocaml:stop(P) || P <- [Camlbeam, BigMinor, CViaOcaml]],
     ok = gen_server:stop(Server),
-    p("(c_port: c_port.cpp through ocaml:start_link(#{executable => ...}); bare_c_port: the same program, the~n"
-      " caller owns the port (1 caller) or one process owns it and relays replies to callers' aliases (2).)~n", []),
+    p("(camlbeam_s=4M: the same worker started with OCAMLRUNPARAM=s=4M, a 32 MB minor heap instead of 2 MB,~n"
+      " to show what the GC costs; c_port: c_port.cpp through ocaml:start_link(#{executable => ...});~n"
+      " bare_c_port: the same program, the caller owns the port (1 caller) or one process owns it and relays~n"
+      " replies to the callers' aliases (2 callers).)~n", []),
     Verdicts.
+
+%% A pool whose workers inherit OCAMLRUNPARAM=Param from the VM's environment at spawn time.
+with_minor_heap(Param, Start) ->
+    Saved = os:getenv("OCAMLRUNPARAM"),
+    true = os:putenv("OCAMLRUNPARAM", Param),
+    Started = try Start() after
+                  case Saved of
+                      false -> os:unsetenv("OCAMLRUNPARAM");
+                      _ -> os:putenv("OCAMLRUNPARAM", Saved)
+                  end
+              end,
+    {ok, Pool} = Started,
+    [#{os_pid := OsPid}] = ocaml:workers(Pool),
+    {ok, Env} = file:read_file(["/proc/", integer_to_list(OsPid), "/environ"]),
+    lists:member(<<"OCAMLRUNPARAM=", (list_to_binary(Param))/binary>>, binary:split(Env, <<0>>, [global]))
+        orelse error({ocamlrunparam_not_inherited, Param}),
+    Pool.
 
 read_payload(Dir, Name) ->
     {ok, Bin} = file:read_file(filename:join(Dir, Name ++ ".etf")),
@@ -196,7 +219,7 @@ timed_calls(Call, Payload, N, Acc) ->
     _ = Call(Payload),
     timed_calls(Call, Payload, N - 1, [now_ns() - T0 | Acc]).
 
-call_fun(Target, #{pool := Pool}) when Target =:= camlbeam; Target =:= c_port ->
+call_fun(_Target, #{pool := Pool}) ->
     fun(X) -> {ok, R} = ocaml:call(Pool, id, [X], ?CALL_TIMEOUT), R end;
 call_fun(bare_c_port, #{port := Port}) ->  % two callers: replies come through the relay
     fun(X) ->
@@ -366,14 +389,15 @@ worker_cost(Cfg = #{start_iters := Iters, rss_iters := RssIters}) ->
     StartMs = [{Kind, median([T || Run <- Starts, {K, T} <- Run, K =:= Kind]) / 1.0e6} || Kind <- Kinds],
     RssKinds = Kinds ++ [ocaml_idle],
     Rss = [[{Kind, idle_rss(Kind, Cfg)} || Kind <- rotate(I, RssKinds)] || I <- lists:seq(1, RssIters)],
-    RssKb = [{Kind, median([R || Run <- Rss, {K, R} <- Run, K =:= Kind])} || Kind <- RssKinds],
+    RssOf = fun(Kind, I) -> median([element(I, R) || Run <- Rss, {K, R} <- Run, K =:= Kind]) end,
+    RssKb = [{Kind, RssOf(Kind, 1)} || Kind <- RssKinds],
     p("~n== Worker cost: start to first answered call (median of ~b), idle VmRSS (median of ~b) ==~n",
       [Iters, RssIters]),
-    p("~-20s ~10s ~11s~n", ["worker", "start ms", "VmRSS kB"]),
-    [p("~-20s ~10s ~11b~n", [Kind, case proplists:get_value(Kind, StartMs) of
-                                       undefined -> "-";
-                                       Ms -> io_lib:format("~.2f", [Ms])
-                                   end, proplists:get_value(Kind, RssKb)])
+    p("~-20s ~10s ~11s ~11s ~11s~n", ["worker", "start ms", "VmRSS kB", "RssAnon kB", "RssFile kB"]),
+    [p("~-20s ~10s ~11b ~11b ~11b~n", [Kind, case proplists:get_value(Kind, StartMs) of
+                                                 undefined -> "-";
+                                                 Ms -> io_lib:format("~.2f", [Ms])
+                                             end, RssOf(Kind, 1), RssOf(Kind, 2), RssOf(Kind, 3)])
      || Kind <- RssKinds],
     p("(camlbeam: ocaml:start_link with the benchmark plugin, then ocaml:call id [42]; camlbeam_no_plugin: no~n"
       " plugin, the call answered {error, {undef, id}}; c_port: through ocaml:start_link(#{executable => ...});~n"
@@ -437,10 +461,14 @@ close_port(Port) ->
     port_close(Port),
     receive {Port, {exit_status, _}} -> ok after 0 -> ok end.
 
+%% {VmRSS, RssAnon, RssFile} in kB: resident in all, anonymous (private to the worker: heaps,
+%% stacks, buffers), file-backed (the executable's and the libraries' pages, shareable).
 vm_rss(OsPid) ->
     {ok, Status} = file:read_file(["/proc/", integer_to_list(OsPid), "/status"]),
-    {match, [Kb]} = re:run(Status, "VmRSS:\\s+(\\d+) kB", [{capture, all_but_first, binary}]),
-    binary_to_integer(Kb).
+    list_to_tuple([begin
+                       {match, [Kb]} = re:run(Status, [Field, ":\\s+(\\d+) kB"], [{capture, all_but_first, binary}]),
+                       binary_to_integer(Kb)
+                   end || Field <- ["VmRSS", "RssAnon", "RssFile"]]).
 
 %% ---- Verdicts ----
 
