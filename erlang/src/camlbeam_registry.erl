@@ -1,0 +1,126 @@
+%% @doc Where callers find the workers of a pool.
+%%
+%% Owns two named ETS tables that outlive every pool: `camlbeam_pools' (one row
+%% per pool: its manager and the plugins its workers load) and
+%% `camlbeam_workers' (one row per live worker: its process, port, table of
+%% pending calls). Writes go through this server, which monitors what each
+%% row describes and deletes the row when that process dies; reads are plain
+%% ETS lookups by the callers themselves, so the request path never waits on
+%% this process.
+-module(camlbeam_registry).
+-behaviour(gen_server).
+
+-include("camlbeam_registry.hrl").
+
+-export([start_link/0]).
+-export([register_pool/3, set_plugins/2, register_worker/1]).
+-export([pool/1, workers/1]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
+
+-define(POOLS, camlbeam_pools).
+-define(WORKERS, camlbeam_workers).
+
+-type state() :: #{monitors := #{reference() => {pool | worker, pid()}}}.
+
+%%% API
+
+-spec start_link() -> {ok, pid()} | ignore | {error, term()}.
+start_link() ->
+    gen_server:start_link({local, ?MODULE}, ?MODULE, [], []).
+
+%% @doc Records `Pool' and its manager; returns the plugins the pool's workers
+%% load. When the pool is already known (its manager restarted), its plugins
+%% are kept and `InitialPlugins' ignored.
+-spec register_pool(Pool :: pid(), Manager :: pid(), InitialPlugins :: [file:filename_all()]) ->
+    [file:filename_all()].
+register_pool(Pool, Manager, InitialPlugins) ->
+    gen_server:call(?MODULE, {register_pool, Pool, Manager, InitialPlugins}).
+
+%% @doc Replaces the plugin list of a registered pool.
+-spec set_plugins(Pool :: pid(), [file:filename_all()]) -> ok.
+set_plugins(Pool, Plugins) ->
+    gen_server:call(?MODULE, {set_plugins, Pool, Plugins}).
+
+%% @doc Publishes the calling worker; the row goes when the worker dies.
+-spec register_worker(#camlbeam_worker{}) -> ok.
+register_worker(#camlbeam_worker{pid = Pid} = Worker) when Pid =:= self() ->
+    gen_server:call(?MODULE, {register_worker, Worker}).
+
+%% @doc The row of a pool, if it is alive.
+-spec pool(pid()) -> {ok, #camlbeam_pool{}} | error.
+pool(Pool) ->
+    case ets:lookup(?POOLS, Pool) of
+        [Row] -> {ok, Row};
+        [] -> error
+    end.
+
+%% @doc The live workers of a pool, by increasing id.
+-spec workers(pid()) -> [#camlbeam_worker{}].
+workers(Pool) ->
+    %% A bound key prefix on an ordered_set: ETS walks only this pool's range.
+    ets:select(?WORKERS, [{worker_pattern([{#camlbeam_worker.key, {Pool, '_'}}]), [], ['$_']}]).
+
+%%% gen_server callbacks
+
+-spec init([]) -> {ok, state()}.
+init([]) ->
+    _ = ets:new(?POOLS, [named_table, set, protected, {keypos, #camlbeam_pool.pool},
+                         {read_concurrency, true}]),
+    _ = ets:new(?WORKERS, [named_table, ordered_set, protected, {keypos, #camlbeam_worker.key},
+                           {read_concurrency, true}]),
+    {ok, #{monitors => #{}}}.
+
+-spec handle_call(term(), gen_server:from(), state()) -> {reply, term(), state()}.
+handle_call({register_pool, Pool, Manager, InitialPlugins}, _From, State) ->
+    case ets:lookup(?POOLS, Pool) of
+        [#camlbeam_pool{plugins = Plugins} = Row] ->
+            true = ets:insert(?POOLS, Row#camlbeam_pool{manager = Manager}),
+            {reply, Plugins, State};
+        [] ->
+            true = ets:insert(?POOLS, #camlbeam_pool{pool = Pool, manager = Manager,
+                                                     plugins = InitialPlugins}),
+            {reply, InitialPlugins, monitor_process(pool, Pool, State)}
+    end;
+handle_call({set_plugins, Pool, Plugins}, _From, State) ->
+    _ = ets:update_element(?POOLS, Pool, {#camlbeam_pool.plugins, Plugins}),
+    {reply, ok, State};
+handle_call({register_worker, #camlbeam_worker{pid = Pid} = Worker}, _From, State) ->
+    true = ets:insert(?WORKERS, Worker),
+    {reply, ok, monitor_process(worker, Pid, State)};
+handle_call(Request, _From, State) ->
+    {reply, {error, {unknown_request, Request}}, State}.
+
+-spec handle_cast(term(), state()) -> {noreply, state()}.
+handle_cast(_Request, State) ->
+    {noreply, State}.
+
+-spec handle_info(term(), state()) -> {noreply, state()}.
+handle_info({'DOWN', Mref, process, _, _}, #{monitors := Monitors} = State) ->
+    case maps:take(Mref, Monitors) of
+        {{pool, Pool}, Rest} ->
+            true = ets:delete(?POOLS, Pool),
+            _ = ets:select_delete(?WORKERS,
+                                  [{worker_pattern([{#camlbeam_worker.key, {Pool, '_'}}]), [], [true]}]),
+            {noreply, State#{monitors := Rest}};
+        {{worker, Pid}, Rest} ->
+            %% Only this process's row: its successor may already have replaced it.
+            _ = ets:select_delete(?WORKERS,
+                                  [{worker_pattern([{#camlbeam_worker.pid, Pid}]), [], [true]}]),
+            {noreply, State#{monitors := Rest}};
+        error ->
+            {noreply, State}
+    end;
+handle_info(_Info, State) ->
+    {noreply, State}.
+
+%%% Internals
+
+-spec monitor_process(pool | worker, pid(), state()) -> state().
+monitor_process(Kind, Pid, #{monitors := Monitors} = State) ->
+    State#{monitors := Monitors#{erlang:monitor(process, Pid) => {Kind, Pid}}}.
+
+%% A match pattern for worker rows: the given fields, '_' elsewhere. Built as a tuple
+%% because '_' is not of the record's field types.
+-spec worker_pattern([{pos_integer(), term()}]) -> tuple().
+worker_pattern(Fields) ->
+    erlang:make_tuple(record_info(size, camlbeam_worker), '_', [{1, camlbeam_worker} | Fields]).

@@ -1,0 +1,32 @@
+%% @doc The top supervisor of camlbeam.
+%%
+%% `rest_for_one': the registry owns the tables through which callers find the
+%% workers of every pool, so if it ever restarts, the pools it described are
+%% gone with its tables and must go too; a pool supervisor crashing touches
+%% nothing above it.
+-module(camlbeam_sup).
+-behaviour(supervisor).
+
+-export([start_link/0]).
+-export([init/1]).
+
+-spec start_link() -> supervisor:startlink_ret().
+start_link() ->
+    supervisor:start_link({local, ?MODULE}, ?MODULE, []).
+
+-spec init([]) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
+init([]) ->
+    Flags = #{strategy => rest_for_one, intensity => 3, period => 10},
+    Children = [
+        #{id => camlbeam_registry,
+          start => {camlbeam_registry, start_link, []},
+          restart => permanent,
+          shutdown => 5000,
+          type => worker},
+        #{id => ocaml_pool_sup,
+          start => {ocaml_pool_sup, start_link, []},
+          restart => permanent,
+          shutdown => infinity,
+          type => supervisor}
+    ],
+    {ok, {Flags, Children}}.

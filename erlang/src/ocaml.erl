@@ -1,0 +1,411 @@
+%% @doc Run OCaml code from Erlang: pools of OCaml workers, and calls to the
+%% functions their plugins export.
+%%
+%% ```
+%% {ok, Pool} = ocaml:start_link(#{plugins => ["priv/mathlib.cmxs"], pool_size => 4}),
+%% {ok, 832040} = ocaml:call(Pool, fib, [30]),
+%% {error, {ocaml_exception, <<"Not_found">>, _, _}} = ocaml:call(Pool, lookup, [<<"x">>]),
+%% ok = ocaml:cast(Pool, log, [<<"hi">>]),
+%% ok = ocaml:load(Pool, "priv/other.cmxs").
+%% '''
+%%
+%% Errors are values, and every call gets exactly one answer, also when its
+%% worker dies under it or the answer comes too late (a late answer is
+%% dropped by the VM, never delivered to a later call).
+%%
+%% A call does not go through any process on its way in: the caller picks
+%% the least loaded worker of the pool from the registry's table, monitors
+%% it with an alias (as `gen_server:call' does), records the alias in the
+%% worker's table of pending calls, and writes the request to the worker's
+%% port itself. The worker's process forwards the answer, still encoded, to
+%% the alias; the caller decodes it.
+-module(ocaml).
+
+-include_lib("kernel/include/file.hrl").
+-include("camlbeam_registry.hrl").
+
+-export([start_link/1, start/1, stop/1]).
+-export([call/3, call/4, cast/3, load/2, workers/1]).
+-export([format_error/1]).
+-export_type([pool/0, options/0, flavour/0, worker_info/0]).
+-export_type([call_error/0, start_error/0, load_error/0]).
+
+-define(DEFAULT_TIMEOUT, 5000).
+
+%% A pool's handle: its pid, or its name when started with `name'.
+-type pool() :: pid() | atom().
+
+-type flavour() :: native | bytecode.
+
+%% <ul>
+%% <li>`transport': how OCaml runs; `port' (an OS process per worker) for now.</li>
+%% <li>`plugins': loaded in order into every worker, also after restarts.</li>
+%% <li>`pool_size': the number of workers, default 1.</li>
+%% <li>`flavour': default from the plugins' extensions (`.cmxs' native,
+%%     `.cma' and `.cmo' bytecode).</li>
+%% <li>`executable': a worker executable of one's own (same protocol).</li>
+%% <li>`max_queue': calls in flight per worker, default 10000; above it a
+%%     call answers `{error, overloaded}'.</li>
+%% <li>`start_timeout': for a worker's hello and initial loads (and for
+%%     each {@link load/2}), default 10000 ms.</li>
+%% <li>`name': registers the pool locally under this name.</li>
+%% <li>`erl_call': what `Erl.call_erlang' may run, default `all'.</li>
+%% </ul>
+-type options() :: #{
+    transport => port,
+    plugins => [file:filename_all()],
+    pool_size => pos_integer(),
+    flavour => flavour(),
+    executable => file:filename_all(),
+    max_queue => pos_integer(),
+    start_timeout => timeout(),
+    name => atom(),
+    erl_call => all | none | [{module(), atom()}]
+}.
+
+-type worker_info() :: #{id := pos_integer(), pid := pid(), os_pid := non_neg_integer(),
+                         flavour := flavour(), in_flight := non_neg_integer()}.
+
+%% The answer of a call that did not return a value. The first five come
+%% from the OCaml side (`cpp/host/README.md'); Name is an atom, or a binary
+%% when the name cannot be an atom.
+-type call_error() :: {undef, atom() | binary()}
+                    | {badarity, Expected :: non_neg_integer(), Got :: non_neg_integer()}
+                    | {badarg, #{argument := pos_integer(), expected := binary(), got := term()}}
+                    | {ocaml_exception, Name :: binary(), Message :: binary(), Backtrace :: binary()}
+                    | {reply_too_large, Size :: non_neg_integer(), Limit :: non_neg_integer()}
+                    | {bad_request, binary()}
+                    | {bad_reply, binary()}
+                    | timeout
+                    | {worker_crashed, Reason :: term()}
+                    | overloaded
+                    | no_worker
+                    | noproc.
+
+-type load_error() :: {load_failed, enoent | not_a_plugin | incompatible | already_loaded
+                                    | init_failed, Message :: binary()}
+                    | {worker_crashed, term()}
+                    | {bad_reply, binary()}
+                    | timeout
+                    | noproc.
+
+-type start_error() :: {unknown_option, term()}
+                     | {bad_option, atom(), term()}
+                     | {mixed_plugin_kinds, #{flavour() => [file:filename_all()]}}
+                     | {no_executable, file:filename_all() | no_priv_dir}
+                     | {already_started, pid()}
+                     | {not_started, camlbeam}
+                     | ocaml_worker:stop_reason()
+                     | term().
+
+%%% Pools
+
+%% @doc Starts a pool under camlbeam's supervisor, stopped when the calling
+%% process dies. Returns once every worker has started and loaded the plugins.
+-spec start_link(options()) -> {ok, pool()} | {error, start_error()}.
+start_link(Options) when is_map(Options) ->
+    start_pool(Options, self()).
+
+%% @doc Starts a pool under camlbeam's supervisor, not tied to the caller.
+-spec start(options()) -> {ok, pool()} | {error, start_error()}.
+start(Options) when is_map(Options) ->
+    start_pool(Options, none).
+
+%% @doc Stops a pool: its workers' ports are closed, calls in flight answer
+%% `{error, {worker_crashed, shutdown}}'. Stopping a pool that is not
+%% running is not an error.
+-spec stop(pool()) -> ok.
+stop(Pool) ->
+    case whereis_pool(Pool) of
+        undefined ->
+            ok;
+        Pid ->
+            _ = ocaml_pool_sup:stop_pool(Pid),
+            ok
+    end.
+
+%% @doc Loads a plugin into every worker of the pool; workers started later,
+%% restarted ones included, load it too. `ok' once every worker has, else
+%% the first error, and the plugin is not loaded by later workers.
+-spec load(pool(), file:filename_all()) -> ok | {error, load_error()}.
+load(Pool, Path) when is_list(Path); is_binary(Path) ->
+    case pool_row(Pool) of
+        {ok, #camlbeam_pool{manager = Manager}} ->
+            try
+                ocaml_pool_manager:load(Manager, Path)
+            catch
+                exit:{Reason, _} when Reason =:= noproc; Reason =:= normal;
+                                      Reason =:= shutdown; element(1, Reason) =:= shutdown ->
+                    {error, noproc}
+            end;
+        error ->
+            {error, noproc}
+    end.
+
+%% @doc The live workers of a pool, by id; `[]' for a pool that is not running.
+-spec workers(pool()) -> [worker_info()].
+workers(Pool) ->
+    case whereis_pool(Pool) of
+        undefined ->
+            [];
+        Pid ->
+            [#{id => Id, pid => Worker, os_pid => OsPid, flavour => Flavour,
+               in_flight => Load}
+             || #camlbeam_worker{key = {_, Id}, pid = Worker, os_pid = OsPid, flavour = Flavour,
+                                 pending = Pending} <- camlbeam_registry:workers(Pid),
+                Load <- [ets:info(Pending, size)], Load =/= undefined]
+    end.
+
+%%% Calls
+
+%% @equiv call(Pool, Fun, Args, 5000)
+-spec call(pool(), atom(), [term()]) -> {ok, term()} | {error, call_error()}.
+call(Pool, Fun, Args) ->
+    call(Pool, Fun, Args, ?DEFAULT_TIMEOUT).
+
+%% @doc Calls the OCaml function exported as `Fun' with `Args' on the least
+%% loaded worker of the pool.
+-spec call(pool(), atom(), [term()], timeout()) -> {ok, term()} | {error, call_error()}.
+call(Pool, Fun, Args, Timeout)
+  when is_atom(Fun), is_list(Args),
+       (Timeout =:= infinity orelse (is_integer(Timeout) andalso Timeout >= 0)) ->
+    case pick_worker(Pool) of
+        {ok, Worker} -> call_worker(Worker, Fun, Args, Timeout);
+        {error, _} = Error -> Error
+    end.
+
+%% @doc Runs the OCaml function exported as `Fun' with `Args' on the least
+%% loaded worker, and does not wait. A cast that fails is logged by the
+%% worker; a cast to a pool with no worker is dropped.
+-spec cast(pool(), atom(), [term()]) -> ok.
+cast(Pool, Fun, Args) when is_atom(Fun), is_list(Args) ->
+    case pick_worker(Pool) of
+        {ok, #camlbeam_worker{port = Port}} -> write(Port, ocaml_port_protocol:cast(Fun, Args));
+        {error, _} -> ok
+    end.
+
+%%% Errors
+
+%% @doc A sentence saying what an error of this module means.
+-spec format_error(call_error() | load_error() | start_error()) -> string().
+format_error(Reason) ->
+    lists:flatten(describe(Reason)).
+
+%%% Internals
+
+-spec start_pool(options(), pid() | none) -> {ok, pool()} | {error, start_error()}.
+start_pool(Options, Owner) ->
+    case ocaml_options:validate(Options) of
+        {ok, Config} ->
+            case resolve_executable(Config) of
+                {ok, Executable} ->
+                    start_validated(Config#{executable := Executable, owner => Owner});
+                {error, _} = Error ->
+                    Error
+            end;
+        {error, _} = Error ->
+            Error
+    end.
+
+-spec start_validated(ocaml_pool:config()) -> {ok, pool()} | {error, start_error()}.
+start_validated(#{name := Name} = Config) ->
+    try ocaml_pool_sup:start_pool(Config) of
+        {ok, Pid} when Name =:= undefined -> {ok, Pid};
+        {ok, _Pid} -> {ok, Name};
+        {error, Reason} -> {error, start_failure(Reason)}
+    catch
+        exit:{noproc, _} -> {error, {not_started, camlbeam}}
+    end.
+
+%% What made the pool fail, out of the supervisors' wrapping: the worker's
+%% or the manager's reason.
+-spec start_failure(term()) -> start_error().
+start_failure({shutdown, {failed_to_start_child, workers,
+                          {shutdown, {failed_to_start_child, {worker, _}, Reason}}}}) ->
+    Reason;
+start_failure({shutdown, {failed_to_start_child, manager, Reason}}) ->
+    Reason;
+start_failure(Reason) ->
+    Reason.
+
+-spec resolve_executable(ocaml_options:config()) ->
+    {ok, file:filename_all()} | {error, {no_executable, file:filename_all() | no_priv_dir}}.
+resolve_executable(Config) ->
+    case ocaml_options:executable(Config, app_env()) of
+        {ok, Path} ->
+            case file:read_file_info(Path) of
+                {ok, #file_info{type = regular, mode = Mode}} when Mode band 8#111 =/= 0 ->
+                    {ok, Path};
+                _ ->
+                    {error, {no_executable, Path}}
+            end;
+        {error, no_priv_dir} ->
+            {error, {no_executable, no_priv_dir}}
+    end.
+
+-spec app_env() -> ocaml_options:app_env().
+app_env() ->
+    Env = maps:from_list([{Key, Value}
+                          || Key <- [port_executable, port_bytecode_executable],
+                             {ok, Value} <- [application:get_env(camlbeam, Key)]]),
+    case code:priv_dir(camlbeam) of
+        {error, bad_name} -> Env;
+        Priv -> Env#{priv_dir => Priv}
+    end.
+
+-spec whereis_pool(pool()) -> pid() | undefined.
+whereis_pool(Pool) when is_pid(Pool) -> Pool;
+whereis_pool(Name) when is_atom(Name) ->
+    case whereis(Name) of
+        Pid when is_pid(Pid) -> Pid;
+        _ -> undefined
+    end.
+
+-spec pool_row(pool()) -> {ok, #camlbeam_pool{}} | error.
+pool_row(Pool) ->
+    case whereis_pool(Pool) of
+        undefined -> error;
+        Pid -> camlbeam_registry:pool(Pid)
+    end.
+
+-spec pick_worker(pool()) -> {ok, #camlbeam_worker{}} | {error, overloaded | no_worker | noproc}.
+pick_worker(Pool) ->
+    case whereis_pool(Pool) of
+        undefined ->
+            {error, noproc};
+        Pid ->
+            case least_loaded(camlbeam_registry:workers(Pid), none, 0) of
+                {ok, _} = Found -> Found;
+                {error, overloaded} = Overloaded -> Overloaded;
+                {error, no_worker} = NoWorker ->
+                    case camlbeam_registry:pool(Pid) of
+                        {ok, _} -> NoWorker;
+                        error -> {error, noproc}
+                    end
+            end
+    end.
+
+%% The worker with the fewest calls in flight (the first of those with as
+%% few), if it has room for one more.
+-spec least_loaded([#camlbeam_worker{}], #camlbeam_worker{} | none, non_neg_integer()) ->
+    {ok, #camlbeam_worker{}} | {error, overloaded | no_worker}.
+least_loaded([], none, _) ->
+    {error, no_worker};
+least_loaded([], #camlbeam_worker{max_queue = Max}, Load) when Load >= Max ->
+    {error, overloaded};
+least_loaded([], Best, _) ->
+    {ok, Best};
+least_loaded([#camlbeam_worker{pending = Pending} = Worker | Workers], Best, BestLoad) ->
+    %% undefined: the table went with its worker, which is being replaced.
+    case ets:info(Pending, size) of
+        undefined -> least_loaded(Workers, Best, BestLoad);
+        Load when Best =:= none; Load < BestLoad -> least_loaded(Workers, Worker, Load);
+        _ -> least_loaded(Workers, Best, BestLoad)
+    end.
+
+-spec call_worker(#camlbeam_worker{}, atom(), [term()], timeout()) ->
+    {ok, term()} | {error, call_error()}.
+call_worker(#camlbeam_worker{pid = Pid, port = Port, pending = Pending}, Fun, Args, Timeout) ->
+    %% The alias is deactivated with the monitor: an answer sent after the
+    %% caller gave up is dropped by the VM instead of landing in its mailbox.
+    Alias = erlang:monitor(process, Pid, [{alias, demonitor}]),
+    Request = ocaml_port_protocol:call(Alias, Fun, Args),
+    try
+        true = ets:insert(Pending, {Alias}),
+        true = erlang:port_command(Port, Request)
+    catch
+        %% The table or the port is gone: the worker is dying, and the
+        %% monitor says why below.
+        error:badarg -> ok
+    end,
+    receive
+        {Alias, Payload} ->
+            erlang:demonitor(Alias, [flush]),
+            ocaml_port_protocol:decode_answer(Payload);
+        {'DOWN', Alias, process, _, Reason} ->
+            {error, {worker_crashed, Reason}}
+    after Timeout ->
+        erlang:demonitor(Alias, [flush]),
+        _ = (catch ets:delete(Pending, Alias)),
+        %% The worker may have forwarded the answer just before the alias went.
+        receive
+            {Alias, Payload} -> ocaml_port_protocol:decode_answer(Payload)
+        after 0 ->
+            {error, timeout}
+        end
+    end.
+
+-spec write(port(), iodata()) -> ok.
+write(Port, Frame) ->
+    try erlang:port_command(Port, Frame) of
+        true -> ok
+    catch
+        error:badarg -> ok
+    end.
+
+-spec describe(term()) -> io_lib:chars().
+describe({undef, Fun}) ->
+    io_lib:format("no OCaml function is exported as ~tp", [Fun]);
+describe({badarity, Expected, Got}) ->
+    io_lib:format("the OCaml function takes ~b arguments, not ~b", [Expected, Got]);
+describe({badarg, #{argument := N, expected := Expected, got := Got}}) ->
+    io_lib:format("argument ~b is ~tP, not of the type ~ts", [N, Got, 10, Expected]);
+describe({ocaml_exception, Name, Message, _Backtrace}) ->
+    io_lib:format("the OCaml function raised ~ts: ~ts", [Name, Message]);
+describe({reply_too_large, Size, Limit}) ->
+    io_lib:format("the answer would take ~b bytes, more than the worker's limit of ~b",
+                  [Size, Limit]);
+describe({bad_request, Message}) ->
+    io_lib:format("the worker refused the request: ~ts", [Message]);
+describe({bad_reply, Message}) ->
+    io_lib:format("the answer is not a term of this VM: ~ts", [Message]);
+describe(timeout) ->
+    "no answer in time; a late one is dropped";
+describe({worker_crashed, Reason}) ->
+    io_lib:format("the worker stopped before answering: ~ts", [describe(Reason)]);
+describe(overloaded) ->
+    "every worker of the pool has max_queue calls in flight";
+describe(no_worker) ->
+    "no worker of the pool is running (they are being restarted)";
+describe(noproc) ->
+    "no such pool";
+describe({load_failed, Kind, Message})
+  when Kind =:= enoent; Kind =:= not_a_plugin; Kind =:= incompatible;
+       Kind =:= already_loaded; Kind =:= init_failed ->
+    io_lib:format("the plugin did not load (~ts): ~ts", [Kind, Message]);
+describe({unknown_option, Key}) ->
+    io_lib:format("unknown option ~tp", [Key]);
+describe({bad_option, Key, Value}) ->
+    io_lib:format("bad value for option ~ts: ~tP", [Key, Value, 10]);
+describe({mixed_plugin_kinds, Kinds}) ->
+    io_lib:format("native and bytecode plugins in one pool: ~tp", [Kinds]);
+describe({no_executable, no_priv_dir}) ->
+    "no worker executable: the camlbeam application has no priv directory";
+describe({no_executable, Path}) ->
+    io_lib:format("no worker executable at ~ts", [Path]);
+describe({already_started, Pid}) ->
+    io_lib:format("a process with that name is running: ~p", [Pid]);
+describe({not_started, camlbeam}) ->
+    "the application camlbeam is not started";
+describe({exit_status, Status}) ->
+    io_lib:format("the worker's OS process exited with status ~b", [Status]);
+describe({malformed_frame, Malformed}) ->
+    io_lib:format("the worker broke the protocol: ~tP", [Malformed, 10]);
+describe({port_exit, Reason}) ->
+    io_lib:format("the worker's port closed: ~tP", [Reason, 10]);
+describe({spawn_failed, Reason}) ->
+    io_lib:format("the worker executable could not be started: ~tP", [Reason, 10]);
+describe({start_timeout, hello}) ->
+    "the worker did not answer hello within start_timeout";
+describe({start_timeout, {load, Path}}) ->
+    io_lib:format("the worker did not load ~ts within start_timeout", [Path]);
+describe({flavour_mismatch, Expected, Got}) ->
+    io_lib:format("a ~ts worker was asked for, the executable is ~ts", [Expected, Got]);
+describe({protocol_mismatch, Version}) ->
+    io_lib:format("the worker speaks protocol ~tp, not 1", [Version]);
+describe({bad_hello, Answer}) ->
+    io_lib:format("the worker's hello is not the protocol's: ~tP", [Answer, 10]);
+describe(no_pool) ->
+    "the worker's pool is gone";
+describe(Other) ->
+    io_lib:format("~tP", [Other, 10]).

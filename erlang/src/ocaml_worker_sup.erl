@@ -1,0 +1,30 @@
+%% @doc The workers of one pool, `{worker, Id}' for Id in 1..pool_size. A
+%% worker whose OCaml process dies or breaks the protocol stops, and is
+%% restarted here with the pool's plugins.
+-module(ocaml_worker_sup).
+-behaviour(supervisor).
+
+-export([start_link/2]).
+-export([init/1]).
+
+%% Restarts allowed per period (seconds) before the pool's supervisor takes
+%% over: a plugin that kills its worker at every load must not loop forever,
+%% while a few crashes in a busy minute are no reason to drop the pool.
+-define(INTENSITY, 10).
+-define(PERIOD, 60).
+
+-spec start_link(Pool :: pid(), PoolSize :: pos_integer()) -> supervisor:startlink_ret().
+start_link(Pool, PoolSize) ->
+    supervisor:start_link(?MODULE, {Pool, PoolSize}).
+
+-spec init({pid(), pos_integer()}) ->
+    {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
+init({Pool, PoolSize}) ->
+    Flags = #{strategy => one_for_one, intensity => ?INTENSITY, period => ?PERIOD},
+    Workers = [#{id => {worker, Id},
+                 start => {ocaml_worker, start_link, [Pool, Id]},
+                 restart => permanent,
+                 shutdown => 5000,
+                 type => worker}
+               || Id <- lists:seq(1, PoolSize)],
+    {ok, {Flags, Workers}}.

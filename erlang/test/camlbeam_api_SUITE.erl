@@ -1,0 +1,374 @@
+%% Every function of the API (module ocaml) and every error of the error model, against
+%% real workers, once per coupling (camlbeam_test_lib:groups/1).
+-module(camlbeam_api_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-compile([export_all, nowarn_export_all]).
+
+-define(LIB, camlbeam_test_lib).
+
+suite() ->
+    [{timetrap, {seconds, 60}}].
+
+all() ->
+    [{group, Group} || {Group, _, _} <- groups()].
+
+groups() ->
+    ?LIB:groups(fun cases/1).
+
+cases(Group) ->
+    [start_call_stop, named_pool, workers_info, flavour_from_plugins, cast,
+     undef, badarity, badarg, ocaml_exception, stack_overflow, nan_is_bad_reply,
+     timeout_drops_late_reply, infinity_timeout, overloaded, unknown_atom_is_bad_reply,
+     load_at_runtime, load_failures, start_failures, bad_options, erl_send,
+     call_erlang_all, call_erlang_none, call_erlang_allow_list, owner_death_stops_pool,
+     least_loaded_routing]
+    ++ [own_executable || Group =:= port].
+
+init_per_suite(Config) -> ?LIB:init_per_suite(Config).
+end_per_suite(Config) -> ?LIB:end_per_suite(Config).
+init_per_group(Group, Config) -> ?LIB:init_per_group(Group, Config).
+end_per_group(_Group, _Config) -> ok.
+
+%%% Pools
+
+start_call_stop(Config) ->
+    {ok, Pool} = ocaml:start_link(?LIB:pool_options(Config, #{pool_size => 2})),
+    ?assert(is_pid(Pool)),
+    ?assertEqual({ok, {answer, 42}}, ocaml:call(Pool, identity, [{answer, 42}])),
+    ?assertEqual({ok, 5}, ocaml:call(Pool, add, [2, 3], 1000)),
+    OsPids = [P || #{os_pid := P} <- ocaml:workers(Pool)],
+    ?assertEqual(2, length(OsPids)),
+    Monitor = erlang:monitor(process, Pool),
+    ?assertEqual(ok, ocaml:stop(Pool)),
+    receive {'DOWN', Monitor, process, Pool, _} -> ok after 5000 -> ct:fail(pool_alive) end,
+    ?assertEqual({error, noproc}, ocaml:call(Pool, identity, [1])),
+    ?assertEqual(ok, ocaml:cast(Pool, identity, [1])),
+    ?assertEqual({error, noproc}, ocaml:load(Pool, ?LIB:plugin(Config, "camlbeam_extra"))),
+    ?assertEqual([], ocaml:workers(Pool)),
+    ?assertEqual(ok, ocaml:stop(Pool)),
+    %% Their ports closed, the OS processes exit on their own.
+    ?LIB:wait_until(fun() -> not lists:any(fun ?LIB:os_pid_alive/1, OsPids) end, 5000).
+
+named_pool(Config) ->
+    Name = camlbeam_api_named_pool,
+    {ok, Name} = ocaml:start(?LIB:pool_options(Config, #{name => Name})),
+    Pid = whereis(Name),
+    ?assertEqual({ok, x}, ocaml:call(Name, identity, [x])),
+    ?assertEqual({error, {already_started, Pid}}, ocaml:start(?LIB:pool_options(Config, #{name => Name}))),
+    %% ocaml:start/1: not tied to this process.
+    ?assertMatch([#{id := 1}], ocaml:workers(Name)),
+    ?assertEqual(ok, ocaml:stop(Name)),
+    ?assertEqual(undefined, whereis(Name)),
+    ?assertEqual({error, noproc}, ocaml:call(Name, identity, [x])).
+
+workers_info(Config) ->
+    Flavour = ?config(flavour, Config),
+    Pool = ?LIB:start_pool(Config, #{pool_size => 3}),
+    Workers = ocaml:workers(Pool),
+    ?assertEqual([1, 2, 3], [Id || #{id := Id} <- Workers]),
+    lists:foreach(
+      fun(#{id := Id, pid := Pid, os_pid := OsPid, flavour := F, in_flight := InFlight} = W) ->
+              ?assertEqual(5, map_size(W)),
+              ?assert(is_process_alive(Pid)),
+              ?assert(?LIB:os_pid_alive(OsPid)),
+              ?assertEqual(Flavour, F),
+              ?assertEqual(0, InFlight),
+              %% The OCaml side knows the same worker.
+              ?assertEqual({ok, Id}, call_on(Pool, Id, worker_id, [])),
+              ?assertEqual({ok, OsPid}, call_on(Pool, Id, os_pid, []))
+      end, Workers),
+    %% A call in flight shows.
+    Self = self(),
+    Caller = spawn_link(fun() -> Self ! {done, ocaml:call(Pool, sleep, [300])} end),
+    ?LIB:wait_until(fun() -> lists:sum(in_flight(Pool)) =:= 1 end,
+                    1000),
+    receive {done, {ok, 300}} -> ok after 2000 -> ct:fail({no_answer, Caller}) end,
+    ?assertEqual([0, 0, 0], in_flight(Pool)).
+
+%% The flavour follows the plugins' extensions: .cma starts camlbeam-port-bytecode.
+flavour_from_plugins(Config) ->
+    Flavour = ?config(flavour, Config),
+    Pool = ?LIB:start_pool(Config, #{}),
+    [#{flavour := Flavour, os_pid := OsPid}] = ocaml:workers(Pool),
+    {ok, Exe} = file:read_link("/proc/" ++ integer_to_list(OsPid) ++ "/exe"),
+    Expected = case Flavour of
+                   native -> "camlbeam-port";
+                   bytecode -> "camlbeam-port-bytecode"
+               end,
+    ?assertEqual(Expected, filename:basename(Exe)),
+    ?assertEqual({ok, [1, 2]}, ocaml:call(Pool, identity, [[1, 2]])).
+
+cast(Config) ->
+    Pool = ?LIB:start_pool(Config, #{}),
+    Ref = make_ref(),
+    ?assertEqual(ok, ocaml:cast(Pool, send, [self(), {cast_ran, Ref}])),
+    receive {cast_ran, Ref} -> ok after 5000 -> ct:fail(cast_did_not_run) end,
+    %% A failing cast answers nobody and leaves the worker serving.
+    ?assertEqual(ok, ocaml:cast(Pool, raise_not_found, [])),
+    ?assertEqual(ok, ocaml:cast(Pool, no_such_export, [])),
+    ?assertEqual({ok, 3}, ocaml:call(Pool, add, [1, 2])).
+
+%%% Errors from OCaml
+
+undef(Config) ->
+    Pool = ?LIB:start_pool(Config, #{}),
+    ?assertEqual({error, {undef, no_such_export}}, ocaml:call(Pool, no_such_export, [1])).
+
+badarity(Config) ->
+    Pool = ?LIB:start_pool(Config, #{}),
+    ?assertEqual({error, {badarity, 2, 1}}, ocaml:call(Pool, add, [1])),
+    ?assertEqual({error, {badarity, 2, 3}}, ocaml:call(Pool, add, [1, 2, 3])).
+
+badarg(Config) ->
+    Pool = ?LIB:start_pool(Config, #{}),
+    ?assertMatch({error, {badarg, #{argument := 2, expected := <<_/binary>>, got := <<"x">>}}},
+                 ocaml:call(Pool, add, [1, <<"x">>])),
+    %% Bigger than OCaml's int.
+    ?assertMatch({error, {badarg, #{argument := 1, got := 4611686018427387904}}},
+                 ocaml:call(Pool, add, [1 bsl 62, 0])).
+
+ocaml_exception(Config) ->
+    Pool = ?LIB:start_pool(Config, #{}),
+    {error, {ocaml_exception, <<"Not_found">>, <<"Not_found">>, Backtrace}} =
+        ocaml:call(Pool, raise_not_found, []),
+    %% The plugins are built with -g: the backtrace names the plugin's source.
+    ?assertNotEqual(nomatch, binary:match(Backtrace, <<"camlbeam_test.ml">>)),
+    ?assertMatch({error, {ocaml_exception, <<"Failure">>, <<"Failure(\"boom\")">>, _}},
+                 ocaml:call(Pool, fail, [<<"boom">>])),
+    ?assertEqual({ok, 3}, ocaml:call(Pool, add, [1, 2])).
+
+stack_overflow(Config) ->
+    Pool = ?LIB:start_pool(Config, #{}),
+    [#{os_pid := OsPid}] = ocaml:workers(Pool),
+    ?assertMatch({error, {ocaml_exception, <<"Stack_overflow">>, _, _}},
+                 ocaml:call(Pool, overflow, [0], 30000)),
+    %% The same process survived it.
+    ?assertEqual({ok, 3}, ocaml:call(Pool, add, [1, 2])),
+    ?assertMatch([#{os_pid := OsPid}], ocaml:workers(Pool)).
+
+nan_is_bad_reply(Config) ->
+    Pool = ?LIB:start_pool(Config, #{}),
+    ?assertMatch({error, {bad_reply, <<_/binary>>}}, ocaml:call(Pool, nan, [])),
+    ?assertEqual({ok, 3}, ocaml:call(Pool, add, [1, 2])).
+
+%%% Errors of the Erlang side
+
+%% The late answer is dropped: never delivered to the next call, nor left in the mailbox.
+timeout_drops_late_reply(Config) ->
+    Pool = ?LIB:start_pool(Config, #{}),
+    ?assertEqual({error, timeout}, ocaml:call(Pool, sleep_echo, [300, first], 50)),
+    ?assertEqual({ok, second}, ocaml:call(Pool, identity, [second])),
+    ?assertEqual({ok, third}, ocaml:call(Pool, sleep_echo, [0, third])),
+    timer:sleep(400),
+    ?assertEqual({ok, fourth}, ocaml:call(Pool, identity, [fourth])),
+    ?assertEqual([], ?LIB:flush()),
+    %% A zero timeout cannot be met by any worker, and is no different.
+    ?assertEqual({error, timeout}, ocaml:call(Pool, sleep_echo, [50, fifth], 0)),
+    ?assertEqual({ok, sixth}, ocaml:call(Pool, identity, [sixth])),
+    timer:sleep(100),
+    ?assertEqual([], ?LIB:flush()),
+    ?assertMatch([#{in_flight := 0}], ocaml:workers(Pool)).
+
+infinity_timeout(Config) ->
+    Pool = ?LIB:start_pool(Config, #{}),
+    ?assertEqual({ok, 50}, ocaml:call(Pool, sleep, [50], infinity)).
+
+overloaded(Config) ->
+    Pool = ?LIB:start_pool(Config, #{max_queue => 2}),
+    Self = self(),
+    Callers = [spawn_link(fun() -> Self ! {self(), ocaml:call(Pool, sleep_echo, [400, I])} end)
+               || I <- [1, 2]],
+    ?LIB:wait_until(fun() -> [2] =:= in_flight(Pool) end, 2000),
+    ?assertEqual({error, overloaded}, ocaml:call(Pool, identity, [x])),
+    [receive {C, {ok, I}} -> ok after 5000 -> ct:fail(no_answer) end
+     || {C, I} <- lists:zip(Callers, [1, 2])],
+    ?assertEqual({ok, x}, ocaml:call(Pool, identity, [x])).
+
+%% An answer with an atom this VM does not know is an error, and the atom is not created.
+unknown_atom_is_bad_reply(Config) ->
+    Pool = ?LIB:start_pool(Config, #{}),
+    Name = "camlbeam_never_an_atom_" ++ integer_to_list(erlang:unique_integer([positive])),
+    ?assertMatch({error, {bad_reply, <<_/binary>>}},
+                 ocaml:call(Pool, make_atom, [list_to_binary(Name)])),
+    ?assertError(badarg, list_to_existing_atom(Name)),
+    %% An atom the VM knows is fine.
+    ?assertEqual({ok, camlbeam_known}, ocaml:call(Pool, make_atom, [<<"camlbeam_known">>])),
+    ?assertMatch([#{in_flight := 0}], ocaml:workers(Pool)).
+
+%%% Plugins
+
+load_at_runtime(Config) ->
+    Pool = ?LIB:start_pool(Config, #{pool_size => 2}),
+    ?assertEqual({error, {undef, extra_hello}}, ocaml:call(Pool, extra_hello, [<<"x">>])),
+    ?assertEqual(ok, ocaml:load(Pool, ?LIB:plugin(Config, "camlbeam_extra"))),
+    [?assertEqual({ok, <<"hello, ", (integer_to_binary(Id))/binary>>},
+                  call_on(Pool, Id, extra_hello, [integer_to_binary(Id)]))
+     || #{id := Id} <- ocaml:workers(Pool)].
+
+load_failures(Config) ->
+    Pool = ?LIB:start_pool(Config, #{}),
+    Other = case ?config(flavour, Config) of
+                native -> bytecode;
+                bytecode -> native
+            end,
+    Missing = filename:join(?config(plugins_dir, Config), "no_such_plugin.cmxs"),
+    ?assertMatch({error, {load_failed, enoent, <<_/binary>>}}, ocaml:load(Pool, Missing)),
+    ?assertMatch({error, {load_failed, not_a_plugin, _}},
+                 ocaml:load(Pool, ?LIB:plugin(Config, "camlbeam_extra", Other))),
+    ?assertMatch({error, {load_failed, already_loaded, _}},
+                 ocaml:load(Pool, ?LIB:plugin(Config, "camlbeam_test"))),
+    ?assertMatch({error, {load_failed, init_failed, _}},
+                 ocaml:load(Pool, ?LIB:plugin(Config, "camlbeam_init_fails"))),
+    ?assertMatch({error, {load_failed, incompatible, _}},
+                 ocaml:load(Pool, ?LIB:plugin(Config, "camlbeam_needs_str"))),
+    %% The worker survived all of it.
+    ?assertEqual({ok, 3}, ocaml:call(Pool, add, [1, 2])).
+
+start_failures(Config) ->
+    Missing = filename:join(?config(plugins_dir, Config), "no_such_plugin.cmxs"),
+    ?assertMatch({error, {load_failed, enoent, _}},
+                 ocaml:start_link(?LIB:pool_options(Config, #{plugins => [Missing],
+                                                              flavour => ?config(flavour, Config)}))),
+    ?assertMatch({error, {load_failed, init_failed, _}},
+                 ocaml:start_link(?LIB:pool_options(
+                                    Config, #{plugins => [?LIB:plugin(Config, "camlbeam_init_fails")]}))),
+    ?assertEqual({error, {no_executable, "/nonexistent/worker"}},
+                 ocaml:start_link(?LIB:pool_options(Config, #{executable => "/nonexistent/worker"}))),
+    %% An executable that is not a worker: it never says hello.
+    ?assertMatch({error, {exit_status, _}},
+                 ocaml:start_link(?LIB:pool_options(Config, #{executable => "/bin/true"}))),
+    %% One that reads the requests and never answers; it ends when the port closes.
+    Silent = filename:join(?config(priv_dir, Config), "silent-worker"),
+    ok = file:write_file(Silent, "#!/bin/sh\nexec cat <&3 >/dev/null\n"),
+    ok = file:change_mode(Silent, 8#755),
+    ?assertEqual({error, {start_timeout, hello}},
+                 ocaml:start_link(?LIB:pool_options(Config, #{executable => Silent,
+                                                              start_timeout => 300}))),
+    %% Nothing is left running.
+    ?assertEqual([], supervisor:which_children(ocaml_pool_sup)).
+
+bad_options(Config) ->
+    ?assertEqual({error, {unknown_option, size}}, ocaml:start_link(#{size => 2})),
+    ?assertEqual({error, {bad_option, pool_size, 0}}, ocaml:start_link(#{pool_size => 0})),
+    ?assertEqual({error, {bad_option, transport, carrier_pigeon}},
+                 ocaml:start_link(#{transport => carrier_pigeon})),
+    Native = ?LIB:plugin(Config, "camlbeam_test", native),
+    Bytecode = ?LIB:plugin(Config, "camlbeam_extra", bytecode),
+    ?assertEqual({error, {mixed_plugin_kinds, #{native => [Native], bytecode => [Bytecode]}}},
+                 ocaml:start_link(#{plugins => [Native, Bytecode]})),
+    %% format_error/1 has a sentence for each.
+    [?assert(is_list(ocaml:format_error(R)))
+     || R <- [{unknown_option, size}, {bad_option, pool_size, 0}, timeout, overloaded,
+              {worker_crashed, {exit_status, 137}}, {load_failed, enoent, <<"x">>},
+              {mixed_plugin_kinds, #{}}, {badarg, #{argument => 1, expected => <<"int">>, got => a}}]].
+
+%% A worker of one's own, with the test plugin linked in (camlbeam-port-link).
+own_executable(Config) ->
+    Executable = filename:join(?config(plugins_dir, Config), "camlbeam-test-worker"),
+    {ok, Pool} = ocaml:start_link(#{transport => ?LIB:transport(Config), executable => Executable}),
+    ?assertEqual({ok, {1, 2}}, ocaml:call(Pool, identity, [{1, 2}])),
+    ?assertMatch([#{flavour := native}], ocaml:workers(Pool)),
+    ?assertEqual({error, {flavour_mismatch, bytecode, native}},
+                 ocaml:start_link(#{executable => Executable, flavour => bytecode})).
+
+%%% OCaml talking to Erlang
+
+erl_send(Config) ->
+    Pool = ?LIB:start_pool(Config, #{}),
+    Message = {hello, [1.5, <<"bin">>, #{k => v}], self()},
+    ?assertEqual({ok, ok}, ocaml:call(Pool, send, [self(), Message])),
+    receive Message -> ok after 5000 -> ct:fail(not_delivered) end,
+    %% To a dead process: dropped, like Pid ! Msg.
+    Dead = spawn(fun() -> ok end),
+    ?LIB:wait_until(fun() -> not is_process_alive(Dead) end, 1000),
+    ?assertEqual({ok, ok}, ocaml:call(Pool, send, [Dead, lost])).
+
+call_erlang_all(Config) ->
+    Pool = ?LIB:start_pool(Config, #{}),
+    ?assertEqual({ok, {ok, [3, 2, 1]}}, ocaml:call(Pool, call_erlang, [lists, reverse, [[1, 2, 3]]])),
+    ?assertEqual({ok, {error, {error, badarith}}},
+                 ocaml:call(Pool, call_erlang, [erlang, '/', [1, 0]])),
+    ?assertEqual({ok, {error, {throw, thrown}}},
+                 ocaml:call(Pool, call_erlang, [erlang, throw, [thrown]])),
+    ?assertEqual({ok, {error, {error, undef}}},
+                 ocaml:call(Pool, call_erlang, [camlbeam_no_such_module, f, []])),
+    %% The Erlang function may call the same pool back: it runs outside the worker's
+    %% process. (The worker itself waits, so the nested call goes to another worker.)
+    Pool2 = ?LIB:start_pool(Config, #{pool_size => 2}),
+    ?assertEqual({ok, {ok, {ok, 7}}},
+                 ocaml:call(Pool2, call_erlang, [ocaml, call, [Pool2, add, [3, 4]]])),
+    %% Calls that arrive while the worker waits for Erlang are answered after.
+    Self = self(),
+    spawn_link(fun() -> Self ! {slow, ocaml:call(Pool, call_erlang, [timer, sleep, [200]])} end),
+    ?LIB:wait_until(fun() -> [1] =:= in_flight(Pool) end, 1000),
+    ?assertEqual({ok, 3}, ocaml:call(Pool, add, [1, 2])),
+    receive {slow, {ok, {ok, ok}}} -> ok after 5000 -> ct:fail(slow_call) end.
+
+call_erlang_none(Config) ->
+    Pool = ?LIB:start_pool(Config, #{erl_call => none}),
+    ?assertEqual({ok, {error, {error, {not_allowed, {lists, reverse, 1}}}}},
+                 ocaml:call(Pool, call_erlang, [lists, reverse, [[1, 2, 3]]])).
+
+call_erlang_allow_list(Config) ->
+    Pool = ?LIB:start_pool(Config, #{erl_call => [{lists, reverse}, {erlang, node}]}),
+    ?assertEqual({ok, {ok, [2, 1]}}, ocaml:call(Pool, call_erlang, [lists, reverse, [[1, 2]]])),
+    ?assertEqual({ok, {ok, [2, 1, 0]}}, ocaml:call(Pool, call_erlang, [lists, reverse, [[1, 2], [0]]])),
+    ?assertEqual({ok, {ok, node()}}, ocaml:call(Pool, call_erlang, [erlang, node, []])),
+    ?assertEqual({ok, {error, {error, {not_allowed, {lists, sort, 1}}}}},
+                 ocaml:call(Pool, call_erlang, [lists, sort, [[2, 1]]])),
+    ?assertEqual({ok, {error, {error, {not_allowed, {os, cmd, 1}}}}},
+                 ocaml:call(Pool, call_erlang, [os, cmd, ["true"]])).
+
+%%% Lifecycle
+
+owner_death_stops_pool(Config) ->
+    Self = self(),
+    {Owner, OwnerMonitor} =
+        spawn_monitor(fun() ->
+                          Pool = ?LIB:start_pool(Config, #{pool_size => 2}),
+                          Self ! {pool, Pool, [P || #{os_pid := P} <- ocaml:workers(Pool)]},
+                          receive stop -> ok end
+                      end),
+    {Pool, OsPids} = receive {pool, P, Os} -> {P, Os} after 10000 -> ct:fail(no_pool) end,
+    PoolMonitor = erlang:monitor(process, Pool),
+    ?assertEqual({ok, 1}, ocaml:call(Pool, identity, [1])),
+    Owner ! stop,
+    receive {'DOWN', OwnerMonitor, process, Owner, normal} -> ok after 5000 -> ct:fail(owner) end,
+    receive {'DOWN', PoolMonitor, process, Pool, _} -> ok after 5000 -> ct:fail(pool_alive) end,
+    ?assertEqual({error, noproc}, ocaml:call(Pool, identity, [1])),
+    ?LIB:wait_until(fun() -> not lists:any(fun ?LIB:os_pid_alive/1, OsPids) end, 5000).
+
+%% A long call on one worker: the next calls go to the other one.
+least_loaded_routing(Config) ->
+    Pool = ?LIB:start_pool(Config, #{pool_size => 2}),
+    Self = self(),
+    spawn_link(fun() -> Self ! {long, ocaml:call(Pool, sleep_worker_id, [500])} end),
+    ?LIB:wait_until(fun() -> lists:sort(in_flight(Pool)) =:= [0, 1] end,
+                    1000),
+    [#{id := Busy}] = [W || #{in_flight := 1} = W <- ocaml:workers(Pool)],
+    Others = [element(2, ocaml:call(Pool, worker_id, [])) || _ <- lists:seq(1, 20)],
+    ?assertEqual([3 - Busy], lists:usort(Others)),
+    receive {long, Long} -> ?assertEqual({ok, Busy}, Long) after 5000 -> ct:fail(long_call) end.
+
+%%% Helpers
+
+in_flight(Pool) ->
+    [N || #{in_flight := N} <- ocaml:workers(Pool)].
+
+%% A call on the worker Id of Pool, through the pool's own routing: among workers with
+%% as few calls in flight, the one with the lowest id is picked, so workers 1..Id-1 are
+%% kept busy first, one after another.
+call_on(Pool, Id, Fun, Args) ->
+    Self = self(),
+    Blockers = lists:map(
+                 fun(Busy) ->
+                         B = spawn_link(fun() -> Self ! {blocked, self(), ocaml:call(Pool, sleep, [300])} end),
+                         ?LIB:wait_until(fun() -> lists:sum(in_flight(Pool)) =:= Busy end, 2000),
+                         B
+                 end, lists:seq(1, Id - 1)),
+    Result = ocaml:call(Pool, Fun, Args),
+    [receive {blocked, B, {ok, 300}} -> ok after 5000 -> ct:fail(blocker) end || B <- Blockers],
+    Result.

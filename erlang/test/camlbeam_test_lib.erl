@@ -1,0 +1,144 @@
+%% What the Common Test suites share: the couplings they run on, where the plugins are,
+%% starting pools, waiting with bounds.
+%%
+%% Every suite runs its cases once per group of groups/1; a group stands for one
+%% transport (and, for the port, one flavour). A new coupling (nif, node) joins every
+%% suite by adding one entry to group_config/1 and to groups/1.
+-module(camlbeam_test_lib).
+
+-include_lib("common_test/include/ct.hrl").
+
+-export([groups/1, init_per_suite/1, end_per_suite/1, init_per_group/2]).
+-export([transport/1, plugin/2, plugin/3, pool_options/2, start_pool/2]).
+-export([wait_until/2, wait_until/3, os_pid_alive/1, new_os_pids/2, flush/0]).
+-export([add_log_collector/0, remove_log_collector/1, logged/2]).
+
+%% The groups a suite runs its cases in: one per coupling, Cases(Group) the cases that
+%% apply to it.
+groups(Cases) ->
+    [{Group, [], Cases(Group)} || Group <- [port, port_bytecode]].
+
+group_config(port) -> [{transport, port}, {flavour, native}];
+group_config(port_bytecode) -> [{transport, port}, {flavour, bytecode}].
+
+init_per_group(Group, Config) ->
+    group_config(Group) ++ Config.
+
+%% Starts camlbeam and checks that the workers and plugins of the build are there.
+%% CAMLBEAM_TEST_PLUGINS: the plugins' directory (default: build/erlang of the repository);
+%% CAMLBEAM_PORT_DIR, if set: where camlbeam-port and camlbeam-port-bytecode are, instead
+%% of the application's priv directory.
+init_per_suite(Config) ->
+    case os:getenv("CAMLBEAM_PORT_DIR") of
+        false ->
+            ok;
+        Dir ->
+            ok = application:set_env(camlbeam, port_executable,
+                                     filename:join(Dir, "camlbeam-port")),
+            ok = application:set_env(camlbeam, port_bytecode_executable,
+                                     filename:join(Dir, "camlbeam-port-bytecode"))
+    end,
+    {ok, _} = application:ensure_all_started(camlbeam),
+    Plugins = case os:getenv("CAMLBEAM_TEST_PLUGINS") of
+                  false -> filename:join([repository(), "build", "erlang"]);
+                  Given -> Given
+              end,
+    Missing = [File || File <- ["camlbeam_test.cmxs", "camlbeam_test.cma"],
+                       not filelib:is_regular(filename:join(Plugins, File))],
+    Missing =:= [] orelse
+        ct:fail("test plugins ~p missing in ~ts: build them first (erlang/README.md)",
+                [Missing, Plugins]),
+    [{plugins_dir, Plugins} | Config].
+
+end_per_suite(_Config) ->
+    ok = application:stop(camlbeam).
+
+%% erlang/test/ is two levels below the repository; compiled suites keep their source path.
+repository() ->
+    filename:dirname(filename:dirname(filename:dirname(filename:absname(?FILE)))).
+
+transport(Config) ->
+    ?config(transport, Config).
+
+%% A plugin of the group's flavour, by module name: plugin(Config, "camlbeam_extra").
+plugin(Config, Name) ->
+    plugin(Config, Name, ?config(flavour, Config)).
+
+plugin(Config, Name, Flavour) ->
+    Ext = case Flavour of
+              native -> ".cmxs";
+              bytecode -> ".cma"
+          end,
+    filename:join(?config(plugins_dir, Config), Name ++ Ext).
+
+%% The options of a pool of this group's coupling with the test plugin, and Extra.
+pool_options(Config, Extra) ->
+    maps:merge(#{transport => transport(Config), plugins => [plugin(Config, "camlbeam_test")]},
+               Extra).
+
+%% A pool owned by the calling process: it stops when the test case's process ends.
+start_pool(Config, Extra) ->
+    {ok, Pool} = ocaml:start_link(pool_options(Config, Extra)),
+    Pool.
+
+%% Polls Fun every 10 ms until it returns true, for at most TimeoutMs.
+wait_until(Fun, TimeoutMs) ->
+    wait_until(Fun, TimeoutMs, 10).
+
+wait_until(Fun, TimeoutMs, IntervalMs) ->
+    Deadline = erlang:monotonic_time(millisecond) + TimeoutMs,
+    wait_loop(Fun, Deadline, IntervalMs).
+
+wait_loop(Fun, Deadline, IntervalMs) ->
+    case Fun() of
+        true ->
+            ok;
+        false ->
+            case erlang:monotonic_time(millisecond) >= Deadline of
+                true -> ct:fail("condition not met in time: ~p", [erlang:fun_info(Fun)]);
+                false -> timer:sleep(IntervalMs), wait_loop(Fun, Deadline, IntervalMs)
+            end
+    end.
+
+os_pid_alive(OsPid) ->
+    %% A zombie is not alive; the VM reaps its children, but not instantly.
+    case file:read_file("/proc/" ++ integer_to_list(OsPid) ++ "/stat") of
+        {ok, Stat} ->
+            [_, State | _] = string:lexemes(lists:last(string:split(Stat, ")", trailing)), " "),
+            State =/= <<"Z">>;
+        {error, _} ->
+            false
+    end.
+
+%% The workers' OS pids once every worker of Pool runs in a process other than Old.
+new_os_pids(Pool, Old) ->
+    wait_until(fun() ->
+                   Workers = ocaml:workers(Pool),
+                   length(Workers) =:= length(Old) andalso
+                       [] =:= [P || #{os_pid := P} <- Workers, lists:member(P, Old)]
+               end, 10000),
+    [P || #{os_pid := P} <- ocaml:workers(Pool)].
+
+flush() ->
+    receive Any -> [Any | flush()] after 0 -> [] end.
+
+%% Logger events of this node are copied to the calling process as {logged, Event}.
+add_log_collector() ->
+    Id = list_to_atom("camlbeam_test_collector_" ++ integer_to_list(erlang:unique_integer([positive]))),
+    ok = logger:add_handler(Id, camlbeam_test_log_collector, #{config => #{pid => self()}}),
+    Id.
+
+remove_log_collector(Id) ->
+    ok = logger:remove_handler(Id).
+
+%% Waits (bounded) for a logged event for which Pred is true; returns it.
+logged(Pred, TimeoutMs) ->
+    receive
+        {logged, Event} ->
+            case Pred(Event) of
+                true -> Event;
+                false -> logged(Pred, TimeoutMs)
+            end
+    after TimeoutMs ->
+        ct:fail("no such log event in ~b ms", [TimeoutMs])
+    end.

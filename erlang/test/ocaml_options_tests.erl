@@ -1,0 +1,69 @@
+%% EUnit tests of the pure parts: option validation, flavour and executable choice.
+-module(ocaml_options_tests).
+
+-include_lib("eunit/include/eunit.hrl").
+
+defaults_test() ->
+    {ok, Config} = ocaml_options:validate(#{}),
+    ?assertEqual(#{transport => port, plugins => [], pool_size => 1, flavour => native,
+                   executable => undefined, max_queue => 10000, start_timeout => 10000,
+                   name => undefined, erl_call => all},
+                 Config).
+
+every_option_test() ->
+    Options = #{transport => port, plugins => ["a.cmxs", <<"b.cmxs">>], pool_size => 3,
+                flavour => native, executable => "/bin/w", max_queue => 5,
+                start_timeout => infinity, name => my_pool, erl_call => [{lists, reverse}]},
+    ?assertEqual({ok, Options}, ocaml_options:validate(Options)).
+
+unknown_option_test() ->
+    ?assertEqual({error, {unknown_option, pool}}, ocaml_options:validate(#{pool => 1})).
+
+bad_options_test_() ->
+    [?_assertEqual({error, {bad_option, Key, Value}}, ocaml_options:validate(#{Key => Value}))
+     || {Key, Value} <- [{transport, nif}, {transport, "port"},
+                         {plugins, "a.cmxs"}, {plugins, [a]}, {plugins, [""]}, {plugins, [<<>>]},
+                         {pool_size, 0}, {pool_size, 1.0}, {flavour, any}, {flavour, "native"},
+                         {executable, 42}, {executable, ""}, {max_queue, 0}, {max_queue, infinity},
+                         {start_timeout, -1}, {start_timeout, 1.5}, {name, "pool"},
+                         {erl_call, some}, {erl_call, [lists]}, {erl_call, [{lists, "reverse"}]}]].
+
+flavour_from_plugins_test_() ->
+    Flavour = fun(Options) ->
+                  {ok, #{flavour := F}} = ocaml_options:validate(Options),
+                  F
+              end,
+    [?_assertEqual(native, Flavour(#{plugins => ["a.cmxs"]})),
+     ?_assertEqual(bytecode, Flavour(#{plugins => ["a.cma"]})),
+     ?_assertEqual(bytecode, Flavour(#{plugins => [<<"dir/a.cmo">>, "b.CMA"]})),
+     ?_assertEqual(native, Flavour(#{plugins => []})),
+     %% Extensions of neither kind do not vote.
+     ?_assertEqual(bytecode, Flavour(#{plugins => ["a.so", "b.cma"]})),
+     %% The option wins over the extensions: the worker then refuses what it cannot load.
+     ?_assertEqual(native, Flavour(#{plugins => ["a.cma"], flavour => native})),
+     %% A user's executable says itself which flavour it is.
+     ?_assertEqual(any, Flavour(#{executable => "/bin/w"})),
+     ?_assertEqual(bytecode, Flavour(#{executable => "/bin/w", plugins => ["a.cma"]}))].
+
+mixed_plugin_kinds_test() ->
+    ?assertEqual({error, {mixed_plugin_kinds, #{native => ["a.cmxs", "c.cmxs"],
+                                                bytecode => [<<"b.cma">>]}}},
+                 ocaml_options:validate(#{plugins => ["a.cmxs", <<"b.cma">>, "c.cmxs"]})).
+
+executable_test_() ->
+    Config = fun(Options) ->
+                 {ok, C} = ocaml_options:validate(Options),
+                 C
+             end,
+    Env = #{port_executable => "/env/native", port_bytecode_executable => "/env/bytecode",
+            priv_dir => "/priv"},
+    Priv = #{priv_dir => "/priv"},
+    [?_assertEqual({ok, "/mine"},
+                   ocaml_options:executable(Config(#{executable => "/mine"}), Env)),
+     ?_assertEqual({ok, "/env/native"}, ocaml_options:executable(Config(#{}), Env)),
+     ?_assertEqual({ok, "/env/bytecode"},
+                   ocaml_options:executable(Config(#{plugins => ["p.cma"]}), Env)),
+     ?_assertEqual({ok, "/priv/camlbeam-port"}, ocaml_options:executable(Config(#{}), Priv)),
+     ?_assertEqual({ok, "/priv/camlbeam-port-bytecode"},
+                   ocaml_options:executable(Config(#{flavour => bytecode}), Priv)),
+     ?_assertEqual({error, no_priv_dir}, ocaml_options:executable(Config(#{}), #{}))].

@@ -1,0 +1,41 @@
+(* The plugin of the Erlang suites (erlang/test): one export per behaviour they check. Built
+   as camlbeam_test.cmxs and camlbeam_test.cma, and linked into a static worker. *)
+
+(* Unbounded recursion that is not a tail call: the stack overflows in OCaml code, where
+   OCaml turns it into Stack_overflow. *)
+let rec depth n = if n < 0 then 0 else 1 + depth (n + 1)
+
+let sleep_ms ms = Unix.sleepf (float_of_int ms /. 1000.)
+
+(* The worker's own frame pipe (fd 4, cpp/port/README.md), to break the protocol on purpose. *)
+let write_raw_frame_bytes bytes =
+  let oc = open_out_bin "/proc/self/fd/4" in
+  output_string oc bytes;
+  close_out oc
+
+let () =
+  let open Erl.Conv in
+  Erl.export "identity" (term @-> returning term) Fun.id;
+  Erl.export "add" (int @-> int @-> returning int) ( + );
+  Erl.export "raise_not_found" (nullary int) (fun () -> raise Not_found);
+  Erl.export "fail" (string @-> returning unit) failwith;
+  Erl.export "overflow" (int @-> returning int) depth;
+  Erl.export "sleep" (int @-> returning int) (fun ms -> sleep_ms ms; ms);
+  Erl.export "sleep_echo" (int @-> term @-> returning term) (fun ms t -> sleep_ms ms; t);
+  Erl.export "worker_id" (nullary int) (fun () -> (Erl.worker ()).id);
+  Erl.export "sleep_worker_id" (int @-> returning int) (fun ms ->
+      sleep_ms ms;
+      (Erl.worker ()).id);
+  Erl.export "os_pid" (nullary int) Unix.getpid;
+  (* An atom named by the caller: one the VM does not know makes the answer undecodable. *)
+  Erl.export "make_atom" (string @-> returning term) (fun text -> Erl.Term.Atom text);
+  (* A float no Erlang term matches: the worker answers bad_reply itself. *)
+  Erl.export_raw "nan" (fun _ -> Erl.Term.Float Float.nan);
+  Erl.export "send" (pid @-> term @-> returning unit) Erl.send;
+  Erl.export "call_erlang" (atom @-> atom @-> list term @-> returning term) Erl.call_erlang;
+  Erl.export "malformed_frame" (nullary unit) (fun () ->
+      write_raw_frame_bytes "\000\000\000\005junk!");
+  (* A header announcing 100 bytes, 3 of them, and the process is gone. *)
+  Erl.export "exit_mid_frame" (nullary unit) (fun () ->
+      write_raw_frame_bytes "\000\000\000\100abc";
+      exit 3)
