@@ -286,6 +286,15 @@ TEST_P(PortWorker, LogsAndSkipsFramesItCannotAnswer) {
   EXPECT_NE(worker->logs()[2].find("undef"), std::string::npos) << worker->logs()[2];
 }
 
+TEST_P(PortWorker, HasTheWorkerGcDefaultsUnlessOcamlrunparamIsSet) {
+  auto tuned = ready_worker();
+  tuned->send("{call, r, gc_settings, []}");
+  EXPECT_EQ(tuned->answer_to("r"), "{ok,{1048576,5000}}");
+  auto chosen = ready_worker({{"OCAMLRUNPARAM", "s=300k"}});
+  chosen->send("{call, r, gc_settings, []}");
+  EXPECT_EQ(chosen->answer_to("r"), "{ok,{307200,500}}");
+}
+
 TEST_P(PortWorker, ExitsWithStatus2WhenAFrameAnnouncesTooMuch) {
   Worker worker(GetParam().executable);
   const std::uint8_t header[4] = {0xff, 0xff, 0xff, 0xff};

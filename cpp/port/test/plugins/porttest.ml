@@ -14,6 +14,9 @@ let () =
       print_string s;
       print_newline ();
       s);
+  Erl.export "gc_settings" Erl.Conv.(nullary (tuple2 int int)) (fun () ->
+      let gc = Gc.get () in
+      (gc.minor_heap_size, gc.max_overhead));
   Erl.export "spin" Erl.Conv.(float @-> returning unit) (fun seconds ->
       let until = Unix.gettimeofday () +. seconds in
       while Unix.gettimeofday () < until do
