@@ -62,13 +62,15 @@ options(Other, _) -> error({bad_options, Other}).
 
 %% What each mode does. smoke: every code path for a few iterations, checks, no verdicts.
 config(full) ->
-    #{rt_cell_ms => 500, rt_rounds => 3, rt_max_calls => 20000,
-      fib_n => 27, fib_callers => 4, fib_ms => 1000, fib_rounds => 3,
+    %% Many short rounds, every target in each: a burst of load from another tenant (a
+    %% compilation lasts seconds) then falls on all targets alike, not on one.
+    #{rt_cell_ms => 600, rt_rounds => 15, rt_max_calls => 30000,
+      fib_n => 27, fib_callers => 4, fib_ms => 250, fib_rounds => 9,
       %% {Kernel, Size, calls per sample, big (target) | small}
       kernels => [{nbody, 2000000, 1, big}, {spectral_norm, 1000, 1, big}, {mandelbrot, 2000, 1, big},
                   {nbody, 1000, 100, small}, {spectral_norm, 100, 10, small}, {mandelbrot, 200, 10, small}],
-      k_reps => 9, k_rounds => 3, erl_reps => 3,
-      start_iters => 15, rss_iters => 3, idle_ms => 300};
+      k_reps => 9, k_rounds => 9, erl_reps => 3,
+      start_iters => 21, rss_iters => 3, idle_ms => 300};
 config(smoke) ->
     #{rt_cell_ms => 5, rt_rounds => 1, rt_max_calls => 20,
       fib_n => 20, fib_callers => 2, fib_ms => 20, fib_rounds => 1,
