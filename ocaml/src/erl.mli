@@ -50,14 +50,19 @@ val call_erlang : string -> string -> Term.t list -> Term.t
 type worker = {
   transport : string;  (** ["port"], ["node"] or ["nif"]. *)
   id : int;  (** The worker's number in its pool. *)
-  pid : Term.pid;  (** The Erlang process that stands for the worker. *)
+  pid : Term.pid;
+      (** The Erlang process that stands for the worker: for a port worker,
+          the [ocaml_worker] process that owns its port. *)
 }
 
 val worker : unit -> worker
 (** @raise No_transport outside a worker. *)
 
 val self : unit -> Term.pid
-(** [(worker ()).pid]: messages sent there reach this worker.
+(** [(worker ()).pid], for Erlang code to know which worker it deals with
+    (in a message the export sends, say). OCaml has no mailbox: messages
+    sent to that pid do not reach OCaml code (the port worker's process
+    drops them).
     @raise No_transport outside a worker. *)
 
 (** {1 For the hosts}
