@@ -307,7 +307,8 @@ pool(#{bench_plugin := Plugin, fib_n := F, fib_callers := Callers, fib_ms := Ms,
     p("~-28s ~10.1f~n~-28s ~10.1f~n", ["pool_size 1", R1, "pool_size 2", R2]),
     p("(~b rounds of ~b calls per caller each, medians; meanwhile other processes than this VM and~n"
       " the workers kept ~.2f of the ~b cores busy)~n", [Rounds, K, Others, erlang:system_info(logical_processors_available)]),
-    [{"pool_size 2 / pool_size 1 calls/s on fib", R2 / R1, '>=', 1.8}].
+    [{io_lib:format("pool_size 2 / pool_size 1 calls/s on fib (others busy: ~.2f cores)", [Others]),
+      R2 / R1, '>=', 1.8}].
 
 %% {busy ticks of the machine, all ticks, ticks of the processes Ours}, from /proc.
 cpu_times(Ours) ->
