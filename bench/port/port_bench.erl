@@ -510,7 +510,7 @@ vm_rss(OsPid) ->
 
 verdicts(Mode, Verdicts) ->
     p("~n== Targets ==~n", []),
-    [p("~-62s ~7.3f  ~s ~s~n", [Label, Ratio, Op, verdict(Mode, Ratio, Op, Limit)])
+    [p("~-76s ~7.3f  ~s ~s~n", [Label, Ratio, Op, verdict(Mode, Ratio, Op, Limit)])
      || {Label, Ratio, Op, Limit} <- Verdicts],
     case Mode of
         smoke -> p("(smoke mode: a few iterations, no verdicts)~n", []);
