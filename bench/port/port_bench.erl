@@ -111,7 +111,7 @@ header(#{mode := Mode}) ->
 
 round_trips(Cfg = #{payloads := Dir, bench_plugin := Plugin, c_port := CPort}) ->
     p("~n== Round trip: identity export, one worker (pool_size 1), times in microseconds ==~n", []),
-    p("~-12s ~7s  ~-15s ~9s ~9s ~10s~n", ["payload", "callers", "worker", "p50", "p99", "calls/s"]),
+    p("~-12s ~7s  ~-15s ~9s ~9s ~10s ~10s~n", ["payload", "callers", "worker", "p50", "p99", "calls/s", "wCPU/call"]),
     %% Every cell starts its worker afresh (untimed): where the OS happens to place a worker
     %% process (next to the caller's scheduler, or next to another tenant's busy process)
     %% moves small round trips by 2x, so no worker keeps one placement for the whole run.
@@ -125,7 +125,8 @@ round_trips(Cfg = #{payloads := Dir, bench_plugin := Plugin, c_port := CPort}) -
     p("(camlbeam_s=4M: the same worker started with OCAMLRUNPARAM=s=4M, a 32 MB minor heap instead of 2 MB,~n"
       " to show what the GC costs; c_port: c_port.cpp through ocaml:start_link(#{executable => ...});~n"
       " bare_c_port: the same program, the caller owns the port (1 caller) or one process owns it and relays~n"
-      " replies to the callers' aliases (2 callers).)~n", []),
+      " replies to the callers' aliases (2 callers). wCPU/call: CPU time of the worker process per call,~n"
+      " from /proc/<os_pid>/schedstat: what the port program itself costs, whatever the load.)~n", []),
     Verdicts.
 
 %% A pool whose workers inherit OCAMLRUNPARAM=Param from the VM's environment at spawn time.
@@ -152,19 +153,20 @@ read_payload(Dir, Name) ->
 round_trip_payload(#{rt_cell_ms := CellMs, rt_rounds := Rounds, rt_max_calls := Max}, Targets, Name, Payload) ->
     %% Calls per cell: from a probe of camlbeam, so that a cell takes about CellMs.
     {_, CamlbeamCtx} = hd(Targets),
-    {ProbeLats, _} = cell(camlbeam, CamlbeamCtx, Payload, 1, 5),
+    {ProbeLats, _, _} = cell(camlbeam, CamlbeamCtx, Payload, 1, 5),
     PerCall = max(1, median(ProbeLats)),
     N = max(Rounds * 2, min(Max, CellMs * 1000000 div PerCall)) div Rounds,
     Results = [{C, round_trip_rounds(Targets, Payload, C, N, Rounds)} || C <- [1, 2]],
     lists:append(
       [begin
-           Stats = [{T, stats(lists:append([L || {L, _} <- Cells]), lists:sum([W || {_, W} <- Cells]))}
+           Stats = [{T, stats(lists:append([L || {L, _, _} <- Cells]), lists:sum([W || {_, W, _} <- Cells])),
+                     cpu_per_call(Cells)}
                     || {T, Cells} <- ByTarget],
-           [p("~-12s ~7b  ~-15s ~9.1f ~9.1f ~10b~n", [Name, C, T, P50 / 1000, P99 / 1000, round(Rate)])
-            || {T, {P50, P99, Rate}} <- Stats],
+           [p("~-12s ~7b  ~-15s ~9.1f ~9.1f ~10b ~10s~n",
+              [Name, C, T, P50 / 1000, P99 / 1000, round(Rate), Cpu]) || {T, {P50, P99, Rate}, Cpu} <- Stats],
            %% The verdict pairs each round's camlbeam cell with the C port's cell of the same
            %% round (adjacent in time, so under the same load) and takes the median ratio.
-           Paired = lists:zipwith(fun({Ours, _}, {C0, _}) -> median(Ours) / median(C0) end,
+           Paired = lists:zipwith(fun({Ours, _, _}, {C0, _, _}) -> median(Ours) / median(C0) end,
                                   proplists:get_value(camlbeam, ByTarget), proplists:get_value(c_port, ByTarget)),
            [{io_lib:format("round trip p50 ~s, ~b caller(s): camlbeam / C port", [Name, C]),
              median(Paired), '=<', 1.10}]
@@ -188,13 +190,27 @@ cell(Target, Ctx0, Payload, Callers, N) ->
     Ctx = cell_start(Target, Ctx0, Callers),
     Parent = self(),
     Pids = [spawn_link(fun() -> caller(Parent, Target, Ctx, Payload, N) end) || _ <- lists:seq(1, Callers)],
-    [receive {ready, P} -> ok after ?WAIT -> error({caller_not_ready, Target}) end || P <- Pids],
+    OsPids = lists:usort([receive {ready, P, OsPid} -> OsPid after ?WAIT -> error({caller_not_ready, Target}) end
+                          || P <- Pids]),
+    Cpu0 = worker_cpu_ns(OsPids),
     T0 = now_ns(),
     [P ! go || P <- Pids],
     Lats = [receive {done, P, L} -> L after ?WAIT -> error({caller_timeout, Target}) end || P <- Pids],
     Wall = now_ns() - T0,
+    Cpu = case worker_cpu_ns(OsPids) of
+              undefined -> undefined;
+              Cpu1 -> Cpu1 - Cpu0
+          end,
+    [P ! stop || P <- Pids],
     cell_stop(Ctx),
-    {lists:append(Lats), Wall}.
+    {lists:append(Lats), Wall, Cpu}.
+
+%% CPU time (ns) the worker process has run, from /proc/<pid>/schedstat; undefined when
+%% there is no worker process (the gen_server).
+worker_cpu_ns([undefined]) -> undefined;
+worker_cpu_ns([OsPid]) ->
+    {ok, Sched} = file:read_file(["/proc/", integer_to_list(OsPid), "/schedstat"]),
+    binary_to_integer(hd(string:lexemes(Sched, " \n"))).
 
 cell_start(bare_c_port, Ctx = #{exe := Exe}, 2) ->
     Parent = self(),
@@ -211,18 +227,27 @@ cell_stop(#{relay := Relay}) ->
 cell_stop(#{pool := Pool}) -> ok = ocaml:stop(Pool);
 cell_stop(_) -> ok.
 
-%% Three untimed calls first (a fresh worker's heap and caches warm up), the first checked.
+%% Untimed calls first, the first checked: at least three, and at least 20 ms of them (a
+%% fresh worker's heap grows to its steady size in its first few large calls).
 caller(Parent, Target, Ctx, Payload, N) ->
-    Call = call_fun(Target, Ctx),
+    {Call, OsPid} = call_fun(Target, Ctx),
     case Call(Payload) of
         Payload -> ok;
         Other -> error({bad_echo, Target, erts_debug:flat_size(Other)})
     end,
-    _ = Call(Payload),
-    _ = Call(Payload),
-    Parent ! {ready, self()},
+    warm_up(Call, Payload, 2, now_ns() + 20000000),
+    Parent ! {ready, self(), OsPid},
     receive go -> ok after ?WAIT -> error(no_go) end,
-    Parent ! {done, self(), timed_calls(Call, Payload, N, [])}.
+    Parent ! {done, self(), timed_calls(Call, Payload, N, [])},
+    receive stop -> ok after ?WAIT -> ok end.  % a port it owns lives until its CPU time is read
+
+warm_up(_Call, _Payload, 200, _Until) -> ok;
+warm_up(Call, Payload, Done, Until) ->
+    _ = Call(Payload),
+    case Done >= 2 andalso now_ns() > Until of
+        true -> ok;
+        false -> warm_up(Call, Payload, Done + 1, Until)
+    end.
 
 timed_calls(_Call, _Payload, 0, Acc) -> Acc;
 timed_calls(Call, Payload, N, Acc) ->
@@ -231,21 +256,24 @@ timed_calls(Call, Payload, N, Acc) ->
     timed_calls(Call, Payload, N - 1, [now_ns() - T0 | Acc]).
 
 call_fun(_Target, #{pool := Pool}) ->
-    fun(X) -> {ok, R} = ocaml:call(Pool, id, [X], ?CALL_TIMEOUT), R end;
+    [#{os_pid := OsPid}] = ocaml:workers(Pool),
+    {fun(X) -> {ok, R} = ocaml:call(Pool, id, [X], ?CALL_TIMEOUT), R end, OsPid};
 call_fun(bare_c_port, #{port := Port}) ->  % two callers: replies come through the relay
-    fun(X) ->
+    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+    {fun(X) ->
             Alias = alias(),
             true = erlang:port_command(Port, term_to_binary({call, Alias, id, [X]})),
             receive
                 {Alias, Bin} -> unalias(Alias), {ok, R} = binary_to_term(Bin, [safe]), R
             after ?CALL_TIMEOUT -> error(bare_timeout)
             end
-    end;
+     end, OsPid};
 call_fun(bare_c_port, #{exe := Exe}) ->  % one caller: it owns the port
     Port = open_c_port(Exe),
-    fun(X) -> bare_call(Port, X) end;
+    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+    {fun(X) -> bare_call(Port, X) end, OsPid};
 call_fun(gen_server, #{server := Server}) ->
-    fun(X) -> gen_server:call(Server, X, ?CALL_TIMEOUT) end.
+    {fun(X) -> gen_server:call(Server, X, ?CALL_TIMEOUT) end, undefined}.
 
 open_c_port(Exe) ->
     open_port({spawn_executable, Exe}, [{packet, 4}, binary, nouse_stdio, exit_status]).
@@ -276,6 +304,13 @@ relay(Port) ->
             port_close(Port),
             From ! {stopped, self()}
     after ?WAIT -> error(relay_idle)
+    end.
+
+%% The worker process's CPU time per call (us), as text; "-" for the gen_server.
+cpu_per_call(Cells) ->
+    case [Cpu || {_, _, Cpu} <- Cells] of
+        [undefined | _] -> "-";
+        Cpus -> io_lib:format("~.2f", [lists:sum(Cpus) / 1000 / length(lists:append([L || {L, _, _} <- Cells]))])
     end.
 
 stats(Lats, Wall) ->
