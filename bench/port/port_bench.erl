@@ -52,6 +52,7 @@ options([Flag, Value | Rest], Opts) ->
               "--kernels-plugin" -> kernels_plugin;
               "--standalone" -> standalone;
               "--idle" -> idle;
+              "--idle-linkall" -> idle_linkall;
               "--payloads" -> payloads;
               "--out" -> out;
               "--only" -> only;  % round_trips | pool | kernels | worker_cost: one section
@@ -458,7 +459,7 @@ worker_cost(Cfg = #{start_iters := Iters, rss_iters := RssIters}) ->
     Kinds = [camlbeam, camlbeam_no_plugin, c_port, bare_c_port],
     Starts = [[{Kind, start_to_answer(Kind, Cfg)} || Kind <- rotate(I, Kinds)] || I <- lists:seq(1, Iters)],
     StartMs = [{Kind, median([T || Run <- Starts, {K, T} <- Run, K =:= Kind]) / 1.0e6} || Kind <- Kinds],
-    RssKinds = Kinds ++ [ocaml_idle],
+    RssKinds = Kinds ++ [ocaml_idle, ocaml_idle_linkall],
     Rss = [[{Kind, idle_rss(Kind, Cfg)} || Kind <- rotate(I, RssKinds)] || I <- lists:seq(1, RssIters)],
     RssOf = fun(Kind, I) -> median([element(I, R) || Run <- Rss, {K, R} <- Run, K =:= Kind]) end,
     RssKb = [{Kind, RssOf(Kind, 1)} || Kind <- RssKinds],
@@ -472,10 +473,14 @@ worker_cost(Cfg = #{start_iters := Iters, rss_iters := RssIters}) ->
      || Kind <- RssKinds],
     p("(camlbeam: ocaml:start_link with the benchmark plugin, then ocaml:call id [42]; camlbeam_no_plugin: no~n"
       " plugin, the call answered {error, {undef, id}}; c_port: through ocaml:start_link(#{executable => ...});~n"
-      " bare_c_port: open_port, one call, its answer; ocaml_idle: ocamlopt program blocked in input_line stdin)~n", []),
+      " bare_c_port: open_port, one call, its answer; ocaml_idle: ocamlopt program blocked in input_line stdin;~n"
+      " ocaml_idle_linkall: the same linked -linkall with the OCaml a worker carries for its plugins:~n"
+      " the standard library, dynlink, zarith, unix, camlbeam)~n", []),
     [{"start to first answer: camlbeam / C port", value(camlbeam, StartMs) / value(c_port, StartMs), '=<', 1.5},
      {"idle VmRSS: camlbeam worker / bare ocamlopt program", value(camlbeam, RssKb) / value(ocaml_idle, RssKb),
-      '=<', 1.2}].
+      '=<', 1.2},
+     {"idle VmRSS: camlbeam worker / ocamlopt program, same OCaml libraries",
+      value(camlbeam, RssKb) / value(ocaml_idle_linkall, RssKb), '=<', 1.2}].
 
 value(K, L) -> proplists:get_value(K, L).
 
@@ -503,6 +508,8 @@ start_options(camlbeam_no_plugin, _) -> #{};
 start_options(c_port, #{c_port := Exe}) -> #{executable => Exe}.
 
 %% VmRSS (kB) of the worker's OS process, after one call and IdleMs of rest.
+idle_rss(ocaml_idle_linkall, Cfg = #{idle_linkall := Exe}) ->
+    idle_rss(ocaml_idle, Cfg#{idle := Exe});
 idle_rss(ocaml_idle, #{idle := Exe, idle_ms := IdleMs}) ->
     Port = open_port({spawn_executable, Exe}, [binary, use_stdio, exit_status]),
     {os_pid, OsPid} = erlang:port_info(Port, os_pid),

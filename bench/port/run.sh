@@ -52,7 +52,7 @@ here="$build/bench/port"
 ebin="${CAMLBEAM_EBIN:-$root/erlang/_build/default/lib/camlbeam/ebin}"
 worker="$build/cpp/port/camlbeam-port"
 for f in "$here/c_port" "$here/port_bench_exports.cmxs" "$here/kernels.cmxs" "$here/kernels_standalone" \
-         "$here/ocaml_idle" "$here/ebin/port_bench.beam"; do
+         "$here/ocaml_idle" "$here/ocaml_idle_linkall" "$here/ebin/port_bench.beam"; do
   [[ -e "$f" ]] || die "$f not built (cmake --build $build --target port_bench)"
 done
 for f in "$worker" "$ebin/ocaml.beam"; do
@@ -78,5 +78,6 @@ ERL_CRASH_DUMP_SECONDS=0 timeout --kill-after=10 "$limit" \
   erl -noshell "${pa[@]}" -run port_bench main -extra "${flags[@]}" \
   --c-port "$here/c_port" --worker "$worker" --bench-plugin "$here/port_bench_exports.cmxs" \
   --kernels-plugin "$here/kernels.cmxs" --standalone "$here/kernels_standalone" --idle "$here/ocaml_idle" \
+  --idle-linkall "$here/ocaml_idle_linkall" \
   --payloads "$payloads" --out "$out" ||
   die "the benchmark failed (status $?)"
