@@ -39,6 +39,9 @@ init_per_suite(Config) ->
                                      filename:join(Dir, "camlbeam-port-bytecode"))
     end,
     {ok, _} = application:ensure_all_started(camlbeam),
+    %% The suites crash workers on purpose: their reports go to the Common Test logs
+    %% (which keep everything), not to the console of the test run.
+    _ = logger:set_handler_config(default, level, none),
     Plugins = case os:getenv("CAMLBEAM_TEST_PLUGINS") of
                   false -> filename:join([repository(), "build", "erlang"]);
                   Given -> Given
@@ -51,6 +54,7 @@ init_per_suite(Config) ->
     [{plugins_dir, Plugins} | Config].
 
 end_per_suite(_Config) ->
+    _ = logger:set_handler_config(default, level, all),
     ok = application:stop(camlbeam).
 
 %% erlang/test/ is two levels below the repository; compiled suites keep their source path.

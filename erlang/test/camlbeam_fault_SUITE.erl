@@ -1,0 +1,238 @@
+%% Workers dying and misbehaving, and many callers at once, against real workers: every
+%% call gets exactly one answer, its own; a broken worker is reported and replaced; other
+%% pools do not notice.
+-module(camlbeam_fault_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-compile([export_all, nowarn_export_all]).
+
+-define(LIB, camlbeam_test_lib).
+
+suite() ->
+    [{timetrap, {seconds, 120}}].
+
+all() ->
+    [{group, Group} || {Group, _, _} <- groups()].
+
+groups() ->
+    ?LIB:groups(fun cases/1).
+
+%% Every case here kills or breaks an OS process, or loads a worker hard: all couplings
+%% whose workers are OS processes.
+cases(_Group) ->
+    [kill_9_with_calls_in_flight, malformed_frame_restarts, exit_mid_frame_restarts,
+     plugin_survives_restart, concurrent_callers, timeouts_under_load,
+     stop_with_calls_in_flight].
+
+init_per_suite(Config) -> ?LIB:init_per_suite(Config).
+end_per_suite(Config) -> ?LIB:end_per_suite(Config).
+init_per_group(Group, Config) -> ?LIB:init_per_group(Group, Config).
+end_per_group(_Group, _Config) -> ok.
+
+-define(IN_FLIGHT, 1000).
+
+%% SIGKILL while 1,000 calls wait: each gets an answer, the worker comes back in a new
+%% process, and the next calls are served.
+kill_9_with_calls_in_flight(Config) ->
+    Pool = ?LIB:start_pool(Config, #{}),
+    [#{os_pid := OsPid}] = ocaml:workers(Pool),
+    Self = self(),
+    %% The first call holds the worker; the others queue behind it.
+    Blocker = spawn_link(fun() -> Self ! {answer, 0, ocaml:call(Pool, sleep_echo, [5000, 0], 20000)} end),
+    ?LIB:wait_until(fun() -> in_flight(Pool) =:= 1 end, 2000),
+    _ = [spawn_link(fun() -> Self ! {answer, I, ocaml:call(Pool, identity, [{I}], 20000)} end)
+         || I <- lists:seq(1, ?IN_FLIGHT - 1)],
+    ?LIB:wait_until(fun() -> in_flight(Pool) =:= ?IN_FLIGHT end, 10000),
+    os:cmd("kill -9 " ++ integer_to_list(OsPid)),
+    Answers = collect_answers(?IN_FLIGHT, 10000),
+    ?assertEqual(lists:seq(0, ?IN_FLIGHT - 1), lists:sort(maps:keys(Answers))),
+    %% The blocker's worker was killed under it: SIGKILL's status, or, when requests were
+    %% still queued for the dead process's pipe, the broken pipe that closed the port
+    %% first (the VM then never reports the status).
+    ?assertMatch({error, {worker_crashed, R}} when R =:= {exit_status, 137};
+                                                   R =:= {port_exit, epipe},
+                 maps:get(0, Answers)),
+    maps:foreach(fun(I, Answer) -> assert_own_or_crashed(I, Answer) end, maps:remove(0, Answers)),
+    ?assertNot(is_process_alive(Blocker)),
+    [NewOsPid] = ?LIB:new_os_pids(Pool, [OsPid]),
+    ?assertNotEqual(OsPid, NewOsPid),
+    ?assertEqual({ok, after_kill}, ocaml:call(Pool, identity, [after_kill])),
+    ?assertEqual([], ?LIB:flush()).
+
+%% A worker writing junk: the pool reports it and restarts it; another pool's calls all
+%% succeed meanwhile.
+malformed_frame_restarts(Config) ->
+    broken_worker_restarts(Config, malformed_frame, {malformed_frame, {not_etf, <<"junk!">>}}).
+
+%% A worker exiting in the middle of a frame.
+exit_mid_frame_restarts(Config) ->
+    broken_worker_restarts(Config, exit_mid_frame, {exit_status, 3}).
+
+broken_worker_restarts(Config, Export, Reason) ->
+    Broken = ?LIB:start_pool(Config, #{}),
+    Healthy = ?LIB:start_pool(Config, #{}),
+    [#{os_pid := OsPid, pid := WorkerPid}] = ocaml:workers(Broken),
+    Logs = ?LIB:add_log_collector(),
+    try
+        Runner = start_runner(Healthy),
+        ?assertEqual({error, {worker_crashed, Reason}}, ocaml:call(Broken, Export, [])),
+        %% Reported: the worker's crash, and its supervisor's restart of it.
+        ReasonText = lists:flatten(io_lib:format("~0p", [Reason])),
+        ?LIB:logged(fun(#{level := error} = Event) -> mentions(Event, [WorkerPid, ReasonText]);
+                       (_) -> false
+                    end, 5000),
+        [_] = ?LIB:new_os_pids(Broken, [OsPid]),
+        ?assertEqual({ok, restarted}, ocaml:call(Broken, identity, [restarted])),
+        {Calls, Failures} = stop_runner(Runner),
+        ?assert(Calls > 0),
+        ?assertEqual([], Failures)
+    after
+        ?LIB:remove_log_collector(Logs)
+    end.
+
+plugin_survives_restart(Config) ->
+    Pool = ?LIB:start_pool(Config, #{pool_size => 2}),
+    ok = ocaml:load(Pool, ?LIB:plugin(Config, "camlbeam_extra")),
+    OsPids = [P || #{os_pid := P} <- ocaml:workers(Pool)],
+    [os:cmd("kill -9 " ++ integer_to_list(P)) || P <- OsPids],
+    _ = ?LIB:new_os_pids(Pool, OsPids),
+    %% Both restarted workers loaded it: with one busy, the call goes to the other.
+    Self = self(),
+    spawn_link(fun() -> Self ! {busy, ocaml:call(Pool, extra_hello, [<<"a">>])} end),
+    ?assertEqual({ok, <<"hello, b">>}, ocaml:call(Pool, extra_hello, [<<"b">>])),
+    receive {busy, Busy} -> ?assertEqual({ok, <<"hello, a">>}, Busy) after 5000 -> ct:fail(busy) end,
+    ?assertEqual({ok, 3}, ocaml:call(Pool, add, [1, 2])).
+
+-define(CALLERS, 100).
+-define(CALLS, 1000).
+
+%% 100 callers, 1,000 calls each, every argument unique: no answer lost or misdelivered.
+concurrent_callers(Config) ->
+    Pool = ?LIB:start_pool(Config, #{pool_size => 2}),
+    Self = self(),
+    Callers = [spawn_link(fun() -> Self ! {done, self(), call_many(Pool, C)} end)
+               || C <- lists:seq(1, ?CALLERS)],
+    Results = [receive {done, Caller, Result} -> Result after 60000 -> ct:fail(caller_stuck) end
+               || Caller <- Callers],
+    ?assertEqual(lists:duplicate(?CALLERS, ok), Results),
+    ?assertEqual([0, 0], [N || #{in_flight := N} <- ocaml:workers(Pool)]),
+    ?assertEqual([], ?LIB:flush()).
+
+call_many(Pool, Caller) ->
+    Bad = [{I, R} || I <- lists:seq(1, ?CALLS),
+                     R <- [ocaml:call(Pool, identity, [{Caller, I, self()}], 30000)],
+                     R =/= {ok, {Caller, I, self()}}],
+    case {Bad, flush_all()} of
+        {[], []} -> ok;
+        Other -> {failed, Caller, Other}
+    end.
+
+%% Calls that give up at random while answers stream back: each caller gets its own
+%% answer or timeout, and nothing else lands in any mailbox.
+timeouts_under_load(Config) ->
+    Pool = ?LIB:start_pool(Config, #{pool_size => 2}),
+    Self = self(),
+    Callers = [spawn_link(fun() -> Self ! {done, self(), timeout_many(Pool, C)} end)
+               || C <- lists:seq(1, 20)],
+    Results = [receive {done, Caller, Result} -> Result after 60000 -> ct:fail(caller_stuck) end
+               || Caller <- Callers],
+    Answered = lists:sum([A || {A, _} <- Results]),
+    TimedOut = lists:sum([T || {_, T} <- Results]),
+    ct:log("~b answered, ~b timed out", [Answered, TimedOut]),
+    ?assert(TimedOut > 0),
+    ?assert(Answered > 0),
+    %% The late answers have all arrived by now: none found a caller.
+    timer:sleep(200),
+    ?assertEqual([0, 0], [N || #{in_flight := N} <- ocaml:workers(Pool)]).
+
+timeout_many(Pool, Caller) ->
+    check_mailbox(lists:foldl(
+      fun(I, {Answered, TimedOut}) ->
+              Arg = {Caller, I},
+              Timeout = lists:nth(rand:uniform(5), [0, 1, 5, 50, 5000]),
+              case ocaml:call(Pool, sleep_echo, [rand:uniform(3) - 1, Arg], Timeout) of
+                  {ok, Arg} -> {Answered + 1, TimedOut};
+                  {error, timeout} -> {Answered, TimedOut + 1};
+                  Other -> exit({wrong_answer, Arg, Other})
+              end
+      end, {0, 0}, lists:seq(1, 100))).
+
+check_mailbox(Counts) ->
+    timer:sleep(100),
+    case flush_all() of
+        [] -> Counts;
+        Stray -> exit({stray_messages, Stray})
+    end.
+
+stop_with_calls_in_flight(Config) ->
+    {ok, Pool} = ocaml:start(?LIB:pool_options(Config, #{})),
+    Self = self(),
+    _ = [spawn_link(fun() -> Self ! {answer, I, ocaml:call(Pool, sleep_echo, [100, I])} end)
+         || I <- lists:seq(1, 10)],
+    ?LIB:wait_until(fun() -> in_flight(Pool) =:= 10 end, 2000),
+    ok = ocaml:stop(Pool),
+    Answers = collect_answers(10, 5000),
+    maps:foreach(fun(_, A) -> ?assertEqual({error, {worker_crashed, shutdown}}, A) end, Answers).
+
+%%% Helpers
+
+in_flight(Pool) ->
+    lists:sum([N || #{in_flight := N} <- ocaml:workers(Pool)]).
+
+collect_answers(N, TimeoutMs) ->
+    Deadline = erlang:monotonic_time(millisecond) + TimeoutMs,
+    collect_answers(N, Deadline, #{}).
+
+collect_answers(0, _Deadline, Acc) ->
+    Acc;
+collect_answers(N, Deadline, Acc) ->
+    Left = max(0, Deadline - erlang:monotonic_time(millisecond)),
+    receive
+        {answer, I, Answer} -> collect_answers(N - 1, Deadline, Acc#{I => Answer})
+    after Left ->
+        ct:fail("~b calls unanswered", [N])
+    end.
+
+assert_own_or_crashed(I, {ok, {I}}) -> ok;
+assert_own_or_crashed(_, {error, {worker_crashed, _}}) -> ok;
+assert_own_or_crashed(I, Other) -> ct:fail("call ~b answered ~p", [I, Other]).
+
+%% A process calling Pool until stopped (bounded by a count and a time).
+start_runner(Pool) ->
+    spawn_link(fun() -> run(Pool, 0, [], erlang:monotonic_time(millisecond) + 30000) end).
+
+run(Pool, N, Failures, Deadline) ->
+    receive
+        {stop, From} -> From ! {ran, N, Failures}
+    after 0 ->
+        case N < 100000 andalso erlang:monotonic_time(millisecond) < Deadline of
+            true ->
+                Result = ocaml:call(Pool, identity, [N]),
+                NewFailures = case Result of
+                                  {ok, N} -> Failures;
+                                  _ -> [{N, Result} | Failures]
+                              end,
+                run(Pool, N + 1, NewFailures, Deadline);
+            false ->
+                receive {stop, From} -> From ! {ran, N, Failures} end
+        end
+    end.
+
+stop_runner(Runner) ->
+    Runner ! {stop, self()},
+    receive {ran, N, Failures} -> {N, Failures} after 10000 -> ct:fail(runner_stuck) end.
+
+mentions(Event, Things) ->
+    Text = lists:flatten(io_lib:format("~0p", [maps:get(msg, Event)])),
+    lists:all(fun(Thing) ->
+                      Needle = case Thing of
+                                   Pid when is_pid(Pid) -> pid_to_list(Pid);
+                                   String -> String
+                               end,
+                      string:find(Text, Needle) =/= nomatch
+              end, Things).
+
+flush_all() ->
+    receive Any -> [Any | flush_all()] after 0 -> [] end.

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The Erlang stage of the test suite (erlang/README.md): EUnit, Common Test (with PropEr)
+# against the real port workers, dialyzer, xref and edoc of the application camlbeam.
+# Runs after the Release build in build/ (scripts/test.sh builds it first): it needs the
+# workers in erlang/priv and the test plugins in build/erlang. Every step is bounded in
+# time; the exit status is non-zero if any step failed.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root/erlang"
+
+export CAMLBEAM_TEST_PLUGINS=${CAMLBEAM_TEST_PLUGINS:-$root/build/erlang}
+export REBAR_OFFLINE=1
+
+missing=()
+for f in priv/camlbeam-port priv/camlbeam-port-bytecode \
+         "$CAMLBEAM_TEST_PLUGINS/camlbeam_test.cmxs" "$CAMLBEAM_TEST_PLUGINS/camlbeam_test.cma"; do
+  [[ -e $f ]] || missing+=("$f")
+done
+if [[ ${#missing[@]} -gt 0 ]]; then
+  printf 'test-erlang: missing %s\n' "${missing[@]}"
+  echo "test-erlang: build first: cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build"
+  exit 1
+fi
+
+failed=()
+step() {  # seconds name command...
+  local limit=$1 name=$2
+  shift 2
+  echo "--- $name"
+  local start=$SECONDS
+  # --kill-after: a VM that ignores SIGTERM still goes; its workers see their pipe close.
+  if timeout --kill-after=10 "$limit" "$@"; then
+    echo "--- $name: passed in $((SECONDS - start)) s"
+  else
+    echo "--- $name: FAILED after $((SECONDS - start)) s"
+    failed+=("$name")
+  fi
+}
+
+step 120 "rebar3 eunit" rebar3 eunit
+step 400 "rebar3 ct" rebar3 ct
+step 300 "rebar3 dialyzer" rebar3 dialyzer
+step 120 "rebar3 xref" rebar3 xref
+step 120 "rebar3 edoc" rebar3 edoc
+
+if [[ ${#failed[@]} -gt 0 ]]; then
+  printf 'test-erlang: failed: %s\n' "${failed[@]}"
+  exit 1
+fi
