@@ -39,13 +39,16 @@
 
 %% <ul>
 %% <li>`transport': how OCaml runs; `port' (an OS process per worker) for now.</li>
-%% <li>`plugins': loaded in order into every worker, also after restarts.</li>
+%% <li>`plugins': loaded in order into every worker, also after restarts;
+%%     relative paths are from the VM's current directory at start.</li>
 %% <li>`pool_size': the number of workers, default 1.</li>
 %% <li>`flavour': default from the plugins' extensions (`.cmxs' native,
 %%     `.cma' and `.cmo' bytecode).</li>
 %% <li>`executable': a worker executable of one's own (same protocol).</li>
-%% <li>`max_queue': calls in flight per worker, default 10000; above it a
-%%     call answers `{error, overloaded}'.</li>
+%% <li>`max_queue': calls in flight per worker, default 10000; when every
+%%     worker has that many, a call answers `{error, overloaded}'. Callers
+%%     check it before adding their own call, so callers racing each other
+%%     can pass it by their number: it bounds a queue, it is no semaphore.</li>
 %% <li>`start_timeout': for a worker's hello and initial loads (and for
 %%     each {@link load/2}), default 10000 ms.</li>
 %% <li>`name': registers the pool locally under this name.</li>
@@ -232,7 +235,9 @@ start_failure(Reason) ->
     {ok, file:filename_all()} | {error, {no_executable, file:filename_all() | no_priv_dir}}.
 resolve_executable(Config) ->
     case ocaml_options:executable(Config, app_env()) of
-        {ok, Path} ->
+        {ok, Given} ->
+            %% Absolute: every restart of a worker spawns it again.
+            Path = filename:absname(Given),
             case file:read_file_info(Path) of
                 {ok, #file_info{type = regular, mode = Mode}} when Mode band 8#111 =/= 0 ->
                     {ok, Path};

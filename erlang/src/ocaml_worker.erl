@@ -134,11 +134,11 @@ start_port(Pool, Id, #{executable := Executable} = Setup) ->
                   %% those writes instead of making them contend for the port.
                   [{packet, 4}, binary, nouse_stdio, exit_status, {parallelism, true}]) of
         Port ->
-            State = #state{pool = Pool, id = Id, port = Port, erl_call = Policy,
-                           pending = ets:new(ocaml_worker_pending,
-                                             [set, public, {write_concurrency, true}])},
-            case handshake(Expected, Plugins, Deadline, State) of
-                {ok, Flavour} ->
+            State0 = #state{pool = Pool, id = Id, port = Port, erl_call = Policy,
+                            pending = ets:new(ocaml_worker_pending,
+                                              [set, public, {write_concurrency, true}])},
+            case handshake(Expected, Plugins, Deadline, State0) of
+                {ok, Flavour, State} ->
                     {os_pid, OsPid} = erlang:port_info(Port, os_pid),
                     ok = camlbeam_registry:register_worker(
                            #camlbeam_worker{key = {Pool, Id}, pid = self(), port = Port,
@@ -154,18 +154,14 @@ start_port(Pool, Id, #{executable := Executable} = Setup) ->
     end.
 
 -spec handshake(ocaml_options:flavour() | any, [file:filename_all()], integer() | infinity,
-                #state{}) -> {ok, ocaml_options:flavour()} | {error, stop_reason()}.
-handshake(Expected, Plugins, Deadline, #state{id = Id, port = Port} = State) ->
+                #state{}) -> {ok, ocaml_options:flavour(), #state{}} | {error, stop_reason()}.
+handshake(Expected, Plugins, Deadline, #state{id = Id} = State0) ->
     Ref = make_ref(),
-    write(Port, ocaml_port_protocol:hello(Ref, Id, self())),
-    case await(Ref, hello, Deadline, State) of
-        {ok, Payload} ->
+    case request(ocaml_port_protocol:hello(Ref, Id, self()), Ref, hello, Deadline, State0) of
+        {ok, Payload, State} ->
             case ocaml_port_protocol:decode_hello(Payload) of
                 {ok, #{flavour := Flavour}} when Expected =:= any; Expected =:= Flavour ->
-                    case load_all(Plugins, Deadline, State) of
-                        ok -> {ok, Flavour};
-                        {error, _} = Error -> Error
-                    end;
+                    load_all(Plugins, Flavour, Deadline, State);
                 {ok, #{flavour := Flavour}} ->
                     {error, {flavour_mismatch, Expected, Flavour}};
                 {error, _} = Error ->
@@ -175,33 +171,38 @@ handshake(Expected, Plugins, Deadline, #state{id = Id, port = Port} = State) ->
             Error
     end.
 
--spec load_all([file:filename_all()], integer() | infinity, #state{}) ->
-    ok | {error, stop_reason()}.
-load_all([], _Deadline, _State) ->
-    ok;
-load_all([Path | Paths], Deadline, #state{port = Port} = State) ->
+-spec load_all([file:filename_all()], ocaml_options:flavour(), integer() | infinity, #state{}) ->
+    {ok, ocaml_options:flavour(), #state{}} | {error, stop_reason()}.
+load_all([], Flavour, _Deadline, State) ->
+    {ok, Flavour, State};
+load_all([Path | Paths], Flavour, Deadline, State0) ->
     Ref = make_ref(),
-    write(Port, ocaml_port_protocol:load(Ref, Path)),
-    case await(Ref, {load, Path}, Deadline, State) of
-        {ok, Payload} ->
+    case request(ocaml_port_protocol:load(Ref, Path), Ref, {load, Path}, Deadline, State0) of
+        {ok, Payload, State} ->
             case ocaml_port_protocol:decode_load(Payload) of
-                ok -> load_all(Paths, Deadline, State);
+                ok -> load_all(Paths, Flavour, Deadline, State);
                 {error, _} = Error -> Error
             end;
         {error, _} = Error ->
             Error
     end.
 
-%% The answer to Ref. What else the worker writes meanwhile (a plugin's
-%% initialisation may log, send or call Erlang) is served as usual.
+%% Writes a request and waits for the answer to Ref. What else the worker writes
+%% meanwhile (a plugin's initialisation may log, send or call Erlang) is served as usual.
+-spec request(binary(), reference(), hello | {load, file:filename_all()}, integer() | infinity,
+              #state{}) -> {ok, binary(), #state{}} | {error, stop_reason()}.
+request(Frame, Ref, Step, Deadline, #state{port = Port} = State) ->
+    write(Port, Frame),
+    await(Ref, Step, Deadline, State).
+
 -spec await(reference(), hello | {load, file:filename_all()}, integer() | infinity, #state{}) ->
-    {ok, binary()} | {error, stop_reason()}.
+    {ok, binary(), #state{}} | {error, stop_reason()}.
 await(Ref, Step, Deadline, #state{port = Port} = State) ->
     receive
         {Port, {data, Frame}} ->
             case ocaml_port_protocol:parse_frame(Frame) of
                 {ok, {reply, Ref}, Payload} ->
-                    {ok, Payload};
+                    {ok, Payload, State};
                 {ok, Envelope, Payload} ->
                     await(Ref, Step, Deadline, serve(Envelope, Payload, State));
                 {error, Malformed} ->

@@ -106,9 +106,21 @@ cast(Config) ->
     Ref = make_ref(),
     ?assertEqual(ok, ocaml:cast(Pool, send, [self(), {cast_ran, Ref}])),
     receive {cast_ran, Ref} -> ok after 5000 -> ct:fail(cast_did_not_run) end,
-    %% A failing cast answers nobody and leaves the worker serving.
-    ?assertEqual(ok, ocaml:cast(Pool, raise_not_found, [])),
-    ?assertEqual(ok, ocaml:cast(Pool, no_such_export, [])),
+    %% A failing cast answers nobody, is logged through the worker's {log, warning}
+    %% frames, and leaves the worker serving.
+    Logs = ?LIB:add_log_collector(),
+    try
+        ?assertEqual(ok, ocaml:cast(Pool, raise_not_found, [])),
+        ?LIB:logged(fun(#{level := warning} = Event) -> ?LIB:mentions(Event, ["Not_found"]);
+                       (_) -> false
+                    end, 5000),
+        ?assertEqual(ok, ocaml:cast(Pool, no_such_export, [])),
+        ?LIB:logged(fun(#{level := warning} = Event) -> ?LIB:mentions(Event, ["no_such_export"]);
+                       (_) -> false
+                    end, 5000)
+    after
+        ?LIB:remove_log_collector(Logs)
+    end,
     ?assertEqual({ok, 3}, ocaml:call(Pool, add, [1, 2])).
 
 %%% Errors from OCaml

@@ -80,8 +80,10 @@ broken_worker_restarts(Config, Export, Reason) ->
         ?assertEqual({error, {worker_crashed, Reason}}, ocaml:call(Broken, Export, [])),
         %% Reported: the worker's crash, and its supervisor's restart of it.
         ReasonText = lists:flatten(io_lib:format("~0p", [Reason])),
-        ?LIB:logged(fun(#{level := error} = Event) -> mentions(Event, [WorkerPid, ReasonText]);
-                       (_) -> false
+        ?LIB:logged(fun(#{level := error} = Event) ->
+                            ?LIB:mentions(Event, [pid_to_list(WorkerPid), ReasonText]);
+                       (_) ->
+                            false
                     end, 5000),
         [_] = ?LIB:new_os_pids(Broken, [OsPid]),
         ?assertEqual({ok, restarted}, ocaml:call(Broken, identity, [restarted])),
@@ -223,16 +225,6 @@ run(Pool, N, Failures, Deadline) ->
 stop_runner(Runner) ->
     Runner ! {stop, self()},
     receive {ran, N, Failures} -> {N, Failures} after 10000 -> ct:fail(runner_stuck) end.
-
-mentions(Event, Things) ->
-    Text = lists:flatten(io_lib:format("~0p", [maps:get(msg, Event)])),
-    lists:all(fun(Thing) ->
-                      Needle = case Thing of
-                                   Pid when is_pid(Pid) -> pid_to_list(Pid);
-                                   String -> String
-                               end,
-                      string:find(Text, Needle) =/= nomatch
-              end, Things).
 
 flush_all() ->
     receive Any -> [Any | flush_all()] after 0 -> [] end.

@@ -11,7 +11,7 @@
 -export([groups/1, init_per_suite/1, end_per_suite/1, init_per_group/2]).
 -export([transport/1, plugin/2, plugin/3, pool_options/2, start_pool/2]).
 -export([wait_until/2, wait_until/3, os_pid_alive/1, new_os_pids/2, flush/0]).
--export([add_log_collector/0, remove_log_collector/1, logged/2]).
+-export([add_log_collector/0, remove_log_collector/1, logged/2, mentions/2]).
 
 %% The groups a suite runs its cases in: one per coupling, Cases(Group) the cases that
 %% apply to it.
@@ -137,12 +137,20 @@ remove_log_collector(Id) ->
 
 %% Waits (bounded) for a logged event for which Pred is true; returns it.
 logged(Pred, TimeoutMs) ->
+    wait_logged(Pred, erlang:monotonic_time(millisecond) + TimeoutMs).
+
+wait_logged(Pred, Deadline) ->
     receive
         {logged, Event} ->
             case Pred(Event) of
                 true -> Event;
-                false -> logged(Pred, TimeoutMs)
+                false -> wait_logged(Pred, Deadline)
             end
-    after TimeoutMs ->
-        ct:fail("no such log event in ~b ms", [TimeoutMs])
+    after max(0, Deadline - erlang:monotonic_time(millisecond)) ->
+        ct:fail("no such log event in time")
     end.
+
+%% Whether a log event's message, printed, contains every one of Texts.
+mentions(#{msg := Msg}, Texts) ->
+    Printed = lists:flatten(io_lib:format("~0tp", [Msg])),
+    lists:all(fun(Text) -> string:find(Printed, Text) =/= nomatch end, Texts).
