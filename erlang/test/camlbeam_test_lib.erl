@@ -46,11 +46,17 @@ init_per_suite(Config) ->
                   false -> filename:join([repository(), "build", "erlang"]);
                   Given -> Given
               end,
-    Missing = [File || File <- ["camlbeam_test.cmxs", "camlbeam_test.cma"],
-                       not filelib:is_regular(filename:join(Plugins, File))],
+    Workers = case os:getenv("CAMLBEAM_PORT_DIR") of
+                  false -> code:priv_dir(camlbeam);
+                  PortDir -> PortDir
+              end,
+    Missing = [Path || Path <- [filename:join(Plugins, "camlbeam_test.cmxs"),
+                                filename:join(Plugins, "camlbeam_test.cma"),
+                                filename:join(Workers, "camlbeam-port"),
+                                filename:join(Workers, "camlbeam-port-bytecode")],
+                       not filelib:is_regular(Path)],
     Missing =:= [] orelse
-        ct:fail("test plugins ~p missing in ~ts: build them first (erlang/README.md)",
-                [Missing, Plugins]),
+        ct:fail("~p missing: build first (erlang/README.md)", [Missing]),
     [{plugins_dir, Plugins} | Config].
 
 end_per_suite(_Config) ->
