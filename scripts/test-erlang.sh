@@ -29,10 +29,11 @@ step() {  # seconds name command...
   echo "--- $name"
   local start=$SECONDS
   # --kill-after: a VM that ignores SIGTERM still goes; its workers see their pipe close.
+  # rebar3 may end its output without a newline: the verdict gets a line of its own.
   if timeout --kill-after=10 "$limit" "$@"; then
-    echo "--- $name: passed in $((SECONDS - start)) s"
+    printf '\n--- %s: passed in %d s\n' "$name" $((SECONDS - start))
   else
-    echo "--- $name: FAILED after $((SECONDS - start)) s"
+    printf '\n--- %s: FAILED after %d s\n' "$name" $((SECONDS - start))
     failed+=("$name")
   fi
 }
