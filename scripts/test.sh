@@ -60,7 +60,7 @@ stage "C++ unit tests under ASan+UBSan" sanitizer_tests
 [[ -x scripts/fuzz-smoke.sh ]] && stage "libFuzzer smoke run" scripts/fuzz-smoke.sh
 [[ -f ocaml/dune-project ]] && stage "OCaml library (dune test)" bash -c 'cd ocaml && dune build @all 2>&1 && dune test --force 2>&1'
 # After the Release build: the Erlang suites run its workers and plugins.
-[[ -x scripts/test-erlang.sh ]] && stage "Erlang application (EUnit, Common Test, PropEr, dialyzer)" scripts/test-erlang.sh
+stage "Erlang application (EUnit, Common Test with PropEr, dialyzer, xref, edoc)" scripts/test-erlang.sh
 
 echo
 if [[ $failed -gt 0 ]]; then
