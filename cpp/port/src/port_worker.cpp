@@ -22,9 +22,12 @@ constexpr std::string_view erl_reply_atom = "erl_reply";
 
 }  // namespace
 
-bool is_erl_reply(std::span<const std::uint8_t> frame) noexcept {
-  // 131, SMALL_TUPLE_EXT 3, then the atom.
-  if (frame.size() < 5 || frame[0] != 131 || frame[1] != 104 || frame[2] != 3) return false;
+namespace {
+
+// A frame that starts 131, SMALL_TUPLE_EXT `arity`, then an atom named `name` in any of the
+// four atom encodings: the offset just past the atom, or 0.
+std::size_t tagged_tuple_start(std::span<const std::uint8_t> frame, std::uint8_t arity, std::string_view name) noexcept {
+  if (frame.size() < 5 || frame[0] != 131 || frame[1] != 104 || frame[2] != arity) return 0;
   const std::uint8_t tag = frame[3];
   std::size_t length = 0;
   std::size_t at = 0;
@@ -35,10 +38,53 @@ bool is_erl_reply(std::span<const std::uint8_t> frame) noexcept {
     length = (std::size_t{frame[4]} << 8) | frame[5];
     at = 6;
   } else {
-    return false;
+    return 0;
   }
-  return length == erl_reply_atom.size() && frame.size() >= at + length &&
-         std::equal(erl_reply_atom.begin(), erl_reply_atom.end(), frame.begin() + static_cast<std::ptrdiff_t>(at));
+  const bool named = length == name.size() && frame.size() >= at + length &&
+                     std::equal(name.begin(), name.end(), frame.begin() + static_cast<std::ptrdiff_t>(at));
+  return named ? at + length : 0;
+}
+
+// Walks a term without keeping anything: where it ends is all salvage_ref wants.
+struct SkipTerm {
+  void integer(std::int64_t) {}
+  void big_integer(bool, std::span<const std::uint8_t>) {}
+  void float64(double) {}
+  void atom(std::string_view) {}
+  void binary(std::span<const std::uint8_t>) {}
+  void bitstring(std::span<const std::uint8_t>, std::uint8_t) {}
+  void nil() {}
+  void string(std::span<const std::uint8_t>) {}
+  void begin_list(std::uint32_t) {}
+  void end_list() {}
+  void begin_tuple(std::uint32_t) {}
+  void end_tuple() {}
+  void begin_map(std::uint32_t) {}
+  void end_map() {}
+  void pid(const etf::PidView&) {}
+  void port(const etf::PortView&) {}
+  void reference(const etf::ReferenceView&) {}
+  void begin_fun(const etf::FunView&) {}
+  void end_fun() {}
+  void export_fun(std::string_view, std::string_view, std::uint8_t) {}
+};
+static_assert(etf::Visitor<SkipTerm>);
+
+}  // namespace
+
+bool is_erl_reply(std::span<const std::uint8_t> frame) noexcept {
+  return tagged_tuple_start(frame, 3, erl_reply_atom) != 0;
+}
+
+std::optional<std::span<const std::uint8_t>> salvage_ref(std::span<const std::uint8_t> frame,
+                                                         const etf::Limits& limits) {
+  std::size_t at = tagged_tuple_start(frame, 4, "call");
+  if (at == 0) at = tagged_tuple_start(frame, 3, "load");
+  if (at == 0) return std::nullopt;
+  SkipTerm skip;
+  const etf::DecodeResult ref = etf::decode_body(frame.subspan(at), skip, limits, at);
+  if (!ref) return std::nullopt;
+  return frame.subspan(at, ref.end - at);
 }
 
 PortWorker::PortWorker(const host::Runtime& runtime, PortOptions options)
@@ -116,9 +162,37 @@ void PortWorker::serve(std::span<const std::uint8_t> request) {
       if (!outcome.diagnostic.empty()) log("warning", outcome.diagnostic);
       break;
     case host::Outcome::Kind::refused:
+      if (outcome.error && outcome.error->code == host::Errc::bad_etf) {
+        if (auto ref = salvage_ref(request, options_.host.decode.limits)) {
+          answer_undecodable(*ref, outcome.error->decode ? outcome.error->decode->message() : outcome.error->message);
+          break;
+        }
+      }
       log("warning", "request skipped: " + (outcome.error ? outcome.error->message : std::string("no reason given")));
       break;
   }
+}
+
+// {reply, Ref} then {error, {bad_request, Message}}, Ref copied as it came: the request
+// around it could not be read, but its caller waits for an answer.
+void PortWorker::answer_undecodable(std::span<const std::uint8_t> ref, std::string_view why) {
+  const std::string message = "the request could not be decoded: " + std::string(why);
+  writer_.append([&](etf::ByteBuffer& out) {
+    etf::Writer w(out, options_.host.minor_version);
+    w.version();
+    w.begin_tuple(2);
+    w.atom("reply");
+    out.append(ref);
+    w.end_tuple();
+    w.version();
+    w.begin_tuple(2);
+    w.atom("error");
+    w.begin_tuple(2);
+    w.atom("bad_request");
+    w.binary({reinterpret_cast<const std::uint8_t*>(message.data()), message.size()});
+    w.end_tuple();
+    w.end_tuple();
+  });
 }
 
 void PortWorker::log(std::string_view level, std::string_view message) {

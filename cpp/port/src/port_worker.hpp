@@ -61,6 +61,7 @@ class PortWorker {
   void flush();
   void serve(std::span<const std::uint8_t> request);
   void log(std::string_view level, std::string_view message);
+  void answer_undecodable(std::span<const std::uint8_t> ref, std::string_view why);
 
   const host::Runtime& runtime_;
   PortOptions options_;
@@ -72,6 +73,12 @@ class PortWorker {
   std::vector<std::uint8_t> deferred_running_;
   bool end_of_input_ = false;
 };
+
+// The bytes of the Ref of a {call, Ref, Fun, Args} or {load, Ref, Path} request whose rest
+// cannot be decoded (Args nested deeper than the limits, say), so that its caller still
+// gets an answer: nullopt if the frame does not start like one of those two.
+std::optional<std::span<const std::uint8_t>> salvage_ref(std::span<const std::uint8_t> frame,
+                                                         const etf::Limits& limits);
 
 // {erl_reply, Id, Result} as term_to_binary writes it: a small tuple of three whose first
 // element is the atom erl_reply, in any of the four atom encodings. Compressed frames are

@@ -295,6 +295,23 @@ TEST_P(PortWorker, HasTheWorkerGcDefaultsUnlessOcamlrunparamIsSet) {
   EXPECT_EQ(chosen->answer_to("r"), "{ok,{307200,500}}");
 }
 
+TEST_P(PortWorker, AnswersACallWhoseArgumentsCannotBeDecoded) {
+  auto worker = ready_worker();
+  // {call, r, identity, [Deep]}, Deep 150,000 lists deep: over the decoder's depth limit
+  // (100,000), so nothing of the request reaches OCaml; its Ref still gets an answer.
+  std::vector<std::uint8_t> frame = {131, 104, 4, 100, 0, 4, 'c', 'a', 'l', 'l', 100, 0, 1, 'r',
+                                     100, 0, 8, 'i', 'd', 'e', 'n', 't', 'i', 't', 'y', 108, 0, 0, 0, 1};
+  constexpr int depth = 150'000;
+  for (int i = 0; i < depth; ++i) frame.insert(frame.end(), {108, 0, 0, 0, 1});
+  frame.insert(frame.end(), depth + 2, 106);
+  worker->send_raw(frame);
+  const std::string answer = worker->answer_to("r");
+  EXPECT_EQ(answer.rfind("{error,{bad_request,<<\"the request could not be decoded: ", 0), 0u) << answer;
+  EXPECT_NE(answer.find("depth"), std::string::npos) << answer;
+  worker->send("{call, r2, identity, [fine]}");
+  EXPECT_EQ(worker->answer_to("r2"), "{ok,fine}");
+}
+
 TEST_P(PortWorker, ExitsWithStatus2WhenAFrameAnnouncesTooMuch) {
   Worker worker(GetParam().executable);
   const std::uint8_t header[4] = {0xff, 0xff, 0xff, 0xff};
