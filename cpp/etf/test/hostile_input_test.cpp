@@ -878,32 +878,8 @@ TEST(HostileTable, NamesAreUnique) {
 
 // ---- Declared counts and memory ----------------------------------------------------------
 
-// Ignores everything; derived visitors pick the events they care about.
-struct NullVisitor {
-  void integer(std::int64_t) {}
-  void big_integer(bool, std::span<const std::uint8_t>) {}
-  void float64(double) {}
-  void atom(std::string_view) {}
-  void binary(std::span<const std::uint8_t>) {}
-  void bitstring(std::span<const std::uint8_t>, std::uint8_t) {}
-  void nil() {}
-  void string(std::span<const std::uint8_t>) {}
-  void begin_list(std::uint32_t) {}
-  void end_list() {}
-  void begin_tuple(std::uint32_t) {}
-  void end_tuple() {}
-  void begin_map(std::uint32_t) {}
-  void end_map() {}
-  void pid(const etf::PidView&) {}
-  void port(const etf::PortView&) {}
-  void reference(const etf::ReferenceView&) {}
-  void begin_fun(const etf::FunView&) {}
-  void end_fun() {}
-  void export_fun(std::string_view, std::string_view, std::uint8_t) {}
-};
-
 // Adds up the children every container declares: what a builder would reserve.
-struct DeclaredChildren : NullVisitor {
+struct DeclaredChildren : etf::IgnoreTerm {
   std::uint64_t total = 0;
   void begin_list(std::uint32_t n) { total += std::uint64_t{n} + 1; }
   void begin_tuple(std::uint32_t n) { total += n; }

@@ -45,31 +45,6 @@ std::size_t tagged_tuple_start(std::span<const std::uint8_t> frame, std::uint8_t
   return named ? at + length : 0;
 }
 
-// Walks a term without keeping anything: where it ends is all salvage_ref wants.
-struct SkipTerm {
-  void integer(std::int64_t) {}
-  void big_integer(bool, std::span<const std::uint8_t>) {}
-  void float64(double) {}
-  void atom(std::string_view) {}
-  void binary(std::span<const std::uint8_t>) {}
-  void bitstring(std::span<const std::uint8_t>, std::uint8_t) {}
-  void nil() {}
-  void string(std::span<const std::uint8_t>) {}
-  void begin_list(std::uint32_t) {}
-  void end_list() {}
-  void begin_tuple(std::uint32_t) {}
-  void end_tuple() {}
-  void begin_map(std::uint32_t) {}
-  void end_map() {}
-  void pid(const etf::PidView&) {}
-  void port(const etf::PortView&) {}
-  void reference(const etf::ReferenceView&) {}
-  void begin_fun(const etf::FunView&) {}
-  void end_fun() {}
-  void export_fun(std::string_view, std::string_view, std::uint8_t) {}
-};
-static_assert(etf::Visitor<SkipTerm>);
-
 }  // namespace
 
 bool is_erl_reply(std::span<const std::uint8_t> frame) noexcept {
@@ -81,7 +56,7 @@ std::optional<std::span<const std::uint8_t>> salvage_ref(std::span<const std::ui
   std::size_t at = tagged_tuple_start(frame, 4, "call");
   if (at == 0) at = tagged_tuple_start(frame, 3, "load");
   if (at == 0) return std::nullopt;
-  SkipTerm skip;
+  etf::IgnoreTerm skip;  // where the Ref ends is all that is wanted
   const etf::DecodeResult ref = etf::decode_body(frame.subspan(at), skip, limits, at);
   if (!ref) return std::nullopt;
   return frame.subspan(at, ref.end - at);

@@ -89,4 +89,30 @@ concept Visitor = requires(V& v, std::int64_t i, double d, bool b, std::uint32_t
   v.export_fun(s, s, u8);
 };
 
+// Takes every event and keeps nothing: for where a term ends (decode_body's DecodeResult::end)
+// or whether it decodes at all. Derived visitors pick the events they care about.
+struct IgnoreTerm {
+  void integer(std::int64_t) {}
+  void big_integer(bool, std::span<const std::uint8_t>) {}
+  void float64(double) {}
+  void atom(std::string_view) {}
+  void binary(std::span<const std::uint8_t>) {}
+  void bitstring(std::span<const std::uint8_t>, std::uint8_t) {}
+  void nil() {}
+  void string(std::span<const std::uint8_t>) {}
+  void begin_list(std::uint32_t) {}
+  void end_list() {}
+  void begin_tuple(std::uint32_t) {}
+  void end_tuple() {}
+  void begin_map(std::uint32_t) {}
+  void end_map() {}
+  void pid(const PidView&) {}
+  void port(const PortView&) {}
+  void reference(const ReferenceView&) {}
+  void begin_fun(const FunView&) {}
+  void end_fun() {}
+  void export_fun(std::string_view, std::string_view, std::uint8_t) {}
+};
+static_assert(Visitor<IgnoreTerm>);
+
 }  // namespace camlbeam::etf
