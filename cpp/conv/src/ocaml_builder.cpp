@@ -319,7 +319,7 @@ void OcamlBuilder::end_list() {
   // vals_[base, base + n): the elements; vals_[base + n]: the tail.
   const std::size_t n = vals_.size() - base - 1;
   const value tail = vals_.back();
-  const bool proper = Tag_val(tail) == term_tag::list && Field(tail, 0) == Val_emptylist;
+  const bool proper = tag_of(tail) == term_tag::list && Field(tail, 0) == Val_emptylist;
   // The accumulated cells take the tail's slot when it is [] (not needed any more), or
   // the slot above it when the tail is kept for the Improper block.
   if (proper) vals_.back() = Val_emptylist;

@@ -192,7 +192,7 @@ Outcome Host::handle(std::span<const std::uint8_t> request, etf::ByteBuffer& rep
   if (Is_long(result)) return no_reply();  // No_reply
 
   // From here on nothing allocates on the OCaml heap, so `result` needs no root.
-  switch (Tag_val(result)) {
+  switch (conv::tag_of(result)) {
     case answer_tag::reply: return write_reply(result, reply, options_);
     case answer_tag::cast_failed: return no_reply(std::string(detail::string_view_of(Field(result, 0))));
     case answer_tag::refused:
@@ -209,7 +209,7 @@ std::optional<Error> Host::load(std::string_view path) {
   const value result = caml_callback_exn(*callbacks_->load, path_value.get());
   if (Is_exception_result(result)) return handler_failed("camlbeam.host.load", Extract_exception(result));
   // Ok () is a block of tag 0; Error (kind, message) one of tag 1 holding the pair.
-  if (Tag_val(result) == 0) return std::nullopt;
+  if (conv::tag_of(result) == 0) return std::nullopt;
   const value pair = Field(result, 0);
   const auto kind = static_cast<std::size_t>(Long_val(Field(pair, 0)));
   std::string message(detail::string_view_of(Field(pair, 1)));

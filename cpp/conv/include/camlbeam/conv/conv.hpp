@@ -20,6 +20,11 @@
 
 namespace camlbeam::conv {
 
+// The tag of a block: use it instead of Tag_val, which in OCaml 4.13 indexes with
+// -sizeof(value), an unsigned offset that wraps around (undefined behaviour, reported by
+// clang's UBSan on every call).
+inline tag_t tag_of(value block) noexcept { return Tag_hd(Hd_val(block)); }
+
 // An OCaml value kept alive and tracked by the GC while C++ holds it. Move-only; create,
 // use and destroy it on a thread holding the runtime.
 //

@@ -2,6 +2,8 @@
 // includes this; the OCaml side promises that constructors are only ever added at the end.
 #pragma once
 
+#include <camlbeam/conv/conv.hpp>
+
 #include <caml/mlvalues.h>
 
 namespace camlbeam::conv::layout {

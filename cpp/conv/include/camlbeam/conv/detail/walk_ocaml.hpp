@@ -57,7 +57,7 @@ inline bool list_as_string(value cells, std::vector<std::uint8_t>& bytes) {
   bytes.clear();
   for (value c = cells; c != Val_emptylist; c = Field(c, 1)) {
     const value elem = Field(c, 0);
-    if (Tag_val(elem) != layout::term_tag::int_) return false;
+    if (tag_of(elem) != layout::term_tag::int_) return false;
     const intnat n = Long_val(Field(elem, 0));
     if (n < 0 || n > 255 || bytes.size() == 0xFFFF) return false;
     bytes.push_back(static_cast<std::uint8_t>(n));
@@ -100,7 +100,7 @@ void walk_ocaml(value root, V& sink) {
   for (;;) {
     const value v = current;
     if (Is_long(v)) throw etf::EncodeError("not an Erl.Term.t value");
-    switch (Tag_val(v)) {
+    switch (tag_of(v)) {
       case tag::int_: sink.integer(Long_val(Field(v, 0))); break;
       case tag::bigint: {
         const detail::BigDigits big = detail::big_digits(Field(v, 0));
@@ -128,7 +128,7 @@ void walk_ocaml(value root, V& sink) {
       }
       case tag::fun: {
         const value f = Field(v, 0);
-        if (Tag_val(f) == layout::fun_tag::export_) {
+        if (tag_of(f) == layout::fun_tag::export_) {
           sink.export_fun(detail::string_view_of(Field(f, 0)), detail::string_view_of(Field(f, 1)),
                           static_cast<std::uint8_t>(Long_val(Field(f, 2))));
           break;
@@ -182,7 +182,7 @@ void walk_ocaml(value root, V& sink) {
       case tag::list:
       case tag::improper: {
         const value cells = Field(v, 0);
-        const bool proper = Tag_val(v) == tag::list;
+        const bool proper = tag_of(v) == tag::list;
         if (cells == Val_emptylist) {
           if (!proper) throw etf::EncodeError("an improper list has at least one element");
           sink.nil();
