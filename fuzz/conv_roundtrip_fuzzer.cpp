@@ -22,13 +22,7 @@ using camlbeam::fuzz::require;
 
 namespace {
 
-etf::DecodeOptions fuzz_options() {
-  etf::DecodeOptions options;
-  options.limits.max_depth = 512;
-  options.limits.max_inflated_size = std::size_t{1} << 20;
-  return options;
-}
-const etf::DecodeOptions kOptions = fuzz_options();
+const etf::DecodeOptions kOptions = camlbeam::fuzz::decode_options();
 
 }  // namespace
 

@@ -22,15 +22,7 @@ using camlbeam::fuzz::require;
 
 namespace {
 
-// Tight enough to keep one run cheap (a compressed input inflates to 1 MiB at most),
-// loose enough to reach every path.
-etf::DecodeOptions fuzz_options() {
-  etf::DecodeOptions options;
-  options.limits.max_depth = 512;
-  options.limits.max_inflated_size = std::size_t{1} << 20;
-  return options;
-}
-const etf::DecodeOptions kOptions = fuzz_options();
+const etf::DecodeOptions kOptions = camlbeam::fuzz::decode_options();
 
 bool same(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) {
   return std::equal(a.begin(), a.end(), b.begin(), b.end());

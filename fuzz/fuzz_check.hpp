@@ -2,6 +2,8 @@
 // and showing the bytes before aborting (libFuzzer then saves the input as a crash-*).
 #pragma once
 
+#include <camlbeam/etf/limits.hpp>
+
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -9,6 +11,8 @@
 #include <string_view>
 
 namespace camlbeam::fuzz {
+
+namespace etf = camlbeam::etf;
 
 inline void dump(const char* label, std::span<const std::uint8_t> bytes) {
   std::fprintf(stderr, "  %s (%zu bytes):", label, bytes.size());
@@ -28,6 +32,15 @@ inline void require(bool holds, const char* property, std::span<const std::uint8
   if (!first.empty()) dump("first", first);
   if (!second.empty()) dump("second", second);
   std::abort();
+}
+
+// The decoder's limits in the fuzzers: tight enough to keep one run cheap (a compressed
+// input inflates to 1 MiB at most), loose enough to reach every path.
+inline etf::DecodeOptions decode_options() {
+  etf::DecodeOptions options;
+  options.limits.max_depth = 512;
+  options.limits.max_inflated_size = std::size_t{1} << 20;
+  return options;
 }
 
 }  // namespace camlbeam::fuzz
