@@ -7,6 +7,10 @@
 
 #include <caml/alloc.h>
 #include <caml/callback.h>
+// minor_gc.h, unlike the runtime's other headers, has no extern "C" of its own.
+extern "C" {
+#include <caml/minor_gc.h>
+}
 #include <caml/mlvalues.h>
 
 #include <array>
@@ -200,6 +204,12 @@ Outcome Host::handle(std::span<const std::uint8_t> request, etf::ByteBuffer& rep
     default:
       return refused({Errc::handler_failed, "camlbeam.host.handle answered an unknown constructor", {}});
   }
+}
+
+void Host::between_requests() noexcept {
+  if (!runtime_.held_by_this_thread()) return;
+  const auto used_words = static_cast<std::size_t>(Caml_state->young_alloc_end - Caml_state->young_ptr);
+  if (used_words * 4 > Caml_state->minor_heap_wsz) caml_minor_collection();
 }
 
 std::optional<Error> Host::load(std::string_view path) {

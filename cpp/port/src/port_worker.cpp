@@ -111,6 +111,7 @@ void PortWorker::run() {
     std::optional<std::span<const std::uint8_t>> request = next_request();
     if (request) {
       serve(*request);
+      host_.between_requests();
       if (writer_.pending() >= options_.flush_threshold) flush();
     } else if (!read_more()) {
       break;

@@ -17,6 +17,9 @@ let () =
   Erl.export "gc_settings" Erl.Conv.(nullary (tuple2 int int)) (fun () ->
       let gc = Gc.get () in
       (gc.minor_heap_size, gc.max_overhead));
+  Erl.export "gc_counts" Erl.Conv.(nullary (tuple2 int int)) (fun () ->
+      let stat = Gc.quick_stat () in
+      (stat.minor_collections, int_of_float stat.promoted_words));
   Erl.export "spin" Erl.Conv.(float @-> returning unit) (fun seconds ->
       let until = Unix.gettimeofday () +. seconds in
       while Unix.gettimeofday () < until do

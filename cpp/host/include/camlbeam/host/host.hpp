@@ -81,6 +81,12 @@ class Host {
   // std::bad_alloc from C++ memory propagates. Call it from the runtime thread.
   Outcome handle(std::span<const std::uint8_t> request, etf::ByteBuffer& reply);
 
+  // Call between requests, on the runtime thread: when the minor heap is more than a
+  // quarter full, empties it now, while nothing a request made is alive any more, so that
+  // the next request's values have room to die young instead of being promoted to the
+  // major heap. A collection with nothing live costs a few microseconds.
+  void between_requests() noexcept;
+
   // Loads a plugin (.cmxs in a native host, .cma/.cmo in a bytecode host), as the request
   // {load, Ref, Path} does. nullopt when it loaded; its exports are then callable.
   [[nodiscard]] std::optional<Error> load(std::string_view path);
