@@ -46,15 +46,21 @@ bool isolate_protocol_fds(int in_fd, int out_fd) {
 // It sleeps in poll() until then, so an idle worker costs no wake-ups.
 class Watchdog {
  public:
-  Watchdog(int in_fd, std::chrono::milliseconds grace) {
+  Watchdog(int in_fd, std::chrono::milliseconds grace) : in_fd_(in_fd), grace_(grace) {
     if (::pipe2(stop_, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
-    thread_ = std::thread([this, in_fd, grace] { watch(in_fd, grace); });
+  }
+  // Starting a thread takes a tenth of a worker's start-up: it is done once the first
+  // answer is on its way (PortOptions::after_first_reply), not before.
+  void start() {
+    if (!thread_.joinable()) thread_ = std::thread([this] { watch(in_fd_, grace_); });
   }
   ~Watchdog() {
-    const char byte = 0;
-    while (::write(stop_[1], &byte, 1) < 0 && errno == EINTR) {
+    if (thread_.joinable()) {
+      const char byte = 0;
+      while (::write(stop_[1], &byte, 1) < 0 && errno == EINTR) {
+      }
+      thread_.join();
     }
-    thread_.join();
     ::close(stop_[0]);
     ::close(stop_[1]);
   }
@@ -81,6 +87,8 @@ class Watchdog {
     std::_Exit(exit_ok);
   }
 
+  int in_fd_;
+  std::chrono::milliseconds grace_;
   int stop_[2] = {-1, -1};
   std::thread thread_;
 };
@@ -121,7 +129,8 @@ int main(int argc, char** argv) {
 
   try {
     camlbeam::host::Runtime runtime(argc, argv);
-    const Watchdog watchdog(options.in_fd, grace_from_environment());
+    Watchdog watchdog(options.in_fd, grace_from_environment());
+    options.after_first_reply = [&watchdog] { watchdog.start(); };
     camlbeam::port::PortWorker worker(runtime, options);
     worker.run();
     return exit_ok;

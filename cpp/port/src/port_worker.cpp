@@ -81,8 +81,12 @@ PortWorker::~PortWorker() { active_worker = nullptr; }
 PortWorker* PortWorker::active() noexcept { return active_worker; }
 
 void PortWorker::flush() {
-  host::BlockingSection released(runtime_);
-  writer_.flush();
+  const bool replies = writer_.pending() > 0;
+  {
+    host::BlockingSection released(runtime_);
+    writer_.flush();
+  }
+  if (replies && options_.after_first_reply) std::exchange(options_.after_first_reply, nullptr)();
 }
 
 bool PortWorker::read_more() {

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -30,6 +31,9 @@ struct PortOptions {
   host::HostOptions host{};
   // Replies are written once this many bytes wait, or before the worker blocks for input.
   std::size_t flush_threshold = std::size_t{64} << 10;
+  // Run once, right after the first replies are written: start-up work that need not delay
+  // the first answer (the Erlang side is busy reading it meanwhile).
+  std::function<void()> after_first_reply;
 };
 
 // At most one per process, on the runtime thread: the OCaml side reaches it through the
