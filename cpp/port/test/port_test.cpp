@@ -362,20 +362,33 @@ INSTANTIATE_TEST_SUITE_P(Flavours, PortWorker,
                                          Flavour{"static", CAMLBEAM_PORT_STATIC, nullptr, "native"}),
                          [](const testing::TestParamInfo<Flavour>& param) { return std::string(param.param.name); });
 
-TEST(PortWorkerStart, RefusesToRunWithoutItsPipes) {
+// The exit status of the native worker started with `argument` (or none) and without its
+// pipes, its stderr thrown away.
+int exit_status_without_pipes(const char* argument) {
   const pid_t pid = ::fork();
   if (pid == 0) {
     ::close(3);
     ::close(4);
     const int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, 1);
     ::dup2(null, 2);
-    ::execl(CAMLBEAM_PORT_NATIVE, CAMLBEAM_PORT_NATIVE, static_cast<char*>(nullptr));
+    ::execl(CAMLBEAM_PORT_NATIVE, CAMLBEAM_PORT_NATIVE, argument, static_cast<char*>(nullptr));
     ::_exit(127);
   }
   int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 64);
+  if (::waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return -1;
+  return WEXITSTATUS(status);
+}
+
+TEST(PortWorkerStart, RefusesToRunWithoutItsPipes) { EXPECT_EQ(exit_status_without_pipes(nullptr), 64); }
+
+TEST(PortWorkerStart, RefusesBadArgumentsAndAnswersHelpAndVersion) {
+  EXPECT_EQ(exit_status_without_pipes("--max-reply-size=lots"), 64);
+  EXPECT_EQ(exit_status_without_pipes("--max-request-size=0"), 64);
+  EXPECT_EQ(exit_status_without_pipes("--no-such-option"), 64);
+  EXPECT_EQ(exit_status_without_pipes("stray"), 64);
+  EXPECT_EQ(exit_status_without_pipes("--help"), 0);
+  EXPECT_EQ(exit_status_without_pipes("--version"), 0);
 }
 
 }  // namespace
