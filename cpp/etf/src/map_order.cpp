@@ -20,6 +20,7 @@
 // same one seen from another node. Two runs of one program can order such a map differently
 // (seen on OTP 25), so no encoder can match those bytes; for these kinds a stand-in built from
 // names and numbers takes the place of index or address, which keeps our output deterministic.
+#include <camlbeam/etf/error.hpp>
 #include <camlbeam/etf/map_order.hpp>
 #include <camlbeam/etf/term.hpp>
 
@@ -38,6 +39,9 @@ namespace {
 // The mixing primitives of utils.c.
 
 constexpr std::uint32_t golden_ratio = 0x9e3779b9u;  // HCONST
+
+// The words of a reference that make_internal_hash reads in OTP 25.
+constexpr std::size_t otp_hashed_reference_words = 3;
 
 // The seed of every internal hash (INTERNAL_HASH_SALT), so that it differs from phash2.
 constexpr std::uint32_t internal_hash_seed = 3432918353u;
@@ -359,7 +363,11 @@ class InternalHash {
         const Reference& r = **t.get_if<Boxed<Reference>>();
         hash_node(r.node, r.creation, hconst(7));
         // Trailing zero words are left out: a shorter reference equal in value hashes alike.
-        std::size_t n = r.ids.size();
+        // OTP 25 hashes no more than the first three words (checked on 25.2: two references
+        // of a node that differ only in their fourth word tie at every depth, and a map of
+        // more than 32 keys holding both overflows the VM's C stack in binary_to_term). The
+        // stand-in does the same, so that order_entries sees those ties and refuses them.
+        std::size_t n = std::min<std::size_t>(r.ids.size(), otp_hashed_reference_words);
         while (n > 0 && r.ids[n - 1] == 0) --n;
         for (std::size_t i = 0; i < n; i += 2) mix2(r.ids[i], i + 1 < n ? r.ids[i + 1] : 0, hconst(8));
         break;
@@ -398,8 +406,10 @@ constexpr std::uint32_t reverse_nibbles(std::uint32_t h) noexcept {
   return __builtin_bswap32(h);
 }
 
-// OTP rehashes without limit: every bit of a value goes into its hash, so distinct keys
-// cannot tie at every depth. A stand-in hash could, so past this depth ties keep term order.
+// OTP rehashes without limit: for almost every kind every bit of a value goes into its
+// hash, so distinct keys cannot tie at every depth. A stand-in hash could, so past this
+// depth ties keep term order. References are the exception (otp_hashed_reference_words):
+// keys that tie here include two references OTP cannot tell apart, a map it cannot decode.
 constexpr std::uint32_t max_hash_depth = 16;
 
 class TrieOrder {
@@ -452,6 +462,13 @@ class TrieOrder {
       ties.pop_back();
       const std::uint32_t depth = run.depth + 1;
       if (depth == max_hash_depth) {
+        for (std::size_t i = run.begin; i < run.end; ++i) {
+          if (flat[2 * std::size_t{ranked[i].entry}].kind() == Kind::reference) {
+            throw EncodeError(
+                "a map of more than 32 keys holding references that differ only after their third word: "
+                "OTP 25 hashes them alike at every depth, and decoding such a map overflows its stack");
+          }
+        }
         std::sort(ranked.begin() + static_cast<std::ptrdiff_t>(run.begin),
                   ranked.begin() + static_cast<std::ptrdiff_t>(run.end),
                   [&flat](const Ranked& a, const Ranked& b) {

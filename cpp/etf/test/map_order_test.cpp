@@ -16,6 +16,7 @@
 #include <camlbeam/etf/map_order.hpp>
 #include <camlbeam/etf/term.hpp>
 #include <camlbeam/etf/term_builder.hpp>
+#include <camlbeam/etf/text.hpp>
 
 #include <gtest/gtest.h>
 
@@ -538,3 +539,23 @@ TEST(HashmapEncodingOrder, HandlesLargeMapsNestedInKeys) {
 }
 
 }  // namespace
+
+// A map of 33 keys: 31 integers and two references of another node with these words.
+etf::Term map_with_references(std::string_view first_words, std::string_view second_words) {
+  std::string text = "#{#Ref<'other@host'.1." + std::string(first_words) + "> => a, #Ref<'other@host'.1." +
+                     std::string(second_words) + "> => b";
+  for (int i = 1; i <= 31; ++i) text += ", " + std::to_string(i) + " => " + std::to_string(i);
+  return etf::parse_term(text + "}");
+}
+
+// OTP 25.2 hashes the first three words of a reference only: two that differ after them tie
+// at every depth of its HAMT, and binary_to_term of such a map segfaults the VM (checked:
+// maps:from_list too). Such a map must never reach Erlang from us.
+TEST(HashmapEncodingOrder, RefusesMapsOfReferencesOtpCannotTellApart) {
+  // Printed most significant word first: these differ in the fourth word only.
+  EXPECT_THROW(etf::encode(map_with_references("1.0.0.2", "2.0.0.2")), etf::EncodeError);
+  EXPECT_THROW(etf::encode(map_with_references("1.0.0.0.2", "2.0.0.0.2")), etf::EncodeError);
+  // A difference within the first three words is fine, as it is for OTP.
+  EXPECT_NO_THROW(etf::encode(map_with_references("0.1.0.2", "0.2.0.2")));
+  EXPECT_NO_THROW(etf::encode(map_with_references("1.0.2", "2.0.2")));
+}

@@ -220,6 +220,14 @@ TEST_P(PortWorker, ReplacesAnAnswerOverTheLimitWithAnError) {
   EXPECT_NE(answer.find("larger than max_reply_size (1000 bytes)"), std::string::npos) << answer;
 }
 
+TEST_P(PortWorker, NeverSendsAMapThatWouldCrashTheVm) {
+  auto worker = ready_worker();
+  worker->send("{call, r, otp_unsafe_map, []}");
+  const std::string answer = worker->answer_to("r");
+  EXPECT_EQ(answer.rfind("{error,{bad_reply,<<\"the answer cannot be encoded: a map of more than 32 keys", 0), 0u)
+      << answer;
+}
+
 TEST_P(PortWorker, AnswersPipelinedRequestsInOrder) {
   auto worker = ready_worker();
   // Written in one go, before reading any answer: the worker reads them in batches.

@@ -20,6 +20,12 @@ let () =
   Erl.export "gc_counts" Erl.Conv.(nullary (tuple2 int int)) (fun () ->
       let stat = Gc.quick_stat () in
       (stat.minor_collections, int_of_float stat.promoted_words));
+  (* A map OTP 25 cannot decode (cpp/etf/src/map_order.cpp): two references of another
+     node that differ only in their fourth word, among 33 keys. *)
+  Erl.export_raw "otp_unsafe_map" (fun _ ->
+      let ref_ w = Erl.Term.Ref { node = "other@host"; creation = 1; ids = [| 2; 0; 0; w |] } in
+      Erl.Term.map_of_list ((ref_ 1, Erl.Term.Atom "a") :: (ref_ 2, Erl.Term.Atom "b")
+                            :: List.init 31 (fun i -> (Erl.Term.Int i, Erl.Term.Int i))));
   Erl.export "spin" Erl.Conv.(float @-> returning unit) (fun seconds ->
       let until = Unix.gettimeofday () +. seconds in
       while Unix.gettimeofday () < until do

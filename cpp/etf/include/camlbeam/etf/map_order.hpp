@@ -17,6 +17,8 @@ inline constexpr std::size_t flatmap_max_keys = 32;
 
 // For a map given as flattened sorted entries (key, value, key, value ...) with more than
 // flatmap_max_keys keys: the entry indices (0..n-1) in the order OTP 25 encodes them.
+// Throws EncodeError for a map OTP 25 cannot decode: keys that its hash cannot tell apart
+// at any depth (references equal in their first three words).
 std::vector<std::uint32_t> hashmap_encoding_order(std::span<const Term> flat_sorted_entries);
 
 }  // namespace camlbeam::etf
