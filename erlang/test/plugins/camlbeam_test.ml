@@ -31,6 +31,13 @@ let () =
   Erl.export "make_atom" (string @-> returning term) (fun text -> Erl.Term.Atom text);
   (* A float no Erlang term matches: the worker answers bad_reply itself. *)
   Erl.export_raw "nan" (fun _ -> Erl.Term.Float Float.nan);
+  (* A map OTP 25's binary_to_term crashes the VM on (two references of a node that differ
+     only in their fourth word, among 33 keys): the worker must refuse to send it. *)
+  Erl.export_raw "otp_unsafe_map" (fun _ ->
+      let ref_ w = Erl.Term.Ref { node = "other@host"; creation = 1; ids = [| 2; 0; 0; w |] } in
+      Erl.Term.map_of_list
+        ((ref_ 1, Erl.Term.Atom "a") :: (ref_ 2, Erl.Term.Atom "b")
+        :: List.init 31 (fun i -> (Erl.Term.Int i, Erl.Term.Int i))));
   Erl.export "send" (pid @-> term @-> returning unit) Erl.send;
   Erl.export "call_erlang" (atom @-> atom @-> list term @-> returning term) Erl.call_erlang;
   Erl.export "malformed_frame" (nullary unit) (fun () ->
