@@ -34,6 +34,7 @@
 #include <camlbeam/etf/encoder.hpp>
 #include <camlbeam/etf/term.hpp>
 #include <camlbeam/etf/term_builder.hpp>
+#include <camlbeam/host/host.hpp>
 
 #include <caml/callback.h>
 #include <caml/mlvalues.h>
@@ -273,7 +274,21 @@ std::map<std::string, std::function<void(long)>>& loops() {
 // every allocation from C takes the runtime's slow path (caml_alloc_small_dispatch +
 // caml_check_urgent_gc), which no worker sees at the start of a request. It runs GC work,
 // it does not skip any.
-bool host_poll() { return !Is_exception_result(caml_process_pending_actions_exn()); }
+bool as_worker = false;  // --as-worker
+bool host_poll() {
+  if (as_worker) camlbeam::host::collect_between_requests();
+  return !Is_exception_result(caml_process_pending_actions_exn());
+}
+
+// --as-worker: the GC policy of a camlbeam worker (Erl_host.apply_worker_gc_defaults, and
+// collect_between_requests in every poll), instead of the runtime's defaults.
+void apply_worker_gc_policy() {
+  const value* defaults = caml_named_value("camlbeam.host.worker_gc_defaults");
+  if (defaults == nullptr) throw std::runtime_error("camlbeam.host is not linked in");
+  if (Is_exception_result(caml_callback_exn(*defaults, Val_unit)))
+    throw std::runtime_error("camlbeam.host.worker_gc_defaults raised");
+  as_worker = true;
+}
 
 // Starts every OCaml benchmark from the same heap, whatever ran before it (the order is
 // random): the garbage of earlier benchmarks is collected, and the major GC has no debt of
@@ -395,14 +410,16 @@ int main(int argc, char** argv) {
     if (arg.starts_with("--payloads=")) dir = arg.substr(11);
     else if (arg == "--check") check = true;
     else if (arg.starts_with("--loop=")) loop = arg.substr(7);
+    else if (arg == "--as-worker") as_worker = true;
     else rest.push_back(argv[i]);
   }
   if (dir.empty()) {
-    std::cerr << "usage: conv_bench --payloads=DIR [--check | --loop=NAME:N | benchmark flags]\n";
+    std::cerr << "usage: conv_bench --payloads=DIR [--as-worker] [--check | --loop=NAME:N | benchmark flags]\n";
     return 2;
   }
   try {
     start_ocaml(argv[0]);
+    if (as_worker) apply_worker_gc_policy();
     const auto payloads = camlbeam::bench::all_payloads();
     std::vector<std::string_view> names;
     std::apply([&](const auto&... p) { (names.push_back(p.name), ...); }, payloads);

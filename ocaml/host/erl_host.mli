@@ -88,6 +88,17 @@ val load_error_atom : load_error -> string
 (** The [Kind] atom of a [load_failed] error: [enoent], [not_a_plugin],
     [incompatible], [already_loaded] or [init_failed]. *)
 
+(** {1 Memory} *)
+
+val apply_worker_gc_defaults : unit -> unit
+(** Sets the GC for a worker that runs one request after another: a minor
+    heap of 1M words (8 MB), so that a request's values die young, and
+    [max_overhead = 5000], so that a large transient value does not cause a
+    compaction per request. Does nothing when [OCAMLRUNPARAM] or
+    [CAMLRUNPARAM] is set: they decide. Registered as
+    ["camlbeam.host.worker_gc_defaults"]; transports apply it at start-up,
+    and the C++ side pairs it with [Host::between_requests]. *)
+
 (** {1 For messages} *)
 
 val describe : Erl.Term.t -> string

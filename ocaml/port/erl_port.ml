@@ -63,19 +63,6 @@ let hello (fields : Term.t array) =
   | [| _; ref_; _ |] -> bad_hello ref_ "expected {hello, Ref, #{worker_id := Id, worker_pid := Pid}}"
   | _ -> Refused "hello: expected {hello, Ref, Info}"
 
-(* A worker runs one request after another, and a request's values die when its answer is
-   written. An 8 MB minor heap lets a request of up to about a million words live and die
-   there without being copied to the major heap; OCaml's 256k-word default promotes a list
-   of 100,000 integers, which doubled the cost of converting it. A transient large value
-   (a 1 MB binary) leaves the heap mostly free afterwards: at the default max_overhead
-   (500%) that triggered a compaction and a new heap chunk on almost every such request,
-   three times the cost of the conversion itself (bench/conv_bench). OCAMLRUNPARAM, when
-   set, decides instead. *)
-let worker_gc_defaults () =
-  match (Sys.getenv_opt "OCAMLRUNPARAM", Sys.getenv_opt "CAMLRUNPARAM") with
-  | None, None -> Gc.set { (Gc.get ()) with minor_heap_size = 1 lsl 20; max_overhead = 5000 }
-  | _ -> ()
-
 let () =
-  worker_gc_defaults ();
+  Erl_host.apply_worker_gc_defaults ();
   Erl_host.add_request "hello" hello

@@ -15,9 +15,7 @@
     v}
     Plugins have no reason to use this module.
 
-    When it is initialised it sets the worker's GC defaults, unless
-    [OCAMLRUNPARAM] or [CAMLRUNPARAM] is set: a minor heap of 1M words
-    (8 MB) and [max_overhead = 5000] (the reasons are in the source). *)
+    When it is initialised it applies {!Erl_host.apply_worker_gc_defaults}. *)
 
 val protocol : int
 (** The version of the protocol, [1]. A [hello] whose [Info] has a [protocol]

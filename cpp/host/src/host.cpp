@@ -206,10 +206,13 @@ Outcome Host::handle(std::span<const std::uint8_t> request, etf::ByteBuffer& rep
   }
 }
 
-void Host::between_requests() noexcept {
-  if (!runtime_.held_by_this_thread()) return;
+void collect_between_requests() noexcept {
   const auto used_words = static_cast<std::size_t>(Caml_state->young_alloc_end - Caml_state->young_ptr);
   if (used_words * 4 > Caml_state->minor_heap_wsz) caml_minor_collection();
+}
+
+void Host::between_requests() noexcept {
+  if (runtime_.held_by_this_thread()) collect_between_requests();
 }
 
 std::optional<Error> Host::load(std::string_view path) {

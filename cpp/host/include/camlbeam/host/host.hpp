@@ -65,6 +65,13 @@ struct Outcome {
   bool replied() const noexcept { return kind == Kind::replied; }
 };
 
+// When the minor heap is more than a quarter full, empties it now, while nothing a request
+// made is alive any more, so that the next request's values have room to die young instead
+// of being promoted to the major heap. A collection with nothing live costs a few
+// microseconds. Only on a thread that holds the OCaml runtime; Erl_host's
+// apply_worker_gc_defaults is the other half of a worker's GC policy.
+void collect_between_requests() noexcept;
+
 class Host {
  public:
   // Finds the OCaml side of the request path. Throws RuntimeError if the executable was
@@ -81,10 +88,7 @@ class Host {
   // std::bad_alloc from C++ memory propagates. Call it from the runtime thread.
   Outcome handle(std::span<const std::uint8_t> request, etf::ByteBuffer& reply);
 
-  // Call between requests, on the runtime thread: when the minor heap is more than a
-  // quarter full, empties it now, while nothing a request made is alive any more, so that
-  // the next request's values have room to die young instead of being promoted to the
-  // major heap. A collection with nothing live costs a few microseconds.
+  // Call between requests, on the runtime thread: collect_between_requests().
   void between_requests() noexcept;
 
   // Loads a plugin (.cmxs in a native host, .cma/.cmo in a bytecode host), as the request
