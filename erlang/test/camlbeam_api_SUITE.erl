@@ -258,9 +258,15 @@ start_failures(Config) ->
                                     Config, #{plugins => [?LIB:plugin(Config, "camlbeam_init_fails")]}))),
     ?assertEqual({error, {no_executable, "/nonexistent/worker"}},
                  ocaml:start_link(?LIB:pool_options(Config, #{executable => "/nonexistent/worker"}))),
-    %% An executable that is not a worker: it never says hello.
-    ?assertMatch({error, {exit_status, _}},
-                 ocaml:start_link(?LIB:pool_options(Config, #{executable => "/bin/true"}))),
+    %% An executable that is not a worker: it never says hello. It exits at once, and the
+    %% VM reports that as its exit status or, when writing hello to its closed pipe came
+    %% first, as epipe (seen once in about ten runs).
+    NotAWorker = ocaml:start_link(?LIB:pool_options(Config, #{executable => "/bin/true"})),
+    case NotAWorker of
+        {error, {exit_status, 0}} -> ok;
+        {error, {port_exit, epipe}} -> ok;
+        Other -> ct:fail({not_a_worker_was_started, Other})
+    end,
     %% One that reads the requests and never answers; it ends when the port closes.
     Silent = filename:join(?config(priv_dir, Config), "silent-worker"),
     ok = file:write_file(Silent, "#!/bin/sh\nexec cat <&3 >/dev/null\n"),
