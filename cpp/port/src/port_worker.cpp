@@ -136,12 +136,11 @@ void PortWorker::serve(std::span<const std::uint8_t> request) {
   }
   switch (outcome.kind) {
     case host::Outcome::Kind::replied:
-      if (!outcome.diagnostic.empty()) log("warning", outcome.diagnostic);
-      break;
     case host::Outcome::Kind::no_reply:
       if (!outcome.diagnostic.empty()) log("warning", outcome.diagnostic);
       break;
     case host::Outcome::Kind::refused:
+      // bad_etf: the request never reached OCaml, so its bytes are still where they were.
       if (outcome.error && outcome.error->code == host::Errc::bad_etf) {
         if (auto ref = salvage_ref(request, options_.host.decode.limits)) {
           answer_undecodable(*ref, outcome.error->decode ? outcome.error->decode->message() : outcome.error->message);
