@@ -274,7 +274,7 @@ std::map<std::string, std::function<void(long)>>& loops() {
 // every allocation from C takes the runtime's slow path (caml_alloc_small_dispatch +
 // caml_check_urgent_gc), which no worker sees at the start of a request. It runs GC work,
 // it does not skip any.
-bool as_worker = false;  // --as-worker
+bool as_worker = false;  // set by apply_worker_gc_policy
 bool host_poll() {
   if (as_worker) camlbeam::host::collect_between_requests();
   return !Is_exception_result(caml_process_pending_actions_exn());
@@ -403,6 +403,7 @@ void start_ocaml(char* program) {
 int main(int argc, char** argv) {
   std::filesystem::path dir;
   bool check = false;
+  bool worker_policy = false;  // --as-worker
   std::string loop;  // NAME:N
   std::vector<char*> rest{argv[0]};
   for (int i = 1; i < argc; ++i) {
@@ -410,7 +411,7 @@ int main(int argc, char** argv) {
     if (arg.starts_with("--payloads=")) dir = arg.substr(11);
     else if (arg == "--check") check = true;
     else if (arg.starts_with("--loop=")) loop = arg.substr(7);
-    else if (arg == "--as-worker") as_worker = true;
+    else if (arg == "--as-worker") worker_policy = true;
     else rest.push_back(argv[i]);
   }
   if (dir.empty()) {
@@ -419,7 +420,7 @@ int main(int argc, char** argv) {
   }
   try {
     start_ocaml(argv[0]);
-    if (as_worker) apply_worker_gc_policy();
+    if (worker_policy) apply_worker_gc_policy();
     const auto payloads = camlbeam::bench::all_payloads();
     std::vector<std::string_view> names;
     std::apply([&](const auto&... p) { (names.push_back(p.name), ...); }, payloads);

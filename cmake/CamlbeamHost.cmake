@@ -4,6 +4,7 @@
 #   camlbeam_ocaml_packages()           the findlib tree of camlbeam and camlbeam.host
 #   camlbeam_ocaml_host_object(...)     the OCaml half of a host executable
 #   camlbeam_ocaml_plugin(...)          a plugin (.cmxs, .cma or .cmo)
+#   camlbeam_port_static_worker(...)    a port worker with OCaml sources linked in
 #
 # Everything lands in the CMake build tree; the source tree stays clean.
 
@@ -152,4 +153,33 @@ function(camlbeam_ocaml_plugin output)
     COMMENT "Building the plugin ${file}"
     VERBATIM)
   add_custom_target(${file}_plugin DEPENDS "${output}")
+endfunction()
+
+# camlbeam_port_static_worker(<target> OUTPUT <path> SOURCES a.ml ...)
+#
+# A port worker with the sources linked in, made by camlbeam-port-link as users make theirs
+# (docs/static-workers.md); <target> builds it. It is relinked when the sources, the script,
+# camlbeam's archives or its OCaml packages change. Needs cpp/port (CAMLBEAM_PORT_LINK).
+function(camlbeam_port_static_worker target)
+  cmake_parse_arguments(ARG "" "OUTPUT" "SOURCES" ${ARGN})
+  if(NOT CAMLBEAM_PORT_LINK)
+    message(FATAL_ERROR "camlbeam_port_static_worker: cpp/port (camlbeam-port-link) is not configured yet")
+  endif()
+  set(work "${CMAKE_CURRENT_BINARY_DIR}/${target}.ocaml")
+  file(MAKE_DIRECTORY "${work}")
+  set(names "")
+  foreach(src IN LISTS ARG_SOURCES)
+    get_filename_component(name "${src}" NAME)
+    list(APPEND names "${name}")
+  endforeach()
+  add_custom_command(
+    OUTPUT "${ARG_OUTPUT}"
+    COMMAND ${CMAKE_COMMAND} -E copy ${ARG_SOURCES} "${work}"
+    COMMAND "${CAMLBEAM_PORT_LINK}" -o "${ARG_OUTPUT}" ${names}
+    WORKING_DIRECTORY "${work}"
+    DEPENDS ${ARG_SOURCES} camlbeam-port-link "${CAMLBEAM_PORT_LINK}" ${CAMLBEAM_PORT_LINK_ARCHIVES}
+            "${CAMLBEAM_OCAML_PACKAGES_STAMP}"
+    COMMENT "Linking ${names} into a worker of its own (camlbeam-port-link)"
+    VERBATIM)
+  add_custom_target(${target} DEPENDS "${ARG_OUTPUT}")
 endfunction()
