@@ -38,8 +38,6 @@ class FrameReader {
   // closed in the middle of a frame is a ProtocolError; a read error a std::system_error.
   Fill fill();
 
-  // Bytes read and not yet handed out.
-  std::size_t buffered() const noexcept { return end_ - begin_; }
 
  private:
   std::size_t wanted() const;  // the bytes the frame at begin_ needs in all, if known
