@@ -7,6 +7,8 @@
 
 namespace camlbeam::etf::detail {
 
+void raise(const DecodeError& error) { throw Failure{error}; }
+
 bool inflate_exact(std::span<const std::uint8_t> compressed, std::uint8_t* out, std::size_t size,
                    std::size_t& consumed) {
   if (compressed.size() > std::numeric_limits<uInt>::max() ||
