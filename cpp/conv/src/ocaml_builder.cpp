@@ -46,15 +46,32 @@ namespace camlbeam::conv {
 
 namespace {
 
+// A T that is never destroyed (absl::NoDestructor's idea), for the pools below: what they
+// hold is registered with the OCaml runtime, and must not be torn down by static
+// destruction at exit, which does not run on the runtime thread.
+template <class T>
+class NoDestructor {
+ public:
+  NoDestructor() : value_() {}
+  ~NoDestructor() {}  // NOLINT: value_ is left alone on purpose
+  NoDestructor(const NoDestructor&) = delete;
+  NoDestructor& operator=(const NoDestructor&) = delete;
+  T& operator*() noexcept { return value_; }
+
+ private:
+  union {
+    T value_;
+  };
+};
+
 // The slots of Roots: a deque never moves its elements, so each slot is registered once.
-// Never freed, like the roots a static destructor could not unregister on the runtime thread.
 struct RootSlots {
   std::deque<value> slots;
   std::vector<value*> free;
 };
 
 RootSlots& root_slots() {
-  static auto* pool = new RootSlots();
+  static NoDestructor<RootSlots> pool;
   return *pool;
 }
 
@@ -524,31 +541,36 @@ void OcamlBuilder::reset() noexcept {
 
 namespace {
 
-// Idle builders for etf_to_ocaml, reused so that a call allocates no builder and registers
+// The builders of etf_to_ocaml, reused so that a call allocates no builder and registers
 // nothing with the GC. Normally one; another is made only when a decode starts while one is
 // in progress (another thread's, suspended in the map_of_array callback, or a finaliser's
 // decode running inside it). Never freed: a builder's destructor must run on the runtime
 // thread, which a static destructor at exit does not promise.
-std::vector<OcamlBuilder*>& idle_builders() {
-  static auto* idle = new std::vector<OcamlBuilder*>();
-  return *idle;
+struct BuilderPool {
+  std::deque<OcamlBuilder> all;      // never moves a builder: each stays linked where it is
+  std::vector<OcamlBuilder*> idle;   // with room for all of them: a return never allocates
+};
+
+BuilderPool& builder_pool() {
+  static NoDestructor<BuilderPool> pool;
+  return *pool;
 }
 
 class Lease {
  public:
   Lease() {
-    std::vector<OcamlBuilder*>& idle = idle_builders();
-    if (idle.empty()) {
-      idle.reserve(idle.size() + 1);  // so that giving it back cannot throw
-      builder_ = new OcamlBuilder();
+    BuilderPool& pool = builder_pool();
+    if (pool.idle.empty()) {
+      pool.idle.reserve(pool.all.size() + 1);
+      builder_ = &pool.all.emplace_back();
     } else {
-      builder_ = idle.back();
-      idle.pop_back();
+      builder_ = pool.idle.back();
+      pool.idle.pop_back();
     }
   }
   ~Lease() {
     builder_->reset();
-    idle_builders().push_back(builder_);  // capacity stays from the pop: no allocation
+    builder_pool().idle.push_back(builder_);
   }
   Lease(const Lease&) = delete;
   Lease& operator=(const Lease&) = delete;
@@ -560,15 +582,20 @@ class Lease {
 
 }  // namespace
 
-DecodeToOcaml etf_to_ocaml(std::span<const std::uint8_t> bytes, const etf::DecodeOptions& options) {
-  DecodeToOcaml out;
+UnrootedDecode etf_to_ocaml_unrooted(std::span<const std::uint8_t> bytes, const etf::DecodeOptions& options) {
+  UnrootedDecode out;
   const Lease builder;
   const etf::DecodeResult result = etf::decode(bytes, *builder, options);
-  if (!result) {
-    out.error = result.error;
-    return out;
-  }
-  out.value.set((*builder).take());  // nothing allocates between take and the root
+  if (!result) out.error = result.error;
+  else out.term = (*builder).take();
+  return out;
+}
+
+DecodeToOcaml etf_to_ocaml(std::span<const std::uint8_t> bytes, const etf::DecodeOptions& options) {
+  UnrootedDecode decoded = etf_to_ocaml_unrooted(bytes, options);
+  DecodeToOcaml out;
+  if (decoded.error) out.error = decoded.error;
+  else out.value.set(decoded.term);  // the first allocation since the decode: the term is intact
   return out;
 }
 

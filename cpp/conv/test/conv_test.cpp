@@ -82,6 +82,22 @@ TEST(Conv, DuplicateKeysAreRefused) {
   conv::DecodeToOcaml decoded = conv::etf_to_ocaml(twice);
   ASSERT_TRUE(decoded.error);
   EXPECT_EQ(decoded.error->code, etf::Errc::duplicate_map_key);
+  const conv::UnrootedDecode unrooted = conv::etf_to_ocaml_unrooted(twice);
+  ASSERT_TRUE(unrooted.error);
+  EXPECT_EQ(*unrooted.error, *decoded.error);
+  EXPECT_EQ(unrooted.term, Val_unit);
+}
+
+// The request path's form: the value is read before anything else allocates.
+TEST(Conv, UnrootedDecodeReadsBackAtOnce) {
+  for (const std::string& text : sample_terms()) {
+    const Bytes bytes = etf::encode(etf::parse_term(text));
+    const conv::UnrootedDecode decoded = conv::etf_to_ocaml_unrooted(bytes);
+    ASSERT_FALSE(decoded.error) << text;
+    etf::ByteBuffer out;
+    conv::ocaml_to_etf(decoded.term, out);
+    EXPECT_EQ(out.to_vector(), bytes) << text;
+  }
 }
 
 TEST(Conv, LargeAndDeepTerms) {

@@ -186,12 +186,14 @@ std::optional<Error> Host::check_thread() const {
 Outcome Host::handle(std::span<const std::uint8_t> request, etf::ByteBuffer& reply) {
   if (std::optional<Error> misuse = check_thread()) return refused(std::move(*misuse));
 
-  conv::DecodeToOcaml decoded = conv::etf_to_ocaml(request, options_.decode);
+  const conv::UnrootedDecode decoded = conv::etf_to_ocaml_unrooted(request, options_.decode);
   if (decoded.error) {
     return refused({Errc::bad_etf, "the request is not valid ETF: " + decoded.error->message(), decoded.error});
   }
-  // caml_callback_exn: an exception comes back as a value, never unwinds through C++.
-  const value result = caml_callback_exn(*callbacks_->handle, decoded.value.get());
+  // Straight into OCaml, which roots its argument (the request needs no Root, and is
+  // garbage once the handler is done with it). caml_callback_exn: an exception comes back
+  // as a value, never unwinds through C++.
+  const value result = caml_callback_exn(*callbacks_->handle, decoded.term);
   if (Is_exception_result(result)) return refused(handler_failed("camlbeam.host.handle", Extract_exception(result)));
   if (Is_long(result)) return no_reply();  // No_reply
 

@@ -217,12 +217,12 @@ std::optional<value> PortWorker::await_erl_reply() {
       deferred_.emplace_back(frame->begin(), frame->end());
       continue;
     }
-    conv::DecodeToOcaml decoded = conv::etf_to_ocaml(*frame, options_.host.decode);
+    const conv::UnrootedDecode decoded = conv::etf_to_ocaml_unrooted(*frame, options_.host.decode);
     if (decoded.error) {
       log("error", "an erl_reply frame is not valid ETF: " + decoded.error->message());
       return std::nullopt;
     }
-    return decoded.value.get();
+    return decoded.term;
   }
 }
 
