@@ -13,7 +13,7 @@
 
 main(["gen", Dir]) ->
     ok = filelib:ensure_path(Dir),
-    [ok = file:write_file(path(Dir, Name), term_to_binary(Term)) || {Name, Term} <- payloads()],
+    [write_atomically(path(Dir, Name), term_to_binary(Term)) || {Name, Term} <- payloads()],
     ok;
 main(["digest", Dir]) ->
     [io:format("~s ~s~n", [Name, digest_line(binary_to_term(read(Dir, Name)))])
@@ -58,6 +58,13 @@ nest(0, Leaf) -> Leaf;
 nest(N, Leaf) -> nest(N - 1, {Leaf}).
 
 path(Dir, Name) -> filename:join(Dir, Name ++ ".etf").
+
+%% Two runs may share the payload directory (the bench_smoke and port_bench_smoke tests run
+%% at once): a reader sees the old file or the new one, never one being written.
+write_atomically(Path, Bytes) ->
+    Temp = Path ++ "." ++ os:getpid(),
+    ok = file:write_file(Temp, Bytes),
+    ok = file:rename(Temp, Path).
 
 read(Dir, Name) ->
     {ok, Bin} = file:read_file(path(Dir, Name)),

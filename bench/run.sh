@@ -90,17 +90,23 @@ say "timing ours and libei (Google Benchmark, $mode)"
 "$bin" --payloads="$payloads" "${gbench_flags[@]}" \
   --benchmark_out="$results/gbench.json" --benchmark_out_format=json >"$results/gbench.txt" 2>&1 ||
   die "etf_bench failed: see $results/gbench.txt"
-say "timing the round trips (Google Benchmark, $mode; OCaml runtime started once, GC left alone)"
+say "timing the round trips (Google Benchmark, $mode; OCaml runtime started once, its default GC)"
 "$conv_bin" --payloads="$payloads" "${conv_flags[@]}" \
   --benchmark_out="$results/conv_gbench.json" --benchmark_out_format=json >"$results/conv_gbench.txt" 2>&1 ||
   die "conv_bench failed: see $results/conv_gbench.txt"
+say "timing the round trips again under the worker GC policy (conv_bench --as-worker)"
+"$conv_bin" --as-worker --payloads="$payloads" "${conv_flags[@]}" \
+  --benchmark_out="$results/conv_gbench_worker.json" --benchmark_out_format=json \
+  >"$results/conv_gbench_worker.txt" 2>&1 ||
+  die "conv_bench --as-worker failed: see $results/conv_gbench_worker.txt"
 say "timing binary_to_term/term_to_binary"
 escript "$bench_src/etf_bench.escript" time "$payloads" "$erl_min_ms" "$erl_reps" >"$results/erlang.txt"
 
 report_flags=()
 [[ $mode == smoke ]] && report_flags=(--smoke)
 python3 "$bench_src/report.py" --gbench "$results/gbench.json" --erlang "$results/erlang.txt" \
-  --conv-gbench "$results/conv_gbench.json" --payloads "$payloads" "${report_flags[@]}" |
+  --conv-gbench "$results/conv_gbench.json" --conv-worker-gbench "$results/conv_gbench_worker.json" \
+  --payloads "$payloads" "${report_flags[@]}" |
   tee "$results/report.txt"
 
 # The port coupling (issue 4): its own runner, report and targets (bench/port/README.md).
