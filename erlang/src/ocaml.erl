@@ -24,7 +24,7 @@
 -include_lib("kernel/include/file.hrl").
 -include("camlbeam_registry.hrl").
 
--export([start_link/1, start/1, stop/1]).
+-export([start_link/1, start/1, child_spec/1, stop/1]).
 -export([call/3, call/4, cast/3, load/2, workers/1]).
 -export([format_error/1]).
 -export_type([pool/0, options/0, flavour/0, worker_info/0]).
@@ -114,17 +114,42 @@ start_link(Options) when is_map(Options) ->
 start(Options) when is_map(Options) ->
     start_pool(Options, none).
 
-%% @doc Stops a pool: its workers' ports are closed, calls in flight answer
+%% @doc A child specification that puts a pool under a supervisor of your
+%% own: it starts, restarts and shuts the pool down like any other child
+%% (the child is the pool's own supervisor, `type => supervisor'). Its `id'
+%% is the pool's `name', or `ocaml_pool'; override it with `maps:merge/2'.
+%% The options are checked here: a bad one raises
+%% `error({bad_pool_options, Reason})', Reason as {@link start/1} returns it.
+-spec child_spec(options()) -> supervisor:child_spec().
+child_spec(Options) when is_map(Options) ->
+    case prepare(Options, none) of
+        {ok, #{name := Name} = Config} ->
+            #{id => case Name of undefined -> ocaml_pool; _ -> Name end,
+              start => {ocaml_pool, start_link, [Config]},
+              restart => permanent,
+              shutdown => infinity,
+              type => supervisor,
+              modules => [ocaml_pool]};
+        {error, Reason} ->
+            erlang:error({bad_pool_options, Reason}, [Options])
+    end.
+
+%% @doc Stops a pool of {@link start/1} or {@link start_link/1}: its
+%% workers' ports are closed, calls in flight answer
 %% `{error, {worker_crashed, shutdown}}'. Stopping a pool that is not
-%% running is not an error.
--spec stop(pool()) -> ok.
+%% running is not an error. A pool of {@link child_spec/1} belongs to your
+%% supervisor, which stops it (`supervisor:terminate_child/2'): here it is
+%% left alone, `{error, not_owned}'.
+-spec stop(pool()) -> ok | {error, not_owned}.
 stop(Pool) ->
     case whereis_pool(Pool) of
         undefined ->
             ok;
         Pid ->
-            _ = ocaml_pool_sup:stop_pool(Pid),
-            ok
+            case ocaml_pool_sup:stop_pool(Pid) of
+                ok -> ok;
+                {error, not_found} -> stopped_or_not_owned(Pid)
+            end
     end.
 
 %% @doc Loads a plugin into every worker of the pool; workers started later,
@@ -190,7 +215,8 @@ cast(Pool, Fun, Args) when is_atom(Fun), is_list(Args) ->
 %%% Errors
 
 %% @doc A sentence saying what an error of this module means.
--spec format_error(call_error() | load_error() | start_error()) -> string().
+-spec format_error(call_error() | load_error() | start_error() | not_owned
+                   | {bad_pool_options, start_error()}) -> string().
 format_error(Reason) ->
     lists:flatten(describe(Reason)).
 
@@ -198,16 +224,31 @@ format_error(Reason) ->
 
 -spec start_pool(options(), pid() | none) -> {ok, pool()} | {error, start_error()}.
 start_pool(Options, Owner) ->
+    case prepare(Options, Owner) of
+        {ok, Config} -> start_validated(Config);
+        {error, _} = Error -> Error
+    end.
+
+%% The options checked, the executable found: what a pool starts from.
+-spec prepare(options(), pid() | none) -> {ok, ocaml_pool:config()} | {error, start_error()}.
+prepare(Options, Owner) ->
     case ocaml_options:validate(Options) of
         {ok, Config} ->
             case resolve_executable(Config) of
-                {ok, Executable} ->
-                    start_validated(Config#{executable := Executable, owner => Owner});
-                {error, _} = Error ->
-                    Error
+                {ok, Executable} -> {ok, Config#{executable := Executable, owner => Owner}};
+                {error, _} = Error -> Error
             end;
         {error, _} = Error ->
             Error
+    end.
+
+%% Not a child of ocaml_pool_sup: it stopped meanwhile (then `ok', as for any
+%% pool that is not running), or it runs under someone else's supervisor.
+-spec stopped_or_not_owned(pid()) -> ok | {error, not_owned}.
+stopped_or_not_owned(Pid) ->
+    case is_process_alive(Pid) of
+        true -> {error, not_owned};
+        false -> ok
     end.
 
 -spec start_validated(ocaml_pool:config()) -> {ok, pool()} | {error, start_error()}.
@@ -330,8 +371,10 @@ call_worker(#camlbeam_worker{pid = Pid, port = Port, pending = Pending}, Fun, Ar
         {'DOWN', Alias, process, _, Reason} ->
             {error, {worker_crashed, Reason}}
     after Timeout ->
+        %% The answer will be dropped: the alias goes with the monitor. The
+        %% entry in Pending stays until the worker answers, so the call still
+        %% counts in the worker's load while OCaml computes it.
         erlang:demonitor(Alias, [flush]),
-        _ = (catch ets:delete(Pending, Alias)),
         %% The worker may have forwarded the answer just before the alias went.
         receive
             {Alias, Payload} -> ocaml_port_protocol:decode_answer(Payload)
@@ -374,6 +417,10 @@ describe(no_worker) ->
     "no worker of the pool is running (they are being restarted)";
 describe(noproc) ->
     "no such pool";
+describe(not_owned) ->
+    "the pool runs under another supervisor (ocaml:child_spec/1), which stops it";
+describe({bad_pool_options, Reason}) ->
+    io_lib:format("bad pool options: ~ts", [describe(Reason)]);
 describe({load_failed, Kind, Message})
   when Kind =:= enoent; Kind =:= not_a_plugin; Kind =:= incompatible;
        Kind =:= already_loaded; Kind =:= init_failed ->

@@ -25,7 +25,7 @@ cases(Group) ->
      timeout_drops_late_reply, infinity_timeout, overloaded, unknown_atom_is_bad_reply,
      load_at_runtime, load_failures, start_failures, bad_options, erl_send,
      call_erlang_all, call_erlang_none, call_erlang_allow_list, owner_death_stops_pool,
-     least_loaded_routing]
+     child_spec_in_own_supervisor, least_loaded_routing]
     ++ [own_executable || Group =:= port].
 
 init_per_suite(Config) -> ?LIB:init_per_suite(Config).
@@ -181,6 +181,8 @@ vm_crashing_map_is_bad_reply(Config) ->
 timeout_drops_late_reply(Config) ->
     Pool = ?LIB:start_pool(Config, #{}),
     ?assertEqual({error, timeout}, ocaml:call(Pool, sleep_echo, [300, first], 50)),
+    %% The worker is still computing it: the call still counts in its load.
+    ?assertMatch([#{in_flight := 1}], ocaml:workers(Pool)),
     ?assertEqual({ok, second}, ocaml:call(Pool, identity, [second])),
     ?assertEqual({ok, third}, ocaml:call(Pool, sleep_echo, [0, third])),
     timer:sleep(400),
@@ -367,6 +369,44 @@ owner_death_stops_pool(Config) ->
     receive {'DOWN', PoolMonitor, process, Pool, _} -> ok after 5000 -> ct:fail(pool_alive) end,
     ?assertEqual({error, noproc}, ocaml:call(Pool, identity, [1])),
     ?LIB:wait_until(fun() -> not lists:any(fun ?LIB:os_pid_alive/1, OsPids) end, 5000).
+
+%% A pool in the test's own supervision tree: started, restarted after a
+%% crash, and shut down by that supervisor, like any of its children.
+child_spec_in_own_supervisor(Config) ->
+    Name = camlbeam_api_supervised_pool,
+    Spec = ocaml:child_spec(?LIB:pool_options(Config, #{name => Name, pool_size => 2})),
+    ?assertMatch(#{id := Name, type := supervisor, shutdown := infinity}, Spec),
+    process_flag(trap_exit, true),
+    {ok, Sup} = supervisor:start_link(?MODULE, {pool_supervisor, Spec}),
+    [{Name, Pool, supervisor, _}] = supervisor:which_children(Sup),
+    ?assertEqual(Pool, whereis(Name)),
+    ?assertEqual({ok, x}, ocaml:call(Name, identity, [x])),
+    %% Not ocaml:stop/1's to stop.
+    ?assertEqual({error, not_owned}, ocaml:stop(Name)),
+    ?assertEqual({ok, y}, ocaml:call(Name, identity, [y])),
+    %% A crashed pool is the supervisor's to restart, under the same name.
+    OldOsPids = [P || #{os_pid := P} <- ocaml:workers(Name)],
+    exit(Pool, kill),
+    ?LIB:wait_until(fun() -> is_pid(whereis(Name)) andalso whereis(Name) =/= Pool andalso
+                                 length(ocaml:workers(Name)) =:= 2 end, 10000),
+    ?assertEqual({ok, z}, ocaml:call(Name, identity, [z])),
+    ?LIB:wait_until(fun() -> not lists:any(fun ?LIB:os_pid_alive/1, OldOsPids) end, 5000),
+    %% Shutting the supervisor down stops the pool and its workers, in time.
+    OsPids = [P || #{os_pid := P} <- ocaml:workers(Name)],
+    Monitor = erlang:monitor(process, Sup),
+    exit(Sup, shutdown),
+    receive {'DOWN', Monitor, process, Sup, shutdown} -> ok after 10000 -> ct:fail(supervisor_alive) end,
+    ?assertEqual(undefined, whereis(Name)),
+    ?assertEqual({error, noproc}, ocaml:call(Name, identity, [x])),
+    ?LIB:wait_until(fun() -> not lists:any(fun ?LIB:os_pid_alive/1, OsPids) end, 5000),
+    %% Bad options fail where the specification is made.
+    ?assertError({bad_pool_options, {bad_option, pool_size, 0}}, ocaml:child_spec(#{pool_size => 0})),
+    ?assertEqual("bad pool options: " ++ ocaml:format_error({bad_option, pool_size, 0}),
+                 ocaml:format_error({bad_pool_options, {bad_option, pool_size, 0}})).
+
+%% The supervisor of child_spec_in_own_supervisor.
+init({pool_supervisor, Spec}) ->
+    {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, [Spec]}}.
 
 %% A long call on one worker: the next calls go to the other one.
 least_loaded_routing(Config) ->
