@@ -462,15 +462,16 @@ class Decoder : public Reader {
  private:
   // The innermost open container's count lives in r.top_left_ while it is on top;
   // open.top().remaining is then stale, and is written only when another opens above it.
+  // With no container open, r.top_left_ is 0: a step within a container tests one count.
   [[gnu::always_inline]] inline void loop(Reader& r, OpenFrames& open) {
     for (;;) {
       decode_one(r, open);
       for (;;) {
-        if (open.empty()) return;
         if (r.top_left_ != 0) {
           --r.top_left_;
           break;
         }
+        if (open.empty()) return;
         close(r, open.top().kind);
         --open.depth;
         if (!open.empty()) {
