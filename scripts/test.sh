@@ -61,6 +61,9 @@ stage "C++ unit tests under ASan+UBSan" sanitizer_tests
 [[ -f ocaml/dune-project ]] && stage "OCaml library (dune test)" bash -c 'cd ocaml && dune build @all 2>&1 && dune test --force 2>&1'
 # After the Release build: the Erlang suites run its workers and plugins.
 stage "Erlang application (EUnit, Common Test with PropEr, dialyzer, xref, edoc)" scripts/test-erlang.sh
+# The README's other command: every step of the demo checks what it shows, so a change that
+# breaks its story (as counting timed-out calls in flight once did) fails here.
+stage "The demo (make demo's scripts/demo.sh)" scripts/demo.sh
 
 echo
 if [[ $failed -gt 0 ]]; then

@@ -61,6 +61,12 @@ main([PluginDir]) ->
         call(Pool, parse_request_exn, [<<"GET / HTTP/1.1\r\nHost example.com\r\n\r\n">>]),
     say("an answer later than the caller's timeout (10 ms); it is dropped when it comes:"),
     {error, timeout} = call(Pool, fib, [36], 10),
+    say("meanwhile its worker still computes fib(36), and counts it in flight; new calls go"),
+    say("to the other worker first:"),
+    show_workers(Pool),
+    wait_until(fun() -> lists:all(fun(#{in_flight := I}) -> I =:= 0 end, ocaml:workers(Pool)) end),
+    say("until the answer comes, and is dropped:"),
+    show_workers(Pool),
 
     section("5. A worker killed under a call: the caller gets an error, the pool a new worker", []),
     say("(OTP logs the worker's crash and restart as usual; the demo hides those reports)"),
