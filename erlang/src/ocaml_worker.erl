@@ -220,8 +220,9 @@ await(Ref, Step, Deadline, #state{port = Port} = State) ->
 
 -spec serve(ocaml_port_protocol:envelope(), binary(), #state{}) -> #state{}.
 serve({reply, Alias}, Payload, #state{pending = Pending} = State) ->
-    %% Taken before sent: a caller that timed out has deleted its row, and its
-    %% alias is inactive anyway; either way nothing is delivered.
+    %% The row counts the call in flight until its answer is taken here. A
+    %% caller that timed out left its row (the call still counts) and
+    %% deactivated its alias, so the VM drops this answer.
     _ = case ets:take(Pending, Alias) of
             [_] -> Alias ! {Alias, Payload};
             [] -> ok
