@@ -165,3 +165,25 @@ TEST(Codec, WriterStringFallsBackToListBeyond65535) {
   EXPECT_EQ(out.data()[0], etf::tag::list);
   EXPECT_EQ(out.size(), 5 + 2 * bytes.size() + 1);
 }
+
+// The decoder keeps a deep term's stack storage for the next decode on the same thread (a
+// spare, up to 2^14 frames): deep and shallow terms in turn, some deeper than the spare
+// keeps, each read exactly, through the streaming re-encoder and through the Term builder.
+TEST(Codec, DeepTermsOneAfterAnother) {
+  auto nested = [](std::size_t depth) {
+    Bytes bytes{131};
+    for (std::size_t i = 0; i < depth; ++i) bytes.insert(bytes.end(), {104, 2, 97, static_cast<std::uint8_t>(i)});
+    bytes.push_back(106);  // [] innermost
+    return bytes;
+  };
+  for (std::size_t depth : {5'000u, 40'000u, 3u, 40'000u, 20'000u, 70'000u, 100u, 9'000u}) {
+    const Bytes input = nested(depth);
+    etf::ByteBuffer out;
+    etf::Writer writer(out);
+    writer.version();
+    const etf::DecodeResult streamed = etf::decode(input, writer);
+    ASSERT_TRUE(streamed) << depth << ": " << streamed.error->message();
+    EXPECT_EQ(out.to_vector(), input) << depth;
+    EXPECT_EQ(etf::encode(etf::decode_term(input)), input) << depth;
+  }
+}
