@@ -46,12 +46,19 @@ set_plugins(Pool, Plugins) ->
 register_worker(#camlbeam_worker{pid = Pid} = Worker) when Pid =:= self() ->
     gen_server:call(?MODULE, {register_worker, Worker}).
 
-%% @doc The row of a pool, if it is alive.
+%% @doc The row of a pool, if it is alive. A row goes when this server handles
+%% the pool's 'DOWN', which may come after a caller has seen the pool stop
+%% ({@link ocaml:stop/1} returned): a dead pool has no row here either.
 -spec pool(pid()) -> {ok, #camlbeam_pool{}} | error.
 pool(Pool) ->
     case ets:lookup(?POOLS, Pool) of
-        [Row] -> {ok, Row};
-        [] -> error
+        [Row] ->
+            case is_process_alive(Pool) of
+                true -> {ok, Row};
+                false -> error
+            end;
+        [] ->
+            error
     end.
 
 %% @doc The live workers of a pool, by increasing id.

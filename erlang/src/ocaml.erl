@@ -173,10 +173,10 @@ load(Pool, Path) when is_list(Path); is_binary(Path) ->
 %% @doc The live workers of a pool, by id; `[]' for a pool that is not running.
 -spec workers(pool()) -> [worker_info()].
 workers(Pool) ->
-    case whereis_pool(Pool) of
-        undefined ->
+    case pool_row(Pool) of
+        error ->
             [];
-        Pid ->
+        {ok, #camlbeam_pool{pool = Pid}} ->
             [#{id => Id, pid => Worker, os_pid => OsPid, flavour => Flavour,
                in_flight => Load}
              || #camlbeam_worker{key = {_, Id}, pid = Worker, os_pid = OsPid, flavour = Flavour,

@@ -19,7 +19,7 @@ groups() ->
     ?LIB:groups(fun cases/1).
 
 cases(Group) ->
-    [start_call_stop, named_pool, workers_info, flavour_from_plugins, cast,
+    [start_call_stop, stopped_pool_is_gone_at_once, named_pool, workers_info, flavour_from_plugins, cast,
      undef, badarity, badarg, ocaml_exception, stack_overflow, nan_is_bad_reply,
      vm_crashing_map_is_bad_reply,
      timeout_drops_late_reply, infinity_timeout, overloaded, unknown_atom_is_bad_reply,
@@ -52,6 +52,21 @@ start_call_stop(Config) ->
     ?assertEqual(ok, ocaml:stop(Pool)),
     %% Their ports closed, the OS processes exit on their own.
     ?LIB:wait_until(fun() -> not lists:any(fun ?LIB:os_pid_alive/1, OsPids) end, 5000).
+
+%% Once ocaml:stop/1 has returned, the pool is gone for every caller, even
+%% before the registry has dropped its rows (held back here by suspending it).
+stopped_pool_is_gone_at_once(Config) ->
+    {ok, Pool} = ocaml:start_link(?LIB:pool_options(Config, #{pool_size => 2})),
+    ?assertEqual({ok, 1}, ocaml:call(Pool, identity, [1])),
+    ok = sys:suspend(camlbeam_registry),
+    try
+        ?assertEqual(ok, ocaml:stop(Pool)),
+        ?assertEqual({error, noproc}, ocaml:call(Pool, identity, [1])),
+        ?assertEqual([], ocaml:workers(Pool)),
+        ?assertEqual({error, noproc}, ocaml:load(Pool, ?LIB:plugin(Config, "camlbeam_extra")))
+    after
+        sys:resume(camlbeam_registry)
+    end.
 
 named_pool(Config) ->
     Name = camlbeam_api_named_pool,
