@@ -208,7 +208,7 @@ call(Pool, Fun, Args, Timeout)
 -spec cast(pool(), atom(), [term()]) -> ok.
 cast(Pool, Fun, Args) when is_atom(Fun), is_list(Args) ->
     case pick_worker(Pool) of
-        {ok, #camlbeam_worker{port = Port}} -> write(Port, ocaml_port_protocol:cast(Fun, Args));
+        {ok, #camlbeam_worker{port = Port}} -> ocaml_worker:write(Port, ocaml_port_protocol:cast(Fun, Args));
         {error, _} -> ok
     end.
 
@@ -381,14 +381,6 @@ call_worker(#camlbeam_worker{pid = Pid, port = Port, pending = Pending}, Fun, Ar
         after 0 ->
             {error, timeout}
         end
-    end.
-
--spec write(port(), iodata()) -> ok.
-write(Port, Frame) ->
-    try erlang:port_command(Port, Frame) of
-        true -> ok
-    catch
-        error:badarg -> ok
     end.
 
 -spec describe(term()) -> io_lib:chars().

@@ -19,7 +19,7 @@
 -include_lib("kernel/include/logger.hrl").
 -include("camlbeam_registry.hrl").
 
--export([start_link/2, load/3]).
+-export([start_link/2, load/3, write/2]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2, format_status/1]).
 -export_type([stop_reason/0]).
 
@@ -276,8 +276,9 @@ allowed(Allowed, M, F) -> lists:member({M, F}, Allowed).
 
 %%% Helpers
 
-%% A port that is gone is no error here: its exit_status message is on its
-%% way, and this process stops when it arrives.
+%% @doc Writes a frame to a worker's port. A port that is gone is no error
+%% here: its exit_status message is on its way to the worker's process, which
+%% stops when it arrives (a caller's cast to it is dropped).
 -spec write(port() | closed, iodata()) -> ok.
 write(closed, _Frame) ->
     ok;
