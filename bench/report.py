@@ -106,11 +106,12 @@ def load_cv(path):
             if b.get("run_type") == "aggregate" and b.get("aggregate_name") == "cv"}
 
 
-def judge(ratio, need, spread):
-    """PASS, TIE (short by less than the noise `spread`, a fraction) or MISS."""
+def judge(ratio, need, cvs, ours_key, base_key):
+    """PASS, TIE (short by less than the two rows' coefficients of variation, added) or MISS."""
     if ratio is not None and ratio >= need:
         return "PASS"
-    if ratio is not None and spread is not None and ratio >= need * (1 - spread):
+    cv_ours, cv_base = cvs.get(ours_key), cvs.get(base_key)
+    if ratio is not None and cv_ours is not None and cv_base is not None and ratio >= need * (1 - cv_ours - cv_base):
         return "TIE"
     return "MISS"
 
@@ -215,11 +216,8 @@ def main():
                 if args.smoke:
                     verdict = "-"
                 else:
-                    verdicts = {}
-                    for b, need in targets.items():
-                        cv_ours, cv_base = cvs.get((direction, impl, payload)), cvs.get((direction, b, payload))
-                        spread = cv_ours + cv_base if cv_ours is not None and cv_base is not None else None
-                        verdicts[b] = judge(ratio[b], need, spread)
+                    verdicts = {b: judge(ratio[b], need, cvs, (direction, impl, payload), (direction, b, payload))
+                                for b, need in targets.items()}
                     failed = [b for b, v in verdicts.items() if v == "MISS"]
                     tied = [b for b, v in verdicts.items() if v == "TIE"]
                     checked[whose] += len(targets)
@@ -277,8 +275,7 @@ def print_roundtrip(path, order, smoke, judged, halves, policy):
             verdict = "-"
         else:
             checked += 1
-            cv_ours, cv_base = cvs.get(("roundtrip", "ours_ocaml", payload)), cvs.get(("roundtrip", "libei_tree", payload))
-            verdict = judge(ratio, 1.0, cv_ours + cv_base if cv_ours is not None and cv_base is not None else None)
+            verdict = judge(ratio, 1.0, cvs, ("roundtrip", "ours_ocaml", payload), ("roundtrip", "libei_tree", payload))
             misses += verdict == "MISS"
             ties += verdict == "TIE"
             if verdict != "PASS":
