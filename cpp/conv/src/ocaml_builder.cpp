@@ -595,7 +595,7 @@ DecodeToOcaml etf_to_ocaml(std::span<const std::uint8_t> bytes, const etf::Decod
   UnrootedDecode decoded = etf_to_ocaml_unrooted(bytes, options);
   DecodeToOcaml out;
   if (decoded.error) out.error = decoded.error;
-  else out.value.set(decoded.term);  // the first allocation since the decode: the term is intact
+  else out.value.set(decoded.term);  // nothing has allocated on the OCaml heap since the decode
   return out;
 }
 
