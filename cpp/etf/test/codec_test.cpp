@@ -187,3 +187,45 @@ TEST(Codec, DeepTermsOneAfterAnother) {
     EXPECT_EQ(etf::encode(etf::decode_term(input)), input) << depth;
   }
 }
+
+// SMALL_BIG magnitudes of 0 to 10 bytes, with and without high zero bytes, either sign,
+// alone (the magnitude ends the input, so fewer than 8 bytes may follow its start) and
+// followed by another term: the 64-bit fast read and its byte-wise fallback agree with
+// the value the digits spell.
+TEST(Codec, SmallBigMagnitudesOfEveryLength) {
+  auto decimal = [](bool negative, unsigned __int128 v) {
+    std::string digits;
+    do {
+      digits.insert(digits.begin(), static_cast<char>('0' + static_cast<int>(v % 10)));
+      v /= 10;
+    } while (v != 0);
+    return (negative && digits != "0" ? "-" : "") + digits;
+  };
+  for (std::size_t value_bytes = 0; value_bytes <= 10; ++value_bytes) {
+    for (std::size_t high_zeros : {0u, 1u, 3u}) {
+      for (bool negative : {false, true}) {
+        Bytes magnitude;
+        unsigned __int128 value = 0;
+        for (std::size_t i = 0; i < value_bytes; ++i) {
+          const auto digit = static_cast<std::uint8_t>(0x81 + 13 * i);
+          magnitude.push_back(digit);
+          value |= static_cast<unsigned __int128>(digit) << (8 * i);
+        }
+        magnitude.insert(magnitude.end(), high_zeros, 0);
+        Bytes big{110, static_cast<std::uint8_t>(magnitude.size()), negative ? std::uint8_t{1} : std::uint8_t{0}};
+        big.insert(big.end(), magnitude.begin(), magnitude.end());
+        const std::string text = decimal(negative, value);
+        SCOPED_TRACE(text + " with " + std::to_string(high_zeros) + " high zero bytes");
+
+        Bytes alone{131};
+        alone.insert(alone.end(), big.begin(), big.end());
+        EXPECT_EQ(etf::decode_term(alone), etf::parse_term(text));
+
+        Bytes in_tuple{131, 104, 2};
+        in_tuple.insert(in_tuple.end(), big.begin(), big.end());
+        in_tuple.insert(in_tuple.end(), {119, 1, 97});
+        EXPECT_EQ(etf::decode_term(in_tuple), etf::parse_term("{" + text + ",a}"));
+      }
+    }
+  }
+}
