@@ -43,6 +43,7 @@ function(camlbeam_ocaml_packages)
     COMMAND dune build --root "${CMAKE_SOURCE_DIR}/ocaml" --build-dir "${build_dir}" --profile release
             --display quiet @install
     COMMAND ${CMAKE_COMMAND} -E touch "${stamp}"
+    BYPRODUCTS "${build_dir}/install/default/lib/camlbeam/liberl_stubs.a"
     DEPENDS ${sources} "${CMAKE_SOURCE_DIR}/ocaml/dune-project" camlbeam_ocaml
     COMMENT "Building the OCaml packages camlbeam and camlbeam.host (dune @install)"
     VERBATIM)
@@ -69,7 +70,7 @@ endfunction()
 # The OCaml half of a host executable, and the INTERFACE library <name> that links it. One object (-output-obj) holds camlbeam.host, dynlink,
 # the given sources and packages, and every module of every library, Stdlib included
 # (-linkall): a plugin can only use modules the executable has. The library brings the
-# runtime (libasmrun.a or libcamlrun.a, chosen here at link time), zarith's stubs, GMP,
+# runtime (libasmrun.a or libcamlrun.a, chosen here at link time), camlbeam's and zarith's stubs, GMP,
 # the C stubs of the PACKAGES (C_LIBRARIES, e.g. "${CAMLBEAM_OCAML_STDLIB}/libunix.a": -output-obj
 # does not bring them), and -Wl,-E, without which every .cmxs fails with "undefined symbol: caml...".
 # An executable links exactly one of these, next to camlbeam::host: native and bytecode
@@ -111,7 +112,8 @@ function(camlbeam_ocaml_host_object name flavour)
   add_dependencies(${name} ${name}_object)
   # Order matters for static archives: the object, then zarith's stubs it calls, then the
   # runtime that both call, then the system libraries.
-  target_link_libraries(${name} INTERFACE "${object}" ${ARG_C_LIBRARIES} "${CAMLBEAM_ZARITH_DIR}/libzarith.a" "${runtime}" gmp m dl)
+  target_link_libraries(${name} INTERFACE "${object}" ${ARG_C_LIBRARIES} "${CAMLBEAM_OCAMLPATH}/camlbeam/liberl_stubs.a"
+                        "${CAMLBEAM_ZARITH_DIR}/libzarith.a" "${runtime}" gmp m dl)
   target_link_options(${name} INTERFACE "LINKER:-E")
   set_property(TARGET ${name} PROPERTY INTERFACE_LINK_DEPENDS "${object}")
 endfunction()

@@ -109,13 +109,13 @@ type parse_error = Bad_request_line of string | Bad_header of string | Incomplet
 let parse_error : parse_error Conv.t =
   Conv.make ~expected:"{bad_request_line | bad_header, binary()} | incomplete"
     (function
-      | Term.Tuple [| Atom "bad_request_line"; Binary line |] -> Some (Bad_request_line line)
-      | Term.Tuple [| Atom "bad_header"; Binary line |] -> Some (Bad_header line)
+      | Term.Tuple [| Atom "bad_request_line"; Binary line |] -> Some (Bad_request_line (Erl.Binary.to_string line))
+      | Term.Tuple [| Atom "bad_header"; Binary line |] -> Some (Bad_header (Erl.Binary.to_string line))
       | Term.Atom "incomplete" -> Some Incomplete
       | _ -> None)
     (function
-      | Bad_request_line line -> Term.Tuple [| Atom "bad_request_line"; Binary line |]
-      | Bad_header line -> Term.Tuple [| Atom "bad_header"; Binary line |]
+      | Bad_request_line line -> Term.Tuple [| Atom "bad_request_line"; Term.binary line |]
+      | Bad_header line -> Term.Tuple [| Atom "bad_header"; Term.binary line |]
       | Incomplete -> Term.Atom "incomplete")
 
 (* #{method => binary(), path => binary(), version => binary(), body => binary(),
@@ -127,23 +127,24 @@ let request : request Conv.t =
         match (field "method", field "path", field "version", field "headers", field "body") with
         | ( Some (Binary meth), Some (Binary path), Some (Binary version), Some (Map hs),
             Some (Binary body) ) ->
+            let str = Erl.Binary.to_string in
             let header = function
-              | Term.Binary name, Term.Binary value -> Some (name, value)
+              | Term.Binary name, Term.Binary value -> Some (str name, str value)
               | _ -> None
             in
             let headers = List.filter_map header (Array.to_list hs) in
             if List.length headers = Array.length hs then
-              Some { meth; path; version; headers; body }
+              Some { meth = str meth; path = str path; version = str version; headers; body = str body }
             else None
         | _ -> None)
     | _ -> None
   in
   let encode r =
-    let headers = List.map (fun (name, value) -> (Term.Binary name, Term.Binary value)) r.headers in
+    let headers = List.map (fun (name, value) -> (Term.binary name, Term.binary value)) r.headers in
     Term.map_of_list
-      [ (Atom "method", Binary r.meth); (Atom "path", Binary r.path);
-        (Atom "version", Binary r.version); (Atom "headers", Term.map_of_list headers);
-        (Atom "body", Binary r.body) ]
+      [ (Atom "method", Term.binary r.meth); (Atom "path", Term.binary r.path);
+        (Atom "version", Term.binary r.version); (Atom "headers", Term.map_of_list headers);
+        (Atom "body", Term.binary r.body) ]
   in
   Conv.make
     ~expected:

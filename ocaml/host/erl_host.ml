@@ -29,7 +29,8 @@ let fits budget t =
           match (t : Term.t) with
           | Int _ | Float _ -> go (budget - 24) rest
           | Bigint z -> go (budget - (Z.numbits z / 3) - 2) rest
-          | Atom s | Binary s | Bitstring (s, _) -> go (budget - String.length s - 6) rest
+          | Atom s | Bitstring (s, _) -> go (budget - String.length s - 6) rest
+          | Binary b -> go (budget - Erl.Binary.length b - 6) rest
           | Ref _ | Port _ | Pid _ | Fun (Export _) -> go (budget - 48) rest
           | Fun (Local { free_vars; _ }) -> go (budget - 48) (Items free_vars :: rest)
           | Tuple a -> go (budget - 2) (Slots (a, 0) :: rest)
@@ -56,7 +57,7 @@ let rec describe_within budget (t : Term.t) =
     | Tuple a -> "a tuple of " ^ plural (Array.length a) "element"
     | Map a -> "a map of " ^ plural (Array.length a) "key"
     | List _ | Improper _ -> "a list"
-    | Binary s -> "a binary of " ^ plural (String.length s) "byte"
+    | Binary b -> "a binary of " ^ plural (Erl.Binary.length b) "byte"
     | Bitstring (s, _) -> "a bitstring of " ^ plural (String.length s) "byte"
     | Atom _ -> "an atom"
     | Bigint z -> "an integer of " ^ plural (Z.numbits z) "bit"
@@ -122,11 +123,11 @@ let load path =
 
 let ok = Term.Atom "ok"
 let error reason = Term.Tuple [| Atom "error"; reason |]
-let bad_request ref_ message = Reply (ref_, error (Tuple [| Atom "bad_request"; Binary message |]))
+let bad_request ref_ message = Reply (ref_, error (Tuple [| Atom "bad_request"; Term.binary message |]))
 
 (* A path as Erlang gives it: a binary, or a list of character codes. *)
 let path_of_term : Term.t -> string option = function
-  | Binary s -> Some s
+  | Binary b -> Some (Erl.Binary.to_string b)
   | List codes -> (
       let buffer = Buffer.create 64 in
       let add = function
@@ -142,7 +143,7 @@ let load_answer path =
   match load path with
   | Ok () -> ok
   | Error (kind, message) ->
-      error (Tuple [| Atom "load_failed"; Atom (load_error_atom kind); Binary message |])
+      error (Tuple [| Atom "load_failed"; Atom (load_error_atom kind); Term.binary message |])
 
 let shapes = "a request is {call, Ref, Fun, Args}, {cast, Fun, Args} or {load, Ref, Path}"
 
@@ -189,10 +190,16 @@ let handle (request : Term.t) =
    of 100,000 integers, which doubled the cost of converting it. A transient large value
    (a 1 MB binary) leaves the heap mostly free afterwards: at the default max_overhead
    (500%) that triggered a compaction and a new heap chunk on almost every such request,
-   three times the cost of the conversion itself (bench/conv_bench). *)
+   three times the cost of the conversion itself (bench/conv_bench). A binary longer than
+   Erl.Binary.heap_max lives off the heap in a custom block: custom_minor_max_size counts
+   all of its memory (not only the first 8 KB) towards the minor heap's budget, so that it
+   brings the next minor collection closer instead of speeding up the major GC, and it is
+   freed at that collection if it died with its request. *)
 let apply_worker_gc_defaults () =
   match (Sys.getenv_opt "OCAMLRUNPARAM", Sys.getenv_opt "CAMLRUNPARAM") with
-  | None, None -> Gc.set { (Gc.get ()) with minor_heap_size = 1 lsl 20; max_overhead = 5000 }
+  | None, None ->
+      Gc.set
+        { (Gc.get ()) with minor_heap_size = 1 lsl 20; max_overhead = 5000; custom_minor_max_size = 1 lsl 30 }
   | _ -> ()
 
 let () =

@@ -37,7 +37,7 @@ let info_field (info : (Term.t * Term.t) array) key =
   Array.fold_left (fun found (k, v) -> match k with Term.Atom k when k = key -> Some v | _ -> found) None info
 
 let bad_hello ref_ message =
-  Erl_host.Reply (ref_, Tuple [| Atom "error"; Tuple [| Atom "bad_request"; Binary ("hello: " ^ message) |] |])
+  Erl_host.Reply (ref_, Tuple [| Atom "error"; Tuple [| Atom "bad_request"; Term.binary ("hello: " ^ message) |] |])
 
 let hello (fields : Term.t array) =
   match fields with
@@ -56,7 +56,7 @@ let hello (fields : Term.t array) =
                     [
                       (Atom "protocol", Int protocol);
                       (Atom "flavour", Atom flavour);
-                      (Atom "ocaml_version", Binary Sys.ocaml_version);
+                      (Atom "ocaml_version", Term.binary Sys.ocaml_version);
                     ];
                 |] )
       | _ -> bad_hello ref_ "Info must hold worker_id (an integer) and worker_pid (a pid)")

@@ -40,15 +40,28 @@ let bool =
 let string =
   {
     expected = "binary()";
-    decode = (function Term.Binary s -> s | _ -> raise Mismatch);
-    encode = (fun s -> Term.Binary s);
+    decode = (function Term.Binary b -> Binary.to_string b | _ -> raise Mismatch);
+    encode = (fun s -> Term.Binary (Binary.of_string s));
+  }
+
+let binary =
+  {
+    expected = "binary()";
+    decode = (function Term.Binary b -> b | _ -> raise Mismatch);
+    encode = (fun b -> Term.Binary b);
   }
 
 let bytes =
   {
     expected = "binary()";
-    decode = (function Term.Binary s -> Bytes.of_string s | _ -> raise Mismatch);
-    encode = (fun b -> Term.Binary (Bytes.to_string b));
+    decode =
+      (function
+      | Term.Binary b ->
+          let out = Bytes.create (Binary.length b) in
+          Binary.blit_to_bytes b 0 out 0 (Binary.length b);
+          out
+      | _ -> raise Mismatch);
+    encode = (fun b -> Term.Binary (Binary.of_string (Bytes.to_string b)));
   }
 
 let atom =
@@ -196,5 +209,5 @@ let error_to_term = function
         [|
           Term.Atom "badarg";
           Term.map_of_list
-            [ (Term.Atom "argument", Term.Int position); (Term.Atom "expected", Term.Binary expected); (Term.Atom "got", got) ];
+            [ (Term.Atom "argument", Term.Int position); (Term.Atom "expected", Term.Binary (Binary.of_string expected)); (Term.Atom "got", got) ];
         |]

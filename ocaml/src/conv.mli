@@ -33,7 +33,13 @@ val bool : bool t
 (** The atoms [true] and [false] (["boolean()"]). *)
 
 val string : string t
-(** Binaries (["binary()"]); the bytes are not interpreted. *)
+(** Binaries (["binary()"]); the bytes are not interpreted. A binary longer
+    than {!Binary.heap_max} that came from Erlang is copied into the string
+    (see {!Binary}); {!binary} takes it as it is. *)
+
+val binary : Binary.t t
+(** Binaries (["binary()"]) as {!Binary.t}, never copied: the converter for
+    large inputs. *)
 
 val bytes : bytes t
 (** Binaries (["binary()"]), copied into fresh [bytes]. *)

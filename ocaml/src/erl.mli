@@ -8,6 +8,7 @@
     ]}
     and Erlang calls them with [ocaml:call(Worker, fib, [30])]. *)
 
+module Binary = Binary
 module Term = Term
 module Conv = Conv
 

@@ -18,7 +18,7 @@ type t =
   | Map of (t * t) array
   | List of t list
   | Improper of t list * t
-  | Binary of string
+  | Binary of Binary.t
   | Bitstring of string * int
 
 and fun_ =
@@ -83,6 +83,11 @@ let compare_refs (a : reference) (b : reference) =
 
 let used_bits = function Bitstring (_, bits) -> bits | _ -> 8
 
+let bitstring_bytes = function
+  | Binary b -> b
+  | Bitstring (s, _) -> Binary.of_string s
+  | _ -> invalid_arg "Erl.Term.bitstring_bytes"
+
 (* Comparisons still to be made, innermost first. Keeping them in a heap
    allocated list instead of the stack lets [compare] handle any depth. *)
 type pending =
@@ -141,11 +146,13 @@ let compare a b =
       | Improper (xs, tx), List (_ :: _ as ys) -> next (Cells (xs, tx, ys, nil) :: rest)
       | Improper (xs, tx), Improper (ys, ty) ->
           next (Cells (xs, tx, ys, ty) :: rest)
-      | (Binary x | Bitstring (x, _)), (Binary y | Bitstring (y, _)) ->
+      | (Binary x, Binary y) -> decided (Binary.compare x y) rest
+      | (Binary _ | Bitstring _), (Binary _ | Bitstring _) ->
           (* With the unused bits zero, bytewise order then length is the
              bitwise order. *)
           decided
-            (String.compare x y ||| Int.compare (used_bits a) (used_bits b))
+            (Binary.compare (bitstring_bytes a) (bitstring_bytes b)
+            ||| Int.compare (used_bits a) (used_bits b))
             rest
       | _ ->
           (* All pairs of the same rank are matched above. *)
@@ -174,6 +181,8 @@ let equal a b = compare a b = 0
 
 (* Construction *)
 
+let binary s = Binary (Binary.of_string s)
+
 let integer_of_z z = if Z.fits_int z then Int (Z.to_int z) else Bigint z
 
 (* [xs @ ys] without using stack in proportion to [xs]. *)
@@ -189,7 +198,7 @@ let improper xs tail =
 let bitstring bytes n =
   if n < 0 || n > 8 * String.length bytes then invalid_arg "Erl.Term.bitstring";
   let len = (n + 7) / 8 and bits = n land 7 in
-  if bits = 0 then Binary (String.sub bytes 0 len)
+  if bits = 0 then Binary (Binary.of_string (String.sub bytes 0 len))
   else
     let mask = (0xff lsl (8 - bits)) land 0xff in
     let byte i =
@@ -587,7 +596,7 @@ let to_string t =
     | Improper (xs, tail) ->
         Buffer.add_char b '[';
         separated "," xs (Text "|" :: Term tail :: Text "]" :: rest)
-    | Binary s -> add_binary b s; rest
+    | Binary s -> add_binary b (Binary.to_string s); rest
     | Bitstring (s, bits) -> add_bitstring b s bits; rest
   in
   print [ Term t ];

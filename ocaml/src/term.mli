@@ -31,7 +31,8 @@
      9   Map          1     array of (t * t) pairs (tag 0, size 2); #{} is Atom(0)
     10   List         1     OCaml list: Val_emptylist or cons blocks (tag 0, size 2)
     11   Improper     2     OCaml list (non-empty), tail
-    12   Binary       1     string
+    12   Binary       1     Binary.t: Heap (tag 0) of string, or Off_heap
+                              (tag 1) of a managed Bigarray of char
     13   Bitstring    2     string, immediate int
     v}
 
@@ -86,7 +87,9 @@ type t =
   | Improper of t list * t
       (** [Improper (xs, tail)] is [[x1, ..., xn | tail]]. Invariant: [xs] is
           not empty and [tail] is not a [List] nor an [Improper]. *)
-  | Binary of string
+  | Binary of Binary.t
+      (** See {!Binary}: short binaries are OCaml strings, long ones that
+          came from Erlang live off the OCaml heap. *)
   | Bitstring of string * int
       (** [Bitstring (bytes, bits)]: a bitstring whose length is not a
           multiple of 8. [bits] (1 to 7) is the number of bits used in the
@@ -113,6 +116,9 @@ and fun_ =
 
 val nil : t
 (** [List []]. *)
+
+val binary : string -> t
+(** [binary s] is [Binary (Binary.of_string s)]. *)
 
 val integer_of_z : Z.t -> t
 (** [Int] if the value fits [int], [Bigint] otherwise. *)

@@ -23,6 +23,19 @@ let integer st =
 let bytes st =
   String.init (Random.State.int st 4) (fun _ -> pick st [| 'a'; 'b'; '\000'; '\255'; '\n' |])
 
+(* Now and then a binary past Erl.Binary.heap_max, in either representation
+   (the converters put it off the heap, OCaml code may hold it as a string),
+   sharing a long prefix with the others so that equal ones are frequent. *)
+let binary_term st =
+  if Random.State.int st 8 <> 0 then binary (bytes st)
+  else
+    let s = String.make Erl.Binary.heap_max 'a' ^ bytes st in
+    if Random.State.bool st then binary s
+    else
+      let b = Bigarray.Array1.create Bigarray.char Bigarray.c_layout (String.length s) in
+      String.iteri (Bigarray.Array1.set b) s;
+      Binary (Erl.Binary.of_bigstring b)
+
 let atom st = pick st [| "a"; "b"; "ok"; "undefined"; "Caps"; "é"; ""; "it's" |]
 let node st = pick st [| "a@h"; "b@h"; "nonode@nohost" |]
 let u32 st = pick st [| 0; 1; 2; 0xffff_ffff |]
@@ -56,7 +69,7 @@ let rec any ~specials depth st =
     | 0 -> integer st
     | 1 -> Float (float st)
     | 2 -> Atom (atom st)
-    | 3 -> Binary (bytes st)
+    | 3 -> binary_term st
     | 4 -> let s = bytes st in bitstring s (Random.State.int st (8 * String.length s + 1))
     | 5 -> nil
     | _ -> special st

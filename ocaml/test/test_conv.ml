@@ -22,7 +22,7 @@ let test_scalars () =
   both "int" Conv.int Alcotest.int 42 (Int 42);
   both "int max" Conv.int Alcotest.int max_int (Int max_int);
   both "int min" Conv.int Alcotest.int min_int (Int min_int);
-  refuses "int" Conv.int [ big "4611686018427387904"; Float 1.0; Atom "1"; Binary "1"; Term.nil ];
+  refuses "int" Conv.int [ big "4611686018427387904"; Float 1.0; Atom "1"; Term.binary "1"; Term.nil ];
   both "int64 small" Conv.int64 Alcotest.int64 (-7L) (Int (-7));
   both "int64 max" Conv.int64 Alcotest.int64 Int64.max_int (big "9223372036854775807");
   both "int64 min" Conv.int64 Alcotest.int64 Int64.min_int (big "-9223372036854775808");
@@ -31,13 +31,13 @@ let test_scalars () =
   refuses "float" Conv.float [ Int 1; Atom "nan" ];
   both "true" Conv.bool Alcotest.bool true (Atom "true");
   both "false" Conv.bool Alcotest.bool false (Atom "false");
-  refuses "bool" Conv.bool [ Atom "yes"; Int 1; Binary "true" ];
-  both "string" Conv.string Alcotest.string "a\000b" (Binary "a\000b");
+  refuses "bool" Conv.bool [ Atom "yes"; Int 1; Term.binary "true" ];
+  both "string" Conv.string Alcotest.string "a\000b" (Term.binary "a\000b");
   refuses "string" Conv.string [ Atom "a"; Term.List [ Int 97 ]; Term.bitstring "a" 3 ];
-  both "bytes" Conv.bytes Alcotest.bytes (Bytes.of_string "xy") (Binary "xy");
+  both "bytes" Conv.bytes Alcotest.bytes (Bytes.of_string "xy") (Term.binary "xy");
   refuses "bytes" Conv.bytes [ Atom "xy"; Term.nil ];
   both "atom" Conv.atom Alcotest.string "hello" (Atom "hello");
-  refuses "atom" Conv.atom [ Binary "hello"; Term.nil ];
+  refuses "atom" Conv.atom [ Term.binary "hello"; Term.nil ];
   Alcotest.check_raises "atom: too long"
     (Invalid_argument (Printf.sprintf "Erl.Conv.atom: %S cannot be an atom" (String.make 256 'a')))
     (fun () -> ignore (Conv.to_term Conv.atom (String.make 256 'a')));
@@ -53,7 +53,7 @@ let test_containers () =
   both "empty list" il Alcotest.(list int) [] Term.nil;
   Alcotest.(check (option (list int))) "a string is a list" (Some [ 97; 98 ]) (Conv.of_term il (List [ Int 97; Int 98 ]));
   refuses "list int" il
-    [ Term.improper [ Int 1 ] (Int 2); List [ Int 1; Float 2.0 ]; Binary "ab"; Tuple [| Int 1 |] ];
+    [ Term.improper [ Int 1 ] (Int 2); List [ Int 1; Float 2.0 ]; Term.binary "ab"; Tuple [| Int 1 |] ];
   let long = List.init 1_000_000 Fun.id in
   Alcotest.(check (option (list int))) "long list" (Some long) (Conv.of_term il (Conv.to_term il long));
   both "array" (Conv.array Conv.float) Alcotest.(array (float 0.0)) [| 1.0; 2.0 |] (List [ Float 1.0; Float 2.0 ]);
@@ -67,7 +67,7 @@ let test_containers () =
     (Conv.of_term (Conv.option Conv.atom) (Atom "undefined"));
   let r = Conv.result Conv.int Conv.string in
   both "Ok" r Alcotest.(result int string) (Ok 1) (ok_tuple (Int 1));
-  both "Error" r Alcotest.(result int string) (Error "no") (error_tuple (Binary "no"));
+  both "Error" r Alcotest.(result int string) (Error "no") (error_tuple (Term.binary "no"));
   refuses "result" r
     [
       Tuple [| Atom "ok" |]; Tuple [| Atom "ok"; Int 1; Int 2 |]; error_tuple (Atom "no");
@@ -152,7 +152,7 @@ let test_apply () =
   Alcotest.(check (result term error)) "nullary with an argument"
     (Error (Badarity { expected = 0; got = 1 }))
     (Conv.apply Conv.(nullary int) next [ Int 1 ]);
-  Alcotest.(check (result term error)) "constant" (Ok (Binary "1.0")) (Conv.apply Conv.(returning string) "1.0" []);
+  Alcotest.(check (result term error)) "constant" (Ok (Term.binary "1.0")) (Conv.apply Conv.(returning string) "1.0" []);
   Alcotest.check term "badarity term"
     (Tuple [| Atom "badarity"; Int 2; Int 3 |])
     (Conv.error_to_term (Badarity { expected = 2; got = 3 }));
@@ -160,7 +160,7 @@ let test_apply () =
     (Tuple
        [|
          Atom "badarg";
-         Term.map_of_list [ (Atom "argument", Int 2); (Atom "expected", Binary "float()"); (Atom "got", Int 1) ];
+         Term.map_of_list [ (Atom "argument", Int 2); (Atom "expected", Term.binary "float()"); (Atom "got", Int 1) ];
        |])
     (Conv.error_to_term (Badarg { position = 2; expected = "float()"; got = Int 1 }))
 

@@ -30,6 +30,8 @@ let () =
 (* The name, message and backtrace of an ocaml_exception error. *)
 let ocaml_exception = function
   | Term.Tuple [| Atom "error"; Tuple [| Atom "ocaml_exception"; Binary name; Binary message; Binary backtrace |] |] ->
+      let name = Erl.Binary.to_string name and message = Erl.Binary.to_string message
+      and backtrace = Erl.Binary.to_string backtrace in
       (name, message, backtrace)
   | t -> Alcotest.failf "not an ocaml_exception error: %s" (Term.to_string t)
 
@@ -45,7 +47,7 @@ let test_calls () =
   Alcotest.check term "raw, no argument" (ok Term.nil) (dispatch "test.raw" []);
   Alcotest.check term "undef" (error (Tuple [| Atom "undef"; Atom "test.nosuch" |])) (dispatch "test.nosuch" [ Int 1 ]);
   let long = String.make 256 'f' in
-  Alcotest.check term "undef, not an atom" (error (Tuple [| Atom "undef"; Binary long |])) (dispatch long []);
+  Alcotest.check term "undef, not an atom" (error (Tuple [| Atom "undef"; Term.binary long |])) (dispatch long []);
   Alcotest.check term "badarity" (error (Tuple [| Atom "badarity"; Int 1; Int 2 |])) (dispatch "test.fib" [ Int 1; Int 2 ]);
   Alcotest.check term "badarg"
     (error
@@ -53,12 +55,12 @@ let test_calls () =
           [|
             Atom "badarg";
             Term.map_of_list
-              [ (Atom "argument", Int 2); (Atom "expected", Binary "[float()]"); (Atom "got", List [ Int 1 ]) ];
+              [ (Atom "argument", Int 2); (Atom "expected", Term.binary "[float()]"); (Atom "got", List [ Int 1 ]) ];
           |]))
     (dispatch "test.scale" [ Float 2.0; List [ Int 1 ] ])
 
 let test_exceptions () =
-  let name, message, backtrace = ocaml_exception (dispatch "test.not_found" [ Binary "x" ]) in
+  let name, message, backtrace = ocaml_exception (dispatch "test.not_found" [ Term.binary "x" ]) in
   Alcotest.(check string) "Not_found: name" "Not_found" name;
   Alcotest.(check string) "Not_found: message" "Not_found" message;
   Alcotest.(check bool) "Not_found: backtrace" true (contains backtrace "test_dispatch.ml");
@@ -103,7 +105,7 @@ let test_out_of_memory () =
 let test_registry () =
   export "test.dup" Conv.(nullary int) (fun () -> 1);
   export "test.dup" Conv.(nullary string) (fun () -> "two");
-  Alcotest.check term "the later export replaces the earlier" (ok (Binary "two")) (dispatch "test.dup" []);
+  Alcotest.check term "the later export replaces the earlier" (ok (Term.binary "two")) (dispatch "test.dup" []);
   let names = exports () in
   Alcotest.(check bool) "exports are listed" true (List.mem "test.dup" names && List.mem "test.fib" names);
   Alcotest.(check (list string)) "exports are sorted" (List.sort String.compare names) names;

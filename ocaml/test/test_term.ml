@@ -109,14 +109,14 @@ let ascending =
     List [ Int 2 ];
     List [ nil ];
     List [ List [ Int 1 ] ];
-    Binary "";
-    Binary "\000";
+    binary "";
+    binary "\000";
     bits "\x10" 4;
     bits "\x10" 5;
     bits "\x80" 1;
-    Binary "\x80";
-    Binary "\x80\000";
-    Binary "\xff";
+    binary "\x80";
+    binary "\x80\000";
+    binary "\xff";
   ]
 
 let test_order () =
@@ -176,9 +176,9 @@ let test_constructors () =
   Alcotest.(check term) "improper onto an improper list"
     (Improper (ints [ 1; 2 ], Int 3))
     (improper (ints [ 1 ]) (Improper (ints [ 2 ], Int 3)));
-  Alcotest.(check term) "bitstring: whole bytes" (Binary "ab") (bitstring "abc" 16);
+  Alcotest.(check term) "bitstring: whole bytes" (binary "ab") (bitstring "abc" 16);
   Alcotest.(check term) "bitstring: unused bits cleared" (Bitstring ("a\xe0", 3)) (bitstring "a\xff" 11);
-  Alcotest.(check term) "bitstring: empty" (Binary "") (bitstring "xyz" 0);
+  Alcotest.(check term) "bitstring: empty" (binary "") (bitstring "xyz" 0);
   Alcotest.check_raises "bitstring: too long" (Invalid_argument "Erl.Term.bitstring") (fun () ->
       ignore (bitstring "a" 9));
   Alcotest.check_raises "bitstring: negative" (Invalid_argument "Erl.Term.bitstring") (fun () ->
@@ -261,18 +261,18 @@ let printed =
     ("'\xc4\x80'", atom "\xc4\x80");
     ("'a\xc4\x80'", atom "a\xc4\x80");
     ("'\xff'", atom "\xff");
-    ("<<\"abc\">>", Binary "abc");
-    ("<<1,2>>", Binary "\001\002");
-    ("<<\"a\\nb\">>", Binary "a\nb");
-    ("<<\"\xc3\xa9\"/utf8>>", Binary "\xc3\xa9");
-    ("<<\"\xc3\xa9\">>", Binary "\xe9");
-    ("<<\"\xc3\xa9\\n\">>", Binary "\xe9\n");
-    ("<<195,169,0>>", Binary "\xc3\xa9\000");
-    ("<<>>", Binary "");
-    ("<<\"a\\\"b\\\\c\">>", Binary "a\"b\\c");
-    ("<<\"\\e\">>", Binary "\027");
-    ("<<8,9,11,12,13,127>>", Binary "\b\t\011\012\r\127");
-    ("<<0>>", Binary "\000");
+    ("<<\"abc\">>", binary "abc");
+    ("<<1,2>>", binary "\001\002");
+    ("<<\"a\\nb\">>", binary "a\nb");
+    ("<<\"\xc3\xa9\"/utf8>>", binary "\xc3\xa9");
+    ("<<\"\xc3\xa9\">>", binary "\xe9");
+    ("<<\"\xc3\xa9\\n\">>", binary "\xe9\n");
+    ("<<195,169,0>>", binary "\xc3\xa9\000");
+    ("<<>>", binary "");
+    ("<<\"a\\\"b\\\\c\">>", binary "a\"b\\c");
+    ("<<\"\\e\">>", binary "\027");
+    ("<<8,9,11,12,13,127>>", binary "\b\t\011\012\r\127");
+    ("<<0>>", binary "\000");
     ("<<1:3>>", bits "\x20" 3);
     ("<<97,98,3:2>>", bits "ab\xc0" 18);
     ("\"abc\"", List (ints [ 97; 98; 99 ]));
@@ -291,7 +291,7 @@ let printed =
     ("-4611686018427387905", big "-4611686018427387905");
     ("-5", Int (-5));
     ("{}", tuple []);
-    ("{a,{1,2.5},<<>>}", tuple [ atom "a"; tuple [ Int 1; Float 2.5 ]; Binary "" ]);
+    ("{a,{1,2.5},<<>>}", tuple [ atom "a"; tuple [ Int 1; Float 2.5 ]; binary "" ]);
     ("#{}", map_of_list []);
     ("#{1 => x,a => 1}", map_of_list [ (atom "a", Int 1); (Int 1, atom "x") ]);
     ("#{#{} => []}", map_of_list [ (map_of_list [], nil) ]);

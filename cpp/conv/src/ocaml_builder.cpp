@@ -19,14 +19,19 @@
 #include <camlbeam/conv/layout.hpp>
 
 #include <caml/alloc.h>
+#include <caml/bigarray.h>
 #include <caml/callback.h>
+#include <caml/custom.h>
 #include <caml/memory.h>
 #include <caml/mlvalues.h>
 
 #include <gmp.h>
 #include <zarith.h>
 
+#include <cstddef>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <deque>
 #include <utility>
 #include <vector>
@@ -37,6 +42,9 @@
 extern "C" {
 typedef void (*camlbeam_scanning_action)(value, value*);
 extern void (*caml_scan_roots_hook)(camlbeam_scanning_action);
+// The operations of every Bigarray (finalise, compare, hash, serialise), which bigarray.h
+// exports only under CAML_INTERNALS.
+extern struct custom_operations caml_ba_ops;
 }
 
 namespace camlbeam::conv {
@@ -169,6 +177,27 @@ value ocaml_string(const void* data, std::size_t size) {
   return s;
 }
 
+// A managed Bigarray of char holding a copy of the bytes: its memory is malloc's, freed by
+// the Bigarray's finaliser. Built as caml_ba_alloc builds it, but with the runtime told how
+// much memory the block holds (caml_ba_alloc of OCaml 4.13 tells it nothing about data it
+// is given), so that the GC paces itself on it (see collect_between_requests). And
+// caml_ba_alloc's own malloc would raise Out_of_memory, which no OCaml handler would
+// catch here; this failure is a C++ one.
+value off_heap_bytes(std::span<const std::uint8_t> bytes) {
+  void* data = std::malloc(bytes.size());
+  if (data == nullptr) throw std::bad_alloc();
+  std::memcpy(data, bytes.data(), bytes.size());
+  const value ba = caml_alloc_custom_mem(&caml_ba_ops, offsetof(caml_ba_array, dim) + sizeof(intnat), bytes.size());
+  caml_ba_array* array = Caml_ba_array_val(ba);
+  array->data = data;
+  array->num_dims = 1;
+  array->flags = static_cast<intnat>(CAML_BA_UINT8) | static_cast<intnat>(CAML_BA_C_LAYOUT) |
+                 static_cast<intnat>(CAML_BA_MANAGED);
+  array->proxy = nullptr;
+  array->dim[0] = static_cast<intnat>(bytes.size());
+  return ba;
+}
+
 // A zarith integer (the result is unrooted: the caller pushes it at once). GMP's memory is
 // C memory: nothing here is held across the one OCaml allocation.
 value zarith_of(bool negative, std::span<const std::uint8_t> magnitude) {
@@ -266,7 +295,13 @@ void OcamlBuilder::atom(std::string_view utf8) {
 }
 
 void OcamlBuilder::binary(std::span<const std::uint8_t> bytes) {
-  vals_.push_back(ocaml_string(bytes.data(), bytes.size()));
+  if (bytes.size() <= heap_binary_max) {
+    vals_.push_back(ocaml_string(bytes.data(), bytes.size()));
+    wrap_top(binary_tag::heap);
+  } else {
+    vals_.push_back(off_heap_bytes(bytes));
+    wrap_top(binary_tag::off_heap);
+  }
   wrap_top(term_tag::binary);
   child_done();
 }

@@ -155,3 +155,23 @@ int main(int argc, char** argv) {
   testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();
 }
+
+// Binaries up to Max_young_wosize words stay OCaml strings; longer ones live off the heap
+// (Erl.Binary). Either way the bytes read back unchanged, and OCaml compares them by value
+// against a heap string. Both sides agree on the limit.
+TEST(Conv, BinariesLeaveTheHeapPastHeapMax) {
+  constexpr std::size_t limit = conv::layout::heap_binary_max;
+  for (std::size_t size : {std::size_t{0}, std::size_t{1}, limit - 1, limit, limit + 1, 3 * limit, std::size_t{1} << 20}) {
+    std::string bytes(size, '\0');
+    for (std::size_t i = 0; i < size; ++i) bytes[i] = static_cast<char>(i * 7 % 251);
+    const Bytes encoded = etf::encode(etf::Term::binary(bytes));
+    EXPECT_EQ(through_ocaml(encoded), encoded) << size;
+
+    conv::DecodeToOcaml decoded = conv::etf_to_ocaml(encoded);
+    ASSERT_FALSE(decoded.error);
+    const value info = call_ocaml("test.binary_info", decoded.value.get());
+    EXPECT_EQ(Bool_val(Field(info, 0)), size > limit) << size;
+    EXPECT_EQ(static_cast<std::size_t>(Long_val(Field(info, 1))), limit);
+    EXPECT_TRUE(Bool_val(Field(info, 2))) << size;
+  }
+}

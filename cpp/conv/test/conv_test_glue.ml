@@ -7,3 +7,23 @@ let () =
   Callback.register "test.validate" validate;
   Callback.register "test.to_string" Erl.Term.to_string;
   Callback.register "test.full_major" Gc.full_major
+
+(* What the OCaml side sees of a Binary the converters built: whether it is off
+   the heap, Erl.Binary.heap_max, and whether it equals a heap copy of itself
+   and orders like one (against the same bytes with the last one raised). *)
+let binary_info t =
+  match t with
+  | Erl.Term.Binary b ->
+      let s = Erl.Binary.to_string b in
+      let heap = Erl.Term.binary s in
+      let above =
+        if s = "" then Erl.Term.binary "\000"
+        else Erl.Term.binary (String.sub s 0 (String.length s - 1) ^ "\255")
+      in
+      ( Erl.Binary.is_off_heap b,
+        Erl.Binary.heap_max,
+        Erl.Term.equal t heap && Erl.Term.equal heap t
+        && Erl.Term.compare t above < 0 && Erl.Term.compare above t > 0 )
+  | _ -> invalid_arg "binary_info: not a Binary"
+
+let () = Callback.register "test.binary_info" binary_info

@@ -25,6 +25,18 @@ inline constexpr tag_t binary = 12;
 inline constexpr tag_t bitstring = 13;
 }  // namespace term_tag
 
+// Erl.Binary.t: Heap of string | Off_heap of bigstring (a managed Bigarray of char).
+namespace binary_tag {
+inline constexpr tag_t heap = 0;
+inline constexpr tag_t off_heap = 1;
+}  // namespace binary_tag
+
+// The longest binary the builders keep in the OCaml heap: the longest string the runtime
+// allocates in the minor heap. A longer one would go straight to the major heap, which
+// only a major cycle reclaims; off the heap, its memory is freed at the minor collection
+// after its last use, ready for the next request.
+inline constexpr std::size_t heap_binary_max = Max_young_wosize * sizeof(value) - 1;
+
 namespace fun_tag {
 inline constexpr tag_t local = 0;
 inline constexpr tag_t export_ = 1;

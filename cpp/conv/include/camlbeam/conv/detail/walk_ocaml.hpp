@@ -8,6 +8,7 @@
 #include <camlbeam/etf/error.hpp>
 #include <camlbeam/etf/map_order.hpp>
 
+#include <caml/bigarray.h>
 #include <caml/mlvalues.h>
 
 #include <algorithm>
@@ -26,6 +27,13 @@ inline std::string_view string_view_of(value s) noexcept {
 }
 inline std::span<const std::uint8_t> bytes_of(value s) noexcept {
   return {reinterpret_cast<const std::uint8_t*>(String_val(s)), caml_string_length(s)};
+}
+// The bytes of an Erl.Binary.t, wherever they live.
+inline std::span<const std::uint8_t> binary_bytes_of(value b) noexcept {
+  const value payload = Field(b, 0);
+  if (Tag_val(b) == layout::binary_tag::heap) return bytes_of(payload);
+  return {static_cast<const std::uint8_t*>(Caml_ba_data_val(payload)),
+          static_cast<std::size_t>(Caml_ba_array_val(payload)->dim[0])};
 }
 inline std::uint32_t u32_of(value v) {
   const intnat n = Long_val(v);
@@ -196,7 +204,7 @@ void walk_ocaml(value root, V& sink) {
         stack.emplace_back(Pending::list_cells, cells, 0, proper ? Val_unit : Field(v, 1));
         break;
       }
-      case tag::binary: sink.binary(detail::bytes_of(Field(v, 0))); break;
+      case tag::binary: sink.binary(detail::binary_bytes_of(Field(v, 0))); break;
       case tag::bitstring: {
         const intnat bits = Long_val(Field(v, 1));
         if (bits < 1 || bits > 7) throw etf::EncodeError("a bitstring uses 1..7 bits of its last byte");
