@@ -31,7 +31,7 @@ inline std::span<const std::uint8_t> bytes_of(value s) noexcept {
 // The bytes of an Erl.Binary.t, wherever they live.
 inline std::span<const std::uint8_t> binary_bytes_of(value b) noexcept {
   const value payload = Field(b, 0);
-  if (Tag_val(b) == layout::binary_tag::heap) return bytes_of(payload);
+  if (tag_of(b) == layout::binary_tag::heap) return bytes_of(payload);
   return {static_cast<const std::uint8_t*>(Caml_ba_data_val(payload)),
           static_cast<std::size_t>(Caml_ba_array_val(payload)->dim[0])};
 }
