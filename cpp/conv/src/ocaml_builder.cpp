@@ -593,25 +593,25 @@ BuilderPool& builder_pool() {
 
 class Lease {
  public:
-  Lease() {
-    BuilderPool& pool = builder_pool();
-    if (pool.idle.empty()) {
-      pool.idle.reserve(pool.all.size() + 1);
-      builder_ = &pool.all.emplace_back();
+  Lease() : pool_(builder_pool()) {
+    if (pool_.idle.empty()) {
+      pool_.idle.reserve(pool_.all.size() + 1);
+      builder_ = &pool_.all.emplace_back();
     } else {
-      builder_ = pool.idle.back();
-      pool.idle.pop_back();
+      builder_ = pool_.idle.back();
+      pool_.idle.pop_back();
     }
   }
   ~Lease() {
     builder_->reset();
-    builder_pool().idle.push_back(builder_);
+    pool_.idle.push_back(builder_);
   }
   Lease(const Lease&) = delete;
   Lease& operator=(const Lease&) = delete;
   OcamlBuilder& operator*() const noexcept { return *builder_; }
 
  private:
+  BuilderPool& pool_;  // looked up once: the function-local static's guard costs each time
   OcamlBuilder* builder_;
 };
 
