@@ -305,9 +305,10 @@ def print_roundtrip(path, order, smoke, judged, halves, policy):
                   "libei/Term"] + GC_HEADERS, rows, ["<", "<"] + [">"] * 9))
     heap = context.get("ocaml_minor_heap_words", "?")
     policy_text = ("the worker GC policy (what a camlbeam worker runs unless OCAMLRUNPARAM is set:"
-                   " Erl_host.apply_worker_gc_defaults, a 1M-word minor heap and max_overhead 5000,"
-                   " and host::collect_between_requests emptying the minor heap between requests"
-                   " when it is over a quarter full)"
+                   " Erl_host.apply_worker_gc_defaults, a 1M-word minor heap, max_overhead 5000 and"
+                   " custom_minor_max_size 1 GB, and host::collect_between_requests emptying the minor"
+                   " heap between requests when it is over 1/32 full or young blocks hold as much off"
+                   " the heap)"
                    if context.get("gc_policy") == "worker" else "the runtime's default GC")
     print(f"OCaml {context.get('ocaml_version', '?')}, {policy_text}: minor heap {heap} words;"
           " the runtime is started once; each iteration's values are garbage when it ends and the GC runs"

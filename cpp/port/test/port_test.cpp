@@ -333,7 +333,7 @@ std::pair<long, long> gc_counts(Worker& worker) {
 
 TEST_P(PortWorker, EmptiesTheMinorHeapBetweenRequestsSoThatTheyDieYoung) {
   auto worker = ready_worker();
-  // A list of 70,000 integers is 350k words on the OCaml heap: over a quarter of the
+  // A list of 70,000 integers is 350k words on the OCaml heap: over 1/32 of the
   // worker's 1M-word minor heap, which is nearly empty when the call starts.
   std::string list = "[";
   for (int i = 0; i < 70'000; ++i) list += (i ? "," : "") + std::to_string(i);

@@ -65,10 +65,11 @@ struct Outcome {
   bool replied() const noexcept { return kind == Kind::replied; }
 };
 
-// When the minor heap is more than a quarter full, empties it now, while nothing a request
-// made is alive any more, so that the next request's values have room to die young instead
-// of being promoted to the major heap. A collection with nothing live costs a few
-// microseconds. Only on a thread that holds the OCaml runtime; Erl_host's
+// When the minor heap is more than 1/32 full, or young blocks hold as much memory off the
+// heap (large binaries), empties it now, while nothing a request made is alive any more:
+// the next request's values have room to die young instead of being promoted to the major
+// heap, and are allocated in memory still in cache. A collection with nothing live costs
+// only its roots. Only on a thread that holds the OCaml runtime; Erl_host's
 // apply_worker_gc_defaults is the other half of a worker's GC policy.
 void collect_between_requests() noexcept;
 
