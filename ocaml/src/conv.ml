@@ -41,7 +41,7 @@ let string =
   {
     expected = "binary()";
     decode = (function Term.Binary b -> Binary.to_string b | _ -> raise Mismatch);
-    encode = (fun s -> Term.Binary (Binary.of_string s));
+    encode = Term.binary;
   }
 
 let binary =
@@ -61,7 +61,7 @@ let bytes =
           Binary.blit_to_bytes b 0 out 0 (Binary.length b);
           out
       | _ -> raise Mismatch);
-    encode = (fun b -> Term.Binary (Binary.of_string (Bytes.to_string b)));
+    encode = (fun b -> Term.binary (Bytes.to_string b));
   }
 
 let atom =
@@ -209,5 +209,5 @@ let error_to_term = function
         [|
           Term.Atom "badarg";
           Term.map_of_list
-            [ (Term.Atom "argument", Term.Int position); (Term.Atom "expected", Term.Binary (Binary.of_string expected)); (Term.Atom "got", got) ];
+            [ (Term.Atom "argument", Term.Int position); (Term.Atom "expected", Term.binary expected); (Term.Atom "got", got) ];
         |]

@@ -26,7 +26,7 @@ let dispatch name args =
   let error reason = Term.Tuple [| Term.Atom "error"; reason |] in
   match Hashtbl.find_opt registry name with
   | None ->
-      let name = if is_atom_text name then Term.Atom name else Term.Binary (Binary.of_string name) in
+      let name = if is_atom_text name then Term.Atom name else Term.binary name in
       error (Term.Tuple [| Term.Atom "undef"; name |])
   | Some call -> (
       match call args with
@@ -38,9 +38,9 @@ let dispatch name args =
             (Term.Tuple
                [|
                  Term.Atom "ocaml_exception";
-                 Term.Binary (Binary.of_string (Printexc.exn_slot_name exn));
-                 Term.Binary (Binary.of_string (Printexc.to_string exn));
-                 Term.Binary (Binary.of_string backtrace);
+                 Term.binary (Printexc.exn_slot_name exn);
+                 Term.binary (Printexc.to_string exn);
+                 Term.binary backtrace;
                |]))
 
 (* Talking to Erlang *)

@@ -146,7 +146,6 @@ let compare a b =
       | Improper (xs, tx), List (_ :: _ as ys) -> next (Cells (xs, tx, ys, nil) :: rest)
       | Improper (xs, tx), Improper (ys, ty) ->
           next (Cells (xs, tx, ys, ty) :: rest)
-      | (Binary x, Binary y) -> decided (Binary.compare x y) rest
       | (Binary _ | Bitstring _), (Binary _ | Bitstring _) ->
           (* With the unused bits zero, bytewise order then length is the
              bitwise order. *)

@@ -23,6 +23,11 @@ let integer st =
 let bytes st =
   String.init (Random.State.int st 4) (fun _ -> pick st [| 'a'; 'b'; '\000'; '\255'; '\n' |])
 
+let bigstring s =
+  let b = Bigarray.Array1.create Bigarray.char Bigarray.c_layout (String.length s) in
+  String.iteri (Bigarray.Array1.set b) s;
+  b
+
 (* Now and then a binary past Erl.Binary.heap_max, in either representation
    (the converters put it off the heap, OCaml code may hold it as a string),
    sharing a long prefix with the others so that equal ones are frequent. *)
@@ -31,10 +36,7 @@ let binary_term st =
   else
     let s = String.make Erl.Binary.heap_max 'a' ^ bytes st in
     if Random.State.bool st then binary s
-    else
-      let b = Bigarray.Array1.create Bigarray.char Bigarray.c_layout (String.length s) in
-      String.iteri (Bigarray.Array1.set b) s;
-      Binary (Erl.Binary.of_bigstring b)
+    else Binary (Erl.Binary.of_bigstring (bigstring s))
 
 let atom st = pick st [| "a"; "b"; "ok"; "undefined"; "Caps"; "é"; ""; "it's" |]
 let node st = pick st [| "a@h"; "b@h"; "nonode@nohost" |]

@@ -8,6 +8,9 @@ val printable_term : ?depth:int -> Random.State.t -> Erl.Term.t
 (** As {!term}, without pids, ports, references and funs: a term that has an
     Erlang literal syntax. *)
 
+val bigstring : string -> Erl.Binary.bigstring
+(** A fresh bigstring holding these bytes. *)
+
 val float : Random.State.t -> float
 (** A finite float, from every range of magnitudes. *)
 

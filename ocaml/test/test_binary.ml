@@ -1,9 +1,6 @@
 open Erl
 
-let off_heap s =
-  let b = Bigarray.Array1.create Bigarray.char Bigarray.c_layout (String.length s) in
-  String.iteri (Bigarray.Array1.set b) s;
-  Binary.of_bigstring b
+let off_heap s = Binary.of_bigstring (Gen.bigstring s)
 
 let pattern n = String.init n (fun i -> Char.chr (i * 7 mod 251))
 let long = pattern (Binary.heap_max + 100)
@@ -18,8 +15,7 @@ let test_representations () =
   Alcotest.(check bool) "of_string stays on the heap" false (Binary.is_off_heap (Binary.of_string long));
   Alcotest.(check bool) "a long bigstring is copied off the heap" true (Binary.is_off_heap (off_heap long));
   Alcotest.(check bool) "a short one onto the heap" false (Binary.is_off_heap (off_heap "abc"));
-  let source = Bigarray.Array1.create Bigarray.char Bigarray.c_layout (String.length long) in
-  String.iteri (Bigarray.Array1.set source) long;
+  let source = Gen.bigstring long in
   let b = Binary.of_bigstring source in
   Bigarray.Array1.set source 0 'X';
   Alcotest.(check char) "of_bigstring copies" long.[0] (Binary.get b 0)
