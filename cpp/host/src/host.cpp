@@ -210,16 +210,18 @@ Outcome Host::handle(std::span<const std::uint8_t> request, etf::ByteBuffer& rep
 
 void collect_between_requests() noexcept {
   // Nothing a request made is alive between requests, so a collection now only pays for
-  // the roots. Past 1/32 of the minor heap (256 KB with the worker's 8 MB one) it is worth
-  // it: the next requests allocate again where the last ones did, in memory still in L2,
-  // instead of walking on through the rest of the minor heap (binary_1k's round trip
-  // 40.7 -> 37.2 ns; at 1/4, the former rule, 1/128 and 1/512 it was slower).
+  // the roots. Past 1/warm_fraction of the minor heap (256 KB with the worker's 8 MB one)
+  // it is worth it: the next requests allocate again where the last ones did, in memory
+  // still in L2, instead of walking on through the rest of the minor heap (binary_1k's
+  // round trip 40.7 -> 37.2 ns; at 1/4, the former rule, 1/128 and 1/512 it was slower).
   // extra_heap_resources_minor is the memory that young custom blocks hold off the heap
   // (large binaries) as a fraction of what makes the runtime ask for a minor collection
-  // itself, the minor heap's size under the worker's GC policy: the same 1/32 frees it
+  // itself, the minor heap's size under the worker's GC policy: the same fraction frees it
   // while it is still in cache, and the next request's binary gets the same memory.
+  constexpr std::size_t warm_fraction = 32;
   const auto used_words = static_cast<std::size_t>(Caml_state->young_alloc_end - Caml_state->young_ptr);
-  if (used_words * 32 > Caml_state->minor_heap_wsz || Caml_state->extra_heap_resources_minor > 1.0 / 32)
+  if (used_words * warm_fraction > Caml_state->minor_heap_wsz ||
+      Caml_state->extra_heap_resources_minor * warm_fraction > 1.0)
     caml_minor_collection();
 }
 
