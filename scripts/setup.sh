@@ -8,6 +8,8 @@ packages=(
   g++ cmake ninja-build pkg-config zlib1g-dev libssl-dev libasio-dev libcli11-dev libfmt-dev
   # tests, sanitizers, fuzzing, benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev
+  # bench/report.py, which turns the benchmark runs into the report with its verdicts
+  python3
   # Erlang/OTP 25: runtime, erl_interface (libei baseline), test and analysis tools
   erlang-nox erlang-dev erlang-eunit erlang-common-test erlang-dialyzer erlang-proper-dev rebar3
   # OCaml 4.13 and the libraries the Erl library uses
