@@ -21,6 +21,9 @@ external compare_string_bigstring : string -> bigstring -> int
   = "camlbeam_compare_string_bigstring"
   [@@noalloc]
 
+external hash_string : string -> int = "camlbeam_hash_string" [@@noalloc]
+external hash_bigstring : bigstring -> int = "camlbeam_hash_bigstring" [@@noalloc]
+
 let of_string s = Heap s
 
 let length = function
@@ -77,3 +80,5 @@ let compare a b =
   | Off_heap x, Heap y -> - compare_string_bigstring y x
 
 let equal a b = length a = length b && compare a b = 0
+
+let hash = function Heap s -> hash_string s | Off_heap b -> hash_bigstring b

@@ -11,7 +11,9 @@
     collection, and its memory is there, still cached, for the next one.
 
     Which representation a binary has never changes its value: {!equal},
-    {!compare} and every function below only see the bytes. *)
+    {!compare}, {!hash} and every function below only see the bytes. The
+    polymorphic [=], [compare] and [Hashtbl.hash] see the representation:
+    do not use them on binaries. *)
 
 type t
 
@@ -54,3 +56,7 @@ val equal : t -> t -> bool
 
 val compare : t -> t -> int
 (** Erlang's order of binaries: bytewise, a prefix first. *)
+
+val hash : t -> int
+(** A hash of every byte, the same for both representations, so that
+    [equal a b] implies [hash a = hash b]. Non-negative, as {!Hashtbl.hash}. *)

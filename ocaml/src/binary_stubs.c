@@ -1,8 +1,11 @@
-/* The copies and comparisons of Erl.Binary that the standard library has no
-   primitive for: between an off-heap Bigarray of char and OCaml strings.
+/* The copies, comparisons and hashes of Erl.Binary that the standard library
+   has no primitive for: between an off-heap Bigarray of char and OCaml strings.
    None of them allocates or raises; the OCaml side checks every range. */
 #include <caml/bigarray.h>
+#include <caml/hash.h>
 #include <caml/mlvalues.h>
+
+#include <stdint.h>
 
 #include <string.h>
 
@@ -28,4 +31,38 @@ value camlbeam_compare_bigstrings(value a, value b) {
 value camlbeam_compare_string_bigstring(value a, value b) {
   return compare_bytes(String_val(a), caml_string_length(a), Caml_ba_data_val(b),
                        (size_t)Caml_ba_array_val(b)->dim[0]);
+}
+
+/* One hash of the bytes for both representations (Hashtbl.hash of a string and
+   of a Bigarray differ, and the latter reads only a prefix): every byte, four at
+   a time through the runtime's own mixing step, then the length and
+   MurmurHash3's final avalanche. 30 bits, as Hashtbl.hash. */
+static value hash_bytes(const unsigned char* p, size_t len) {
+  uint32_t h = 0;
+  size_t i = 0;
+  for (; i + 4 <= len; i += 4) {
+    uint32_t w;
+    memcpy(&w, p + i, 4);
+    h = caml_hash_mix_uint32(h, w);
+  }
+  if (i < len) {
+    uint32_t w = 0;
+    memcpy(&w, p + i, len - i);
+    h = caml_hash_mix_uint32(h, w);
+  }
+  h ^= (uint32_t)len;
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
+  return Val_long(h & 0x3FFFFFFFu);
+}
+
+value camlbeam_hash_string(value s) {
+  return hash_bytes(Bytes_val(s), caml_string_length(s));
+}
+
+value camlbeam_hash_bigstring(value b) {
+  return hash_bytes(Caml_ba_data_val(b), (size_t)Caml_ba_array_val(b)->dim[0]);
 }

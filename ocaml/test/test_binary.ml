@@ -56,6 +56,27 @@ let test_order () =
   let bits = Term.bitstring (long ^ "\128") ((8 * String.length long) + 1) in
   Alcotest.(check int) "binary before a longer bitstring" (-1) (Term.compare (Term.Binary (off_heap long)) bits)
 
+let test_hash () =
+  (* Every length up to past heap_max, so the four-byte steps end every way. *)
+  for n = 0 to Binary.heap_max + 9 do
+    let s = pattern n in
+    if n > Binary.heap_max - 5 || n < 70 then
+      Alcotest.(check int) (Printf.sprintf "%d bytes: both forms hash alike" n)
+        (Binary.hash (Binary.of_string s)) (Binary.hash (off_heap s))
+  done;
+  let s = pattern 4099 in
+  let h = Binary.hash (Binary.of_string s) in
+  Alcotest.(check bool) "non-negative" true (h >= 0);
+  (* Changing any one byte, the last ones included, changes the hash. *)
+  for i = 0 to String.length s - 1 do
+    let changed = Bytes.of_string s in
+    Bytes.set changed i (Char.chr ((Char.code s.[i] + 1) land 255));
+    let changed = Bytes.to_string changed in
+    if Binary.hash (off_heap changed) = h then Alcotest.failf "byte %d is not hashed" i
+  done;
+  Alcotest.(check bool) "the length counts" true
+    (Binary.hash (Binary.of_string "a") <> Binary.hash (Binary.of_string "a\000"))
+
 let test_converters () =
   let b = off_heap long in
   Alcotest.(check string) "Conv.string copies out" long (Conv.of_term Conv.string (Term.Binary b) |> Option.get);
@@ -72,6 +93,7 @@ let tests =
         Alcotest.test_case "representations" `Quick test_representations;
         Alcotest.test_case "accessors" `Quick test_accessors;
         Alcotest.test_case "order" `Quick test_order;
+        Alcotest.test_case "hash" `Quick test_hash;
         Alcotest.test_case "converters" `Quick test_converters;
       ] );
   ]
