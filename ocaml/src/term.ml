@@ -178,6 +178,107 @@ let compare a b =
 
 let equal a b = compare a b = 0
 
+(* Hashing *)
+
+(* [hash] takes at most this many steps (a term, or the next element of a
+   container), breadth first: constant time on any term, and the top of a
+   term weighs most, as in [Hashtbl.hash]. *)
+let hash_steps = 64
+
+(* One step of FNV-1a, on OCaml's 63-bit ints. *)
+let mix h x = (h lxor x) * 0x100000001b3
+
+(* What is left to hash of a container, or a whole term. *)
+type hash_step =
+  | Whole of t
+  | Elements of t array * int
+  | Bindings of (t * t) array * int
+  | Cells of t list * t
+
+(* Reference numbers without their high zero words, which [compare_refs]
+   counts as missing. *)
+let significant_words ids =
+  let n = ref (Array.length ids) in
+  while !n > 0 && ids.(!n - 1) = 0 do decr n done;
+  Array.sub ids 0 !n
+
+(* Every field [compare] reads, and only those: equal terms mix the same
+   values in the same order. *)
+let hash term =
+  let h = ref 0 in
+  let add x = h := mix !h x in
+  let queue = Queue.create () in
+  let later step = Queue.add step queue in
+  later (Whole term);
+  let steps = ref hash_steps in
+  while !steps > 0 && not (Queue.is_empty queue) do
+    decr steps;
+    match Queue.take queue with
+    | Whole t -> (
+        add (rank t);
+        match t with
+        | Int i -> add (Hashtbl.hash i)
+        | Bigint z -> add (if Z.fits_int z then Hashtbl.hash (Z.to_int z) else Z.hash z)
+        | Float f -> add (Hashtbl.hash (f +. 0.0)) (* -0.0 +. 0.0 is 0.0 *)
+        | Atom a -> add (Hashtbl.hash a)
+        | Ref r ->
+            add (Hashtbl.hash r.node);
+            add r.creation;
+            add (Hashtbl.hash (significant_words r.ids))
+        | Fun (Local f) ->
+            add (Hashtbl.hash f.module_);
+            add f.index;
+            add f.old_uniq;
+            later (Cells (f.free_vars, nil))
+        | Fun (Export f) ->
+            add (Hashtbl.hash f.module_);
+            add (Hashtbl.hash f.function_);
+            add f.arity
+        | Port p ->
+            add (Hashtbl.hash p.node);
+            add p.creation;
+            add (Hashtbl.hash p.id)
+        | Pid p ->
+            add p.serial;
+            add p.id;
+            add (Hashtbl.hash p.node);
+            add p.creation
+        | Tuple xs ->
+            add (Array.length xs);
+            later (Elements (xs, 0))
+        | Map kvs ->
+            add (Array.length kvs);
+            later (Bindings (kvs, 0))
+        | List xs -> later (Cells (xs, nil))
+        | Improper (xs, tail) -> later (Cells (xs, tail))
+        | Binary b ->
+            add (Binary.hash b);
+            add 8
+        | Bitstring (s, bits) ->
+            add (Binary.hash (Binary.of_string s));
+            add bits)
+    | Elements (xs, i) ->
+        if i < Array.length xs then begin
+          later (Whole xs.(i));
+          later (Elements (xs, i + 1))
+        end
+    | Bindings (kvs, i) ->
+        if i < Array.length kvs then begin
+          let k, v = kvs.(i) in
+          later (Whole k);
+          later (Whole v);
+          later (Bindings (kvs, i + 1))
+        end
+    | Cells (x :: xs, tail) ->
+        later (Whole x);
+        later (Cells (xs, tail))
+    | Cells ([], List []) -> add 1 (* [1, 2] is not [1 | 2] *)
+    | Cells ([], tail) ->
+        add 2;
+        later (Whole tail)
+  done;
+  !h land max_int
+
 (* Construction *)
 
 let binary s = Binary (Binary.of_string s)

@@ -8,8 +8,9 @@
     {!equal} are Erlang's exact term order and [=:=] on canonical terms.
 
     Do not use the polymorphic [compare], [=] or [Hashtbl.hash] on terms:
-    they disagree with Erlang on [0.0] and [-0.0], on funs, and on the order
-    of mixed types, and they recurse on the C stack.
+    they disagree with Erlang on [0.0] and [-0.0], on funs, on the order of
+    mixed types and on binaries (which have two representations), and they
+    recurse on the C stack. Use {!compare}, {!equal} and {!hash}.
 
     {1 Memory layout}
 
@@ -163,6 +164,15 @@ val compare : t -> t -> int
 
 val equal : t -> t -> bool
 (** Erlang's [=:=]: [equal a b] is [compare a b = 0]. *)
+
+val hash : t -> int
+(** A hash that agrees with {!equal} on canonical terms: [equal a b]
+    implies [hash a = hash b], whatever the representation of their
+    binaries. It reads a bounded part of the term, breadth first, so it
+    takes constant time on any term and does not recurse: terms that differ
+    only deep inside hash alike. Non-negative, as {!Hashtbl.hash}. With
+    {!compare}, {!equal} and this, [Map.Make (Erl.Term)] and
+    [Hashtbl.Make (Erl.Term)] work as they are. *)
 
 (** {1 Checking} *)
 

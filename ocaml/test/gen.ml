@@ -105,7 +105,16 @@ let rec copy = function
            { f with arity = f.arity + 1; uniq = String.make 16 'v'; old_index = f.old_index + 1;
              pid = { f.pid with id = f.pid.id + 1 }; free_vars = List.map copy f.free_vars })
   | Ref r -> Ref { r with ids = Array.append r.ids [| 0 |] }
-  | (Port _ | Pid _ | Fun (Export _) | Binary _ | Bitstring _) as t -> t
+  | Binary b -> Binary (other_form b)
+  | (Port _ | Pid _ | Fun (Export _) | Bitstring _) as t -> t
+
+(* The same bytes in the other representation, or in a fresh string when they
+   are short enough for the heap. *)
+and other_form b =
+  let s = Erl.Binary.to_string b in
+  if Erl.Binary.is_off_heap b then Erl.Binary.of_string s
+  else if String.length s > Erl.Binary.heap_max then Erl.Binary.of_bigstring (bigstring s)
+  else Erl.Binary.of_string (String.init (String.length s) (String.get s))
 
 let seed () =
   match Sys.getenv_opt "CAMLBEAM_SEED" with

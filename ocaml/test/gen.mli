@@ -16,7 +16,8 @@ val float : Random.State.t -> float
 
 val copy : Erl.Term.t -> Erl.Term.t
 (** A physically distinct term, equal to the original, with [0.0] and
-    [-0.0] swapped, integers rebuilt through [Z], and for local funs the
+    [-0.0] swapped, integers rebuilt through [Z], long binaries in the other
+    representation, a zero word added to references, and for local funs the
     fields Erlang ignores when comparing changed. *)
 
 val seed : unit -> int

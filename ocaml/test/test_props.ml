@@ -57,6 +57,25 @@ let test_substitutive () =
         ts)
     ts
 
+(* [hash] agrees with [equal]: on copies, and on the many equal pairs that the
+   generator's small pools of leaves make. And it tells most distinct terms
+   apart. *)
+let test_hash () =
+  let ts = terms 2000 in
+  List.iter
+    (fun t ->
+      if hash t <> hash (Gen.copy t) then fail "%s and its copy hash apart" (to_string t))
+    ts;
+  let module Terms = Map.Make (Erl.Term) in
+  let by_term = List.fold_left (fun m t -> Terms.add t (hash t) m) Terms.empty ts in
+  List.iter
+    (fun t -> if Terms.find t by_term <> hash t then fail "%s hashes unlike an equal term" (to_string t))
+    ts;
+  let distinct = Terms.cardinal by_term in
+  let hashes = List.sort_uniq Int.compare (List.map snd (Terms.bindings by_term)) in
+  if List.length hashes * 100 < distinct * 98 then
+    fail "%d distinct terms, only %d distinct hashes" distinct (List.length hashes)
+
 let test_print_read () =
   let st = state () in
   for _ = 1 to 2000 do
@@ -131,6 +150,7 @@ let tests =
         Alcotest.test_case "antisymmetric" `Quick test_antisymmetric;
         Alcotest.test_case "transitive" `Quick test_transitive;
         Alcotest.test_case "equal terms are interchangeable" `Quick test_substitutive;
+        Alcotest.test_case "equal terms hash alike" `Quick test_hash;
         Alcotest.test_case "printed terms read back" `Quick test_print_read;
         Alcotest.test_case "printed floats read back" `Quick test_floats;
         Alcotest.test_case "maps" `Quick test_maps;

@@ -352,6 +352,48 @@ let test_deep () =
   let wide = Tuple (Array.init depth (fun i -> Int i)) in
   Alcotest.(check bool) "wide tuple: printed" true (String.length (to_string wide) > depth)
 
+let test_hash () =
+  let alike name a b =
+    Alcotest.(check bool) (name ^ ": equal") true (equal a b);
+    Alcotest.(check int) (name ^ ": same hash") (hash a) (hash b)
+  in
+  alike "0.0 and -0.0" (Float 0.0) (Float (-0.0));
+  alike "an Int and the same Bigint" (Int 5) (Bigint (Z.of_int 5));
+  alike "references: trailing zero words" (ref_ "a@h" 1 [ 1; 2 ]) (ref_ "a@h" 1 [ 1; 2; 0 ]);
+  alike "funs: what =:= ignores" (local "m" 1 2 ~free:[ Int 1 ])
+    (local "m" 1 2 ~free:[ Int 1 ] ~arity:3 ~uniq:(String.make 16 'x') ~old_index:9);
+  let long = String.make (Erl.Binary.heap_max + 1) 'z' in
+  alike "a binary in either form"
+    (Tuple [| Binary (Erl.Binary.of_string long) |])
+    (Tuple [| Binary (Erl.Binary.of_bigstring (Gen.bigstring long)) |]);
+  let distinct =
+    [ Int 1; Float 1.0; atom "a"; binary "a"; bitstring "a" 7; List [ Int 1 ]; Tuple [| Int 1 |];
+      Map [| (Int 1, Int 1) |]; nil; Tuple [||]; Improper ([ Int 1 ], Int 2); List [ Int 1; Int 2 ] ]
+  in
+  let hashes = List.sort_uniq Int.compare (List.map hash distinct) in
+  Alcotest.(check int) "small distinct terms hash apart" (List.length distinct) (List.length hashes);
+  (* Constant time and no recursion, on the deep and long terms of test_deep. *)
+  List.iter
+    (fun wrap -> ignore (hash (nest wrap (Int 1))))
+    [ (fun t -> Tuple [| t |]); (fun t -> List [ t ]); (fun t -> Map [| (t, nil) |]) ];
+  Alcotest.(check bool) "a long list" true (hash (List (List.init depth (fun i -> Int i))) >= 0);
+  (* Hashtbl.Make and Map.Make take the module as it is. *)
+  let module Table = Hashtbl.Make (Erl.Term) in
+  let module Terms = Map.Make (Erl.Term) in
+  let keys = List.init 5000 (fun i -> if i mod 2 = 0 then Int i else binary (string_of_int i)) in
+  let table = Table.create 16 and map = ref Terms.empty in
+  List.iteri
+    (fun i k ->
+      Table.replace table k i;
+      map := Terms.add k i !map)
+    keys;
+  List.iteri
+    (fun i k ->
+      let k' = Gen.copy k in
+      Alcotest.(check (option int)) "Hashtbl.Make (Erl.Term): found by an equal key" (Some i) (Table.find_opt table k');
+      Alcotest.(check (option int)) "Map.Make (Erl.Term)" (Some i) (Terms.find_opt k' !map))
+    keys
+
 let tests =
   [
     ( "term",
@@ -364,5 +406,6 @@ let tests =
         Alcotest.test_case "validate" `Quick test_validate;
         Alcotest.test_case "printing" `Quick test_printing;
         Alcotest.test_case "deep and long terms" `Quick test_deep;
+        Alcotest.test_case "hash" `Quick test_hash;
       ] );
   ]
