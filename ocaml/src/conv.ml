@@ -84,20 +84,30 @@ let unit =
   }
 
 (* [List.map] without using stack in proportion to the list's length. *)
-let map f xs = List.rev (List.rev_map f xs)
+let list_map f xs = List.rev (List.rev_map f xs)
 
 let list c =
   {
     expected = "[" ^ c.expected ^ "]";
-    decode = (function Term.List xs -> map c.decode xs | _ -> raise Mismatch);
-    encode = (fun xs -> Term.List (map c.encode xs));
+    decode = (function Term.List xs -> list_map c.decode xs | _ -> raise Mismatch);
+    encode = (fun xs -> Term.List (list_map c.encode xs));
   }
 
 let array c =
   {
     expected = "[" ^ c.expected ^ "]";
-    decode = (function Term.List xs -> Array.of_list (map c.decode xs) | _ -> raise Mismatch);
+    decode = (function Term.List xs -> Array.of_list (list_map c.decode xs) | _ -> raise Mismatch);
     encode = (fun a -> Term.List (Array.fold_right (fun x acc -> c.encode x :: acc) a []));
+  }
+
+let map k v =
+  {
+    expected = Printf.sprintf "#{%s => %s}" k.expected v.expected;
+    decode =
+      (function
+      | Term.Map kvs -> Array.fold_right (fun (x, y) acc -> (k.decode x, v.decode y) :: acc) kvs []
+      | _ -> raise Mismatch);
+    encode = (fun kvs -> Term.map_of_list (list_map (fun (x, y) -> (k.encode x, v.encode y)) kvs));
   }
 
 let option c =

@@ -58,6 +58,11 @@ val list : 'a t -> 'a list t
 val array : 'a t -> 'a array t
 (** Proper lists (["[T]"]). *)
 
+val map : 'k t -> 'v t -> ('k * 'v) list t
+(** Maps (["#{K => V}"]), as association lists in Erlang's order of the
+    keys. Encoding builds the map as [maps:from_list/1] does: when two keys
+    encode to the same term, the later binding wins. *)
+
 val option : 'a t -> 'a option t
 (** [undefined] for [None], the element's term for [Some]
     (["undefined | T"]). With an element converter that accepts the atom

@@ -59,6 +59,23 @@ let test_containers () =
   both "array" (Conv.array Conv.float) Alcotest.(array (float 0.0)) [| 1.0; 2.0 |] (List [ Float 1.0; Float 2.0 ]);
   both "empty array" (Conv.array Conv.float) Alcotest.(array (float 0.0)) [||] Term.nil;
   refuses "array" (Conv.array Conv.float) [ List [ Int 1 ]; Tuple [| Float 1.0 |] ];
+  let m = Conv.map Conv.atom Conv.int in
+  let am = Alcotest.(list (pair string int)) in
+  both "map" m am [ ("a", 1); ("b", 2) ] (Map [| (Atom "a", Int 1); (Atom "b", Int 2) |]);
+  both "empty map" m am [] (Map [||]);
+  Alcotest.check term "map: encoded in key order" (Map [| (Atom "a", Int 1); (Atom "b", Int 2) |])
+    (Conv.to_term m [ ("b", 2); ("a", 1) ]);
+  Alcotest.check term "map: the later binding wins" (Map [| (Atom "a", Int 3) |])
+    (Conv.to_term m [ ("a", 1); ("a", 3) ]);
+  refuses "map" m
+    [
+      Map [| (Term.binary "a", Int 1) |]; Map [| (Atom "a", Float 1.0) |];
+      List [ Tuple [| Atom "a"; Int 1 |] ]; Tuple [| Atom "a"; Int 1 |];
+    ];
+  let wide = List.init 1000 (fun i -> (i, string_of_int i)) in
+  Alcotest.(check (option (list (pair int string))))
+    "map: over 32 keys" (Some wide)
+    (Conv.of_term (Conv.map Conv.int Conv.string) (Conv.to_term (Conv.map Conv.int Conv.string) (List.rev wide)));
   let o = Conv.option Conv.int in
   both "None" o Alcotest.(option int) None (Atom "undefined");
   both "Some" o Alcotest.(option int) (Some 3) (Int 3);
@@ -116,6 +133,7 @@ let test_expected () =
   check "list" "[float()]" (Conv.list Conv.float);
   check "array" "[atom()]" (Conv.array Conv.atom);
   check "option" "undefined | binary()" (Conv.option Conv.string);
+  check "map" "#{atom() => [float()]}" (Conv.map Conv.atom (Conv.list Conv.float));
   check "result" "{ok, float()} | {error, atom()}" (Conv.result Conv.float Conv.atom);
   check "tuple2" "{float(), ok}" (Conv.tuple2 Conv.float Conv.unit);
   check "tuple3" "{ok, ok, ok}" (Conv.tuple3 Conv.unit Conv.unit Conv.unit);
@@ -138,6 +156,10 @@ let test_apply () =
     (Error (Badarg { position = 1; expected = Conv.expected Conv.int; got = Atom "x" }))
     (Conv.apply fn f [ Atom "x"; Int 1 ]);
   Alcotest.(check (result term error)) "too few" (Error (Badarity { expected = 2; got = 1 })) (Conv.apply fn f [ Int 2 ]);
+  let options = Term.Map [| (Atom "scale", Float 2.0); (Atom "steps", Atom "many") |] in
+  Alcotest.(check (result term error)) "badarg: a map with a bad value"
+    (Error (Badarg { position = 1; expected = "#{atom() => float()}"; got = options }))
+    (Conv.apply Conv.(map atom float @-> returning int) List.length [ options ]);
   Alcotest.(check (result term error)) "too many, bad arguments"
     (Error (Badarity { expected = 2; got = 3 }))
     (Conv.apply fn f [ Atom "x"; Atom "y"; Atom "z" ]);
