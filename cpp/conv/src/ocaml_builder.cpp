@@ -191,7 +191,9 @@ value off_heap_bytes(std::span<const std::uint8_t> bytes) {
   caml_ba_array* array = Caml_ba_array_val(ba);
   array->data = data;
   array->num_dims = 1;
-  array->flags = static_cast<intnat>(CAML_BA_UINT8) | static_cast<intnat>(CAML_BA_C_LAYOUT) |
+  // CAML_BA_CHAR, the kind Bigarray.char makes: Erl.Binary.bigstring is a Bigarray of
+  // char, and the kind is what marshalling and the runtime's compare and hash go by.
+  array->flags = static_cast<intnat>(CAML_BA_CHAR) | static_cast<intnat>(CAML_BA_C_LAYOUT) |
                  static_cast<intnat>(CAML_BA_MANAGED);
   array->proxy = nullptr;
   array->dim[0] = static_cast<intnat>(bytes.size());
