@@ -339,56 +339,9 @@ let map_find key bindings =
   in
   search 0 (Array.length bindings)
 
-(* UTF-8 *)
-
-(* [utf8_for_all p s]: [s] is well-formed UTF-8 and [p] holds for each of its
-   code points. *)
-let utf8_for_all p s =
-  let n = String.length s in
-  let byte i = Char.code s.[i] in
-  let cont i = i < n && byte i land 0xc0 = 0x80 in
-  let low i = byte i land 0x3f in
-  let rec from i =
-    if i >= n then true
-    else
-      let c = byte i in
-      if c < 0x80 then p c && from (i + 1)
-      else if c < 0xc2 then false
-      else if c < 0xe0 then
-        cont (i + 1) && p (((c land 0x1f) lsl 6) lor low (i + 1)) && from (i + 2)
-      else if c < 0xf0 then
-        cont (i + 1)
-        && cont (i + 2)
-        && (let u = ((c land 0x0f) lsl 12) lor (low (i + 1) lsl 6) lor low (i + 2) in
-            u >= 0x800 && (u < 0xd800 || u > 0xdfff) && p u)
-        && from (i + 3)
-      else if c < 0xf5 then
-        cont (i + 1)
-        && cont (i + 2)
-        && cont (i + 3)
-        && (let u =
-              ((c land 0x07) lsl 18)
-              lor (low (i + 1) lsl 12)
-              lor (low (i + 2) lsl 6)
-              lor low (i + 3)
-            in
-            u >= 0x10000 && u <= 0x10ffff && p u)
-        && from (i + 4)
-      else false
-  in
-  from 0
-
-let add_utf8 b c =
-  if c < 0x80 then Buffer.add_char b (Char.chr c)
-  else begin
-    (* Only Latin-1 characters are ever re-encoded here. *)
-    Buffer.add_char b (Char.chr (0xc0 lor (c lsr 6)));
-    Buffer.add_char b (Char.chr (0x80 lor (c land 0x3f)))
-  end
-
 let valid_atom_text s =
   let count = ref 0 in
-  utf8_for_all (fun _ -> incr count; !count <= 255) s
+  Utf8.for_all (fun _ -> incr count; !count <= 255) s
 
 (* Checking *)
 
@@ -535,7 +488,7 @@ let atom_needs_quotes a =
     first := false;
     ok
   in
-  a = "" || (not (utf8_for_all plain a)) || List.mem a reserved_words
+  a = "" || (not (Utf8.for_all plain a)) || List.mem a reserved_words
 
 (* The escape sequence of a character in a quoted atom or a string, if it
    needs one. *)
@@ -581,7 +534,7 @@ let string_for_all_codes p s = String.for_all (fun c -> p (Char.code c)) s
 (* Adds Latin-1 character codes as a double-quoted UTF-8 string. *)
 let add_latin1_string b iter chars =
   let s = Buffer.create 16 in
-  iter (add_utf8 s) chars;
+  iter (fun c -> Buffer.add_utf_8_uchar s (Uchar.of_int c)) chars;
   add_quoted b '"' (Buffer.contents s)
 
 let add_binary b s =
@@ -591,7 +544,7 @@ let add_binary b s =
     add_quoted b '"' s;
     Buffer.add_string b ">>"
   end
-  else if utf8_for_all printable_unicode s then begin
+  else if Utf8.for_all printable_unicode s then begin
     Buffer.add_string b "<<";
     add_quoted b '"' s;
     Buffer.add_string b "/utf8>>"
