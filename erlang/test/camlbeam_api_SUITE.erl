@@ -20,7 +20,7 @@ groups() ->
 
 cases(Group) ->
     [start_call_stop, stopped_pool_is_gone_at_once, named_pool, workers_info, flavour_from_plugins, cast,
-     undef, badarity, badarg, ocaml_exception, stack_overflow, nan_is_bad_reply,
+     undef, badarity, badarg, strings_and_maps, ocaml_exception, stack_overflow, nan_is_bad_reply,
      vm_crashing_map_is_bad_reply,
      timeout_drops_late_reply, infinity_timeout, overloaded, unknown_atom_is_bad_reply,
      load_at_runtime, load_failures, start_failures, bad_options, erl_send,
@@ -157,6 +157,20 @@ badarg(Config) ->
     %% Bigger than OCaml's int.
     ?assertMatch({error, {badarg, #{argument := 1, got := 4611686018427387904}}},
                  ocaml:call(Pool, add, [1 bsl 62, 0])).
+
+%% Conv.charlist and Conv.map: an Erlang string (STRING_EXT, or LIST_EXT past 255) and
+%% an options map into a typed export, a string back.
+strings_and_maps(Config) ->
+    Pool = ?LIB:start_pool(Config, #{}),
+    ?assertEqual({ok, "hello, Joe! hello, Joe!"}, ocaml:call(Pool, greet, ["Joe", #{times => 2}])),
+    ?assertEqual({ok, "hello, José ☃!"}, ocaml:call(Pool, greet, ["José ☃", #{times => 1, loud => 0}])),
+    ?assertEqual({ok, []}, ocaml:call(Pool, greet, ["Joe", #{}])),
+    ?assertMatch({error, {badarg, #{argument := 1, expected := <<"string()">>, got := <<"Joe">>}}},
+                 ocaml:call(Pool, greet, [<<"Joe">>, #{}])),
+    ?assertMatch({error, {badarg, #{argument := 1, got := [16#110000]}}},
+                 ocaml:call(Pool, greet, [[16#110000], #{}])),
+    ?assertMatch({error, {badarg, #{argument := 2, expected := <<"#{atom() => ", _/binary>>}}},
+                 ocaml:call(Pool, greet, ["Joe", #{times => two}])).
 
 ocaml_exception(Config) ->
     Pool = ?LIB:start_pool(Config, #{}),

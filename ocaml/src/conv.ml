@@ -64,6 +64,28 @@ let bytes =
     encode = (fun b -> Term.binary (Bytes.to_string b));
   }
 
+let charlist =
+  {
+    expected = "string()";
+    decode =
+      (function
+      | Term.List code_points ->
+          let text = Buffer.create 16 in
+          List.iter
+            (function
+              | Term.Int c when Uchar.is_valid c -> Buffer.add_utf_8_uchar text (Uchar.of_int c)
+              | _ -> raise Mismatch)
+            code_points;
+          Buffer.contents text
+      | _ -> raise Mismatch);
+    encode =
+      (fun s ->
+        let code_points = ref [] in
+        if Utf8.for_all (fun c -> code_points := Term.Int c :: !code_points; true) s then
+          Term.List (List.rev !code_points)
+        else invalid_arg "Erl.Conv.charlist: the string is not UTF-8");
+  }
+
 let atom =
   {
     expected = "atom()";

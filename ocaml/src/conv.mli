@@ -44,6 +44,13 @@ val binary : Binary.t t
 val bytes : bytes t
 (** Binaries (["binary()"]), copied into fresh [bytes]. *)
 
+val charlist : string t
+(** Erlang strings, lists of Unicode code points such as ["abc"] in Erlang
+    source, as UTF-8 text (["string()"]). A list holding anything but
+    Unicode scalar values does not match. Encoding raises [Invalid_argument]
+    on a string that is not well-formed UTF-8. For text that travels as a
+    binary, use {!string}. *)
+
 val atom : string t
 (** Atoms (["atom()"]), as their UTF-8 text. Encoding raises
     [Invalid_argument] on a string that cannot be an atom (not UTF-8, or

@@ -36,6 +36,25 @@ let test_scalars () =
   refuses "string" Conv.string [ Atom "a"; Term.List [ Int 97 ]; Term.bitstring "a" 3 ];
   both "bytes" Conv.bytes Alcotest.bytes (Bytes.of_string "xy") (Term.binary "xy");
   refuses "bytes" Conv.bytes [ Atom "xy"; Term.nil ];
+  let code_points cs = Term.List (List.map (fun c -> Term.Int c) cs) in
+  both "charlist" Conv.charlist Alcotest.string "abc" (code_points [ 97; 98; 99 ]);
+  both "empty charlist" Conv.charlist Alcotest.string "" Term.nil;
+  both "charlist, past Latin-1" Conv.charlist Alcotest.string "h\xc3\xa9 \xe2\x98\x83 \xf0\x9d\x84\x9e"
+    (code_points [ 104; 233; 32; 0x2603; 32; 0x1d11e ]);
+  refuses "charlist" Conv.charlist
+    [
+      Term.binary "abc"; code_points [ 0xd800 ]; code_points [ 0x110000 ]; code_points [ -1 ];
+      Term.improper [ Int 97 ] (Int 98); List [ Atom "a" ]; Atom "abc";
+    ];
+  List.iter
+    (fun bad ->
+      Alcotest.check_raises ("charlist: not UTF-8: " ^ String.escaped bad)
+        (Invalid_argument "Erl.Conv.charlist: the string is not UTF-8") (fun () ->
+          ignore (Conv.to_term Conv.charlist bad)))
+    [ "\xff"; "a\xc0\xaf"; "\xed\xa0\x80"; "\xe2\x98" ];
+  let long = String.make 1_000_000 'x' in
+  Alcotest.(check (option string)) "long charlist" (Some long)
+    (Conv.of_term Conv.charlist (Conv.to_term Conv.charlist long));
   both "atom" Conv.atom Alcotest.string "hello" (Atom "hello");
   refuses "atom" Conv.atom [ Term.binary "hello"; Term.nil ];
   Alcotest.check_raises "atom: too long"
@@ -127,6 +146,7 @@ let test_expected () =
   check "string" "binary()" Conv.string;
   check "bytes" "binary()" Conv.bytes;
   check "atom" "atom()" Conv.atom;
+  check "charlist" "string()" Conv.charlist;
   check "unit" "ok" Conv.unit;
   check "term" "term()" Conv.term;
   check "pid" "pid()" Conv.pid;

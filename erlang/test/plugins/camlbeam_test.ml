@@ -27,6 +27,10 @@ let () =
       sleep_ms ms;
       (Erl.worker ()).id);
   Erl.export "os_pid" (nullary int) Unix.getpid;
+  (* An Erlang string and an options map: "hello, Name!" as many times as times says. *)
+  Erl.export "greet" (charlist @-> map atom int @-> returning charlist) (fun name options ->
+      let times = Option.value (List.assoc_opt "times" options) ~default:0 in
+      String.concat " " (List.init times (fun _ -> "hello, " ^ name ^ "!")));
   (* An atom named by the caller: one the VM does not know makes the answer undecodable. *)
   Erl.export "make_atom" (string @-> returning term) (fun text -> Erl.Term.Atom text);
   (* A float no Erlang term matches: the worker answers bad_reply itself. *)
