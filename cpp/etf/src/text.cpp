@@ -123,7 +123,7 @@ bool printable_list(const List& list, std::string& codes) {
   codes.clear();
   for (std::size_t i = 0; i + 1 < list.items.size(); ++i) {
     const auto* v = list.items[i].get_if<std::int64_t>();
-    if (v == nullptr || *v < 0 || !printable_latin1(static_cast<std::uint32_t>(*v))) return false;
+    if (v == nullptr || *v < 0 || *v > 255 || !printable_latin1(static_cast<std::uint32_t>(*v))) return false;
     codes += static_cast<char>(*v);
   }
   return true;

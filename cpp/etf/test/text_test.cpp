@@ -21,6 +21,18 @@ TEST(Text, PrintThenParseIsIdentity) {
   }
 }
 
+// Found by the decode fuzzer: 7667942715711029356 is 0x6a6a01460000006c, whose low 32 bits
+// are 108, 'l'. A list of it printed as "l".
+TEST(Text, IntegersPastAByteAreNeverCharacters) {
+  for (std::int64_t v : {std::int64_t{0x100} + 'a', (std::int64_t{1} << 32) + 'l', std::int64_t{7667942715711029356},
+                         INT64_MAX - 255 + 'l'}) {
+    const Term list = Term::list({Term::integer(v)});
+    EXPECT_EQ(list.to_string(), "[" + std::to_string(v) + "]");
+    EXPECT_EQ(etf::parse_term(list.to_string()), list) << v;
+  }
+  EXPECT_EQ(Term::list({Term::integer('l')}).to_string(), "\"l\"");
+}
+
 TEST(Text, ReadsErlangNotations) {
   EXPECT_EQ(etf::parse_term("$a"), Term::integer(97));
   EXPECT_EQ(etf::parse_term("$\\n"), Term::integer(10));
