@@ -110,8 +110,8 @@ function(camlbeam_ocaml_host_object name flavour)
   add_custom_target(${name}_object DEPENDS "${object}")
   add_library(${name} INTERFACE)
   add_dependencies(${name} ${name}_object)
-  # Order matters for static archives: the object, then zarith's stubs it calls, then the
-  # runtime that both call, then the system libraries.
+  # Order matters for static archives: the object, then the stubs it calls (camlbeam's and
+  # zarith's), then the runtime that all of them call, then the system libraries.
   target_link_libraries(${name} INTERFACE "${object}" ${ARG_C_LIBRARIES} "${CAMLBEAM_OCAMLPATH}/camlbeam/liberl_stubs.a"
                         "${CAMLBEAM_ZARITH_DIR}/libzarith.a" "${runtime}" gmp m dl)
   target_link_options(${name} INTERFACE "LINKER:-E")

@@ -251,12 +251,9 @@ let hash term =
             later (Bindings (kvs, 0))
         | List xs -> later (Cells (xs, nil))
         | Improper (xs, tail) -> later (Cells (xs, tail))
-        | Binary b ->
-            add (Binary.hash b);
-            add 8
-        | Bitstring (s, bits) ->
-            add (Binary.hash (Binary.of_string s));
-            add bits)
+        | Binary _ | Bitstring _ ->
+            add (Binary.hash (bitstring_bytes t));
+            add (used_bits t))
     | Elements (xs, i) ->
         if i < Array.length xs then begin
           later (Whole xs.(i));

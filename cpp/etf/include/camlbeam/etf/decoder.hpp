@@ -401,7 +401,9 @@ class Reader {
         return;
       }
     }
-    visitor.big_integer(negative, without_high_zeros(magnitude));
+    // No high zero bytes are left: a longer magnitude lost them above, and one of at most
+    // 8 bytes that does not fit in 64 bits has its top bit set.
+    visitor.big_integer(negative, magnitude);
   }
 
   static std::span<const std::uint8_t> without_high_zeros(std::span<const std::uint8_t> magnitude) noexcept {
