@@ -22,6 +22,8 @@ let export_raw name f = register name (fun args -> Ok (f args))
 let exports () =
   List.sort String.compare (Hashtbl.fold (fun name _ names -> name :: names) registry [])
 
+exception Cancelled
+
 let dispatch name args =
   let error reason = Term.Tuple [| Term.Atom "error"; reason |] in
   match Hashtbl.find_opt registry name with
@@ -32,6 +34,8 @@ let dispatch name args =
       match call args with
       | Ok result -> Term.Tuple [| Term.Atom "ok"; result |]
       | Error e -> error (Conv.error_to_term e)
+      (* The caller gave up: this answer only frees its slot on the Erlang side. *)
+      | exception Cancelled -> error (Term.Atom "timeout")
       | exception exn ->
           let backtrace = Printexc.get_backtrace () in
           error
@@ -53,6 +57,7 @@ let () =
         Some
           "Erl.No_transport: no camlbeam transport is installed (Erl.send, \
            Erl.call_erlang and Erl.worker only work in a camlbeam worker)"
+    | Cancelled -> Some "Erl.Cancelled: the deadline of the call passed; its caller has given up"
     | _ -> None)
 
 type worker = { transport : string; id : int; pid : Term.pid }
@@ -101,4 +106,5 @@ let () =
   Callback.register "camlbeam.dispatch" dispatch;
   Callback.register "camlbeam.integer_of_bytes" integer_of_bytes;
   Callback.register "camlbeam.bigint_to_bytes" bigint_to_bytes;
-  Callback.register "camlbeam.map_of_array" Term.map_of_array
+  Callback.register "camlbeam.map_of_array" Term.map_of_array;
+  Callback.register_exception "camlbeam.cancelled" Cancelled

@@ -29,6 +29,24 @@ val export_raw : string -> (Term.t list -> Term.t) -> unit
 val exports : unit -> string list
 (** The exported names, sorted. *)
 
+(** {1 Deadlines} *)
+
+exception Cancelled
+(** Raised at the next poll point of an export whose call's deadline passed:
+    its caller has given up, and the call's answer, [{error, timeout}], is
+    read by nobody. Let it propagate (a handler that catches every exception
+    should re-raise it): a worker whose request still runs
+    [--cancel-grace] milliseconds (1000 by default) after its deadline is
+    ended and restarted by its pool.
+
+    Poll points are where OCaml runs signal handlers: in native code (OCaml
+    4.13) allocations, in bytecode also loops and function calls; a blocking
+    system call ([Unix.sleepf], [Unix.read]) is interrupted, and so is
+    {!call_erlang} waiting for its answer. A native loop that allocates
+    nothing cannot be interrupted: such an export ends its worker when it
+    overruns its deadline by the grace period. Raising [Cancelled] yourself
+    answers [{error, timeout}] too. *)
+
 (** {1 Talking to Erlang}
 
     These go through the transport of the worker the code runs in (port,
@@ -88,8 +106,9 @@ module Private : sig
       - [{error, {badarity, Expected, Got}}] or
         [{error, {badarg, #{argument => N, expected => <<"Type">>, got => Term}}}]
         if the arguments do not fit the export's {!Conv.fn};
+      - [{error, timeout}] if the export raised {!Cancelled};
       - [{error, {ocaml_exception, Name, Message, Backtrace}}] if the export
-        raised an exception, [Stack_overflow] and [Out_of_memory] included:
+        raised another exception, [Stack_overflow] and [Out_of_memory] included:
         three binaries, the exception's constructor name
         ([Printexc.exn_slot_name]), [Printexc.to_string] of it, and the
         backtrace, empty unless backtraces are recorded (this library turns
@@ -109,5 +128,7 @@ module Private : sig
       ["camlbeam.bigint_to_bytes"]. *)
 
   (** [Term.map_of_array] is registered as ["camlbeam.map_of_array"], for
-      converters that read maps in an order other than the term order. *)
+      converters that read maps in an order other than the term order, and
+      {!Cancelled} as the exception ["camlbeam.cancelled"]
+      ([Callback.register_exception]), for hosts to recognise it. *)
 end

@@ -18,6 +18,7 @@ let () =
   export_raw "test.raw" (fun args -> Term.List (List.rev args));
   export "test.not_found" Conv.(string @-> returning int) (fun _ -> raise Not_found);
   export "test.failure" Conv.(nullary unit) (fun () -> failwith "boom");
+  export "test.cancelled" Conv.(nullary unit) (fun () -> raise Erl.Cancelled);
   export "test.plugin_error" Conv.(int @-> returning unit) (fun n -> raise (Plugin_error n));
   export "test.bad_result" Conv.(nullary atom) (fun () -> String.make 300 'a');
   export "test.overflow" Conv.(int @-> returning int) bottomless;
@@ -71,7 +72,9 @@ let test_exceptions () =
   Alcotest.(check bool) "user exception: name" true (contains name "Test_dispatch.Plugin_error");
   Alcotest.(check bool) "user exception: message" true (contains message "Plugin_error(3)");
   let name, _, _ = ocaml_exception (dispatch "test.bad_result" []) in
-  Alcotest.(check string) "result that does not encode" "Invalid_argument" name
+  Alcotest.(check string) "result that does not encode" "Invalid_argument" name;
+  (* The caller of a cancelled call has given up: no exception report for nobody. *)
+  Alcotest.check term "Erl.Cancelled" (error (Atom "timeout")) (dispatch "test.cancelled" [])
 
 (* The soft stack limit in bytes from /proc/self/limits, [None] if unlimited. *)
 let stack_limit () =
