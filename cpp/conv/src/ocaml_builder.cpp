@@ -170,11 +170,36 @@ using namespace layout;
 
 enum class OpenKind : std::uint8_t { tuple, list, map, fun };
 
-// caml_alloc_string, filled. The result is unrooted: the caller pushes it at once.
+// A block too big for the minor heap. caml_alloc_shr raises Out_of_memory when the major
+// heap cannot grow, and an OCaml exception raised here would jump over the C++ frames of
+// the decoder (or, with no OCaml code below them, end the process as an uncaught
+// exception): this failure is a C++ one, which the request path answers. The allocation
+// is not sampled by Gc.Memprof (the _no_track variant is the only one that does not raise).
+value major_block(mlsize_t wosize, tag_t tag) {
+  const value b = caml_alloc_shr_no_track_noexc(wosize, tag);
+  if (b == 0) throw std::bad_alloc();
+  return b;
+}
+
+// caml_alloc_string, filled, with major-heap strings allocated as major_block says. The
+// result is unrooted: the caller pushes it at once.
 value ocaml_string(const void* data, std::size_t size) {
-  value s = caml_alloc_string(size);
+  const mlsize_t wosize = (size + sizeof(value)) / sizeof(value);
+  value s;
+  if (wosize <= Max_young_wosize) {
+    s = caml_alloc_string(size);
+  } else {
+    // The padding caml_alloc_string writes: the last byte of the block says how many bytes
+    // of the last word are not the string's.
+    s = major_block(wosize, String_tag);
+    Field(s, wosize - 1) = 0;
+    const mlsize_t last = Bsize_wsize(wosize) - 1;
+    Byte(s, last) = static_cast<char>(last - size);
+  }
   if (size != 0) std::memcpy(Bytes_val(s), data, size);
-  return s;
+  // Strings hold no pointers, so the collection caml_alloc_shr may have asked for can run
+  // now, with s rooted by caml_check_urgent_gc.
+  return wosize <= Max_young_wosize ? s : caml_check_urgent_gc(s);
 }
 
 // A managed Bigarray of char holding a copy of the bytes: its memory is malloc's, freed by
@@ -256,7 +281,7 @@ value OcamlBuilder::block_of(std::size_t first, std::size_t n, tag_t tag) {
   // Too big for the minor heap: a major block, every field initialised before anything
   // else allocates; caml_initialize records the young fields in the remembered set. Then
   // the collection caml_alloc_shr may have asked for (caml_check_urgent_gc roots b).
-  const value b = caml_alloc_shr(n, tag);
+  const value b = major_block(n, tag);
   for (std::size_t i = 0; i < n; ++i) caml_initialize(&Field(b, i), vals_[first + i]);
   return caml_check_urgent_gc(b);
 }
@@ -440,13 +465,16 @@ void OcamlBuilder::end_map() {
   }
   // Erl.Term.map_of_array sorts the bindings; it keeps the last of equal keys, so a
   // shorter result means the wire repeated a key. The callback's argument and result are
-  // the only raw values here, and no C++ exception is thrown while the runtime holds them.
+  // the only raw values here. Its OCaml code can meet an exception that is no fault of the
+  // input (a signal handler's, Out_of_memory, Stack_overflow): that one is passed on as
+  // it is, for the caller to report as what it is.
   static const value* map_of_array = nullptr;
   if (map_of_array == nullptr) map_of_array = caml_named_value("camlbeam.map_of_array");
   if (map_of_array == nullptr)
     throw std::logic_error("camlbeam.map_of_array is not registered: the Erl library is not linked");
   const value map = caml_callback_exn(*map_of_array, vals_.back());
-  if (Is_exception_result(map) || Wosize_val(Field(map, 0)) != pairs) throw etf::Reject{etf::Errc::duplicate_map_key};
+  if (Is_exception_result(map)) throw CallbackRaised{Extract_exception(map)};
+  if (Wosize_val(Field(map, 0)) != pairs) throw etf::Reject{etf::Errc::duplicate_map_key};
   vals_.back() = map;
   child_done();
 }
@@ -621,18 +649,25 @@ class Lease {
 
 UnrootedDecode etf_to_ocaml_unrooted(std::span<const std::uint8_t> bytes, const etf::DecodeOptions& options) {
   UnrootedDecode out;
-  const Lease builder;
-  const etf::DecodeResult result = etf::decode(bytes, *builder, options);
-  if (!result) out.error = result.error;
-  else out.term = (*builder).take();
+  try {
+    const Lease builder;
+    const etf::DecodeResult result = etf::decode(bytes, *builder, options);
+    if (!result) out.error = result.error;
+    else out.term = (*builder).take();
+  } catch (const CallbackRaised& raised) {
+    // The exception value stays valid: the unwinding allocated nothing on the OCaml heap.
+    out.raised = raised.exception;
+  }
   return out;
 }
 
 DecodeToOcaml etf_to_ocaml(std::span<const std::uint8_t> bytes, const etf::DecodeOptions& options) {
   UnrootedDecode decoded = etf_to_ocaml_unrooted(bytes, options);
   DecodeToOcaml out;
-  if (decoded.error) out.error = decoded.error;
-  else out.value.set(decoded.term);  // nothing has allocated on the OCaml heap since the decode
+  // Nothing has allocated on the OCaml heap since the decode.
+  if (decoded.raised) out.raised.emplace(*decoded.raised);
+  else if (decoded.error) out.error = decoded.error;
+  else out.value.set(decoded.term);
   return out;
 }
 

@@ -88,6 +88,39 @@ TEST(Conv, DuplicateKeysAreRefused) {
   EXPECT_EQ(unrooted.term, Val_unit);
 }
 
+// An exception from the map callback's OCaml code is no fault of the input: it comes back
+// as what it is, never as a duplicate key, and the builder is usable afterwards.
+TEST(Conv, AnExceptionInTheMapCallbackIsReportedAsItself) {
+  const Bytes map = etf::encode(etf::parse_term("[#{a => 1, b => 2}]"));
+  call_ocaml("test.break_map_of_array", Val_unit);
+  conv::DecodeToOcaml decoded = conv::etf_to_ocaml(map);
+  const conv::UnrootedDecode unrooted = conv::etf_to_ocaml_unrooted(map);
+  ASSERT_TRUE(unrooted.raised.has_value());
+  EXPECT_FALSE(unrooted.error);
+  const value* asynchronous = caml_named_value("test.asynchronous");
+  ASSERT_NE(asynchronous, nullptr);
+  EXPECT_EQ(*unrooted.raised, *asynchronous);
+  call_ocaml("test.mend_map_of_array", Val_unit);
+  ASSERT_TRUE(decoded.raised.has_value());
+  EXPECT_FALSE(decoded.error);
+  EXPECT_EQ(decoded.raised->get(), *caml_named_value("test.asynchronous"));
+  EXPECT_EQ(through_ocaml(map), map);
+}
+
+// Strings too long for the minor heap are made in the major heap by the converters
+// themselves (so that running out of memory is a C++ failure): every length around the
+// boundary keeps its exact size, which OCaml reads from the block's last byte.
+TEST(Conv, LongStringsKeepTheirExactLength) {
+  const std::size_t boundary = Max_young_wosize * sizeof(value);
+  for (std::size_t size = boundary - 10; size <= boundary + 10; ++size) {
+    std::vector<std::uint8_t> bytes(size);
+    for (std::size_t i = 0; i < size; ++i) bytes[i] = static_cast<std::uint8_t>(i * 13 % 256);
+    bytes.back() = 0xE0;  // 3 bits used: the unused ones are zero
+    const Bytes bitstring = etf::encode(etf::Term::bitstring(std::move(bytes), 3));
+    EXPECT_EQ(through_ocaml(bitstring), bitstring) << size;
+  }
+}
+
 // The request path's form: the value is read before anything else allocates.
 TEST(Conv, UnrootedDecodeReadsBackAtOnce) {
   for (const std::string& text : sample_terms()) {

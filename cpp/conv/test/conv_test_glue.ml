@@ -35,3 +35,14 @@ let binary_info t =
   | _ -> invalid_arg "binary_info: not a Binary"
 
 let () = Callback.register "test.binary_info" binary_info
+
+(* Replaces the map callback the converters make by one that raises, as an asynchronous
+   exception (a signal handler's, Out_of_memory) would in its code, and puts it back. *)
+exception Asynchronous
+
+let () =
+  Callback.register_exception "test.asynchronous" Asynchronous;
+  Callback.register "test.break_map_of_array" (fun () ->
+      Callback.register "camlbeam.map_of_array" (fun (_ : (Erl.Term.t * Erl.Term.t) array) : Erl.Term.t ->
+          raise Asynchronous));
+  Callback.register "test.mend_map_of_array" (fun () -> Callback.register "camlbeam.map_of_array" Erl.Term.map_of_array)

@@ -14,6 +14,7 @@
 #include <caml/mlvalues.h>
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -111,10 +112,23 @@ class OcamlBuilder {
 
 static_assert(etf::Visitor<OcamlBuilder>);
 
-// ETF bytes (131 ...) → Erl.Term.t. The returned Root holds the value.
+// Thrown by OcamlBuilder when an OCaml callback it makes ("camlbeam.map_of_array") raised.
+// That is never the input's fault: an asynchronous exception (a signal handler's, such as
+// Erl.Cancelled, or Out_of_memory, Stack_overflow) met the callback's OCaml code. The
+// decoder lets it through; etf_to_ocaml reports it as `raised`. Unrooted: valid until the
+// next OCaml allocation.
+struct CallbackRaised {
+  value exception;
+};
+
+// ETF bytes (131 ...) → Erl.Term.t. The returned Root holds the value. Exactly one of
+// value (set), error and raised: raised is the exception of CallbackRaised, rooted.
+// std::bad_alloc propagates (the C++ memory of the build, or a block the major heap cannot
+// make room for).
 struct DecodeToOcaml {
   Root value;
   std::optional<etf::DecodeError> error;
+  std::optional<Root> raised;
 };
 DecodeToOcaml etf_to_ocaml(std::span<const std::uint8_t> bytes, const etf::DecodeOptions& options = {});
 
@@ -125,6 +139,7 @@ DecodeToOcaml etf_to_ocaml(std::span<const std::uint8_t> bytes, const etf::Decod
 struct UnrootedDecode {
   value term = Val_unit;
   std::optional<etf::DecodeError> error;
+  std::optional<value> raised;  // CallbackRaised's exception; unrooted too
 };
 UnrootedDecode etf_to_ocaml_unrooted(std::span<const std::uint8_t> bytes,
                                      const etf::DecodeOptions& options = {});
