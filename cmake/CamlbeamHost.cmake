@@ -44,6 +44,7 @@ function(camlbeam_ocaml_packages)
             --display quiet @install
     COMMAND ${CMAKE_COMMAND} -E touch "${stamp}"
     BYPRODUCTS "${build_dir}/install/default/lib/camlbeam/liberl_stubs.a"
+               "${build_dir}/install/default/lib/camlbeam/host/liberl_host_stubs.a"
     DEPENDS ${sources} "${CMAKE_SOURCE_DIR}/ocaml/dune-project" camlbeam_ocaml
     COMMENT "Building the OCaml packages camlbeam and camlbeam.host (dune @install)"
     VERBATIM)
@@ -110,9 +111,11 @@ function(camlbeam_ocaml_host_object name flavour)
   add_custom_target(${name}_object DEPENDS "${object}")
   add_library(${name} INTERFACE)
   add_dependencies(${name} ${name}_object)
-  # Order matters for static archives: the object, then the stubs it calls (camlbeam's and
-  # zarith's), then the runtime that all of them call, then the system libraries.
+  # Order matters for static archives: the object, then the stubs it calls (camlbeam's,
+  # camlbeam.host's and zarith's), then the runtime that all of them call, then the system
+  # libraries.
   target_link_libraries(${name} INTERFACE "${object}" ${ARG_C_LIBRARIES} "${CAMLBEAM_OCAMLPATH}/camlbeam/liberl_stubs.a"
+                        "${CAMLBEAM_OCAMLPATH}/camlbeam/host/liberl_host_stubs.a"
                         "${CAMLBEAM_ZARITH_DIR}/libzarith.a" "${runtime}" gmp m dl)
   target_link_options(${name} INTERFACE "LINKER:-E")
   set_property(TARGET ${name} PROPERTY INTERFACE_LINK_DEPENDS "${object}")

@@ -107,6 +107,11 @@ let wrong_flavour path =
     Some "is a native plugin: a bytecode host loads .cma and .cmo files (ocamlfind ocamlc -a)"
   else None
 
+(* Exceptions that say nothing about the file: the request's deadline passed, or the worker
+   ran out of memory or stack while loading. They propagate, so that the request is
+   answered as any request they interrupt is. *)
+let is_asynchronous = function Erl.Cancelled | Out_of_memory | Stack_overflow -> true | _ -> false
+
 let load path =
   if not (Sys.file_exists path) then Error (Enoent, path ^ ": no such file")
   else
@@ -115,8 +120,10 @@ let load path =
     | None -> (
         match Dynlink.loadfile path with
         | () -> Ok ()
+        | exception Dynlink.Error (Library's_module_initializers_failed Erl.Cancelled) -> raise Erl.Cancelled
         | exception Dynlink.Error e -> Error (classify e, path ^ ": " ^ Dynlink.error_message e)
         | exception Sys_error message -> Error (Not_a_plugin, message)
+        | exception exn when is_asynchronous exn -> raise exn
         | exception exn -> Error (Not_a_plugin, path ^ ": " ^ Printexc.to_string exn))
 
 (* Requests *)
@@ -144,8 +151,53 @@ let load_answer path =
   | Ok () -> ok
   | Error (kind, message) ->
       error (Tuple [| Atom "load_failed"; Atom (load_error_atom kind); Term.binary message |])
+  | exception Erl.Cancelled -> error (Atom "timeout")
 
-let shapes = "a request is {call, Ref, Fun, Args}, {cast, Fun, Args} or {load, Ref, Path}"
+let shapes =
+  "a request is {call, Ref, Fun, Args}, {call, Ref, Fun, Args, Timeout}, {cast, Fun, Args}, {load, Ref, Path} or \
+   {load, Ref, Path, Timeout}"
+
+(* Deadlines. The host's request watch starts a request's clock when the request begins;
+   set_deadline tells it the request's Timeout. When the deadline passes, the watch sends
+   the cancel signal to the thread that runs OCaml, whose handler raises Erl.Cancelled if
+   that request is still the one running (cancel_requested), so that a late signal never
+   hits the next request. Both externals do nothing in a host without a watch. *)
+
+external install_hooks : nativeint -> unit = "camlbeam_request_install_hooks"
+external set_deadline : int -> unit = "camlbeam_request_set_deadline" [@@noalloc]
+external cancel_requested : unit -> bool = "camlbeam_request_cancel_requested" [@@noalloc]
+
+let watch_requests hooks signal =
+  install_hooks hooks;
+  if hooks = 0n then Sys.set_signal signal Signal_default
+  else Sys.set_signal signal (Signal_handle (fun _ -> if cancel_requested () then raise Erl.Cancelled))
+
+(* A Timeout: milliseconds (None: infinity), as ocaml:call/4 takes it. *)
+let deadline_of : Term.t -> (int option, string) result = function
+  | Int ms when ms >= 0 -> Ok (Some ms)
+  | Bigint z when Z.sign z > 0 -> Ok None (* past max_int milliseconds: never *)
+  | Atom "infinity" -> Ok None
+  | t -> Error ("Timeout must be a non-negative integer or infinity, got " ^ describe t)
+
+(* Runs a request whose fields are all right, once its Timeout (if it has one) is. *)
+let run_within what ref_ (timeout : Term.t option) run =
+  match Option.map deadline_of timeout with
+  | None -> run ()
+  | Some (Ok deadline) ->
+      Option.iter set_deadline deadline;
+      run ()
+  | Some (Error why) -> bad_request ref_ (what ^ ": " ^ why)
+
+let call ref_ (name : Term.t) (args : Term.t) timeout =
+  match (name, args) with
+  | Atom name, List args -> run_within "call" ref_ timeout (fun () -> Reply (ref_, Private.dispatch name args))
+  | Atom _, _ -> bad_request ref_ ("call: Args must be a proper list, got " ^ describe args)
+  | _ -> bad_request ref_ ("call: Fun must be an atom, got " ^ describe name)
+
+let load_request ref_ path timeout =
+  match path_of_term path with
+  | Some path -> run_within "load" ref_ timeout (fun () -> Reply (ref_, load_answer path))
+  | None -> bad_request ref_ ("load: Path must be a binary or a string, got " ^ describe path)
 
 (* Requests a transport adds, by the atom that starts their tuple. *)
 let transport_requests : (string, Term.t array -> answer) Hashtbl.t = Hashtbl.create 4
@@ -162,21 +214,20 @@ let transport_request : Term.t -> (Term.t array -> answer) option = function
 
 let handle (request : Term.t) =
   match request with
-  | Tuple [| Atom "call"; ref_; Atom name; List args |] -> Reply (ref_, Private.dispatch name args)
-  | Tuple [| Atom "call"; ref_; Atom _; args |] ->
-      bad_request ref_ ("call: Args must be a proper list, got " ^ describe args)
-  | Tuple [| Atom "call"; ref_; name; _ |] ->
-      bad_request ref_ ("call: Fun must be an atom, got " ^ describe name)
+  | Tuple [| Atom "call"; ref_; name; args |] -> call ref_ name args None
+  | Tuple [| Atom "call"; ref_; name; args; timeout |] -> call ref_ name args (Some timeout)
   | Tuple [| Atom "cast"; Atom name; List args |] -> (
       match Private.dispatch name args with
       | Tuple [| Atom "ok"; _ |] -> No_reply
       | answer -> Cast_failed (Printf.sprintf "cast %s: %s" name (describe_within 1000 answer)))
-  | Tuple [| Atom "load"; ref_; path |] -> (
-      match path_of_term path with
-      | Some path -> Reply (ref_, load_answer path)
-      | None -> bad_request ref_ ("load: Path must be a binary or a string, got " ^ describe path))
+  | Tuple [| Atom "load"; ref_; path |] -> load_request ref_ path None
+  | Tuple [| Atom "load"; ref_; path; timeout |] -> load_request ref_ path (Some timeout)
   | Tuple a when Array.length a >= 2 && (match a.(0) with Atom ("call" | "load") -> true | _ -> false) ->
-      let expected = match a.(0) with Atom "call" -> "{call, Ref, Fun, Args}" | _ -> "{load, Ref, Path}" in
+      let expected =
+        match a.(0) with
+        | Atom "call" -> "{call, Ref, Fun, Args} or {call, Ref, Fun, Args, Timeout}"
+        | _ -> "{load, Ref, Path} or {load, Ref, Path, Timeout}"
+      in
       bad_request a.(1) (Printf.sprintf "expected %s, got a tuple of %d elements" expected (Array.length a))
   | _ -> (
       match transport_request request with
@@ -209,4 +260,6 @@ let () =
      check). *)
   Dynlink.allow_unsafe_modules true;
   Callback.register "camlbeam.host.handle" handle;
-  Callback.register "camlbeam.host.load" load
+  Callback.register "camlbeam.host.load" load;
+  Callback.register "camlbeam.host.watch_requests" watch_requests;
+  Callback.register "camlbeam.host.compact" Gc.compact

@@ -9,16 +9,29 @@
 
     Requests and their replies ([Ref] is any term, echoed as it came):
     {v
-    {call, Ref, Fun, Args}  ->  {Ref, {ok, Result}} | {Ref, {error, Reason}}
-    {cast, Fun, Args}       ->  nothing
-    {load, Ref, Path}       ->  {Ref, ok} | {Ref, {error, {load_failed, Kind, Message}}}
+    {call, Ref, Fun, Args}           ->  {Ref, {ok, Result}} | {Ref, {error, Reason}}
+    {call, Ref, Fun, Args, Timeout}  ->  the same, or {Ref, {error, timeout}}
+    {cast, Fun, Args}                ->  nothing
+    {load, Ref, Path}                ->  {Ref, ok} | {Ref, {error, {load_failed, Kind, Message}}}
+    {load, Ref, Path, Timeout}       ->  the same, or {Ref, {error, timeout}}
     v}
     [Fun] is an atom, [Args] a proper list, [Path] a binary or a string
-    (a list of character codes, taken as UTF-8). [Reason] is what
+    (a list of character codes, taken as UTF-8), [Timeout] a non-negative
+    integer (milliseconds) or [infinity]. [Reason] is what
     {!Erl.Private.dispatch} answers. A request of one of these shapes whose
     fields are wrong, or a tuple [{call, Ref, ...}] / [{load, Ref, ...}] of
     the wrong size, is answered [{Ref, {error, {bad_request, Message}}}];
     anything else has no [Ref] to answer and is {!Refused}.
+
+    A [Timeout] is the request's deadline, counted from when the host began
+    running it: the host's request watch ([cpp/host], [host::RequestWatch])
+    then sends its cancel signal to the thread that runs OCaml, whose
+    handler raises {!Erl.Cancelled} at the
+    next poll point if that request is still the one running
+    ({!watch_requests}). An export
+    interrupted so answers [{error, timeout}] ({!Erl.Private.dispatch}), and
+    so does a plugin initialiser of a [load]. In a host without a request
+    watch (this library's own tests) a [Timeout] is checked and ignored.
 
     Linking this library (it carries [-linkall]) registers the callbacks;
     it also allows bytecode plugins to declare [external]s (see {!load}). *)
@@ -42,9 +55,26 @@ type answer =
       (** Not a request, and no [Ref] to answer: why, for the log. *)
 
 val handle : Erl.Term.t -> answer
-(** [handle request] runs a request. It never raises (short of an
-    asynchronous exception: a signal handler's, or [Stack_overflow] in the
-    handler itself). Registered as ["camlbeam.host.handle"]. *)
+(** [handle request] runs a request. It never raises, short of an
+    asynchronous exception in its own code: a signal handler's
+    ({!Erl.Cancelled} when the deadline passes outside the export), or
+    [Out_of_memory] or [Stack_overflow] in the handler itself or in a
+    plugin loader. The host then answers the request's [Ref], if it can find
+    one in the frame: [{error, timeout}] for {!Erl.Cancelled},
+    [{error, {request_failed, Message}}] otherwise ([cpp/host/README.md]).
+    Registered as ["camlbeam.host.handle"]. *)
+
+val watch_requests : nativeint -> int -> unit
+(** [watch_requests hooks signal] is how a host's request watch ([cpp/host],
+    [host::RequestWatch]) attaches itself: [hooks] is the address of its
+    [struct camlbeam_request_hooks] ([camlbeam_request_hooks.h]), which the
+    deadlines of requests go to, and [signal] (a system signal number, a
+    real-time signal) its cancel signal, whose OCaml handler this installs:
+    it raises {!Erl.Cancelled} when the watch says that the running request's
+    deadline passed, and does nothing otherwise (a signal that arrives late,
+    after its request ended). [watch_requests 0n signal] detaches the watch
+    and restores the signal's default action. Registered as
+    ["camlbeam.host.watch_requests"]; only a host calls it. *)
 
 val add_request : string -> (Erl.Term.t array -> answer) -> unit
 (** [add_request kind handler] makes {!handle} pass a tuple request whose
@@ -82,7 +112,10 @@ val load : string -> (unit, load_error * string) result
     use its modules); the plugin exports its functions while it
     initialises. The message names the file and says what went wrong.
     Registered as ["camlbeam.host.load"]; the C++ host calls it for
-    [Host::load]. *)
+    [Host::load].
+    @raise Erl.Cancelled, Out_of_memory, Stack_overflow when they interrupt
+    the loading (in the plugin's initialiser or in Dynlink): they say
+    nothing about the file. *)
 
 val load_error_atom : load_error -> string
 (** The [Kind] atom of a [load_failed] error: [enoent], [not_a_plugin],
@@ -97,7 +130,11 @@ val apply_worker_gc_defaults : unit -> unit
     compaction per request. Does nothing when [OCAMLRUNPARAM] or
     [CAMLRUNPARAM] is set: they decide. Registered as
     ["camlbeam.host.worker_gc_defaults"]; transports apply it at start-up,
-    and the C++ side pairs it with [Host::between_requests]. *)
+    and the C++ side pairs it with [Host::between_requests].
+
+    [Gc.compact] is registered as ["camlbeam.host.compact"]: the C++ host
+    calls it between requests when the major heap has grown well past its
+    usual size ([Host::give_back_memory]). *)
 
 (** {1 For messages} *)
 

@@ -9,6 +9,7 @@ std::string_view to_string(Errc code) noexcept {
     case Errc::bad_reply: return "bad_reply";
     case Errc::reply_too_large: return "reply_too_large";
     case Errc::handler_failed: return "handler_failed";
+    case Errc::cancelled: return "cancelled";
     case Errc::wrong_thread: return "wrong_thread";
     case Errc::runtime_released: return "runtime_released";
     case Errc::enoent: return "enoent";

@@ -13,6 +13,9 @@ extern "C" {
 }
 #include <caml/mlvalues.h>
 
+#include <malloc.h>
+
+#include <algorithm>
 #include <array>
 #include <string>
 #include <utility>
@@ -22,8 +25,9 @@ namespace camlbeam::host {
 // The OCaml closures of the request path, registered by ocaml/host/erl_host.ml. The named
 // value table keeps them alive and in place for the life of the runtime.
 struct Host::Callbacks {
-  const value* handle;  // Erl.Term.t -> Erl_host.answer
-  const value* load;    // string -> (unit, Erl_host.load_error * string) result
+  const value* handle;   // Erl.Term.t -> Erl_host.answer
+  const value* load;     // string -> (unit, Erl_host.load_error * string) result
+  const value* compact;  // Gc.compact
 };
 
 namespace {
@@ -62,8 +66,20 @@ Outcome no_reply(std::string diagnostic = {}) {
   return outcome;
 }
 
-Error handler_failed(const char* callback, value exn) {
-  return {Errc::handler_failed, std::string(callback) + " raised " + detail::exception_text(exn), {}};
+// An exception from the request path's own OCaml code (`where`): Erl.Cancelled when the
+// watch stopped the request, anything else an asynchronous exception that met it.
+Error handler_failed(const char* where, value exn) {
+  const Errc code = detail::is_registered_exception(exn, "camlbeam.cancelled") ? Errc::cancelled : Errc::handler_failed;
+  return {code, std::string(where) + " raised " + detail::exception_text(exn), {}};
+}
+
+// The major heap's size in words.
+std::size_t major_heap_words() noexcept { return static_cast<std::size_t>(Caml_state->stat_heap_wsz); }
+
+// give_back_memory's threshold after a heap of `words`.
+std::size_t compact_above(std::size_t words) noexcept {
+  constexpr std::size_t floor_words = (std::size_t{64} << 20) / sizeof(value);
+  return std::max(floor_words, 2 * words);
 }
 
 // The start of a reply frame up to its answer: `131 {Ref, ` or `131 {reply, Ref} 131 `.
@@ -161,16 +177,19 @@ Outcome write_reply(value reply, etf::ByteBuffer& out, const HostOptions& option
 
 }  // namespace
 
-Host::Host(const Runtime& runtime, HostOptions options) : runtime_(runtime), options_(std::move(options)) {
+Host::Host(const Runtime& runtime, HostOptions options, RequestWatch* watch)
+    : runtime_(runtime), options_(std::move(options)), watch_(watch), compact_above_words_(0) {
   if (!runtime_.held_by_this_thread()) throw RuntimeError("camlbeam::host::Host: create it on the runtime thread");
   const value* handle = caml_named_value("camlbeam.host.handle");
   const value* load = caml_named_value("camlbeam.host.load");
-  if (handle == nullptr || load == nullptr) {
+  const value* compact = caml_named_value("camlbeam.host.compact");
+  if (handle == nullptr || load == nullptr || compact == nullptr) {
     throw RuntimeError(
         "the OCaml request handler is missing: link the executable's OCaml object with the library "
         "camlbeam.host (-linkall), e.g. through the CMake target camlbeam::ocaml_native");
   }
-  callbacks_ = std::make_unique<const Callbacks>(Callbacks{handle, load});
+  callbacks_ = std::make_unique<const Callbacks>(Callbacks{handle, load, compact});
+  compact_above_words_ = compact_above(major_heap_words());
 }
 
 Host::~Host() = default;
@@ -186,7 +205,9 @@ std::optional<Error> Host::check_thread() const {
 Outcome Host::handle(std::span<const std::uint8_t> request, etf::ByteBuffer& reply) {
   if (std::optional<Error> misuse = check_thread()) return refused(std::move(*misuse));
 
+  const RequestWatch::Running running(watch_);
   const conv::UnrootedDecode decoded = conv::etf_to_ocaml_unrooted(request, options_.decode);
+  if (decoded.raised) return refused(handler_failed("the decoding of the request", *decoded.raised));
   if (decoded.error) {
     return refused({Errc::bad_etf, "the request is not valid ETF: " + decoded.error->message(), decoded.error});
   }
@@ -227,6 +248,21 @@ void collect_between_requests() noexcept {
 
 void Host::between_requests() noexcept {
   if (runtime_.held_by_this_thread()) collect_between_requests();
+}
+
+bool Host::give_back_memory(bool freed_c_memory) noexcept {
+  if (!runtime_.held_by_this_thread()) return false;
+  const bool compact = major_heap_words() > compact_above_words_;
+  if (compact) {
+    // Gc.compact runs finalisers, which may raise; nothing can be done about that here.
+    const value result = caml_callback_exn(*callbacks_->compact, Val_unit);
+    (void)result;
+    compact_above_words_ = compact_above(major_heap_words());
+  }
+  // The heap's chunks are malloc's: compaction frees them, and trimming returns what
+  // malloc keeps of them (and of the transport's buffers) to the system.
+  if (compact || freed_c_memory) ::malloc_trim(0);
+  return compact;
 }
 
 std::optional<Error> Host::load(std::string_view path) {

@@ -1,6 +1,7 @@
 // Small helpers over the OCaml runtime's C interface, private to cpp/host.
 #pragma once
 
+#include <caml/callback.h>
 #include <caml/memory.h>
 #include <caml/mlvalues.h>
 #include <caml/printexc.h>
@@ -19,5 +20,14 @@ inline std::string exception_text(value exn) {
 }
 
 inline std::string_view string_view_of(value s) noexcept { return {String_val(s), caml_string_length(s)}; }
+
+// Whether `exn` is the exception registered under `name` (Callback.register_exception),
+// with or without arguments.
+inline bool is_registered_exception(value exn, const char* name) noexcept {
+  const value* registered = caml_named_value(name);
+  if (registered == nullptr) return false;
+  const value slot = Tag_hd(Hd_val(exn)) == Object_tag ? exn : Field(exn, 0);
+  return slot == *registered;
+}
 
 }  // namespace camlbeam::host::detail

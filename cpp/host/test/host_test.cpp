@@ -21,8 +21,11 @@
 #include <malloc.h>
 #endif
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <utility>
@@ -352,7 +355,10 @@ TEST(Requests, MalformedRequestWithARefIsAnswered) {
   expect_reply(h, Term::tuple({atom("call"), ref(), atom("fib"), t("[1 | 2]")}),
                error(t("{bad_request, <<\"call: Args must be a proper list, got [1|2]\">>}")));
   expect_reply(h, Term::tuple({atom("call"), ref()}),
-               error(t("{bad_request, <<\"expected {call, Ref, Fun, Args}, got a tuple of 2 elements\">>}")));
+               error(t("{bad_request, <<\"expected {call, Ref, Fun, Args} or {call, Ref, Fun, Args, Timeout}, got a tuple "
+                       "of 2 elements\">>}")));
+  expect_reply(h, Term::tuple({atom("call"), ref(), atom("fib"), t("[20]"), t("-5")}),
+               error(t("{bad_request, <<\"call: Timeout must be a non-negative integer or infinity, got -5\">>}")));
   expect_reply(h, load(Term::integer(7)),
                error(t("{bad_request, <<\"load: Path must be a binary or a string, got 7\">>}")));
   expect_alive(h);
@@ -380,7 +386,8 @@ TEST(Requests, WhatCannotBeAnsweredIsATypedError) {
     o = h.handle(etf::encode(t(text)), reply);
     ASSERT_EQ(o.kind, Kind::refused) << text;
     EXPECT_EQ(o.error->code, host::Errc::bad_request) << text;
-    EXPECT_TRUE(contains(o.error->message, "{call, Ref, Fun, Args}, {cast, Fun, Args} or {load, Ref, Path}"))
+    EXPECT_TRUE(contains(o.error->message, "{call, Ref, Fun, Args}, {call, Ref, Fun, Args, Timeout}, {cast, Fun, Args}, "
+                                           "{load, Ref, Path} or {load, Ref, Path, Timeout}"))
         << o.error->message;
   }
   EXPECT_EQ(reply.size(), 0u);
@@ -478,6 +485,117 @@ TEST(Plugins, LoadErrorsAreTypedAndTheWorkerGoesOn) {
   }
   // What init_fails exported before it raised stays exported.
   expect_reply(h, call("init_fails.before", t("[]")), ok(t("1")));
+}
+
+// ---------------------------------------------------------------------------------------
+// The request watch: deadlines, heartbeats, a request that cannot be stopped
+
+Term call_within(std::string_view fn, Term args, Term timeout) {
+  return Term::tuple({atom("call"), ref(), atom(fn), std::move(args), std::move(timeout)});
+}
+
+// What the watch's hooks saw, from its thread.
+struct Watched {
+  std::mutex mutex;
+  std::vector<std::pair<std::chrono::milliseconds, bool>> running;  // (running time, heartbeat)
+  std::vector<std::pair<std::chrono::steady_clock::time_point, std::chrono::milliseconds>> overdue;
+
+  host::RequestWatchHooks hooks() {
+    return {[this](std::chrono::milliseconds ran, bool heartbeat) {
+              const std::lock_guard lock(mutex);
+              running.emplace_back(ran, heartbeat);
+            },
+            [this](std::chrono::milliseconds, std::chrono::milliseconds timeout) {
+              const std::lock_guard lock(mutex);
+              overdue.emplace_back(std::chrono::steady_clock::now(), timeout);
+            }};
+  }
+  std::size_t heartbeats() {
+    const std::lock_guard lock(mutex);
+    return static_cast<std::size_t>(std::count_if(running.begin(), running.end(), [](auto& r) { return r.second; }));
+  }
+};
+
+using namespace std::chrono_literals;
+constexpr host::RequestWatchOptions quick_watch{.tick = 20ms, .heartbeat = 100ms, .cancel_grace = 200ms, .idle_after = 100ms};
+
+// A Host whose requests a watch with quick_watch's times watches.
+class Watch : public testing::Test {
+ protected:
+  Watched seen;
+  host::RequestWatch watch{*runtime, quick_watch, seen.hooks()};
+  host::Host h{*runtime, {}, &watch};
+};
+
+TEST_F(Watch, ADeadlineInterruptsAnExportThatPolls) {
+  const auto start = std::chrono::steady_clock::now();
+  expect_reply(h, call_within("spin_alloc", t("[5000]"), t("100")), error(atom("timeout")));
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(took, 100ms);
+  EXPECT_LT(took, 1000ms);
+  EXPECT_TRUE(seen.overdue.empty());
+  // The same export with a later deadline, with none, with infinity: not interrupted.
+  expect_reply(h, call_within("spin_alloc", t("[50]"), t("2000")), ok(t("50")));
+  expect_reply(h, call("spin_alloc", t("[150]")), ok(t("150")));
+  expect_reply(h, call_within("spin_alloc", t("[150]"), atom("infinity")), ok(t("150")));
+  expect_alive(h);
+}
+
+TEST_F(Watch, HeartbeatsOnlyWhileARequestRunsLong) {
+  for (int i = 0; i < 20; ++i) expect_reply(h, call("spin_alloc", t("[5]")), ok(t("5")));
+  EXPECT_EQ(seen.heartbeats(), 0u);
+  expect_reply(h, call("spin_alloc", t("[450]")), ok(t("450")));
+  // At 100, 200, 300 and 400 ms of its running time; CPU time runs no faster than the clock.
+  EXPECT_GE(seen.heartbeats(), 4u);
+  EXPECT_LE(seen.heartbeats(), 5u);
+  const std::lock_guard lock(seen.mutex);
+  for (std::size_t i = 1; i < seen.running.size(); ++i) EXPECT_GE(seen.running[i].first, seen.running[i - 1].first);
+}
+
+// A deadline that passes while the request catches Erl.Cancelled and ends at once: the
+// signals the watch keeps sending until it sees the end must not reach the next request,
+// which runs to its end.
+TEST_F(Watch, ALateCancelSignalNeverStopsTheNextRequest) {
+  for (int i = 0; i < 20; ++i) {
+    expect_reply(h, call_within("survive_cancel", t("[2000]"), t("10")), ok(atom("survived")));
+    expect_reply(h, call_within("spin_alloc", t("[30]"), t("1000")), ok(t("30")));
+  }
+}
+
+// OCaml 4.13.1 polls at loop back edges, also in native code: a loop that allocates
+// nothing is stopped as well.
+TEST_F(Watch, ALoopThatAllocatesNothingIsInterruptedToo) {
+  const auto start = std::chrono::steady_clock::now();
+  expect_reply(h, call_within("spin", t("[5000]"), t("100")), error(atom("timeout")));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1000ms);
+}
+
+TEST_F(Watch, ARequestThatWillNotStopIsReportedOverdueOnce) {
+  const auto start = std::chrono::steady_clock::now();
+  const Reply r = run(h, call_within("stubborn", t("[700]"), t("100")));
+  {
+    const std::lock_guard lock(seen.mutex);
+    ASSERT_EQ(seen.overdue.size(), 1u);
+    EXPECT_EQ(seen.overdue[0].second, 100ms);
+    const auto at = seen.overdue[0].first - start;
+    EXPECT_GE(at, 300ms);  // deadline + grace
+    EXPECT_LT(at, 650ms);
+  }
+  // It returned by itself at last; the watch's last signals may still have raised
+  // Erl.Cancelled after the export, in dispatch (answered) or in Erl_host (refused as
+  // cancelled, for the transport to answer through the Ref).
+  if (r.outcome.replied()) {
+    EXPECT_TRUE(r.term == ok(t("700")) || r.term == error(atom("timeout"))) << r.term.to_string();
+  } else {
+    ASSERT_TRUE(r.outcome.error);
+    EXPECT_EQ(r.outcome.error->code, host::Errc::cancelled) << describe(r.outcome);
+  }
+  expect_alive(h);
+}
+
+TEST_F(Watch, OnePerProcess) {
+  EXPECT_THROW(host::RequestWatch second(*runtime, quick_watch, {}), host::RuntimeError);
+  expect_reply(h, call_within("spin_alloc", t("[5000]"), t("50")), error(atom("timeout")));
 }
 
 // ---------------------------------------------------------------------------------------

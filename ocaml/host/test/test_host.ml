@@ -5,10 +5,12 @@ let ref_ = Term.Ref { node = "a@h"; creation = 1; ids = [| 7; 8; 9 |] }
 let ok v = Term.Tuple [| Atom "ok"; v |]
 let error v = Term.Tuple [| Atom "error"; v |]
 let call name args = Term.Tuple [| Atom "call"; ref_; Atom name; List args |]
+let call_within timeout name args = Term.Tuple [| Atom "call"; ref_; Atom name; List args; timeout |]
 
 let () =
   Erl.export "host_test.add" Conv.(int @-> int @-> returning int) ( + );
-  Erl.export "host_test.boom" Conv.(nullary unit) (fun () -> failwith "boom")
+  Erl.export "host_test.boom" Conv.(nullary unit) (fun () -> failwith "boom");
+  Erl.export "host_test.cancelled" Conv.(nullary unit) (fun () -> raise Erl.Cancelled)
 
 let contains s sub =
   let n = String.length sub in
@@ -43,6 +45,17 @@ let test_call () =
   | Reply (Int 42, answer) -> Alcotest.check term "integer Ref" (ok (Int 2)) answer
   | _ -> Alcotest.fail "integer Ref"
 
+(* Without a host's request watch a Timeout is checked and otherwise changes nothing; an
+   export that raises Erl.Cancelled is answered as a cancelled call. *)
+let test_call_with_timeout () =
+  let add timeout = reply (Erl_host.handle (call_within timeout "host_test.add" [ Int 2; Int 3 ])) in
+  Alcotest.check term "milliseconds" (ok (Int 5)) (add (Int 100));
+  Alcotest.check term "zero" (ok (Int 5)) (add (Int 0));
+  Alcotest.check term "infinity" (ok (Int 5)) (add (Atom "infinity"));
+  Alcotest.check term "past max_int" (ok (Int 5)) (add (Bigint (Z.shift_left Z.one 70)));
+  Alcotest.check term "cancelled" (error (Atom "timeout"))
+    (reply (Erl_host.handle (call_within (Int 10) "host_test.cancelled" [])))
+
 let test_cast () =
   (match Erl_host.handle (Tuple [| Atom "cast"; Atom "host_test.add"; List [ Int 1; Int 2 ] |]) with
   | No_reply -> ()
@@ -56,9 +69,19 @@ let test_bad_requests () =
   check_contains "Fun" (bad (Tuple [| Atom "call"; ref_; Int 1; List [] |])) "Fun must be an atom, got 1";
   check_contains "Args" (bad (Tuple [| Atom "call"; ref_; Atom "f"; Improper ([ Int 1 ], Int 2) |]))
     "Args must be a proper list, got [1|2]";
-  check_contains "size" (bad (Tuple [| Atom "call"; ref_ |])) "expected {call, Ref, Fun, Args}, got a tuple of 2";
-  check_contains "load size" (bad (Tuple [| Atom "load"; ref_; Term.binary "a"; Term.binary "b" |])) "{load, Ref, Path}";
+  check_contains "size" (bad (Tuple [| Atom "call"; ref_ |]))
+    "expected {call, Ref, Fun, Args} or {call, Ref, Fun, Args, Timeout}, got a tuple of 2";
+  check_contains "load size"
+    (bad (Tuple [| Atom "load"; ref_; Term.binary "a"; Int 1; Int 2 |]))
+    "{load, Ref, Path} or {load, Ref, Path, Timeout}";
   check_contains "Path" (bad (Tuple [| Atom "load"; ref_; Int 3 |])) "Path must be a binary or a string, got 3";
+  check_contains "Timeout" (bad (call_within (Int (-1)) "host_test.add" [ Int 1; Int 2 ]))
+    "call: Timeout must be a non-negative integer or infinity, got -1";
+  check_contains "load Timeout" (bad (Tuple [| Atom "load"; ref_; Term.binary "p"; Atom "soon" |]))
+    "load: Timeout must be a non-negative integer or infinity, got soon";
+  (* The other fields are checked first: a call is never half-checked. *)
+  check_contains "Fun before Timeout" (bad (Tuple [| Atom "call"; ref_; Int 1; List []; Atom "never" |]))
+    "Fun must be an atom";
   let refused r = match Erl_host.handle r with Refused s -> s | _ -> Alcotest.failf "not refused: %s" (Term.to_string r) in
   check_contains "no Ref" (refused (Atom "call")) "got call";
   check_contains "cast" (refused (Tuple [| Atom "cast"; Int 1; List [] |])) "{cast, Fun, Args}";
@@ -110,7 +133,8 @@ let test_load () =
   check_contains "bytecode: message" message "a native host loads .cmxs files";
   (* Through a request, with the path as a string. *)
   let path = Term.List (List.init (String.length plugin) (fun i -> Term.Int (Char.code plugin.[i]))) in
-  Alcotest.check term "load" (Atom "ok") (reply (Erl_host.handle (Tuple [| Atom "load"; ref_; path |])));
+  Alcotest.check term "load" (Atom "ok")
+    (reply (Erl_host.handle (Tuple [| Atom "load"; ref_; path; Atom "infinity" |])));
   Alcotest.check term "the plugin's export" (ok (Int 42)) (reply (Erl_host.handle (call "host_test.double" [ Int 21 ])));
   (match reply (Erl_host.handle (Tuple [| Atom "load"; ref_; Term.binary plugin |])) with
   | Tuple [| Atom "error"; Tuple [| Atom "load_failed"; Atom "already_loaded"; Binary message |] |] ->
@@ -124,6 +148,7 @@ let () =
       ( "handle",
         [
           Alcotest.test_case "call" `Quick test_call;
+          Alcotest.test_case "call with a Timeout" `Quick test_call_with_timeout;
           Alcotest.test_case "cast" `Quick test_cast;
           Alcotest.test_case "bad requests" `Quick test_bad_requests;
           Alcotest.test_case "transport requests" `Quick test_transport_requests;

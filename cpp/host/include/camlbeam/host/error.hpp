@@ -17,7 +17,9 @@ enum class Errc : std::uint8_t {
   bad_request,       // valid ETF, but no request and no Ref to answer (or a malformed cast)
   bad_reply,         // the request's Ref itself cannot be encoded
   reply_too_large,   // even {Ref, {error, {reply_too_large, ...}}} exceeds the limit: a huge Ref
-  handler_failed,    // the OCaml handler raised: an asynchronous exception (a signal handler's)
+  handler_failed,    // the OCaml handler raised: an asynchronous exception (a signal handler's,
+                     // Out_of_memory, Stack_overflow), in the handler or in a conversion
+  cancelled,         // the same with Erl.Cancelled: the request's deadline passed
   // Misuse: the call did not reach OCaml.
   wrong_thread,      // not the thread that started the Runtime
   runtime_released,  // inside a BlockingSection

@@ -14,6 +14,7 @@
 #include <camlbeam/etf/encoder.hpp>
 #include <camlbeam/etf/limits.hpp>
 #include <camlbeam/host/error.hpp>
+#include <camlbeam/host/request_watch.hpp>
 #include <camlbeam/host/runtime.hpp>
 
 #include <cstddef>
@@ -76,8 +77,10 @@ void collect_between_requests() noexcept;
 class Host {
  public:
   // Finds the OCaml side of the request path. Throws RuntimeError if the executable was
-  // not linked with camlbeam.host (ocaml/host).
-  explicit Host(const Runtime& runtime, HostOptions options = {});
+  // not linked with camlbeam.host (ocaml/host). With a watch, every request handle() runs
+  // is watched (its begin and end, the deadline of its Timeout); the watch must outlive
+  // the Host.
+  explicit Host(const Runtime& runtime, HostOptions options = {}, RequestWatch* watch = nullptr);
   ~Host();
   Host(const Host&) = delete;
   Host& operator=(const Host&) = delete;
@@ -85,12 +88,29 @@ class Host {
   // Runs one request frame (131 ...). On Kind::replied, appends the reply frame to
   // `reply`, which is otherwise left as it was. Never lets an OCaml exception or a C++
   // exception from the request escape: an export that raises, overflows the stack or
-  // answers too much is an {error, _} answer, and the next request runs as usual. Only
-  // std::bad_alloc from C++ memory propagates. Call it from the runtime thread.
+  // answers too much is an {error, _} answer, and the next request runs as usual. An
+  // exception that meets the request path's own OCaml code (Erl.Cancelled from the watch,
+  // a plugin's signal handler, Out_of_memory) is refused as Errc::cancelled or
+  // Errc::handler_failed: the transport answers the request's Ref if it can find it. Only
+  // std::bad_alloc propagates (C++ memory, or a block the OCaml heap cannot make room for
+  // while the request is decoded): `reply` may then hold part of a frame. Call it from the
+  // runtime thread. OCaml may run transport code while handle() runs (Erl.send,
+  // Erl.call_erlang), in the middle of the decode too: `request` must stay where it is
+  // until handle() returns.
   Outcome handle(std::span<const std::uint8_t> request, etf::ByteBuffer& reply);
 
   // Call between requests, on the runtime thread: collect_between_requests().
   void between_requests() noexcept;
+
+  // Call when the transport is idle (no request in hand, about to wait for one), on the
+  // runtime thread: gives memory back to the system after an outsized request. When the
+  // major heap has grown past its threshold, max(64 MiB, twice its size when the Host was
+  // made, or after the last compaction), it compacts it (Gc.compact); then, or when the
+  // transport says it freed C memory of its own (`freed_c_memory`), it returns the C
+  // heap's free memory to the system (malloc_trim). A plugin that keeps a large heap
+  // alive costs one compaction, after which the threshold is twice that heap. Returns
+  // whether it compacted.
+  bool give_back_memory(bool freed_c_memory = false) noexcept;
 
   // Loads a plugin (.cmxs in a native host, .cma/.cmo in a bytecode host), as the request
   // {load, Ref, Path} does. nullopt when it loaded; its exports are then callable.
@@ -105,7 +125,9 @@ class Host {
 
   const Runtime& runtime_;
   HostOptions options_;
+  RequestWatch* watch_;
   std::unique_ptr<const Callbacks> callbacks_;
+  std::size_t compact_above_words_;
 };
 
 }  // namespace camlbeam::host
