@@ -69,6 +69,7 @@ struct RequestWatch::State {
 
   pthread_t runtime_thread{};
   pthread_t watch_thread{};
+  bool started = false;  // the runtime thread's
   camlbeam_request_hooks c_hooks{};
 
   struct Running {
@@ -152,8 +153,10 @@ void RequestWatch::State::watch() noexcept {
       }
       if ((ran >= tick || beat) && hooks.running) {
         lock.unlock();
-        hooks.running(to_ms(ran), beat);
+        const bool sent = hooks.running(to_ms(ran), beat);
         lock.lock();
+        if (beat && !sent) --heartbeats;  // due again at the next tick
+        if (beat && !sent) wake_at = std::min(wake_at, now + tick);
       }
       idle_since = now;
     } else {
@@ -211,34 +214,37 @@ RequestWatch::RequestWatch(const Runtime& runtime, RequestWatchOptions options, 
     state_->runtime_thread = ::pthread_self();
     state_->c_hooks = {&set_deadline_hook, &cancel_requested_hook, this};
     attach_to_ocaml(&state_->c_hooks, options.signal);
-
-    pthread_attr_t attributes;
-    ::pthread_attr_init(&attributes);
-    ::pthread_attr_setstacksize(&attributes, watch_stack_size);
-    sigset_t all;
-    sigset_t before;
-    ::sigfillset(&all);
-    ::pthread_sigmask(SIG_SETMASK, &all, &before);  // inherited by the new thread
-    const int failed = ::pthread_create(&state_->watch_thread, &attributes, &State::run, state_.get());
-    ::pthread_sigmask(SIG_SETMASK, &before, nullptr);
-    ::pthread_attr_destroy(&attributes);
-    if (failed != 0) {
-      attach_to_ocaml(nullptr, options.signal);
-      throw std::system_error(failed, std::generic_category(), "pthread_create (the request watch)");
-    }
   } catch (...) {
     one_per_process.store(false);
     throw;
   }
 }
 
+void RequestWatch::start() {
+  if (state_->started) return;
+  pthread_attr_t attributes;
+  ::pthread_attr_init(&attributes);
+  ::pthread_attr_setstacksize(&attributes, watch_stack_size);
+  sigset_t all;
+  sigset_t before;
+  ::sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &before);  // inherited by the new thread
+  const int failed = ::pthread_create(&state_->watch_thread, &attributes, &State::run, state_.get());
+  ::pthread_sigmask(SIG_SETMASK, &before, nullptr);
+  ::pthread_attr_destroy(&attributes);
+  if (failed != 0) throw std::system_error(failed, std::generic_category(), "pthread_create (the request watch)");
+  state_->started = true;
+}
+
 RequestWatch::~RequestWatch() {
-  {
-    const std::lock_guard lock(state_->mutex);
-    state_->stopping = true;
+  if (state_->started) {
+    {
+      const std::lock_guard lock(state_->mutex);
+      state_->stopping = true;
+    }
+    state_->wake.notify_one();
+    ::pthread_join(state_->watch_thread, nullptr);
   }
-  state_->wake.notify_one();
-  ::pthread_join(state_->watch_thread, nullptr);
   try {
     attach_to_ocaml(nullptr, state_->options.signal);
   } catch (const RuntimeError&) {
@@ -261,6 +267,11 @@ void RequestWatch::begin() noexcept {
 
 void RequestWatch::set_deadline(milliseconds timeout) noexcept {
   State& s = *state_;
+  try {
+    start();
+  } catch (const std::system_error&) {
+    return;  // no thread to keep it (see the header)
+  }
   const std::int64_t began = s.began_ns.load(std::memory_order_relaxed);
   // Saturated: a deadline past the clock's range never comes.
   const std::int64_t room = INT64_MAX - began;

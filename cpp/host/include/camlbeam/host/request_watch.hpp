@@ -41,8 +41,9 @@ struct RequestWatchOptions {
 struct RequestWatchHooks {
   // On the watch thread, at every tick while a request has been running for a tick or more;
   // `heartbeat` once per RequestWatchOptions::heartbeat of its running time. It must not
-  // block: the watch thread also keeps the deadlines.
-  std::function<void(std::chrono::milliseconds running, bool heartbeat)> running;
+  // block: the watch thread also keeps the deadlines. Returns whether the heartbeat went
+  // out; one that did not is due again at the next tick.
+  std::function<bool(std::chrono::milliseconds running, bool heartbeat)> running;
   // On the watch thread, once per request, when it still runs cancel_grace after its
   // deadline although it was asked to stop: a loop that never polls (a native loop that
   // does not allocate). The port worker ends the process.
@@ -52,13 +53,18 @@ struct RequestWatchHooks {
 class RequestWatch {
  public:
   // On the runtime thread: installs Erl_host's handler for the cancel signal and the hooks
-  // of its request externals, and starts the watch thread (with every signal blocked, so
-  // that signals meant for the process reach the runtime thread). At most one per process.
-  // Throws RuntimeError on misuse (another watch, not the runtime thread, no camlbeam.host)
-  // and std::system_error if the thread cannot start.
+  // of its request externals. At most one per process. Throws RuntimeError on misuse
+  // (another watch, not the runtime thread, no camlbeam.host).
   RequestWatch(const Runtime& runtime, RequestWatchOptions options, RequestWatchHooks hooks);
   // On the runtime thread: stops the thread, restores the signal's default action.
   ~RequestWatch();
+
+  // Starts the watch thread (with every signal blocked, so that signals meant for the
+  // process reach the runtime thread), if it has not started yet. Until then requests are
+  // not watched, except that the first one with a deadline starts it: a transport starts it
+  // once its first answer is on its way, so that a worker's first answer does not wait for
+  // a thread to start. Throws std::system_error if the thread cannot start.
+  void start();
   RequestWatch(const RequestWatch&) = delete;
   RequestWatch& operator=(const RequestWatch&) = delete;
 
@@ -68,7 +74,9 @@ class RequestWatch {
   // next request.
   void begin() noexcept;
   void end() noexcept;
-  // The running request's Timeout, counted from its begin().
+  // The running request's Timeout, counted from its begin(). Starts the thread if needed
+  // (if it cannot start, the deadline is not kept: the transport's own caller-side timeout
+  // is all that is left).
   void set_deadline(std::chrono::milliseconds timeout) noexcept;
   // The running request's deadline passed and the watch asked it to stop.
   bool cancel_requested() const noexcept;
