@@ -250,9 +250,11 @@ void Host::between_requests() noexcept {
   if (runtime_.held_by_this_thread()) collect_between_requests();
 }
 
-bool Host::give_back_memory(bool freed_c_memory) noexcept {
+bool Host::major_heap_grown() const noexcept { return major_heap_words() > compact_above_words_; }
+
+bool Host::give_back_memory_now(bool freed_c_memory) noexcept {
   if (!runtime_.held_by_this_thread()) return false;
-  const bool compact = major_heap_words() > compact_above_words_;
+  const bool compact = major_heap_grown();
   if (compact) {
     // Gc.compact runs finalisers, which may raise; nothing can be done about that here.
     const value result = caml_callback_exn(*callbacks_->compact, Val_unit);

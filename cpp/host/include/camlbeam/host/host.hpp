@@ -110,7 +110,9 @@ class Host {
   // heap's free memory to the system (malloc_trim). A plugin that keeps a large heap
   // alive costs one compaction, after which the threshold is twice that heap. Returns
   // whether it compacted.
-  bool give_back_memory(bool freed_c_memory = false) noexcept;
+  bool give_back_memory(bool freed_c_memory = false) noexcept {
+    return (freed_c_memory || major_heap_grown()) && give_back_memory_now(freed_c_memory);
+  }
 
   // Loads a plugin (.cmxs in a native host, .cma/.cmo in a bytecode host), as the request
   // {load, Ref, Path} does. nullopt when it loaded; its exports are then callable.
@@ -122,6 +124,9 @@ class Host {
   struct Callbacks;
 
   std::optional<Error> check_thread() const;
+  // give_back_memory's test, inline: it runs whenever the transport is about to wait.
+  bool major_heap_grown() const noexcept;
+  bool give_back_memory_now(bool freed_c_memory) noexcept;
 
   const Runtime& runtime_;
   HostOptions options_;
