@@ -5,9 +5,13 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <thread>
@@ -97,6 +101,104 @@ TEST(FrameReader, APipeClosedInsideAFrameIsAProtocolError) {
   EXPECT_THROW(reader.fill(), ProtocolError);
 }
 
+// While a Pin lives, a frame handed out keeps its bytes however much more is read: the
+// reader neither reads over it (it would start over at the front of its buffer) nor moves
+// it (to make room for a large frame); afterwards it reuses its memory as before.
+TEST(FrameReader, APinnedFrameKeepsItsBytesWhileMoreIsRead) {
+  Pipe pipe;
+  const std::string first(60'000, 'a');  // what the pipe holds at once
+  pipe.write(framed(first));
+  FrameReader reader(pipe.fds[0], 8 << 20);
+  std::optional<std::span<const std::uint8_t>> frame;
+  while (!(frame = reader.next())) ASSERT_EQ(reader.fill(), FrameReader::Fill::data);
+  {
+    const FrameReader::Pin pin(reader);
+    const std::string second(10'000, 'b');
+    pipe.write(framed(second));
+    ASSERT_EQ(reader.fill(), FrameReader::Fill::data);
+    EXPECT_EQ(text(*reader.next()), second);
+    const std::string third(3 << 20, 'c');  // more than any buffer so far
+    std::thread writer([&] { pipe.write(framed(third)); });
+    std::optional<std::span<const std::uint8_t>> large;
+    while (!(large = reader.next())) ASSERT_EQ(reader.fill(), FrameReader::Fill::data);
+    writer.join();
+    EXPECT_EQ(text(*large), third);
+    EXPECT_EQ(text(*frame), first);
+  }
+  pipe.write(framed("after"));
+  ASSERT_EQ(reader.fill(), FrameReader::Fill::data);
+  EXPECT_EQ(text(*reader.next()), "after");
+  EXPECT_EQ(reader.handed_out(), 4u);
+}
+
+TEST(FrameReader, ReadsWhatThePipeHoldsWithoutWaiting) {
+  Pipe pipe;
+  FrameReader reader(pipe.fds[0], 1 << 20);
+  EXPECT_EQ(reader.fill(FrameReader::Wait::none), FrameReader::Fill::nothing);
+  pipe.write(framed("here"));
+  EXPECT_EQ(reader.fill(FrameReader::Wait::none), FrameReader::Fill::data);
+  EXPECT_EQ(text(*reader.next()), "here");
+  pipe.close_write();
+  EXPECT_EQ(reader.fill(FrameReader::Wait::none), FrameReader::Fill::end_of_file);
+}
+
+// A signal handler that runs while the reader waits ends an interruptible wait; a
+// blocking one goes on waiting.
+TEST(FrameReader, AnInterruptibleWaitEndsWhenASignalHandlerRuns) {
+  struct sigaction handler {};
+  handler.sa_handler = [](int) {};
+  struct sigaction before {};
+  ASSERT_EQ(::sigaction(SIGUSR1, &handler, &before), 0);  // no SA_RESTART
+  Pipe pipe;
+  FrameReader reader(pipe.fds[0], 1 << 20);
+  const pthread_t reading = ::pthread_self();
+  std::thread signaller([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ::pthread_kill(reading, SIGUSR1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ::pthread_kill(reading, SIGUSR1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    pipe.write(framed("data"));
+  });
+  EXPECT_EQ(reader.fill(FrameReader::Wait::interruptible), FrameReader::Fill::interrupted);
+  EXPECT_EQ(reader.fill(FrameReader::Wait::blocking), FrameReader::Fill::data);
+  signaller.join();
+  EXPECT_EQ(text(*reader.next()), "data");
+  ::sigaction(SIGUSR1, &before, nullptr);
+}
+
+TEST(FrameReader, ShrinksABufferThatGrewForALargeFrameOnlyWhenAskedAndIdle) {
+  Pipe pipe;
+  FrameReader reader(pipe.fds[0], 8 << 20);
+  EXPECT_FALSE(reader.shrink(1 << 20));
+  const std::string large(2 << 20, 'x');
+  std::thread writer([&] { pipe.write(framed(large)); });
+  std::optional<std::span<const std::uint8_t>> frame;
+  while (!(frame = reader.next())) ASSERT_EQ(reader.fill(), FrameReader::Fill::data);
+  writer.join();
+  {
+    const FrameReader::Pin pin(reader);
+    EXPECT_FALSE(reader.shrink(1 << 20));  // the frame is in use
+  }
+  EXPECT_TRUE(reader.empty());
+  EXPECT_TRUE(reader.shrink(1 << 20));
+  EXPECT_FALSE(reader.shrink(1 << 20));
+  pipe.write(framed("small"));
+  ASSERT_EQ(reader.fill(), FrameReader::Fill::data);
+  EXPECT_EQ(text(*reader.next()), "small");
+}
+
+// Lengths that a 4-byte header cannot hold are refused, never truncated.
+TEST(Framing, LimitsPastWhatAFourByteLengthHoldsAreRefused) {
+  static const std::uint8_t byte = 0;
+  // Never read: the size is refused first.
+  const std::span<const std::uint8_t> four_gib(&byte, std::size_t{1} << 32);
+  EXPECT_THROW(camlbeam::port::framed(four_gib), std::length_error);
+  EXPECT_THROW(FrameReader(0, camlbeam::port::max_frame_limit + 1), std::invalid_argument);
+  EXPECT_THROW(FrameWriter(1, camlbeam::port::max_frame_limit + 1), std::invalid_argument);
+  EXPECT_NO_THROW(FrameWriter(1, camlbeam::port::max_frame_limit));
+}
+
 std::vector<std::string> read_all_frames(int fd) {
   FrameReader reader(fd, 1 << 20);
   std::vector<std::string> frames;
@@ -145,6 +247,35 @@ TEST(FrameWriter, DropsFramesOverTheLimitAndKeepsGoing) {
   ::close(pipe.fds[1]);
   pipe.fds[1] = -1;
   EXPECT_EQ(read_all_frames(pipe.fds[0]), (std::vector<std::string>{"12345678"}));
+}
+
+// Another thread writes its frames between whole frames: first the ones handed over, then
+// its own; never while the pipe is full (it would block) and never in the middle of one.
+TEST(FrameWriter, FramesWrittenAsideGoBetweenWholeFrames) {
+  Pipe pipe;
+  FrameWriter writer(pipe.fds[1], 1 << 20);
+  const std::vector<std::uint8_t> aside = framed("aside");
+  EXPECT_TRUE(writer.write_aside(aside));  // nothing handed over yet: only its own frame
+  append_text(writer, "handed over");
+  writer.hand_over();
+  append_text(writer, "kept");
+  EXPECT_TRUE(writer.write_aside(aside));
+  EXPECT_TRUE(writer.flush());
+  // A pipe too full for a whole frame: nothing is written aside.
+  ::fcntl(pipe.fds[1], F_SETFL, O_NONBLOCK);
+  const std::vector<std::uint8_t> empty_frames(4096, 0);  // 1024 frames of length 0
+  std::size_t filled = 0;
+  while (::write(pipe.fds[1], empty_frames.data(), empty_frames.size()) > 0) filled += empty_frames.size();
+  ::fcntl(pipe.fds[1], F_SETFL, 0);
+  EXPECT_GT(filled, 0u);
+  EXPECT_FALSE(writer.write_aside(aside));
+  EXPECT_FALSE(writer.write_aside(std::vector<std::uint8_t>(PIPE_BUF + 1, 0)));  // could not be written whole
+  ::close(pipe.fds[1]);
+  pipe.fds[1] = -1;
+  std::vector<std::string> written;
+  for (const std::string& f : read_all_frames(pipe.fds[0]))
+    if (!f.empty()) written.push_back(f);
+  EXPECT_EQ(written, (std::vector<std::string>{"aside", "handed over", "aside", "kept"}));
 }
 
 TEST(FrameWriter, AClosedReaderIsReportedNotASignal) {
