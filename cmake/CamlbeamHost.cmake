@@ -160,13 +160,14 @@ function(camlbeam_ocaml_plugin output)
   add_custom_target(${file}_plugin DEPENDS "${output}")
 endfunction()
 
-# camlbeam_port_static_worker(<target> OUTPUT <path> SOURCES a.ml ...)
+# camlbeam_port_static_worker(<target> OUTPUT <path> SOURCES a.ml ... [LINK_OPTIONS opt ...])
 #
 # A port worker with the sources linked in, made by camlbeam-port-link as users make theirs
-# (docs/static-workers.md); <target> builds it. It is relinked when the sources, the script,
-# camlbeam's archives or its OCaml packages change. Needs cpp/port (CAMLBEAM_PORT_LINK).
+# (docs/static-workers.md), given LINK_OPTIONS (-package p, -thread); <target> builds it. It
+# is relinked when the sources, the script, camlbeam's archives or its OCaml packages
+# change. Needs cpp/port (CAMLBEAM_PORT_LINK).
 function(camlbeam_port_static_worker target)
-  cmake_parse_arguments(ARG "" "OUTPUT" "SOURCES" ${ARGN})
+  cmake_parse_arguments(ARG "" "OUTPUT" "SOURCES;LINK_OPTIONS" ${ARGN})
   if(NOT CAMLBEAM_PORT_LINK)
     message(FATAL_ERROR "camlbeam_port_static_worker: cpp/port (camlbeam-port-link) is not configured yet")
   endif()
@@ -180,7 +181,7 @@ function(camlbeam_port_static_worker target)
   add_custom_command(
     OUTPUT "${ARG_OUTPUT}"
     COMMAND ${CMAKE_COMMAND} -E copy ${ARG_SOURCES} "${work}"
-    COMMAND "${CAMLBEAM_PORT_LINK}" -o "${ARG_OUTPUT}" ${names}
+    COMMAND "${CAMLBEAM_PORT_LINK}" -o "${ARG_OUTPUT}" ${ARG_LINK_OPTIONS} ${names}
     WORKING_DIRECTORY "${work}"
     DEPENDS ${ARG_SOURCES} camlbeam-port-link "${CAMLBEAM_PORT_LINK}" ${CAMLBEAM_PORT_LINK_ARCHIVES}
             "${CAMLBEAM_OCAML_PACKAGES_STAMP}"
