@@ -1,35 +1,59 @@
 open Erl
 
-let protocol = 1
+let protocol = 2
 
-(* Implemented in cpp/port/src/transport.cpp. [emit] writes one frame of two
+(* Implemented in cpp/port/src/port_worker.cpp. [emit] writes one frame of two
    terms and answers "" or why it could not (a term Erlang cannot hold, a
-   frame over the size limit, the pipe closed). [await_erl_reply] reads
-   frames until an {erl_reply, _, _} arrives, keeping the requests it reads
-   meanwhile for later; None when Erlang closed the port first. *)
+   frame over the size limit, the pipe closed, a thread other than the
+   worker's). [await_erl_reply] reads frames until an {erl_reply, _, _}
+   arrives, keeping the requests it reads meanwhile for later; what a signal
+   handler raises while it waits (Erl.Cancelled when the request's deadline
+   passes) comes back as [Raised]. *)
+type awaited = Closed | Reply of Term.t | Raised of exn
+
 external emit : Term.t -> Term.t -> string = "camlbeam_port_emit"
-external await_erl_reply : unit -> Term.t option = "camlbeam_port_await_erl_reply"
+external await_erl_reply : unit -> awaited = "camlbeam_port_await_erl_reply"
+external os_pid : unit -> int = "camlbeam_port_os_pid"
 
 let emit_or_fail what envelope payload =
   match emit envelope payload with "" -> () | why -> failwith (what ^ ": " ^ why)
 
 let send pid msg = emit_or_fail "Erl.send" (Tuple [| Atom "send"; Pid pid |]) msg
 
-(* Erl.call_erlang blocks the worker until its answer, so one is awaited at a
-   time; the id only guards against a stray answer. *)
+(* Erl.call_erlang blocks the worker until its answer, but a signal handler
+   that runs while it waits may call Erlang too, and the Erlang side may answer
+   the two in either order: an answer is kept here for the call it belongs to
+   while that call waits, and dropped when no call waits for it (its call was
+   given up). *)
 let next_call_id = ref 0
+let waiting : (int, Term.t option) Hashtbl.t = Hashtbl.create 4
 
 let rec await id =
-  match await_erl_reply () with
-  | Some (Tuple [| Atom "erl_reply"; Int id'; result |]) when id' = id -> result
-  | Some _ -> await id
-  | None -> failwith "Erl.call_erlang: the Erlang side closed the port"
+  match Hashtbl.find_opt waiting id with
+  | Some (Some result) -> result
+  | Some None | None -> (
+      match await_erl_reply () with
+      | Reply (Tuple [| Atom "erl_reply"; Int id'; result |]) ->
+          if Hashtbl.mem waiting id' then Hashtbl.replace waiting id' (Some result);
+          await id
+      | Reply _ -> await id
+      | Closed -> failwith "Erl.call_erlang: the Erlang side closed the port"
+      | Raised exn -> raise exn)
 
 let call_erlang m f args =
   incr next_call_id;
   let id = !next_call_id in
-  emit_or_fail "Erl.call_erlang" (Tuple [| Atom "erl_call"; Int id |]) (Tuple [| Atom m; Atom f; List args |]);
-  await id
+  Hashtbl.replace waiting id None;
+  match
+    emit_or_fail "Erl.call_erlang" (Tuple [| Atom "erl_call"; Int id |]) (Tuple [| Atom m; Atom f; List args |]);
+    await id
+  with
+  | result ->
+      Hashtbl.remove waiting id;
+      result
+  | exception exn ->
+      Hashtbl.remove waiting id;
+      raise exn
 
 let flavour = if Dynlink.is_native then "native" else "bytecode"
 
@@ -43,9 +67,10 @@ let hello (fields : Term.t array) =
   match fields with
   | [| _; ref_; Map info |] -> (
       match (info_field info "worker_id", info_field info "worker_pid", info_field info "protocol") with
+      | _, _, None -> bad_hello ref_ (Printf.sprintf "Info must say which protocol the Erlang side speaks (protocol => %d)" protocol)
       | _, _, Some version when not (Term.equal version (Int protocol)) ->
           bad_hello ref_ (Printf.sprintf "this worker speaks protocol %d, not %s" protocol (Term.to_string version))
-      | Some (Int id), Some (Pid pid), _ ->
+      | Some (Int id), Some (Pid pid), Some _ ->
           Private.set_transport { worker = { transport = "port"; id; pid }; send; call_erlang };
           Reply
             ( ref_,
@@ -57,10 +82,11 @@ let hello (fields : Term.t array) =
                       (Atom "protocol", Int protocol);
                       (Atom "flavour", Atom flavour);
                       (Atom "ocaml_version", Term.binary Sys.ocaml_version);
+                      (Atom "os_pid", Int (os_pid ()));
                     ];
                 |] )
       | _ -> bad_hello ref_ "Info must hold worker_id (an integer) and worker_pid (a pid)")
-  | [| _; ref_; _ |] -> bad_hello ref_ "expected {hello, Ref, #{worker_id := Id, worker_pid := Pid}}"
+  | [| _; ref_; _ |] -> bad_hello ref_ "expected {hello, Ref, #{worker_id := Id, worker_pid := Pid, protocol := 2}}"
   | _ -> Refused "hello: expected {hello, Ref, Info}"
 
 let () =

@@ -1,19 +1,20 @@
 // The port transport: requests read from one pipe, run through host::Host, replies and
-// the worker's own frames (Erl.send, Erl.call_erlang, logs) written to the other.
-// The wire protocol is in cpp/port/README.md.
+// the worker's own frames (Erl.send, Erl.call_erlang, logs, heartbeats) written to the
+// other. The wire protocol is in cpp/port/README.md.
 #pragma once
 
 #include "frame_io.hpp"
 
 #include <camlbeam/host/host.hpp>
+#include <camlbeam/host/request_watch.hpp>
 #include <camlbeam/host/runtime.hpp>
 
 #include <caml/mlvalues.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
-#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -22,18 +23,30 @@
 
 namespace camlbeam::port {
 
+// The exit status of a worker whose request overran its deadline by the grace period and
+// could not be interrupted (timeout(1)'s).
+inline constexpr int exit_overdue = 124;
+
 struct PortOptions {
   int in_fd = 3;   // open_port(..., [nouse_stdio]) puts Erlang's end here
   int out_fd = 4;
-  // The longest request frame accepted; a longer announced length ends the worker.
+  // The longest request frame accepted; a longer announced length ends the worker. At most
+  // max_frame_limit.
   std::size_t max_request_size = std::size_t{1} << 30;
-  // Limits of the request path (host::HostOptions::max_reply_size also bounds Erl.send).
+  // Limits of the request path (host::HostOptions::max_reply_size also bounds Erl.send; at
+  // most max_frame_limit).
   host::HostOptions host{};
   // Replies are written once this many bytes wait, or before the worker blocks for input.
   std::size_t flush_threshold = std::size_t{64} << 10;
-  // Run once, right after the first replies are written: start-up work that need not delay
-  // the first answer (the Erlang side is busy reading it meanwhile).
-  std::function<void()> after_first_reply;
+  // A {heartbeat, RunningMs} frame every this much of a request's running time; 0: none.
+  std::chrono::milliseconds heartbeat{500};
+  // How long a request may run past its deadline before the worker exits (exit_overdue).
+  std::chrono::milliseconds cancel_grace{1000};
+  // Frames in hand older than this: before the next request the worker reads what the pipe
+  // already holds, for cancels of the requests in hand.
+  std::chrono::milliseconds stale_input{5};
+  // Idle buffers larger than this (grown for a large frame) go back to their usual size.
+  std::size_t shrink_buffers_above = std::size_t{4} << 20;
 };
 
 // At most one per process, on the runtime thread: the OCaml side reaches it through the
@@ -50,39 +63,91 @@ class PortWorker {
   void run();
 
   // Erl.send and Erl.call_erlang's frame: {Envelope} then {Payload}, written at once.
-  // Empty on success, else why not (for an OCaml exception raised by Erl_port).
+  // Empty on success, else why not (for an OCaml exception raised by Erl_port). Refused,
+  // with nothing touched, from any thread but the one that runs requests.
   std::string emit(value envelope, value payload);
+
+  // What await_erl_reply found.
+  struct Awaited {
+    enum class Kind : std::uint8_t {
+      reply,        // an {erl_reply, _, _} frame, as an Erl.Term.t (unrooted) in `term`
+      closed,       // Erlang closed the pipe, or the frame is not valid ETF (logged)
+      interrupted,  // a signal handler is due: the caller lets OCaml run it, then waits again
+      raised,       // a signal handler raised (in the reply's decoding): the exception in `term`
+    };
+    Kind kind;
+    value term = Val_unit;
+  };
   // Reads until an {erl_reply, _, _} frame arrives, keeping requests read meanwhile for
-  // run(). The frame as an Erl.Term.t (unrooted), or nullopt if Erlang closed the pipe or
-  // the frame is not valid ETF (logged).
-  std::optional<value> await_erl_reply();
+  // run().
+  Awaited await_erl_reply();
 
   static PortWorker* active() noexcept;
 
  private:
-  std::optional<std::span<const std::uint8_t>> next_request();
-  bool read_more();  // false at end of file
+  // A request frame and its index in the stream (FrameReader::handed_out).
+  struct Request {
+    std::span<const std::uint8_t> bytes;
+    std::uint64_t index;
+  };
+  // A request read while Erl.call_erlang waited, to run before anything read later.
+  struct Deferred {
+    std::vector<std::uint8_t> bytes;
+    std::uint64_t index;
+  };
+
+  std::optional<Request> next_request();
+  // Reads, waiting as `wait` says, then looks for cancels among the new frames. A caller
+  // that may block writes the frames waiting first.
+  FrameReader::Fill read(FrameReader::Wait wait);
+  // With nothing in hand: writes the answers, gives memory back, waits for more input.
+  // False at end of file.
+  bool read_more();
+  void give_back_memory();
   void flush();
-  void serve(std::span<const std::uint8_t> request);
+  void serve(const Request& request);
+  // Cancels among the frames just read: the unrun requests they name are answered
+  // {error, timeout} when their turn comes, without running.
+  void find_cancels();
+  bool take_cancelled(std::uint64_t index);
   void log(std::string_view level, std::string_view message);
-  void answer_undecodable(std::span<const std::uint8_t> ref, std::string_view why);
+  // {reply, Ref} then {error, Reason}, Ref copied as it came in `request` (a call or load
+  // whose Ref can be found), Reason written by write_reason. False if there is no Ref.
+  template <class WriteReason>
+  bool answer_through_ref(std::span<const std::uint8_t> request, WriteReason&& write_reason);
+  bool answer_refusal(std::span<const std::uint8_t> request, const host::Error& error);
+
+  // On the request watch's thread.
+  bool on_long_request(std::chrono::milliseconds running, bool heartbeat) noexcept;
+  [[noreturn]] void on_overdue(std::chrono::milliseconds running, std::chrono::milliseconds timeout) noexcept;
 
   const host::Runtime& runtime_;
   PortOptions options_;
-  host::Host host_;
   FrameReader reader_;
   FrameWriter writer_;
-  // Requests read while Erl.call_erlang waited, to run before anything read later.
-  std::deque<std::vector<std::uint8_t>> deferred_;
+  etf::ByteBuffer heartbeat_frame_;  // the watch thread's
+  host::RequestWatch watch_;
+  host::Host host_;
+  std::deque<Deferred> deferred_;
   std::vector<std::uint8_t> deferred_running_;
+  // Indexes of unrun requests a cancel named, ascending.
+  std::vector<std::uint64_t> cancelled_;
+  std::vector<std::span<const std::uint8_t>> cancel_refs_;  // find_cancels' scratch
+  std::int64_t last_read_ns_ = 0;  // CLOCK_MONOTONIC_COARSE
+  bool just_read_ = false;         // no request taken since the last read that brought data
   bool end_of_input_ = false;
+  bool watch_started_ = false;
 };
 
-// The bytes of the Ref of a {call, Ref, Fun, Args} or {load, Ref, Path} request whose rest
-// cannot be decoded (Args nested deeper than the limits, say), so that its caller still
-// gets an answer: nullopt if the frame does not start like one of those two.
+// The bytes of the Ref of a request that has one ({call, Ref, Fun, Args[, Timeout]},
+// {load, Ref, Path[, Timeout]}, {hello, Ref, Info}), found without decoding the rest, so
+// that a request whose rest cannot be decoded or run still gets an answer: nullopt if the
+// frame does not start like one of those.
 std::optional<std::span<const std::uint8_t>> salvage_ref(std::span<const std::uint8_t> frame,
                                                          const etf::Limits& limits);
+
+// The Ref of a {cancel, Ref} frame, nullopt for any other frame.
+std::optional<std::span<const std::uint8_t>> cancel_ref(std::span<const std::uint8_t> frame) noexcept;
 
 // {erl_reply, Id, Result} as term_to_binary writes it: a small tuple of three whose first
 // element is the atom erl_reply, in any of the four atom encodings. Compressed frames are

@@ -25,9 +25,25 @@ let () =
   Erl.export_raw "otp_unsafe_map" (fun _ ->
       let ref_ w = Erl.Term.Ref { node = "other@host"; creation = 1; ids = [| 2; 0; 0; w |] } in
       Erl.Term.map_of_list ((ref_ 1, Erl.Term.Atom "a") :: (ref_ 2, Erl.Term.Atom "b")
-                            :: List.init 31 (fun i -> (Erl.Term.Int i, Erl.Term.Int i))));
-  Erl.export "spin" Erl.Conv.(float @-> returning unit) (fun seconds ->
-      let until = Unix.gettimeofday () +. seconds in
-      while Unix.gettimeofday () < until do
-        ()
-      done)
+                            :: List.init 31 (fun i -> (Erl.Term.Int i, Erl.Term.Int i))))
+
+(* Deadlines, cancels, refusals, memory. What a hostile plugin does (exits, forks, stops,
+   loops, hogs memory) is erlang/test/plugins/camlbeam_hostile.ml's, which these tests load
+   too. *)
+
+let bumps = ref 0
+
+let () =
+  Erl.export "sleep" Erl.Conv.(int @-> returning int) (fun ms ->
+      Unix.sleepf (float_of_int ms /. 1000.);
+      ms);
+  Erl.export "bump" Erl.Conv.(nullary int) (fun () ->
+      incr bumps;
+      !bumps);
+  Erl.export "bumps" Erl.Conv.(nullary int) (fun () -> !bumps);
+  (* From now on SIGUSR2 raises in whatever OCaml code runs: the request path's own code
+     when no export runs. *)
+  Erl.export "raise_on_sigusr2" Erl.Conv.(nullary unit) (fun () ->
+      Sys.set_signal Sys.sigusr2 (Sys.Signal_handle (fun _ -> failwith "raised by a SIGUSR2 handler")));
+  Erl.export "alloc_string" Erl.Conv.(int @-> returning int) (fun mb -> Bytes.length (Bytes.create (mb lsl 20)));
+  Erl.export "os_pid" Erl.Conv.(nullary int) Unix.getpid
