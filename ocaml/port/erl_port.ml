@@ -9,7 +9,7 @@ let protocol = 2
    arrives, keeping the requests it reads meanwhile for later; what a signal
    handler raises while it waits (Erl.Cancelled when the request's deadline
    passes) comes back as [Raised]. *)
-type awaited = Closed | Reply of Term.t | Raised of exn
+type awaited = Closed | Reply of Term.t | Raised of exn [@@warning "-37"] (* built by the external only *)
 
 external emit : Term.t -> Term.t -> string = "camlbeam_port_emit"
 external await_erl_reply : unit -> awaited = "camlbeam_port_await_erl_reply"
