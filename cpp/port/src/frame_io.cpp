@@ -52,11 +52,14 @@ std::vector<std::uint8_t> framed(std::span<const std::uint8_t> body) {
 // ---------------------------------------------------------------------------------------
 // FrameReader
 
-FrameReader::FrameReader(int fd, std::size_t max_frame) : fd_(fd), max_frame_(checked_limit(max_frame)), buffer_(read_chunk) {}
+FrameReader::FrameReader(int fd, std::size_t max_frame)
+    : fd_(fd), max_frame_(checked_limit(max_frame)), current_(std::make_unique<Block>()) {
+  buffer().resize(read_chunk);
+}
 
 std::size_t FrameReader::wanted(std::size_t at) const {
   if (end_ - at < frame_header_size) return frame_header_size;
-  const std::size_t length = detail::load_length(buffer_.data() + at);
+  const std::size_t length = detail::load_length(buffer().data() + at);
   if (length > max_frame_) {
     throw ProtocolError("a frame of " + std::to_string(length) + " bytes announced, over the limit of " +
                         std::to_string(max_frame_));
@@ -68,43 +71,50 @@ std::optional<std::span<const std::uint8_t>> FrameReader::next() {
   if (end_ - begin_ < frame_header_size) return std::nullopt;
   const std::size_t need = wanted(begin_);
   if (end_ - begin_ < need) return std::nullopt;
-  const std::span<const std::uint8_t> frame(buffer_.data() + begin_ + frame_header_size, need - frame_header_size);
+  const std::span<const std::uint8_t> frame(buffer().data() + begin_ + frame_header_size, need - frame_header_size);
   begin_ += need;
   ++handed_out_;
   return frame;
 }
 
+void FrameReader::unpin(Block* block) noexcept {
+  if (--block->pins > 0 || block == current_.get()) return;
+  std::erase_if(retired_, [block](const std::unique_ptr<Block>& retired) { return retired.get() == block; });
+}
+
 void FrameReader::move_to_new_buffer(std::size_t size) {
-  std::vector<std::uint8_t> fresh(size);
-  std::copy(buffer_.begin() + static_cast<std::ptrdiff_t>(begin_), buffer_.begin() + static_cast<std::ptrdiff_t>(end_),
-            fresh.begin());
-  // The pinned frames stay in the old buffer, which lives on until the last Pin ends.
-  if (pins_ > 0) retired_.push_back(std::move(buffer_));
-  buffer_ = std::move(fresh);
+  auto fresh = std::make_unique<Block>();
+  fresh->bytes.resize(size);
+  std::copy(buffer().begin() + static_cast<std::ptrdiff_t>(begin_), buffer().begin() + static_cast<std::ptrdiff_t>(end_),
+            fresh->bytes.begin());
+  // Pinned frames stay in the old buffer, which lives on until its last Pin ends.
+  if (current_->pins > 0) retired_.push_back(std::move(current_));
+  current_ = std::move(fresh);
   visited_at_ = visited_at_ > begin_ ? visited_at_ - begin_ : 0;
   end_ -= begin_;
   begin_ = 0;
 }
 
 void FrameReader::make_room(std::size_t need) {
-  if (buffer_.size() - begin_ >= need) return;
-  if (pins_ > 0) {
+  std::vector<std::uint8_t>& bytes = buffer();
+  if (bytes.size() - begin_ >= need) return;
+  if (current_->pins > 0) {
     // Moving the bytes to the front, or reallocating, would move a frame still in use.
     move_to_new_buffer(std::max(need, read_chunk));
     return;
   }
   if (begin_ > 0) {
-    std::copy(buffer_.begin() + static_cast<std::ptrdiff_t>(begin_), buffer_.begin() + static_cast<std::ptrdiff_t>(end_),
-              buffer_.begin());
+    std::copy(bytes.begin() + static_cast<std::ptrdiff_t>(begin_), bytes.begin() + static_cast<std::ptrdiff_t>(end_),
+              bytes.begin());
     visited_at_ = visited_at_ > begin_ ? visited_at_ - begin_ : 0;
     end_ -= begin_;
     begin_ = 0;
   }
-  if (buffer_.size() < need) buffer_.resize(need);
+  if (bytes.size() < need) bytes.resize(need);
 }
 
 FrameReader::Fill FrameReader::fill(Wait wait) {
-  if (pins_ == 0 && begin_ == end_) begin_ = end_ = visited_at_ = 0;  // nothing unread: start over
+  if (current_->pins == 0 && begin_ == end_) begin_ = end_ = visited_at_ = 0;  // nothing unread: start over
   // Room for the whole frame being read (its length is checked by wanted()), and for at
   // least one chunk.
   make_room(std::max(wanted(begin_), end_ - begin_ + read_chunk));
@@ -117,7 +127,7 @@ FrameReader::Fill FrameReader::fill(Wait wait) {
     if (ready <= 0) return Fill::nothing;
   }
   for (;;) {
-    const ssize_t n = ::read(fd_, buffer_.data() + end_, buffer_.size() - end_);
+    const ssize_t n = ::read(fd_, buffer().data() + end_, buffer().size() - end_);
     if (n > 0) {
       end_ += static_cast<std::size_t>(n);
       return Fill::data;

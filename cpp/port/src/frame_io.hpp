@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -38,6 +39,12 @@ bool append_frame(etf::ByteBuffer& out, std::size_t max_frame, Fill&& fill);
 // Reads frames in batches: one read() takes as many bytes as the pipe holds, and next()
 // then hands out every complete frame without another system call.
 class FrameReader {
+  // A buffer, and the Pins on the frames in it.
+  struct Block {
+    std::vector<std::uint8_t> bytes;
+    int pins = 0;
+  };
+
  public:
   // Throws std::invalid_argument past max_frame_limit.
   FrameReader(int fd, std::size_t max_frame);
@@ -70,27 +77,31 @@ class FrameReader {
   template <class Visit>
   void visit_unread_frames(Visit&& visit) const;
 
-  // While a Pin lives, the bytes of the frames next() handed out stay where they are:
-  // fill() reads into a fresh buffer when the current one has no room, and the old one is
-  // freed when the last Pin ends. The frame being served stays valid although OCaml code
-  // that runs in the middle of it (Erl.call_erlang) reads more input.
+  // While a Pin lives, the bytes of the frames next() handed out before it stay where they
+  // are: fill() neither starts over at the front of the buffer they are in nor moves them,
+  // but reads into a fresh buffer when that one has no room, and the old one is freed when
+  // its last Pin ends. The request being served stays valid although OCaml code that runs
+  // in the middle of it (Erl.call_erlang) reads more input; what is read meanwhile, in the
+  // fresh buffer, is handled as usual (so that a long request does not pile up buffers).
   class Pin {
    public:
-    explicit Pin(FrameReader& reader) noexcept : reader_(reader) { ++reader_.pins_; }
-    ~Pin() {
-      if (--reader_.pins_ == 0) reader_.retired_.clear();
-    }
+    explicit Pin(FrameReader& reader) noexcept : reader_(reader), block_(reader.current_.get()) { ++block_->pins; }
+    ~Pin() { reader_.unpin(block_); }
     Pin(const Pin&) = delete;
     Pin& operator=(const Pin&) = delete;
 
    private:
     FrameReader& reader_;
+    Block* block_;
   };
+
+  // How many old buffers are kept for the Pins on frames in them (diagnostics, tests).
+  std::size_t buffers_kept() const noexcept { return retired_.size(); }
 
   // Outside any Pin: if the buffer is larger than `above` bytes (it grew for a large
   // frame), replaces it with one of the usual size. Whether it did. (Checked between
   // every two requests: the test is inline.)
-  bool shrink(std::size_t above) { return buffer_.size() > above && pins_ == 0 && shrink_now(); }
+  bool shrink(std::size_t above) { return buffer().size() > above && current_->pins == 0 && shrink_now(); }
 
  private:
   // The bytes the frame at `at` needs in all (header included), if its header was read.
@@ -105,16 +116,19 @@ class FrameReader {
   template <class Visit>
   std::pair<std::size_t, std::uint64_t> walk(std::size_t at, std::uint64_t index, Visit&& visit) const;
 
+  std::vector<std::uint8_t>& buffer() noexcept { return current_->bytes; }
+  const std::vector<std::uint8_t>& buffer() const noexcept { return current_->bytes; }
+  void unpin(Block* block) noexcept;
+
   int fd_;
   std::size_t max_frame_;
-  std::vector<std::uint8_t> buffer_;
+  std::unique_ptr<Block> current_;
+  std::vector<std::unique_ptr<Block>> retired_;  // buffers that pinned frames still live in
   std::size_t begin_ = 0;  // the first byte not handed out
   std::size_t end_ = 0;    // past the last byte read
   std::uint64_t handed_out_ = 0;
   std::size_t visited_at_ = 0;  // visit_new_frames: the first frame not visited yet ...
   std::uint64_t visited_index_ = 0;  // ... and its index
-  int pins_ = 0;
-  std::vector<std::vector<std::uint8_t>> retired_;  // buffers pinned frames still live in
 };
 
 // Collects frames and writes them in batches. A frame can be opened before its body is
@@ -241,7 +255,7 @@ std::pair<std::size_t, std::uint64_t> FrameReader::walk(std::size_t at, std::uin
   while (end_ - at >= detail::frame_header_size) {
     const std::size_t need = wanted(at);
     if (end_ - at < need) break;
-    visit(index, std::span<const std::uint8_t>(buffer_.data() + at + detail::frame_header_size,
+    visit(index, std::span<const std::uint8_t>(buffer().data() + at + detail::frame_header_size,
                                                need - detail::frame_header_size));
     at += need;
     ++index;

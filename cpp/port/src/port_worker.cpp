@@ -364,6 +364,8 @@ PortWorker::Awaited PortWorker::await_erl_reply() {
       deferred_.push_back({{frame->begin(), frame->end()}, reader_.handed_out() - 1});
       continue;
     }
+    // A signal handler that runs in the decoding (map_of_array) may call Erlang and read more.
+    const FrameReader::Pin pin(reader_);
     const conv::UnrootedDecode decoded = conv::etf_to_ocaml_unrooted(*frame, options_.host.decode);
     if (decoded.raised) return {Awaited::Kind::raised, *decoded.raised};  // a signal handler's, in map_of_array
     if (decoded.error) {

@@ -131,6 +131,29 @@ TEST(FrameReader, APinnedFrameKeepsItsBytesWhileMoreIsRead) {
   EXPECT_EQ(reader.handed_out(), 4u);
 }
 
+// Only the buffer that holds a pinned frame is kept: what is read after the reader moved
+// to a fresh one is handled as usual, so that a long request that reads a lot (one
+// Erl.call_erlang after another) does not pile up buffers.
+TEST(FrameReader, OnlyTheBufferOfAPinnedFrameIsKept) {
+  Pipe pipe;
+  pipe.write(framed("pinned"));
+  FrameReader reader(pipe.fds[0], 8 << 20);
+  ASSERT_EQ(reader.fill(), FrameReader::Fill::data);
+  const std::optional<std::span<const std::uint8_t>> pinned = reader.next();
+  ASSERT_TRUE(pinned);
+  const FrameReader::Pin pin(reader);
+  for (int i = 0; i < 20; ++i) {
+    const std::string large(200'000 + i, static_cast<char>('a' + i));
+    std::thread writer([&] { pipe.write(framed(large)); });
+    std::optional<std::span<const std::uint8_t>> frame;
+    while (!(frame = reader.next())) ASSERT_EQ(reader.fill(), FrameReader::Fill::data);
+    writer.join();
+    ASSERT_EQ(text(*frame), large);
+    EXPECT_LE(reader.buffers_kept(), 1u) << i;
+  }
+  EXPECT_EQ(text(*pinned), "pinned");
+}
+
 TEST(FrameReader, ReadsWhatThePipeHoldsWithoutWaiting) {
   Pipe pipe;
   FrameReader reader(pipe.fds[0], 1 << 20);
