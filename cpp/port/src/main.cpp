@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <new>
 #include <optional>
 #include <string>
 
@@ -204,6 +205,11 @@ int run_worker(int argc, char** argv, const Arguments& arguments) {
   } catch (const camlbeam::port::ProtocolError& e) {
     report(std::string("protocol error: ") + e.what());
     return exit_protocol;
+  } catch (const std::bad_alloc&) {
+    // Outside any request's conversions (those are answered): a request frame, or a batch
+    // of replies, larger than the memory left (--max-memory).
+    report("out of memory while reading or writing frames");
+    return exit_internal;
   } catch (const std::exception& e) {
     report(e.what());
     return exit_internal;
