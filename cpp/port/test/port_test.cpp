@@ -668,7 +668,7 @@ TEST_P(PortWorker, ACancelSkipsACallKeptAsideDuringCallErlang) {
 // same path as Out_of_memory or Stack_overflow there) is answered through the Ref.
 TEST_P(PortWorker, ARequestTheHostRefusesIsAnsweredThroughItsRef) {
   auto worker = ready_worker();
-  worker->send("{call, r, raise_on_sigusr2, []}");
+  worker->send("{call, r, raise_on_sigusr2, [false]}");
   ASSERT_EQ(worker->answer_to("r"), "{ok,ok}");
   // Sent while the worker waits for input: its handler runs at the next poll, in the next
   // request's decoding (map_of_array) or in Erl_host's code.
@@ -678,6 +678,18 @@ TEST_P(PortWorker, ARequestTheHostRefusesIsAnsweredThroughItsRef) {
     const std::string answer = worker->answer_to("r");
     EXPECT_TRUE(starts_with(answer, "{error,{request_failed,<<\"the worker could not run the request: ")) << answer;
     EXPECT_TRUE(contains(answer, "raised by a SIGUSR2 handler")) << answer;
+  }
+  // Erl.Cancelled there (what the deadline's signal raises when it lands outside the
+  // export) is a timeout.
+  worker->send("{call, r, raise_on_sigusr2, [true]}");
+  ASSERT_EQ(worker->answer_to("r"), "{ok,ok}");
+  for (const char* args : {"[x]", "[#{a => 1, b => 2}]"}) {
+    ASSERT_EQ(::kill(worker->os_pid, SIGUSR2), 0);
+    worker->send(std::string("{load, r, <<\"nowhere\">>}"));
+    EXPECT_EQ(worker->answer_to("r"), "{error,timeout}");
+    ASSERT_EQ(::kill(worker->os_pid, SIGUSR2), 0);
+    worker->send(std::string("{call, r, identity, ") + args + "}");
+    EXPECT_EQ(worker->answer_to("r"), "{error,timeout}");
   }
   worker->send("{call, r, identity, [fine]}");
   EXPECT_EQ(worker->answer_to("r"), "{ok,fine}");

@@ -41,9 +41,10 @@ let () =
       incr bumps;
       !bumps);
   Erl.export "bumps" Erl.Conv.(nullary int) (fun () -> !bumps);
-  (* From now on SIGUSR2 raises in whatever OCaml code runs: the request path's own code
-     when no export runs. *)
-  Erl.export "raise_on_sigusr2" Erl.Conv.(nullary unit) (fun () ->
-      Sys.set_signal Sys.sigusr2 (Sys.Signal_handle (fun _ -> failwith "raised by a SIGUSR2 handler")));
+  (* From now on SIGUSR2 raises (Erl.Cancelled, or a Failure) in whatever OCaml code runs:
+     the request path's own code when no export runs. *)
+  Erl.export "raise_on_sigusr2" Erl.Conv.(bool @-> returning unit) (fun cancelled ->
+      Sys.set_signal Sys.sigusr2
+        (Sys.Signal_handle (fun _ -> if cancelled then raise Erl.Cancelled else failwith "raised by a SIGUSR2 handler")));
   Erl.export "alloc_string" Erl.Conv.(int @-> returning int) (fun mb -> Bytes.length (Bytes.create (mb lsl 20)));
   Erl.export "os_pid" Erl.Conv.(nullary int) Unix.getpid
