@@ -109,4 +109,21 @@ let () =
            (fun _ ->
              ignore (Erl.call_erlang "erlang" "node" []);
              incr signal_handler_calls)));
-  Erl.export "signal_handler_calls" (nullary int) (fun () -> !signal_handler_calls)
+  Erl.export "signal_handler_calls" (nullary int) (fun () -> !signal_handler_calls);
+  (* Waits (up to [ms]) for the file [path], then writes its bytes to fd 4 as they are: the
+     Erlang test writes there a frame it could only make once this call was running (the
+     answer to another caller's call, queued behind this one). *)
+  Erl.export "relay_file" (string @-> int @-> returning unit) (fun path ms ->
+      let deadline = Unix.gettimeofday () +. (float_of_int ms /. 1000.) in
+      let rec wait () =
+        if Sys.file_exists path then ()
+        else if Unix.gettimeofday () > deadline then failwith ("relay_file: no " ^ path)
+        else (
+          Unix.sleepf 0.005;
+          wait ())
+      in
+      wait ();
+      let ic = open_in_bin path in
+      let bytes = really_input_string ic (in_channel_length ic) in
+      close_in ic;
+      write_all (fd_of_int 4) bytes 0)

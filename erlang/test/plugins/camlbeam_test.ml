@@ -43,6 +43,9 @@ let () =
         ((ref_ 1, Erl.Term.Atom "a") :: (ref_ 2, Erl.Term.Atom "b")
         :: List.init 31 (fun i -> (Erl.Term.Int i, Erl.Term.Int i))));
   Erl.export "send" (pid @-> term @-> returning unit) Erl.send;
+  (* To the first of a list of pids: a pid the call holds, not one it was given as an
+     argument (the pool's policy tells the two apart). *)
+  Erl.export "send_to_first" (list pid @-> term @-> returning unit) (fun pids msg -> Erl.send (List.hd pids) msg);
   Erl.export "call_erlang" (atom @-> atom @-> list term @-> returning term) Erl.call_erlang;
   Erl.export "malformed_frame" (nullary unit) (fun () ->
       write_raw_frame_bytes "\000\000\000\005junk!");
