@@ -7,20 +7,26 @@
 %% row describes and deletes the row when that process dies; reads are plain
 %% ETS lookups by the callers themselves, so the request path never waits on
 %% this process.
+%%
+%% If this server restarts, its tables start empty: every pool manager and
+%% every ready worker monitors it and registers again once it is back
+%% ({@link await/0}), so pools outlive it, whoever supervises them. Meanwhile
+%% a lookup finds nothing (`noproc' for a call), never a `badarg'.
 -module(camlbeam_registry).
 -behaviour(gen_server).
 
 -include("camlbeam_registry.hrl").
 
 -export([start_link/0]).
--export([register_pool/3, set_plugins/2, register_worker/1]).
--export([pool/1, workers/1]).
+-export([register_pool/3, set_plugins/2, register_worker/1, unregister_worker/1]).
+-export([pool/1, workers/1, await/0, monitor/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -define(POOLS, camlbeam_pools).
 -define(WORKERS, camlbeam_workers).
 
--type state() :: #{monitors := #{reference() => {pool | worker, pid()}}}.
+-type state() :: #{monitors := #{reference() => {pool | worker, pid()}},
+                   watched := #{pid() => reference()}}.
 
 %%% API
 
@@ -41,17 +47,51 @@ register_pool(Pool, Manager, InitialPlugins) ->
 set_plugins(Pool, Plugins) ->
     gen_server:call(?MODULE, {set_plugins, Pool, Plugins}).
 
-%% @doc Publishes the calling worker; the row goes when the worker dies.
+%% @doc Publishes the calling worker (again: its row is replaced); the row
+%% goes when the worker dies or unregisters.
 -spec register_worker(#camlbeam_worker{}) -> ok.
 register_worker(#camlbeam_worker{pid = Pid} = Worker) when Pid =:= self() ->
     gen_server:call(?MODULE, {register_worker, Worker}).
+
+%% @doc Withdraws the calling worker's row: callers stop choosing it.
+-spec unregister_worker(Key :: {pid(), pos_integer()}) -> ok.
+unregister_worker(Key) ->
+    gen_server:call(?MODULE, {unregister_worker, Key, self()}).
+
+%% @doc A monitor of the registry, for a process that must register again if
+%% it restarts; `none' if it is not running.
+-spec monitor() -> reference() | none.
+monitor() ->
+    case whereis(?MODULE) of
+        undefined -> none;
+        Registry -> erlang:monitor(process, Registry)
+    end.
+
+%% @doc The registry's pid once it runs, waiting (in steps of 50 ms, up to
+%% 5 s) while its supervisor restarts it; `undefined' if it does not come
+%% back (camlbeam is stopping).
+-spec await() -> pid() | undefined.
+await() ->
+    await(100).
+
+-spec await(non_neg_integer()) -> pid() | undefined.
+await(0) ->
+    undefined;
+await(Tries) ->
+    case whereis(?MODULE) of
+        Pid when is_pid(Pid) ->
+            Pid;
+        undefined ->
+            timer:sleep(50),
+            await(Tries - 1)
+    end.
 
 %% @doc The row of a pool, if it is alive. A row goes when this server handles
 %% the pool's 'DOWN', which may come after a caller has seen the pool stop
 %% ({@link ocaml:stop/1} returned): a dead pool has no row here either.
 -spec pool(pid()) -> {ok, #camlbeam_pool{}} | error.
 pool(Pool) ->
-    case ets:lookup(?POOLS, Pool) of
+    try ets:lookup(?POOLS, Pool) of
         [Row] ->
             case is_process_alive(Pool) of
                 true -> {ok, Row};
@@ -59,13 +99,20 @@ pool(Pool) ->
             end;
         [] ->
             error
+    catch
+        %% No table: the registry is restarting (or camlbeam is not started).
+        error:badarg -> error
     end.
 
 %% @doc The live workers of a pool, by increasing id.
 -spec workers(pid()) -> [#camlbeam_worker{}].
 workers(Pool) ->
     %% A bound key prefix on an ordered_set: ETS walks only this pool's range.
-    ets:select(?WORKERS, [{worker_pattern([{#camlbeam_worker.key, {Pool, '_'}}]), [], ['$_']}]).
+    try
+        ets:select(?WORKERS, [{worker_pattern([{#camlbeam_worker.key, {Pool, '_'}}]), [], ['$_']}])
+    catch
+        error:badarg -> []
+    end.
 
 %%% gen_server callbacks
 
@@ -75,7 +122,7 @@ init([]) ->
                          {read_concurrency, true}]),
     _ = ets:new(?WORKERS, [named_table, ordered_set, protected, {keypos, #camlbeam_worker.key},
                            {read_concurrency, true}]),
-    {ok, #{monitors => #{}}}.
+    {ok, #{monitors => #{}, watched => #{}}}.
 
 -spec handle_call(term(), gen_server:from(), state()) -> {reply, term(), state()}.
 handle_call({register_pool, Pool, Manager, InitialPlugins}, _From, State) ->
@@ -94,6 +141,10 @@ handle_call({set_plugins, Pool, Plugins}, _From, State) ->
 handle_call({register_worker, #camlbeam_worker{pid = Pid} = Worker}, _From, State) ->
     true = ets:insert(?WORKERS, Worker),
     {reply, ok, monitor_process(worker, Pid, State)};
+handle_call({unregister_worker, Key, Pid}, _From, State) ->
+    _ = ets:select_delete(?WORKERS, [{worker_pattern([{#camlbeam_worker.key, Key},
+                                                      {#camlbeam_worker.pid, Pid}]), [], [true]}]),
+    {reply, ok, State};
 handle_call(Request, _From, State) ->
     {reply, {error, {unknown_request, Request}}, State}.
 
@@ -102,18 +153,18 @@ handle_cast(_Request, State) ->
     {noreply, State}.
 
 -spec handle_info(term(), state()) -> {noreply, state()}.
-handle_info({'DOWN', Mref, process, _, _}, #{monitors := Monitors} = State) ->
+handle_info({'DOWN', Mref, process, _, _}, #{monitors := Monitors, watched := Watched} = State) ->
     case maps:take(Mref, Monitors) of
         {{pool, Pool}, Rest} ->
             true = ets:delete(?POOLS, Pool),
             _ = ets:select_delete(?WORKERS,
                                   [{worker_pattern([{#camlbeam_worker.key, {Pool, '_'}}]), [], [true]}]),
-            {noreply, State#{monitors := Rest}};
+            {noreply, State#{monitors := Rest, watched := maps:remove(Pool, Watched)}};
         {{worker, Pid}, Rest} ->
             %% Only this process's row: its successor may already have replaced it.
             _ = ets:select_delete(?WORKERS,
                                   [{worker_pattern([{#camlbeam_worker.pid, Pid}]), [], [true]}]),
-            {noreply, State#{monitors := Rest}};
+            {noreply, State#{monitors := Rest, watched := maps:remove(Pid, Watched)}};
         error ->
             {noreply, State}
     end;
@@ -122,9 +173,13 @@ handle_info(_Info, State) ->
 
 %%% Internals
 
+%% One monitor per process, however often it registers.
 -spec monitor_process(pool | worker, pid(), state()) -> state().
-monitor_process(Kind, Pid, #{monitors := Monitors} = State) ->
-    State#{monitors := Monitors#{erlang:monitor(process, Pid) => {Kind, Pid}}}.
+monitor_process(_Kind, Pid, #{watched := Watched} = State) when is_map_key(Pid, Watched) ->
+    State;
+monitor_process(Kind, Pid, #{monitors := Monitors, watched := Watched} = State) ->
+    Mref = erlang:monitor(process, Pid),
+    State#{monitors := Monitors#{Mref => {Kind, Pid}}, watched := Watched#{Pid => Mref}}.
 
 %% A match pattern for worker rows: the given fields, '_' elsewhere. Built as a tuple
 %% because '_' is not of the record's field types.

@@ -1,16 +1,24 @@
 %% The rows of camlbeam_registry's tables. Private to the application: only
 %% camlbeam_registry writes them; callers on the request path read them.
 
-%% One live worker of a pool (table camlbeam_workers, an ordered_set, so that
-%% the workers of one pool are a contiguous range of keys).
+%% One worker of a pool that is ready for calls (table camlbeam_workers, an
+%% ordered_set, so that the workers of one pool are a contiguous range of
+%% keys). A worker that is starting, restarting or draining has no row.
 -record(camlbeam_worker, {
     key :: {Pool :: pid(), Id :: pos_integer()},
+    %% The worker's process (ocaml_worker): callers monitor it.
     pid :: pid(),
+    %% The port of its current OS process: callers write requests to it.
     port :: port(),
-    %% Public set of {CallerAlias} rows: one per call waiting for its answer.
+    %% Public set of {Ref, Kind, WrittenAt, Timeout, GivenPids} rows: one per
+    %% request of the current OS process waiting for its answer.
     pending :: ets:tid(),
+    %% Public bag of {Pid, Ref}: the pids the requests in flight gave OCaml.
+    given :: ets:tid(),
     max_queue :: pos_integer(),
-    os_pid :: non_neg_integer(),
+    max_request_size :: pos_integer(),
+    cast_timeout :: timeout(),
+    os_pid :: pos_integer(),
     flavour :: native | bytecode
 }).
 

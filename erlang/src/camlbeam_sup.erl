@@ -1,9 +1,10 @@
 %% @doc The top supervisor of camlbeam.
 %%
-%% `rest_for_one': the registry owns the tables through which callers find the
-%% workers of every pool, so if it ever restarts, the pools it described are
-%% gone with its tables and must go too; a pool supervisor crashing touches
-%% nothing above it.
+%% `one_for_one': the registry owns the tables through which callers find the
+%% workers of every pool; if it ever restarts, the pools stay up and register
+%% again (`camlbeam_registry'), as pools under other supervisors
+%% ({@link ocaml:child_spec/1}) must anyway. A pool supervisor crashing
+%% touches nothing above it.
 -module(camlbeam_sup).
 -behaviour(supervisor).
 
@@ -16,7 +17,7 @@ start_link() ->
 
 -spec init([]) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
 init([]) ->
-    Flags = #{strategy => rest_for_one, intensity => 3, period => 10},
+    Flags = #{strategy => one_for_one, intensity => 3, period => 10},
     Children = [
         #{id => camlbeam_registry,
           start => {camlbeam_registry, start_link, []},

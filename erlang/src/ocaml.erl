@@ -9,16 +9,23 @@
 %% ok = ocaml:load(Pool, "priv/other.cmxs").
 %% '''
 %%
-%% Errors are values, and every call gets exactly one answer, also when its
-%% worker dies under it or the answer comes too late (a late answer is
-%% dropped by the VM, never delivered to a later call).
+%% Errors are values, and every call gets exactly one answer within its
+%% timeout, whatever the OCaml side does: also when its worker dies under
+%% it, loops, stops reading, or answers too late (a late answer is dropped
+%% by the VM, never delivered to a later call). The only time a call takes
+%% past its timeout is the decoding of an answer that arrived in time.
 %%
 %% A call does not go through any process on its way in: the caller picks
 %% the least loaded worker of the pool from the registry's table, monitors
 %% it with an alias (as `gen_server:call' does), records the alias in the
 %% worker's table of pending calls, and writes the request to the worker's
-%% port itself. The worker's process forwards the answer, still encoded, to
-%% the alias; the caller decodes it.
+%% port itself, without ever waiting for it (a port whose queue is full
+%% answers `overloaded'). The worker's process forwards the answer, still
+%% encoded, to the alias; the caller checks and decodes it
+%% ({@link ocaml_etf_guard}). A call that times out tells the worker, which
+%% then skips it if it has not started it, and interrupts it at its deadline
+%% if it has (`Erl.Cancelled' in OCaml); an OS process that cannot be
+%% interrupted is replaced.
 -module(ocaml).
 
 -include_lib("kernel/include/file.hrl").
@@ -49,10 +56,40 @@
 %%     worker has that many, a call answers `{error, overloaded}'. Callers
 %%     check it before adding their own call, so callers racing each other
 %%     can pass it by their number: it bounds a queue, it is no semaphore.</li>
+%% <li>`max_queue_bytes': bytes of requests each of a worker's port's two
+%%     queues may hold unread, default 8 MiB; past it (the worker is not
+%%     reading) a call answers `{error, overloaded}' at once instead of
+%%     waiting.</li>
 %% <li>`start_timeout': for a worker's hello and initial loads (and for
 %%     each {@link load/2}), default 10000 ms.</li>
 %% <li>`name': registers the pool locally under this name.</li>
-%% <li>`erl_call': what `Erl.call_erlang' may run, default `all'.</li>
+%% <li>`policy': what OCaml may do to Erlang ({@link ocaml_policy}); by
+%%     default `Erl.send' reaches only pids given as arguments of the call
+%%     in flight, and `Erl.call_erlang' nothing.</li>
+%% <li>`max_request_size': the largest request, default 1 GiB; a larger one
+%%     answers `{error, {request_too_large, Size, Limit}}' unsent.</li>
+%% <li>`max_reply_size': the largest answer or message a worker may write,
+%%     default 64 MiB. The worker replaces a larger answer by
+%%     `{error, {reply_too_large, Size, Limit}}'; a frame over it that the
+%%     worker writes anyway is a protocol error, and the worker is replaced.
+%%     This also bounds the memory a worker's output can take in the VM: an
+%%     answer's decoded term is at most about 16 times its size.</li>
+%% <li>`max_memory': the memory a worker's OS process may take, in bytes
+%%     (its data: OCaml heap, off-heap binaries, C allocations), default
+%%     `infinity'. Past it the export raises `Out_of_memory', or the OS
+%%     process dies and is replaced.</li>
+%% <li>`restart_backoff': `{First, Max}' milliseconds, default
+%%     `{100, 30000}'. A worker whose OS process dies after a healthy run
+%%     (10 s) starts another at once; one whose OS processes keep dying young
+%%     waits First, then twice as long each time, at most Max.</li>
+%% <li>`cast_timeout': how long a {@link cast/3} may run before the worker
+%%     interrupts it, default 5000 ms.</li>
+%% <li>`cancel_grace': how long past a request's deadline an OS process
+%%     that cannot interrupt it (a long C call, a plugin that blocked
+%%     signals) is given before it is replaced, default 1000 ms.</li>
+%% <li>`stall_timeout': an OS process that writes nothing at all (not even
+%%     its heartbeat while a request runs long) for this long while requests
+%%     wait is replaced, default 5000 ms (a stopped process, say).</li>
 %% </ul>
 -type options() :: #{
     transport => port,
@@ -61,9 +98,18 @@
     flavour => flavour(),
     executable => file:filename_all(),
     max_queue => pos_integer(),
+    max_queue_bytes => pos_integer(),
     start_timeout => timeout(),
     name => atom(),
-    erl_call => all | none | [{module(), atom()}]
+    policy => #{send => ocaml_policy:send(), erl_call => ocaml_policy:erl_call(),
+                max_erl_calls => pos_integer()},
+    max_request_size => pos_integer(),
+    max_reply_size => pos_integer(),
+    max_memory => pos_integer() | infinity,
+    restart_backoff => {non_neg_integer(), non_neg_integer()},
+    cast_timeout => timeout(),
+    cancel_grace => non_neg_integer(),
+    stall_timeout => pos_integer()
 }.
 
 -type worker_info() :: #{id := pos_integer(), pid := pid(), os_pid := non_neg_integer(),
@@ -78,9 +124,11 @@
                     | {ocaml_exception, Name :: binary(), Message :: binary(), Backtrace :: binary()}
                     | {reply_too_large, Size :: non_neg_integer(), Limit :: non_neg_integer()}
                     | {bad_request, binary()}
+                    | {request_failed, binary()}
+                    | {request_too_large, Size :: pos_integer(), Limit :: pos_integer()}
                     | {bad_reply, binary()}
                     | timeout
-                    | {worker_crashed, Reason :: term()}
+                    | {worker_crashed, Reason :: ocaml_worker:crash_reason() | term()}
                     | overloaded
                     | no_worker
                     | noproc.
@@ -89,6 +137,7 @@
                                     | init_failed, Message :: binary()}
                     | {worker_crashed, term()}
                     | {bad_reply, binary()}
+                    | {request_failed, binary()}
                     | timeout
                     | noproc.
 
@@ -98,7 +147,9 @@
                      | {no_executable, file:filename_all() | no_priv_dir}
                      | {already_started, pid()}
                      | {not_started, camlbeam}
-                     | ocaml_worker:stop_reason()
+                     | {load_failed, enoent, Message :: binary()}
+                     | ocaml_worker:crash_reason()
+                     | {start_timeout, pool}
                      | term().
 
 %%% Pools
@@ -197,19 +248,28 @@ call(Pool, Fun, Args) ->
 call(Pool, Fun, Args, Timeout)
   when is_atom(Fun), is_list(Args),
        (Timeout =:= infinity orelse (is_integer(Timeout) andalso Timeout >= 0)) ->
+    %% The time spent choosing a worker and encoding the request counts.
+    Deadline = deadline(Timeout),
     case pick_worker(Pool) of
-        {ok, Worker} -> call_worker(Worker, Fun, Args, Timeout);
+        {ok, Worker} -> call_worker(Worker, Fun, Args, Deadline);
         {error, _} = Error -> Error
     end.
 
 %% @doc Runs the OCaml function exported as `Fun' with `Args' on the least
-%% loaded worker, and does not wait. A cast that fails is logged by the
-%% worker; a cast to a pool with no worker is dropped.
+%% loaded worker, and does not wait: never, also not for a worker that does
+%% not read. A cast that fails (or runs past the pool's `cast_timeout', which
+%% interrupts it) is logged; one that cannot be queued (no worker,
+%% `overloaded', larger than `max_request_size') is dropped.
 -spec cast(pool(), atom(), [term()]) -> ok.
 cast(Pool, Fun, Args) when is_atom(Fun), is_list(Args) ->
     case pick_worker(Pool) of
-        {ok, #camlbeam_worker{port = Port}} -> ocaml_worker:write(Port, ocaml_port_protocol:cast(Fun, Args));
-        {error, _} -> ok
+        {ok, #camlbeam_worker{cast_timeout = Timeout} = Worker} ->
+            %% A call whose answer nobody waits for: it counts in the worker's
+            %% load while it runs, and its worker logs it if it fails.
+            _ = enqueue(Worker, make_ref(), cast, Fun, Args, Timeout),
+            ok;
+        {error, _} ->
+            ok
     end.
 
 %%% Errors
@@ -229,17 +289,33 @@ start_pool(Options, Owner) ->
         {error, _} = Error -> Error
     end.
 
-%% The options checked, the executable found: what a pool starts from.
+%% The options checked, the executable and the plugins found: what a pool
+%% starts from.
 -spec prepare(options(), pid() | none) -> {ok, ocaml_pool:config()} | {error, start_error()}.
 prepare(Options, Owner) ->
     case ocaml_options:validate(Options) of
-        {ok, Config} ->
-            case resolve_executable(Config) of
-                {ok, Executable} -> {ok, Config#{executable := Executable, owner => Owner}};
-                {error, _} = Error -> Error
+        {ok, #{plugins := Plugins} = Config} ->
+            case {resolve_executable(Config), missing_plugin(Plugins)} of
+                {{ok, Executable}, none} -> {ok, Config#{executable := Executable, owner => Owner}};
+                {{error, _} = Error, _} -> Error;
+                {_, Missing} -> {error, {load_failed, enoent, Missing}}
             end;
         {error, _} = Error ->
             Error
+    end.
+
+%% The first plugin that is not a file, said as the worker would say it:
+%% caught here, before any OS process starts.
+-spec missing_plugin([file:filename_all()]) -> none | binary().
+missing_plugin([]) ->
+    none;
+missing_plugin([Path | Paths]) ->
+    case filelib:is_regular(Path) of
+        true -> missing_plugin(Paths);
+        false ->
+            case unicode:characters_to_binary([filename:absname(Path), ": no such file"]) of
+                Message when is_binary(Message) -> Message
+            end
     end.
 
 %% Not a child of ocaml_pool_sup: it stopped meanwhile (then `ok', as for any
@@ -349,39 +425,114 @@ least_loaded([#camlbeam_worker{pending = Pending} = Worker | Workers], Best, Bes
         _ -> least_loaded(Workers, Best, BestLoad)
     end.
 
--spec call_worker(#camlbeam_worker{}, atom(), [term()], timeout()) ->
+-spec call_worker(#camlbeam_worker{}, atom(), [term()], integer() | infinity) ->
     {ok, term()} | {error, call_error()}.
-call_worker(#camlbeam_worker{pid = Pid, port = Port, pending = Pending}, Fun, Args, Timeout) ->
+call_worker(#camlbeam_worker{pid = Worker, port = Port} = Row, Fun, Args, Deadline) ->
     %% The alias is deactivated with the monitor: an answer sent after the
     %% caller gave up is dropped by the VM instead of landing in its mailbox.
-    Alias = erlang:monitor(process, Pid, [{alias, demonitor}]),
-    Request = ocaml_port_protocol:call(Alias, Fun, Args),
-    try
-        true = ets:insert(Pending, {Alias}),
-        true = erlang:port_command(Port, Request)
+    Alias = erlang:monitor(process, Worker, [{alias, demonitor}]),
+    case enqueue(Row, Alias, call, Fun, Args, time_left(Deadline)) of
+        {error, _} = Refused ->
+            erlang:demonitor(Alias, [flush]),
+            Refused;
+        _WrittenOrTaken ->
+            await(Alias, Port, time_left(Deadline))
+    end.
+
+%% Records the request in the worker's table of requests in flight and
+%% writes it to the port. The port is never waited for: a port whose queue
+%% is full (busy: the worker is not reading) answers overloaded at once.
+-spec enqueue(#camlbeam_worker{}, reference(), call | cast, atom(), [term()],
+              ocaml_port_protocol:deadline_ms()) ->
+    ok | await | {error, overloaded | {request_too_large, pos_integer(), pos_integer()}
+                         | {worker_crashed, term()}}.
+enqueue(#camlbeam_worker{port = Port, pending = Pending, given = Given, max_request_size = Max},
+        Ref, Kind, Fun, Args, Timeout) ->
+    Request = ocaml_port_protocol:call(Ref, Fun, Args, Timeout),
+    case iolist_size(Request) - 4 of
+        Size when Size > Max ->
+            {error, {request_too_large, Size, Max}};
+        _ ->
+            Pids = ocaml_policy:given_pids(Args),
+            Row = {Ref, case Kind of call -> call; cast -> {cast, Fun} end,
+                   erlang:monotonic_time(millisecond), Timeout, Pids},
+            try
+                true = ets:insert(Pending, Row),
+                _ = [ets:insert(Given, {Pid, Ref}) || Pid <- Pids],
+                erlang:port_command(Port, Request, [nosuspend])
+            of
+                true -> ok;
+                false -> withdraw(Pending, Ref, overloaded)
+            catch
+                %% The table or the port is gone: the OS process ended.
+                error:badarg -> withdraw(Pending, Ref, crashed)
+            end
+    end.
+
+%% Takes back a request that was not written. If the worker took its row
+%% first (its OS process ended meanwhile), it is sending the answer: wait.
+-spec withdraw(ets:tid(), reference(), overloaded | crashed) ->
+    await | {error, overloaded | {worker_crashed, term()}}.
+withdraw(Pending, Ref, Why) ->
+    try ets:take(Pending, Ref) of
+        [_] when Why =:= overloaded -> {error, overloaded};
+        [_] -> {error, {worker_crashed, end_reason(Pending)}};
+        [] -> await
     catch
-        %% The table or the port is gone: the worker is dying, and the
-        %% monitor says why below.
-        error:badarg -> ok
-    end,
+        error:badarg -> {error, {worker_crashed, restarted}}
+    end.
+
+%% Why the OS process behind this table ended, as its worker wrote it there.
+-spec end_reason(ets:tid()) -> term().
+end_reason(Pending) ->
+    case ets:lookup(Pending, '$dead') of
+        [{_, Reason}] -> Reason;
+        [] -> port_closed
+    end.
+
+-spec await(reference(), port(), timeout()) -> {ok, term()} | {error, call_error()}.
+await(Alias, Port, Timeout) ->
     receive
-        {Alias, Payload} ->
+        {Alias, Payload} when is_binary(Payload) ->
             erlang:demonitor(Alias, [flush]),
             ocaml_port_protocol:decode_answer(Payload);
+        {Alias, {worker_crashed, _} = Crashed} ->
+            erlang:demonitor(Alias, [flush]),
+            {error, Crashed};
         {'DOWN', Alias, process, _, Reason} ->
             {error, {worker_crashed, Reason}}
     after Timeout ->
-        %% The answer will be dropped: the alias goes with the monitor. The
-        %% entry in Pending stays until the worker answers, so the call still
-        %% counts in the worker's load while OCaml computes it.
+        %% The answer will be dropped: the alias goes with the monitor. The row
+        %% stays until the worker answers, so the call still counts in its load;
+        %% the cancel lets the worker answer at once if it has not started it.
         erlang:demonitor(Alias, [flush]),
+        cancel(Port, Alias),
         %% The worker may have forwarded the answer just before the alias went.
         receive
-            {Alias, Payload} -> ocaml_port_protocol:decode_answer(Payload)
+            {Alias, Payload} when is_binary(Payload) -> ocaml_port_protocol:decode_answer(Payload);
+            {Alias, {worker_crashed, _} = Crashed} -> {error, Crashed}
         after 0 ->
             {error, timeout}
         end
     end.
+
+%% Best effort: a busy or closed port gets no cancel, and the worker runs the
+%% call until its own deadline.
+-spec cancel(port(), reference()) -> ok.
+cancel(Port, Ref) ->
+    try erlang:port_command(Port, ocaml_port_protocol:cancel(Ref), [nosuspend]) of
+        _ -> ok
+    catch
+        error:badarg -> ok
+    end.
+
+-spec deadline(timeout()) -> integer() | infinity.
+deadline(infinity) -> infinity;
+deadline(Timeout) -> erlang:monotonic_time(millisecond) + Timeout.
+
+-spec time_left(integer() | infinity) -> timeout().
+time_left(infinity) -> infinity;
+time_left(Deadline) -> max(0, Deadline - erlang:monotonic_time(millisecond)).
 
 -spec describe(term()) -> io_lib:chars().
 describe({undef, Fun}) ->
@@ -395,6 +546,11 @@ describe({ocaml_exception, Name, Message, _Backtrace}) ->
 describe({reply_too_large, Size, Limit}) ->
     io_lib:format("the answer would take ~b bytes, more than the worker's limit of ~b",
                   [Size, Limit]);
+describe({request_too_large, Size, Limit}) ->
+    io_lib:format("the request takes ~b bytes, more than the pool's max_request_size of ~b",
+                  [Size, Limit]);
+describe({request_failed, Message}) ->
+    io_lib:format("the worker could not run the request: ~ts", [Message]);
 describe({bad_request, Message}) ->
     io_lib:format("the worker refused the request: ~ts", [Message]);
 describe({bad_reply, Message}) ->
@@ -431,22 +587,45 @@ describe({already_started, Pid}) ->
     io_lib:format("a process with that name is running: ~p", [Pid]);
 describe({not_started, camlbeam}) ->
     "the application camlbeam is not started";
+describe({exit_status, 124}) ->
+    "the worker's OS process exited with status 124: a request ran past its deadline and "
+    "could not be interrupted (cancel_grace)";
+describe({exit_status, Status}) when Status > 128, Status < 160 ->
+    io_lib:format("the worker's OS process was killed by signal ~b", [Status - 128]);
 describe({exit_status, Status}) ->
     io_lib:format("the worker's OS process exited with status ~b", [Status]);
+describe({malformed_frame, {frame_too_large, Size, Limit}}) ->
+    io_lib:format("the worker wrote a frame of ~b bytes, over the pool's max_reply_size of ~b",
+                  [Size, Limit]);
 describe({malformed_frame, Malformed}) ->
     io_lib:format("the worker broke the protocol: ~tP", [Malformed, 10]);
+describe(unresponsive) ->
+    "the worker's OS process wrote nothing for stall_timeout while requests waited "
+    "(stopped, or not reading); it was replaced";
+describe(overdue) ->
+    "the worker's OS process ran past the deadlines of every request it had and did not "
+    "stop; it was replaced";
+describe(recycled) ->
+    "the worker was restarted on purpose (a plugin failed to load on the pool)";
+describe(port_closed) ->
+    "the worker's OS process had just ended";
+describe(restarted) ->
+    "the worker's OS process had ended and been replaced";
+
 describe({port_exit, Reason}) ->
     io_lib:format("the worker's port closed: ~tP", [Reason, 10]);
 describe({spawn_failed, Reason}) ->
     io_lib:format("the worker executable could not be started: ~tP", [Reason, 10]);
 describe({start_timeout, hello}) ->
     "the worker did not answer hello within start_timeout";
+describe({start_timeout, pool}) ->
+    "the pool's workers did not report their start within start_timeout";
 describe({start_timeout, {load, Path}}) ->
     io_lib:format("the worker did not load ~ts within start_timeout", [Path]);
 describe({flavour_mismatch, Expected, Got}) ->
     io_lib:format("a ~ts worker was asked for, the executable is ~ts", [Expected, Got]);
 describe({protocol_mismatch, Version}) ->
-    io_lib:format("the worker speaks protocol ~tp, not 1", [Version]);
+    io_lib:format("the worker does not speak protocol 2: ~tP", [Version, 10]);
 describe({bad_hello, Answer}) ->
     io_lib:format("the worker's hello is not the protocol's: ~tP", [Answer, 10]);
 describe(no_pool) ->

@@ -3,13 +3,13 @@
 -module(ocaml_options).
 
 -export([validate/1, flavour_of_plugins/1, executable/2]).
--export_type([config/0, flavour/0, erl_call_policy/0, app_env/0]).
+-export_type([config/0, flavour/0, app_env/0, backoff/0]).
 
 -type flavour() :: native | bytecode.
 
-%% What `Erl.call_erlang' may run: everything, nothing, or the listed
-%% functions (any arity).
--type erl_call_policy() :: all | none | [{module(), atom()}].
+%% The delays before restarting a worker that keeps dying: the first,
+%% doubled at each death, up to the last (milliseconds).
+-type backoff() :: {First :: non_neg_integer(), Max :: non_neg_integer()}.
 
 %% The options with every default filled in. `flavour' is `any' only when
 %% the user names an executable and neither the option nor the plugins say
@@ -21,9 +21,19 @@
     flavour := flavour() | any,
     executable := file:filename_all() | undefined,
     max_queue := pos_integer(),
+    max_queue_bytes := pos_integer(),
     start_timeout := timeout(),
     name := atom() | undefined,
-    erl_call := erl_call_policy()
+    policy := ocaml_policy:policy(),
+    max_request_size := pos_integer(),
+    max_reply_size := pos_integer(),
+    max_memory := pos_integer() | infinity,
+    restart_backoff := backoff(),
+    cast_timeout := timeout(),
+    cancel_grace := non_neg_integer(),
+    stall_timeout := pos_integer(),
+    %% Set when the pool starts: the process whose death stops it, if any.
+    owner => pid() | none
 }.
 
 %% What {@link executable/2} reads besides the config: the application's
@@ -35,7 +45,12 @@
 }.
 
 -define(OPTION_KEYS, [transport, plugins, pool_size, flavour, executable, max_queue,
-                      start_timeout, name, erl_call]).
+                      max_queue_bytes, start_timeout, name, policy, max_request_size,
+                      max_reply_size, max_memory, restart_backoff, cast_timeout, cancel_grace,
+                      stall_timeout]).
+
+%% The largest frame {packet, 4} can announce.
+-define(MAX_FRAME, 16#ffffffff).
 
 %% Every option but flavour, which has no default of its own (with_flavour/1).
 -define(DEFAULTS, #{
@@ -44,9 +59,17 @@
     pool_size => 1,
     executable => undefined,
     max_queue => 10000,
+    max_queue_bytes => 8 bsl 20,
     start_timeout => 10000,
     name => undefined,
-    erl_call => all
+    policy => #{},
+    max_request_size => 1 bsl 30,
+    max_reply_size => 64 bsl 20,
+    max_memory => infinity,
+    restart_backoff => {100, 30000},
+    cast_timeout => 5000,
+    cancel_grace => 1000,
+    stall_timeout => 5000
 }).
 
 %% @doc Checks every option and fills in the defaults. The flavour, unless
@@ -65,7 +88,7 @@ validate(Options) when is_map(Options) ->
             Config = maps:merge(?DEFAULTS, Options),
             case first_bad_option(lists:sort(maps:to_list(Config))) of
                 {Key, Value} -> {error, {bad_option, Key, Value}};
-                none -> with_flavour(Config)
+                none -> with_flavour(with_policy(Config))
             end
     end.
 
@@ -125,14 +148,30 @@ valid(flavour, Flavour) -> Flavour =:= native orelse Flavour =:= bytecode;
 valid(executable, undefined) -> true;
 valid(executable, Executable) -> is_filename(Executable);
 valid(max_queue, Max) -> is_integer(Max) andalso Max > 0;
-valid(start_timeout, infinity) -> true;
-valid(start_timeout, Timeout) -> is_integer(Timeout) andalso Timeout >= 0;
+valid(max_queue_bytes, Max) -> is_integer(Max) andalso Max > 0;
+valid(start_timeout, Timeout) -> is_timeout(Timeout);
 valid(name, Name) -> is_atom(Name);
-valid(erl_call, all) -> true;
-valid(erl_call, none) -> true;
-valid(erl_call, Allowed) ->
-    is_list(Allowed) andalso
-        lists:all(fun({M, F}) -> is_atom(M) andalso is_atom(F); (_) -> false end, Allowed).
+valid(policy, Policy) -> ocaml_policy:validate(Policy) =/= error;
+valid(max_request_size, Max) -> is_integer(Max) andalso Max > 0 andalso Max =< ?MAX_FRAME;
+valid(max_reply_size, Max) -> is_integer(Max) andalso Max > 0 andalso Max =< ?MAX_FRAME;
+valid(max_memory, infinity) -> true;
+valid(max_memory, Max) -> is_integer(Max) andalso Max > 0;
+valid(restart_backoff, {First, Max}) ->
+    is_integer(First) andalso is_integer(Max) andalso First >= 0 andalso Max >= First;
+valid(restart_backoff, _) -> false;
+valid(cast_timeout, Timeout) -> is_timeout(Timeout);
+valid(cancel_grace, Grace) -> is_integer(Grace) andalso Grace >= 0;
+valid(stall_timeout, Timeout) -> is_integer(Timeout) andalso Timeout > 0.
+
+-spec is_timeout(term()) -> boolean().
+is_timeout(infinity) -> true;
+is_timeout(Timeout) -> is_integer(Timeout) andalso Timeout >= 0.
+
+%% The policy with its defaults (valid/2 checked it).
+-spec with_policy(#{atom() => term()}) -> #{atom() => term()}.
+with_policy(#{policy := Given} = Config) ->
+    {ok, Policy} = ocaml_policy:validate(Given),
+    Config#{policy := Policy}.
 
 -spec with_flavour(#{atom() => term()}) ->
     {ok, config()} | {error, {mixed_plugin_kinds, #{flavour() => [file:filename_all()]}}}.

@@ -6,6 +6,14 @@
 %% manager means new workers; a worker crashing touches nothing else. The
 %% manager is the significant child: when it stops normally (the owner of
 %% {@link ocaml:start_link/1} died) the whole pool shuts down.
+%%
+%% Workers do not crash when their OS process dies: each restarts its own,
+%% with a backoff ({@link ocaml_worker}). So the restart intensities below
+%% only count failures of camlbeam's own processes, never a plugin's.
+%%
+%% {@link start_link/1} returns once every worker's first OS process has
+%% loaded the plugins; if one cannot, the pool is shut down again (quietly:
+%% no crash report) and the reason returned.
 -module(ocaml_pool).
 -behaviour(supervisor).
 
@@ -15,24 +23,47 @@
 
 %% The validated options, the executable resolved, and the process whose
 %% death stops the pool (`none' for {@link ocaml:start/1}).
--type config() :: #{
-    transport := port,
-    plugins := [file:filename_all()],
-    pool_size := pos_integer(),
-    flavour := ocaml_options:flavour() | any,
-    executable := file:filename_all(),
-    max_queue := pos_integer(),
-    start_timeout := timeout(),
-    name := atom() | undefined,
-    erl_call := ocaml_options:erl_call_policy(),
-    owner := pid() | none
-}.
+-type config() :: ocaml_options:config().
 
--spec start_link(config()) -> supervisor:startlink_ret().
-start_link(#{name := undefined} = Config) ->
-    supervisor:start_link(?MODULE, Config);
-start_link(#{name := Name} = Config) ->
-    supervisor:start_link({local, Name}, ?MODULE, Config).
+-spec start_link(config()) -> {ok, pid()} | {error, term()}.
+start_link(#{name := Name, start_timeout := Timeout} = Config) ->
+    Started = case Name of
+                  undefined -> supervisor:start_link(?MODULE, Config);
+                  _ -> supervisor:start_link({local, Name}, ?MODULE, Config)
+              end,
+    case Started of
+        {ok, Pool} ->
+            case ocaml_pool_manager:await_ready(manager(Pool), ready_timeout(Timeout)) of
+                ok -> {ok, Pool};
+                {error, Reason} -> stop_quietly(Pool), {error, Reason}
+            end;
+        {error, _} = Error ->
+            Error;
+        ignore ->
+            {error, ignore}
+    end.
+
+%% Every worker bounds its own start by start_timeout; this bound, a second
+%% later, is for a start that never reports at all.
+-spec ready_timeout(timeout()) -> timeout().
+ready_timeout(infinity) -> infinity;
+ready_timeout(Timeout) when is_integer(Timeout) -> Timeout + 1000.
+
+-spec manager(pid()) -> pid().
+manager(Pool) ->
+    [Manager] = [Pid || {manager, Pid, _, _} <- supervisor:which_children(Pool), is_pid(Pid)],
+    Manager.
+
+%% Shuts a pool that did not start down, as its supervisor would: the
+%% reason `shutdown' makes no crash report.
+-spec stop_quietly(pid()) -> ok.
+stop_quietly(Pool) ->
+    unlink(Pool),
+    Monitor = erlang:monitor(process, Pool),
+    exit(Pool, shutdown),
+    receive
+        {'DOWN', Monitor, process, Pool, _} -> ok
+    end.
 
 -spec init(config()) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
 init(#{pool_size := PoolSize} = Config) ->

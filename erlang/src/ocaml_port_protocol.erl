@@ -1,76 +1,221 @@
-%% @doc The wire protocol of the port worker (`cpp/port/README.md'): the
-%% request frames Erlang writes, and the reading of the frames the worker
-%% writes back. Pure functions; whoever owns or writes to the port uses them.
+%% @doc The wire protocol of the port worker, version 2 (`cpp/port/README.md'):
+%% the frames Erlang writes, and the reading of what the worker writes back.
+%% Pure functions; whoever owns or writes to the port uses them.
 %%
-%% A frame from the worker is two external terms back to back, an envelope
-%% then a payload. Only the small envelope is decoded here; the payload stays
-%% a sub-binary of the frame until whoever it is for decodes it. Everything
-%% from the worker is decoded with `[safe]': its data never creates an atom.
+%% Nothing the worker writes is trusted. Its output is read as a byte stream
+%% (the port is opened in `stream' mode) and cut into frames here, against
+%% this side's own size limit: the VM's `{packet, 4}' would allocate whatever
+%% length a worker announces (`7F FF FF FF' costs 2 GB). A frame is two
+%% external terms back to back, an envelope then a payload; the envelope is
+%% parsed by hand, byte by byte, and only the small terms it names (a
+%% reference, a pid) are given to `binary_to_term'. The payload stays a
+%% sub-binary of the frame until whoever it is for decodes it, through
+%% {@link ocaml_etf_guard}.
 -module(ocaml_port_protocol).
 
--export([hello/3, call/3, cast/2, load/2, erl_reply/2]).
--export([parse_frame/1, decode_answer/1, decode_hello/1, decode_load/1,
-         decode_erl_call/1, decode_payload/1]).
--export_type([envelope/0, malformed/0, hello/0, erl_call_request/0]).
+-export([hello/3, call/4, load/3, cancel/1, erl_reply/2]).
+-export([new_framer/0, frames/3, parse_frame/1]).
+-export([decode_answer/1, decode_hello/1, decode_load/1, decode_erl_call/1, decode_payload/1]).
+-export([is_ok_answer/1]).
+-export_type([envelope/0, malformed/0, hello/0, erl_call_request/0, framer/0, deadline_ms/0]).
 
 %% Version of the protocol this module speaks; the worker's hello must say the same.
--define(PROTOCOL, 1).
+-define(PROTOCOL, 2).
 %% How much of an undecodable frame a diagnostic keeps.
 -define(HEAD_BYTES, 32).
 
 -type envelope() :: {reply, reference()}
                   | {send, pid()}
-                  | {erl_call, Id :: term()}
-                  | {log, logger:level()}.
+                  | {erl_call, Id :: integer()}
+                  | {log, logger:level()}
+                  | {heartbeat, ElapsedMs :: non_neg_integer()}.
 
-%% Why a frame from the worker is not one of the protocol's.
--type malformed() :: {not_etf, Head :: binary()}
-                   | {no_payload, Envelope :: term()}
-                   | {unknown_envelope, term()}.
+%% Why the worker's output is not the protocol's.
+-type malformed() :: {frame_too_large, Size :: non_neg_integer(), Limit :: pos_integer()}
+                   | empty_frame
+                   | {bad_envelope, Head :: binary()}
+                   | {no_payload, Head :: binary()}.
 
--type hello() :: #{flavour := ocaml_options:flavour(), ocaml_version := binary()}.
+-type hello() :: #{flavour := ocaml_options:flavour(), ocaml_version := binary(),
+                   os_pid := pos_integer()}.
 
 -type erl_call_request() :: {module(), atom(), [term()]}.
 
+%% A request's time limit as the worker gets it.
+-type deadline_ms() :: non_neg_integer() | infinity.
+
+%% What is left of the stream between two reads: the start of a header, or
+%% the part of a frame's body read so far (in pieces, joined once whole).
+-opaque framer() :: {head, binary()}
+                  | {body, Size :: pos_integer(), Got :: non_neg_integer(), Pieces :: [binary()]}.
+
 %%% Frames to the worker
+%%
+%% Each is one external term behind its 4-byte length (the port is in stream mode
+%% both ways), as iodata: the header and the term are not copied together.
 
-%% @doc The first frame a worker gets: who it is.
--spec hello(reference(), pos_integer(), pid()) -> binary().
+%% A request as written to the port.
+-type request() :: [binary(), ...].
+-export_type([request/0]).
+
+%% @doc The first frame a worker gets: who it is, and the protocol spoken.
+-spec hello(reference(), pos_integer(), pid()) -> request().
 hello(Ref, WorkerId, WorkerPid) ->
-    term_to_binary({hello, Ref, #{worker_id => WorkerId, worker_pid => WorkerPid}}).
+    framed({hello, Ref, #{worker_id => WorkerId, worker_pid => WorkerPid, protocol => ?PROTOCOL}}).
 
-%% @doc A call; the worker answers with a `{reply, Ref}' frame.
--spec call(reference(), atom(), [term()]) -> binary().
-call(Ref, Fun, Args) ->
-    term_to_binary({call, Ref, Fun, Args}).
-
-%% @doc A call nobody waits for.
--spec cast(atom(), [term()]) -> binary().
-cast(Fun, Args) ->
-    term_to_binary({cast, Fun, Args}).
+%% @doc A call; the worker answers with a `{reply, Ref}' frame. Past `Timeout'
+%% milliseconds of running it, the worker interrupts it.
+-spec call(reference(), atom(), [term()], deadline_ms()) -> request().
+call(Ref, Fun, Args, Timeout) ->
+    framed({call, Ref, Fun, Args, Timeout}).
 
 %% @doc Loading a plugin; the worker answers with a `{reply, Ref}' frame.
--spec load(reference(), file:filename_all()) -> binary().
-load(Ref, Path) ->
-    term_to_binary({load, Ref, Path}).
+-spec load(reference(), file:filename_all(), deadline_ms()) -> request().
+load(Ref, Path, Timeout) ->
+    framed({load, Ref, Path, Timeout}).
+
+%% @doc The caller of the request `Ref' gave up: the worker answers it without
+%% running it, if it has not started it yet.
+-spec cancel(reference()) -> request().
+cancel(Ref) ->
+    framed({cancel, Ref}).
 
 %% @doc The answer to the worker's `{erl_call, Id}' frame.
--spec erl_reply(term(), {ok, term()} | {error, {atom(), term()}}) -> binary().
+-spec erl_reply(integer(), {ok, term()} | {error, {atom(), term()}}) -> request().
 erl_reply(Id, Result) ->
-    term_to_binary({erl_reply, Id, Result}).
+    framed({erl_reply, Id, Result}).
 
-%%% Frames from the worker
+-spec framed(term()) -> request().
+framed(Term) ->
+    Bin = term_to_binary(Term),
+    [<<(byte_size(Bin)):32>>, Bin].
 
-%% @doc Splits a frame into its envelope and its still-encoded payload.
+%%% The worker's output: frames
+
+-spec new_framer() -> framer().
+new_framer() ->
+    {head, <<>>}.
+
+%% @doc Cuts what the port delivered into whole frames (`{packet, 4}':
+%% a 4-byte big-endian length, then the frame), keeping the rest for the next
+%% call. A frame announced longer than `Limit', or empty, is a protocol error:
+%% nothing after it can be trusted.
+-spec frames(binary(), framer(), pos_integer()) ->
+    {ok, [binary()], framer()} | {error, malformed()}.
+frames(Data, {head, <<>>}, Limit) ->
+    split(Data, Limit, []);
+frames(Data, {head, Head}, Limit) ->
+    split(<<Head/binary, Data/binary>>, Limit, []);
+frames(Data, {body, Size, Got, Pieces}, _Limit) when Got + byte_size(Data) < Size ->
+    {ok, [], {body, Size, Got + byte_size(Data), [Data | Pieces]}};
+frames(Data, {body, Size, Got, Pieces}, Limit) ->
+    Missing = Size - Got,
+    <<Last:Missing/binary, Rest/binary>> = Data,
+    Frame = iolist_to_binary(lists:reverse(Pieces, [Last])),
+    split(Rest, Limit, [Frame]).
+
+-spec split(binary(), pos_integer(), [binary()]) -> {ok, [binary()], framer()} | {error, malformed()}.
+split(<<Size:32, Frame:Size/binary, Rest/binary>>, Limit, Frames) when Size > 0, Size =< Limit ->
+    split(Rest, Limit, [Frame | Frames]);
+split(<<0:32, _/binary>>, _Limit, _Frames) ->
+    {error, empty_frame};
+split(<<Size:32, _/binary>>, Limit, _Frames) when Size > Limit ->
+    {error, {frame_too_large, Size, Limit}};
+split(<<Size:32, Part/binary>>, _Limit, Frames) ->
+    {ok, lists:reverse(Frames), {body, Size, byte_size(Part), [Part]}};
+split(Head, _Limit, Frames) ->
+    {ok, lists:reverse(Frames), {head, Head}}.
+
+%% @doc Splits a frame into its envelope and its still-encoded payload. The
+%% envelope is one of the protocol's, read without `binary_to_term' but for
+%% the reference or pid it names (a lone one: nothing that can hurt the VM).
 -spec parse_frame(binary()) -> {ok, envelope(), Payload :: binary()} | {error, malformed()}.
-parse_frame(Frame) ->
-    try binary_to_term(Frame, [safe, used]) of
-        {Envelope, Used} ->
-            <<_:Used/binary, Payload/binary>> = Frame,
-            classify(Envelope, Payload)
+parse_frame(<<131, 104, 2, Rest/binary>> = Frame) ->
+    try envelope(atom_text(Rest)) of
+        {Envelope, <<131, _/binary>> = Payload} -> {ok, Envelope, Payload};
+        {_, _} -> {error, {no_payload, head(Frame)}}
     catch
-        error:badarg -> {error, {not_etf, head(Frame)}}
+        error:_ -> {error, {bad_envelope, head(Frame)}}
+    end;
+parse_frame(Frame) ->
+    {error, {bad_envelope, head(Frame)}}.
+
+-spec envelope({binary(), binary()}) -> {envelope(), binary()}.
+envelope({<<"reply">>, <<Tag, _/binary>> = Rest}) when Tag =:= 90; Tag =:= 114 ->
+    {Ref, Payload} = small_term(Rest, fun reference_size/1),
+    true = is_reference(Ref),
+    {{reply, Ref}, Payload};
+envelope({<<"send">>, <<Tag, _/binary>> = Rest}) when Tag =:= 88; Tag =:= 103 ->
+    {Pid, Payload} = small_term(Rest, fun pid_size/1),
+    true = is_pid(Pid),
+    {{send, Pid}, Payload};
+envelope({<<"erl_call">>, Rest}) ->
+    {Id, Payload} = integer(Rest),
+    {{erl_call, Id}, Payload};
+envelope({<<"log">>, Rest}) ->
+    {Level, Payload} = atom_text(Rest),
+    {{log, log_level(Level)}, Payload};
+envelope({<<"heartbeat">>, Rest}) ->
+    {Elapsed, Payload} = integer(Rest),
+    true = Elapsed >= 0,
+    {{heartbeat, Elapsed}, Payload}.
+
+%% An atom's text (either encoding), and what follows it. Never an atom.
+-spec atom_text(binary()) -> {binary(), binary()}.
+atom_text(<<100, Len:16, Text:Len/binary, Rest/binary>>) -> {Text, Rest};
+atom_text(<<115, Len, Text:Len/binary, Rest/binary>>) -> {Text, Rest};
+atom_text(<<118, Len:16, Text:Len/binary, Rest/binary>>) -> {Text, Rest};
+atom_text(<<119, Len, Text:Len/binary, Rest/binary>>) -> {Text, Rest}.
+
+%% A small integer of the envelope (an erl_call id, a duration).
+-spec integer(binary()) -> {integer(), binary()}.
+integer(<<97, N, Rest/binary>>) -> {N, Rest};
+integer(<<98, N:32/signed, Rest/binary>>) -> {N, Rest};
+integer(<<110, Len, Sign, Digits:Len/binary, Rest/binary>>) when Len =< 8, Sign =< 1 ->
+    N = binary:decode_unsigned(Digits, little),
+    {case Sign of 0 -> N; 1 -> -N end, Rest}.
+
+%% The term of Size(Bin) bytes at the front of Bin, decoded on its own (a
+%% reference or a pid, whose node atom must exist: [safe]).
+-spec small_term(binary(), fun((binary()) -> pos_integer())) -> {term(), binary()}.
+small_term(Bin, Size) ->
+    Length = Size(Bin),
+    <<Bytes:Length/binary, Rest/binary>> = Bin,
+    {binary_to_term(<<131, Bytes/binary>>, [safe]), Rest}.
+
+%% NEWER_REFERENCE_EXT and NEW_REFERENCE_EXT: tag, word count, node, creation, words.
+-spec reference_size(binary()) -> pos_integer().
+reference_size(<<90, Words:16, Node/binary>>) when Words >= 1, Words =< 5 ->
+    3 + atom_size(Node) + 4 + 4 * Words;
+reference_size(<<114, Words:16, Node/binary>>) when Words >= 1, Words =< 5 ->
+    3 + atom_size(Node) + 1 + 4 * Words.
+
+%% NEW_PID_EXT and PID_EXT: tag, node, id, serial, creation.
+-spec pid_size(binary()) -> pos_integer().
+pid_size(<<88, Node/binary>>) -> 1 + atom_size(Node) + 12;
+pid_size(<<103, Node/binary>>) -> 1 + atom_size(Node) + 9.
+
+-spec atom_size(binary()) -> pos_integer().
+atom_size(Bin) ->
+    {Text, _} = atom_text(Bin),
+    case Bin of
+        <<Tag, _/binary>> when Tag =:= 100; Tag =:= 118 -> 3 + byte_size(Text);
+        _ -> 2 + byte_size(Text)
     end.
+
+%% A worker's log line is worth keeping even at a level logger does not know.
+-spec log_level(binary()) -> logger:level().
+log_level(<<"emergency">>) -> emergency;
+log_level(<<"alert">>) -> alert;
+log_level(<<"critical">>) -> critical;
+log_level(<<"error">>) -> error;
+log_level(<<"warning">>) -> warning;
+log_level(<<"notice">>) -> notice;
+log_level(<<"info">>) -> info;
+log_level(<<"debug">>) -> debug;
+log_level(_) -> warning.
+
+%%% Payloads
 
 %% @doc The answer to a call: what {@link ocaml:call/4} returns.
 -spec decode_answer(binary()) -> {ok, term()} | {error, term()}.
@@ -79,34 +224,52 @@ decode_answer(Payload) ->
         {ok, {ok, _} = Ok} -> Ok;
         {ok, {error, _} = Error} -> Error;
         {ok, Other} -> {error, {bad_reply, not_an_answer(Other)}};
-        error -> {error, {bad_reply, undecodable(Payload)}}
+        {error, Why} -> {error, {bad_reply, Why}}
     end.
 
-%% @doc The answer to hello: the worker's flavour, once its protocol is checked.
+%% @doc Whether an answer is `{ok, _}', read from its first bytes (the
+%% answer to a cast is only looked at when it is not).
+-spec is_ok_answer(binary()) -> boolean().
+is_ok_answer(<<131, 104, 2, 100, 2:16, "ok", _/binary>>) -> true;
+is_ok_answer(<<131, 104, 2, 115, 2, "ok", _/binary>>) -> true;
+is_ok_answer(<<131, 104, 2, 118, 2:16, "ok", _/binary>>) -> true;
+is_ok_answer(<<131, 104, 2, 119, 2, "ok", _/binary>>) -> true;
+is_ok_answer(_) -> false.
+
+%% @doc The answer to hello: the worker's flavour and OS pid, once its
+%% protocol is checked.
 -spec decode_hello(binary()) ->
     {ok, hello()} | {error, {protocol_mismatch, term()} | {bad_hello, term()}}.
 decode_hello(Payload) ->
     case decode_payload(Payload) of
-        {ok, {ok, #{protocol := ?PROTOCOL, flavour := Flavour, ocaml_version := Version}}}
-          when (Flavour =:= native orelse Flavour =:= bytecode), is_binary(Version) ->
-            {ok, #{flavour => Flavour, ocaml_version => Version}};
+        {ok, {ok, #{protocol := ?PROTOCOL, flavour := Flavour, ocaml_version := Version,
+                    os_pid := OsPid}}}
+          when (Flavour =:= native orelse Flavour =:= bytecode), is_binary(Version),
+               is_integer(OsPid), OsPid > 0 ->
+            {ok, #{flavour => Flavour, ocaml_version => Version, os_pid => OsPid}};
         {ok, {ok, #{protocol := Protocol}}} when Protocol =/= ?PROTOCOL ->
             {error, {protocol_mismatch, Protocol}};
+        {ok, {error, {bad_request, Message}}} ->
+            %% An older worker refuses protocol 2 in these words.
+            {error, {protocol_mismatch, Message}};
         {ok, Other} ->
             {error, {bad_hello, Other}};
-        error ->
-            {error, {bad_hello, undecodable(Payload)}}
+        {error, Why} ->
+            {error, {bad_hello, Why}}
     end.
 
 %% @doc The answer to a load.
--spec decode_load(binary()) -> ok | {error, {load_failed, atom(), binary()} | {bad_reply, binary()}}.
+-spec decode_load(binary()) -> ok | {error, {load_failed, atom(), binary()} | {bad_reply, binary()}
+                                            | timeout | {request_failed, binary()}}.
 decode_load(Payload) ->
     case decode_payload(Payload) of
         {ok, ok} -> ok;
         {ok, {error, {load_failed, Kind, Message}} = Error} when is_atom(Kind), is_binary(Message) ->
             Error;
+        {ok, {error, timeout} = Error} -> Error;
+        {ok, {error, {request_failed, Message}} = Error} when is_binary(Message) -> Error;
         {ok, Other} -> {error, {bad_reply, not_an_answer(Other)}};
-        error -> {error, {bad_reply, undecodable(Payload)}}
+        {error, Why} -> {error, {bad_reply, Why}}
     end.
 
 %% @doc The payload of an `erl_call' frame: `{Module, Function, Args}'.
@@ -120,49 +283,20 @@ decode_erl_call(Payload) ->
             end;
         {ok, _} ->
             {error, <<"not {Module, Function, Args} with two atoms and a list">>};
-        error ->
-            {error, undecodable(Payload)}
+        {error, _} = Error ->
+            Error
     end.
 
-%% @doc Decodes a payload as untrusted data.
--spec decode_payload(binary()) -> {ok, term()} | error.
+%% @doc Decodes a payload as untrusted data ({@link ocaml_etf_guard:decode/1}).
+-spec decode_payload(binary()) -> {ok, term()} | {error, binary()}.
 decode_payload(Payload) ->
-    try
-        {ok, binary_to_term(Payload, [safe])}
-    catch
-        error:badarg -> error
-    end.
+    ocaml_etf_guard:decode(Payload).
 
 %%% Internals
-
--spec classify(term(), binary()) -> {ok, envelope(), binary()} | {error, malformed()}.
-classify(Envelope, <<131, _/binary>> = Payload) ->
-    case Envelope of
-        {reply, Ref} when is_reference(Ref) -> {ok, Envelope, Payload};
-        {send, Pid} when is_pid(Pid) -> {ok, Envelope, Payload};
-        {erl_call, _Id} -> {ok, Envelope, Payload};
-        {log, Level} when is_atom(Level) -> {ok, {log, log_level(Level)}, Payload};
-        _ -> {error, {unknown_envelope, Envelope}}
-    end;
-classify(Envelope, _NoPayload) ->
-    {error, {no_payload, Envelope}}.
-
-%% A worker's log line is worth keeping even at a level logger does not know.
--spec log_level(atom()) -> logger:level().
-log_level(Level) ->
-    case lists:member(Level, [emergency, alert, critical, error, warning, notice, info, debug]) of
-        true -> Level;
-        false -> warning
-    end.
 
 -spec head(binary()) -> binary().
 head(Frame) ->
     binary:part(Frame, 0, min(byte_size(Frame), ?HEAD_BYTES)).
-
--spec undecodable(binary()) -> binary().
-undecodable(Payload) ->
-    text("an answer of ~b bytes that binary_to_term(_, [safe]) refuses: an atom "
-         "unknown to this VM, or not external term format", [byte_size(Payload)]).
 
 -spec not_an_answer(term()) -> binary().
 not_an_answer(Term) ->

@@ -1,262 +1,466 @@
-%% @doc One OCaml worker of the `port' transport: the process that owns the
-%% port of one `camlbeam-port' OS process (`cpp/port/README.md').
+%% @doc One worker of a pool: the process that runs one `camlbeam-port' OS
+%% process after another (`cpp/port/README.md').
 %%
-%% Callers write their requests to the port themselves ({@link ocaml:call/4});
-%% this process reads what the worker writes back. For a `{reply, Alias}'
-%% frame it takes the alias out of its table of pending calls and only then
-%% forwards the payload, still encoded, to the alias: only a caller that is
-%% still waiting gets an answer, and the worker cannot make up answers to
-%% anybody else. `{send, Pid}', `{erl_call, Id}' and `{log, Level}' frames are
-%% served here.
+%% Callers write their requests to the current OS process's port themselves
+%% ({@link ocaml:call/4}) and record them in its table of pending requests;
+%% this process reads what the OS process writes back. For a `{reply, Ref}'
+%% frame it takes `Ref' out of the table and only then forwards the payload,
+%% still encoded, to `Ref' (the caller's alias): only a caller that is still
+%% waiting gets an answer, and the worker cannot make answers up for anybody
+%% else. `{send, Pid}', `{erl_call, Id}', `{log, Level}' and `{heartbeat, Ms}'
+%% frames are served here, under the pool's policy ({@link ocaml_policy}).
 %%
-%% When the OS process exits, or writes something that is not a frame of the
-%% protocol, this process stops with that as its reason, which the callers
-%% waiting on it see as `{error, {worker_crashed, Reason}}'; its supervisor
-%% starts a new one.
+%% This process does not die with its OS process. When the OS process exits,
+%% breaks the protocol, stops answering (`unresponsive': no frame for
+%% `stall_timeout' while requests wait) or overruns its requests' deadlines
+%% (`overdue'), this process ends it, answers every request it had in flight
+%% `{worker_crashed, Reason}', logs one line, and starts another, at once
+%% after a crash that follows a healthy run, after a growing delay when OS
+%% processes keep dying young (`restart_backoff'). So a plugin that crashes
+%% at every start costs a log line per restart, never the supervisor's
+%% restart intensity, and the pool's healthy workers go on serving.
 -module(ocaml_worker).
 -behaviour(gen_server).
 
 -include_lib("kernel/include/logger.hrl").
 -include("camlbeam_registry.hrl").
 
--export([start_link/2, load/3, write/2]).
--export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2, format_status/1]).
--export_type([stop_reason/0]).
+-export([start_link/2, load/3, recycle/1]).
+-export([init/1, handle_continue/2, handle_call/3, handle_cast/2, handle_info/2, terminate/2,
+         format_status/1]).
+-export_type([crash_reason/0]).
 
-%% Why a worker stops (or does not start).
--type stop_reason() :: {exit_status, non_neg_integer()}
-                     | {malformed_frame, ocaml_port_protocol:malformed()}
-                     | {port_exit, term()}
-                     | {spawn_failed, term()}
-                     | {start_timeout, hello | {load, file:filename_all()}}
-                     | {flavour_mismatch, Expected :: ocaml_options:flavour(), Got :: ocaml_options:flavour()}
-                     | {protocol_mismatch, term()}
-                     | {bad_hello, term()}
-                     | {load_failed, atom(), binary()}
-                     | {bad_reply, binary()}
-                     | no_pool.
+%% Why an OS process ended, or did not start: what the calls it had in flight
+%% answer as `{worker_crashed, Reason}'.
+-type crash_reason() :: {exit_status, non_neg_integer()}
+                      | {port_exit, term()}
+                      | {malformed_frame, ocaml_port_protocol:malformed()}
+                      | {spawn_failed, term()}
+                      | {start_timeout, hello | {load, file:filename_all()}}
+                      | {flavour_mismatch, Expected :: ocaml_options:flavour(), Got :: ocaml_options:flavour()}
+                      | {protocol_mismatch, term()}
+                      | {bad_hello, term()}
+                      | {load_failed, atom(), binary()}
+                      | {bad_reply, binary()}
+                      | {request_failed, binary()}
+                      | unresponsive
+                      | overdue
+                      | recycled.
+
+%% A crash of an OS process that ran at least this long (ms) after it was
+%% ready is not part of a crash loop: the next one starts at once.
+-define(HEALTHY_UPTIME, 10000).
+%% How long a worker being recycled waits for its calls in flight (ms).
+-define(DRAIN_LIMIT, 30000).
+%% The worker interrupts a request at its deadline and exits cancel_grace
+%% later; this side ends it this much later still, if it did not.
+-define(OVERDUE_SLACK, 1000).
+%% Log lines a worker may cause per second; the rest are counted, and said.
+-define(LOG_BUDGET, 20).
+%% Retry of a frame this process could not write because the port was busy.
+-define(OUTBOX_RETRY, 10).
+%% Refusals of Erl.call_erlang waiting for a busy port past this many are dropped: only
+%% a worker writing erl_call frames of its own and not reading gets there.
+-define(OUTBOX_LIMIT, 1000).
+
+%% A request in flight, as callers insert it into the pending table.
+-type row() :: {reference(), call | load | {cast, atom()}, WrittenAt :: integer(),
+                ocaml_port_protocol:deadline_ms(), Given :: [pid()]}.
+
+%% The start-up of an OS process: the request awaited, then the plugins to
+%% load, each with the aliases waiting for its answer (ocaml:load/2 during
+%% the start).
+-type step() :: {hello | {load, file:filename_all()}, [reference()]}.
+
+-record(proc, {
+    gen :: pos_integer(),
+    port :: port(),
+    pending :: ets:tid(),
+    given :: ets:tid(),
+    os_pid :: pos_integer() | undefined,
+    flavour :: ocaml_options:flavour() | undefined,
+    started_at :: integer(),
+    ready_at :: integer() | undefined,
+    framer :: ocaml_port_protocol:framer(),
+    last_frame_at :: integer(),
+    last_reply_at :: integer(),
+    %% The request of the start-up being awaited, and the steps after it.
+    awaiting :: {reference(), step()} | none,
+    steps = [] :: [step()],
+    erl_calls = #{} :: #{pid() => integer()},
+    %% Frames this process writes (loads, refusals) wait here while the port
+    %% is busy, in order.
+    outbox = [] :: [ocaml_port_protocol:request()]
+}).
 
 -record(state, {
     pool :: pid(),
     id :: pos_integer(),
-    port :: port() | closed,
-    pending :: ets:tid(),
-    erl_call :: ocaml_options:erl_call_policy(),
-    %% Processes running an Erl.call_erlang request, and its id: the OCaml
-    %% side waits for the answer, so one must come even if such a process dies.
-    erl_calls = #{} :: #{pid() => term()}
+    manager :: pid(),
+    setup :: ocaml_pool_manager:worker_setup() | undefined,
+    phase :: starting | ready | draining | backoff,
+    proc :: #proc{} | none,
+    gen = 0 :: non_neg_integer(),
+    %% The tables of the last OS process that ended: a caller that chose it
+    %% just before may still insert into them and find why it ended there.
+    retired = [] :: [ets:tid()],
+    %% OS processes in a row that died young.
+    failures = 0 :: non_neg_integer(),
+    first_start = true :: boolean(),
+    drain_until :: integer() | undefined,
+    %% Loads asked for while no OS process could take them: the next one
+    %% loads the plugin at start, and these aliases get that step's answer.
+    deferred_loads = [] :: [{file:filename_all(), reference()}],
+    registry :: reference() | none,
+    log_window = {0, 0, 0} :: {Second :: integer(), Logged :: non_neg_integer(),
+                               Dropped :: non_neg_integer()}
 }).
 
 %%% API
 
--spec start_link(Pool :: pid(), Id :: pos_integer()) ->
-    {ok, pid()} | ignore | {error, stop_reason()}.
+-spec start_link(Pool :: pid(), Id :: pos_integer()) -> {ok, pid()} | ignore | {error, term()}.
 start_link(Pool, Id) ->
     gen_server:start_link(?MODULE, {Pool, Id}, []).
 
 %% @doc Asks the worker to load a plugin; the answer goes to `Alias' as the
-%% answer to a call would.
+%% answer to a call would. A worker with no OS process that could load it now
+%% answers once its next one has loaded it at start (or could not).
 -spec load(Worker :: pid(), Alias :: reference(), file:filename_all()) -> ok.
 load(Worker, Alias, Path) ->
     gen_server:cast(Worker, {load, Alias, Path}).
 
+%% @doc Replaces the worker's OS process by a new one with the pool's current
+%% plugins, once the calls in flight are answered (for at most 30 s).
+-spec recycle(Worker :: pid()) -> ok.
+recycle(Worker) ->
+    gen_server:cast(Worker, recycle).
+
 %%% gen_server callbacks
 
--spec init({pid(), pos_integer()}) -> {ok, #state{}} | {stop, stop_reason()}.
+-spec init({pid(), pos_integer()}) -> {ok, #state{}, {continue, spawn}} | {stop, no_pool}.
 init({Pool, Id}) ->
     %% Trapping exits: the supervisor's shutdown must reach terminate/2, which
-    %% closes the port, and a dying port or erl_call process must be a message.
+    %% closes the port, and a dying port or erl_call runner must be a message.
     process_flag(trap_exit, true),
     logger:update_process_metadata(#{camlbeam_pool => Pool, camlbeam_worker => Id}),
     case camlbeam_registry:pool(Pool) of
         {ok, #camlbeam_pool{manager = Manager}} ->
-            {ok, Setup} = ocaml_pool_manager:join(Manager, Id),
-            start_port(Pool, Id, Setup);
+            {ok, #state{pool = Pool, id = Id, manager = Manager, phase = backoff, proc = none,
+                        registry = camlbeam_registry:monitor()},
+             {continue, spawn}};
         error ->
             {stop, no_pool}
     end.
+
+-spec handle_continue(spawn, #state{}) -> {noreply, #state{}}.
+handle_continue(spawn, State) ->
+    {noreply, spawn_proc(State)}.
 
 -spec handle_call(term(), gen_server:from(), #state{}) -> {reply, term(), #state{}}.
 handle_call(Request, _From, State) ->
     {reply, {error, {unknown_request, Request}}, State}.
 
 -spec handle_cast(term(), #state{}) -> {noreply, #state{}}.
-handle_cast({load, Alias, Path}, #state{port = Port, pending = Pending} = State) ->
-    true = ets:insert(Pending, {Alias}),
-    write(Port, ocaml_port_protocol:load(Alias, Path)),
-    {noreply, State};
+handle_cast({load, Alias, Path}, State) ->
+    {noreply, request_load(Alias, Path, State)};
+handle_cast(recycle, State) ->
+    {noreply, start_recycling(State)};
 handle_cast(_Request, State) ->
     {noreply, State}.
 
--spec handle_info(term(), #state{}) -> {noreply, #state{}} | {stop, stop_reason(), #state{}}.
-handle_info({Port, {data, Frame}}, #state{port = Port} = State) ->
-    case ocaml_port_protocol:parse_frame(Frame) of
-        {ok, Envelope, Payload} -> {noreply, serve(Envelope, Payload, State)};
-        {error, Malformed} -> {stop, {malformed_frame, Malformed}, State}
+-spec handle_info(term(), #state{}) -> {noreply, #state{}}.
+handle_info({Port, {data, Data}}, #state{proc = #proc{port = Port} = Proc} = State) ->
+    Now = now_ms(),
+    case ocaml_port_protocol:frames(Data, Proc#proc.framer, max_reply_size(State)) of
+        {ok, Frames, Framer} ->
+            {noreply, serve_frames(Frames, State#state{proc = Proc#proc{framer = Framer,
+                                                                      last_frame_at = Now}})};
+        {error, Malformed} ->
+            {noreply, end_proc({malformed_frame, Malformed}, State)}
     end;
-handle_info({Port, {exit_status, Status}}, #state{port = Port} = State) ->
-    {stop, {exit_status, Status}, State#state{port = closed}};
-handle_info({'EXIT', Port, Reason}, #state{port = Port} = State) ->
-    {stop, {port_exit, Reason}, State#state{port = closed}};
-handle_info({'EXIT', Pid, Reason}, #state{erl_calls = Calls} = State) when is_map_key(Pid, Calls) ->
-    {Id, Rest} = maps:take(Pid, Calls),
+handle_info({Port, {exit_status, Status}}, #state{proc = #proc{port = Port}} = State) ->
+    {noreply, proc_ended({exit_status, Status}, State)};
+handle_info({'EXIT', Port, Reason}, #state{proc = #proc{port = Port}} = State) ->
+    {noreply, proc_ended({port_exit, Reason}, State)};
+handle_info({'EXIT', Runner, Reason}, #state{proc = #proc{erl_calls = Calls} = Proc} = State)
+  when is_map_key(Runner, Calls) ->
+    {Id, Rest} = maps:take(Runner, Calls),
+    NewState = State#state{proc = Proc#proc{erl_calls = Rest}},
     case Reason of
-        normal -> ok;
-        _ -> write(State#state.port, ocaml_port_protocol:erl_reply(Id, {error, {exit, Reason}}))
-    end,
-    {noreply, State#state{erl_calls = Rest}};
+        normal -> {noreply, NewState};
+        _ -> {noreply, write_own(ocaml_port_protocol:erl_reply(Id, {error, {exit, Reason}}), NewState)}
+    end;
+handle_info({timeout, _, {Event, Gen}}, #state{proc = #proc{gen = Gen}} = State) ->
+    {noreply, proc_timer(Event, State)};
+handle_info({timeout, _, {respawn, Gen}}, #state{gen = Gen, phase = backoff, proc = none} = State) ->
+    {noreply, spawn_proc(State)};
+handle_info({'DOWN', Registry, process, _, _}, #state{registry = Registry} = State) ->
+    {noreply, reregister(State)};
 handle_info(_Info, State) ->
-    %% Messages sent to the worker's pid (Erl.self ()) have no way into a port
-    %% worker: the protocol has no frame for them.
+    %% Messages sent to a worker's pid (Erl.self ()) have no way into a port
+    %% worker: the protocol has no frame for them. Stale ports and timers too.
     {noreply, State}.
 
 -spec terminate(term(), #state{}) -> ok.
-terminate(_Reason, #state{port = Port}) ->
-    close(Port).
+terminate(_Reason, #state{proc = #proc{port = Port}}) ->
+    %% The callers monitor this process: they see it go. The keeper ends the
+    %% OS process and anything it forked once it sees the port close.
+    close(Port);
+terminate(_Reason, _State) ->
+    ok.
 
-%% A crash report shows the last message: not the megabytes of a frame.
+%% A crash report shows the last message: not the megabytes of a read.
 -spec format_status(gen_server:format_status()) -> gen_server:format_status().
-format_status(#{message := {Port, {data, Frame}}} = Status) when byte_size(Frame) > 64 ->
-    Status#{message := {Port, {data, {frame, byte_size(Frame), binary:part(Frame, 0, 64)}}}};
+format_status(#{message := {Port, {data, Data}}} = Status) when byte_size(Data) > 64 ->
+    Status#{message := {Port, {data, {bytes, byte_size(Data), binary:part(Data, 0, 64)}}}};
 format_status(Status) ->
     Status.
 
-%%% Start-up: hello, then the plugins, each answer awaited in turn
+%%% Starting an OS process
 
--spec start_port(pid(), pos_integer(), ocaml_pool_manager:worker_setup()) ->
-    {ok, #state{}} | {stop, stop_reason()}.
-start_port(Pool, Id, #{executable := Executable} = Setup) ->
-    #{flavour := Expected, plugins := Plugins, start_timeout := Timeout,
-      max_queue := MaxQueue, erl_call := Policy} = Setup,
-    Deadline = deadline(Timeout),
+-spec spawn_proc(#state{}) -> #state{}.
+spawn_proc(#state{manager = Manager, id = Id, gen = Gen0, deferred_loads = Deferred} = State0) ->
+    {ok, Setup} = ocaml_pool_manager:join(Manager, Id),
+    Gen = Gen0 + 1,
+    State = State0#state{setup = Setup, gen = Gen, deferred_loads = []},
+    #{executable := Executable, plugins := Plugins, start_timeout := Timeout,
+      max_queue_bytes := QueueBytes} = Setup,
     try open_port({spawn_executable, Executable},
+                  %% stream: this side cuts the frames, against its own limit.
                   %% parallelism: callers write concurrently; let the VM schedule
                   %% those writes instead of making them contend for the port.
-                  [{packet, 4}, binary, nouse_stdio, exit_status, {parallelism, true}]) of
+                  %% busy_limits_*: callers write with nosuspend, and a port holding
+                  %% that many bytes nobody read answers them overloaded. Both queues:
+                  %% the port's own (its default limits, a few kB, make callers that
+                  %% write at the same moment see it busy) and the driver's.
+                  [stream, binary, nouse_stdio, exit_status, {parallelism, true},
+                   {busy_limits_msgq, {QueueBytes div 2, QueueBytes}},
+                   {busy_limits_port, {QueueBytes div 2, QueueBytes}},
+                   {args, worker_arguments(Setup)}]) of
         Port ->
-            State0 = #state{pool = Pool, id = Id, port = Port, erl_call = Policy,
-                            pending = ets:new(ocaml_worker_pending,
-                                              [set, public, {write_concurrency, true}])},
-            case handshake(Expected, Plugins, Deadline, State0) of
-                {ok, Flavour, State} ->
-                    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
-                    ok = camlbeam_registry:register_worker(
-                           #camlbeam_worker{key = {Pool, Id}, pid = self(), port = Port,
-                                            pending = State#state.pending, max_queue = MaxQueue,
-                                            os_pid = OsPid, flavour = Flavour}),
-                    {ok, State};
-                {error, Reason} ->
-                    close(Port),
-                    {stop, Reason}
-            end
+            Now = now_ms(),
+            Hello = make_ref(),
+            Proc = #proc{gen = Gen, port = Port, started_at = Now, last_frame_at = Now,
+                         last_reply_at = Now, framer = ocaml_port_protocol:new_framer(),
+                         pending = ets:new(ocaml_worker_pending, [set, public, {write_concurrency, true}]),
+                         given = ets:new(ocaml_worker_given, [bag, public, {write_concurrency, true}]),
+                         awaiting = {Hello, {hello, []}},
+                         %% A deferred load whose plugin is not in the set-up failed
+                         %% elsewhere meanwhile: its load is over, nobody waits.
+                         steps = [{{load, Path}, [Alias || {P, Alias} <- Deferred, P =:= Path]}
+                                  || Path <- Plugins]},
+            ok = start_request(Port, ocaml_port_protocol:hello(Hello, Id, self())),
+            _ = timer(Timeout, start, Gen),
+            State#state{phase = starting, proc = Proc}
     catch
-        error:Reason -> {stop, {spawn_failed, {Reason, Executable}}}
+        error:Reason ->
+            Failure = {spawn_failed, {Reason, Executable}},
+            _ = [Alias ! {Alias, {worker_crashed, Failure}} || {_, Alias} <- Deferred],
+            start_failed(Failure, State#state{phase = starting})
     end.
 
--spec handshake(ocaml_options:flavour() | any, [file:filename_all()], integer() | infinity,
-                #state{}) -> {ok, ocaml_options:flavour(), #state{}} | {error, stop_reason()}.
-handshake(Expected, Plugins, Deadline, #state{id = Id} = State0) ->
+-spec worker_arguments(ocaml_pool_manager:worker_setup()) -> [string()].
+worker_arguments(#{max_request_size := Request, max_reply_size := Reply, cancel_grace := Grace,
+                   max_memory := Memory}) ->
+    ["--max-request-size", integer_to_list(Request), "--max-reply-size", integer_to_list(Reply),
+     "--cancel-grace", integer_to_list(Grace)]
+        ++ case Memory of
+               infinity -> [];
+               _ -> ["--max-memory", integer_to_list(Memory)]
+           end.
+
+%% The answer to the start-up request awaited: the next step, or ready.
+-spec start_step(binary(), #state{}) -> #state{}.
+start_step(Payload, #state{proc = #proc{awaiting = {_, {hello, _}}} = Proc,
+                           setup = #{flavour := Expected}} = State) ->
+    case ocaml_port_protocol:decode_hello(Payload) of
+        {ok, #{flavour := Flavour, os_pid := OsPid}} when Expected =:= any; Expected =:= Flavour ->
+            next_step(State#state{proc = Proc#proc{flavour = Flavour, os_pid = OsPid}});
+        {ok, #{flavour := Flavour}} ->
+            end_proc({flavour_mismatch, Expected, Flavour}, State);
+        {error, Reason} ->
+            end_proc(Reason, State)
+    end;
+start_step(Payload, #state{proc = #proc{awaiting = {_, {{load, _} = Step, Waiters}}}} = State) ->
+    _ = [Waiter ! {Waiter, Payload} || Waiter <- Waiters],
+    case ocaml_port_protocol:decode_load(Payload) of
+        ok -> next_step(State);
+        %% The worker interrupted the plugin's initialiser at the deadline.
+        {error, timeout} -> end_proc({start_timeout, Step}, State);
+        {error, Reason} -> end_proc(Reason, State)
+    end.
+
+-spec next_step(#state{}) -> #state{}.
+next_step(#state{proc = #proc{steps = []} = Proc} = State) ->
+    ready(State#state{proc = Proc#proc{awaiting = none}});
+next_step(#state{proc = #proc{steps = [{{load, Path}, _} = Step | Steps], port = Port} = Proc,
+                 setup = #{start_timeout := Timeout}} = State) ->
     Ref = make_ref(),
-    case request(ocaml_port_protocol:hello(Ref, Id, self()), Ref, hello, Deadline, State0) of
-        {ok, Payload, State} ->
-            case ocaml_port_protocol:decode_hello(Payload) of
-                {ok, #{flavour := Flavour}} when Expected =:= any; Expected =:= Flavour ->
-                    load_all(Plugins, Flavour, Deadline, State);
-                {ok, #{flavour := Flavour}} ->
-                    {error, {flavour_mismatch, Expected, Flavour}};
-                {error, _} = Error ->
-                    Error
-            end;
-        {error, _} = Error ->
-            Error
+    ok = start_request(Port, ocaml_port_protocol:load(Ref, Path, remaining(Proc, Timeout))),
+    State#state{proc = Proc#proc{awaiting = {Ref, Step}, steps = Steps}}.
+
+%% A request of the start-up: nobody else writes to the port yet, so it is never busy.
+%% A port already closed is no error here: its exit is on its way to this process.
+-spec start_request(port(), ocaml_port_protocol:request()) -> ok.
+start_request(Port, Frame) ->
+    try erlang:port_command(Port, Frame) of
+        true -> ok
+    catch
+        error:badarg -> ok
     end.
 
--spec load_all([file:filename_all()], ocaml_options:flavour(), integer() | infinity, #state{}) ->
-    {ok, ocaml_options:flavour(), #state{}} | {error, stop_reason()}.
-load_all([], Flavour, _Deadline, State) ->
-    {ok, Flavour, State};
-load_all([Path | Paths], Flavour, Deadline, State0) ->
-    Ref = make_ref(),
-    case request(ocaml_port_protocol:load(Ref, Path), Ref, {load, Path}, Deadline, State0) of
-        {ok, Payload, State} ->
-            case ocaml_port_protocol:decode_load(Payload) of
-                ok -> load_all(Paths, Flavour, Deadline, State);
-                {error, _} = Error -> Error
-            end;
-        {error, _} = Error ->
-            Error
+%% What is left of start_timeout for the next plugin.
+-spec remaining(#proc{}, timeout()) -> ocaml_port_protocol:deadline_ms().
+remaining(_Proc, infinity) -> infinity;
+remaining(#proc{started_at = Started}, Timeout) -> max(0, Started + Timeout - now_ms()).
+
+-spec ready(#state{}) -> #state{}.
+ready(#state{proc = Proc, setup = Setup, gen = Gen} = State) ->
+    NewState = State#state{phase = ready, proc = Proc#proc{ready_at = now_ms()}},
+    publish(NewState),
+    _ = timer(check_interval(Setup), check, Gen),
+    report_start(ok, NewState).
+
+-spec publish(#state{}) -> ok.
+publish(#state{pool = Pool, id = Id, setup = Setup,
+               proc = #proc{port = Port, pending = Pending, given = Given, os_pid = OsPid,
+                            flavour = Flavour}}) ->
+    #{max_queue := MaxQueue, max_request_size := MaxRequest, cast_timeout := CastTimeout} = Setup,
+    Row = #camlbeam_worker{key = {Pool, Id}, pid = self(), port = Port, pending = Pending,
+                           given = Given, max_queue = MaxQueue, max_request_size = MaxRequest,
+                           cast_timeout = CastTimeout, os_pid = OsPid, flavour = Flavour},
+    try
+        camlbeam_registry:register_worker(Row)
+    catch
+        %% Restarting: this worker registers again when it is back.
+        exit:_ -> ok
     end.
 
-%% Writes a request and waits for the answer to Ref. What else the worker writes
-%% meanwhile (a plugin's initialisation may log, send or call Erlang) is served as usual.
--spec request(binary(), reference(), hello | {load, file:filename_all()}, integer() | infinity,
-              #state{}) -> {ok, binary(), #state{}} | {error, stop_reason()}.
-request(Frame, Ref, Step, Deadline, #state{port = Port} = State) ->
-    write(Port, Frame),
-    await(Ref, Step, Deadline, State).
-
--spec await(reference(), hello | {load, file:filename_all()}, integer() | infinity, #state{}) ->
-    {ok, binary(), #state{}} | {error, stop_reason()}.
-await(Ref, Step, Deadline, #state{port = Port} = State) ->
-    receive
-        {Port, {data, Frame}} ->
-            case ocaml_port_protocol:parse_frame(Frame) of
-                {ok, {reply, Ref}, Payload} ->
-                    {ok, Payload, State};
-                {ok, Envelope, Payload} ->
-                    await(Ref, Step, Deadline, serve(Envelope, Payload, State));
-                {error, Malformed} ->
-                    {error, {malformed_frame, Malformed}}
-            end;
-        {Port, {exit_status, Status}} ->
-            {error, {exit_status, Status}};
-        {'EXIT', Port, Reason} ->
-            {error, {port_exit, Reason}}
-    after time_left(Deadline) ->
-        {error, {start_timeout, Step}}
+-spec unpublish(#state{}) -> ok.
+unpublish(#state{pool = Pool, id = Id}) ->
+    try
+        camlbeam_registry:unregister_worker({Pool, Id})
+    catch
+        exit:_ -> ok
     end.
 
-%%% Frames from the worker
+-spec report_start(ok | {error, term()}, #state{}) -> #state{}.
+report_start(Result, #state{first_start = true, manager = Manager, id = Id} = State) ->
+    ok = ocaml_pool_manager:started(Manager, Id, Result),
+    State#state{first_start = false};
+report_start(_Result, State) ->
+    State.
+
+%%% Frames from the OS process
+
+-spec serve_frames([binary()], #state{}) -> #state{}.
+serve_frames([], State) ->
+    State;
+serve_frames([Frame | Frames], #state{proc = #proc{gen = Gen}} = State0) ->
+    State = case ocaml_port_protocol:parse_frame(Frame) of
+                {ok, Envelope, Payload} -> serve(Envelope, Payload, State0);
+                {error, Malformed} -> end_proc({malformed_frame, Malformed}, State0)
+            end,
+    case State of
+        #state{proc = #proc{gen = Gen}} -> serve_frames(Frames, State);
+        _ -> State  % the OS process ended on that frame: the rest is not its any more
+    end.
 
 -spec serve(ocaml_port_protocol:envelope(), binary(), #state{}) -> #state{}.
-serve({reply, Alias}, Payload, #state{pending = Pending} = State) ->
-    %% The row counts the call in flight until its answer is taken here. A
-    %% caller that timed out left its row (the call still counts) and
-    %% deactivated its alias, so the VM drops this answer.
-    _ = case ets:take(Pending, Alias) of
-            [_] -> Alias ! {Alias, Payload};
-            [] -> ok
-        end,
-    State;
+serve({reply, Ref}, Payload, #state{phase = starting, proc = #proc{awaiting = {Ref, _}}} = State) ->
+    start_step(Payload, State);
+serve({reply, Ref}, Payload, #state{proc = #proc{pending = Pending, given = Given} = Proc} = State) ->
+    NewState = State#state{proc = Proc#proc{last_reply_at = now_ms()}},
+    %% The row counts the request in flight until its answer is taken here. A
+    %% caller that timed out left its row and deactivated its alias, so the
+    %% VM drops this answer.
+    case ets:take(Pending, Ref) of
+        [{Ref, call, _, _, Pids}] ->
+            Ref ! {Ref, Payload},
+            ungive(Given, Pids, Ref),
+            drained(NewState);
+        [{Ref, load, _, _, _}] ->
+            Ref ! {Ref, Payload},
+            drained(NewState);
+        [{Ref, {cast, Fun}, _, _, Pids}] ->
+            ungive(Given, Pids, Ref),
+            drained(cast_answered(Fun, Payload, NewState));
+        [] ->
+            NewState
+    end;
 serve({send, Pid}, Payload, State) ->
-    case ocaml_port_protocol:decode_payload(Payload) of
-        {ok, Message} ->
-            Pid ! Message;
-        error ->
-            ?LOG_WARNING("OCaml worker: Erl.send to ~p of ~b bytes that binary_to_term(_, [safe]) "
-                         "refuses (an atom unknown to this VM?): dropped",
-                         [Pid, byte_size(Payload)], #{domain => [camlbeam, worker]})
-    end,
-    State;
-serve({erl_call, Id}, Payload, #state{port = Port, erl_call = Policy, erl_calls = Calls} = State) ->
-    %% Run in a process of its own: the Erlang function may take long, or call
-    %% back into this pool, while this process must go on forwarding answers.
-    Runner = proc_lib:spawn_link(fun() -> run_erl_call(Port, Id, Payload, Policy) end),
-    State#state{erl_calls = Calls#{Runner => Id}};
+    case may_send(Pid, State) of
+        true ->
+            case ocaml_port_protocol:decode_payload(Payload) of
+                {ok, Message} ->
+                    Pid ! Message,
+                    State;
+                {error, Why} ->
+                    log(warning, "OCaml worker: Erl.send to ~p dropped: ~ts", [Pid, Why], State)
+            end;
+        false ->
+            #{policy := #{send := Send}} = State#state.setup,
+            log(warning, "OCaml worker: Erl.send to ~p refused by the pool's policy (send => ~p)",
+                [Pid, Send], State)
+    end;
+serve({erl_call, Id}, Payload, State) ->
+    erl_call(Id, Payload, State);
 serve({log, Level}, Payload, State) ->
     Text = case ocaml_port_protocol:decode_payload(Payload) of
                {ok, Binary} when is_binary(Binary) -> Binary;
-               {ok, Term} -> io_lib:format("~tp", [Term]);
-               error -> <<"(undecodable log payload)">>
+               {ok, Term} -> io_lib:format("~tP", [Term, 20]);
+               {error, Why} -> ["(an undecodable log line: ", Why, ")"]
            end,
-    ?LOG(Level, "OCaml worker: ~ts", [Text], #{domain => [camlbeam, worker]}),
+    log(Level, "OCaml worker: ~ts", [Text], State);
+serve({heartbeat, _Elapsed}, _Payload, State) ->
+    %% Its arrival is the news (last_frame_at).
     State.
 
--spec run_erl_call(port(), term(), binary(), ocaml_options:erl_call_policy()) -> ok.
+-spec ungive(ets:tid(), [pid()], reference()) -> ok.
+ungive(_Given, [], _Ref) -> ok;
+ungive(Given, Pids, Ref) -> lists:foreach(fun(Pid) -> ets:delete_object(Given, {Pid, Ref}) end, Pids).
+
+-spec may_send(pid(), #state{}) -> boolean().
+may_send(Pid, #state{setup = #{policy := #{send := Send}}, proc = #proc{given = Given}}) ->
+    case Send of
+        any -> true;
+        none -> false;
+        given -> ets:member(Given, Pid)
+    end.
+
+%% A cast's answer is only looked at when it is not {ok, _}.
+-spec cast_answered(atom(), binary(), #state{}) -> #state{}.
+cast_answered(Fun, Payload, State) ->
+    case ocaml_port_protocol:is_ok_answer(Payload) of
+        true ->
+            State;
+        false ->
+            Answer = ocaml_port_protocol:decode_answer(Payload),
+            log(warning, "OCaml worker: cast ~tp failed: ~tP", [Fun, Answer, 12], State)
+    end.
+
+%%% Erl.call_erlang
+
+-spec erl_call(integer(), binary(), #state{}) -> #state{}.
+erl_call(Id, Payload, #state{setup = #{policy := #{max_erl_calls := Max} = Policy},
+                             proc = #proc{port = Port, erl_calls = Calls} = Proc} = State) ->
+    case map_size(Calls) < Max of
+        true ->
+            %% Run in a process of its own: the Erlang function may take long, or
+            %% call back into this pool, while this process must go on reading.
+            Runner = proc_lib:spawn_link(fun() -> run_erl_call(Port, Id, Payload, Policy) end),
+            State#state{proc = Proc#proc{erl_calls = Calls#{Runner => Id}}};
+        false when length(Proc#proc.outbox) >= ?OUTBOX_LIMIT ->
+            State;
+        false ->
+            write_own(ocaml_port_protocol:erl_reply(Id, {error, {error, too_many_erl_calls}}), State)
+    end.
+
+-spec run_erl_call(port(), integer(), binary(), ocaml_policy:policy()) -> ok.
 run_erl_call(Port, Id, Payload, Policy) ->
     Result = case ocaml_port_protocol:decode_erl_call(Payload) of
                  {ok, {M, F, A}} ->
-                     case allowed(Policy, M, F) of
+                     case ocaml_policy:may_call(Policy, M, F, length(A)) of
                          true ->
                              try {ok, apply(M, F, A)}
                              catch Class:Reason -> {error, {Class, Reason}}
@@ -267,44 +471,304 @@ run_erl_call(Port, Id, Payload, Policy) ->
                  {error, Why} ->
                      {error, {error, {bad_erl_call, Why}}}
              end,
-    write(Port, ocaml_port_protocol:erl_reply(Id, Result)).
+    %% This process may wait for a busy port: only the worker is held up, and
+    %% it is waiting for this answer.
+    try erlang:port_command(Port, ocaml_port_protocol:erl_reply(Id, Result)) of
+        true -> ok
+    catch
+        error:badarg -> ok  % the OS process is gone
+    end.
 
--spec allowed(ocaml_options:erl_call_policy(), module(), atom()) -> boolean().
-allowed(all, _M, _F) -> true;
-allowed(none, _M, _F) -> false;
-allowed(Allowed, M, F) -> lists:member({M, F}, Allowed).
+%%% Loads and recycling
+
+-spec request_load(reference(), file:filename_all(), #state{}) -> #state{}.
+request_load(Alias, Path, #state{phase = ready, setup = #{start_timeout := Timeout},
+                                 proc = #proc{pending = Pending}} = State) ->
+    true = ets:insert(Pending, {Alias, load, now_ms(), Timeout, []}),
+    write_own(ocaml_port_protocol:load(Alias, Path, Timeout), State);
+request_load(Alias, Path, #state{phase = starting, proc = #proc{awaiting = Awaiting, steps = Steps} = Proc} = State) ->
+    %% Loaded during this start-up: answered with that step; else it is one
+    %% more step.
+    Step = {load, Path},
+    case Awaiting of
+        {Ref, {Step, Waiters}} ->
+            State#state{proc = Proc#proc{awaiting = {Ref, {Step, [Alias | Waiters]}}}};
+        _ ->
+            NewSteps = case lists:keyfind(Step, 1, Steps) of
+                           {Step, Waiters} -> lists:keyreplace(Step, 1, Steps, {Step, [Alias | Waiters]});
+                           false -> Steps ++ [{Step, [Alias]}]
+                       end,
+            State#state{proc = Proc#proc{steps = NewSteps}}
+    end;
+request_load(Alias, Path, #state{deferred_loads = Deferred} = State) ->
+    %% No OS process, or one on its way out: the next loads it at start.
+    State#state{deferred_loads = Deferred ++ [{Path, Alias}]}.
+
+-spec start_recycling(#state{}) -> #state{}.
+start_recycling(#state{phase = ready} = State) ->
+    unpublish(State),
+    drained(State#state{phase = draining, drain_until = now_ms() + ?DRAIN_LIMIT});
+start_recycling(#state{phase = starting} = State) ->
+    end_proc(recycled, State);
+start_recycling(State) ->
+    %% In backoff, or draining already: the next OS process gets the new set-up.
+    State.
+
+%% A draining worker restarts once nothing is in flight.
+-spec drained(#state{}) -> #state{}.
+drained(#state{phase = draining, proc = #proc{pending = Pending}} = State) ->
+    case ets:info(Pending, size) of
+        0 -> end_proc(recycled, State);
+        _ -> State
+    end;
+drained(State) ->
+    State.
+
+%%% Watching the OS process
+
+-spec proc_timer(start | check | flush, #state{}) -> #state{}.
+proc_timer(start, #state{phase = starting, proc = #proc{awaiting = {_, {Step, _}}}} = State) ->
+    end_proc({start_timeout, Step}, State);
+proc_timer(check, #state{phase = Phase, setup = Setup, proc = #proc{gen = Gen}} = State)
+  when Phase =:= ready; Phase =:= draining ->
+    NewState = check(State),
+    case NewState of
+        #state{proc = #proc{gen = Gen}} -> _ = timer(check_interval(Setup), check, Gen), NewState;
+        _ -> NewState
+    end;
+proc_timer(flush, State) ->
+    flush_outbox(State);
+proc_timer(_, State) ->
+    State.
+
+%% Ends an OS process that stopped answering or overran its deadlines.
+-spec check(#state{}) -> #state{}.
+check(#state{phase = draining, drain_until = Until} = State0) ->
+    State = check_progress(State0),
+    case State of
+        #state{phase = draining} ->
+            case now_ms() > Until of
+                true -> end_proc(recycled, State);
+                false -> drained(State)
+            end;
+        _ ->
+            State
+    end;
+check(State) ->
+    check_progress(State).
+
+-spec check_progress(#state{}) -> #state{}.
+check_progress(#state{setup = #{stall_timeout := Stall, cancel_grace := Grace},
+                      proc = #proc{pending = Pending, last_frame_at = LastFrame,
+                                   last_reply_at = LastReply}} = State) ->
+    case ets:info(Pending, size) of
+        0 ->
+            State;
+        _ ->
+            Now = now_ms(),
+            {Oldest, Longest} = ets:foldl(fun oldest_and_longest/2, {Now, 0}, Pending),
+            Silent = Now - max(LastFrame, Oldest),
+            Unanswered = Now - max(LastReply, Oldest),
+            if
+                %% Nothing at all, not even a heartbeat, since the oldest request
+                %% was written: stopped (SIGSTOP), wedged, or not reading.
+                Silent > Stall ->
+                    end_proc(unresponsive, State);
+                %% No answer for longer than any request in flight may run: the
+                %% OS process failed to interrupt one at its deadline.
+                Longest =/= infinity, Unanswered > Longest + Grace + ?OVERDUE_SLACK ->
+                    end_proc(overdue, State);
+                true ->
+                    State
+            end
+    end.
+
+-spec oldest_and_longest(row(), {integer(), ocaml_port_protocol:deadline_ms()}) ->
+    {integer(), ocaml_port_protocol:deadline_ms()}.
+oldest_and_longest({_, _, Written, Timeout, _}, {Oldest, Longest}) ->
+    {min(Written, Oldest), max_timeout(Timeout, Longest)}.
+
+-spec max_timeout(ocaml_port_protocol:deadline_ms(), ocaml_port_protocol:deadline_ms()) ->
+    ocaml_port_protocol:deadline_ms().
+max_timeout(infinity, _) -> infinity;
+max_timeout(_, infinity) -> infinity;
+max_timeout(A, B) -> max(A, B).
+
+-spec check_interval(ocaml_pool_manager:worker_setup()) -> pos_integer().
+check_interval(#{stall_timeout := Stall, cancel_grace := Grace}) ->
+    max(50, min(Stall, max(Grace, 200)) div 4).
+
+%%% Ending an OS process
+
+%% This side ends the OS process: the port closes, the keeper kills it.
+-spec end_proc(crash_reason(), #state{}) -> #state{}.
+end_proc(Reason, #state{proc = #proc{port = Port}} = State) ->
+    close(Port),
+    proc_ended(Reason, State).
+
+-spec start_failed(crash_reason(), #state{}) -> #state{}.
+start_failed(Reason, State) ->
+    next_proc(Reason, undefined, 0, report_start({error, Reason}, State)).
+
+%% The OS process is gone: every request it had is answered, the worker
+%% withdrawn from the registry, and the next OS process scheduled.
+-spec proc_ended(crash_reason(), #state{}) -> #state{}.
+proc_ended(Reason, #state{phase = Phase, proc = Proc, retired = Retired} = State0) ->
+    #proc{pending = Pending, given = Given, erl_calls = Runners, awaiting = Awaiting,
+          steps = Steps, ready_at = ReadyAt} = Proc,
+    %% First the reason, for a caller that inserts its row from now on and finds
+    %% the port closed; then no caller finds this worker any more.
+    true = ets:insert(Pending, {'$dead', Reason}),
+    _ = Phase =:= ready andalso unpublish(State0),
+    InFlight = answer_all(Pending, Reason),
+    _ = [exit(Runner, kill) || Runner <- maps:keys(Runners)],
+    _ = [Waiter ! {Waiter, {worker_crashed, Reason}} || Waiter <- start_waiters(Awaiting, Steps)],
+    _ = [ets:delete(Table) || Table <- Retired],
+    State = State0#state{proc = none, retired = [Pending, Given]},
+    case Phase of
+        starting -> next_proc(Reason, ReadyAt, InFlight, report_start({error, Reason}, State));
+        _ -> next_proc(Reason, ReadyAt, InFlight, State)
+    end.
+
+%% The aliases waiting for a start-up step.
+-spec start_waiters({reference(), step()} | none, [step()]) -> [reference()].
+start_waiters(Awaiting, Steps) ->
+    Current = case Awaiting of
+                  {_, {_, Waiters}} -> Waiters;
+                  none -> []
+              end,
+    Current ++ lists:append([Waiters || {_, Waiters} <- Steps]).
+
+%% Takes every row (a caller that takes its own first answers itself) and
+%% answers it; how many were in flight.
+-spec answer_all(ets:tid(), crash_reason()) -> non_neg_integer().
+answer_all(Pending, Reason) ->
+    Refs = ets:select(Pending, [{{'$1', '_', '_', '_', '_'}, [], ['$1']}]),
+    lists:foldl(
+      fun(Ref, Count) ->
+              case ets:take(Pending, Ref) of
+                  [{Ref, Kind, _, _, _}] when Kind =:= call; Kind =:= load ->
+                      Ref ! {Ref, {worker_crashed, Reason}},
+                      Count + 1;
+                  [_] ->
+                      Count + 1;
+                  [] ->
+                      Count
+              end
+      end, 0, Refs).
+
+%% The next OS process: at once after a deliberate restart or one that
+%% follows a healthy run, else after the backoff.
+-spec next_proc(crash_reason(), integer() | undefined, non_neg_integer(), #state{}) -> #state{}.
+next_proc(recycled, _ReadyAt, _InFlight, State) ->
+    spawn_proc(State#state{phase = backoff, proc = none});
+next_proc(Reason, ReadyAt, InFlight, #state{failures = Failures0, gen = Gen,
+                                            setup = #{restart_backoff := {First, Max}}} = State) ->
+    Healthy = ReadyAt =/= undefined andalso now_ms() - ReadyAt >= ?HEALTHY_UPTIME,
+    Failures = case Healthy of
+                   true -> 1;
+                   false -> Failures0 + 1
+               end,
+    Delay = backoff_delay(Failures, First, Max),
+    ?LOG_WARNING("OCaml worker: its OS process ended (~ts) with ~b request~s in flight; "
+                 "the next starts in ~b ms~ts",
+                 [ocaml:format_error(Reason), InFlight, plural(InFlight), Delay,
+                  case Failures of
+                      1 -> "";
+                      _ -> io_lib:format(" (~b in a row have ended young: restart_backoff)", [Failures])
+                  end]),
+    NewState = State#state{phase = backoff, proc = none, failures = Failures},
+    case Delay of
+        0 -> spawn_proc(NewState);
+        _ -> erlang:start_timer(Delay, self(), {respawn, Gen}), NewState
+    end.
+
+%% 0 for the first death in a row; then First, doubling, at most Max, with
+%% up to a fifth taken off at random so that workers dying together do not
+%% restart together.
+-spec backoff_delay(pos_integer(), non_neg_integer(), non_neg_integer()) -> non_neg_integer().
+backoff_delay(1, _First, _Max) ->
+    0;
+backoff_delay(Failures, First, Max) ->
+    Delay = min(Max, First bsl min(Failures - 2, 32)),
+    Delay - rand:uniform(max(1, Delay div 5)) + 1.
+
+%%% Writing
+
+%% A frame of this process's own (a load, a refused erl_call): never waits for
+%% a busy port (this process is the one that reads the port, so waiting could
+%% wait for ever), queues it instead.
+-spec write_own(ocaml_port_protocol:request(), #state{}) -> #state{}.
+write_own(Frame, #state{proc = #proc{outbox = Outbox} = Proc} = State) ->
+    flush_outbox(State#state{proc = Proc#proc{outbox = Outbox ++ [Frame]}}).
+
+-spec flush_outbox(#state{}) -> #state{}.
+flush_outbox(#state{proc = #proc{outbox = []}} = State) ->
+    State;
+flush_outbox(#state{proc = #proc{outbox = [Frame | Rest], port = Port, gen = Gen} = Proc} = State) ->
+    try erlang:port_command(Port, Frame, [nosuspend]) of
+        true ->
+            flush_outbox(State#state{proc = Proc#proc{outbox = Rest}});
+        false ->
+            _ = timer(?OUTBOX_RETRY, flush, Gen),
+            State
+    catch
+        error:badarg -> State  % closed: its exit_status is on its way
+    end.
+
+%% Kills the port: a port_close would wait, for ever, to write what its queue
+%% holds to an OS process that does not read (and the VM would not halt); the
+%% requests queued there are the OS process's, whose callers get their answer
+%% from proc_ended/2. The keeper sees the pipe close and ends the OS process.
+-spec close(port()) -> ok.
+close(Port) ->
+    true = exit(Port, kill),
+    ok.
 
 %%% Helpers
 
-%% @doc Writes a frame to a worker's port. A port that is gone is no error
-%% here: its exit_status message is on its way to the worker's process, which
-%% stops when it arrives (a caller's cast to it is dropped).
--spec write(port() | closed, iodata()) -> ok.
-write(closed, _Frame) ->
-    ok;
-write(Port, Frame) ->
-    try erlang:port_command(Port, Frame) of
-        true -> ok
-    catch
-        error:badarg -> ok
+-spec max_reply_size(#state{}) -> pos_integer().
+max_reply_size(#state{setup = #{max_reply_size := Max}}) ->
+    Max.
+
+-spec timer(timeout(), start | check | flush, pos_integer()) -> reference() | none.
+timer(infinity, _Event, _Gen) -> none;
+timer(Ms, Event, Gen) -> erlang:start_timer(Ms, self(), {Event, Gen}).
+
+-spec now_ms() -> integer().
+now_ms() ->
+    erlang:monotonic_time(millisecond).
+
+-spec plural(non_neg_integer()) -> string().
+plural(1) -> "";
+plural(_) -> "s".
+
+%% Logs at most ?LOG_BUDGET lines a second on behalf of one worker; past it,
+%% counts them, and says how many were dropped when logging again.
+-spec log(logger:level(), io:format(), [term()], #state{}) -> #state{}.
+log(Level, Format, Args, #state{log_window = {Second, Logged, Dropped}} = State) ->
+    Now = erlang:monotonic_time(second),
+    case {Now =:= Second, Logged < ?LOG_BUDGET} of
+        {true, false} ->
+            State#state{log_window = {Second, Logged, Dropped + 1}};
+        {true, true} ->
+            logger:log(Level, Format, Args),
+            State#state{log_window = {Second, Logged + 1, Dropped}};
+        {false, _} ->
+            _ = Dropped > 0 andalso
+                ?LOG_WARNING("OCaml worker: ~b log line~s dropped (more than ~b a second)",
+                             [Dropped, plural(Dropped), ?LOG_BUDGET]),
+            logger:log(Level, Format, Args),
+            State#state{log_window = {Now, 1, 0}}
     end.
 
-%% Closing the port closes the worker's request pipe: it finishes the request
-%% it is running and exits (its watchdog ends it if that takes too long).
--spec close(port() | closed) -> ok.
-close(closed) ->
-    ok;
-close(Port) ->
-    try erlang:port_close(Port) of
-        true -> ok
-    catch
-        error:badarg -> ok
+%% The registry restarted with empty tables: a ready worker registers again.
+-spec reregister(#state{}) -> #state{}.
+reregister(#state{phase = Phase} = State) ->
+    case camlbeam_registry:await() of
+        undefined ->
+            State#state{registry = none};
+        _ ->
+            _ = Phase =:= ready andalso publish(State),
+            State#state{registry = camlbeam_registry:monitor()}
     end.
-
--spec deadline(timeout()) -> integer() | infinity.
-deadline(infinity) -> infinity;
-deadline(Timeout) -> erlang:monotonic_time(millisecond) + Timeout.
-
--spec time_left(integer() | infinity) -> timeout().
-time_left(infinity) -> infinity;
-time_left(Deadline) -> max(0, Deadline - erlang:monotonic_time(millisecond)).

@@ -23,7 +23,7 @@ cases(Group) ->
      undef, badarity, badarg, strings_and_maps, ocaml_exception, stack_overflow, nan_is_bad_reply,
      vm_crashing_map_is_bad_reply,
      timeout_drops_late_reply, infinity_timeout, overloaded, unknown_atom_is_bad_reply,
-     load_at_runtime, load_failures, start_failures, bad_options, erl_send,
+     load_at_runtime, load_failures, start_failures, bad_options, erl_send, erl_send_policy,
      call_erlang_all, call_erlang_none, call_erlang_allow_list, owner_death_stops_pool,
      child_spec_in_own_supervisor, least_loaded_routing]
     ++ [own_executable || Group =:= port].
@@ -207,22 +207,25 @@ vm_crashing_map_is_bad_reply(Config) ->
 %%% Errors of the Erlang side
 
 %% The late answer is dropped: never delivered to the next call, nor left in the mailbox.
+%% The call that timed out is interrupted at its deadline (Erl.Cancelled in the sleep),
+%% so the worker is free long before the 3 s the export would have slept.
 timeout_drops_late_reply(Config) ->
     Pool = ?LIB:start_pool(Config, #{}),
-    ?assertEqual({error, timeout}, ocaml:call(Pool, sleep_echo, [300, first], 50)),
-    %% The worker is still computing it: the call still counts in its load.
-    ?assertMatch([#{in_flight := 1}], ocaml:workers(Pool)),
+    [#{os_pid := OsPid}] = ocaml:workers(Pool),
+    Started = erlang:monotonic_time(millisecond),
+    ?assertEqual({error, timeout}, ocaml:call(Pool, sleep_echo, [3000, first], 50)),
     ?assertEqual({ok, second}, ocaml:call(Pool, identity, [second])),
+    ?assert(erlang:monotonic_time(millisecond) - Started < 1500),
     ?assertEqual({ok, third}, ocaml:call(Pool, sleep_echo, [0, third])),
-    timer:sleep(400),
-    ?assertEqual({ok, fourth}, ocaml:call(Pool, identity, [fourth])),
     ?assertEqual([], ?LIB:flush()),
     %% A zero timeout cannot be met by any worker, and is no different.
-    ?assertEqual({error, timeout}, ocaml:call(Pool, sleep_echo, [50, fifth], 0)),
-    ?assertEqual({ok, sixth}, ocaml:call(Pool, identity, [sixth])),
+    ?assertEqual({error, timeout}, ocaml:call(Pool, sleep_echo, [50, fourth], 0)),
+    ?assertEqual({ok, fifth}, ocaml:call(Pool, identity, [fifth])),
     timer:sleep(100),
     ?assertEqual([], ?LIB:flush()),
-    ?assertMatch([#{in_flight := 0}], ocaml:workers(Pool)).
+    ?assertMatch([#{in_flight := 0}], ocaml:workers(Pool)),
+    %% Interrupted, not replaced.
+    ?assertMatch([#{os_pid := OsPid}], ocaml:workers(Pool)).
 
 infinity_timeout(Config) ->
     Pool = ?LIB:start_pool(Config, #{}),
@@ -243,7 +246,9 @@ overloaded(Config) ->
 unknown_atom_is_bad_reply(Config) ->
     Pool = ?LIB:start_pool(Config, #{}),
     Name = "camlbeam_never_an_atom_" ++ integer_to_list(erlang:unique_integer([positive])),
-    ?assertMatch({error, {bad_reply, <<_/binary>>}},
+    Expected = iolist_to_binary(["the atom '", Name, "' is not known to this VM (a worker's "
+                                 "answer cannot create atoms)"]),
+    ?assertEqual({error, {bad_reply, Expected}},
                  ocaml:call(Pool, make_atom, [list_to_binary(Name)])),
     ?assertError(badarg, list_to_existing_atom(Name)),
     %% An atom the VM knows is fine.
@@ -272,11 +277,17 @@ load_failures(Config) ->
                  ocaml:load(Pool, ?LIB:plugin(Config, "camlbeam_extra", Other))),
     ?assertMatch({error, {load_failed, already_loaded, _}},
                  ocaml:load(Pool, ?LIB:plugin(Config, "camlbeam_test"))),
-    ?assertMatch({error, {load_failed, init_failed, _}},
-                 ocaml:load(Pool, ?LIB:plugin(Config, "camlbeam_init_fails"))),
     ?assertMatch({error, {load_failed, incompatible, _}},
                  ocaml:load(Pool, ?LIB:plugin(Config, "camlbeam_needs_str"))),
-    %% The worker survived all of it.
+    %% None of these ran any of the plugin: the same OS process serves on.
+    [#{os_pid := OsPid}] = ocaml:workers(Pool),
+    ?assertEqual({ok, 3}, ocaml:call(Pool, add, [1, 2])),
+    %% An initialiser that raised half way leaves what it did: the worker starts again
+    %% without the plugin (loading is all or none).
+    ?assertMatch({error, {load_failed, init_failed, _}},
+                 ocaml:load(Pool, ?LIB:plugin(Config, "camlbeam_init_fails"))),
+    [NewOsPid] = ?LIB:new_os_pids(Pool, [OsPid]),
+    ?assertNotEqual(OsPid, NewOsPid),
     ?assertEqual({ok, 3}, ocaml:call(Pool, add, [1, 2])).
 
 start_failures(Config) ->
@@ -334,6 +345,7 @@ own_executable(Config) ->
 
 %%% OCaml talking to Erlang
 
+%% Erl.send under the default policy: to a pid the call was given as an argument.
 erl_send(Config) ->
     Pool = ?LIB:start_pool(Config, #{}),
     Message = {hello, [1.5, <<"bin">>, #{k => v}], self()},
@@ -342,10 +354,43 @@ erl_send(Config) ->
     %% To a dead process: dropped, like Pid ! Msg.
     Dead = spawn(fun() -> ok end),
     ?LIB:wait_until(fun() -> not is_process_alive(Dead) end, 1000),
-    ?assertEqual({ok, ok}, ocaml:call(Pool, send, [Dead, lost])).
+    ?assertEqual({ok, ok}, ocaml:call(Pool, send, [Dead, lost])),
+    ?assertEqual([], ?LIB:flush()).
+
+%% Every send policy, with a pid the call gives and pids it does not.
+erl_send_policy(Config) ->
+    Self = self(),
+    Given = fun(Pool) -> ocaml:call(Pool, send, [Self, given]) end,
+    Logs = ?LIB:add_log_collector(),
+    try
+        %% given (the default): the process that stops the VM on {stop, stop} is not
+        %% given, nor is a pid inside another argument.
+        Default = ?LIB:start_pool(Config, #{}),
+        Init = whereis(init),
+        ?assertEqual({ok, ok}, ocaml:call(Default, send_to_first, [[Init], {stop, stop}])),
+        ?LIB:logged(fun(#{level := warning} = E) -> ?LIB:mentions(E, ["refused", pid_to_list(Init)]);
+                       (_) -> false
+                    end, 5000),
+        ?assertEqual({ok, ok}, Given(Default)),
+        receive given -> ok after 5000 -> ct:fail(given_not_delivered) end,
+        %% none: not even a given pid.
+        None = ?LIB:start_pool(Config, #{policy => #{send => none}}),
+        ?assertEqual({ok, ok}, Given(None)),
+        ?LIB:logged(fun(#{level := warning} = E) -> ?LIB:mentions(E, ["refused", "none"]);
+                       (_) -> false
+                    end, 5000),
+        %% any: also a pid met inside another argument.
+        Any = ?LIB:start_pool(Config, #{policy => #{send => any}}),
+        ?assertEqual({ok, ok}, ocaml:call(Any, send_to_first, [[Self], inside])),
+        receive inside -> ok after 5000 -> ct:fail(any_not_delivered) end
+    after
+        ?LIB:remove_log_collector(Logs)
+    end,
+    ?assertEqual([], ?LIB:flush()),
+    ?assert(is_process_alive(whereis(init))).
 
 call_erlang_all(Config) ->
-    Pool = ?LIB:start_pool(Config, #{}),
+    Pool = ?LIB:start_pool(Config, #{policy => #{erl_call => all}}),
     ?assertEqual({ok, {ok, [3, 2, 1]}}, ocaml:call(Pool, call_erlang, [lists, reverse, [[1, 2, 3]]])),
     ?assertEqual({ok, {error, {error, badarith}}},
                  ocaml:call(Pool, call_erlang, [erlang, '/', [1, 0]])),
@@ -355,7 +400,7 @@ call_erlang_all(Config) ->
                  ocaml:call(Pool, call_erlang, [camlbeam_no_such_module, f, []])),
     %% The Erlang function may call the same pool back: it runs outside the worker's
     %% process. (The worker itself waits, so the nested call goes to another worker.)
-    Pool2 = ?LIB:start_pool(Config, #{pool_size => 2}),
+    Pool2 = ?LIB:start_pool(Config, #{pool_size => 2, policy => #{erl_call => all}}),
     ?assertEqual({ok, {ok, {ok, 7}}},
                  ocaml:call(Pool2, call_erlang, [ocaml, call, [Pool2, add, [3, 4]]])),
     %% Calls that arrive while the worker waits for Erlang are answered after.
@@ -365,18 +410,27 @@ call_erlang_all(Config) ->
     ?assertEqual({ok, 3}, ocaml:call(Pool, add, [1, 2])),
     receive {slow, {ok, {ok, ok}}} -> ok after 5000 -> ct:fail(slow_call) end.
 
+%% The default: nothing, least of all what stops the VM or makes atoms.
 call_erlang_none(Config) ->
-    Pool = ?LIB:start_pool(Config, #{erl_call => none}),
+    Pool = ?LIB:start_pool(Config, #{}),
     ?assertEqual({ok, {error, {error, {not_allowed, {lists, reverse, 1}}}}},
-                 ocaml:call(Pool, call_erlang, [lists, reverse, [[1, 2, 3]]])).
+                 ocaml:call(Pool, call_erlang, [lists, reverse, [[1, 2, 3]]])),
+    ?assertEqual({ok, {error, {error, {not_allowed, {erlang, halt, 1}}}}},
+                 ocaml:call(Pool, call_erlang, [erlang, halt, [7]])),
+    Name = "camlbeam_policy_never_an_atom",
+    ?assertEqual({ok, {error, {error, {not_allowed, {erlang, binary_to_atom, 1}}}}},
+                 ocaml:call(Pool, call_erlang, [erlang, binary_to_atom, [list_to_binary(Name)]])),
+    ?assertError(badarg, list_to_existing_atom(Name)).
 
 call_erlang_allow_list(Config) ->
-    Pool = ?LIB:start_pool(Config, #{erl_call => [{lists, reverse}, {erlang, node}]}),
+    Pool = ?LIB:start_pool(Config, #{policy => #{erl_call => [{lists, reverse}, {erlang, node, 0}]}}),
     ?assertEqual({ok, {ok, [2, 1]}}, ocaml:call(Pool, call_erlang, [lists, reverse, [[1, 2]]])),
     ?assertEqual({ok, {ok, [2, 1, 0]}}, ocaml:call(Pool, call_erlang, [lists, reverse, [[1, 2], [0]]])),
     ?assertEqual({ok, {ok, node()}}, ocaml:call(Pool, call_erlang, [erlang, node, []])),
     ?assertEqual({ok, {error, {error, {not_allowed, {lists, sort, 1}}}}},
                  ocaml:call(Pool, call_erlang, [lists, sort, [[2, 1]]])),
+    ?assertEqual({ok, {error, {error, {not_allowed, {erlang, node, 1}}}}},
+                 ocaml:call(Pool, call_erlang, [erlang, node, [self()]])),
     ?assertEqual({ok, {error, {error, {not_allowed, {os, cmd, 1}}}}},
                  ocaml:call(Pool, call_erlang, [os, cmd, ["true"]])).
 

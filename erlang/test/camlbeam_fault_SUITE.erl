@@ -24,7 +24,7 @@ groups() ->
 cases(_Group) ->
     [kill_9_with_calls_in_flight, malformed_frame_restarts, exit_mid_frame_restarts,
      plugin_survives_restart, concurrent_callers, timeouts_under_load,
-     stop_with_calls_in_flight].
+     stop_with_calls_in_flight, registry_restart].
 
 init_per_suite(Config) -> ?LIB:init_per_suite(Config).
 end_per_suite(Config) -> ?LIB:end_per_suite(Config).
@@ -44,7 +44,14 @@ kill_9_with_calls_in_flight(Config) ->
     ?LIB:wait_until(fun() -> in_flight(Pool) =:= 1 end, 2000),
     _ = [spawn_link(fun() -> Self ! {answer, I, ocaml:call(Pool, identity, [{I}], 20000)} end)
          || I <- lists:seq(1, ?IN_FLIGHT - 1)],
-    ?LIB:wait_until(fun() -> in_flight(Pool) =:= ?IN_FLIGHT end, 10000),
+    try
+        ?LIB:wait_until(fun() -> in_flight(Pool) =:= ?IN_FLIGHT end, 10000)
+    catch
+        exit:{test_case_failed, _} = Failed ->
+            %% What answered early says why.
+            ct:log("in flight ~p; answered early: ~p", [in_flight(Pool), ?LIB:flush()]),
+            exit(Failed)
+    end,
     os:cmd("kill -9 " ++ integer_to_list(OsPid)),
     Answers = collect_answers(?IN_FLIGHT, 10000),
     ?assertEqual(lists:seq(0, ?IN_FLIGHT - 1), lists:sort(maps:keys(Answers))),
@@ -64,7 +71,7 @@ kill_9_with_calls_in_flight(Config) ->
 %% A worker writing junk: the pool reports it and restarts it; another pool's calls all
 %% succeed meanwhile.
 malformed_frame_restarts(Config) ->
-    broken_worker_restarts(Config, malformed_frame, {malformed_frame, {not_etf, <<"junk!">>}}).
+    broken_worker_restarts(Config, malformed_frame, {malformed_frame, {bad_envelope, <<"junk!">>}}).
 
 %% A worker exiting in the middle of a frame.
 exit_mid_frame_restarts(Config) ->
@@ -78,13 +85,16 @@ broken_worker_restarts(Config, Export, Reason) ->
     try
         Runner = start_runner(Healthy),
         ?assertEqual({error, {worker_crashed, Reason}}, ocaml:call(Broken, Export, [])),
-        %% Reported: the worker's crash, and its supervisor's restart of it.
-        ReasonText = lists:flatten(io_lib:format("~0p", [Reason])),
-        ?LIB:logged(fun(#{level := error} = Event) ->
-                            ?LIB:mentions(Event, [pid_to_list(WorkerPid), ReasonText]);
-                       (_) ->
-                            false
-                    end, 5000),
+        %% Reported in one line by the worker's process, which restarts its OS process
+        %% itself (no crash report, no supervisor report).
+        ReasonText = ocaml:format_error(Reason),
+        Event = ?LIB:logged(fun(#{level := warning, meta := #{pid := Pid}} = E) when Pid =:= WorkerPid ->
+                                    ?LIB:mentions(E, [ReasonText]);
+                               (_) ->
+                                    false
+                            end, 5000),
+        ?assertMatch(#{meta := #{camlbeam_pool := Broken, camlbeam_worker := 1}}, Event),
+        ?assert(is_process_alive(WorkerPid)),
         [_] = ?LIB:new_os_pids(Broken, [OsPid]),
         ?assertEqual({ok, restarted}, ocaml:call(Broken, identity, [restarted])),
         {Calls, Failures} = stop_runner(Runner),
@@ -177,6 +187,45 @@ stop_with_calls_in_flight(Config) ->
     ok = ocaml:stop(Pool),
     Answers = collect_answers(10, 5000),
     maps:foreach(fun(_, A) -> ?assertEqual({error, {worker_crashed, shutdown}}, A) end, Answers).
+
+%% The registry killed while callers call: they get noproc (or their answer), never an
+%% exception; once it is back, every pool is reachable again, a pool under another
+%% supervisor (child_spec) included.
+registry_restart(Config) ->
+    Pool = ?LIB:start_pool(Config, #{}),
+    process_flag(trap_exit, true),
+    Spec = ocaml:child_spec(?LIB:pool_options(Config, #{name => camlbeam_fault_supervised})),
+    {ok, Sup} = supervisor:start_link(camlbeam_api_SUITE, {pool_supervisor, Spec}),
+    Self = self(),
+    Until = erlang:monotonic_time(millisecond) + 1500,
+    Callers = [spawn_link(fun() -> Self ! {calls, self(), call_through(P, Until, #{})} end)
+               || P <- [Pool, camlbeam_fault_supervised]],
+    timer:sleep(200),
+    Registry = whereis(camlbeam_registry),
+    exit(Registry, kill),
+    Counts = [receive {calls, C, R} -> R after 10000 -> ct:fail(caller_stuck) end || C <- Callers],
+    ct:log("answers while the registry restarted: ~p", [Counts]),
+    ?assertNotEqual(Registry, whereis(camlbeam_registry)),
+    ?LIB:wait_until(fun() -> ocaml:call(Pool, identity, [1]) =:= {ok, 1} end, 5000),
+    ?LIB:wait_until(fun() -> ocaml:call(camlbeam_fault_supervised, identity, [2]) =:= {ok, 2} end, 5000),
+    ?assertEqual(ok, ocaml:load(Pool, ?LIB:plugin(Config, "camlbeam_extra"))),
+    ?assertMatch({ok, _}, ocaml:call(Pool, extra_hello, [<<"x">>])),
+    exit(Sup, shutdown),
+    receive {'EXIT', Sup, shutdown} -> ok after 10000 -> ct:fail(supervisor_alive) end.
+
+call_through(Pool, Until, Counts) ->
+    case erlang:monotonic_time(millisecond) < Until of
+        false ->
+            Counts;
+        true ->
+            Kind = case ocaml:call(Pool, identity, [x], 1000) of
+                       {ok, x} -> ok;
+                       {error, noproc} -> noproc;
+                       {error, no_worker} -> no_worker;
+                       Other -> exit({unexpected, Other})
+                   end,
+            call_through(Pool, Until, maps:update_with(Kind, fun(N) -> N + 1 end, 1, Counts))
+    end.
 
 %%% Helpers
 

@@ -156,7 +156,11 @@ wait_logged(Pred, Deadline) ->
         ct:fail("no such log event in time")
     end.
 
-%% Whether a log event's message, printed, contains every one of Texts.
+%% Whether a log event's message, as a handler prints it, contains every one of Texts.
 mentions(#{msg := Msg}, Texts) ->
-    Printed = lists:flatten(io_lib:format("~0tp", [Msg])),
+    Printed = lists:flatten(case Msg of
+                                {string, String} -> io_lib:format("~ts", [String]);
+                                {report, Report} -> io_lib:format("~0tp", [Report]);
+                                {Format, Args} -> io_lib:format(Format, Args)
+                            end),
     lists:all(fun(Text) -> string:find(Printed, Text) =/= nomatch end, Texts).

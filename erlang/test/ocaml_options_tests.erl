@@ -6,15 +6,29 @@
 defaults_test() ->
     {ok, Config} = ocaml_options:validate(#{}),
     ?assertEqual(#{transport => port, plugins => [], pool_size => 1, flavour => native,
-                   executable => undefined, max_queue => 10000, start_timeout => 10000,
-                   name => undefined, erl_call => all},
+                   executable => undefined, max_queue => 10000, max_queue_bytes => 8 bsl 20,
+                   start_timeout => 10000, name => undefined,
+                   policy => #{send => given, erl_call => none, max_erl_calls => 8},
+                   max_request_size => 1 bsl 30, max_reply_size => 64 bsl 20,
+                   max_memory => infinity, restart_backoff => {100, 30000},
+                   cast_timeout => 5000, cancel_grace => 1000, stall_timeout => 5000},
                  Config).
 
 every_option_test() ->
     Options = #{transport => port, plugins => ["a.cmxs", <<"b.cmxs">>], pool_size => 3,
-                flavour => native, executable => "/bin/w", max_queue => 5,
-                start_timeout => infinity, name => my_pool, erl_call => [{lists, reverse}]},
+                flavour => native, executable => "/bin/w", max_queue => 5, max_queue_bytes => 1,
+                start_timeout => infinity, name => my_pool,
+                policy => #{send => any, erl_call => [{lists, reverse}, {erlang, node, 0}],
+                            max_erl_calls => 1},
+                max_request_size => 16#ffffffff, max_reply_size => 1, max_memory => 1 bsl 30,
+                restart_backoff => {0, 0}, cast_timeout => infinity, cancel_grace => 0,
+                stall_timeout => 1},
     ?assertEqual({ok, Options}, ocaml_options:validate(Options)).
+
+%% The policy's defaults fill in what it leaves out.
+partial_policy_test() ->
+    {ok, #{policy := Policy}} = ocaml_options:validate(#{policy => #{erl_call => all}}),
+    ?assertEqual(#{send => given, erl_call => all, max_erl_calls => 8}, Policy).
 
 unknown_option_test() ->
     ?assertEqual({error, {unknown_option, pool}}, ocaml_options:validate(#{pool => 1})).
@@ -26,7 +40,19 @@ bad_options_test_() ->
                          {pool_size, 0}, {pool_size, 1.0}, {flavour, any}, {flavour, "native"},
                          {executable, 42}, {executable, ""}, {max_queue, 0}, {max_queue, infinity},
                          {start_timeout, -1}, {start_timeout, 1.5}, {name, "pool"},
-                         {erl_call, some}, {erl_call, [lists]}, {erl_call, [{lists, "reverse"}]}]].
+                         {policy, all}, {policy, #{send => everyone}}, {policy, #{sends => any}},
+                         {policy, #{erl_call => some}}, {policy, #{erl_call => [lists]}},
+                         {policy, #{erl_call => [{lists, "reverse"}]}},
+                         {policy, #{erl_call => [{lists, reverse, -1}]}},
+                         {policy, #{max_erl_calls => 0}},
+                         {max_request_size, 0}, {max_request_size, 1 bsl 32},
+                         {max_reply_size, 1 bsl 32}, {max_reply_size, infinity},
+                         {max_memory, 0}, {max_queue_bytes, 0},
+                         {restart_backoff, 100}, {restart_backoff, {200, 100}},
+                         {restart_backoff, {-1, 100}}, {cast_timeout, -1}, {cancel_grace, infinity},
+                         {stall_timeout, 0}, {stall_timeout, infinity},
+                         {stall_timeout, -5}]] ++
+        [?_assertEqual({error, {unknown_option, erl_call}}, ocaml_options:validate(#{erl_call => all}))].
 
 flavour_from_plugins_test_() ->
     Flavour = fun(Options) ->

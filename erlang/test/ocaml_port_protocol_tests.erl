@@ -1,5 +1,5 @@
-%% EUnit tests of the wire protocol's pure parts: frames built as cpp/port/README.md
-%% describes them, parsed, and the answers decoded.
+%% EUnit tests of the wire protocol's pure parts: the stream cut into frames against a
+%% limit, envelopes parsed by hand, answers decoded (cpp/port/README.md, protocol 2).
 -module(ocaml_port_protocol_tests).
 
 -include_lib("eunit/include/eunit.hrl").
@@ -7,6 +7,57 @@
 %% A frame as the worker writes it: envelope, then payload, each a whole external term.
 frame(Envelope, Payload) ->
     <<(term_to_binary(Envelope))/binary, (term_to_binary(Payload))/binary>>.
+
+%% The same with its {packet, 4} header, as it comes down the pipe.
+packet(Body) ->
+    <<(byte_size(Body)):32, Body/binary>>.
+
+%%% Framing
+
+frames_test() ->
+    F1 = frame({reply, make_ref()}, {ok, 1}),
+    F2 = frame({log, warning}, <<"hi">>),
+    Stream = <<(packet(F1))/binary, (packet(F2))/binary>>,
+    Framer = ocaml_port_protocol:new_framer(),
+    ?assertMatch({ok, [F1, F2], _}, ocaml_port_protocol:frames(Stream, Framer, 1000)).
+
+%% The stream cut at every byte: the same frames come out, whatever the reads.
+frames_across_reads_test() ->
+    Bodies = [frame({reply, make_ref()}, {ok, binary:copy(<<I>>, I * 7)}) || I <- lists:seq(1, 40)],
+    Stream = iolist_to_binary([packet(B) || B <- Bodies]),
+    [?assertEqual(Bodies, feed(pieces(Stream, Size), 1 bsl 20))
+     || Size <- [1, 2, 3, 4, 5, 7, 64, 1000, byte_size(Stream)]].
+
+pieces(<<>>, _) -> [];
+pieces(Bin, Size) when byte_size(Bin) =< Size -> [Bin];
+pieces(Bin, Size) -> <<P:Size/binary, R/binary>> = Bin, [P | pieces(R, Size)].
+
+feed(Pieces, Limit) ->
+    {Frames, _} = lists:foldl(
+                    fun(Piece, {Acc, Framer}) ->
+                            {ok, New, Framer2} = ocaml_port_protocol:frames(Piece, Framer, Limit),
+                            {Acc ++ New, Framer2}
+                    end, {[], ocaml_port_protocol:new_framer()}, Pieces),
+    Frames.
+
+%% A worker announcing a huge frame is refused at the header: nothing is allocated for it
+%% (the VM's own {packet, 4} would allocate 2 GB for these four bytes).
+frame_over_the_limit_test_() ->
+    New = ocaml_port_protocol:new_framer(),
+    [?_assertEqual({error, {frame_too_large, 16#7fffffff, 100}},
+                   ocaml_port_protocol:frames(<<16#7f, 16#ff, 16#ff, 16#ff>>, New, 100)),
+     ?_assertEqual({error, {frame_too_large, 101, 100}},
+                   ocaml_port_protocol:frames(<<101:32, 0:800>>, New, 100)),
+     ?_assertMatch({ok, [_], _}, ocaml_port_protocol:frames(<<100:32, 0:800>>, New, 100)),
+     ?_assertEqual({error, empty_frame}, ocaml_port_protocol:frames(<<0:32>>, New, 100)),
+     %% A header split across reads is checked once whole.
+     ?_assertEqual({error, {frame_too_large, 16#01000000, 100}},
+                   begin
+                       {ok, [], F} = ocaml_port_protocol:frames(<<1, 0>>, New, 100),
+                       ocaml_port_protocol:frames(<<0, 0>>, F, 100)
+                   end)].
+
+%%% Envelopes
 
 reply_frame_test() ->
     Ref = make_ref(),
@@ -27,42 +78,58 @@ other_envelopes_test_() ->
     [?_assertMatch({ok, {send, Self}, _}, ocaml_port_protocol:parse_frame(frame({send, Self}, hi))),
      ?_assertMatch({ok, {erl_call, 7}, _},
                    ocaml_port_protocol:parse_frame(frame({erl_call, 7}, {lists, reverse, [[1]]}))),
+     ?_assertMatch({ok, {erl_call, 123456789012}, _},
+                   ocaml_port_protocol:parse_frame(frame({erl_call, 123456789012}, {m, f, []}))),
      ?_assertMatch({ok, {log, warning}, _},
                    ocaml_port_protocol:parse_frame(frame({log, warning}, <<"careful">>))),
+     ?_assertMatch({ok, {heartbeat, 1500}, _},
+                   ocaml_port_protocol:parse_frame(frame({heartbeat, 1500}, []))),
      %% A level logger does not know is still worth a line.
      ?_assertMatch({ok, {log, warning}, _},
-                   ocaml_port_protocol:parse_frame(frame({log, shouting}, <<"!">>)))].
-
-compressed_terms_test() ->
-    Ref = make_ref(),
-    Long = lists:duplicate(1000, 0),
-    Frame = <<(term_to_binary({reply, Ref}, [compressed]))/binary,
-              (term_to_binary({ok, Long}, [compressed]))/binary>>,
-    {ok, {reply, Ref}, Payload} = ocaml_port_protocol:parse_frame(Frame),
-    ?assertEqual({ok, Long}, ocaml_port_protocol:decode_answer(Payload)).
+                   ocaml_port_protocol:parse_frame(frame({log, shouting}, <<"!">>))),
+     %% Atoms in any of their four encodings.
+     ?_assertMatch({ok, {log, error}, _},
+                   ocaml_port_protocol:parse_frame(
+                     <<131, 104, 2, 118, 3:16, "log", 115, 5, "error", (term_to_binary(<<>>))/binary>>))].
 
 malformed_frames_test_() ->
     Parse = fun ocaml_port_protocol:parse_frame/1,
-    [?_assertEqual({error, {not_etf, <<"junk!">>}}, Parse(<<"junk!">>)),
-     ?_assertEqual({error, {not_etf, <<>>}}, Parse(<<>>)),
+    [?_assertEqual({error, {bad_envelope, <<"junk!">>}}, Parse(<<"junk!">>)),
+     ?_assertEqual({error, {bad_envelope, <<>>}}, Parse(<<>>)),
      %% Only the head of a large junk frame is kept for the report.
-     ?_assertEqual({error, {not_etf, binary:copy(<<0>>, 32)}}, Parse(binary:copy(<<0>>, 1000))),
-     ?_assertEqual({error, {no_payload, {reply, ref}}}, Parse(term_to_binary({reply, ref}))),
+     ?_assertEqual({error, {bad_envelope, binary:copy(<<0>>, 32)}}, Parse(binary:copy(<<0>>, 1000))),
+     ?_assertMatch({error, {no_payload, _}}, Parse(term_to_binary({reply, make_ref()}))),
      ?_assertMatch({error, {no_payload, _}},
                    Parse(<<(term_to_binary({reply, make_ref()}))/binary, "trailing">>)),
-     ?_assertEqual({error, {unknown_envelope, {reply, not_a_ref}}},
-                   Parse(frame({reply, not_a_ref}, ok))),
-     ?_assertEqual({error, {unknown_envelope, {send, not_a_pid}}}, Parse(frame({send, not_a_pid}, ok))),
-     ?_assertEqual({error, {unknown_envelope, hello}}, Parse(frame(hello, ok))),
-     ?_assertEqual({error, {unknown_envelope, {log, 1}}}, Parse(frame({log, 1}, <<>>)))].
+     ?_assertMatch({error, {bad_envelope, _}}, Parse(frame({reply, not_a_ref}, ok))),
+     ?_assertMatch({error, {bad_envelope, _}}, Parse(frame({send, not_a_pid}, ok))),
+     ?_assertMatch({error, {bad_envelope, _}}, Parse(frame({erl_call, <<"id">>}, ok))),
+     ?_assertMatch({error, {bad_envelope, _}}, Parse(frame({heartbeat, -1}, []))),
+     ?_assertMatch({error, {bad_envelope, _}}, Parse(frame(hello, ok))),
+     ?_assertMatch({error, {bad_envelope, _}}, Parse(frame({hello, 1}, ok))),
+     ?_assertMatch({error, {bad_envelope, _}}, Parse(frame({log, 1}, <<>>))),
+     ?_assertMatch({error, {bad_envelope, _}}, Parse(frame({reply, make_ref(), x}, ok))),
+     %% A compressed envelope is not one the worker writes.
+     ?_assertMatch({error, {bad_envelope, _}},
+                   Parse(begin
+                             <<131, Envelope/binary>> = term_to_binary({reply, make_ref()}),
+                             <<131, 80, (byte_size(Envelope)):32, (zlib:compress(Envelope))/binary,
+                               (term_to_binary(ok))/binary>>
+                         end)),
+     %% A reference that claims more bytes than there are.
+     ?_assertMatch({error, {bad_envelope, _}},
+                   Parse(<<131, 104, 2, 119, 5, "reply", 90, 0, 5, 119, 1, "x", 0:32>>))].
 
-%% An envelope naming an atom this VM does not know: refused without creating it.
+%% An envelope naming an atom this VM does not know: refused without creating it, and
+%% never decoded (only its text is compared).
 unknown_atom_in_envelope_test() ->
     Name = "camlbeam_unit_test_never_an_atom",
     Envelope = <<131, 104, 2, 119, (length(Name)), (list_to_binary(Name))/binary, 97, 1>>,
-    ?assertMatch({error, {not_etf, _}},
+    ?assertMatch({error, {bad_envelope, _}},
                  ocaml_port_protocol:parse_frame(<<Envelope/binary, (term_to_binary(ok))/binary>>)),
     ?assertError(badarg, list_to_existing_atom(Name)).
+
+%%% Payloads
 
 decode_answer_test_() ->
     Decode = fun(Term) -> ocaml_port_protocol:decode_answer(term_to_binary(Term)) end,
@@ -70,18 +137,33 @@ decode_answer_test_() ->
     [?_assertEqual({ok, 1}, Decode({ok, 1})),
      ?_assertEqual({error, {undef, f}}, Decode({error, {undef, f}})),
      ?_assertMatch({error, {bad_reply, <<"not an answer", _/binary>>}}, Decode(ok)),
-     ?_assertMatch({error, {bad_reply, <<"an answer of 30 bytes", _/binary>>}},
+     %% The unknown atom is named, and not created.
+     ?_assertEqual({error, {bad_reply, <<"the atom 'camlbeam_unit_unknown' is not known to this VM "
+                                        "(a worker's answer cannot create atoms)">>}},
                    ocaml_port_protocol:decode_answer(UnknownAtom)),
      ?_assertError(badarg, list_to_existing_atom("camlbeam_unit_unknown")),
      ?_assertMatch({error, {bad_reply, _}}, ocaml_port_protocol:decode_answer(<<131, 255>>))].
 
+is_ok_answer_test_() ->
+    [?_assert(ocaml_port_protocol:is_ok_answer(term_to_binary({ok, 1}))),
+     ?_assert(ocaml_port_protocol:is_ok_answer(term_to_binary({ok, 1}, [{minor_version, 2}]))),
+     ?_assertNot(ocaml_port_protocol:is_ok_answer(term_to_binary({error, 1}))),
+     ?_assertNot(ocaml_port_protocol:is_ok_answer(term_to_binary({ok, 1, 2}))),
+     ?_assertNot(ocaml_port_protocol:is_ok_answer(<<>>))].
+
 decode_hello_test_() ->
     Decode = fun(Term) -> ocaml_port_protocol:decode_hello(term_to_binary(Term)) end,
-    [?_assertEqual({ok, #{flavour => native, ocaml_version => <<"4.13.1">>}},
-                   Decode({ok, #{protocol => 1, flavour => native, ocaml_version => <<"4.13.1">>}})),
-     ?_assertEqual({error, {protocol_mismatch, 2}},
-                   Decode({ok, #{protocol => 2, flavour => native, ocaml_version => <<"5.1">>}})),
-     ?_assertMatch({error, {bad_hello, _}}, Decode({ok, #{protocol => 1, flavour => jit,
+    [?_assertEqual({ok, #{flavour => native, ocaml_version => <<"4.13.1">>, os_pid => 42}},
+                   Decode({ok, #{protocol => 2, flavour => native, ocaml_version => <<"4.13.1">>,
+                                 os_pid => 42}})),
+     ?_assertEqual({error, {protocol_mismatch, 1}},
+                   Decode({ok, #{protocol => 1, flavour => native, ocaml_version => <<"5.1">>}})),
+     %% A worker of protocol 1 refuses a hello of protocol 2.
+     ?_assertEqual({error, {protocol_mismatch, <<"hello: this worker speaks protocol 1, not 2">>}},
+                   Decode({error, {bad_request, <<"hello: this worker speaks protocol 1, not 2">>}})),
+     ?_assertMatch({error, {bad_hello, _}}, Decode({ok, #{protocol => 2, flavour => jit,
+                                                          ocaml_version => <<>>, os_pid => 1}})),
+     ?_assertMatch({error, {bad_hello, _}}, Decode({ok, #{protocol => 2, flavour => native,
                                                           ocaml_version => <<>>}})),
      ?_assertMatch({error, {bad_hello, _}}, Decode({error, nope}))].
 
@@ -90,6 +172,7 @@ decode_load_test_() ->
     [?_assertEqual(ok, Decode(ok)),
      ?_assertEqual({error, {load_failed, enoent, <<"x: no such file">>}},
                    Decode({error, {load_failed, enoent, <<"x: no such file">>}})),
+     ?_assertEqual({error, timeout}, Decode({error, timeout})),
      ?_assertMatch({error, {bad_reply, _}}, Decode({ok, loaded}))].
 
 decode_erl_call_test_() ->
@@ -99,12 +182,20 @@ decode_erl_call_test_() ->
      ?_assertMatch({error, _}, Decode({"lists", reverse, []})),
      ?_assertMatch({error, _}, Decode({lists, reverse}))].
 
+%% A request as the worker reads it: the length, then the term.
+unframe(Request) ->
+    <<Size:32, Bin:Size/binary>> = iolist_to_binary(Request),
+    binary_to_term(Bin).
+
 requests_test_() ->
     Ref = make_ref(),
     Self = self(),
-    [?_assertEqual({hello, Ref, #{worker_id => 3, worker_pid => Self}},
-                   binary_to_term(ocaml_port_protocol:hello(Ref, 3, Self))),
-     ?_assertEqual({call, Ref, fib, [30]}, binary_to_term(ocaml_port_protocol:call(Ref, fib, [30]))),
-     ?_assertEqual({cast, log, [<<"hi">>]}, binary_to_term(ocaml_port_protocol:cast(log, [<<"hi">>]))),
-     ?_assertEqual({load, Ref, "p.cmxs"}, binary_to_term(ocaml_port_protocol:load(Ref, "p.cmxs"))),
-     ?_assertEqual({erl_reply, 5, {ok, 1}}, binary_to_term(ocaml_port_protocol:erl_reply(5, {ok, 1})))].
+    [?_assertEqual({hello, Ref, #{worker_id => 3, worker_pid => Self, protocol => 2}},
+                   unframe(ocaml_port_protocol:hello(Ref, 3, Self))),
+     ?_assertEqual({call, Ref, fib, [30], 5000},
+                   unframe(ocaml_port_protocol:call(Ref, fib, [30], 5000))),
+     ?_assertEqual({call, Ref, fib, [30], infinity},
+                   unframe(ocaml_port_protocol:call(Ref, fib, [30], infinity))),
+     ?_assertEqual({load, Ref, "p.cmxs", 10}, unframe(ocaml_port_protocol:load(Ref, "p.cmxs", 10))),
+     ?_assertEqual({cancel, Ref}, unframe(ocaml_port_protocol:cancel(Ref))),
+     ?_assertEqual({erl_reply, 5, {ok, 1}}, unframe(ocaml_port_protocol:erl_reply(5, {ok, 1})))].
