@@ -40,12 +40,12 @@ exception Cancelled
     ended and restarted by its pool.
 
     Poll points are where OCaml runs signal handlers: in native code (OCaml
-    4.13) allocations, in bytecode also loops and function calls; a blocking
-    system call ([Unix.sleepf], [Unix.read]) is interrupted, and so is
-    {!call_erlang} waiting for its answer. A native loop that allocates
-    nothing cannot be interrupted: such an export ends its worker when it
-    overruns its deadline by the grace period. Raising [Cancelled] yourself
-    answers [{error, timeout}] too. *)
+    4.13.1) allocations and loop back edges, in bytecode also every call; a
+    blocking system call ([Unix.sleepf], [Unix.read]) is interrupted, and so
+    is {!call_erlang} waiting for its answer. A native recursion that
+    allocates nothing (a naive [fib]) cannot be interrupted: such an export
+    ends its worker when it overruns its deadline by the grace period.
+    Raising [Cancelled] yourself answers [{error, timeout}] too. *)
 
 (** {1 Talking to Erlang}
 
