@@ -87,10 +87,13 @@ struct Port {
     if (ei_decode_version(frame, &index, &version) < 0 || ei_decode_tuple_header(frame, &index, &arity) < 0 ||
         ei_decode_atom(frame, &index, tag) < 0)
       return refuse("not a tagged tuple");
-    if (std::strcmp(tag, "call") == 0 && arity == 4) return call(frame, index, size);
+    // Protocol 2: a call or a load carries its timeout last; every request is answered at
+    // once here, so a cancel (its caller gave up) always comes too late to matter.
+    if (std::strcmp(tag, "call") == 0 && (arity == 4 || arity == 5)) return call(frame, index, size, arity == 5);
     if (std::strcmp(tag, "hello") == 0 && arity == 3) return hello(frame, index);
-    if (std::strcmp(tag, "load") == 0 && arity == 3) return load(frame, index);
-    if (std::strcmp(tag, "cast") == 0 || std::strcmp(tag, "erl_reply") == 0) return;  // no answer
+    if (std::strcmp(tag, "load") == 0 && (arity == 3 || arity == 4)) return load(frame, index);
+    if (std::strcmp(tag, "cast") == 0 || std::strcmp(tag, "erl_reply") == 0 || std::strcmp(tag, "cancel") == 0)
+      return;  // no answer
     refuse("unknown request");
   }
 
@@ -111,10 +114,11 @@ struct Port {
     }
     append_reply(out.x, ref, [](ei_x_buff& x) {
       return ei_x_encode_tuple_header(&x, 2) == 0 && ei_x_encode_atom(&x, "ok") == 0 &&
-             ei_x_encode_map_header(&x, 3) == 0 && ei_x_encode_atom(&x, "protocol") == 0 &&
-             ei_x_encode_long(&x, 1) == 0 && ei_x_encode_atom(&x, "flavour") == 0 &&
+             ei_x_encode_map_header(&x, 4) == 0 && ei_x_encode_atom(&x, "protocol") == 0 &&
+             ei_x_encode_long(&x, 2) == 0 && ei_x_encode_atom(&x, "flavour") == 0 &&
              ei_x_encode_atom(&x, "native") == 0 && ei_x_encode_atom(&x, "ocaml_version") == 0 &&
-             ei_x_encode_binary(&x, "none", 4) == 0;
+             ei_x_encode_binary(&x, "none", 4) == 0 && ei_x_encode_atom(&x, "os_pid") == 0 &&
+             ei_x_encode_long(&x, static_cast<long>(::getpid())) == 0;
     });
   }
 
@@ -124,20 +128,26 @@ struct Port {
     append_reply(out.x, ref, [](ei_x_buff& x) { return ei_x_encode_atom(&x, "ok") == 0; });
   }
 
-  void call(char* frame, int index, std::size_t size) {
+  void call(char* frame, int index, std::size_t size, bool with_timeout) {
     erlang_ref ref{};
     char fun[MAXATOMLEN_UTF8];
     if (ei_decode_ref(frame, &index, &ref) < 0 || ei_decode_atom(frame, &index, fun) < 0)
       return refuse("bad call");
-    // ei_tree_decode starts at a version byte; Args is the last element, so the byte before
-    // it (the end of Fun, already decoded) becomes one for the time of the decode.
+    // ei_tree_decode starts at a version byte: the byte before Args (the end of Fun,
+    // already decoded) becomes one for the time of the decode.
     char* at = frame + index - 1;
     const char saved = *at;
     *at = static_cast<char>(131);  // VERSION_MAGIC: libei keeps its name private
     int end = 0;
     const bool decoded = camlbeam::bench::ei_tree_decode(at, args, scratch, &end);
     *at = saved;
-    if (!decoded || static_cast<std::size_t>(index - 1 + end) != size) return refuse("bad call arguments");
+    index += end - 1;
+    // The timeout, when there is one, is all that follows (an integer or infinity).
+    if (decoded && with_timeout && ei_skip_term(frame, &index) < 0) index = -1;
+    if (!decoded || index < 0 || static_cast<std::size_t>(index) != size) {
+      if (decoded) camlbeam::bench::ei_tree_free(args, scratch);
+      return refuse("bad call arguments");
+    }
     append_reply(out.x, ref, [this](ei_x_buff& x) {
       if (ei_x_encode_tuple_header(&x, 2) < 0) return false;
       // A list of small integers ([42]) comes as STRING_EXT, which the tree keeps whole.
