@@ -249,9 +249,9 @@ call(Pool, Fun, Args, Timeout)
   when is_atom(Fun), is_list(Args),
        (Timeout =:= infinity orelse (is_integer(Timeout) andalso Timeout >= 0)) ->
     %% The time spent choosing a worker and encoding the request counts.
-    Deadline = deadline(Timeout),
+    Now = erlang:monotonic_time(millisecond),
     case pick_worker(Pool) of
-        {ok, Worker} -> call_worker(Worker, Fun, Args, Deadline);
+        {ok, Worker} -> call_worker(Worker, Fun, Args, Now, Timeout);
         {error, _} = Error -> Error
     end.
 
@@ -266,7 +266,7 @@ cast(Pool, Fun, Args) when is_atom(Fun), is_list(Args) ->
         {ok, #camlbeam_worker{cast_timeout = Timeout} = Worker} ->
             %% A call whose answer nobody waits for: it counts in the worker's
             %% load while it runs, and its worker logs it if it fails.
-            _ = enqueue(Worker, make_ref(), cast, Fun, Args, Timeout),
+            _ = enqueue(Worker, make_ref(), cast, Fun, Args, erlang:monotonic_time(millisecond), Timeout),
             ok;
         {error, _} ->
             ok
@@ -425,37 +425,37 @@ least_loaded([#camlbeam_worker{pending = Pending} = Worker | Workers], Best, Bes
         _ -> least_loaded(Workers, Best, BestLoad)
     end.
 
--spec call_worker(#camlbeam_worker{}, atom(), [term()], integer() | infinity) ->
+-spec call_worker(#camlbeam_worker{}, atom(), [term()], integer(), timeout()) ->
     {ok, term()} | {error, call_error()}.
-call_worker(#camlbeam_worker{pid = Worker, port = Port} = Row, Fun, Args, Deadline) ->
+call_worker(#camlbeam_worker{pid = Worker, port = Port} = Row, Fun, Args, Started, Timeout) ->
     %% The alias is deactivated with the monitor: an answer sent after the
     %% caller gave up is dropped by the VM instead of landing in its mailbox.
     Alias = erlang:monitor(process, Worker, [{alias, demonitor}]),
-    case enqueue(Row, Alias, call, Fun, Args, time_left(Deadline)) of
+    case enqueue(Row, Alias, call, Fun, Args, Started, Timeout) of
         {error, _} = Refused ->
             erlang:demonitor(Alias, [flush]),
             Refused;
         _WrittenOrTaken ->
-            await(Alias, Port, time_left(Deadline))
+            await(Alias, Port, time_left(Started, Timeout))
     end.
 
 %% Records the request in the worker's table of requests in flight and
 %% writes it to the port. The port is never waited for: a port whose queue
 %% is full (busy: the worker is not reading) answers overloaded at once.
--spec enqueue(#camlbeam_worker{}, reference(), call | cast, atom(), [term()],
-              ocaml_port_protocol:deadline_ms()) ->
+%% Started: when the call began, in ms of monotonic time; Timeout counts from
+%% then, and what is left of it when the request is written is the worker's.
+-spec enqueue(#camlbeam_worker{}, reference(), call | cast, atom(), [term()], integer(), timeout()) ->
     ok | await | {error, overloaded | {request_too_large, pos_integer(), pos_integer()}
                          | {worker_crashed, term()}}.
 enqueue(#camlbeam_worker{port = Port, pending = Pending, given = Given, max_request_size = Max},
-        Ref, Kind, Fun, Args, Timeout) ->
-    Request = ocaml_port_protocol:call(Ref, Fun, Args, Timeout),
+        Ref, Kind, Fun, Args, Started, Timeout) ->
+    Request = ocaml_port_protocol:call(Ref, Fun, Args, time_left(Started, Timeout)),
     case iolist_size(Request) - 4 of
         Size when Size > Max ->
             {error, {request_too_large, Size, Max}};
         _ ->
             Pids = ocaml_policy:given_pids(Args),
-            Row = {Ref, case Kind of call -> call; cast -> {cast, Fun} end,
-                   erlang:monotonic_time(millisecond), Timeout, Pids},
+            Row = {Ref, case Kind of call -> call; cast -> {cast, Fun} end, Started, Timeout, Pids},
             try
                 true = ets:insert(Pending, Row),
                 _ = [ets:insert(Given, {Pid, Ref}) || Pid <- Pids],
@@ -526,13 +526,10 @@ cancel(Port, Ref) ->
         error:badarg -> ok
     end.
 
--spec deadline(timeout()) -> integer() | infinity.
-deadline(infinity) -> infinity;
-deadline(Timeout) -> erlang:monotonic_time(millisecond) + Timeout.
-
--spec time_left(integer() | infinity) -> timeout().
-time_left(infinity) -> infinity;
-time_left(Deadline) -> max(0, Deadline - erlang:monotonic_time(millisecond)).
+%% What is left of Timeout, begun at Started.
+-spec time_left(integer(), timeout()) -> timeout().
+time_left(_Started, infinity) -> infinity;
+time_left(Started, Timeout) -> max(0, Started + Timeout - erlang:monotonic_time(millisecond)).
 
 -spec describe(term()) -> io_lib:chars().
 describe({undef, Fun}) ->

@@ -127,12 +127,28 @@ split(Head, _Limit, Frames) ->
     {ok, lists:reverse(Frames), {head, Head}}.
 
 %% @doc Splits a frame into its envelope and its still-encoded payload. The
-%% envelope is one of the protocol's, read without `binary_to_term' but for
-%% the reference or pid it names (a lone one: nothing that can hurt the VM).
+%% envelope is checked byte by byte to be one of the protocol's (a tuple of an
+%% atom and a reference, a pid, a small integer or an atom), so the
+%% `binary_to_term' that then reads it meets nothing but those: no map, no
+%% atom it may not create.
 -spec parse_frame(binary()) -> {ok, envelope(), Payload :: binary()} | {error, malformed()}.
+parse_frame(<<131, 104, 2, 100, 5:16, "reply", 90, Words:16, 100, NodeLength:16, _:NodeLength/binary,
+               _Creation:32, _:Words/binary-unit:32, 131, _/binary>> = Frame) when Words =< 5 ->
+    %% The answer to a call as camlbeam-port writes it (ATOM_EXT names, a
+    %% NEWER_REFERENCE_EXT): checked by this one match, without the steps below.
+    Used = 3 + 8 + 3 + 3 + NodeLength + 4 + 4 * Words,
+    {{reply, Ref}, Used} = binary_to_term(Frame, [safe, used]),
+    <<_:Used/binary, Payload/binary>> = Frame,
+    {ok, {reply, Ref}, Payload};
 parse_frame(<<131, 104, 2, Rest/binary>> = Frame) ->
-    try envelope(atom_text(Rest)) of
-        {Envelope, <<131, _/binary>> = Payload} -> {ok, Envelope, Payload};
+    try
+        Size = envelope_size(Rest),
+        <<_:Size/binary, Payload/binary>> = Rest,
+        {Envelope, Used} = binary_to_term(Frame, [safe, used]),
+        Used = 3 + Size,
+        {classify(Envelope), Payload}
+    of
+        {Classified, <<131, _/binary>> = Payload2} -> {ok, Classified, Payload2};
         {_, _} -> {error, {no_payload, head(Frame)}}
     catch
         error:_ -> {error, {bad_envelope, head(Frame)}}
@@ -140,25 +156,25 @@ parse_frame(<<131, 104, 2, Rest/binary>> = Frame) ->
 parse_frame(Frame) ->
     {error, {bad_envelope, head(Frame)}}.
 
--spec envelope({binary(), binary()}) -> {envelope(), binary()}.
-envelope({<<"reply">>, <<Tag, _/binary>> = Rest}) when Tag =:= 90; Tag =:= 114 ->
-    {Ref, Payload} = small_term(Rest, fun reference_size/1),
-    true = is_reference(Ref),
-    {{reply, Ref}, Payload};
-envelope({<<"send">>, <<Tag, _/binary>> = Rest}) when Tag =:= 88; Tag =:= 103 ->
-    {Pid, Payload} = small_term(Rest, fun pid_size/1),
-    true = is_pid(Pid),
-    {{send, Pid}, Payload};
-envelope({<<"erl_call">>, Rest}) ->
-    {Id, Payload} = integer(Rest),
-    {{erl_call, Id}, Payload};
-envelope({<<"log">>, Rest}) ->
-    {Level, Payload} = atom_text(Rest),
-    {{log, log_level(Level)}, Payload};
-envelope({<<"heartbeat">>, Rest}) ->
-    {Elapsed, Payload} = integer(Rest),
-    true = Elapsed >= 0,
-    {{heartbeat, Elapsed}, Payload}.
+%% The bytes of an envelope after its tuple header: its atom's, and those of the
+%% one term that follows, of the kind the atom calls for.
+-spec envelope_size(binary()) -> pos_integer().
+envelope_size(Envelope) ->
+    {Name, After} = atom_text(Envelope),
+    atom_size(Envelope) + case {Name, After} of
+                              {<<"reply">>, <<Tag, _/binary>>} when Tag =:= 90; Tag =:= 114 -> reference_size(After);
+                              {<<"send">>, <<Tag, _/binary>>} when Tag =:= 88; Tag =:= 103 -> pid_size(After);
+                              {<<"erl_call">>, _} -> integer_size(After);
+                              {<<"heartbeat">>, _} -> integer_size(After);
+                              {<<"log">>, _} -> atom_size(After)
+                          end.
+
+-spec classify(term()) -> envelope().
+classify({reply, Ref}) when is_reference(Ref) -> {reply, Ref};
+classify({send, Pid}) when is_pid(Pid) -> {send, Pid};
+classify({erl_call, Id}) when is_integer(Id) -> {erl_call, Id};
+classify({heartbeat, Ms}) when is_integer(Ms), Ms >= 0 -> {heartbeat, Ms};
+classify({log, Level}) when is_atom(Level) -> {log, log_level(atom_to_binary(Level))}.
 
 %% An atom's text (either encoding), and what follows it. Never an atom.
 -spec atom_text(binary()) -> {binary(), binary()}.
@@ -167,21 +183,11 @@ atom_text(<<115, Len, Text:Len/binary, Rest/binary>>) -> {Text, Rest};
 atom_text(<<118, Len:16, Text:Len/binary, Rest/binary>>) -> {Text, Rest};
 atom_text(<<119, Len, Text:Len/binary, Rest/binary>>) -> {Text, Rest}.
 
-%% A small integer of the envelope (an erl_call id, a duration).
--spec integer(binary()) -> {integer(), binary()}.
-integer(<<97, N, Rest/binary>>) -> {N, Rest};
-integer(<<98, N:32/signed, Rest/binary>>) -> {N, Rest};
-integer(<<110, Len, Sign, Digits:Len/binary, Rest/binary>>) when Len =< 8, Sign =< 1 ->
-    N = binary:decode_unsigned(Digits, little),
-    {case Sign of 0 -> N; 1 -> -N end, Rest}.
-
-%% The term of Size(Bin) bytes at the front of Bin, decoded on its own (a
-%% reference or a pid, whose node atom must exist: [safe]).
--spec small_term(binary(), fun((binary()) -> pos_integer())) -> {term(), binary()}.
-small_term(Bin, Size) ->
-    Length = Size(Bin),
-    <<Bytes:Length/binary, Rest/binary>> = Bin,
-    {binary_to_term(<<131, Bytes/binary>>, [safe]), Rest}.
+%% A small integer of the envelope (an erl_call id, a duration): its size.
+-spec integer_size(binary()) -> pos_integer().
+integer_size(<<97, _, _/binary>>) -> 2;
+integer_size(<<98, _:32, _/binary>>) -> 5;
+integer_size(<<110, Len, Sign, _:Len/binary, _/binary>>) when Len =< 8, Sign =< 1 -> 3 + Len.
 
 %% NEWER_REFERENCE_EXT and NEW_REFERENCE_EXT: tag, word count, node, creation, words.
 -spec reference_size(binary()) -> pos_integer().
@@ -196,12 +202,8 @@ pid_size(<<88, Node/binary>>) -> 1 + atom_size(Node) + 12;
 pid_size(<<103, Node/binary>>) -> 1 + atom_size(Node) + 9.
 
 -spec atom_size(binary()) -> pos_integer().
-atom_size(Bin) ->
-    {Text, _} = atom_text(Bin),
-    case Bin of
-        <<Tag, _/binary>> when Tag =:= 100; Tag =:= 118 -> 3 + byte_size(Text);
-        _ -> 2 + byte_size(Text)
-    end.
+atom_size(<<Tag, Len:16, _:Len/binary, _/binary>>) when Tag =:= 100; Tag =:= 118 -> 3 + Len;
+atom_size(<<Tag, Len, _:Len/binary, _/binary>>) when Tag =:= 115; Tag =:= 119 -> 2 + Len.
 
 %% A worker's log line is worth keeping even at a level logger does not know.
 -spec log_level(binary()) -> logger:level().

@@ -369,8 +369,10 @@ serve_frames([Frame | Frames], #state{proc = #proc{gen = Gen}} = State0) ->
 -spec serve(ocaml_port_protocol:envelope(), binary(), #state{}) -> #state{}.
 serve({reply, Ref}, Payload, #state{phase = starting, proc = #proc{awaiting = {Ref, _}}} = State) ->
     start_step(Payload, State);
-serve({reply, Ref}, Payload, #state{proc = #proc{pending = Pending, given = Given} = Proc} = State) ->
-    NewState = State#state{proc = Proc#proc{last_reply_at = now_ms()}},
+serve({reply, Ref}, Payload, #state{proc = #proc{pending = Pending, given = Given,
+                                                   last_frame_at = Now} = Proc} = State) ->
+    %% The time its bytes were read, for the overdue rule: close enough.
+    NewState = State#state{proc = Proc#proc{last_reply_at = Now}},
     %% The row counts the request in flight until its answer is taken here. A
     %% caller that timed out left its row and deactivated its alias, so the
     %% VM drops this answer.
