@@ -540,10 +540,16 @@ TEST(HashmapEncodingOrder, HandlesLargeMapsNestedInKeys) {
 
 }  // namespace
 
-// A map of 33 keys: 31 integers and two references of another node with these words.
-etf::Term map_with_references(std::string_view first_words, std::string_view second_words) {
-  std::string text = "#{#Ref<'other@host'.1." + std::string(first_words) + "> => a, #Ref<'other@host'.1." +
-                     std::string(second_words) + "> => b";
+// A map of 33 keys: 31 integers and two references of another node with these words,
+// each as the key or inside it (`around` puts a key in its braces: "{%}", "[%]").
+etf::Term map_with_references(std::string_view first_words, std::string_view second_words,
+                              std::string_view around = "%") {
+  const auto key = [&](std::string_view words) {
+    const std::string ref = "#Ref<'other@host'.1." + std::string(words) + ">";
+    std::string wrapped(around);
+    return wrapped.replace(wrapped.find('%'), 1, ref);
+  };
+  std::string text = "#{" + key(first_words) + " => a, " + key(second_words) + " => b";
   for (int i = 1; i <= 31; ++i) text += ", " + std::to_string(i) + " => " + std::to_string(i);
   return etf::parse_term(text + "}");
 }
@@ -558,4 +564,9 @@ TEST(HashmapEncodingOrder, RefusesMapsOfReferencesOtpCannotTellApart) {
   // A difference within the first three words is fine, as it is for OTP.
   EXPECT_NO_THROW(etf::encode(map_with_references("0.1.0.2", "0.2.0.2")));
   EXPECT_NO_THROW(etf::encode(map_with_references("1.0.2", "2.0.2")));
+  // Inside the keys, at any depth: the keys tie as the references do.
+  for (std::string_view around : {"{%}", "[%]", "{x, [%, 1]}", "#{k => %}"}) {
+    EXPECT_THROW(etf::encode(map_with_references("1.0.0.2", "2.0.0.2", around)), etf::EncodeError) << around;
+    EXPECT_NO_THROW(etf::encode(map_with_references("0.1.0.2", "0.2.0.2", around))) << around;
+  }
 }
