@@ -55,13 +55,19 @@ edge_cases(Config) ->
         ++ [self(), make_ref(), alias(), hd(erlang:ports())]
         ++ [other_pid(0, 0, 0), other_pid(16#ffffffff, 16#ffffffff, 16#ffffffff),
             other_port(0, 1), other_port(16#ffffffffffffffff, 16#ffffffff), other_old_port(7, 3)]
-        ++ [other_ref(3, lists:seq(1, N)) || N <- [1, 2, 3, 4, 5]]
+        ++ [other_ref(3, lists:seq(1, N)) || N <- [1, 2, 3]]
         ++ [fun() -> ok end, fun erlang:abs/1, fun lists:map/2, fun camlbeam_no_such_module:f/0,
             closure([1, {2}, <<3>>]), closure(self())]
         %% A map with more than 32 keys is a HAMT in the VM, with mixed keys.
         ++ [maps:from_list([{K, K} || K <- lists:seq(1, 40) ++ [a, <<"b">>, {c}, [d], 1.5]])],
     lists:foreach(fun(T) -> assert_round_trip(Pool, T) end, Terms),
-    assert_round_trip(Pool, Terms).
+    assert_round_trip(Pool, Terms),
+    %% Longer references of another node go to OCaml and are refused on their way
+    %% back: OTP 25 cannot tell two of them apart in a large map (ocaml_etf_guard).
+    [?assertMatch({error, {bad_reply, <<"a reference of more than three words", _/binary>>}},
+                  ocaml:call(Pool, identity, [other_ref(3, lists:seq(1, N))], 30000))
+     || N <- [4, 5]],
+    assert_round_trip(Pool, make_ref()).
 
 %% Nesting far deeper than any recursive walker's stack allows.
 deep_nesting(Config) ->
