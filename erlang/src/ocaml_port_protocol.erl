@@ -133,13 +133,22 @@ split(Head, _Limit, Frames) ->
 %% atom it may not create.
 -spec parse_frame(binary()) -> {ok, envelope(), Payload :: binary()} | {error, malformed()}.
 parse_frame(<<131, 104, 2, 100, 5:16, "reply", 90, Words:16, 100, NodeLength:16, _:NodeLength/binary,
-               _Creation:32, _:Words/binary-unit:32, 131, _/binary>> = Frame) when Words =< 5 ->
+               _Creation:32, _:Words/binary-unit:32, 131, _/binary>> = Frame)
+  when Words >= 1, Words =< 5 ->
     %% The answer to a call as camlbeam-port writes it (ATOM_EXT names, a
     %% NEWER_REFERENCE_EXT): checked by this one match, without the steps below.
+    %% binary_to_term may still refuse the reference (an unknown node, a local
+    %% one this node never made).
     Used = 3 + 8 + 3 + 3 + NodeLength + 4 + 4 * Words,
-    {{reply, Ref}, Used} = binary_to_term(Frame, [safe, used]),
-    <<_:Used/binary, Payload/binary>> = Frame,
-    {ok, {reply, Ref}, Payload};
+    try binary_to_term(Frame, [safe, used]) of
+        {{reply, Ref}, Used} when is_reference(Ref) ->
+            <<_:Used/binary, Payload/binary>> = Frame,
+            {ok, {reply, Ref}, Payload};
+        _ ->
+            {error, {bad_envelope, head(Frame)}}
+    catch
+        error:badarg -> {error, {bad_envelope, head(Frame)}}
+    end;
 parse_frame(<<131, 104, 2, Rest/binary>> = Frame) ->
     try
         Size = envelope_size(Rest),
@@ -279,9 +288,10 @@ decode_load(Payload) ->
 decode_erl_call(Payload) ->
     case decode_payload(Payload) of
         {ok, {M, F, A} = Request} when is_atom(M), is_atom(F), is_list(A) ->
-            case is_proper_list(A) of
-                true -> {ok, Request};
-                false -> {error, <<"the arguments are not a proper list">>}
+            case {is_proper_list(A), holds_fun([A])} of
+                {false, _} -> {error, <<"the arguments are not a proper list">>};
+                {true, true} -> {error, <<"the arguments hold a fun (the policy names what may run)">>};
+                {true, false} -> {ok, Request}
             end;
         {ok, _} ->
             {error, <<"not {Module, Function, Args} with two atoms and a list">>};
@@ -309,6 +319,15 @@ text(Format, Args) ->
     case unicode:characters_to_binary(io_lib:format(Format, Args)) of
         Text when is_binary(Text) -> Text
     end.
+
+%% Whether a fun is among the terms, at any depth (a stack of terms still to look at).
+-spec holds_fun([term()]) -> boolean().
+holds_fun([]) -> false;
+holds_fun([T | _]) when is_function(T) -> true;
+holds_fun([[H | T] | Ts]) -> holds_fun([H, T | Ts]);
+holds_fun([T | Ts]) when is_tuple(T) -> holds_fun(tuple_to_list(T) ++ Ts);
+holds_fun([T | Ts]) when is_map(T) -> holds_fun(maps:keys(T) ++ maps:values(T) ++ Ts);
+holds_fun([_ | Ts]) -> holds_fun(Ts).
 
 -spec is_proper_list(maybe_improper_list()) -> boolean().
 is_proper_list([]) -> true;

@@ -120,6 +120,30 @@ malformed_frames_test_() ->
      ?_assertMatch({error, {bad_envelope, _}},
                    Parse(<<131, 104, 2, 119, 5, "reply", 90, 0, 5, 119, 1, "x", 0:32>>))].
 
+%% The answer frame as camlbeam-port writes it, made by hand (the fast path of
+%% parse_frame/1; term_to_binary's own encoding of atoms changes with OTP releases), and
+%% what binary_to_term refuses in one: an unknown node, no words, a forged local
+%% reference.
+hand_made_reply_test_() ->
+    Node = atom_to_binary(node()),
+    Reply = fun(NodeName, Words) ->
+                    <<131, 104, 2, 100, 5:16, "reply", 90, (length(Words)):16, 100, (byte_size(NodeName)):16,
+                      NodeName/binary, 0:32, (<< <<W:32>> || W <- Words >>)/binary,
+                      (term_to_binary({ok, 1}))/binary>>
+            end,
+    Ref = make_ref(),
+    <<131, 90, 3:16, 100, _:16, _:(byte_size(Node))/binary, Creation:32, RefWords:12/binary>> = term_to_binary(Ref),
+    Real = <<131, 104, 2, 100, 5:16, "reply", 90, 3:16, 100, (byte_size(Node)):16, Node/binary, Creation:32,
+             RefWords/binary, (term_to_binary({ok, 1}))/binary>>,
+    [?_assertMatch({ok, {reply, Ref}, _}, ocaml_port_protocol:parse_frame(Real)),
+     ?_assertMatch({error, {bad_envelope, _}},
+                   ocaml_port_protocol:parse_frame(Reply(<<"camlbeam_no_such_node@nowhere">>, [1, 2, 3]))),
+     ?_assertMatch({error, {bad_envelope, _}}, ocaml_port_protocol:parse_frame(Reply(Node, []))),
+     ?_assertMatch({error, {bad_envelope, _}},
+                   ocaml_port_protocol:parse_frame(Reply(binary:copy(<<"n">>, 300), [1, 2, 3]))),
+     ?_assertMatch({error, {bad_envelope, _}},
+                   ocaml_port_protocol:parse_frame(Reply(Node, [16#ffffffff, 16#ffffffff, 16#ffffffff])))].
+
 %% An envelope naming an atom this VM does not know: refused without creating it, and
 %% never decoded (only its text is compared).
 unknown_atom_in_envelope_test() ->
@@ -180,7 +204,12 @@ decode_erl_call_test_() ->
     [?_assertEqual({ok, {lists, reverse, [[1, 2]]}}, Decode({lists, reverse, [[1, 2]]})),
      ?_assertMatch({error, _}, Decode({lists, reverse, [a | b]})),
      ?_assertMatch({error, _}, Decode({"lists", reverse, []})),
-     ?_assertMatch({error, _}, Decode({lists, reverse}))].
+     ?_assertMatch({error, _}, Decode({lists, reverse})),
+     %% A fun would run whatever it names through an allowed higher-order function.
+     ?_assertMatch({error, <<"the arguments hold a fun", _/binary>>},
+                   Decode({lists, map, [fun erlang:halt/1, [7]]})),
+     ?_assertMatch({error, <<"the arguments hold a fun", _/binary>>},
+                   Decode({lists, foldl, [x, 0, [{a, #{k => [1 | fun() -> ok end]}}]]}))].
 
 %% A request as the worker reads it: the length, then the term.
 unframe(Request) ->
