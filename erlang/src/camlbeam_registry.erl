@@ -18,7 +18,7 @@
 -include("camlbeam_registry.hrl").
 
 -export([start_link/0]).
--export([register_pool/3, set_plugins/2, register_worker/1, unregister_worker/1]).
+-export([register_pool/3, set_plugins/2, register_worker/2, unregister_worker/1]).
 -export([pool/1, workers/1, await/0, monitor/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
@@ -48,15 +48,21 @@ set_plugins(Pool, Plugins) ->
     gen_server:call(?MODULE, {set_plugins, Pool, Plugins}).
 
 %% @doc Publishes the calling worker (again: its row is replaced); the row
-%% goes when the worker dies or unregisters.
--spec register_worker(#camlbeam_worker{}) -> ok.
-register_worker(#camlbeam_worker{pid = Pid} = Worker) when Pid =:= self() ->
+%% goes when the worker dies or unregisters. `async': a cast, for a worker
+%% that serves callers and so must never wait for the registry (it monitors
+%% it and publishes again if it restarts). `sync': the row is in when this
+%% returns, for a pool's first start, which its starter awaits and after
+%% which `ocaml:workers/1' must list every worker.
+-spec register_worker(#camlbeam_worker{}, sync | async) -> ok.
+register_worker(#camlbeam_worker{pid = Pid} = Worker, async) when Pid =:= self() ->
+    gen_server:cast(?MODULE, {register_worker, Worker});
+register_worker(#camlbeam_worker{pid = Pid} = Worker, sync) when Pid =:= self() ->
     gen_server:call(?MODULE, {register_worker, Worker}).
 
 %% @doc Withdraws the calling worker's row: callers stop choosing it.
 -spec unregister_worker(Key :: {pid(), pos_integer()}) -> ok.
 unregister_worker(Key) ->
-    gen_server:call(?MODULE, {unregister_worker, Key, self()}).
+    gen_server:cast(?MODULE, {unregister_worker, Key, self()}).
 
 %% @doc A monitor of the registry, for a process that must register again if
 %% it restarts; `none' if it is not running.
@@ -138,17 +144,20 @@ handle_call({register_pool, Pool, Manager, InitialPlugins}, _From, State) ->
 handle_call({set_plugins, Pool, Plugins}, _From, State) ->
     _ = ets:update_element(?POOLS, Pool, {#camlbeam_pool.plugins, Plugins}),
     {reply, ok, State};
-handle_call({register_worker, #camlbeam_worker{pid = Pid} = Worker}, _From, State) ->
-    true = ets:insert(?WORKERS, Worker),
-    {reply, ok, monitor_process(worker, Pid, State)};
-handle_call({unregister_worker, Key, Pid}, _From, State) ->
-    _ = ets:select_delete(?WORKERS, [{worker_pattern([{#camlbeam_worker.key, Key},
-                                                      {#camlbeam_worker.pid, Pid}]), [], [true]}]),
+handle_call({register_worker, Worker}, _From, State0) ->
+    {noreply, State} = handle_cast({register_worker, Worker}, State0),
     {reply, ok, State};
 handle_call(Request, _From, State) ->
     {reply, {error, {unknown_request, Request}}, State}.
 
 -spec handle_cast(term(), state()) -> {noreply, state()}.
+handle_cast({register_worker, #camlbeam_worker{pid = Pid} = Worker}, State) ->
+    true = ets:insert(?WORKERS, Worker),
+    {noreply, monitor_process(worker, Pid, State)};
+handle_cast({unregister_worker, Key, Pid}, State) ->
+    _ = ets:select_delete(?WORKERS, [{worker_pattern([{#camlbeam_worker.key, Key},
+                                                      {#camlbeam_worker.pid, Pid}]), [], [true]}]),
+    {noreply, State};
 handle_cast(_Request, State) ->
     {noreply, State}.
 

@@ -115,9 +115,13 @@
 -type worker_info() :: #{id := pos_integer(), pid := pid(), os_pid := non_neg_integer(),
                          flavour := flavour(), in_flight := non_neg_integer()}.
 
-%% The answer of a call that did not return a value. The first five come
-%% from the OCaml side (`cpp/host/README.md'); Name is an atom, or a binary
-%% when the name cannot be an atom.
+%% The answer of a call that did not return a value. The first seven come
+%% from the OCaml side (`cpp/host/README.md'; `request_failed' when the
+%% worker could not run the request at all); the others from this side:
+%% `request_too_large' and `bad_reply' are the pool's limits and the guard
+%% ({@link ocaml_etf_guard}), the rest are about workers, not the request
+%% (`docs/api.md' has a line for each). Name is an atom, or a binary when
+%% the name cannot be an atom.
 -type call_error() :: {undef, atom() | binary()}
                     | {badarity, Expected :: non_neg_integer(), Got :: non_neg_integer()}
                     | {badarg, #{argument := pos_integer(), expected := binary(), got := term()}}
@@ -213,9 +217,8 @@ load(Pool, Path) when is_list(Path); is_binary(Path) ->
             try
                 ocaml_pool_manager:load(Manager, Path)
             catch
-                exit:{Reason, _} when Reason =:= noproc; Reason =:= normal;
-                                      Reason =:= shutdown; element(1, Reason) =:= shutdown ->
-                    {error, noproc}
+                %% The manager went with its pool, whatever the reason.
+                exit:_ -> {error, noproc}
             end;
         error ->
             {error, noproc}
@@ -328,11 +331,17 @@ stopped_or_not_owned(Pid) ->
     end.
 
 -spec start_validated(ocaml_pool:config()) -> {ok, pool()} | {error, start_error()}.
-start_validated(#{name := Name} = Config) ->
+start_validated(#{name := Name, start_timeout := Timeout} = Config) ->
     try ocaml_pool_sup:start_pool(Config) of
-        {ok, Pid} when Name =:= undefined -> {ok, Pid};
-        {ok, _Pid} -> {ok, Name};
-        {error, Reason} -> {error, start_failure(Reason)}
+        {ok, Pid} ->
+            %% Waited for here, not in the pool supervisor, which other pools share.
+            case ocaml_pool:await_ready(Pid, Timeout) of
+                ok when Name =:= undefined -> {ok, Pid};
+                ok -> {ok, Name};
+                {error, Reason} -> _ = ocaml_pool_sup:stop_pool(Pid), {error, Reason}
+            end;
+        {error, Reason} ->
+            {error, start_failure(Reason)}
     catch
         exit:{noproc, _} -> {error, {not_started, camlbeam}}
     end.
@@ -462,22 +471,28 @@ enqueue(#camlbeam_worker{port = Port, pending = Pending, given = Given, max_requ
                 erlang:port_command(Port, Request, [nosuspend])
             of
                 true -> ok;
-                false -> withdraw(Pending, Ref, overloaded)
+                false -> withdraw(Pending, Given, Ref, Pids, overloaded)
             catch
                 %% The table or the port is gone: the OS process ended.
-                error:badarg -> withdraw(Pending, Ref, crashed)
+                error:badarg -> withdraw(Pending, Given, Ref, Pids, crashed)
             end
     end.
 
-%% Takes back a request that was not written. If the worker took its row
-%% first (its OS process ended meanwhile), it is sending the answer: wait.
--spec withdraw(ets:tid(), reference(), overloaded | crashed) ->
+%% Takes back a request that was not written, and the pids it gave. If the
+%% worker took its row first (its OS process ended meanwhile), it is sending
+%% the answer: wait.
+-spec withdraw(ets:tid(), ets:tid(), reference(), [pid()], overloaded | crashed) ->
     await | {error, overloaded | {worker_crashed, term()}}.
-withdraw(Pending, Ref, Why) ->
+withdraw(Pending, Given, Ref, Pids, Why) ->
     try ets:take(Pending, Ref) of
-        [_] when Why =:= overloaded -> {error, overloaded};
-        [_] -> {error, {worker_crashed, end_reason(Pending)}};
-        [] -> await
+        [_] ->
+            _ = [ets:delete_object(Given, {Pid, Ref}) || Pid <- Pids],
+            case Why of
+                overloaded -> {error, overloaded};
+                crashed -> {error, {worker_crashed, end_reason(Pending)}}
+            end;
+        [] ->
+            await
     catch
         error:badarg -> {error, {worker_crashed, restarted}}
     end.
@@ -596,6 +611,9 @@ describe({malformed_frame, {frame_too_large, Size, Limit}}) ->
                   [Size, Limit]);
 describe({malformed_frame, Malformed}) ->
     io_lib:format("the worker broke the protocol: ~tP", [Malformed, 10]);
+describe(flooding) ->
+    "the worker's OS process wrote faster than the VM could read it (more than 1024 reads "
+    "waiting, or heartbeats by the dozen): it was replaced";
 describe(unresponsive) ->
     "the worker's OS process wrote nothing for stall_timeout while requests waited "
     "(stopped, or not reading); it was replaced";

@@ -148,7 +148,8 @@ valid(flavour, Flavour) -> Flavour =:= native orelse Flavour =:= bytecode;
 valid(executable, undefined) -> true;
 valid(executable, Executable) -> is_filename(Executable);
 valid(max_queue, Max) -> is_integer(Max) andalso Max > 0;
-valid(max_queue_bytes, Max) -> is_integer(Max) andalso Max > 0;
+%% The port's busy limits are {Max div 2, Max}: both must be positive.
+valid(max_queue_bytes, Max) -> is_integer(Max) andalso Max >= 2;
 valid(start_timeout, Timeout) -> is_timeout(Timeout);
 valid(name, Name) -> is_atom(Name);
 valid(policy, Policy) -> ocaml_policy:validate(Policy) =/= error;

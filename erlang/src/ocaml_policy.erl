@@ -29,6 +29,10 @@
 %% A refused send is dropped and logged; a refused call answers
 %% `{error, {error, {not_allowed, {Module, Function, Arity}}}}' to OCaml,
 %% where `Erl.call_erlang' raises it.
+%%
+%% The arguments of an `Erl.call_erlang' never hold a fun: `{lists, map}' on
+%% the list must not run `fun erlang:halt/1' (a request with one answers
+%% `{error, {error, {bad_erl_call, _}}}').
 -module(ocaml_policy).
 
 -export([default/0, validate/1, may_call/4, given_pids/1]).
@@ -72,10 +76,13 @@ valid({send, Send}) -> lists:member(Send, [none, given, any]);
 valid({erl_call, all}) -> true;
 valid({erl_call, none}) -> true;
 valid({erl_call, Allowed}) ->
-    is_list(Allowed) andalso
+    try
         lists:all(fun({M, F}) -> is_atom(M) andalso is_atom(F);
                      ({M, F, A}) -> is_atom(M) andalso is_atom(F) andalso is_integer(A) andalso A >= 0;
                      (_) -> false
-                  end, Allowed);
+                  end, Allowed)
+    catch
+        error:_ -> false  % not a proper list
+    end;
 valid({max_erl_calls, Max}) -> is_integer(Max) andalso Max > 0;
 valid(_) -> false.

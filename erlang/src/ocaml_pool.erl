@@ -13,11 +13,13 @@
 %%
 %% {@link start_link/1} returns once every worker's first OS process has
 %% loaded the plugins; if one cannot, the pool is shut down again (quietly:
-%% no crash report) and the reason returned.
+%% no crash report) and the reason returned. camlbeam's own pool supervisor
+%% uses {@link start_supervisor/1} instead, and the caller of `ocaml:start'
+%% waits ({@link await_ready/2}), not the supervisor.
 -module(ocaml_pool).
 -behaviour(supervisor).
 
--export([start_link/1]).
+-export([start_link/1, start_supervisor/1, await_ready/2]).
 -export([init/1]).
 -export_type([config/0]).
 
@@ -25,23 +27,41 @@
 %% death stops the pool (`none' for {@link ocaml:start/1}).
 -type config() :: ocaml_options:config().
 
+%% @doc Starts a pool and returns once it has started, or could not: for a
+%% pool under a supervisor of the user's ({@link ocaml:child_spec/1}), whose
+%% later children may call it from their own start.
 -spec start_link(config()) -> {ok, pid()} | {error, term()}.
-start_link(#{name := Name, start_timeout := Timeout} = Config) ->
+start_link(#{start_timeout := Timeout} = Config) ->
+    case start_supervisor(Config) of
+        {ok, Pool} ->
+            case await_ready(Pool, Timeout) of
+                ok -> {ok, Pool};
+                {error, Reason} -> stop_quietly(Pool), {error, Reason}
+            end;
+        {error, _} = Error ->
+            Error
+    end.
+
+%% @doc Starts a pool's processes and returns at once, its workers starting:
+%% for camlbeam's own pool supervisor, which must not wait on one pool while
+%% others start and stop. The caller then waits with {@link await_ready/2}.
+-spec start_supervisor(config()) -> {ok, pid()} | {error, term()}.
+start_supervisor(#{name := Name} = Config) ->
     Started = case Name of
                   undefined -> supervisor:start_link(?MODULE, Config);
                   _ -> supervisor:start_link({local, Name}, ?MODULE, Config)
               end,
     case Started of
-        {ok, Pool} ->
-            case ocaml_pool_manager:await_ready(manager(Pool), ready_timeout(Timeout)) of
-                ok -> {ok, Pool};
-                {error, Reason} -> stop_quietly(Pool), {error, Reason}
-            end;
-        {error, _} = Error ->
-            Error;
-        ignore ->
-            {error, ignore}
+        {ok, Pool} -> {ok, Pool};
+        {error, _} = Error -> Error;
+        ignore -> {error, ignore}
     end.
+
+%% @doc Waits until every worker of the pool has started and loaded its
+%% plugins (`ok'), or one could not (`{error, Reason}').
+-spec await_ready(pid(), timeout()) -> ok | {error, term()}.
+await_ready(Pool, Timeout) ->
+    ocaml_pool_manager:await_ready(manager(Pool), ready_timeout(Timeout)).
 
 %% Every worker bounds its own start by start_timeout; this bound, a second
 %% later, is for a start that never reports at all.

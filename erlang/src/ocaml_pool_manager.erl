@@ -126,8 +126,23 @@ handle_call({join, _WorkerId}, {Worker, _}, #state{members = Members} = State) -
     {reply, {ok, setup(State)}, State#state{members = NewMembers}};
 handle_call(await_ready, From, #state{ready_waiters = Waiters} = State) ->
     {noreply, answer_ready(State#state{ready_waiters = [From | Waiters]})};
-handle_call({load, Path0}, From, #state{members = Members} = State) ->
+handle_call({load, Path0}, From, #state{members = Members, plugins = Plugins} = State) ->
     Path = filename:absname(Path0),
+    case lists:keymember(Path, 1, Plugins) of
+        true ->
+            %% Loaded, or being loaded: twice in the set-up, the workers started
+            %% later would refuse their own set-up.
+            Message = unicode:characters_to_binary([Path, ": already loaded in this pool"]),
+            {reply, {error, {load_failed, already_loaded, Message}}, State};
+        false ->
+            start_load(Path, From, Members, State)
+    end;
+handle_call(Request, _From, State) ->
+    {reply, {error, {unknown_request, Request}}, State}.
+
+-spec start_load(file:filename_all(), gen_server:from(), #{pid() => reference()}, #state{}) ->
+    {noreply, #state{}}.
+start_load(Path, From, Members, State) ->
     LoadId = make_ref(),
     Waiting = maps:from_list([{send_load(Worker, Path), Worker} || Worker <- maps:keys(Members)]),
     Load = #load{from = From, waiting = Waiting, timer = start_timer(State, LoadId)},
@@ -135,9 +150,7 @@ handle_call({load, Path0}, From, #state{members = Members} = State) ->
     NewState = State#state{plugins = State#state.plugins ++ [{Path, LoadId}],
                            loads = (State#state.loads)#{LoadId => Load},
                            answers = Answers},
-    {noreply, maybe_finish(LoadId, NewState)};
-handle_call(Request, _From, State) ->
-    {reply, {error, {unknown_request, Request}}, State}.
+    {noreply, maybe_finish(LoadId, NewState)}.
 
 -spec handle_cast(term(), #state{}) -> {noreply, #state{}}.
 handle_cast({started, Id, Result}, #state{first_starts = Starts} = State) ->

@@ -11,8 +11,8 @@
 start_link() ->
     supervisor:start_link({local, ?MODULE}, ?MODULE, []).
 
-%% @doc Starts a pool; returns once its workers have said hello and loaded
-%% the plugins, or the reason they could not.
+%% @doc Starts a pool, and returns at once: its workers are starting
+%% ({@link ocaml_pool:await_ready/2}).
 -spec start_pool(ocaml_pool:config()) -> supervisor:startchild_ret().
 start_pool(Config) ->
     supervisor:start_child(?MODULE, [Config]).
@@ -26,7 +26,7 @@ stop_pool(Pool) ->
 init([]) ->
     Flags = #{strategy => simple_one_for_one, intensity => 10, period => 10},
     Pool = #{id => ocaml_pool,
-             start => {ocaml_pool, start_link, []},
+             start => {ocaml_pool, start_supervisor, []},
              restart => temporary,
              shutdown => infinity,
              type => supervisor},

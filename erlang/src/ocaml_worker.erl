@@ -44,6 +44,7 @@
                       | {bad_reply, binary()}
                       | {request_failed, binary()}
                       | unresponsive
+                      | flooding
                       | overdue
                       | recycled.
 
@@ -57,6 +58,12 @@
 -define(OVERDUE_SLACK, 1000).
 %% Log lines a worker may cause per second; the rest are counted, and said.
 -define(LOG_BUDGET, 20).
+%% Reads of the port's output this process may have waiting: past it, the OS
+%% process writes faster than this process can read, and would fill the VM's
+%% memory (a port has no flow control): it is ended.
+-define(MAX_BACKLOG, 1024).
+%% Heartbeats a worker may write a second (it writes two).
+-define(HEARTBEAT_BUDGET, 20).
 %% Retry of a frame this process could not write because the port was busy.
 -define(OUTBOX_RETRY, 10).
 %% Refusals of Erl.call_erlang waiting for a busy port past this many are dropped: only
@@ -89,8 +96,10 @@
     steps = [] :: [step()],
     erl_calls = #{} :: #{pid() => integer()},
     %% Frames this process writes (loads, refusals) wait here while the port
-    %% is busy, in order.
-    outbox = [] :: [ocaml_port_protocol:request()]
+    %% is busy, in order; one retry timer for them all.
+    outbox = [] :: [ocaml_port_protocol:request()],
+    flush_timer = false :: boolean(),
+    heartbeats = {0, 0} :: {Second :: integer(), Count :: non_neg_integer()}
 }).
 
 -record(state, {
@@ -171,11 +180,13 @@ handle_cast(_Request, State) ->
 -spec handle_info(term(), #state{}) -> {noreply, #state{}}.
 handle_info({Port, {data, Data}}, #state{proc = #proc{port = Port} = Proc} = State) ->
     Now = now_ms(),
-    case ocaml_port_protocol:frames(Data, Proc#proc.framer, max_reply_size(State)) of
-        {ok, Frames, Framer} ->
+    case {ocaml_port_protocol:frames(Data, Proc#proc.framer, max_reply_size(State)), backlog()} of
+        {_, Backlog} when Backlog > ?MAX_BACKLOG ->
+            {noreply, end_proc(flooding, State)};
+        {{ok, Frames, Framer}, _} ->
             {noreply, serve_frames(Frames, State#state{proc = Proc#proc{framer = Framer,
                                                                       last_frame_at = Now}})};
-        {error, Malformed} ->
+        {{error, Malformed}, _} ->
             {noreply, end_proc({malformed_frame, Malformed}, State)}
     end;
 handle_info({Port, {exit_status, Status}}, #state{proc = #proc{port = Port}} = State) ->
@@ -196,6 +207,8 @@ handle_info({timeout, _, {respawn, Gen}}, #state{gen = Gen, phase = backoff, pro
     {noreply, spawn_proc(State)};
 handle_info({'DOWN', Registry, process, _, _}, #state{registry = Registry} = State) ->
     {noreply, reregister(State)};
+handle_info(reregister, #state{registry = none} = State) ->
+    {noreply, reregister(State)};
 handle_info(_Info, State) ->
     %% Messages sent to a worker's pid (Erl.self ()) have no way into a port
     %% worker: the protocol has no frame for them. Stale ports and timers too.
@@ -209,12 +222,17 @@ terminate(_Reason, #state{proc = #proc{port = Port}}) ->
 terminate(_Reason, _State) ->
     ok.
 
-%% A crash report shows the last message: not the megabytes of a read.
+%% A crash report shows the last message and the state: not the megabytes of
+%% a read, of a frame being read, or of the frames waiting to be written.
 -spec format_status(gen_server:format_status()) -> gen_server:format_status().
-format_status(#{message := {Port, {data, Data}}} = Status) when byte_size(Data) > 64 ->
-    Status#{message := {Port, {data, {bytes, byte_size(Data), binary:part(Data, 0, 64)}}}};
 format_status(Status) ->
-    Status.
+    maps:map(fun(message, {Port, {data, Data}}) when byte_size(Data) > 64 ->
+                     {Port, {data, {bytes, byte_size(Data), binary:part(Data, 0, 64)}}};
+                (state, #state{proc = #proc{} = Proc} = State) ->
+                     State#state{proc = Proc#proc{framer = ocaml_port_protocol:new_framer(), outbox = []}};
+                (_, Value) ->
+                     Value
+             end, Status).
 
 %%% Starting an OS process
 
@@ -281,8 +299,11 @@ start_step(Payload, #state{proc = #proc{awaiting = {_, {hello, _}}} = Proc,
         {error, Reason} ->
             end_proc(Reason, State)
     end;
-start_step(Payload, #state{proc = #proc{awaiting = {_, {{load, _} = Step, Waiters}}}} = State) ->
+start_step(Payload, #state{proc = #proc{awaiting = {_, {{load, _} = Step, Waiters}}} = Proc} = State0) ->
+    %% Those waiting for this step have their answer: not a second one if the
+    %% OS process ends on it.
     _ = [Waiter ! {Waiter, Payload} || Waiter <- Waiters],
+    State = State0#state{proc = Proc#proc{awaiting = none}},
     case ocaml_port_protocol:decode_load(Payload) of
         ok -> next_step(State);
         %% The worker interrupted the plugin's initialiser at the deadline.
@@ -315,34 +336,28 @@ remaining(_Proc, infinity) -> infinity;
 remaining(#proc{started_at = Started}, Timeout) -> max(0, Started + Timeout - now_ms()).
 
 -spec ready(#state{}) -> #state{}.
-ready(#state{proc = Proc, setup = Setup, gen = Gen} = State) ->
+ready(#state{proc = Proc, setup = Setup, gen = Gen, first_start = First} = State) ->
     NewState = State#state{phase = ready, proc = Proc#proc{ready_at = now_ms()}},
-    publish(NewState),
+    publish(NewState, case First of true -> sync; false -> async end),
     _ = timer(check_interval(Setup), check, Gen),
     report_start(ok, NewState).
 
--spec publish(#state{}) -> ok.
+%% The registry's writes are casts once the pool has started: this process,
+%% the port's only reader, never waits for it then. If it restarts meanwhile,
+%% reregister/1 publishes again. The pool's first start waits for the row.
+-spec publish(#state{}, sync | async) -> ok.
 publish(#state{pool = Pool, id = Id, setup = Setup,
                proc = #proc{port = Port, pending = Pending, given = Given, os_pid = OsPid,
-                            flavour = Flavour}}) ->
+                            flavour = Flavour}}, How) ->
     #{max_queue := MaxQueue, max_request_size := MaxRequest, cast_timeout := CastTimeout} = Setup,
-    Row = #camlbeam_worker{key = {Pool, Id}, pid = self(), port = Port, pending = Pending,
-                           given = Given, max_queue = MaxQueue, max_request_size = MaxRequest,
-                           cast_timeout = CastTimeout, os_pid = OsPid, flavour = Flavour},
-    try
-        camlbeam_registry:register_worker(Row)
-    catch
-        %% Restarting: this worker registers again when it is back.
-        exit:_ -> ok
-    end.
+    camlbeam_registry:register_worker(
+      #camlbeam_worker{key = {Pool, Id}, pid = self(), port = Port, pending = Pending,
+                       given = Given, max_queue = MaxQueue, max_request_size = MaxRequest,
+                       cast_timeout = CastTimeout, os_pid = OsPid, flavour = Flavour}, How).
 
 -spec unpublish(#state{}) -> ok.
 unpublish(#state{pool = Pool, id = Id}) ->
-    try
-        camlbeam_registry:unregister_worker({Pool, Id})
-    catch
-        exit:_ -> ok
-    end.
+    camlbeam_registry:unregister_worker({Pool, Id}).
 
 -spec report_start(ok | {error, term()}, #state{}) -> #state{}.
 report_start(Result, #state{first_start = true, manager = Manager, id = Id} = State) ->
@@ -408,15 +423,25 @@ serve({send, Pid}, Payload, State) ->
 serve({erl_call, Id}, Payload, State) ->
     erl_call(Id, Payload, State);
 serve({log, Level}, Payload, State) ->
-    Text = case ocaml_port_protocol:decode_payload(Payload) of
-               {ok, Binary} when is_binary(Binary) -> Binary;
-               {ok, Term} -> io_lib:format("~tP", [Term, 20]);
-               {error, Why} -> ["(an undecodable log line: ", Why, ")"]
-           end,
-    log(Level, "OCaml worker: ~ts", [Text], State);
-serve({heartbeat, _Elapsed}, _Payload, State) ->
-    %% Its arrival is the news (last_frame_at).
-    State.
+    log(Level, "OCaml worker: ~ts", fun() -> [log_text(Payload)] end, State);
+serve({heartbeat, _Elapsed}, _Payload, #state{proc = #proc{heartbeats = {Second, Count}} = Proc} = State) ->
+    %% Its arrival is the news (last_frame_at). A worker writes one every
+    %% 500 ms of a long request: many more is a worker writing frames of its
+    %% own, faster than a heartbeat needs.
+    Now = erlang:monotonic_time(second),
+    case {Now =:= Second, Count < ?HEARTBEAT_BUDGET} of
+        {true, true} -> State#state{proc = Proc#proc{heartbeats = {Second, Count + 1}}};
+        {true, false} -> end_proc(flooding, State);
+        {false, _} -> State#state{proc = Proc#proc{heartbeats = {Now, 1}}}
+    end.
+
+-spec log_text(binary()) -> iodata().
+log_text(Payload) ->
+    case ocaml_port_protocol:decode_payload(Payload) of
+        {ok, Binary} when is_binary(Binary) -> Binary;
+        {ok, Term} -> io_lib:format("~tP", [Term, 20]);
+        {error, Why} -> ["(an undecodable log line: ", Why, ")"]
+    end.
 
 -spec ungive(ets:tid(), [pid()], reference()) -> ok.
 ungive(_Given, [], _Ref) -> ok;
@@ -437,8 +462,8 @@ cast_answered(Fun, Payload, State) ->
         true ->
             State;
         false ->
-            Answer = ocaml_port_protocol:decode_answer(Payload),
-            log(warning, "OCaml worker: cast ~tp failed: ~tP", [Fun, Answer, 12], State)
+            log(warning, "OCaml worker: cast ~tp failed: ~tP",
+                fun() -> [Fun, ocaml_port_protocol:decode_answer(Payload), 12] end, State)
     end.
 
 %%% Erl.call_erlang
@@ -538,8 +563,8 @@ proc_timer(check, #state{phase = Phase, setup = Setup, proc = #proc{gen = Gen}} 
         #state{proc = #proc{gen = Gen}} -> _ = timer(check_interval(Setup), check, Gen), NewState;
         _ -> NewState
     end;
-proc_timer(flush, State) ->
-    flush_outbox(State);
+proc_timer(flush, #state{proc = Proc} = State) ->
+    flush_outbox(State#state{proc = Proc#proc{flush_timer = false}});
 proc_timer(_, State) ->
     State.
 
@@ -563,10 +588,14 @@ check(State) ->
 check_progress(#state{setup = #{stall_timeout := Stall, cancel_grace := Grace},
                       proc = #proc{pending = Pending, last_frame_at = LastFrame,
                                    last_reply_at = LastReply}} = State) ->
-    case ets:info(Pending, size) of
-        0 ->
+    case {ets:info(Pending, size), backlog()} of
+        {0, _} ->
             State;
-        _ ->
+        {_, Waiting} when Waiting > 0 ->
+            %% What the OS process wrote may be waiting behind this timer: read
+            %% it first, judge at the next check.
+            State;
+        {_, 0} ->
             Now = now_ms(),
             {Oldest, Longest} = ets:foldl(fun oldest_and_longest/2, {Now, 0}, Pending),
             Silent = Now - max(LastFrame, Oldest),
@@ -662,28 +691,36 @@ answer_all(Pending, Reason) ->
 %% The next OS process: at once after a deliberate restart or one that
 %% follows a healthy run, else after the backoff.
 -spec next_proc(crash_reason(), integer() | undefined, non_neg_integer(), #state{}) -> #state{}.
-next_proc(recycled, _ReadyAt, _InFlight, State) ->
-    spawn_proc(State#state{phase = backoff, proc = none});
+next_proc(recycled, _ReadyAt, _InFlight, #state{gen = Gen} = State) ->
+    respawn_after(0, Gen),
+    State#state{phase = backoff, proc = none};
 next_proc(Reason, ReadyAt, InFlight, #state{failures = Failures0, gen = Gen,
-                                            setup = #{restart_backoff := {First, Max}}} = State) ->
+                                            setup = #{restart_backoff := {First, Max}}} = State0) ->
     Healthy = ReadyAt =/= undefined andalso now_ms() - ReadyAt >= ?HEALTHY_UPTIME,
     Failures = case Healthy of
                    true -> 1;
                    false -> Failures0 + 1
                end,
     Delay = backoff_delay(Failures, First, Max),
-    ?LOG_WARNING("OCaml worker: its OS process ended (~ts) with ~b request~s in flight; "
-                 "the next starts in ~b ms~ts",
-                 [ocaml:format_error(Reason), InFlight, plural(InFlight), Delay,
-                  case Failures of
-                      1 -> "";
-                      _ -> io_lib:format(" (~b in a row have ended young: restart_backoff)", [Failures])
-                  end]),
-    NewState = State#state{phase = backoff, proc = none, failures = Failures},
-    case Delay of
-        0 -> spawn_proc(NewState);
-        _ -> erlang:start_timer(Delay, self(), {respawn, Gen}), NewState
-    end.
+    State = log(warning, "OCaml worker: its OS process ended (~ts) with ~b request~s in flight; "
+                          "the next starts in ~b ms~ts",
+                 fun() ->
+                         [ocaml:format_error(Reason), InFlight, plural(InFlight), Delay,
+                          case Failures of
+                              1 -> "";
+                              _ -> io_lib:format(" (~b in a row have ended young: restart_backoff)", [Failures])
+                          end]
+                 end, State0),
+    respawn_after(Delay, Gen),
+    State#state{phase = backoff, proc = none, failures = Failures}.
+
+%% Through a timer, even at once: this process goes back to its mailbox between
+%% two OS processes (a worker whose every spawn fails must still hear its
+%% supervisor).
+-spec respawn_after(non_neg_integer(), non_neg_integer()) -> ok.
+respawn_after(Delay, Gen) ->
+    _ = erlang:start_timer(Delay, self(), {respawn, Gen}),
+    ok.
 
 %% 0 for the first death in a row; then First, doubling, at most Max, with
 %% up to a fifth taken off at random so that workers dying together do not
@@ -692,7 +729,9 @@ next_proc(Reason, ReadyAt, InFlight, #state{failures = Failures0, gen = Gen,
 backoff_delay(1, _First, _Max) ->
     0;
 backoff_delay(Failures, First, Max) ->
-    Delay = min(Max, First bsl min(Failures - 2, 32)),
+    %% At least a millisecond: with restart_backoff {0, 0} a crash loop still
+    %% leaves the scheduler a moment.
+    Delay = max(1, min(Max, First bsl min(Failures - 2, 32))),
     Delay - rand:uniform(max(1, Delay div 5)) + 1.
 
 %%% Writing
@@ -707,13 +746,16 @@ write_own(Frame, #state{proc = #proc{outbox = Outbox} = Proc} = State) ->
 -spec flush_outbox(#state{}) -> #state{}.
 flush_outbox(#state{proc = #proc{outbox = []}} = State) ->
     State;
-flush_outbox(#state{proc = #proc{outbox = [Frame | Rest], port = Port, gen = Gen} = Proc} = State) ->
+flush_outbox(#state{proc = #proc{outbox = [Frame | Rest], port = Port, gen = Gen,
+                                 flush_timer = Timer} = Proc} = State) ->
     try erlang:port_command(Port, Frame, [nosuspend]) of
         true ->
             flush_outbox(State#state{proc = Proc#proc{outbox = Rest}});
+        false when Timer ->
+            State;
         false ->
             _ = timer(?OUTBOX_RETRY, flush, Gen),
-            State
+            State#state{proc = Proc#proc{flush_timer = true}}
     catch
         error:badarg -> State  % closed: its exit_status is on its way
     end.
@@ -728,6 +770,12 @@ close(Port) ->
     ok.
 
 %%% Helpers
+
+%% Messages waiting in this process's mailbox (most of them reads of the port).
+-spec backlog() -> non_neg_integer().
+backlog() ->
+    {message_queue_len, Length} = process_info(self(), message_queue_len),
+    Length.
 
 -spec max_reply_size(#state{}) -> pos_integer().
 max_reply_size(#state{setup = #{max_reply_size := Max}}) ->
@@ -746,31 +794,39 @@ plural(1) -> "";
 plural(_) -> "s".
 
 %% Logs at most ?LOG_BUDGET lines a second on behalf of one worker; past it,
-%% counts them, and says how many were dropped when logging again.
--spec log(logger:level(), io:format(), [term()], #state{}) -> #state{}.
+%% counts them, and says how many were dropped when logging again. Args may be
+%% a function that makes them: it runs only for a line that is logged (a
+%% worker's log line is decoded only then).
+-spec log(logger:level(), io:format(), [term()] | fun(() -> [term()]), #state{}) -> #state{}.
 log(Level, Format, Args, #state{log_window = {Second, Logged, Dropped}} = State) ->
     Now = erlang:monotonic_time(second),
     case {Now =:= Second, Logged < ?LOG_BUDGET} of
         {true, false} ->
             State#state{log_window = {Second, Logged, Dropped + 1}};
         {true, true} ->
-            logger:log(Level, Format, Args),
+            logger:log(Level, Format, arguments(Args)),
             State#state{log_window = {Second, Logged + 1, Dropped}};
         {false, _} ->
             _ = Dropped > 0 andalso
                 ?LOG_WARNING("OCaml worker: ~b log line~s dropped (more than ~b a second)",
                              [Dropped, plural(Dropped), ?LOG_BUDGET]),
-            logger:log(Level, Format, Args),
+            logger:log(Level, Format, arguments(Args)),
             State#state{log_window = {Now, 1, 0}}
     end.
 
-%% The registry restarted with empty tables: a ready worker registers again.
+-spec arguments([term()] | fun(() -> [term()])) -> [term()].
+arguments(Make) when is_function(Make, 0) -> Make();
+arguments(Args) when is_list(Args) -> Args.
+
+%% The registry restarted with empty tables: a ready worker registers again
+%% once it is back (looked for every 50 ms, without waiting in between).
 -spec reregister(#state{}) -> #state{}.
 reregister(#state{phase = Phase} = State) ->
-    case camlbeam_registry:await() of
-        undefined ->
+    case camlbeam_registry:monitor() of
+        none ->
+            _ = erlang:send_after(50, self(), reregister),
             State#state{registry = none};
-        _ ->
-            _ = Phase =:= ready andalso publish(State),
-            State#state{registry = camlbeam_registry:monitor()}
+        Monitor ->
+            _ = Phase =:= ready andalso publish(State, async),
+            State#state{registry = Monitor}
     end.

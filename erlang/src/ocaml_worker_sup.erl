@@ -1,6 +1,10 @@
-%% @doc The workers of one pool, `{worker, Id}' for Id in 1..pool_size. A
-%% worker whose OCaml process dies or breaks the protocol stops, and is
-%% restarted here with the pool's plugins.
+%% @doc The workers of one pool, `{worker, Id}' for Id in 1..pool_size.
+%%
+%% A worker outlives its OS processes: it replaces one that dies, breaks the
+%% protocol or hangs by itself ({@link ocaml_worker}), so those cost this
+%% supervisor no restart. A restart here means the Erlang process itself
+%% crashed (a bug in camlbeam, or a kill from outside); the new one starts a
+%% new OS process with the pool's plugins.
 -module(ocaml_worker_sup).
 -behaviour(supervisor).
 

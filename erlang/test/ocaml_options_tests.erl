@@ -16,7 +16,7 @@ defaults_test() ->
 
 every_option_test() ->
     Options = #{transport => port, plugins => ["a.cmxs", <<"b.cmxs">>], pool_size => 3,
-                flavour => native, executable => "/bin/w", max_queue => 5, max_queue_bytes => 1,
+                flavour => native, executable => "/bin/w", max_queue => 5, max_queue_bytes => 2,
                 start_timeout => infinity, name => my_pool,
                 policy => #{send => any, erl_call => [{lists, reverse}, {erlang, node, 0}],
                             max_erl_calls => 1},
@@ -47,7 +47,7 @@ bad_options_test_() ->
                          {policy, #{max_erl_calls => 0}},
                          {max_request_size, 0}, {max_request_size, 1 bsl 32},
                          {max_reply_size, 1 bsl 32}, {max_reply_size, infinity},
-                         {max_memory, 0}, {max_queue_bytes, 0},
+                         {max_memory, 0}, {max_queue_bytes, 0}, {max_queue_bytes, 1},
                          {restart_backoff, 100}, {restart_backoff, {200, 100}},
                          {restart_backoff, {-1, 100}}, {cast_timeout, -1}, {cancel_grace, infinity},
                          {stall_timeout, 0}, {stall_timeout, infinity},

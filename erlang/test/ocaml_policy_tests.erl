@@ -27,5 +27,6 @@ validate_test_() ->
     [?_assertEqual(error, ocaml_policy:validate(#{send => everyone})),
      ?_assertEqual(error, ocaml_policy:validate(#{unknown => 1})),
      ?_assertEqual(error, ocaml_policy:validate([])),
+     ?_assertEqual(error, ocaml_policy:validate(#{erl_call => [{lists, map} | tail]})),
      ?_assertEqual({ok, #{send => none, erl_call => none, max_erl_calls => 8}},
                    ocaml_policy:validate(#{send => none}))].
