@@ -153,7 +153,17 @@ fuzzed_packet() ->
 
 outcome({ok, ok}) -> written;
 outcome({error, {worker_crashed, {malformed_frame, _}}}) -> malformed;
-outcome({error, {worker_crashed, _}}) -> crashed;
+outcome({error, {worker_crashed, Reason}} = Answer) ->
+    %% Only the ways an OS process ends that frames can cause: anything else is a bug here.
+    case Reason of
+        {exit_status, N} when is_integer(N), N >= 0 -> crashed;
+        flooding -> crashed;
+        unresponsive -> crashed;
+        overdue -> crashed;
+        port_closed -> crashed;
+        restarted -> crashed;
+        _ -> ct:fail({unexpected_answer, Answer})
+    end;
 outcome({error, timeout}) -> timeout;
 outcome({error, no_worker}) -> no_worker;
 outcome({error, {bad_reply, _}}) -> bad_reply;

@@ -34,6 +34,15 @@ let signal_handler_calls = ref 0
 let () =
   let open Erl.Conv in
   Erl.export "write_fd" (int @-> string @-> returning unit) (fun fd bytes -> write_all (fd_of_int fd) bytes 0);
+  (* [bytes] written to [fd] again and again for [ms]: a flood of frames, to the end or
+     until the pipe is gone (the worker replaced meanwhile). *)
+  Erl.export "flood_fd" (int @-> string @-> int @-> returning unit) (fun fd bytes ms ->
+      let until = Unix.gettimeofday () +. (float_of_int ms /. 1000.) in
+      try
+        while Unix.gettimeofday () < until do
+          write_all (fd_of_int fd) bytes 0
+        done
+      with Unix.Unix_error (Unix.EPIPE, _, _) -> ());
   Erl.export "close_fd" (int @-> returning unit) (fun fd -> Unix.close (fd_of_int fd));
   Erl.export "exit" (int @-> returning unit) exit;
   (* A read of address 1 (the null pointer as OCaml tags it): a real SIGSEGV, which is no
