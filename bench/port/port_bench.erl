@@ -31,16 +31,22 @@
 
 %% ---- Entry ----
 
+%% The run is a process of its own, linked to every caller it spawns: a caller that
+%% crashes takes it down, and this one halts the VM instead of waiting forever.
 main() ->
-    Code = try
-               run(options(init:get_plain_arguments(), #{mode => full})),
-               0
-           catch
-               Class:Reason:Stack ->
-                   io:format(standard_error, "port_bench: ~p:~p~n~p~n", [Class, Reason, Stack]),
-                   1
-           end,
-    halt(Code).
+    Opts = options(init:get_plain_arguments(), #{mode => full}),
+    {_, Monitor} = spawn_monitor(fun() ->
+                                         try run(Opts)
+                                         catch Class:Reason:Stack -> exit({Class, Reason, Stack})
+                                         end
+                                 end),
+    receive
+        {'DOWN', Monitor, process, _, normal} ->
+            halt(0);
+        {'DOWN', Monitor, process, _, Reason} ->
+            io:format(standard_error, "port_bench: ~p~n", [Reason]),
+            halt(1)
+    end.
 
 options([], Opts) -> Opts;
 options(["--smoke" | Rest], Opts) -> options(Rest, Opts#{mode => smoke});
