@@ -10,20 +10,28 @@ generator=$(command -v ninja >/dev/null 2>&1 && echo Ninja || echo "Unix Makefil
 passed=0
 failed=0
 failed_names=()
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+digest=$logs/digest
 
 stage() {  # name command...
   local name=$1
   shift
   echo
   echo "=== $name"
-  local start=$SECONDS
-  if "$@"; then
+  local start=$SECONDS log=$logs/stage-$((passed + failed))
+  "$@" 2>&1 | tee "$log"
+  if [[ ${PIPESTATUS[0]} -eq 0 ]]; then
     passed=$((passed + 1))
     echo "=== $name: passed in $((SECONDS - start)) s"
   else
     failed=$((failed + 1))
     failed_names+=("$name")
     echo "=== $name: FAILED after $((SECONDS - start)) s"
+    # CI may keep only the end of the output: what failed is repeated there, bounded.
+    { echo "--- $name:"
+      grep -a -E -A4 'FAILED|Failed|failed|[Ee]rror[: ]|Assertion|not ok' "$log" | tail -n 60
+    } >>"$digest"
   fi
 }
 
@@ -67,6 +75,9 @@ stage "The demo (make demo's scripts/demo.sh)" scripts/demo.sh
 
 echo
 if [[ $failed -gt 0 ]]; then
+  echo "What failed, from each failing stage's output:"
+  cat "$digest"
+  echo
   printf 'failed: %s\n' "${failed_names[@]}"
 fi
 echo "suites: $passed passed, $failed failed"
