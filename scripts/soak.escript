@@ -34,7 +34,7 @@ main(Args) ->
     Results = [receive {done, R} -> R end || _ <- lists:seq(1, Callers)],
     Elapsed = erlang:monotonic_time(millisecond) - T0,
     Killer ! {stop, self()},
-    Kills = receive {kills, K} -> K end,
+    Kills = receive {kills, KillCount} -> KillCount end,
     Totals = lists:foldl(fun(R, Acc) -> maps:fold(fun(Key, N, A) ->
                                                           maps:update_with(Key, fun(M) -> M + N end, N, A)
                                                   end, Acc, R)
@@ -75,7 +75,8 @@ caller(Pool, Counter, Calls, Counts) ->
             Kind = case Answer of
                        {ok, {N, _}} -> ok;
                        {ok, _} -> misdelivered;
-                       {error, {worker_crashed, _}} -> worker_crashed;
+                       {error, {worker_crashed, {Why, _}}} -> {worker_crashed, Why};
+                       {error, {worker_crashed, Why}} -> {worker_crashed, Why};
                        {error, Reason} when is_atom(Reason) -> Reason;
                        {error, Other} -> element(1, Other)
                    end,

@@ -253,9 +253,22 @@ call(Pool, Fun, Args, Timeout)
        (Timeout =:= infinity orelse (is_integer(Timeout) andalso Timeout >= 0)) ->
     %% The time spent choosing a worker and encoding the request counts.
     Now = erlang:monotonic_time(millisecond),
-    case pick_worker(Pool) of
-        {ok, Worker} -> call_worker(Worker, Fun, Args, Now, Timeout);
-        {error, _} = Error -> Error
+    call(Pool, Fun, Args, Now, Timeout, []).
+
+%% A worker whose OS process turned out to be gone before the request was
+%% written to it was sent nothing: the call goes to the next worker (each is
+%% tried once), instead of failing while the others are up.
+-spec call(pool(), atom(), [term()], integer(), timeout(), [pid()]) ->
+    {ok, term()} | {error, call_error()}.
+call(Pool, Fun, Args, Now, Timeout, Tried) ->
+    case pick_worker(Pool, Tried) of
+        {ok, #camlbeam_worker{pid = Worker} = Row} ->
+            case call_worker(Row, Fun, Args, Now, Timeout) of
+                unsent -> call(Pool, Fun, Args, Now, Timeout, [Worker | Tried]);
+                Answer -> Answer
+            end;
+        {error, _} = Error ->
+            Error
     end.
 
 %% @doc Runs the OCaml function exported as `Fun' with `Args' on the least
@@ -265,12 +278,18 @@ call(Pool, Fun, Args, Timeout)
 %% `overloaded', larger than `max_request_size') is dropped.
 -spec cast(pool(), atom(), [term()]) -> ok.
 cast(Pool, Fun, Args) when is_atom(Fun), is_list(Args) ->
-    case pick_worker(Pool) of
-        {ok, #camlbeam_worker{cast_timeout = Timeout} = Worker} ->
+    cast(Pool, Fun, Args, []).
+
+-spec cast(pool(), atom(), [term()], [pid()]) -> ok.
+cast(Pool, Fun, Args, Tried) ->
+    case pick_worker(Pool, Tried) of
+        {ok, #camlbeam_worker{pid = Worker, cast_timeout = Timeout} = Row} ->
             %% A call whose answer nobody waits for: it counts in the worker's
             %% load while it runs, and its worker logs it if it fails.
-            _ = enqueue(Worker, make_ref(), cast, Fun, Args, erlang:monotonic_time(millisecond), Timeout),
-            ok;
+            case enqueue(Row, make_ref(), cast, Fun, Args, erlang:monotonic_time(millisecond), Timeout) of
+                unsent -> cast(Pool, Fun, Args, [Worker | Tried]);
+                _ -> ok
+            end;
         {error, _} ->
             ok
     end.
@@ -399,13 +418,16 @@ pool_row(Pool) ->
         Pid -> camlbeam_registry:pool(Pid)
     end.
 
--spec pick_worker(pool()) -> {ok, #camlbeam_worker{}} | {error, overloaded | no_worker | noproc}.
-pick_worker(Pool) ->
+%% Tried: the workers this request found gone already.
+-spec pick_worker(pool(), [pid()]) -> {ok, #camlbeam_worker{}} | {error, overloaded | no_worker | noproc}.
+pick_worker(Pool, Tried) ->
     case whereis_pool(Pool) of
         undefined ->
             {error, noproc};
         Pid ->
-            case least_loaded(camlbeam_registry:workers(Pid), none, 0) of
+            Workers = [W || #camlbeam_worker{pid = P} = W <- camlbeam_registry:workers(Pid),
+                            not lists:member(P, Tried)],
+            case least_loaded(Workers, none, 0) of
                 {ok, _} = Found -> Found;
                 {error, overloaded} = Overloaded -> Overloaded;
                 {error, no_worker} = NoWorker ->
@@ -435,13 +457,13 @@ least_loaded([#camlbeam_worker{pending = Pending} = Worker | Workers], Best, Bes
     end.
 
 -spec call_worker(#camlbeam_worker{}, atom(), [term()], integer(), timeout()) ->
-    {ok, term()} | {error, call_error()}.
+    {ok, term()} | {error, call_error()} | unsent.
 call_worker(#camlbeam_worker{pid = Worker, port = Port} = Row, Fun, Args, Started, Timeout) ->
     %% The alias is deactivated with the monitor: an answer sent after the
     %% caller gave up is dropped by the VM instead of landing in its mailbox.
     Alias = erlang:monitor(process, Worker, [{alias, demonitor}]),
     case enqueue(Row, Alias, call, Fun, Args, Started, Timeout) of
-        {error, _} = Refused ->
+        Refused when Refused =:= unsent; element(1, Refused) =:= error ->
             erlang:demonitor(Alias, [flush]),
             Refused;
         _WrittenOrTaken ->
@@ -454,8 +476,8 @@ call_worker(#camlbeam_worker{pid = Worker, port = Port} = Row, Fun, Args, Starte
 %% Started: when the call began, in ms of monotonic time; Timeout counts from
 %% then, and what is left of it when the request is written is the worker's.
 -spec enqueue(#camlbeam_worker{}, reference(), call | cast, atom(), [term()], integer(), timeout()) ->
-    ok | await | {error, overloaded | {request_too_large, pos_integer(), pos_integer()}
-                         | {worker_crashed, term()}}.
+    ok | await | {error, overloaded | {request_too_large, pos_integer(), pos_integer()}}
+    | unsent.
 enqueue(#camlbeam_worker{port = Port, pending = Pending, given = Given, max_request_size = Max},
         Ref, Kind, Fun, Args, Started, Timeout) ->
     Request = ocaml_port_protocol:call(Ref, Fun, Args, time_left(Started, Timeout)),
@@ -481,29 +503,24 @@ enqueue(#camlbeam_worker{port = Port, pending = Pending, given = Given, max_requ
 %% Takes back a request that was not written, and the pids it gave. If the
 %% worker took its row first (its OS process ended meanwhile), it is sending
 %% the answer: wait.
+%% Nothing was written: `unsent' when the OS process is gone, so that the
+%% caller may try another worker.
 -spec withdraw(ets:tid(), ets:tid(), reference(), [pid()], overloaded | crashed) ->
-    await | {error, overloaded | {worker_crashed, term()}}.
+    await | unsent | {error, overloaded}.
 withdraw(Pending, Given, Ref, Pids, Why) ->
     try ets:take(Pending, Ref) of
         [_] ->
             _ = [ets:delete_object(Given, {Pid, Ref}) || Pid <- Pids],
             case Why of
                 overloaded -> {error, overloaded};
-                crashed -> {error, {worker_crashed, end_reason(Pending)}}
+                crashed -> unsent
             end;
         [] ->
             await
     catch
-        error:badarg -> {error, {worker_crashed, restarted}}
+        error:badarg -> unsent
     end.
 
-%% Why the OS process behind this table ended, as its worker wrote it there.
--spec end_reason(ets:tid()) -> term().
-end_reason(Pending) ->
-    case ets:lookup(Pending, '$dead') of
-        [{_, Reason}] -> Reason;
-        [] -> port_closed
-    end.
 
 -spec await(reference(), port(), timeout()) -> {ok, term()} | {error, call_error()}.
 await(Alias, Port, Timeout) ->
@@ -622,10 +639,6 @@ describe(overdue) ->
     "stop; it was replaced";
 describe(recycled) ->
     "the worker was restarted on purpose (a plugin failed to load on the pool)";
-describe(port_closed) ->
-    "the worker's OS process had just ended";
-describe(restarted) ->
-    "the worker's OS process had ended and been replaced";
 
 describe({port_exit, Reason}) ->
     io_lib:format("the worker's port closed: ~tP", [Reason, 10]);

@@ -647,9 +647,8 @@ start_failed(Reason, State) ->
 proc_ended(Reason, #state{phase = Phase, proc = Proc, retired = Retired} = State0) ->
     #proc{pending = Pending, given = Given, erl_calls = Runners, awaiting = Awaiting,
           steps = Steps, ready_at = ReadyAt} = Proc,
-    %% First the reason, for a caller that inserts its row from now on and finds
-    %% the port closed; then no caller finds this worker any more.
-    true = ets:insert(Pending, {'$dead', Reason}),
+    %% No caller finds this worker any more; one that found it already finds
+    %% its port closed, and sends its request to another worker (ocaml:call/4).
     _ = Phase =:= ready andalso unpublish(State0),
     InFlight = answer_all(Pending, Reason),
     _ = [exit(Runner, kill) || Runner <- maps:keys(Runners)],

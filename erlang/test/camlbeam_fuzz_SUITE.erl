@@ -160,8 +160,6 @@ outcome({error, {worker_crashed, Reason}} = Answer) ->
         flooding -> crashed;
         unresponsive -> crashed;
         overdue -> crashed;
-        port_closed -> crashed;
-        restarted -> crashed;
         _ -> ct:fail({unexpected_answer, Answer})
     end;
 outcome({error, timeout}) -> timeout;
