@@ -36,12 +36,10 @@ let () =
   (* A float no Erlang term matches: the worker answers bad_reply itself. *)
   Erl.export_raw "nan" (fun _ -> Erl.Term.Float Float.nan);
   (* A map OTP 25's binary_to_term crashes the VM on (two references of a node that differ
-     only in their fourth word, among 33 keys): the worker must refuse to send it. *)
-  Erl.export_raw "otp_unsafe_map" (fun _ ->
-      let ref_ w = Erl.Term.Ref { node = "other@host"; creation = 1; ids = [| 2; 0; 0; w |] } in
-      Erl.Term.map_of_list
-        ((ref_ 1, Erl.Term.Atom "a") :: (ref_ 2, Erl.Term.Atom "b")
-        :: List.init 31 (fun i -> (Erl.Term.Int i, Erl.Term.Int i))));
+     only in their fourth word, among 33 keys): the worker must refuse to send it. The
+     caller gives the two references: OCaml cannot make one. *)
+  Erl.export "otp_unsafe_map" (reference @-> reference @-> returning term) (fun a b ->
+      Erl.Term.(map_of_list ((Ref a, Atom "a") :: (Ref b, Atom "b") :: List.init 31 (fun i -> (Int i, Int i)))));
   Erl.export "send" (pid @-> term @-> returning unit) Erl.send;
   (* To the first of a list of pids: a pid the call holds, not one it was given as an
      argument (the pool's policy tells the two apart). *)
