@@ -354,6 +354,10 @@ erl_send(Config) ->
     Message = {hello, [1.5, <<"bin">>, #{k => v}], self()},
     ?assertEqual({ok, ok}, ocaml:call(Pool, send, [self(), Message])),
     receive Message -> ok after 5000 -> ct:fail(not_delivered) end,
+    %% docs/term-mapping.md's stream: the caller's pid, and a reference to tag with.
+    Tag = make_ref(),
+    ?assertEqual({ok, ok}, ocaml:call(Pool, countdown, [self(), Tag, 3])),
+    [receive {Tag, I} -> ok after 5000 -> ct:fail({not_delivered, I}) end || I <- [3, 2, 1]],
     %% To a dead process: dropped, like Pid ! Msg.
     Dead = spawn(fun() -> ok end),
     ?LIB:wait_until(fun() -> not is_process_alive(Dead) end, 1000),
