@@ -24,7 +24,7 @@ all() ->
     [{group, Group} || {Group, _, _} <- groups()].
 
 groups() ->
-    ?LIB:groups(fun(_) -> [edge_cases, deep_nesting, large_terms, random_terms] end).
+    ?LIB:groups(fun(_) -> [edge_cases, identifiers, deep_nesting, large_terms, random_terms] end).
 
 init_per_suite(Config) ->
     %% The test, not the worker, makes the atoms its terms use.
@@ -68,6 +68,37 @@ edge_cases(Config) ->
                   ocaml:call(Pool, identity, [other_ref(3, lists:seq(1, N))], 30000))
      || N <- [4, 5]],
     assert_round_trip(Pool, make_ref()).
+
+%% Pids, ports and references, opaque to OCaml, through Erl.Term.Pid, Port and Ref: every
+%% pair ordered as Erlang orders it, equal when =:=, hashing alike then; printed with their
+%% node.
+identifiers(Config) ->
+    Pool = ?config(pool, Config),
+    Dead = spawn(fun() -> ok end),
+    Pids = [self(), Dead, self(), other_pid(0, 0, 0), other_pid(1, 2, 3), other_pid(2, 1, 3),
+            other_pid(1, 2, 3), other_pid(16#ffffffff, 0, 1)],
+    Ports = [hd(erlang:ports()), lists:last(erlang:ports()), other_port(0, 1), other_port(7, 3),
+             other_old_port(7, 3), other_port(16#ffffffffffffffff, 16#ffffffff)],
+    Refs = [make_ref(), make_ref(), alias(), other_ref(3, [1]), other_ref(3, [1, 0]),
+            other_ref(3, [2, 1]), other_ref(4, [1]), other_ref(3, [1, 2, 3])],
+    lists:foreach(fun(Xs) -> assert_identifier_pairs(Pool, Xs) end, [Pids, Ports, Refs]),
+    Node = "'" ?OTHER_NODE "'",
+    ?assertEqual({ok, [list_to_binary(["#Pid<", Node, ".1.2.3>"]),
+                       list_to_binary(["#Port<", Node, ".18446744073709551615.4294967295>"]),
+                       list_to_binary(["#Ref<", Node, ".3.3.2.1>"])]},
+                 ocaml:call(Pool, identifier_strings,
+                            [[other_pid(1, 2, 3), other_port(16#ffffffffffffffff, 16#ffffffff),
+                              other_ref(3, [1, 2, 3])]])).
+
+assert_identifier_pairs(Pool, Xs) ->
+    {ok, Pairs} = ocaml:call(Pool, identifier_pairs, [Xs]),
+    Expected = [{order(A, B), A =:= B} || A <- Xs, B <- Xs],
+    ?assertEqual(Expected, [{Order, Equal} || {Order, Equal, _} <- Pairs]),
+    ?assertEqual([], [{A, B} || {{A, B}, {_, true, false}} <- lists:zip([{A, B} || A <- Xs, B <- Xs], Pairs)]).
+
+order(A, B) when A < B -> -1;
+order(A, B) when A > B -> 1;
+order(_, _) -> 0.
 
 %% Nesting far deeper than any recursive walker's stack allows.
 deep_nesting(Config) ->

@@ -189,6 +189,20 @@ let pid =
     encode = (fun p -> Term.Pid p);
   }
 
+let port =
+  {
+    expected = "port()";
+    decode = (function Term.Port p -> p | _ -> raise Mismatch);
+    encode = (fun p -> Term.Port p);
+  }
+
+let reference =
+  {
+    expected = "reference()";
+    decode = (function Term.Ref r -> r | _ -> raise Mismatch);
+    encode = (fun r -> Term.Ref r);
+  }
+
 let make ~expected decode encode =
   { expected; decode = (fun t -> match decode t with Some v -> v | None -> raise Mismatch); encode }
 

@@ -88,7 +88,15 @@ val term : Term.t t
 (** Any term, unconverted (["term()"]). *)
 
 val pid : Term.pid t
-(** Pids (["pid()"]). *)
+(** Pids (["pid()"]). OCaml cannot make a pid: an export gets one as an
+    argument, from [Erl.self ()] or from [Erl.call_erlang]. *)
+
+val port : Term.port t
+(** Ports (["port()"]). *)
+
+val reference : Term.reference t
+(** References (["reference()"]), e.g. the tag of the messages an export
+    sends to its caller. *)
 
 (** {1 Making and using converters} *)
 

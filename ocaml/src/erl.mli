@@ -58,7 +58,10 @@ exception No_transport
 
 val send : Term.pid -> Term.t -> unit
 (** [send pid msg] delivers [msg] to the Erlang process [pid], like
-    [pid ! msg]: asynchronously, and silently dropped if [pid] is dead. *)
+    [pid ! msg]: asynchronously, and silently dropped if [pid] is dead.
+    OCaml code cannot make a pid ({!Term.pid}), only pass on one it got from
+    Erlang; of those, the pool's [send] policy decides which it may send to
+    (by default, a pid the running call was given as an argument). *)
 
 val call_erlang : string -> string -> Term.t list -> Term.t
 (** [call_erlang m f args] runs [apply(m, f, args)] on the Erlang side and

@@ -1,5 +1,8 @@
 (* The constructor order of [t] and [fun_] is the memory layout documented in
-   term.mli and README.md, which the C++ converters rely on: never reorder. *)
+   term.mli and README.md, which the C++ converters rely on: never reorder.
+   The same goes for the fields of [pid], [port] and [reference], which
+   term.mli keeps abstract so that OCaml code cannot build them: only the
+   converters do, from what Erlang sent. *)
 
 type pid = { node : string; id : int; serial : int; creation : int }
 type port = { node : string; id : int64; creation : int }
@@ -653,3 +656,56 @@ let to_string t =
   Buffer.contents b
 
 let pp ppf t = Format.pp_print_string ppf (to_string t)
+
+(* Pids, ports and references on their own *)
+
+module type Identifier = sig
+  type t
+
+  val compare : t -> t -> int
+  val equal : t -> t -> bool
+  val hash : t -> int
+  val to_string : t -> string
+  val pp : Format.formatter -> t -> unit
+end
+
+type term = t
+
+(* [compare] is the one [compare] on terms uses for the kind; the rest goes
+   through the term that holds the identifier, so that the two never
+   disagree. *)
+module Make_identifier (Kind : sig
+  type t
+
+  val compare : t -> t -> int
+  val term : t -> term
+end) : Identifier with type t = Kind.t = struct
+  type t = Kind.t
+
+  let compare = Kind.compare
+  let equal a b = compare a b = 0
+  let hash x = hash (Kind.term x)
+  let to_string x = to_string (Kind.term x)
+  let pp ppf x = Format.pp_print_string ppf (to_string x)
+end
+
+module Pid = Make_identifier (struct
+  type t = pid
+
+  let compare = compare_pids
+  let term p = Pid p
+end)
+
+module Port = Make_identifier (struct
+  type t = port
+
+  let compare = compare_ports
+  let term p = Port p
+end)
+
+module Ref = Make_identifier (struct
+  type t = reference
+
+  let compare = compare_refs
+  let term r = Ref r
+end)

@@ -37,39 +37,41 @@
     13   Bitstring    2     string, immediate int
     v}
 
-    Records are blocks of tag 0 with their fields in declaration order:
-    [pid] = (node : string, id, serial, creation : immediate ints);
-    [port] = (node : string, id : int64 custom block, creation : int);
-    [reference] = (node : string, creation : int, ids : array of immediate
-    ints). [fun_] has no constant constructor either: [Local] is tag 0 with
+    {!pid}, {!port} and {!reference} are abstract to OCaml code (below), but
+    the converters build and read them as blocks of tag 0 with these fields:
+    [pid] = (node : string, id, serial, creation : immediate ints, each
+    unsigned 32-bit); [port] = (node : string, id : int64 custom block, the
+    unsigned 64-bit id's bit pattern, creation : int, unsigned 32-bit);
+    [reference] = (node : string, creation : int, ids : array of 1 to 5
+    immediate ints, unsigned 32-bit words, least significant first as on the
+    wire). [fun_] has no constant constructor either: [Local] is tag 0 with
     its 8 fields in declaration order, [Export] tag 1 with 3 fields.
     No array of this module is ever a flat float array.
 
     New constructors will only ever be added at the end. *)
 
-(** A process identifier, as in ETF's NEW_PID_EXT. *)
-type pid = {
-  node : string;  (** Node name, e.g. ["nonode@nohost"]. *)
-  id : int;  (** Unsigned 32-bit. *)
-  serial : int;  (** Unsigned 32-bit. *)
-  creation : int;  (** Unsigned 32-bit. *)
-}
+(** {1 Pids, ports and references}
 
-(** A port identifier, as in ETF's V4_PORT_EXT. *)
-type port = {
-  node : string;
-  id : int64;  (** Unsigned 64-bit, stored as its bit pattern. *)
-  creation : int;  (** Unsigned 32-bit. *)
-}
+    Abstract: OCaml code can compare, hash, print and carry them (in terms,
+    to [Erl.send]), and gets them only from terms that came from Erlang (a
+    request's arguments, [Erl.self ()], the answers of [Erl.call_erlang]),
+    never by building one from its fields. A plugin can thus only address
+    the processes it was shown; the pool's [send] policy (docs/api.md) is
+    what enforces it, since code that breaks the type system ([Obj.magic],
+    [Marshal.from_string], its own C stubs) can forge anything. Their fields
+    are the converters' business ("Memory layout" above), and may have
+    another representation under the NIF coupling. *)
 
-(** A reference, as in ETF's NEWER_REFERENCE_EXT. *)
-type reference = {
-  node : string;
-  creation : int;  (** Unsigned 32-bit. *)
-  ids : int array;
-      (** 1 to 5 unsigned 32-bit words, least significant first, as on the
-          wire. Erlang ignores trailing zero words when comparing. *)
-}
+type pid
+(** A process identifier (ETF's NEW_PID_EXT); see {!Pid}. *)
+
+type port
+(** A port identifier (ETF's V4_PORT_EXT); see {!Port}. *)
+
+type reference
+(** A reference (ETF's NEWER_REFERENCE_EXT); see {!Ref}. *)
+
+(** {1 Terms} *)
 
 type t =
   | Int of int  (** An integer that fits OCaml's [int] (63-bit). *)
@@ -203,3 +205,35 @@ val float_to_string : float -> string
     fewest digits that read back to [f], in fixed notation unless the
     exponent form is shorter (or the value is an integer of magnitude 2^53
     or more). *)
+
+(** {1 Pids, ports and references on their own} *)
+
+(** What OCaml code can do with a pid, a port or a reference. [compare],
+    [equal], [hash] and [to_string] are those of the term that holds it:
+    [Pid.compare p q = compare (Pid p) (Pid q)], [Pid.hash p = hash (Pid p)],
+    [Pid.to_string p = to_string (Pid p)] (and the same for [Port] and
+    [Ref]), so [Map.Make (Erl.Term.Pid)] and [Hashtbl.Make (Erl.Term.Pid)]
+    work as they are. *)
+module type Identifier = sig
+  type t
+
+  val compare : t -> t -> int
+  (** Erlang's order. *)
+
+  val equal : t -> t -> bool
+  (** Erlang's [=:=]. *)
+
+  val hash : t -> int
+  (** Agrees with [equal]. *)
+
+  val to_string : t -> string
+  (** In the syntax of {!to_string}, node included:
+      [#Pid<'node'.Id.Serial.Creation>], [#Port<'node'.Id.Creation>],
+      [#Ref<'node'.Creation.W2.W1.W0>]. *)
+
+  val pp : Format.formatter -> t -> unit
+end
+
+module Pid : Identifier with type t = pid
+module Port : Identifier with type t = port
+module Ref : Identifier with type t = reference

@@ -42,14 +42,16 @@ let atom st = pick st [| "a"; "b"; "ok"; "undefined"; "Caps"; "é"; ""; "it's" |
 let node st = pick st [| "a@h"; "b@h"; "nonode@nohost" |]
 let u32 st = pick st [| 0; 1; 2; 0xffff_ffff |]
 
-let pid st = { node = node st; id = u32 st; serial = u32 st; creation = u32 st }
+let pid st = Forge.pid ~node:(node st) ~id:(u32 st) ~serial:(u32 st) ~creation:(u32 st)
 
 let special st =
   match Random.State.int st 5 with
   | 0 -> Pid (pid st)
-  | 1 -> Port { node = node st; id = pick st [| 0L; 1L; -1L |]; creation = u32 st }
+  | 1 -> Port (Forge.port ~node:(node st) ~id:(pick st [| 0L; 1L; -1L |]) ~creation:(u32 st))
   | 2 ->
-      Ref { node = node st; creation = u32 st; ids = Array.init (1 + Random.State.int st 4) (fun _ -> u32 st) }
+      Ref
+        (Forge.reference ~node:(node st) ~creation:(u32 st)
+           (Array.init (1 + Random.State.int st 4) (fun _ -> u32 st)))
   | 3 -> Fun (Export { module_ = atom st; function_ = atom st; arity = Random.State.int st 3 })
   | _ ->
       Fun
@@ -90,6 +92,9 @@ let rec any ~specials depth st =
 let term ?(depth = 4) st = any ~specials:true depth st
 let printable_term ?(depth = 4) st = any ~specials:false depth st
 
+(* A pid no term of [term] holds: the creator [copy] gives local funs. *)
+let other_creator = Forge.pid ~node:"copy@h" ~id:7 ~serial:7 ~creation:7
+
 let rec copy = function
   | Int i -> integer_of_z (Z.of_int i)
   | Bigint z -> Bigint (Z.neg (Z.neg z))
@@ -103,8 +108,10 @@ let rec copy = function
       Fun
         (Local
            { f with arity = f.arity + 1; uniq = String.make 16 'v'; old_index = f.old_index + 1;
-             pid = { f.pid with id = f.pid.id + 1 }; free_vars = List.map copy f.free_vars })
-  | Ref r -> Ref { r with ids = Array.append r.ids [| 0 |] }
+             pid = other_creator; free_vars = List.map copy f.free_vars })
+  | Ref r ->
+      let node, creation, words = Forge.reference_fields r in
+      Ref (Forge.reference ~node ~creation (Array.append words [| 0 |]))
   | Binary b -> Binary (other_form b)
   | (Port _ | Pid _ | Fun (Export _) | Bitstring _) as t -> t
 

@@ -4,7 +4,9 @@ let term = Alcotest.testable Term.pp Term.equal
 let big s = Term.integer_of_z (Z.of_string s)
 let ok_tuple v = Term.Tuple [| Atom "ok"; v |]
 let error_tuple v = Term.Tuple [| Atom "error"; v |]
-let a_pid : Term.pid = { node = "a@h"; id = 1; serial = 2; creation = 3 }
+let a_pid = Forge.pid ~node:"a@h" ~id:1 ~serial:2 ~creation:3
+let a_port = Forge.port ~node:"a@h" ~id:1L ~creation:3
+let a_reference = Forge.reference ~node:"a@h" ~creation:3 [| 1; 2; 3 |]
 
 (* [c] encodes [v] as [t] and decodes [t] back to [v]. *)
 let both name c elt v t =
@@ -63,8 +65,12 @@ let test_scalars () =
   both "unit" Conv.unit Alcotest.unit () (Atom "ok");
   refuses "unit" Conv.unit [ Atom "okay"; Term.nil; Term.Tuple [||] ];
   both "term" Conv.term term (Term.bitstring "\xff" 3) (Term.bitstring "\xff" 3);
-  both "pid" Conv.pid (Alcotest.of_pp (fun ppf p -> Term.pp ppf (Pid p))) a_pid (Pid a_pid);
-  refuses "pid" Conv.pid [ Atom "self"; Term.Port { node = "a@h"; id = 1L; creation = 3 } ]
+  both "pid" Conv.pid (Alcotest.testable Term.Pid.pp Term.Pid.equal) a_pid (Pid a_pid);
+  refuses "pid" Conv.pid [ Atom "self"; Port a_port ];
+  both "port" Conv.port (Alcotest.testable Term.Port.pp Term.Port.equal) a_port (Port a_port);
+  refuses "port" Conv.port [ Pid a_pid; Ref a_reference ];
+  both "reference" Conv.reference (Alcotest.testable Term.Ref.pp Term.Ref.equal) a_reference (Ref a_reference);
+  refuses "reference" Conv.reference [ Atom "make_ref"; Pid a_pid ]
 
 let test_containers () =
   let il = Conv.list Conv.int in
@@ -150,6 +156,8 @@ let test_expected () =
   check "unit" "ok" Conv.unit;
   check "term" "term()" Conv.term;
   check "pid" "pid()" Conv.pid;
+  check "port" "port()" Conv.port;
+  check "reference" "reference()" Conv.reference;
   check "list" "[float()]" (Conv.list Conv.float);
   check "array" "[atom()]" (Conv.array Conv.atom);
   check "option" "undefined | binary()" (Conv.option Conv.string);

@@ -120,7 +120,7 @@ let raises_no_transport name f =
   Alcotest.check_raises name No_transport (fun () -> ignore (f ()))
 
 let test_transport () =
-  let somebody : Term.pid = { node = "erl@h"; id = 80; serial = 0; creation = 1 } in
+  let somebody = Forge.pid ~node:"erl@h" ~id:80 ~serial:0 ~creation:1 in
   raises_no_transport "send" (fun () -> send somebody Term.nil);
   raises_no_transport "call_erlang" (fun () -> call_erlang "erlang" "node" []);
   raises_no_transport "worker" worker;
@@ -128,7 +128,7 @@ let test_transport () =
   Alcotest.(check bool) "No_transport explains itself" true
     (contains (Printexc.to_string No_transport) "no camlbeam transport");
   let sent = ref [] in
-  let me : Term.pid = { node = "erl@h"; id = 81; serial = 0; creation = 1 } in
+  let me = Forge.pid ~node:"erl@h" ~id:81 ~serial:0 ~creation:1 in
   Private.set_transport
     {
       worker = { transport = "port"; id = 7; pid = me };

@@ -6,9 +6,9 @@ let big s = integer_of_z (z s)
 let atom a = Atom a
 let tuple xs = Tuple (Array.of_list xs)
 let ints = List.map (fun i -> Int i)
-let pid node id serial creation = Pid { node; id; serial; creation }
-let port node id creation = Port { node; id; creation }
-let ref_ node creation ids = Ref { node; creation; ids = Array.of_list ids }
+let pid node id serial creation = Pid (Forge.pid ~node ~id ~serial ~creation)
+let port node id creation = Port (Forge.port ~node ~id ~creation)
+let ref_ node creation ids = Ref (Forge.reference ~node ~creation (Array.of_list ids))
 
 let local ?(free = []) ?(uniq = String.make 16 'u') ?(arity = 0) ?(old_index = 0) m index old_uniq =
   Fun
@@ -20,7 +20,7 @@ let local ?(free = []) ?(uniq = String.make 16 'u') ?(arity = 0) ?(old_index = 0
          module_ = m;
          old_index;
          old_uniq;
-         pid = { node = "a@h"; id = 1; serial = 0; creation = 1 };
+         pid = Forge.pid ~node:"a@h" ~id:1 ~serial:0 ~creation:1;
          free_vars = free;
        })
 
@@ -195,8 +195,6 @@ let test_constructors () =
   Alcotest.(check (option term)) "map_find: exact" None (map_find (Float 42.0) kvs);
   Alcotest.(check (option term)) "map_find: empty" None (map_find (Int 0) [||])
 
-let pid0 = { node = "a@h"; id = 0; serial = 0; creation = 0 }
-
 let test_validate () =
   let ok t =
     match validate t with
@@ -210,9 +208,9 @@ let test_validate () =
   bad "atom of 256 characters" (Atom (String.make 256 'a'));
   ok (Atom (String.concat "" (List.init 255 (fun _ -> "\xc3\xa9"))));
   bad "atom not UTF-8" (Atom "\xff");
-  bad "empty reference" (Ref { node = "a@h"; creation = 0; ids = [||] });
-  bad "reference of 6 words" (Ref { node = "a@h"; creation = 0; ids = Array.make 6 0 });
-  bad "pid out of range" (Pid { pid0 with id = 1 lsl 32 });
+  bad "empty reference" (ref_ "a@h" 0 []);
+  bad "reference of 6 words" (ref_ "a@h" 0 (List.init 6 (fun _ -> 0)));
+  bad "pid out of range" (pid "a@h" (1 lsl 32) 0 0);
   bad "fun uniq" (local "m" 0 0 ~uniq:"short");
   bad "improper without elements" (Improper ([], Int 1));
   bad "improper onto a list" (Improper ([ Int 1 ], List [ Int 2 ]));
@@ -394,6 +392,54 @@ let test_hash () =
       Alcotest.(check (option int)) "Map.Make (Erl.Term)" (Some i) (Terms.find_opt k' !map))
     keys
 
+(* Pids, ports and references through their own modules, which agree with the
+   terms that hold them: against every pair of [ascending] of one kind, and
+   with the trailing zero words [equal] ignores. *)
+let test_identifiers () =
+  let check_kind (type a) name (module I : Erl.Term.Identifier with type t = a) (wrap : a -> Erl.Term.t)
+      (values : a list) =
+    List.iter
+      (fun a ->
+        Alcotest.(check string) (name ^ ": to_string") (to_string (wrap a)) (I.to_string a);
+        Alcotest.(check string) (name ^ ": pp") (to_string (wrap a)) (Format.asprintf "%a" I.pp a);
+        Alcotest.(check int) (name ^ ": hash") (hash (wrap a)) (I.hash a);
+        List.iter
+          (fun b ->
+            let what = Printf.sprintf "%s: %s against %s" name (I.to_string a) (I.to_string b) in
+            Alcotest.(check int) (what ^ ", compare") (Int.compare (compare (wrap a) (wrap b)) 0)
+              (Int.compare (I.compare a b) 0);
+            Alcotest.(check bool) (what ^ ", equal") (equal (wrap a) (wrap b)) (I.equal a b))
+          values)
+      values
+  in
+  let pids = List.filter_map (function Pid p -> Some p | _ -> None) ascending in
+  let ports = List.filter_map (function Port p -> Some p | _ -> None) ascending in
+  let refs = List.filter_map (function Ref r -> Some r | _ -> None) ascending in
+  Alcotest.(check bool) "ascending has some of each" true (pids <> [] && ports <> [] && refs <> []);
+  check_kind "pids" (module Erl.Term.Pid) (fun p -> Pid p) pids;
+  check_kind "ports" (module Erl.Term.Port) (fun p -> Port p) ports;
+  check_kind "references" (module Erl.Term.Ref) (fun r -> Ref r) refs;
+  let short = Forge.reference ~node:"a@h" ~creation:1 [| 1; 2 |] in
+  let padded = Forge.reference ~node:"a@h" ~creation:1 [| 1; 2; 0 |] in
+  Alcotest.(check bool) "Ref.equal ignores trailing zero words" true (Erl.Term.Ref.equal short padded);
+  Alcotest.(check int) "and so does Ref.hash" (Erl.Term.Ref.hash short) (Erl.Term.Ref.hash padded);
+  let module Refs = Hashtbl.Make (Erl.Term.Ref) in
+  let module Pids = Map.Make (Erl.Term.Pid) in
+  let table = Refs.create 4 in
+  Refs.replace table short "short";
+  Alcotest.(check (option string)) "Hashtbl.Make (Erl.Term.Ref)" (Some "short") (Refs.find_opt table padded);
+  let by_pid = List.fold_left (fun m p -> Pids.add p (Erl.Term.Pid.to_string p) m) Pids.empty pids in
+  Alcotest.(check (list string)) "Map.Make (Erl.Term.Pid) in Erlang's order"
+    (List.map Erl.Term.Pid.to_string pids) (List.map snd (Pids.bindings by_pid));
+  (* The forge builds what the converters build: its fields read back. *)
+  Alcotest.(check string) "a forged pid" "#Pid<'a.b@h'.1.2.3>"
+    (Erl.Term.Pid.to_string (Forge.pid ~node:"a.b@h" ~id:1 ~serial:2 ~creation:3));
+  Alcotest.(check string) "a forged port" "#Port<a@h.4294967296.3>"
+    (Erl.Term.Port.to_string (Forge.port ~node:"a@h" ~id:0x1_0000_0000L ~creation:3));
+  let node, creation, words = Forge.reference_fields padded in
+  Alcotest.(check (triple string int (array int))) "a forged reference's fields" ("a@h", 1, [| 1; 2; 0 |])
+    (node, creation, words)
+
 let tests =
   [
     ( "term",
@@ -407,5 +453,6 @@ let tests =
         Alcotest.test_case "printing" `Quick test_printing;
         Alcotest.test_case "deep and long terms" `Quick test_deep;
         Alcotest.test_case "hash" `Quick test_hash;
+        Alcotest.test_case "pids, ports and references" `Quick test_identifiers;
       ] );
   ]

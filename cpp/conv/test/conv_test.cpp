@@ -183,6 +183,43 @@ TEST(Conv, WideContainersAndFuns) {
   EXPECT_EQ(through_ocaml(local), local);
 }
 
+// Pids, ports and references a live erl made, through Erl.Term.Pid, Port and Ref (which the
+// OCaml tests only see on values made from fields): each pair ordered as Erlang orders it,
+// and equal, hash, to_string and pp in agreement (conv_test_glue.ml checks those). The bytes
+// are term_to_binary(L) and the rows Erlang's own order on L, from OTP 25:
+//   Other = binary_to_term(<<131,88,119,3,"a@h",1:32,2:32,3:32>>),
+//   OtherPort = binary_to_term(<<131,120,119,3,"a@h",16#ffffffffffffffff:64,4:32>>),
+//   OtherRef = binary_to_term(<<131,90,3:16,119,3,"a@h",3:32,1:32,2:32,3:32>>),
+//   Dead = spawn(fun() -> ok end), [P1 | _] = erlang:ports(), P2 = lists:last(erlang:ports()),
+//   R1 = make_ref(), R2 = make_ref(),
+//   L = [self(), Dead, self(), Other, P1, P2, P1, OtherPort, R1, R2, R1, OtherRef]
+// (NEW_PID_EXT, NEW_PORT_EXT, V4_PORT_EXT and NEWER_REFERENCE_EXT, on nonode@nohost and a@h).
+TEST(Conv, PidsPortsAndReferencesFromErlangKeepErlangsOrder) {
+  const Bytes from_erlang = {
+      131, 108, 0, 0, 0, 12, 88, 100, 0, 13, 110, 111, 110, 111, 100, 101, 64, 110, 111, 104, 111, 115, 116, 0,
+      0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 88, 100, 0, 13, 110, 111, 110, 111, 100, 101, 64, 110, 111,
+      104, 111, 115, 116, 0, 0, 0, 79, 0, 0, 0, 0, 0, 0, 0, 0, 88, 100, 0, 13, 110, 111, 110, 111,
+      100, 101, 64, 110, 111, 104, 111, 115, 116, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 88, 100, 0,
+      3, 97, 64, 104, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 89, 100, 0, 13, 110, 111, 110, 111,
+      100, 101, 64, 110, 111, 104, 111, 115, 116, 0, 0, 0, 0, 0, 0, 0, 0, 89, 100, 0, 13, 110, 111, 110,
+      111, 100, 101, 64, 110, 111, 104, 111, 115, 116, 0, 0, 0, 4, 0, 0, 0, 0, 89, 100, 0, 13, 110, 111,
+      110, 111, 100, 101, 64, 110, 111, 104, 111, 115, 116, 0, 0, 0, 0, 0, 0, 0, 0, 120, 100, 0, 3, 97,
+      64, 104, 255, 255, 255, 255, 255, 255, 255, 255, 0, 0, 0, 4, 90, 0, 3, 100, 0, 13, 110, 111, 110, 111,
+      100, 101, 64, 110, 111, 104, 111, 115, 116, 0, 0, 0, 0, 0, 1, 233, 237, 242, 68, 0, 1, 123, 32, 160,
+      168, 90, 0, 3, 100, 0, 13, 110, 111, 110, 111, 100, 101, 64, 110, 111, 104, 111, 115, 116, 0, 0, 0, 0,
+      0, 1, 233, 238, 242, 68, 0, 1, 123, 32, 160, 168, 90, 0, 3, 100, 0, 13, 110, 111, 110, 111, 100, 101,
+      64, 110, 111, 104, 111, 115, 116, 0, 0, 0, 0, 0, 1, 233, 237, 242, 68, 0, 1, 123, 32, 160, 168, 90,
+      0, 3, 100, 0, 3, 97, 64, 104, 0, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3,
+      106,
+  };
+  conv::DecodeToOcaml decoded = conv::etf_to_ocaml(from_erlang);
+  ASSERT_FALSE(decoded.error) << decoded.error->message();
+  // One row per element: '<', '=' or '>' against each element of its kind, '.' otherwise.
+  EXPECT_EQ(ocaml_string(call_ocaml("test.identifier_relations", decoded.value.get())),
+            "=<=<........ >=><........ =<=<........ >>>=........ ....=<=>.... ....>=>>.... ....=<=>.... ....<<<=.... ........=<=> ........>=>> ........=<=> ........<<<=");
+  EXPECT_EQ(through_ocaml(from_erlang), from_erlang);
+}
+
 int main(int argc, char** argv) {
   caml_startup(argv);
   testing::InitGoogleTest(&argc, argv);

@@ -46,3 +46,37 @@ let () =
       Callback.register "camlbeam.map_of_array" (fun (_ : (Erl.Term.t * Erl.Term.t) array) : Erl.Term.t ->
           raise Asynchronous));
   Callback.register "test.mend_map_of_array" (fun () -> Callback.register "camlbeam.map_of_array" Erl.Term.map_of_array)
+
+(* Pids, ports and references decoded from ETF, through their own modules (Erl.Term.Pid,
+   Port, Ref), which the OCaml tests only see on values made from fields. For a list, one
+   row per element: its relation to each element by the module's compare, '<', '=' or '>',
+   or '.' for another kind; rows joined by spaces. On the way it checks that equal, hash
+   and to_string agree with compare and with the terms that hold the values, and answers
+   why if not. *)
+exception Disagree of string
+
+let relation_through (type a) (module Kind : Erl.Term.Identifier with type t = a) (wrap : a -> Erl.Term.t) a b =
+  let c = Kind.compare a b in
+  let check ok what = if not ok then raise (Disagree (what ^ " of " ^ Kind.to_string a ^ ", " ^ Kind.to_string b)) in
+  check (Int.compare c 0 = Int.compare (Erl.Term.compare (wrap a) (wrap b)) 0) "compare";
+  check (Kind.equal a b = (c = 0)) "equal";
+  check ((not (Kind.equal a b)) || Kind.hash a = Kind.hash b) "hash";
+  check (Kind.hash a = Erl.Term.hash (wrap a)) "hash of the term";
+  check (Kind.to_string a = Erl.Term.to_string (wrap a)) "to_string";
+  check (Format.asprintf "%a" Kind.pp a = Kind.to_string a) "pp";
+  if c < 0 then '<' else if c > 0 then '>' else '='
+
+let relation x y =
+  match (x, y) with
+  | Erl.Term.Pid a, Erl.Term.Pid b -> relation_through (module Erl.Term.Pid) (fun p -> Erl.Term.Pid p) a b
+  | Erl.Term.Port a, Erl.Term.Port b -> relation_through (module Erl.Term.Port) (fun p -> Erl.Term.Port p) a b
+  | Erl.Term.Ref a, Erl.Term.Ref b -> relation_through (module Erl.Term.Ref) (fun r -> Erl.Term.Ref r) a b
+  | _ -> '.'
+
+let identifier_relations = function
+  | Erl.Term.List xs -> (
+      let row x = String.of_seq (Seq.map (relation x) (List.to_seq xs)) in
+      try String.concat " " (List.map row xs) with Disagree why -> "disagree: " ^ why)
+  | t -> "not a list: " ^ Erl.Term.to_string t
+
+let () = Callback.register "test.identifier_relations" identifier_relations

@@ -391,7 +391,8 @@ TEST_P(PortWorker, ReplacesAnAnswerOverTheLimitWithAnError) {
 
 TEST_P(PortWorker, NeverSendsAMapThatWouldCrashTheVm) {
   auto worker = ready_worker();
-  worker->send("{call, r, otp_unsafe_map, []}");
+  // Words most significant first: [2, 0, 0, 1] and [2, 0, 0, 2] on the wire.
+  worker->send("{call, r, otp_unsafe_map, [#Ref<'other@host'.1.1.0.0.2>, #Ref<'other@host'.1.2.0.0.2>]}");
   const std::string answer = worker->answer_to("r");
   EXPECT_TRUE(starts_with(answer, "{error,{bad_reply,<<\"the answer cannot be encoded: a map of more than 32 keys")) << answer;
 }

@@ -13,6 +13,31 @@ let write_raw_frame_bytes bytes =
   output_string oc bytes;
   close_out oc
 
+(* Pids, ports and references through their own modules (Erl.Term.Pid, Port, Ref), for the
+   suites to hold against Erlang: for each pair (A, B) of a list of one kind, the sign of
+   compare A B, equal A B, and whether A and B hash alike. *)
+let pairs_through (type a) (module Kind : Erl.Term.Identifier with type t = a) (xs : a list) =
+  List.concat_map
+    (fun a -> List.map (fun b -> (Int.compare (Kind.compare a b) 0, Kind.equal a b, Kind.hash a = Kind.hash b)) xs)
+    xs
+
+let identifier_pairs terms =
+  let all_of_kind take =
+    List.map (fun t -> match take t with Some x -> x | None -> invalid_arg "identifier_pairs: mixed kinds") terms
+  in
+  match terms with
+  | Erl.Term.Pid _ :: _ -> pairs_through (module Erl.Term.Pid) (all_of_kind (function Erl.Term.Pid p -> Some p | _ -> None))
+  | Erl.Term.Port _ :: _ ->
+      pairs_through (module Erl.Term.Port) (all_of_kind (function Erl.Term.Port p -> Some p | _ -> None))
+  | Erl.Term.Ref _ :: _ -> pairs_through (module Erl.Term.Ref) (all_of_kind (function Erl.Term.Ref r -> Some r | _ -> None))
+  | _ -> invalid_arg "identifier_pairs: not a list of pids, ports or references"
+
+let identifier_string = function
+  | Erl.Term.Pid p -> Erl.Term.Pid.to_string p
+  | Erl.Term.Port p -> Erl.Term.Port.to_string p
+  | Erl.Term.Ref r -> Erl.Term.Ref.to_string r
+  | t -> invalid_arg ("identifier_string: " ^ Erl.Term.to_string t)
+
 let () =
   let open Erl.Conv in
   Erl.export "identity" (term @-> returning term) Fun.id;
@@ -36,16 +61,21 @@ let () =
   (* A float no Erlang term matches: the worker answers bad_reply itself. *)
   Erl.export_raw "nan" (fun _ -> Erl.Term.Float Float.nan);
   (* A map OTP 25's binary_to_term crashes the VM on (two references of a node that differ
-     only in their fourth word, among 33 keys): the worker must refuse to send it. *)
-  Erl.export_raw "otp_unsafe_map" (fun _ ->
-      let ref_ w = Erl.Term.Ref { node = "other@host"; creation = 1; ids = [| 2; 0; 0; w |] } in
-      Erl.Term.map_of_list
-        ((ref_ 1, Erl.Term.Atom "a") :: (ref_ 2, Erl.Term.Atom "b")
-        :: List.init 31 (fun i -> (Erl.Term.Int i, Erl.Term.Int i))));
+     only in their fourth word, among 33 keys): the worker must refuse to send it. The
+     caller gives the two references: OCaml cannot make one. *)
+  Erl.export "otp_unsafe_map" (reference @-> reference @-> returning term) (fun a b ->
+      Erl.Term.(map_of_list ((Ref a, Atom "a") :: (Ref b, Atom "b") :: List.init 31 (fun i -> (Int i, Int i)))));
+  Erl.export "identifier_pairs" (list term @-> returning (list (tuple3 int bool bool))) identifier_pairs;
+  Erl.export "identifier_strings" (list term @-> returning (list string)) (List.map identifier_string);
   Erl.export "send" (pid @-> term @-> returning unit) Erl.send;
   (* To the first of a list of pids: a pid the call holds, not one it was given as an
      argument (the pool's policy tells the two apart). *)
   Erl.export "send_to_first" (list pid @-> term @-> returning unit) (fun pids msg -> Erl.send (List.hd pids) msg);
+  (* The streaming example of docs/term-mapping.md, as it is written there. *)
+  Erl.export "countdown" Erl.Conv.(pid @-> reference @-> int @-> returning unit) (fun caller tag n ->
+      for i = n downto 1 do
+        Erl.send caller Erl.Term.(Tuple [| Ref tag; Int i |])
+      done);
   Erl.export "call_erlang" (atom @-> atom @-> list term @-> returning term) Erl.call_erlang;
   Erl.export "malformed_frame" (nullary unit) (fun () ->
       write_raw_frame_bytes "\000\000\000\005junk!");

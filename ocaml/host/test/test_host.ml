@@ -1,7 +1,7 @@
 open Erl
 
 let term = Alcotest.testable Term.pp Term.equal
-let ref_ = Term.Ref { node = "a@h"; creation = 1; ids = [| 7; 8; 9 |] }
+let ref_ = Term.Ref (Forge.reference ~node:"a@h" ~creation:1 [| 7; 8; 9 |])
 let ok v = Term.Tuple [| Atom "ok"; v |]
 let error v = Term.Tuple [| Atom "error"; v |]
 let call name args = Term.Tuple [| Atom "call"; ref_; Atom name; List args |]

@@ -21,11 +21,10 @@ let () =
       let stat = Gc.quick_stat () in
       (stat.minor_collections, int_of_float stat.promoted_words));
   (* A map OTP 25 cannot decode (cpp/etf/src/map_order.cpp): two references of another
-     node that differ only in their fourth word, among 33 keys. *)
-  Erl.export_raw "otp_unsafe_map" (fun _ ->
-      let ref_ w = Erl.Term.Ref { node = "other@host"; creation = 1; ids = [| 2; 0; 0; w |] } in
-      Erl.Term.map_of_list ((ref_ 1, Erl.Term.Atom "a") :: (ref_ 2, Erl.Term.Atom "b")
-                            :: List.init 31 (fun i -> (Erl.Term.Int i, Erl.Term.Int i))))
+     node that differ only in their fourth word, among 33 keys. The test gives the two
+     references: OCaml cannot make one. *)
+  Erl.export "otp_unsafe_map" Erl.Conv.(reference @-> reference @-> returning term) (fun a b ->
+      Erl.Term.(map_of_list ((Ref a, Atom "a") :: (Ref b, Atom "b") :: List.init 31 (fun i -> (Int i, Int i)))))
 
 (* Deadlines, cancels, refusals, memory. What a hostile plugin does (exits, forks, stops,
    loops, hogs memory) is erlang/test/plugins/camlbeam_hostile.ml's, which these tests load
