@@ -9,7 +9,8 @@
 %% rebar3 runs this after it compiles the application (rebar.config, post_hooks), in the
 %% application's directory. The beams are in $REBAR_BARE_COMPILER_OUTPUT_DIR/ebin when
 %% Mix builds camlbeam as a dependency (rebar3 bare compile), else in
-%% $REBAR_BUILD_DIR/lib/camlbeam/ebin. The chunks are edoc's (its chunk doclet), from the
+%% $REBAR_BUILD_DIR/lib/camlbeam/ebin, or $REBAR_CHECKOUTS_OUT_DIR/camlbeam/ebin when
+%% camlbeam is a checkout of another project (docs/getting-started.md). The chunks are edoc's (its chunk doclet), from the
 %% comments `rebar3 edoc' makes the HTML documentation of. Only beams without a "Docs"
 %% chunk, the ones rebar3 has just compiled, are rewritten: a build with nothing to do
 %% stays quick.
@@ -29,11 +30,30 @@ main(_) ->
     halt(2).
 
 out_dir() ->
-    case {os:getenv("REBAR_BARE_COMPILER_OUTPUT_DIR"), os:getenv("REBAR_BUILD_DIR")} of
-        {Mix, _} when Mix =/= false, Mix =/= "" -> Mix;
-        {_, Rebar} when Rebar =/= false, Rebar =/= "" -> filename:join([Rebar, "lib", "camlbeam"]);
-        _ -> fail("neither REBAR_BARE_COMPILER_OUTPUT_DIR nor REBAR_BUILD_DIR is set: "
-                  "this script runs as a rebar3 hook", [])
+    case os:getenv("REBAR_BARE_COMPILER_OUTPUT_DIR", "") of
+        "" ->
+            %% As the project, or a dependency, under lib/; as a checkout of another
+            %% project (_checkouts), under checkouts/. The one rebar3 has just compiled
+            %% into is the one with the newest beam.
+            Candidates = [filename:join(Dir, "camlbeam")
+                          || Dir <- [filename:join(env("REBAR_BUILD_DIR"), "lib"),
+                                     os:getenv("REBAR_CHECKOUTS_OUT_DIR", "")],
+                             Dir =/= ""],
+            Built = [{filelib:last_modified(filename:join([Dir, "ebin", "ocaml.beam"])), Dir}
+                     || Dir <- Candidates],
+            %% last_modified/1 is 0 for a file that is not there, below any date.
+            case lists:reverse(lists:sort(Built)) of
+                [{Time, Dir} | _] when Time =/= 0 -> Dir;
+                _ -> fail("no ocaml.beam in ~tp: has rebar3 compiled camlbeam?", [Candidates])
+            end;
+        Mix ->
+            Mix
+    end.
+
+env(Name) ->
+    case os:getenv(Name, "") of
+        "" -> fail("~ts is not set: this script runs as a rebar3 hook", [Name]);
+        Value -> Value
     end.
 
 has_docs(Beam) ->
