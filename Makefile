@@ -10,9 +10,12 @@ all: build
 setup:
 	@scripts/setup.sh
 
+# The C++ tree, the workers (copied into erlang/priv), the OCaml packages, the examples; then
+# the Erlang application, into erlang/_build/default/lib (ERL_LIBS, docs/getting-started.md).
 build: setup
 	@cmake -S . -B $(BUILD) -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=Release >/dev/null
 	@cmake --build $(BUILD)
+	@cd erlang && REBAR_OFFLINE=1 REBAR_COLOR=none rebar3 compile
 
 test: setup
 	@scripts/test.sh
@@ -22,8 +25,10 @@ demo: build
 
 # The OCaml packages camlbeam and camlbeam.host, for building plugins with ocamlfind
 # (docs/plugins.md): into OCaml's library directory (as root), or under PREFIX=dir, then
-# export OCAMLPATH=dir/lib.
-install-ocaml: build
+# export OCAMLPATH=dir/lib. dune alone builds them, in seconds; in the build directory and
+# profile the CMake build uses (cmake/CamlbeamHost.cmake), so neither rebuilds the other's.
+install-ocaml: setup
+	@dune build --root ocaml --build-dir $(CURDIR)/$(BUILD)/ocaml --profile release --display quiet @install
 	@dune install --root ocaml --build-dir $(CURDIR)/$(BUILD)/ocaml $(if $(PREFIX),--prefix $(PREFIX))
 
 bench: build

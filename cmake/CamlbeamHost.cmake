@@ -65,14 +65,21 @@ function(_camlbeam_ocaml_copies work out_var)
   set(${out_var} "${copies}" PARENT_SCOPE)
 endfunction()
 
+# What every host executable carries for its plugins besides the standard library, dynlink,
+# camlbeam and zarith (docs/plugins.md, "What a plugin can use"). The port workers,
+# camlbeam-call and the workers camlbeam-port-link makes all carry these, so that a plugin
+# that loads in one loads in the others.
+set(CAMLBEAM_PLUGIN_PACKAGES unix CACHE INTERNAL "findlib packages every host executable links for plugins")
+
 # camlbeam_ocaml_host_object(<name> NATIVE|BYTECODE [SOURCES a.ml ...] [PACKAGES p ...]
 #                            [C_LIBRARIES lib ...])
 #
-# The OCaml half of a host executable, and the INTERFACE library <name> that links it. One object (-output-obj) holds camlbeam.host, dynlink,
-# the given sources and packages, and every module of every library, Stdlib included
-# (-linkall): a plugin can only use modules the executable has. The library brings the
+# The OCaml half of a host executable, and the INTERFACE library <name> that links it. One
+# object (-output-obj) holds camlbeam.host, dynlink, ${CAMLBEAM_PLUGIN_PACKAGES}, the given
+# sources and packages, and every module of every library, Stdlib included (-linkall): a
+# plugin can only use modules the executable has. The library brings the
 # runtime (libasmrun.a or libcamlrun.a, chosen here at link time), camlbeam's and zarith's stubs, GMP,
-# the C stubs of the PACKAGES (C_LIBRARIES, e.g. "${CAMLBEAM_OCAML_STDLIB}/libunix.a": -output-obj
+# the C stubs of the PACKAGES (C_LIBRARIES, e.g. "${CAMLBEAM_OCAML_STDLIB}/libcamlstr.a": -output-obj
 # does not bring them), and -Wl,-E, without which every .cmxs fails with "undefined symbol: caml...".
 # An executable links exactly one of these, next to camlbeam::host: native and bytecode
 # runtimes cannot share a process.
@@ -97,7 +104,9 @@ function(camlbeam_ocaml_host_object name flavour)
   if(ARG_SOURCES)
     set(copy_command COMMAND ${CMAKE_COMMAND} -E copy ${ARG_SOURCES} "${work}")
   endif()
-  string(JOIN "," packages camlbeam.host ${ARG_PACKAGES})
+  string(JOIN "," packages camlbeam.host ${CAMLBEAM_PLUGIN_PACKAGES} ${ARG_PACKAGES})
+  # unix's C stubs, which -output-obj leaves out (CAMLBEAM_PLUGIN_PACKAGES).
+  list(PREPEND ARG_C_LIBRARIES "${CAMLBEAM_OCAML_STDLIB}/libunix.a")
   # -g: backtraces in {ocaml_exception, ...} errors (bytecode keeps its debug events).
   add_custom_command(
     OUTPUT "${object}"

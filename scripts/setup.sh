@@ -12,6 +12,8 @@ packages=(
   python3
   # Erlang/OTP 25: runtime, erl_interface (libei baseline), test and analysis tools
   erlang-nox erlang-dev erlang-eunit erlang-common-test erlang-dialyzer erlang-proper-dev rebar3
+  # Elixir 1.14: docs/elixir.md is tested for real (scripts/test-elixir.sh)
+  elixir
   # OCaml 4.13 and the libraries the Erl library uses
   ocaml-nox ocaml-dune ocaml-findlib libalcotest-ocaml-dev libppxlib-ocaml-dev libzarith-ocaml-dev
   # network namespaces for multi-host tests, process tools used by the test scripts

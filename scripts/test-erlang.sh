@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The Erlang stage of the test suite (erlang/README.md): EUnit, Common Test (with PropEr)
-# against the real port workers, dialyzer, xref and edoc of the application camlbeam.
+# against the real port workers, dialyzer, xref and edoc of the application camlbeam, and
+# camlbeam as a dependency: a rebar3 checkout (scripts/test-checkout.sh) and from Elixir
+# (scripts/test-elixir.sh: docs/elixir.md's Mix project).
 # Runs after the Release build in build/ (scripts/test.sh builds it first): it needs the
 # workers in erlang/priv and the test plugins in build/erlang. Every step is bounded in
 # time; the exit status is non-zero if any step failed.
@@ -43,6 +45,8 @@ step 400 "rebar3 ct" rebar3 ct
 step 300 "rebar3 dialyzer" rebar3 dialyzer
 step 120 "rebar3 xref" rebar3 xref
 step 120 "rebar3 edoc" rebar3 edoc
+step 120 "checkout" "$root/scripts/test-checkout.sh"
+step 300 "elixir" "$root/scripts/test-elixir.sh"
 
 if [[ ${#failed[@]} -gt 0 ]]; then
   printf 'test-erlang: failed: %s\n' "${failed[@]}"

@@ -33,17 +33,59 @@
 
 -export([start_link/1, start/1, child_spec/1, stop/1]).
 -export([call/3, call/4, cast/3, load/2, workers/1]).
--export([format_error/1]).
+-export([format_error/1, format_error/2]).
 -export_type([pool/0, options/0, flavour/0, worker_info/0]).
 -export_type([call_error/0, start_error/0, load_error/0]).
+-export_type([int63/0, int64/0]).
 
 -define(DEFAULT_TIMEOUT, 5000).
 
-%% A pool's handle: its pid, or its name when started with `name'.
+-define(IS_POOL(Pool), (is_pid(Pool) orelse is_atom(Pool))).
+
+%% An argument of the wrong type (an Elixir keyword list for the options, a string
+%% for a function name): `badarg', which the shell (`erl_error') and Elixir (an
+%% `ArgumentError') explain argument by argument with format_error/2 (EEP 54).
+%% Inline, not a function: the stack trace's first frame must be the API function.
+-define(BAD_ARGUMENTS(Args), erlang:error(badarg, Args, [{error_info, #{module => ?MODULE}}])).
+
+%% edoc documents a type with the comment right after its definition.
+
 -type pool() :: pid() | atom().
+%% A pool's handle: its pid, or its name when started with `name'.
 
 -type flavour() :: native | bytecode.
+%% Which workers a pool runs: native code (`.cmxs' plugins) or bytecode
+%% (`.cma', `.cmo').
 
+-type int63() :: -4611686018427387904..4611686018427387903.
+%% OCaml's `int' (63 bits): the integers an export's `Conv.int' accepts. A
+%% `badarg' error names it: `expected => <<"ocaml:int63()">>'.
+
+-type int64() :: -9223372036854775808..9223372036854775807.
+%% OCaml's `int64': the integers an export's `Conv.int64' accepts
+%% (`expected => <<"ocaml:int64()">>').
+
+-type options() :: #{
+    transport => port,
+    plugins => [file:filename_all()],
+    pool_size => pos_integer(),
+    flavour => flavour(),
+    executable => file:filename_all(),
+    max_queue => pos_integer(),
+    max_queue_bytes => pos_integer(),
+    start_timeout => timeout(),
+    name => atom(),
+    policy => #{send => ocaml_policy:send(), erl_call => ocaml_policy:erl_call(),
+                max_erl_calls => pos_integer()},
+    max_request_size => pos_integer(),
+    max_reply_size => pos_integer(),
+    max_memory => pos_integer() | infinity,
+    restart_backoff => {non_neg_integer(), non_neg_integer()},
+    cast_timeout => timeout(),
+    cancel_grace => non_neg_integer(),
+    stall_timeout => pos_integer()
+}.
+%% The options of a pool; every one has a default.
 %% <ul>
 %% <li>`transport': how OCaml runs; `port' (an OS process per worker) for now.</li>
 %% <li>`plugins': loaded in order into every worker, also after restarts;
@@ -91,37 +133,13 @@
 %%     its heartbeat while a request runs long) for this long while requests
 %%     wait is replaced, default 5000 ms (a stopped process, say).</li>
 %% </ul>
--type options() :: #{
-    transport => port,
-    plugins => [file:filename_all()],
-    pool_size => pos_integer(),
-    flavour => flavour(),
-    executable => file:filename_all(),
-    max_queue => pos_integer(),
-    max_queue_bytes => pos_integer(),
-    start_timeout => timeout(),
-    name => atom(),
-    policy => #{send => ocaml_policy:send(), erl_call => ocaml_policy:erl_call(),
-                max_erl_calls => pos_integer()},
-    max_request_size => pos_integer(),
-    max_reply_size => pos_integer(),
-    max_memory => pos_integer() | infinity,
-    restart_backoff => {non_neg_integer(), non_neg_integer()},
-    cast_timeout => timeout(),
-    cancel_grace => non_neg_integer(),
-    stall_timeout => pos_integer()
-}.
 
 -type worker_info() :: #{id := pos_integer(), pid := pid(), os_pid := non_neg_integer(),
                          flavour := flavour(), in_flight := non_neg_integer()}.
+%% A live worker of a pool ({@link workers/1}): its id (1 to `pool_size'), its
+%% Erlang process, the OS pid of its executable, its flavour, and the calls
+%% it has in flight.
 
-%% The answer of a call that did not return a value. The first seven come
-%% from the OCaml side (`cpp/host/README.md'; `request_failed' when the
-%% worker could not run the request at all); the others from this side:
-%% `request_too_large' and `bad_reply' are the pool's limits and the guard
-%% ({@link ocaml_etf_guard}), the rest are about workers, not the request
-%% (`docs/api.md' has a line for each). Name is an atom, or a binary when
-%% the name cannot be an atom.
 -type call_error() :: {undef, atom() | binary()}
                     | {badarity, Expected :: non_neg_integer(), Got :: non_neg_integer()}
                     | {badarg, #{argument := pos_integer(), expected := binary(), got := term()}}
@@ -136,6 +154,13 @@
                     | overloaded
                     | no_worker
                     | noproc.
+%% The answer of a call that did not return a value. The first seven come
+%% from the OCaml side (`cpp/host/README.md'; `request_failed' when the
+%% worker could not run the request at all); the others from this side:
+%% `request_too_large' and `bad_reply' are the pool's limits and the guard
+%% ({@link ocaml_etf_guard}), the rest are about workers, not the request
+%% (`docs/api.md' has a line for each). Name is an atom, or a binary when
+%% the name cannot be an atom.
 
 -type load_error() :: {load_failed, enoent | not_a_plugin | incompatible | already_loaded
                                     | init_failed, Message :: binary()}
@@ -144,6 +169,7 @@
                     | {request_failed, binary()}
                     | timeout
                     | noproc.
+%% Why {@link load/2} did not load a plugin into every worker.
 
 -type start_error() :: {unknown_option, term()}
                      | {bad_option, atom(), term()}
@@ -155,6 +181,7 @@
                      | ocaml_worker:crash_reason()
                      | {start_timeout, pool}
                      | term().
+%% Why a pool did not start (`docs/api.md' has a line for each).
 
 %%% Pools
 
@@ -162,12 +189,16 @@
 %% process dies. Returns once every worker has started and loaded the plugins.
 -spec start_link(options()) -> {ok, pool()} | {error, start_error()}.
 start_link(Options) when is_map(Options) ->
-    start_pool(Options, self()).
+    start_pool(Options, self());
+start_link(Options) ->
+    ?BAD_ARGUMENTS([Options]).
 
 %% @doc Starts a pool under camlbeam's supervisor, not tied to the caller.
 -spec start(options()) -> {ok, pool()} | {error, start_error()}.
 start(Options) when is_map(Options) ->
-    start_pool(Options, none).
+    start_pool(Options, none);
+start(Options) ->
+    ?BAD_ARGUMENTS([Options]).
 
 %% @doc A child specification that puts a pool under a supervisor of your
 %% own: it starts, restarts and shuts the pool down like any other child
@@ -187,7 +218,9 @@ child_spec(Options) when is_map(Options) ->
               modules => [ocaml_pool]};
         {error, Reason} ->
             erlang:error({bad_pool_options, Reason}, [Options])
-    end.
+    end;
+child_spec(Options) ->
+    ?BAD_ARGUMENTS([Options]).
 
 %% @doc Stops a pool of {@link start/1} or {@link start_link/1}: its
 %% workers' ports are closed, calls in flight answer
@@ -196,6 +229,8 @@ child_spec(Options) when is_map(Options) ->
 %% supervisor, which stops it (`supervisor:terminate_child/2'): here it is
 %% left alone, `{error, not_owned}'.
 -spec stop(pool()) -> ok | {error, not_owned}.
+stop(Pool) when not ?IS_POOL(Pool) ->
+    ?BAD_ARGUMENTS([Pool]);
 stop(Pool) ->
     case whereis_pool(Pool) of
         undefined ->
@@ -211,7 +246,7 @@ stop(Pool) ->
 %% restarted ones included, load it too. `ok' once every worker has, else
 %% the first error, and the plugin is not loaded by later workers.
 -spec load(pool(), file:filename_all()) -> ok | {error, load_error()}.
-load(Pool, Path) when is_list(Path); is_binary(Path) ->
+load(Pool, Path) when ?IS_POOL(Pool), is_list(Path) orelse is_binary(Path) ->
     case pool_row(Pool) of
         {ok, #camlbeam_pool{manager = Manager}} ->
             try
@@ -222,10 +257,14 @@ load(Pool, Path) when is_list(Path); is_binary(Path) ->
             end;
         error ->
             {error, noproc}
-    end.
+    end;
+load(Pool, Path) ->
+    ?BAD_ARGUMENTS([Pool, Path]).
 
 %% @doc The live workers of a pool, by id; `[]' for a pool that is not running.
 -spec workers(pool()) -> [worker_info()].
+workers(Pool) when not ?IS_POOL(Pool) ->
+    ?BAD_ARGUMENTS([Pool]);
 workers(Pool) ->
     case pool_row(Pool) of
         error ->
@@ -240,20 +279,34 @@ workers(Pool) ->
 
 %%% Calls
 
-%% @equiv call(Pool, Fun, Args, 5000)
+%% @doc Calls the OCaml function exported as `Fun' with `Args' on the least
+%% loaded worker of the pool, and waits up to 5000 ms for its answer: the same
+%% as `call(Pool, Fun, Args, 5000)'. `{ok, Value}' is what the function
+%% returned; every failure is an `{error, Reason}' (`docs/api.md' lists them,
+%% {@link format_error/1} says each in a sentence). `Fun' is an atom (`fib';
+%% `:fib' in Elixir), `Args' a list with one term per argument.
 -spec call(pool(), atom(), [term()]) -> {ok, term()} | {error, call_error()}.
+call(Pool, Fun, Args) when ?IS_POOL(Pool), is_atom(Fun), is_list(Args) ->
+    call(Pool, Fun, Args, ?DEFAULT_TIMEOUT);
 call(Pool, Fun, Args) ->
-    call(Pool, Fun, Args, ?DEFAULT_TIMEOUT).
+    ?BAD_ARGUMENTS([Pool, Fun, Args]).
 
 %% @doc Calls the OCaml function exported as `Fun' with `Args' on the least
-%% loaded worker of the pool.
+%% loaded worker of the pool, and waits up to `Timeout' milliseconds for its
+%% answer, whatever the worker does. A call that times out answers
+%% `{error, timeout}'; its worker skips it, or interrupts it at its deadline,
+%% and a late answer is dropped, never delivered to a later call. Arguments of
+%% the wrong type (a string for `Fun') raise `badarg', explained argument by
+%% argument in the shell and in Elixir.
 -spec call(pool(), atom(), [term()], timeout()) -> {ok, term()} | {error, call_error()}.
 call(Pool, Fun, Args, Timeout)
-  when is_atom(Fun), is_list(Args),
+  when ?IS_POOL(Pool), is_atom(Fun), is_list(Args),
        (Timeout =:= infinity orelse (is_integer(Timeout) andalso Timeout >= 0)) ->
     %% The time spent choosing a worker and encoding the request counts.
     Now = erlang:monotonic_time(millisecond),
-    call(Pool, Fun, Args, Now, Timeout, []).
+    call(Pool, Fun, Args, Now, Timeout, []);
+call(Pool, Fun, Args, Timeout) ->
+    ?BAD_ARGUMENTS([Pool, Fun, Args, Timeout]).
 
 %% A worker whose OS process turned out to be gone before the request was
 %% written to it was sent nothing: the call goes to the next worker (each is
@@ -277,8 +330,10 @@ call(Pool, Fun, Args, Now, Timeout, Tried) ->
 %% interrupts it) is logged; one that cannot be queued (no worker,
 %% `overloaded', larger than `max_request_size') is dropped.
 -spec cast(pool(), atom(), [term()]) -> ok.
-cast(Pool, Fun, Args) when is_atom(Fun), is_list(Args) ->
-    cast(Pool, Fun, Args, []).
+cast(Pool, Fun, Args) when ?IS_POOL(Pool), is_atom(Fun), is_list(Args) ->
+    cast(Pool, Fun, Args, []);
+cast(Pool, Fun, Args) ->
+    ?BAD_ARGUMENTS([Pool, Fun, Args]).
 
 -spec cast(pool(), atom(), [term()], [pid()]) -> ok.
 cast(Pool, Fun, Args, Tried) ->
@@ -302,7 +357,72 @@ cast(Pool, Fun, Args, Tried) ->
 format_error(Reason) ->
     lists:flatten(describe(Reason)).
 
+%% @doc What was wrong with the arguments of a function of this module that
+%% raised `badarg': one sentence per argument, for the shell's error report
+%% (`erl_error') and Elixir's `ArgumentError' (EEP 54 `error_info'). Not
+%% called directly.
+-spec format_error(term(), erlang:stacktrace()) -> #{pos_integer() => unicode:chardata()}.
+format_error(badarg, [{?MODULE, Function, Args, Info} | _]) when is_list(Args) ->
+    Elixir = case proplists:get_value(error_info, Info) of
+                 #{pretty_printer := _} -> true;  % only Elixir passes one
+                 _ -> false
+             end,
+    maps:from_list([{Position, Problem}
+                    || {Position, Arg} <- lists:zip(lists:seq(1, length(Args)), Args),
+                       Problem <- [argument_problem(Function, Position, Arg, Elixir)],
+                       Problem =/= none]);
+format_error(_, _) ->
+    #{}.
+
 %%% Internals
+
+%% What is wrong with argument Position of Function, said with Elixir's syntax
+%% for a caller in Elixir; `none' if nothing is.
+-spec argument_problem(atom(), pos_integer(), term(), boolean()) -> none | unicode:chardata().
+argument_problem(Function, 1, Options, Elixir)
+  when Function =:= start_link; Function =:= start; Function =:= child_spec ->
+    Example = case Elixir of
+                  true -> "%{plugins: [\"priv/mathlib.cmxs\"], pool_size: 2}";
+                  false -> "#{plugins => [\"priv/mathlib.cmxs\"], pool_size => 2}"
+              end,
+    if
+        is_map(Options) -> none;
+        is_list(Options), Elixir -> ["the options are a map, not a keyword list: ", Example];
+        true -> ["not a map of options, such as ", Example]
+    end;
+argument_problem(_Function, 1, Pool, _Elixir) when ?IS_POOL(Pool) ->
+    none;
+argument_problem(_Function, 1, _Pool, _Elixir) ->
+    "not a pool: the pid start_link/1 or start/1 returned, or the pool's name (an atom)";
+argument_problem(Function, 2, Fun, Elixir) when Function =:= call; Function =:= cast ->
+    Example = case Elixir of
+                  true -> ":fib";
+                  false -> "fib"
+              end,
+    if
+        is_atom(Fun) -> none;
+        is_binary(Fun); is_list(Fun) ->
+            ["the name of an OCaml function is an atom, such as ", Example, ", not a string"];
+        true -> ["not an atom: the name of an OCaml function is one, such as ", Example]
+    end;
+argument_problem(load, 2, Path, _Elixir) ->
+    case is_list(Path) orelse is_binary(Path) of
+        true -> none;
+        false -> "not the path of a plugin file (a string)"
+    end;
+argument_problem(Function, 3, Args, _Elixir) when Function =:= call; Function =:= cast ->
+    case is_list(Args) of
+        true -> none;
+        false -> "not a list of arguments, one term per argument of the OCaml function"
+    end;
+argument_problem(call, 4, Timeout, Elixir) ->
+    case Timeout =:= infinity orelse (is_integer(Timeout) andalso Timeout >= 0) of
+        true -> none;
+        false when Elixir -> "not a timeout: milliseconds (a non-negative integer) or :infinity";
+        false -> "not a timeout: milliseconds (a non-negative integer) or infinity"
+    end;
+argument_problem(_Function, _Position, _Arg, _Elixir) ->
+    none.
 
 -spec start_pool(options(), pid() | none) -> {ok, pool()} | {error, start_error()}.
 start_pool(Options, Owner) ->

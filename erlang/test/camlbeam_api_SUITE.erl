@@ -152,10 +152,14 @@ badarity(Config) ->
 
 badarg(Config) ->
     Pool = ?LIB:start_pool(Config, #{}),
-    ?assertMatch({error, {badarg, #{argument := 2, expected := <<_/binary>>, got := <<"x">>}}},
+    %% Conv.int names the type ocaml:int63(), whose range is OCaml's int.
+    ?assertEqual({error, {badarg, #{argument => 2, expected => <<"ocaml:int63()">>, got => <<"x">>}}},
                  ocaml:call(Pool, add, [1, <<"x">>])),
+    ?assertEqual({ok, (1 bsl 62) - 1}, ocaml:call(Pool, add, [(1 bsl 62) - 2, 1])),
+    ?assertEqual({ok, -(1 bsl 62)}, ocaml:call(Pool, add, [-(1 bsl 62) + 1, -1])),
     %% Bigger than OCaml's int.
-    ?assertMatch({error, {badarg, #{argument := 1, got := 4611686018427387904}}},
+    ?assertEqual({error, {badarg, #{argument => 1, expected => <<"ocaml:int63()">>,
+                                    got => 4611686018427387904}}},
                  ocaml:call(Pool, add, [1 bsl 62, 0])).
 
 %% Conv.charlist and Conv.map: an Erlang string (STRING_EXT, or LIST_EXT past 255) and

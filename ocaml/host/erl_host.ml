@@ -95,6 +95,44 @@ let classify : Dynlink.error -> load_error = function
          not readable) is not a plugin. *)
       if contains (Printexc.to_string exn) "undefined symbol" then Incompatible else Not_a_plugin
 
+(* The module a plugin uses that the host does not carry, from the error that
+   says so: bytecode names the unit, dlopen the first symbol it missed
+   (camlStr, camlStr__split_12, camlMylib__Mod__f_3: the unit, or the wrapper of
+   its library). OCaml 4.13 compiles a plugin that uses Str or Unix without
+   naming their package (their interfaces are in the standard library's
+   directory), so the mistake shows only here. *)
+let missing_module : Dynlink.error -> string option = function
+  | Unavailable_unit name -> Some name
+  | Cannot_open_dynamic_library exn -> (
+      let text = Printexc.to_string exn and marker = "undefined symbol: caml" in
+      let n = String.length marker in
+      let rec find i =
+        if i + n > String.length text then None
+        else if String.sub text i n = marker then Some (i + n)
+        else find (i + 1)
+      in
+      let is_name_char = function 'a' .. 'z' | 'A' .. 'Z' | '0' .. '9' | '_' -> true | _ -> false in
+      let at_separator i = i + 1 < String.length text && text.[i] = '_' && text.[i + 1] = '_' in
+      let rec name_end i =
+        if i < String.length text && is_name_char text.[i] && not (at_separator i) then name_end (i + 1) else i
+      in
+      match find 0 with
+      | Some start when start < String.length text && 'A' <= text.[start] && text.[start] <= 'Z' ->
+          Some (String.sub text start (name_end start - start))
+      | _ -> None)
+  | _ -> None
+
+let load_failure path e =
+  let message = path ^ ": " ^ Dynlink.error_message e in
+  match missing_module e with
+  | None -> message
+  | Some name ->
+      Printf.sprintf
+        "%s. The plugin uses the module %s, which this worker does not carry (it carries the standard \
+         library, camlbeam, zarith, dynlink and unix): load the plugin of its library first, or link \
+         that library into a worker of your own (docs/plugins.md, \"What a plugin can use\")"
+        message name
+
 (* The other kind's extension, caught before Dynlink so that the message
    says what to do. *)
 let wrong_flavour path =
@@ -121,7 +159,7 @@ let load path =
         match Dynlink.loadfile path with
         | () -> Ok ()
         | exception Dynlink.Error (Library's_module_initializers_failed Erl.Cancelled) -> raise Erl.Cancelled
-        | exception Dynlink.Error e -> Error (classify e, path ^ ": " ^ Dynlink.error_message e)
+        | exception Dynlink.Error e -> Error (classify e, load_failure path e)
         | exception Sys_error message -> Error (Not_a_plugin, message)
         | exception exn when is_asynchronous exn -> raise exn
         | exception exn -> Error (Not_a_plugin, path ^ ": " ^ Printexc.to_string exn))

@@ -19,12 +19,11 @@ type 'a t
     syntax, as reported in [badarg] errors. *)
 
 val int : int t
-(** Integers in OCaml's [int] range
-    (["-4611686018427387904..4611686018427387903"]). *)
+(** Integers in OCaml's [int] range, -2{^62} to 2{^62}-1 (["ocaml:int63()"],
+    a type of the Erlang module [ocaml]). *)
 
 val int64 : int64 t
-(** Integers in [int64]'s range
-    (["-9223372036854775808..9223372036854775807"]). *)
+(** Integers in [int64]'s range, -2{^63} to 2{^63}-1 (["ocaml:int64()"]). *)
 
 val float : float t
 (** Floats (["float()"]). Integers are not accepted. *)

@@ -77,16 +77,6 @@ let self () = (worker ()).pid
 
 (* For the hosts *)
 
-let integer_of_bytes negative magnitude =
-  let z = Z.of_bits magnitude in
-  Term.integer_of_z (if negative then Z.neg z else z)
-
-let bigint_to_bytes z =
-  let bits = Z.to_bits z in
-  let len = ref (String.length bits) in
-  while !len > 0 && bits.[!len - 1] = '\000' do decr len done;
-  (Z.sign z < 0, String.sub bits 0 !len)
-
 module Private = struct
   type nonrec transport = transport = {
     worker : worker;
@@ -97,14 +87,11 @@ module Private = struct
   let set_transport t = current := Some t
   let clear_transport () = current := None
   let dispatch = dispatch
-  let integer_of_bytes = integer_of_bytes
-  let bigint_to_bytes = bigint_to_bytes
 end
 
 let () =
   Printexc.record_backtrace true;
-  Callback.register "camlbeam.dispatch" dispatch;
-  Callback.register "camlbeam.integer_of_bytes" integer_of_bytes;
-  Callback.register "camlbeam.bigint_to_bytes" bigint_to_bytes;
+  (* The one callback the C++ converters look up: they build big integers with zarith's
+     C interface, and the hosts reach dispatch through Erl_host. *)
   Callback.register "camlbeam.map_of_array" Term.map_of_array;
   Callback.register_exception "camlbeam.cancelled" Cancelled

@@ -117,18 +117,8 @@ module Private : sig
         backtrace, empty unless backtraces are recorded (this library turns
         recording on when it is initialised).
 
-      It never raises. Registered as the callback ["camlbeam.dispatch"]. *)
-
-  val integer_of_bytes : bool -> string -> Term.t
-  (** [integer_of_bytes negative magnitude] is the integer whose absolute
-      value has the little-endian bytes [magnitude] (ETF's SMALL_BIG_EXT and
-      LARGE_BIG_EXT digits), as an [Int] when it fits. Registered as
-      ["camlbeam.integer_of_bytes"]. *)
-
-  val bigint_to_bytes : Z.t -> bool * string
-  (** The sign (true if negative) and the little-endian bytes of the
-      absolute value, without trailing zero bytes. Registered as
-      ["camlbeam.bigint_to_bytes"]. *)
+      It never raises. The request handler of [camlbeam.host] ([Erl_host])
+      calls it; hosts reach it through that handler. *)
 
   (** [Term.map_of_array] is registered as ["camlbeam.map_of_array"], for
       converters that read maps in an order other than the term order, and

@@ -21,7 +21,7 @@
     {v
     tag  constructor  size  fields
      0   Int          1     immediate int
-     1   Bigint       1     Z.t (allocate only through "camlbeam.integer_of_bytes")
+     1   Bigint       1     Z.t, never one that fits an int (built with zarith's C interface)
      2   Float        1     boxed float (Double_tag block), not unboxed
      3   Atom         1     string (UTF-8)
      4   Ref          1     reference record

@@ -145,8 +145,8 @@ let test_custom () =
 
 let test_expected () =
   let check name expected c = Alcotest.(check string) name expected (Conv.expected c) in
-  check "int" "-4611686018427387904..4611686018427387903" Conv.int;
-  check "int64" "-9223372036854775808..9223372036854775807" Conv.int64;
+  check "int" "ocaml:int63()" Conv.int;
+  check "int64" "ocaml:int64()" Conv.int64;
   check "float" "float()" Conv.float;
   check "bool" "boolean()" Conv.bool;
   check "string" "binary()" Conv.string;

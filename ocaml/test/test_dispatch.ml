@@ -150,24 +150,6 @@ let test_transport () =
       Alcotest.check term "self" (Pid me) (Pid (self ())));
   raises_no_transport "cleared" (fun () -> send somebody Term.nil)
 
-let test_integers () =
-  let check name expected negative bytes =
-    Alcotest.check term name expected (Private.integer_of_bytes negative bytes)
-  in
-  check "zero" (Int 0) false "";
-  check "one" (Int 1) false "\001\000";
-  check "minus 256" (Int (-256)) true "\000\001";
-  check "max_int" (Int max_int) false "\255\255\255\255\255\255\255\063";
-  check "2^64" (Term.integer_of_z (Z.shift_left Z.one 64)) false "\000\000\000\000\000\000\000\000\001";
-  List.iter
-    (fun s ->
-      let z = Z.of_string s in
-      let negative, bytes = Private.bigint_to_bytes z in
-      Alcotest.(check bool) (s ^ ": sign") (Z.sign z < 0) negative;
-      Alcotest.(check bool) (s ^ ": no trailing zero") true (bytes = "" || bytes.[String.length bytes - 1] <> '\000');
-      Alcotest.check term (s ^ ": round trip") (Term.integer_of_z z) (Private.integer_of_bytes negative bytes))
-    [ "4611686018427387904"; "-4611686018427387905"; "18446744073709551616"; "-340282366920938463463374607431768211455" ]
-
 let tests =
   [
     ( "dispatch",
@@ -178,6 +160,5 @@ let tests =
         Alcotest.test_case "Out_of_memory" `Quick test_out_of_memory;
         Alcotest.test_case "registry" `Quick test_registry;
         Alcotest.test_case "transport" `Quick test_transport;
-        Alcotest.test_case "integers for the C++ side" `Quick test_integers;
       ] );
   ]

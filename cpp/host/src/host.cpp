@@ -221,9 +221,9 @@ Outcome Host::handle(std::span<const std::uint8_t> request, etf::ByteBuffer& rep
   // From here on nothing allocates on the OCaml heap, so `result` needs no root.
   switch (conv::tag_of(result)) {
     case answer_tag::reply: return write_reply(result, reply, options_);
-    case answer_tag::cast_failed: return no_reply(std::string(detail::string_view_of(Field(result, 0))));
+    case answer_tag::cast_failed: return no_reply(std::string(conv::detail::string_view_of(Field(result, 0))));
     case answer_tag::refused:
-      return refused({Errc::bad_request, std::string(detail::string_view_of(Field(result, 0))), {}});
+      return refused({Errc::bad_request, std::string(conv::detail::string_view_of(Field(result, 0))), {}});
     default:
       return refused({Errc::handler_failed, "camlbeam.host.handle answered an unknown constructor", {}});
   }
@@ -277,7 +277,7 @@ std::optional<Error> Host::load(std::string_view path) {
   if (conv::tag_of(result) == 0) return std::nullopt;
   const value pair = Field(result, 0);
   const auto kind = static_cast<std::size_t>(Long_val(Field(pair, 0)));
-  std::string message(detail::string_view_of(Field(pair, 1)));
+  std::string message(conv::detail::string_view_of(Field(pair, 1)));
   if (kind >= load_errors.size()) return Error{Errc::handler_failed, "unknown load error: " + message, {}};
   return Error{load_errors[kind], std::move(message), {}};
 }

@@ -8,7 +8,6 @@
 
 #include <memory>
 #include <string>
-#include <string_view>
 
 namespace camlbeam::host::detail {
 
@@ -18,8 +17,6 @@ inline std::string exception_text(value exn) {
   const std::unique_ptr<char, void (*)(caml_stat_block)> text(caml_format_exception(exn), caml_stat_free);
   return text ? std::string(text.get()) : std::string("an OCaml exception");
 }
-
-inline std::string_view string_view_of(value s) noexcept { return {String_val(s), caml_string_length(s)}; }
 
 // Whether `exn` is the exception registered under `name` (Callback.register_exception),
 // with or without arguments.
