@@ -83,7 +83,8 @@
     restart_backoff => {non_neg_integer(), non_neg_integer()},
     cast_timeout => timeout(),
     cancel_grace => non_neg_integer(),
-    stall_timeout => pos_integer()
+    stall_timeout => pos_integer(),
+    max_atoms => non_neg_integer()
 }.
 %% The options of a pool; every one has a default.
 %% <ul>
@@ -132,6 +133,12 @@
 %% <li>`stall_timeout': an OS process that writes nothing at all (not even
 %%     its heartbeat while a request runs long) for this long while requests
 %%     wait is replaced, default 5000 ms (a stopped process, say).</li>
+%% <li>`max_atoms': how many atoms the pool's plugins may declare
+%%     (`Erl.declare_atoms'), default 1024. The pool creates them when a
+%%     plugin loads, so that answers holding them decode; a load that would
+%%     take the pool past it fails with
+%%     `{load_failed, too_many_atoms, Message}'. Atoms are never freed: the
+%%     bound keeps plugins from filling the VM's atom table.</li>
 %% </ul>
 
 -type worker_info() :: #{id := pos_integer(), pid := pid(), os_pid := non_neg_integer(),
@@ -163,7 +170,7 @@
 %% the name cannot be an atom.
 
 -type load_error() :: {load_failed, enoent | not_a_plugin | incompatible | already_loaded
-                                    | init_failed, Message :: binary()}
+                                    | init_failed | too_many_atoms, Message :: binary()}
                     | {worker_crashed, term()}
                     | {bad_reply, binary()}
                     | {request_failed, binary()}
@@ -722,6 +729,8 @@ describe({load_failed, Kind, Message})
   when Kind =:= enoent; Kind =:= not_a_plugin; Kind =:= incompatible;
        Kind =:= already_loaded; Kind =:= init_failed ->
     io_lib:format("the plugin did not load (~ts): ~ts", [Kind, Message]);
+describe({load_failed, too_many_atoms, Message}) ->
+    io_lib:format("the plugin declares more atoms than the pool's max_atoms allows: ~ts", [Message]);
 describe({unknown_option, Key}) ->
     io_lib:format("unknown option ~tp", [Key]);
 describe({bad_option, Key, Value}) ->

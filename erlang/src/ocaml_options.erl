@@ -32,6 +32,7 @@
     cast_timeout := timeout(),
     cancel_grace := non_neg_integer(),
     stall_timeout := pos_integer(),
+    max_atoms := non_neg_integer(),
     %% Set when the pool starts: the process whose death stops it, if any.
     owner => pid() | none
 }.
@@ -47,7 +48,7 @@
 -define(OPTION_KEYS, [transport, plugins, pool_size, flavour, executable, max_queue,
                       max_queue_bytes, start_timeout, name, policy, max_request_size,
                       max_reply_size, max_memory, restart_backoff, cast_timeout, cancel_grace,
-                      stall_timeout]).
+                      stall_timeout, max_atoms]).
 
 %% The largest frame {packet, 4} can announce.
 -define(MAX_FRAME, 16#ffffffff).
@@ -69,7 +70,8 @@
     restart_backoff => {100, 30000},
     cast_timeout => 5000,
     cancel_grace => 1000,
-    stall_timeout => 5000
+    stall_timeout => 5000,
+    max_atoms => 1024
 }).
 
 %% @doc Checks every option and fills in the defaults. The flavour, unless
@@ -162,7 +164,8 @@ valid(restart_backoff, {First, Max}) ->
 valid(restart_backoff, _) -> false;
 valid(cast_timeout, Timeout) -> is_timeout(Timeout);
 valid(cancel_grace, Grace) -> is_integer(Grace) andalso Grace >= 0;
-valid(stall_timeout, Timeout) -> is_integer(Timeout) andalso Timeout > 0.
+valid(stall_timeout, Timeout) -> is_integer(Timeout) andalso Timeout > 0;
+valid(max_atoms, Max) -> is_integer(Max) andalso Max >= 0.
 
 -spec is_timeout(term()) -> boolean().
 is_timeout(infinity) -> true;

@@ -14,6 +14,12 @@
 %% list and every worker is restarted without it, each once its calls in
 %% flight are answered ({@link ocaml_worker:recycle/1}).
 %%
+%% The atoms the plugins declare (`Erl.declare_atoms') are created here, when a
+%% plugin's load is answered (and a worker's hello, for the code linked into it),
+%% at most `max_atoms' of them per pool: a load that would go past it fails with
+%% `{load_failed, too_many_atoms, Message}'. A worker that starts again declares
+%% the same atoms, which are not counted twice.
+%%
 %% A pool has started when every worker's first OS process has loaded the
 %% plugins: {@link await_ready/2} says so, or gives the first reason one
 %% could not.
@@ -24,7 +30,7 @@
 -module(ocaml_pool_manager).
 -behaviour(gen_server).
 
--export([start_link/2, join/2, started/3, await_ready/2, load/2]).
+-export([start_link/2, join/2, started/3, await_ready/2, load/2, declare_atoms/3]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 -export_type([worker_setup/0, load_error/0]).
 
@@ -63,7 +69,9 @@
     %% The outcome of each worker's first OS process, until the pool started.
     first_starts = #{} :: #{pos_integer() => ok | {error, term()}},
     ready_waiters = [] :: [gen_server:from()],
-    registry :: reference() | none
+    registry :: reference() | none,
+    %% The atoms created for this pool's plugins, counted against max_atoms.
+    atoms = #{} :: #{ocaml_port_protocol:atom_text() => []}
 }).
 
 %%% API
@@ -103,6 +111,16 @@ await_ready(Manager, Timeout) ->
 load(Manager, Path) ->
     gen_server:call(Manager, {load, Path}, infinity).
 
+%% @doc Called by a worker whose OS process answered its hello (`hello': the
+%% code linked into the worker) or loaded a plugin at start (its path) with
+%% atoms declared: creates those the pool has not, if max_atoms allows.
+-spec declare_atoms(Manager :: pid(), hello | file:filename_all(), [ocaml_port_protocol:atom_text()]) ->
+    ok | {error, {load_failed, too_many_atoms, binary()}}.
+declare_atoms(_Manager, _Declarer, []) ->
+    ok;
+declare_atoms(Manager, Declarer, Texts) ->
+    gen_server:call(Manager, {declare_atoms, Declarer, Texts}, infinity).
+
 %%% gen_server callbacks
 
 -spec init({pid(), ocaml_pool:config()}) -> {ok, #state{}}.
@@ -124,6 +142,11 @@ handle_call({join, _WorkerId}, {Worker, _}, #state{members = Members} = State) -
                      #{} -> Members#{Worker => erlang:monitor(process, Worker)}
                  end,
     {reply, {ok, setup(State)}, State#state{members = NewMembers}};
+handle_call({declare_atoms, Declarer, Texts}, _From, State) ->
+    case create_atoms(Declarer, Texts, State) of
+        {ok, NewState} -> {reply, ok, NewState};
+        {error, _} = Error -> {reply, Error, State}
+    end;
 handle_call(await_ready, From, #state{ready_waiters = Waiters} = State) ->
     {noreply, answer_ready(State#state{ready_waiters = [From | Waiters]})};
 handle_call({load, Path0}, From, #state{members = Members, plugins = Plugins} = State) ->
@@ -165,11 +188,14 @@ handle_cast(_Request, State) ->
 handle_info({Alias, Answer}, #state{answers = Answers} = State)
   when is_reference(Alias), is_map_key(Alias, Answers) ->
     erlang:demonitor(Alias, [flush]),
-    Result = case Answer of
-                 {worker_crashed, _} = Crashed -> {error, Crashed};
-                 Payload when is_binary(Payload) -> ocaml_port_protocol:decode_load(Payload)
-             end,
-    {noreply, answered(Alias, Result, State)};
+    {Result, NewState} =
+        case Answer of
+            {worker_crashed, _} = Crashed ->
+                {{error, Crashed}, State};
+            Payload when is_binary(Payload) ->
+                loaded(ocaml_port_protocol:decode_load(Payload), maps:get(Alias, Answers), State)
+        end,
+    {noreply, answered(Alias, Result, NewState)};
 handle_info({'DOWN', Owner, process, _, _}, #state{owner = Owner} = State) ->
     {stop, normal, State};
 handle_info({'DOWN', Registry, process, _, _}, #state{registry = Registry} = State) ->
@@ -224,6 +250,48 @@ answer_ready(#state{first_starts = Starts, ready_waiters = Waiters,
             _ = [gen_server:reply(Waiter, Outcome) || Waiter <- Waiters],
             State#state{ready_waiters = []}
     end.
+
+%% A worker's answer to a load: the plugin's atoms are created before the
+%% load counts as done in that worker.
+-spec loaded({ok, [ocaml_port_protocol:atom_text()]} | {error, load_error()}, reference(), #state{}) ->
+    {ok | {error, load_error()}, #state{}}.
+loaded({ok, Texts}, LoadId, #state{plugins = Plugins} = State) ->
+    Path = case lists:keyfind(LoadId, 2, Plugins) of
+               {P, LoadId} -> P;
+               false -> <<"the plugin">>
+           end,
+    case create_atoms(Path, Texts, State) of
+        {ok, NewState} -> {ok, NewState};
+        {error, _} = Error -> {Error, State}
+    end;
+loaded({error, _} = Error, _LoadId, State) ->
+    {Error, State}.
+
+%% Creates the atoms of Texts the pool has not created yet, all of them or,
+%% past max_atoms, none. Texts were checked (ocaml_port_protocol:atom_texts/1).
+-spec create_atoms(hello | file:filename_all(), [ocaml_port_protocol:atom_text()], #state{}) ->
+    {ok, #state{}} | {error, {load_failed, too_many_atoms, binary()}}.
+create_atoms(Declarer, Texts, #state{atoms = Created, config = #{max_atoms := Max}} = State) ->
+    New = lists:usort([Text || Text <- Texts, not is_map_key(Text, Created)]),
+    case map_size(Created) + length(New) of
+        Total when Total =< Max ->
+            _ = [binary_to_atom(Text, utf8) || Text <- New],
+            {ok, State#state{atoms = maps:merge(Created, maps:from_list([{Text, []} || Text <- New]))}};
+        _ ->
+            Who = case Declarer of
+                      hello -> "the worker executable's own code";
+                      Path -> Path
+                  end,
+            Message = unicode:characters_to_binary(
+                        io_lib:format("~ts declares ~b atom~s the pool has not created; it has created ~b, "
+                                      "and its max_atoms is ~b",
+                                      [Who, length(New), plural(length(New)), map_size(Created), Max])),
+            {error, {load_failed, too_many_atoms, Message}}
+    end.
+
+-spec plural(non_neg_integer()) -> string().
+plural(1) -> "";
+plural(_) -> "s".
 
 %% The worker writes the request itself (it owns the port); the answer comes
 %% back to the alias like the answer to any call.

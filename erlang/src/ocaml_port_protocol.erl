@@ -16,8 +16,9 @@
 -export([hello/3, call/4, load/3, cancel/1, erl_reply/2]).
 -export([new_framer/0, frames/3, parse_frame/1]).
 -export([decode_answer/1, decode_hello/1, decode_load/1, decode_erl_call/1, decode_payload/1]).
--export([is_ok_answer/1]).
--export_type([envelope/0, malformed/0, hello/0, erl_call_request/0, framer/0, deadline_ms/0]).
+-export([is_ok_answer/1, atom_texts/1]).
+-export_type([envelope/0, malformed/0, hello/0, erl_call_request/0, framer/0, deadline_ms/0,
+              atom_text/0]).
 
 %% Version of the protocol this module speaks; the worker's hello must say the same.
 -define(PROTOCOL, 2).
@@ -37,7 +38,11 @@
                    | {no_payload, Head :: binary()}.
 
 -type hello() :: #{flavour := ocaml_options:flavour(), ocaml_version := binary(),
-                   os_pid := pos_integer()}.
+                   os_pid := pos_integer(), atoms := [atom_text()]}.
+
+%% The text of an atom a worker declared (`Erl.declare_atoms'): a binary of at
+%% most 255 UTF-8 characters, checked, not yet an atom.
+-type atom_text() :: binary().
 
 -type erl_call_request() :: {module(), atom(), [term()]}.
 
@@ -248,16 +253,22 @@ is_ok_answer(<<131, 104, 2, 119, 2, "ok", _/binary>>) -> true;
 is_ok_answer(_) -> false.
 
 %% @doc The answer to hello: the worker's flavour and OS pid, once its
-%% protocol is checked.
+%% protocol is checked, and the atoms the code linked into it declared (none
+%% from a worker that does not say).
 -spec decode_hello(binary()) ->
     {ok, hello()} | {error, {protocol_mismatch, term()} | {bad_hello, term()}}.
 decode_hello(Payload) ->
     case decode_payload(Payload) of
         {ok, {ok, #{protocol := ?PROTOCOL, flavour := Flavour, ocaml_version := Version,
-                    os_pid := OsPid}}}
+                    os_pid := OsPid} = Hello}}
           when (Flavour =:= native orelse Flavour =:= bytecode), is_binary(Version),
                is_integer(OsPid), OsPid > 0 ->
-            {ok, #{flavour => Flavour, ocaml_version => Version, os_pid => OsPid}};
+            case atom_texts(maps:get(atoms, Hello, [])) of
+                {ok, Atoms} ->
+                    {ok, #{flavour => Flavour, ocaml_version => Version, os_pid => OsPid, atoms => Atoms}};
+                {error, Why} ->
+                    {error, {bad_hello, Why}}
+            end;
         {ok, {ok, #{protocol := Protocol}}} when Protocol =/= ?PROTOCOL ->
             {error, {protocol_mismatch, Protocol}};
         {ok, {error, {bad_request, Message}}} ->
@@ -269,12 +280,19 @@ decode_hello(Payload) ->
             {error, {bad_hello, Why}}
     end.
 
-%% @doc The answer to a load.
--spec decode_load(binary()) -> ok | {error, {load_failed, atom(), binary()} | {bad_reply, binary()}
-                                            | timeout | {request_failed, binary()}}.
+%% @doc The answer to a load: once loaded, the atoms the plugin declared
+%% (`ok' is a plugin that declared none).
+-spec decode_load(binary()) -> {ok, [atom_text()]}
+                             | {error, {load_failed, atom(), binary()} | {bad_reply, binary()}
+                                       | timeout | {request_failed, binary()}}.
 decode_load(Payload) ->
     case decode_payload(Payload) of
-        {ok, ok} -> ok;
+        {ok, ok} -> {ok, []};
+        {ok, {ok, #{atoms := Atoms}}} ->
+            case atom_texts(Atoms) of
+                {ok, _} = Ok -> Ok;
+                {error, Why} -> {error, {bad_reply, Why}}
+            end;
         {ok, {error, {load_failed, Kind, Message}} = Error} when is_atom(Kind), is_binary(Message) ->
             Error;
         {ok, {error, timeout} = Error} -> Error;
@@ -303,6 +321,41 @@ decode_erl_call(Payload) ->
 -spec decode_payload(binary()) -> {ok, term()} | {error, binary()}.
 decode_payload(Payload) ->
     ocaml_etf_guard:decode(Payload).
+
+%% @doc Checks the atoms a worker declared: a proper list of binaries, each
+%% the UTF-8 text of at most 255 characters (what `binary_to_atom/2' takes).
+%% They come from a worker, so nothing is assumed; none becomes an atom here.
+-spec atom_texts(term()) -> {ok, [atom_text()]} | {error, binary()}.
+atom_texts(Texts) when is_list(Texts) ->
+    atom_texts(Texts, 0);
+atom_texts(Other) ->
+    {error, text("the declared atoms are not a list: ~tP", [Other, 8])}.
+
+-spec atom_texts(term(), non_neg_integer()) -> {ok, [atom_text()]} | {error, binary()}.
+atom_texts([], _Index) ->
+    {ok, []};
+atom_texts([Text | Rest], Index) ->
+    case is_atom_text(Text) of
+        true ->
+            case atom_texts(Rest, Index + 1) of
+                {ok, Texts} -> {ok, [Text | Texts]};
+                {error, _} = Error -> Error
+            end;
+        false ->
+            {error, text("declared atom ~b cannot be an atom (a binary of at most 255 UTF-8 "
+                         "characters): ~tP", [Index + 1, Text, 8])}
+    end;
+atom_texts(_Improper, _Index) ->
+    {error, <<"the declared atoms are not a proper list">>}.
+
+-spec is_atom_text(term()) -> boolean().
+is_atom_text(Text) when is_binary(Text), byte_size(Text) =< 255 * 4 ->
+    case unicode:characters_to_list(Text, utf8) of
+        Chars when is_list(Chars) -> length(Chars) =< 255;
+        _ -> false
+    end;
+is_atom_text(_) ->
+    false.
 
 %%% Internals
 

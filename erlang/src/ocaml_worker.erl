@@ -292,8 +292,8 @@ worker_arguments(#{max_request_size := Request, max_reply_size := Reply, cancel_
 start_step(Payload, #state{proc = #proc{awaiting = {_, {hello, _}}} = Proc,
                            setup = #{flavour := Expected}} = State) ->
     case ocaml_port_protocol:decode_hello(Payload) of
-        {ok, #{flavour := Flavour, os_pid := OsPid}} when Expected =:= any; Expected =:= Flavour ->
-            next_step(State#state{proc = Proc#proc{flavour = Flavour, os_pid = OsPid}});
+        {ok, #{flavour := Flavour, os_pid := OsPid, atoms := Atoms}} when Expected =:= any; Expected =:= Flavour ->
+            declared_atoms(hello, Atoms, State#state{proc = Proc#proc{flavour = Flavour, os_pid = OsPid}});
         {ok, #{flavour := Flavour}} ->
             end_proc({flavour_mismatch, Expected, Flavour}, State);
         {error, Reason} ->
@@ -304,10 +304,20 @@ start_step(Payload, #state{proc = #proc{awaiting = {_, {{load, _} = Step, Waiter
     %% OS process ends on it.
     _ = [Waiter ! {Waiter, Payload} || Waiter <- Waiters],
     State = State0#state{proc = Proc#proc{awaiting = none}},
+    {load, Path} = Step,
     case ocaml_port_protocol:decode_load(Payload) of
-        ok -> next_step(State);
+        {ok, Atoms} -> declared_atoms(Path, Atoms, State);
         %% The worker interrupted the plugin's initialiser at the deadline.
         {error, timeout} -> end_proc({start_timeout, Step}, State);
+        {error, Reason} -> end_proc(Reason, State)
+    end.
+
+%% A start-up step is done once the atoms it declared exist: the pool creates
+%% them, or refuses them past its max_atoms (the worker then cannot start).
+-spec declared_atoms(hello | file:filename_all(), [ocaml_port_protocol:atom_text()], #state{}) -> #state{}.
+declared_atoms(Declarer, Atoms, #state{manager = Manager} = State) ->
+    case ocaml_pool_manager:declare_atoms(Manager, Declarer, Atoms) of
+        ok -> next_step(State);
         {error, Reason} -> end_proc(Reason, State)
     end.
 

@@ -23,7 +23,8 @@ cases(Group) ->
      undef, badarity, badarg, strings_and_maps, ocaml_exception, stack_overflow, nan_is_bad_reply,
      vm_crashing_map_is_bad_reply,
      timeout_drops_late_reply, infinity_timeout, overloaded, unknown_atom_is_bad_reply,
-     load_at_runtime, load_failures, start_failures, bad_options, erl_send, erl_send_policy,
+     load_at_runtime, load_failures, start_failures, declared_atoms_decode, too_many_atoms,
+     bad_options, erl_send, erl_send_policy,
      call_erlang_all, call_erlang_none, call_erlang_allow_list, owner_death_stops_pool,
      child_spec_in_own_supervisor, least_loaded_routing]
     ++ [own_executable || Group =:= port].
@@ -326,6 +327,70 @@ start_failures(Config) ->
     %% Nothing is left running.
     ?assertEqual([], supervisor:which_children(ocaml_pool_sup)).
 
+%%% Atoms a plugin declares
+
+%% A plugin declares the atoms of its answers; its load creates them, so that its error
+%% values decode in a VM that has never seen them. An atom it did not declare still never
+%% becomes one.
+declared_atoms_decode(Config) ->
+    [Tag, Undeclared] = fresh_atom_names(2),
+    with_env("CAMLBEAM_TEST_ATOMS", Tag, fun() ->
+        %% max_atoms 1: the plugin's one atom, which a worker that starts again declares
+        %% again without counting it twice.
+        Pool = ?LIB:start_pool(Config, #{pool_size => 2, max_atoms => 1}),
+        ?assertEqual(ok, ocaml:load(Pool, ?LIB:plugin(Config, "camlbeam_atoms"))),
+        TagAtom = binary_to_existing_atom(Tag, utf8),
+        [?assertEqual({ok, {error, {TagAtom, 3}}}, call_on(Pool, Id, tagged_error, [3]))
+         || #{id := Id} <- ocaml:workers(Pool)],
+        Count = erlang:system_info(atom_count),
+        {error, {bad_reply, Message}} = ocaml:call(Pool, make_atom, [Undeclared]),
+        ?assertNotEqual(nomatch, binary:match(Message, <<"'", Undeclared/binary, "'">>)),
+        ?assertEqual(Count, erlang:system_info(atom_count)),
+        ?assertError(badarg, binary_to_existing_atom(Undeclared, utf8)),
+        %% New OS processes load the plugin at start, and declare its atom again.
+        Old = [P || #{os_pid := P} <- ocaml:workers(Pool)],
+        _ = [os:cmd("kill -9 " ++ integer_to_list(P)) || P <- Old],
+        _ = ?LIB:new_os_pids(Pool, Old),
+        [?assertEqual({ok, {error, {TagAtom, 4}}}, call_on(Pool, Id, tagged_error, [4]))
+         || #{id := Id} <- ocaml:workers(Pool)]
+    end).
+
+%% More atoms than max_atoms: the load fails with a typed error and creates none, and the
+%% pool serves on without the plugin; at start, the pool does not start.
+too_many_atoms(Config) ->
+    Names = fresh_atom_names(2),
+    Plugin = ?LIB:plugin(Config, "camlbeam_atoms"),
+    with_env("CAMLBEAM_TEST_ATOMS", lists:join(",", Names), fun() ->
+        Pool = ?LIB:start_pool(Config, #{pool_size => 2, max_atoms => 1}),
+        Old = [P || #{os_pid := P} <- ocaml:workers(Pool)],
+        {error, {load_failed, too_many_atoms, Message} = Reason} = ocaml:load(Pool, Plugin),
+        ?assertNotEqual(nomatch, binary:match(Message, <<"declares 2 atoms">>)),
+        ?assertNotEqual(nomatch, binary:match(Message, <<"max_atoms is 1">>)),
+        ?assertNotEqual(nomatch, string:find(ocaml:format_error(Reason), "max_atoms")),
+        [?assertError(badarg, binary_to_existing_atom(N, utf8)) || N <- Names],
+        %% The workers ran its initialiser: they start again without it.
+        _ = ?LIB:new_os_pids(Pool, Old),
+        ?assertEqual({ok, 3}, ocaml:call(Pool, add, [1, 2])),
+        ?assertEqual({error, {undef, tagged_error}}, ocaml:call(Pool, tagged_error, [1])),
+        ?assertMatch({error, {load_failed, too_many_atoms, _}},
+                     ocaml:start_link(?LIB:pool_options(Config, #{plugins => [?LIB:plugin(Config, "camlbeam_test"), Plugin],
+                                                                  max_atoms => 1}))),
+        [?assertError(badarg, binary_to_existing_atom(N, utf8)) || N <- Names],
+        %% max_atoms 0: no plugin may declare any.
+        ?assertMatch({error, {load_failed, too_many_atoms, _}},
+                     ocaml:start_link(?LIB:pool_options(Config, #{plugins => [Plugin], max_atoms => 0})))
+    end).
+
+%% Names of atoms no code of this VM has: made up for each run and each case.
+fresh_atom_names(Count) ->
+    Run = integer_to_list(erlang:unique_integer([positive])) ++ "_" ++ os:getpid(),
+    [iolist_to_binary(["camlbeam_fresh_", Run, "_", integer_to_list(N)]) || N <- lists:seq(1, Count)].
+
+%% Runs Fun with the variable set in the environment the workers inherit.
+with_env(Name, Value, Fun) ->
+    true = os:putenv(Name, unicode:characters_to_list(Value)),
+    try Fun() after os:unsetenv(Name) end.
+
 bad_options(Config) ->
     ?assertEqual({error, {unknown_option, size}}, ocaml:start_link(#{size => 2})),
     ?assertEqual({error, {bad_option, pool_size, 0}}, ocaml:start_link(#{pool_size => 0})),
@@ -348,7 +413,16 @@ own_executable(Config) ->
     ?assertEqual({ok, {1, 2}}, ocaml:call(Pool, identity, [{1, 2}])),
     ?assertMatch([#{flavour := native}], ocaml:workers(Pool)),
     ?assertEqual({error, {flavour_mismatch, bytecode, native}},
-                 ocaml:start_link(#{executable => Executable, flavour => bytecode})).
+                 ocaml:start_link(#{executable => Executable, flavour => bytecode})),
+    %% The atoms its own code declares come with its hello, under the pool's max_atoms.
+    [Static, Other] = fresh_atom_names(2),
+    with_env("CAMLBEAM_TEST_STATIC_ATOMS", [Static, ",", Other], fun() ->
+        ?assertMatch({error, {load_failed, too_many_atoms, <<"the worker executable's own code", _/binary>>}},
+                     ocaml:start_link(#{executable => Executable, max_atoms => 1})),
+        ?assertError(badarg, binary_to_existing_atom(Static, utf8)),
+        {ok, Static2} = ocaml:start_link(#{executable => Executable}),
+        ?assertEqual({ok, binary_to_existing_atom(Static, utf8)}, ocaml:call(Static2, make_atom, [Static]))
+    end).
 
 %%% OCaml talking to Erlang
 

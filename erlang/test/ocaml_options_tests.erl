@@ -11,7 +11,8 @@ defaults_test() ->
                    policy => #{send => given, erl_call => none, max_erl_calls => 8},
                    max_request_size => 1 bsl 30, max_reply_size => 64 bsl 20,
                    max_memory => infinity, restart_backoff => {100, 30000},
-                   cast_timeout => 5000, cancel_grace => 1000, stall_timeout => 5000},
+                   cast_timeout => 5000, cancel_grace => 1000, stall_timeout => 5000,
+                   max_atoms => 1024},
                  Config).
 
 every_option_test() ->
@@ -22,7 +23,7 @@ every_option_test() ->
                             max_erl_calls => 1},
                 max_request_size => 16#ffffffff, max_reply_size => 1, max_memory => 1 bsl 30,
                 restart_backoff => {0, 0}, cast_timeout => infinity, cancel_grace => 0,
-                stall_timeout => 1},
+                stall_timeout => 1, max_atoms => 0},
     ?assertEqual({ok, Options}, ocaml_options:validate(Options)).
 
 %% The policy's defaults fill in what it leaves out.
@@ -51,7 +52,8 @@ bad_options_test_() ->
                          {restart_backoff, 100}, {restart_backoff, {200, 100}},
                          {restart_backoff, {-1, 100}}, {cast_timeout, -1}, {cancel_grace, infinity},
                          {stall_timeout, 0}, {stall_timeout, infinity},
-                         {stall_timeout, -5}]] ++
+                         {stall_timeout, -5}, {max_atoms, -1}, {max_atoms, infinity},
+                         {max_atoms, 1.0}]] ++
         [?_assertEqual({error, {unknown_option, erl_call}}, ocaml_options:validate(#{erl_call => all}))].
 
 flavour_from_plugins_test_() ->

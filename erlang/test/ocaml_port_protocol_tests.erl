@@ -177,9 +177,17 @@ is_ok_answer_test_() ->
 
 decode_hello_test_() ->
     Decode = fun(Term) -> ocaml_port_protocol:decode_hello(term_to_binary(Term)) end,
-    [?_assertEqual({ok, #{flavour => native, ocaml_version => <<"4.13.1">>, os_pid => 42}},
+    [?_assertEqual({ok, #{flavour => native, ocaml_version => <<"4.13.1">>, os_pid => 42, atoms => []}},
                    Decode({ok, #{protocol => 2, flavour => native, ocaml_version => <<"4.13.1">>,
                                  os_pid => 42}})),
+     %% A static worker's own code declared atoms.
+     ?_assertEqual({ok, #{flavour => native, ocaml_version => <<"4.13.1">>, os_pid => 42,
+                          atoms => [<<"bad_header">>]}},
+                   Decode({ok, #{protocol => 2, flavour => native, ocaml_version => <<"4.13.1">>,
+                                 os_pid => 42, atoms => [<<"bad_header">>]}})),
+     ?_assertMatch({error, {bad_hello, <<"declared atom 1 cannot be an atom", _/binary>>}},
+                   Decode({ok, #{protocol => 2, flavour => native, ocaml_version => <<"4.13.1">>,
+                                 os_pid => 42, atoms => [bad_header]}})),
      ?_assertEqual({error, {protocol_mismatch, 1}},
                    Decode({ok, #{protocol => 1, flavour => native, ocaml_version => <<"5.1">>}})),
      %% A worker of protocol 1 refuses a hello of protocol 2.
@@ -193,11 +201,33 @@ decode_hello_test_() ->
 
 decode_load_test_() ->
     Decode = fun(Term) -> ocaml_port_protocol:decode_load(term_to_binary(Term)) end,
-    [?_assertEqual(ok, Decode(ok)),
+    [?_assertEqual({ok, []}, Decode(ok)),
+     ?_assertEqual({ok, [<<"bad_header">>, <<"ünïcode"/utf8>>]},
+                   Decode({ok, #{atoms => [<<"bad_header">>, <<"ünïcode"/utf8>>]}})),
+     ?_assertMatch({error, {bad_reply, <<"declared atom 2 cannot be", _/binary>>}},
+                   Decode({ok, #{atoms => [<<"a">>, <<255>>]}})),
+     ?_assertMatch({error, {bad_reply, _}}, Decode({ok, #{atoms => [<<"a">> | <<"b">>]}})),
+     ?_assertMatch({error, {bad_reply, _}}, Decode({ok, #{atoms => <<"a">>}})),
+     ?_assertMatch({error, {bad_reply, _}}, Decode({ok, #{other => 1}})),
      ?_assertEqual({error, {load_failed, enoent, <<"x: no such file">>}},
                    Decode({error, {load_failed, enoent, <<"x: no such file">>}})),
      ?_assertEqual({error, timeout}, Decode({error, timeout})),
      ?_assertMatch({error, {bad_reply, _}}, Decode({ok, loaded}))].
+
+%% The texts are checked as binary_to_atom/2 would take them: at most 255 characters,
+%% whatever their size in bytes.
+atom_texts_test_() ->
+    Check = fun ocaml_port_protocol:atom_texts/1,
+    Snails = unicode:characters_to_binary(lists:duplicate(255, 16#1F40C)),
+    [?_assertEqual({ok, []}, Check([])),
+     ?_assertEqual({ok, [Snails]}, Check([Snails])),
+     ?_assertEqual(Snails, atom_to_binary(binary_to_atom(Snails, utf8), utf8)),
+     ?_assertEqual({ok, [binary:copy(<<"a">>, 255)]}, Check([binary:copy(<<"a">>, 255)])),
+     ?_assertMatch({error, _}, Check([binary:copy(<<"a">>, 256)])),
+     ?_assertMatch({error, _}, Check([<<Snails/binary, "a">>])),
+     ?_assertMatch({error, _}, Check([<<16#C0, 16#80>>])),  % an overlong encoding
+     ?_assertMatch({error, _}, Check(["abc"])),
+     ?_assertMatch({error, _}, Check(atoms))].
 
 decode_erl_call_test_() ->
     Decode = fun(Term) -> ocaml_port_protocol:decode_erl_call(term_to_binary(Term)) end,

@@ -25,8 +25,11 @@ let rec fib n =
 
 type summary = { count : int; mean : float; variance : float; min : float; max : float }
 
-(* A record travels as a map with atom keys, Erlang's usual shape for one. The atoms
-   must already exist in the VM that receives the answer (docs/term-mapping.md). *)
+(* A record travels as a map with atom keys, Erlang's usual shape for one. An answer
+   never creates an atom in the VM that receives it, so every converter that names atoms
+   declares them: the pool creates them when it loads the plugin (docs/term-mapping.md). *)
+let () = declare_atoms [ "count"; "mean"; "variance"; "min"; "max" ]
+
 let summary : summary Conv.t =
   let decode = function
     | Term.Map bindings -> (
@@ -53,6 +56,8 @@ let summary : summary Conv.t =
     decode encode
 
 type stats_error = Empty
+
+let () = declare_atoms [ "empty" ]
 
 let stats_error : stats_error Conv.t =
   Conv.make ~expected:"empty"
@@ -106,6 +111,8 @@ type request = {
    {bad_header, Line} or incomplete. *)
 type parse_error = Bad_request_line of string | Bad_header of string | Incomplete
 
+let () = declare_atoms [ "bad_request_line"; "bad_header"; "incomplete" ]
+
 let parse_error : parse_error Conv.t =
   Conv.make ~expected:"{bad_request_line | bad_header, binary()} | incomplete"
     (function
@@ -120,6 +127,8 @@ let parse_error : parse_error Conv.t =
 
 (* #{method => binary(), path => binary(), version => binary(), body => binary(),
      headers => #{binary() => binary()}}: header names are data, so binary keys. *)
+let () = declare_atoms [ "method"; "path"; "version"; "headers"; "body" ]
+
 let request : request Conv.t =
   let decode = function
     | Term.Map bindings -> (

@@ -184,12 +184,24 @@ let path_of_term : Term.t -> string option = function
       match List.for_all add codes with true -> Some (Buffer.contents buffer) | false -> None)
   | _ -> None
 
+(* The atoms declared since the last answer that carried atoms, as the answers to a load and
+   to hello carry them: a list of binaries, since the VM that reads them may not have them. *)
+let new_atoms () = Term.List (List.map Term.binary (Private.take_new_atoms ()))
+
+(* [ok] when the plugin declared no atom, as before atoms could be declared. *)
 let load_answer path =
   match load path with
-  | Ok () -> ok
+  | Ok () -> (
+      match new_atoms () with
+      | List [] -> ok
+      | atoms -> Tuple [| ok; Term.map_of_list [ (Atom "atoms", atoms) ] |])
   | Error (kind, message) ->
+      (* The plugin is not loaded: its atoms are not wanted. *)
+      Private.discard_new_atoms ();
       error (Tuple [| Atom "load_failed"; Atom (load_error_atom kind); Term.binary message |])
-  | exception Erl.Cancelled -> error (Atom "timeout")
+  | exception Erl.Cancelled ->
+      Private.discard_new_atoms ();
+      error (Atom "timeout")
 
 let shapes =
   "a request is {call, Ref, Fun, Args}, {call, Ref, Fun, Args, Timeout}, {cast, Fun, Args}, {load, Ref, Path} or \

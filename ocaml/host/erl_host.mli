@@ -12,12 +12,18 @@
     {call, Ref, Fun, Args}           ->  {Ref, {ok, Result}} | {Ref, {error, Reason}}
     {call, Ref, Fun, Args, Timeout}  ->  the same, or {Ref, {error, timeout}}
     {cast, Fun, Args}                ->  nothing
-    {load, Ref, Path}                ->  {Ref, ok} | {Ref, {error, {load_failed, Kind, Message}}}
+    {load, Ref, Path}                ->  {Ref, ok} | {Ref, {ok, #{atoms => Atoms}}}
+                                         | {Ref, {error, {load_failed, Kind, Message}}}
     {load, Ref, Path, Timeout}       ->  the same, or {Ref, {error, timeout}}
     v}
     [Fun] is an atom, [Args] a proper list, [Path] a binary or a string
     (a list of character codes, taken as UTF-8), [Timeout] a non-negative
-    integer (milliseconds) or [infinity]. [Reason] is what
+    integer (milliseconds) or [infinity]. A load answers
+    [{ok, #{atoms => Atoms}}] instead of [ok] when atoms were declared
+    ({!Erl.declare_atoms}) since the last answer that carried atoms (while
+    the plugin initialised, as a rule): [Atoms] is a list of binaries, their
+    texts, each once, for the pool to create. A load that fails forgets the
+    atoms declared meanwhile. [Reason] is what
     {!Erl.Private.dispatch} answers. A request of one of these shapes whose
     fields are wrong, or a tuple [{call, Ref, ...}] / [{load, Ref, ...}] of
     the wrong size, is answered [{Ref, {error, {bad_request, Message}}}];
@@ -106,6 +112,11 @@ type load_error =
   | Init_failed
       (** The plugin's initialisation raised. What it exported before
           raising stays exported; its units count as loaded. *)
+
+val new_atoms : unit -> Erl.Term.t
+(** The atoms declared since the last answer that carried atoms
+    ({!Erl.Private.take_new_atoms}), as a list of binaries: what a
+    transport's [hello] carries for the code linked into its worker. *)
 
 val load : string -> (unit, load_error * string) result
 (** [load path] loads a plugin with [Dynlink.loadfile] (so later plugins can

@@ -83,6 +83,8 @@ let hello (fields : Term.t array) =
                       (Atom "flavour", Atom flavour);
                       (Atom "ocaml_version", Term.binary Sys.ocaml_version);
                       (Atom "os_pid", Int (os_pid ()));
+                      (* Those of the code linked into this worker (a static worker's). *)
+                      (Atom "atoms", Erl_host.new_atoms ());
                     ];
                 |] )
       | _ -> bad_hello ref_ "Info must hold worker_id (an integer) and worker_pid (a pid)")

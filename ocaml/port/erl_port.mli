@@ -6,8 +6,10 @@
     [{hello, Ref, #{worker_id := Id, worker_pid := Pid, protocol := 2}}], by
     installing the transport behind {!Erl.send}, {!Erl.call_erlang} and
     {!Erl.worker}, and replies [{ok, #{protocol => 2, flavour => native |
-    bytecode, ocaml_version => Binary, os_pid => Integer}}] ([os_pid]: the
-    process that runs OCaml, not the keeper Erlang started, [cpp/port]).
+    bytecode, ocaml_version => Binary, os_pid => Integer, atoms => [Binary]}}]
+    ([os_pid]: the process that runs OCaml, not the keeper Erlang started,
+    [cpp/port]; [atoms]: those declared by the code linked into the worker,
+    {!Erl.declare_atoms}, for the pool to create).
     Frames to Erlang are two terms, an envelope and a payload
     ([cpp/port/README.md]):
     {v

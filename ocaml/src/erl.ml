@@ -16,8 +16,65 @@ let register name call =
     Printf.eprintf "camlbeam: warning: export %S replaced\n%!" name;
   Hashtbl.replace registry name call
 
-let export name fn f = register name (Conv.apply fn f)
-let export_raw name f = register name (fun args -> Ok (f args))
+(* Atoms. Every atom declared in this process, and how many of them (in declaration order)
+   have been handed to a load or hello answer already: the rest are new. *)
+
+let declared : (string, unit) Hashtbl.t = Hashtbl.create 16
+let declaration_order : string list ref = ref [] (* newest first *)
+let new_count = ref 0
+
+(* All are checked before any is declared: a bad list declares nothing. *)
+let check_atom_texts who names =
+  List.iter
+    (fun name -> if not (is_atom_text name) then invalid_arg (Printf.sprintf "%s: %S cannot be an atom" who name))
+    names
+
+let add_atoms names =
+  List.iter
+    (fun name ->
+      if not (Hashtbl.mem declared name) then begin
+        Hashtbl.replace declared name ();
+        declaration_order := name :: !declaration_order;
+        incr new_count
+      end)
+    names
+
+let declare_atoms names =
+  check_atom_texts "Erl.declare_atoms" names;
+  add_atoms names
+
+let declared_atoms () = List.rev !declaration_order
+
+let rec first n l = if n = 0 then [] else match l with [] -> [] | x :: rest -> x :: first (n - 1) rest
+
+let take_new_atoms () =
+  let fresh = List.rev (first !new_count !declaration_order) in
+  new_count := 0;
+  fresh
+
+let discard_new_atoms () =
+  let rec drop n l =
+    if n = 0 then l
+    else
+      match l with
+      | [] -> []
+      | name :: rest ->
+          Hashtbl.remove declared name;
+          drop (n - 1) rest
+  in
+  declaration_order := drop !new_count !declaration_order;
+  new_count := 0
+
+(* The atoms and the name are checked before either takes effect. *)
+let export ?(atoms = []) name fn f =
+  check_atom_texts "Erl.export" atoms;
+  register name (Conv.apply fn f);
+  add_atoms atoms
+
+let export_raw ?(atoms = []) name f =
+  check_atom_texts "Erl.export_raw" atoms;
+  register name (fun args -> Ok (f args));
+  add_atoms atoms
 
 let exports () =
   List.sort String.compare (Hashtbl.fold (fun name _ names -> name :: names) registry [])
@@ -86,6 +143,8 @@ module Private = struct
 
   let set_transport t = current := Some t
   let clear_transport () = current := None
+  let take_new_atoms = take_new_atoms
+  let discard_new_atoms = discard_new_atoms
   let dispatch = dispatch
 end
 

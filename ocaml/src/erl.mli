@@ -14,17 +14,49 @@ module Conv = Conv
 
 (** {1 Exports} *)
 
-val export : string -> 'f Conv.fn -> 'f -> unit
+val export : ?atoms:string list -> string -> 'f Conv.fn -> 'f -> unit
 (** [export name fn f] makes [f], whose arguments and result [fn]
     describes, callable from Erlang as [name]. Exporting a name again
     replaces the previous function (so that a new version of a plugin can
     take over its names) and prints a warning on stderr.
-    @raise Invalid_argument if [name] cannot be an atom (not UTF-8, or
-    longer than 255 characters). *)
 
-val export_raw : string -> (Term.t list -> Term.t) -> unit
+    [atoms] are the atoms [f]'s answers may hold that Erlang code need not
+    know of, as {!declare_atoms} declares them: [~atoms:["bad_header"]] for
+    an export answering [{error, {bad_header, Line}}].
+    @raise Invalid_argument if [name] or one of [atoms] cannot be an atom
+    (not UTF-8, or longer than 255 characters). *)
+
+val export_raw : ?atoms:string list -> string -> (Term.t list -> Term.t) -> unit
 (** [export_raw name f] exports [f], which gets the argument terms as they
     are and returns the result term. Otherwise as {!export}. *)
+
+(** {1 Atoms}
+
+    An answer can only hold atoms the Erlang VM already has: decoding an
+    answer never creates one (atoms are never freed, and a worker is not
+    trusted to fill the VM's atom table). The atoms a plugin's answers hold,
+    such as the tags of its errors, are declared instead; the pool creates
+    them when the plugin loads, at most [max_atoms] of them per pool
+    ([docs/api.md]).
+
+    The converters of {!Conv} name only atoms every VM has ([true],
+    [false], [ok], [error], [undefined]); a converter of one's own
+    ({!Conv.make}) that names others declares them. *)
+
+val declare_atoms : string list -> unit
+(** [declare_atoms names] declares atoms for the answers of this plugin
+    (or of the code linked into a worker). Call it while the plugin
+    initialises (at its top level, as {!export}): atoms declared while a
+    plugin loads are created by its pool when the load is reported done;
+    those declared by code linked into a worker, when the worker starts.
+    Declaring an atom twice is harmless.
+    @raise Invalid_argument naming the first of [names] that cannot be an
+    atom (not UTF-8, or longer than 255 characters); none is declared
+    then. *)
+
+val declared_atoms : unit -> string list
+(** Every atom declared so far in this process, in the order of their first
+    declaration. *)
 
 val exports : unit -> string list
 (** The exported names, sorted. *)
@@ -100,6 +132,15 @@ module Private : sig
 
   val set_transport : transport -> unit
   val clear_transport : unit -> unit
+
+  val take_new_atoms : unit -> string list
+  (** The atoms declared since the last call, in the order of their first
+      declaration, each once: what the answer to a load (or to a static
+      worker's hello) carries to the pool. *)
+
+  val discard_new_atoms : unit -> unit
+  (** Forgets the atoms declared since the last {!take_new_atoms}, as if
+      they had not been: those of a plugin whose initialiser failed. *)
 
   val dispatch : string -> Term.t list -> Term.t
   (** [dispatch name args] calls the export [name] and returns

@@ -150,6 +150,46 @@ let test_transport () =
       Alcotest.check term "self" (Pid me) (Pid (self ())));
   raises_no_transport "cleared" (fun () -> send somebody Term.nil)
 
+let test_atoms () =
+  ignore (Private.take_new_atoms ());
+  declare_atoms [ "bad_header"; "incomplete"; "bad_header" ];
+  export ~atoms:[ "test_tag"; "incomplete" ] "test.tagged" Conv.(nullary term) (fun () -> Atom "test_tag");
+  export_raw ~atoms:[ "test_raw_tag" ] "test.raw_tagged" (fun _ -> Atom "test_raw_tag");
+  Alcotest.(check (list string))
+    "new atoms: each once, in the order of their first declaration"
+    [ "bad_header"; "incomplete"; "test_tag"; "test_raw_tag" ]
+    (Private.take_new_atoms ());
+  Alcotest.(check (list string)) "taken once" [] (Private.take_new_atoms ());
+  declare_atoms [ "bad_header"; "test_later" ];
+  Alcotest.(check (list string)) "an atom declared before is not new" [ "test_later" ] (Private.take_new_atoms ());
+  declare_atoms [ "test_discarded" ];
+  Private.discard_new_atoms ();
+  Alcotest.(check (list string)) "discarded" [] (Private.take_new_atoms ());
+  Alcotest.(check bool) "and forgotten" false (List.mem "test_discarded" (declared_atoms ()));
+  declare_atoms [ "test_discarded" ];
+  Alcotest.(check (list string)) "so it can be declared again" [ "test_discarded" ] (Private.take_new_atoms ());
+  Alcotest.(check bool) "declared_atoms lists them all" true
+    (List.for_all (fun a -> List.mem a (declared_atoms ())) [ "bad_header"; "test_tag"; "test_later" ]);
+  let long = String.make 256 'a' in
+  Alcotest.check_raises "longer than 255 characters"
+    (Invalid_argument (Printf.sprintf "Erl.declare_atoms: %S cannot be an atom" long))
+    (fun () -> declare_atoms [ long ]);
+  Alcotest.check_raises "not UTF-8, and nothing of the list is declared"
+    (Invalid_argument (Printf.sprintf "Erl.declare_atoms: %S cannot be an atom" "\xff"))
+    (fun () -> declare_atoms [ "test_valid_first"; "\xff" ]);
+  Alcotest.(check (list string)) "nothing new" [] (Private.take_new_atoms ());
+  (* 255 characters of 4 bytes each: an atom. *)
+  declare_atoms [ String.concat "" (List.init 255 (fun _ -> "\xf0\x9f\x90\xab")) ];
+  Alcotest.(check int) "255 four-byte characters" 1 (List.length (Private.take_new_atoms ()));
+  Alcotest.check_raises "export checks its atoms before exporting"
+    (Invalid_argument (Printf.sprintf "Erl.export: %S cannot be an atom" "\xff"))
+    (fun () -> export ~atoms:[ "\xff" ] "test.never" Conv.(nullary int) (fun () -> 1));
+  Alcotest.(check bool) "and exports nothing" false (List.mem "test.never" (exports ()));
+  Alcotest.check_raises "a bad name declares no atom"
+    (Invalid_argument (Printf.sprintf "Erl.export: %S cannot be an atom" "\xff"))
+    (fun () -> export ~atoms:[ "test_never" ] "\xff" Conv.(nullary int) (fun () -> 1));
+  Alcotest.(check (list string)) "none" [] (Private.take_new_atoms ())
+
 let tests =
   [
     ( "dispatch",
@@ -160,5 +200,6 @@ let tests =
         Alcotest.test_case "Out_of_memory" `Quick test_out_of_memory;
         Alcotest.test_case "registry" `Quick test_registry;
         Alcotest.test_case "transport" `Quick test_transport;
+        Alcotest.test_case "declared atoms" `Quick test_atoms;
       ] );
   ]

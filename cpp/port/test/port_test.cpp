@@ -284,9 +284,10 @@ struct Flavour {
 
 void PrintTo(const Flavour& flavour, std::ostream* os) { *os << flavour.name; }
 
-// {ok, #{flavour => F, ocaml_version => V, os_pid => P, protocol => 2}}: checks all but P,
-// which it returns (-1 if the answer is not of that shape).
-pid_t check_hello(const std::string& answer, const char* runtime) {
+// {ok, #{atoms => A, flavour => F, ocaml_version => V, os_pid => P, protocol => 2}}: checks
+// all but P, which it returns (-1 if the answer is not of that shape), and A, which must be
+// `atoms` (the atoms declared by the code linked into the worker).
+pid_t check_hello(const std::string& answer, const char* runtime, std::string_view atoms = "[]") {
   const etf::Term hello = term(answer);
   const auto ok = hello.tuple_elements();
   if (ok.size() != 2 || !ok[0].is_atom("ok")) {
@@ -294,15 +295,16 @@ pid_t check_hello(const std::string& answer, const char* runtime) {
     return -1;
   }
   const auto* info = ok[1].get_if<etf::Map>();
-  if (info == nullptr || info->flat.size() != 8) {
+  if (info == nullptr || info->flat.size() != 10) {
     ADD_FAILURE() << answer;
     return -1;
   }
-  EXPECT_EQ(info->flat[0].to_string() + "=" + info->flat[1].to_string(), std::string("flavour=") + runtime);
-  EXPECT_EQ(info->flat[2].to_string() + "=" + info->flat[3].to_string(), "ocaml_version=<<\"4.13.1\">>");
-  EXPECT_EQ(info->flat[4].to_string(), "os_pid");
-  EXPECT_EQ(info->flat[6].to_string() + "=" + info->flat[7].to_string(), "protocol=2");
-  return static_cast<pid_t>(info->flat[5].as_int64().value_or(-1));
+  EXPECT_EQ(info->flat[0].to_string() + "=" + info->flat[1].to_string(), "atoms=" + std::string(atoms));
+  EXPECT_EQ(info->flat[2].to_string() + "=" + info->flat[3].to_string(), std::string("flavour=") + runtime);
+  EXPECT_EQ(info->flat[4].to_string() + "=" + info->flat[5].to_string(), "ocaml_version=<<\"4.13.1\">>");
+  EXPECT_EQ(info->flat[6].to_string(), "os_pid");
+  EXPECT_EQ(info->flat[8].to_string() + "=" + info->flat[9].to_string(), "protocol=2");
+  return static_cast<pid_t>(info->flat[7].as_int64().value_or(-1));
 }
 
 class PortWorker : public testing::TestWithParam<Flavour> {
@@ -569,6 +571,29 @@ TEST_P(PortWorker, ADeadlineInterruptsACallWaitingForErlang) {
   worker->send("{erl_reply, 2, {ok, nonode}}");
   EXPECT_EQ(worker->answer_to("r2"), "{ok,{ok,nonode}}");
   EXPECT_TRUE(worker->logs().empty());
+}
+
+// The atoms a plugin declares come with the answer to its load, each once; the code linked
+// into a worker declares its own with the answer to hello. A load with none answers ok.
+TEST_P(PortWorker, DeclaredAtomsComeWithTheLoadOrTheHello) {
+  const std::string declared = "[<<\"porttest_declared\">>,<<\"porttest_other\">>]";
+  Worker worker(GetParam().executable, {{"PORTTEST_ATOMS", "porttest_declared,porttest_other"}});
+  worker.hello();
+  const bool linked = GetParam().plugin == nullptr;
+  worker.os_pid = check_hello(worker.answer_to("hello_ref"), GetParam().runtime, linked ? declared : "[]");
+  if (!linked) {
+    worker.send("{load, porttest_ref, <<\"" + plugin(CAMLBEAM_PORT_PLUGINS, "porttest") + "\">>}");
+    EXPECT_EQ(worker.answer_to("porttest_ref"), "{ok,#{atoms => " + declared + "}}");
+  }
+  const std::string path = plugin(CAMLBEAM_PORT_PLUGINS, "declares_atoms");
+  worker.send("{load, atoms_ref, <<\"" + path + "\">>, 10000}");
+  EXPECT_EQ(worker.answer_to("atoms_ref"),
+            "{ok,#{atoms => [<<\"porttest_bad_header\">>,<<\"porttest_incomplete\">>,<<\"porttest_tag\">>]}}");
+  worker.send("{call, r, tagged, [3]}");
+  EXPECT_EQ(worker.answer_to("r"), "{ok,{porttest_bad_header,3}}");
+  // Loaded already: refused, and no atom comes twice.
+  worker.send("{load, again_ref, <<\"" + path + "\">>}");
+  EXPECT_TRUE(starts_with(worker.answer_to("again_ref"), "{error,{load_failed,already_loaded,")) << path;
 }
 
 // A load whose plugin initialiser never ends is interrupted by its deadline too (a static

@@ -5,6 +5,13 @@
    OCaml turns it into Stack_overflow. *)
 let rec depth n = if n < 0 then 0 else 1 + depth (n + 1)
 
+(* Atoms for the answers of the worker this is linked into (camlbeam-test-worker): those
+   named, comma separated, in CAMLBEAM_TEST_STATIC_ATOMS. Its hello carries them. *)
+let () =
+  match Sys.getenv_opt "CAMLBEAM_TEST_STATIC_ATOMS" with
+  | None | Some "" -> ()
+  | Some names -> Erl.declare_atoms (String.split_on_char ',' names)
+
 let sleep_ms ms = Unix.sleepf (float_of_int ms /. 1000.)
 
 (* The worker's own frame pipe (fd 4, cpp/port/README.md), to break the protocol on purpose. *)

@@ -131,10 +131,19 @@ let test_load () =
   Sys.remove cma;
   Alcotest.(check string) "bytecode in a native host" "not_a_plugin" kind;
   check_contains "bytecode: message" message "a native host loads .cmxs files";
-  (* Through a request, with the path as a string. *)
+  (* A load that fails forgets the atoms declared meanwhile: they are no plugin's. *)
+  Erl.declare_atoms [ "host_test_stray" ];
+  (match reply (Erl_host.handle (Tuple [| Atom "load"; ref_; Term.binary "/nonexistent/p.cmxs" |])) with
+  | Tuple [| Atom "error"; Tuple [| Atom "load_failed"; Atom "enoent"; _ |] |] -> ()
+  | t -> Alcotest.failf "a missing plugin: %s" (Term.to_string t));
+  Alcotest.(check (list string)) "a failed load's atoms are forgotten" [] (Erl.Private.take_new_atoms ());
+  (* Through a request, with the path as a string. The plugin declares atoms: its answer
+     carries them, each once, in the order they were declared. *)
   let path = Term.List (List.init (String.length plugin) (fun i -> Term.Int (Char.code plugin.[i]))) in
-  Alcotest.check term "load" (Atom "ok")
+  Alcotest.check term "load"
+    (ok (Term.map_of_list [ (Atom "atoms", List [ Term.binary "host_test_tag"; Term.binary "host_test_declared" ]) ]))
     (reply (Erl_host.handle (Tuple [| Atom "load"; ref_; path; Atom "infinity" |])));
+  Alcotest.(check (list string)) "carried once" [] (Erl.Private.take_new_atoms ());
   Alcotest.check term "the plugin's export" (ok (Int 42)) (reply (Erl_host.handle (call "host_test.double" [ Int 21 ])));
   (match reply (Erl_host.handle (Tuple [| Atom "load"; ref_; Term.binary plugin |])) with
   | Tuple [| Atom "error"; Tuple [| Atom "load_failed"; Atom "already_loaded"; Binary message |] |] ->

@@ -1,3 +1,10 @@
+(* Atoms named, comma separated, in PORTTEST_ATOMS: declared when this loads, so that the
+   answer to its load carries them, or, linked into a worker, the answer to its hello. *)
+let () =
+  match Sys.getenv_opt "PORTTEST_ATOMS" with
+  | None | Some "" -> ()
+  | Some names -> Erl.declare_atoms (String.split_on_char ',' names)
+
 (* The plugin of the port worker's tests: one export per thing the transport does. *)
 let () =
   Erl.export "identity" Erl.Conv.(term @-> returning term) Fun.id;
