@@ -59,7 +59,7 @@ upgrade_under_load(Config) ->
     new_export_everywhere(Pool).
 
 %% A plugin whose initialiser fails: the temporary worker cannot start, nothing moved,
-%% the callers never notice; a missing file the same. The pool keeps its OS processes
+%% the callers never notice; a missing file and a timeout the same. The pool keeps its OS processes
 %% and its list (a load works).
 upgrade_fails_at_init(Config) ->
     Pool = ?LIB:start_pool(Config, #{pool_size => 3}),
@@ -72,6 +72,9 @@ upgrade_fails_at_init(Config) ->
     Missing = filename:join(?config(priv_dir, Config), "missing.cmxs"),
     ?assertMatch({error, {upgrade_failed, 4, {load_failed, enoent, _}}},
                  ocaml:upgrade(Pool, [Test, Missing])),
+    %% The upgrade's own timeout stops it like a failure.
+    ?assertEqual({error, {upgrade_failed, 4, timeout}},
+                 ocaml:upgrade(Pool, [Test, ?LIB:plugin(Config, "camlbeam_extra")], 0)),
     timer:sleep(100),
     stop_callers(Callers),
     ?LIB:wait_until(fun() -> [1, 2, 3] =:= [Id || #{id := Id} <- ocaml:workers(Pool)] end, 5000),
