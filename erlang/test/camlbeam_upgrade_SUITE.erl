@@ -39,9 +39,12 @@ upgrade_under_load(Config) ->
     Collector = ?LIB:add_log_collector(),
     try
         Callers = start_callers(Pool),
+        Sampler = start_sampler(Pool),
         timer:sleep(200),
         ?assertEqual(ok, ocaml:upgrade(Pool, [?LIB:plugin(Config, "camlbeam_test"), Extra], 60000)),
         timer:sleep(200),
+        %% At every moment, at least pool_size workers served.
+        ?assert(stop_sampler(Sampler) >= 3),
         stop_callers(Callers),
         ?LIB:logged(fun(Event) -> ?LIB:mentions(Event, ["upgraded", "camlbeam_extra"]) end, 5000)
     after
@@ -144,6 +147,24 @@ caller(Pool, Parent, Oks, Errors) ->
             {ok, here} -> caller(Pool, Parent, Oks + 1, Errors);
             Other -> caller(Pool, Parent, Oks, [Other | Errors])
         end
+    end.
+
+%% The fewest workers ocaml:workers/1 listed, sampled without a pause.
+start_sampler(Pool) ->
+    Self = self(),
+    spawn_link(fun() -> sample(Pool, Self, infinity) end).
+
+sample(Pool, Parent, Fewest) ->
+    receive
+        stop -> Parent ! {fewest, self(), Fewest}
+    after 0 ->
+        sample(Pool, Parent, min(Fewest, length(ocaml:workers(Pool))))
+    end.
+
+stop_sampler(Sampler) ->
+    Sampler ! stop,
+    receive {fewest, Sampler, Fewest} -> ct:pal("at least ~p workers served", [Fewest]), Fewest
+    after 5000 -> ct:fail(sampler_stuck)
     end.
 
 %% Every call of every caller was answered {ok, _}.
