@@ -107,7 +107,8 @@ upgrade_fails_mid_roll(Config) ->
     ?assertEqual([], [A || A <- Answers, not is_undef(A)]),
     ?assertEqual({ok, <<"hello, x">>}, ocaml:call(Pool, extra_hello, [<<"x">>])).
 
-%% One upgrade at a time, no load during one; bad arguments; a pool that is gone.
+%% One upgrade at a time, no load during one; the same list again (a rolling restart);
+%% bad arguments; a pool that is gone.
 upgrade_refusals(Config) ->
     Pool = ?LIB:start_pool(Config, #{pool_size => 1}),
     Plugins = [?LIB:plugin(Config, "camlbeam_test"), ?LIB:plugin(Config, "camlbeam_extra")],
@@ -124,6 +125,11 @@ upgrade_refusals(Config) ->
     receive {upgraded, Result} -> ?assertEqual(ok, Result) after 30000 -> ct:fail(no_upgrade_answer) end,
     _ = {Slow, Upgrader},
     ?assertEqual({ok, <<"hello, y">>}, ocaml:call(Pool, extra_hello, [<<"y">>])),
+    %% To the same list: a rolling restart.
+    Before = os_pids(Pool),
+    ?assertEqual(ok, ocaml:upgrade(Pool, Plugins)),
+    _ = ?LIB:new_os_pids(Pool, Before),
+    ?assertEqual({ok, <<"hello, z">>}, ocaml:call(Pool, extra_hello, [<<"z">>])),
     ?assertError(badarg, ocaml:upgrade(Pool, "camlbeam_extra.cmxs")),
     ?assertError(badarg, ocaml:upgrade(Pool, Plugins, -1)),
     ok = ocaml:stop(Pool),
