@@ -32,10 +32,10 @@
 -include("camlbeam_registry.hrl").
 
 -export([start_link/1, start/1, child_spec/1, stop/1]).
--export([call/3, call/4, cast/3, load/2, workers/1]).
+-export([call/3, call/4, cast/3, load/2, upgrade/2, upgrade/3, workers/1]).
 -export([format_error/1, format_error/2]).
 -export_type([pool/0, options/0, flavour/0, worker_info/0]).
--export_type([call_error/0, start_error/0, load_error/0]).
+-export_type([call_error/0, start_error/0, load_error/0, upgrade_error/0]).
 -export_type([int63/0, int64/0]).
 
 -define(DEFAULT_TIMEOUT, 5000).
@@ -175,8 +175,22 @@
                     | {bad_reply, binary()}
                     | {request_failed, binary()}
                     | timeout
+                    | upgrade_in_progress
                     | noproc.
-%% Why {@link load/2} did not load a plugin into every worker.
+%% Why {@link load/2} did not load a plugin into every worker
+%% (`upgrade_in_progress': an {@link upgrade/3} is rolling; nothing was loaded).
+
+-type upgrade_error() :: {upgrade_failed, WorkerId :: pos_integer(), Reason :: ocaml_worker:crash_reason() | term()}
+                       | upgrade_in_progress
+                       | load_in_progress
+                       | timeout
+                       | noproc.
+%% Why {@link upgrade/3} did not move the pool to the new plugins; in every
+%% case the pool serves on its plugins. `upgrade_failed': the OS process of
+%% worker WorkerId (`pool_size + 1' is the upgrade's temporary worker) could
+%% not start on the new plugins, for Reason (as a worker's start fails:
+%% `{load_failed, Kind, M}', `{start_timeout, Step}', `{exit_status, N}',
+%% ...; `timeout' when the upgrade's own timeout passed while moving it).
 
 -type start_error() :: {unknown_option, term()}
                      | {bad_option, atom(), term()}
@@ -267,6 +281,53 @@ load(Pool, Path) when ?IS_POOL(Pool), is_list(Path) orelse is_binary(Path) ->
     end;
 load(Pool, Path) ->
     ?BAD_ARGUMENTS([Pool, Path]).
+
+%% @doc Moves the pool to a new plugin list, one worker at a time, with no
+%% time limit but each worker's: the same as `upgrade(Pool, Plugins, infinity)'.
+-spec upgrade(pool(), [file:filename_all()]) -> ok | {error, upgrade_error()}.
+upgrade(Pool, Plugins) ->
+    upgrade(Pool, Plugins, infinity).
+
+%% @doc Moves the pool to a new plugin list (`Plugins' replaces the plugins
+%% of the options and those {@link load/2} added), one worker at a time,
+%% serving throughout: a temporary extra worker starts on the new list
+%% first; then each worker in turn stops taking calls, answers those in
+%% flight, and starts a new OS process on the new list, which serves before
+%% the next worker is moved; then the temporary worker goes, once it has
+%% answered its calls. No call is dropped or failed on the way. `ok' once
+%% every worker runs the new list, which is from then on the pool's (for
+%% restarts and {@link load/2}).
+%%
+%% If an OS process cannot start on the new list (a plugin missing or
+%% refused, an initialiser that fails, `start_timeout'), the roll stops:
+%% `{error, {upgrade_failed, WorkerId, Reason}}' at once; the failed worker
+%% starts again on the old list, and the workers moved already are moved
+%% back, one at a time, in the background (an upgrade or load meanwhile
+%% answers `upgrade_in_progress'). Each worker takes at most its drain (30 s)
+%% and its start (`start_timeout'); `Timeout' (milliseconds or `infinity')
+%% bounds the whole roll, and stops it like a failure of the worker being
+%% moved, `timeout'. The plugins must be of the pool's flavour.
+-spec upgrade(pool(), [file:filename_all()], timeout()) -> ok | {error, upgrade_error()}.
+upgrade(Pool, Plugins, Timeout)
+  when ?IS_POOL(Pool), is_list(Plugins),
+       (Timeout =:= infinity orelse (is_integer(Timeout) andalso Timeout >= 0)) ->
+    case lists:all(fun is_path/1, Plugins) of
+        true ->
+            case pool_row(Pool) of
+                {ok, #camlbeam_pool{manager = Manager}} ->
+                    try
+                        ocaml_pool_manager:upgrade(Manager, Plugins, Timeout)
+                    catch
+                        exit:_ -> {error, noproc}
+                    end;
+                error ->
+                    {error, noproc}
+            end;
+        false ->
+            ?BAD_ARGUMENTS([Pool, Plugins, Timeout])
+    end;
+upgrade(Pool, Plugins, Timeout) ->
+    ?BAD_ARGUMENTS([Pool, Plugins, Timeout]).
 
 %% @doc The live workers of a pool, by id; `[]' for a pool that is not running.
 -spec workers(pool()) -> [worker_info()].
@@ -359,7 +420,7 @@ cast(Pool, Fun, Args, Tried) ->
 %%% Errors
 
 %% @doc A sentence saying what an error of this module means.
--spec format_error(call_error() | load_error() | start_error() | not_owned
+-spec format_error(call_error() | load_error() | upgrade_error() | start_error() | not_owned
                    | {bad_pool_options, start_error()}) -> string().
 format_error(Reason) ->
     lists:flatten(describe(Reason)).
@@ -417,6 +478,13 @@ argument_problem(load, 2, Path, _Elixir) ->
         true -> none;
         false -> "not the path of a plugin file (a string)"
     end;
+argument_problem(upgrade, 2, Plugins, _Elixir) ->
+    case is_list(Plugins) andalso lists:all(fun is_path/1, Plugins) of
+        true -> none;
+        false -> "not a list of paths of plugin files (strings)"
+    end;
+argument_problem(upgrade, 3, Timeout, Elixir) ->
+    argument_problem(call, 4, Timeout, Elixir);
 argument_problem(Function, 3, Args, _Elixir) when Function =:= call; Function =:= cast ->
     case is_list(Args) of
         true -> none;
@@ -430,6 +498,10 @@ argument_problem(call, 4, Timeout, Elixir) ->
     end;
 argument_problem(_Function, _Position, _Arg, _Elixir) ->
     none.
+
+-spec is_path(term()) -> boolean().
+is_path(Path) ->
+    is_binary(Path) orelse (is_list(Path) andalso Path =/= [] andalso io_lib:char_list(Path)).
 
 -spec start_pool(options(), pid() | none) -> {ok, pool()} | {error, start_error()}.
 start_pool(Options, Owner) ->
@@ -721,6 +793,13 @@ describe(no_worker) ->
     "no worker of the pool is running (they are being restarted)";
 describe(noproc) ->
     "no such pool";
+describe({upgrade_failed, Id, Reason}) ->
+    io_lib:format("the upgrade stopped: worker ~b could not start on the new plugins (~ts); "
+                  "the pool serves on its plugins", [Id, describe(Reason)]);
+describe(upgrade_in_progress) ->
+    "an upgrade of this pool is in progress (or moving its workers back after a failure)";
+describe(load_in_progress) ->
+    "a plugin is being loaded into this pool: upgrade once the load has answered";
 describe(not_owned) ->
     "the pool runs under another supervisor (ocaml:child_spec/1), which stops it";
 describe({bad_pool_options, Reason}) ->

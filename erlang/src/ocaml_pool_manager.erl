@@ -24,15 +24,32 @@
 %% plugins: {@link await_ready/2} says so, or gives the first reason one
 %% could not.
 %%
+%% A rolling upgrade ({@link upgrade/3}) moves the workers to a new plugin
+%% list one at a time. A temporary worker, `pool_size + 1', starts first
+%% with the new list; once it serves, each worker in turn is recycled
+%% ({@link ocaml_worker:recycle/1}: it leaves the registry, its calls in
+%% flight are answered, then its next OS process joins here and gets the new
+%% list) and awaited; once all have moved, the temporary worker is retired
+%% ({@link ocaml_worker:retire/1}) and the new list is the pool's. So at
+%% least `pool_size' workers serve throughout. When a new OS process fails
+%% to start, the roll stops: the caller gets
+%% `{error, {upgrade_failed, WorkerId, Reason}}' at once, the failed worker
+%% starts again on the old list, and the workers already moved are moved
+%% back, one at a time, the temporary one serving meanwhile. A join answers
+%% each worker the list it is on, so a worker that restarts during a roll
+%% keeps its list.
+%%
 %% Also watches the owner of a pool made by {@link ocaml:start_link/1}, and
 %% stops normally when the owner dies: the pool's supervisor shuts the pool
 %% down with it (this is its significant child).
 -module(ocaml_pool_manager).
 -behaviour(gen_server).
 
--export([start_link/2, join/2, started/3, await_ready/2, load/2, declare_atoms/3]).
+-export([start_link/2, join/2, started/3, await_ready/2, load/2, declare_atoms/3, upgrade/3]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
--export_type([worker_setup/0, load_error/0]).
+-export_type([worker_setup/0, load_error/0, upgrade_error/0]).
+
+-include_lib("kernel/include/logger.hrl").
 
 %% What a worker's OS process needs to start: the pool's options, with the
 %% plugins loaded so far.
@@ -43,6 +60,31 @@
                     | {bad_reply, binary()}
                     | {request_failed, binary()}
                     | timeout.
+
+-type upgrade_error() :: {upgrade_failed, WorkerId :: pos_integer(), Reason :: term()}
+                       | upgrade_in_progress
+                       | load_in_progress
+                       | timeout.
+
+%% A rolling upgrade. Forward: the workers of `todo' move to `new' one at a
+%% time. Back (after a failure): the workers moved already return to the
+%% pool's list (`old') one at a time.
+-record(roll, {
+    from :: gen_server:from() | none,
+    old :: [file:filename_all()],
+    new :: [file:filename_all()],
+    direction = forward :: forward | back,
+    %% The workers whose next OS process starts with the new list.
+    on_new :: [pos_integer()],
+    todo :: [pos_integer()],
+    %% The worker being moved; joined once its OS process on the list it is
+    %% moved to has joined (a start reported before is its previous one's).
+    current :: {pos_integer(), joining | joined} | none,
+    extra_id :: pos_integer(),
+    extra = none :: pid() | none,
+    timer :: reference() | none,
+    started_at :: integer()
+}).
 
 %% A load in progress: the workers it waits for, those that refused the
 %% plugin before running any of it, the first error it got.
@@ -71,7 +113,10 @@
     ready_waiters = [] :: [gen_server:from()],
     registry :: reference() | none,
     %% The atoms created for this pool's plugins, counted against max_atoms.
-    atoms = #{} :: #{ocaml_port_protocol:atom_text() => []}
+    atoms = #{} :: #{ocaml_port_protocol:atom_text() => []},
+    %% The worker process of each id, as last joined.
+    worker_pids = #{} :: #{pos_integer() => pid()},
+    roll = none :: #roll{} | none
 }).
 
 %%% API
@@ -121,6 +166,24 @@ declare_atoms(_Manager, _Declarer, []) ->
 declare_atoms(Manager, Declarer, Texts) ->
     gen_server:call(Manager, {declare_atoms, Declarer, Texts}, infinity).
 
+%% @doc Moves every worker of the pool to a new plugin list, one at a time,
+%% keeping at least `pool_size' workers serving (see the module's doc). `ok'
+%% once every worker runs the new list, which is then the pool's; else the
+%% roll stops with the first error, and the pool goes back to its list.
+%% `Timeout' bounds the roll: past it, the roll stops as a failure of the
+%% worker being moved (`timeout').
+-spec upgrade(Manager :: pid(), [file:filename_all()], timeout()) -> ok | {error, upgrade_error()}.
+upgrade(Manager, Plugins, Timeout) ->
+    CallTimeout = case Timeout of
+                      infinity -> infinity;
+                      _ -> Timeout + 1000
+                  end,
+    try
+        gen_server:call(Manager, {upgrade, Plugins, Timeout}, CallTimeout)
+    catch
+        exit:{timeout, _} -> {error, timeout}
+    end.
+
 %%% gen_server callbacks
 
 -spec init({pid(), ocaml_pool:config()}) -> {ok, #state{}}.
@@ -136,17 +199,36 @@ init({Pool, #{plugins := Plugins0, owner := Owner} = Config}) ->
 
 -spec handle_call(term(), gen_server:from(), #state{}) ->
     {reply, term(), #state{}} | {noreply, #state{}}.
-handle_call({join, _WorkerId}, {Worker, _}, #state{members = Members} = State) ->
+handle_call({join, WorkerId}, {Worker, _}, #state{members = Members, worker_pids = Pids,
+                                                  config = #{pool_size := Size}} = State0) ->
     NewMembers = case Members of
                      #{Worker := _} -> Members;
+                     %% The temporary worker of a roll that ended: it is being retired,
+                     %% and takes no load.
+                     #{} when WorkerId > Size, State0#state.roll =:= none -> Members;
                      #{} -> Members#{Worker => erlang:monitor(process, Worker)}
                  end,
-    {reply, {ok, setup(State)}, State#state{members = NewMembers}};
+    State = case State0#state.roll of
+                #roll{current = {WorkerId, joining}} = Roll ->
+                    State0#state{roll = Roll#roll{current = {WorkerId, joined}}};
+                _ ->
+                    State0
+            end,
+    {reply, {ok, setup(WorkerId, State)},
+     State#state{members = NewMembers, worker_pids = Pids#{WorkerId => Worker}}};
 handle_call({declare_atoms, Declarer, Texts}, _From, State) ->
     case create_atoms(Declarer, Texts, State) of
         {ok, NewState} -> {reply, ok, NewState};
         {error, _} = Error -> {reply, Error, State}
     end;
+handle_call({upgrade, _, _}, _From, #state{roll = #roll{}} = State) ->
+    {reply, {error, upgrade_in_progress}, State};
+handle_call({upgrade, _, _}, _From, #state{loads = Loads} = State) when map_size(Loads) > 0 ->
+    {reply, {error, load_in_progress}, State};
+handle_call({upgrade, Plugins, Timeout}, From, State) ->
+    {noreply, start_roll([filename:absname(P) || P <- Plugins], Timeout, From, State)};
+handle_call({load, _}, _From, #state{roll = #roll{}} = State) ->
+    {reply, {error, upgrade_in_progress}, State};
 handle_call(await_ready, From, #state{ready_waiters = Waiters} = State) ->
     {noreply, answer_ready(State#state{ready_waiters = [From | Waiters]})};
 handle_call({load, Path0}, From, #state{members = Members, plugins = Plugins} = State) ->
@@ -176,9 +258,11 @@ start_load(Path, From, Members, State) ->
     {noreply, maybe_finish(LoadId, NewState)}.
 
 -spec handle_cast(term(), #state{}) -> {noreply, #state{}}.
-handle_cast({started, Id, Result}, #state{first_starts = Starts} = State) ->
+handle_cast({started, Id, Result}, #state{first_starts = Starts, config = #{pool_size := Size}} = State0) ->
+    State = roll_started(Id, Result, State0),
     case Starts of
         #{Id := _} -> {noreply, State};
+        #{} when Id > Size -> {noreply, State};  % the temporary worker of an upgrade
         #{} -> {noreply, answer_ready(State#state{first_starts = Starts#{Id => Result}})}
     end;
 handle_cast(_Request, State) ->
@@ -204,11 +288,20 @@ handle_info({'DOWN', Registry, process, _, _}, #state{registry = Registry} = Sta
 handle_info({'DOWN', Alias, process, _, Reason}, #state{answers = Answers} = State)
   when is_map_key(Alias, Answers) ->
     {noreply, answered(Alias, {error, {worker_crashed, Reason}}, State)};
-handle_info({'DOWN', Monitor, process, Worker, _}, #state{members = Members} = State) ->
+handle_info({'DOWN', Monitor, process, Worker, Reason}, #state{members = Members} = State) ->
     case Members of
-        #{Worker := Monitor} -> {noreply, State#state{members = maps:remove(Worker, Members)}};
-        #{} -> {noreply, State}
+        #{Worker := Monitor} ->
+            {noreply, extra_down(Worker, Reason, State#state{members = maps:remove(Worker, Members)})};
+        #{} ->
+            {noreply, State}
     end;
+handle_info({timeout, Timer, roll}, #state{roll = #roll{timer = Timer, direction = forward,
+                                                         current = Current}} = State) ->
+    Id = case Current of
+             {CurrentId, _} -> CurrentId;
+             none -> 0
+         end,
+    {noreply, roll_failed(Id, timeout, State)};
 handle_info({timeout, _Timer, {load, LoadId}}, #state{loads = Loads} = State) ->
     case Loads of
         #{LoadId := #load{waiting = Waiting}} ->
@@ -227,8 +320,15 @@ handle_info(_Info, State) ->
 
 %%% Internals
 
--spec setup(#state{}) -> worker_setup().
-setup(#state{config = Config, plugins = Plugins}) ->
+%% The set-up of worker Id: the pool's plugins, or the new ones of a
+%% rolling upgrade for a worker moved to them.
+-spec setup(pos_integer(), #state{}) -> worker_setup().
+setup(Id, #state{config = Config, roll = #roll{on_new = OnNew, new = New}} = State) ->
+    case lists:member(Id, OnNew) of
+        true -> Config#{plugins := New};
+        false -> setup(Id, State#state{roll = none})
+    end;
+setup(_Id, #state{config = Config, plugins = Plugins}) ->
     Config#{plugins := [Path || {Path, _} <- Plugins]}.
 
 %% Replies to the waiters of await_ready/2 once the outcome is known.
@@ -370,6 +470,125 @@ save_plugins(Pool, Plugins) ->
     {file:filename_all(), loaded | reference()}.
 mark_loaded(LoadId, {Path, LoadId}) -> {Path, loaded};
 mark_loaded(_LoadId, Plugin) -> Plugin.
+
+%%% Rolling upgrades
+
+-spec start_roll([file:filename_all()], timeout(), gen_server:from(), #state{}) -> #state{}.
+start_roll(New, Timeout, From, #state{pool = Pool, plugins = Plugins,
+                                      config = #{pool_size := Size}} = State) ->
+    ExtraId = Size + 1,
+    Roll = #roll{from = From, old = [Path || {Path, _} <- Plugins], new = New,
+                 on_new = [ExtraId], todo = lists:seq(1, Size), current = {ExtraId, joining},
+                 extra_id = ExtraId, started_at = erlang:monotonic_time(millisecond),
+                 timer = case Timeout of
+                             infinity -> none;
+                             _ -> erlang:start_timer(Timeout, self(), roll)
+                         end},
+    Started = try
+                  [Sup] = [Pid || {workers, Pid, _, _} <- supervisor:which_children(Pool), is_pid(Pid)],
+                  ocaml_worker_sup:start_extra(Sup, Pool, ExtraId)
+              catch
+                  Class:Reason -> {error, {Class, Reason}}
+              end,
+    case Started of
+        {ok, Extra} when is_pid(Extra) ->
+            State#state{roll = Roll#roll{extra = Extra}};
+        Error ->
+            roll_failed(ExtraId, {worker_crashed, Error}, State#state{roll = Roll})
+    end.
+
+%% A worker's OS process started, or could not: the next step of the roll
+%% if it is the one being moved, on the list it is moved to.
+-spec roll_started(pos_integer(), ok | {error, term()}, #state{}) -> #state{}.
+roll_started(_Id, {error, recycled}, State) ->
+    %% Replaced before it was ready: its next OS process is the one awaited.
+    State;
+roll_started(Id, Result, #state{roll = #roll{current = {Id, joined}, direction = Direction}} = State) ->
+    case {Direction, Result} of
+        {forward, {error, Reason}} -> roll_failed(Id, Reason, State);
+        _ -> roll_next(State)
+    end;
+roll_started(_Id, _Result, State) ->
+    State.
+
+%% Moves the next worker, or ends the roll.
+-spec roll_next(#state{}) -> #state{}.
+roll_next(#state{roll = #roll{todo = [Id | Todo], on_new = OnNew, direction = Direction} = Roll,
+                 worker_pids = Pids} = State) ->
+    NewOnNew = case Direction of
+                   forward -> [Id | OnNew];
+                   back -> lists:delete(Id, OnNew)
+               end,
+    NewState = State#state{roll = Roll#roll{todo = Todo, on_new = NewOnNew, current = {Id, joining}}},
+    case Pids of
+        #{Id := Worker} ->
+            ok = ocaml_worker:recycle(Worker),
+            NewState;
+        #{} ->
+            %% Never joined yet: it will join with the list it is on.
+            roll_next(NewState)
+    end;
+roll_next(#state{roll = #roll{direction = forward, new = New, from = From, extra = Extra,
+                              timer = Timer, started_at = StartedAt, old = Old},
+                 pool = Pool} = State) ->
+    cancel_roll_timer(Timer),
+    Plugins = [{Path, loaded} || Path <- New],
+    ok = save_plugins(Pool, Plugins),
+    ?LOG_NOTICE("OCaml pool ~p: upgraded from plugins ~tp to ~tp in ~b ms, one worker at a time",
+                [Pool, Old, New, erlang:monotonic_time(millisecond) - StartedAt]),
+    gen_server:reply(From, ok),
+    retire(Extra, State#state{plugins = Plugins, roll = none});
+roll_next(#state{roll = #roll{direction = back, extra = Extra}} = State) ->
+    retire(Extra, State#state{roll = none}).
+
+%% The OS process of worker Id could not start on the new list: the caller
+%% hears it now; the failed worker starts again on the old list, and the
+%% workers moved already go back to it one at a time.
+-spec roll_failed(non_neg_integer(), term(), #state{}) -> #state{}.
+roll_failed(Id, Reason, #state{pool = Pool, roll = #roll{from = From, on_new = OnNew, extra_id = ExtraId,
+                                                          timer = Timer, new = New} = Roll} = State) ->
+    cancel_roll_timer(Timer),
+    ?LOG_WARNING("OCaml pool ~p: upgrade to plugins ~tp stopped: worker ~b could not start on them (~ts); "
+                 "the pool goes back to its plugins",
+                 [Pool, New, Id, ocaml:format_error(Reason)]),
+    gen_server:reply(From, {error, {upgrade_failed, Id, Reason}}),
+    Moved = lists:reverse(OnNew -- [Id, ExtraId]),
+    %% Back, in order; the temporary worker serves meanwhile.
+    roll_next(State#state{roll = Roll#roll{from = none, direction = back, timer = none, current = none,
+                                           on_new = OnNew -- [Id], todo = Moved}}).
+
+%% The temporary worker's process ended before it was retired.
+-spec extra_down(pid(), term(), #state{}) -> #state{}.
+extra_down(Worker, Reason, #state{roll = #roll{extra = Worker, extra_id = Id, current = Current} = Roll} = State) ->
+    NewState = State#state{roll = Roll#roll{extra = none}},
+    case {Roll#roll.direction, Current} of
+        {forward, {Id, _}} -> roll_failed(Id, {worker_crashed, Reason}, NewState);
+        _ -> NewState
+    end;
+extra_down(_Worker, _Reason, State) ->
+    State.
+
+%% The temporary worker goes once it has answered its calls; it is no member
+%% any more: a load from now on is not sent to it.
+-spec retire(pid() | none, #state{}) -> #state{}.
+retire(none, State) ->
+    State;
+retire(Worker, #state{members = Members} = State) ->
+    ok = ocaml_worker:retire(Worker),
+    case maps:take(Worker, Members) of
+        {Monitor, Rest} ->
+            erlang:demonitor(Monitor, [flush]),
+            State#state{members = Rest};
+        error ->
+            State
+    end.
+
+-spec cancel_roll_timer(reference() | none) -> ok.
+cancel_roll_timer(none) ->
+    ok;
+cancel_roll_timer(Timer) ->
+    _ = erlang:cancel_timer(Timer, [{async, true}, {info, false}]),
+    ok.
 
 -spec reregister(#state{}) -> #state{}.
 reregister(#state{pool = Pool, plugins = Plugins} = State) ->

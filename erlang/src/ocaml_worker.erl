@@ -25,7 +25,7 @@
 -include_lib("kernel/include/logger.hrl").
 -include("camlbeam_registry.hrl").
 
--export([start_link/2, load/3, recycle/1]).
+-export([start_link/2, load/3, recycle/1, retire/1]).
 -export([init/1, handle_continue/2, handle_call/3, handle_cast/2, handle_info/2, terminate/2,
          format_status/1]).
 -export_type([crash_reason/0]).
@@ -117,6 +117,9 @@
     failures = 0 :: non_neg_integer(),
     first_start = true :: boolean(),
     drain_until :: integer() | undefined,
+    %% Retired ({@link retire/1}): once drained, this process stops instead of
+    %% starting another OS process.
+    retiring = false :: boolean(),
     %% Loads asked for while no OS process could take them: the next one
     %% loads the plugin at start, and these aliases get that step's answer.
     deferred_loads = [] :: [{file:filename_all(), reference()}],
@@ -144,6 +147,14 @@ load(Worker, Alias, Path) ->
 recycle(Worker) ->
     gen_server:cast(Worker, recycle).
 
+%% @doc Stops the worker once the calls in flight on its OS process are
+%% answered (for at most 30 s, as {@link recycle/1}), at once if it has none
+%% or no OS process ready: the temporary worker of a rolling upgrade
+%% ({@link ocaml_pool_manager}). It stops `normal', and is not restarted.
+-spec retire(Worker :: pid()) -> ok.
+retire(Worker) ->
+    gen_server:cast(Worker, retire).
+
 %%% gen_server callbacks
 
 -spec init({pid(), pos_integer()}) -> {ok, #state{}, {continue, spawn}} | {stop, no_pool}.
@@ -169,11 +180,19 @@ handle_continue(spawn, State) ->
 handle_call(Request, _From, State) ->
     {reply, {error, {unknown_request, Request}}, State}.
 
--spec handle_cast(term(), #state{}) -> {noreply, #state{}}.
+-spec handle_cast(term(), #state{}) -> {noreply, #state{}} | {stop, normal, #state{}}.
 handle_cast({load, Alias, Path}, State) ->
     {noreply, request_load(Alias, Path, State)};
 handle_cast(recycle, State) ->
     {noreply, start_recycling(State)};
+handle_cast(retire, #state{phase = Phase} = State) when Phase =:= ready; Phase =:= draining ->
+    {noreply, start_recycling(State#state{retiring = true})};
+handle_cast(retire, State) ->
+    %% Starting (no call is sent to an OS process before it is ready) or
+    %% between two OS processes: nothing in flight.
+    {stop, normal, State};
+handle_cast(retired, #state{retiring = true} = State) ->
+    {stop, normal, State};
 handle_cast(_Request, State) ->
     {noreply, State}.
 
@@ -369,12 +388,12 @@ publish(#state{pool = Pool, id = Id, setup = Setup,
 unpublish(#state{pool = Pool, id = Id}) ->
     camlbeam_registry:unregister_worker({Pool, Id}).
 
+%% Every start is reported: the first ones make the pool's start, the
+%% later ones a rolling upgrade's steps.
 -spec report_start(ok | {error, term()}, #state{}) -> #state{}.
-report_start(Result, #state{first_start = true, manager = Manager, id = Id} = State) ->
+report_start(Result, #state{manager = Manager, id = Id} = State) ->
     ok = ocaml_pool_manager:started(Manager, Id, Result),
-    State#state{first_start = false};
-report_start(_Result, State) ->
-    State.
+    State#state{first_start = false}.
 
 %%% Frames from the OS process
 
@@ -700,6 +719,10 @@ answer_all(Pending, Reason) ->
 %% The next OS process: at once after a deliberate restart or one that
 %% follows a healthy run, else after the backoff.
 -spec next_proc(crash_reason(), integer() | undefined, non_neg_integer(), #state{}) -> #state{}.
+next_proc(_Reason, _ReadyAt, _InFlight, #state{retiring = true} = State) ->
+    %% Drained (or its OS process ended meanwhile, its calls answered): no next.
+    gen_server:cast(self(), retired),
+    State#state{phase = backoff, proc = none};
 next_proc(recycled, _ReadyAt, _InFlight, #state{gen = Gen} = State) ->
     respawn_after(0, Gen),
     State#state{phase = backoff, proc = none};

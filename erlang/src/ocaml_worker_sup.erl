@@ -5,10 +5,13 @@
 %% supervisor no restart. A restart here means the Erlang process itself
 %% crashed (a bug in camlbeam, or a kill from outside); the new one starts a
 %% new OS process with the pool's plugins.
+%%
+%% A rolling upgrade ({@link ocaml:upgrade/3}) adds one temporary worker of
+%% id `pool_size + 1' for its duration ({@link start_extra/3}).
 -module(ocaml_worker_sup).
 -behaviour(supervisor).
 
--export([start_link/2]).
+-export([start_link/2, start_extra/3]).
 -export([init/1]).
 
 %% Restarts allowed per period (seconds) before the pool's supervisor takes
@@ -20,6 +23,18 @@
 -spec start_link(Pool :: pid(), PoolSize :: pos_integer()) -> supervisor:startlink_ret().
 start_link(Pool, PoolSize) ->
     supervisor:start_link(?MODULE, {Pool, PoolSize}).
+
+%% @doc Starts the temporary worker `Id' of a rolling upgrade: not restarted,
+%% it stops by itself when retired ({@link ocaml_worker:retire/1}). A child
+%% id of its own: the one of the previous upgrade may still be answering its
+%% last calls.
+-spec start_extra(Sup :: pid(), Pool :: pid(), Id :: pos_integer()) -> supervisor:startchild_ret().
+start_extra(Sup, Pool, Id) ->
+    supervisor:start_child(Sup, #{id => {upgrade_worker, Id, make_ref()},
+                                  start => {ocaml_worker, start_link, [Pool, Id]},
+                                  restart => temporary,
+                                  shutdown => 5000,
+                                  type => worker}).
 
 -spec init({pid(), pos_integer()}) ->
     {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
