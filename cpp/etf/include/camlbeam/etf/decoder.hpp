@@ -9,6 +9,7 @@
 // or simply etf::decode_term(bytes), which throws DecodeException.
 #pragma once
 
+#include <camlbeam/etf/atom_cache.hpp>
 #include <camlbeam/etf/error.hpp>
 #include <camlbeam/etf/limits.hpp>
 #include <camlbeam/etf/tags.hpp>
@@ -204,14 +205,16 @@ enum class TagKind : std::uint8_t {
   list,
   tuple,  // SMALL_TUPLE_EXT, LARGE_TUPLE_EXT
   map,
-  // Read out of line by the Decoder's members: they need its scratch buffers or options.
+  // Read inline too (in distribution messages every atom is one), but needs the Decoder's
+  // options: not a scalar decode() can read alone.
+  atom_cache_ref,
+  // Read out of line by the Decoder's members: they need its scratch buffers.
   bit_binary,
   pid,        // NEW_PID_EXT, PID_EXT
   port,       // V4_PORT_EXT, NEW_PORT_EXT, PORT_EXT
   reference,  // NEWER_REFERENCE_EXT, NEW_REFERENCE_EXT, REFERENCE_EXT
   new_fun,
   export_fun,
-  atom_cache_ref,
   refused,  // defined by OTP, not accepted in a term: LOCAL_EXT, the removed FUN_EXT
   unknown,
 };
@@ -220,7 +223,7 @@ enum class TagKind : std::uint8_t {
 constexpr bool is_scalar(TagKind kind) noexcept { return kind <= TagKind::old_float; }
 // Read inline by the Decoder's loop.
 constexpr bool read_in_loop(TagKind kind) noexcept {
-  return kind <= TagKind::string || (kind >= TagKind::list && kind <= TagKind::map);
+  return kind <= TagKind::string || (kind >= TagKind::list && kind <= TagKind::atom_cache_ref);
 }
 
 // The one map from tag bytes to kinds: calls `read.template operator()<Kind>(t)` and returns
@@ -537,8 +540,11 @@ template <Visitor V>
 class Decoder : public Reader {
  public:
   Decoder(const std::uint8_t* begin, const std::uint8_t* end, std::size_t base_offset,
-          V& visitor, const Limits& limits)
-      : Reader(begin, end, base_offset), visitor_(visitor), limits_(limits) {}
+          V& visitor, const DecodeOptions& options)
+      : Reader(begin, end, base_offset),
+        visitor_(visitor),
+        limits_(options.limits),
+        atom_cache_refs_(options.atom_cache_refs) {}
 
   // Decodes one term starting at the current position; on failure sets result.error.
   void run(DecodeResult& result) {
@@ -621,6 +627,9 @@ class Decoder : public Reader {
         if constexpr (is_scalar(Kind) && read_in_loop(Kind)) {
           r.read_scalar<Kind>(tag_byte, visitor_, atom_scratch_);
           return true;
+        } else if constexpr (Kind == TagKind::atom_cache_ref) {
+          visitor_.atom(read_cached_atom(r));
+          return true;
         } else if constexpr (read_in_loop(Kind)) {
           return read_container_header<Kind>(r, open, tag_byte);
         } else {
@@ -687,8 +696,7 @@ class Decoder : public Reader {
     else if constexpr (Kind == TagKind::reference) read_reference(t);
     else if constexpr (Kind == TagKind::new_fun) return read_fun();
     else if constexpr (Kind == TagKind::export_fun) read_export_fun();
-    else if constexpr (Kind == TagKind::atom_cache_ref || Kind == TagKind::refused)
-      fail_at(p_ - 1, Errc::unsupported_tag, t);
+    else if constexpr (Kind == TagKind::refused) fail_at(p_ - 1, Errc::unsupported_tag, t);
     else fail_at(p_ - 1, Errc::unknown_tag, t);
     return 0;
   }
@@ -702,15 +710,35 @@ class Decoder : public Reader {
   }
 
   void read_export_fun() {
-    std::string_view module = read_atom(u8(), module_scratch_);
-    std::string_view function = read_atom(u8(), atom_scratch_);
+    std::string_view module = read_atom_field(module_scratch_);
+    std::string_view function = read_atom_field(atom_scratch_);
     // OTP writes the arity as SMALL_INTEGER; other encoders may use INTEGER.
     const std::int64_t arity = read_small_int_field();
     if (arity < 0 || arity > 255) fail(Errc::bad_fun, static_cast<std::uint64_t>(arity));
     visitor_.export_fun(module, function, static_cast<std::uint8_t>(arity));
   }
 
-  std::string_view read_node(AtomText& scratch) { return read_atom(u8(), scratch); }
+  // ATOM_CACHE_REF's index (its tag just read by `r`), resolved against the references of
+  // the distribution header the term came after. It reads from the Reader it is given: the
+  // loop passes its register copy, the members pass themselves.
+  [[gnu::always_inline]] inline std::string_view read_cached_atom(Reader& r) const {
+    if (atom_cache_refs_ == nullptr) [[unlikely]]
+      r.fail_at(r.p_ - 1, Errc::unsupported_tag, tag::atom_cache_ref);
+    const std::uint8_t index = r.u8();
+    if (index >= atom_cache_refs_->size()) [[unlikely]]
+      r.fail_at(r.p_ - 1, Errc::bad_atom_cache_ref, index);
+    return (*atom_cache_refs_)[index];
+  }
+
+  // An atom inside another term (a node, a module, a function name): any atom tag, or an
+  // atom cache reference.
+  std::string_view read_atom_field(AtomText& scratch) {
+    const std::uint8_t t = u8();
+    if (t == tag::atom_cache_ref) return read_cached_atom(*this);
+    return read_atom(t, scratch);
+  }
+
+  std::string_view read_node(AtomText& scratch) { return read_atom_field(scratch); }
 
   std::int64_t read_small_int_field() {
     switch (u8()) {
@@ -789,8 +817,7 @@ class Decoder : public Reader {
     p_ += 16;
     fun.index = u32();
     fun.free_count = u32();
-    std::uint8_t module_tag = u8();
-    fun.module = read_atom(module_tag, module_scratch_);
+    fun.module = read_atom_field(module_scratch_);
     fun.old_index = read_small_int_field();
     fun.old_uniq = read_small_int_field();
     std::uint8_t pid_tag = u8();
@@ -811,6 +838,7 @@ class Decoder : public Reader {
 
   V& visitor_;
   const Limits& limits_;
+  const AtomCacheRefs* atom_cache_refs_;
   FrameStorage frames_;
   std::vector<std::size_t> fun_ends_;  // where each open fun's declared size says it ends
   // Left uninitialised on purpose: written before read, and a decode of a small term should
@@ -826,8 +854,8 @@ namespace detail {
 // decode()'s body, writing into the caller's result: one DecodeResult per call, never copied.
 template <Visitor V>
 void decode_body_into(DecodeResult& result, std::span<const std::uint8_t> bytes, V& visitor,
-                      const Limits& limits, std::size_t base_offset) {
-  Decoder<V>(bytes.data(), bytes.data() + bytes.size(), base_offset, visitor, limits).run(result);
+                      const DecodeOptions& options, std::size_t base_offset) {
+  Decoder<V>(bytes.data(), bytes.data() + bytes.size(), base_offset, visitor, options).run(result);
 }
 
 // The tags Reader::read_scalar() reads, as a table: decode() checks it before it sets
@@ -876,7 +904,7 @@ void decode_compressed(DecodeResult& result, std::span<const std::uint8_t> input
     return fail(Errc::trailing_bytes, 6 + consumed, compressed_size - consumed);
   // Offsets inside the inflated data are reported as such; the compressed stream must hold
   // exactly one term, so leftovers there are an error whatever the options say.
-  decode_body_into(result, std::span<const std::uint8_t>(inflated), visitor, options.limits, 0);
+  decode_body_into(result, std::span<const std::uint8_t>(inflated), visitor, options, 0);
   if (!result) {
     result.error->inflated = true;
   } else if (result.end != size) {
@@ -887,13 +915,21 @@ void decode_compressed(DecodeResult& result, std::span<const std::uint8_t> input
 }
 }  // namespace detail
 
-// Decodes one term body (no version byte) starting at bytes[0]; reports where it ended.
+// Decodes one term body (no version byte) starting at bytes[0]; reports where it ended,
+// whatever follows (options.allow_trailing_bytes does not apply). The terms after a
+// distribution header are bodies; options.atom_cache_refs says what their atom cache
+// references mean.
+template <Visitor V>
+DecodeResult decode_body(std::span<const std::uint8_t> bytes, V& visitor, const DecodeOptions& options,
+                         std::size_t base_offset = 0) {
+  DecodeResult result;
+  detail::decode_body_into(result, bytes, visitor, options, base_offset);
+  return result;
+}
 template <Visitor V>
 DecodeResult decode_body(std::span<const std::uint8_t> bytes, V& visitor, const Limits& limits = {},
                          std::size_t base_offset = 0) {
-  DecodeResult result;
-  detail::decode_body_into(result, bytes, visitor, limits, base_offset);
-  return result;
+  return decode_body(bytes, visitor, DecodeOptions{.limits = limits}, base_offset);
 }
 
 // Decodes a complete external term: version byte 131, then a term or a compressed term.
@@ -918,7 +954,7 @@ DecodeResult decode(std::span<const std::uint8_t> input, V& visitor, const Decod
     // A lone scalar needs none of the Decoder's stack or buffers, and is decoded by the same
     // Reader code the Decoder would use; anything else starts over with the full Decoder.
     const bool lone_scalar = input.size() >= 2 && detail::decode_lone_scalar(result, input.subspan(1), visitor);
-    if (!lone_scalar) detail::decode_body_into(result, input.subspan(1), visitor, options.limits, 1);
+    if (!lone_scalar) detail::decode_body_into(result, input.subspan(1), visitor, options, 1);
     if (result && !options.allow_trailing_bytes && result.end != input.size())
       fail(Errc::trailing_bytes, result.end, input.size() - result.end);
   }
