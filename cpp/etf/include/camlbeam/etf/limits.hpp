@@ -23,4 +23,8 @@ struct DecodeOptions {
   const AtomCacheRefs* atom_cache_refs = nullptr;
 };
 
+// The entry points' default: a constant, not a temporary built on every call (building it
+// was a few stores, read back at once, in the decode of a small term).
+inline constexpr DecodeOptions default_decode_options{};
+
 }  // namespace camlbeam::etf
