@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -224,6 +225,17 @@ TEST(DistHeader, RefusesWhatIsNotAHeaderOrNotAnAtom) {
     EXPECT_EQ(e.offset, c.offset) << c.name;
     EXPECT_EQ(e.detail, c.detail) << c.name;
   }
+}
+
+TEST(AtomCacheRefs, RefusesWhatNoHeaderCanList) {
+  etf::AtomCacheRefs refs;
+  EXPECT_THROW(refs.push_back_again(0), std::length_error);
+  EXPECT_THROW(refs.push_back(std::string(etf::AtomCacheRefs::max_atom_bytes + 1, 'a')), std::length_error);
+  for (std::size_t i = 0; i < etf::AtomCacheRefs::max_refs; ++i) refs.push_back("a");
+  EXPECT_THROW(refs.push_back("b"), std::length_error);
+  EXPECT_THROW(refs.push_back_again(0), std::length_error);
+  etf::AtomCache cache;
+  EXPECT_THROW(cache.store(etf::AtomCache::entries, "a"), std::out_of_range);
 }
 
 // ---- ATOM_CACHE_REF in the decoder ----------------------------------------------------------

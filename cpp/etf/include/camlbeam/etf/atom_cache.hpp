@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -52,6 +53,7 @@ class AtomCache {
     return std::string_view(texts_[index]);
   }
   void store(std::size_t index, std::string_view utf8_text) {
+    if (index >= entries) throw std::out_of_range("AtomCache: entry past 2047");
     texts_[index].assign(utf8_text);
     filled_.set(index);
   }
@@ -68,6 +70,7 @@ class AtomCache {
 class AtomCacheRefs {
  public:
   static constexpr std::size_t max_refs = 255;  // 0 <= AtomCacheReferenceIndex < 255
+  static constexpr std::size_t max_atom_bytes = 4 * 255;
 
   std::size_t size() const noexcept { return count_; }
   // Atom i as UTF-8 (valid, at most 255 characters); i < size().
@@ -79,18 +82,23 @@ class AtomCacheRefs {
     count_ = 0;
     text_.clear();
   }
-  // Appends an atom (copied); size() < max_refs.
+  // Appends an atom (copied).
   void push_back(std::string_view utf8_text) {
+    if (count_ == max_refs || utf8_text.size() > max_atom_bytes)
+      throw std::length_error("AtomCacheRefs: full, or not an atom");
     refs_[count_++] = Ref{static_cast<std::uint32_t>(text_.size()), static_cast<std::uint16_t>(utf8_text.size())};
     text_.append(utf8_text);
   }
-  // Appends atom i again, without copying its text; i < size() < max_refs.
-  void push_back_again(std::size_t i) noexcept { refs_[count_++] = refs_[i]; }
+  // Appends atom i again, without copying its text.
+  void push_back_again(std::size_t i) {
+    if (count_ == max_refs || i >= count_) throw std::length_error("AtomCacheRefs: full, or no atom i");
+    refs_[count_++] = refs_[i];
+  }
 
  private:
   struct Ref {
     std::uint32_t offset;
-    std::uint16_t size;  // at most 255 four-byte characters
+    std::uint16_t size;  // at most max_atom_bytes
   };
   std::string text_;
   std::array<Ref, max_refs> refs_;  // the first count_ are written
