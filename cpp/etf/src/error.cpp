@@ -24,6 +24,9 @@ std::string_view to_string(Errc code) noexcept {
     case Errc::bad_node: return "bad_node";
     case Errc::duplicate_map_key: return "duplicate_map_key";
     case Errc::trailing_bytes: return "trailing_bytes";
+    case Errc::bad_atom_cache_ref: return "bad_atom_cache_ref";
+    case Errc::atom_cache_miss: return "atom_cache_miss";
+    case Errc::bad_dist_header: return "bad_dist_header";
   }
   return "unknown_error";
 }
@@ -38,7 +41,7 @@ std::string explain(const DecodeError& e) {
     case Errc::unknown_tag: return "unknown tag " + n;
     case Errc::unsupported_tag:
       return "tag " + n + " is not accepted here (LOCAL_EXT, the removed FUN_EXT, or an atom "
-                          "cache reference outside a distribution header)";
+                          "cache reference where no distribution header's references are given)";
     case Errc::length_exceeds_input:
       return "a declared count or length needs at least " + n + " bytes, more than are left";
     case Errc::depth_limit: return "nesting deeper than the limit of " + n;
@@ -56,6 +59,11 @@ std::string explain(const DecodeError& e) {
     case Errc::bad_node: return "expected an atom (node or module name), found tag " + n;
     case Errc::duplicate_map_key: return "map holds the same key twice";
     case Errc::trailing_bytes: return n + " bytes follow the term";
+    case Errc::bad_atom_cache_ref:
+      return "atom cache reference " + n + " is past the references its distribution header lists";
+    case Errc::atom_cache_miss:
+      return "distribution header refers to atom cache entry " + n + ", which no header has written";
+    case Errc::bad_dist_header: return "tag " + n + " does not start a distribution header (68, 69 or 70)";
   }
   return "unknown error";
 }

@@ -7,6 +7,8 @@
 // Byte strings marked "OTP 25" come from a live node: term_to_binary/1 for valid
 // encodings, term_to_binary(binary_to_term(In)) for normalisations.
 
+#include "erlang_oracle.hpp"
+
 #include <camlbeam/etf/etf.hpp>
 
 #include <gtest/gtest.h>
@@ -35,6 +37,9 @@
 
 namespace etf = camlbeam::etf;
 using etf::Errc;
+using camlbeam::etf::test::ask_erlang;
+using camlbeam::etf::test::on_path;
+using camlbeam::etf::test::to_hex;
 using Bytes = std::vector<std::uint8_t>;
 
 // ---- Allocation metering -------------------------------------------------------------------
@@ -164,19 +169,6 @@ Bytes from_hex(std::string_view hex) {
     }
   }
   if (high >= 0) throw std::invalid_argument("odd number of hex digits in " + std::string(hex));
-  return out;
-}
-
-std::string to_hex(std::span<const std::uint8_t> bytes, std::size_t max_bytes = SIZE_MAX) {
-  static constexpr char kDigits[] = "0123456789ABCDEF";
-  const std::size_t n = std::min(bytes.size(), max_bytes);
-  std::string out;
-  out.reserve(2 * n + 3);
-  for (std::size_t i = 0; i < n; ++i) {
-    out += kDigits[bytes[i] >> 4];
-    out += kDigits[bytes[i] & 15];
-  }
-  if (n < bytes.size()) out += "...";
   return out;
 }
 
@@ -1238,36 +1230,6 @@ answer(<<"N ", Hex/binary>>) ->
     catch error:badarg -> <<"badarg">> end.
 )";
 
-bool on_path(const char* program) {
-  return std::system((std::string("command -v ") + program + " >/dev/null 2>&1").c_str()) == 0;
-}
-
-// Runs the checker over the lines; one answer per line.
-std::vector<std::string> ask_erlang(const std::vector<std::string>& lines) {
-  char dir_template[] = "/tmp/camlbeam-hostile-XXXXXX";
-  const char* dir = mkdtemp(dir_template);
-  if (dir == nullptr) throw std::runtime_error("mkdtemp failed");
-  const std::string script = std::string(dir) + "/check.escript", input = std::string(dir) + "/inputs.txt";
-  std::ofstream(script) << kErlangChecker;
-  {
-    std::ofstream out(input);
-    for (const auto& line : lines) out << line << '\n';
-  }
-  std::vector<std::string> answers;
-  if (FILE* pipe = popen(("escript " + script + " " + input + " 2>&1").c_str(), "r")) {
-    std::string current;
-    for (int c; (c = std::fgetc(pipe)) != EOF;) {
-      if (c == '\n') answers.push_back(std::exchange(current, {}));
-      else current += static_cast<char>(c);
-    }
-    pclose(pipe);
-  }
-  std::remove(script.c_str());
-  std::remove(input.c_str());
-  rmdir(dir);
-  return answers;
-}
-
 TEST(ErlangAgrees, RejectsWhatWeRejectAndNormalisesAlike) {
   ASSERT_TRUE(on_path("escript")) << "escript is missing (erlang-nox): run scripts/setup.sh";
   struct Question {
@@ -1285,7 +1247,7 @@ TEST(ErlangAgrees, RejectsWhatWeRejectAndNormalisesAlike) {
   for (const auto& n : normalisations()) questions.push_back({n.name, "N " + to_hex(n.input), to_hex(n.otp)});
   std::vector<std::string> lines;
   for (const auto& q : questions) lines.push_back(q.line);
-  const std::vector<std::string> answers = ask_erlang(lines);
+  const std::vector<std::string> answers = ask_erlang(kErlangChecker, lines);
   ASSERT_EQ(answers.size(), questions.size()) << (answers.empty() ? "" : answers.front());
   for (std::size_t i = 0; i < questions.size(); ++i)
     EXPECT_EQ(answers[i], questions[i].want) << questions[i].name << ": " << questions[i].line.substr(0, 120);

@@ -14,7 +14,8 @@ enum class Errc : std::uint8_t {
   truncated,              // the input ends inside a term
   bad_version,            // first byte is not 131
   unknown_tag,            // a tag byte no OTP release defines
-  unsupported_tag,        // a defined tag that is invalid here (LOCAL_EXT, FUN_EXT, ATOM_CACHE_REF)
+  unsupported_tag,        // a defined tag that is invalid here (LOCAL_EXT, FUN_EXT, ATOM_CACHE_REF
+                          // when no atom cache references are given)
   length_exceeds_input,   // a declared count or length needs more bytes than are left
   depth_limit,            // nesting deeper than Limits::max_depth
   input_size_limit,       // input longer than Limits::max_input_size
@@ -29,6 +30,9 @@ enum class Errc : std::uint8_t {
   bad_node,               // pid/port/ref/fun whose node (or module) is not an atom
   duplicate_map_key,      // a map that holds the same key twice
   trailing_bytes,         // bytes after the term where the caller wanted none
+  bad_atom_cache_ref,     // ATOM_CACHE_REF past the references its distribution header lists
+  atom_cache_miss,        // a distribution header refers to a cache entry no header has written
+  bad_dist_header,        // not a distribution header (131 then 68, 69 or 70)
 };
 
 std::string_view to_string(Errc code) noexcept;

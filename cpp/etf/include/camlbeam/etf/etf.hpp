@@ -1,6 +1,7 @@
 // The whole public surface of camlbeam::etf.
 #pragma once
 
+#include <camlbeam/etf/atom_cache.hpp>
 #include <camlbeam/etf/decoder.hpp>
 #include <camlbeam/etf/encoder.hpp>
 #include <camlbeam/etf/error.hpp>

@@ -7,7 +7,10 @@ namespace camlbeam::etf::tag {
 
 inline constexpr std::uint8_t version = 131;
 inline constexpr std::uint8_t compressed = 80;
+// After the version byte, in place of a term: the distribution headers (atom_cache.hpp).
 inline constexpr std::uint8_t dist_header = 68;
+inline constexpr std::uint8_t dist_fragment_header = 69;
+inline constexpr std::uint8_t dist_fragment_continuation = 70;
 
 inline constexpr std::uint8_t new_float = 70;
 inline constexpr std::uint8_t bit_binary = 77;

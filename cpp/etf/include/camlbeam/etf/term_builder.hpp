@@ -70,6 +70,6 @@ class TermBuilder {
 static_assert(Visitor<TermBuilder>);
 
 // Decode a complete external term (131 ...) into a Term; throws DecodeException.
-Term decode_term(std::span<const std::uint8_t> bytes, const DecodeOptions& options = {});
+Term decode_term(std::span<const std::uint8_t> bytes, const DecodeOptions& options = default_decode_options);
 
 }  // namespace camlbeam::etf
