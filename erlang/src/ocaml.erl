@@ -624,9 +624,7 @@ pick_worker(Pool, Tried) ->
         undefined ->
             {error, noproc};
         Pid ->
-            Workers = [W || #camlbeam_worker{pid = P} = W <- camlbeam_registry:workers(Pid),
-                            not lists:member(P, Tried)],
-            case least_loaded(Workers, none, 0) of
+            case least_loaded(untried(camlbeam_registry:workers(Pid), Tried), none, 0) of
                 {ok, _} = Found -> Found;
                 {error, overloaded} = Overloaded -> Overloaded;
                 {error, no_worker} = NoWorker ->
@@ -636,6 +634,13 @@ pick_worker(Pool, Tried) ->
                     end
             end
     end.
+
+%% The first attempt of a call (Tried = []), the common case, copies nothing.
+-spec untried([#camlbeam_worker{}], [pid()]) -> [#camlbeam_worker{}].
+untried(Workers, []) ->
+    Workers;
+untried(Workers, Tried) ->
+    [W || #camlbeam_worker{pid = P} = W <- Workers, not lists:member(P, Tried)].
 
 %% The worker with the fewest calls in flight (the first of those with as
 %% few), if it has room for one more.
