@@ -92,7 +92,7 @@ void encode_ocaml(value term, etf::ByteBuffer& out) {
 }
 
 // As a worker answers a request: the value goes from the decoder to its reader with no
-// OCaml allocation in between, so it needs no Root (cpp/host's Host::handle).
+// OCaml allocation in between, so it needs no Root (cpp/host's Host::run).
 bool roundtrip_ocaml(ByteSpan bytes, etf::ByteBuffer& out) {
   const conv::UnrootedDecode d = conv::etf_to_ocaml_unrooted(bytes);
   if (d.error) return false;

@@ -217,10 +217,14 @@ external install_hooks : nativeint -> unit = "camlbeam_request_install_hooks"
 external set_deadline : int -> unit = "camlbeam_request_set_deadline" [@@noalloc]
 external cancel_requested : unit -> bool = "camlbeam_request_cancel_requested" [@@noalloc]
 
+(* The handler asks the context of the request running on the thread it runs on: its
+   transport knows whether that request's deadline passed (a port worker: this watch). *)
 let watch_requests hooks signal =
   install_hooks hooks;
   if hooks = 0n then Sys.set_signal signal Signal_default
-  else Sys.set_signal signal (Signal_handle (fun _ -> if cancel_requested () then raise Erl.Cancelled))
+  else Sys.set_signal signal (Signal_handle (fun _ -> if Private.cancel_requested () then raise Erl.Cancelled))
+
+let deadline_passed () = cancel_requested ()
 
 (* A Timeout: milliseconds (None: infinity), as ocaml:call/4 takes it. *)
 let deadline_of : Term.t -> (int option, string) result = function
@@ -262,7 +266,7 @@ let transport_request : Term.t -> (Term.t array -> answer) option = function
       match a.(0) with Atom kind -> Hashtbl.find_opt transport_requests kind | _ -> None)
   | _ -> None
 
-let handle (request : Term.t) =
+let run (request : Term.t) =
   match request with
   | Tuple [| Atom "call"; ref_; name; args |] -> call ref_ name args None
   | Tuple [| Atom "call"; ref_; name; args; timeout |] -> call ref_ name args (Some timeout)
@@ -284,6 +288,21 @@ let handle (request : Term.t) =
       | Some handler -> (
           match request with Tuple fields -> handler fields | _ -> Refused (shapes ^ "; got " ^ describe request))
       | None -> Refused (shapes ^ "; got " ^ describe request))
+
+let handle context request = Private.with_context context (fun () -> run request)
+
+(* The context of a host that talks to no Erlang (camlbeam-call, the C++ tests): its requests
+   are watched, and Erl.send and friends raise No_transport in them as outside a request. *)
+let no_transport _ = raise Erl.No_transport
+
+let standalone_context =
+  {
+    Private.transport = "none";
+    worker = no_transport;
+    send = (fun _ -> no_transport);
+    call_erlang = (fun _ _ -> no_transport);
+    cancel_requested = deadline_passed;
+  }
 
 (* A worker runs one request after another, and a request's values die when its answer is
    written. An 8 MB minor heap lets a request of up to about a million words live and die
@@ -309,7 +328,9 @@ let () =
      bytecode Dynlink refuses [external]s by default (native has no such
      check). *)
   Dynlink.allow_unsafe_modules true;
-  Callback.register "camlbeam.host.handle" handle;
+  (* The C++ host enters the context itself, before it converts the request. *)
+  Callback.register "camlbeam.host.handle" run;
+  Callback.register "camlbeam.host.standalone_context" standalone_context;
   Callback.register "camlbeam.host.load" load;
   Callback.register "camlbeam.host.watch_requests" watch_requests;
   Callback.register "camlbeam.host.compact" Gc.compact

@@ -60,15 +60,29 @@ type answer =
   | Refused of string
       (** Not a request, and no [Ref] to answer: why, for the log. *)
 
-val handle : Erl.Term.t -> answer
-(** [handle request] runs a request. It never raises, short of an
+val handle : Erl.Private.context -> Erl.Term.t -> answer
+(** [handle context request] runs a request in its transport's [context]
+    ({!Erl.Private.with_context}: what {!Erl.send}, {!Erl.call_erlang},
+    {!Erl.worker} and cancellation answer while it runs). The C++ host sets
+    the thread's context itself before it converts the request (so that a
+    signal handler that runs meanwhile has it: the slots of
+    {!Erl.Private.with_context}, registered as ["camlbeam.context_slots"]),
+    then calls [handle] without the context, registered as
+    ["camlbeam.host.handle"]. It never raises, short of an
     asynchronous exception in its own code: a signal handler's
     ({!Erl.Cancelled} when the deadline passes outside the export), or
     [Out_of_memory] or [Stack_overflow] in the handler itself or in a
     plugin loader. The host then answers the request's [Ref], if it can find
     one in the frame: [{error, timeout}] for {!Erl.Cancelled},
     [{error, {request_failed, Message}}] otherwise ([cpp/host/README.md]).
-    Registered as ["camlbeam.host.handle"]. *)
+    *)
+
+val standalone_context : Erl.Private.context
+(** The context of a host that talks to no Erlang ([camlbeam-call], tests):
+    {!Erl.send}, {!Erl.call_erlang} and {!Erl.worker} raise
+    {!Erl.No_transport} in its requests, which its watch cancels
+    ({!deadline_passed}). Registered as ["camlbeam.host.standalone_context"]:
+    the C++ host runs a request with it when its transport gives none. *)
 
 val watch_requests : nativeint -> int -> unit
 (** [watch_requests hooks signal] is how a host's request watch ([cpp/host],
@@ -76,11 +90,18 @@ val watch_requests : nativeint -> int -> unit
     [struct camlbeam_request_hooks] ([camlbeam_request_hooks.h]), which the
     deadlines of requests go to, and [signal] (a system signal number, a
     real-time signal) its cancel signal, whose OCaml handler this installs:
-    it raises {!Erl.Cancelled} when the watch says that the running request's
-    deadline passed, and does nothing otherwise (a signal that arrives late,
-    after its request ended). [watch_requests 0n signal] detaches the watch
+    it raises {!Erl.Cancelled} when the context of the request running on its
+    thread says that the request's deadline passed
+    ({!Erl.Private.cancel_requested}; a transport that has this watch answers
+    with {!deadline_passed}), and does nothing otherwise (a signal that
+    arrives late, after its request ended). [watch_requests 0n signal] detaches the watch
     and restores the signal's default action. Registered as
     ["camlbeam.host.watch_requests"]; only a host calls it. *)
+
+val deadline_passed : unit -> bool
+(** Whether the watch says that the deadline of the request it watches has
+    passed: the [cancel_requested] of the contexts of a transport that runs
+    its requests under the host's watch. [false] without a watch. *)
 
 val add_request : string -> (Erl.Term.t array -> answer) -> unit
 (** [add_request kind handler] makes {!handle} pass a tuple request whose

@@ -57,6 +57,19 @@ let call_erlang m f args =
 
 let flavour = if Dynlink.is_native then "native" else "bytecode"
 
+(* A port worker is one OS process serving one worker of one pool: every request it runs
+   has this context, which knows the worker once hello has told it. *)
+let hello_worker : worker option ref = ref None
+
+let context =
+  {
+    Private.transport = "port";
+    worker = (fun () -> match !hello_worker with Some w -> w | None -> raise No_transport);
+    send;
+    call_erlang;
+    cancel_requested = Erl_host.deadline_passed;
+  }
+
 let info_field (info : (Term.t * Term.t) array) key =
   Array.fold_left (fun found (k, v) -> match k with Term.Atom k when k = key -> Some v | _ -> found) None info
 
@@ -71,7 +84,7 @@ let hello (fields : Term.t array) =
       | _, _, Some version when not (Term.equal version (Int protocol)) ->
           bad_hello ref_ (Printf.sprintf "this worker speaks protocol %d, not %s" protocol (Term.to_string version))
       | Some (Int id), Some (Pid pid), Some _ ->
-          Private.set_transport { worker = { transport = "port"; id; pid }; send; call_erlang };
+          hello_worker := Some { transport = "port"; id; pid };
           Reply
             ( ref_,
               Tuple
@@ -93,4 +106,6 @@ let hello (fields : Term.t array) =
 
 let () =
   Erl_host.apply_worker_gc_defaults ();
-  Erl_host.add_request "hello" hello
+  Erl_host.add_request "hello" hello;
+  (* The context the C++ side runs every request with (cpp/port/src/port_worker.cpp). *)
+  Callback.register "camlbeam.port.context" context

@@ -4,8 +4,9 @@
 
     It answers the first request of a port worker,
     [{hello, Ref, #{worker_id := Id, worker_pid := Pid, protocol := 2}}], by
-    installing the transport behind {!Erl.send}, {!Erl.call_erlang} and
-    {!Erl.worker}, and replies [{ok, #{protocol => 2, flavour => native |
+    telling its context (the one every request of the worker runs with,
+    {!Erl.Private.context}, registered as ["camlbeam.port.context"] for the
+    C++ side) which worker it is, and replies [{ok, #{protocol => 2, flavour => native |
     bytecode, ocaml_version => Binary, os_pid => Integer, atoms => [Binary]}}]
     ([os_pid]: the process that runs OCaml, not the keeper Erlang started,
     [cpp/port]; [atoms]: those declared by the code linked into the worker,

@@ -81,12 +81,17 @@ exception Cancelled
 
 (** {1 Talking to Erlang}
 
-    These go through the transport of the worker the code runs in (port,
-    node or NIF), which its host installs at start-up. *)
+    These are answered by the transport of the request running on the
+    calling thread (port, node or NIF): the host runs each request in its
+    transport's context ({!Private.with_context}), so that pools that share
+    one OCaml runtime (the NIF coupling) each answer for their own requests.
+    A plugin's initialiser runs inside the load request, so it may call
+    them too. *)
 
 exception No_transport
-(** Raised by the functions below outside a camlbeam worker, e.g. in a unit
-    test or before the host has installed its transport. *)
+(** Raised by the functions below on a thread that is not running a request
+    of a camlbeam host: in a unit test, in code linked into a worker while
+    the worker starts, or on a thread the plugin started itself. *)
 
 val send : Term.pid -> Term.t -> unit
 (** [send pid msg] delivers [msg] to the Erlang process [pid], like
@@ -123,15 +128,36 @@ val self : unit -> Term.pid
 
     The C++ hosts use these; plugins have no reason to. *)
 module Private : sig
-  (** What a host provides to {!send}, {!call_erlang} and {!worker}. *)
-  type transport = {
-    worker : worker;
+  (** What a transport provides to {!send}, {!call_erlang}, {!worker} and the
+      cancellation of the requests it runs. *)
+  type context = {
+    transport : string;  (** ["port"], ["node"] or ["nif"]. *)
+    worker : unit -> worker;
+        (** The worker the request runs in; raises {!No_transport} while the
+            transport does not know it yet (the port: before its hello). *)
     send : Term.pid -> Term.t -> unit;
     call_erlang : string -> string -> Term.t list -> Term.t;
+    cancel_requested : unit -> bool;
+        (** Whether the deadline of the request running on this thread has
+            passed: the host's cancel signal handler raises {!Cancelled}
+            only then. *)
   }
 
-  val set_transport : transport -> unit
-  val clear_transport : unit -> unit
+  val with_context : context -> (unit -> 'a) -> 'a
+  (** [with_context c f] runs [f] (one request) with [c] as the calling
+      thread's context, and restores the thread's previous context when [f]
+      returns or raises. Each thread has a context of its own, for up to
+      1024 threads that run requests in one process. Contexts are meant to
+      live as long as their transport or pool (made once, at top level or
+      when the pool starts), not to be made per request.
+      @raise Failure on the 1025th such thread. *)
+
+  val current_context : unit -> context option
+  (** The calling thread's context: [None] outside {!with_context}. *)
+
+  val cancel_requested : unit -> bool
+  (** [cancel_requested] of the calling thread's context; [false] without
+      one. *)
 
   val take_new_atoms : unit -> string list
   (** The atoms declared since the last call, in the order of their first

@@ -126,16 +126,21 @@ let test_transport () =
   raises_no_transport "worker" worker;
   raises_no_transport "self" self;
   Alcotest.(check bool) "No_transport explains itself" true
-    (contains (Printexc.to_string No_transport) "no camlbeam transport");
+    (contains (Printexc.to_string No_transport) "not running a request of a camlbeam worker");
   let sent = ref [] in
   let me = Forge.pid ~node:"erl@h" ~id:81 ~serial:0 ~creation:1 in
-  Private.set_transport
+  let context =
     {
-      worker = { transport = "port"; id = 7; pid = me };
+      Private.transport = "port";
+      worker = (fun () -> { transport = "port"; id = 7; pid = me });
       send = (fun pid msg -> sent := (pid, msg) :: !sent);
       call_erlang = (fun m f args -> Term.Tuple [| Atom m; Atom f; List args |]);
-    };
-  Fun.protect ~finally:Private.clear_transport (fun () ->
+      cancel_requested = (fun () -> true);
+    }
+  in
+  Alcotest.(check bool) "no context, no cancellation" false (Private.cancel_requested ());
+  Private.with_context context (fun () ->
+      Alcotest.(check bool) "the context's cancellation" true (Private.cancel_requested ());
       export "test.notify" Conv.(pid @-> term @-> returning unit) send;
       Alcotest.check term "an export sends" (ok (Atom "ok")) (dispatch "test.notify" [ Pid somebody; Atom "hi" ]);
       (match !sent with
@@ -149,6 +154,42 @@ let test_transport () =
       Alcotest.(check int) "worker id" 7 (worker ()).id;
       Alcotest.check term "self" (Pid me) (Pid (self ())));
   raises_no_transport "cleared" (fun () -> send somebody Term.nil)
+
+(* Contexts nest, are restored however a request ends, and belong to one thread: the NIF
+   runs requests of several pools on several threads of one runtime. *)
+let test_context_per_thread () =
+  let context id =
+    {
+      Private.transport = "nif";
+      worker = (fun () -> { transport = "nif"; id; pid = Forge.pid ~node:"erl@h" ~id ~serial:0 ~creation:1 });
+      send = (fun _ _ -> ());
+      call_erlang = (fun _ _ _ -> Term.nil);
+      cancel_requested = (fun () -> false);
+    }
+  in
+  let id () = (worker ()).id in
+  Private.with_context (context 1) (fun () ->
+      Alcotest.(check int) "outer" 1 (id ());
+      Private.with_context (context 2) (fun () -> Alcotest.(check int) "inner" 2 (id ()));
+      Alcotest.(check int) "outer again" 1 (id ());
+      (try Private.with_context (context 3) (fun () -> failwith "request failed") with Failure _ -> ());
+      Alcotest.(check int) "restored after an exception" 1 (id ());
+      let before = ref (Ok 0) and inside = ref (Ok 0) in
+      let other =
+        Thread.create
+          (fun () ->
+            before := (try Ok (id ()) with No_transport -> Error "none");
+            Private.with_context (context 4) (fun () ->
+                Thread.yield ();
+                inside := Ok (id ())))
+          ()
+      in
+      Thread.yield ();
+      Alcotest.(check int) "another thread's context is not this one's" 1 (id ());
+      Thread.join other;
+      Alcotest.(check (result int string)) "the other thread had none" (Error "none") !before;
+      Alcotest.(check (result int string)) "then its own" (Ok 4) !inside);
+  raises_no_transport "none after" worker
 
 let test_atoms () =
   ignore (Private.take_new_atoms ());
@@ -200,6 +241,7 @@ let tests =
         Alcotest.test_case "Out_of_memory" `Quick test_out_of_memory;
         Alcotest.test_case "registry" `Quick test_registry;
         Alcotest.test_case "transport" `Quick test_transport;
+        Alcotest.test_case "context per thread" `Quick test_context_per_thread;
         Alcotest.test_case "declared atoms" `Quick test_atoms;
       ] );
   ]

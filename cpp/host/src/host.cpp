@@ -1,6 +1,5 @@
 #include <camlbeam/host/host.hpp>
 
-#include "bounded_writer.hpp"
 #include "ocaml_util.hpp"
 
 #include <camlbeam/conv/conv.hpp>
@@ -11,6 +10,7 @@
 extern "C" {
 #include <caml/minor_gc.h>
 }
+#include <caml/memory.h>
 #include <caml/mlvalues.h>
 
 #include <malloc.h>
@@ -20,12 +20,18 @@ extern "C" {
 #include <string>
 #include <utility>
 
+// ocaml/src/context_stubs.c: the number of the calling thread's context slot (-1: none),
+// given it when `assign` is non-zero.
+extern "C" int camlbeam_context_thread_index(int assign);
+
 namespace camlbeam::host {
 
 // The OCaml closures of the request path, registered by ocaml/host/erl_host.ml. The named
 // value table keeps them alive and in place for the life of the runtime.
 struct Host::Callbacks {
-  const value* handle;   // Erl.Term.t -> Erl_host.answer
+  const value* handle;              // Erl.Term.t -> Erl_host.answer
+  const value* standalone_context;  // Erl_host.standalone_context
+  const value* context_slots;       // Erl's context array, one slot per thread that runs requests
   const value* load;     // string -> (unit, Erl_host.load_error * string) result
   const value* compact;  // Gc.compact
 };
@@ -44,28 +50,6 @@ constexpr tag_t refused = 2;      // Refused of string
 constexpr std::array<Errc, 5> load_errors = {Errc::enoent, Errc::not_a_plugin, Errc::incompatible,
                                              Errc::already_loaded, Errc::init_failed};
 
-Outcome refused(Error error) {
-  Outcome outcome;
-  outcome.kind = Outcome::Kind::refused;
-  outcome.error = std::move(error);
-  return outcome;
-}
-
-Outcome replied(std::size_t size, std::string diagnostic = {}) {
-  Outcome outcome;
-  outcome.kind = Outcome::Kind::replied;
-  outcome.reply_size = size;
-  outcome.diagnostic = std::move(diagnostic);
-  return outcome;
-}
-
-Outcome no_reply(std::string diagnostic = {}) {
-  Outcome outcome;
-  outcome.kind = Outcome::Kind::no_reply;
-  outcome.diagnostic = std::move(diagnostic);
-  return outcome;
-}
-
 // An exception from the request path's own OCaml code (`where`): Erl.Cancelled when the
 // watch stopped the request, anything else an asynchronous exception that met it.
 Error handler_failed(const char* where, value exn) {
@@ -82,113 +66,26 @@ std::size_t compact_above(std::size_t words) noexcept {
   return std::max(floor_words, 2 * words);
 }
 
-// The start of a reply frame up to its answer: `131 {Ref, ` or `131 {reply, Ref} 131 `.
-void begin_reply(detail::BoundedWriter& writer, value ref, ReplyLayout layout) {
-  writer.version();
-  writer.begin_tuple(2);
-  if (layout == ReplyLayout::envelope) {
-    writer.atom("reply");
-    conv::walk_ocaml(ref, writer);
-    writer.end_tuple();
-    writer.version();
-  } else {
-    conv::walk_ocaml(ref, writer);
-  }
-}
-
-void end_reply(detail::BoundedWriter& writer, ReplyLayout layout) {
-  if (layout == ReplyLayout::tuple) writer.end_tuple();
-}
-
-// Appends the reply {error, Reason} to Ref, Reason written by write_reason. The answer it replaces
-// could not be sent; if this one cannot either (because of the Ref: the rest is small),
-// nothing is appended and the error says why.
-template <class WriteReason>
-std::optional<Error> write_error_reply(value ref, etf::ByteBuffer& out, const HostOptions& options,
-                                       WriteReason write_reason) {
-  const std::size_t start = out.size();
-  try {
-    detail::BoundedWriter writer(out, options.max_reply_size, options.minor_version);
-    begin_reply(writer, ref, options.reply_layout);
-    writer.begin_tuple(2);
-    writer.atom("error");
-    write_reason(writer);
-    writer.end_tuple();
-    end_reply(writer, options.reply_layout);
-    if (!writer.over()) return std::nullopt;
-    const std::size_t size = writer.size();
-    out.truncate(start);
-    return Error{Errc::reply_too_large,
-                 "even an error reply takes " + std::to_string(size) + " bytes, over max_reply_size " +
-                     std::to_string(options.max_reply_size) + ": the request's Ref is too large",
-                 {}};
-  } catch (const etf::EncodeError& e) {
-    out.truncate(start);
-    return Error{Errc::bad_reply, std::string("the request's Ref cannot be encoded: ") + e.what(), {}};
-  }
-}
-
-// Appends the reply frame of a Reply block (ref, answer), or, when the answer cannot be
-// sent, one whose answer is {error, {reply_too_large, Size, Limit}} or
-// {error, {bad_reply, Message}}.
-// Walking reads OCaml values and allocates none, so `reply` stays valid throughout.
-Outcome write_reply(value reply, etf::ByteBuffer& out, const HostOptions& options) {
-  const std::size_t start = out.size();
-  const value ref = Field(reply, 0);
-  std::size_t size = 0;
-  std::string encode_error;
-  try {
-    detail::BoundedWriter writer(out, options.max_reply_size, options.minor_version);
-    begin_reply(writer, ref, options.reply_layout);
-    conv::walk_ocaml(Field(reply, 1), writer);
-    end_reply(writer, options.reply_layout);
-    if (!writer.over()) return replied(out.size() - start);
-    size = writer.size();
-  } catch (const etf::EncodeError& e) {
-    // An export_raw built a term Erlang cannot have (NaN, a 300-character atom ...).
-    encode_error = e.what();
-  }
-  out.truncate(start);
-
-  std::optional<Error> failed;
-  std::string diagnostic;
-  if (encode_error.empty()) {
-    diagnostic = "an answer of " + std::to_string(size) + " bytes exceeds max_reply_size " +
-                 std::to_string(options.max_reply_size);
-    failed = write_error_reply(ref, out, options, [&](detail::BoundedWriter& w) {
-      w.begin_tuple(3);
-      w.atom("reply_too_large");
-      w.integer(static_cast<std::int64_t>(size));
-      w.integer(static_cast<std::int64_t>(options.max_reply_size));
-      w.end_tuple();
-    });
-  } else {
-    diagnostic = "the answer cannot be encoded: " + encode_error;
-    failed = write_error_reply(ref, out, options, [&](detail::BoundedWriter& w) {
-      w.begin_tuple(2);
-      w.atom("bad_reply");
-      w.binary({reinterpret_cast<const std::uint8_t*>(diagnostic.data()), diagnostic.size()});
-      w.end_tuple();
-    });
-  }
-  if (failed) return refused(std::move(*failed));
-  return replied(out.size() - start, std::move(diagnostic));
-}
-
 }  // namespace
 
-Host::Host(const Runtime& runtime, HostOptions options, RequestWatch* watch)
-    : runtime_(runtime), options_(std::move(options)), watch_(watch), compact_above_words_(0) {
+Host::Host(const Runtime& runtime, RequestWatch* watch)
+    : runtime_(runtime),
+      watch_(watch),
+      shapes_with_ref_{{"call", 4}, {"call", 5}, {"load", 3}, {"load", 4}},
+      compact_above_words_(0) {
   if (!runtime_.held_by_this_thread()) throw RuntimeError("camlbeam::host::Host: create it on the runtime thread");
   const value* handle = caml_named_value("camlbeam.host.handle");
   const value* load = caml_named_value("camlbeam.host.load");
   const value* compact = caml_named_value("camlbeam.host.compact");
-  if (handle == nullptr || load == nullptr || compact == nullptr) {
+  const value* standalone_context = caml_named_value("camlbeam.host.standalone_context");
+  const value* context_slots = caml_named_value("camlbeam.context_slots");
+  if (handle == nullptr || load == nullptr || compact == nullptr || standalone_context == nullptr ||
+      context_slots == nullptr) {
     throw RuntimeError(
         "the OCaml request handler is missing: link the executable's OCaml object with the library "
         "camlbeam.host (-linkall), e.g. through the CMake target camlbeam::ocaml_native");
   }
-  callbacks_ = std::make_unique<const Callbacks>(Callbacks{handle, load, compact});
+  callbacks_ = std::make_unique<const Callbacks>(Callbacks{handle, standalone_context, context_slots, load, compact});
   compact_above_words_ = compact_above(major_heap_words());
 }
 
@@ -202,31 +99,105 @@ std::optional<Error> Host::check_thread() const {
   return Error{Errc::wrong_thread, "called from a thread that does not hold the OCaml runtime", {}};
 }
 
-Outcome Host::handle(std::span<const std::uint8_t> request, etf::ByteBuffer& reply) {
-  if (std::optional<Error> misuse = check_thread()) return refused(std::move(*misuse));
+// The transport's context is the thread's from before the request is converted (a signal
+// handler may run in the conversion, in map_of_array) until its answer is made; the
+// thread's previous one comes back however run() returns. The slot is set here, in C:
+// calling OCaml to set it would poll, and run a pending signal handler before it is set.
+class Host::ContextScope {
+ public:
+  ContextScope(const Callbacks& callbacks, value context) {
+    const int index = camlbeam_context_thread_index(1);
+    const value slots = *callbacks.context_slots;
+    if (index < 0 || static_cast<std::size_t>(index) >= Wosize_val(slots)) {
+      failed_ = Error{Errc::handler_failed,
+                      "more than " + std::to_string(Wosize_val(slots)) + " threads have run requests in this process", {}};
+      return;
+    }
+    slot_ = static_cast<std::size_t>(index);
+    outer_ = conv::Root(Field(slots, slot_));
+    slots_ = callbacks.context_slots;
+    caml_modify(&Field(*slots_, slot_), context);
+  }
+  ~ContextScope() {
+    if (slots_ != nullptr) caml_modify(&Field(*slots_, slot_), outer_.get());
+  }
+  ContextScope(const ContextScope&) = delete;
+  ContextScope& operator=(const ContextScope&) = delete;
+
+  std::optional<Error>& failed() noexcept { return failed_; }
+
+ private:
+  const value* slots_ = nullptr;  // the named value: the array never moves under it
+  std::size_t slot_ = 0;
+  conv::Root outer_;
+  std::optional<Error> failed_;
+};
+
+Answer Host::run(RequestSource& request, const conv::Root* context) {
+  if (std::optional<Error> misuse = check_thread()) return Answer::refused(std::move(*misuse));
 
   const RequestWatch::Running running(watch_);
-  const conv::UnrootedDecode decoded = conv::etf_to_ocaml_unrooted(request, options_.decode);
-  if (decoded.raised) return refused(handler_failed("the decoding of the request", *decoded.raised));
+  ContextScope in_context(*callbacks_, context != nullptr ? context->get() : *callbacks_->standalone_context);
+  if (in_context.failed()) return Answer::refused(std::move(*in_context.failed()));
+  const conv::UnrootedDecode decoded = request.to_ocaml();
+  if (decoded.raised) return Answer::refused(handler_failed("the decoding of the request", *decoded.raised));
   if (decoded.error) {
-    return refused({Errc::bad_etf, "the request is not valid ETF: " + decoded.error->message(), decoded.error});
+    return Answer::refused(
+        {Errc::bad_etf, "the request is not valid ETF: " + decoded.error->message(), decoded.error});
   }
   // Straight into OCaml, which roots its argument (the request needs no Root, and is
   // garbage once the handler is done with it). caml_callback_exn: an exception comes back
   // as a value, never unwinds through C++.
   const value result = caml_callback_exn(*callbacks_->handle, decoded.term);
-  if (Is_exception_result(result)) return refused(handler_failed("camlbeam.host.handle", Extract_exception(result)));
-  if (Is_long(result)) return no_reply();  // No_reply
-
-  // From here on nothing allocates on the OCaml heap, so `result` needs no root.
-  switch (conv::tag_of(result)) {
-    case answer_tag::reply: return write_reply(result, reply, options_);
-    case answer_tag::cast_failed: return no_reply(std::string(conv::detail::string_view_of(Field(result, 0))));
-    case answer_tag::refused:
-      return refused({Errc::bad_request, std::string(conv::detail::string_view_of(Field(result, 0))), {}});
-    default:
-      return refused({Errc::handler_failed, "camlbeam.host.handle answered an unknown constructor", {}});
+  if (Is_exception_result(result)) {
+    return Answer::refused(handler_failed("camlbeam.host.handle", Extract_exception(result)));
   }
+  if (Is_long(result)) return Answer::no_reply();  // No_reply
+
+  // Nothing allocates on the OCaml heap before `result` is rooted or read (leaving the
+  // context, after the Answer is made, allocates nothing either).
+  switch (conv::tag_of(result)) {
+    case answer_tag::reply: return Answer::reply(result);
+    case answer_tag::cast_failed: return Answer::no_reply(std::string(conv::detail::string_view_of(Field(result, 0))));
+    case answer_tag::refused:
+      return Answer::refused({Errc::bad_request, std::string(conv::detail::string_view_of(Field(result, 0))), {}});
+    default:
+      return Answer::refused({Errc::handler_failed, "camlbeam.host.handle answered an unknown constructor", {}});
+  }
+}
+
+std::optional<std::size_t> Host::ref_index(const RequestSource& request) const {
+  const std::optional<RequestHead> head = request.head();
+  if (!head) return std::nullopt;
+  for (const RequestShape& shape : shapes_with_ref_) {
+    if (shape.arity == head->arity && shape.tag == head->tag) return 1;
+  }
+  return std::nullopt;
+}
+
+void Host::add_request_with_ref(std::string tag, std::size_t arity) {
+  shapes_with_ref_.push_back({std::move(tag), arity});
+}
+
+Answer Answer::reply(value reply_block) {
+  Answer answer;
+  answer.kind_ = Kind::reply;
+  answer.reply_ = conv::Root(reply_block);
+  return answer;
+}
+
+Answer Answer::no_reply(std::string diagnostic) {
+  Answer answer;
+  answer.kind_ = Kind::no_reply;
+  answer.diagnostic_ = std::move(diagnostic);
+  return answer;
+}
+
+Answer Answer::refused(Error error) {
+  Answer answer;
+  answer.kind_ = Kind::refused;
+  answer.error_ = std::move(error);
+  return answer;
 }
 
 void collect_between_requests() noexcept {

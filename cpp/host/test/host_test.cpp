@@ -3,13 +3,19 @@
 // reply frames out, checked as terms and byte for byte against camlbeam::etf's encoder
 // (term_to_binary's bytes). The whole suite runs in one process and one runtime, so every
 // test after an error is also a test that the error left the worker usable.
+#include <camlbeam/conv/conv.hpp>
 #include <camlbeam/etf/etf.hpp>
+#include <camlbeam/etf/term_builder.hpp>
+#include <camlbeam/host/etf_request.hpp>
 #include <camlbeam/host/host.hpp>
 #include <camlbeam/host/runtime.hpp>
 
 #include <gtest/gtest.h>
 
 #include <caml/callback.h>
+extern "C" {
+#include <caml/minor_gc.h>
+}
 #include <caml/memory.h>
 #include <caml/mlvalues.h>
 
@@ -40,6 +46,7 @@ extern "C" value caml_gc_set(value control);
 
 namespace {
 
+namespace conv = camlbeam::conv;
 namespace etf = camlbeam::etf;
 namespace host = camlbeam::host;
 using etf::Term;
@@ -83,22 +90,36 @@ std::string shorten(std::string text) {
 
 bool contains(std::string_view s, std::string_view part) { return s.find(part) != std::string_view::npos; }
 
+// The tests' transport: a Host that runs ETF frames and writes replies with these options.
+class EtfHost : public host::Host {
+ public:
+  explicit EtfHost(const host::Runtime& started, host::EtfOptions options = {}, host::RequestWatch* watch = nullptr)
+      : host::Host(started, watch), options_(std::move(options)) {}
+
+  host::Outcome handle(std::span<const std::uint8_t> frame, etf::ByteBuffer& reply) {
+    return host::handle_etf(*this, frame, reply, options_);
+  }
+
+ private:
+  host::EtfOptions options_;
+};
+
 struct Reply {
   host::Outcome outcome;
   etf::ByteBuffer bytes;
   Term term;
 };
 
-Reply run_frame(host::Host& h, std::span<const std::uint8_t> frame) {
+Reply run_frame(EtfHost& h, std::span<const std::uint8_t> frame) {
   Reply r;
   r.outcome = h.handle(frame, r.bytes);
   if (r.outcome.replied()) r.term = etf::decode_term(r.bytes.span());
   return r;
 }
-Reply run(host::Host& h, const Term& request) { return run_frame(h, etf::encode(request)); }
+Reply run(EtfHost& h, const Term& request) { return run_frame(h, etf::encode(request)); }
 
 // The reply is `expected`, as a term and as term_to_binary's bytes.
-void expect_reply(host::Host& h, const Term& request, const Term& expected) {
+void expect_reply(EtfHost& h, const Term& request, const Term& expected) {
   SCOPED_TRACE("request " + shorten(request.to_string()));
   const Reply r = run(h, request);
   ASSERT_EQ(r.outcome.kind, Kind::replied) << describe(r.outcome);
@@ -108,7 +129,7 @@ void expect_reply(host::Host& h, const Term& request, const Term& expected) {
 }
 
 // After an error, the worker still answers.
-void expect_alive(host::Host& h) { expect_reply(h, call("fib", t("[20]")), ok(t("6765"))); }
+void expect_alive(EtfHost& h) { expect_reply(h, call("fib", t("[20]")), ok(t("6765"))); }
 
 // {Ref, {error, {ocaml_exception, Name, Message, Backtrace}}}: returns the three binaries.
 std::vector<std::string> ocaml_exception(const Term& reply) {
@@ -150,7 +171,7 @@ TEST(Runtime, StartsOncePerProcess) {
   } catch (const host::RuntimeError& e) {
     EXPECT_TRUE(contains(e.what(), "already started")) << e.what();
   }
-  host::Host h(*runtime);
+  EtfHost h(*runtime);
   expect_alive(h);
 }
 
@@ -158,18 +179,18 @@ TEST(Runtime, StartsOncePerProcess) {
 // Calls
 
 TEST(Calls, Fib) {
-  host::Host h(*runtime);
+  EtfHost h(*runtime);
   expect_reply(h, call("fib", t("[30]")), ok(t("832040")));
 }
 
 TEST(Calls, FloatListSum) {
-  host::Host h(*runtime);
+  EtfHost h(*runtime);
   expect_reply(h, call("sum", t("[[1.5, 2.25, -0.75]]")), ok(t("3.0")));
   expect_reply(h, call("sum", t("[[]]")), ok(t("0.0")));
 }
 
 TEST(Calls, IdentityReturnsEveryKindOfTermUnchanged) {
-  host::Host h(*runtime);
+  EtfHost h(*runtime);
   etf::Fun fun;
   fun.arity = 2;
   fun.uniq = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
@@ -228,7 +249,7 @@ TEST(Calls, LargeBinariesAreFreedAfterTheirRequest) {
   const value saved_gc = caml_gc_get(Val_unit);
   caml_register_generational_global_root(const_cast<value*>(&saved_gc));
   caml_callback(*caml_named_value("camlbeam.host.worker_gc_defaults"), Val_unit);
-  host::Host h(*runtime);
+  EtfHost h(*runtime);
   const Term big = binary(std::string(1 << 20, 'b'));
   const std::vector<std::uint8_t> request = etf::encode(call("identity", Term::list({big})));
   const std::size_t before = c_memory_in_use();
@@ -250,7 +271,7 @@ TEST(Calls, LargeBinariesAreFreedAfterTheirRequest) {
 }
 
 TEST(Calls, ArgumentErrorsAreAnswered) {
-  host::Host h(*runtime);
+  EtfHost h(*runtime);
   expect_reply(h, call("nosuch", t("[1]")), error(t("{undef, nosuch}")));
   expect_reply(h, call("fib", t("[1, 2]")), error(t("{badarity, 1, 2}")));
   expect_reply(h, call("sum", t("[[1, 2]]")),
@@ -262,7 +283,7 @@ TEST(Calls, ArgumentErrorsAreAnswered) {
 // Exports that fail
 
 TEST(Failures, ExceptionIsAnsweredThenTheNextCallWorks) {
-  host::Host h(*runtime);
+  EtfHost h(*runtime);
   for (int i = 0; i < 3; ++i) {
     const Reply r = run(h, call("lookup", t("[<<\"two\">>]")));
     ASSERT_EQ(r.outcome.kind, Kind::replied) << describe(r.outcome);
@@ -278,7 +299,7 @@ TEST(Failures, ExceptionIsAnsweredThenTheNextCallWorks) {
 }
 
 TEST(Failures, StackOverflowIsAnsweredThenTheNextCallWorks) {
-  host::Host h(*runtime);
+  EtfHost h(*runtime);
   for (int i = 0; i < 3; ++i) {
     const Reply r = run(h, call("overflow", t("[0]")));
     ASSERT_EQ(r.outcome.kind, Kind::replied) << describe(r.outcome);
@@ -291,9 +312,9 @@ TEST(Failures, StackOverflowIsAnsweredThenTheNextCallWorks) {
 
 TEST(Failures, ReplyOverTheSizeLimitIsReplacedByAnError) {
   constexpr std::size_t limit = std::size_t{1} << 20;
-  host::HostOptions options;
+  host::EtfOptions options;
   options.max_reply_size = limit;
-  host::Host h(*runtime, options);
+  EtfHost h(*runtime, options);
   // The frame {Ref, {ok, <<N bytes>>}} is `base + N` bytes long.
   const std::size_t base = etf::encode(ok(binary(""))).size();
 
@@ -335,7 +356,7 @@ TEST(Failures, ReplyOverTheSizeLimitIsReplacedByAnError) {
 }
 
 TEST(Failures, AnswerErlangCannotHoldIsReplacedByAnError) {
-  host::Host h(*runtime);
+  EtfHost h(*runtime);
   const Reply r = run(h, call("nan", t("[]")));
   ASSERT_EQ(r.outcome.kind, Kind::replied) << describe(r.outcome);
   const Term expected =
@@ -349,7 +370,7 @@ TEST(Failures, AnswerErlangCannotHoldIsReplacedByAnError) {
 // Requests
 
 TEST(Requests, MalformedRequestWithARefIsAnswered) {
-  host::Host h(*runtime);
+  EtfHost h(*runtime);
   expect_reply(h, Term::tuple({atom("call"), ref(), Term::integer(42), t("[]")}),
                error(t("{bad_request, <<\"call: Fun must be an atom, got 42\">>}")));
   expect_reply(h, Term::tuple({atom("call"), ref(), atom("fib"), t("[1 | 2]")}),
@@ -365,7 +386,7 @@ TEST(Requests, MalformedRequestWithARefIsAnswered) {
 }
 
 TEST(Requests, WhatCannotBeAnsweredIsATypedError) {
-  host::Host h(*runtime);
+  EtfHost h(*runtime);
   const std::vector<std::uint8_t> garbage = {131, 255, 1, 2};
   etf::ByteBuffer reply;
   host::Outcome o = h.handle(garbage, reply);
@@ -395,7 +416,7 @@ TEST(Requests, WhatCannotBeAnsweredIsATypedError) {
 }
 
 TEST(Requests, CastRunsWithoutReply) {
-  host::Host h(*runtime);
+  EtfHost h(*runtime);
   etf::ByteBuffer reply;
   for (const char* note : {"<<\"one\">>", "<<\"two\">>"}) {
     const host::Outcome o = h.handle(etf::encode(cast("note", Term::list({t(note)}))), reply);
@@ -418,7 +439,7 @@ TEST(Requests, CastRunsWithoutReply) {
 }
 
 TEST(Requests, ReplyIsAppendedToWhatTheBufferHolds) {
-  host::Host h(*runtime);
+  EtfHost h(*runtime);
   etf::ByteBuffer reply;
   reply.push(0xAB);  // e.g. a transport's header
   const host::Outcome o = h.handle(etf::encode(call("fib", t("[10]"))), reply);
@@ -431,10 +452,108 @@ TEST(Requests, ReplyIsAppendedToWhatTheBufferHolds) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Sources, answers and contexts: the seams the transports use
+
+// A request that is no ETF: built straight into OCaml by the source, as a NIF reads its
+// terms, and its answer walked into a sink that is no ETF writer either.
+class BuiltRequest final : public host::RequestSource {
+ public:
+  conv::UnrootedDecode to_ocaml() override {
+    builder_.begin_tuple(4);
+    builder_.atom("call");
+    builder_.atom("built_ref");
+    builder_.atom("fib");
+    builder_.begin_list(1);
+    builder_.integer(10);
+    builder_.nil();  // the tail
+    builder_.end_list();
+    builder_.end_tuple();
+    conv::UnrootedDecode built;
+    built.term = builder_.take();
+    return built;
+  }
+  std::optional<host::RequestHead> head() const noexcept override { return host::RequestHead{"call", 4}; }
+
+ private:
+  conv::OcamlBuilder builder_;
+};
+
+TEST(Sources, ARequestNeedNotBeEtf) {
+  host::Host h(*runtime);
+  BuiltRequest request;
+  const host::Answer answer = h.run(request);
+  ASSERT_EQ(answer.kind(), host::Answer::Kind::reply);
+  // The answer is rooted: it survives a collection before the transport writes it.
+  caml_minor_collection();
+  etf::TermBuilder ref_sink;
+  conv::walk_ocaml(answer.ref(), ref_sink);
+  EXPECT_EQ(ref_sink.take(), atom("built_ref"));
+  etf::TermBuilder answer_sink;
+  conv::walk_ocaml(answer.term(), answer_sink);
+  const Term answered = answer_sink.take();
+  EXPECT_EQ(answered, t("{ok, 55}")) << answered.to_string();
+  EXPECT_EQ(h.ref_index(request), std::optional<std::size_t>{1});
+}
+
+TEST(Sources, RequestsRunInTheirTransportsContext) {
+  host::Host h(*runtime);
+  const value* named = caml_named_value("hosttest.context");
+  ASSERT_NE(named, nullptr);
+  const conv::Root context(*named);
+  const std::vector<std::uint8_t> frame = etf::encode(call("ask_erlang", t("[]")));
+  etf::ByteBuffer reply;
+  host::Outcome o = host::handle_etf(h, frame, reply, {}, &context);
+  ASSERT_TRUE(o.replied()) << describe(o);
+  EXPECT_EQ(etf::decode_term(reply.span()), ok(t("{answered_by, test_transport, erlang, node}")));
+
+  // Without one, the host's standalone context: Erl.call_erlang has no Erlang to call.
+  reply.clear();
+  o = host::handle_etf(h, frame, reply);
+  ASSERT_TRUE(o.replied()) << describe(o);
+  const auto exn = ocaml_exception(etf::decode_term(reply.span()));
+  ASSERT_EQ(exn.size(), 3u);
+  EXPECT_EQ(exn[0], "Erl.No_transport");
+}
+
+TEST(Sources, TheHostFindsTheRefOfARequestItCannotRun) {
+  host::Host h(*runtime);
+  const Term the_ref = t("#Ref<'test@host'.1.2.3.4>");
+  const auto ref_of = [&](const std::vector<std::uint8_t>& frame) {
+    const std::optional<std::span<const std::uint8_t>> ref = host::request_ref(h, host::EtfRequest(frame));
+    return ref ? std::optional<std::vector<std::uint8_t>>(std::vector<std::uint8_t>(ref->begin(), ref->end()))
+               : std::nullopt;
+  };
+  std::vector<std::uint8_t> ref_bytes = etf::encode(the_ref);
+  ref_bytes.erase(ref_bytes.begin());  // no version byte: the Ref as it sits in a tuple
+
+  // {call, Ref, fib, <broken>}: the Ref is found before the broken part.
+  std::vector<std::uint8_t> broken = etf::encode(Term::tuple({atom("call"), the_ref, atom("fib"), t("[1]")}));
+  broken.back() = 255;
+  broken.push_back(255);
+  host::EtfRequest broken_request(broken);
+  EXPECT_EQ(h.run(broken_request).error()->code, host::Errc::bad_etf);
+  EXPECT_EQ(ref_of(broken), ref_bytes);
+  EXPECT_EQ(ref_of(etf::encode(Term::tuple({atom("load"), the_ref, t("<<\"p\">>"), t("10")}))), ref_bytes);
+
+  // Shapes without a Ref: a cast, a call of the wrong size, no tuple, no atom first.
+  EXPECT_EQ(ref_of(etf::encode(t("{cast, fib, [1]}"))), std::nullopt);
+  EXPECT_EQ(ref_of(etf::encode(Term::tuple({atom("call"), the_ref, atom("fib")}))), std::nullopt);
+  EXPECT_EQ(ref_of(etf::encode(t("[call, 1]"))), std::nullopt);
+  EXPECT_EQ(ref_of(etf::encode(t("{1, 2, 3, 4}"))), std::nullopt);
+  EXPECT_EQ(ref_of({131, 104}), std::nullopt);
+
+  // A transport's own request: once the host knows its shape.
+  const std::vector<std::uint8_t> hello = etf::encode(Term::tuple({atom("hello"), the_ref, t("#{}")}));
+  EXPECT_EQ(ref_of(hello), std::nullopt);
+  h.add_request_with_ref("hello", 3);
+  EXPECT_EQ(ref_of(hello), ref_bytes);
+}
+
+// ---------------------------------------------------------------------------------------
 // Plugins
 
 TEST(Plugins, LoadByRequest) {
-  host::Host h(*runtime);
+  EtfHost h(*runtime);
   const std::string path = plugin("extra");
   expect_reply(h, call("extra.hello", t("[<<\"you\">>]")), error(t("{undef, 'extra.hello'}")));
   // The path as a string (a list of character codes), as Erlang code usually has it.
@@ -450,7 +569,7 @@ TEST(Plugins, LoadByRequest) {
 }
 
 TEST(Plugins, LoadErrorsAreTypedAndTheWorkerGoesOn) {
-  host::Host h(*runtime);
+  EtfHost h(*runtime);
   struct Case {
     std::string path;
     host::Errc code;
@@ -526,7 +645,7 @@ class Watch : public testing::Test {
   void SetUp() override { watch.start(); }
   Watched seen;
   host::RequestWatch watch{*runtime, quick_watch, seen.hooks()};
-  host::Host h{*runtime, {}, &watch};
+  EtfHost h{*runtime, {}, &watch};
 };
 
 TEST_F(Watch, ADeadlineInterruptsAnExportThatPolls) {
@@ -607,7 +726,7 @@ TEST_F(Watch, ARequestThatWillNotStopIsReportedOverdueOnce) {
 // that comes before starts it.
 TEST(WatchStart, TheFirstDeadlineStartsTheThread) {
   host::RequestWatch watch(*runtime, quick_watch, {});
-  host::Host h(*runtime, {}, &watch);
+  EtfHost h(*runtime, {}, &watch);
   expect_reply(h, call_within("spin_alloc", t("[5000]"), t("50")), error(atom("timeout")));
 }
 
@@ -620,7 +739,7 @@ TEST_F(Watch, OnePerProcess) {
 // Threads
 
 TEST(Threads, AnotherThreadIsRefused) {
-  host::Host h(*runtime);
+  EtfHost h(*runtime);
   host::Outcome o;
   etf::ByteBuffer reply;
   const std::vector<std::uint8_t> frame = etf::encode(call("fib", t("[10]")));
@@ -639,7 +758,7 @@ TEST(Threads, AnotherThreadIsRefused) {
 }
 
 TEST(Threads, BlockingSectionReleasesTheRuntime) {
-  host::Host h(*runtime);
+  EtfHost h(*runtime);
   etf::ByteBuffer reply;
   {
     host::BlockingSection released(*runtime);
@@ -669,7 +788,7 @@ int main(int argc, char** argv) {
   host::Runtime started(argc, argv);
   runtime = &started;
   {
-    host::Host h(started);
+    EtfHost h(started);
     if (const std::optional<host::Error> e = h.load(plugin("hosttest"))) {
       std::fprintf(stderr, "cannot load the test plugin: %s: %s\n", std::string(host::to_string(e->code)).c_str(),
                    e->message.c_str());

@@ -7,6 +7,7 @@
 // {ok, Result} or {error, Reason}, in Erlang syntax. Exit status: 0 for {ok, _}, 1 for
 // {error, _}, 2 for a usage error, a plugin that does not load or a request refused.
 #include <camlbeam/etf/etf.hpp>
+#include <camlbeam/host/etf_request.hpp>
 #include <camlbeam/host/host.hpp>
 #include <camlbeam/host/runtime.hpp>
 
@@ -29,7 +30,7 @@ int usage(const char* program) {
 
 int run(int argc, char** argv) {
   std::vector<std::string> plugins;
-  host::HostOptions options;
+  host::EtfOptions options;
   std::vector<std::string_view> positional;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
@@ -47,7 +48,7 @@ int run(int argc, char** argv) {
 
   // Sys.argv of the plugins: the program name only.
   host::Runtime runtime(1, argv);
-  host::Host h(runtime, options);
+  host::Host h(runtime);
   for (const std::string& plugin : plugins) {
     if (const std::optional<host::Error> e = h.load(plugin)) {
       std::fprintf(stderr, "%s: %s: %s\n", argv[0], std::string(host::to_string(e->code)).c_str(), e->message.c_str());
@@ -59,7 +60,7 @@ int run(int argc, char** argv) {
   const etf::Term request =
       etf::Term::tuple({etf::Term::atom("call"), ref, etf::Term::atom(positional[0]), args});
   etf::ByteBuffer reply;
-  const host::Outcome outcome = h.handle(etf::encode(request), reply);
+  const host::Outcome outcome = host::handle_etf(h, etf::encode(request), reply, options);
   if (!outcome.replied()) {
     std::fprintf(stderr, "%s: %s: %s\n", argv[0], std::string(host::to_string(outcome.error->code)).c_str(),
                  outcome.error->message.c_str());

@@ -132,7 +132,7 @@ class FrameReader {
 };
 
 // Collects frames and writes them in batches. A frame can be opened before its body is
-// known (Host::handle appends a reply only if there is one); frames appended while it is
+// known (host::handle_etf appends a reply only if there is one); frames appended while it is
 // open and still empty (Erl.send from the export that runs) go before it.
 //
 // One thread (the runtime thread) appends and flushes. Another (the request watch's) may

@@ -125,7 +125,7 @@ std::optional<int> parse_arguments(int argc, char** argv, Arguments& arguments) 
         }
         break;
       case reply_size:
-        if (!parse_size(optarg, camlbeam::port::max_frame_limit, options.host.max_reply_size)) {
+        if (!parse_size(optarg, camlbeam::port::max_frame_limit, options.etf.max_reply_size)) {
           return refuse("a frame size in bytes (1 to 4294967291)", optarg);
         }
         break;

@@ -2,9 +2,11 @@
 
 #include <camlbeam/conv/conv.hpp>
 #include <camlbeam/etf/encoder.hpp>
+#include <camlbeam/host/etf_request.hpp>
 #include <camlbeam/etf/error.hpp>
 
 #include <caml/alloc.h>
+#include <caml/callback.h>
 #include <caml/memory.h>
 #include <caml/signals.h>
 
@@ -33,33 +35,11 @@ std::int64_t coarse_now_ns() noexcept {
   return std::int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec;
 }
 
-// A frame that starts 131, SMALL_TUPLE_EXT `arity`, then an atom named `name` in any of the
-// four atom encodings: the offset just past the atom, or 0.
-std::size_t tagged_tuple_start(std::span<const std::uint8_t> frame, std::uint8_t arity, std::string_view name) noexcept {
-  if (frame.size() < 5 || frame[0] != 131 || frame[1] != 104 || frame[2] != arity) return 0;
-  const std::uint8_t tag = frame[3];
-  std::size_t length = 0;
-  std::size_t at = 0;
-  if (tag == 115 || tag == 119) {  // SMALL_ATOM_EXT, SMALL_ATOM_UTF8_EXT
-    length = frame[4];
-    at = 5;
-  } else if ((tag == 100 || tag == 118) && frame.size() >= 6) {  // ATOM_EXT, ATOM_UTF8_EXT
-    length = (std::size_t{frame[4]} << 8) | frame[5];
-    at = 6;
-  } else {
-    return 0;
-  }
-  const bool named = length == name.size() && frame.size() >= at + length &&
-                     std::equal(name.begin(), name.end(), frame.begin() + static_cast<std::ptrdiff_t>(at));
-  return named ? at + length : 0;
+// A frame {Name, ...} of `arity` elements.
+bool is_tagged(const host::EtfRequest& frame, std::size_t arity, std::string_view name) noexcept {
+  const std::optional<host::RequestHead> head = frame.head();
+  return head && head->arity == arity && head->tag == name;
 }
-
-// The request shapes that carry a Ref right after their tag: {Tag, Ref, ...} of these sizes.
-struct Shape {
-  std::string_view tag;
-  std::uint8_t arity;
-};
-constexpr Shape shapes_with_ref[] = {{"call", 4}, {"call", 5}, {"load", 3}, {"load", 4}, {"hello", 3}};
 
 std::span<const std::uint8_t> bytes_of(std::string_view text) {
   return {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()};
@@ -71,46 +51,40 @@ bool less_bytes(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b
 
 }  // namespace
 
-bool is_erl_reply(std::span<const std::uint8_t> frame) noexcept { return tagged_tuple_start(frame, 3, "erl_reply") != 0; }
-
-std::optional<std::span<const std::uint8_t>> cancel_ref(std::span<const std::uint8_t> frame) noexcept {
-  const std::size_t at = tagged_tuple_start(frame, 2, "cancel");
-  if (at == 0 || at == frame.size()) return std::nullopt;
-  return frame.subspan(at);
+bool is_erl_reply(std::span<const std::uint8_t> frame) noexcept {
+  return is_tagged(host::EtfRequest(frame), 3, "erl_reply");
 }
 
-std::optional<std::span<const std::uint8_t>> salvage_ref(std::span<const std::uint8_t> frame,
-                                                         const etf::Limits& limits) {
-  for (const Shape& shape : shapes_with_ref) {
-    const std::size_t at = tagged_tuple_start(frame, shape.arity, shape.tag);
-    if (at == 0) continue;
-    etf::IgnoreTerm skip;  // where the Ref ends is all that is wanted
-    const etf::DecodeResult ref = etf::decode_body(frame.subspan(at), skip, limits, at);
-    if (!ref) return std::nullopt;
-    return frame.subspan(at, ref.end - at);
-  }
-  return std::nullopt;
+std::optional<std::span<const std::uint8_t>> cancel_ref(std::span<const std::uint8_t> frame) noexcept {
+  const host::EtfRequest request(frame);
+  if (!is_tagged(request, 2, "cancel")) return std::nullopt;
+  return request.element(1);
 }
 
 PortWorker::PortWorker(const host::Runtime& runtime, PortOptions options)
     : runtime_(runtime),
       options_(std::move(options)),
       reader_(options_.in_fd, options_.max_request_size),
-      writer_(options_.out_fd, options_.host.max_reply_size),
+      writer_(options_.out_fd, options_.etf.max_reply_size),
       heartbeat_frame_(64),
       watch_(runtime,
              {.heartbeat = options_.heartbeat, .cancel_grace = options_.cancel_grace},
              {[this](std::chrono::milliseconds running, bool heartbeat) { return on_long_request(running, heartbeat); },
               [this](std::chrono::milliseconds running, std::chrono::milliseconds timeout) { on_overdue(running, timeout); }}),
-      host_(runtime,
-            [&] {
-              host::HostOptions host = options_.host;
-              host.reply_layout = host::ReplyLayout::envelope;
-              return host;
-            }(),
-            &watch_) {
+      host_(runtime, &watch_) {
   if (active_worker != nullptr) throw std::logic_error("camlbeam::port::PortWorker: one per process");
+  options_.etf.reply_layout = host::ReplyLayout::envelope;
+  host_.add_request_with_ref("hello", 3);
+  const value* context = caml_named_value("camlbeam.port.context");
+  if (context == nullptr) {
+    throw host::RuntimeError("the port's OCaml half is missing: link the worker with camlbeam.port (ocaml/port)");
+  }
+  context_ = conv::Root(*context);
   active_worker = this;
+}
+
+std::optional<std::span<const std::uint8_t>> PortWorker::request_ref(std::span<const std::uint8_t> frame) const noexcept {
+  return host::request_ref(host_, host::EtfRequest(frame, options_.etf.decode));
 }
 
 PortWorker::~PortWorker() { active_worker = nullptr; }
@@ -206,7 +180,7 @@ void PortWorker::find_cancels() {
   if (cancel_refs_.empty()) return;
   std::sort(cancel_refs_.begin(), cancel_refs_.end(), less_bytes);
   const auto named = [&](std::span<const std::uint8_t> frame) {
-    const auto ref = salvage_ref(frame, options_.host.decode.limits);
+    const auto ref = request_ref(frame);
     return ref && std::binary_search(cancel_refs_.begin(), cancel_refs_.end(), *ref, less_bytes);
   };
   const auto mark = [&](std::uint64_t index) {
@@ -233,7 +207,7 @@ bool PortWorker::take_cancelled(std::uint64_t index) {
 }
 
 void PortWorker::serve(const Request& request) {
-  // Host::handle runs OCaml, which may read more input (Erl.call_erlang), also in the
+  // Host::run runs OCaml, which may read more input (Erl.call_erlang), also in the
   // middle of the decode: the request's bytes stay where they are until the answer is
   // written.
   const FrameReader::Pin pin(reader_);
@@ -246,7 +220,7 @@ void PortWorker::serve(const Request& request) {
   writer_.open();
   host::Outcome outcome;
   try {
-    outcome = host_.handle(request.bytes, writer_.buffer());
+    outcome = host::handle_etf(host_, request.bytes, writer_.buffer(), options_.etf, &context_);
   } catch (const std::bad_alloc&) {
     writer_.abandon();
     const host::Error out_of_memory{host::Errc::handler_failed, "out of memory while the request was decoded or its reply written", {}};
@@ -293,10 +267,10 @@ bool PortWorker::answer_refusal(std::span<const std::uint8_t> request, const hos
 
 template <class WriteReason>
 bool PortWorker::answer_through_ref(std::span<const std::uint8_t> request, WriteReason&& write_reason) {
-  const std::optional<std::span<const std::uint8_t>> ref = salvage_ref(request, options_.host.decode.limits);
+  const std::optional<std::span<const std::uint8_t>> ref = request_ref(request);
   if (!ref) return false;
   return writer_.append([&](etf::ByteBuffer& out) {
-    etf::Writer w(out, options_.host.minor_version);
+    etf::Writer w(out, options_.etf.minor_version);
     w.version();
     w.begin_tuple(2);
     w.atom("reply");
@@ -312,7 +286,7 @@ bool PortWorker::answer_through_ref(std::span<const std::uint8_t> request, Write
 
 void PortWorker::log(std::string_view level, std::string_view message) {
   writer_.append([&](etf::ByteBuffer& out) {
-    etf::Writer w(out, options_.host.minor_version);
+    etf::Writer w(out, options_.etf.minor_version);
     w.version();
     w.begin_tuple(2);
     w.atom("log");
@@ -331,13 +305,13 @@ std::string PortWorker::emit(value envelope, value payload) {
   if (writer_.closed()) return "the pipe to Erlang is closed";
   try {
     const bool fits = writer_.append([&](etf::ByteBuffer& out) {
-      etf::Writer w(out, options_.host.minor_version);
+      etf::Writer w(out, options_.etf.minor_version);
       w.version();
       conv::walk_ocaml(envelope, w);
       w.version();
       conv::walk_ocaml(payload, w);
     });
-    if (!fits) return "the message is larger than max_reply_size (" + std::to_string(options_.host.max_reply_size) + " bytes)";
+    if (!fits) return "the message is larger than max_reply_size (" + std::to_string(options_.etf.max_reply_size) + " bytes)";
   } catch (const etf::EncodeError& e) {
     return std::string("the message cannot be encoded: ") + e.what();
   }
@@ -366,7 +340,7 @@ PortWorker::Awaited PortWorker::await_erl_reply() {
     }
     // A signal handler that runs in the decoding (map_of_array) may call Erlang and read more.
     const FrameReader::Pin pin(reader_);
-    const conv::UnrootedDecode decoded = conv::etf_to_ocaml_unrooted(*frame, options_.host.decode);
+    const conv::UnrootedDecode decoded = conv::etf_to_ocaml_unrooted(*frame, options_.etf.decode);
     if (decoded.raised) return {Awaited::Kind::raised, *decoded.raised};  // a signal handler's, in map_of_array
     if (decoded.error) {
       log("error", "an erl_reply frame is not valid ETF: " + decoded.error->message());
@@ -384,7 +358,7 @@ bool PortWorker::on_long_request(std::chrono::milliseconds running, bool heartbe
   try {
     heartbeat_frame_.clear();
     append_frame(heartbeat_frame_, max_frame_limit, [&](etf::ByteBuffer& out) {
-      etf::Writer w(out, options_.host.minor_version);
+      etf::Writer w(out, options_.etf.minor_version);
       w.version();
       w.begin_tuple(2);
       w.atom("heartbeat");

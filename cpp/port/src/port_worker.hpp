@@ -5,6 +5,7 @@
 
 #include "frame_io.hpp"
 
+#include <camlbeam/host/etf_request.hpp>
 #include <camlbeam/host/host.hpp>
 #include <camlbeam/host/request_watch.hpp>
 #include <camlbeam/host/runtime.hpp>
@@ -33,9 +34,9 @@ struct PortOptions {
   // The longest request frame accepted; a longer announced length ends the worker. At most
   // max_frame_limit.
   std::size_t max_request_size = std::size_t{1} << 30;
-  // Limits of the request path (host::HostOptions::max_reply_size also bounds Erl.send; at
-  // most max_frame_limit).
-  host::HostOptions host{};
+  // Limits of request and reply frames (max_reply_size also bounds Erl.send; at most
+  // max_frame_limit). The reply layout is always the envelope.
+  host::EtfOptions etf{};
   // Replies are written once this many bytes wait, or before the worker blocks for input.
   std::size_t flush_threshold = std::size_t{64} << 10;
   // A {heartbeat, RunningMs} frame every this much of a request's running time; 0: none.
@@ -128,8 +129,14 @@ class PortWorker {
   etf::ByteBuffer heartbeat_frame_;  // the watch thread's
   host::RequestWatch watch_;
   host::Host host_;
+  conv::Root context_;  // Erl_port's context, "camlbeam.port.context": every request runs in it
   std::deque<Deferred> deferred_;
   std::vector<std::uint8_t> deferred_running_;
+  // The bytes of the Ref of a request that has one, found without decoding the rest
+  // (host::request_ref), so that a request whose rest cannot be decoded or run still gets
+  // an answer.
+  std::optional<std::span<const std::uint8_t>> request_ref(std::span<const std::uint8_t> frame) const noexcept;
+
   // Indexes of unrun requests a cancel named, ascending.
   std::vector<std::uint64_t> cancelled_;
   std::vector<std::span<const std::uint8_t>> cancel_refs_;  // find_cancels' scratch
@@ -138,13 +145,6 @@ class PortWorker {
   bool end_of_input_ = false;
   bool watch_started_ = false;
 };
-
-// The bytes of the Ref of a request that has one ({call, Ref, Fun, Args[, Timeout]},
-// {load, Ref, Path[, Timeout]}, {hello, Ref, Info}), found without decoding the rest, so
-// that a request whose rest cannot be decoded or run still gets an answer: nullopt if the
-// frame does not start like one of those.
-std::optional<std::span<const std::uint8_t>> salvage_ref(std::span<const std::uint8_t> frame,
-                                                         const etf::Limits& limits);
 
 // The Ref of a {cancel, Ref} frame, nullopt for any other frame.
 std::optional<std::span<const std::uint8_t>> cancel_ref(std::span<const std::uint8_t> frame) noexcept;

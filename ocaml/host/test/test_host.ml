@@ -7,7 +7,22 @@ let error v = Term.Tuple [| Atom "error"; v |]
 let call name args = Term.Tuple [| Atom "call"; ref_; Atom name; List args |]
 let call_within timeout name args = Term.Tuple [| Atom "call"; ref_; Atom name; List args; timeout |]
 
+(* The context of the requests these tests run, as a transport's: it knows its worker. *)
+let test_worker = { transport = "test"; id = 3; pid = Forge.pid ~node:"a@h" ~id:9 ~serial:0 ~creation:1 }
+
+let context =
+  {
+    Erl.Private.transport = "test";
+    worker = (fun () -> test_worker);
+    send = (fun _ _ -> ());
+    call_erlang = (fun _ _ _ -> Term.nil);
+    cancel_requested = (fun () -> false);
+  }
+
+let handle = Erl_host.handle context
+
 let () =
+  Erl.export "host_test.worker_id" Conv.(nullary int) (fun () -> (Erl.worker ()).id);
   Erl.export "host_test.add" Conv.(int @-> int @-> returning int) ( + );
   Erl.export "host_test.boom" Conv.(nullary unit) (fun () -> failwith "boom");
   Erl.export "host_test.cancelled" Conv.(nullary unit) (fun () -> raise Erl.Cancelled)
@@ -34,38 +49,41 @@ let check_contains what s sub =
   if not (contains s sub) then Alcotest.failf "%s: %S does not contain %S" what s sub
 
 let test_call () =
-  Alcotest.check term "call" (ok (Int 5)) (reply (Erl_host.handle (call "host_test.add" [ Int 2; Int 3 ])));
+  Alcotest.check term "an export runs in the request's context" (ok (Int 3))
+    (reply (handle (call "host_test.worker_id" [])));
+  Alcotest.check_raises "and only while it runs" No_transport (fun () -> ignore (Erl.worker ()));
+  Alcotest.check term "call" (ok (Int 5)) (reply (handle (call "host_test.add" [ Int 2; Int 3 ])));
   Alcotest.check term "undef" (error (Tuple [| Atom "undef"; Atom "nosuch" |]))
-    (reply (Erl_host.handle (call "nosuch" [])));
-  (match reply (Erl_host.handle (call "host_test.boom" [])) with
+    (reply (handle (call "nosuch" [])));
+  (match reply (handle (call "host_test.boom" [])) with
   | Tuple [| Atom "error"; Tuple [| Atom "ocaml_exception"; Binary name; _; _ |] |] when Erl.Binary.to_string name = "Failure" -> ()
   | t -> Alcotest.failf "not an exception: %s" (Term.to_string t));
   (* Any term is a reference. *)
-  match Erl_host.handle (Tuple [| Atom "call"; Int 42; Atom "host_test.add"; List [ Int 1; Int 1 ] |]) with
+  match handle (Tuple [| Atom "call"; Int 42; Atom "host_test.add"; List [ Int 1; Int 1 ] |]) with
   | Reply (Int 42, answer) -> Alcotest.check term "integer Ref" (ok (Int 2)) answer
   | _ -> Alcotest.fail "integer Ref"
 
 (* Without a host's request watch a Timeout is checked and otherwise changes nothing; an
    export that raises Erl.Cancelled is answered as a cancelled call. *)
 let test_call_with_timeout () =
-  let add timeout = reply (Erl_host.handle (call_within timeout "host_test.add" [ Int 2; Int 3 ])) in
+  let add timeout = reply (handle (call_within timeout "host_test.add" [ Int 2; Int 3 ])) in
   Alcotest.check term "milliseconds" (ok (Int 5)) (add (Int 100));
   Alcotest.check term "zero" (ok (Int 5)) (add (Int 0));
   Alcotest.check term "infinity" (ok (Int 5)) (add (Atom "infinity"));
   Alcotest.check term "past max_int" (ok (Int 5)) (add (Bigint (Z.shift_left Z.one 70)));
   Alcotest.check term "cancelled" (error (Atom "timeout"))
-    (reply (Erl_host.handle (call_within (Int 10) "host_test.cancelled" [])))
+    (reply (handle (call_within (Int 10) "host_test.cancelled" [])))
 
 let test_cast () =
-  (match Erl_host.handle (Tuple [| Atom "cast"; Atom "host_test.add"; List [ Int 1; Int 2 ] |]) with
+  (match handle (Tuple [| Atom "cast"; Atom "host_test.add"; List [ Int 1; Int 2 ] |]) with
   | No_reply -> ()
   | _ -> Alcotest.fail "a cast has no reply");
-  match Erl_host.handle (Tuple [| Atom "cast"; Atom "host_test.add"; List [ Atom "x"; Int 2 ] |]) with
+  match handle (Tuple [| Atom "cast"; Atom "host_test.add"; List [ Atom "x"; Int 2 ] |]) with
   | Cast_failed s -> check_contains "cast failure" s "cast host_test.add: {error,{badarg"
   | _ -> Alcotest.fail "a failed cast is reported"
 
 let test_bad_requests () =
-  let bad r = bad_request (reply (Erl_host.handle r)) in
+  let bad r = bad_request (reply (handle r)) in
   check_contains "Fun" (bad (Tuple [| Atom "call"; ref_; Int 1; List [] |])) "Fun must be an atom, got 1";
   check_contains "Args" (bad (Tuple [| Atom "call"; ref_; Atom "f"; Improper ([ Int 1 ], Int 2) |]))
     "Args must be a proper list, got [1|2]";
@@ -82,7 +100,7 @@ let test_bad_requests () =
   (* The other fields are checked first: a call is never half-checked. *)
   check_contains "Fun before Timeout" (bad (Tuple [| Atom "call"; ref_; Int 1; List []; Atom "never" |]))
     "Fun must be an atom";
-  let refused r = match Erl_host.handle r with Refused s -> s | _ -> Alcotest.failf "not refused: %s" (Term.to_string r) in
+  let refused r = match handle r with Refused s -> s | _ -> Alcotest.failf "not refused: %s" (Term.to_string r) in
   check_contains "no Ref" (refused (Atom "call")) "got call";
   check_contains "cast" (refused (Tuple [| Atom "cast"; Int 1; List [] |])) "{cast, Fun, Args}";
   check_contains "big" (refused (Term.binary (String.make 1_000_000 'x'))) "got a binary of 1000000 bytes"
@@ -93,9 +111,9 @@ let test_transport_requests () =
       seen := fields;
       Erl_host.Reply (fields.(1), Atom "pong"));
   let ping = Term.Tuple [| Atom "ping"; ref_; Int 1 |] in
-  Alcotest.check term "answered by the handler" (Atom "pong") (reply (Erl_host.handle ping));
+  Alcotest.check term "answered by the handler" (Atom "pong") (reply (handle ping));
   Alcotest.(check int) "the whole tuple" 3 (Array.length !seen);
-  (match Erl_host.handle (Term.Tuple [| Atom "pong"; ref_ |]) with
+  (match handle (Term.Tuple [| Atom "pong"; ref_ |]) with
   | Refused _ -> ()
   | _ -> Alcotest.fail "an unregistered kind is refused");
   Alcotest.check_raises "call is every host's" (Invalid_argument "Erl_host.add_request: call is a request of every host")
@@ -133,7 +151,7 @@ let test_load () =
   check_contains "bytecode: message" message "a native host loads .cmxs files";
   (* A load that fails forgets the atoms declared meanwhile: they are no plugin's. *)
   Erl.declare_atoms [ "host_test_stray" ];
-  (match reply (Erl_host.handle (Tuple [| Atom "load"; ref_; Term.binary "/nonexistent/p.cmxs" |])) with
+  (match reply (handle (Tuple [| Atom "load"; ref_; Term.binary "/nonexistent/p.cmxs" |])) with
   | Tuple [| Atom "error"; Tuple [| Atom "load_failed"; Atom "enoent"; _ |] |] -> ()
   | t -> Alcotest.failf "a missing plugin: %s" (Term.to_string t));
   Alcotest.(check (list string)) "a failed load's atoms are forgotten" [] (Erl.Private.take_new_atoms ());
@@ -142,14 +160,14 @@ let test_load () =
   let path = Term.List (List.init (String.length plugin) (fun i -> Term.Int (Char.code plugin.[i]))) in
   Alcotest.check term "load"
     (ok (Term.map_of_list [ (Atom "atoms", List [ Term.binary "host_test_tag"; Term.binary "host_test_declared" ]) ]))
-    (reply (Erl_host.handle (Tuple [| Atom "load"; ref_; path; Atom "infinity" |])));
+    (reply (handle (Tuple [| Atom "load"; ref_; path; Atom "infinity" |])));
   Alcotest.(check (list string)) "carried once" [] (Erl.Private.take_new_atoms ());
-  Alcotest.check term "the plugin's export" (ok (Int 42)) (reply (Erl_host.handle (call "host_test.double" [ Int 21 ])));
-  (match reply (Erl_host.handle (Tuple [| Atom "load"; ref_; Term.binary plugin |])) with
+  Alcotest.check term "the plugin's export" (ok (Int 42)) (reply (handle (call "host_test.double" [ Int 21 ])));
+  (match reply (handle (Tuple [| Atom "load"; ref_; Term.binary plugin |])) with
   | Tuple [| Atom "error"; Tuple [| Atom "load_failed"; Atom "already_loaded"; Binary message |] |] ->
       check_contains "twice: message" (Erl.Binary.to_string message) "Host_test_plugin"
   | t -> Alcotest.failf "loaded twice: %s" (Term.to_string t));
-  Alcotest.check term "still there" (ok (Int 4)) (reply (Erl_host.handle (call "host_test.double" [ Int 2 ])))
+  Alcotest.check term "still there" (ok (Int 4)) (reply (handle (call "host_test.double" [ Int 2 ])))
 
 let () =
   Alcotest.run ~argv:[| Sys.argv.(0) |] "camlbeam.host"

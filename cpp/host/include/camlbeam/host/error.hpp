@@ -12,7 +12,7 @@
 namespace camlbeam::host {
 
 enum class Errc : std::uint8_t {
-  // Host::handle could send nothing back.
+  // Host::run refused the request: nothing can be sent back.
   bad_etf,           // the request is not valid ETF (Error::decode says where)
   bad_request,       // valid ETF, but no request and no Ref to answer (or a malformed cast)
   bad_reply,         // the request's Ref itself cannot be encoded

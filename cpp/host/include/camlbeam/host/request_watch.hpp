@@ -2,7 +2,7 @@
 // request that cannot be stopped. Every transport needs it; cpp/host/README.md explains
 // the mechanism.
 //
-// The runtime thread tells the watch when a request begins and ends (Host::handle does, and
+// The runtime thread tells the watch when a request begins and ends (Host::run does, and
 // the request's Timeout arrives from Erl_host through camlbeam_request_hooks.h). A thread
 // of the watch's own looks at the running request every tick while requests come, and
 // sleeps without a timer when the worker is idle. When a request's deadline passes, the
