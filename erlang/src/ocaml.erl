@@ -151,7 +151,8 @@
 %%     its heartbeat while a request runs long) for this long while requests
 %%     wait is replaced, default 5000 ms (a stopped process, say).</li>
 %% <li>`max_atoms': how many atoms the pool's plugins may declare
-%%     (`Erl.declare_atoms'), default 1024. The pool creates them when a
+%%     (`Erl.declare_atoms'), the names of the modules and functions they
+%%     export included ({@link exports/1}), default 1024. The pool creates them when a
 %%     plugin loads, so that answers holding them decode; a load that would
 %%     take the pool past it fails with
 %%     `{load_failed, too_many_atoms, Message}'. Atoms are never freed: the
@@ -857,7 +858,8 @@ describe({load_failed, Kind, Message})
        Kind =:= already_loaded; Kind =:= init_failed ->
     io_lib:format("the plugin did not load (~ts): ~ts", [Kind, Message]);
 describe({load_failed, too_many_atoms, Message}) ->
-    io_lib:format("the plugin declares more atoms than the pool's max_atoms allows: ~ts", [Message]);
+    io_lib:format("the plugin declares (or exports names that make) more atoms than the pool's max_atoms "
+                  "allows: ~ts", [Message]);
 describe({unknown_option, Key}) ->
     io_lib:format("unknown option ~tp", [Key]);
 describe({bad_option, Key, Value}) ->
