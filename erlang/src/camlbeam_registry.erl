@@ -1,7 +1,7 @@
 %% @doc Where callers find the workers of a pool.
 %%
 %% Owns two named ETS tables that outlive every pool: `camlbeam_pools' (one row
-%% per pool: its manager and the plugins its workers load) and
+%% per pool: its manager, the plugins its workers load and what they export) and
 %% `camlbeam_workers' (one row per live worker: its process, port, table of
 %% pending calls). Writes go through this server, which monitors what each
 %% row describes and deletes the row when that process dies; reads are plain
@@ -18,8 +18,8 @@
 -include("camlbeam_registry.hrl").
 
 -export([start_link/0]).
--export([register_pool/3, set_plugins/2, register_worker/2, unregister_worker/1]).
--export([pool/1, workers/1, await/0, monitor/0]).
+-export([register_pool/3, set_plugins/2, set_exports/2, register_worker/2, unregister_worker/1]).
+-export([pool/1, workers/1, reported_exports/1, exports/1, await/0, monitor/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -define(POOLS, camlbeam_pools).
@@ -46,6 +46,12 @@ register_pool(Pool, Manager, InitialPlugins) ->
 -spec set_plugins(Pool :: pid(), [file:filename_all()]) -> ok.
 set_plugins(Pool, Plugins) ->
     gen_server:call(?MODULE, {set_plugins, Pool, Plugins}).
+
+%% @doc Replaces the exports a registered pool's workers reported, by the step
+%% of their start that reported them (`hello', or a plugin's path).
+-spec set_exports(Pool :: pid(), #{hello | file:filename_all() => [ocaml:export()]}) -> ok.
+set_exports(Pool, Exports) ->
+    gen_server:call(?MODULE, {set_exports, Pool, Exports}).
 
 %% @doc Publishes the calling worker (again: its row is replaced); the row
 %% goes when the worker dies or unregisters. `async': a cast, for a worker
@@ -110,6 +116,35 @@ pool(Pool) ->
         error:badarg -> error
     end.
 
+%% @doc The exports a pool's workers reported, by the step that reported them,
+%% as saved (`#{}' for a pool not registered): for its manager, restarted.
+-spec reported_exports(pid()) -> #{hello | file:filename_all() => [ocaml:export()]}.
+reported_exports(Pool) ->
+    try ets:lookup(?POOLS, Pool) of
+        [#camlbeam_pool{exports = Exports}] -> Exports;
+        [] -> #{}
+    catch
+        error:badarg -> #{}
+    end.
+
+%% @doc What a pool row's workers export, sorted: the exports of the code
+%% linked into them, then those of each plugin in load order, a module of a
+%% later plugin replacing that module's exports of any earlier one, as it
+%% does in the workers (a new version of a plugin). Plugins not in the row's
+%% list (a failed load, an upgrade's old list) do not count.
+-spec exports(#camlbeam_pool{}) -> [ocaml:export()].
+exports(#camlbeam_pool{plugins = Plugins, exports = Reported}) ->
+    Modules = lists:foldl(
+                fun(Step, Acc) ->
+                        maps:merge(Acc, by_module(maps:get(Step, Reported, [])))
+                end,
+                #{}, [hello | Plugins]),
+    lists:sort(lists:append(maps:values(Modules))).
+
+-spec by_module([ocaml:export()]) -> #{module() => [ocaml:export()]}.
+by_module(Exports) ->
+    maps:groups_from_list(fun(Export) -> element(1, Export) end, Exports).
+
 %% @doc The live workers of a pool, by increasing id.
 -spec workers(pid()) -> [#camlbeam_worker{}].
 workers(Pool) ->
@@ -143,6 +178,9 @@ handle_call({register_pool, Pool, Manager, InitialPlugins}, _From, State) ->
     end;
 handle_call({set_plugins, Pool, Plugins}, _From, State) ->
     _ = ets:update_element(?POOLS, Pool, {#camlbeam_pool.plugins, Plugins}),
+    {reply, ok, State};
+handle_call({set_exports, Pool, Exports}, _From, State) ->
+    _ = ets:update_element(?POOLS, Pool, {#camlbeam_pool.exports, Exports}),
     {reply, ok, State};
 handle_call({register_worker, Worker}, _From, State0) ->
     {noreply, State} = handle_cast({register_worker, Worker}, State0),

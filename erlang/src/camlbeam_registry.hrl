@@ -28,5 +28,10 @@
     manager :: pid(),
     %% Loaded into every worker, in order, also after restarts; kept here so
     %% that a restarted manager resumes with what was loaded at run time.
-    plugins :: [file:filename_all()]
+    plugins :: [file:filename_all()],
+    %% What the workers reported of each step of their start: the code linked
+    %% into the executable (hello) and each plugin, every export of the modules
+    %% that step filled. ocaml:exports/1 reads it without asking a worker; a
+    %% restarted manager resumes with it.
+    exports = #{} :: #{hello | file:filename_all() => [ocaml:export()]}
 }).

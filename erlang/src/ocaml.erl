@@ -4,6 +4,7 @@
 %% ```
 %% {ok, Pool} = ocaml:start_link(#{plugins => ["priv/mathlib.cmxs"], pool_size => 4}),
 %% {ok, 832040} = ocaml:call(Pool, fib, [30]),
+%% {ok, 832040} = ocaml:call(Pool, {mathlib, fib}, [30]),
 %% {error, {ocaml_exception, <<"Not_found">>, _, _}} = ocaml:call(Pool, lookup, [<<"x">>]),
 %% ok = ocaml:cast(Pool, log, [<<"hi">>]),
 %% ok = ocaml:load(Pool, "priv/other.cmxs").
@@ -32,15 +33,17 @@
 -include("camlbeam_registry.hrl").
 
 -export([start_link/1, start/1, child_spec/1, stop/1]).
--export([call/3, call/4, cast/3, load/2, upgrade/2, upgrade/3, workers/1]).
+-export([call/3, call/4, cast/3, load/2, upgrade/2, upgrade/3, workers/1, exports/1]).
 -export([format_error/1, format_error/2]).
--export_type([pool/0, options/0, flavour/0, worker_info/0]).
+-export_type([pool/0, options/0, flavour/0, worker_info/0, fun_name/0, export/0]).
 -export_type([call_error/0, start_error/0, load_error/0, upgrade_error/0]).
 -export_type([int63/0, int64/0]).
 
 -define(DEFAULT_TIMEOUT, 5000).
 
 -define(IS_POOL(Pool), (is_pid(Pool) orelse is_atom(Pool))).
+-define(IS_FUN_NAME(Fun), (is_atom(Fun) orelse (tuple_size(Fun) =:= 2 andalso is_atom(element(1, Fun))
+                                                andalso is_atom(element(2, Fun))))).
 
 %% An argument of the wrong type (an Elixir keyword list for the options, a string
 %% for a function name): `badarg', which the shell (`erl_error') and Elixir (an
@@ -56,6 +59,20 @@
 -type flavour() :: native | bytecode.
 %% Which workers a pool runs: native code (`.cmxs' plugins) or bytecode
 %% (`.cma', `.cmo').
+
+-type fun_name() :: atom() | {Module :: atom(), Function :: atom()}.
+%% The OCaml function a call or cast runs: `{Module, Function}', or
+%% `Function' alone, which names the export of that name of whichever module
+%% has one (`{error, {ambiguous, Function, Modules}}' when several do). A
+%% plugin's module is named after its file (`mathlib' for
+%% `mathlib.cmxs'), unless it names another (`docs/plugins.md').
+
+-type export() :: {Module :: atom(), Function :: atom(), Arity :: arity() | any, Signature :: binary()}.
+%% An OCaml function the workers of a pool export ({@link exports/1}): its
+%% module, its name, its arity (`any' for a function that takes any number
+%% of arguments, `Erl.export_raw'), and its type in Erlang type syntax, as
+%% its converters describe it and as `badarg' errors name the arguments:
+%% `<<"fun((ocaml:int63()) -> ocaml:int63())">>'.
 
 -type int63() :: -4611686018427387904..4611686018427387903.
 %% OCaml's `int' (63 bits): the integers an export's `Conv.int' accepts. A
@@ -134,7 +151,8 @@
 %%     its heartbeat while a request runs long) for this long while requests
 %%     wait is replaced, default 5000 ms (a stopped process, say).</li>
 %% <li>`max_atoms': how many atoms the pool's plugins may declare
-%%     (`Erl.declare_atoms'), default 1024. The pool creates them when a
+%%     (`Erl.declare_atoms'), the names of the modules and functions they
+%%     export included ({@link exports/1}), default 1024. The pool creates them when a
 %%     plugin loads, so that answers holding them decode; a load that would
 %%     take the pool past it fails with
 %%     `{load_failed, too_many_atoms, Message}'. Atoms are never freed: the
@@ -147,7 +165,8 @@
 %% Erlang process, the OS pid of its executable, its flavour, and the calls
 %% it has in flight.
 
--type call_error() :: {undef, atom() | binary()}
+-type call_error() :: {undef, atom() | binary() | {atom() | binary(), atom() | binary()}}
+                    | {ambiguous, Function :: atom(), Modules :: [atom()]}
                     | {badarity, Expected :: non_neg_integer(), Got :: non_neg_integer()}
                     | {badarg, #{argument := pos_integer(), expected := binary(), got := term()}}
                     | {ocaml_exception, Name :: binary(), Message :: binary(), Backtrace :: binary()}
@@ -345,16 +364,32 @@ workers(Pool) ->
                 Load <- [ets:info(Pending, size)], Load =/= undefined]
     end.
 
+%% @doc The OCaml functions the workers of a pool export, sorted: each
+%% plugin's (and the worker executable's own) as the workers reported them
+%% when they loaded it. A plugin that replaced a module of an earlier one (a
+%% new version) shows in its place. `[]' for a pool that is not running. Read
+%% from the registry: no message goes to a worker.
+-spec exports(pool()) -> [export()].
+exports(Pool) when not ?IS_POOL(Pool) ->
+    ?BAD_ARGUMENTS([Pool]);
+exports(Pool) ->
+    case pool_row(Pool) of
+        error -> [];
+        {ok, Row} -> camlbeam_registry:exports(Row)
+    end.
+
 %%% Calls
 
 %% @doc Calls the OCaml function exported as `Fun' with `Args' on the least
 %% loaded worker of the pool, and waits up to 5000 ms for its answer: the same
 %% as `call(Pool, Fun, Args, 5000)'. `{ok, Value}' is what the function
 %% returned; every failure is an `{error, Reason}' (`docs/api.md' lists them,
-%% {@link format_error/1} says each in a sentence). `Fun' is an atom (`fib';
-%% `:fib' in Elixir), `Args' a list with one term per argument.
--spec call(pool(), atom(), [term()]) -> {ok, term()} | {error, call_error()}.
-call(Pool, Fun, Args) when ?IS_POOL(Pool), is_atom(Fun), is_list(Args) ->
+%% {@link format_error/1} says each in a sentence). `Fun' is `{Module,
+%% Function}' (`{mathlib, fib}'; `{:mathlib, :fib}' in Elixir) or, when no
+%% other module exports that name, `Function' alone (`fib'); `Args' a list
+%% with one term per argument.
+-spec call(pool(), fun_name(), [term()]) -> {ok, term()} | {error, call_error()}.
+call(Pool, Fun, Args) when ?IS_POOL(Pool), ?IS_FUN_NAME(Fun), is_list(Args) ->
     call(Pool, Fun, Args, ?DEFAULT_TIMEOUT);
 call(Pool, Fun, Args) ->
     ?BAD_ARGUMENTS([Pool, Fun, Args]).
@@ -366,9 +401,9 @@ call(Pool, Fun, Args) ->
 %% and a late answer is dropped, never delivered to a later call. Arguments of
 %% the wrong type (a string for `Fun') raise `badarg', explained argument by
 %% argument in the shell and in Elixir.
--spec call(pool(), atom(), [term()], timeout()) -> {ok, term()} | {error, call_error()}.
+-spec call(pool(), fun_name(), [term()], timeout()) -> {ok, term()} | {error, call_error()}.
 call(Pool, Fun, Args, Timeout)
-  when ?IS_POOL(Pool), is_atom(Fun), is_list(Args),
+  when ?IS_POOL(Pool), ?IS_FUN_NAME(Fun), is_list(Args),
        (Timeout =:= infinity orelse (is_integer(Timeout) andalso Timeout >= 0)) ->
     %% The time spent choosing a worker and encoding the request counts.
     Now = erlang:monotonic_time(millisecond),
@@ -379,7 +414,7 @@ call(Pool, Fun, Args, Timeout) ->
 %% A worker whose OS process turned out to be gone before the request was
 %% written to it was sent nothing: the call goes to the next worker (each is
 %% tried once), instead of failing while the others are up.
--spec call(pool(), atom(), [term()], integer(), timeout(), [pid()]) ->
+-spec call(pool(), fun_name(), [term()], integer(), timeout(), [pid()]) ->
     {ok, term()} | {error, call_error()}.
 call(Pool, Fun, Args, Now, Timeout, Tried) ->
     case pick_worker(Pool, Tried) of
@@ -397,13 +432,13 @@ call(Pool, Fun, Args, Now, Timeout, Tried) ->
 %% not read. A cast that fails (or runs past the pool's `cast_timeout', which
 %% interrupts it) is logged; one that cannot be queued (no worker,
 %% `overloaded', larger than `max_request_size') is dropped.
--spec cast(pool(), atom(), [term()]) -> ok.
-cast(Pool, Fun, Args) when ?IS_POOL(Pool), is_atom(Fun), is_list(Args) ->
+-spec cast(pool(), fun_name(), [term()]) -> ok.
+cast(Pool, Fun, Args) when ?IS_POOL(Pool), ?IS_FUN_NAME(Fun), is_list(Args) ->
     cast(Pool, Fun, Args, []);
 cast(Pool, Fun, Args) ->
     ?BAD_ARGUMENTS([Pool, Fun, Args]).
 
--spec cast(pool(), atom(), [term()], [pid()]) -> ok.
+-spec cast(pool(), fun_name(), [term()], [pid()]) -> ok.
 cast(Pool, Fun, Args, Tried) ->
     case pick_worker(Pool, Tried) of
         {ok, #camlbeam_worker{pid = Worker, cast_timeout = Timeout} = Row} ->
@@ -463,15 +498,19 @@ argument_problem(_Function, 1, Pool, _Elixir) when ?IS_POOL(Pool) ->
 argument_problem(_Function, 1, _Pool, _Elixir) ->
     "not a pool: the pid start_link/1 or start/1 returned, or the pool's name (an atom)";
 argument_problem(Function, 2, Fun, Elixir) when Function =:= call; Function =:= cast ->
-    Example = case Elixir of
-                  true -> ":fib";
-                  false -> "fib"
-              end,
+    {Example, Qualified} = case Elixir of
+                               true -> {":fib", "{:mathlib, :fib}"};
+                               false -> {"fib", "{mathlib, fib}"}
+                           end,
     if
-        is_atom(Fun) -> none;
+        ?IS_FUN_NAME(Fun) -> none;
         is_binary(Fun); is_list(Fun) ->
             ["the name of an OCaml function is an atom, such as ", Example, ", not a string"];
-        true -> ["not an atom: the name of an OCaml function is one, such as ", Example]
+        is_tuple(Fun) ->
+            ["not {Module, Function}: that is a tuple of two atoms, such as ", Qualified];
+        true ->
+            ["not the name of an OCaml function: an atom, such as ", Example,
+             ", or {Module, Function}, such as ", Qualified]
     end;
 argument_problem(load, 2, Path, _Elixir) ->
     case is_list(Path) orelse is_binary(Path) of
@@ -660,7 +699,7 @@ least_loaded([#camlbeam_worker{pending = Pending} = Worker | Workers], Best, Bes
         _ -> least_loaded(Workers, Best, BestLoad)
     end.
 
--spec call_worker(#camlbeam_worker{}, atom(), [term()], integer(), timeout()) ->
+-spec call_worker(#camlbeam_worker{}, fun_name(), [term()], integer(), timeout()) ->
     {ok, term()} | {error, call_error()} | unsent.
 call_worker(#camlbeam_worker{pid = Worker, port = Port} = Row, Fun, Args, Started, Timeout) ->
     %% The alias is deactivated with the monitor: an answer sent after the
@@ -679,7 +718,7 @@ call_worker(#camlbeam_worker{pid = Worker, port = Port} = Row, Fun, Args, Starte
 %% is full (busy: the worker is not reading) answers overloaded at once.
 %% Started: when the call began, in ms of monotonic time; Timeout counts from
 %% then, and what is left of it when the request is written is the worker's.
--spec enqueue(#camlbeam_worker{}, reference(), call | cast, atom(), [term()], integer(), timeout()) ->
+-spec enqueue(#camlbeam_worker{}, reference(), call | cast, fun_name(), [term()], integer(), timeout()) ->
     ok | await | {error, overloaded | {request_too_large, pos_integer(), pos_integer()}}
     | unsent.
 enqueue(#camlbeam_worker{port = Port, pending = Pending, given = Given, max_request_size = Max},
@@ -768,8 +807,13 @@ time_left(_Started, infinity) -> infinity;
 time_left(Started, Timeout) -> max(0, Started + Timeout - erlang:monotonic_time(millisecond)).
 
 -spec describe(term()) -> io_lib:chars().
+describe({undef, {Module, Fun}}) ->
+    io_lib:format("the OCaml module ~tp exports no function ~tp", [Module, Fun]);
 describe({undef, Fun}) ->
     io_lib:format("no OCaml function is exported as ~tp", [Fun]);
+describe({ambiguous, Fun, [First | _] = Modules}) when is_list(Modules) ->
+    io_lib:format("the OCaml modules ~ts all export ~tp: name one, as in {~tp, ~tp}",
+                  [lists:join(", ", [io_lib:format("~tp", [M]) || M <- Modules]), Fun, First, Fun]);
 describe({badarity, Expected, Got}) ->
     io_lib:format("the OCaml function takes ~b arguments, not ~b", [Expected, Got]);
 describe({badarg, #{argument := N, expected := Expected, got := Got}}) ->
@@ -814,7 +858,8 @@ describe({load_failed, Kind, Message})
        Kind =:= already_loaded; Kind =:= init_failed ->
     io_lib:format("the plugin did not load (~ts): ~ts", [Kind, Message]);
 describe({load_failed, too_many_atoms, Message}) ->
-    io_lib:format("the plugin declares more atoms than the pool's max_atoms allows: ~ts", [Message]);
+    io_lib:format("the plugin declares (or exports names that make) more atoms than the pool's max_atoms "
+                  "allows: ~ts", [Message]);
 describe({unknown_option, Key}) ->
     io_lib:format("unknown option ~tp", [Key]);
 describe({bad_option, Key, Value}) ->

@@ -18,7 +18,13 @@
 %% plugin's load is answered (and a worker's hello, for the code linked into it),
 %% at most `max_atoms' of them per pool: a load that would go past it fails with
 %% `{load_failed, too_many_atoms, Message}'. A worker that starts again declares
-%% the same atoms, which are not counted twice.
+%% the same atoms, which are not counted twice. The names of the modules and
+%% functions the plugins export are created and counted the same way.
+%%
+%% The exports each step reports (hello, each plugin's load) are kept here and
+%% in the pool's row of the registry, where `ocaml:exports/1' reads them.
+%% A plugin that replaces a module of an earlier one (a new version of it)
+%% is logged once, when its exports are first reported.
 %%
 %% A pool has started when every worker's first OS process has loaded the
 %% plugins: {@link await_ready/2} says so, or gives the first reason one
@@ -45,7 +51,7 @@
 -module(ocaml_pool_manager).
 -behaviour(gen_server).
 
--export([start_link/2, join/2, started/3, await_ready/2, load/2, declare_atoms/3, upgrade/3]).
+-export([start_link/2, join/2, started/3, await_ready/2, load/2, declare/3, upgrade/3]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 -export_type([worker_setup/0, load_error/0, upgrade_error/0]).
 
@@ -114,6 +120,8 @@
     registry :: reference() | none,
     %% The atoms created for this pool's plugins, counted against max_atoms.
     atoms = #{} :: #{ocaml_port_protocol:atom_text() => []},
+    %% The exports each step of a worker's start reported, as in the registry.
+    exports = #{} :: #{hello | file:filename_all() => [ocaml:export()]},
     %% The worker process of each id, as last joined.
     worker_pids = #{} :: #{pos_integer() => pid()},
     roll = none :: #roll{} | none
@@ -157,14 +165,15 @@ load(Manager, Path) ->
     gen_server:call(Manager, {load, Path}, infinity).
 
 %% @doc Called by a worker whose OS process answered its hello (`hello': the
-%% code linked into the worker) or loaded a plugin at start (its path) with
-%% atoms declared: creates those the pool has not, if max_atoms allows.
--spec declare_atoms(Manager :: pid(), hello | file:filename_all(), [ocaml_port_protocol:atom_text()]) ->
+%% code linked into the worker) or loaded a plugin at start (its path): creates
+%% the atoms declared and the names exported that the pool has not, if
+%% max_atoms allows, and records the exports.
+-spec declare(Manager :: pid(), hello | file:filename_all(), ocaml_port_protocol:declared()) ->
     ok | {error, {load_failed, too_many_atoms, binary()}}.
-declare_atoms(_Manager, _Declarer, []) ->
+declare(_Manager, _Declarer, #{atoms := [], exports := []}) ->
     ok;
-declare_atoms(Manager, Declarer, Texts) ->
-    gen_server:call(Manager, {declare_atoms, Declarer, Texts}, infinity).
+declare(Manager, Declarer, Declared) ->
+    gen_server:call(Manager, {declare, Declarer, Declared}, infinity).
 
 %% @doc Moves every worker of the pool to a new plugin list, one at a time,
 %% keeping at least `pool_size' workers serving (see the module's doc). `ok'
@@ -195,6 +204,7 @@ init({Pool, #{plugins := Plugins0, owner := Owner} = Config}) ->
                    end,
     {ok, #state{pool = Pool, config = Config, owner = OwnerMonitor,
                 plugins = [{P, loaded} || P <- Plugins],
+                exports = camlbeam_registry:reported_exports(Pool),
                 registry = camlbeam_registry:monitor()}}.
 
 -spec handle_call(term(), gen_server:from(), #state{}) ->
@@ -216,8 +226,8 @@ handle_call({join, WorkerId}, {Worker, _}, #state{members = Members, worker_pids
             end,
     {reply, {ok, setup(WorkerId, State)},
      State#state{members = NewMembers, worker_pids = Pids#{WorkerId => Worker}}};
-handle_call({declare_atoms, Declarer, Texts}, _From, State) ->
-    case create_atoms(Declarer, Texts, State) of
+handle_call({declare, Declarer, Declared}, _From, State) ->
+    case declared(Declarer, Declared, State) of
         {ok, NewState} -> {reply, ok, NewState};
         {error, _} = Error -> {reply, Error, State}
     end;
@@ -351,21 +361,97 @@ answer_ready(#state{first_starts = Starts, ready_waiters = Waiters,
             State#state{ready_waiters = []}
     end.
 
-%% A worker's answer to a load: the plugin's atoms are created before the
-%% load counts as done in that worker.
--spec loaded({ok, [ocaml_port_protocol:atom_text()]} | {error, load_error()}, reference(), #state{}) ->
+%% A worker's answer to a load: the plugin's atoms are created, and its
+%% exports recorded, before the load counts as done in that worker.
+-spec loaded({ok, ocaml_port_protocol:declared()} | {error, load_error()}, reference(), #state{}) ->
     {ok | {error, load_error()}, #state{}}.
-loaded({ok, Texts}, LoadId, #state{plugins = Plugins} = State) ->
+loaded({ok, Declared}, LoadId, #state{plugins = Plugins} = State) ->
     Path = case lists:keyfind(LoadId, 2, Plugins) of
                {P, LoadId} -> P;
                false -> <<"the plugin">>
            end,
-    case create_atoms(Path, Texts, State) of
+    case declared(Path, Declared, State) of
         {ok, NewState} -> {ok, NewState};
         {error, _} = Error -> {Error, State}
     end;
 loaded({error, _} = Error, _LoadId, State) ->
     {Error, State}.
+
+%% What a step reported: its atoms and the names of its exports are created
+%% (within max_atoms), then its exports recorded. Exports make atoms of the
+%% VM: ocaml:exports/1 lists them as atoms, and an `ambiguous' answer names
+%% modules.
+-spec declared(hello | file:filename_all(), ocaml_port_protocol:declared(), #state{}) ->
+    {ok, #state{}} | {error, {load_failed, too_many_atoms, binary()}}.
+declared(Declarer, #{atoms := Atoms, exports := Exports}, State) ->
+    Names = lists:append([[Module, Function] || {Module, Function, _, _} <- Exports]),
+    case create_atoms(Declarer, Atoms ++ Names, State) of
+        {ok, NewState} -> {ok, record_exports(Declarer, Exports, NewState)};
+        {error, _} = Error -> Error
+    end.
+
+%% Keeps what a step exports, here and in the registry, once per change: every
+%% worker reports the same, at every start.
+-spec record_exports(hello | file:filename_all(), [ocaml_port_protocol:export_text()], #state{}) -> #state{}.
+record_exports(Declarer, Texts, #state{exports = Known} = State) ->
+    Exports = lists:sort([{binary_to_existing_atom(Module, utf8), binary_to_existing_atom(Function, utf8),
+                           Arity, Signature}
+                          || {Module, Function, Arity, Signature} <- Texts]),
+    case Known of
+        #{Declarer := Exports} ->
+            State;
+        #{} when Exports =:= [], not is_map_key(Declarer, Known) ->
+            State;
+        #{} ->
+            log_replaced(Declarer, Exports, State),
+            save_exports(State#state{exports = Known#{Declarer => Exports}})
+    end.
+
+%% A plugin whose module another step of the pool's list filled before it (a
+%% new version, loaded under another file name): logged once, as the exports
+%% of that step are first recorded.
+-spec log_replaced(hello | file:filename_all(), [ocaml:export()], #state{}) -> ok.
+log_replaced(Declarer, Exports, #state{pool = Pool, exports = Known} = State) ->
+    Steps = [hello | [Path || {Path, _} <- State#state.plugins]],
+    Earlier = lists:takewhile(fun(Step) -> Step =/= Declarer end, Steps),
+    case is_map_key(Declarer, Known) orelse not lists:member(Declarer, Steps) of
+        true ->
+            ok;
+        false ->
+            Modules = lists:usort([element(1, Export) || Export <- Exports]),
+            _ = [?LOG_NOTICE("OCaml pool ~p: module ~p of ~ts replaced by that of ~ts",
+                             [Pool, Module, describe_step(Step), describe_step(Declarer)])
+                 || Step <- Earlier, Module <- Modules,
+                    lists:keymember(Module, 1, maps:get(Step, Known, []))],
+            ok
+    end.
+
+-spec describe_step(hello | file:filename_all()) -> unicode:chardata().
+describe_step(hello) -> "the worker executable's own code";
+describe_step(Path) -> Path.
+
+%% The exports of steps no longer in the pool's lists (a failed load, the old
+%% list of an upgrade) are dropped.
+-spec prune_exports(#state{}) -> #state{}.
+prune_exports(#state{exports = Known, plugins = Plugins, roll = Roll} = State) ->
+    Steps = [hello | [Path || {Path, _} <- Plugins]] ++ case Roll of
+                                                           #roll{new = New} -> New;
+                                                           none -> []
+                                                       end,
+    case maps:with(Steps, Known) of
+        Known -> State;
+        Kept -> save_exports(State#state{exports = Kept})
+    end.
+
+-spec save_exports(#state{}) -> #state{}.
+save_exports(#state{pool = Pool, exports = Exports} = State) ->
+    try
+        ok = camlbeam_registry:set_exports(Pool, Exports)
+    catch
+        %% Restarting: this pool registers again with its exports once it is back.
+        exit:_ -> ok
+    end,
+    State.
 
 %% Creates the atoms of Texts the pool has not created yet, all of them or,
 %% past max_atoms, none. Texts were checked (ocaml_port_protocol:atom_texts/1).
@@ -383,8 +469,8 @@ create_atoms(Declarer, Texts, #state{atoms = Created, config = #{max_atoms := Ma
                       Path -> Path
                   end,
             Message = unicode:characters_to_binary(
-                        io_lib:format("~ts declares ~b atom~s the pool has not created; it has created ~b, "
-                                      "and its max_atoms is ~b",
+                        io_lib:format("~ts declares (or exports names that make) ~b atom~s the pool has not "
+                                      "created; it has created ~b, and its max_atoms is ~b",
                                       [Who, length(New), plural(length(New)), map_size(Created), Max])),
             {error, {load_failed, too_many_atoms, Message}}
     end.
@@ -454,7 +540,7 @@ maybe_finish(LoadId, #state{loads = Loads, plugins = Plugins, pool = Pool, membe
                          end,
             ok = save_plugins(Pool, NewPlugins),
             gen_server:reply(From, case Error of none -> ok; _ -> {error, Error} end),
-            State#state{plugins = NewPlugins, loads = maps:remove(LoadId, Loads)}
+            prune_exports(State#state{plugins = NewPlugins, loads = maps:remove(LoadId, Loads)})
     end.
 
 -spec save_plugins(pid(), [{file:filename_all(), loaded | reference()}]) -> ok.
@@ -537,7 +623,7 @@ roll_next(#state{roll = #roll{direction = forward, new = New, from = From, extra
     ?LOG_NOTICE("OCaml pool ~p: upgraded from plugins ~tp to ~tp in ~b ms, one worker at a time",
                 [Pool, Old, New, erlang:monotonic_time(millisecond) - StartedAt]),
     gen_server:reply(From, ok),
-    retire(Extra, State#state{plugins = Plugins, roll = none});
+    retire(Extra, prune_exports(State#state{plugins = Plugins, roll = none}));
 roll_next(#state{roll = #roll{direction = back, extra = Extra}} = State) ->
     retire(Extra, State#state{roll = none}).
 
@@ -597,7 +683,9 @@ reregister(#state{pool = Pool, plugins = Plugins} = State) ->
             State#state{registry = none};
         _ ->
             try camlbeam_registry:register_pool(Pool, self(), [Path || {Path, loaded} <- Plugins]) of
-                _ -> State#state{registry = camlbeam_registry:monitor()}
+                _ ->
+                    ok = camlbeam_registry:set_exports(Pool, State#state.exports),
+                    State#state{registry = camlbeam_registry:monitor()}
             catch
                 exit:_ -> reregister(State)
             end

@@ -16,9 +16,9 @@
 -export([hello/3, call/4, load/3, cancel/1, erl_reply/2]).
 -export([new_framer/0, frames/3, parse_frame/1]).
 -export([decode_answer/1, decode_hello/1, decode_load/1, decode_erl_call/1, decode_payload/1]).
--export([is_ok_answer/1, atom_texts/1]).
+-export([is_ok_answer/1, atom_texts/1, export_texts/1]).
 -export_type([envelope/0, malformed/0, hello/0, erl_call_request/0, framer/0, deadline_ms/0,
-              atom_text/0]).
+              atom_text/0, export_text/0, declared/0]).
 
 %% Version of the protocol this module speaks; the worker's hello must say the same.
 -define(PROTOCOL, 2).
@@ -38,11 +38,22 @@
                    | {no_payload, Head :: binary()}.
 
 -type hello() :: #{flavour := ocaml_options:flavour(), ocaml_version := binary(),
-                   os_pid := pos_integer(), atoms := [atom_text()]}.
+                   os_pid := pos_integer(), atoms := [atom_text()], exports := [export_text()]}.
 
 %% The text of an atom a worker declared (`Erl.declare_atoms'): a binary of at
 %% most 255 UTF-8 characters, checked, not yet an atom.
 -type atom_text() :: binary().
+
+%% An export a worker reported (`Erl.export'): its module and name, checked
+%% atom texts, not yet atoms; its arity (`any' for `Erl.export_raw'); its
+%% type in Erlang type syntax, as its converters describe it.
+-type export_text() :: {Module :: atom_text(), Function :: atom_text(), Arity :: arity() | any,
+                        Signature :: binary()}.
+
+%% What the code a step of a worker's start-up ran declared: the code linked
+%% into the worker (hello), or a plugin (its load). `exports' lists every
+%% export of each module whose exports that code made or replaced.
+-type declared() :: #{atoms := [atom_text()], exports := [export_text()]}.
 
 -type erl_call_request() :: {module(), atom(), [term()]}.
 
@@ -70,7 +81,7 @@ hello(Ref, WorkerId, WorkerPid) ->
 
 %% @doc A call; the worker answers with a `{reply, Ref}' frame. Past `Timeout'
 %% milliseconds of running it, the worker interrupts it.
--spec call(reference(), atom(), [term()], deadline_ms()) -> request().
+-spec call(reference(), ocaml:fun_name(), [term()], deadline_ms()) -> request().
 call(Ref, Fun, Args, Timeout) ->
     framed({call, Ref, Fun, Args, Timeout}).
 
@@ -253,8 +264,8 @@ is_ok_answer(<<131, 104, 2, 119, 2, "ok", _/binary>>) -> true;
 is_ok_answer(_) -> false.
 
 %% @doc The answer to hello: the worker's flavour and OS pid, once its
-%% protocol is checked, and the atoms the code linked into it declared (none
-%% from a worker that does not say).
+%% protocol is checked, and the atoms the code linked into it declared and
+%% its exports (none from a worker that does not say).
 -spec decode_hello(binary()) ->
     {ok, hello()} | {error, {protocol_mismatch, term()} | {bad_hello, term()}}.
 decode_hello(Payload) ->
@@ -263,9 +274,10 @@ decode_hello(Payload) ->
                     os_pid := OsPid} = Hello}}
           when (Flavour =:= native orelse Flavour =:= bytecode), is_binary(Version),
                is_integer(OsPid), OsPid > 0 ->
-            case atom_texts(maps:get(atoms, Hello, [])) of
-                {ok, Atoms} ->
-                    {ok, #{flavour => Flavour, ocaml_version => Version, os_pid => OsPid, atoms => Atoms}};
+            case declared(Hello) of
+                {ok, #{atoms := Atoms, exports := Exports}} ->
+                    {ok, #{flavour => Flavour, ocaml_version => Version, os_pid => OsPid, atoms => Atoms,
+                           exports => Exports}};
                 {error, Why} ->
                     {error, {bad_hello, Why}}
             end;
@@ -280,16 +292,16 @@ decode_hello(Payload) ->
             {error, {bad_hello, Why}}
     end.
 
-%% @doc The answer to a load: once loaded, the atoms the plugin declared
-%% (`ok' is a plugin that declared none).
--spec decode_load(binary()) -> {ok, [atom_text()]}
+%% @doc The answer to a load: once loaded, the atoms the plugin declared and
+%% its exports (`ok' is a plugin that declared and exported nothing).
+-spec decode_load(binary()) -> {ok, declared()}
                              | {error, {load_failed, atom(), binary()} | {bad_reply, binary()}
                                        | timeout | {request_failed, binary()}}.
 decode_load(Payload) ->
     case decode_payload(Payload) of
-        {ok, ok} -> {ok, []};
-        {ok, {ok, #{atoms := Atoms}}} ->
-            case atom_texts(Atoms) of
+        {ok, ok} -> {ok, #{atoms => [], exports => []}};
+        {ok, {ok, Declared}} when is_map_key(atoms, Declared); is_map_key(exports, Declared) ->
+            case declared(Declared) of
                 {ok, _} = Ok -> Ok;
                 {error, Why} -> {error, {bad_reply, Why}}
             end;
@@ -322,31 +334,74 @@ decode_erl_call(Payload) ->
 decode_payload(Payload) ->
     ocaml_etf_guard:decode(Payload).
 
+%% The atoms and exports an answer reports, each key optional.
+-spec declared(map()) -> {ok, declared()} | {error, binary()}.
+declared(Answer) ->
+    case {atom_texts(maps:get(atoms, Answer, [])), export_texts(maps:get(exports, Answer, []))} of
+        {{ok, Atoms}, {ok, Exports}} -> {ok, #{atoms => Atoms, exports => Exports}};
+        {{error, _} = Error, _} -> Error;
+        {_, {error, _} = Error} -> Error
+    end.
+
+%% @doc Checks the exports a worker reported: a proper list of
+%% `{Module, Function, Arity, Signature}', the names atom texts (what
+%% `binary_to_atom/2' takes; none becomes an atom here), `Arity' a
+%% non-negative integer or `any', `Signature' a binary.
+-spec export_texts(term()) -> {ok, [export_text()]} | {error, binary()}.
+export_texts(Exports) ->
+    checked_list("exports", fun export_problem/2, Exports).
+
+-spec export_problem(term(), pos_integer()) -> ok | {error, binary()}.
+export_problem({Module, Function, Arity, Signature} = Export, Index)
+  when (is_integer(Arity) andalso Arity >= 0) orelse Arity =:= any, is_binary(Signature) ->
+    case is_atom_text(Module) andalso is_atom_text(Function) of
+        true -> ok;
+        false -> {error, text("export ~b names a module or function that cannot be an atom: ~tP",
+                              [Index, Export, 8])}
+    end;
+export_problem(Other, Index) ->
+    {error, text("export ~b is not {Module, Function, Arity, Signature}: ~tP", [Index, Other, 8])}.
+
 %% @doc Checks the atoms a worker declared: a proper list of binaries, each
 %% the UTF-8 text of at most 255 characters (what `binary_to_atom/2' takes).
 %% They come from a worker, so nothing is assumed; none becomes an atom here.
 -spec atom_texts(term()) -> {ok, [atom_text()]} | {error, binary()}.
-atom_texts(Texts) when is_list(Texts) ->
-    atom_texts(Texts, 0);
-atom_texts(Other) ->
-    {error, text("the declared atoms are not a list: ~tP", [Other, 8])}.
+atom_texts(Texts) ->
+    checked_list("declared atoms", fun atom_text_problem/2, Texts).
 
--spec atom_texts(term(), non_neg_integer()) -> {ok, [atom_text()]} | {error, binary()}.
-atom_texts([], _Index) ->
-    {ok, []};
-atom_texts([Text | Rest], Index) ->
+-spec atom_text_problem(term(), pos_integer()) -> ok | {error, binary()}.
+atom_text_problem(Text, Index) ->
     case is_atom_text(Text) of
-        true ->
-            case atom_texts(Rest, Index + 1) of
-                {ok, Texts} -> {ok, [Text | Texts]};
-                {error, _} = Error -> Error
-            end;
-        false ->
-            {error, text("declared atom ~b cannot be an atom (a binary of at most 255 UTF-8 "
-                         "characters): ~tP", [Index + 1, Text, 8])}
+        true -> ok;
+        false -> {error, text("declared atom ~b cannot be an atom (a binary of at most 255 UTF-8 "
+                              "characters): ~tP", [Index, Text, 8])}
+    end.
+
+%% A list a worker sent, as it came if it is a proper list whose every item
+%% Check (given the item and its position, from 1) accepts; else the first
+%% problem. What names the list in the errors.
+-spec checked_list(string(), fun((term(), pos_integer()) -> ok | {error, binary()}), term()) ->
+    {ok, list()} | {error, binary()}.
+checked_list(What, Check, Items) when is_list(Items) ->
+    case first_problem(Check, Items, 1) of
+        none -> {ok, Items};
+        improper -> {error, text("the ~ts are not a proper list", [What])};
+        {error, _} = Error -> Error
     end;
-atom_texts(_Improper, _Index) ->
-    {error, <<"the declared atoms are not a proper list">>}.
+checked_list(What, _Check, Other) ->
+    {error, text("the ~ts are not a list: ~tP", [What, Other, 8])}.
+
+-spec first_problem(fun((term(), pos_integer()) -> ok | {error, binary()}), term(), pos_integer()) ->
+    none | improper | {error, binary()}.
+first_problem(_Check, [], _Index) ->
+    none;
+first_problem(Check, [Item | Rest], Index) ->
+    case Check(Item, Index) of
+        ok -> first_problem(Check, Rest, Index + 1);
+        {error, _} = Error -> Error
+    end;
+first_problem(_Check, _Improper, _Index) ->
+    improper.
 
 -spec is_atom_text(term()) -> boolean().
 is_atom_text(Text) when is_binary(Text), byte_size(Text) =< 255 * 4 ->

@@ -71,7 +71,7 @@
 -define(OUTBOX_LIMIT, 1000).
 
 %% A request in flight, as callers insert it into the pending table.
--type row() :: {reference(), call | load | {cast, atom()}, WrittenAt :: integer(),
+-type row() :: {reference(), call | load | {cast, ocaml:fun_name()}, WrittenAt :: integer(),
                 ocaml_port_protocol:deadline_ms(), Given :: [pid()]}.
 
 %% The start-up of an OS process: the request awaited, then the plugins to
@@ -311,8 +311,10 @@ worker_arguments(#{max_request_size := Request, max_reply_size := Reply, cancel_
 start_step(Payload, #state{proc = #proc{awaiting = {_, {hello, _}}} = Proc,
                            setup = #{flavour := Expected}} = State) ->
     case ocaml_port_protocol:decode_hello(Payload) of
-        {ok, #{flavour := Flavour, os_pid := OsPid, atoms := Atoms}} when Expected =:= any; Expected =:= Flavour ->
-            declared_atoms(hello, Atoms, State#state{proc = Proc#proc{flavour = Flavour, os_pid = OsPid}});
+        {ok, #{flavour := Flavour, os_pid := OsPid, atoms := Atoms, exports := Exports}}
+          when Expected =:= any; Expected =:= Flavour ->
+            declared(hello, #{atoms => Atoms, exports => Exports},
+                     State#state{proc = Proc#proc{flavour = Flavour, os_pid = OsPid}});
         {ok, #{flavour := Flavour}} ->
             end_proc({flavour_mismatch, Expected, Flavour}, State);
         {error, Reason} ->
@@ -325,17 +327,18 @@ start_step(Payload, #state{proc = #proc{awaiting = {_, {{load, _} = Step, Waiter
     State = State0#state{proc = Proc#proc{awaiting = none}},
     {load, Path} = Step,
     case ocaml_port_protocol:decode_load(Payload) of
-        {ok, Atoms} -> declared_atoms(Path, Atoms, State);
+        {ok, Declared} -> declared(Path, Declared, State);
         %% The worker interrupted the plugin's initialiser at the deadline.
         {error, timeout} -> end_proc({start_timeout, Step}, State);
         {error, Reason} -> end_proc(Reason, State)
     end.
 
-%% A start-up step is done once the atoms it declared exist: the pool creates
-%% them, or refuses them past its max_atoms (the worker then cannot start).
--spec declared_atoms(hello | file:filename_all(), [ocaml_port_protocol:atom_text()], #state{}) -> #state{}.
-declared_atoms(Declarer, Atoms, #state{manager = Manager} = State) ->
-    case ocaml_pool_manager:declare_atoms(Manager, Declarer, Atoms) of
+%% A start-up step is done once the atoms it declared (and the names of its
+%% exports) exist: the pool creates them, or refuses them past its max_atoms
+%% (the worker then cannot start), and records the exports.
+-spec declared(hello | file:filename_all(), ocaml_port_protocol:declared(), #state{}) -> #state{}.
+declared(Declarer, Declared, #state{manager = Manager} = State) ->
+    case ocaml_pool_manager:declare(Manager, Declarer, Declared) of
         ok -> next_step(State);
         {error, Reason} -> end_proc(Reason, State)
     end.
@@ -485,7 +488,7 @@ may_send(Pid, #state{setup = #{policy := #{send := Send}}, proc = #proc{given = 
     end.
 
 %% A cast's answer is only looked at when it is not {ok, _}.
--spec cast_answered(atom(), binary(), #state{}) -> #state{}.
+-spec cast_answered(ocaml:fun_name(), binary(), #state{}) -> #state{}.
 cast_answered(Fun, Payload, State) ->
     case ocaml_port_protocol:is_ok_answer(Payload) of
         true ->

@@ -20,7 +20,7 @@ groups() ->
 
 cases(Group) ->
     [start_call_stop, stopped_pool_is_gone_at_once, named_pool, workers_info, flavour_from_plugins, cast,
-     undef, badarity, badarg, strings_and_maps, ocaml_exception, stack_overflow, nan_is_bad_reply,
+     undef, exports_in_modules, module_replaced_by_new_version, badarity, badarg, strings_and_maps, ocaml_exception, stack_overflow, nan_is_bad_reply,
      vm_crashing_map_is_bad_reply,
      timeout_drops_late_reply, infinity_timeout, overloaded, unknown_atom_is_bad_reply,
      load_at_runtime, load_failures, start_failures, declared_atoms_decode, too_many_atoms,
@@ -144,7 +144,101 @@ cast(Config) ->
 
 undef(Config) ->
     Pool = ?LIB:start_pool(Config, #{}),
-    ?assertEqual({error, {undef, no_such_export}}, ocaml:call(Pool, no_such_export, [1])).
+    ?assertEqual({error, {undef, no_such_export}}, ocaml:call(Pool, no_such_export, [1])),
+    ?assertEqual({error, {undef, {camlbeam_test, no_such_export}}},
+                 ocaml:call(Pool, {camlbeam_test, no_such_export}, [1])),
+    ?assertEqual({error, {undef, {no_such_module, add}}}, ocaml:call(Pool, {no_such_module, add}, [1, 2])),
+    ?assertEqual("the OCaml module no_such_module exports no function add",
+                 ocaml:format_error({undef, {no_such_module, add}})).
+
+%%% Exports in modules
+
+%% Each plugin's exports live in its module, named after its file: a name one module
+%% exports is called alone, a name two export is ambiguous unless the call names the
+%% module. ocaml:exports/1 lists them all, with their types, from the registry.
+exports_in_modules(Config) ->
+    Pool = ?LIB:start_pool(Config, #{pool_size => 2}),
+    Exports = ocaml:exports(Pool),
+    ?assert(lists:member({camlbeam_test, add, 2, <<"fun((ocaml:int63(), ocaml:int63()) -> ocaml:int63())">>},
+                         Exports), Exports),
+    ?assert(lists:member({camlbeam_test, identity, 1, <<"fun((term()) -> term())">>}, Exports)),
+    ?assert(lists:member({camlbeam_test, nan, any, <<"fun((...) -> term())">>}, Exports)),
+    ?assertEqual(lists:sort(Exports), Exports),
+    ?assertEqual([camlbeam_test], lists:usort([M || {M, _, _, _} <- Exports])),
+    ?assertEqual({ok, 3}, ocaml:call(Pool, {camlbeam_test, add}, [1, 2])),
+    %% A second plugin exports add too.
+    ok = ocaml:load(Pool, ?LIB:plugin(Config, "camlbeam_twin")),
+    [begin
+         ?assertEqual({error, {ambiguous, add, [camlbeam_test, camlbeam_twin]}}, call_on(Pool, Id, add, [1, 2])),
+         ?assertEqual({ok, 3}, call_on(Pool, Id, {camlbeam_test, add}, [1, 2])),
+         ?assertEqual({ok, 1003}, call_on(Pool, Id, {camlbeam_twin, add}, [1, 2])),
+         ?assertEqual({ok, <<"v1">>}, call_on(Pool, Id, twin_only, []))
+     end || #{id := Id} <- ocaml:workers(Pool)],
+    ?assertEqual({ok, {1, 2}}, ocaml:call(Pool, identity, [{1, 2}])),
+    ?assertEqual({error, {undef, {camlbeam_twin, identity}}}, ocaml:call(Pool, {camlbeam_twin, identity}, [1])),
+    ?assertEqual({ok, 1003}, ocaml:call(Pool, {camlbeam_twin, add}, [1, 2], infinity)),
+    ?assertEqual("the OCaml modules camlbeam_test, camlbeam_twin all export add: name one, as in "
+                 "{camlbeam_test, add}",
+                 ocaml:format_error({ambiguous, add, [camlbeam_test, camlbeam_twin]})),
+    %% Casts take the same names.
+    Ref = make_ref(),
+    ?assertEqual(ok, ocaml:cast(Pool, {camlbeam_test, send}, [self(), {cast_ran, Ref}])),
+    receive {cast_ran, Ref} -> ok after 5000 -> ct:fail(cast_did_not_run) end,
+    Twin = [E || {camlbeam_twin, _, _, _} = E <- ocaml:exports(Pool)],
+    ?assertEqual([{camlbeam_twin, add, 2, <<"fun((ocaml:int63(), ocaml:int63()) -> ocaml:int63())">>},
+                  {camlbeam_twin, twin_only, 0, <<"fun(() -> binary())">>}], Twin),
+    %% A malformed name is an argument of the wrong type.
+    ?assertError(badarg, ocaml:call(Pool, {camlbeam_twin}, [])),
+    ?assertError(badarg, ocaml:call(Pool, {"camlbeam_twin", add}, [1, 2])),
+    ?assertError(badarg, ocaml:cast(Pool, {camlbeam_twin, add, 2}, [1, 2])),
+    %% The registry has them: a restarted manager keeps them, and keeps adding to them.
+    [Manager] = [M || {manager, M, _, _} <- supervisor:which_children(Pool)],
+    exit(Manager, kill),
+    ?LIB:wait_until(fun() ->
+                            [M || {manager, M, _, _} <- supervisor:which_children(Pool), is_pid(M),
+                                  M =/= Manager] =/= []
+                    end, 5000),
+    ?assertEqual(lists:sort(Exports ++ Twin), ocaml:exports(Pool)),
+    ok = ocaml:load(Pool, ?LIB:plugin(Config, "camlbeam_extra")),
+    ?assertEqual(lists:sort(Exports ++ Twin ++ [{camlbeam_extra, extra_hello, 1, <<"fun((binary()) -> binary())">>}]),
+                 ocaml:exports(Pool)),
+    ok = ocaml:stop(Pool),
+    ?assertEqual([], ocaml:exports(Pool)).
+
+%% A new version of a plugin, loaded under another file name, names its old module: it
+%% replaces that module's exports whole, in every worker and in ocaml:exports/1, logged
+%% once; workers that start again load both and end as the new version.
+module_replaced_by_new_version(Config) ->
+    Pool = ?LIB:start_pool(Config, #{pool_size => 2}),
+    ok = ocaml:load(Pool, ?LIB:plugin(Config, "camlbeam_twin")),
+    Logs = ?LIB:add_log_collector(),
+    try
+        ok = ocaml:load(Pool, ?LIB:plugin(Config, "camlbeam_twin_v2")),
+        Replaced = fun(Event) -> ?LIB:mentions(Event, ["module camlbeam_twin", "camlbeam_twin_v2"]) end,
+        ?LIB:logged(fun(#{level := notice} = Event) -> Replaced(Event); (_) -> false end, 5000),
+        Check = fun() ->
+                        [begin
+                             ?assertEqual({ok, 2003}, call_on(Pool, Id, {camlbeam_twin, add}, [1, 2])),
+                             ?assertEqual({ok, <<"v2">>}, call_on(Pool, Id, twin_v2_only, [])),
+                             ?assertEqual({error, {undef, twin_only}}, call_on(Pool, Id, twin_only, [])),
+                             ?assertEqual({error, {ambiguous, add, [camlbeam_test, camlbeam_twin]}},
+                                          call_on(Pool, Id, add, [1, 2]))
+                         end || #{id := Id} <- ocaml:workers(Pool)],
+                        ?assertEqual([{camlbeam_twin, add, 2, <<"fun((ocaml:int63(), ocaml:int63()) -> ocaml:int63())">>},
+                                      {camlbeam_twin, twin_v2_only, 0, <<"fun(() -> binary())">>}],
+                                     [E || {camlbeam_twin, _, _, _} = E <- ocaml:exports(Pool)])
+                end,
+        Check(),
+        %% New OS processes load camlbeam_twin, then camlbeam_twin_v2: the same outcome,
+        %% and no second log line.
+        Old = [P || #{os_pid := P} <- ocaml:workers(Pool)],
+        _ = [os:cmd("kill -9 " ++ integer_to_list(P)) || P <- Old],
+        _ = ?LIB:new_os_pids(Pool, Old),
+        Check(),
+        ?assertEqual([], [Event || Event <- logged_within(500), Replaced(Event)])
+    after
+        ?LIB:remove_log_collector(Logs)
+    end.
 
 badarity(Config) ->
     Pool = ?LIB:start_pool(Config, #{}),
@@ -334,10 +428,12 @@ start_failures(Config) ->
 %% becomes one.
 declared_atoms_decode(Config) ->
     [Tag, Undeclared] = fresh_atom_names(2),
+    Base = export_name_count(Config),
     with_env("CAMLBEAM_TEST_ATOMS", Tag, fun() ->
-        %% max_atoms 1: the plugin's one atom, which a worker that starts again declares
-        %% again without counting it twice.
-        Pool = ?LIB:start_pool(Config, #{pool_size => 2, max_atoms => 1}),
+        %% max_atoms: the test plugin's export names, and the atoms plugin's three (its
+        %% one declared atom, its module's name and its function's), which a worker that
+        %% starts again declares again without counting them twice.
+        Pool = ?LIB:start_pool(Config, #{pool_size => 2, max_atoms => Base + 3}),
         ?assertEqual(ok, ocaml:load(Pool, ?LIB:plugin(Config, "camlbeam_atoms"))),
         TagAtom = binary_to_existing_atom(Tag, utf8),
         [?assertEqual({ok, {error, {TagAtom, 3}}}, call_on(Pool, Id, tagged_error, [3]))
@@ -360,12 +456,14 @@ declared_atoms_decode(Config) ->
 too_many_atoms(Config) ->
     Names = fresh_atom_names(2),
     Plugin = ?LIB:plugin(Config, "camlbeam_atoms"),
+    %% Room for the test plugin's export names and three more: the atoms plugin makes four.
+    Max = export_name_count(Config) + 3,
     with_env("CAMLBEAM_TEST_ATOMS", lists:join(",", Names), fun() ->
-        Pool = ?LIB:start_pool(Config, #{pool_size => 2, max_atoms => 1}),
+        Pool = ?LIB:start_pool(Config, #{pool_size => 2, max_atoms => Max}),
         Old = [P || #{os_pid := P} <- ocaml:workers(Pool)],
         {error, {load_failed, too_many_atoms, Message} = Reason} = ocaml:load(Pool, Plugin),
-        ?assertNotEqual(nomatch, binary:match(Message, <<"declares 2 atoms">>)),
-        ?assertNotEqual(nomatch, binary:match(Message, <<"max_atoms is 1">>)),
+        ?assertNotEqual(nomatch, binary:match(Message, <<"4 atoms the pool has not created">>), Message),
+        ?assertNotEqual(nomatch, binary:match(Message, <<"max_atoms is ", (integer_to_binary(Max))/binary>>)),
         ?assertNotEqual(nomatch, string:find(ocaml:format_error(Reason), "max_atoms")),
         [?assertError(badarg, binary_to_existing_atom(N, utf8)) || N <- Names],
         %% The workers ran its initialiser: they start again without it.
@@ -374,12 +472,26 @@ too_many_atoms(Config) ->
         ?assertEqual({error, {undef, tagged_error}}, ocaml:call(Pool, tagged_error, [1])),
         ?assertMatch({error, {load_failed, too_many_atoms, _}},
                      ocaml:start_link(?LIB:pool_options(Config, #{plugins => [?LIB:plugin(Config, "camlbeam_test"), Plugin],
-                                                                  max_atoms => 1}))),
+                                                                  max_atoms => Max}))),
         [?assertError(badarg, binary_to_existing_atom(N, utf8)) || N <- Names],
         %% max_atoms 0: no plugin may declare any.
         ?assertMatch({error, {load_failed, too_many_atoms, _}},
                      ocaml:start_link(?LIB:pool_options(Config, #{plugins => [Plugin], max_atoms => 0})))
     end).
+
+%% The events logged (to a log collector) until Ms pass without one.
+logged_within(Ms) ->
+    receive {logged, Event} -> [Event | logged_within(Ms)]
+    after Ms -> []
+    end.
+
+%% How many atoms the names of the test plugin's exports make (its module's and its
+%% functions'), which a pool of it counts against max_atoms.
+export_name_count(Config) ->
+    {ok, Probe} = ocaml:start(?LIB:pool_options(Config, #{})),
+    Names = lists:usort(lists:append([[M, F] || {M, F, _, _} <- ocaml:exports(Probe)])),
+    ok = ocaml:stop(Probe),
+    length(Names).
 
 %% Names of atoms no code of this VM has: made up for each run and each case.
 fresh_atom_names(Count) ->
@@ -412,6 +524,10 @@ own_executable(Config) ->
     {ok, Pool} = ocaml:start_link(#{transport => ?LIB:transport(Config), executable => Executable}),
     ?assertEqual({ok, {1, 2}}, ocaml:call(Pool, identity, [{1, 2}])),
     ?assertMatch([#{flavour := native}], ocaml:workers(Pool)),
+    %% Its own code's exports are in the module static.
+    ?assert(lists:member({static, add, 2, <<"fun((ocaml:int63(), ocaml:int63()) -> ocaml:int63())">>},
+                         ocaml:exports(Pool))),
+    ?assertEqual({ok, 3}, ocaml:call(Pool, {static, add}, [1, 2])),
     ?assertEqual({error, {flavour_mismatch, bytecode, native}},
                  ocaml:start_link(#{executable => Executable, flavour => bytecode})),
     %% The atoms its own code declares come with its hello, under the pool's max_atoms.

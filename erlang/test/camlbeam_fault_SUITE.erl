@@ -208,6 +208,9 @@ registry_restart(Config) ->
     ?assertNotEqual(Registry, whereis(camlbeam_registry)),
     ?LIB:wait_until(fun() -> ocaml:call(Pool, identity, [1]) =:= {ok, 1} end, 5000),
     ?LIB:wait_until(fun() -> ocaml:call(camlbeam_fault_supervised, identity, [2]) =:= {ok, 2} end, 5000),
+    %% The registry's new table has the pools' exports again, which their managers kept.
+    ?LIB:wait_until(fun() -> lists:keymember(identity, 2, ocaml:exports(Pool)) end, 5000),
+    ?LIB:wait_until(fun() -> lists:keymember(identity, 2, ocaml:exports(camlbeam_fault_supervised)) end, 5000),
     ?assertEqual(ok, ocaml:load(Pool, ?LIB:plugin(Config, "camlbeam_extra"))),
     ?assertMatch({ok, _}, ocaml:call(Pool, extra_hello, [<<"x">>])),
     exit(Sup, shutdown),

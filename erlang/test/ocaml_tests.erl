@@ -27,8 +27,8 @@ call_is_documented_test() ->
     %% The text as one line, wherever the terminal's width wrapped it.
     Rendered = lists:join(" ", string:lexemes(unicode:characters_to_list(Lines), " \n")),
     [?assertNotEqual(nomatch, string:find(Rendered, Text), Text)
-     || Text <- ["-spec call(Pool :: pool(), Fun :: atom(), Args :: [term()]) ->",
-                 "-spec call(Pool :: pool(), Fun :: atom(), Args :: [term()], Timeout :: timeout()) ->",
+     || Text <- ["-spec call(Pool :: pool(), Fun :: fun_name(), Args :: [term()]) ->",
+                 "-spec call(Pool :: pool(), Fun :: fun_name(), Args :: [term()], Timeout :: timeout()) ->",
                  "on the least loaded worker of the pool, and waits up to 5000 ms",
                  "and waits up to Timeout milliseconds for its answer",
                  "A call that times out answers {error, timeout}"]].
@@ -69,7 +69,12 @@ bad_arguments() ->
       "the name of an OCaml function is an atom, such as fib, not a string"},
      {fun() -> ocaml:call(Pool, <<"fib">>, [1], 100) end, 2,
       "the name of an OCaml function is an atom, such as fib, not a string"},
-     {fun() -> ocaml:call(Pool, 17, [1]) end, 2, "not an atom"},
+     {fun() -> ocaml:call(Pool, 17, [1]) end, 2,
+      "not the name of an OCaml function: an atom, such as fib, or {Module, Function}, such as {mathlib, fib}"},
+     {fun() -> ocaml:call(Pool, {mathlib}, [1]) end, 2,
+      "not {Module, Function}: that is a tuple of two atoms, such as {mathlib, fib}"},
+     {fun() -> ocaml:call(Pool, {"mathlib", fib}, [1], 100) end, 2, "not {Module, Function}"},
+     {fun() -> ocaml:cast(Pool, {mathlib, fib, 1}, [1]) end, 2, "not {Module, Function}"},
      {fun() -> ocaml:call(Pool, fib, 1) end, 3, "not a list of arguments"},
      {fun() -> ocaml:call(Pool, fib, [1], -1) end, 4, "not a timeout"},
      {fun() -> ocaml:call("pool", fib, [1]) end, 1, "not a pool"},
@@ -78,7 +83,8 @@ bad_arguments() ->
      {fun() -> ocaml:load(Pool, 'a.cmxs') end, 2, "not the path of a plugin file"},
      {fun() -> ocaml:load(<<"pool">>, "a.cmxs") end, 1, "not a pool"},
      {fun() -> ocaml:stop("pool") end, 1, "not a pool"},
-     {fun() -> ocaml:workers(1) end, 1, "not a pool"}].
+     {fun() -> ocaml:workers(1) end, 1, "not a pool"},
+     {fun() -> ocaml:exports("pool") end, 1, "not a pool"}].
 
 %% badarg, and the shell's report names the argument and says what it should be.
 bad_arguments_are_explained_test_() ->
@@ -111,6 +117,8 @@ elixir_syntax_test() ->
                  Elixir(start_link, [[{plugins, []}]])),
     ?assertEqual(#{2 => "the name of an OCaml function is an atom, such as :fib, not a string"},
                  Elixir(call, [self(), <<"fib">>, []])),
+    ?assertEqual(#{2 => "not {Module, Function}: that is a tuple of two atoms, such as {:mathlib, :fib}"},
+                 Elixir(cast, [self(), {<<"mathlib">>, <<"fib">>}, []])),
     ?assertEqual(#{4 => "not a timeout: milliseconds (a non-negative integer) or :infinity"},
                  Elixir(call, [self(), fib, [], nil])).
 
@@ -120,6 +128,9 @@ good_arguments_test() ->
     ?assertEqual({error, noproc}, ocaml:call(no_such_pool, fib, [1])),
     ?assertEqual({error, noproc}, ocaml:call(no_such_pool, fib, [1], infinity)),
     ?assertEqual(ok, ocaml:cast(no_such_pool, fib, [])),
+    ?assertEqual({error, noproc}, ocaml:call(no_such_pool, {mathlib, fib}, [1])),
+    ?assertEqual(ok, ocaml:cast(no_such_pool, {mathlib, fib}, [])),
+    ?assertEqual([], ocaml:exports(no_such_pool)),
     ?assertEqual({error, noproc}, ocaml:load(no_such_pool, <<"a.cmxs">>)),
     ?assertEqual(ok, ocaml:stop(no_such_pool)),
     ?assertEqual([], ocaml:workers(no_such_pool)),

@@ -28,6 +28,11 @@ main([PluginDir]) ->
     {ok, {ok, #{method := <<"GET">>, path := <<"/index.html">>,
                 headers := #{<<"host">> := <<"example.com">>}}}} =
         call(Pool, parse_request, [Request]),
+    %% The plugin's exports are in its module, named after its file: mathlib.
+    {ok, 832040} = call(Pool, {mathlib, fib}, [30]),
+    io:format("  ocaml:exports(Pool)~n"),
+    Exports = answer(ocaml:exports(Pool)),
+    {mathlib, fib, 1, <<"fun((ocaml:int63()) -> ocaml:int63())">>} = lists:keyfind(fib, 2, Exports),
 
     section("3. Two calls at once: each goes to the least loaded worker", []),
     N = 38,
@@ -46,6 +51,7 @@ main([PluginDir]) ->
     section("4. Errors are values; the worker answers them and carries on", []),
     say("no such export:"),
     {error, {undef, fibonacci}} = call(Pool, fibonacci, [30]),
+    {error, {undef, {mathlib, fibonacci}}} = call(Pool, {mathlib, fibonacci}, [30]),
     say("an argument its converter refuses (fib takes an integer):"),
     {error, {badarg, #{argument := 1, got := <<"30">>}}} = call(Pool, fib, [<<"30">>]),
     say("the wrong number of arguments:"),

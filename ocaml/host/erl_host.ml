@@ -156,7 +156,7 @@ let load path =
     match wrong_flavour path with
     | Some why -> Error (Not_a_plugin, path ^ " " ^ why)
     | None -> (
-        match Dynlink.loadfile path with
+        match Private.loading ~file:path (fun () -> Dynlink.loadfile path) with
         | () -> Ok ()
         | exception Dynlink.Error (Library's_module_initializers_failed Erl.Cancelled) -> raise Erl.Cancelled
         | exception Dynlink.Error e -> Error (classify e, load_failure path e)
@@ -188,24 +188,41 @@ let path_of_term : Term.t -> string option = function
    to hello carry them: a list of binaries, since the VM that reads them may not have them. *)
 let new_atoms () = Term.List (List.map Term.binary (Private.take_new_atoms ()))
 
-(* [ok] when the plugin declared no atom, as before atoms could be declared. *)
+(* The exports of the modules that changed since the last answer that carried exports, as
+   the answers to a load and to hello carry them: {Module, Name, Arity, Signature}, names as
+   binaries (the VM may not have them yet: the pool creates them, as declared atoms). *)
+let new_exports () =
+  let export ({ module_; name; arity; signature } : Erl.export_info) =
+    let arity = match arity with Some n -> Term.Int n | None -> Atom "any" in
+    Term.Tuple [| Term.binary module_; Term.binary name; arity; Term.binary signature |]
+  in
+  Term.List (List.map export (Private.take_new_exports ()))
+
+(* [ok] when the plugin declared no atom and exported nothing, as before either was
+   reported. *)
 let load_answer path =
   match load path with
   | Ok () -> (
-      match new_atoms () with
-      | List [] -> ok
-      | atoms -> Tuple [| ok; Term.map_of_list [ (Atom "atoms", atoms) ] |])
+      let reported key : Term.t -> (Term.t * Term.t) option = function
+        | List [] -> None
+        | items -> Some (Atom key, items)
+      in
+      match List.filter_map Fun.id [ reported "atoms" (new_atoms ()); reported "exports" (new_exports ()) ] with
+      | [] -> ok
+      | declared -> Tuple [| ok; Term.map_of_list declared |])
   | Error (kind, message) ->
-      (* The plugin is not loaded: its atoms are not wanted. *)
+      (* The plugin is not loaded: its atoms and exports are not wanted. *)
       Private.discard_new_atoms ();
+      Private.discard_new_exports ();
       error (Tuple [| Atom "load_failed"; Atom (load_error_atom kind); Term.binary message |])
   | exception Erl.Cancelled ->
       Private.discard_new_atoms ();
+      Private.discard_new_exports ();
       error (Atom "timeout")
 
 let shapes =
   "a request is {call, Ref, Fun, Args}, {call, Ref, Fun, Args, Timeout}, {cast, Fun, Args}, {load, Ref, Path} or \
-   {load, Ref, Path, Timeout}"
+   {load, Ref, Path, Timeout}, where Fun is Function or {Module, Function}"
 
 (* Deadlines. The host's request watch starts a request's clock when the request begins;
    set_deadline tells it the request's Timeout. When the deadline passes, the watch sends
@@ -242,11 +259,19 @@ let run_within what ref_ (timeout : Term.t option) run =
       run ()
   | Some (Error why) -> bad_request ref_ (what ^ ": " ^ why)
 
+(* The function a call or a cast names: an atom, the export of whichever module has it, or
+   {Module, Function}. *)
+let target_of : Term.t -> (Term.t list -> Term.t) option = function
+  | Atom name -> Some (Private.dispatch name)
+  | Tuple [| Atom module_; Atom name |] -> Some (Private.dispatch_qualified ~module_ name)
+  | _ -> None
+
 let call ref_ (name : Term.t) (args : Term.t) timeout =
-  match (name, args) with
-  | Atom name, List args -> run_within "call" ref_ timeout (fun () -> Reply (ref_, Private.dispatch name args))
-  | Atom _, _ -> bad_request ref_ ("call: Args must be a proper list, got " ^ describe args)
-  | _ -> bad_request ref_ ("call: Fun must be an atom, got " ^ describe name)
+  match (target_of name, args) with
+  | Some dispatch, List args -> run_within "call" ref_ timeout (fun () -> Reply (ref_, dispatch args))
+  | Some _, _ -> bad_request ref_ ("call: Args must be a proper list, got " ^ describe args)
+  | None, _ ->
+      bad_request ref_ ("call: Fun must be an atom or a tuple {Module, Function} of two atoms, got " ^ describe name)
 
 let load_request ref_ path timeout =
   match path_of_term path with
@@ -266,14 +291,19 @@ let transport_request : Term.t -> (Term.t array -> answer) option = function
       match a.(0) with Atom kind -> Hashtbl.find_opt transport_requests kind | _ -> None)
   | _ -> None
 
+let cast request (name : Term.t) args =
+  match target_of name with
+  | None -> Refused (shapes ^ "; got " ^ describe request)
+  | Some dispatch -> (
+      match dispatch args with
+      | Tuple [| Atom "ok"; _ |] -> No_reply
+      | answer -> Cast_failed (Printf.sprintf "cast %s: %s" (describe name) (describe_within 1000 answer)))
+
 let run (request : Term.t) =
   match request with
   | Tuple [| Atom "call"; ref_; name; args |] -> call ref_ name args None
   | Tuple [| Atom "call"; ref_; name; args; timeout |] -> call ref_ name args (Some timeout)
-  | Tuple [| Atom "cast"; Atom name; List args |] -> (
-      match Private.dispatch name args with
-      | Tuple [| Atom "ok"; _ |] -> No_reply
-      | answer -> Cast_failed (Printf.sprintf "cast %s: %s" name (describe_within 1000 answer)))
+  | Tuple [| Atom "cast"; name; List args |] -> cast request name args
   | Tuple [| Atom "load"; ref_; path |] -> load_request ref_ path None
   | Tuple [| Atom "load"; ref_; path; timeout |] -> load_request ref_ path (Some timeout)
   | Tuple a when Array.length a >= 2 && (match a.(0) with Atom ("call" | "load") -> true | _ -> false) ->

@@ -12,18 +12,23 @@
     {call, Ref, Fun, Args}           ->  {Ref, {ok, Result}} | {Ref, {error, Reason}}
     {call, Ref, Fun, Args, Timeout}  ->  the same, or {Ref, {error, timeout}}
     {cast, Fun, Args}                ->  nothing
-    {load, Ref, Path}                ->  {Ref, ok} | {Ref, {ok, #{atoms => Atoms}}}
+    {load, Ref, Path}                ->  {Ref, ok} | {Ref, {ok, #{atoms => Atoms, exports => Exports}}}
                                          | {Ref, {error, {load_failed, Kind, Message}}}
     {load, Ref, Path, Timeout}       ->  the same, or {Ref, {error, timeout}}
     v}
-    [Fun] is an atom, [Args] a proper list, [Path] a binary or a string
+    [Fun] is an atom [Function], the export of that name of whichever
+    module has one ({!Erl.Private.dispatch}), or a tuple
+    [{Module, Function}] of two atoms ({!Erl.Private.dispatch_qualified});
+    [Args] a proper list, [Path] a binary or a string
     (a list of character codes, taken as UTF-8), [Timeout] a non-negative
     integer (milliseconds) or [infinity]. A load answers
-    [{ok, #{atoms => Atoms}}] instead of [ok] when atoms were declared
-    ({!Erl.declare_atoms}) since the last answer that carried atoms (while
-    the plugin initialised, as a rule): [Atoms] is a list of binaries, their
-    texts, each once, for the pool to create. A load that fails forgets the
-    atoms declared meanwhile. [Reason] is what
+    [{ok, Map}] instead of [ok] when atoms were declared
+    ({!Erl.declare_atoms}) or exports made since the last answer that
+    carried them (while the plugin initialised, as a rule); the map has a
+    key only for what there is. [Atoms] is a list of binaries, their texts,
+    each once, for the pool to create. [Exports] ({!new_exports}) lists
+    every export of each module that changed. A load that fails forgets the
+    atoms declared and the modules changed meanwhile. [Reason] is what
     {!Erl.Private.dispatch} answers. A request of one of these shapes whose
     fields are wrong, or a tuple [{call, Ref, ...}] / [{load, Ref, ...}] of
     the wrong size, is answered [{Ref, {error, {bad_request, Message}}}];
@@ -128,8 +133,9 @@ type load_error =
   | Already_loaded
       (** A unit of the same name is already in the program: the plugin, a
           plugin with the same module name, or a module of the host. OCaml
-          cannot unload or replace a unit; to load a new version, give its
-          module another name (exports are replaced by name). *)
+          cannot unload or replace a unit; to load a new version, compile
+          it under another name and have it name the old one's module
+          ([Erl.export ~module_]), whose exports it then replaces. *)
   | Init_failed
       (** The plugin's initialisation raised. What it exported before
           raising stays exported; its units count as loaded. *)
@@ -139,10 +145,20 @@ val new_atoms : unit -> Erl.Term.t
     ({!Erl.Private.take_new_atoms}), as a list of binaries: what a
     transport's [hello] carries for the code linked into its worker. *)
 
+val new_exports : unit -> Erl.Term.t
+(** Every export of each module whose exports changed since the last
+    answer that carried exports ({!Erl.Private.take_new_exports}), as a
+    list of [{Module, Name, Arity, Signature}]: [Module], [Name] and
+    [Signature] binaries (the pool makes atoms of the names, counted like
+    declared atoms), [Arity] an integer or [any] ({!Erl.export_raw}). What
+    the answer to a load carries, and a transport's [hello] for the code
+    linked into its worker. *)
+
 val load : string -> (unit, load_error * string) result
 (** [load path] loads a plugin with [Dynlink.loadfile] (so later plugins can
     use its modules); the plugin exports its functions while it
-    initialises. The message names the file and says what went wrong.
+    initialises, by default into the module named after [path]'s file
+    ({!Erl.Private.loading}). The message names the file and says what went wrong.
     Registered as ["camlbeam.host.load"]; the C++ host calls it for
     [Host::load].
     @raise Erl.Cancelled, Out_of_memory, Stack_overflow when they interrupt

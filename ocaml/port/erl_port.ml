@@ -98,6 +98,7 @@ let hello (fields : Term.t array) =
                       (Atom "os_pid", Int (os_pid ()));
                       (* Those of the code linked into this worker (a static worker's). *)
                       (Atom "atoms", Erl_host.new_atoms ());
+                      (Atom "exports", Erl_host.new_exports ());
                     ];
                 |] )
       | _ -> bad_hello ref_ "Info must hold worker_id (an integer) and worker_pid (a pid)")

@@ -226,6 +226,18 @@ let rec arity : type f. f fn -> int = function
   | Returning _ | Nullary _ -> 0
   | Function (_, rest) -> 1 + arity rest
 
+(* Built from the same descriptions as badarg errors, so that what a listing of
+   the exports promises is what a refused argument says was expected. *)
+let signature fn =
+  let described arguments result = Printf.sprintf "fun((%s) -> %s)" (String.concat ", " (List.rev arguments)) result in
+  let rec go : type f. string list -> f fn -> string =
+   fun arguments -> function
+    | Returning r -> described arguments r.expected
+    | Nullary r -> described arguments r.expected
+    | Function (c, rest) -> go (c.expected :: arguments) rest
+  in
+  go [] fn
+
 type error =
   | Badarity of { expected : int; got : int }
   | Badarg of { position : int; expected : string; got : Term.t }

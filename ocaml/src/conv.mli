@@ -137,6 +137,13 @@ val nullary : 'a t -> (unit -> 'a) fn
 val arity : 'f fn -> int
 (** The number of Erlang arguments. *)
 
+val signature : 'f fn -> string
+(** The function's type in Erlang type syntax, from the {!expected}
+    descriptions of its converters:
+    [signature (int @-> list float @-> returning float)] is
+    ["fun((ocaml:int63(), [float()]) -> float())"], and a function of arity
+    0 is ["fun(() -> T)"]. *)
+
 (** Why a call was refused before the function ran. *)
 type error =
   | Badarity of { expected : int; got : int }

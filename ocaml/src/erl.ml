@@ -4,17 +4,110 @@ module Conv = Conv
 
 (* Exports *)
 
-let registry : (string, Term.t list -> (Term.t, Conv.error) result) Hashtbl.t =
-  Hashtbl.create 64
+type export_info = { module_ : string; name : string; arity : int option; signature : string }
+
+(* Where the exports of a module came from: the code linked into the program, or the n-th
+   plugin loaded. A module's exports all come from one place: exports from another replace
+   them wholesale, as loading a new version of an Erlang module replaces all of its
+   functions. *)
+type origin = Linked | Loaded of int
+
+type export = { info : export_info; call : Term.t list -> (Term.t, Conv.error) result }
+type module_exports = { origin : origin; functions : (string, export) Hashtbl.t }
+
+let modules : (string, module_exports) Hashtbl.t = Hashtbl.create 16
+
+(* Every module's export of a name, sorted by module: the index of calls that name only
+   the function, which are most calls. *)
+let by_name : (string, export list) Hashtbl.t = Hashtbl.create 64
+
+let linked_module = "static"
+
+(* What an export goes to when it does not name its module: while a plugin loads, the
+   module named after its file, and the plugin's origin. *)
+type loading = { origin : origin; default_module : string }
+
+let loading_now = ref { origin = Linked; default_module = linked_module }
+let loads = ref 0
+
+let loading ~file f =
+  incr loads;
+  let outer = !loading_now in
+  loading_now :=
+    { origin = Loaded !loads; default_module = Filename.remove_extension (Filename.basename file) };
+  Fun.protect ~finally:(fun () -> loading_now := outer) f
+
+(* The modules whose exports changed since the last answer that carried exports, newest
+   first. *)
+let touched : string list ref = ref []
 
 let is_atom_text s = Result.is_ok (Term.validate (Term.Atom s))
 
-let register name call =
-  if not (is_atom_text name) then
-    invalid_arg (Printf.sprintf "Erl.export: %S cannot be an atom" name);
-  if Hashtbl.mem registry name then
-    Printf.eprintf "camlbeam: warning: export %S replaced\n%!" name;
-  Hashtbl.replace registry name call
+let forget_names (m : module_exports) =
+  Hashtbl.iter
+    (fun name (gone : export) ->
+      match List.filter (fun (e : export) -> e != gone) (Hashtbl.find by_name name) with
+      | [] -> Hashtbl.remove by_name name
+      | rest -> Hashtbl.replace by_name name rest)
+    m.functions
+
+let index (export : export) =
+  let others =
+    List.filter
+      (fun (e : export) -> e.info.module_ <> export.info.module_)
+      (Option.value (Hashtbl.find_opt by_name export.info.name) ~default:[])
+  in
+  let by_module (a : export) (b : export) = String.compare a.info.module_ b.info.module_ in
+  Hashtbl.replace by_name export.info.name (List.merge by_module [ export ] others)
+
+(* Checks everything before it changes anything, as the callers rely on. *)
+let register who ?module_ name ~arity ~signature call =
+  let loading = !loading_now in
+  let named = Option.is_some module_ in
+  let module_ = Option.value module_ ~default:loading.default_module in
+  if not (is_atom_text name) then invalid_arg (Printf.sprintf "%s: %S cannot be an atom" who name);
+  if not (is_atom_text module_) then
+    invalid_arg
+      (Printf.sprintf "%s: the module %S cannot be an atom%s" who module_
+         (if named then "" else " (it is the plugin's file name: name one with ~module_)"));
+  let exports =
+    match Hashtbl.find_opt modules module_ with
+    | Some m when m.origin = loading.origin -> m
+    | replaced ->
+        (* A new version of the module: none of the old one's functions stays. The pool logs
+           the replacement, once; here it is what a new version is loaded for. *)
+        Option.iter forget_names replaced;
+        let m = { origin = loading.origin; functions = Hashtbl.create 16 } in
+        Hashtbl.replace modules module_ m;
+        m
+  in
+  (match Hashtbl.find_opt exports.functions name with
+  | Some _ ->
+      (* Within one plugin (or the linked code) this is a mistake rather than an upgrade. *)
+      Printf.eprintf "camlbeam: warning: %s:%s exported twice; the later export replaces the earlier\n%!"
+        module_ name
+  | None -> ());
+  let export = { info = { module_; name; arity; signature }; call } in
+  Hashtbl.replace exports.functions name export;
+  index export;
+  if not (List.mem module_ !touched) then touched := module_ :: !touched
+
+let infos_of (m : module_exports) =
+  List.sort
+    (fun (a : export_info) b -> String.compare a.name b.name)
+    (Hashtbl.fold (fun _ (e : export) infos -> e.info :: infos) m.functions [])
+
+let exports () =
+  List.concat_map
+    (fun name -> infos_of (Hashtbl.find modules name))
+    (List.sort String.compare (Hashtbl.fold (fun name _ names -> name :: names) modules []))
+
+let take_new_exports () =
+  let fresh = List.rev !touched in
+  touched := [];
+  List.concat_map (fun name -> Option.fold ~none:[] ~some:infos_of (Hashtbl.find_opt modules name)) fresh
+
+let discard_new_exports () = touched := []
 
 (* Atoms. Every atom declared in this process, and how many of them (in declaration order)
    have been handed to a load or hello answer already: the rest are new. *)
@@ -65,44 +158,57 @@ let discard_new_atoms () =
   declaration_order := drop !new_count !declaration_order;
   new_count := 0
 
-(* The atoms and the name are checked before either takes effect. *)
-let export ?(atoms = []) name fn f =
+(* The atoms, the name and the module are checked before any takes effect. *)
+let export ?module_ ?(atoms = []) name fn f =
   check_atom_texts "Erl.export" atoms;
-  register name (Conv.apply fn f);
+  register "Erl.export" ?module_ name ~arity:(Some (Conv.arity fn)) ~signature:(Conv.signature fn)
+    (Conv.apply fn f);
   add_atoms atoms
 
-let export_raw ?(atoms = []) name f =
+let export_raw ?module_ ?(atoms = []) name f =
   check_atom_texts "Erl.export_raw" atoms;
-  register name (fun args -> Ok (f args));
+  register "Erl.export" ?module_ name ~arity:None ~signature:"fun((...) -> term())" (fun args -> Ok (f args));
   add_atoms atoms
-
-let exports () =
-  List.sort String.compare (Hashtbl.fold (fun name _ names -> name :: names) registry [])
 
 exception Cancelled
 
+let error reason = Term.Tuple [| Term.Atom "error"; reason |]
+
+(* A name as the caller gave it, in an error: an atom, or a binary if it cannot be one. *)
+let name_term name = if is_atom_text name then Term.Atom name else Term.binary name
+
+(* The frame a backtrace shows between the host and the export. *)
+let call_export (export : export) args =
+  match export.call args with
+  | Ok result -> Term.Tuple [| Term.Atom "ok"; result |]
+  | Error e -> error (Conv.error_to_term e)
+  (* The caller gave up: this answer only frees its slot on the Erlang side. *)
+  | exception Cancelled -> error (Term.Atom "timeout")
+  | exception exn ->
+      let backtrace = Printexc.get_backtrace () in
+      error
+        (Term.Tuple
+           [|
+             Term.Atom "ocaml_exception";
+             Term.binary (Printexc.exn_slot_name exn);
+             Term.binary (Printexc.to_string exn);
+             Term.binary backtrace;
+           |])
+
 let dispatch name args =
-  let error reason = Term.Tuple [| Term.Atom "error"; reason |] in
-  match Hashtbl.find_opt registry name with
-  | None ->
-      let name = if is_atom_text name then Term.Atom name else Term.binary name in
-      error (Term.Tuple [| Term.Atom "undef"; name |])
-  | Some call -> (
-      match call args with
-      | Ok result -> Term.Tuple [| Term.Atom "ok"; result |]
-      | Error e -> error (Conv.error_to_term e)
-      (* The caller gave up: this answer only frees its slot on the Erlang side. *)
-      | exception Cancelled -> error (Term.Atom "timeout")
-      | exception exn ->
-          let backtrace = Printexc.get_backtrace () in
-          error
-            (Term.Tuple
-               [|
-                 Term.Atom "ocaml_exception";
-                 Term.binary (Printexc.exn_slot_name exn);
-                 Term.binary (Printexc.to_string exn);
-                 Term.binary backtrace;
-               |]))
+  match Hashtbl.find_opt by_name name with
+  | Some [ export ] -> call_export export args
+  | None | Some [] -> error (Term.Tuple [| Term.Atom "undef"; name_term name |])
+  | Some exports ->
+      (* The module names are atoms of the VM: the pool created them when the exports
+         were reported. *)
+      let modules = List.map (fun (e : export) -> Term.Atom e.info.module_) exports in
+      error (Term.Tuple [| Term.Atom "ambiguous"; name_term name; Term.List modules |])
+
+let dispatch_qualified ~module_ name args =
+  match Option.bind (Hashtbl.find_opt modules module_) (fun m -> Hashtbl.find_opt m.functions name) with
+  | Some export -> call_export export args
+  | None -> error (Term.Tuple [| Term.Atom "undef"; Term.Tuple [| name_term module_; name_term name |] |])
 
 (* Talking to Erlang *)
 
@@ -213,7 +319,11 @@ module Private = struct
 
   let take_new_atoms = take_new_atoms
   let discard_new_atoms = discard_new_atoms
+  let loading = loading
+  let take_new_exports = take_new_exports
+  let discard_new_exports = discard_new_exports
   let dispatch = dispatch
+  let dispatch_qualified = dispatch_qualified
 end
 
 let () =

@@ -6,29 +6,73 @@
       let rec fib n = if n < 2 then n else fib (n - 1) + fib (n - 2)
       let () = Erl.export "fib" Erl.Conv.(int @-> returning int) fib
     ]}
-    and Erlang calls them with [ocaml:call(Worker, fib, [30])]. *)
+    and Erlang calls them with [ocaml:call(Pool, fib, [30])], or
+    [ocaml:call(Pool, {mathlib, fib}, [30])] naming the module (below). *)
 
 module Binary = Binary
 module Term = Term
 module Conv = Conv
 
-(** {1 Exports} *)
+(** {1 Exports}
 
-val export : ?atoms:string list -> string -> 'f Conv.fn -> 'f -> unit
+    Exports live in modules, as Erlang functions do. A plugin's exports go
+    to the module named after its file, without directory and extension:
+    [mathlib] for [mathlib.cmxs], [mathlib.cma] or [mathlib.cmo] (for a
+    plugin of one OCaml module, its compilation unit uncapitalised). Code
+    linked into the worker executable itself (a static worker, or a test
+    program) has no file: its exports go to the module [static]. Either can
+    name another module with [~module_].
+
+    Erlang calls [{Module, Function}], or [Function] alone when no other
+    module exports that name ({!Private.dispatch}).
+
+    OCaml cannot load a compilation unit twice, so a new version of a
+    plugin is compiled under another name ([mathlib_v2.ml]); to take over
+    the old one's module it names it: [~module_:"mathlib"] on its exports
+    (do so in the first version too, and any file name will do). The first
+    export into a module that another plugin (or the linked code) filled
+    replaces that module's exports, all of them: a function the new version
+    does not export is gone, as in Erlang. The pool logs each such
+    replacement once ([docs/plugins.md]). Exporting a name twice into a
+    module from the same plugin replaces the earlier function and prints a
+    warning on stderr (most likely a mistake). *)
+
+val export : ?module_:string -> ?atoms:string list -> string -> 'f Conv.fn -> 'f -> unit
 (** [export name fn f] makes [f], whose arguments and result [fn]
-    describes, callable from Erlang as [name]. Exporting a name again
-    replaces the previous function (so that a new version of a plugin can
-    take over its names) and prints a warning on stderr.
+    describes, callable from Erlang as [name], in the module [module_]
+    (by default the plugin's, above). To give every export of a plugin the
+    same module, eta-expand (the type of [f] varies):
+    {[
+      let export name fn f = Erl.export ~module_:"mathlib" name fn f
+    ]}
 
     [atoms] are the atoms [f]'s answers may hold that Erlang code need not
     know of, as {!declare_atoms} declares them: [~atoms:["bad_header"]] for
-    an export answering [{error, {bad_header, Line}}].
-    @raise Invalid_argument if [name] or one of [atoms] cannot be an atom
-    (not UTF-8, or longer than 255 characters). *)
+    an export answering [{error, {bad_header, Line}}]. The export's name
+    and module become atoms too, created by the pool like declared ones.
+    @raise Invalid_argument if [name], the module or one of [atoms] cannot
+    be an atom (not UTF-8, or longer than 255 characters); nothing is
+    exported or declared then. *)
 
-val export_raw : ?atoms:string list -> string -> (Term.t list -> Term.t) -> unit
+val export_raw : ?module_:string -> ?atoms:string list -> string -> (Term.t list -> Term.t) -> unit
 (** [export_raw name f] exports [f], which gets the argument terms as they
-    are and returns the result term. Otherwise as {!export}. *)
+    are and returns the result term, whatever their number: its arity is
+    not checked, and is listed as any. Otherwise as {!export}. *)
+
+(** An export, as {!exports} lists it and as the pool's [ocaml:exports/1]
+    shows it. *)
+type export_info = {
+  module_ : string;
+  name : string;
+  arity : int option;  (** [None] for {!export_raw}: any number of arguments. *)
+  signature : string;
+      (** Its type in Erlang type syntax ({!Conv.signature}), such as
+          ["fun((ocaml:int63()) -> ocaml:int63())"];
+          ["fun((...) -> term())"] for {!export_raw}. *)
+}
+
+val exports : unit -> export_info list
+(** Every export, sorted by module, then by name. *)
 
 (** {1 Atoms}
 
@@ -57,9 +101,6 @@ val declare_atoms : string list -> unit
 val declared_atoms : unit -> string list
 (** Every atom declared so far in this process, in the order of their first
     declaration. *)
-
-val exports : unit -> string list
-(** The exported names, sorted. *)
 
 (** {1 Deadlines} *)
 
@@ -168,11 +209,32 @@ module Private : sig
   (** Forgets the atoms declared since the last {!take_new_atoms}, as if
       they had not been: those of a plugin whose initialiser failed. *)
 
+  val loading : file:string -> (unit -> 'a) -> 'a
+  (** [loading ~file load] runs [load], which loads the plugin [file]: the
+      exports its initialisation makes without naming their module go to
+      the module named after [file], and replace those of another plugin or
+      of the linked code. [Erl_host.load] uses it. *)
+
+  val take_new_exports : unit -> export_info list
+  (** Every export of each module whose exports changed since the last
+      call (all of the module's, so that the pool replaces its list of that
+      module whole): what the answer to a load (or to a static worker's
+      hello) carries to the pool, as {!take_new_atoms} does the atoms. *)
+
+  val discard_new_exports : unit -> unit
+  (** Forgets which modules changed since the last {!take_new_exports}:
+      those of a plugin that failed to load, whose pool does not keep it
+      (its workers start again without it). *)
+
   val dispatch : string -> Term.t list -> Term.t
-  (** [dispatch name args] calls the export [name] and returns
+  (** [dispatch name args] calls the export [name] of whichever module
+      exports it, if only one does, and returns
       - [{ok, Result}];
       - [{error, {undef, Name}}] if nothing is exported as [name] ([Name] is
         an atom, or a binary if [name] cannot be an atom);
+      - [{error, {ambiguous, Name, Modules}}] if several modules export
+        [name]: [Modules], their names (atoms, sorted), for the caller to
+        pick one with {!dispatch_qualified};
       - [{error, {badarity, Expected, Got}}] or
         [{error, {badarg, #{argument => N, expected => <<"Type">>, got => Term}}}]
         if the arguments do not fit the export's {!Conv.fn};
@@ -186,6 +248,13 @@ module Private : sig
 
       It never raises. The request handler of [camlbeam.host] ([Erl_host])
       calls it; hosts reach it through that handler. *)
+
+  val dispatch_qualified : module_:string -> string -> Term.t list -> Term.t
+  (** [dispatch_qualified ~module_ name args] calls the export [name] of
+      the module [module_]: the lookup of [ocaml:call(Pool, {Module, Fun},
+      Args)], and of an [rpc:call(Node, Module, Fun, Args)]. It answers as
+      {!dispatch}, and [{error, {undef, {Module, Name}}}] if that module does
+      not export [name]. It never raises. *)
 
   (** [Term.map_of_array] is registered as ["camlbeam.map_of_array"], for
       converters that read maps in an order other than the term order, and

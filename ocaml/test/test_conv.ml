@@ -176,6 +176,12 @@ let test_apply () =
   let fn = Conv.(int @-> float @-> returning (list float)) in
   let f n x = List.init n (fun i -> float_of_int i *. x) in
   Alcotest.(check int) "arity" 2 (Conv.arity fn);
+  Alcotest.(check string) "signature" "fun((ocaml:int63(), float()) -> [float()])" (Conv.signature fn);
+  Alcotest.(check string) "nullary signature" "fun(() -> ocaml:int63())" Conv.(signature (nullary int));
+  Alcotest.(check string) "constant signature" "fun(() -> binary())" Conv.(signature (returning string));
+  Alcotest.(check string) "signature of containers"
+    "fun((#{atom() => undefined | float()}) -> {ok, [boolean()]} | {error, atom()})"
+    Conv.(signature (map atom (option float) @-> returning (result (list bool) atom)));
   Alcotest.(check (result term error)) "call" (Ok (List [ Float 0.0; Float 0.5 ])) (Conv.apply fn f [ Int 2; Float 0.5 ]);
   Alcotest.(check (result term error)) "badarg 2"
     (Error (Badarg { position = 2; expected = "float()"; got = Int 1 }))

@@ -105,16 +105,87 @@ let test_out_of_memory () =
     Alcotest.check term "and the next call works" (ok (Int 1024)) (dispatch "test.oom" [ Int 10 ])
   done
 
+let names () = List.map (fun (e : export_info) -> e.name) (exports ())
+
 let test_registry () =
   export "test.dup" Conv.(nullary int) (fun () -> 1);
   export "test.dup" Conv.(nullary string) (fun () -> "two");
   Alcotest.check term "the later export replaces the earlier" (ok (Term.binary "two")) (dispatch "test.dup" []);
-  let names = exports () in
+  let names = names () in
   Alcotest.(check bool) "exports are listed" true (List.mem "test.dup" names && List.mem "test.fib" names);
-  Alcotest.(check (list string)) "exports are sorted" (List.sort String.compare names) names;
+  let listed = List.map (fun (e : export_info) -> (e.module_, e.name)) (exports ()) in
+  Alcotest.(check (list (pair string string))) "exports are sorted by module, then name" (List.sort compare listed) listed;
   Alcotest.check_raises "a name that cannot be an atom"
     (Invalid_argument (Printf.sprintf "Erl.export: %S cannot be an atom" "\xff"))
-    (fun () -> export_raw "\xff" (fun _ -> Term.nil))
+    (fun () -> export_raw "\xff" (fun _ -> Term.nil));
+  Alcotest.check_raises "a module that cannot be an atom"
+    (Invalid_argument (Printf.sprintf "Erl.export: the module %S cannot be an atom" "\xff"))
+    (fun () -> export ~module_:"\xff" "test.never" Conv.(nullary int) (fun () -> 1));
+  Alcotest.check_raises "a plugin file name that cannot be an atom"
+    (Invalid_argument
+       (Printf.sprintf "Erl.export: the module %S cannot be an atom (it is the plugin's file name: name one with ~module_)"
+          "\xff"))
+    (fun () -> Private.loading ~file:"/plugins/\xff.cmxs" (fun () -> export "test.never" Conv.(nullary int) (fun () -> 1)));
+  Alcotest.(check bool) "and exports nothing" false (List.mem "test.never" (List.map fst listed @ names))
+
+let info = Alcotest.testable (fun ppf (e : export_info) -> Format.fprintf ppf "%s:%s/%s %s" e.module_ e.name
+    (match e.arity with Some n -> string_of_int n | None -> "any") e.signature) ( = )
+
+let qualified m f = Term.Tuple [| Atom m; Atom f |]
+
+(* Exports in modules: a name unique across modules is called alone, a shared one is
+   ambiguous unless the call names the module, and a new version of a plugin replaces its
+   module's exports whole. *)
+let test_modules () =
+  ignore (Private.take_new_exports ());
+  export ~module_:"alpha" "shared" Conv.(int @-> returning int) (fun n -> n + 1);
+  export ~module_:"alpha" "only_alpha" Conv.(nullary string) (fun () -> "alpha");
+  export_raw ~module_:"beta" "shared" (fun args -> Term.List args);
+  Alcotest.check term "unique across modules" (ok (Term.binary "alpha")) (dispatch "only_alpha" []);
+  Alcotest.check term "ambiguous" (error (Tuple [| Atom "ambiguous"; Atom "shared"; List [ Atom "alpha"; Atom "beta" ] |]))
+    (dispatch "shared" [ Int 1 ]);
+  Alcotest.check term "{alpha, shared}" (ok (Int 2)) (Private.dispatch_qualified ~module_:"alpha" "shared" [ Int 1 ]);
+  Alcotest.check term "{beta, shared}" (ok (List [ Int 1 ])) (Private.dispatch_qualified ~module_:"beta" "shared" [ Int 1 ]);
+  Alcotest.check term "{beta, only_alpha}" (error (Tuple [| Atom "undef"; qualified "beta" "only_alpha" |]))
+    (Private.dispatch_qualified ~module_:"beta" "only_alpha" []);
+  Alcotest.check term "{gamma, shared}" (error (Tuple [| Atom "undef"; qualified "gamma" "shared" |]))
+    (Private.dispatch_qualified ~module_:"gamma" "shared" []);
+  Alcotest.check term "the linked code is in static" (ok (Int 55)) (Private.dispatch_qualified ~module_:"static" "test.fib" [ Int 10 ]);
+  let alpha_shared = { module_ = "alpha"; name = "shared"; arity = Some 1; signature = "fun((ocaml:int63()) -> ocaml:int63())" } in
+  let beta_shared = { module_ = "beta"; name = "shared"; arity = None; signature = "fun((...) -> term())" } in
+  let only_alpha = { module_ = "alpha"; name = "only_alpha"; arity = Some 0; signature = "fun(() -> binary())" } in
+  Alcotest.(check (list info)) "the changed modules' exports, whole" [ only_alpha; alpha_shared; beta_shared ]
+    (Private.take_new_exports ());
+  Alcotest.(check (list info)) "taken once" [] (Private.take_new_exports ());
+  (* A plugin's exports go to the module named after its file. *)
+  Private.loading ~file:"/plugins/gamma.cma" (fun () -> export "in_gamma" Conv.(nullary int) (fun () -> 3));
+  Alcotest.check term "{gamma, in_gamma}" (ok (Int 3)) (Private.dispatch_qualified ~module_:"gamma" "in_gamma" []);
+  (* A new version, loaded from another file, takes over alpha: the old functions go, the
+     ones it does not export too, and only alpha is reported again. *)
+  ignore (Private.take_new_exports ());
+  Private.loading ~file:"/plugins/alpha_v2.cmxs" (fun () ->
+      export ~module_:"alpha" "shared" Conv.(int @-> returning int) (fun n -> n + 2);
+      export ~module_:"alpha" "new_in_v2" Conv.(nullary int) (fun () -> 2));
+  Alcotest.check term "the new version's function" (ok (Int 3)) (Private.dispatch_qualified ~module_:"alpha" "shared" [ Int 1 ]);
+  Alcotest.check term "a function the new version dropped" (error (Tuple [| Atom "undef"; Atom "only_alpha" |]))
+    (dispatch "only_alpha" []);
+  Alcotest.check term "still ambiguous with beta"
+    (error (Tuple [| Atom "ambiguous"; Atom "shared"; List [ Atom "alpha"; Atom "beta" ] |]))
+    (dispatch "shared" []);
+  Alcotest.check term "beta untouched" (ok (List [])) (Private.dispatch_qualified ~module_:"beta" "shared" []);
+  Alcotest.(check (list info)) "alpha reported, whole"
+    [ { module_ = "alpha"; name = "new_in_v2"; arity = Some 0; signature = "fun(() -> ocaml:int63())" };
+      { alpha_shared with signature = "fun((ocaml:int63()) -> ocaml:int63())" } ]
+    (Private.take_new_exports ());
+  (* Within one plugin a second export of a name replaces the first, in that module only. *)
+  Private.loading ~file:"/plugins/delta.cmxs" (fun () ->
+      export "twice" Conv.(nullary int) (fun () -> 1);
+      export "twice" Conv.(nullary int) (fun () -> 2));
+  Alcotest.check term "twice" (ok (Int 2)) (dispatch "twice" []);
+  Private.discard_new_exports ();
+  Alcotest.(check (list info)) "discarded" [] (Private.take_new_exports ());
+  Alcotest.(check bool) "listed" true
+    (List.mem { module_ = "delta"; name = "twice"; arity = Some 0; signature = "fun(() -> ocaml:int63())" } (exports ()))
 
 let raises_no_transport name f =
   Alcotest.check_raises name No_transport (fun () -> ignore (f ()))
@@ -225,7 +296,7 @@ let test_atoms () =
   Alcotest.check_raises "export checks its atoms before exporting"
     (Invalid_argument (Printf.sprintf "Erl.export: %S cannot be an atom" "\xff"))
     (fun () -> export ~atoms:[ "\xff" ] "test.never" Conv.(nullary int) (fun () -> 1));
-  Alcotest.(check bool) "and exports nothing" false (List.mem "test.never" (exports ()));
+  Alcotest.(check bool) "and exports nothing" false (List.mem "test.never" (names ()));
   Alcotest.check_raises "a bad name declares no atom"
     (Invalid_argument (Printf.sprintf "Erl.export: %S cannot be an atom" "\xff"))
     (fun () -> export ~atoms:[ "test_never" ] "\xff" Conv.(nullary int) (fun () -> 1));
@@ -240,6 +311,7 @@ let tests =
         Alcotest.test_case "Stack_overflow" `Quick test_stack_overflow;
         Alcotest.test_case "Out_of_memory" `Quick test_out_of_memory;
         Alcotest.test_case "registry" `Quick test_registry;
+        Alcotest.test_case "modules" `Quick test_modules;
         Alcotest.test_case "transport" `Quick test_transport;
         Alcotest.test_case "context per thread" `Quick test_context_per_thread;
         Alcotest.test_case "declared atoms" `Quick test_atoms;

@@ -372,7 +372,11 @@ TEST(Failures, AnswerErlangCannotHoldIsReplacedByAnError) {
 TEST(Requests, MalformedRequestWithARefIsAnswered) {
   EtfHost h(*runtime);
   expect_reply(h, Term::tuple({atom("call"), ref(), Term::integer(42), t("[]")}),
-               error(t("{bad_request, <<\"call: Fun must be an atom, got 42\">>}")));
+               error(t("{bad_request, <<\"call: Fun must be an atom or a tuple {Module, Function} of two atoms, "
+                       "got 42\">>}")));
+  expect_reply(h, Term::tuple({atom("call"), ref(), t("{hosttest, 7}"), t("[1]")}),
+               error(t("{bad_request, <<\"call: Fun must be an atom or a tuple {Module, Function} of two atoms, "
+                       "got {hosttest,7}\">>}")));
   expect_reply(h, Term::tuple({atom("call"), ref(), atom("fib"), t("[1 | 2]")}),
                error(t("{bad_request, <<\"call: Args must be a proper list, got [1|2]\">>}")));
   expect_reply(h, Term::tuple({atom("call"), ref()}),
@@ -402,7 +406,8 @@ TEST(Requests, WhatCannotBeAnsweredIsATypedError) {
   EXPECT_EQ(o.kind, Kind::refused);
   EXPECT_EQ(o.error->code, host::Errc::bad_etf);
 
-  for (const char* text : {"hello", "{cast, 1, []}", "{cast, f, [a | b]}", "{}", "[call, 1, f, []]",
+  for (const char* text : {"hello", "{cast, 1, []}", "{cast, f, [a | b]}", "{cast, {hosttest}, []}", "{}",
+                           "[call, 1, f, []]",
                            "{reply, #Ref<'test@host'.1.2.3.4>, ok}"}) {
     o = h.handle(etf::encode(t(text)), reply);
     ASSERT_EQ(o.kind, Kind::refused) << text;
@@ -430,6 +435,13 @@ TEST(Requests, CastRunsWithoutReply) {
   host::Outcome o = h.handle(etf::encode(cast("nosuch", t("[]"))), reply);
   EXPECT_EQ(o.kind, Kind::no_reply);
   EXPECT_EQ(o.diagnostic, "cast nosuch: {error,{undef,nosuch}}");
+  o = h.handle(etf::encode(Term::tuple({atom("cast"), t("{hosttest, nosuch}"), t("[]")})), reply);
+  EXPECT_EQ(o.kind, Kind::no_reply);
+  EXPECT_EQ(o.diagnostic, "cast {hosttest,nosuch}: {error,{undef,{hosttest,nosuch}}}");
+  o = h.handle(etf::encode(Term::tuple({atom("cast"), t("{hosttest, note}"), t("[<<\"three\">>]")})), reply);
+  EXPECT_EQ(o.kind, Kind::no_reply) << describe(o);
+  EXPECT_TRUE(o.diagnostic.empty()) << o.diagnostic;
+  expect_reply(h, call("notes", t("[]")), ok(t("[<<\"one\">>, <<\"two\">>, <<\"three\">>]")));
   o = h.handle(etf::encode(cast("overflow", t("[0]"))), reply);
   EXPECT_EQ(o.kind, Kind::no_reply);
   EXPECT_TRUE(contains(o.diagnostic, "cast overflow: {error,{ocaml_exception,<<\"Stack_overflow\">>"))
@@ -556,9 +568,19 @@ TEST(Plugins, LoadByRequest) {
   EtfHost h(*runtime);
   const std::string path = plugin("extra");
   expect_reply(h, call("extra.hello", t("[<<\"you\">>]")), error(t("{undef, 'extra.hello'}")));
-  // The path as a string (a list of character codes), as Erlang code usually has it.
-  expect_reply(h, load(Term::string(path)), answer(atom("ok")));
+  // The path as a string (a list of character codes), as Erlang code usually has it. The
+  // answer reports the plugin's exports, in the module named after its file, for the pool.
+  const Reply loaded = run(h, load(Term::string(path)));
+  ASSERT_EQ(loaded.outcome.kind, Kind::replied) << describe(loaded.outcome);
+  EXPECT_TRUE(contains(loaded.term.to_string(), "{ok,#{"));
+  EXPECT_TRUE(contains(loaded.term.to_string(),
+                       "{<<\"extra\">>,<<\"extra.hello\">>,1,<<\"fun((binary()) -> binary())\">>}"))
+      << shorten(loaded.term.to_string());
   expect_reply(h, call("extra.hello", t("[<<\"you\">>]")), ok(binary("hello, you")));
+  expect_reply(h, Term::tuple({atom("call"), ref(), t("{extra, 'extra.hello'}"), t("[<<\"you\">>]")}),
+               ok(binary("hello, you")));
+  expect_reply(h, Term::tuple({atom("call"), ref(), t("{hosttest, 'extra.hello'}"), t("[<<\"you\">>]")}),
+               error(t("{undef, {hosttest, 'extra.hello'}}")));
   // Loaded twice.
   const Reply r = run(h, load(binary(path)));
   ASSERT_EQ(r.outcome.kind, Kind::replied);

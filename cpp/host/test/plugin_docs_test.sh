@@ -44,6 +44,8 @@ ocamlfind ocamlc -a -package camlbeam mathlib.ml -o mathlib.cma
 
 # 3. Tried without Erlang.
 check "native fib" "{ok,832040}" "$bin/camlbeam-call" -l ./mathlib.cmxs fib '[30]'
+check "mathlib:fib" "{ok,832040}" "$bin/camlbeam-call" -l ./mathlib.cmxs mathlib:fib '[30]'
+check "no such module" "{error,{undef,{stats,fib}}}" "$bin/camlbeam-call" -l ./mathlib.cmxs stats:fib '[30]'
 check "bytecode mean" "{ok,1.5}" "$bin/camlbeam-call-bytecode" -l ./mathlib.cma mean '[[1.0, 2.0]]'
 check "badarg" '{error,{badarg,#{argument => 1,expected => <<"ocaml:int63()">>,got => a}}}' \
   "$bin/camlbeam-call" -l ./mathlib.cmxs fib '[a]'

@@ -3,7 +3,8 @@
 //
 //   camlbeam-call [-l PLUGIN]... [--max-reply-size BYTES] FUN [ARGS]
 //
-// ARGS is the argument list in Erlang syntax ("[30]"; default []). Prints the answer,
+// FUN is a function's name, or MODULE:FUNCTION for {Module, Function} (a plugin's module is
+// named after its file: mathlib:fib). ARGS is the argument list in Erlang syntax ("[30]"; default []). Prints the answer,
 // {ok, Result} or {error, Reason}, in Erlang syntax. Exit status: 0 for {ok, _}, 1 for
 // {error, _}, 2 for a usage error, a plugin that does not load or a request refused.
 #include <camlbeam/etf/etf.hpp>
@@ -24,7 +25,7 @@ namespace etf = camlbeam::etf;
 namespace host = camlbeam::host;
 
 int usage(const char* program) {
-  std::fprintf(stderr, "usage: %s [-l PLUGIN]... [--max-reply-size BYTES] FUN [ARGS]\n", program);
+  std::fprintf(stderr, "usage: %s [-l PLUGIN]... [--max-reply-size BYTES] [MODULE:]FUN [ARGS]\n", program);
   return 2;
 }
 
@@ -57,8 +58,14 @@ int run(int argc, char** argv) {
   }
   const etf::Term args = etf::parse_term(positional.size() == 2 ? positional[1] : "[]");
   const etf::Term ref = etf::Term::atom("camlbeam_call");
-  const etf::Term request =
-      etf::Term::tuple({etf::Term::atom("call"), ref, etf::Term::atom(positional[0]), args});
+  // As Erlang writes a call of Module:Function; a name without a colon is the function alone.
+  const std::string_view name = positional[0];
+  const std::size_t colon = name.find(':');
+  const etf::Term fun = colon == std::string_view::npos
+                            ? etf::Term::atom(name)
+                            : etf::Term::tuple({etf::Term::atom(name.substr(0, colon)),
+                                                etf::Term::atom(name.substr(colon + 1))});
+  const etf::Term request = etf::Term::tuple({etf::Term::atom("call"), ref, fun, args});
   etf::ByteBuffer reply;
   const host::Outcome outcome = host::handle_etf(h, etf::encode(request), reply, options);
   if (!outcome.replied()) {

@@ -284,10 +284,12 @@ struct Flavour {
 
 void PrintTo(const Flavour& flavour, std::ostream* os) { *os << flavour.name; }
 
-// {ok, #{atoms => A, flavour => F, ocaml_version => V, os_pid => P, protocol => 2}}: checks
-// all but P, which it returns (-1 if the answer is not of that shape), and A, which must be
-// `atoms` (the atoms declared by the code linked into the worker).
-pid_t check_hello(const std::string& answer, const char* runtime, std::string_view atoms = "[]") {
+// {ok, #{atoms => A, exports => E, flavour => F, ocaml_version => V, os_pid => P, protocol => 2}}:
+// checks all but P, which it returns (-1 if the answer is not of that shape), A, which must be
+// `atoms` (the atoms declared by the code linked into the worker), and E, the exports of the
+// code linked into the worker: in the module static when there is any (`linked`), else none.
+pid_t check_hello(const std::string& answer, const char* runtime, std::string_view atoms = "[]",
+                  bool linked = false) {
   const etf::Term hello = term(answer);
   const auto ok = hello.tuple_elements();
   if (ok.size() != 2 || !ok[0].is_atom("ok")) {
@@ -295,16 +297,22 @@ pid_t check_hello(const std::string& answer, const char* runtime, std::string_vi
     return -1;
   }
   const auto* info = ok[1].get_if<etf::Map>();
-  if (info == nullptr || info->flat.size() != 10) {
+  if (info == nullptr || info->flat.size() != 12) {
     ADD_FAILURE() << answer;
     return -1;
   }
   EXPECT_EQ(info->flat[0].to_string() + "=" + info->flat[1].to_string(), "atoms=" + std::string(atoms));
-  EXPECT_EQ(info->flat[2].to_string() + "=" + info->flat[3].to_string(), std::string("flavour=") + runtime);
-  EXPECT_EQ(info->flat[4].to_string() + "=" + info->flat[5].to_string(), "ocaml_version=<<\"4.13.1\">>");
-  EXPECT_EQ(info->flat[6].to_string(), "os_pid");
-  EXPECT_EQ(info->flat[8].to_string() + "=" + info->flat[9].to_string(), "protocol=2");
-  return static_cast<pid_t>(info->flat[7].as_int64().value_or(-1));
+  EXPECT_EQ(info->flat[2].to_string(), "exports");
+  if (linked) {
+    EXPECT_TRUE(starts_with(info->flat[3].to_string(), "[{<<\"static\">>,")) << answer;
+  } else {
+    EXPECT_EQ(info->flat[3].to_string(), "[]");
+  }
+  EXPECT_EQ(info->flat[4].to_string() + "=" + info->flat[5].to_string(), std::string("flavour=") + runtime);
+  EXPECT_EQ(info->flat[6].to_string() + "=" + info->flat[7].to_string(), "ocaml_version=<<\"4.13.1\">>");
+  EXPECT_EQ(info->flat[8].to_string(), "os_pid");
+  EXPECT_EQ(info->flat[10].to_string() + "=" + info->flat[11].to_string(), "protocol=2");
+  return static_cast<pid_t>(info->flat[9].as_int64().value_or(-1));
 }
 
 class PortWorker : public testing::TestWithParam<Flavour> {
@@ -324,10 +332,11 @@ class PortWorker : public testing::TestWithParam<Flavour> {
       worker->send("{load, load_ref, <<\"" + plugin(CAMLBEAM_PORT_PLUGINS, "porttest") + "\">>, 10000}");
       worker->send("{load, hostile_ref, <<\"" + plugin(CAMLBEAM_HOSTILE_PLUGINS, "camlbeam_hostile") + "\">>}");
     }
-    worker->os_pid = check_hello(worker->answer_to("hello_ref"), GetParam().runtime);
+    worker->os_pid = check_hello(worker->answer_to("hello_ref"), GetParam().runtime, "[]", !load);
     if (load) {
-      EXPECT_EQ(worker->answer_to("load_ref"), "ok");
-      EXPECT_EQ(worker->answer_to("hostile_ref"), "ok");
+      // Each answer reports the plugin's exports, in the module named after its file.
+      EXPECT_TRUE(starts_with(worker->answer_to("load_ref"), "{ok,#{exports => [{<<\"porttest\">>,"));
+      EXPECT_TRUE(starts_with(worker->answer_to("hostile_ref"), "{ok,#{exports => [{<<\"camlbeam_hostile\">>,"));
     }
     return worker;
   }
@@ -379,16 +388,17 @@ TEST_P(PortWorker, RefusesAHelloOfAnotherProtocol) {
 std::string binary_of(std::size_t n) { return "<<\"" + std::string(n, 'x') + "\">>"; }
 
 TEST_P(PortWorker, ReplacesAnAnswerOverTheLimitWithAnError) {
-  auto worker = ready_worker({}, {"--max-reply-size=1000"});
-  worker->send("{call, r, identity, [" + binary_of(1000) + "]}");
-  // 131 {reply, r} takes 15 bytes (atoms as ATOM_EXT), 131 {ok, <<...>>} 1 + 2 + 5 + 5 + 1000.
-  EXPECT_EQ(worker->answer_to("r"), "{error,{reply_too_large,1028,1000}}");
-  worker->send("{call, r, identity, [" + binary_of(972) + "]}");  // exactly 1000 bytes
-  EXPECT_EQ(worker->answer_to("r"), "{ok," + binary_of(972) + "}");
+  // Room for the answers to hello and the loads, which list the plugins' exports.
+  auto worker = ready_worker({}, {"--max-reply-size=10000"});
+  worker->send("{call, r, identity, [" + binary_of(10000) + "]}");
+  // 131 {reply, r} takes 15 bytes (atoms as ATOM_EXT), 131 {ok, <<...>>} 1 + 2 + 5 + 5 + 10000.
+  EXPECT_EQ(worker->answer_to("r"), "{error,{reply_too_large,10028,10000}}");
+  worker->send("{call, r, identity, [" + binary_of(9972) + "]}");  // exactly 10000 bytes
+  EXPECT_EQ(worker->answer_to("r"), "{ok," + binary_of(9972) + "}");
   // Erl.send obeys the same limit, as an exception in the export that sends.
-  worker->send("{call, r, send, [" + std::string(Worker::test_pid) + ", " + binary_of(1000) + "]}");
+  worker->send("{call, r, send, [" + std::string(Worker::test_pid) + ", " + binary_of(10000) + "]}");
   const std::string answer = worker->answer_to("r");
-  EXPECT_TRUE(contains(answer, "larger than max_reply_size (1000 bytes)")) << answer;
+  EXPECT_TRUE(contains(answer, "larger than max_reply_size (10000 bytes)")) << answer;
 }
 
 TEST_P(PortWorker, NeverSendsAMapThatWouldCrashTheVm) {
@@ -580,15 +590,17 @@ TEST_P(PortWorker, DeclaredAtomsComeWithTheLoadOrTheHello) {
   Worker worker(GetParam().executable, {{"PORTTEST_ATOMS", "porttest_declared,porttest_other"}});
   worker.hello();
   const bool linked = GetParam().plugin == nullptr;
-  worker.os_pid = check_hello(worker.answer_to("hello_ref"), GetParam().runtime, linked ? declared : "[]");
+  worker.os_pid = check_hello(worker.answer_to("hello_ref"), GetParam().runtime, linked ? declared : "[]", linked);
   if (!linked) {
     worker.send("{load, porttest_ref, <<\"" + plugin(CAMLBEAM_PORT_PLUGINS, "porttest") + "\">>}");
-    EXPECT_EQ(worker.answer_to("porttest_ref"), "{ok,#{atoms => " + declared + "}}");
+    const std::string answer = worker.answer_to("porttest_ref");
+    EXPECT_TRUE(starts_with(answer, "{ok,#{atoms => " + declared + ",exports => [{<<\"porttest\">>,")) << answer;
   }
   const std::string path = plugin(CAMLBEAM_PORT_PLUGINS, "declares_atoms");
   worker.send("{load, atoms_ref, <<\"" + path + "\">>, 10000}");
   EXPECT_EQ(worker.answer_to("atoms_ref"),
-            "{ok,#{atoms => [<<\"porttest_bad_header\">>,<<\"porttest_incomplete\">>,<<\"porttest_tag\">>]}}");
+            "{ok,#{atoms => [<<\"porttest_bad_header\">>,<<\"porttest_incomplete\">>,<<\"porttest_tag\">>],"
+            "exports => [{<<\"declares_atoms\">>,<<\"tagged\">>,1,<<\"fun((ocaml:int63()) -> {atom(), ocaml:int63()})\">>}]}}");
   worker.send("{call, r, tagged, [3]}");
   EXPECT_EQ(worker.answer_to("r"), "{ok,{porttest_bad_header,3}}");
   // Loaded already: refused, and no atom comes twice.
@@ -884,7 +896,7 @@ INSTANTIATE_TEST_SUITE_P(Flavours, PortWorker,
 TEST(PortWorkerThreads, ErlSendFromAnotherThreadIsRefused) {
   Worker worker(CAMLBEAM_PORT_THREADS);
   worker.hello();
-  worker.os_pid = check_hello(worker.answer_to("hello_ref"), "native");
+  worker.os_pid = check_hello(worker.answer_to("hello_ref"), "native", "[]", true);
   worker.send(std::string("{call, r, send_from_thread, [") + Worker::test_pid + "]}");
   const std::string answer = worker.answer_to("r");
   EXPECT_NE(answer.find("Erl.No_transport: this thread is not running a request of a camlbeam worker"),

@@ -58,6 +58,16 @@ let test_call () =
   (match reply (handle (call "host_test.boom" [])) with
   | Tuple [| Atom "error"; Tuple [| Atom "ocaml_exception"; Binary name; _; _ |] |] when Erl.Binary.to_string name = "Failure" -> ()
   | t -> Alcotest.failf "not an exception: %s" (Term.to_string t));
+  (* {Module, Function}: the test program's own exports are in the module static. *)
+  let qualified m f = Term.Tuple [| Atom m; Atom f |] in
+  Alcotest.check term "{Module, Function}" (ok (Int 5))
+    (reply (handle (Tuple [| Atom "call"; ref_; qualified "static" "host_test.add"; List [ Int 2; Int 3 ] |])));
+  Alcotest.check term "{Module, Function}, with a Timeout" (ok (Int 5))
+    (reply
+       (handle
+          (Tuple [| Atom "call"; ref_; qualified "static" "host_test.add"; List [ Int 2; Int 3 ]; Int 100 |])));
+  Alcotest.check term "undef {Module, Function}" (error (Tuple [| Atom "undef"; qualified "nomodule" "host_test.add" |]))
+    (reply (handle (Tuple [| Atom "call"; ref_; qualified "nomodule" "host_test.add"; List [] |])));
   (* Any term is a reference. *)
   match handle (Tuple [| Atom "call"; Int 42; Atom "host_test.add"; List [ Int 1; Int 1 ] |]) with
   | Reply (Int 42, answer) -> Alcotest.check term "integer Ref" (ok (Int 2)) answer
@@ -78,13 +88,26 @@ let test_cast () =
   (match handle (Tuple [| Atom "cast"; Atom "host_test.add"; List [ Int 1; Int 2 ] |]) with
   | No_reply -> ()
   | _ -> Alcotest.fail "a cast has no reply");
+  (match handle (Tuple [| Atom "cast"; Tuple [| Atom "static"; Atom "host_test.add" |]; List [ Int 1; Int 2 ] |]) with
+  | No_reply -> ()
+  | _ -> Alcotest.fail "a cast to {Module, Function} has no reply");
+  (match handle (Tuple [| Atom "cast"; Tuple [| Atom "static"; Atom "nosuch" |]; List [] |]) with
+  | Cast_failed s -> check_contains "cast failure" s "cast {static,nosuch}: {error,{undef,{static,nosuch}}}"
+  | _ -> Alcotest.fail "a failed cast to {Module, Function} is reported");
   match handle (Tuple [| Atom "cast"; Atom "host_test.add"; List [ Atom "x"; Int 2 ] |]) with
-  | Cast_failed s -> check_contains "cast failure" s "cast host_test.add: {error,{badarg"
+  | Cast_failed s -> check_contains "cast failure" s "cast 'host_test.add': {error,{badarg"
   | _ -> Alcotest.fail "a failed cast is reported"
 
 let test_bad_requests () =
   let bad r = bad_request (reply (handle r)) in
-  check_contains "Fun" (bad (Tuple [| Atom "call"; ref_; Int 1; List [] |])) "Fun must be an atom, got 1";
+  check_contains "Fun" (bad (Tuple [| Atom "call"; ref_; Int 1; List [] |]))
+    "Fun must be an atom or a tuple {Module, Function} of two atoms, got 1";
+  check_contains "{Module, Function} of atoms"
+    (bad (Tuple [| Atom "call"; ref_; Tuple [| Atom "m"; Term.binary "f" |]; List [] |]))
+    "Fun must be an atom or a tuple {Module, Function} of two atoms, got {m,<<\"f\">>}";
+  check_contains "{Module, Function} and no more"
+    (bad (Tuple [| Atom "call"; ref_; Tuple [| Atom "m"; Atom "f"; Int 1 |]; List [] |]))
+    "Fun must be an atom or a tuple {Module, Function} of two atoms, got {m,f,1}";
   check_contains "Args" (bad (Tuple [| Atom "call"; ref_; Atom "f"; Improper ([ Int 1 ], Int 2) |]))
     "Args must be a proper list, got [1|2]";
   check_contains "size" (bad (Tuple [| Atom "call"; ref_ |]))
@@ -103,6 +126,9 @@ let test_bad_requests () =
   let refused r = match handle r with Refused s -> s | _ -> Alcotest.failf "not refused: %s" (Term.to_string r) in
   check_contains "no Ref" (refused (Atom "call")) "got call";
   check_contains "cast" (refused (Tuple [| Atom "cast"; Int 1; List [] |])) "{cast, Fun, Args}";
+  check_contains "cast to a bad {Module, Function}"
+    (refused (Tuple [| Atom "cast"; Tuple [| Int 1; Atom "f" |]; List [] |]))
+    "where Fun is Function or {Module, Function}";
   check_contains "big" (refused (Term.binary (String.make 1_000_000 'x'))) "got a binary of 1000000 bytes"
 
 let test_transport_requests () =
@@ -138,6 +164,21 @@ let load_failure path =
 
 let test_load () =
   let plugin = Sys.argv.(1) in
+  (* The test program's own exports are reported once, by a transport's hello. *)
+  (match Erl_host.new_exports () with
+  | List exports ->
+      Alcotest.(check bool) "the linked code's exports, in the module static" true
+        (List.exists
+           (Term.equal
+              (Tuple
+                 [|
+                   Term.binary "static";
+                   Term.binary "host_test.add";
+                   Int 2;
+                   Term.binary "fun((ocaml:int63(), ocaml:int63()) -> ocaml:int63())";
+                 |]))
+           exports)
+  | t -> Alcotest.failf "not a list of exports: %s" (Term.to_string t));
   let kind, message = load_failure "/nonexistent/plugin.cmxs" in
   Alcotest.(check string) "missing: kind" "enoent" kind;
   check_contains "missing: message" message "/nonexistent/plugin.cmxs";
@@ -156,13 +197,34 @@ let test_load () =
   | t -> Alcotest.failf "a missing plugin: %s" (Term.to_string t));
   Alcotest.(check (list string)) "a failed load's atoms are forgotten" [] (Erl.Private.take_new_atoms ());
   (* Through a request, with the path as a string. The plugin declares atoms: its answer
-     carries them, each once, in the order they were declared. *)
+     carries them, each once, in the order they were declared, and its exports, in the
+     module named after its file. *)
   let path = Term.List (List.init (String.length plugin) (fun i -> Term.Int (Char.code plugin.[i]))) in
   Alcotest.check term "load"
-    (ok (Term.map_of_list [ (Atom "atoms", List [ Term.binary "host_test_tag"; Term.binary "host_test_declared" ]) ]))
+    (ok
+       (Term.map_of_list
+          [
+            (Atom "atoms", List [ Term.binary "host_test_tag"; Term.binary "host_test_declared" ]);
+            ( Atom "exports",
+              List
+                [
+                  Tuple
+                    [|
+                      Term.binary "host_test_plugin";
+                      Term.binary "host_test.double";
+                      Int 1;
+                      Term.binary "fun((ocaml:int63()) -> ocaml:int63())";
+                    |];
+                ] );
+          ]))
     (reply (handle (Tuple [| Atom "load"; ref_; path; Atom "infinity" |])));
   Alcotest.(check (list string)) "carried once" [] (Erl.Private.take_new_atoms ());
+  Alcotest.check term "exports carried once" (List []) (Erl_host.new_exports ());
   Alcotest.check term "the plugin's export" (ok (Int 42)) (reply (handle (call "host_test.double" [ Int 21 ])));
+  Alcotest.check term "in its module" (ok (Int 42))
+    (reply
+       (handle
+          (Tuple [| Atom "call"; ref_; Tuple [| Atom "host_test_plugin"; Atom "host_test.double" |]; List [ Int 21 ] |])));
   (match reply (handle (Tuple [| Atom "load"; ref_; Term.binary plugin |])) with
   | Tuple [| Atom "error"; Tuple [| Atom "load_failed"; Atom "already_loaded"; Binary message |] |] ->
       check_contains "twice: message" (Erl.Binary.to_string message) "Host_test_plugin"

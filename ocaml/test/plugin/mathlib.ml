@@ -1,2 +1,2 @@
 let rec fib n = if n < 2 then n else fib (n - 1) + fib (n - 2)
-let () = Erl.export "mathlib.fib" Erl.Conv.(int @-> returning int) fib
+let () = Erl.export "fib" Erl.Conv.(int @-> returning int) fib

@@ -1,3 +1,3 @@
-(** A plugin: loading it exports ["mathlib.fib"]. *)
+(** A plugin: loading it exports [fib], in its module [mathlib]. *)
 
 val fib : int -> int
