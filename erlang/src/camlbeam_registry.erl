@@ -2,11 +2,11 @@
 %%
 %% Owns two named ETS tables that outlive every pool: `camlbeam_pools' (one row
 %% per pool: its manager, the plugins its workers load and what they export) and
-%% `camlbeam_workers' (one row per live worker: its process, port, table of
-%% pending calls). Writes go through this server, which monitors what each
-%% row describes and deletes the row when that process dies; reads are plain
-%% ETS lookups by the callers themselves, so the request path never waits on
-%% this process.
+%% `camlbeam_workers' (one row per live worker: its process, its coupling's
+%% module and handle, its counter of calls in flight). Writes go through this
+%% server, which monitors what each row describes and deletes the row when
+%% that process dies; reads are plain ETS lookups by the callers themselves,
+%% so the request path never waits on this process.
 %%
 %% If this server restarts, its tables start empty: every pool manager and
 %% every ready worker monitors it and registers again once it is back

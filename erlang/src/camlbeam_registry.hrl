@@ -6,20 +6,15 @@
 %% keys). A worker that is starting, restarting or draining has no row.
 -record(camlbeam_worker, {
     key :: {Pool :: pid(), Id :: pos_integer()},
-    %% The worker's process (ocaml_worker): callers monitor it.
+    %% The worker's process: callers monitor it.
     pid :: pid(),
-    %% The port of its current OS process: callers write requests to it.
-    port :: port(),
-    %% Public set of {Ref, Kind, WrittenAt, Timeout, GivenPids} rows: one per
-    %% request of the current OS process waiting for its answer.
-    pending :: ets:tid(),
-    %% Public bag of {Pid, Ref}: the pids the requests in flight gave OCaml.
-    given :: ets:tid(),
-    max_queue :: pos_integer(),
-    max_request_size :: pos_integer(),
-    cast_timeout :: timeout(),
-    os_pid :: pos_integer(),
-    flavour :: native | bytecode
+    %% Its coupling's callback module (ocaml_transport), and what that module's
+    %% callbacks need to send to it from a caller.
+    transport :: module(),
+    handle :: ocaml_transport:handle(),
+    %% Its requests in flight: callers route by it, and refuse past max_queue.
+    in_flight :: ocaml_transport:counter(),
+    max_queue :: pos_integer()
 }).
 
 %% One pool (table camlbeam_pools).

@@ -17,19 +17,18 @@
 %% past its timeout is the decoding of an answer that arrived in time.
 %%
 %% A call does not go through any process on its way in: the caller picks
-%% the least loaded worker of the pool from the registry's table, monitors
-%% it with an alias (as `gen_server:call' does), records the alias in the
-%% worker's table of pending calls, and writes the request to the worker's
-%% port itself, without ever waiting for it (a port whose queue is full
-%% answers `overloaded'). The worker's process forwards the answer, still
-%% encoded, to the alias; the caller checks and decodes it
-%% ({@link ocaml_etf_guard}). A call that times out tells the worker, which
-%% then skips it if it has not started it, and interrupts it at its deadline
-%% if it has (`Erl.Cancelled' in OCaml); an OS process that cannot be
-%% interrupted is replaced.
+%% the least loaded worker of the pool from the registry's table (each
+%% worker's counter of calls in flight, read in the caller), monitors it with
+%% an alias (as `gen_server:call' does), and sends the request itself through
+%% the pool's coupling ({@link ocaml_transport}; the option `transport'),
+%% without ever waiting for the worker (a worker that cannot take more answers
+%% `overloaded'). The answer comes to the alias; the caller checks and decodes
+%% it ({@link ocaml_etf_guard} for the port). A call that times out tells the
+%% worker, which then skips it if it has not started it, and interrupts it at
+%% its deadline if it has (`Erl.Cancelled' in OCaml); an OS process that
+%% cannot be interrupted is replaced.
 -module(ocaml).
 
--include_lib("kernel/include/file.hrl").
 -include("camlbeam_registry.hrl").
 
 -export([start_link/1, start/1, child_spec/1, stop/1]).
@@ -83,7 +82,7 @@
 %% (`expected => <<"ocaml:int64()">>').
 
 -type options() :: #{
-    transport => port,
+    transport => ocaml_transport:name(),
     plugins => [file:filename_all()],
     pool_size => pos_integer(),
     flavour => flavour(),
@@ -105,7 +104,10 @@
 }.
 %% The options of a pool; every one has a default.
 %% <ul>
-%% <li>`transport': how OCaml runs; `port' (an OS process per worker) for now.</li>
+%% <li>`transport': how OCaml runs, {@link ocaml_transport}: `port' (an OS
+%%     process per worker, the default) is built; `node' and `nif' are named
+%%     but not built yet, and a pool of either answers
+%%     `{error, {transport_unavailable, Name}}' at start.</li>
 %% <li>`plugins': loaded in order into every worker, also after restarts;
 %%     relative paths are from the VM's current directory at start.</li>
 %% <li>`pool_size': the number of workers, default 1.</li>
@@ -213,6 +215,7 @@
 
 -type start_error() :: {unknown_option, term()}
                      | {bad_option, atom(), term()}
+                     | {transport_unavailable, node | nif}
                      | {mixed_plugin_kinds, #{flavour() => [file:filename_all()]}}
                      | {no_executable, file:filename_all() | no_priv_dir}
                      | {already_started, pid()}
@@ -357,11 +360,12 @@ workers(Pool) ->
         error ->
             [];
         {ok, #camlbeam_pool{pool = Pid}} ->
-            [#{id => Id, pid => Worker, os_pid => OsPid, flavour => Flavour,
-               in_flight => Load}
-             || #camlbeam_worker{key = {_, Id}, pid = Worker, os_pid = OsPid, flavour = Flavour,
-                                 pending = Pending} <- camlbeam_registry:workers(Pid),
-                Load <- [ets:info(Pending, size)], Load =/= undefined]
+            %% A worker setting its counter right may leave it below 0 for a moment
+            %% (ocaml_worker's recount): never shown so.
+            [(Transport:describe(Handle))#{id => Id, pid => Worker,
+                                           in_flight => max(0, ocaml_transport:in_flight(InFlight))}
+             || #camlbeam_worker{key = {_, Id}, pid = Worker, transport = Transport, handle = Handle,
+                                 in_flight = InFlight} <- camlbeam_registry:workers(Pid)]
     end.
 
 %% @doc The OCaml functions the workers of a pool export, sorted: each
@@ -441,10 +445,10 @@ cast(Pool, Fun, Args) ->
 -spec cast(pool(), fun_name(), [term()], [pid()]) -> ok.
 cast(Pool, Fun, Args, Tried) ->
     case pick_worker(Pool, Tried) of
-        {ok, #camlbeam_worker{pid = Worker, cast_timeout = Timeout} = Row} ->
+        {ok, #camlbeam_worker{pid = Worker, transport = Transport, handle = Handle}} ->
             %% A call whose answer nobody waits for: it counts in the worker's
             %% load while it runs, and its worker logs it if it fails.
-            case enqueue(Row, make_ref(), cast, Fun, Args, erlang:monotonic_time(millisecond), Timeout) of
+            case Transport:send_cast(Handle, Fun, Args) of
                 unsent -> cast(Pool, Fun, Args, [Worker | Tried]);
                 _ -> ok
             end;
@@ -554,11 +558,16 @@ start_pool(Options, Owner) ->
 -spec prepare(options(), pid() | none) -> {ok, ocaml_pool:config()} | {error, start_error()}.
 prepare(Options, Owner) ->
     case ocaml_options:validate(Options) of
-        {ok, #{plugins := Plugins} = Config} ->
-            case {resolve_executable(Config), missing_plugin(Plugins)} of
-                {{ok, Executable}, none} -> {ok, Config#{executable := Executable, owner => Owner}};
-                {{error, _} = Error, _} -> Error;
-                {_, Missing} -> {error, {load_failed, enoent, Missing}}
+        {ok, #{transport := Name, plugins := Plugins} = Config} ->
+            case ocaml_transport:callback_module(Name) of
+                {ok, Transport} ->
+                    case {Transport:prepare(Config), missing_plugin(Plugins)} of
+                        {{ok, Prepared}, none} -> {ok, Prepared#{owner => Owner}};
+                        {{error, _} = Error, _} -> Error;
+                        {_, Missing} -> {error, {load_failed, enoent, Missing}}
+                    end;
+                {error, _} = Unavailable ->
+                    Unavailable
             end;
         {error, _} = Error ->
             Error
@@ -614,33 +623,6 @@ start_failure({shutdown, {failed_to_start_child, manager, Reason}}) ->
 start_failure(Reason) ->
     Reason.
 
--spec resolve_executable(ocaml_options:config()) ->
-    {ok, file:filename_all()} | {error, {no_executable, file:filename_all() | no_priv_dir}}.
-resolve_executable(Config) ->
-    case ocaml_options:executable(Config, app_env()) of
-        {ok, Given} ->
-            %% Absolute: every restart of a worker spawns it again.
-            Path = filename:absname(Given),
-            case file:read_file_info(Path) of
-                {ok, #file_info{type = regular, mode = Mode}} when Mode band 8#111 =/= 0 ->
-                    {ok, Path};
-                _ ->
-                    {error, {no_executable, Path}}
-            end;
-        {error, no_priv_dir} ->
-            {error, {no_executable, no_priv_dir}}
-    end.
-
--spec app_env() -> ocaml_options:app_env().
-app_env() ->
-    Env = maps:from_list([{Key, Value}
-                          || Key <- [port_executable, port_bytecode_executable],
-                             {ok, Value} <- [application:get_env(camlbeam, Key)]]),
-    case code:priv_dir(camlbeam) of
-        {error, bad_name} -> Env;
-        Priv -> Env#{priv_dir => Priv}
-    end.
-
 -spec whereis_pool(pool()) -> pid() | undefined.
 whereis_pool(Pool) when is_pid(Pool) -> Pool;
 whereis_pool(Name) when is_atom(Name) ->
@@ -683,7 +665,7 @@ untried(Workers, Tried) ->
 
 %% The worker with the fewest calls in flight (the first of those with as
 %% few), if it has room for one more.
--spec least_loaded([#camlbeam_worker{}], #camlbeam_worker{} | none, non_neg_integer()) ->
+-spec least_loaded([#camlbeam_worker{}], #camlbeam_worker{} | none, integer()) ->
     {ok, #camlbeam_worker{}} | {error, overloaded | no_worker}.
 least_loaded([], none, _) ->
     {error, no_worker};
@@ -691,114 +673,48 @@ least_loaded([], #camlbeam_worker{max_queue = Max}, Load) when Load >= Max ->
     {error, overloaded};
 least_loaded([], Best, _) ->
     {ok, Best};
-least_loaded([#camlbeam_worker{pending = Pending} = Worker | Workers], Best, BestLoad) ->
-    %% undefined: the table went with its worker, which is being replaced.
-    case ets:info(Pending, size) of
-        undefined -> least_loaded(Workers, Best, BestLoad);
+least_loaded([#camlbeam_worker{in_flight = InFlight} = Worker | Workers], Best, BestLoad) ->
+    case ocaml_transport:in_flight(InFlight) of
         Load when Best =:= none; Load < BestLoad -> least_loaded(Workers, Worker, Load);
         _ -> least_loaded(Workers, Best, BestLoad)
     end.
 
 -spec call_worker(#camlbeam_worker{}, fun_name(), [term()], integer(), timeout()) ->
     {ok, term()} | {error, call_error()} | unsent.
-call_worker(#camlbeam_worker{pid = Worker, port = Port} = Row, Fun, Args, Started, Timeout) ->
+call_worker(#camlbeam_worker{pid = Worker, transport = Transport, handle = Handle},
+            Fun, Args, Started, Timeout) ->
     %% The alias is deactivated with the monitor: an answer sent after the
     %% caller gave up is dropped by the VM instead of landing in its mailbox.
     Alias = erlang:monitor(process, Worker, [{alias, demonitor}]),
-    case enqueue(Row, Alias, call, Fun, Args, Started, Timeout) of
-        Refused when Refused =:= unsent; element(1, Refused) =:= error ->
+    %% What is left of the timeout when the request is sent is the worker's.
+    case Transport:send_call(Handle, Alias, Fun, Args, time_left(Started, Timeout)) of
+        ok ->
+            await(Transport, Handle, Alias, time_left(Started, Timeout));
+        Refused ->
             erlang:demonitor(Alias, [flush]),
-            Refused;
-        _WrittenOrTaken ->
-            await(Alias, Port, time_left(Started, Timeout))
+            Refused
     end.
 
-%% Records the request in the worker's table of requests in flight and
-%% writes it to the port. The port is never waited for: a port whose queue
-%% is full (busy: the worker is not reading) answers overloaded at once.
-%% Started: when the call began, in ms of monotonic time; Timeout counts from
-%% then, and what is left of it when the request is written is the worker's.
--spec enqueue(#camlbeam_worker{}, reference(), call | cast, fun_name(), [term()], integer(), timeout()) ->
-    ok | await | {error, overloaded | {request_too_large, pos_integer(), pos_integer()}}
-    | unsent.
-enqueue(#camlbeam_worker{port = Port, pending = Pending, given = Given, max_request_size = Max},
-        Ref, Kind, Fun, Args, Started, Timeout) ->
-    Request = ocaml_port_protocol:call(Ref, Fun, Args, time_left(Started, Timeout)),
-    case iolist_size(Request) - 4 of
-        Size when Size > Max ->
-            {error, {request_too_large, Size, Max}};
-        _ ->
-            Pids = ocaml_policy:given_pids(Args),
-            Row = {Ref, case Kind of call -> call; cast -> {cast, Fun} end, Started, Timeout, Pids},
-            try
-                true = ets:insert(Pending, Row),
-                _ = [ets:insert(Given, {Pid, Ref}) || Pid <- Pids],
-                erlang:port_command(Port, Request, [nosuspend])
-            of
-                true -> ok;
-                false -> withdraw(Pending, Given, Ref, Pids, overloaded)
-            catch
-                %% The table or the port is gone: the OS process ended.
-                error:badarg -> withdraw(Pending, Given, Ref, Pids, crashed)
-            end
-    end.
-
-%% Takes back a request that was not written, and the pids it gave. If the
-%% worker took its row first (its OS process ended meanwhile), it is sending
-%% the answer: wait.
-%% Nothing was written: `unsent' when the OS process is gone, so that the
-%% caller may try another worker.
--spec withdraw(ets:tid(), ets:tid(), reference(), [pid()], overloaded | crashed) ->
-    await | unsent | {error, overloaded}.
-withdraw(Pending, Given, Ref, Pids, Why) ->
-    try ets:take(Pending, Ref) of
-        [_] ->
-            _ = [ets:delete_object(Given, {Pid, Ref}) || Pid <- Pids],
-            case Why of
-                overloaded -> {error, overloaded};
-                crashed -> unsent
-            end;
-        [] ->
-            await
-    catch
-        error:badarg -> unsent
-    end.
-
-
--spec await(reference(), port(), timeout()) -> {ok, term()} | {error, call_error()}.
-await(Alias, Port, Timeout) ->
+-spec await(module(), ocaml_transport:handle(), reference(), timeout()) ->
+    {ok, term()} | {error, call_error()}.
+await(Transport, Handle, Alias, Timeout) ->
     receive
-        {Alias, Payload} when is_binary(Payload) ->
+        {Alias, Answer} ->
             erlang:demonitor(Alias, [flush]),
-            ocaml_port_protocol:decode_answer(Payload);
-        {Alias, {worker_crashed, _} = Crashed} ->
-            erlang:demonitor(Alias, [flush]),
-            {error, Crashed};
+            Transport:decode_answer(call, Answer);
         {'DOWN', Alias, process, _, Reason} ->
             {error, {worker_crashed, Reason}}
     after Timeout ->
-        %% The answer will be dropped: the alias goes with the monitor. The row
-        %% stays until the worker answers, so the call still counts in its load;
-        %% the cancel lets the worker answer at once if it has not started it.
+        %% The answer will be dropped: the alias goes with the monitor. The
+        %% cancel lets the worker answer at once if it has not started it.
         erlang:demonitor(Alias, [flush]),
-        cancel(Port, Alias),
-        %% The worker may have forwarded the answer just before the alias went.
+        ok = Transport:cancel(Handle, Alias),
+        %% The worker may have sent the answer just before the alias went.
         receive
-            {Alias, Payload} when is_binary(Payload) -> ocaml_port_protocol:decode_answer(Payload);
-            {Alias, {worker_crashed, _} = Crashed} -> {error, Crashed}
+            {Alias, Answer} -> Transport:decode_answer(call, Answer)
         after 0 ->
             {error, timeout}
         end
-    end.
-
-%% Best effort: a busy or closed port gets no cancel, and the worker runs the
-%% call until its own deadline.
--spec cancel(port(), reference()) -> ok.
-cancel(Port, Ref) ->
-    try erlang:port_command(Port, ocaml_port_protocol:cancel(Ref), [nosuspend]) of
-        _ -> ok
-    catch
-        error:badarg -> ok
     end.
 
 %% What is left of Timeout, begun at Started.
@@ -916,5 +832,7 @@ describe({bad_hello, Answer}) ->
     io_lib:format("the worker's hello is not the protocol's: ~tP", [Answer, 10]);
 describe(no_pool) ->
     "the worker's pool is gone";
+describe({transport_unavailable, Name}) ->
+    io_lib:format("the ~ts transport is not built yet: port is the one coupling available", [Name]);
 describe(Other) ->
     io_lib:format("~tP", [Other, 10]).

@@ -15,7 +15,7 @@
 %% the user names an executable and neither the option nor the plugins say
 %% which flavour it is: the worker's hello then tells.
 -type config() :: #{
-    transport := port,
+    transport := ocaml_transport:name(),
     plugins := [file:filename_all()],
     pool_size := pos_integer(),
     flavour := flavour() | any,
@@ -143,7 +143,9 @@ first_bad_option([{Key, Value} | Rest]) ->
     end.
 
 -spec valid(atom(), term()) -> boolean().
-valid(transport, Transport) -> Transport =:= port;
+%% Every coupling's name; the ones not built yet are refused when the pool
+%% starts, by name (ocaml_transport:callback_module/1).
+valid(transport, Transport) -> lists:member(Transport, ocaml_transport:names());
 valid(plugins, Plugins) -> is_list(Plugins) andalso lists:all(fun is_filename/1, Plugins);
 valid(pool_size, Size) -> is_integer(Size) andalso Size > 0;
 valid(flavour, Flavour) -> Flavour =:= native orelse Flavour =:= bytecode;

@@ -86,8 +86,10 @@ stop_quietly(Pool) ->
     end.
 
 -spec init(config()) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
-init(#{pool_size := PoolSize} = Config) ->
+init(#{pool_size := PoolSize, transport := Name} = Config) ->
     Pool = self(),
+    %% ocaml:start/1 refused a coupling that is not built before this.
+    {ok, Transport} = ocaml_transport:callback_module(Name),
     Flags = #{strategy => rest_for_one, intensity => 3, period => 30,
               auto_shutdown => any_significant},
     Children = [
@@ -98,7 +100,7 @@ init(#{pool_size := PoolSize} = Config) ->
           shutdown => 5000,
           type => worker},
         #{id => workers,
-          start => {ocaml_worker_sup, start_link, [Pool, PoolSize]},
+          start => {ocaml_worker_sup, start_link, [Pool, PoolSize, Transport]},
           restart => permanent,
           shutdown => infinity,
           type => supervisor}

@@ -12,7 +12,7 @@
 %% Loading is all or none: OCaml cannot unload a plugin, so when one worker
 %% fails to load it (or a worker's load times out), the plugin leaves the
 %% list and every worker is restarted without it, each once its calls in
-%% flight are answered ({@link ocaml_worker:recycle/1}).
+%% flight are answered (the coupling's `recycle/1', {@link ocaml_transport}).
 %%
 %% The atoms the plugins declare (`Erl.declare_atoms') are created here, when a
 %% plugin's load is answered (and a worker's hello, for the code linked into it),
@@ -33,10 +33,10 @@
 %% A rolling upgrade ({@link upgrade/3}) moves the workers to a new plugin
 %% list one at a time. A temporary worker, `pool_size + 1', starts first
 %% with the new list; once it serves, each worker in turn is recycled
-%% ({@link ocaml_worker:recycle/1}: it leaves the registry, its calls in
+%% (`recycle/1' of {@link ocaml_transport}: it leaves the registry, its calls in
 %% flight are answered, then its next OS process joins here and gets the new
 %% list) and awaited; once all have moved, the temporary worker is retired
-%% ({@link ocaml_worker:retire/1}) and the new list is the pool's. So at
+%% (the coupling's `stop/1') and the new list is the pool's. So at
 %% least `pool_size' workers serve throughout. When a new OS process fails
 %% to start, the roll stops: the caller gets
 %% `{error, {upgrade_failed, WorkerId, Reason}}' at once, the failed worker
@@ -105,6 +105,9 @@
 -record(state, {
     pool :: pid(),
     config :: ocaml_pool:config(),
+    %% The coupling's callback module (ocaml_transport): loads, restarts and
+    %% stops of workers go through it.
+    transport :: module(),
     owner :: reference() | none,
     %% In load order. A plugin being loaded is in the list already (workers
     %% that join meanwhile load it at start), marked with its load's id; it
@@ -196,13 +199,14 @@ upgrade(Manager, Plugins, Timeout) ->
 %%% gen_server callbacks
 
 -spec init({pid(), ocaml_pool:config()}) -> {ok, #state{}}.
-init({Pool, #{plugins := Plugins0, owner := Owner} = Config}) ->
+init({Pool, #{plugins := Plugins0, owner := Owner, transport := Name} = Config}) ->
+    {ok, Transport} = ocaml_transport:callback_module(Name),
     Plugins = camlbeam_registry:register_pool(Pool, self(), [filename:absname(P) || P <- Plugins0]),
     OwnerMonitor = case Owner of
                        none -> none;
                        Pid -> erlang:monitor(process, Pid)
                    end,
-    {ok, #state{pool = Pool, config = Config, owner = OwnerMonitor,
+    {ok, #state{pool = Pool, config = Config, transport = Transport, owner = OwnerMonitor,
                 plugins = [{P, loaded} || P <- Plugins],
                 exports = camlbeam_registry:reported_exports(Pool),
                 registry = camlbeam_registry:monitor()}}.
@@ -259,7 +263,8 @@ handle_call(Request, _From, State) ->
     {noreply, #state{}}.
 start_load(Path, From, Members, State) ->
     LoadId = make_ref(),
-    Waiting = maps:from_list([{send_load(Worker, Path), Worker} || Worker <- maps:keys(Members)]),
+    Waiting = maps:from_list([{send_load(State#state.transport, Worker, Path), Worker}
+                              || Worker <- maps:keys(Members)]),
     Load = #load{from = From, waiting = Waiting, timer = start_timer(State, LoadId)},
     Answers = maps:merge(State#state.answers, maps:map(fun(_, _) -> LoadId end, Waiting)),
     NewState = State#state{plugins = State#state.plugins ++ [{Path, LoadId}],
@@ -279,16 +284,10 @@ handle_cast(_Request, State) ->
     {noreply, State}.
 
 -spec handle_info(term(), #state{}) -> {noreply, #state{}} | {stop, normal, #state{}}.
-handle_info({Alias, Answer}, #state{answers = Answers} = State)
+handle_info({Alias, Answer}, #state{answers = Answers, transport = Transport} = State)
   when is_reference(Alias), is_map_key(Alias, Answers) ->
     erlang:demonitor(Alias, [flush]),
-    {Result, NewState} =
-        case Answer of
-            {worker_crashed, _} = Crashed ->
-                {{error, Crashed}, State};
-            Payload when is_binary(Payload) ->
-                loaded(ocaml_port_protocol:decode_load(Payload), maps:get(Alias, Answers), State)
-        end,
+    {Result, NewState} = loaded(Transport:decode_answer(load, Answer), maps:get(Alias, Answers), State),
     {noreply, answered(Alias, Result, NewState)};
 handle_info({'DOWN', Owner, process, _, _}, #state{owner = Owner} = State) ->
     {stop, normal, State};
@@ -479,12 +478,12 @@ create_atoms(Declarer, Texts, #state{atoms = Created, config = #{max_atoms := Ma
 plural(1) -> "";
 plural(_) -> "s".
 
-%% The worker writes the request itself (it owns the port); the answer comes
-%% back to the alias like the answer to any call.
--spec send_load(pid(), file:filename_all()) -> reference().
-send_load(Worker, Path) ->
+%% The worker sends the request itself (a port worker owns its port); the
+%% answer comes back to the alias like the answer to any call.
+-spec send_load(module(), pid(), file:filename_all()) -> reference().
+send_load(Transport, Worker, Path) ->
     Alias = erlang:monitor(process, Worker, [{alias, demonitor}]),
-    ok = ocaml_worker:load(Worker, Alias, Path),
+    ok = Transport:load(Worker, Alias, Path),
     Alias.
 
 %% The workers bound their loads by start_timeout themselves; this timer,
@@ -521,7 +520,8 @@ untouched(_) ->
     false.
 
 -spec maybe_finish(reference(), #state{}) -> #state{}.
-maybe_finish(LoadId, #state{loads = Loads, plugins = Plugins, pool = Pool, members = Members} = State) ->
+maybe_finish(LoadId, #state{loads = Loads, plugins = Plugins, pool = Pool, members = Members,
+                            transport = Transport} = State) ->
     case maps:get(LoadId, Loads) of
         #load{waiting = Waiting} when map_size(Waiting) > 0 ->
             State;
@@ -534,7 +534,7 @@ maybe_finish(LoadId, #state{loads = Loads, plugins = Plugins, pool = Pool, membe
                                  %% Every worker that may have run some of it (also one
                                  %% that started meanwhile with it in its set-up)
                                  %% starts again without it.
-                                 _ = [ocaml_worker:recycle(Worker)
+                                 _ = [Transport:recycle(Worker)
                                       || Worker <- maps:keys(Members), not lists:member(Worker, Untouched)],
                                  [P || {_, Id} = P <- Plugins, Id =/= LoadId]
                          end,
@@ -560,7 +560,7 @@ mark_loaded(_LoadId, Plugin) -> Plugin.
 %%% Rolling upgrades
 
 -spec start_roll([file:filename_all()], timeout(), gen_server:from(), #state{}) -> #state{}.
-start_roll(New, Timeout, From, #state{pool = Pool, plugins = Plugins,
+start_roll(New, Timeout, From, #state{pool = Pool, plugins = Plugins, transport = Transport,
                                       config = #{pool_size := Size}} = State) ->
     ExtraId = Size + 1,
     Roll = #roll{from = From, old = [Path || {Path, _} <- Plugins], new = New,
@@ -572,7 +572,7 @@ start_roll(New, Timeout, From, #state{pool = Pool, plugins = Plugins,
                          end},
     Started = try
                   [Sup] = [Pid || {workers, Pid, _, _} <- supervisor:which_children(Pool), is_pid(Pid)],
-                  ocaml_worker_sup:start_extra(Sup, Pool, ExtraId)
+                  ocaml_worker_sup:start_extra(Sup, Pool, ExtraId, Transport)
               catch
                   Class:Reason -> {error, {Class, Reason}}
               end,
@@ -600,7 +600,7 @@ roll_started(_Id, _Result, State) ->
 %% Moves the next worker, or ends the roll.
 -spec roll_next(#state{}) -> #state{}.
 roll_next(#state{roll = #roll{todo = [Id | Todo], on_new = OnNew, direction = Direction} = Roll,
-                 worker_pids = Pids} = State) ->
+                 worker_pids = Pids, transport = Transport} = State) ->
     NewOnNew = case Direction of
                    forward -> [Id | OnNew];
                    back -> lists:delete(Id, OnNew)
@@ -608,7 +608,7 @@ roll_next(#state{roll = #roll{todo = [Id | Todo], on_new = OnNew, direction = Di
     NewState = State#state{roll = Roll#roll{todo = Todo, on_new = NewOnNew, current = {Id, joining}}},
     case Pids of
         #{Id := Worker} ->
-            ok = ocaml_worker:recycle(Worker),
+            ok = Transport:recycle(Worker),
             NewState;
         #{} ->
             %% Never joined yet: it will join with the list it is on.
@@ -659,8 +659,8 @@ extra_down(_Worker, _Reason, State) ->
 -spec retire(pid() | none, #state{}) -> #state{}.
 retire(none, State) ->
     State;
-retire(Worker, #state{members = Members} = State) ->
-    ok = ocaml_worker:retire(Worker),
+retire(Worker, #state{members = Members, transport = Transport} = State) ->
+    ok = Transport:stop(Worker),
     case maps:take(Worker, Members) of
         {Monitor, Rest} ->
             erlang:demonitor(Monitor, [flush]),

@@ -1,14 +1,23 @@
 %% @doc One worker of a pool: the process that runs one `camlbeam-port' OS
 %% process after another (`cpp/port/README.md').
 %%
-%% Callers write their requests to the current OS process's port themselves
-%% ({@link ocaml:call/4}) and record them in its table of pending requests;
-%% this process reads what the OS process writes back. For a `{reply, Ref}'
-%% frame it takes `Ref' out of the table and only then forwards the payload,
-%% still encoded, to `Ref' (the caller's alias): only a caller that is still
-%% waiting gets an answer, and the worker cannot make answers up for anybody
-%% else. `{send, Pid}', `{erl_call, Id}', `{log, Level}' and `{heartbeat, Ms}'
-%% frames are served here, under the pool's policy ({@link ocaml_policy}).
+%% The worker of the `port' coupling ({@link ocaml_port_transport}). Callers
+%% write their requests to the current OS process's port themselves
+%% ({@link ocaml_port_transport:send_call/5}) and record them in its table of
+%% pending requests, counted in its counter of requests in flight
+%% ({@link ocaml_transport}); this process reads what the OS process writes
+%% back. For a `{reply, Ref}' frame it takes `Ref' out of the table, counts it
+%% out, and only then forwards the payload, still encoded, to `Ref' (the
+%% caller's alias): only a caller that is still waiting gets an answer, and the
+%% worker cannot make answers up for anybody else. A caller killed while it
+%% waits leaves its row, which the answer takes: its call stops counting then,
+%% as any other's. Every check, this process also compares the counter with its
+%% table, and sets it right when they have disagreed the same way at two checks
+%% in a row: a caller killed between counting its request and writing its row
+%% (or taking its row back and counting it out) left it off.
+%%
+%% `{send, Pid}', `{erl_call, Id}', `{log, Level}' and `{heartbeat, Ms}' frames
+%% are served here, under the pool's policy ({@link ocaml_policy}).
 %%
 %% This process does not die with its OS process. When the OS process exits,
 %% breaks the protocol, stops answering (`unresponsive': no frame for
@@ -24,6 +33,7 @@
 
 -include_lib("kernel/include/logger.hrl").
 -include("camlbeam_registry.hrl").
+-include("ocaml_port_transport.hrl").
 
 -export([start_link/2, load/3, recycle/1, retire/1]).
 -export([init/1, handle_continue/2, handle_call/3, handle_cast/2, handle_info/2, terminate/2,
@@ -72,7 +82,7 @@
 
 %% A request in flight, as callers insert it into the pending table.
 -type row() :: {reference(), call | load | {cast, ocaml:fun_name()}, WrittenAt :: integer(),
-                ocaml_port_protocol:deadline_ms(), Given :: [pid()]}.
+                Deadline :: ocaml_port_protocol:deadline_ms(), Given :: [pid()]}.
 
 %% The start-up of an OS process: the request awaited, then the plugins to
 %% load, each with the aliases waiting for its answer (ocaml:load/2 during
@@ -84,6 +94,11 @@
     port :: port(),
     pending :: ets:tid(),
     given :: ets:tid(),
+    %% The rows of pending, as callers route by them: a new counter for each OS
+    %% process, so that nothing counted against one outlives it.
+    in_flight :: ocaml_transport:counter(),
+    %% The table's size and the counter at the last check, if they differed.
+    count_seen = none :: {non_neg_integer(), integer()} | none,
     os_pid :: pos_integer() | undefined,
     flavour :: ocaml_options:flavour() | undefined,
     started_at :: integer(),
@@ -281,6 +296,7 @@ spawn_proc(#state{manager = Manager, id = Id, gen = Gen0, deferred_loads = Defer
                          last_reply_at = Now, framer = ocaml_port_protocol:new_framer(),
                          pending = ets:new(ocaml_worker_pending, [set, public, {write_concurrency, true}]),
                          given = ets:new(ocaml_worker_given, [bag, public, {write_concurrency, true}]),
+                         in_flight = ocaml_transport:new_counter(),
                          awaiting = {Hello, {hello, []}},
                          %% A deferred load whose plugin is not in the set-up failed
                          %% elsewhere meanwhile: its load is over, nobody waits.
@@ -379,13 +395,15 @@ ready(#state{proc = Proc, setup = Setup, gen = Gen, first_start = First} = State
 %% reregister/1 publishes again. The pool's first start waits for the row.
 -spec publish(#state{}, sync | async) -> ok.
 publish(#state{pool = Pool, id = Id, setup = Setup,
-               proc = #proc{port = Port, pending = Pending, given = Given, os_pid = OsPid,
-                            flavour = Flavour}}, How) ->
+               proc = #proc{port = Port, pending = Pending, given = Given, in_flight = InFlight,
+                            os_pid = OsPid, flavour = Flavour}}, How) ->
     #{max_queue := MaxQueue, max_request_size := MaxRequest, cast_timeout := CastTimeout} = Setup,
+    Handle = #ocaml_port{port = Port, pending = Pending, given = Given, in_flight = InFlight,
+                         max_request_size = MaxRequest, cast_timeout = CastTimeout,
+                         os_pid = OsPid, flavour = Flavour},
     camlbeam_registry:register_worker(
-      #camlbeam_worker{key = {Pool, Id}, pid = self(), port = Port, pending = Pending,
-                       given = Given, max_queue = MaxQueue, max_request_size = MaxRequest,
-                       cast_timeout = CastTimeout, os_pid = OsPid, flavour = Flavour}, How).
+      #camlbeam_worker{key = {Pool, Id}, pid = self(), transport = ocaml_port_transport,
+                       handle = Handle, in_flight = InFlight, max_queue = MaxQueue}, How).
 
 -spec unpublish(#state{}) -> ok.
 unpublish(#state{pool = Pool, id = Id}) ->
@@ -416,7 +434,7 @@ serve_frames([Frame | Frames], #state{proc = #proc{gen = Gen}} = State0) ->
 -spec serve(ocaml_port_protocol:envelope(), binary(), #state{}) -> #state{}.
 serve({reply, Ref}, Payload, #state{phase = starting, proc = #proc{awaiting = {Ref, _}}} = State) ->
     start_step(Payload, State);
-serve({reply, Ref}, Payload, #state{proc = #proc{pending = Pending, given = Given,
+serve({reply, Ref}, Payload, #state{proc = #proc{pending = Pending, given = Given, in_flight = InFlight,
                                                    last_frame_at = Now} = Proc} = State) ->
     %% The time its bytes were read, for the overdue rule: close enough.
     NewState = State#state{proc = Proc#proc{last_reply_at = Now}},
@@ -424,16 +442,17 @@ serve({reply, Ref}, Payload, #state{proc = #proc{pending = Pending, given = Give
     %% caller that timed out left its row and deactivated its alias, so the
     %% VM drops this answer.
     case ets:take(Pending, Ref) of
-        [{Ref, call, _, _, Pids}] ->
-            Ref ! {Ref, Payload},
-            ungive(Given, Pids, Ref),
-            drained(NewState);
-        [{Ref, load, _, _, _}] ->
-            Ref ! {Ref, Payload},
-            drained(NewState);
-        [{Ref, {cast, Fun}, _, _, Pids}] ->
-            ungive(Given, Pids, Ref),
-            drained(cast_answered(Fun, Payload, NewState));
+        [{Ref, Kind, _, _, Pids}] ->
+            ok = ocaml_transport:count_out(InFlight),
+            case Kind of
+                {cast, Fun} ->
+                    ungive(Given, Pids, Ref),
+                    drained(cast_answered(Fun, Payload, NewState));
+                _ ->
+                    Ref ! {Ref, Payload},
+                    ungive(Given, Pids, Ref),
+                    drained(NewState)
+            end;
         [] ->
             NewState
     end;
@@ -542,7 +561,8 @@ run_erl_call(Port, Id, Payload, Policy) ->
 
 -spec request_load(reference(), file:filename_all(), #state{}) -> #state{}.
 request_load(Alias, Path, #state{phase = ready, setup = #{start_timeout := Timeout},
-                                 proc = #proc{pending = Pending}} = State) ->
+                                 proc = #proc{pending = Pending, in_flight = InFlight}} = State) ->
+    ok = ocaml_transport:count_in(InFlight),
     true = ets:insert(Pending, {Alias, load, now_ms(), Timeout, []}),
     write_own(ocaml_port_protocol:load(Alias, Path, Timeout), State);
 request_load(Alias, Path, #state{phase = starting, proc = #proc{awaiting = Awaiting, steps = Steps} = Proc} = State) ->
@@ -588,9 +608,9 @@ drained(State) ->
 -spec proc_timer(start | check | flush, #state{}) -> #state{}.
 proc_timer(start, #state{phase = starting, proc = #proc{awaiting = {_, {Step, _}}}} = State) ->
     end_proc({start_timeout, Step}, State);
-proc_timer(check, #state{phase = Phase, setup = Setup, proc = #proc{gen = Gen}} = State)
+proc_timer(check, #state{phase = Phase, setup = Setup, proc = #proc{gen = Gen} = Proc} = State)
   when Phase =:= ready; Phase =:= draining ->
-    NewState = check(State),
+    NewState = check(State#state{proc = recount(Proc)}),
     case NewState of
         #state{proc = #proc{gen = Gen}} -> _ = timer(check_interval(Setup), check, Gen), NewState;
         _ -> NewState
@@ -599,6 +619,26 @@ proc_timer(flush, #state{proc = Proc} = State) ->
     flush_outbox(State#state{proc = Proc#proc{flush_timer = false}});
 proc_timer(_, State) ->
     State.
+
+%% The counter callers route by is theirs to count a request in and this
+%% process's (or theirs, for a request they could not write) to count it out;
+%% each is one step next to the row's insertion or removal, so a caller killed
+%% between the two leaves it off by one for good. Set right when it has
+%% disagreed with the table at two checks in a row, with neither moving in
+%% between: a caller between its two steps at both checks (descheduled for a
+%% whole check) is then taken for a killed one, which the next checks undo.
+%% An addition, so that what callers count meanwhile is kept.
+-spec recount(#proc{}) -> #proc{}.
+recount(#proc{pending = Pending, in_flight = InFlight, count_seen = Seen} = Proc) ->
+    case {ets:info(Pending, size), ocaml_transport:in_flight(InFlight)} of
+        {Rows, Rows} ->
+            Proc#proc{count_seen = none};
+        {Rows, Count} when Seen =:= {Rows, Count} ->
+            ok = ocaml_transport:correct(InFlight, Rows - Count),
+            Proc#proc{count_seen = none};
+        Differing ->
+            Proc#proc{count_seen = Differing}
+    end.
 
 %% Ends an OS process that stopped answering or overran its deadlines.
 -spec check(#state{}) -> #state{}.
@@ -677,12 +717,12 @@ start_failed(Reason, State) ->
 %% withdrawn from the registry, and the next OS process scheduled.
 -spec proc_ended(crash_reason(), #state{}) -> #state{}.
 proc_ended(Reason, #state{phase = Phase, proc = Proc, retired = Retired} = State0) ->
-    #proc{pending = Pending, given = Given, erl_calls = Runners, awaiting = Awaiting,
-          steps = Steps, ready_at = ReadyAt} = Proc,
+    #proc{pending = Pending, given = Given, in_flight = Counter, erl_calls = Runners,
+          awaiting = Awaiting, steps = Steps, ready_at = ReadyAt} = Proc,
     %% No caller finds this worker any more; one that found it already finds
     %% its port closed, and sends its request to another worker (ocaml:call/4).
     _ = Phase =:= ready andalso unpublish(State0),
-    InFlight = answer_all(Pending, Reason),
+    InFlight = answer_all(Pending, Counter, Reason),
     _ = [exit(Runner, kill) || Runner <- maps:keys(Runners)],
     _ = [Waiter ! {Waiter, {worker_crashed, Reason}} || Waiter <- start_waiters(Awaiting, Steps)],
     _ = [ets:delete(Table) || Table <- Retired],
@@ -702,17 +742,18 @@ start_waiters(Awaiting, Steps) ->
     Current ++ lists:append([Waiters || {_, Waiters} <- Steps]).
 
 %% Takes every row (a caller that takes its own first answers itself) and
-%% answers it; how many were in flight.
--spec answer_all(ets:tid(), crash_reason()) -> non_neg_integer().
-answer_all(Pending, Reason) ->
+%% answers it; how many were in flight. Each is counted out, as at its answer:
+%% a caller that chose this OS process just before still counts its own.
+-spec answer_all(ets:tid(), ocaml_transport:counter(), crash_reason()) -> non_neg_integer().
+answer_all(Pending, InFlight, Reason) ->
     Refs = ets:select(Pending, [{{'$1', '_', '_', '_', '_'}, [], ['$1']}]),
     lists:foldl(
       fun(Ref, Count) ->
               case ets:take(Pending, Ref) of
-                  [{Ref, Kind, _, _, _}] when Kind =:= call; Kind =:= load ->
-                      Ref ! {Ref, {worker_crashed, Reason}},
-                      Count + 1;
-                  [_] ->
+                  [{Ref, Kind, _, _, _}] ->
+                      ok = ocaml_transport:count_out(InFlight),
+                      _ = (Kind =:= call orelse Kind =:= load) andalso
+                          (Ref ! {Ref, {worker_crashed, Reason}}),
                       Count + 1;
                   [] ->
                       Count

@@ -4,6 +4,7 @@
 
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
+-include("../src/camlbeam_registry.hrl").
 
 -compile([export_all, nowarn_export_all]).
 
@@ -26,7 +27,8 @@ cases(Group) ->
      load_at_runtime, load_failures, start_failures, declared_atoms_decode, too_many_atoms,
      bad_options, erl_send, erl_send_policy,
      call_erlang_all, call_erlang_none, call_erlang_allow_list, owner_death_stops_pool,
-     child_spec_in_own_supervisor, least_loaded_routing]
+     child_spec_in_own_supervisor, least_loaded_routing, killed_callers_leave_no_count,
+     in_flight_is_set_right, timed_out_calls_stop_counting, unavailable_transports]
     ++ [own_executable || Group =:= port].
 
 init_per_suite(Config) -> ?LIB:init_per_suite(Config).
@@ -704,7 +706,77 @@ least_loaded_routing(Config) ->
     ?assertEqual([3 - Busy], lists:usort(Others)),
     receive {long, Long} -> ?assertEqual({ok, Busy}, Long) after 5000 -> ct:fail(long_call) end.
 
+%%% Counting calls in flight (ocaml_transport)
+
+%% Callers killed while they wait (200 calls on two workers), then callers gone after
+%% their timeout and casts: no count outlives its call. The workers' counters go back to 0
+%% once the calls are answered, on the same OS processes, and the pool routes as before.
+killed_callers_leave_no_count(Config) ->
+    Pool = ?LIB:start_pool(Config, #{pool_size => 2}),
+    OsPids = os_pids(Pool),
+    Callers = [spawn(fun() -> ocaml:call(Pool, sleep, [rand:uniform(10)]) end)
+               || _ <- lists:seq(1, 200)],
+    ?LIB:wait_until(fun() -> lists:sum(in_flight(Pool)) >= 150 end, 5000),
+    [exit(Caller, kill) || Caller <- Callers],
+    ?LIB:wait_until(fun() -> in_flight(Pool) =:= [0, 0] end, 5000),
+    ?assertEqual(OsPids, os_pids(Pool)),
+    %% Callers that time out and end, their calls still queued or running.
+    [spawn(fun() -> {error, timeout} = ocaml:call(Pool, sleep, [300], 20) end) || _ <- lists:seq(1, 20)],
+    [ok = ocaml:cast(Pool, sleep, [20]) || _ <- lists:seq(1, 20)],
+    ?LIB:wait_until(fun() -> in_flight(Pool) =:= [0, 0] end, 5000),
+    ?assertEqual(OsPids, os_pids(Pool)),
+    ?assertEqual({ok, x}, ocaml:call(Pool, identity, [x])).
+
+%% A count left over by a caller killed between two of its own steps (counting its
+%% request in, writing its row), made here by hand, is set right by the worker's process
+%% within a few checks, either way, on the same OS process; so are the counts of requests
+%% in flight meanwhile.
+in_flight_is_set_right(Config) ->
+    Pool = ?LIB:start_pool(Config, #{}),
+    OsPids = os_pids(Pool),
+    [#camlbeam_worker{in_flight = Counter}] = ets:tab2list(camlbeam_workers) -- other_rows(Pool),
+    ok = ocaml_transport:correct(Counter, 3),
+    ?assertEqual([3], in_flight(Pool)),
+    ?LIB:wait_until(fun() -> in_flight(Pool) =:= [0] end, 3000),
+    ok = ocaml_transport:correct(Counter, -2),
+    ?LIB:wait_until(fun() -> in_flight(Pool) =:= [0] end, 3000),
+    %% With a call in flight: it keeps counting.
+    Self = self(),
+    spawn_link(fun() -> Self ! {long, ocaml:call(Pool, sleep, [1500])} end),
+    ?LIB:wait_until(fun() -> in_flight(Pool) =:= [1] end, 1000),
+    ok = ocaml_transport:correct(Counter, 5),
+    ?LIB:wait_until(fun() -> in_flight(Pool) =:= [1] end, 1400),
+    receive {long, Long} -> ?assertEqual({ok, 1500}, Long) after 5000 -> ct:fail(long_call) end,
+    ?assertEqual([0], in_flight(Pool)),
+    ?assertEqual(OsPids, os_pids(Pool)).
+
+%% A call that timed out counts until its worker is done with it (its deadline interrupts
+%% it), then not; the OS process serves on.
+timed_out_calls_stop_counting(Config) ->
+    Pool = ?LIB:start_pool(Config, #{}),
+    OsPids = os_pids(Pool),
+    ?assertEqual({error, timeout}, ocaml:call(Pool, sleep, [10000], 300)),
+    ?LIB:wait_until(fun() -> in_flight(Pool) =:= [0] end, 3000),
+    ?assertEqual({ok, y}, ocaml:call(Pool, identity, [y])),
+    ?assertEqual(OsPids, os_pids(Pool)).
+
+%% node and nif are named couplings, not built yet: a clear error at start, and nothing
+%% left behind.
+unavailable_transports(Config) ->
+    Before = supervisor:which_children(ocaml_pool_sup),
+    [?assertEqual({error, {transport_unavailable, Name}},
+                  ocaml:start_link(?LIB:pool_options(Config, #{transport => Name})))
+     || Name <- [node, nif]],
+    ?assertEqual(Before, supervisor:which_children(ocaml_pool_sup)).
+
 %%% Helpers
+
+os_pids(Pool) ->
+    [P || #{os_pid := P} <- ocaml:workers(Pool)].
+
+%% The registry's worker rows of pools other than Pool.
+other_rows(Pool) ->
+    [Row || #camlbeam_worker{key = {P, _}} = Row <- ets:tab2list(camlbeam_workers), P =/= Pool].
 
 in_flight(Pool) ->
     [N || #{in_flight := N} <- ocaml:workers(Pool)].

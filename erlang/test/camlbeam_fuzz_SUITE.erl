@@ -33,7 +33,8 @@ init_per_suite(Config) ->
                Given -> list_to_integer(Given)
            end,
     ct:pal("fuzz seed ~b (CAMLBEAM_FUZZ_SEED=~b reproduces), ~b s per case", [Seed, Seed, seconds()]),
-    [{fuzz_seed, Seed}, {transport, port}, {flavour, native} | ?LIB:init_per_suite(Config)].
+    %% The port's frames are what is fuzzed: the port group's configuration, native.
+    [{fuzz_seed, Seed} | ?LIB:init_per_group(port, ?LIB:init_per_suite(Config))].
 
 end_per_suite(Config) -> ?LIB:end_per_suite(Config).
 

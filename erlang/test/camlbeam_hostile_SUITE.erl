@@ -17,6 +17,7 @@
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 -include("../src/camlbeam_registry.hrl").
+-include("../src/ocaml_port_transport.hrl").
 
 -compile([export_all, nowarn_export_all]).
 
@@ -683,9 +684,9 @@ start_pool(Config, Extra) ->
 
 %% The hostile plugin first, then the test plugin: both export what the cases call.
 pool_options(Config, Extra) ->
-    maps:merge(#{transport => ?LIB:transport(Config),
-                 plugins => [plugin(Config, "camlbeam_test"), plugin(Config, "camlbeam_hostile")]},
-               Extra).
+    ?LIB:pool_options(Config, maps:merge(#{plugins => [plugin(Config, "camlbeam_test"),
+                                                       plugin(Config, "camlbeam_hostile")]},
+                                         Extra)).
 
 plugin(Config, Name) ->
     ?LIB:plugin(Config, Name).
@@ -715,7 +716,8 @@ first_pending_ref(Pool) ->
     hd(pending_refs(Pool)).
 
 pending_tables(Pool) ->
-    [Pending || #camlbeam_worker{key = {P, _}, pending = Pending} <- ets:tab2list(camlbeam_workers),
+    [Pending || #camlbeam_worker{key = {P, _}, handle = #ocaml_port{pending = Pending}}
+                    <- ets:tab2list(camlbeam_workers),
                 P =:= Pool].
 
 %% The OS processes below OsPid (children, their children ...), from /proc.

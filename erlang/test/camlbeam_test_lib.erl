@@ -3,7 +3,8 @@
 %%
 %% Every suite runs its cases once per group of groups/1; a group stands for one
 %% transport (and, for the port, one flavour). A new coupling (nif, node) joins every
-%% suite by adding one entry to group_config/1 and to groups/1.
+%% suite with one line in ?GROUPS; a suite's Cases(Group) leaves out the cases that do not
+%% apply to it (transport/1 says which coupling a group runs).
 -module(camlbeam_test_lib).
 
 -include_lib("common_test/include/ct.hrl").
@@ -13,16 +14,19 @@
 -export([wait_until/2, wait_until/3, os_pid_alive/1, new_os_pids/2, flush/0]).
 -export([add_log_collector/0, remove_log_collector/1, logged/2, mentions/2]).
 
+%% Each group: the options every pool of its cases starts with (pool_options/2: the
+%% transport), and the flavour of the plugins those pools load (plugin/2).
+-define(GROUPS, [{port, #{transport => port}, native},
+                 {port_bytecode, #{transport => port}, bytecode}]).
+
 %% The groups a suite runs its cases in: one per coupling, Cases(Group) the cases that
 %% apply to it.
 groups(Cases) ->
-    [{Group, [], Cases(Group)} || Group <- [port, port_bytecode]].
-
-group_config(port) -> [{transport, port}, {flavour, native}];
-group_config(port_bytecode) -> [{transport, port}, {flavour, bytecode}].
+    [{Group, [], Cases(Group)} || {Group, _, _} <- ?GROUPS].
 
 init_per_group(Group, Config) ->
-    group_config(Group) ++ Config.
+    {Group, #{transport := Transport} = Options, Flavour} = lists:keyfind(Group, 1, ?GROUPS),
+    [{transport, Transport}, {group_options, Options}, {flavour, Flavour} | Config].
 
 %% Starts camlbeam and checks that the workers and plugins of the build are there.
 %% CAMLBEAM_TEST_PLUGINS: the plugins' directory (default: build/erlang of the repository);
@@ -83,8 +87,8 @@ plugin(Config, Name, Flavour) ->
 
 %% The options of a pool of this group's coupling with the test plugin, and Extra.
 pool_options(Config, Extra) ->
-    maps:merge(#{transport => transport(Config), plugins => [plugin(Config, "camlbeam_test")]},
-               Extra).
+    maps:merge(?config(group_options, Config),
+               maps:merge(#{plugins => [plugin(Config, "camlbeam_test")]}, Extra)).
 
 %% A pool owned by the calling process: it stops when the test case's process ends.
 start_pool(Config, Extra) ->
