@@ -43,7 +43,9 @@ payloads() ->
      {"mixed_tuple", {ok, 42, 3.14, <<"abc">>, [1, 2, 3], atom, #{a => 1}}},
      {"binary_1m", pattern(1 bsl 20)},
      {"ints_100k", [mixed_int(I) || I <- lists:seq(0, 99999)]},
-     {"deep_10k", nest(10000, deep)}].
+     {"deep_10k", nest(10000, deep)},
+     {"map_1k", keyed_map(1000)},
+     {"map_100k", keyed_map(100000)}].
 
 pattern(N) -> << <<((I * 31 + 7) band 255)>> || I <- lists:seq(0, N - 1) >>.
 
@@ -53,6 +55,12 @@ mixed_int(I) when I rem 4 =:= 2 -> I * 20000;
 mixed_int(I) ->
     Sign = case (I div 4) rem 2 of 0 -> 1; 1 -> -1 end,
     I * 1000003 * 1000003 * Sign.
+
+%% More than 32 keys: a HAMT, written in its hash order (payloads.hpp's KeyedMap).
+keyed_map(N) -> maps:from_list([{map_key(I), I} || I <- lists:seq(0, N - 1)]).
+
+map_key(I) when I rem 2 =:= 0 -> I;
+map_key(I) -> integer_to_binary(I).
 
 nest(0, Leaf) -> Leaf;
 nest(N, Leaf) -> nest(N - 1, {Leaf}).

@@ -11,6 +11,9 @@
 // Each name here is the file stem the escript writes; `all_payloads` fixes the table order.
 #pragma once
 
+#include <camlbeam/etf/map_order.hpp>
+#include <camlbeam/etf/term.hpp>
+
 #include <benchmark/benchmark.h>
 
 #include <array>
@@ -22,6 +25,7 @@
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 namespace camlbeam::bench {
@@ -157,12 +161,49 @@ struct Deep {
   }
 };
 
+// keyed_map(N) in the escript: for I in 0..N-1, key I => I for even I and
+// integer_to_binary(I) => I for odd I. A map of more than 32 keys, which term_to_binary
+// writes in the order of its HAMT: the constructor computes that order once (as a C++
+// program that keeps such a map to send would), so emit() only writes. The ETF -> value ->
+// ETF rows, which have no such order at hand, compute it on every encode.
+struct KeyedMap {
+  std::string_view name;
+  std::vector<std::int64_t> numbers;                   // each entry's value, in wire order
+  std::vector<std::vector<std::uint8_t>> binary_keys;  // its key if a binary; empty: the number
+
+  KeyedMap(std::string_view n, std::int64_t count) : name(n) {
+    std::vector<std::pair<etf::Term, etf::Term>> entries;
+    for (std::int64_t i = 0; i < count; ++i) {
+      entries.emplace_back(i % 2 == 0 ? etf::Term::integer(i) : etf::Term::binary(std::to_string(i)),
+                           etf::Term::integer(i));
+    }
+    const etf::Term map = etf::Term::map(std::move(entries));
+    const std::vector<etf::Term>& flat = map.get_if<etf::Map>()->flat;
+    for (std::uint32_t entry : etf::hashmap_encoding_order(flat)) {
+      const std::int64_t i = *flat[2 * std::size_t{entry} + 1].as_int64();
+      numbers.push_back(i);
+      const std::string text = i % 2 == 0 ? std::string() : std::to_string(i);
+      binary_keys.emplace_back(text.begin(), text.end());
+    }
+  }
+  template <class Sink>
+  void emit(Sink& s) const {
+    s.begin_map(static_cast<std::uint32_t>(numbers.size()));
+    for (std::size_t k = 0; k < numbers.size(); ++k) {
+      if (binary_keys[k].empty()) s.integer(numbers[k]);
+      else s.binary(binary_keys[k]);
+      s.integer(numbers[k]);
+    }
+    s.end_map();
+  }
+};
+
 // The table, in report order. A tuple rather than a vector of a common base, so that each
 // encode benchmark calls its payload's emit() directly, without a virtual call per run.
 inline auto all_payloads() {
   return std::make_tuple(Int42{}, FloatList{"floats_100", 100}, Blob{"binary_1k", 1024}, Mixed{},
                          Blob{"binary_1m", std::size_t{1} << 20}, IntList{"ints_100k", 100'000},
-                         Deep{"deep_10k", 10'000});
+                         Deep{"deep_10k", 10'000}, KeyedMap{"map_1k", 1000}, KeyedMap{"map_100k", 100'000});
 }
 
 // The bytes etf_bench.escript wrote for a payload (DIR/NAME.etf, version byte included):

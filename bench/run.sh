@@ -73,7 +73,7 @@ say "  $(wc -l <"$results/roundtrip-check.txt") payloads round-trip byte for byt
 
 # Random interleaving spreads each benchmark's repetitions over the run, so a burst of
 # noise from the other tenant of this 2-core machine hits a repetition, not a benchmark.
-# conv_bench has 63 benchmarks to etf_bench's 42: half the time per repetition keeps the
+# conv_bench has 81 benchmarks to etf_bench's 54: half the time per repetition keeps the
 # whole run near two minutes; each repetition still runs >= 10 iterations.
 if [[ $mode == full ]]; then
   gbench_flags=(--benchmark_repetitions=9 --benchmark_min_time=0.1

@@ -9,6 +9,13 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <random>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
 namespace etf = camlbeam::etf;
 namespace conv = camlbeam::conv;
 using Bytes = std::vector<std::uint8_t>;
@@ -218,6 +225,211 @@ TEST(Conv, PidsPortsAndReferencesFromErlangKeepErlangsOrder) {
   EXPECT_EQ(ocaml_string(call_ocaml("test.identifier_relations", decoded.value.get())),
             "=<=<........ >=><........ =<=<........ >>>=........ ....=<=>.... ....>=>>.... ....=<=>.... ....<<<=.... ........=<=> ........>=>> ........=<=> ........<<<=");
   EXPECT_EQ(through_ocaml(from_erlang), from_erlang);
+}
+
+// ---- Maps of more than 32 keys: OTP's order, computed on the OCaml values ----
+
+// Keys of every kind that can be a map key, nested up to `depth`: etf::encode orders the
+// map from etf::Terms (and is byte-identical to term_to_binary: etf's map_order_test), the
+// OCaml walk from the Erl.Term.t; both must write the same bytes. Pids, ports, references
+// and funs are ordered by the stand-in hash (etf/map_order.hpp), which both share too.
+class KeyMaker {
+ public:
+  explicit KeyMaker(std::uint64_t seed) : rng_(seed) {}
+
+  etf::Term key(int depth) {
+    const int kinds = depth > 0 ? 20 : 15;
+    switch (below(kinds)) {
+      case 0: return etf::Term::integer(below(512) - 256);
+      case 1: return etf::Term::integer(static_cast<std::int64_t>(rng_()));  // many are Bigint in OCaml
+      case 2: {  // the boundaries of OCaml's int, erts's small integer and int64
+        const std::int64_t edges[] = {(std::int64_t{1} << 62) - 1, std::int64_t{1} << 62, -(std::int64_t{1} << 62),
+                                      -(std::int64_t{1} << 62) - 1, (std::int64_t{1} << 59) - 1, std::int64_t{1} << 59,
+                                      INT64_MAX, INT64_MIN};
+        // Just below an edge (INT64_MIN wraps round to INT64_MAX, another edge).
+        const std::uint64_t edge = static_cast<std::uint64_t>(edges[below(8)]);
+        return etf::Term::integer(static_cast<std::int64_t>(edge - static_cast<std::uint64_t>(below(3))));
+      }
+      case 3: {
+        std::vector<std::uint8_t> magnitude(9 + below(30));
+        for (auto& b : magnitude) b = static_cast<std::uint8_t>(rng_());
+        magnitude.back() |= 1;  // no high zero byte
+        return etf::Term::big_integer(below(2) == 0, std::move(magnitude));
+      }
+      case 4: {
+        const double floats[] = {0.0, -1.5, 1.0e300, 5.0e-324, 2.2250738585072014e-308, 0.1};
+        return etf::Term::float64(floats[below(6)] * static_cast<double>(1 + below(1000)));
+      }
+      case 5: return etf::Term::binary(bytes(below(30)));
+      case 6: {
+        const int edges[] = {0, 11, 12, 13, 23, 24, 25};  // block_hash's 12-byte rounds
+        return etf::Term::binary(bytes(edges[below(7)]));
+      }
+      case 7: {
+        std::string b = bytes(1 + below(20));
+        const auto bits = static_cast<std::uint8_t>(1 + below(7));
+        b.back() = static_cast<char>(static_cast<std::uint8_t>(b.back()) & (0xFF << (8 - bits)));
+        return etf::Term::bitstring({b.begin(), b.end()}, bits);
+      }
+      case 8: return etf::Term::nil();
+      case 9: return etf::Term::string(bytes(1 + below(12)));  // packed four to a word
+      case 10: return etf::Term::atom("k" + std::to_string(below(100000)));
+      case 11: return etf::Term::pid({"n@h", static_cast<std::uint32_t>(rng_()), static_cast<std::uint32_t>(below(8)), 3});
+      case 12: return etf::Term::port({"n@h", rng_() >> below(64), static_cast<std::uint32_t>(below(4))});
+      case 13: {
+        std::vector<std::uint32_t> ids(1 + below(5));
+        for (auto& w : ids) w = static_cast<std::uint32_t>(rng_());
+        return etf::Term::reference({"other@host", 2, std::move(ids)});
+      }
+      case 14:
+        return below(2) == 0 ? etf::Term::export_fun("lists", "map", 2)
+                             : etf::Term::export_fun("m" + std::to_string(below(50)), "f", static_cast<std::uint8_t>(below(4)));
+      case 15: {  // a list: bytes and other terms, proper or not
+        std::vector<etf::Term> items;
+        for (int n = 1 + below(5); n > 0; --n)
+          items.push_back(below(2) == 0 ? etf::Term::integer(below(300)) : key(depth - 1));
+        return etf::Term::list(std::move(items), below(3) == 0 ? key(0) : etf::Term::nil());
+      }
+      case 16: {
+        std::vector<etf::Term> elements;
+        for (int n = below(5); n > 0; --n) elements.push_back(key(depth - 1));
+        return etf::Term::tuple(std::move(elements));
+      }
+      case 17: return map_of(below(6), depth - 1);
+      case 18: return map_of(33 + below(10), depth - 1);  // a large map inside a key
+      default: {
+        etf::Fun fun;
+        fun.arity = static_cast<std::uint8_t>(below(3));
+        fun.index = static_cast<std::uint32_t>(below(20));
+        fun.module = "m";
+        fun.old_uniq = below(1 << 30);
+        fun.pid = {"n@h", 1, 0, 1};
+        for (int n = below(3); n > 0; --n) fun.free_vars.push_back(key(depth - 1));
+        return etf::Term::fun(std::move(fun));
+      }
+    }
+  }
+
+  // A map of `n` distinct keys of at most `depth` levels.
+  etf::Term map_of(std::size_t n, int depth) {
+    std::set<etf::Term> keys;
+    while (keys.size() < n) keys.insert(key(depth));
+    std::vector<std::pair<etf::Term, etf::Term>> entries;
+    for (const etf::Term& k : keys) entries.emplace_back(k, etf::Term::integer(below(1000)));
+    return etf::Term::map(std::move(entries));
+  }
+
+ private:
+  int below(int n) { return static_cast<int>(rng_() % static_cast<std::uint64_t>(n)); }
+  std::string bytes(int n) {
+    std::string b(static_cast<std::size_t>(n), '\0');
+    for (char& c : b) c = static_cast<char>(rng_());
+    return b;
+  }
+  std::mt19937_64 rng_;
+};
+
+TEST(ConvLargeMaps, AreWrittenInTheOrderEtfWritesThem) {
+  KeyMaker make(2026);
+  for (std::size_t n : {std::size_t{33}, std::size_t{34}, std::size_t{100}, std::size_t{1000}}) {
+    for (int depth = 0; depth <= 3; ++depth) {
+      const etf::Term map = make.map_of(n, depth);
+      const Bytes bytes = etf::encode(map);
+      EXPECT_EQ(through_ocaml(bytes), bytes) << n << " keys of depth " << depth << ": " << map.to_string().substr(0, 300);
+    }
+  }
+}
+
+// 100,000 integer and binary keys: the ordering on the OCaml heap at the size of a large
+// reply.
+TEST(ConvLargeMaps, HundredThousandKeys) {
+  std::vector<std::pair<etf::Term, etf::Term>> entries;
+  for (std::int64_t i = 0; i < 100'000; ++i)
+    entries.emplace_back(i % 2 == 0 ? etf::Term::integer(i * 7919) : etf::Term::binary(std::to_string(i)),
+                         etf::Term::integer(i));
+  const Bytes bytes = etf::encode(etf::Term::map(std::move(entries)));
+  EXPECT_EQ(through_ocaml(bytes), bytes);
+}
+
+// Keys nested far deeper than a C++ stack allows, and large maps as keys of large maps as
+// keys: hashed with explicit stacks, the inner maps ordered first.
+TEST(ConvLargeMaps, DeepKeysAndLargeMapsNestedInKeys) {
+  etf::Term deep = etf::Term::integer(7);
+  for (int k = 0; k < 100'000; ++k) {
+    std::vector<etf::Term> one;
+    one.push_back(std::move(deep));
+    deep = k % 2 ? etf::Term::tuple(std::move(one)) : etf::Term::list(std::move(one));
+  }
+  etf::Term nested = etf::Term::nil();
+  for (int level = 0; level < 20; ++level) {
+    std::vector<std::pair<etf::Term, etf::Term>> entries;
+    entries.emplace_back(etf::Term::tuple({nested}), etf::Term::nil());
+    for (std::int64_t i = 0; i < 40; ++i) entries.emplace_back(etf::Term::integer(i), etf::Term::integer(level));
+    nested = etf::Term::map(std::move(entries));
+  }
+  std::vector<std::pair<etf::Term, etf::Term>> entries;
+  entries.emplace_back(std::move(deep), etf::Term::atom("deep"));
+  entries.emplace_back(std::move(nested), etf::Term::atom("nested"));
+  for (std::int64_t i = 0; i < 40; ++i) entries.emplace_back(etf::Term::integer(i), etf::Term::nil());
+  const Bytes bytes = etf::encode(etf::Term::map(std::move(entries)));
+  EXPECT_EQ(through_ocaml(bytes), bytes);
+}
+
+// A map of 33 keys, 31 integers and two references of another node with these id words
+// (least significant first), each wrapped as `wrap` says, written as ETF with no ordering
+// (Writer takes entries as given), since etf::encode would refuse the maps OTP cannot read.
+enum class Wrap { none, tuple, list };
+Bytes map_with_two_references(std::vector<std::uint32_t> first, std::vector<std::uint32_t> second, Wrap wrap) {
+  etf::ByteBuffer out;
+  etf::Writer w(out);
+  w.version();
+  w.begin_map(33);
+  for (const auto* ids : {&first, &second}) {
+    if (wrap == Wrap::tuple) w.begin_tuple(1);
+    if (wrap == Wrap::list) w.begin_list(1);
+    w.reference(etf::ReferenceView{"other@host", 1, *ids});
+    if (wrap == Wrap::tuple) w.end_tuple();
+    if (wrap == Wrap::list) {
+      w.nil();
+      w.end_list();
+    }
+    w.atom(ids == &first ? "a" : "b");
+  }
+  for (std::int64_t i = 1; i <= 31; ++i) {
+    w.integer(i);
+    w.integer(i);
+  }
+  w.end_map();
+  return out.to_vector();
+}
+
+// OTP 25 hashes the first three words of a reference only; a map of more than 32 keys that
+// holds two differing only after them crashes its binary_to_term (etf's map_order_test).
+// The OCaml walk refuses it as etf::encode does: the same error, from the same code.
+TEST(ConvLargeMaps, RefuseMapsOfReferencesOtpCannotTellApart) {
+  for (Wrap wrap : {Wrap::none, Wrap::tuple, Wrap::list}) {
+    const Bytes refused = map_with_two_references({2, 0, 0, 1}, {2, 0, 0, 2}, wrap);
+    conv::DecodeToOcaml decoded = conv::etf_to_ocaml(refused);
+    ASSERT_FALSE(decoded.error) << decoded.error->message();
+    std::string ours, etfs;
+    try {
+      etf::ByteBuffer out;
+      conv::ocaml_to_etf(decoded.value.get(), out);
+    } catch (const etf::EncodeError& e) {
+      ours = e.what();
+    }
+    try {
+      (void)etf::encode(etf::decode_term(refused));
+    } catch (const etf::EncodeError& e) {
+      etfs = e.what();
+    }
+    EXPECT_NE(ours, "") << "not refused, wrap " << static_cast<int>(wrap);
+    EXPECT_EQ(ours, etfs);
+
+    // A difference within the first three words is one OTP sees.
+    const Bytes fine = map_with_two_references({2, 0, 1, 7}, {2, 0, 2, 7}, wrap);
+    EXPECT_EQ(through_ocaml(fine), etf::encode(etf::decode_term(fine)));
+  }
 }
 
 int main(int argc, char** argv) {

@@ -3,6 +3,10 @@
 // A larger map is a HAMT keyed by the runtime's internal hash, and term_to_binary writes it
 // in the order of its tree walk; reproducing that order is what makes encode() of a large
 // map byte-identical to term_to_binary.
+//
+// The computation is detail/map_hash.hpp, a template over a view of terms: this function
+// is its etf::Term instance, and cpp/conv has one over OCaml values, which orders a reply's
+// maps with no tree built.
 #pragma once
 
 #include <cstdint>

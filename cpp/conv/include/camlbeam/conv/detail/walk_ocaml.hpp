@@ -79,7 +79,79 @@ inline std::size_t list_length(value cells) noexcept {
   return n;
 }
 
-// Maps over 32 keys: the order OTP writes them in (see etf/map_order.hpp).
+// What a term without children is, read once for every reader of Erl.Term.t values (the
+// walk below, the map order's view in ocaml_walker.cpp): calls the one method of `out` that
+// says it (integer, big_integer, float64, atom, nil, binary, bitstring, pid, port,
+// reference or export_fun, with etf::Visitor's arguments) and returns true. Returns false
+// for a term with children (a tuple, a map, a non-empty list, a local fun), which each
+// reader takes apart its own way. Throws EncodeError for what no Erl.Term.t is. Always
+// inlined: out of line, the walk's loop paid a call per term (22% more instructions on a
+// list of 100,000 integers, measured with callgrind).
+template <class Out>
+[[gnu::always_inline]] inline bool read_leaf(value v, Out& out) {
+  namespace tag = layout::term_tag;
+  if (Is_long(v)) throw etf::EncodeError("not an Erl.Term.t value");
+  switch (tag_of(v)) {
+    case tag::int_: out.integer(Long_val(Field(v, 0))); return true;
+    case tag::bigint: {
+      const BigDigits big = big_digits(Field(v, 0));
+      if (big.fits_int64) out.integer(big.small);
+      else out.big_integer(big.negative, big.magnitude);
+      return true;
+    }
+    case tag::float_: {
+      const double d = Double_val(Field(v, 0));
+      if (!std::isfinite(d)) throw etf::EncodeError("Erlang has no NaN or infinite floats");
+      out.float64(d);
+      return true;
+    }
+    case tag::atom: out.atom(string_view_of(Field(v, 0))); return true;
+    case tag::ref: {
+      const value r = Field(v, 0);
+      const value ids = Field(r, 2);
+      std::uint32_t words[5];
+      const std::size_t n = Wosize_val(ids);
+      if (n == 0 || n > 5) throw etf::EncodeError("a reference has 1 to 5 id words");
+      for (std::size_t i = 0; i < n; ++i) words[i] = u32_of(Field(ids, i));
+      out.reference(etf::ReferenceView{string_view_of(Field(r, 0)), u32_of(Field(r, 1)),
+                                       std::span<const std::uint32_t>(words, n)});
+      return true;
+    }
+    case tag::fun: {
+      const value f = Field(v, 0);
+      if (tag_of(f) != layout::fun_tag::export_) return false;
+      out.export_fun(string_view_of(Field(f, 0)), string_view_of(Field(f, 1)),
+                     static_cast<std::uint8_t>(Long_val(Field(f, 2))));
+      return true;
+    }
+    case tag::port: {
+      const value p = Field(v, 0);
+      out.port(etf::PortView{string_view_of(Field(p, 0)), static_cast<std::uint64_t>(Int64_val(Field(p, 1))),
+                             u32_of(Field(p, 2))});
+      return true;
+    }
+    case tag::pid: out.pid(pid_view(Field(v, 0))); return true;
+    case tag::list:
+    case tag::improper:
+      if (Field(v, 0) != Val_emptylist) return false;
+      if (tag_of(v) == tag::improper) throw etf::EncodeError("an improper list has at least one element");
+      out.nil();
+      return true;
+    case tag::binary: out.binary(binary_bytes_of(Field(v, 0))); return true;
+    case tag::bitstring: {
+      const intnat bits = Long_val(Field(v, 1));
+      if (bits < 1 || bits > 7) throw etf::EncodeError("a bitstring uses 1..7 bits of its last byte");
+      out.bitstring(bytes_of(Field(v, 0)), static_cast<std::uint8_t>(bits));
+      return true;
+    }
+    case tag::tuple:
+    case tag::map: return false;
+    default: throw etf::EncodeError("not an Erl.Term.t value (unknown constructor)");
+  }
+}
+
+// Maps over 32 keys: the order OTP writes them in (etf/map_order.hpp), computed on the
+// OCaml values themselves (ocaml_walker.cpp's view for etf/detail/map_hash.hpp).
 std::vector<std::uint32_t> ocaml_hashmap_order(value bindings);
 
 enum class Pending : std::uint8_t { tuple, map, list_cells, fun_cells };
@@ -107,111 +179,62 @@ void walk_ocaml(value root, V& sink) {
   value current = root;
   for (;;) {
     const value v = current;
-    if (Is_long(v)) throw etf::EncodeError("not an Erl.Term.t value");
-    switch (tag_of(v)) {
-      case tag::int_: sink.integer(Long_val(Field(v, 0))); break;
-      case tag::bigint: {
-        const detail::BigDigits big = detail::big_digits(Field(v, 0));
-        if (big.fits_int64) sink.integer(big.small);
-        else sink.big_integer(big.negative, big.magnitude);
-        break;
-      }
-      case tag::float_: {
-        const double d = Double_val(Field(v, 0));
-        if (!std::isfinite(d)) throw etf::EncodeError("Erlang has no NaN or infinite floats");
-        sink.float64(d);
-        break;
-      }
-      case tag::atom: sink.atom(detail::string_view_of(Field(v, 0))); break;
-      case tag::ref: {
-        const value r = Field(v, 0);
-        const value ids = Field(r, 2);
-        std::uint32_t words[5];
-        const std::size_t n = Wosize_val(ids);
-        if (n == 0 || n > 5) throw etf::EncodeError("a reference has 1 to 5 id words");
-        for (std::size_t i = 0; i < n; ++i) words[i] = detail::u32_of(Field(ids, i));
-        sink.reference(etf::ReferenceView{detail::string_view_of(Field(r, 0)), detail::u32_of(Field(r, 1)),
-                                          std::span<const std::uint32_t>(words, n)});
-        break;
-      }
-      case tag::fun: {
-        const value f = Field(v, 0);
-        if (tag_of(f) == layout::fun_tag::export_) {
-          sink.export_fun(detail::string_view_of(Field(f, 0)), detail::string_view_of(Field(f, 1)),
-                          static_cast<std::uint8_t>(Long_val(Field(f, 2))));
+    if (!detail::read_leaf(v, sink)) {
+      switch (tag_of(v)) {
+        case tag::fun: {  // a local fun: read_leaf takes the export ones
+          const value f = Field(v, 0);
+          namespace lf = layout::local_field;
+          etf::FunView view;
+          view.arity = static_cast<std::uint8_t>(Long_val(Field(f, lf::arity)));
+          const auto uniq = detail::bytes_of(Field(f, lf::uniq));
+          if (uniq.size() != 16) throw etf::EncodeError("a fun's uniq is 16 bytes");
+          std::copy(uniq.begin(), uniq.end(), view.uniq.begin());
+          view.index = detail::u32_of(Field(f, lf::index));
+          view.module = detail::string_view_of(Field(f, lf::module_));
+          view.old_index = Long_val(Field(f, lf::old_index));
+          view.old_uniq = Long_val(Field(f, lf::old_uniq));
+          view.pid = detail::pid_view(Field(f, lf::pid));
+          const value cells = Field(f, lf::free_vars);
+          view.free_count = detail::count_of(detail::list_length(cells));
+          sink.begin_fun(view);
+          if (cells == Val_emptylist) sink.end_fun();
+          else stack.emplace_back(Pending::fun_cells, cells);
           break;
         }
-        namespace lf = layout::local_field;
-        etf::FunView view;
-        view.arity = static_cast<std::uint8_t>(Long_val(Field(f, lf::arity)));
-        const auto uniq = detail::bytes_of(Field(f, lf::uniq));
-        if (uniq.size() != 16) throw etf::EncodeError("a fun's uniq is 16 bytes");
-        std::copy(uniq.begin(), uniq.end(), view.uniq.begin());
-        view.index = detail::u32_of(Field(f, lf::index));
-        view.module = detail::string_view_of(Field(f, lf::module_));
-        view.old_index = Long_val(Field(f, lf::old_index));
-        view.old_uniq = Long_val(Field(f, lf::old_uniq));
-        view.pid = detail::pid_view(Field(f, lf::pid));
-        const value cells = Field(f, lf::free_vars);
-        view.free_count = detail::count_of(detail::list_length(cells));
-        sink.begin_fun(view);
-        if (cells == Val_emptylist) sink.end_fun();
-        else stack.emplace_back(Pending::fun_cells, cells);
-        break;
-      }
-      case tag::port: {
-        const value p = Field(v, 0);
-        sink.port(etf::PortView{detail::string_view_of(Field(p, 0)),
-                                static_cast<std::uint64_t>(Int64_val(Field(p, 1))), detail::u32_of(Field(p, 2))});
-        break;
-      }
-      case tag::pid: sink.pid(detail::pid_view(Field(v, 0))); break;
-      case tag::tuple: {
-        const value elements = Field(v, 0);
-        const std::size_t n = Wosize_val(elements);
-        sink.begin_tuple(detail::count_of(n));
-        if (n == 0) sink.end_tuple();
-        else stack.emplace_back(Pending::tuple, elements, n);
-        break;
-      }
-      case tag::map: {
-        const value bindings = Field(v, 0);
-        const std::size_t n = Wosize_val(bindings);
-        sink.begin_map(detail::count_of(n));
-        if (n == 0) {
-          sink.end_map();
+        case tag::tuple: {
+          const value elements = Field(v, 0);
+          const std::size_t n = Wosize_val(elements);
+          sink.begin_tuple(detail::count_of(n));
+          if (n == 0) sink.end_tuple();
+          else stack.emplace_back(Pending::tuple, elements, n);
           break;
         }
-        detail::WalkFrame frame(Pending::map, bindings, 2 * n);
-        if (n > etf::flatmap_max_keys) frame.order = detail::ocaml_hashmap_order(bindings);
-        stack.push_back(std::move(frame));
-        break;
-      }
-      case tag::list:
-      case tag::improper: {
-        const value cells = Field(v, 0);
-        const bool proper = tag_of(v) == tag::list;
-        if (cells == Val_emptylist) {
-          if (!proper) throw etf::EncodeError("an improper list has at least one element");
-          sink.nil();
+        case tag::map: {
+          const value bindings = Field(v, 0);
+          const std::size_t n = Wosize_val(bindings);
+          sink.begin_map(detail::count_of(n));
+          if (n == 0) {
+            sink.end_map();
+            break;
+          }
+          detail::WalkFrame frame(Pending::map, bindings, 2 * n);
+          if (n > etf::flatmap_max_keys) frame.order = detail::ocaml_hashmap_order(bindings);
+          stack.push_back(std::move(frame));
           break;
         }
-        if (proper && detail::list_as_string(cells, string_bytes)) {
-          sink.string(string_bytes);
+        case tag::list:
+        case tag::improper: {  // not empty: read_leaf takes []
+          const value cells = Field(v, 0);
+          const bool proper = tag_of(v) == tag::list;
+          if (proper && detail::list_as_string(cells, string_bytes)) {
+            sink.string(string_bytes);
+            break;
+          }
+          sink.begin_list(detail::count_of(detail::list_length(cells)));
+          stack.emplace_back(Pending::list_cells, cells, 0, proper ? Val_unit : Field(v, 1));
           break;
         }
-        sink.begin_list(detail::count_of(detail::list_length(cells)));
-        stack.emplace_back(Pending::list_cells, cells, 0, proper ? Val_unit : Field(v, 1));
-        break;
       }
-      case tag::binary: sink.binary(detail::binary_bytes_of(Field(v, 0))); break;
-      case tag::bitstring: {
-        const intnat bits = Long_val(Field(v, 1));
-        if (bits < 1 || bits > 7) throw etf::EncodeError("a bitstring uses 1..7 bits of its last byte");
-        sink.bitstring(detail::bytes_of(Field(v, 0)), static_cast<std::uint8_t>(bits));
-        break;
-      }
-      default: throw etf::EncodeError("not an Erl.Term.t value (unknown constructor)");
     }
     // The next term to write, closing every container that is done.
     for (;;) {
