@@ -272,7 +272,7 @@ let current_context () =
 let enter_context context =
   let i = thread_slot true in
   if i >= max_request_threads then
-    failwith (Printf.sprintf "Erl.Private.enter_context: more than %d threads have run requests" max_request_threads);
+    failwith (Printf.sprintf "Erl.Private.with_context: more than %d threads have run requests" max_request_threads);
   let outer = slots.(i) in
   slots.(i) <- context;
   outer
