@@ -186,6 +186,10 @@ Answer Answer::reply(value reply_block) {
   return answer;
 }
 
+value Answer::ref() const noexcept { return Field(reply_.get(), 0); }
+
+value Answer::term() const noexcept { return Field(reply_.get(), 1); }
+
 Answer Answer::no_reply(std::string diagnostic) {
   Answer answer;
   answer.kind_ = Kind::no_reply;

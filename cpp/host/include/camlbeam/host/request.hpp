@@ -64,9 +64,10 @@ class Answer {
 
   Kind kind() const noexcept { return kind_; }
   bool is_reply() const noexcept { return kind_ == Kind::reply; }
-  // Kind::reply only.
-  value ref() const noexcept { return Field(reply_.get(), 0); }
-  value term() const noexcept { return Field(reply_.get(), 1); }
+  // Kind::reply only. Out of line: inlined, GCC sees the Val_unit of an empty Root and
+  // warns of Field(Val_unit, 1) on the paths where kind() is not reply.
+  value ref() const noexcept;
+  value term() const noexcept;
   // Kind::no_reply: why the cast failed ({error, Reason}, shortened), or empty.
   const std::string& diagnostic() const noexcept { return diagnostic_; }
   // Kind::refused.
