@@ -710,7 +710,7 @@ in_flight(Pool) ->
 %% The references of the requests in flight on the pool's one worker, oldest first.
 pending_refs(Pool) ->
     [Pending] = pending_tables(Pool),
-    [Ref || {Ref, _, _, _, _} <- lists:keysort(3, ets:tab2list(Pending))].
+    [Ref || {Ref, _, _, _, _, _} <- lists:keysort(3, ets:tab2list(Pending))].
 
 first_pending_ref(Pool) ->
     hd(pending_refs(Pool)).
