@@ -153,6 +153,8 @@ std::optional<PortWorker::Request> PortWorker::next_request() {
       }
       if (now - last_read_ns_ > std::chrono::nanoseconds(options_.stale_input).count()) read(FrameReader::Wait::none);
     }
+    // Erlang hung up: nobody will read the answers of the requests still in hand.
+    if (end_of_input_) return std::nullopt;
     just_read_ = false;
     Request request;
     if (!deferred_.empty()) {

@@ -881,6 +881,19 @@ TEST_P(PortWorker, AfterErlangHangsUpTheRunningRequestFinishesWithinTheGrace) {
   EXPECT_EQ(worker->wait_exit(5s), 0);
 }
 
+// Requests still in hand when Erlang hangs up are whole frames, not a broken one: the
+// worker finishes the running request and exits 0, without running them, rather than
+// exiting 2 after "the pipe closed in the middle of a frame".
+TEST_P(PortWorker, AfterErlangHangsUpTheRequestsStillInHandAreDropped) {
+  auto worker = ready_worker({{"CAMLBEAM_PORT_GRACE_MS", "2000"}});
+  worker->write_all(batch_of({"{call, r1, sleep, [300]}", "{call, r2, sleep, [1000]}", "{call, r3, identity, [3]}"}));
+  std::this_thread::sleep_for(100ms);
+  worker->close_input();
+  EXPECT_EQ(worker->answer_to("r1"), "{ok,300}");
+  EXPECT_EQ(worker->wait_exit(1500ms), 0);  // r2 did not run
+  EXPECT_FALSE(contains(worker->stderr_text(), "protocol error")) << worker->stderr_text();
+}
+
 TEST_P(PortWorker, AfterErlangHangsUpAWorkerThatDoesNotExitIsKilled) {
   for (const char* stuck : {"{call, r, sleep, [30000]}", "{call, r, stop_self, []}"}) {
     SCOPED_TRACE(stuck);
