@@ -126,7 +126,7 @@ enqueue(#ocaml_port{port = Port, pending = Pending, given = Given, in_flight = I
             {error, {request_too_large, Size, Max}};
         _ ->
             Pids = ocaml_policy:given_pids(Args),
-            Row = {Ref, Kind, erlang:monotonic_time(millisecond), Deadline, Pids},
+            Row = {Ref, Kind, erlang:monotonic_time(millisecond), Deadline, Pids, self()},
             %% Counted before the row exists: a caller choosing a worker meanwhile
             %% sees it.
             ok = ocaml_transport:count_in(InFlight),

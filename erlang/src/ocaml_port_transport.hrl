@@ -5,8 +5,9 @@
 -record(ocaml_port, {
     %% The port of the worker's current OS process: callers write requests to it.
     port :: port(),
-    %% Public set of {Ref, Kind, WrittenAt, Deadline, GivenPids} rows: one per
-    %% request of the current OS process waiting for its answer.
+    %% Public set of {Ref, Kind, WrittenAt, Deadline, GivenPids, Owner} rows: one per
+    %% request of the current OS process waiting for its answer; Owner, the process
+    %% that wrote the row (the caller; the worker's own for a load).
     pending :: ets:tid(),
     %% Public bag of {Pid, Ref}: the pids the requests in flight gave OCaml.
     given :: ets:tid(),

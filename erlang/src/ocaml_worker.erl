@@ -14,7 +14,10 @@
 %% as any other's. Every check, this process also compares the counter with its
 %% table, and sets it right when they have disagreed the same way at two checks
 %% in a row: a caller killed between counting its request and writing its row
-%% (or taking its row back and counting it out) left it off.
+%% (or taking its row back and counting it out) left it off. A caller killed
+%% between writing its row and writing its request leaves a row no answer will
+%% take: before the OS process is judged stalled or overdue, rows whose writer
+%% is dead are dropped.
 %%
 %% `{send, Pid}', `{erl_call, Id}', `{log, Level}' and `{heartbeat, Ms}' frames
 %% are served here, under the pool's policy ({@link ocaml_policy}).
@@ -82,7 +85,7 @@
 
 %% A request in flight, as callers insert it into the pending table.
 -type row() :: {reference(), call | load | {cast, ocaml:fun_name()}, WrittenAt :: integer(),
-                Deadline :: ocaml_port_protocol:deadline_ms(), Given :: [pid()]}.
+                Deadline :: ocaml_port_protocol:deadline_ms(), Given :: [pid()], Owner :: pid()}.
 
 %% The start-up of an OS process: the request awaited, then the plugins to
 %% load, each with the aliases waiting for its answer (ocaml:load/2 during
@@ -442,7 +445,7 @@ serve({reply, Ref}, Payload, #state{proc = #proc{pending = Pending, given = Give
     %% caller that timed out left its row and deactivated its alias, so the
     %% VM drops this answer.
     case ets:take(Pending, Ref) of
-        [{Ref, Kind, _, _, Pids}] ->
+        [{Ref, Kind, _, _, Pids, _}] ->
             ok = ocaml_transport:count_out(InFlight),
             case Kind of
                 {cast, Fun} ->
@@ -563,7 +566,7 @@ run_erl_call(Port, Id, Payload, Policy) ->
 request_load(Alias, Path, #state{phase = ready, setup = #{start_timeout := Timeout},
                                  proc = #proc{pending = Pending, in_flight = InFlight}} = State) ->
     ok = ocaml_transport:count_in(InFlight),
-    true = ets:insert(Pending, {Alias, load, now_ms(), Timeout, []}),
+    true = ets:insert(Pending, {Alias, load, now_ms(), Timeout, [], self()}),
     write_own(ocaml_port_protocol:load(Alias, Path, Timeout), State);
 request_load(Alias, Path, #state{phase = starting, proc = #proc{awaiting = Awaiting, steps = Steps} = Proc} = State) ->
     %% Loaded during this start-up: answered with that step; else it is one
@@ -668,27 +671,73 @@ check_progress(#state{setup = #{stall_timeout := Stall, cancel_grace := Grace},
             %% it first, judge at the next check.
             State;
         {_, 0} ->
-            Now = now_ms(),
-            {Oldest, Longest} = ets:foldl(fun oldest_and_longest/2, {Now, 0}, Pending),
-            Silent = Now - max(LastFrame, Oldest),
-            Unanswered = Now - max(LastReply, Oldest),
-            if
-                %% Nothing at all, not even a heartbeat, since the oldest request
-                %% was written: stopped (SIGSTOP), wedged, or not reading.
-                Silent > Stall ->
-                    end_proc(unresponsive, State);
-                %% No answer for longer than any request in flight may run: the
-                %% OS process failed to interrupt one at its deadline.
-                Longest =/= infinity, Unanswered > Longest + Grace + ?OVERDUE_SLACK ->
-                    end_proc(overdue, State);
-                true ->
-                    State
+            case verdict(Pending, LastFrame, LastReply, Stall, Grace) of
+                healthy ->
+                    State;
+                Verdict ->
+                    %% A caller killed between writing its row and its request left a
+                    %% row that no answer will ever take: it is not the OS process's
+                    %% fault. Rows whose writer is dead go first (nobody waits for
+                    %% them); the rest are judged again.
+                    case drop_orphans(State) of
+                        0 -> end_proc(Verdict, State);
+                        _ ->
+                            case verdict(Pending, LastFrame, LastReply, Stall, Grace) of
+                                healthy -> State;
+                                Again -> end_proc(Again, State)
+                            end
+                    end
             end
     end.
 
+-spec verdict(ets:tid(), integer(), integer(), pos_integer(), non_neg_integer()) ->
+    healthy | unresponsive | overdue.
+verdict(Pending, LastFrame, LastReply, Stall, Grace) ->
+    Now = now_ms(),
+    {Oldest, Longest} = ets:foldl(fun oldest_and_longest/2, {Now, 0}, Pending),
+    Silent = Now - max(LastFrame, Oldest),
+    Unanswered = Now - max(LastReply, Oldest),
+    if
+        %% Nothing at all, not even a heartbeat, since the oldest request was
+        %% written: stopped (SIGSTOP), wedged, or not reading.
+        Silent > Stall ->
+            unresponsive;
+        %% No answer for longer than any request in flight may run: the OS
+        %% process failed to interrupt one at its deadline.
+        Longest =/= infinity, Unanswered > Longest + Grace + ?OVERDUE_SLACK ->
+            overdue;
+        true ->
+            healthy
+    end.
+
+%% Takes the rows whose writer is dead, counted out as at an answer; how many.
+%% Called only when the OS process has said nothing (or answered nothing) for
+%% longer than it may: a healthy one answers what it was sent, so such a row is
+%% most likely one whose request was never written (its caller killed between
+%% its two steps), and if not, nobody waits for its answer, which finds no row.
+-spec drop_orphans(#state{}) -> non_neg_integer().
+drop_orphans(#state{proc = #proc{pending = Pending, given = Given, in_flight = InFlight}}) ->
+    Rows = ets:select(Pending, [{{'$1', '_', '_', '_', '$2', '$3'}, [], [{{'$1', '$2', '$3'}}]}]),
+    lists:foldl(
+      fun({Ref, Pids, Owner}, Count) ->
+              case is_process_alive(Owner) of
+                  true ->
+                      Count;
+                  false ->
+                      case ets:take(Pending, Ref) of
+                          [_] ->
+                              ok = ocaml_transport:count_out(InFlight),
+                              ungive(Given, Pids, Ref),
+                              Count + 1;
+                          [] ->
+                              Count
+                      end
+              end
+      end, 0, Rows).
+
 -spec oldest_and_longest(row(), {integer(), ocaml_port_protocol:deadline_ms()}) ->
     {integer(), ocaml_port_protocol:deadline_ms()}.
-oldest_and_longest({_, _, Written, Timeout, _}, {Oldest, Longest}) ->
+oldest_and_longest({_, _, Written, Timeout, _, _}, {Oldest, Longest}) ->
     {min(Written, Oldest), max_timeout(Timeout, Longest)}.
 
 -spec max_timeout(ocaml_port_protocol:deadline_ms(), ocaml_port_protocol:deadline_ms()) ->
@@ -746,11 +795,11 @@ start_waiters(Awaiting, Steps) ->
 %% a caller that chose this OS process just before still counts its own.
 -spec answer_all(ets:tid(), ocaml_transport:counter(), crash_reason()) -> non_neg_integer().
 answer_all(Pending, InFlight, Reason) ->
-    Refs = ets:select(Pending, [{{'$1', '_', '_', '_', '_'}, [], ['$1']}]),
+    Refs = ets:select(Pending, [{{'$1', '_', '_', '_', '_', '_'}, [], ['$1']}]),
     lists:foldl(
       fun(Ref, Count) ->
               case ets:take(Pending, Ref) of
-                  [{Ref, Kind, _, _, _}] ->
+                  [{Ref, Kind, _, _, _, _}] ->
                       ok = ocaml_transport:count_out(InFlight),
                       _ = (Kind =:= call orelse Kind =:= load) andalso
                           (Ref ! {Ref, {worker_crashed, Reason}}),

@@ -5,6 +5,7 @@
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 -include("../src/camlbeam_registry.hrl").
+-include("../src/ocaml_port_transport.hrl").
 
 -compile([export_all, nowarn_export_all]).
 
@@ -28,7 +29,8 @@ cases(Group) ->
      bad_options, erl_send, erl_send_policy,
      call_erlang_all, call_erlang_none, call_erlang_allow_list, owner_death_stops_pool,
      child_spec_in_own_supervisor, least_loaded_routing, killed_callers_leave_no_count,
-     in_flight_is_set_right, timed_out_calls_stop_counting, unavailable_transports]
+     in_flight_is_set_right, row_of_a_caller_killed_before_its_request, timed_out_calls_stop_counting,
+     unavailable_transports]
     ++ [own_executable || Group =:= port].
 
 init_per_suite(Config) -> ?LIB:init_per_suite(Config).
@@ -749,6 +751,32 @@ in_flight_is_set_right(Config) ->
     receive {long, Long} -> ?assertEqual({ok, 1500}, Long) after 5000 -> ct:fail(long_call) end,
     ?assertEqual([0], in_flight(Pool)),
     ?assertEqual(OsPids, os_pids(Pool)).
+
+%% A caller killed between writing its row and writing its request (made here by hand: a
+%% row and a count whose writer is dead) leaves a row no answer will take. Once the OS
+%% process has been silent for stall_timeout with it, the row is dropped and counted out,
+%% rather than the OS process replaced as unresponsive; the pool serves on. A row whose
+%% writer lives is judged as before.
+row_of_a_caller_killed_before_its_request(Config) ->
+    Pool = ?LIB:start_pool(Config, #{stall_timeout => 300}),
+    OsPids = os_pids(Pool),
+    [#camlbeam_worker{in_flight = Counter, handle = #ocaml_port{pending = Pending}}] =
+        ets:tab2list(camlbeam_workers) -- other_rows(Pool),
+    {Dead, Monitor} = spawn_monitor(fun() -> ok end),
+    receive {'DOWN', Monitor, process, Dead, _} -> ok end,
+    ok = ocaml_transport:count_in(Counter),
+    true = ets:insert(Pending, {make_ref(), call, erlang:monotonic_time(millisecond), 5000, [], Dead}),
+    ?assertEqual([1], in_flight(Pool)),
+    ?LIB:wait_until(fun() -> in_flight(Pool) =:= [0] end, 3000),
+    ?assertEqual(0, ets:info(Pending, size)),
+    timer:sleep(500),
+    ?assertEqual(OsPids, os_pids(Pool)),
+    ?assertEqual({ok, z}, ocaml:call(Pool, identity, [z])),
+    %% A live writer's row: the OS process is replaced as before.
+    ok = ocaml_transport:count_in(Counter),
+    true = ets:insert(Pending, {make_ref(), call, erlang:monotonic_time(millisecond), 5000, [], self()}),
+    [_] = ?LIB:new_os_pids(Pool, OsPids),
+    ?assertEqual({ok, z}, ocaml:call(Pool, identity, [z])).
 
 %% A call that timed out counts until its worker is done with it (its deadline interrupts
 %% it), then not; the OS process serves on.

@@ -24,7 +24,8 @@ groups() ->
 cases(_Group) ->
     [kill_9_with_calls_in_flight, malformed_frame_restarts, exit_mid_frame_restarts,
      plugin_survives_restart, concurrent_callers, timeouts_under_load,
-     stop_with_calls_in_flight, registry_restart, calls_skip_a_worker_found_dead].
+     stop_with_calls_in_flight, registry_restart, calls_skip_a_worker_found_dead,
+     callers_killed_while_sending].
 
 init_per_suite(Config) -> ?LIB:init_per_suite(Config).
 end_per_suite(Config) -> ?LIB:end_per_suite(Config).
@@ -230,6 +231,70 @@ call_through(Pool, Until, Counts) ->
             call_through(Pool, Until, maps:update_with(Kind, fun(N) -> N + 1 end, 1, Counts))
     end.
 
+%% 200 callers a round on two workers, each call taking a while (30 ms: shorter than the
+%% worker's tick, so no heartbeat), half of the callers killed at random moments, 0 to
+%% 2 ms after they start (before, while or after they write their request): every caller
+%% spared gets its own answer, the counters go back to 0, and no OS process is replaced.
+%% Each worker has about 3 s of requests in hand, twice stall_timeout: a worker that kept
+%% its replies until it had served all it had read wrote nothing meanwhile, and was
+%% replaced as unresponsive, its calls answered {worker_crashed, unresponsive}.
+-define(KILL_ROUNDS, 2).
+-define(KILL_CALLERS, 200).
+
+callers_killed_while_sending(Config) ->
+    Pool = ?LIB:start_pool(Config, #{pool_size => 2, stall_timeout => 1500}),
+    OsPids = os_pids(Pool),
+    lists:foreach(fun(Round) -> kill_round(Pool, Round) end, lists:seq(1, ?KILL_ROUNDS)),
+    try
+        ?LIB:wait_until(fun() -> in_flight_each(Pool) =:= [0, 0] end, 3000)
+    catch
+        exit:{test_case_failed, _} = Failed ->
+            ct:log("in flight ~p, workers ~p", [in_flight_each(Pool), ocaml:workers(Pool)]),
+            exit(Failed)
+    end,
+    ?assertEqual({ok, after_kills}, ocaml:call(Pool, identity, [after_kills])),
+    ?assertEqual(OsPids, os_pids(Pool)),
+    %% No replacement is on its way either: a stall would be seen within stall_timeout.
+    timer:sleep(2000),
+    ?assertEqual(OsPids, os_pids(Pool)),
+    ?assertEqual([0, 0], in_flight_each(Pool)),
+    ?assertEqual({ok, still_there}, ocaml:call(Pool, identity, [still_there])),
+    ?assertEqual([], ?LIB:flush()).
+
+kill_round(Pool, Round) ->
+    Self = self(),
+    Spared = lists:filtermap(
+               fun(I) ->
+                       Arg = {Round, I},
+                       Call = fun() -> ocaml:call(Pool, sleep_echo, [30, Arg], 20000) end,
+                       case I rem 2 of
+                           0 ->
+                               Victim = spawn(Call),
+                               spawn(fun() -> spin_us(rand:uniform(2001) - 1), exit(Victim, kill) end),
+                               false;
+                           1 ->
+                               spawn(fun() -> Self ! {answer, Arg, Call()} end),
+                               {true, Arg}
+                       end
+               end, lists:seq(1, ?KILL_CALLERS)),
+    Deadline = erlang:monotonic_time(millisecond) + 15000,
+    Answers = [receive
+                   {answer, Arg, Answer} -> {Arg, Answer}
+               after max(0, Deadline - erlang:monotonic_time(millisecond)) -> {Arg, no_answer}
+               end || Arg <- Spared],
+    ?assertEqual([], [Wrong || {Arg, Answer} = Wrong <- Answers, Answer =/= {ok, Arg}]).
+
+%% Waits Us microseconds, letting the other processes of the scheduler run meanwhile.
+spin_us(Us) ->
+    Until = erlang:monotonic_time(microsecond) + Us,
+    spin_until(Until).
+
+spin_until(Until) ->
+    case erlang:monotonic_time(microsecond) >= Until of
+        true -> ok;
+        false -> erlang:yield(), spin_until(Until)
+    end.
+
 %%% Helpers
 
 %% A worker whose OS process died while its Erlang process could not yet notice (held
@@ -264,6 +329,12 @@ held_port(Worker) ->
 
 in_flight(Pool) ->
     lists:sum([N || #{in_flight := N} <- ocaml:workers(Pool)]).
+
+in_flight_each(Pool) ->
+    [N || #{in_flight := N} <- ocaml:workers(Pool)].
+
+os_pids(Pool) ->
+    [P || #{os_pid := P} <- ocaml:workers(Pool)].
 
 collect_answers(N, TimeoutMs) ->
     Deadline = erlang:monotonic_time(millisecond) + TimeoutMs,

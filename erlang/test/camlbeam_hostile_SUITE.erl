@@ -714,7 +714,7 @@ in_flight(Pool) ->
 %% The references of the requests in flight on the pool's one worker.
 pending_refs(Pool) ->
     [Pending] = pending_tables(Pool),
-    [Ref || {Ref, _, _, _, _} <- ets:tab2list(Pending)].
+    [Ref || {Ref, _, _, _, _, _} <- ets:tab2list(Pending)].
 
 pending_tables(Pool) ->
     [Pending || #camlbeam_worker{key = {P, _}, handle = #ocaml_port{pending = Pending}}

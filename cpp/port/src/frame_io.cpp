@@ -133,7 +133,8 @@ FrameReader::Fill FrameReader::fill(Wait wait) {
       return Fill::data;
     }
     if (n == 0) {
-      if (end_ != begin_) {
+      // Only at the end of input: whether what is left is whole frames.
+      if (end_ != begin_ && walk(begin_, handed_out_, [](std::uint64_t, std::span<const std::uint8_t>) {}).first != end_) {
         throw ProtocolError("the pipe closed in the middle of a frame (" + std::to_string(end_ - begin_) +
                             " bytes of it read)");
       }

@@ -66,7 +66,8 @@ class FrameReader {
   };
   enum class Fill : std::uint8_t { data, end_of_file, interrupted, nothing };
   // Reads what the pipe holds, waiting as `wait` says. A pipe closed in the middle of a
-  // frame is a ProtocolError; a read error a std::system_error.
+  // frame is a ProtocolError (whole frames not handed out yet are not: end_of_file); a
+  // read error a std::system_error.
   Fill fill(Wait wait = Wait::blocking);
 
   // Calls visit(index, frame) for each complete frame read by the last fill()s that no

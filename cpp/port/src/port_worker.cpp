@@ -122,7 +122,10 @@ bool PortWorker::read_more() {
   if (end_of_input_) return false;
   flush();  // the answers first: giving memory back can take a while
   give_back_memory();
-  return read(FrameReader::Wait::blocking) == FrameReader::Fill::data;
+  const bool data = read(FrameReader::Wait::blocking) == FrameReader::Fill::data;
+  // Nothing waited to be written during the read: the next replies wait from now on.
+  last_flush_ns_ = last_read_ns_;
+  return data;
 }
 
 void PortWorker::give_back_memory() {
@@ -138,10 +141,20 @@ std::optional<PortWorker::Request> PortWorker::next_request() {
     // What was read a while ago (before a long request) may have been cancelled since. The
     // first request after a read is fresh: no need to look at the clock (a round trip with
     // one caller never does).
-    if (!just_read_ && !end_of_input_ &&
-        coarse_now_ns() - last_read_ns_ > std::chrono::nanoseconds(options_.stale_input).count()) {
-      read(FrameReader::Wait::none);
+    if (!just_read_ && !end_of_input_) {
+      const std::int64_t now = coarse_now_ns();
+      // Replies made a while ago go out before the next request runs, rather than once the
+      // requests in hand are all served (or 64 kB of replies wait): a queue of requests each
+      // shorter than the watch's tick (which writes what waits while a long one runs) would
+      // otherwise keep every reply back, and Erlang hear nothing, for as long as the queue.
+      if (writer_.pending() > 0 && now - last_flush_ns_ > std::chrono::nanoseconds(options_.reply_delay).count()) {
+        flush();
+        last_flush_ns_ = now;
+      }
+      if (now - last_read_ns_ > std::chrono::nanoseconds(options_.stale_input).count()) read(FrameReader::Wait::none);
     }
+    // Erlang hung up: nobody will read the answers of the requests still in hand.
+    if (end_of_input_) return std::nullopt;
     just_read_ = false;
     Request request;
     if (!deferred_.empty()) {

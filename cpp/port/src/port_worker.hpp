@@ -37,8 +37,13 @@ struct PortOptions {
   // Limits of request and reply frames (max_reply_size also bounds Erl.send; at most
   // max_frame_limit). The reply layout is always the envelope.
   host::EtfOptions etf{};
-  // Replies are written once this many bytes wait, or before the worker blocks for input.
+  // Replies are written once this many bytes wait, or before the worker blocks for input,
+  // or, between two requests, once the first of them has waited this long (give or take the
+  // coarse clock's tick): a queue of requests each shorter than the watch's tick must not
+  // hold its replies until it is drained (Erlang would see no frame for its whole length,
+  // and take the worker for stalled).
   std::size_t flush_threshold = std::size_t{64} << 10;
+  std::chrono::milliseconds reply_delay{2};
   // A {heartbeat, RunningMs} frame every this much of a request's running time; 0: none.
   std::chrono::milliseconds heartbeat{500};
   // How long a request may run past its deadline before the worker exits (exit_overdue).
@@ -140,7 +145,8 @@ class PortWorker {
   // Indexes of unrun requests a cancel named, ascending.
   std::vector<std::uint64_t> cancelled_;
   std::vector<std::span<const std::uint8_t>> cancel_refs_;  // find_cancels' scratch
-  std::int64_t last_read_ns_ = 0;  // CLOCK_MONOTONIC_COARSE
+  std::int64_t last_read_ns_ = 0;   // CLOCK_MONOTONIC_COARSE
+  std::int64_t last_flush_ns_ = 0;  // the same clock: when the replies waiting began to wait, or earlier
   bool just_read_ = false;         // no request taken since the last read that brought data
   bool end_of_input_ = false;
   bool watch_started_ = false;

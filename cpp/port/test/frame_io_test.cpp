@@ -101,6 +101,31 @@ TEST(FrameReader, APipeClosedInsideAFrameIsAProtocolError) {
   EXPECT_THROW(reader.fill(), ProtocolError);
 }
 
+// Whole frames not handed out yet when the pipe closes are no broken frame: end of file,
+// and they can still be had; a part of one after them is a protocol error.
+TEST(FrameReader, APipeClosedAfterWholeFramesIsTheEndOfInput) {
+  Pipe pipe;
+  std::vector<std::uint8_t> batch = framed("one");
+  const auto two = framed("two");
+  batch.insert(batch.end(), two.begin(), two.end());
+  pipe.write(batch);
+  pipe.close_write();
+  FrameReader reader(pipe.fds[0], 1 << 20);
+  ASSERT_EQ(reader.fill(), FrameReader::Fill::data);
+  ASSERT_EQ(text(*reader.next()), "one");
+  EXPECT_EQ(reader.fill(FrameReader::Wait::none), FrameReader::Fill::end_of_file);
+  ASSERT_EQ(text(*reader.next()), "two");
+  EXPECT_FALSE(reader.next());
+
+  Pipe broken;
+  batch.push_back(0);  // the first byte of a third header
+  broken.write(batch);
+  broken.close_write();
+  FrameReader cut(broken.fds[0], 1 << 20);
+  ASSERT_EQ(cut.fill(), FrameReader::Fill::data);
+  EXPECT_THROW(cut.fill(), ProtocolError);
+}
+
 // While a Pin lives, a frame handed out keeps its bytes however much more is read: the
 // reader neither reads over it (it would start over at the front of its buffer) nor moves
 // it (to make room for a large frame); afterwards it reuses its memory as before.

@@ -657,6 +657,28 @@ TEST_P(PortWorker, RepliesMadeBeforeALongRequestGoOutWhileItRuns) {
   EXPECT_EQ(worker->answer_to("slow"), "{ok,1500}");
 }
 
+// A queue of requests, each shorter than the watch's tick: their replies go out as they are
+// made (within a few ms), not once the whole queue is served. Erlang hears from a worker
+// busy with such a queue; it took one that said nothing for as long as the queue for a
+// stalled one (stall_timeout), and replaced it.
+TEST_P(PortWorker, RepliesOfAQueueOfShortRequestsGoOutAsTheyAreMade) {
+  auto worker = ready_worker();
+  constexpr int calls = 40;  // 40 x 25 ms: 1 s of work, read in one go
+  std::vector<std::uint8_t> batch;
+  for (int i = 0; i < calls; ++i) {
+    const auto call = Worker::frame_of("{call, " + std::to_string(i) + ", sleep, [25]}");
+    batch.insert(batch.end(), call.begin(), call.end());
+  }
+  const auto start = Clock::now();
+  worker->write_all(batch);
+  EXPECT_EQ(worker->answer_to("0"), "{ok,25}");
+  EXPECT_LT(Clock::now() - start, 400ms);
+  for (int i = 1; i < calls / 2; ++i) ASSERT_EQ(worker->answer_to(std::to_string(i)), "{ok,25}");
+  EXPECT_LT(Clock::now() - start, 900ms);  // half of them, well before the last has run
+  for (int i = calls / 2; i < calls; ++i) ASSERT_EQ(worker->answer_to(std::to_string(i)), "{ok,25}");
+  EXPECT_TRUE(worker->heartbeats().empty());
+}
+
 TEST_P(PortWorker, ACancelSkipsAnUnrunCall) {
   auto worker = ready_worker();
   // Calls and their cancels in one read: none of them has started.
@@ -857,6 +879,19 @@ TEST_P(PortWorker, AfterErlangHangsUpTheRunningRequestFinishesWithinTheGrace) {
   worker->close_input();
   EXPECT_EQ(worker->answer_to("r"), "{ok,300}");
   EXPECT_EQ(worker->wait_exit(5s), 0);
+}
+
+// Requests still in hand when Erlang hangs up are whole frames, not a broken one: the
+// worker finishes the running request and exits 0, without running them, rather than
+// exiting 2 after "the pipe closed in the middle of a frame".
+TEST_P(PortWorker, AfterErlangHangsUpTheRequestsStillInHandAreDropped) {
+  auto worker = ready_worker({{"CAMLBEAM_PORT_GRACE_MS", "2000"}});
+  worker->write_all(batch_of({"{call, r1, sleep, [300]}", "{call, r2, sleep, [1000]}", "{call, r3, identity, [3]}"}));
+  std::this_thread::sleep_for(100ms);
+  worker->close_input();
+  EXPECT_EQ(worker->answer_to("r1"), "{ok,300}");
+  EXPECT_EQ(worker->wait_exit(1500ms), 0);  // r2 did not run
+  EXPECT_FALSE(contains(worker->stderr_text(), "protocol error")) << worker->stderr_text();
 }
 
 TEST_P(PortWorker, AfterErlangHangsUpAWorkerThatDoesNotExitIsKilled) {
