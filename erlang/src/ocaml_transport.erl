@@ -132,7 +132,9 @@
 -callback decode_answer(answer_kind(), Answer :: term()) -> {ok, term()} | {error, term()}.
 %% What an `{Alias, Answer}' message says, in the process that got it: for a
 %% call `{ok, Value}' or `{error, ocaml:call_error()}', for a load
-%% `{ok, AtomTexts}' (the atoms the plugin declares, which the pool creates)
+%% `{ok, #{atoms := AtomTexts, exports := Exports}}' (the atoms the plugin
+%% declares, which the pool creates, and the exports of the modules it
+%% loaded, which the pool lists: as texts, since the VM may not have them yet)
 %% or `{error, ocaml:load_error()}'. A worker that crashed with the request in
 %% flight answers `{error, {worker_crashed, Reason}}' through here too.
 
