@@ -18,8 +18,9 @@
 -include("camlbeam_registry.hrl").
 
 -export([start_link/0]).
--export([register_pool/3, set_plugins/2, set_exports/2, register_worker/2, unregister_worker/1]).
--export([pool/1, workers/1, reported_exports/1, exports/1, await/0, monitor/0]).
+-export([register_pool/3, set_plugins/2, set_exports/2, set_created_atoms/2, register_worker/2,
+         unregister_worker/1]).
+-export([pool/1, workers/1, reported_exports/1, created_atoms/1, exports/1, await/0, monitor/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -define(POOLS, camlbeam_pools).
@@ -116,6 +117,20 @@ pool(Pool) ->
         error:badarg -> error
     end.
 
+%% @doc Replaces the texts of the atoms a registered pool created, counted
+%% against its max_atoms.
+-spec set_created_atoms(Pool :: pid(), #{binary() => []}) -> ok.
+set_created_atoms(Pool, Texts) ->
+    gen_server:call(?MODULE, {set_created_atoms, Pool, Texts}).
+
+%% @doc The texts of the atoms a pool created (`#{}' for a pool not registered).
+-spec created_atoms(pid()) -> #{binary() => []}.
+created_atoms(Pool) ->
+    case ets:lookup(?POOLS, Pool) of
+        [#camlbeam_pool{created_atoms = Texts}] -> Texts;
+        [] -> #{}
+    end.
+
 %% @doc The exports a pool's workers reported, by the step that reported them,
 %% as saved (`#{}' for a pool not registered): for its manager, restarted.
 -spec reported_exports(pid()) -> #{hello | file:filename_all() => [ocaml:export()]}.
@@ -181,6 +196,9 @@ handle_call({set_plugins, Pool, Plugins}, _From, State) ->
     {reply, ok, State};
 handle_call({set_exports, Pool, Exports}, _From, State) ->
     _ = ets:update_element(?POOLS, Pool, {#camlbeam_pool.exports, Exports}),
+    {reply, ok, State};
+handle_call({set_created_atoms, Pool, Texts}, _From, State) ->
+    _ = ets:update_element(?POOLS, Pool, {#camlbeam_pool.created_atoms, Texts}),
     {reply, ok, State};
 handle_call({register_worker, Worker}, _From, State0) ->
     {noreply, State} = handle_cast({register_worker, Worker}, State0),

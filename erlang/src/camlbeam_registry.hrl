@@ -28,5 +28,9 @@
     %% into the executable (hello) and each plugin, every export of the modules
     %% that step filled. ocaml:exports/1 reads it without asking a worker; a
     %% restarted manager resumes with it.
-    exports = #{} :: #{hello | file:filename_all() => [ocaml:export()]}
+    exports = #{} :: #{hello | file:filename_all() => [ocaml:export()]},
+    %% The texts of the atoms the pool created for its workers (declared atoms, export
+    %% names), counted against max_atoms: kept here so that a restarted manager does not
+    %% count from zero again, which would let a pool create max_atoms atoms per restart.
+    created_atoms = #{} :: #{binary() => []}
 }).

@@ -121,7 +121,8 @@
     first_starts = #{} :: #{pos_integer() => ok | {error, term()}},
     ready_waiters = [] :: [gen_server:from()],
     registry :: reference() | none,
-    %% The atoms created for this pool's plugins, counted against max_atoms.
+    %% The atoms created for this pool's plugins, counted against max_atoms; in the
+    %% registry too, which a restarted manager resumes from.
     atoms = #{} :: #{ocaml_port_protocol:atom_text() => []},
     %% The exports each step of a worker's start reported, as in the registry.
     exports = #{} :: #{hello | file:filename_all() => [ocaml:export()]},
@@ -209,6 +210,7 @@ init({Pool, #{plugins := Plugins0, owner := Owner, transport := Name} = Config})
     {ok, #state{pool = Pool, config = Config, transport = Transport, owner = OwnerMonitor,
                 plugins = [{P, loaded} || P <- Plugins],
                 exports = camlbeam_registry:reported_exports(Pool),
+                atoms = camlbeam_registry:created_atoms(Pool),
                 registry = camlbeam_registry:monitor()}}.
 
 -spec handle_call(term(), gen_server:from(), #state{}) ->
@@ -403,7 +405,7 @@ record_exports(Declarer, Texts, #state{exports = Known} = State) ->
             State;
         #{} ->
             log_replaced(Declarer, Exports, State),
-            save_exports(State#state{exports = Known#{Declarer => Exports}})
+            save_declared(State#state{exports = Known#{Declarer => Exports}})
     end.
 
 %% A plugin whose module another step of the pool's list filled before it (a
@@ -439,15 +441,18 @@ prune_exports(#state{exports = Known, plugins = Plugins, roll = Roll} = State) -
                                                        end,
     case maps:with(Steps, Known) of
         Known -> State;
-        Kept -> save_exports(State#state{exports = Kept})
+        Kept -> save_declared(State#state{exports = Kept})
     end.
 
--spec save_exports(#state{}) -> #state{}.
-save_exports(#state{pool = Pool, exports = Exports} = State) ->
+%% What a restarted manager resumes from, in the registry: the exports and the atoms
+%% created so far.
+-spec save_declared(#state{}) -> #state{}.
+save_declared(#state{pool = Pool, exports = Exports, atoms = Atoms} = State) ->
     try
-        ok = camlbeam_registry:set_exports(Pool, Exports)
+        ok = camlbeam_registry:set_exports(Pool, Exports),
+        ok = camlbeam_registry:set_created_atoms(Pool, Atoms)
     catch
-        %% Restarting: this pool registers again with its exports once it is back.
+        %% Restarting: this pool registers again with both once it is back.
         exit:_ -> ok
     end,
     State.
@@ -461,7 +466,10 @@ create_atoms(Declarer, Texts, #state{atoms = Created, config = #{max_atoms := Ma
     case map_size(Created) + length(New) of
         Total when Total =< Max ->
             _ = [binary_to_atom(Text, utf8) || Text <- New],
-            {ok, State#state{atoms = maps:merge(Created, maps:from_list([{Text, []} || Text <- New]))}};
+            case New of
+                [] -> {ok, State};
+                _ -> {ok, save_declared(State#state{atoms = maps:merge(Created, maps:from_keys(New, []))})}
+            end;
         _ ->
             Who = case Declarer of
                       hello -> "the worker executable's own code";
@@ -685,6 +693,7 @@ reregister(#state{pool = Pool, plugins = Plugins} = State) ->
             try camlbeam_registry:register_pool(Pool, self(), [Path || {Path, loaded} <- Plugins]) of
                 _ ->
                     ok = camlbeam_registry:set_exports(Pool, State#state.exports),
+                    ok = camlbeam_registry:set_created_atoms(Pool, State#state.atoms),
                     State#state{registry = camlbeam_registry:monitor()}
             catch
                 exit:_ -> reregister(State)

@@ -26,6 +26,7 @@ cases(Group) ->
      vm_crashing_map_is_bad_reply,
      timeout_drops_late_reply, infinity_timeout, overloaded, unknown_atom_is_bad_reply,
      load_at_runtime, load_failures, start_failures, declared_atoms_decode, too_many_atoms,
+     created_atoms_survive_a_manager_restart,
      bad_options, erl_send, erl_send_policy,
      call_erlang_all, call_erlang_none, call_erlang_allow_list, owner_death_stops_pool,
      child_spec_in_own_supervisor, least_loaded_routing, killed_callers_leave_no_count,
@@ -196,12 +197,7 @@ exports_in_modules(Config) ->
     ?assertError(badarg, ocaml:call(Pool, {"camlbeam_twin", add}, [1, 2])),
     ?assertError(badarg, ocaml:cast(Pool, {camlbeam_twin, add, 2}, [1, 2])),
     %% The registry has them: a restarted manager keeps them, and keeps adding to them.
-    [Manager] = [M || {manager, M, _, _} <- supervisor:which_children(Pool)],
-    exit(Manager, kill),
-    ?LIB:wait_until(fun() ->
-                            [M || {manager, M, _, _} <- supervisor:which_children(Pool), is_pid(M),
-                                  M =/= Manager] =/= []
-                    end, 5000),
+    kill_manager(Pool),
     ?assertEqual(lists:sort(Exports ++ Twin), ocaml:exports(Pool)),
     ok = ocaml:load(Pool, ?LIB:plugin(Config, "camlbeam_extra")),
     ?assertEqual(lists:sort(Exports ++ Twin ++ [{camlbeam_extra, extra_hello, 1, <<"fun((binary()) -> binary())">>}]),
@@ -482,6 +478,41 @@ too_many_atoms(Config) ->
         ?assertMatch({error, {load_failed, too_many_atoms, _}},
                      ocaml:start_link(?LIB:pool_options(Config, #{plugins => [Plugin], max_atoms => 0})))
     end).
+
+%% The atoms a pool created count against its max_atoms also after its manager restarts.
+%% A new manager hears again the atoms of the plugins its workers still load, but not those
+%% of a plugin the pool has stopped loading (an upgrade to a list without it): its atoms
+%% live on in the VM, and must still count, or each restart would give the pool room for
+%% more.
+created_atoms_survive_a_manager_restart(Config) ->
+    Names = fresh_atom_names(1),
+    Test = ?LIB:plugin(Config, "camlbeam_test"),
+    %% Room for the test plugin's export names and the atoms plugin's three, no more.
+    Max = export_name_count(Config) + 3,
+    with_env("CAMLBEAM_TEST_ATOMS", Names, fun() ->
+        Pool = ?LIB:start_pool(Config, #{pool_size => 1, max_atoms => Max}),
+        ok = ocaml:load(Pool, ?LIB:plugin(Config, "camlbeam_atoms")),
+        ?assertEqual(ok, ocaml:upgrade(Pool, [Test], 60000)),
+        kill_manager(Pool),
+        %% The worker starts again with the new manager.
+        ?LIB:wait_until(fun() -> length(ocaml:workers(Pool)) =:= 1 end, 10000),
+        %% Two more names (camlbeam_extra, extra_hello): past max_atoms, counted from before.
+        Old = [P || #{os_pid := P} <- ocaml:workers(Pool)],
+        ?assertMatch({error, {load_failed, too_many_atoms, _}},
+                     ocaml:load(Pool, ?LIB:plugin(Config, "camlbeam_extra"))),
+        %% The worker ran its initialiser: it starts again without it.
+        _ = ?LIB:new_os_pids(Pool, Old),
+        ?assertEqual({ok, 3}, ocaml:call(Pool, add, [1, 2]))
+    end).
+
+%% Kills the pool's manager and waits for its supervisor to start another.
+kill_manager(Pool) ->
+    [Manager] = [M || {manager, M, _, _} <- supervisor:which_children(Pool)],
+    exit(Manager, kill),
+    ?LIB:wait_until(fun() ->
+                            [M || {manager, M, _, _} <- supervisor:which_children(Pool), is_pid(M),
+                                  M =/= Manager] =/= []
+                    end, 5000).
 
 %% The events logged (to a log collector) until Ms pass without one.
 logged_within(Ms) ->
