@@ -261,13 +261,6 @@ let no_context =
 
 let slots : context array = Array.make max_request_threads no_context
 
-let current_context () =
-  let i = thread_slot false in
-  if i < 0 || i >= max_request_threads then None
-  else
-    let c = Array.unsafe_get slots i in
-    if c == no_context then None else Some c
-
 (* The context the thread had before. *)
 let enter_context context =
   let i = thread_slot true in
@@ -295,6 +288,10 @@ let with_context context f =
 let context () =
   let i = thread_slot false in
   if i < 0 || i >= max_request_threads then no_context else Array.unsafe_get slots i
+
+let current_context () =
+  let c = context () in
+  if c == no_context then None else Some c
 
 let send pid msg = (context ()).send pid msg
 let call_erlang m f args = (context ()).call_erlang m f args
