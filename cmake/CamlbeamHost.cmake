@@ -13,8 +13,8 @@ function(camlbeam_find_ocaml)
   if(CAMLBEAM_OCAML_STDLIB AND CAMLBEAM_ZARITH_DIR)
     return()
   endif()
-  execute_process(COMMAND ocamlfind ocamlc -where OUTPUT_VARIABLE stdlib OUTPUT_STRIP_TRAILING_WHITESPACE)
-  execute_process(COMMAND ocamlfind query zarith OUTPUT_VARIABLE zarith OUTPUT_STRIP_TRAILING_WHITESPACE)
+  execute_process(COMMAND ${CAMLBEAM_OCAMLFIND} ocamlc -where OUTPUT_VARIABLE stdlib OUTPUT_STRIP_TRAILING_WHITESPACE)
+  execute_process(COMMAND ${CAMLBEAM_OCAMLFIND} query zarith OUTPUT_VARIABLE zarith OUTPUT_STRIP_TRAILING_WHITESPACE)
   if(NOT EXISTS "${stdlib}/caml/mlvalues.h" OR NOT EXISTS "${zarith}/libzarith.a")
     message(FATAL_ERROR "OCaml (ocamlfind) or zarith not found; run scripts/setup.sh")
   endif()
@@ -40,7 +40,7 @@ function(camlbeam_ocaml_packages)
        "${CMAKE_SOURCE_DIR}/ocaml/port/*.ml" "${CMAKE_SOURCE_DIR}/ocaml/port/*.mli" "${CMAKE_SOURCE_DIR}/ocaml/port/dune")
   add_custom_command(
     OUTPUT "${stamp}"
-    COMMAND dune build --root "${CMAKE_SOURCE_DIR}/ocaml" --build-dir "${build_dir}" --profile release
+    COMMAND ${CAMLBEAM_DUNE} build --root "${CMAKE_SOURCE_DIR}/ocaml" --build-dir "${build_dir}" --profile release
             --display quiet @install
     COMMAND ${CMAKE_COMMAND} -E touch "${stamp}"
     BYPRODUCTS "${build_dir}/install/default/lib/camlbeam/liberl_stubs.a"
@@ -106,13 +106,20 @@ function(camlbeam_ocaml_host_object name flavour)
   endif()
   string(JOIN "," packages camlbeam.host ${CAMLBEAM_PLUGIN_PACKAGES} ${ARG_PACKAGES})
   # unix's C stubs, which -output-obj leaves out (CAMLBEAM_PLUGIN_PACKAGES).
-  list(PREPEND ARG_C_LIBRARIES "${CAMLBEAM_OCAML_STDLIB}/libunix.a")
+  # OCaml 5 has one archive per flavour (libunixnat.a, libunixbyt.a), 4.13 one for both.
+  if(EXISTS "${CAMLBEAM_OCAML_STDLIB}/libunix.a")
+    list(PREPEND ARG_C_LIBRARIES "${CAMLBEAM_OCAML_STDLIB}/libunix.a")
+  elseif(flavour STREQUAL "NATIVE")
+    list(PREPEND ARG_C_LIBRARIES "${CAMLBEAM_OCAML_STDLIB}/libunixnat.a")
+  else()
+    list(PREPEND ARG_C_LIBRARIES "${CAMLBEAM_OCAML_STDLIB}/libunixbyt.a")
+  endif()
   # -g: backtraces in {ocaml_exception, ...} errors (bytecode keeps its debug events).
   add_custom_command(
     OUTPUT "${object}"
     ${copy_command}
     COMMAND ${CMAKE_COMMAND} -E env "OCAMLPATH=${CAMLBEAM_OCAMLPATH}"
-            ocamlfind ${compiler} -g -linkall -output-obj -package ${packages} -linkpkg ${copies} -o "${object}"
+            ${CAMLBEAM_OCAMLFIND} ${compiler} -g -linkall -output-obj -package ${packages} -linkpkg ${copies} -o "${object}"
     WORKING_DIRECTORY "${work}"
     DEPENDS ${ARG_SOURCES} "${CAMLBEAM_OCAML_PACKAGES_STAMP}" camlbeam_ocaml_packages
     COMMENT "Linking the OCaml object ${name}.o (${compiler} -output-obj)"
@@ -161,7 +168,7 @@ function(camlbeam_ocaml_plugin output)
     OUTPUT "${output}"
     COMMAND ${CMAKE_COMMAND} -E copy ${ARG_SOURCES} "${work}"
     COMMAND ${CMAKE_COMMAND} -E env "OCAMLPATH=${CAMLBEAM_OCAMLPATH}"
-            ocamlfind ${compile} -g -package ${packages} ${ARG_FLAGS} ${copies} -o "${output}"
+            ${CAMLBEAM_OCAMLFIND} ${compile} -g -package ${packages} ${ARG_FLAGS} ${copies} -o "${output}"
     WORKING_DIRECTORY "${work}"
     DEPENDS ${ARG_SOURCES} "${CAMLBEAM_OCAML_PACKAGES_STAMP}" camlbeam_ocaml_packages
     COMMENT "Building the plugin ${file}"

@@ -13,8 +13,8 @@
 //   youngest block: no write barrier is needed), caml_initialize into a caml_alloc_shr
 //   block above Max_young_wosize. No caml_modify, no CAMLparam. Lists are consed from the
 //   back, so each cell is built with its tail.
-// - The hook and the pool of builders are touched only by the thread holding the runtime
-//   (OCaml 4 runs one such thread at a time), so they need no lock.
+// - A builder is linked in the list of its domain (OCaml 4: the one list) by the thread
+//   holding that domain's lock, and the GC scans each domain's list for that domain.
 #include <camlbeam/conv/conv.hpp>
 #include <camlbeam/conv/layout.hpp>
 
@@ -24,27 +24,47 @@
 #include <caml/custom.h>
 #include <caml/memory.h>
 #include <caml/mlvalues.h>
+#include <caml/version.h>
+#if OCAML_VERSION_MAJOR >= 5
+#include <caml/domain_state.h>
+#endif
 
 #include <gmp.h>
 #include <zarith.h>
 
+#include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <new>
 #include <deque>
+#include <mutex>
 #include <utility>
 #include <vector>
 #include <stdexcept>
 
 // caml/roots.h declares these only under CAML_INTERNALS, which would also pull in the
-// runtime's private macros; both runtimes (libasmrun, libcamlrun) export them.
+// runtime's private macros; both runtimes (libasmrun, libcamlrun) export them. The root
+// scanning hook is the one internal whose shape OCaml 5 changed (README, "OCaml runtime
+// internals used here").
 extern "C" {
+#if OCAML_VERSION_MAJOR >= 5
+// scanning_action_flags is a C enum of int size; the action takes its data first, and the
+// hook is told which domain it scans. The runtime reads the hook atomically.
+typedef void (*camlbeam_scanning_action)(void*, value, volatile value*);
+typedef void (*camlbeam_scan_roots_hook)(camlbeam_scanning_action, int, void*, caml_domain_state*);
+extern std::atomic<camlbeam_scan_roots_hook> caml_scan_roots_hook;
+static_assert(sizeof(std::atomic<camlbeam_scan_roots_hook>) == sizeof(camlbeam_scan_roots_hook));
+extern const struct custom_operations caml_ba_ops;
+#else
 typedef void (*camlbeam_scanning_action)(value, value*);
-extern void (*caml_scan_roots_hook)(camlbeam_scanning_action);
+typedef void (*camlbeam_scan_roots_hook)(camlbeam_scanning_action);
+extern camlbeam_scan_roots_hook caml_scan_roots_hook;
 // The operations of every Bigarray (finalise, compare, hash, serialise), which bigarray.h
 // exports only under CAML_INTERNALS.
 extern struct custom_operations caml_ba_ops;
+#endif
 }
 
 namespace camlbeam::conv {
@@ -73,9 +93,16 @@ class NoDestructor {
 };
 
 // The slots of Roots: a deque never moves its elements, so each slot is registered once.
+// Under OCaml 4 only the thread holding the runtime touches the pool; under OCaml 5 each
+// domain runs OCaml at once, so the pool has a lock. Nothing in it waits for the runtime
+// (caml_register_global_root neither allocates nor polls), so a domain blocked on the lock
+// never holds up a stop-the-world section that the holder waits for.
 struct RootSlots {
   std::deque<value> slots;
   std::vector<value*> free;
+#if OCAML_VERSION_MAJOR >= 5
+  std::mutex lock;
+#endif
 };
 
 RootSlots& root_slots() {
@@ -83,8 +110,16 @@ RootSlots& root_slots() {
   return *pool;
 }
 
+#if OCAML_VERSION_MAJOR >= 5
+std::unique_lock<std::mutex> lock_slots(RootSlots& pool) { return std::unique_lock(pool.lock); }
+#else
+struct NoLock {};
+NoLock lock_slots(RootSlots&) { return {}; }
+#endif
+
 value* take_slot() {
   RootSlots& pool = root_slots();
+  [[maybe_unused]] const auto locked = lock_slots(pool);
   if (pool.free.empty()) {
     // Room for every slot on the free list, so that giving one back never allocates.
     pool.free.reserve(pool.slots.size() + 1);
@@ -99,7 +134,9 @@ value* take_slot() {
 
 void give_back(value* slot) noexcept {
   *slot = Val_unit;  // keep nothing alive
-  root_slots().free.push_back(slot);  // within the capacity take_slot reserved
+  RootSlots& pool = root_slots();
+  [[maybe_unused]] const auto locked = lock_slots(pool);
+  pool.free.push_back(slot);  // within the capacity take_slot reserved
 }
 
 }  // namespace
@@ -128,34 +165,71 @@ void Root::set(value v) {
 // ---------------------------------------------------------------------------------------
 // The roots: every live builder's vals_
 
+#if OCAML_VERSION_MAJOR >= 5
+// One list per domain, indexed by the domain's slot in the runtime's table (Caml_state->id,
+// below Max_domains_max): the GC asks each domain for its roots, from the domain's own
+// thread or its backup thread, and a list is only changed by a thread holding its domain's
+// lock, which cannot happen during the scan. Systhreads of one domain share its list, so a
+// thread suspended mid-build stays rooted while another runs.
 struct BuilderRoots {
-  static inline OcamlBuilder* head = nullptr;
+  static constexpr std::size_t max_domains = 4096;  // Max_domains_max of OCaml 5.3
+  static inline std::array<OcamlBuilder*, max_domains> heads{};
+  static inline camlbeam_scan_roots_hook previous_hook = nullptr;
+
+  static void scan(camlbeam_scanning_action action, int flags, void* data, caml_domain_state* domain) {
+    for (OcamlBuilder* b = heads[static_cast<std::size_t>(domain->id)]; b != nullptr; b = b->next_)
+      for (value& v : b->vals_)
+        if (Is_block(v)) action(data, v, &v);
+    if (previous_hook != nullptr) previous_hook(action, flags, data, domain);
+  }
+
+  static OcamlBuilder*& head() noexcept { return heads[static_cast<std::size_t>(Caml_state->id)]; }
+
+  static void hook_once() noexcept {
+    // Once per process, never undone: a hook installed after ours chains to ours. Domains
+    // may build their first values at the same time: one of them installs it.
+    static std::once_flag once;
+    std::call_once(once, [] {
+      previous_hook = caml_scan_roots_hook.exchange(scan);
+    });
+  }
+#else
+// The runtime is held by one thread at a time, so one list and no lock.
+struct BuilderRoots {
+  static inline OcamlBuilder* list = nullptr;
   static inline bool hooked = false;
-  static inline void (*previous_hook)(camlbeam_scanning_action) = nullptr;
+  static inline camlbeam_scan_roots_hook previous_hook = nullptr;
 
   // Called by the GC (minor and major collections, compaction) on the runtime thread.
   static void scan(camlbeam_scanning_action action) {
-    for (OcamlBuilder* b = head; b != nullptr; b = b->next_)
+    for (OcamlBuilder* b = list; b != nullptr; b = b->next_)
       for (value& v : b->vals_)
         if (Is_block(v)) action(v, &v);
     if (previous_hook != nullptr) previous_hook(action);
   }
 
+  static OcamlBuilder*& head() noexcept { return list; }
+
+  static void hook_once() noexcept {
+    if (hooked) return;
+    // Once per process, never undone: a hook installed after ours chains to ours.
+    previous_hook = caml_scan_roots_hook;
+    caml_scan_roots_hook = scan;
+    hooked = true;
+  }
+#endif
+
   static void link(OcamlBuilder* b) noexcept {
-    if (!hooked) {
-      // Once per process, never undone: a hook installed after ours chains to ours.
-      previous_hook = caml_scan_roots_hook;
-      caml_scan_roots_hook = scan;
-      hooked = true;
-    }
-    b->next_ = head;
-    if (head != nullptr) head->prev_ = b;
-    head = b;
+    hook_once();
+    OcamlBuilder*& first = head();
+    b->next_ = first;
+    if (first != nullptr) first->prev_ = b;
+    first = b;
   }
 
   static void unlink(OcamlBuilder* b) noexcept {
     if (b->prev_ != nullptr) b->prev_->next_ = b->next_;
-    else head = b->next_;
+    else head() = b->next_;
     if (b->next_ != nullptr) b->next_->prev_ = b->prev_;
     b->prev_ = b->next_ = nullptr;
   }
@@ -173,10 +247,15 @@ enum class OpenKind : std::uint8_t { tuple, list, map, fun };
 // A block too big for the minor heap. caml_alloc_shr raises Out_of_memory when the major
 // heap cannot grow, and an OCaml exception raised here would jump over the C++ frames of
 // the decoder (or, with no OCaml code below them, end the process as an uncaught
-// exception): this failure is a C++ one, which the request path answers. The allocation
-// is not sampled by Gc.Memprof (the _no_track variant is the only one that does not raise).
+// exception): this failure is a C++ one, which the request path answers. OCaml 4: the
+// allocation is not sampled by Gc.Memprof (the _no_track variant is the only one that does
+// not raise); OCaml 5 runs Memprof's callbacks at the next poll, never in an allocation.
 value major_block(mlsize_t wosize, tag_t tag) {
+#if OCAML_VERSION_MAJOR >= 5
+  const value b = caml_alloc_shr_noexc(wosize, tag);
+#else
   const value b = caml_alloc_shr_no_track_noexc(wosize, tag);
+#endif
   if (b == 0) throw std::bad_alloc();
   return b;
 }

@@ -12,6 +12,7 @@ extern "C" {
 }
 #include <caml/memory.h>
 #include <caml/mlvalues.h>
+#include <caml/version.h>
 
 #include <malloc.h>
 
@@ -34,6 +35,7 @@ struct Host::Callbacks {
   const value* context_slots;       // Erl's context array, one slot per thread that runs requests
   const value* load;     // string -> (unit, Erl_host.load_error * string) result
   const value* compact;  // Gc.compact
+  const value* heap_words;  // unit -> int: Gc.quick_stat's heap_words
 };
 
 namespace {
@@ -57,8 +59,26 @@ Error handler_failed(const char* where, value exn) {
   return {code, std::string(where) + " raised " + detail::exception_text(exn), {}};
 }
 
-// The major heap's size in words.
-std::size_t major_heap_words() noexcept { return static_cast<std::size_t>(Caml_state->stat_heap_wsz); }
+// The major heap's size in words. OCaml 4 keeps it in Caml_state; OCaml 5 keeps one per
+// domain, out of the public state, and Gc.quick_stat adds them up (a failure there, which
+// would only be Out_of_memory, reads as an empty heap: no compaction this time).
+std::size_t major_heap_words([[maybe_unused]] const value* heap_words) noexcept {
+#if OCAML_VERSION_MAJOR >= 5
+  const value words = caml_callback_exn(*heap_words, Val_unit);
+  return Is_exception_result(words) ? 0 : static_cast<std::size_t>(Long_val(words));
+#else
+  return static_cast<std::size_t>(Caml_state->stat_heap_wsz);
+#endif
+}
+
+// The end of the minor heap's allocation area (OCaml 5 renamed the field).
+value* young_area_end() noexcept {
+#if OCAML_VERSION_MAJOR >= 5
+  return Caml_state->young_end;
+#else
+  return Caml_state->young_alloc_end;
+#endif
+}
 
 // give_back_memory's threshold after a heap of `words`.
 std::size_t compact_above(std::size_t words) noexcept {
@@ -77,16 +97,17 @@ Host::Host(const Runtime& runtime, RequestWatch* watch)
   const value* handle = caml_named_value("camlbeam.host.handle");
   const value* load = caml_named_value("camlbeam.host.load");
   const value* compact = caml_named_value("camlbeam.host.compact");
+  const value* heap_words = caml_named_value("camlbeam.host.heap_words");
   const value* standalone_context = caml_named_value("camlbeam.host.standalone_context");
   const value* context_slots = caml_named_value("camlbeam.context_slots");
-  if (handle == nullptr || load == nullptr || compact == nullptr || standalone_context == nullptr ||
+  if (handle == nullptr || load == nullptr || compact == nullptr || heap_words == nullptr || standalone_context == nullptr ||
       context_slots == nullptr) {
     throw RuntimeError(
         "the OCaml request handler is missing: link the executable's OCaml object with the library "
         "camlbeam.host (-linkall), e.g. through the CMake target camlbeam::ocaml_native");
   }
-  callbacks_ = std::make_unique<const Callbacks>(Callbacks{handle, standalone_context, context_slots, load, compact});
-  compact_above_words_ = compact_above(major_heap_words());
+  callbacks_ = std::make_unique<const Callbacks>(Callbacks{handle, standalone_context, context_slots, load, compact, heap_words});
+  compact_above_words_ = compact_above(major_heap_words(heap_words));
 }
 
 Host::~Host() = default;
@@ -215,7 +236,7 @@ void collect_between_requests() noexcept {
   // itself, the minor heap's size under the worker's GC policy: the same fraction frees it
   // while it is still in cache, and the next request's binary gets the same memory.
   constexpr std::size_t warm_fraction = 32;
-  const auto used_words = static_cast<std::size_t>(Caml_state->young_alloc_end - Caml_state->young_ptr);
+  const auto used_words = static_cast<std::size_t>(young_area_end() - Caml_state->young_ptr);
   if (used_words * warm_fraction > Caml_state->minor_heap_wsz ||
       Caml_state->extra_heap_resources_minor * warm_fraction > 1.0)
     caml_minor_collection();
@@ -225,7 +246,7 @@ void Host::between_requests() noexcept {
   if (runtime_.held_by_this_thread()) collect_between_requests();
 }
 
-bool Host::major_heap_grown() const noexcept { return major_heap_words() > compact_above_words_; }
+bool Host::major_heap_grown() const noexcept { return major_heap_words(callbacks_->heap_words) > compact_above_words_; }
 
 bool Host::give_back_memory_now(bool freed_c_memory) noexcept {
   if (!runtime_.held_by_this_thread()) return false;
@@ -234,7 +255,7 @@ bool Host::give_back_memory_now(bool freed_c_memory) noexcept {
     // Gc.compact runs finalisers, which may raise; nothing can be done about that here.
     const value result = caml_callback_exn(*callbacks_->compact, Val_unit);
     (void)result;
-    compact_above_words_ = compact_above(major_heap_words());
+    compact_above_words_ = compact_above(major_heap_words(callbacks_->heap_words));
   }
   // The heap's chunks are malloc's: compaction frees them, and trimming returns what
   // malloc keeps of them (and of the transport's buffers) to the system.

@@ -62,6 +62,9 @@ Frame split(std::span<const std::uint8_t> bytes) {
 bool starts_with(const std::string& s, std::string_view prefix) { return s.rfind(prefix, 0) == 0; }
 bool contains(const std::string& s, std::string_view part) { return s.find(part) != std::string::npos; }
 
+// The major version of the OCaml this build uses (CMake passes its version).
+int ocaml_major() { return std::atoi(CAMLBEAM_OCAML_VERSION); }
+
 // Whether a process exists (a zombie counts).
 bool alive(pid_t pid) { return ::kill(pid, 0) == 0 || errno != ESRCH; }
 
@@ -309,7 +312,7 @@ pid_t check_hello(const std::string& answer, const char* runtime, std::string_vi
     EXPECT_EQ(info->flat[3].to_string(), "[]");
   }
   EXPECT_EQ(info->flat[4].to_string() + "=" + info->flat[5].to_string(), std::string("flavour=") + runtime);
-  EXPECT_EQ(info->flat[6].to_string() + "=" + info->flat[7].to_string(), "ocaml_version=<<\"4.13.1\">>");
+  EXPECT_EQ(info->flat[6].to_string() + "=" + info->flat[7].to_string(), std::string("ocaml_version=<<\"") + CAMLBEAM_OCAML_VERSION + "\">>");
   EXPECT_EQ(info->flat[8].to_string(), "os_pid");
   EXPECT_EQ(info->flat[10].to_string() + "=" + info->flat[11].to_string(), "protocol=2");
   return static_cast<pid_t>(info->flat[9].as_int64().value_or(-1));
@@ -477,12 +480,16 @@ TEST_P(PortWorker, LogsAndSkipsFramesItCannotAnswer) {
 }
 
 TEST_P(PortWorker, HasTheWorkerGcDefaultsUnlessOcamlrunparamIsSet) {
+  // {minor_heap_size, max_overhead, custom_minor_max_size}. OCaml 5 has no automatic
+  // compaction: it keeps no max_overhead (Gc.get gives 0), and its default
+  // custom_minor_max_size is 70,000 bytes where 4.13's is 8,192.
+  const bool ocaml5 = ocaml_major() >= 5;
   auto tuned = ready_worker();
   tuned->send("{call, r, gc_settings, []}");
-  EXPECT_EQ(tuned->answer_to("r"), "{ok,{1048576,5000}}");
+  EXPECT_EQ(tuned->answer_to("r"), ocaml5 ? "{ok,{1048576,0,1073741824}}" : "{ok,{1048576,5000,1073741824}}");
   auto chosen = ready_worker({{"OCAMLRUNPARAM", "s=300k"}});
   chosen->send("{call, r, gc_settings, []}");
-  EXPECT_EQ(chosen->answer_to("r"), "{ok,{307200,500}}");
+  EXPECT_EQ(chosen->answer_to("r"), ocaml5 ? "{ok,{307200,0,70000}}" : "{ok,{307200,500,8192}}");
 }
 
 TEST_P(PortWorker, AnswersACallWhoseArgumentsCannotBeDecoded) {
@@ -523,8 +530,15 @@ TEST_P(PortWorker, EmptiesTheMinorHeapBetweenRequestsSoThatTheyDieYoung) {
   worker->send("{call, r, identity, [" + list + "]}");
   ASSERT_EQ(worker->answer_to("r").substr(0, 8), "{ok,[0,1");
   const auto after = gc_counts(*worker);
-  // No collection during the call (nothing was promoted), one right after it.
-  EXPECT_EQ(after.first - before.first, 1);
+  // No collection during the call (nothing was promoted), one right after it. OCaml 5 may
+  // count one more there: the major slice a minor collection runs can end a major cycle,
+  // which empties the minor heap again (of nothing, by then).
+  if (ocaml_major() >= 5) {
+    EXPECT_GE(after.first - before.first, 1);
+    EXPECT_LE(after.first - before.first, 2);
+  } else {
+    EXPECT_EQ(after.first - before.first, 1);
+  }
   EXPECT_LT(after.second - before.second, 10'000);  // of the 350k words the call allocated
 }
 

@@ -21,9 +21,9 @@ let () =
       print_string s;
       print_newline ();
       s);
-  Erl.export "gc_settings" Erl.Conv.(nullary (tuple2 int int)) (fun () ->
+  Erl.export "gc_settings" Erl.Conv.(nullary (tuple3 int int int)) (fun () ->
       let gc = Gc.get () in
-      (gc.minor_heap_size, gc.max_overhead));
+      (gc.minor_heap_size, gc.max_overhead, gc.custom_minor_max_size));
   Erl.export "gc_counts" Erl.Conv.(nullary (tuple2 int int)) (fun () ->
       let stat = Gc.quick_stat () in
       (stat.minor_collections, int_of_float stat.promoted_words));
