@@ -145,6 +145,72 @@ let wrong_flavour path =
     Some "is a native plugin: a bytecode host loads .cma and .cmo files (ocamlfind ocamlc -a)"
   else None
 
+(* The OCaml that compiled a plugin. Every compiled file carries a magic number, "Caml1999"
+   then a letter for its kind and a number for its OCaml release: a .cma or .cmo starts with
+   it, a .cmxs holds it in its plugin header (the first occurrence in the file). OCaml checks
+   it too, but Dynlink's errors name no version (a .cma: "not a bytecode file"; a .cmxs:
+   an undefined symbol, or a crash if the runtime's layout changed), so it is checked here
+   first and the error names both OCamls. *)
+let magic_prefix = "Caml1999"
+let magic_length = String.length magic_prefix + 4
+
+(* The releases of each object format number (utils/config.common.ml of each release). *)
+let ocaml_of_format = function
+  | "030" -> "4.13"
+  | "031" -> "4.14"
+  | "032" -> "5.0"
+  | "033" -> "5.1"
+  | "034" -> "5.2"
+  | "035" -> "5.3"
+  | n -> "of object format " ^ n
+
+(* The first magic number of kind [kind] in the file, read in chunks. *)
+let find_magic path kind =
+  let wanted = magic_prefix ^ String.make 1 kind in
+  let rec find_in text i =
+    match String.index_from_opt text i 'C' with
+    | Some j when j + magic_length <= String.length text ->
+        if String.sub text j (String.length wanted) = wanted then Some (String.sub text j magic_length)
+        else find_in text (j + 1)
+    | Some _ | None -> None
+  in
+  let ic = open_in_bin path in
+  Fun.protect
+    ~finally:(fun () -> close_in_noerr ic)
+    (fun () ->
+      let buffer = Bytes.create 65536 in
+      (* [carry]: the end of what was read before, where a magic number may begin. *)
+      let rec scan carry =
+        match input ic buffer 0 (Bytes.length buffer) with
+        | 0 -> None
+        | got -> (
+            let text = carry ^ Bytes.sub_string buffer 0 got in
+            match find_in text 0 with
+            | Some magic -> Some magic
+            | None ->
+                let keep = min (String.length text) (magic_length - 1) in
+                scan (String.sub text (String.length text - keep) keep))
+      in
+      scan "")
+
+let compiler_mismatch path =
+  let own, kind =
+    match Filename.extension path with
+    | ".cmxs" -> (Compiler_magic.cmxs, 'D')
+    | ".cma" -> (Compiler_magic.cma, 'A')
+    | _ -> (Compiler_magic.cmo, 'O')
+  in
+  match find_magic path kind with
+  | Some theirs when theirs <> own ->
+      let format m = String.sub m (magic_length - 3) 3 in
+      Some
+        (Printf.sprintf
+           "was compiled by OCaml %s (%s), and this worker runs OCaml %s (%s): compile the plugin with the \
+            worker's OCaml, or run it in a pool of workers built for its OCaml (option ocaml, docs/plugins.md)"
+           (ocaml_of_format (format theirs)) theirs Sys.ocaml_version own)
+  | Some _ | None -> None
+  | exception Sys_error _ -> None
+
 (* Exceptions that say nothing about the file: the request's deadline passed, or the worker
    ran out of memory or stack while loading. They propagate, so that the request is
    answered as any request they interrupt is. *)
@@ -153,9 +219,10 @@ let is_asynchronous = function Erl.Cancelled | Out_of_memory | Stack_overflow ->
 let load path =
   if not (Sys.file_exists path) then Error (Enoent, path ^ ": no such file")
   else
-    match wrong_flavour path with
-    | Some why -> Error (Not_a_plugin, path ^ " " ^ why)
-    | None -> (
+    match (wrong_flavour path, compiler_mismatch path) with
+    | Some why, _ -> Error (Not_a_plugin, path ^ " " ^ why)
+    | None, Some why -> Error (Incompatible, path ^ " " ^ why)
+    | None, None -> (
         match Private.loading ~file:path (fun () -> Dynlink.loadfile path) with
         | () -> Ok ()
         | exception Dynlink.Error (Library's_module_initializers_failed Erl.Cancelled) -> raise Erl.Cancelled

@@ -12,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include <caml/version.h>
 #include <caml/callback.h>
 extern "C" {
 #include <caml/minor_gc.h>
@@ -627,6 +628,25 @@ TEST(Plugins, LoadErrorsAreTypedAndTheWorkerGoesOn) {
   // What init_fails exported before it raised stays exported.
   expect_reply(h, call("init_fails.before", t("[]")), ok(t("1")));
 }
+
+#ifdef CAMLBEAM_OTHER_OCAML_VERSION
+// A plugin compiled by Debian's OCaml, loaded by a host built for another (5.3): refused as
+// incompatible before Dynlink opens it, with both versions named.
+TEST(Plugins, APluginOfAnotherOcamlIsRefusedNamingBothVersions) {
+  EtfHost h(*runtime);
+  const std::string path = plugin("other_ocaml");
+  const std::optional<host::Error> e = h.load(path);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->code, host::Errc::incompatible) << e->message;
+  const std::string other(CAMLBEAM_OTHER_OCAML_VERSION);
+  EXPECT_TRUE(contains(e->message, "compiled by OCaml " + other.substr(0, other.rfind('.')))) << e->message;
+  EXPECT_TRUE(contains(e->message, "runs OCaml " OCAML_VERSION_STRING)) << e->message;
+  const Reply r = run(h, load(binary(path)));
+  ASSERT_EQ(r.outcome.kind, Kind::replied);
+  EXPECT_EQ(load_failed(r.term).first, "incompatible") << r.term.to_string();
+  expect_alive(h);
+}
+#endif
 
 // ---------------------------------------------------------------------------------------
 // The request watch: deadlines, heartbeats, a request that cannot be stopped
