@@ -284,10 +284,24 @@ let with_context context f =
       leave_context outer;
       raise exn
 
-(* The calling thread's context, or [no_context], whose functions raise No_transport. *)
-let context () =
+(* The context of the request running on the calling thread, if it runs one. *)
+let own_context () =
   let i = thread_slot false in
   if i < 0 || i >= max_request_threads then no_context else Array.unsafe_get slots i
+
+(* OCaml 5: a domain a plugin spawns inherits the context of the request that spawned it
+   (or the one its parent inherited), so that the request's cancel signal, which any domain
+   may handle, cancels the work of that domain too, and Erl.send reaches the request's
+   transport, which says whether it can take messages from there. *)
+let inherited_context =
+  Spawned.inherited no_context ~at_spawn:(fun inherited ->
+      let own = own_context () in
+      if own == no_context then inherited else own)
+
+(* The calling thread's context, or [no_context], whose functions raise No_transport. *)
+let context () =
+  let own = own_context () in
+  if own == no_context then inherited_context () else own
 
 let current_context () =
   let c = context () in
