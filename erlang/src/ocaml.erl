@@ -87,6 +87,7 @@
     pool_size => pos_integer(),
     flavour => flavour(),
     executable => file:filename_all(),
+    ocaml => ocaml_options:ocaml_version(),
     max_queue => pos_integer(),
     max_queue_bytes => pos_integer(),
     start_timeout => timeout(),
@@ -114,6 +115,12 @@
 %% <li>`flavour': default from the plugins' extensions (`.cmxs' native,
 %%     `.cma' and `.cmo' bytecode).</li>
 %% <li>`executable': a worker executable of one's own (same protocol).</li>
+%% <li>`ocaml': the OCaml the workers are built with, `default' (that of
+%%     `make build') or a release such as "5.3.0": the workers in the priv
+%%     directory's `ocaml-5.3.0'. Plugins must be compiled by the same OCaml
+%%     (a worker refuses another's with `{load_failed, incompatible, _}',
+%%     naming both); a worker whose hello reports another release ends with
+%%     `{ocaml_mismatch, Wanted, Got}'.</li>
 %% <li>`max_queue': calls in flight per worker, default 10000; when every
 %%     worker has that many, a call answers `{error, overloaded}'. Callers
 %%     check it before adding their own call, so callers racing each other
@@ -826,6 +833,9 @@ describe({start_timeout, {load, Path}}) ->
     io_lib:format("the worker did not load ~ts within start_timeout", [Path]);
 describe({flavour_mismatch, Expected, Got}) ->
     io_lib:format("a ~ts worker was asked for, the executable is ~ts", [Expected, Got]);
+describe({ocaml_mismatch, Wanted, Got}) ->
+    io_lib:format("workers of OCaml ~ts were asked for, the executable is built with OCaml ~ts",
+                  [Wanted, Got]);
 describe({protocol_mismatch, Version}) ->
     io_lib:format("the worker does not speak protocol 2: ~tP", [Version, 10]);
 describe({bad_hello, Answer}) ->

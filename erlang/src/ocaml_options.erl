@@ -3,9 +3,13 @@
 -module(ocaml_options).
 
 -export([validate/1, flavour_of_plugins/1, executable/2]).
--export_type([config/0, flavour/0, app_env/0, backoff/0]).
+-export_type([config/0, flavour/0, ocaml_version/0, app_env/0, backoff/0]).
 
 -type flavour() :: native | bytecode.
+
+%% The OCaml the workers are built with: `default' (the one of `make build'), or a release
+%% such as "5.3.0", whose workers are in priv/ocaml-5.3.0 (docs/ocaml5.md).
+-type ocaml_version() :: default | string() | binary().
 
 %% The delays before restarting a worker that keeps dying: the first,
 %% doubled at each death, up to the last (milliseconds).
@@ -20,6 +24,7 @@
     pool_size := pos_integer(),
     flavour := flavour() | any,
     executable := file:filename_all() | undefined,
+    ocaml := ocaml_version(),
     max_queue := pos_integer(),
     max_queue_bytes := pos_integer(),
     start_timeout := timeout(),
@@ -45,7 +50,7 @@
     priv_dir => file:filename_all()
 }.
 
--define(OPTION_KEYS, [transport, plugins, pool_size, flavour, executable, max_queue,
+-define(OPTION_KEYS, [transport, plugins, pool_size, flavour, executable, ocaml, max_queue,
                       max_queue_bytes, start_timeout, name, policy, max_request_size,
                       max_reply_size, max_memory, restart_backoff, cast_timeout, cancel_grace,
                       stall_timeout, max_atoms]).
@@ -59,6 +64,7 @@
     plugins => [],
     pool_size => 1,
     executable => undefined,
+    ocaml => default,
     max_queue => 10000,
     max_queue_bytes => 8 bsl 20,
     start_timeout => 10000,
@@ -114,21 +120,24 @@ flavour_of_plugins(Plugins) ->
         [_, _] -> {error, {mixed_plugin_kinds, Kinds}}
     end.
 
-%% @doc The worker executable: the `executable' option, else the application
-%% environment (`port_executable', `port_bytecode_executable'), else
-%% `camlbeam-port' or `camlbeam-port-bytecode' in the priv directory.
+%% @doc The worker executable: the `executable' option; else, for the default
+%% OCaml, the application environment (`port_executable',
+%% `port_bytecode_executable'); else `camlbeam-port' or `camlbeam-port-bytecode'
+%% in the priv directory, or in its subdirectory `ocaml-Version' for the
+%% workers built with OCaml Version.
 -spec executable(config(), app_env()) -> {ok, file:filename_all()} | {error, no_priv_dir}.
 executable(#{executable := Executable}, _Env) when Executable =/= undefined ->
     {ok, Executable};
-executable(#{flavour := Flavour}, Env) ->
+executable(#{flavour := Flavour, ocaml := Ocaml}, Env) ->
     {EnvKey, File} = case Flavour of
                          native -> {port_executable, "camlbeam-port"};
                          bytecode -> {port_bytecode_executable, "camlbeam-port-bytecode"}
                      end,
-    case Env of
-        #{EnvKey := Path} -> {ok, Path};
-        #{priv_dir := Priv} -> {ok, filename:join(Priv, File)};
-        #{} -> {error, no_priv_dir}
+    case {Ocaml, Env} of
+        {default, #{EnvKey := Path}} -> {ok, Path};
+        {default, #{priv_dir := Priv}} -> {ok, filename:join(Priv, File)};
+        {_, #{priv_dir := Priv}} -> {ok, filename:join([Priv, "ocaml-" ++ unicode:characters_to_list(Ocaml), File])};
+        {_, #{}} -> {error, no_priv_dir}
     end.
 
 %%% Internals
@@ -151,6 +160,8 @@ valid(pool_size, Size) -> is_integer(Size) andalso Size > 0;
 valid(flavour, Flavour) -> Flavour =:= native orelse Flavour =:= bytecode;
 valid(executable, undefined) -> true;
 valid(executable, Executable) -> is_filename(Executable);
+valid(ocaml, default) -> true;
+valid(ocaml, Version) -> is_ocaml_version(Version);
 valid(max_queue, Max) -> is_integer(Max) andalso Max > 0;
 %% The port's busy limits are {Max div 2, Max}: both must be positive.
 valid(max_queue_bytes, Max) -> is_integer(Max) andalso Max >= 2;
@@ -198,6 +209,19 @@ plugin_kind(Plugin) ->
         Ext when Ext =:= ".cma"; Ext =:= <<".cma">>; Ext =:= ".cmo"; Ext =:= <<".cmo">> -> bytecode;
         _ -> undefined
     end.
+
+%% A release as OCaml numbers them (Sys.ocaml_version: "5.3.0", "5.3.0+trunk"): it names
+%% a directory, so nothing that could leave priv.
+-spec is_ocaml_version(term()) -> boolean().
+is_ocaml_version(Version) when is_binary(Version) ->
+    is_ocaml_version(binary_to_list(Version));
+is_ocaml_version([First | _] = Version) when length(Version) =< 32, First >= $0, First =< $9 ->
+    lists:all(fun(C) -> (C >= $0 andalso C =< $9) orelse (C >= $a andalso C =< $z)
+                            orelse (C >= $A andalso C =< $Z) orelse lists:member(C, ".+~_-")
+              end, Version)
+        andalso string:find(Version, "..") =:= nomatch;
+is_ocaml_version(_) ->
+    false.
 
 %% A flat string or a binary: what a worker accepts as a path.
 -spec is_filename(term()) -> boolean().

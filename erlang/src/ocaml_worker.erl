@@ -51,6 +51,7 @@
                       | {spawn_failed, term()}
                       | {start_timeout, hello | {load, file:filename_all()}}
                       | {flavour_mismatch, Expected :: ocaml_options:flavour(), Got :: ocaml_options:flavour()}
+                      | {ocaml_mismatch, Expected :: string() | binary(), Got :: binary()}
                       | {protocol_mismatch, term()}
                       | {bad_hello, term()}
                       | {load_failed, atom(), binary()}
@@ -325,17 +326,28 @@ worker_arguments(#{max_request_size := Request, max_reply_size := Reply, cancel_
                _ -> ["--max-memory", integer_to_list(Memory)]
            end.
 
+%% Whether a worker of OCaml Version serves a pool that asked for Ocaml: the plugins
+%% are compiled for it. An executable of the user's own may be of any OCaml.
+-spec is_ocaml(ocaml_options:ocaml_version(), binary()) -> boolean().
+is_ocaml(default, _Version) -> true;
+is_ocaml(Wanted, Version) -> unicode:characters_to_binary(Wanted) =:= Version.
+
 %% The answer to the start-up request awaited: the next step, or ready.
 -spec start_step(binary(), #state{}) -> #state{}.
 start_step(Payload, #state{proc = #proc{awaiting = {_, {hello, _}}} = Proc,
-                           setup = #{flavour := Expected}} = State) ->
+                           setup = #{flavour := Expected, ocaml := Ocaml}} = State) ->
     case ocaml_port_protocol:decode_hello(Payload) of
-        {ok, #{flavour := Flavour, os_pid := OsPid, atoms := Atoms, exports := Exports}}
-          when Expected =:= any; Expected =:= Flavour ->
-            declared(hello, #{atoms => Atoms, exports => Exports},
-                     State#state{proc = Proc#proc{flavour = Flavour, os_pid = OsPid}});
-        {ok, #{flavour := Flavour}} ->
+        {ok, #{flavour := Flavour}} when Expected =/= any, Expected =/= Flavour ->
             end_proc({flavour_mismatch, Expected, Flavour}, State);
+        {ok, #{flavour := Flavour, ocaml_version := Version, os_pid := OsPid, atoms := Atoms,
+               exports := Exports}} ->
+            case is_ocaml(Ocaml, Version) of
+                true ->
+                    declared(hello, #{atoms => Atoms, exports => Exports},
+                             State#state{proc = Proc#proc{flavour = Flavour, os_pid = OsPid}});
+                false ->
+                    end_proc({ocaml_mismatch, Ocaml, Version}, State)
+            end;
         {error, Reason} ->
             end_proc(Reason, State)
     end;

@@ -6,8 +6,8 @@
 defaults_test() ->
     {ok, Config} = ocaml_options:validate(#{}),
     ?assertEqual(#{transport => port, plugins => [], pool_size => 1, flavour => native,
-                   executable => undefined, max_queue => 10000, max_queue_bytes => 8 bsl 20,
-                   start_timeout => 10000, name => undefined,
+                   executable => undefined, ocaml => default, max_queue => 10000,
+                   max_queue_bytes => 8 bsl 20, start_timeout => 10000, name => undefined,
                    policy => #{send => given, erl_call => none, max_erl_calls => 8},
                    max_request_size => 1 bsl 30, max_reply_size => 64 bsl 20,
                    max_memory => infinity, restart_backoff => {100, 30000},
@@ -17,7 +17,8 @@ defaults_test() ->
 
 every_option_test() ->
     Options = #{transport => port, plugins => ["a.cmxs", <<"b.cmxs">>], pool_size => 3,
-                flavour => native, executable => "/bin/w", max_queue => 5, max_queue_bytes => 2,
+                flavour => native, executable => "/bin/w", ocaml => "5.3.0", max_queue => 5,
+                max_queue_bytes => 2,
                 start_timeout => infinity, name => my_pool,
                 policy => #{send => any, erl_call => [{lists, reverse}, {erlang, node, 0}],
                             max_erl_calls => 1},
@@ -53,7 +54,9 @@ bad_options_test_() ->
                          {restart_backoff, {-1, 100}}, {cast_timeout, -1}, {cancel_grace, infinity},
                          {stall_timeout, 0}, {stall_timeout, infinity},
                          {stall_timeout, -5}, {max_atoms, -1}, {max_atoms, infinity},
-                         {max_atoms, 1.0}]] ++
+                         {max_atoms, 1.0}, {ocaml, 5}, {ocaml, ""}, {ocaml, "../5.3.0"},
+                         {ocaml, "5.3/../.."}, {ocaml, "5..3"}, {ocaml, "trunk"},
+                         {ocaml, <<"5.3.0/x">>}, {ocaml, lists:duplicate(33, $5)}]] ++
         [?_assertEqual({error, {unknown_option, erl_call}}, ocaml_options:validate(#{erl_call => all}))].
 
 %% The couplings named but not built yet are options like any other here; a pool refuses
@@ -100,4 +103,13 @@ executable_test_() ->
      ?_assertEqual({ok, "/priv/camlbeam-port"}, ocaml_options:executable(Config(#{}), Priv)),
      ?_assertEqual({ok, "/priv/camlbeam-port-bytecode"},
                    ocaml_options:executable(Config(#{flavour => bytecode}), Priv)),
-     ?_assertEqual({error, no_priv_dir}, ocaml_options:executable(Config(#{}), #{}))].
+     ?_assertEqual({error, no_priv_dir}, ocaml_options:executable(Config(#{}), #{})),
+     %% Workers of another OCaml are in their own directory of priv; the environment's
+     %% executables are the default OCaml's.
+     ?_assertEqual({ok, "/priv/ocaml-5.3.0/camlbeam-port"},
+                   ocaml_options:executable(Config(#{ocaml => "5.3.0"}), Env)),
+     ?_assertEqual({ok, "/priv/ocaml-5.3.0+flambda/camlbeam-port-bytecode"},
+                   ocaml_options:executable(Config(#{ocaml => <<"5.3.0+flambda">>, flavour => bytecode}), Env)),
+     ?_assertEqual({ok, "/mine"},
+                   ocaml_options:executable(Config(#{ocaml => "5.3.0", executable => "/mine"}), Env)),
+     ?_assertEqual({error, no_priv_dir}, ocaml_options:executable(Config(#{ocaml => "5.3.0"}), #{}))].
