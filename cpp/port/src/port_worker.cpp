@@ -313,7 +313,8 @@ void PortWorker::log(std::string_view level, std::string_view message) {
 std::string PortWorker::emit(value envelope, value payload) {
   // Another thread (an OCaml systhread of a plugin) would race the one that writes.
   if (!runtime_.held_by_this_thread()) {
-    return "only the thread that runs the worker's requests may send to Erlang (this is another thread)";
+    return "only the thread that runs the worker's requests may send to Erlang, not a thread or domain the "
+           "plugin started: hand the message to that thread (docs/ocaml5.md)";
   }
   if (writer_.closed()) return "the pipe to Erlang is closed";
   try {

@@ -63,7 +63,7 @@ bool starts_with(const std::string& s, std::string_view prefix) { return s.rfind
 bool contains(const std::string& s, std::string_view part) { return s.find(part) != std::string::npos; }
 
 // The major version of the OCaml this build uses (CMake passes its version).
-int ocaml_major() { return std::atoi(CAMLBEAM_OCAML_VERSION); }
+int ocaml_major() { return CAMLBEAM_OCAML_MAJOR; }
 
 // Whether a process exists (a zombie counts).
 bool alive(pid_t pid) { return ::kill(pid, 0) == 0 || errno != ESRCH; }
@@ -957,6 +957,55 @@ TEST(PortWorkerThreads, ErlSendFromAnotherThreadIsRefused) {
   EXPECT_EQ(message->payload.to_string(), "fine");
   EXPECT_EQ(worker.answer_to("r"), "{ok,ok}");
 }
+
+// OCaml 5: the domains a request spawns inherit its context. The cancel signal, which any
+// domain may handle, ends their loops too; Erl.send from one is refused with a reason (the
+// port's pipe is written by the worker's own thread only), and the worker serves on.
+#if CAMLBEAM_OCAML_MAJOR >= 5
+class PortWorkerDomains : public testing::Test {
+ protected:
+  void SetUp() override {
+    worker_ = std::make_unique<Worker>(CAMLBEAM_PORT_NATIVE);
+    worker_->hello();
+    worker_->os_pid = check_hello(worker_->answer_to("hello_ref"), "native", "[]", false);
+    for (const char* name : {"porttest_domains", "porttest"}) {
+      worker_->send(std::string("{load, l, <<\"" CAMLBEAM_PORT_PLUGINS "/") + name + ".cmxs\">>}");
+      ASSERT_TRUE(starts_with(worker_->answer_to("l"), "{ok,")) << name;
+    }
+  }
+  std::unique_ptr<Worker> worker_;
+};
+
+TEST_F(PortWorkerDomains, ADomainSeesTheWorkerOfTheRequestThatSpawnedIt) {
+  worker_->send("{call, r, worker_id_in_domain, []}");
+  EXPECT_EQ(worker_->answer_to("r"), "{ok,{7,7}}");
+}
+
+TEST_F(PortWorkerDomains, ErlSendFromADomainIsRefusedWithItsReason) {
+  worker_->send(std::string("{call, r, send_from_domain, [") + Worker::test_pid + "]}");
+  const std::string answer = worker_->answer_to("r");
+  EXPECT_TRUE(contains(answer, "Erl.send: only the thread that runs the worker's requests may send to Erlang"))
+      << answer;
+  worker_->send(std::string("{call, r2, send, [") + Worker::test_pid + ", fine]}");
+  std::optional<Frame> message = worker_->receive_skipping_logs();
+  ASSERT_TRUE(message);
+  EXPECT_EQ(message->payload.to_string(), "fine");
+  EXPECT_EQ(worker_->answer_to("r2"), "{ok,ok}");
+}
+
+TEST_F(PortWorkerDomains, TheDeadlineStopsLoopsInTheDomainsOfTheRequest) {
+  for (const char* fn : {"spin_in_domain", "spin_in_two_domains"}) {
+    SCOPED_TRACE(fn);
+    const auto start = Clock::now();
+    worker_->send(std::string("{call, r, ") + fn + ", [], 200}");
+    EXPECT_EQ(worker_->answer_to("r", 5s), "{error,timeout}");
+    EXPECT_LT(Clock::now() - start, 1500ms);  // well before the grace (1 s) ends the worker
+    worker_->send("{call, r2, worker_id_in_domain, []}");
+    EXPECT_EQ(worker_->answer_to("r2"), "{ok,{7,7}}");
+  }
+  EXPECT_TRUE(worker_->logs().empty());
+}
+#endif
 
 // The exit status of the native worker started with `arguments` and without its pipes,
 // its stderr thrown away.
