@@ -6,6 +6,7 @@
 #   scripts/setup-ocaml5.sh              install what is missing (silent when all is there)
 #   scripts/setup-ocaml5.sh --print-env  print the lines a caller evals:
 #       eval "$(scripts/setup-ocaml5.sh --print-env)"
+#   scripts/setup-ocaml5.sh --prefix     print the prefix (CMake's CAMLBEAM_OCAML_PREFIX)
 #
 # Prefix: $CAMLBEAM_OCAML5_PREFIX, default ~/.cache/camlbeam/ocaml-5.3.0.
 # Each component is stamped ($prefix/stamps/NAME) only after it was installed
@@ -34,8 +35,11 @@ print_env() {
 if [ "${1:-}" = "--print-env" ]; then
   print_env
   exit 0
+elif [ "${1:-}" = "--prefix" ]; then
+  echo "$prefix"
+  exit 0
 elif [ $# -gt 0 ]; then
-  echo "usage: $0 [--print-env]" >&2
+  echo "usage: $0 [--print-env | --prefix]" >&2
   exit 2
 fi
 

@@ -3,24 +3,46 @@
 # against the real port workers, dialyzer, xref and edoc of the application camlbeam, and
 # camlbeam as a dependency: a rebar3 checkout (scripts/test-checkout.sh) and from Elixir
 # (scripts/test-elixir.sh: docs/elixir.md's Mix project).
-# Runs after the Release build in build/ (scripts/test.sh builds it first): it needs the
-# workers in erlang/priv and the test plugins in build/erlang. Every step is bounded in
-# time; the exit status is non-zero if any step failed.
+# Runs after the Release builds in build/ and build-ocaml5/ (scripts/test.sh builds them
+# first): it needs the workers in erlang/priv and the test plugins in build/erlang, and the
+# other OCaml's plugins, which the workers must refuse, in build-ocaml5/erlang.
+#
+#   scripts/test-erlang.sh                 everything, on the default OCaml's workers
+#   scripts/test-erlang.sh --ocaml 5.3.0   the Common Test suites again, every pool with
+#                                          ocaml => "5.3.0" and build-ocaml5's plugins
+#
+# Every step is bounded in time; the exit status is non-zero if any step failed.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root/erlang"
 
-export CAMLBEAM_TEST_PLUGINS=${CAMLBEAM_TEST_PLUGINS:-$root/build/erlang}
+ocaml=""
+if [[ ${1:-} == --ocaml ]]; then
+  [[ $# -eq 2 ]] || { echo "usage: test-erlang.sh [--ocaml VERSION]" >&2; exit 2; }
+  ocaml=$2
+fi
+
+if [[ -n $ocaml ]]; then
+  export CAMLBEAM_TEST_OCAML=$ocaml
+  export CAMLBEAM_TEST_PLUGINS=${CAMLBEAM_TEST_PLUGINS:-$root/build-ocaml5/erlang}
+  export CAMLBEAM_TEST_OTHER_PLUGINS=${CAMLBEAM_TEST_OTHER_PLUGINS:-$root/build/erlang}
+  workers=priv/ocaml-$ocaml
+else
+  export CAMLBEAM_TEST_PLUGINS=${CAMLBEAM_TEST_PLUGINS:-$root/build/erlang}
+  export CAMLBEAM_TEST_OTHER_PLUGINS=${CAMLBEAM_TEST_OTHER_PLUGINS:-$root/build-ocaml5/erlang}
+  workers=priv
+fi
 export REBAR_OFFLINE=1
 
 missing=()
-for f in priv/camlbeam-port priv/camlbeam-port-bytecode \
-         "$CAMLBEAM_TEST_PLUGINS/camlbeam_test.cmxs" "$CAMLBEAM_TEST_PLUGINS/camlbeam_test.cma"; do
+for f in "$workers/camlbeam-port" "$workers/camlbeam-port-bytecode" \
+         "$CAMLBEAM_TEST_PLUGINS/camlbeam_test.cmxs" "$CAMLBEAM_TEST_PLUGINS/camlbeam_test.cma" \
+         "$CAMLBEAM_TEST_OTHER_PLUGINS/camlbeam_extra.cmxs"; do
   [[ -e $f ]] || missing+=("$f")
 done
 if [[ ${#missing[@]} -gt 0 ]]; then
   printf 'test-erlang: missing %s\n' "${missing[@]}"
-  echo "test-erlang: build first: cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build"
+  echo "test-erlang: build first: make test builds build/ (the OCaml on PATH) and build-ocaml5/ (OCaml 5.3)"
   exit 1
 fi
 
@@ -39,6 +61,15 @@ step() {  # seconds name command...
     failed+=("$name")
   fi
 }
+
+if [[ -n $ocaml ]]; then
+  step 400 "rebar3 ct (OCaml $ocaml)" rebar3 ct
+  if [[ ${#failed[@]} -gt 0 ]]; then
+    printf 'test-erlang: failed: %s\n' "${failed[@]}"
+    exit 1
+  fi
+  exit 0
+fi
 
 step 120 "rebar3 eunit" rebar3 eunit
 step 400 "rebar3 ct" rebar3 ct

@@ -53,22 +53,43 @@ release_tests() {
   ctest --test-dir build --output-on-failure -j "$jobs" --timeout 900
 }
 
-sanitizer_tests() {
-  configure_and_build build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCAMLBEAM_SANITIZE=ON \
-    -DCAMLBEAM_BENCH=OFF -- etf_unit_tests camlbeam-etf conv_tests port_tests || return 1
+sanitizer_tests() {  # build-dir extra-cmake-args...
+  local dir=$1
+  shift
+  configure_and_build "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCAMLBEAM_SANITIZE=ON \
+    -DCAMLBEAM_BENCH=OFF "$@" -- etf_unit_tests camlbeam-etf conv_tests port_tests || return 1
   # The port tests spawn the workers of this build: they run sanitized too, and a leak or
   # an error in one makes it exit non-zero, which the tests check.
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     LSAN_OPTIONS="suppressions=$PWD/scripts/lsan.supp" \
-    ctest --test-dir build-asan --output-on-failure -j "$jobs" -L 'unit|port' --timeout 900
+    ctest --test-dir "$dir" --output-on-failure -j "$jobs" -L 'unit|port' --timeout 900
+}
+
+# OCaml 5.3, installed outside the clone by scripts/setup-ocaml5.sh (make test runs it).
+ocaml5_prefix=$(scripts/setup-ocaml5.sh --prefix)
+ocaml5_version=5.3.0
+
+ocaml5_tests() {
+  configure_and_build build-ocaml5 -DCMAKE_BUILD_TYPE=Release -DCAMLBEAM_OCAML_PREFIX="$ocaml5_prefix" -- || return 1
+  ctest --test-dir build-ocaml5 --output-on-failure -j "$jobs" --timeout 900
+}
+
+ocaml5_dune_tests() {
+  eval "$(scripts/setup-ocaml5.sh --print-env)"
+  cd ocaml && dune build --build-dir _build-ocaml5 @all 2>&1 && dune test --build-dir _build-ocaml5 --force 2>&1
 }
 
 stage "C++ unit, conformance and tool tests (Release)" release_tests
-stage "C++ unit tests under ASan+UBSan" sanitizer_tests
+stage "C++ unit tests under ASan+UBSan" sanitizer_tests build-asan
+stage "C++ tests on OCaml $ocaml5_version (Release)" ocaml5_tests
+stage "C++ unit tests on OCaml $ocaml5_version under ASan+UBSan" \
+  sanitizer_tests build-asan-ocaml5 -DCAMLBEAM_OCAML_PREFIX="$ocaml5_prefix"
 [[ -x scripts/fuzz-smoke.sh ]] && stage "libFuzzer smoke run" scripts/fuzz-smoke.sh
 [[ -f ocaml/dune-project ]] && stage "OCaml library (dune test)" bash -c 'cd ocaml && dune build @all 2>&1 && dune test --force 2>&1'
-# After the Release build: the Erlang suites run its workers and plugins.
+stage "OCaml library on OCaml $ocaml5_version (dune test)" ocaml5_dune_tests
+# After the Release builds: the Erlang suites run their workers and plugins.
 stage "Erlang application (EUnit, Common Test with PropEr, dialyzer, xref, edoc)" scripts/test-erlang.sh
+stage "Erlang Common Test suites on OCaml $ocaml5_version workers" scripts/test-erlang.sh --ocaml "$ocaml5_version"
 # The README's other command: every step of the demo checks what it shows, so a change that
 # breaks its story (as counting timed-out calls in flight once did) fails here.
 stage "The demo (make demo's scripts/demo.sh)" scripts/demo.sh

@@ -25,7 +25,7 @@ cases(Group) ->
      undef, exports_in_modules, module_replaced_by_new_version, badarity, badarg, strings_and_maps, ocaml_exception, stack_overflow, nan_is_bad_reply,
      vm_crashing_map_is_bad_reply,
      timeout_drops_late_reply, infinity_timeout, overloaded, unknown_atom_is_bad_reply,
-     load_at_runtime, load_failures, start_failures, declared_atoms_decode, too_many_atoms,
+     load_at_runtime, load_failures, start_failures, another_ocaml, declared_atoms_decode, too_many_atoms,
      created_atoms_survive_a_manager_restart,
      bad_options, erl_send, erl_send_policy,
      call_erlang_all, call_erlang_none, call_erlang_allow_list, owner_death_stops_pool,
@@ -391,6 +391,33 @@ load_failures(Config) ->
     [NewOsPid] = ?LIB:new_os_pids(Pool, [OsPid]),
     ?assertNotEqual(OsPid, NewOsPid),
     ?assertEqual({ok, 3}, ocaml:call(Pool, add, [1, 2])).
+
+%% Workers and plugins of two OCamls (4.13 and 5.3, option ocaml): a plugin compiled by
+%% the other one is refused before it is opened, naming both; a worker that is not of the
+%% OCaml asked for does not serve.
+another_ocaml(Config) ->
+    Flavour = ?config(flavour, Config),
+    Foreign = ?LIB:plugin([{plugins_dir, ?config(other_ocaml_plugins_dir, Config)} | Config], "camlbeam_extra"),
+    Pool = ?LIB:start_pool(Config, #{}),
+    [#{os_pid := OsPid}] = ocaml:workers(Pool),
+    {error, {load_failed, incompatible, Message}} = ocaml:load(Pool, Foreign),
+    ?assertMatch({match, _}, re:run(Message, "was compiled by OCaml [45]\\.[0-9]+ \\(Caml1999[DA]0[0-9]+\\), "
+                                             "and this worker runs OCaml [45]\\.[0-9]+\\.[0-9]")),
+    ?assertEqual({ok, 3}, ocaml:call(Pool, add, [1, 2])),
+    ?assertMatch([#{os_pid := OsPid}], ocaml:workers(Pool)),
+    ?assertMatch({error, {load_failed, incompatible, _}},
+                 ocaml:start_link(?LIB:pool_options(Config, #{plugins => [Foreign]}))),
+    %% No workers of that OCaml in priv.
+    {error, {no_executable, Path}} = ocaml:start_link(?LIB:pool_options(Config, #{ocaml => "0.0.0"})),
+    ?assertEqual(filename:join([code:priv_dir(camlbeam), "ocaml-0.0.0", executable_name(Flavour)]), Path),
+    %% A worker of one's own, of another OCaml than the one asked for.
+    Executable = filename:join(code:priv_dir(camlbeam), executable_name(Flavour)),
+    ?assertMatch({error, {ocaml_mismatch, "0.0.0", <<_/binary>>}},
+                 ocaml:start_link(?LIB:pool_options(Config, #{executable => Executable, ocaml => "0.0.0",
+                                                              plugins => []}))).
+
+executable_name(native) -> "camlbeam-port";
+executable_name(bytecode) -> "camlbeam-port-bytecode".
 
 start_failures(Config) ->
     Missing = filename:join(?config(plugins_dir, Config), "no_such_plugin.cmxs"),

@@ -102,10 +102,10 @@ parse_one(#{inputs := Inputs} = Counts) ->
 
 worker_frames(peer, Config) ->
     rand:seed(exsss, ?config(fuzz_seed, Config)),
-    {ok, Pool} = ocaml:start_link(#{plugins => [?LIB:plugin(Config, "camlbeam_test"),
-                                                ?LIB:plugin(Config, "camlbeam_hostile")],
-                                    pool_size => 2, restart_backoff => {0, 0},
-                                    policy => #{send => given, erl_call => [{erlang, node}]}}),
+    {ok, Pool} = ocaml:start_link(?LIB:pool_options(Config, #{plugins => [?LIB:plugin(Config, "camlbeam_test"),
+                                                                         ?LIB:plugin(Config, "camlbeam_hostile")],
+                                                             pool_size => 2, restart_backoff => {0, 0},
+                                                             policy => #{send => given, erl_call => [{erlang, node}]}})),
     %% A first round, for the code it loads (modules make atoms); then the counts that
     %% must not move.
     _ = frame_loop(Pool, erlang:monotonic_time(millisecond) + 3000, #{batches => 0, frames => 0}),

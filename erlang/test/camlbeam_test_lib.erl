@@ -26,7 +26,16 @@ groups(Cases) ->
 
 init_per_group(Group, Config) ->
     {Group, #{transport := Transport} = Options, Flavour} = lists:keyfind(Group, 1, ?GROUPS),
-    [{transport, Transport}, {group_options, Options}, {flavour, Flavour} | Config].
+    [{transport, Transport}, {group_options, maps:merge(Options, ocaml_option())}, {flavour, Flavour}
+     | Config].
+
+%% CAMLBEAM_TEST_OCAML=5.3.0: every pool of the suites runs workers built with that OCaml
+%% (option ocaml), with the plugins of its build (CAMLBEAM_TEST_PLUGINS).
+ocaml_option() ->
+    case os:getenv("CAMLBEAM_TEST_OCAML") of
+        false -> #{};
+        Version -> #{ocaml => Version}
+    end.
 
 %% Starts camlbeam and checks that the workers and plugins of the build are there.
 %% CAMLBEAM_TEST_PLUGINS: the plugins' directory (default: build/erlang of the repository);
@@ -50,9 +59,10 @@ init_per_suite(Config) ->
                   false -> filename:join([repository(), "build", "erlang"]);
                   Given -> Given
               end,
-    Workers = case os:getenv("CAMLBEAM_PORT_DIR") of
-                  false -> code:priv_dir(camlbeam);
-                  PortDir -> PortDir
+    Workers = case {os:getenv("CAMLBEAM_PORT_DIR"), ocaml_option()} of
+                  {false, #{ocaml := Version}} -> filename:join(code:priv_dir(camlbeam), "ocaml-" ++ Version);
+                  {false, #{}} -> code:priv_dir(camlbeam);
+                  {PortDir, _} -> PortDir
               end,
     Missing = [Path || Path <- [filename:join(Plugins, "camlbeam_test.cmxs"),
                                 filename:join(Plugins, "camlbeam_test.cma"),
@@ -61,7 +71,26 @@ init_per_suite(Config) ->
                        not filelib:is_regular(Path)],
     Missing =:= [] orelse
         ct:fail("~p missing: build first (erlang/README.md)", [Missing]),
-    [{plugins_dir, Plugins} | Config].
+    [{plugins_dir, Plugins}, {other_ocaml_plugins_dir, other_ocaml_plugins()} | Config].
+
+%% The plugins of the build for the other OCaml (4.13 and 5.3: build/erlang and
+%% build-ocaml5/erlang), which the workers of this run must refuse.
+%% CAMLBEAM_TEST_OTHER_PLUGINS names them; scripts/test-erlang.sh sets it.
+other_ocaml_plugins() ->
+    Dir = case os:getenv("CAMLBEAM_TEST_OTHER_PLUGINS") of
+              false ->
+                  Build = case ocaml_option() of
+                              #{ocaml := _} -> "build";
+                              #{} -> "build-ocaml5"
+                          end,
+                  filename:join([repository(), Build, "erlang"]);
+              Given ->
+                  Given
+          end,
+    filelib:is_regular(filename:join(Dir, "camlbeam_extra.cmxs")) orelse
+        ct:fail("~ts has no plugins of the other OCaml: build it (make test builds both; "
+                "CAMLBEAM_TEST_OTHER_PLUGINS names another directory)", [Dir]),
+    Dir.
 
 end_per_suite(_Config) ->
     _ = logger:set_handler_config(default, level, all),
