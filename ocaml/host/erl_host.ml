@@ -206,7 +206,7 @@ let compiler_mismatch path =
       Some
         (Printf.sprintf
            "was compiled by OCaml %s (%s), and this worker runs OCaml %s (%s): compile the plugin with the \
-            worker's OCaml, or run it in a pool of workers built for its OCaml (option ocaml, docs/plugins.md)"
+            worker's OCaml, or run it in a pool of workers built for its OCaml (option ocaml, docs/ocaml5.md)"
            (ocaml_of_format (format theirs)) theirs Sys.ocaml_version own)
   | Some _ | None -> None
   | exception Sys_error _ -> None
