@@ -39,6 +39,7 @@
 #include <cstring>
 #include <new>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <utility>
 #include <vector>
@@ -695,10 +696,22 @@ struct BuilderPool {
   std::vector<OcamlBuilder*> idle;   // with room for all of them: a return never allocates
 };
 
+#if OCAML_VERSION_MAJOR >= 5
+// One pool per domain, as the builders' lists are (BuilderRoots): a builder stays in the
+// list of the domain that made it, and only threads holding that domain's lock lease it. A
+// domain that ends leaves its idle builders to the next domain given its slot.
+BuilderPool& builder_pool() {
+  static NoDestructor<std::array<std::unique_ptr<BuilderPool>, BuilderRoots::max_domains>> pools;
+  std::unique_ptr<BuilderPool>& pool = (*pools)[static_cast<std::size_t>(Caml_state->id)];
+  if (!pool) pool = std::make_unique<BuilderPool>();
+  return *pool;
+}
+#else
 BuilderPool& builder_pool() {
   static NoDestructor<BuilderPool> pool;
   return *pool;
 }
+#endif
 
 class Lease {
  public:
