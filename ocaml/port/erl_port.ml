@@ -15,6 +15,11 @@ external emit : Term.t -> Term.t -> string = "camlbeam_port_emit"
 external await_erl_reply : unit -> awaited = "camlbeam_port_await_erl_reply"
 external os_pid : unit -> int = "camlbeam_port_os_pid"
 
+(* Why the calling thread may not talk to Erlang, "" when it may: checked before anything
+   of a call_erlang is recorded, so that a thread or domain of the plugin's touches none of
+   the state of the worker's own calls. *)
+external refusal : unit -> string = "camlbeam_port_refusal"
+
 let emit_or_fail what envelope payload =
   match emit envelope payload with "" -> () | why -> failwith (what ^ ": " ^ why)
 
@@ -41,6 +46,7 @@ let rec await id =
       | Raised exn -> raise exn)
 
 let call_erlang m f args =
+  (match refusal () with "" -> () | why -> failwith ("Erl.call_erlang: " ^ why));
   incr next_call_id;
   let id = !next_call_id in
   Hashtbl.replace waiting id None;

@@ -310,12 +310,16 @@ void PortWorker::log(std::string_view level, std::string_view message) {
   });
 }
 
+std::string_view PortWorker::refusal() const noexcept {
+  // Another thread (an OCaml systhread or domain of a plugin) would race the one that
+  // writes, and take answers meant for it.
+  if (runtime_.held_by_this_thread()) return {};
+  return "only the thread that runs the worker's requests may send to Erlang, not a thread or domain the plugin "
+         "started: hand the message to that thread (docs/ocaml5.md)";
+}
+
 std::string PortWorker::emit(value envelope, value payload) {
-  // Another thread (an OCaml systhread of a plugin) would race the one that writes.
-  if (!runtime_.held_by_this_thread()) {
-    return "only the thread that runs the worker's requests may send to Erlang, not a thread or domain the "
-           "plugin started: hand the message to that thread (docs/ocaml5.md)";
-  }
+  if (const std::string_view why = refusal(); !why.empty()) return std::string(why);
   if (writer_.closed()) return "the pipe to Erlang is closed";
   try {
     const bool fits = writer_.append([&](etf::ByteBuffer& out) {
@@ -461,6 +465,13 @@ extern "C" value camlbeam_port_await_erl_reply(value unit) noexcept {
     Field(result, 0) = payload;
     CAMLreturn(result);
   }
+}
+
+extern "C" value camlbeam_port_refusal(value unit) noexcept {
+  CAMLparam1(unit);
+  std::string_view why = "no port worker is running";
+  if (const auto* worker = camlbeam::port::PortWorker::active()) why = worker->refusal();
+  CAMLreturn(caml_alloc_initialized_string(why.size(), why.data()));
 }
 
 extern "C" value camlbeam_port_os_pid(value unit) noexcept {

@@ -73,6 +73,10 @@ class PortWorker {
   // with nothing touched, from any thread but the one that runs requests.
   std::string emit(value envelope, value payload);
 
+  // Why the calling thread may not talk to Erlang (empty when it may): only the thread that
+  // runs requests writes the pipe and reads Erlang's answers.
+  std::string_view refusal() const noexcept;
+
   // What await_erl_reply found.
   struct Awaited {
     enum class Kind : std::uint8_t {

@@ -981,11 +981,14 @@ TEST_F(PortWorkerDomains, ADomainSeesTheWorkerOfTheRequestThatSpawnedIt) {
   EXPECT_EQ(worker_->answer_to("r"), "{ok,{7,7}}");
 }
 
-TEST_F(PortWorkerDomains, ErlSendFromADomainIsRefusedWithItsReason) {
+TEST_F(PortWorkerDomains, ErlSendAndCallErlangFromADomainAreRefusedWithTheirReason) {
   worker_->send(std::string("{call, r, send_from_domain, [") + Worker::test_pid + "]}");
   const std::string answer = worker_->answer_to("r");
   EXPECT_TRUE(contains(answer, "Erl.send: only the thread that runs the worker's requests may send to Erlang"))
       << answer;
+  worker_->send("{call, r1, call_erlang_from_domain, []}");
+  const std::string refused = worker_->answer_to("r1");
+  EXPECT_TRUE(contains(refused, "Erl.call_erlang: only the thread that runs the worker's requests")) << refused;
   worker_->send(std::string("{call, r2, send, [") + Worker::test_pid + ", fine]}");
   std::optional<Frame> message = worker_->receive_skipping_logs();
   ASSERT_TRUE(message);

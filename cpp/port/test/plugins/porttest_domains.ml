@@ -21,6 +21,11 @@ let () =
           match Erl.send pid (Erl.Term.Atom "from_domain") with
           | () -> "sent"
           | exception Failure why -> why));
+  Erl.export "call_erlang_from_domain" Erl.Conv.(nullary string) (fun () ->
+      in_domain (fun () ->
+          match Erl.call_erlang "erlang" "node" [] with
+          | _ -> "called"
+          | exception Failure why -> why));
   Erl.export "spin_in_domain" Erl.Conv.(nullary int) (fun () -> in_domain spin);
   (* Both domains spin: the first cancel ends one, the next ones the other. *)
   Erl.export "spin_in_two_domains" Erl.Conv.(nullary int) (fun () ->
