@@ -15,7 +15,10 @@ packages=(
   # Elixir 1.14: docs/elixir.md is tested for real (scripts/test-elixir.sh)
   elixir
   # OCaml 4.13 and the libraries the Erl library uses
-  ocaml-nox ocaml-dune ocaml-findlib libalcotest-ocaml-dev libppxlib-ocaml-dev libzarith-ocaml-dev
+  ocaml-nox ocaml-dune ocaml-findlib libalcotest-ocaml-dev libzarith-ocaml-dev
+  # OCaml 5.3, which scripts/setup-ocaml5.sh builds (its sources come through npm, which
+  # the machine's Node.js brings, and apt-get source): tarballs, GMP for zarith, make
+  bzip2 xz-utils libgmp-dev make
   # network namespaces for multi-host tests, process tools used by the test scripts
   iproute2 procps
 )
