@@ -430,5 +430,4 @@ let () =
   Callback.register "camlbeam.host.standalone_context" standalone_context;
   Callback.register "camlbeam.host.load" load;
   Callback.register "camlbeam.host.watch_requests" watch_requests;
-  Callback.register "camlbeam.host.compact" Gc.compact;
-  Callback.register "camlbeam.host.heap_words" (fun () -> (Gc.quick_stat ()).heap_words)
+  Callback.register "camlbeam.host.compact" Gc.compact

@@ -25,6 +25,12 @@ extern "C" {
 // given it when `assign` is non-zero.
 extern "C" int camlbeam_context_thread_index(int assign);
 
+#if OCAML_VERSION_MAJOR >= 5
+// The size in bytes of a domain's major heap: exported by both runtimes of OCaml 5, declared
+// in caml/shared_heap.h only under CAML_INTERNALS.
+extern "C" uintnat caml_heap_size(struct caml_heap_state* heap);
+#endif
+
 namespace camlbeam::host {
 
 // The OCaml closures of the request path, registered by ocaml/host/erl_host.ml. The named
@@ -35,7 +41,6 @@ struct Host::Callbacks {
   const value* context_slots;       // Erl's context array, one slot per thread that runs requests
   const value* load;     // string -> (unit, Erl_host.load_error * string) result
   const value* compact;  // Gc.compact
-  const value* heap_words;  // unit -> int: Gc.quick_stat's heap_words
 };
 
 namespace {
@@ -59,13 +64,14 @@ Error handler_failed(const char* where, value exn) {
   return {code, std::string(where) + " raised " + detail::exception_text(exn), {}};
 }
 
-// The major heap's size in words. OCaml 4 keeps it in Caml_state; OCaml 5 keeps one per
-// domain, out of the public state, and Gc.quick_stat adds them up (a failure there, which
-// would only be Out_of_memory, reads as an empty heap: no compaction this time).
-std::size_t major_heap_words([[maybe_unused]] const value* heap_words) noexcept {
+// The major heap's size in words. OCaml 4 keeps it in Caml_state. OCaml 5 keeps a heap per
+// domain: this is the one of the domain running requests, where they allocate (the heaps of
+// a plugin's domains are not counted; Gc.compact compacts them all). Gc.quick_stat would
+// add up all of them, but it walks the statistics of every possible domain (128): it
+// doubled the instructions of a small request (bench/ocaml5).
+std::size_t major_heap_words() noexcept {
 #if OCAML_VERSION_MAJOR >= 5
-  const value words = caml_callback_exn(*heap_words, Val_unit);
-  return Is_exception_result(words) ? 0 : static_cast<std::size_t>(Long_val(words));
+  return Wsize_bsize(caml_heap_size(Caml_state->shared_heap));
 #else
   return static_cast<std::size_t>(Caml_state->stat_heap_wsz);
 #endif
@@ -97,17 +103,16 @@ Host::Host(const Runtime& runtime, RequestWatch* watch)
   const value* handle = caml_named_value("camlbeam.host.handle");
   const value* load = caml_named_value("camlbeam.host.load");
   const value* compact = caml_named_value("camlbeam.host.compact");
-  const value* heap_words = caml_named_value("camlbeam.host.heap_words");
   const value* standalone_context = caml_named_value("camlbeam.host.standalone_context");
   const value* context_slots = caml_named_value("camlbeam.context_slots");
-  if (handle == nullptr || load == nullptr || compact == nullptr || heap_words == nullptr || standalone_context == nullptr ||
+  if (handle == nullptr || load == nullptr || compact == nullptr || standalone_context == nullptr ||
       context_slots == nullptr) {
     throw RuntimeError(
         "the OCaml request handler is missing: link the executable's OCaml object with the library "
         "camlbeam.host (-linkall), e.g. through the CMake target camlbeam::ocaml_native");
   }
-  callbacks_ = std::make_unique<const Callbacks>(Callbacks{handle, standalone_context, context_slots, load, compact, heap_words});
-  compact_above_words_ = compact_above(major_heap_words(heap_words));
+  callbacks_ = std::make_unique<const Callbacks>(Callbacks{handle, standalone_context, context_slots, load, compact});
+  compact_above_words_ = compact_above(major_heap_words());
 }
 
 Host::~Host() = default;
@@ -246,7 +251,7 @@ void Host::between_requests() noexcept {
   if (runtime_.held_by_this_thread()) collect_between_requests();
 }
 
-bool Host::major_heap_grown() const noexcept { return major_heap_words(callbacks_->heap_words) > compact_above_words_; }
+bool Host::major_heap_grown() const noexcept { return major_heap_words() > compact_above_words_; }
 
 bool Host::give_back_memory_now(bool freed_c_memory) noexcept {
   if (!runtime_.held_by_this_thread()) return false;
@@ -255,7 +260,7 @@ bool Host::give_back_memory_now(bool freed_c_memory) noexcept {
     // Gc.compact runs finalisers, which may raise; nothing can be done about that here.
     const value result = caml_callback_exn(*callbacks_->compact, Val_unit);
     (void)result;
-    compact_above_words_ = compact_above(major_heap_words(callbacks_->heap_words));
+    compact_above_words_ = compact_above(major_heap_words());
   }
   // The heap's chunks are malloc's: compaction frees them, and trimming returns what
   // malloc keeps of them (and of the transport's buffers) to the system.
