@@ -25,7 +25,7 @@ for spec in "$@"; do
     file="$keep/$(echo "$name" | tr / _)-$(basename "$dir").callgrind"
     valgrind --tool=callgrind --callgrind-out-file="$file" --toggle-collect='*conv_bench_loop*' \
       "$dir/bench/conv_bench" --as-worker --payloads="$payloads" --loop="$spec" >/dev/null 2>&1
-    counts+=("$(callgrind_annotate "$file" | awk -v n="$n" '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 / n }')")
+    counts+=("$(callgrind_annotate "$file" | awk -v n="$n" '/PROGRAM TOTALS/ { gsub(",", "", $1); printf "%.1f\n", $1 / n }')")
   done
   printf '%-36s %14.0f %14.0f %9.3f\n' "$name" "${counts[0]}" "${counts[1]}" "$(echo "${counts[1]} / ${counts[0]}" | bc -l)"
 done

@@ -5,7 +5,7 @@
 # section for each build's camlbeam-port (each with its own plugins and C port, the same
 # payload files), then conv_bench of each build; the build that goes first alternates.
 #
-#   bench/ocaml5/compare.sh [ROUNDS]        (default 3; about 2.5 minutes a round)
+#   bench/ocaml5/compare.sh [ROUNDS]        (default 3; about 1.3 minutes a round)
 #
 # Options (before ROUNDS): --old DIR (default ./build, OCaml 4.13), --new DIR (default
 # ./build-ocaml5, configured with -DCAMLBEAM_OCAML_PREFIX=$(scripts/setup-ocaml5.sh --prefix)),
