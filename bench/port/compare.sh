@@ -31,19 +31,15 @@ cmake -S "$base" -B "$base/build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release >
 cmake --build "$base/build" --target camlbeam-port port_bench >/dev/null
 (cd "$base/erlang" && REBAR_OFFLINE=1 rebar3 compile >/dev/null)
 
+# shellcheck source=lib.sh
+source "$root/bench/port/lib.sh"
+
 # One round_trips section of the tree at $1 into the report $2.
 round_trips() {
   local tree=$1 out=$2
-  local here="$tree/build/bench/port"
   mkdir -p "$tree/build/bench/payloads"
   escript "$root/bench/etf_bench.escript" gen "$tree/build/bench/payloads" >/dev/null
-  erl -noshell -pa "$here/ebin" -pa "$tree/erlang/_build/default/lib/camlbeam/ebin" \
-    -run port_bench main -extra --only round_trips \
-    --c-port "$here/c_port" --worker "$tree/build/cpp/port/camlbeam-port" \
-    --bench-plugin "$here/port_bench_exports.cmxs" --kernels-plugin "$here/kernels.cmxs" \
-    --standalone "$here/kernels_standalone" --idle "$here/ocaml_idle" \
-    --idle-linkall "$here/ocaml_idle_linkall" --payloads "$tree/build/bench/payloads" \
-    --out "$out" >/dev/null
+  port_round_trips "$tree/build" "$tree/erlang/_build/default/lib/camlbeam/ebin" "$tree/build/bench/payloads" "$out"
 }
 
 for i in $(seq 1 "$rounds"); do
@@ -59,7 +55,6 @@ ratios() {  # reports... -> "payload callers ratio" lines, one per report and ro
                if (a[4] == "camlbeam" && ((a[1], a[2], a[3], "c_port") in p50))
                  print a[2], a[3], p50[k] / p50[a[1], a[2], a[3], "c_port"] } }' "$@"
 }
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 echo "round-trip p50, camlbeam / C port, median of $rounds alternated rounds"
 printf '%-12s %7s %10s %10s\n' payload callers "$base_rev" "this tree"

@@ -15,7 +15,7 @@
 %% Run by bench/port/run.sh:
 %%   erl -noshell -pa EBIN -pa CAMLBEAM_EBIN -run port_bench main -extra [--smoke] --c-port P
 %%       --worker P --bench-plugin P --kernels-plugin P --standalone P --idle P
-%%       --payloads DIR --out FILE
+%%       --payloads DIR --out FILE [--only SECTION] [--rt-rounds N] [--rt-cell-ms MS]
 %% It halts 0 when every check passed (targets missed are reported, not failures), 1 on an
 %% error or a failed check (an echo that differs from its payload, kernels that disagree).
 -module(port_bench).
@@ -50,6 +50,10 @@ main() ->
 
 options([], Opts) -> Opts;
 options(["--smoke" | Rest], Opts) -> options(Rest, Opts#{mode => smoke});
+%% Shorter round trips for runs that repeat the section (bench/ocaml5/compare.sh).
+options([Flag, Value | Rest], Opts) when Flag =:= "--rt-rounds"; Flag =:= "--rt-cell-ms" ->
+    Key = case Flag of "--rt-rounds" -> rt_rounds; "--rt-cell-ms" -> rt_cell_ms end,
+    options(Rest, Opts#{Key => list_to_integer(Value)});
 options([Flag, Value | Rest], Opts) ->
     Key = case Flag of
               "--c-port" -> c_port;
