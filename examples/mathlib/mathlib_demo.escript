@@ -38,15 +38,7 @@ main([PluginDir]) ->
     N = 38,
     {Alone, {ok, Fib}} = timer:tc(fun() -> ocaml:call(Pool, fib, [N], 60000) end),
     say("one fib(~b) alone: ~b ms", [N, Alone div 1000]),
-    Start = erlang:monotonic_time(millisecond),
-    First = spawn_call(Pool, fib, [N]),
-    wait_until(fun() -> in_flight(Pool) =:= [1, 0] orelse in_flight(Pool) =:= [0, 1] end),
-    Second = spawn_call(Pool, fib, [N]),
-    wait_until(fun() -> in_flight(Pool) =:= [1, 1] end),
-    say("while both run, each worker has one call in flight:"),
-    show_workers(Pool),
-    [{ok, Fib}, {ok, Fib}] = [await(C) || C <- [First, Second]],
-    say("two fib(~b) at once: ~b ms", [N, erlang:monotonic_time(millisecond) - Start]),
+    two_at_once(Pool, N, Fib, 3),
 
     section("4. Errors are values; the worker answers them and carries on", []),
     say("no such export:"),
@@ -141,6 +133,32 @@ shorten({error, {ocaml_exception, Name, Message, Backtrace}}) ->
     {error, {ocaml_exception, Name, Message, <<FirstLine/binary, "...">>}};
 shorten(Result) ->
     Result.
+
+%% Two fib(N) calls started one after the other, shown while both run. On a busy machine
+%% the first may end before the second is seen in flight: then the pair runs again.
+two_at_once(Pool, N, Fib, Attempts) ->
+    Start = erlang:monotonic_time(millisecond),
+    First = spawn_call(Pool, fib, [N]),
+    wait_until(fun() -> lists:sort(in_flight(Pool)) =:= [0, 1] orelse answered(First) end),
+    Second = spawn_call(Pool, fib, [N]),
+    wait_until(fun() -> in_flight(Pool) =:= [1, 1] orelse answered(First) end),
+    BothSeen = not answered(First),
+    BothSeen andalso say("while both run, each worker has one call in flight:"),
+    BothSeen andalso show_workers(Pool),
+    [{ok, Fib}, {ok, Fib}] = [await(C) || C <- [First, Second]],
+    case BothSeen of
+        true ->
+            say("two fib(~b) at once: ~b ms", [N, erlang:monotonic_time(millisecond) - Start]);
+        false when Attempts > 1 ->
+            two_at_once(Pool, N, Fib, Attempts - 1);
+        false ->
+            error(never_saw_two_calls_in_flight)
+    end.
+
+%% Whether the call's answer has arrived (it stays in the mailbox for await/1).
+answered(Tag) ->
+    {messages, Messages} = process_info(self(), messages),
+    lists:keymember(Tag, 1, Messages).
 
 %% A call in a process of its own, so that several can run at once.
 spawn_call(Pool, Fun, Args) ->
