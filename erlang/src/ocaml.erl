@@ -169,10 +169,11 @@
 %% </ul>
 
 -type worker_info() :: #{id := pos_integer(), pid := pid(), os_pid := non_neg_integer(),
-                         flavour := flavour(), in_flight := non_neg_integer()}.
+                         flavour := flavour(), ocaml_version := binary(),
+                         in_flight := non_neg_integer()}.
 %% A live worker of a pool ({@link workers/1}): its id (1 to `pool_size'), its
-%% Erlang process, the OS pid of its executable, its flavour, and the calls
-%% it has in flight.
+%% Erlang process, the OS pid of its executable, its flavour, the OCaml release
+%% it runs (option `ocaml'), and the calls it has in flight.
 
 -type call_error() :: {undef, atom() | binary() | {atom() | binary(), atom() | binary()}}
                     | {ambiguous, Function :: atom(), Modules :: [atom()]}

@@ -106,10 +106,10 @@ recycle(Worker) ->
 stop(Worker) ->
     ocaml_worker:retire(Worker).
 
-%% @doc The OS pid of the worker's current OS process, and its flavour.
+%% @doc The OS pid of the worker's current OS process, its flavour and its OCaml.
 -spec describe(#ocaml_port{}) -> ocaml_transport:worker_description().
-describe(#ocaml_port{os_pid = OsPid, flavour = Flavour}) ->
-    #{os_pid => OsPid, flavour => Flavour}.
+describe(#ocaml_port{os_pid = OsPid, flavour = Flavour, ocaml_version = Version}) ->
+    #{os_pid => OsPid, flavour => Flavour, ocaml_version => Version}.
 
 %%% Internals
 

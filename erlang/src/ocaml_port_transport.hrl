@@ -16,5 +16,7 @@
     max_request_size :: pos_integer(),
     cast_timeout :: timeout(),
     os_pid :: non_neg_integer(),
-    flavour :: native | bytecode
+    flavour :: native | bytecode,
+    %% The release of the OCaml the worker runs (its hello's ocaml_version).
+    ocaml_version :: binary()
 }).

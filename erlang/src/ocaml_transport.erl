@@ -88,10 +88,11 @@
 %% What an answer arriving at an alias is the answer to: a call
 %% ({@link send_call/5}) or a plugin's load ({@link load/3}).
 
--type worker_description() :: #{os_pid := non_neg_integer(), flavour := ocaml_options:flavour()}.
+-type worker_description() :: #{os_pid := non_neg_integer(), flavour := ocaml_options:flavour(),
+                                ocaml_version := binary()}.
 %% What {@link ocaml:workers/1} shows of a worker besides its id, pid and
 %% calls in flight: the OS process running its OCaml runtime (the VM's own
-%% for a NIF) and that runtime's flavour.
+%% for a NIF), that runtime's flavour and its OCaml release (`<<"5.3.0">>').
 
 %%% The callbacks
 

@@ -105,6 +105,7 @@
     count_seen = none :: {non_neg_integer(), integer()} | none,
     os_pid :: pos_integer() | undefined,
     flavour :: ocaml_options:flavour() | undefined,
+    ocaml_version :: binary() | undefined,
     started_at :: integer(),
     ready_at :: integer() | undefined,
     framer :: ocaml_port_protocol:framer(),
@@ -344,7 +345,8 @@ start_step(Payload, #state{proc = #proc{awaiting = {_, {hello, _}}} = Proc,
             case is_ocaml(Ocaml, Version) of
                 true ->
                     declared(hello, #{atoms => Atoms, exports => Exports},
-                             State#state{proc = Proc#proc{flavour = Flavour, os_pid = OsPid}});
+                             State#state{proc = Proc#proc{flavour = Flavour, ocaml_version = Version,
+                                                          os_pid = OsPid}});
                 false ->
                     end_proc({ocaml_mismatch, Ocaml, Version}, State)
             end;
@@ -411,11 +413,11 @@ ready(#state{proc = Proc, setup = Setup, gen = Gen, first_start = First} = State
 -spec publish(#state{}, sync | async) -> ok.
 publish(#state{pool = Pool, id = Id, setup = Setup,
                proc = #proc{port = Port, pending = Pending, given = Given, in_flight = InFlight,
-                            os_pid = OsPid, flavour = Flavour}}, How) ->
+                            os_pid = OsPid, flavour = Flavour, ocaml_version = Version}}, How) ->
     #{max_queue := MaxQueue, max_request_size := MaxRequest, cast_timeout := CastTimeout} = Setup,
     Handle = #ocaml_port{port = Port, pending = Pending, given = Given, in_flight = InFlight,
                          max_request_size = MaxRequest, cast_timeout = CastTimeout,
-                         os_pid = OsPid, flavour = Flavour},
+                         os_pid = OsPid, flavour = Flavour, ocaml_version = Version},
     camlbeam_registry:register_worker(
       #camlbeam_worker{key = {Pool, Id}, pid = self(), transport = ocaml_port_transport,
                        handle = Handle, in_flight = InFlight, max_queue = MaxQueue}, How).

@@ -92,8 +92,14 @@ workers_info(Config) ->
     Workers = ocaml:workers(Pool),
     ?assertEqual([1, 2, 3], [Id || #{id := Id} <- Workers]),
     lists:foreach(
-      fun(#{id := Id, pid := Pid, os_pid := OsPid, flavour := F, in_flight := InFlight} = W) ->
-              ?assertEqual(5, map_size(W)),
+      fun(#{id := Id, pid := Pid, os_pid := OsPid, flavour := F, ocaml_version := Version,
+            in_flight := InFlight} = W) ->
+              ?assertEqual(6, map_size(W)),
+              %% The release the pool asked for, or the default build's.
+              case ?config(group_options, Config) of
+                  #{ocaml := Asked} -> ?assertEqual(list_to_binary(Asked), Version);
+                  #{} -> ?assertMatch({match, _}, re:run(Version, "^[0-9]+\\.[0-9]+\\.[0-9]+"))
+              end,
               ?assert(is_process_alive(Pid)),
               ?assert(?LIB:os_pid_alive(OsPid)),
               ?assertEqual(Flavour, F),
