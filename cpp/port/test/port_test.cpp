@@ -996,6 +996,14 @@ TEST_F(PortWorkerDomains, ErlSendAndCallErlangFromADomainAreRefusedWithTheirReas
   EXPECT_EQ(worker_->answer_to("r2"), "{ok,ok}");
 }
 
+TEST_F(PortWorkerDomains, AStackOverflowInADomainIsTheRequestsError) {
+  worker_->send("{call, r, overflow_in_domain, []}");
+  const std::string answer = worker_->answer_to("r", 30s);
+  EXPECT_TRUE(starts_with(answer, "{error,{ocaml_exception,<<\"Stack_overflow\">>,")) << answer;
+  worker_->send("{call, r2, worker_id_in_domain, []}");
+  EXPECT_EQ(worker_->answer_to("r2"), "{ok,{7,7}}");
+}
+
 TEST_F(PortWorkerDomains, TheDeadlineStopsLoopsInTheDomainsOfTheRequest) {
   for (const char* fn : {"spin_in_domain", "spin_in_two_domains"}) {
     SCOPED_TRACE(fn);

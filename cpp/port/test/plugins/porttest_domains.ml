@@ -26,6 +26,11 @@ let () =
           match Erl.call_erlang "erlang" "node" [] with
           | _ -> "called"
           | exception Failure why -> why));
+  (* Recursion with no bound, in a domain: its Stack_overflow reaches the request through
+     Domain.join. *)
+  Erl.export "overflow_in_domain" Erl.Conv.(nullary int) (fun () ->
+      let rec depth n = if Sys.opaque_identity n < 0 then 0 else 1 + depth (n + 1) in
+      in_domain (fun () -> depth 0));
   Erl.export "spin_in_domain" Erl.Conv.(nullary int) (fun () -> in_domain spin);
   (* Both domains spin: the first cancel ends one, the next ones the other. *)
   Erl.export "spin_in_two_domains" Erl.Conv.(nullary int) (fun () ->
