@@ -219,17 +219,20 @@ let is_asynchronous = function Erl.Cancelled | Out_of_memory | Stack_overflow ->
 let load path =
   if not (Sys.file_exists path) then Error (Enoent, path ^ ": no such file")
   else
-    match (wrong_flavour path, compiler_mismatch path) with
-    | Some why, _ -> Error (Not_a_plugin, path ^ " " ^ why)
-    | None, Some why -> Error (Incompatible, path ^ " " ^ why)
-    | None, None -> (
-        match Private.loading ~file:path (fun () -> Dynlink.loadfile path) with
-        | () -> Ok ()
-        | exception Dynlink.Error (Library's_module_initializers_failed Erl.Cancelled) -> raise Erl.Cancelled
-        | exception Dynlink.Error e -> Error (classify e, load_failure path e)
-        | exception Sys_error message -> Error (Not_a_plugin, message)
-        | exception exn when is_asynchronous exn -> raise exn
-        | exception exn -> Error (Not_a_plugin, path ^ ": " ^ Printexc.to_string exn))
+    match wrong_flavour path with
+    | Some why -> Error (Not_a_plugin, path ^ " " ^ why)
+    | None -> (
+        (* The file is read for its magic number only when its extension is right. *)
+        match compiler_mismatch path with
+        | Some why -> Error (Incompatible, path ^ " " ^ why)
+        | None -> (
+            match Private.loading ~file:path (fun () -> Dynlink.loadfile path) with
+            | () -> Ok ()
+            | exception Dynlink.Error (Library's_module_initializers_failed Erl.Cancelled) -> raise Erl.Cancelled
+            | exception Dynlink.Error e -> Error (classify e, load_failure path e)
+            | exception Sys_error message -> Error (Not_a_plugin, message)
+            | exception exn when is_asynchronous exn -> raise exn
+            | exception exn -> Error (Not_a_plugin, path ^ ": " ^ Printexc.to_string exn)))
 
 (* Requests *)
 
