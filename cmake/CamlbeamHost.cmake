@@ -37,7 +37,8 @@ function(camlbeam_ocaml_packages)
   set(stamp "${build_dir}/packages.stamp")
   file(GLOB sources CONFIGURE_DEPENDS "${CMAKE_SOURCE_DIR}/ocaml/src/*" "${CMAKE_SOURCE_DIR}/ocaml/host/*.ml"
        "${CMAKE_SOURCE_DIR}/ocaml/host/*.mli" "${CMAKE_SOURCE_DIR}/ocaml/host/dune"
-       "${CMAKE_SOURCE_DIR}/ocaml/port/*.ml" "${CMAKE_SOURCE_DIR}/ocaml/port/*.mli" "${CMAKE_SOURCE_DIR}/ocaml/port/dune")
+       "${CMAKE_SOURCE_DIR}/ocaml/port/*.ml" "${CMAKE_SOURCE_DIR}/ocaml/port/*.mli" "${CMAKE_SOURCE_DIR}/ocaml/port/dune"
+       "${CMAKE_SOURCE_DIR}/ocaml/nif/*.ml" "${CMAKE_SOURCE_DIR}/ocaml/nif/*.mli" "${CMAKE_SOURCE_DIR}/ocaml/nif/dune")
   add_custom_command(
     OUTPUT "${stamp}"
     COMMAND ${CAMLBEAM_DUNE} build --root "${CMAKE_SOURCE_DIR}/ocaml" --build-dir "${build_dir}" --profile release
@@ -71,8 +72,8 @@ endfunction()
 # that loads in one loads in the others.
 set(CAMLBEAM_PLUGIN_PACKAGES unix CACHE INTERNAL "findlib packages every host executable links for plugins")
 
-# camlbeam_ocaml_host_object(<name> NATIVE|BYTECODE [SOURCES a.ml ...] [PACKAGES p ...]
-#                            [C_LIBRARIES lib ...])
+# camlbeam_ocaml_host_object(<name> NATIVE|NATIVE_PIC|BYTECODE [SOURCES a.ml ...]
+#                            [PACKAGES p ...] [C_LIBRARIES lib ...])
 #
 # The OCaml half of a host executable, and the INTERFACE library <name> that links it. One
 # object (-output-obj) holds camlbeam.host, dynlink, ${CAMLBEAM_PLUGIN_PACKAGES}, the given
@@ -82,7 +83,8 @@ set(CAMLBEAM_PLUGIN_PACKAGES unix CACHE INTERNAL "findlib packages every host ex
 # the C stubs of the PACKAGES (C_LIBRARIES, e.g. "${CAMLBEAM_OCAML_STDLIB}/libcamlstr.a": -output-obj
 # does not bring them), and -Wl,-E, without which every .cmxs fails with "undefined symbol: caml...".
 # An executable links exactly one of these, next to camlbeam::host: native and bytecode
-# runtimes cannot share a process.
+# runtimes cannot share a process. NATIVE_PIC is NATIVE with the runtime built for a shared
+# library (libasmrun_pic.a): the NIF's.
 function(camlbeam_ocaml_host_object name flavour)
   cmake_parse_arguments(ARG "" "" "SOURCES;PACKAGES;C_LIBRARIES" ${ARGN})
   camlbeam_find_ocaml()
@@ -90,11 +92,15 @@ function(camlbeam_ocaml_host_object name flavour)
   if(flavour STREQUAL "NATIVE")
     set(compiler ocamlopt)
     set(runtime "${CAMLBEAM_OCAML_STDLIB}/libasmrun.a")
+  elseif(flavour STREQUAL "NATIVE_PIC")
+    set(compiler ocamlopt)
+    set(runtime "${CAMLBEAM_OCAML_STDLIB}/libasmrun_pic.a")
+    set(flavour NATIVE)
   elseif(flavour STREQUAL "BYTECODE")
     set(compiler ocamlc)
     set(runtime "${CAMLBEAM_OCAML_STDLIB}/libcamlrun.a")
   else()
-    message(FATAL_ERROR "camlbeam_ocaml_host_object: NATIVE or BYTECODE, not '${flavour}'")
+    message(FATAL_ERROR "camlbeam_ocaml_host_object: NATIVE, NATIVE_PIC or BYTECODE, not '${flavour}'")
   endif()
   set(work "${CMAKE_CURRENT_BINARY_DIR}/${name}.ocaml")
   set(object "${CMAKE_CURRENT_BINARY_DIR}/${name}.o")

@@ -15,7 +15,7 @@
 
 -export([hello/3, call/4, load/3, cancel/1, erl_reply/2]).
 -export([new_framer/0, frames/3, parse_frame/1]).
--export([decode_answer/1, decode_hello/1, decode_load/1, decode_erl_call/1, decode_payload/1]).
+-export([decode_answer/1, decode_hello/1, decode_load/1, load_answer/1, decode_erl_call/1, decode_payload/1]).
 -export([is_ok_answer/1, atom_texts/1, export_texts/1]).
 -export_type([envelope/0, malformed/0, hello/0, erl_call_request/0, framer/0, deadline_ms/0,
               atom_text/0, export_text/0, declared/0]).
@@ -299,19 +299,30 @@ decode_hello(Payload) ->
                                        | timeout | {request_failed, binary()}}.
 decode_load(Payload) ->
     case decode_payload(Payload) of
-        {ok, ok} -> {ok, #{atoms => [], exports => []}};
-        {ok, {ok, Declared}} when is_map_key(atoms, Declared); is_map_key(exports, Declared) ->
-            case declared(Declared) of
-                {ok, _} = Ok -> Ok;
-                {error, Why} -> {error, {bad_reply, Why}}
-            end;
-        {ok, {error, {load_failed, Kind, Message}} = Error} when is_atom(Kind), is_binary(Message) ->
-            Error;
-        {ok, {error, timeout} = Error} -> Error;
-        {ok, {error, {request_failed, Message}} = Error} when is_binary(Message) -> Error;
-        {ok, Other} -> {error, {bad_reply, not_an_answer(Other)}};
+        {ok, Answer} -> load_answer(Answer);
         {error, Why} -> {error, {bad_reply, Why}}
     end.
+
+%% @doc The answer to a load, decoded already (the NIF builds it as a term):
+%% what {@link decode_load/1} makes of it.
+-spec load_answer(term()) -> {ok, declared()}
+                             | {error, {load_failed, atom(), binary()} | {bad_reply, binary()}
+                                       | timeout | {request_failed, binary()}}.
+load_answer(ok) ->
+    {ok, #{atoms => [], exports => []}};
+load_answer({ok, Declared}) when is_map_key(atoms, Declared); is_map_key(exports, Declared) ->
+    case declared(Declared) of
+        {ok, _} = Ok -> Ok;
+        {error, Why} -> {error, {bad_reply, Why}}
+    end;
+load_answer({error, {load_failed, Kind, Message}} = Error) when is_atom(Kind), is_binary(Message) ->
+    Error;
+load_answer({error, timeout} = Error) ->
+    Error;
+load_answer({error, {request_failed, Message}} = Error) when is_binary(Message) ->
+    Error;
+load_answer(Other) ->
+    {error, {bad_reply, not_an_answer(Other)}}.
 
 %% @doc The payload of an `erl_call' frame: `{Module, Function, Args}'.
 -spec decode_erl_call(binary()) -> {ok, erl_call_request()} | {error, binary()}.

@@ -166,7 +166,7 @@
 -spec callback_module(name()) -> {ok, module()} | {error, {transport_unavailable, node | nif}}.
 callback_module(port) -> {ok, ocaml_port_transport};
 callback_module(node) -> {error, {transport_unavailable, node}};
-callback_module(nif) -> {error, {transport_unavailable, nif}}.
+callback_module(nif) -> {ok, ocaml_nif_transport}.
 
 %% @doc The names the option `transport' accepts, built or not.
 -spec names() -> [name(), ...].

@@ -70,8 +70,6 @@
 %% The worker interrupts a request at its deadline and exits cancel_grace
 %% later; this side ends it this much later still, if it did not.
 -define(OVERDUE_SLACK, 1000).
-%% Log lines a worker may cause per second; the rest are counted, and said.
--define(LOG_BUDGET, 20).
 %% Reads of the port's output this process may have waiting: past it, the OS
 %% process writes faster than this process can read, and would fill the VM's
 %% memory (a port has no flow control): it is ended.
@@ -144,8 +142,7 @@
     %% loads the plugin at start, and these aliases get that step's answer.
     deferred_loads = [] :: [{file:filename_all(), reference()}],
     registry :: reference() | none,
-    log_window = {0, 0, 0} :: {Second :: integer(), Logged :: non_neg_integer(),
-                               Dropped :: non_neg_integer()}
+    log_window = ocaml_log_window:new() :: ocaml_log_window:window()
 }).
 
 %%% API
@@ -932,30 +929,10 @@ now_ms() ->
 plural(1) -> "";
 plural(_) -> "s".
 
-%% Logs at most ?LOG_BUDGET lines a second on behalf of one worker; past it,
-%% counts them, and says how many were dropped when logging again. Args may be
-%% a function that makes them: it runs only for a line that is logged (a
-%% worker's log line is decoded only then).
+%% Logs within the worker's budget (ocaml_log_window).
 -spec log(logger:level(), io:format(), [term()] | fun(() -> [term()]), #state{}) -> #state{}.
-log(Level, Format, Args, #state{log_window = {Second, Logged, Dropped}} = State) ->
-    Now = erlang:monotonic_time(second),
-    case {Now =:= Second, Logged < ?LOG_BUDGET} of
-        {true, false} ->
-            State#state{log_window = {Second, Logged, Dropped + 1}};
-        {true, true} ->
-            logger:log(Level, Format, arguments(Args)),
-            State#state{log_window = {Second, Logged + 1, Dropped}};
-        {false, _} ->
-            _ = Dropped > 0 andalso
-                ?LOG_WARNING("OCaml worker: ~b log line~s dropped (more than ~b a second)",
-                             [Dropped, plural(Dropped), ?LOG_BUDGET]),
-            logger:log(Level, Format, arguments(Args)),
-            State#state{log_window = {Now, 1, 0}}
-    end.
-
--spec arguments([term()] | fun(() -> [term()])) -> [term()].
-arguments(Make) when is_function(Make, 0) -> Make();
-arguments(Args) when is_list(Args) -> Args.
+log(Level, Format, Args, #state{log_window = Window} = State) ->
+    State#state{log_window = ocaml_log_window:log(Level, Format, Args, Window)}.
 
 %% The registry restarted with empty tables: a ready worker registers again
 %% once it is back (looked for every 50 ms, without waiting in between).

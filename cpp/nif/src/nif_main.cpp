@@ -1,0 +1,234 @@
+// camlbeam_nif.so: the Erlang module camlbeam_nif's functions (erlang/src/camlbeam_nif.erl).
+// Every function here runs on a normal scheduler and returns at once: it copies a request
+// into an environment of its own and queues it for the OCaml thread (service.hpp).
+#include "service.hpp"
+
+#include <camlbeam/host/error.hpp>
+
+#include <dlfcn.h>
+#include <erl_nif.h>
+
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <new>
+#include <string>
+#include <string_view>
+
+#ifndef CAMLBEAM_OCAML_VERSION
+#error "CAMLBEAM_OCAML_VERSION: the release of the OCaml this library is built with"
+#endif
+
+// Another copy of this library (a second file, another OCaml's build) finds it through
+// the dynamic linker once the first one made its symbols global: one runtime per VM.
+extern "C" __attribute__((visibility("default"))) const char camlbeam_nif_runtime[] = CAMLBEAM_OCAML_VERSION;
+
+namespace camlbeam::nif {
+namespace {
+
+ErlNifResourceType* worker_type = nullptr;
+Atoms atoms{};
+ERL_NIF_TERM atom_ok, atom_closed, atom_true, atom_false, atom_none, atom_given, atom_any, atom_call, atom_load;
+
+struct WorkerHandle {
+  std::shared_ptr<Worker> worker;
+};
+
+void destroy_worker_handle(ErlNifEnv*, void* object) noexcept {
+  auto* handle = static_cast<WorkerHandle*>(object);
+  try {
+    if (Service* service = Service::running(); service != nullptr && handle->worker) service->close(handle->worker);
+  } catch (...) {
+  }
+  handle->~WorkerHandle();
+}
+
+// The plugins this runtime loads (.cmxs) are shared objects that bind to the caml_*
+// symbols of the runtime linked into this library; the VM opened it RTLD_LOCAL, where
+// nothing can bind to them. Reopened RTLD_GLOBAL (the handle is kept for ever: the
+// library must stay mapped while its thread runs, whatever happens to the module).
+std::string make_symbols_global() {
+  Dl_info self{};
+  if (dladdr(reinterpret_cast<const void*>(&make_symbols_global), &self) == 0 || self.dli_fname == nullptr)
+    return "dladdr found no file for camlbeam_nif's own code";
+  if (const void* other = dlsym(RTLD_DEFAULT, "camlbeam_nif_runtime"); other != nullptr && other != camlbeam_nif_runtime) {
+    return std::string("this VM runs the OCaml runtime of another camlbeam_nif library already (OCaml ") +
+           static_cast<const char*>(other) + "): one OCaml runtime per VM, and it cannot be replaced";
+  }
+  static void* const keep = dlopen(self.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_GLOBAL);
+  if (keep == nullptr) return std::string("dlopen RTLD_GLOBAL of ") + self.dli_fname + ": " + dlerror();
+  return "";
+}
+
+int open_resources(ErlNifEnv* env, ErlNifResourceFlags flags) {
+  ErlNifResourceFlags tried{};
+  worker_type = enif_open_resource_type(env, nullptr, "camlbeam_worker", destroy_worker_handle, flags, &tried);
+  return worker_type != nullptr ? 0 : 1;
+}
+
+void make_atoms(ErlNifEnv* env) {
+  atoms = Atoms::make(env);
+  atom_ok = enif_make_atom(env, "ok");
+  atom_closed = enif_make_atom(env, "closed");
+  atom_true = enif_make_atom(env, "true");
+  atom_false = enif_make_atom(env, "false");
+  atom_none = enif_make_atom(env, "none");
+  atom_given = enif_make_atom(env, "given");
+  atom_any = enif_make_atom(env, "any");
+  atom_call = enif_make_atom(env, "call");
+  atom_load = enif_make_atom(env, "load");
+}
+
+// Why the runtime could not start. The library then loads all the same, so that
+// runtime_info() can say why (a failed load callback gives Erlang only a number), and
+// every worker refuses to start with it.
+std::string load_failure;
+
+int load(ErlNifEnv* env, void** /*priv*/, ERL_NIF_TERM /*load_info*/) noexcept {
+  try {
+    make_atoms(env);
+    if (open_resources(env, ERL_NIF_RT_CREATE) != 0) return 1;
+    load_failure = make_symbols_global();
+    if (load_failure.empty()) Service::start(atoms);
+  } catch (const std::exception& e) {
+    load_failure = e.what();
+  } catch (...) {
+    load_failure = "the OCaml runtime did not start";
+  }
+  return 0;
+}
+
+// code:load_file of a new version of camlbeam_nif: the same library, already running.
+int upgrade(ErlNifEnv* env, void** /*priv*/, void** /*old_priv*/, ERL_NIF_TERM /*load_info*/) noexcept {
+  try {
+    make_atoms(env);
+    if (open_resources(env, ERL_NIF_RT_TAKEOVER) != 0) return 1;
+    return Service::running() != nullptr ? 0 : 2;
+  } catch (...) {
+    return 3;
+  }
+}
+
+void unload(ErlNifEnv*, void*) noexcept {
+  // The runtime and its thread stay: the library stays mapped (make_symbols_global).
+}
+
+template <class F>
+ERL_NIF_TERM guarded(ErlNifEnv* env, F&& body) noexcept {
+  try {
+    return body();
+  } catch (const std::bad_alloc&) {
+    return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+  } catch (...) {
+    return enif_make_badarg(env);
+  }
+}
+
+WorkerHandle* get_worker(ErlNifEnv* env, ERL_NIF_TERM term) {
+  void* object = nullptr;
+  if (!enif_get_resource(env, term, worker_type, &object)) return nullptr;
+  return static_cast<WorkerHandle*>(object);
+}
+
+
+// runtime_info() -> {ok, #{ocaml_version := binary(), flavour := native}} | {error, Why :: binary()}
+ERL_NIF_TERM runtime_info(ErlNifEnv* env, int, const ERL_NIF_TERM*) noexcept {
+  return guarded(env, [&] {
+    if (Service::running() == nullptr) return enif_make_tuple2(env, atoms.error, make_binary(env, load_failure));
+    ERL_NIF_TERM keys[] = {enif_make_atom(env, "ocaml_version"), enif_make_atom(env, "flavour")};
+    ERL_NIF_TERM values[] = {make_binary(env, CAMLBEAM_OCAML_VERSION), enif_make_atom(env, "native")};
+    ERL_NIF_TERM map;
+    enif_make_map_from_arrays(env, keys, values, 2, &map);
+    return enif_make_tuple2(env, atom_ok, map);
+  });
+}
+
+// new_worker(Id, WorkerPid, SendPolicy, Node :: binary(), Creation) -> Handle
+ERL_NIF_TERM new_worker(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
+  return guarded(env, [&]() -> ERL_NIF_TERM {
+    Service* service = Service::running();
+    ErlNifSInt64 id = 0;
+    ErlNifPid pid;
+    ErlNifBinary node;
+    unsigned int creation = 0;
+    if (service == nullptr || !enif_get_int64(env, argv[0], &id) || !enif_get_local_pid(env, argv[1], &pid) ||
+        !enif_inspect_binary(env, argv[3], &node) || !enif_get_uint(env, argv[4], &creation))
+      return enif_make_badarg(env);
+    SendPolicy policy;
+    if (enif_is_identical(argv[2], atom_none)) policy = SendPolicy::none;
+    else if (enif_is_identical(argv[2], atom_given)) policy = SendPolicy::given;
+    else if (enif_is_identical(argv[2], atom_any)) policy = SendPolicy::any;
+    else return enif_make_badarg(env);
+
+    auto worker = std::make_shared<Worker>();
+    worker->key = service->next_worker_key();
+    worker->id = id;
+    worker->pid = pid;
+    worker->send_policy = policy;
+    worker->build.local_node.assign(reinterpret_cast<const char*>(node.data), node.size);
+    worker->build.local_creation = creation;
+
+    void* object = enif_alloc_resource(worker_type, sizeof(WorkerHandle));
+    if (object == nullptr) throw std::bad_alloc();
+    new (object) WorkerHandle{std::move(worker)};
+    const ERL_NIF_TERM term = enif_make_resource(env, object);
+    enif_release_resource(object);
+    return term;
+  });
+}
+
+// request(Handle, Request, GivenPids) -> ok | closed. Request: {call, Ref, Fun, Args, Timeout}
+// or {load, Ref, Path, Timeout} (cpp/host/README.md); its answer reaches the worker's
+// process as {camlbeam_reply, Ref, Answer}.
+ERL_NIF_TERM request(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
+  return guarded(env, [&]() -> ERL_NIF_TERM {
+    WorkerHandle* handle = get_worker(env, argv[0]);
+    int arity = 0;
+    const ERL_NIF_TERM* elements = nullptr;
+    if (handle == nullptr || !enif_get_tuple(env, argv[1], &arity, &elements) || arity < 3 ||
+        !(enif_is_identical(elements[0], atom_call) || enif_is_identical(elements[0], atom_load)) ||
+        !enif_is_list(env, argv[2]))
+      return enif_make_badarg(env);
+    Job job{handle->worker, OwnedEnv(), 0, 0, 0};
+    job.request = enif_make_copy(job.env.get(), argv[1]);
+    job.given = enif_make_copy(job.env.get(), argv[2]);
+    const ERL_NIF_TERM* copied = nullptr;
+    enif_get_tuple(job.env.get(), job.request, &arity, &copied);
+    job.ref = copied[1];
+    return Service::running()->submit(std::move(job)) ? atom_ok : atom_closed;
+  });
+}
+
+// cancel(Handle, Ref) -> boolean(): whether a request of Ref was waiting, and is answered
+// {error, timeout} without running.
+ERL_NIF_TERM cancel(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
+  return guarded(env, [&]() -> ERL_NIF_TERM {
+    WorkerHandle* handle = get_worker(env, argv[0]);
+    if (handle == nullptr) return enif_make_badarg(env);
+    return Service::running()->cancel_queued(env, *handle->worker, argv[1]) ? atom_true : atom_false;
+  });
+}
+
+// close(Handle) -> ok: the worker takes no more requests; those waiting are dropped.
+ERL_NIF_TERM close(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
+  return guarded(env, [&]() -> ERL_NIF_TERM {
+    WorkerHandle* handle = get_worker(env, argv[0]);
+    if (handle == nullptr) return enif_make_badarg(env);
+    Service::running()->close(handle->worker);
+    return atom_ok;
+  });
+}
+
+ErlNifFunc functions[] = {
+    {"runtime_info", 0, runtime_info, 0},
+    {"new_worker", 5, new_worker, 0},
+    {"request", 3, request, 0},
+    {"cancel", 2, cancel, 0},
+    {"close", 1, close, 0},
+};
+
+}  // namespace
+}  // namespace camlbeam::nif
+
+ERL_NIF_INIT(camlbeam_nif, camlbeam::nif::functions, camlbeam::nif::load, nullptr, camlbeam::nif::upgrade,
+             camlbeam::nif::unload)

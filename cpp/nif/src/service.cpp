@@ -1,0 +1,391 @@
+#include "service.hpp"
+
+#include <camlbeam/conv/conv.hpp>
+#include <camlbeam/host/error.hpp>
+#include <camlbeam/host/host.hpp>
+#include <camlbeam/host/request_watch.hpp>
+#include <camlbeam/host/runtime.hpp>
+
+#include <caml/alloc.h>
+#include <caml/callback.h>
+#include <caml/memory.h>
+#include <caml/mlvalues.h>
+
+#include <climits>
+#include <cstdlib>
+#include <algorithm>
+#include <cstring>
+#include <exception>
+#include <new>
+#include <optional>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+
+namespace camlbeam::nif {
+
+namespace {
+
+// The service lives as long as the VM: the OCaml runtime cannot be stopped and started
+// again, and static destructors that run at the VM's exit must not destroy a running
+// thread or a condition variable another thread waits on (halt() would hang or abort).
+alignas(Service) unsigned char service_storage[sizeof(Service)];
+std::atomic<Service*> the_service{nullptr};
+std::mutex start_mutex;
+
+
+// ok, or {ok, _}.
+bool is_ok_answer(ErlNifEnv* env, ERL_NIF_TERM answer) {
+  char text[3];
+  int arity = 0;
+  const ERL_NIF_TERM* elements = nullptr;
+  if (enif_get_tuple(env, answer, &arity, &elements)) {
+    if (arity != 2) return false;
+    answer = elements[0];
+  }
+  return enif_get_atom(env, answer, text, sizeof text, ERL_NIF_LATIN1) > 0 && std::string_view(text) == "ok";
+}
+
+std::string shortened(std::string text, std::size_t limit = 200) {
+  if (text.size() > limit) text.resize(limit), text += "...";
+  return text;
+}
+
+}  // namespace
+
+Atoms Atoms::make(ErlNifEnv* env) {
+  const auto atom = [env](const char* name) { return enif_make_atom(env, name); };
+  return {atom("camlbeam_reply"), atom("camlbeam_cast_done"), atom("camlbeam_log"), atom("camlbeam_overdue"),
+          atom("ok"), atom("error"), atom("timeout"), atom("request_failed"), atom("bad_reply"),
+          atom("warning"), atom("none")};
+}
+
+struct Service::Ocaml {
+  explicit Ocaml(Service& service)
+      : runtime(std::vector<std::string>{"camlbeam_nif"}),
+        watch(runtime, {.heartbeat = std::chrono::milliseconds(0)},
+              {nullptr, [&service](std::chrono::milliseconds running, std::chrono::milliseconds timeout) {
+                 service.overdue(running, timeout);
+               }}),
+        host(runtime, &watch) {
+    const value* make = caml_named_value("camlbeam.nif.context");
+    if (make == nullptr) throw host::RuntimeError("the nif's OCaml half (camlbeam.nif) is not linked in");
+    make_context = make;
+    watch.start();
+  }
+
+  // The context of a worker's requests, made at its first request.
+  const conv::Root& context_of(const Worker& worker) {
+    const auto found = contexts.find(worker.key);
+    if (found != contexts.end()) return found->second;
+    OwnedEnv env;
+    const conv::UnrootedDecode pid = nif_to_ocaml(env.get(), enif_make_pid(env.get(), &worker.pid));
+    if (!pid.term || pid.error || pid.raised) throw host::RuntimeError("a worker's pid could not be converted");
+    const value context = caml_callback3_exn(*make_context, Val_long(worker.key), Val_long(worker.id), Field(pid.term, 0));
+    if (Is_exception_result(context)) throw host::RuntimeError("camlbeam.nif.context raised");
+    return contexts.emplace(worker.key, conv::Root(context)).first->second;
+  }
+
+  host::Runtime runtime;
+  host::RequestWatch watch;
+  host::Host host;
+  const value* make_context;
+  std::unordered_map<std::uint64_t, conv::Root> contexts;
+
+  // Every pool of the VM loads its plugins into this one runtime, where a file loads
+  // once: the answer of each plugin loaded, by its real path, is the answer to any
+  // later load of it (its atoms and exports, which each pool creates and lists).
+  struct Loaded {
+    OwnedEnv env;
+    ERL_NIF_TERM answer;
+  };
+  std::unordered_map<std::string, Loaded> loaded;
+};
+
+namespace {
+
+// The real path of a load request's Path (a binary, or a string of bytes), or "" when it
+// has none (the request then runs as it is, and Erl_host says what is wrong with it).
+std::string load_key(ErlNifEnv* env, ERL_NIF_TERM request) {
+  int arity = 0;
+  const ERL_NIF_TERM* elements = nullptr;
+  char tag[8];
+  if (!enif_get_tuple(env, request, &arity, &elements) || arity < 3 ||
+      enif_get_atom(env, elements[0], tag, sizeof tag, ERL_NIF_LATIN1) <= 0 || std::string_view(tag) != "load")
+    return "";
+  ErlNifBinary path;
+  if (!enif_inspect_iolist_as_binary(env, elements[2], &path) || path.size == 0 || path.size >= PATH_MAX ||
+      std::memchr(path.data, 0, path.size) != nullptr)
+    return "";
+  const std::string given(reinterpret_cast<const char*>(path.data), path.size);
+  char real[PATH_MAX];
+  return ::realpath(given.c_str(), real) != nullptr ? std::string(real) : "";
+}
+
+}  // namespace
+
+Service& Service::start(Atoms atoms) {
+  const std::lock_guard lock(start_mutex);
+  if (Service* service = the_service.load()) return *service;
+  auto* service = new (service_storage) Service(atoms);
+  std::promise<std::string> started;
+  std::future<std::string> result = started.get_future();
+  service->thread_ = std::thread([service, &started] { service->thread_main(&started); });
+  const std::string failure = result.get();
+  if (!failure.empty()) {
+    // The thread has ended, and with it any chance of a runtime in this VM.
+    service->thread_.join();
+    throw host::RuntimeError(failure);
+  }
+  the_service.store(service);
+  return *service;
+}
+
+Service* Service::running() noexcept { return the_service.load(); }
+
+void Service::thread_main(std::promise<std::string>* started) noexcept {
+  std::optional<Ocaml> ocaml;
+  try {
+    ocaml_thread_ = std::this_thread::get_id();
+    ocaml.emplace(*this);
+  } catch (const std::exception& e) {
+    started->set_value(std::string("the OCaml runtime did not start: ") + e.what());
+    return;
+  } catch (...) {
+    started->set_value("the OCaml runtime did not start");
+    return;
+  }
+  started->set_value("");
+  // Never returns: the runtime serves the VM until it exits.
+  for (;;) {
+    try {
+      serve(*ocaml);
+    } catch (...) {
+      // std::bad_alloc between requests: drop nothing, try again.
+    }
+  }
+}
+
+void Service::serve(Ocaml& ocaml) {
+  for (;;) {
+    std::optional<Job> job;
+    std::vector<std::uint64_t> forgotten;
+    {
+      std::unique_lock lock(mutex_);
+      if (queue_.empty() && forgotten_.empty()) {
+        ocaml.host.give_back_memory();
+        const host::BlockingSection released(ocaml.runtime);
+        wake_.wait(lock, [this] { return !queue_.empty() || !forgotten_.empty(); });
+      }
+      forgotten.swap(forgotten_);
+      if (!queue_.empty()) {
+        job.emplace(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    for (const std::uint64_t key : forgotten) ocaml.contexts.erase(key);
+    if (job) {
+      run(ocaml, *job);
+      ocaml.host.between_requests();
+    }
+  }
+}
+
+void Service::run(Ocaml& ocaml, Job& job) {
+  Worker& worker = *job.worker;
+  ErlNifEnv* env = job.env.get();
+  {
+    const std::lock_guard lock(running_mutex_);
+    running_ = job.worker;
+  }
+  struct Done {
+    Service& service;
+    ~Done() {
+      service.current_ = nullptr;
+      const std::lock_guard lock(service.running_mutex_);
+      service.running_.reset();
+    }
+  } done{*this};
+  current_ = &job;
+
+  const std::string loading = load_key(env, job.request);
+  if (!loading.empty()) {
+    if (const auto found = ocaml.loaded.find(loading); found != ocaml.loaded.end()) {
+      tell_worker(worker, env,
+                  enif_make_tuple3(env, atoms_.camlbeam_reply, job.ref, enif_make_copy(env, found->second.answer)));
+      return;
+    }
+  }
+
+  const conv::Root& context = ocaml.context_of(worker);
+  NifRequestSource source(env, job.request);
+  const host::Answer answer = ocaml.host.run(source, &context);
+  switch (answer.kind()) {
+    case host::Answer::Kind::reply: {
+      const BuiltTerm built = ocaml_to_nif(env, answer.term(), worker.build);
+      const ERL_NIF_TERM reply =
+          built.error ? enif_make_tuple2(env, atoms_.error,
+                                         enif_make_tuple2(env, atoms_.bad_reply, make_binary(env, built.error->message)))
+                      : built.term;
+      if (!loading.empty() && !built.error && is_ok_answer(env, reply)) {
+        OwnedEnv keep;
+        const ERL_NIF_TERM kept = enif_make_copy(keep.get(), reply);
+        ocaml.loaded.insert_or_assign(loading, Ocaml::Loaded{std::move(keep), kept});
+      }
+      // Every request with an answer has a Ref, found when it was queued.
+      const ERL_NIF_TERM ref = job.ref != 0 ? job.ref : ocaml_to_nif(env, answer.ref(), worker.build).term;
+      tell_worker(worker, env, enif_make_tuple3(env, atoms_.camlbeam_reply, ref, reply));
+      break;
+    }
+    case host::Answer::Kind::no_reply:
+      if (!answer.diagnostic().empty()) log(worker, "OCaml worker: cast failed: " + answer.diagnostic());
+      break;
+    case host::Answer::Kind::refused: {
+      const host::Error& error = *answer.error();
+      if (job.ref == 0) {
+        log(worker, "OCaml worker: request refused: " + shortened(error.message));
+        break;
+      }
+      const ERL_NIF_TERM why =
+          error.code == host::Errc::cancelled
+              ? atoms_.timeout
+              : enif_make_tuple2(env, atoms_.request_failed, make_binary(env, shortened(error.message, 1000)));
+      tell_worker(worker, env,
+                  enif_make_tuple3(env, atoms_.camlbeam_reply, job.ref, enif_make_tuple2(env, atoms_.error, why)));
+      break;
+    }
+  }
+}
+
+bool Service::submit(Job job) {
+  {
+    const std::lock_guard lock(mutex_);
+    if (job.worker->closed.load()) return false;
+    queue_.push_back(std::move(job));
+  }
+  wake_.notify_one();
+  return true;
+}
+
+bool Service::cancel_queued(ErlNifEnv* caller_env, const Worker& worker, ERL_NIF_TERM ref) {
+  std::optional<Job> cancelled;
+  {
+    const std::lock_guard lock(mutex_);
+    const auto found = std::find_if(queue_.begin(), queue_.end(), [&](const Job& job) {
+      return job.worker.get() == &worker && job.ref != 0 && enif_compare(job.ref, ref) == 0;
+    });
+    if (found == queue_.end()) return false;
+    cancelled.emplace(std::move(*found));
+    queue_.erase(found);
+  }
+  ErlNifEnv* env = cancelled->env.get();
+  const ERL_NIF_TERM message = enif_make_tuple3(env, atoms_.camlbeam_reply, cancelled->ref,
+                                                enif_make_tuple2(env, atoms_.error, atoms_.timeout));
+  ErlNifPid to = worker.pid;
+  enif_send(caller_env, &to, env, message);
+  return true;
+}
+
+void Service::close(const std::shared_ptr<Worker>& worker) {
+  // Freed after the lock: their callers learn of the worker's end from its process.
+  std::deque<Job> dropped;
+  {
+    const std::lock_guard lock(mutex_);
+    worker->closed.store(true);
+    for (auto job = queue_.begin(); job != queue_.end();) {
+      if (job->worker == worker) {
+        dropped.push_back(std::move(*job));
+        job = queue_.erase(job);
+      } else {
+        ++job;
+      }
+    }
+    forgotten_.push_back(worker->key);
+  }
+  wake_.notify_one();
+}
+
+void Service::tell_worker(const Worker& worker, ErlNifEnv* env, ERL_NIF_TERM message) noexcept {
+  ErlNifPid to = worker.pid;
+  // Fails only when the worker's process is gone: its callers saw it die.
+  (void)enif_send(nullptr, &to, env, message);
+}
+
+void Service::log(const Worker& worker, const std::string& text) noexcept {
+  try {
+    OwnedEnv env;
+    tell_worker(worker, env.get(),
+                enif_make_tuple3(env.get(), atoms_.camlbeam_log, atoms_.warning, make_binary(env.get(), shortened(text, 2000))));
+  } catch (...) {
+    // No memory for a log line: it is lost.
+  }
+}
+
+void Service::overdue(std::chrono::milliseconds running, std::chrono::milliseconds timeout) noexcept {
+  std::shared_ptr<Worker> worker;
+  {
+    const std::lock_guard lock(running_mutex_);
+    worker = running_;
+  }
+  if (!worker) return;
+  try {
+    OwnedEnv env;
+    tell_worker(*worker, env.get(),
+                enif_make_tuple3(env.get(), atoms_.camlbeam_overdue, enif_make_int64(env.get(), running.count()),
+                                 enif_make_int64(env.get(), timeout.count())));
+  } catch (...) {
+  }
+}
+
+std::string Service::send_from_ocaml(std::uint64_t key, value pid_term, value message) {
+  if (std::this_thread::get_id() != ocaml_thread_) {
+    return "only the thread that runs the worker's requests may send to Erlang, not a thread or domain the plugin "
+           "started";
+  }
+  if (current_ == nullptr || current_->worker->key != key) {
+    return "the worker's request is over: Erl.send works while one of its requests runs";
+  }
+  const Worker& worker = *current_->worker;
+  OwnedEnv env;
+  const BuiltTerm to = ocaml_to_nif(env.get(), pid_term, worker.build);
+  if (to.error) return to.error->message;
+  const BuiltTerm built = ocaml_to_nif(env.get(), message, worker.build);
+  if (built.error) return built.error->message;
+  bool allowed = worker.send_policy == SendPolicy::any;
+  if (worker.send_policy == SendPolicy::given) {
+    ERL_NIF_TERM list = current_->given, head;
+    while (!allowed && enif_get_list_cell(current_->env.get(), list, &head, &list))
+      allowed = enif_compare(head, to.term) == 0;
+  }
+  if (!allowed) {
+    // As under the port: a refused send is dropped and logged (erlang/src/ocaml_policy.erl).
+    log(worker, "OCaml worker: Erl.send refused by the pool's policy (send => " +
+                    std::string(worker.send_policy == SendPolicy::none ? "none" : "given") + ")");
+    return "";
+  }
+  ErlNifPid local;
+  if (enif_get_local_pid(env.get(), to.term, &local)) {
+    (void)enif_send(nullptr, &local, env.get(), built.term);
+  } else {
+    // A pid of another node: the worker's process sends it (enif_send reaches local ones).
+    tell_worker(worker, env.get(), enif_make_tuple3(env.get(), enif_make_atom(env.get(), "camlbeam_send"), to.term, built.term));
+  }
+  return "";
+}
+
+}  // namespace camlbeam::nif
+
+extern "C" value camlbeam_nif_send(value key, value pid, value message) noexcept {
+  CAMLparam3(key, pid, message);
+  std::string why;
+  try {
+    camlbeam::nif::Service* service = camlbeam::nif::Service::running();
+    why = service != nullptr ? service->send_from_ocaml(static_cast<std::uint64_t>(Long_val(key)), pid, message)
+                             : "the nif transport is not running";
+  } catch (const std::bad_alloc&) {
+    why = "out of memory";
+  } catch (...) {
+    why = "the message could not be sent";
+  }
+  CAMLreturn(caml_copy_string(why.c_str()));
+}

@@ -1,0 +1,106 @@
+// The one OCaml runtime of a VM and the thread that runs every request of the nif
+// transport on it (README.md). Callers on the VM's schedulers hand it requests through a
+// queue and never wait for it; answers go back by enif_send.
+#pragma once
+
+#include "nif_env.hpp"
+#include "nif_terms.hpp"
+
+#include <erl_nif.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace camlbeam::nif {
+
+// Where Erl.send may deliver: the pool's policy (erlang/src/ocaml_policy.erl).
+enum class SendPolicy : std::uint8_t { none, given, any };
+
+// The atoms of the messages the service sends, made once at load.
+struct Atoms {
+  ERL_NIF_TERM camlbeam_reply, camlbeam_cast_done, camlbeam_log, camlbeam_overdue;
+  ERL_NIF_TERM ok, error, timeout, request_failed, bad_reply, warning, none;
+  static Atoms make(ErlNifEnv* env);
+};
+
+// One worker of a pool: what its requests are answered to and what they may do. Shared by
+// its Erlang handle (a resource) and its requests in the queue.
+struct Worker {
+  std::uint64_t key = 0;  // never reused: OCaml code may keep a context past its worker
+  std::int64_t id = 0;    // the worker's number in its pool
+  ErlNifPid pid{};        // its Erlang process, which the answers go to
+  SendPolicy send_policy = SendPolicy::given;
+  BuildOptions build;     // how answers become terms of this VM
+  std::atomic<bool> closed{false};
+};
+
+struct Job {
+  std::shared_ptr<Worker> worker;
+  OwnedEnv env;               // holds the request, then its answer
+  ERL_NIF_TERM request = 0;   // {call, Ref, ...} | {cast, ...} | {load, Ref, ...}
+  ERL_NIF_TERM ref = 0;       // its Ref, 0 for a cast
+  ERL_NIF_TERM given = 0;     // the pids its arguments give OCaml (a list)
+};
+
+class Service {
+ public:
+  // Starts the runtime on a thread of its own and waits until it is up. Throws
+  // host::RuntimeError with the reason when it cannot start.
+  static Service& start(Atoms atoms);
+  // The running service, or null.
+  static Service* running() noexcept;
+
+  std::uint64_t next_worker_key() noexcept { return next_key_.fetch_add(1) + 1; }
+  // Queues a request; false when the worker is closed. Never waits for OCaml.
+  bool submit(Job job);
+  // A request of `worker` carrying `ref` that has not started: answered {error, timeout}
+  // (in the caller's env), taken out of the queue. False if none.
+  bool cancel_queued(ErlNifEnv* caller_env, const Worker& worker, ERL_NIF_TERM ref);
+  // Drops the queued requests of a closed worker and, on the OCaml thread, its context.
+  void close(const std::shared_ptr<Worker>& worker);
+
+  // camlbeam_nif_send: Erl.send of the request running on the OCaml thread. "" when
+  // sent or dropped under the pool's policy (and logged), else why it could not be sent.
+  std::string send_from_ocaml(std::uint64_t key, value pid_term, value message);
+
+  Service(const Service&) = delete;
+  Service& operator=(const Service&) = delete;
+
+ private:
+  explicit Service(Atoms atoms) : atoms_(atoms) {}
+  struct Ocaml;  // what lives on the OCaml thread
+
+  void thread_main(std::promise<std::string>* started) noexcept;
+  void serve(Ocaml& ocaml);
+  void run(Ocaml& ocaml, Job& job);
+  void tell_worker(const Worker& worker, ErlNifEnv* env, ERL_NIF_TERM message) noexcept;
+  void log(const Worker& worker, const std::string& text) noexcept;
+  // The watch's thread: the running request ignored its deadline's cancel.
+  void overdue(std::chrono::milliseconds running, std::chrono::milliseconds timeout) noexcept;
+
+  const Atoms atoms_;
+  std::atomic<std::uint64_t> next_key_{0};
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<Job> queue_;
+  std::vector<std::uint64_t> forgotten_;  // workers whose contexts the OCaml thread drops
+
+  // The worker whose request runs, for the watch's thread (overdue).
+  std::mutex running_mutex_;
+  std::shared_ptr<Worker> running_;
+  Job* current_ = nullptr;  // OCaml thread only
+  std::thread::id ocaml_thread_;
+  std::thread thread_;
+};
+
+}  // namespace camlbeam::nif

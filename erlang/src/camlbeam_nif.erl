@@ -1,0 +1,114 @@
+%% @doc The functions of `camlbeam_nif.so', the OCaml runtime inside this VM
+%% (`cpp/nif/README.md'); only {@link ocaml_nif_transport} and
+%% {@link ocaml_nif_worker} call them.
+%%
+%% The library is loaded once per VM, when the first pool of the `nif'
+%% transport starts: that pool's option `ocaml' chooses which OCaml's build
+%% ({@link ensure_loaded/1}), and every later pool shares it: a VM has one OCaml
+%% runtime, which cannot be stopped or replaced. A new version of this module
+%% loaded with `code:load_file/1' keeps the running runtime and its workers.
+-module(camlbeam_nif).
+
+-export([ensure_loaded/1, runtime_info/0, new_worker/5, request/3, cancel/2, close/1]).
+-export_type([worker/0, runtime_info/0]).
+-on_load(init/0).
+
+-nifs([runtime_info/0, new_worker/5, request/3, cancel/2, close/1]).
+
+-opaque worker() :: reference().
+%% A worker's handle on the runtime (a NIF resource).
+
+-type runtime_info() :: #{ocaml_version := binary(), flavour := native}.
+
+%% The OCaml whose build the library is loaded from (ensure_loaded/1 sets it
+%% before the module's first load).
+-define(VERSION_KEY, {?MODULE, ocaml}).
+
+%% @doc Loads the library of OCaml `Ocaml' (`default': the one the
+%% application was built with, in `priv'; a release such as `"5.3.0"': the one
+%% in `priv/ocaml-5.3.0'), unless one is loaded already, and says which runs:
+%% `{ocaml_mismatch, Wanted, Running}' when it is not the one asked for.
+-spec ensure_loaded(ocaml_options:ocaml_version()) ->
+    {ok, runtime_info()} | {error, {nif_unavailable, term()} | {ocaml_mismatch, term(), binary()}}.
+ensure_loaded(Ocaml) ->
+    case erlang:module_loaded(?MODULE) andalso is_nif_loaded() of
+        true -> ok;
+        false -> persistent_term:put(?VERSION_KEY, Ocaml)
+    end,
+    case code:ensure_loaded(?MODULE) of
+        {module, ?MODULE} ->
+            try runtime_info() of
+                {ok, #{ocaml_version := Running} = Info} ->
+                    case Ocaml =:= default orelse unicode:characters_to_binary(Ocaml) =:= Running of
+                        true -> {ok, Info};
+                        false -> {error, {ocaml_mismatch, Ocaml, Running}}
+                    end;
+                {error, Why} ->
+                    {error, {nif_unavailable, Why}}
+            catch
+                error:undef -> {error, {nif_unavailable, not_loaded}};
+                error:{nif_not_loaded, _} -> {error, {nif_unavailable, not_loaded}}
+            end;
+        {error, Why} ->
+            {error, {nif_unavailable, Why}}
+    end.
+
+-spec is_nif_loaded() -> boolean().
+is_nif_loaded() ->
+    try runtime_info() of
+        _ -> true
+    catch
+        error:_ -> false
+    end.
+
+-spec init() -> ok | {error, term()}.
+init() ->
+    Ocaml = persistent_term:get(?VERSION_KEY, default),
+    case library(Ocaml) of
+        {ok, Path} -> erlang:load_nif(Path, 0);
+        {error, _} = Error -> Error
+    end.
+
+-spec library(ocaml_options:ocaml_version()) -> {ok, file:filename()} | {error, no_priv_dir}.
+library(Ocaml) ->
+    case code:priv_dir(camlbeam) of
+        {error, bad_name} ->
+            {error, no_priv_dir};
+        Priv when Ocaml =:= default ->
+            {ok, filename:join(Priv, "camlbeam_nif")};
+        Priv ->
+            {ok, filename:join([Priv, "ocaml-" ++ unicode:characters_to_list(Ocaml), "camlbeam_nif"])}
+    end.
+
+%% @doc The OCaml of the running runtime, or why there is none.
+-spec runtime_info() -> {ok, runtime_info()} | {error, binary()}.
+runtime_info() ->
+    erlang:nif_error(nif_not_loaded).
+
+%% @doc A handle for worker `Id' of a pool, whose process is `WorkerPid': the
+%% answers of its requests are messages to it, `{camlbeam_reply, Ref, Answer}',
+%% and so are its logs (`{camlbeam_log, Level, Text}'), the sends to other
+%% nodes (`{camlbeam_send, Pid, Message}') and a request that ignores its
+%% deadline (`{camlbeam_overdue, RunningMs, TimeoutMs}'). `Node' and `Creation'
+%% are this node's (the references answers may hold).
+-spec new_worker(pos_integer(), pid(), ocaml_policy:send(), binary(), non_neg_integer()) -> worker().
+new_worker(_Id, _WorkerPid, _SendPolicy, _Node, _Creation) ->
+    erlang:nif_error(nif_not_loaded).
+
+%% @doc Queues a request (`{call, Ref, Fun, Args, Timeout}' or `{load, Ref,
+%% Path, Timeout}'); `GivenPids' are the pids its arguments give OCaml (policy
+%% `send => given'). `closed': the worker takes no more.
+-spec request(worker(), tuple(), [pid()]) -> ok | closed.
+request(_Worker, _Request, _GivenPids) ->
+    erlang:nif_error(nif_not_loaded).
+
+%% @doc Takes back a request that has not started, which is answered
+%% `{error, timeout}'; `false' when it has started or is over.
+-spec cancel(worker(), reference()) -> boolean().
+cancel(_Worker, _Ref) ->
+    erlang:nif_error(nif_not_loaded).
+
+%% @doc The worker takes no more requests; those waiting are dropped.
+-spec close(worker()) -> ok.
+close(_Worker) ->
+    erlang:nif_error(nif_not_loaded).

@@ -1,0 +1,122 @@
+%% @doc The `nif' coupling: OCaml inside this VM (`cpp/nif/README.md').
+%%
+%% One OCaml runtime per VM, started by the first pool of this transport
+%% (its option `ocaml' chooses which OCaml's `camlbeam_nif.so') and shared by
+%% every later one. A worker is an {@link ocaml_nif_worker} process holding a
+%% handle on the runtime; callers queue their requests on it themselves
+%% ({@link send_call/5}: a copy of the request into the library's memory, no
+%% encoding, no waiting), and the runtime's thread runs them one at a time and
+%% sends each answer to the worker's process, which counts it out of its
+%% counter and forwards it to the caller's alias: an answer after the caller
+%% gave up is dropped by the VM, as under the port.
+%%
+%% What differs from the port, for a plugin:
+%% <ul>
+%% <li>Plugins are native (`.cmxs') only; every pool of the VM shares one
+%% runtime, so its plugins share one namespace of OCaml modules, and a plugin
+%% is loaded once per VM (a second load of the same file answers as the first
+%% did). A plugin cannot be unloaded, nor replaced by another file with the
+%% same module.</li>
+%% <li>Under OCaml 4.13 requests of every pool run one at a time on one thread
+%% (`pool_size' spreads queueing, not work).</li>
+%% <li>A request that ignores its deadline (a loop in C, signals blocked)
+%% cannot be ended: the VM cannot be restarted around it. Its callers get
+%% `{error, timeout}' at their own timeout, the worker logs it, and every
+%% request of the nif transport waits behind it.</li>
+%% <li>`Erl.call_erlang' is not available yet.</li>
+%% </ul>
+-module(ocaml_nif_transport).
+-behaviour(ocaml_transport).
+
+-include("ocaml_nif_transport.hrl").
+
+-export([prepare/1, start_link/2, send_call/5, send_cast/3, cancel/2, decode_answer/2,
+         load/3, recycle/1, stop/1, describe/1]).
+
+%% @doc Loads the VM's OCaml runtime if no pool did (the pool's option
+%% `ocaml'), and checks that it is the one the pool asks for. Plugins must
+%% be native.
+-spec prepare(ocaml_options:config()) -> {ok, ocaml_options:config()} | {error, term()}.
+prepare(#{flavour := bytecode}) ->
+    {error, {bad_option, flavour, bytecode}};
+prepare(#{ocaml := Ocaml} = Config) ->
+    case camlbeam_nif:ensure_loaded(Ocaml) of
+        {ok, _Info} -> {ok, Config#{flavour := native}};
+        {error, _} = Error -> Error
+    end.
+
+%% @doc Starts worker Id of Pool: an {@link ocaml_nif_worker}.
+-spec start_link(pid(), pos_integer()) -> {ok, pid()} | ignore | {error, term()}.
+start_link(Pool, Id) ->
+    ocaml_nif_worker:start_link(Pool, Id).
+
+%% @doc Queues `{call, Alias, Fun, Args, Deadline}' on the worker's handle.
+-spec send_call(#ocaml_nif{}, reference(), ocaml:fun_name(), [term()], timeout()) ->
+    ok | unsent | {error, ocaml_transport:send_refusal()}.
+send_call(Worker, Alias, Fun, Args, Deadline) ->
+    submit(Worker, Alias, Fun, Args, Deadline).
+
+%% @doc Queues a call nobody awaits, under the pool's `cast_timeout': its
+%% `Ref' names the function, for the worker's log if it fails.
+-spec send_cast(#ocaml_nif{}, ocaml:fun_name(), [term()]) -> ok | unsent | {error, ocaml_transport:send_refusal()}.
+send_cast(#ocaml_nif{cast_timeout = Timeout} = Worker, Fun, Args) ->
+    submit(Worker, {camlbeam_cast, Fun}, Fun, Args, Timeout).
+
+%% @doc Takes the call back if it has not started; its `{error, timeout}'
+%% answer goes to the worker's process, which counts it out.
+-spec cancel(#ocaml_nif{}, reference()) -> ok.
+cancel(#ocaml_nif{worker = Worker}, Alias) ->
+    _ = camlbeam_nif:cancel(Worker, Alias),
+    ok.
+
+%% @doc The answers are terms already, built by the library (no atom created).
+-spec decode_answer(ocaml_transport:answer_kind(), term()) -> {ok, term()} | {error, term()}.
+decode_answer(_Kind, {worker_crashed, _} = Crashed) ->
+    {error, Crashed};
+decode_answer(call, {ok, _} = Ok) ->
+    Ok;
+decode_answer(call, {error, _} = Error) ->
+    Error;
+decode_answer(call, Other) ->
+    {error, {bad_reply, iolist_to_binary(io_lib:format("not an answer: ~tP", [Other, 8]))}};
+decode_answer(load, Answer) ->
+    ocaml_port_protocol:load_answer(Answer).
+
+%% @doc See {@link ocaml_nif_worker:load/3}.
+-spec load(pid(), reference(), file:filename_all()) -> ok.
+load(Worker, Alias, Path) ->
+    ocaml_nif_worker:load(Worker, Alias, Path).
+
+%% @doc See {@link ocaml_nif_worker:recycle/1}.
+-spec recycle(pid()) -> ok.
+recycle(Worker) ->
+    ocaml_nif_worker:recycle(Worker).
+
+%% @doc See {@link ocaml_nif_worker:retire/1}.
+-spec stop(pid()) -> ok.
+stop(Worker) ->
+    ocaml_nif_worker:retire(Worker).
+
+%% @doc The VM's own OS pid: the runtime runs in it.
+-spec describe(#ocaml_nif{}) -> ocaml_transport:worker_description().
+describe(#ocaml_nif{ocaml_version = Version}) ->
+    #{os_pid => list_to_integer(os:getpid()), flavour => native, ocaml_version => Version}.
+
+%%% Internals
+
+-spec submit(#ocaml_nif{}, reference() | {camlbeam_cast, ocaml:fun_name()}, ocaml:fun_name(), [term()],
+             timeout()) -> ok | unsent.
+submit(#ocaml_nif{worker = Worker, in_flight = InFlight, give_pids = GivePids}, Ref, Fun, Args, Deadline) ->
+    Given = case GivePids of
+                true -> ocaml_policy:given_pids(Args);
+                false -> []
+            end,
+    %% Counted before it is queued: a caller choosing a worker meanwhile sees it.
+    ok = ocaml_transport:count_in(InFlight),
+    case camlbeam_nif:request(Worker, {call, Ref, Fun, Args, Deadline}, Given) of
+        ok ->
+            ok;
+        closed ->
+            ok = ocaml_transport:count_out(InFlight),
+            unsent
+    end.

@@ -1,0 +1,286 @@
+%% @doc One worker of a pool of the `nif' coupling ({@link ocaml_nif_transport}):
+%% the process that holds the worker's handle on the VM's OCaml runtime and
+%% stands for it.
+%%
+%% Callers queue their requests on the handle themselves; the runtime sends
+%% every answer here as `{camlbeam_reply, Ref, Answer}', exactly one per
+%% request queued (a run, or `{error, timeout}' for one taken back before it
+%% ran): this process counts it out of the worker's counter and forwards it
+%% to `Ref', the caller's alias, so a caller killed while it waits never
+%% leaves its call counted, and a late answer is dropped by the VM. It also
+%% serves what OCaml asks of Erlang: log lines, sends to pids of other nodes
+%% (`Erl.send' to a local pid is the library's `enif_send', under the pool's
+%% policy), and says when a request will not stop at its deadline.
+%%
+%% The runtime cannot crash without the VM, so a worker has no OS process to
+%% restart: at start it loads the pool's plugins (a plugin the VM's runtime
+%% loaded for another worker or pool answers as it did then), then publishes
+%% itself. A recycle loads the pool's current plugins again; this process
+%% ends only with its pool, or when a rolling upgrade retires it.
+-module(ocaml_nif_worker).
+-behaviour(gen_server).
+
+-include("camlbeam_registry.hrl").
+-include("ocaml_nif_transport.hrl").
+
+-export([start_link/2, load/3, recycle/1, retire/1]).
+-export([init/1, handle_continue/2, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
+
+%% How long a retiring worker waits for its calls in flight (ms).
+-define(DRAIN_LIMIT, 30000).
+
+-record(state, {
+    pool :: pid(),
+    id :: pos_integer(),
+    manager :: pid(),
+    setup :: ocaml_pool_manager:worker_setup() | undefined,
+    handle :: #ocaml_nif{} | undefined,
+    published = false :: boolean(),
+    first_start = true :: boolean(),
+    failures = 0 :: non_neg_integer(),
+    retiring = false :: boolean(),
+    drain_until :: integer() | undefined,
+    registry :: reference() | none,
+    log_window = ocaml_log_window:new() :: ocaml_log_window:window()
+}).
+
+%%% API
+
+-spec start_link(Pool :: pid(), Id :: pos_integer()) -> {ok, pid()} | ignore | {error, term()}.
+start_link(Pool, Id) ->
+    gen_server:start_link(?MODULE, {Pool, Id}, []).
+
+%% @doc Asks the worker to load a plugin; the answer goes to `Alias' as the
+%% answer to a call would.
+-spec load(Worker :: pid(), Alias :: reference(), file:filename_all()) -> ok.
+load(Worker, Alias, Path) ->
+    gen_server:cast(Worker, {load, Alias, Path}).
+
+%% @doc Loads the pool's current plugins (those the runtime has are not
+%% loaded again): the runtime cannot be restarted.
+-spec recycle(Worker :: pid()) -> ok.
+recycle(Worker) ->
+    gen_server:cast(Worker, recycle).
+
+%% @doc Stops the worker once its calls in flight are answered (for at most
+%% 30 s): the temporary worker of a rolling upgrade.
+-spec retire(Worker :: pid()) -> ok.
+retire(Worker) ->
+    gen_server:cast(Worker, retire).
+
+%%% gen_server callbacks
+
+-spec init({pid(), pos_integer()}) -> {ok, #state{}, {continue, start}} | {stop, no_pool}.
+init({Pool, Id}) ->
+    process_flag(trap_exit, true),
+    logger:update_process_metadata(#{camlbeam_pool => Pool, camlbeam_worker => Id}),
+    case camlbeam_registry:pool(Pool) of
+        {ok, #camlbeam_pool{manager = Manager}} ->
+            {ok, #state{pool = Pool, id = Id, manager = Manager, registry = camlbeam_registry:monitor()},
+             {continue, start}};
+        error ->
+            {stop, no_pool}
+    end.
+
+-spec handle_continue(start, #state{}) -> {noreply, #state{}}.
+handle_continue(start, State) ->
+    {noreply, start(State)}.
+
+-spec handle_call(term(), gen_server:from(), #state{}) -> {reply, term(), #state{}}.
+handle_call(Request, _From, State) ->
+    {reply, {error, {unknown_call, Request}}, State}.
+
+-spec handle_cast(term(), #state{}) -> {noreply, #state{}} | {stop, normal, #state{}}.
+handle_cast({load, Alias, Path}, #state{handle = #ocaml_nif{} = Handle, setup = Setup} = State) ->
+    %% Counted in as a call is, and answered through the same forwarding.
+    #ocaml_nif{worker = Worker, in_flight = InFlight} = Handle,
+    ok = ocaml_transport:count_in(InFlight),
+    case camlbeam_nif:request(Worker, {load, Alias, Path, maps:get(start_timeout, Setup)}, []) of
+        ok -> ok;
+        closed -> ocaml_transport:count_out(InFlight), Alias ! {Alias, {worker_crashed, closed}}
+    end,
+    {noreply, State};
+handle_cast({load, Alias, _Path}, State) ->
+    %% Not started: the next start loads the pool's plugins, this one included.
+    Alias ! {Alias, {worker_crashed, starting}},
+    {noreply, State};
+handle_cast(recycle, State) ->
+    {noreply, start(State)};
+handle_cast(retire, State) ->
+    drained(State#state{retiring = true, drain_until = now_ms() + ?DRAIN_LIMIT});
+handle_cast(_Request, State) ->
+    {noreply, State}.
+
+-spec handle_info(term(), #state{}) -> {noreply, #state{}} | {stop, normal, #state{}}.
+handle_info({camlbeam_reply, Ref, Answer}, #state{handle = #ocaml_nif{in_flight = InFlight}} = State) ->
+    ok = ocaml_transport:count_out(InFlight),
+    case Ref of
+        {camlbeam_cast, Fun} ->
+            case Answer of
+                {ok, _} -> {noreply, State};
+                _ -> {noreply, log(warning, "OCaml worker: cast ~tp failed: ~tP", [Fun, Answer, 12], State)}
+            end;
+        _ ->
+            Ref ! {Ref, Answer},
+            case State#state.retiring of
+                true -> drained(State);
+                false -> {noreply, State}
+            end
+    end;
+handle_info({camlbeam_log, Level, Text}, State) ->
+    {noreply, log(Level, "~ts", [Text], State)};
+handle_info({camlbeam_send, Pid, Message}, State) ->
+    Pid ! Message,
+    {noreply, State};
+handle_info({camlbeam_overdue, RunningMs, TimeoutMs}, State) ->
+    {noreply, log(error, "OCaml worker: a request still runs ~b ms into its ~b ms deadline and does not stop "
+                  "(a loop in C, or signals blocked): every request of the nif transport waits for it",
+                  [RunningMs, TimeoutMs], State)};
+handle_info({'DOWN', Registry, process, _, _}, #state{registry = Registry} = State) ->
+    {noreply, reregister(State)};
+handle_info(reregister, #state{registry = none} = State) ->
+    {noreply, reregister(State)};
+handle_info(drain_check, #state{retiring = true} = State) ->
+    drained(State);
+handle_info(retry_start, State) ->
+    {noreply, start(State)};
+handle_info(_Info, State) ->
+    {noreply, State}.
+
+-spec terminate(term(), #state{}) -> ok.
+terminate(_Reason, #state{handle = #ocaml_nif{worker = Worker}}) ->
+    camlbeam_nif:close(Worker);
+terminate(_Reason, _State) ->
+    ok.
+
+%%% Start
+
+%% Joins the pool, makes a handle the first time, loads the pool's plugins one
+%% after the other, then publishes the worker and reports its start.
+-spec start(#state{}) -> #state{}.
+start(#state{manager = Manager, id = Id} = State0) ->
+    {ok, Setup} = ocaml_pool_manager:join(Manager, Id),
+    State = with_handle(State0#state{setup = Setup}),
+    #{plugins := Plugins, start_timeout := Timeout} = Setup,
+    Deadline = case Timeout of
+                   infinity -> infinity;
+                   _ -> now_ms() + Timeout
+               end,
+    case load_all(Plugins, Deadline, State) of
+        ok ->
+            publish(State),
+            report_start(ok, State#state{published = true, failures = 0});
+        {error, Reason} ->
+            failed_start(Reason, State)
+    end.
+
+-spec with_handle(#state{}) -> #state{}.
+with_handle(#state{handle = #ocaml_nif{}} = State) ->
+    State;
+with_handle(#state{id = Id, setup = #{policy := #{send := Send}, cast_timeout := CastTimeout}} = State) ->
+    Worker = camlbeam_nif:new_worker(Id, self(), Send, atom_to_binary(node()), erlang:system_info(creation)),
+    {ok, #{ocaml_version := Version}} = camlbeam_nif:runtime_info(),
+    State#state{handle = #ocaml_nif{worker = Worker, in_flight = ocaml_transport:new_counter(),
+                                    give_pids = Send =:= given, cast_timeout = CastTimeout,
+                                    ocaml_version = Version}}.
+
+-spec load_all([file:filename_all()], integer() | infinity, #state{}) -> ok | {error, term()}.
+load_all([], _Deadline, _State) ->
+    ok;
+load_all([Path | Paths], Deadline, #state{manager = Manager, handle = Handle} = State) ->
+    #ocaml_nif{worker = Worker, in_flight = InFlight} = Handle,
+    Ref = make_ref(),
+    Left = case Deadline of
+               infinity -> infinity;
+               _ -> max(0, Deadline - now_ms())
+           end,
+    %% Counted as any request: one that answers after the start gave up on it is
+    %% counted out when its answer comes (handle_info/2).
+    ok = ocaml_transport:count_in(InFlight),
+    case camlbeam_nif:request(Worker, {load, Ref, Path, Left}, []) of
+        ok ->
+            receive
+                {camlbeam_reply, Ref, Answer} ->
+                    ok = ocaml_transport:count_out(InFlight),
+                    case ocaml_port_protocol:load_answer(Answer) of
+                        {ok, Declared} ->
+                            case ocaml_pool_manager:declare(Manager, Path, Declared) of
+                                ok -> load_all(Paths, Deadline, State);
+                                {error, _} = Error -> Error
+                            end;
+                        {error, timeout} -> {error, {start_timeout, {load, Path}}};
+                        {error, _} = Error -> Error
+                    end
+            after Left ->
+                {error, {start_timeout, {load, Path}}}
+            end;
+        closed ->
+            ok = ocaml_transport:count_out(InFlight),
+            {error, closed}
+    end.
+
+-spec publish(#state{}) -> ok.
+publish(#state{published = true}) ->
+    ok;
+publish(#state{pool = Pool, id = Id, handle = #ocaml_nif{in_flight = InFlight} = Handle,
+               setup = #{max_queue := MaxQueue}, first_start = First}) ->
+    camlbeam_registry:register_worker(
+      #camlbeam_worker{key = {Pool, Id}, pid = self(), transport = ocaml_nif_transport,
+                       handle = Handle, in_flight = InFlight, max_queue = MaxQueue},
+      case First of true -> sync; false -> async end).
+
+-spec report_start(ok | {error, term()}, #state{}) -> #state{}.
+report_start(Result, #state{manager = Manager, id = Id} = State) ->
+    ok = ocaml_pool_manager:started(Manager, Id, Result),
+    State#state{first_start = false}.
+
+%% A start that failed (a plugin that does not load) is reported, and tried
+%% again after the pool's restart_backoff, as a port worker's would be.
+-spec failed_start(term(), #state{}) -> #state{}.
+failed_start(Reason, #state{failures = Failures, setup = #{restart_backoff := {First, Max}}} = State) ->
+    Delay = max(1, min(Max, First bsl min(Failures, 20))),
+    erlang:send_after(Delay, self(), retry_start),
+    report_start({error, Reason}, State#state{failures = Failures + 1}).
+
+%% The registry restarted with empty tables: a published worker registers
+%% again once it is back (looked for every 50 ms).
+-spec reregister(#state{}) -> #state{}.
+reregister(#state{published = Published} = State) ->
+    case camlbeam_registry:monitor() of
+        none ->
+            _ = erlang:send_after(50, self(), reregister),
+            State#state{registry = none};
+        Monitor ->
+            NewState = State#state{registry = Monitor},
+            _ = Published andalso publish(NewState#state{published = false, first_start = false}),
+            NewState
+    end.
+
+%%% Retiring
+
+-spec drained(#state{}) -> {noreply, #state{}} | {stop, normal, #state{}}.
+drained(#state{handle = Handle, drain_until = Until} = State) ->
+    InFlight = case Handle of
+                   #ocaml_nif{in_flight = Counter} -> ocaml_transport:in_flight(Counter);
+                   undefined -> 0
+               end,
+    case InFlight =< 0 orelse now_ms() >= Until of
+        true ->
+            _ = State#state.published andalso
+                camlbeam_registry:unregister_worker({State#state.pool, State#state.id}),
+            {stop, normal, State};
+        false ->
+            erlang:send_after(100, self(), drain_check),
+            {noreply, State}
+    end.
+
+%%% Logs
+
+%% Logs within the worker's budget (ocaml_log_window).
+-spec log(logger:level(), io:format(), [term()], #state{}) -> #state{}.
+log(Level, Format, Args, #state{log_window = Window} = State) ->
+    State#state{log_window = ocaml_log_window:log(Level, Format, Args, Window)}.
+
+-spec now_ms() -> integer().
+now_ms() ->
+    erlang:monotonic_time(millisecond).
