@@ -23,6 +23,11 @@
 
 -export([main/0]).
 -export([init/1, handle_call/3, handle_cast/2]).
+%% Shared with bench/nif/nif_bench.erl, which measures the same payloads, plugins and
+%% kernels through the nif coupling: one definition of each, here.
+-export([run_and_halt/2, p/2, header/2, payload_names/0, read_payload/2, warm_up/4, timed_calls/4,
+         port_samples/5, standalone/5, erlang_sample/3, digest/1, fib/1, cpu_times/1, others_cores/2,
+         median/1, percentile/2]).
 
 -define(CALL_TIMEOUT, 60000).
 -define(WAIT, 300000).  % the longest any receive here waits: no step hangs the run
@@ -31,12 +36,15 @@
 
 %% ---- Entry ----
 
-%% The run is a process of its own, linked to every caller it spawns: a caller that
-%% crashes takes it down, and this one halts the VM instead of waiting forever.
 main() ->
     Opts = options(init:get_plain_arguments(), #{mode => full}),
+    run_and_halt(?MODULE, fun() -> run(Opts) end).
+
+%% Runs Run in a process of its own, which every caller it spawns is linked to: a caller that
+%% crashes takes it down, and the VM halts 1 (0 when Run returns) instead of waiting forever.
+run_and_halt(Name, Run) ->
     {_, Monitor} = spawn_monitor(fun() ->
-                                         try run(Opts)
+                                         try Run()
                                          catch Class:Reason:Stack -> exit({Class, Reason, Stack})
                                          end
                                  end),
@@ -44,7 +52,7 @@ main() ->
         {'DOWN', Monitor, process, _, normal} ->
             halt(0);
         {'DOWN', Monitor, process, _, Reason} ->
-            io:format(standard_error, "port_bench: ~p~n", [Reason]),
+            io:format(standard_error, "~s: ~p~n", [Name, Reason]),
             halt(1)
     end.
 
@@ -95,7 +103,7 @@ run(Opts = #{mode := Mode, out := Out}) ->
     put(report_fd, Fd),
     ok = application:set_env(camlbeam, port_executable, maps:get(worker, Cfg)),
     {ok, _} = application:ensure_all_started(camlbeam),
-    header(Cfg),
+    header("port", Cfg),
     Sections = [{round_trips, fun round_trips/1}, {pool, fun pool/1}, {kernels, fun kernels/1},
                 {worker_cost, fun worker_cost/1}],
     Only = maps:get(only, Cfg, all),
@@ -103,16 +111,16 @@ run(Opts = #{mode := Mode, out := Out}) ->
     verdicts(Mode, Verdicts),
     ok = file:close(Fd).
 
-%% Prints to stdout and to the report file.
+%% Prints to stdout and to the report file (report_fd in the calling process's dictionary).
 p(Fmt, Args) ->
     Text = io_lib:format(Fmt, Args),
     io:put_chars(Text),
     ok = io:put_chars(get(report_fd), Text).
 
-header(#{mode := Mode}) ->
+header(Bench, #{mode := Mode}) ->
     {ok, Load} = file:read_file("/proc/loadavg"),
     [L1, L5, L15 | _] = string:lexemes(Load, " "),
-    p("camlbeam port benchmark (~s mode), ~s~n", [Mode, calendar:system_time_to_rfc3339(erlang:system_time(second))]),
+    p("camlbeam ~s benchmark (~s mode), ~s~n", [Bench, Mode, calendar:system_time_to_rfc3339(erlang:system_time(second))]),
     p("OTP ~s, erts ~s, ~b schedulers, ~b cores; load average ~s ~s ~s~n",
       [erlang:system_info(otp_release), erlang:system_info(version), erlang:system_info(schedulers_online),
        erlang:system_info(logical_processors_available), L1, L5, L15]),
@@ -131,7 +139,7 @@ round_trips(Cfg = #{payloads := Dir, bench_plugin := Plugin, c_port := CPort}) -
                {'camlbeam_s=4M', #{start => fun() -> with_minor_heap("s=4M", #{plugins => [Plugin]}) end}},
                {c_port, #{start => fun() -> ocaml:start_link(#{executable => CPort}) end}},
                {bare_c_port, #{exe => CPort}}, {gen_server, #{server => Server}}],
-    Verdicts = lists:append([round_trip_payload(Cfg, Targets, Name, read_payload(Dir, Name)) || Name <- ?PAYLOADS]),
+    Verdicts = lists:append([round_trip_payload(Cfg, Targets, Name, read_payload(Dir, Name)) || Name <- payload_names()]),
     ok = gen_server:stop(Server),
     p("(camlbeam_s=4M: the same worker started with OCAMLRUNPARAM=s=4M, a 32 MB minor heap instead of 2 MB,~n"
       " to show what the GC costs; c_port: c_port.cpp through ocaml:start_link(#{executable => ...});~n"
@@ -156,6 +164,9 @@ with_minor_heap(Param, Options) ->
     lists:member(<<"OCAMLRUNPARAM=", (list_to_binary(Param))/binary>>, binary:split(Env, <<0>>, [global]))
         orelse error({ocamlrunparam_not_inherited, Param}),
     {ok, Pool}.
+
+%% The round trips' payloads, in the report's order: files NAME.etf of etf_bench.escript gen.
+payload_names() -> ?PAYLOADS.
 
 read_payload(Dir, Name) ->
     {ok, Bin} = file:read_file(filename:join(Dir, Name ++ ".etf")),
