@@ -2,14 +2,16 @@
 %% (`cpp/nif/README.md'); only {@link ocaml_nif_transport} and
 %% {@link ocaml_nif_worker} call them.
 %%
-%% The library is loaded once per VM, when the first pool of the `nif'
-%% transport starts: that pool's option `ocaml' chooses which OCaml's build
-%% ({@link ensure_loaded/1}), and every later pool shares it: a VM has one OCaml
+%% The library is loaded with this module, once per VM, when the first pool
+%% of the `nif' transport starts: that pool's option `ocaml' chooses which
+%% OCaml's build ({@link ocaml_nif_transport:prepare/1} says which in
+%% `persistent_term' `{camlbeam_nif, ocaml}' before it loads this module, which
+%% it must not call before), and every later pool shares it: a VM has one OCaml
 %% runtime, which cannot be stopped or replaced. A new version of this module
 %% loaded with `code:load_file/1' keeps the running runtime and its workers.
 -module(camlbeam_nif).
 
--export([ensure_loaded/1, runtime_info/0, new_worker/5, request/3, cancel/2, close/1]).
+-export([runtime_info/0, new_worker/5, request/3, cancel/2, close/1]).
 -export_type([worker/0, runtime_info/0]).
 -on_load(init/0).
 
@@ -20,46 +22,9 @@
 
 -type runtime_info() :: #{ocaml_version := binary(), flavour := native}.
 
-%% The OCaml whose build the library is loaded from (ensure_loaded/1 sets it
-%% before the module's first load).
+%% The OCaml whose build the library is loaded from (set before the module's
+%% first load).
 -define(VERSION_KEY, {?MODULE, ocaml}).
-
-%% @doc Loads the library of OCaml `Ocaml' (`default': the one the
-%% application was built with, in `priv'; a release such as `"5.3.0"': the one
-%% in `priv/ocaml-5.3.0'), unless one is loaded already, and says which runs:
-%% `{ocaml_mismatch, Wanted, Running}' when it is not the one asked for.
--spec ensure_loaded(ocaml_options:ocaml_version()) ->
-    {ok, runtime_info()} | {error, {nif_unavailable, term()} | {ocaml_mismatch, term(), binary()}}.
-ensure_loaded(Ocaml) ->
-    case erlang:module_loaded(?MODULE) andalso is_nif_loaded() of
-        true -> ok;
-        false -> persistent_term:put(?VERSION_KEY, Ocaml)
-    end,
-    case code:ensure_loaded(?MODULE) of
-        {module, ?MODULE} ->
-            try runtime_info() of
-                {ok, #{ocaml_version := Running} = Info} ->
-                    case Ocaml =:= default orelse unicode:characters_to_binary(Ocaml) =:= Running of
-                        true -> {ok, Info};
-                        false -> {error, {ocaml_mismatch, Ocaml, Running}}
-                    end;
-                {error, Why} ->
-                    {error, {nif_unavailable, Why}}
-            catch
-                error:undef -> {error, {nif_unavailable, not_loaded}};
-                error:{nif_not_loaded, _} -> {error, {nif_unavailable, not_loaded}}
-            end;
-        {error, Why} ->
-            {error, {nif_unavailable, Why}}
-    end.
-
--spec is_nif_loaded() -> boolean().
-is_nif_loaded() ->
-    try runtime_info() of
-        _ -> true
-    catch
-        error:_ -> false
-    end.
 
 -spec init() -> ok | {error, term()}.
 init() ->
