@@ -25,13 +25,46 @@
 %% The OCaml whose build the library is loaded from (set before the module's
 %% first load).
 -define(VERSION_KEY, {?MODULE, ocaml}).
+%% The library the running runtime was loaded from.
+-define(LIBRARY_KEY, {?MODULE, library}).
 
+%% A new version of this module loads the library the running version
+%% loaded, whose upgrade callback keeps its runtime; one that asks for another
+%% OCaml is refused here (the other library would refuse to start a second
+%% runtime).
 -spec init() -> ok | {error, term()}.
 init() ->
-    Ocaml = persistent_term:get(?VERSION_KEY, default),
-    case library(Ocaml) of
-        {ok, Path} -> erlang:load_nif(Path, 0);
-        {error, _} = Error -> Error
+    Wanted = persistent_term:get(?VERSION_KEY, default),
+    case running() of
+        {ok, Running, Path} ->
+            case Wanted =:= default orelse unicode:characters_to_list(Wanted) =:= Running of
+                true -> erlang:load_nif(Path, 0);
+                false -> {error, {ocaml_mismatch, Wanted, Running}}
+            end;
+        none ->
+            case library(Wanted) of
+                {ok, Path} ->
+                    persistent_term:put(?LIBRARY_KEY, Path),
+                    erlang:load_nif(Path, 0);
+                {error, _} = Error ->
+                    Error
+            end
+    end.
+
+%% The OCaml and the library of the current version of this module, while a
+%% new version loads.
+-spec running() -> {ok, string(), file:filename()} | none.
+running() ->
+    case {erlang:module_loaded(?MODULE), persistent_term:get(?LIBRARY_KEY, none)} of
+        {true, Path} when Path =/= none ->
+            try ?MODULE:runtime_info() of
+                {ok, #{ocaml_version := Version}} -> {ok, binary_to_list(Version), Path};
+                {error, _} -> none
+            catch
+                error:_ -> none
+            end;
+        _ ->
+            none
     end.
 
 -spec library(ocaml_options:ocaml_version()) -> {ok, file:filename()} | {error, no_priv_dir}.

@@ -1,0 +1,91 @@
+%% What only the nif transport has: one OCaml runtime inside this VM, shared by
+%% every pool, kept across a new version of camlbeam_nif, never replaced by
+%% another OCaml's (cpp/nif/README.md). The shared suites run the API, terms and
+%% faults through it (group nif).
+-module(camlbeam_nif_runtime_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, init_per_suite/1, end_per_suite/1]).
+-export([one_runtime_for_every_pool/1, upgrade_keeps_the_runtime/1, another_ocaml_is_refused/1]).
+
+-define(LIB, camlbeam_test_lib).
+
+all() ->
+    [one_runtime_for_every_pool, upgrade_keeps_the_runtime, another_ocaml_is_refused].
+
+init_per_suite(Config) ->
+    Config1 = ?LIB:init_per_suite(Config),
+    ?LIB:init_per_group(nif, Config1).
+
+end_per_suite(Config) ->
+    ?LIB:end_per_suite(Config).
+
+%% Two pools, one runtime: both run in the VM's own OS process, and the plugin
+%% is loaded once; the second pool gets its exports as the first did.
+one_runtime_for_every_pool(Config) ->
+    First = ?LIB:start_pool(Config, #{pool_size => 2}),
+    Second = ?LIB:start_pool(Config, #{}),
+    VmPid = list_to_integer(os:getpid()),
+    ?assertEqual([VmPid, VmPid, VmPid], [P || Pool <- [First, Second], #{os_pid := P} <- ocaml:workers(Pool)]),
+    ?assertEqual({ok, VmPid}, ocaml:call(First, os_pid, [])),
+    ?assertEqual(ocaml:exports(First), ocaml:exports(Second)),
+    ?assertNotEqual([], ocaml:exports(Second)),
+    ?assertEqual({ok, 5}, ocaml:call(Second, add, [2, 3])),
+    %% The worker of each pool is its own: OCaml sees which one runs a request.
+    ?assertEqual({ok, 1}, ocaml:call(Second, worker_id, [])).
+
+%% code:load_file/1 of camlbeam_nif, as a release upgrade does: the new
+%% version loads the running library again, which keeps its runtime, its
+%% plugins and the workers' handles; purging the old version unloads nothing.
+upgrade_keeps_the_runtime(Config) ->
+    Pool = ?LIB:start_pool(Config, #{pool_size => 2}),
+    Workers = [Pid || #{pid := Pid} <- ocaml:workers(Pool)],
+    ?assertEqual({ok, 3}, ocaml:call(Pool, add, [1, 2])),
+    {ok, Info} = camlbeam_nif:runtime_info(),
+    ?assertEqual({module, camlbeam_nif}, code:load_file(camlbeam_nif)),
+    ?assert(erlang:check_old_code(camlbeam_nif)),
+    [?assertEqual({ok, {N, upgraded}}, ocaml:call(Pool, identity, [{N, upgraded}])) || N <- lists:seq(1, 20)],
+    %% No process runs the old code: nothing is killed.
+    ?assertNot(code:purge(camlbeam_nif)),
+    ?assertNot(erlang:check_old_code(camlbeam_nif)),
+    ?assertEqual({ok, Info}, camlbeam_nif:runtime_info()),
+    ?assertEqual(Workers, [Pid || #{pid := Pid} <- ocaml:workers(Pool)]),
+    [?assertEqual({ok, N}, ocaml:call(Pool, add, [N, 0])) || N <- lists:seq(1, 20)],
+    %% A new pool after the upgrade shares the same runtime and plugin.
+    Other = ?LIB:start_pool(Config, #{}),
+    ?assertEqual({ok, 7}, ocaml:call(Other, add, [3, 4])).
+
+%% A VM runs one OCaml runtime: a pool that asks for another OCaml is
+%% refused, and so is a new version of camlbeam_nif that would load another
+%% OCaml's library; the running runtime serves on.
+another_ocaml_is_refused(Config) ->
+    Pool = ?LIB:start_pool(Config, #{}),
+    {ok, #{ocaml_version := Running}} = camlbeam_nif:runtime_info(),
+    Other = other_ocaml(Running),
+    ?assertEqual({error, {ocaml_mismatch, Other, Running}},
+                 ocaml:start_link(?LIB:pool_options(Config, #{ocaml => Other}))),
+    ?assertEqual({error, {ocaml_mismatch, "0.0.0", Running}},
+                 ocaml:start_link(?LIB:pool_options(Config, #{ocaml => "0.0.0"}))),
+    Wanted = persistent_term:get({camlbeam_nif, ocaml}),
+    persistent_term:put({camlbeam_nif, ocaml}, Other),
+    try
+        ?assertEqual({error, on_load_failure}, code:load_file(camlbeam_nif))
+    after
+        persistent_term:put({camlbeam_nif, ocaml}, Wanted)
+    end,
+    ?assertEqual({ok, #{ocaml_version => Running, flavour => native}}, camlbeam_nif:runtime_info()),
+    ?assertEqual({ok, 3}, ocaml:call(Pool, add, [1, 2])).
+
+%% The release of the other OCaml whose library the build installed.
+other_ocaml(Running) ->
+    Priv = code:priv_dir(camlbeam),
+    Others = [Version || "ocaml-" ++ Version <- [filename:basename(D) || D <- filelib:wildcard(filename:join(Priv, "ocaml-*"))],
+                         list_to_binary(Version) =/= Running,
+                         filelib:is_regular(filename:join([Priv, "ocaml-" ++ Version, "camlbeam_nif.so"]))],
+    case Others of
+        [Other | _] -> Other;
+        [] -> ct:fail("no camlbeam_nif.so of an OCaml other than ~ts in ~ts: build both (make test does)",
+                      [Running, Priv])
+    end.
