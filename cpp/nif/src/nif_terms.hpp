@@ -9,6 +9,7 @@
 #pragma once
 
 #include <camlbeam/conv/conv.hpp>
+#include <camlbeam/etf/decoder.hpp>
 #include <camlbeam/host/request.hpp>
 
 #include <erl_nif.h>
@@ -39,6 +40,9 @@ class NifRequestSource final : public host::RequestSource {
   ErlNifEnv* env_;
   ERL_NIF_TERM request_;
   ReadLimits limits_;
+  // head()'s tag, as UTF-8: the NIF API copies an atom's text out rather than pointing at
+  // it, and RequestHead::tag must outlive the call.
+  mutable etf::detail::AtomText head_text_;
 };
 
 // Any term of `env` converted to an Erl.Term.t (unrooted, as NifRequestSource::to_ocaml).
