@@ -127,6 +127,18 @@ handle_info({camlbeam_reply, Ref, Answer}, #state{handle = #ocaml_nif{in_flight 
                 false -> {noreply, State}
             end
     end;
+handle_info({camlbeam_reply_etf, Ref, Etf}, State) ->
+    %% An answer the library could not make off a scheduler (cpp/nif/README.md): made
+    %% here, under the port's guard.
+    handle_info({camlbeam_reply, Ref, from_etf(Etf)}, State);
+handle_info({camlbeam_send_etf, Pid, Etf}, State) ->
+    case ocaml_etf_guard:decode(Etf) of
+        {ok, Message} ->
+            Pid ! Message,
+            {noreply, State};
+        {error, Why} ->
+            {noreply, log(warning, "OCaml worker: Erl.send to ~p dropped: ~ts", [Pid, Why], State)}
+    end;
 handle_info({camlbeam_log, Level, Text}, State) ->
     {noreply, log(Level, "~ts", [Text], State)};
 handle_info({camlbeam_send, Pid, Message}, State) ->
@@ -272,6 +284,13 @@ drained(#state{handle = Handle, drain_until = Until} = State) ->
         false ->
             erlang:send_after(100, self(), drain_check),
             {noreply, State}
+    end.
+
+-spec from_etf(binary()) -> term().
+from_etf(Etf) ->
+    case ocaml_etf_guard:decode(Etf) of
+        {ok, Answer} -> Answer;
+        {error, Why} -> {error, {bad_reply, Why}}
     end.
 
 %%% Logs

@@ -8,12 +8,14 @@
 -include_lib("stdlib/include/assert.hrl").
 
 -export([all/0, init_per_suite/1, end_per_suite/1]).
--export([one_runtime_for_every_pool/1, upgrade_keeps_the_runtime/1, another_ocaml_is_refused/1]).
+-export([one_runtime_for_every_pool/1, upgrade_keeps_the_runtime/1, another_ocaml_is_refused/1,
+         large_maps_off_the_schedulers/1]).
 
 -define(LIB, camlbeam_test_lib).
 
 all() ->
-    [one_runtime_for_every_pool, upgrade_keeps_the_runtime, another_ocaml_is_refused].
+    [one_runtime_for_every_pool, upgrade_keeps_the_runtime, another_ocaml_is_refused,
+     large_maps_off_the_schedulers].
 
 init_per_suite(Config) ->
     Config1 = ?LIB:init_per_suite(Config),
@@ -77,6 +79,23 @@ another_ocaml_is_refused(Config) ->
     end,
     ?assertEqual({ok, #{ocaml_version => Running, flavour => native}}, camlbeam_nif:runtime_info()),
     ?assertEqual({ok, 3}, ocaml:call(Pool, add, [1, 2])).
+
+%% OTP 25 makes a map of more than 32 keys with the scheduler's data, and crashes on
+%% the library's OCaml thread, which is none: such maps are put together one key at a
+%% time there, and a fun holding one (which only binary_to_term can make) is made by
+%% the worker's process. Answers and Erl.send alike; the VM stays up.
+large_maps_off_the_schedulers(Config) ->
+    Pool = ?LIB:start_pool(Config, #{policy => #{send => any}}),
+    Large = maps:from_list([{I, {I, self()}} || I <- lists:seq(1, 5000)]),
+    ?assertEqual({ok, Large}, ocaml:call(Pool, identity, [Large])),
+    Fun = fun() -> Large end,
+    ?assertEqual({ok, Fun}, ocaml:call(Pool, identity, [Fun])),
+    ?assertMatch({error, {badarg, #{got := Fun}}}, ocaml:call(Pool, add, [Fun, 1])),
+    ?assertEqual({ok, ok}, ocaml:call(Pool, send, [self(), {sent, Fun}])),
+    receive {sent, Got} -> ?assertEqual(Fun, Got) after 5000 -> ct:fail(not_sent) end,
+    %% A map as the key of a large one, and the same key twice (a bad reply, not a map).
+    Nested = #{Large => Fun, a => [Large]},
+    ?assertEqual({ok, Nested}, ocaml:call(Pool, identity, [Nested])).
 
 %% The release of the other OCaml whose library the build installed.
 other_ocaml(Running) ->

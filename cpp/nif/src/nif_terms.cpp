@@ -455,9 +455,15 @@ class NifTermSink {
     replace_from(base, enif_make_tuple_from_array(env_, vals_.data() + base, n));
   }
   void begin_map(std::uint32_t n) {
-    if (capture_) return capture_->begin_map(n);
+    if (capture_) {
+      capture_holds_large_map_ = capture_holds_large_map_ || n > small_map_max;
+      return capture_->begin_map(n);
+    }
     open_.push_back({BuildFrame::Kind::map, vals_.size()});
   }
+  // The most keys of a flatmap (MAP_SMALL_MAP_LIMIT); a larger map is a hashmap.
+  static constexpr std::size_t small_map_max = 32;
+
   void end_map() {
     if (capture_) return capture_->end_map();
     const std::size_t base = close();
@@ -468,8 +474,20 @@ class NifTermSink {
     for (std::size_t k = 0; k < pairs; ++k) map_values_.push_back(vals_[base + 2 * k + 1]);
     for (std::size_t k = 0; k < pairs; ++k) vals_[base + k] = vals_[base + 2 * k];
     ERL_NIF_TERM map;
-    if (!enif_make_map_from_arrays(env_, vals_.data() + base, map_values_.data(), pairs, &map))
-      fail(BuildError::Kind::invalid, "a map holds the same key twice, as Erlang compares keys");
+    if (pairs <= small_map_max) {
+      if (!enif_make_map_from_arrays(env_, vals_.data() + base, map_values_.data(), pairs, &map))
+        fail(BuildError::Kind::invalid, "a map holds the same key twice, as Erlang compares keys");
+    } else {
+      // OTP 25's enif_make_map_from_arrays sorts a large map's keys with the scheduler's
+      // data, and crashes on a thread that is no scheduler (a null scheduler pointer in
+      // erts_qsort): this sink runs on the OCaml thread. Put one pair at a time instead; a key
+      // put twice leaves the map smaller than its pairs.
+      map = enif_make_new_map(env_);
+      for (std::size_t k = 0; k < pairs; ++k) enif_make_map_put(env_, map, vals_[base + k], map_values_[k], &map);
+      std::size_t size = 0;
+      if (!enif_get_map_size(env_, map, &size) || size != pairs)
+        fail(BuildError::Kind::invalid, "a map holds the same key twice, as Erlang compares keys");
+    }
     replace_from(base, map);
   }
   void pid(const etf::PidView& pid) {
@@ -502,6 +520,8 @@ class NifTermSink {
     capture_->end_fun();
     if (--capture_depth_ != 0) return;
     capture_.reset();
+    if (std::exchange(capture_holds_large_map_, false))
+      fail(BuildError::Kind::needs_scheduler, "a fun holding a map of more than 32 keys");
     vals_.push_back(from_etf(etf_, "a fun"));
   }
   void export_fun(std::string_view module, std::string_view function, std::uint8_t arity) {
@@ -600,6 +620,7 @@ class NifTermSink {
   const unsigned bin2term_opts_;
   std::optional<etf::Writer> capture_;  // the local fun being written, while there is one
   std::size_t capture_depth_ = 0;       // funs begun in it and not ended (nested ones too)
+  bool capture_holds_large_map_ = false;  // a map of it would crash enif_binary_to_term here
 };
 
 static_assert(etf::Visitor<NifTermSink>);

@@ -53,6 +53,11 @@ struct BuildError {
   enum class Kind {
     unknown_atom,  // an atom the VM does not have: answers never create atoms (docs/api.md)
     invalid,       // a value no Erlang term matches (Erl.Term.validate's cases: a NaN...)
+    // A fun whose free variables hold a map of more than 32 keys: OTP 25 builds such a map
+    // with the scheduler's data, and enif_binary_to_term crashes the VM on a thread that
+    // is no scheduler. The caller has the whole term made on a scheduler instead
+    // (binary_to_term of its ETF, in the worker's process).
+    needs_scheduler,
   };
   Kind kind;
   std::string message;

@@ -46,6 +46,14 @@ bool is_ok_answer(ErlNifEnv* env, ERL_NIF_TERM answer) {
   return enif_get_atom(env, answer, text, sizeof text, ERL_NIF_LATIN1) > 0 && std::string_view(text) == "ok";
 }
 
+// An answer as ETF, for the worker's process to make on a scheduler (BuildError's
+// needs_scheduler).
+ERL_NIF_TERM etf_binary(ErlNifEnv* env, value term) {
+  etf::ByteBuffer bytes;
+  conv::ocaml_to_etf(term, bytes);
+  return make_binary(env, {reinterpret_cast<const char*>(bytes.data()), bytes.size()});
+}
+
 std::string shortened(std::string text, std::size_t limit = 200) {
   if (text.size() > limit) text.resize(limit), text += "...";
   return text;
@@ -55,7 +63,8 @@ std::string shortened(std::string text, std::size_t limit = 200) {
 
 Atoms Atoms::make(ErlNifEnv* env) {
   const auto atom = [env](const char* name) { return enif_make_atom(env, name); };
-  return {atom("camlbeam_reply"), atom("camlbeam_cast_done"), atom("camlbeam_log"), atom("camlbeam_overdue"),
+  return {atom("camlbeam_reply"), atom("camlbeam_reply_etf"), atom("camlbeam_send"), atom("camlbeam_send_etf"),
+          atom("camlbeam_log"), atom("camlbeam_overdue"),
           atom("ok"), atom("error"), atom("timeout"), atom("request_failed"), atom("bad_reply"),
           atom("warning"), atom("none")};
 }
@@ -223,6 +232,11 @@ void Service::run(Ocaml& ocaml, Job& job) {
   switch (answer.kind()) {
     case host::Answer::Kind::reply: {
       const BuiltTerm built = ocaml_to_nif(env, answer.term(), worker.build);
+      if (built.error && built.error->kind == BuildError::Kind::needs_scheduler) {
+        // The worker's process makes it, on a scheduler, with the port's guard.
+        tell_worker(worker, env, enif_make_tuple3(env, atoms_.camlbeam_reply_etf, job.ref, etf_binary(env, answer.term())));
+        break;
+      }
       const ERL_NIF_TERM reply =
           built.error ? enif_make_tuple2(env, atoms_.error,
                                          enif_make_tuple2(env, atoms_.bad_reply, make_binary(env, built.error->message)))
@@ -349,8 +363,6 @@ std::string Service::send_from_ocaml(std::uint64_t key, value pid_term, value me
   OwnedEnv env;
   const BuiltTerm to = ocaml_to_nif(env.get(), pid_term, worker.build);
   if (to.error) return to.error->message;
-  const BuiltTerm built = ocaml_to_nif(env.get(), message, worker.build);
-  if (built.error) return built.error->message;
   bool allowed = worker.send_policy == SendPolicy::any;
   if (worker.send_policy == SendPolicy::given) {
     ERL_NIF_TERM list = current_->given, head;
@@ -363,12 +375,19 @@ std::string Service::send_from_ocaml(std::uint64_t key, value pid_term, value me
                     std::string(worker.send_policy == SendPolicy::none ? "none" : "given") + ")");
     return "";
   }
+  const BuiltTerm built = ocaml_to_nif(env.get(), message, worker.build);
+  if (built.error && built.error->kind == BuildError::Kind::needs_scheduler) {
+    tell_worker(worker, env.get(),
+                enif_make_tuple3(env.get(), atoms_.camlbeam_send_etf, to.term, etf_binary(env.get(), message)));
+    return "";
+  }
+  if (built.error) return built.error->message;
   ErlNifPid local;
   if (enif_get_local_pid(env.get(), to.term, &local)) {
     (void)enif_send(nullptr, &local, env.get(), built.term);
   } else {
     // A pid of another node: the worker's process sends it (enif_send reaches local ones).
-    tell_worker(worker, env.get(), enif_make_tuple3(env.get(), enif_make_atom(env.get(), "camlbeam_send"), to.term, built.term));
+    tell_worker(worker, env.get(), enif_make_tuple3(env.get(), atoms_.camlbeam_send, to.term, built.term));
   }
   return "";
 }
