@@ -26,6 +26,14 @@ namespace camlbeam::nif {
 
 namespace {
 
+constexpr std::chrono::microseconds idle_spin{20};
+
+inline void pause() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
 // The service lives as long as the VM: the OCaml runtime cannot be stopped and started
 // again, and static destructors that run at the VM's exit must not destroy a running
 // thread or a condition variable another thread waits on (halt() would hang or abort).
@@ -180,22 +188,35 @@ void Service::serve(Ocaml& ocaml) {
     std::optional<Job> job;
     std::vector<std::uint64_t> forgotten;
     {
-      std::unique_lock lock(mutex_);
-      if (queue_.empty() && forgotten_.empty()) {
-        ocaml.host.give_back_memory();
-        const host::BlockingSection released(ocaml.runtime);
-        wake_.wait(lock, [this] { return !queue_.empty() || !forgotten_.empty(); });
-      }
+      const std::lock_guard lock(mutex_);
       forgotten.swap(forgotten_);
       if (!queue_.empty()) {
         job.emplace(std::move(queue_.front()));
         queue_.pop_front();
+        pending_.fetch_sub(1, std::memory_order_relaxed);
       }
     }
     for (const std::uint64_t key : forgotten) ocaml.contexts.erase(key);
     if (job) {
       run(ocaml, *job);
       ocaml.host.between_requests();
+      continue;
+    }
+    if (!forgotten.empty()) continue;
+    // Idle. A compaction can take tens of milliseconds: never while holding the queue's
+    // lock, which callers take on the VM's schedulers.
+    ocaml.host.give_back_memory();
+    // A caller waiting for its answer sends its next request within microseconds: look
+    // for it a little before sleeping. Waking this thread costs more than the spin (an
+    // identity call through ocaml:call: 19 us with no spin, 11.5 us with 20 us of it).
+    const auto until = std::chrono::steady_clock::now() + idle_spin;
+    while (pending_.load(std::memory_order_acquire) == 0 && std::chrono::steady_clock::now() < until) pause();
+    std::unique_lock lock(mutex_);
+    if (queue_.empty() && forgotten_.empty()) {
+      const host::BlockingSection released(ocaml.runtime);
+      sleeping_ = true;
+      wake_.wait(lock, [this] { return !queue_.empty() || !forgotten_.empty(); });
+      sleeping_ = false;
     }
   }
 }
@@ -272,12 +293,17 @@ void Service::run(Ocaml& ocaml, Job& job) {
 }
 
 bool Service::submit(Job job) {
+  bool sleeping = false;
   {
     const std::lock_guard lock(mutex_);
     if (job.worker->closed.load()) return false;
     queue_.push_back(std::move(job));
+    pending_.fetch_add(1, std::memory_order_release);
+    sleeping = sleeping_;
   }
-  wake_.notify_one();
+  // A system call only when the OCaml thread waits: while it works, it takes the request
+  // from the queue when it is done.
+  if (sleeping) wake_.notify_one();
   return true;
 }
 
@@ -315,6 +341,7 @@ void Service::close(const std::shared_ptr<Worker>& worker) {
       }
     }
     forgotten_.push_back(worker->key);
+    if (!sleeping_) return;
   }
   wake_.notify_one();
 }

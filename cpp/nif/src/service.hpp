@@ -94,6 +94,8 @@ class Service {
   std::condition_variable wake_;
   std::deque<Job> queue_;
   std::vector<std::uint64_t> forgotten_;  // workers whose contexts the OCaml thread drops
+  bool sleeping_ = false;                 // the OCaml thread waits on wake_
+  std::atomic<std::size_t> pending_{0};   // queue_.size(), read without the lock
 
   // The worker whose request runs, for the watch's thread (overdue).
   std::mutex running_mutex_;
