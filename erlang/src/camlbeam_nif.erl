@@ -67,14 +67,19 @@ running() ->
             none
     end.
 
+%% The library of OCaml `Ocaml': the application environment's `nif_library'
+%% if set (a path without its extension, as erlang:load_nif/2 takes it: a
+%% build of one's own, a sanitizer build), else camlbeam's own in priv.
 -spec library(ocaml_options:ocaml_version()) -> {ok, file:filename()} | {error, no_priv_dir}.
 library(Ocaml) ->
-    case code:priv_dir(camlbeam) of
-        {error, bad_name} ->
+    case {application:get_env(camlbeam, nif_library), code:priv_dir(camlbeam)} of
+        {{ok, Given}, _} ->
+            {ok, Given};
+        {undefined, {error, bad_name}} ->
             {error, no_priv_dir};
-        Priv when Ocaml =:= default ->
+        {undefined, Priv} when Ocaml =:= default ->
             {ok, filename:join(Priv, "camlbeam_nif")};
-        Priv ->
+        {undefined, Priv} ->
             {ok, filename:join([Priv, "ocaml-" ++ unicode:characters_to_list(Ocaml), "camlbeam_nif"])}
     end.
 
