@@ -11,11 +11,11 @@
 %% loaded with `code:load_file/1' keeps the running runtime and its workers.
 -module(camlbeam_nif).
 
--export([runtime_info/0, new_worker/5, request/3, cancel/2, close/1]).
+-export([runtime_info/0, new_worker/6, request/3, cancel/2, close/1]).
 -export_type([worker/0, runtime_info/0]).
 -on_load(init/0).
 
--nifs([runtime_info/0, new_worker/5, request/3, cancel/2, close/1]).
+-nifs([runtime_info/0, new_worker/6, request/3, cancel/2, close/1]).
 
 -opaque worker() :: reference().
 %% A worker's handle on the runtime (a NIF resource).
@@ -93,9 +93,11 @@ runtime_info() ->
 %% and so are its logs (`{camlbeam_log, Level, Text}'), the sends to other
 %% nodes (`{camlbeam_send, Pid, Message}') and a request that ignores its
 %% deadline (`{camlbeam_overdue, RunningMs, TimeoutMs}'). `Node' and `Creation'
-%% are this node's (the references answers may hold).
--spec new_worker(pos_integer(), pid(), ocaml_policy:send(), binary(), non_neg_integer()) -> worker().
-new_worker(_Id, _WorkerPid, _SendPolicy, _Node, _Creation) ->
+%% are this node's (the references answers may hold). An answer that would take
+%% more than `MaxReply' bytes of the VM's memory (about: `erts_debug:flat_size/1'
+%% words and binaries' bytes) is `{error, {reply_too_large, AtLeast, MaxReply}}'.
+-spec new_worker(pos_integer(), pid(), ocaml_policy:send(), binary(), non_neg_integer(), pos_integer()) -> worker().
+new_worker(_Id, _WorkerPid, _SendPolicy, _Node, _Creation, _MaxReply) ->
     erlang:nif_error(nif_not_loaded).
 
 %% @doc Queues a request (`{call, Ref, Fun, Args, Timeout}' or `{load, Ref,

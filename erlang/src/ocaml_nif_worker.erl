@@ -189,8 +189,10 @@ start(#state{manager = Manager, id = Id} = State0) ->
 -spec with_handle(#state{}) -> #state{}.
 with_handle(#state{handle = #ocaml_nif{}} = State) ->
     State;
-with_handle(#state{id = Id, setup = #{policy := #{send := Send}, cast_timeout := CastTimeout}} = State) ->
-    Worker = camlbeam_nif:new_worker(Id, self(), Send, atom_to_binary(node()), erlang:system_info(creation)),
+with_handle(#state{id = Id, setup = #{policy := #{send := Send}, cast_timeout := CastTimeout,
+                                      max_reply_size := MaxReply}} = State) ->
+    Worker = camlbeam_nif:new_worker(Id, self(), Send, atom_to_binary(node()), erlang:system_info(creation),
+                                     MaxReply),
     {ok, #{ocaml_version := Version}} = camlbeam_nif:runtime_info(),
     State#state{handle = #ocaml_nif{worker = Worker, in_flight = ocaml_transport:new_counter(),
                                     give_pids = Send =:= given, cast_timeout = CastTimeout,

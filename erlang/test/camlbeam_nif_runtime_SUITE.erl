@@ -9,13 +9,13 @@
 
 -export([all/0, init_per_suite/1, end_per_suite/1]).
 -export([one_runtime_for_every_pool/1, upgrade_keeps_the_runtime/1, another_ocaml_is_refused/1,
-         large_maps_off_the_schedulers/1]).
+         large_maps_off_the_schedulers/1, answers_within_max_reply_size/1]).
 
 -define(LIB, camlbeam_test_lib).
 
 all() ->
     [one_runtime_for_every_pool, upgrade_keeps_the_runtime, another_ocaml_is_refused,
-     large_maps_off_the_schedulers].
+     large_maps_off_the_schedulers, answers_within_max_reply_size].
 
 init_per_suite(Config) ->
     Config1 = ?LIB:init_per_suite(Config),
@@ -96,6 +96,24 @@ large_maps_off_the_schedulers(Config) ->
     %% A map as the key of a large one, and the same key twice (a bad reply, not a map).
     Nested = #{Large => Fun, a => [Large]},
     ?assertEqual({ok, Nested}, ocaml:call(Pool, identity, [Nested])).
+
+%% The pool's max_reply_size bounds what an answer may take in the VM, as it
+%% bounds the port's frames: the build stops once past it (the size reported
+%% is what was counted then), and Erl.send of such a message raises in OCaml.
+answers_within_max_reply_size(Config) ->
+    Pool = ?LIB:start_pool(Config, #{max_reply_size => 100000, policy => #{send => any}}),
+    Small = binary:copy(<<"x">>, 50000),
+    ?assertEqual({ok, Small}, ocaml:call(Pool, identity, [Small])),
+    Big = binary:copy(<<"x">>, 200000),
+    ?assertMatch({error, {reply_too_large, Size, 100000}} when Size > 100000,
+                 ocaml:call(Pool, identity, [Big])),
+    Long = lists:seq(1, 20000),
+    ?assertMatch({error, {reply_too_large, Size, 100000}} when Size > 100000,
+                 ocaml:call(Pool, identity, [Long])),
+    {error, {ocaml_exception, <<"Failure">>, Message, _}} = ocaml:call(Pool, send, [self(), Big]),
+    ?assertMatch({match, _}, re:run(Message, "Erl.send: the term takes more than 100000 bytes")),
+    receive Unexpected -> ct:fail({sent, Unexpected}) after 0 -> ok end,
+    ?assertEqual({ok, 3}, ocaml:call(Pool, add, [1, 2])).
 
 %% The release of the other OCaml whose library the build installed.
 other_ocaml(Running) ->

@@ -387,6 +387,7 @@ class NifTermSink {
 
   void integer(std::int64_t v) {
     if (capture_) return capture_->integer(v);
+    spend(word);
     vals_.push_back(enif_make_int64(env_, v));
   }
   void big_integer(bool negative, std::span<const std::uint8_t> magnitude) {
@@ -394,6 +395,7 @@ class NifTermSink {
   }
   void float64(double d) {
     if (capture_) return capture_->float64(d);
+    spend(3 * word);
     vals_.push_back(enif_make_double(env_, d));  // finite: walk_ocaml refuses the others
   }
   void atom(std::string_view utf8) {
@@ -401,10 +403,12 @@ class NifTermSink {
       check_atom(utf8);
       return capture_->atom(utf8);
     }
+    spend(word);
     vals_.push_back(make_atom(utf8));
   }
   void binary(std::span<const std::uint8_t> bytes) {
     if (capture_) return capture_->binary(bytes);
+    spend(bytes.size() + 6 * word);
     ERL_NIF_TERM term;
     unsigned char* data = enif_make_new_binary(env_, bytes.size(), &term);
     if (data == nullptr) throw std::bad_alloc();
@@ -420,6 +424,7 @@ class NifTermSink {
   }
   void string(std::span<const std::uint8_t> bytes) {
     if (capture_) return capture_->string(bytes);
+    spend(2 * word * bytes.size());
     const std::size_t base = vals_.size();
     for (std::uint8_t b : bytes) vals_.push_back(enif_make_int(env_, b));
     const ERL_NIF_TERM list = enif_make_list_from_array(env_, vals_.data() + base, static_cast<unsigned>(bytes.size()));
@@ -434,6 +439,7 @@ class NifTermSink {
     const std::size_t base = close();
     // vals_[base, base + n): the elements; the tail after them.
     const std::size_t n = vals_.size() - base - 1;
+    spend(2 * word * n);
     ERL_NIF_TERM list = vals_.back();
     if (enif_is_empty_list(env_, list)) {
       list = enif_make_list_from_array(env_, vals_.data() + base, static_cast<unsigned>(n));
@@ -452,6 +458,7 @@ class NifTermSink {
     if (capture_) return capture_->end_tuple();
     const std::size_t base = close();
     const auto n = static_cast<unsigned>(vals_.size() - base);
+    spend(word * (n + 1));
     replace_from(base, enif_make_tuple_from_array(env_, vals_.data() + base, n));
   }
   void begin_map(std::uint32_t n) {
@@ -470,6 +477,7 @@ class NifTermSink {
     // vals_[base, base + 2 pairs): k0 v0 k1 v1 ...: the values move out, the keys close up
     // in place (key k moves down to base + k from base + 2k, never over one still unread).
     const std::size_t pairs = (vals_.size() - base) / 2;
+    spend(word * (2 * pairs + 3));
     map_values_.clear();
     for (std::size_t k = 0; k < pairs; ++k) map_values_.push_back(vals_[base + 2 * k + 1]);
     for (std::size_t k = 0; k < pairs; ++k) vals_[base + k] = vals_[base + 2 * k];
@@ -532,6 +540,17 @@ class NifTermSink {
 
  private:
   // The children of the top container come off the stack; returns where they start.
+  static constexpr std::size_t word = sizeof(ERL_NIF_TERM);
+
+  // Counts what the answer takes in the VM against BuildOptions::max_bytes.
+  void spend(std::size_t bytes) {
+    spent_ += bytes;
+    if (options_.max_bytes != 0 && spent_ > options_.max_bytes) {
+      throw BuildFailure{{BuildError::Kind::too_large,
+                          "the term takes more than " + std::to_string(options_.max_bytes) + " bytes of the VM (the pool's max_reply_size)", spent_}};
+    }
+  }
+
   std::size_t close() noexcept {
     const std::size_t base = open_.back().base;
     open_.pop_back();
@@ -560,6 +579,7 @@ class NifTermSink {
 
   ERL_NIF_TERM from_etf(const etf::ByteBuffer& bytes, const char* what) {
     etf_peak_ = std::max(etf_peak_, bytes.size());
+    spend(bytes.size());
     ERL_NIF_TERM term;
     if (enif_binary_to_term(env_, bytes.data(), bytes.size(), &term, bin2term_opts_) != bytes.size())
       fail(BuildError::Kind::invalid, std::string("the VM refused to make ") + what + " of this answer (binary_to_term)");
@@ -621,6 +641,7 @@ class NifTermSink {
   std::optional<etf::Writer> capture_;  // the local fun being written, while there is one
   std::size_t capture_depth_ = 0;       // funs begun in it and not ended (nested ones too)
   bool capture_holds_large_map_ = false;  // a map of it would crash enif_binary_to_term here
+  std::size_t spent_ = 0;                 // counted against options_.max_bytes
 };
 
 static_assert(etf::Visitor<NifTermSink>);

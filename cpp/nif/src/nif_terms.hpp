@@ -58,9 +58,13 @@ struct BuildError {
     // is no scheduler. The caller has the whole term made on a scheduler instead
     // (binary_to_term of its ETF, in the worker's process).
     needs_scheduler,
+    // Larger than BuildOptions::max_bytes: `size` is what was counted when the limit was
+    // passed, a lower bound of the whole answer's.
+    too_large,
   };
   Kind kind;
   std::string message;
+  std::size_t size = 0;
 };
 
 // How answers become terms of the VM. Nothing OCaml writes may hurt the VM, as
@@ -73,6 +77,10 @@ struct BuildOptions {
   bool existing_atoms_only = true;
   std::string local_node;         // atom_to_binary(node())
   std::uint32_t local_creation = 0;  // erlang:system_info(creation)
+  // The most memory an answer may take in the VM (a term's words, and binaries' bytes, as
+  // erts_debug:flat_size and byte_size count them, about); 0: no limit. Past it the build
+  // stops with BuildError::too_large: a plugin answering a 2 GB term costs about this much.
+  std::size_t max_bytes = 0;
 };
 
 // An Erl.Term.t → a term of `env`, or why not. Allocates nothing on the OCaml heap.

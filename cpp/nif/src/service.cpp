@@ -73,7 +73,7 @@ Atoms Atoms::make(ErlNifEnv* env) {
   const auto atom = [env](const char* name) { return enif_make_atom(env, name); };
   return {atom("camlbeam_reply"), atom("camlbeam_reply_etf"), atom("camlbeam_send"), atom("camlbeam_send_etf"),
           atom("camlbeam_log"), atom("camlbeam_overdue"),
-          atom("ok"), atom("error"), atom("timeout"), atom("request_failed"), atom("bad_reply"),
+          atom("ok"), atom("error"), atom("timeout"), atom("request_failed"), atom("bad_reply"), atom("reply_too_large"),
           atom("warning"), atom("none")};
 }
 
@@ -258,10 +258,15 @@ void Service::run(Ocaml& ocaml, Job& job) {
         tell_worker(worker, env, enif_make_tuple3(env, atoms_.camlbeam_reply_etf, job.ref, etf_binary(env, answer.term())));
         break;
       }
-      const ERL_NIF_TERM reply =
-          built.error ? enif_make_tuple2(env, atoms_.error,
-                                         enif_make_tuple2(env, atoms_.bad_reply, make_binary(env, built.error->message)))
-                      : built.term;
+      ERL_NIF_TERM reply = built.term;
+      if (built.error && built.error->kind == BuildError::Kind::too_large) {
+        reply = enif_make_tuple2(env, atoms_.error,
+                                 enif_make_tuple3(env, atoms_.reply_too_large, enif_make_uint64(env, built.error->size),
+                                                  enif_make_uint64(env, worker.build.max_bytes)));
+      } else if (built.error) {
+        reply = enif_make_tuple2(env, atoms_.error,
+                                 enif_make_tuple2(env, atoms_.bad_reply, make_binary(env, built.error->message)));
+      }
       if (!loading.empty() && !built.error && is_ok_answer(env, reply)) {
         OwnedEnv keep;
         const ERL_NIF_TERM kept = enif_make_copy(keep.get(), reply);

@@ -28,7 +28,7 @@ enum class SendPolicy : std::uint8_t { none, given, any };
 // The atoms of the messages the service sends, made once at load.
 struct Atoms {
   ERL_NIF_TERM camlbeam_reply, camlbeam_reply_etf, camlbeam_send, camlbeam_send_etf, camlbeam_log, camlbeam_overdue;
-  ERL_NIF_TERM ok, error, timeout, request_failed, bad_reply, warning, none;
+  ERL_NIF_TERM ok, error, timeout, request_failed, bad_reply, reply_too_large, warning, none;
   static Atoms make(ErlNifEnv* env);
 };
 
