@@ -11,11 +11,11 @@
 %% loaded with `code:load_file/1' keeps the running runtime and its workers.
 -module(camlbeam_nif).
 
--export([runtime_info/0, new_worker/6, request/3, cancel/2, close/1]).
+-export([runtime_info/0, new_worker/6, request/3, cancel/2, close/1, erl_reply/2]).
 -export_type([worker/0, runtime_info/0]).
 -on_load(init/0).
 
--nifs([runtime_info/0, new_worker/6, request/3, cancel/2, close/1]).
+-nifs([runtime_info/0, new_worker/6, request/3, cancel/2, close/1, erl_reply/2]).
 
 -opaque worker() :: reference().
 %% A worker's handle on the runtime (a NIF resource).
@@ -90,7 +90,9 @@ runtime_info() ->
 
 %% @doc A handle for worker `Id' of a pool, whose process is `WorkerPid': the
 %% answers of its requests are messages to it, `{camlbeam_reply, Ref, Answer}',
-%% and so are its logs (`{camlbeam_log, Level, Text}'), the sends to other
+%% and so are its logs (`{camlbeam_log, Level, Text}'), its calls of Erlang
+%% (`{camlbeam_erl_call, Id, {Module, Function, Args}}', answered with
+%% {@link erl_reply/2}), the sends to other
 %% nodes (`{camlbeam_send, Pid, Message}') and a request that ignores its
 %% deadline (`{camlbeam_overdue, RunningMs, TimeoutMs}'). `Node' and `Creation'
 %% are this node's (the references answers may hold). An answer that would take
@@ -116,4 +118,10 @@ cancel(_Worker, _Ref) ->
 %% @doc The worker takes no more requests; those waiting are dropped.
 -spec close(worker()) -> ok.
 close(_Worker) ->
+    erlang:nif_error(nif_not_loaded).
+
+%% @doc The answer to `{camlbeam_erl_call, Id, _}': `{ok, Value}' or
+%% `{error, {Class, Reason}}'. An answer to a call given up is dropped.
+-spec erl_reply(pos_integer(), {ok, term()} | {error, {atom(), term()}}) -> ok.
+erl_reply(_Id, _Result) ->
     erlang:nif_error(nif_not_loaded).

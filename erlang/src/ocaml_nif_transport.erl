@@ -23,7 +23,6 @@
 %% cannot be ended: the VM cannot be restarted around it. Its callers get
 %% `{error, timeout}' at their own timeout, the worker logs it, and every
 %% request of the nif transport waits behind it.</li>
-%% <li>`Erl.call_erlang' is not available yet.</li>
 %% </ul>
 -module(ocaml_nif_transport).
 -behaviour(ocaml_transport).

@@ -41,6 +41,8 @@
     retiring = false :: boolean(),
     drain_until :: integer() | undefined,
     registry :: reference() | none,
+    %% The processes running an Erl.call_erlang of this worker's requests.
+    erl_calls = #{} :: #{pid() => pos_integer()},
     log_window = ocaml_log_window:new() :: ocaml_log_window:window()
 }).
 
@@ -139,6 +141,24 @@ handle_info({camlbeam_send_etf, Pid, Etf}, State) ->
         {error, Why} ->
             {noreply, log(warning, "OCaml worker: Erl.send to ~p dropped: ~ts", [Pid, Why], State)}
     end;
+handle_info({camlbeam_erl_call, Id, Request}, #state{setup = #{policy := #{max_erl_calls := Max} = Policy},
+                                                   erl_calls = Calls} = State) ->
+    case map_size(Calls) < Max of
+        true ->
+            %% Run in a process of its own: the Erlang function may take long, or call
+            %% back into this pool, while this process must go on forwarding answers.
+            Runner = proc_lib:spawn_link(
+                       fun() ->
+                               Checked = ocaml_port_protocol:erl_call_request(Request),
+                               camlbeam_nif:erl_reply(Id, ocaml_policy:run_erl_call(Policy, Checked))
+                       end),
+            {noreply, State#state{erl_calls = Calls#{Runner => Id}}};
+        false ->
+            ok = camlbeam_nif:erl_reply(Id, {error, {error, too_many_erl_calls}}),
+            {noreply, State}
+    end;
+handle_info({'EXIT', Runner, _Reason}, #state{erl_calls = Calls} = State) when is_map_key(Runner, Calls) ->
+    {noreply, State#state{erl_calls = maps:remove(Runner, Calls)}};
 handle_info({camlbeam_log, Level, Text}, State) ->
     {noreply, log(Level, "~ts", [Text], State)};
 handle_info({camlbeam_send, Pid, Message}, State) ->

@@ -222,12 +222,24 @@ ERL_NIF_TERM close(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
   });
 }
 
+// erl_reply(Id, Result) -> ok: the answer of the Erl.call_erlang numbered Id
+// ({ok, Value} | {error, {Class, Reason}}), which the OCaml thread waits for.
+ERL_NIF_TERM erl_reply(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
+  return guarded(env, [&]() -> ERL_NIF_TERM {
+    ErlNifUInt64 id = 0;
+    if (!enif_get_uint64(env, argv[0], &id)) return enif_make_badarg(env);
+    if (Service* service = Service::running()) service->erl_reply(id, argv[1]);
+    return atom_ok;
+  });
+}
+
 ErlNifFunc functions[] = {
     {"runtime_info", 0, runtime_info, 0},
     {"new_worker", 6, new_worker, 0},
     {"request", 3, request, 0},
     {"cancel", 2, cancel, 0},
     {"close", 1, close, 0},
+    {"erl_reply", 2, erl_reply, 0},
 };
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <caml/callback.h>
 #include <caml/memory.h>
 #include <caml/mlvalues.h>
+#include <caml/signals.h>
 
 #include <climits>
 #include <cstdlib>
@@ -72,7 +73,7 @@ std::string shortened(std::string text, std::size_t limit = 200) {
 Atoms Atoms::make(ErlNifEnv* env) {
   const auto atom = [env](const char* name) { return enif_make_atom(env, name); };
   return {atom("camlbeam_reply"), atom("camlbeam_reply_etf"), atom("camlbeam_send"), atom("camlbeam_send_etf"),
-          atom("camlbeam_log"), atom("camlbeam_overdue"),
+          atom("camlbeam_erl_call"), atom("camlbeam_log"), atom("camlbeam_overdue"),
           atom("ok"), atom("error"), atom("timeout"), atom("request_failed"), atom("bad_reply"), atom("reply_too_large"),
           atom("warning"), atom("none")};
 }
@@ -172,6 +173,7 @@ void Service::thread_main(std::promise<std::string>* started) noexcept {
     started->set_value("the OCaml runtime did not start");
     return;
   }
+  ocaml_ = &*ocaml;
   started->set_value("");
   // Never returns: the runtime serves the VM until it exits.
   for (;;) {
@@ -383,6 +385,76 @@ void Service::overdue(std::chrono::milliseconds running, std::chrono::millisecon
   }
 }
 
+Service::ErlCallOutcome Service::call_erlang(std::uint64_t key, value request) {
+  using Kind = ErlCallOutcome::Kind;
+  if (std::this_thread::get_id() != ocaml_thread_) {
+    return {Kind::refused, Val_unit,
+            "only the thread that runs the worker's requests may call Erlang, not a thread or domain the plugin "
+            "started"};
+  }
+  if (current_ == nullptr || current_->worker->key != key)
+    return {Kind::refused, Val_unit, "the worker's request is over: Erl.call_erlang works while one of its requests runs"};
+  const Worker& worker = *current_->worker;
+  OwnedEnv env;
+  const BuiltTerm built = ocaml_to_nif(env.get(), request, worker.build);
+  if (built.error) return {Kind::refused, Val_unit, built.error->message};
+  const std::uint64_t id = ++erl_calls_;
+  {
+    const std::lock_guard lock(erl_mutex_);
+    erl_awaited_ = id;
+    erl_reply_env_.reset();
+  }
+  tell_worker(worker, env.get(),
+              enif_make_tuple3(env.get(), atoms_.camlbeam_erl_call, enif_make_uint64(env.get(), id), built.term));
+  struct Done {
+    Service& service;
+    ~Done() {
+      const std::lock_guard lock(service.erl_mutex_);
+      service.erl_awaited_ = 0;
+    }
+  } done{*this};
+  for (;;) {
+    std::optional<OwnedEnv> answer;
+    ERL_NIF_TERM result = 0;
+    {
+      const host::BlockingSection released(ocaml_->runtime);
+      std::unique_lock lock(erl_mutex_);
+      // Looks at the runtime's pending signals every 10 ms: the cancel signal at the
+      // request's deadline does not end a wait on a condition variable.
+      erl_answered_.wait_for(lock, std::chrono::milliseconds(10), [this] { return erl_reply_env_.has_value(); });
+      if (erl_reply_env_) {
+        answer = std::move(erl_reply_env_);
+        erl_reply_env_.reset();
+        result = erl_reply_;
+      }
+    }
+    if (answer) {
+      const conv::UnrootedDecode decoded = nif_to_ocaml(answer->get(), result);
+      if (decoded.raised) return {Kind::raised, *decoded.raised, {}};
+      if (decoded.error) return {Kind::refused, Val_unit, "Erlang's answer could not be converted"};
+      return {Kind::reply, decoded.term, {}};
+    }
+    if (caml_check_pending_actions()) {
+      // Its OCaml handler runs now; what it raises (Erl.Cancelled at the deadline) reaches
+      // the caller as a value, never as an OCaml exception through these C++ frames.
+      const value raised = caml_process_pending_actions_exn();
+      if (Is_exception_result(raised)) return {Kind::raised, Extract_exception(raised), {}};
+    }
+  }
+}
+
+void Service::erl_reply(std::uint64_t id, ERL_NIF_TERM result) {
+  {
+    const std::lock_guard lock(erl_mutex_);
+    // An answer to a call given up (its request's deadline passed) is dropped.
+    if (id == 0 || id != erl_awaited_ || erl_reply_env_) return;
+    OwnedEnv env;
+    erl_reply_ = enif_make_copy(env.get(), result);
+    erl_reply_env_ = std::move(env);
+  }
+  erl_answered_.notify_one();
+}
+
 std::string Service::send_from_ocaml(std::uint64_t key, value pid_term, value message) {
   if (std::this_thread::get_id() != ocaml_thread_) {
     return "only the thread that runs the worker's requests may send to Erlang, not a thread or domain the plugin "
@@ -425,6 +497,26 @@ std::string Service::send_from_ocaml(std::uint64_t key, value pid_term, value me
 }
 
 }  // namespace camlbeam::nif
+
+extern "C" value camlbeam_nif_call_erlang(value key, value request) noexcept {
+  CAMLparam2(key, request);
+  CAMLlocal2(payload, result);
+  using Kind = camlbeam::nif::Service::ErlCallOutcome::Kind;
+  // type awaited = Reply of Term.t | Raised of exn | Refused of string (erl_nif_transport.ml)
+  camlbeam::nif::Service::ErlCallOutcome outcome{Kind::refused, Val_unit, "the nif transport is not running"};
+  try {
+    if (camlbeam::nif::Service* service = camlbeam::nif::Service::running())
+      outcome = service->call_erlang(static_cast<std::uint64_t>(Long_val(key)), request);
+  } catch (const std::bad_alloc&) {
+    outcome = {Kind::refused, Val_unit, "out of memory"};
+  } catch (...) {
+    outcome = {Kind::refused, Val_unit, "the call could not be made"};
+  }
+  payload = outcome.kind == Kind::refused ? caml_copy_string(outcome.why.c_str()) : outcome.term;
+  result = caml_alloc_small(1, static_cast<tag_t>(outcome.kind));
+  Field(result, 0) = payload;
+  CAMLreturn(result);
+}
 
 extern "C" value camlbeam_nif_send(value key, value pid, value message) noexcept {
   CAMLparam3(key, pid, message);
