@@ -9,13 +9,13 @@
 
 -export([all/0, init_per_suite/1, end_per_suite/1]).
 -export([one_runtime_for_every_pool/1, upgrade_keeps_the_runtime/1, another_ocaml_is_refused/1,
-         large_maps_off_the_schedulers/1, answers_within_max_reply_size/1]).
+         large_maps_off_the_schedulers/1, answers_within_max_reply_size/1, exit_does_not_end_the_vm/1]).
 
 -define(LIB, camlbeam_test_lib).
 
 all() ->
     [one_runtime_for_every_pool, upgrade_keeps_the_runtime, another_ocaml_is_refused,
-     large_maps_off_the_schedulers, answers_within_max_reply_size].
+     large_maps_off_the_schedulers, answers_within_max_reply_size, exit_does_not_end_the_vm].
 
 init_per_suite(Config) ->
     Config1 = ?LIB:init_per_suite(Config),
@@ -113,6 +113,17 @@ answers_within_max_reply_size(Config) ->
     {error, {ocaml_exception, <<"Failure">>, Message, _}} = ocaml:call(Pool, send, [self(), Big]),
     ?assertMatch({match, _}, re:run(Message, "Erl.send: the term takes more than 100000 bytes")),
     receive Unexpected -> ct:fail({sent, Unexpected}) after 0 -> ok end,
+    ?assertEqual({ok, 3}, ocaml:call(Pool, add, [1, 2])).
+
+%% Stdlib.exit in a plugin would end the VM with it: it raises Failure instead, and
+%% the runtime serves on.
+exit_does_not_end_the_vm(Config) ->
+    Pool = ?LIB:start_pool(Config, #{plugins => [?LIB:plugin(Config, "camlbeam_hostile"),
+                                                 ?LIB:plugin(Config, "camlbeam_test")]}),
+    [?assertMatch({error, {ocaml_exception, <<"Failure">>, _, _}}, ocaml:call(Pool, exit, [Status]))
+     || Status <- [0, 1, 3]],
+    {error, {ocaml_exception, _, Message, _}} = ocaml:call(Pool, exit, [0]),
+    ?assertMatch({match, _}, re:run(Message, "Stdlib.exit inside the Erlang VM")),
     ?assertEqual({ok, 3}, ocaml:call(Pool, add, [1, 2])).
 
 %% The release of the other OCaml whose library the build installed.

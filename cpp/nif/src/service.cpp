@@ -10,7 +10,10 @@
 #include <caml/callback.h>
 #include <caml/memory.h>
 #include <caml/mlvalues.h>
+#include <caml/fail.h>
 #include <caml/signals.h>
+
+#include <unistd.h>
 
 #include <climits>
 #include <cstdlib>
@@ -531,4 +534,21 @@ extern "C" value camlbeam_nif_send(value key, value pid, value message) noexcept
     why = "the message could not be sent";
   }
   CAMLreturn(caml_copy_string(why.c_str()));
+}
+
+// Stdlib.exit from a plugin would end the VM: the runtime's caml_sys_exit calls exit(3).
+// The library is linked with --wrap=caml_sys_exit, so the OCaml code linked into it
+// (Stdlib.exit, and whatever plugins call it through) reaches this instead, which raises
+// Failure in the request: its caller gets {error, {ocaml_exception, ...}}. In a process
+// the plugin forked, exiting is the child's own business: there it exits.
+namespace {
+const pid_t vm_pid = ::getpid();
+}  // namespace
+
+extern "C" value __real_caml_sys_exit(value status);
+
+extern "C" value __wrap_caml_sys_exit(value status) {
+  if (::getpid() != vm_pid) return __real_caml_sys_exit(status);
+  // Raises: no C++ object with a destructor is alive in this frame.
+  caml_failwith("Stdlib.exit inside the Erlang VM (transport nif): a plugin may not end the VM; raise an exception instead");
 }
