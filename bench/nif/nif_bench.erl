@@ -14,6 +14,9 @@
 %%                callers at the time);
 %%   kernels      nbody, spectral_norm, mandelbrot through camlbeam nif vs the standalone
 %%                ocamlopt program (timing itself) vs the same kernels in Erlang.
+%%   responsiveness  a gen_server:call ping's latency on the normal schedulers, p50/p99/max,
+%%                idle, while two callers keep long nif exports running (fib), and while
+%%                two processes compute the same fib in Erlang.
 %%
 %% Until the nif transport exists, ocaml:start_link answers {error, {transport_unavailable,
 %% nif}}: the report says "camlbeam nif: unavailable (...)", measures the baselines, and
@@ -60,7 +63,7 @@ options([Flag, Value | Rest], Opts) ->
               "--standalone" -> standalone;
               "--payloads" -> payloads;
               "--out" -> out;
-              "--only" -> only;  % round_trips | throughput | kernels: one section
+              "--only" -> only;  % round_trips | throughput | kernels | responsiveness: one section
               _ -> error({unknown_option, Flag})
           end,
     options(Rest, Opts#{Key => Value});
@@ -70,14 +73,14 @@ options(Other, _) -> error({bad_options, Other}).
 config(full) ->
     %% Many short rounds, every target in each: a burst of load from another tenant then
     %% falls on all targets alike, not on one.
-    #{rt_cell_ms => 400, rt_rounds => 15, rt_max_calls => 200000, warm_ms => 20,
+    #{rt_cell_ms => 400, rt_rounds => 15, rt_max_calls => 200000, warm_ms => 20, pings => 3000, long_fib => 32,
       fib_n => 27, fib_ms => 250, fib_rounds => 9,
       %% {Kernel, Size, calls per sample, big (target) | small}, as bench/port
       kernels => [{nbody, 2000000, 1, big}, {spectral_norm, 1000, 1, big}, {mandelbrot, 2000, 1, big},
                   {nbody, 1000, 100, small}, {spectral_norm, 100, 10, small}, {mandelbrot, 200, 10, small}],
       k_reps => 9, k_rounds => 9, erl_reps => 3};
 config(smoke) ->
-    #{rt_cell_ms => 5, rt_rounds => 1, rt_max_calls => 20, warm_ms => 1,
+    #{rt_cell_ms => 5, rt_rounds => 1, rt_max_calls => 20, warm_ms => 1, pings => 50, long_fib => 25,
       fib_n => 20, fib_ms => 20, fib_rounds => 1,
       kernels => [{nbody, 1000, 2, small}, {spectral_norm, 100, 1, small}, {mandelbrot, 200, 1, small}],
       k_reps => 1, k_rounds => 1, erl_reps => 1}.
@@ -91,7 +94,8 @@ run(Opts = #{mode := Mode, out := Out, cnif := Cnif}) ->
     Nif = nif_pool(Cfg0),
     Cfg = Cfg0#{nif => Nif},
     header(Cfg),
-    Sections = [{round_trips, fun round_trips/1}, {throughput, fun throughput/1}, {kernels, fun kernels/1}],
+    Sections = [{round_trips, fun round_trips/1}, {throughput, fun throughput/1}, {kernels, fun kernels/1},
+                {responsiveness, fun responsiveness/1}],
     Only = maps:get(only, Cfg, all),
     Verdicts = lists:append([F(Cfg) || {Name, F} <- Sections, Only =:= all orelse Only =:= atom_to_list(Name)]),
     verdicts(Mode, Verdicts),
@@ -384,6 +388,63 @@ kernel(#{k_reps := Reps, k_rounds := Rounds, erl_reps := ErlReps, standalone := 
             p("~-14s ~8b ~11.3f ~11.3f ~9.1f~n", [K, Size, Sa / 1.0e6, Erl / 1.0e6, Erl / Sa]),
             [{io_lib:format("kernel ~s(~b): camlbeam nif / standalone", [K, Size]), unavailable, '=<', 1.05}
              || Class =:= big]
+    end.
+
+%% ---- Scheduler responsiveness ----
+
+%% What long exports cost the rest of the VM: a process pings a local gen_server every
+%% millisecond (on the normal schedulers, as any Erlang work) and times each call; while two
+%% callers keep fib(long_fib) running through the nif (each call tens of milliseconds of
+%% OCaml), and, for scale, while two processes compute it in Erlang (which the schedulers
+%% preempt). The nif's OCaml runs on a thread of its own: the schedulers only copy requests
+%% and receive answers.
+responsiveness(Cfg = #{pings := N, long_fib := F, nif := Nif}) ->
+    p("~n== Scheduler responsiveness: a gen_server:call ping every ms, microseconds ==~n", []),
+    {ok, Server} = gen_server:start_link(port_bench, [], []),
+    Expected = port_bench:fib(F),
+    Loads = [{idle, none}]
+        ++ case Nif of
+               {available, Pool, _} ->
+                   [{nif_fib, fun() -> {ok, Expected} = ocaml:call(Pool, fib, [F], ?CALL_TIMEOUT) end}];
+               {unavailable, _} -> []
+           end
+        ++ [{erlang_fib, fun() -> Expected = port_bench:fib(F) end}],
+    p("~-12s ~9s ~9s ~9s ~12s~n", ["load", "p50", "p99", "max", "load calls"]),
+    Rows = [{Name, ping_under(Server, N, Load)} || {Name, Load} <- Loads],
+    [p("~-12s ~9.1f ~9.1f ~9.1f ~12b~n", [Name, P50 / 1000, P99 / 1000, Max / 1000, Calls])
+     || {Name, {P50, P99, Max, Calls}} <- Rows],
+    ok = gen_server:stop(Server),
+    p("(~b pings, one a millisecond; load: two callers calling fib(~b) again and again, through the~n"
+      " nif pool (nif_fib) or in their own processes (erlang_fib); load calls: how many they completed.)~n",
+      [N, F]),
+    _ = Cfg,
+    [].
+
+%% {p50, p99, max} of N pings in nanoseconds, and the load's calls meanwhile.
+ping_under(Server, N, Load) ->
+    Parent = self(),
+    Loaders = case Load of
+                  none -> [];
+                  _ -> [spawn_caller(I, fun() -> load_loop(Load, 0) end) || I <- [1, 2]]
+              end,
+    timer:sleep(50),
+    Lats = [begin
+                timer:sleep(1),
+                T0 = now_ns(),
+                ok = gen_server:call(Server, ok, ?CALL_TIMEOUT),
+                now_ns() - T0
+            end || _ <- lists:seq(1, N)],
+    Calls = lists:sum([begin L ! {stop, Parent}, receive {load_calls, L, C} -> C after ?WAIT -> error(load_stuck) end end
+                       || L <- Loaders]),
+    Sorted = lists:sort(Lats),
+    {port_bench:percentile(Sorted, 50), port_bench:percentile(Sorted, 99), lists:last(Sorted), Calls}.
+
+load_loop(Load, Calls) ->
+    receive
+        {stop, Parent} -> Parent ! {load_calls, self(), Calls}
+    after 0 ->
+        Load(),
+        load_loop(Load, Calls + 1)
     end.
 
 %% ---- Verdicts ----
