@@ -2,81 +2,84 @@
 %% (`cpp/nif/README.md'); only {@link ocaml_nif_transport} and
 %% {@link ocaml_nif_worker} call them.
 %%
-%% The library is loaded once per VM, when the first pool of the `nif'
-%% transport starts: that pool's option `ocaml' chooses which OCaml's build
-%% ({@link ensure_loaded/1}), and every later pool shares it: a VM has one OCaml
+%% The library is loaded with this module, once per VM, when the first pool
+%% of the `nif' transport starts: that pool's option `ocaml' chooses which
+%% OCaml's build ({@link ocaml_nif_transport:prepare/1} says which in
+%% `persistent_term' `{camlbeam_nif, ocaml}' before it loads this module, which
+%% it must not call before), and every later pool shares it: a VM has one OCaml
 %% runtime, which cannot be stopped or replaced. A new version of this module
 %% loaded with `code:load_file/1' keeps the running runtime and its workers.
 -module(camlbeam_nif).
 
--export([ensure_loaded/1, runtime_info/0, new_worker/5, request/3, cancel/2, close/1]).
+-export([runtime_info/0, new_worker/6, request/3, cancel/2, close/1, erl_reply/2]).
 -export_type([worker/0, runtime_info/0]).
 -on_load(init/0).
 
--nifs([runtime_info/0, new_worker/5, request/3, cancel/2, close/1]).
+-nifs([runtime_info/0, new_worker/6, request/3, cancel/2, close/1, erl_reply/2]).
 
 -opaque worker() :: reference().
 %% A worker's handle on the runtime (a NIF resource).
 
 -type runtime_info() :: #{ocaml_version := binary(), flavour := native}.
 
-%% The OCaml whose build the library is loaded from (ensure_loaded/1 sets it
-%% before the module's first load).
+%% The OCaml whose build the library is loaded from (set before the module's
+%% first load).
 -define(VERSION_KEY, {?MODULE, ocaml}).
+%% The library the running runtime was loaded from.
+-define(LIBRARY_KEY, {?MODULE, library}).
 
-%% @doc Loads the library of OCaml `Ocaml' (`default': the one the
-%% application was built with, in `priv'; a release such as `"5.3.0"': the one
-%% in `priv/ocaml-5.3.0'), unless one is loaded already, and says which runs:
-%% `{ocaml_mismatch, Wanted, Running}' when it is not the one asked for.
--spec ensure_loaded(ocaml_options:ocaml_version()) ->
-    {ok, runtime_info()} | {error, {nif_unavailable, term()} | {ocaml_mismatch, term(), binary()}}.
-ensure_loaded(Ocaml) ->
-    case erlang:module_loaded(?MODULE) andalso is_nif_loaded() of
-        true -> ok;
-        false -> persistent_term:put(?VERSION_KEY, Ocaml)
-    end,
-    case code:ensure_loaded(?MODULE) of
-        {module, ?MODULE} ->
-            try runtime_info() of
-                {ok, #{ocaml_version := Running} = Info} ->
-                    case Ocaml =:= default orelse unicode:characters_to_binary(Ocaml) =:= Running of
-                        true -> {ok, Info};
-                        false -> {error, {ocaml_mismatch, Ocaml, Running}}
-                    end;
-                {error, Why} ->
-                    {error, {nif_unavailable, Why}}
-            catch
-                error:undef -> {error, {nif_unavailable, not_loaded}};
-                error:{nif_not_loaded, _} -> {error, {nif_unavailable, not_loaded}}
-            end;
-        {error, Why} ->
-            {error, {nif_unavailable, Why}}
-    end.
-
--spec is_nif_loaded() -> boolean().
-is_nif_loaded() ->
-    try runtime_info() of
-        _ -> true
-    catch
-        error:_ -> false
-    end.
-
+%% A new version of this module loads the library the running version
+%% loaded, whose upgrade callback keeps its runtime; one that asks for another
+%% OCaml is refused here (the other library would refuse to start a second
+%% runtime).
 -spec init() -> ok | {error, term()}.
 init() ->
-    Ocaml = persistent_term:get(?VERSION_KEY, default),
-    case library(Ocaml) of
-        {ok, Path} -> erlang:load_nif(Path, 0);
-        {error, _} = Error -> Error
+    Wanted = persistent_term:get(?VERSION_KEY, default),
+    case running() of
+        {ok, Running, Path} ->
+            case Wanted =:= default orelse unicode:characters_to_list(Wanted) =:= Running of
+                true -> erlang:load_nif(Path, 0);
+                false -> {error, {ocaml_mismatch, Wanted, Running}}
+            end;
+        none ->
+            case library(Wanted) of
+                {ok, Path} ->
+                    persistent_term:put(?LIBRARY_KEY, Path),
+                    erlang:load_nif(Path, 0);
+                {error, _} = Error ->
+                    Error
+            end
     end.
 
+%% The OCaml and the library of the current version of this module, while a
+%% new version loads.
+-spec running() -> {ok, string(), file:filename()} | none.
+running() ->
+    case {erlang:module_loaded(?MODULE), persistent_term:get(?LIBRARY_KEY, none)} of
+        {true, Path} when Path =/= none ->
+            try ?MODULE:runtime_info() of
+                {ok, #{ocaml_version := Version}} -> {ok, binary_to_list(Version), Path};
+                {error, _} -> none
+            catch
+                error:_ -> none
+            end;
+        _ ->
+            none
+    end.
+
+%% The library of OCaml `Ocaml': the application environment's `nif_library'
+%% if set (a path without its extension, as erlang:load_nif/2 takes it: a
+%% build of one's own, a sanitizer build), else camlbeam's own in priv.
 -spec library(ocaml_options:ocaml_version()) -> {ok, file:filename()} | {error, no_priv_dir}.
 library(Ocaml) ->
-    case code:priv_dir(camlbeam) of
-        {error, bad_name} ->
+    case {application:get_env(camlbeam, nif_library), code:priv_dir(camlbeam)} of
+        {{ok, Given}, _} ->
+            {ok, Given};
+        {undefined, {error, bad_name}} ->
             {error, no_priv_dir};
-        Priv when Ocaml =:= default ->
+        {undefined, Priv} when Ocaml =:= default ->
             {ok, filename:join(Priv, "camlbeam_nif")};
-        Priv ->
+        {undefined, Priv} ->
             {ok, filename:join([Priv, "ocaml-" ++ unicode:characters_to_list(Ocaml), "camlbeam_nif"])}
     end.
 
@@ -87,12 +90,16 @@ runtime_info() ->
 
 %% @doc A handle for worker `Id' of a pool, whose process is `WorkerPid': the
 %% answers of its requests are messages to it, `{camlbeam_reply, Ref, Answer}',
-%% and so are its logs (`{camlbeam_log, Level, Text}'), the sends to other
+%% and so are its logs (`{camlbeam_log, Level, Text}'), its calls of Erlang
+%% (`{camlbeam_erl_call, Id, {Module, Function, Args}}', answered with
+%% {@link erl_reply/2}), the sends to other
 %% nodes (`{camlbeam_send, Pid, Message}') and a request that ignores its
 %% deadline (`{camlbeam_overdue, RunningMs, TimeoutMs}'). `Node' and `Creation'
-%% are this node's (the references answers may hold).
--spec new_worker(pos_integer(), pid(), ocaml_policy:send(), binary(), non_neg_integer()) -> worker().
-new_worker(_Id, _WorkerPid, _SendPolicy, _Node, _Creation) ->
+%% are this node's (the references answers may hold). An answer that would take
+%% more than `MaxReply' bytes of the VM's memory (about: `erts_debug:flat_size/1'
+%% words and binaries' bytes) is `{error, {reply_too_large, AtLeast, MaxReply}}'.
+-spec new_worker(pos_integer(), pid(), ocaml_policy:send(), binary(), non_neg_integer(), pos_integer()) -> worker().
+new_worker(_Id, _WorkerPid, _SendPolicy, _Node, _Creation, _MaxReply) ->
     erlang:nif_error(nif_not_loaded).
 
 %% @doc Queues a request (`{call, Ref, Fun, Args, Timeout}' or `{load, Ref,
@@ -111,4 +118,10 @@ cancel(_Worker, _Ref) ->
 %% @doc The worker takes no more requests; those waiting are dropped.
 -spec close(worker()) -> ok.
 close(_Worker) ->
+    erlang:nif_error(nif_not_loaded).
+
+%% @doc The answer to `{camlbeam_erl_call, Id, _}': `{ok, Value}' or
+%% `{error, {Class, Reason}}'. An answer to a call given up is dropped.
+-spec erl_reply(pos_integer(), {ok, term()} | {error, {atom(), term()}}) -> ok.
+erl_reply(_Id, _Result) ->
     erlang:nif_error(nif_not_loaded).

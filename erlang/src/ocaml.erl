@@ -106,9 +106,9 @@
 %% The options of a pool; every one has a default.
 %% <ul>
 %% <li>`transport': how OCaml runs, {@link ocaml_transport}: `port' (an OS
-%%     process per worker, the default) is built; `node' and `nif' are named
-%%     but not built yet, and a pool of either answers
-%%     `{error, {transport_unavailable, Name}}' at start.</li>
+%%     process per worker, the default) or `nif' (OCaml inside this VM,
+%%     {@link ocaml_nif_transport}); `node' is named but not built yet, and a
+%%     pool of it answers `{error, {transport_unavailable, node}}' at start.</li>
 %% <li>`plugins': loaded in order into every worker, also after restarts;
 %%     relative paths are from the VM's current directory at start.</li>
 %% <li>`pool_size': the number of workers, default 1.</li>
@@ -223,7 +223,8 @@
 
 -type start_error() :: {unknown_option, term()}
                      | {bad_option, atom(), term()}
-                     | {transport_unavailable, node | nif}
+                     | {transport_unavailable, node}
+                     | {nif_unavailable, term()}
                      | {mixed_plugin_kinds, #{flavour() => [file:filename_all()]}}
                      | {no_executable, file:filename_all() | no_priv_dir}
                      | {already_started, pid()}
@@ -835,7 +836,7 @@ describe({start_timeout, {load, Path}}) ->
 describe({flavour_mismatch, Expected, Got}) ->
     io_lib:format("a ~ts worker was asked for, the executable is ~ts", [Expected, Got]);
 describe({ocaml_mismatch, Wanted, Got}) ->
-    io_lib:format("workers of OCaml ~ts were asked for, the executable is built with OCaml ~ts",
+    io_lib:format("workers of OCaml ~ts were asked for, and they run OCaml ~ts",
                   [Wanted, Got]);
 describe({protocol_mismatch, Version}) ->
     io_lib:format("the worker does not speak protocol 2: ~tP", [Version, 10]);
@@ -844,6 +845,9 @@ describe({bad_hello, Answer}) ->
 describe(no_pool) ->
     "the worker's pool is gone";
 describe({transport_unavailable, Name}) ->
-    io_lib:format("the ~ts transport is not built yet: port is the one coupling available", [Name]);
+    io_lib:format("the ~ts transport is not built yet: port and nif are", [Name]);
+describe({nif_unavailable, Why}) ->
+    io_lib:format("the OCaml runtime of the nif transport is not available: ~ts",
+                  [case is_binary(Why) of true -> Why; false -> io_lib:format("~tP", [Why, 10]) end]);
 describe(Other) ->
     io_lib:format("~tP", [Other, 10]).

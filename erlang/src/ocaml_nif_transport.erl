@@ -25,7 +25,6 @@
 %% request of the nif transport waits behind it.</li>
 %% <li>The option `executable' has no use: a pool that sets it is refused
 %% (`{bad_option, executable, Path}').</li>
-%% <li>`Erl.call_erlang' is not available yet.</li>
 %% </ul>
 -module(ocaml_nif_transport).
 -behaviour(ocaml_transport).
@@ -45,8 +44,8 @@ prepare(#{flavour := bytecode}) ->
 prepare(#{executable := Executable}) when Executable =/= undefined ->
     {error, {bad_option, executable, Executable}};
 prepare(#{ocaml := Ocaml} = Config) ->
-    case camlbeam_nif:ensure_loaded(Ocaml) of
-        {ok, _Info} -> {ok, Config#{flavour := native}};
+    case ensure_runtime(Ocaml) of
+        ok -> {ok, Config#{flavour := native}};
         {error, _} = Error -> Error
     end.
 
@@ -108,6 +107,31 @@ describe(#ocaml_nif{ocaml_version = Version}) ->
     #{os_pid => list_to_integer(os:getpid()), flavour => native, ocaml_version => Version}.
 
 %%% Internals
+
+%% Loads camlbeam_nif with the library of OCaml `Ocaml' (`default': the one the
+%% application was built with, in `priv'; a release such as "5.3.0": the one in
+%% `priv/ocaml-5.3.0'), unless it is loaded, and checks that the running
+%% runtime is the one asked for. The module reads which from persistent_term
+%% when it loads: calling any of its functions first would load it with the
+%% default.
+-spec ensure_runtime(ocaml_options:ocaml_version()) ->
+    ok | {error, {nif_unavailable, term()} | {ocaml_mismatch, term(), binary()}}.
+ensure_runtime(Ocaml) ->
+    _ = erlang:module_loaded(camlbeam_nif) orelse persistent_term:put({camlbeam_nif, ocaml}, Ocaml),
+    case code:ensure_loaded(camlbeam_nif) of
+        {module, camlbeam_nif} ->
+            case camlbeam_nif:runtime_info() of
+                {ok, #{ocaml_version := Running}} ->
+                    case Ocaml =:= default orelse unicode:characters_to_binary(Ocaml) =:= Running of
+                        true -> ok;
+                        false -> {error, {ocaml_mismatch, Ocaml, Running}}
+                    end;
+                {error, Why} ->
+                    {error, {nif_unavailable, Why}}
+            end;
+        {error, Why} ->
+            {error, {nif_unavailable, Why}}
+    end.
 
 -spec submit(#ocaml_nif{}, reference() | {camlbeam_cast, ocaml:fun_name()}, ocaml:fun_name(), [term()],
              timeout()) -> ok | unsent.

@@ -41,6 +41,8 @@
     retiring = false :: boolean(),
     drain_until :: integer() | undefined,
     registry :: reference() | none,
+    %% The processes running an Erl.call_erlang of this worker's requests.
+    erl_calls = #{} :: #{pid() => pos_integer()},
     log_window = ocaml_log_window:new() :: ocaml_log_window:window()
 }).
 
@@ -127,6 +129,36 @@ handle_info({camlbeam_reply, Ref, Answer}, #state{handle = #ocaml_nif{in_flight 
                 false -> {noreply, State}
             end
     end;
+handle_info({camlbeam_reply_etf, Ref, Etf}, State) ->
+    %% An answer the library could not make off a scheduler (cpp/nif/README.md): made
+    %% here, under the port's guard.
+    handle_info({camlbeam_reply, Ref, from_etf(Etf)}, State);
+handle_info({camlbeam_send_etf, Pid, Etf}, State) ->
+    case ocaml_etf_guard:decode(Etf) of
+        {ok, Message} ->
+            Pid ! Message,
+            {noreply, State};
+        {error, Why} ->
+            {noreply, log(warning, "OCaml worker: Erl.send to ~p dropped: ~ts", [Pid, Why], State)}
+    end;
+handle_info({camlbeam_erl_call, Id, Request}, #state{setup = #{policy := #{max_erl_calls := Max} = Policy},
+                                                   erl_calls = Calls} = State) ->
+    case map_size(Calls) < Max of
+        true ->
+            %% Run in a process of its own: the Erlang function may take long, or call
+            %% back into this pool, while this process must go on forwarding answers.
+            Runner = proc_lib:spawn_link(
+                       fun() ->
+                               Checked = ocaml_port_protocol:erl_call_request(Request),
+                               camlbeam_nif:erl_reply(Id, ocaml_policy:run_erl_call(Policy, Checked))
+                       end),
+            {noreply, State#state{erl_calls = Calls#{Runner => Id}}};
+        false ->
+            ok = camlbeam_nif:erl_reply(Id, {error, {error, too_many_erl_calls}}),
+            {noreply, State}
+    end;
+handle_info({'EXIT', Runner, _Reason}, #state{erl_calls = Calls} = State) when is_map_key(Runner, Calls) ->
+    {noreply, State#state{erl_calls = maps:remove(Runner, Calls)}};
 handle_info({camlbeam_log, Level, Text}, State) ->
     {noreply, log(Level, "~ts", [Text], State)};
 handle_info({camlbeam_send, Pid, Message}, State) ->
@@ -177,8 +209,10 @@ start(#state{manager = Manager, id = Id} = State0) ->
 -spec with_handle(#state{}) -> #state{}.
 with_handle(#state{handle = #ocaml_nif{}} = State) ->
     State;
-with_handle(#state{id = Id, setup = #{policy := #{send := Send}, cast_timeout := CastTimeout}} = State) ->
-    Worker = camlbeam_nif:new_worker(Id, self(), Send, atom_to_binary(node()), erlang:system_info(creation)),
+with_handle(#state{id = Id, setup = #{policy := #{send := Send}, cast_timeout := CastTimeout,
+                                      max_reply_size := MaxReply}} = State) ->
+    Worker = camlbeam_nif:new_worker(Id, self(), Send, atom_to_binary(node()), erlang:system_info(creation),
+                                     MaxReply),
     {ok, #{ocaml_version := Version}} = camlbeam_nif:runtime_info(),
     State#state{handle = #ocaml_nif{worker = Worker, in_flight = ocaml_transport:new_counter(),
                                     give_pids = Send =:= given, cast_timeout = CastTimeout,
@@ -272,6 +306,13 @@ drained(#state{handle = Handle, drain_until = Until} = State) ->
         false ->
             erlang:send_after(100, self(), drain_check),
             {noreply, State}
+    end.
+
+-spec from_etf(binary()) -> term().
+from_etf(Etf) ->
+    case ocaml_etf_guard:decode(Etf) of
+        {ok, Answer} -> Answer;
+        {error, Why} -> {error, {bad_reply, Why}}
     end.
 
 %%% Logs

@@ -35,7 +35,7 @@
 %% `{error, {error, {bad_erl_call, _}}}').
 -module(ocaml_policy).
 
--export([default/0, validate/1, may_call/4, given_pids/1]).
+-export([default/0, validate/1, may_call/4, given_pids/1, run_erl_call/2]).
 -export_type([policy/0, send/0, erl_call/0]).
 
 -type send() :: none | given | any.
@@ -86,3 +86,21 @@ valid({erl_call, Allowed}) ->
     end;
 valid({max_erl_calls, Max}) -> is_integer(Max) andalso Max > 0;
 valid(_) -> false.
+
+%% @doc Runs a request of `Erl.call_erlang' (checked by
+%% {@link ocaml_port_protocol:erl_call_request/1}) if the policy allows it, in
+%% the calling process: what OCaml gets back, `{ok, Value}' or
+%% `{error, {Class, Reason}}'.
+-spec run_erl_call(policy(), {ok, {module(), atom(), [term()]}} | {error, binary()}) ->
+    {ok, term()} | {error, {atom(), term()}}.
+run_erl_call(Policy, {ok, {M, F, A}}) ->
+    case may_call(Policy, M, F, length(A)) of
+        true ->
+            try {ok, apply(M, F, A)}
+            catch Class:Reason -> {error, {Class, Reason}}
+            end;
+        false ->
+            {error, {error, {not_allowed, {M, F, length(A)}}}}
+    end;
+run_erl_call(_Policy, {error, Why}) ->
+    {error, {error, {bad_erl_call, Why}}}.

@@ -15,7 +15,8 @@
 
 -export([hello/3, call/4, load/3, cancel/1, erl_reply/2]).
 -export([new_framer/0, frames/3, parse_frame/1]).
--export([decode_answer/1, decode_hello/1, decode_load/1, load_answer/1, decode_erl_call/1, decode_payload/1]).
+-export([decode_answer/1, decode_hello/1, decode_load/1, load_answer/1, decode_erl_call/1,
+         erl_call_request/1, decode_payload/1]).
 -export([is_ok_answer/1, atom_texts/1, export_texts/1]).
 -export_type([envelope/0, malformed/0, hello/0, erl_call_request/0, framer/0, deadline_ms/0,
               atom_text/0, export_text/0, declared/0]).
@@ -328,17 +329,22 @@ load_answer(Other) ->
 -spec decode_erl_call(binary()) -> {ok, erl_call_request()} | {error, binary()}.
 decode_erl_call(Payload) ->
     case decode_payload(Payload) of
-        {ok, {M, F, A} = Request} when is_atom(M), is_atom(F), is_list(A) ->
-            case {is_proper_list(A), holds_fun([A])} of
-                {false, _} -> {error, <<"the arguments are not a proper list">>};
-                {true, true} -> {error, <<"the arguments hold a fun (the policy names what may run)">>};
-                {true, false} -> {ok, Request}
-            end;
-        {ok, _} ->
-            {error, <<"not {Module, Function, Args} with two atoms and a list">>};
-        {error, _} = Error ->
-            Error
+        {ok, Request} -> erl_call_request(Request);
+        {error, _} = Error -> Error
     end.
+
+%% @doc An `Erl.call_erlang' request, decoded already (the NIF builds it as a
+%% term): `{Module, Function, Args}' with a proper list of arguments that holds
+%% no fun.
+-spec erl_call_request(term()) -> {ok, erl_call_request()} | {error, binary()}.
+erl_call_request({M, F, A} = Request) when is_atom(M), is_atom(F), is_list(A) ->
+    case {is_proper_list(A), holds_fun([A])} of
+        {false, _} -> {error, <<"the arguments are not a proper list">>};
+        {true, true} -> {error, <<"the arguments hold a fun (the policy names what may run)">>};
+        {true, false} -> {ok, Request}
+    end;
+erl_call_request(_) ->
+    {error, <<"not {Module, Function, Args} with two atoms and a list">>}.
 
 %% @doc Decodes a payload as untrusted data ({@link ocaml_etf_guard:decode/1}).
 -spec decode_payload(binary()) -> {ok, term()} | {error, binary()}.

@@ -10,9 +10,10 @@
 %% <ul>
 %% <li>`port' ({@link ocaml_port_transport}): an OS process per worker, pipes;
 %%     the default.</li>
+%% <li>`nif' ({@link ocaml_nif_transport}): OCaml inside this VM, one runtime
+%%     for every pool; answers by `enif_send'.</li>
 %% <li>`node': not built yet; a pool answers
 %%     `{error, {transport_unavailable, node}}' at start.</li>
-%% <li>`nif': not built yet; `{error, {transport_unavailable, nif}}'.</li>
 %% </ul>
 %%
 %% <h3>A worker</h3>
@@ -162,8 +163,8 @@
 %%% Transports
 
 %% @doc The module implementing a coupling; `{error, {transport_unavailable,
-%% Name}}' for the couplings that are named (`node', `nif') but not built.
--spec callback_module(name()) -> {ok, module()} | {error, {transport_unavailable, node | nif}}.
+%% Name}}' for a coupling that is named (`node') but not built.
+-spec callback_module(name()) -> {ok, module()} | {error, {transport_unavailable, node}}.
 callback_module(port) -> {ok, ocaml_port_transport};
 callback_module(node) -> {error, {transport_unavailable, node}};
 callback_module(nif) -> {ok, ocaml_nif_transport}.

@@ -550,19 +550,7 @@ erl_call(Id, Payload, #state{setup = #{policy := #{max_erl_calls := Max} = Polic
 
 -spec run_erl_call(port(), integer(), binary(), ocaml_policy:policy()) -> ok.
 run_erl_call(Port, Id, Payload, Policy) ->
-    Result = case ocaml_port_protocol:decode_erl_call(Payload) of
-                 {ok, {M, F, A}} ->
-                     case ocaml_policy:may_call(Policy, M, F, length(A)) of
-                         true ->
-                             try {ok, apply(M, F, A)}
-                             catch Class:Reason -> {error, {Class, Reason}}
-                             end;
-                         false ->
-                             {error, {error, {not_allowed, {M, F, length(A)}}}}
-                     end;
-                 {error, Why} ->
-                     {error, {error, {bad_erl_call, Why}}}
-             end,
+    Result = ocaml_policy:run_erl_call(Policy, ocaml_port_protocol:decode_erl_call(Payload)),
     %% This process may wait for a busy port: only the worker is held up, and
     %% it is waiting for this answer.
     try erlang:port_command(Port, ocaml_port_protocol:erl_reply(Id, Result)) of

@@ -1,5 +1,5 @@
-%% EUnit tests of the transport behaviour (ocaml_transport): the couplings by name, the
-%% port's module implementing every callback, and the in-flight counters.
+%% EUnit tests of the transport behaviour (ocaml_transport): the couplings by name, their
+%% modules implementing every callback, and the in-flight counters.
 -module(ocaml_transport_tests).
 
 -include_lib("eunit/include/eunit.hrl").
@@ -7,18 +7,21 @@
 callback_modules_test() ->
     ?assertEqual({ok, ocaml_port_transport}, ocaml_transport:callback_module(port)),
     ?assertEqual({error, {transport_unavailable, node}}, ocaml_transport:callback_module(node)),
-    ?assertEqual({error, {transport_unavailable, nif}}, ocaml_transport:callback_module(nif)),
+    ?assertEqual({ok, ocaml_nif_transport}, ocaml_transport:callback_module(nif)),
     %% Every name the option accepts has an answer here.
     [?assertMatch({_, _}, ocaml_transport:callback_module(Name)) || Name <- ocaml_transport:names()].
 
-%% The port's module exports every callback, and says it implements the behaviour (so
-%% that the compiler checks it too).
-port_implements_every_callback_test() ->
+%% Each built coupling's module exports every callback, and says it implements the
+%% behaviour (so that the compiler checks it too).
+couplings_implement_every_callback_test_() ->
     Callbacks = ocaml_transport:behaviour_info(callbacks),
-    ?assert(length(Callbacks) >= 10),
-    ?assertEqual([], Callbacks -- ocaml_port_transport:module_info(exports)),
-    ?assert(lists:member(ocaml_transport,
-                         proplists:get_value(behaviour, ocaml_port_transport:module_info(attributes), []))).
+    [{atom_to_list(Module),
+      fun() ->
+              ?assert(length(Callbacks) >= 10),
+              ?assertEqual([], Callbacks -- Module:module_info(exports)),
+              ?assert(lists:member(ocaml_transport,
+                                   proplists:get_value(behaviour, Module:module_info(attributes), [])))
+      end} || Module <- [ocaml_port_transport, ocaml_nif_transport]].
 
 %% Every callback is documented (h(ocaml_transport) in the shell), and so is every export.
 callbacks_are_documented_test() ->

@@ -684,17 +684,19 @@ void OcamlBuilder::reset() noexcept {
 
 // ---------------------------------------------------------------------------------------
 
-namespace {
-
 // The builders of etf_to_ocaml, reused so that a call allocates no builder and registers
 // nothing with the GC. Normally one; another is made only when a decode starts while one is
 // in progress (another thread's, suspended in the map_of_array callback, or a finaliser's
 // decode running inside it). Never freed: a builder's destructor must run on the runtime
 // thread, which a static destructor at exit does not promise.
-struct BuilderPool {
+struct detail::BuilderPool {
   std::deque<OcamlBuilder> all;      // never moves a builder: each stays linked where it is
   std::vector<OcamlBuilder*> idle;   // with room for all of them: a return never allocates
 };
+
+namespace {
+
+using detail::BuilderPool;
 
 #if OCAML_VERSION_MAJOR >= 5
 // One pool per domain, as the builders' lists are (BuilderRoots): a builder stays in the
@@ -713,36 +715,27 @@ BuilderPool& builder_pool() {
 }
 #endif
 
-class Lease {
- public:
-  Lease() : pool_(builder_pool()) {
-    if (pool_.idle.empty()) {
-      pool_.idle.reserve(pool_.all.size() + 1);
-      builder_ = &pool_.all.emplace_back();
-    } else {
-      builder_ = pool_.idle.back();
-      pool_.idle.pop_back();
-    }
-  }
-  ~Lease() {
-    builder_->reset();
-    pool_.idle.push_back(builder_);
-  }
-  Lease(const Lease&) = delete;
-  Lease& operator=(const Lease&) = delete;
-  OcamlBuilder& operator*() const noexcept { return *builder_; }
-
- private:
-  BuilderPool& pool_;  // looked up once: the function-local static's guard costs each time
-  OcamlBuilder* builder_;
-};
-
 }  // namespace
+
+BuilderLease::BuilderLease() : pool_(builder_pool()) {
+  if (pool_.idle.empty()) {
+    pool_.idle.reserve(pool_.all.size() + 1);
+    builder_ = &pool_.all.emplace_back();
+  } else {
+    builder_ = pool_.idle.back();
+    pool_.idle.pop_back();
+  }
+}
+
+BuilderLease::~BuilderLease() {
+  builder_->reset();
+  pool_.idle.push_back(builder_);
+}
 
 UnrootedDecode etf_to_ocaml_unrooted(std::span<const std::uint8_t> bytes, const etf::DecodeOptions& options) {
   UnrootedDecode out;
   try {
-    const Lease builder;
+    const BuilderLease builder;
     const etf::DecodeResult result = etf::decode(bytes, *builder, options);
     if (!result) out.error = result.error;
     else out.term = (*builder).take();

@@ -143,7 +143,7 @@ ERL_NIF_TERM runtime_info(ErlNifEnv* env, int, const ERL_NIF_TERM*) noexcept {
   });
 }
 
-// new_worker(Id, WorkerPid, SendPolicy, Node :: binary(), Creation) -> Handle
+// new_worker(Id, WorkerPid, SendPolicy, Node :: binary(), Creation, MaxReplyBytes) -> Handle
 ERL_NIF_TERM new_worker(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
   return guarded(env, [&]() -> ERL_NIF_TERM {
     Service* service = Service::running();
@@ -151,8 +151,10 @@ ERL_NIF_TERM new_worker(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept 
     ErlNifPid pid;
     ErlNifBinary node;
     unsigned int creation = 0;
+    ErlNifUInt64 max_reply = 0;
     if (service == nullptr || !enif_get_int64(env, argv[0], &id) || !enif_get_local_pid(env, argv[1], &pid) ||
-        !enif_inspect_binary(env, argv[3], &node) || !enif_get_uint(env, argv[4], &creation))
+        !enif_inspect_binary(env, argv[3], &node) || !enif_get_uint(env, argv[4], &creation) ||
+        !enif_get_uint64(env, argv[5], &max_reply))
       return enif_make_badarg(env);
     SendPolicy policy;
     if (enif_is_identical(argv[2], atom_none)) policy = SendPolicy::none;
@@ -167,6 +169,7 @@ ERL_NIF_TERM new_worker(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept 
     worker->send_policy = policy;
     worker->build.local_node.assign(reinterpret_cast<const char*>(node.data), node.size);
     worker->build.local_creation = creation;
+    worker->build.max_bytes = max_reply;
 
     void* object = enif_alloc_resource(worker_type, sizeof(WorkerHandle));
     if (object == nullptr) throw std::bad_alloc();
@@ -219,12 +222,24 @@ ERL_NIF_TERM close(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
   });
 }
 
+// erl_reply(Id, Result) -> ok: the answer of the Erl.call_erlang numbered Id
+// ({ok, Value} | {error, {Class, Reason}}), which the OCaml thread waits for.
+ERL_NIF_TERM erl_reply(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
+  return guarded(env, [&]() -> ERL_NIF_TERM {
+    ErlNifUInt64 id = 0;
+    if (!enif_get_uint64(env, argv[0], &id)) return enif_make_badarg(env);
+    if (Service* service = Service::running()) service->erl_reply(id, argv[1]);
+    return atom_ok;
+  });
+}
+
 ErlNifFunc functions[] = {
     {"runtime_info", 0, runtime_info, 0},
-    {"new_worker", 5, new_worker, 0},
+    {"new_worker", 6, new_worker, 0},
     {"request", 3, request, 0},
     {"cancel", 2, cancel, 0},
     {"close", 1, close, 0},
+    {"erl_reply", 2, erl_reply, 0},
 };
 
 }  // namespace

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <camlbeam/conv/conv.hpp>
+#include <camlbeam/etf/decoder.hpp>
 #include <camlbeam/host/request.hpp>
 
 #include <erl_nif.h>
@@ -39,6 +40,9 @@ class NifRequestSource final : public host::RequestSource {
   ErlNifEnv* env_;
   ERL_NIF_TERM request_;
   ReadLimits limits_;
+  // head()'s tag, as UTF-8: the NIF API copies an atom's text out rather than pointing at
+  // it, and RequestHead::tag must outlive the call.
+  mutable etf::detail::AtomText head_text_;
 };
 
 // Any term of `env` converted to an Erl.Term.t (unrooted, as NifRequestSource::to_ocaml).
@@ -49,9 +53,18 @@ struct BuildError {
   enum class Kind {
     unknown_atom,  // an atom the VM does not have: answers never create atoms (docs/api.md)
     invalid,       // a value no Erlang term matches (Erl.Term.validate's cases: a NaN...)
+    // A fun whose free variables hold a map of more than 32 keys: OTP 25 builds such a map
+    // with the scheduler's data, and enif_binary_to_term crashes the VM on a thread that
+    // is no scheduler. The caller has the whole term made on a scheduler instead
+    // (binary_to_term of its ETF, in the worker's process).
+    needs_scheduler,
+    // Larger than BuildOptions::max_bytes: `size` is what was counted when the limit was
+    // passed, a lower bound of the whole answer's.
+    too_large,
   };
   Kind kind;
   std::string message;
+  std::size_t size = 0;
 };
 
 // How answers become terms of the VM. Nothing OCaml writes may hurt the VM, as
@@ -64,6 +77,10 @@ struct BuildOptions {
   bool existing_atoms_only = true;
   std::string local_node;         // atom_to_binary(node())
   std::uint32_t local_creation = 0;  // erlang:system_info(creation)
+  // The most memory an answer may take in the VM (a term's words, and binaries' bytes, as
+  // erts_debug:flat_size and byte_size count them, about); 0: no limit. Past it the build
+  // stops with BuildError::too_large: a plugin answering a 2 GB term costs about this much.
+  std::size_t max_bytes = 0;
 };
 
 // An Erl.Term.t → a term of `env`, or why not. Allocates nothing on the OCaml heap.

@@ -16,6 +16,7 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -27,8 +28,9 @@ enum class SendPolicy : std::uint8_t { none, given, any };
 
 // The atoms of the messages the service sends, made once at load.
 struct Atoms {
-  ERL_NIF_TERM camlbeam_reply, camlbeam_cast_done, camlbeam_log, camlbeam_overdue;
-  ERL_NIF_TERM ok, error, timeout, request_failed, bad_reply, warning, none;
+  ERL_NIF_TERM camlbeam_reply, camlbeam_reply_etf, camlbeam_send, camlbeam_send_etf, camlbeam_erl_call, camlbeam_log,
+      camlbeam_overdue;
+  ERL_NIF_TERM ok, error, timeout, request_failed, bad_reply, reply_too_large, warning, none;
   static Atoms make(ErlNifEnv* env);
 };
 
@@ -68,6 +70,20 @@ class Service {
   // Drops the queued requests of a closed worker and, on the OCaml thread, its context.
   void close(const std::shared_ptr<Worker>& worker);
 
+  // What Erl.call_erlang got: its Erlang answer ({ok, V} | {error, {Class, Reason}}), an
+  // exception a signal handler raised while it waited (Erl.Cancelled at the deadline), or
+  // why it could not ask.
+  struct ErlCallOutcome {
+    enum class Kind : std::uint8_t { reply, raised, refused } kind;
+    value term = Val_unit;  // reply: the answer; raised: the exception (unrooted)
+    std::string why;
+  };
+  // camlbeam_nif_call_erlang, on the OCaml thread: asks the worker's process to run
+  // {M, F, A} (under the pool's policy) and waits for erl_reply.
+  ErlCallOutcome call_erlang(std::uint64_t key, value request);
+  // erl_reply/3, on a scheduler: the answer to call `id`, if it is the one waiting.
+  void erl_reply(std::uint64_t id, ERL_NIF_TERM result);
+
   // camlbeam_nif_send: Erl.send of the request running on the OCaml thread. "" when
   // sent or dropped under the pool's policy (and logged), else why it could not be sent.
   std::string send_from_ocaml(std::uint64_t key, value pid_term, value message);
@@ -94,6 +110,17 @@ class Service {
   std::condition_variable wake_;
   std::deque<Job> queue_;
   std::vector<std::uint64_t> forgotten_;  // workers whose contexts the OCaml thread drops
+  bool sleeping_ = false;                 // the OCaml thread waits on wake_
+  std::atomic<std::size_t> pending_{0};   // queue_.size(), read without the lock
+
+  // Erl.call_erlang's wait: the call awaited (0: none) and its answer once it came.
+  std::mutex erl_mutex_;
+  std::condition_variable erl_answered_;
+  std::uint64_t erl_awaited_ = 0;
+  std::optional<OwnedEnv> erl_reply_env_;
+  ERL_NIF_TERM erl_reply_ = 0;
+  std::uint64_t erl_calls_ = 0;  // OCaml thread only
+  Ocaml* ocaml_ = nullptr;       // OCaml thread only
 
   // The worker whose request runs, for the watch's thread (overdue).
   std::mutex running_mutex_;

@@ -144,6 +144,28 @@ struct UnrootedDecode {
 UnrootedDecode etf_to_ocaml_unrooted(std::span<const std::uint8_t> bytes,
                                      const etf::DecodeOptions& options = {});
 
+namespace detail {
+struct BuilderPool;  // ocaml_builder.cpp
+}
+
+// A builder lent by the pool etf_to_ocaml takes its builders from, for the other term
+// sources (the NIF's reader): a conversion then makes no builder and registers nothing
+// with the GC, whichever source drives it. The builder is reset and given back when the
+// lease ends. Take and end a lease on the thread holding the runtime (OCaml 5: of the
+// domain it was taken in).
+class BuilderLease {
+ public:
+  BuilderLease();
+  ~BuilderLease();
+  BuilderLease(const BuilderLease&) = delete;
+  BuilderLease& operator=(const BuilderLease&) = delete;
+  OcamlBuilder& operator*() const noexcept { return *builder_; }
+
+ private:
+  detail::BuilderPool& pool_;  // looked up once: the function-local static's guard costs each time
+  OcamlBuilder* builder_;
+};
+
 // Feeds an Erl.Term.t to a sink in the decoder's event order. Reads only: no OCaml
 // allocation happens, so the raw values it holds stay valid. Throws etf::EncodeError for
 // a value that breaks Erl.Term.t's invariants (which Erl.Term.validate describes).
