@@ -24,23 +24,8 @@ all() ->
     [{group, Group} || {Group, _, _} <- groups()].
 
 groups() ->
-    ?LIB:groups(fun cases/1).
-
-cases(Group) ->
-    [Case || Case <- [edge_cases, identifiers, deep_nesting, large_terms, closure_of_a_large_map, random_terms],
-             not lists:member(Case, left_out(Group))].
-
-left_out(nif) ->
-    [%% nif: fails today: a fun whose environment holds a map of over 32 keys (even
-     %% 40 small integers) is never answered: {error, timeout} at the call's timeout (60 s
-     %% tried), while the calls after it are answered; the map alone, or in a tuple,
-     %% round-trips.
-     closure_of_a_large_map,
-     %% nif: fails today: the same (PropEr's counterexample is such a fun: {error,timeout}
-     %% at 30 s).
-     random_terms];
-left_out(_) ->
-    [].
+    ?LIB:groups(fun(_) -> [edge_cases, identifiers, deep_nesting, large_terms, closure_of_a_large_map,
+                           random_terms] end).
 
 init_per_suite(Config) ->
     %% The test, not the worker, makes the atoms its terms use.
