@@ -102,7 +102,10 @@ handle_cast({load, Alias, Path}, #state{handle = #ocaml_nif{} = Handle, setup = 
     ok = ocaml_transport:count_in(InFlight),
     case camlbeam_nif:request(Worker, {load, Alias, Path, maps:get(start_timeout, Setup)}, []) of
         ok -> ok;
-        closed -> ocaml_transport:count_out(InFlight), Alias ! {Alias, {worker_crashed, closed}}
+        closed ->
+            ok = ocaml_transport:count_out(InFlight),
+            Alias ! {Alias, {worker_crashed, closed}},
+            ok
     end,
     {noreply, State};
 handle_cast({load, Alias, _Path}, State) ->
