@@ -23,6 +23,8 @@
 %% cannot be ended: the VM cannot be restarted around it. Its callers get
 %% `{error, timeout}' at their own timeout, the worker logs it, and every
 %% request of the nif transport waits behind it.</li>
+%% <li>The option `executable' has no use: a pool that sets it is refused
+%% (`{bad_option, executable, Path}').</li>
 %% </ul>
 -module(ocaml_nif_transport).
 -behaviour(ocaml_transport).
@@ -34,10 +36,13 @@
 
 %% @doc Loads the VM's OCaml runtime if no pool did (the pool's option
 %% `ocaml'), and checks that it is the one the pool asks for. Plugins must
-%% be native.
+%% be native, and there is no worker executable to choose: a pool naming one
+%% is refused rather than started without it.
 -spec prepare(ocaml_options:config()) -> {ok, ocaml_options:config()} | {error, term()}.
 prepare(#{flavour := bytecode}) ->
     {error, {bad_option, flavour, bytecode}};
+prepare(#{executable := Executable}) when Executable =/= undefined ->
+    {error, {bad_option, executable, Executable}};
 prepare(#{ocaml := Ocaml} = Config) ->
     case ensure_runtime(Ocaml) of
         ok -> {ok, Config#{flavour := native}};

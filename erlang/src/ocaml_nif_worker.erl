@@ -15,7 +15,8 @@
 %% The runtime cannot crash without the VM, so a worker has no OS process to
 %% restart: at start it loads the pool's plugins (a plugin the VM's runtime
 %% loaded for another worker or pool answers as it did then), then publishes
-%% itself. A recycle loads the pool's current plugins again; this process
+%% itself. A recycle takes it out of the registry until its calls in flight
+%% are answered, then loads the pool's current plugins again; this process
 %% ends only with its pool, or when a rolling upgrade retires it.
 -module(ocaml_nif_worker).
 -behaviour(gen_server).
@@ -26,7 +27,7 @@
 -export([start_link/2, load/3, recycle/1, retire/1]).
 -export([init/1, handle_continue/2, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
-%% How long a retiring worker waits for its calls in flight (ms).
+%% How long a retiring or recycled worker waits for its calls in flight (ms).
 -define(DRAIN_LIMIT, 30000).
 
 -record(state, {
@@ -39,6 +40,8 @@
     first_start = true :: boolean(),
     failures = 0 :: non_neg_integer(),
     retiring = false :: boolean(),
+    %% Out of the registry until its calls in flight are answered, then started again.
+    recycling = false :: boolean(),
     drain_until :: integer() | undefined,
     registry :: reference() | none,
     %% The processes running an Erl.call_erlang of this worker's requests.
@@ -99,15 +102,25 @@ handle_cast({load, Alias, Path}, #state{handle = #ocaml_nif{} = Handle, setup = 
     ok = ocaml_transport:count_in(InFlight),
     case camlbeam_nif:request(Worker, {load, Alias, Path, maps:get(start_timeout, Setup)}, []) of
         ok -> ok;
-        closed -> ocaml_transport:count_out(InFlight), Alias ! {Alias, {worker_crashed, closed}}
+        closed ->
+            ok = ocaml_transport:count_out(InFlight),
+            Alias ! {Alias, {worker_crashed, closed}},
+            ok
     end,
     {noreply, State};
 handle_cast({load, Alias, _Path}, State) ->
     %% Not started: the next start loads the pool's plugins, this one included.
     Alias ! {Alias, {worker_crashed, starting}},
     {noreply, State};
+handle_cast(recycle, #state{retiring = true} = State) ->
+    {noreply, State};
+handle_cast(recycle, #state{recycling = true} = State) ->
+    %% Already on its way: its start takes the pool's current set-up.
+    {noreply, State};
 handle_cast(recycle, State) ->
-    {noreply, start(State)};
+    %% As ocaml_transport's recycle/1 asks: out of the registry (new callers go to
+    %% the other workers) until the calls in flight are answered, then a new start.
+    drained(unpublish(State#state{recycling = true, drain_until = now_ms() + ?DRAIN_LIMIT}));
 handle_cast(retire, State) ->
     drained(State#state{retiring = true, drain_until = now_ms() + ?DRAIN_LIMIT});
 handle_cast(_Request, State) ->
@@ -124,8 +137,8 @@ handle_info({camlbeam_reply, Ref, Answer}, #state{handle = #ocaml_nif{in_flight 
             end;
         _ ->
             Ref ! {Ref, Answer},
-            case State#state.retiring of
-                true -> drained(State);
+            case State#state.retiring orelse State#state.recycling of
+                true -> drained(State, false);
                 false -> {noreply, State}
             end
     end;
@@ -173,6 +186,8 @@ handle_info({'DOWN', Registry, process, _, _}, #state{registry = Registry} = Sta
 handle_info(reregister, #state{registry = none} = State) ->
     {noreply, reregister(State)};
 handle_info(drain_check, #state{retiring = true} = State) ->
+    drained(State);
+handle_info(drain_check, #state{recycling = true} = State) ->
     drained(State);
 handle_info(retry_start, State) ->
     {noreply, start(State)};
@@ -292,21 +307,35 @@ reregister(#state{published = Published} = State) ->
 
 %%% Retiring
 
+%% A retiring worker stops, a recycled one starts again, once its calls in
+%% flight are answered (or after ?DRAIN_LIMIT). Checked at each answer, and
+%% every 100 ms from the start of the drain (`Timer': this check arms the next).
 -spec drained(#state{}) -> {noreply, #state{}} | {stop, normal, #state{}}.
-drained(#state{handle = Handle, drain_until = Until} = State) ->
+drained(State) ->
+    drained(State, true).
+
+-spec drained(#state{}, boolean()) -> {noreply, #state{}} | {stop, normal, #state{}}.
+drained(#state{handle = Handle, drain_until = Until} = State, Timer) ->
     InFlight = case Handle of
                    #ocaml_nif{in_flight = Counter} -> ocaml_transport:in_flight(Counter);
                    undefined -> 0
                end,
     case InFlight =< 0 orelse now_ms() >= Until of
+        true when State#state.retiring ->
+            {stop, normal, unpublish(State)};
         true ->
-            _ = State#state.published andalso
-                camlbeam_registry:unregister_worker({State#state.pool, State#state.id}),
-            {stop, normal, State};
+            {noreply, start(State#state{recycling = false})};
         false ->
-            erlang:send_after(100, self(), drain_check),
+            _ = Timer andalso erlang:send_after(100, self(), drain_check),
             {noreply, State}
     end.
+
+-spec unpublish(#state{}) -> #state{}.
+unpublish(#state{published = true, pool = Pool, id = Id} = State) ->
+    ok = camlbeam_registry:unregister_worker({Pool, Id}),
+    State#state{published = false};
+unpublish(State) ->
+    State.
 
 -spec from_etf(binary()) -> term().
 from_etf(Etf) ->

@@ -24,7 +24,8 @@ all() ->
     [{group, Group} || {Group, _, _} <- groups()].
 
 groups() ->
-    ?LIB:groups(fun(_) -> [edge_cases, identifiers, deep_nesting, large_terms, random_terms] end).
+    ?LIB:groups(fun(_) -> [edge_cases, identifiers, deep_nesting, large_terms, closure_of_a_large_map,
+                           random_terms] end).
 
 init_per_suite(Config) ->
     %% The test, not the worker, makes the atoms its terms use.
@@ -99,6 +100,14 @@ assert_identifier_pairs(Pool, Xs) ->
 order(A, B) when A < B -> -1;
 order(A, B) when A > B -> 1;
 order(_, _) -> 0.
+
+%% A fun whose environment holds a map of over 32 keys (the VM's HAMT maps), with and
+%% without references among its keys.
+closure_of_a_large_map(Config) ->
+    Pool = ?config(pool, Config),
+    Ints = [{I, I} || I <- lists:seq(1, 40)],
+    [assert_round_trip(Pool, closure(maps:from_list(Pairs)))
+     || Pairs <- [Ints, [{make_ref(), ref} | Ints], [{other_ref(3, [1, 2]), ref} | Ints]]].
 
 %% Nesting far deeper than any recursive walker's stack allows.
 deep_nesting(Config) ->

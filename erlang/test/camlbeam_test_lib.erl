@@ -12,12 +12,14 @@
 -export([groups/1, init_per_suite/1, end_per_suite/1, init_per_group/2]).
 -export([transport/1, plugin/2, plugin/3, pool_options/2, start_pool/2]).
 -export([wait_until/2, wait_until/3, os_pid_alive/1, new_os_pids/2, flush/0]).
+-export([worker_processes/2, wait_gone/2, kill_workers/2]).
 -export([add_log_collector/0, remove_log_collector/1, logged/2, mentions/2]).
 
 %% Each group: the options every pool of its cases starts with (pool_options/2: the
 %% transport), and the flavour of the plugins those pools load (plugin/2).
 -define(GROUPS, [{port, #{transport => port}, native},
-                 {port_bytecode, #{transport => port}, bytecode}]).
+                 {port_bytecode, #{transport => port}, bytecode},
+                 {nif, #{transport => nif}, native}]).
 
 %% The groups a suite runs its cases in: one per coupling, Cases(Group) the cases that
 %% apply to it.
@@ -161,6 +163,41 @@ new_os_pids(Pool, Old) ->
                        [] =:= [P || #{os_pid := P} <- Workers, lists:member(P, Old)]
                end, 10000),
     [P || #{os_pid := P} <- ocaml:workers(Pool)].
+
+%% What runs the workers of Pool, to see them end (wait_gone/2): their OS processes, or
+%% under nif, where every worker's OS process is the VM's own, their Erlang processes.
+worker_processes(Config, Pool) ->
+    case transport(Config) of
+        nif -> [P || #{pid := P} <- ocaml:workers(Pool)];
+        _ -> [P || #{os_pid := P} <- ocaml:workers(Pool)]
+    end.
+
+%% Waits (5 s at most) until none of Processes (worker_processes/2) runs.
+wait_gone(Config, Processes) ->
+    Alive = case transport(Config) of
+                nif -> fun erlang:is_process_alive/1;
+                _ -> fun os_pid_alive/1
+            end,
+    wait_until(fun() -> not lists:any(Alive, Processes) end, 5000).
+
+%% Kills every worker of Pool and waits until others serve instead: kill -9 of their OS
+%% processes, or under nif (whose OS process is the VM) exit(Pid, kill) of their Erlang
+%% processes, which their supervisor starts again.
+kill_workers(Config, Pool) ->
+    case transport(Config) of
+        nif ->
+            Old = [P || #{pid := P} <- ocaml:workers(Pool)],
+            _ = [exit(P, kill) || P <- Old],
+            wait_until(fun() ->
+                           New = [P || #{pid := P} <- ocaml:workers(Pool)],
+                           length(New) =:= length(Old) andalso [] =:= [P || P <- New, lists:member(P, Old)]
+                       end, 10000);
+        _ ->
+            Old = [P || #{os_pid := P} <- ocaml:workers(Pool)],
+            _ = [os:cmd("kill -9 " ++ integer_to_list(P)) || P <- Old],
+            _ = new_os_pids(Pool, Old),
+            ok
+    end.
 
 flush() ->
     receive Any -> [Any | flush()] after 0 -> [] end.

@@ -20,8 +20,16 @@ all() ->
 groups() ->
     ?LIB:groups(fun cases/1).
 
-cases(_Group) ->
-    [upgrade_under_load, upgrade_fails_at_init, upgrade_fails_mid_roll, upgrade_refusals].
+cases(Group) ->
+    [Case || Case <- [upgrade_under_load, upgrade_fails_at_init, upgrade_fails_mid_roll, upgrade_refusals],
+             not lists:member(Case, left_out(Group))].
+
+left_out(nif) ->
+    [%% A plugin's initialiser runs once per VM under nif (one runtime, whose later loads
+     %% answer as the first did), not once per worker: it cannot fail on worker 2 only.
+     upgrade_fails_mid_roll];
+left_out(_) ->
+    [].
 
 init_per_suite(Config) -> ?LIB:init_per_suite(Config).
 end_per_suite(Config) -> ?LIB:end_per_suite(Config).
@@ -30,7 +38,8 @@ end_per_group(_Group, _Config) -> ok.
 
 %% Every worker moves to a list that adds a plugin: new OS processes, the new export
 %% answers on each (also after their OS processes are killed: restarts keep the new
-%% list), the pool's list is the new one, one log line says so.
+%% list), the pool's list is the new one, one log line says so. Under nif the workers
+%% load the new list in the VM's runtime, in the same OS process (the VM's).
 upgrade_under_load(Config) ->
     Pool = ?LIB:start_pool(Config, #{pool_size => 3}),
     Old = os_pids(Pool),
@@ -50,15 +59,20 @@ upgrade_under_load(Config) ->
     after
         ?LIB:remove_log_collector(Collector)
     end,
-    New = ?LIB:new_os_pids(Pool, Old),
-    ?assertEqual([1, 2, 3], [Id || #{id := Id} <- ocaml:workers(Pool)]),
-    ?LIB:wait_until(fun() -> not lists:any(fun ?LIB:os_pid_alive/1, Old) end, 5000),
+    case ?LIB:transport(Config) of
+        nif ->
+            ?LIB:wait_until(fun() -> [1, 2, 3] =:= [Id || #{id := Id} <- ocaml:workers(Pool)] end, 5000),
+            ?assertEqual(Old, os_pids(Pool));
+        _ ->
+            _ = ?LIB:new_os_pids(Pool, Old),
+            ?assertEqual([1, 2, 3], [Id || #{id := Id} <- ocaml:workers(Pool)]),
+            ?LIB:wait_until(fun() -> not lists:any(fun ?LIB:os_pid_alive/1, Old) end, 5000)
+    end,
     new_export_everywhere(Pool),
     %% The pool's list is the new one.
     ?assertMatch({error, {load_failed, already_loaded, _}}, ocaml:load(Pool, Extra)),
     %% Restarts keep it.
-    _ = [os:cmd("kill -9 " ++ integer_to_list(P)) || P <- New],
-    _ = ?LIB:new_os_pids(Pool, New),
+    ?LIB:kill_workers(Config, Pool),
     new_export_everywhere(Pool).
 
 %% A plugin whose initialiser fails: the temporary worker cannot start, nothing moved,
@@ -117,18 +131,28 @@ upgrade_refusals(Config) ->
     Slow = spawn_link(fun() -> Self ! {slow, ocaml:call(Pool, sleep, [1500], 10000)} end),
     ?LIB:wait_until(fun() -> [1] =:= [N || #{in_flight := N} <- ocaml:workers(Pool)] end, 5000),
     Upgrader = spawn_link(fun() -> Self ! {upgraded, ocaml:upgrade(Pool, Plugins, 30000)} end),
-    %% The temporary worker serves; worker 1 drains, out of the registry.
-    ?LIB:wait_until(fun() -> [2] =:= [Id || #{id := Id} <- ocaml:workers(Pool)] end, 10000),
+    case ?LIB:transport(Config) of
+        nif ->
+            %% Under nif (OCaml 4.13) the temporary worker's loads wait behind the slow call
+            %% on the VM's one OCaml thread: it serves only once worker 1 has nothing in
+            %% flight, whose drain is then too short to see. The upgrade is in progress
+            %% once the upgrader waits for the manager's answer.
+            ?LIB:wait_until(fun() -> process_info(Upgrader, current_function) =:=
+                                         {current_function, {gen, do_call, 4}} end, 5000);
+        _ ->
+            %% The temporary worker serves; worker 1 drains, out of the registry.
+            ?LIB:wait_until(fun() -> [2] =:= [Id || #{id := Id} <- ocaml:workers(Pool)] end, 10000)
+    end,
     ?assertEqual({error, upgrade_in_progress}, ocaml:upgrade(Pool, Plugins)),
     ?assertEqual({error, upgrade_in_progress}, ocaml:load(Pool, ?LIB:plugin(Config, "camlbeam_extra"))),
     receive {slow, Slow1} -> ?assertEqual({ok, 1500}, Slow1) after 10000 -> ct:fail(no_slow_answer) end,
     receive {upgraded, Result} -> ?assertEqual(ok, Result) after 30000 -> ct:fail(no_upgrade_answer) end,
     _ = {Slow, Upgrader},
     ?assertEqual({ok, <<"hello, y">>}, ocaml:call(Pool, extra_hello, [<<"y">>])),
-    %% To the same list: a rolling restart.
+    %% To the same list: a rolling restart (under nif, in the same OS process: the VM's).
     Before = os_pids(Pool),
     ?assertEqual(ok, ocaml:upgrade(Pool, Plugins)),
-    _ = ?LIB:new_os_pids(Pool, Before),
+    _ = ?LIB:transport(Config) =:= nif orelse ?LIB:new_os_pids(Pool, Before),
     ?assertEqual({ok, <<"hello, z">>}, ocaml:call(Pool, extra_hello, [<<"z">>])),
     ?assertError(badarg, ocaml:upgrade(Pool, "camlbeam_extra.cmxs")),
     ?assertError(badarg, ocaml:upgrade(Pool, Plugins, -1)),
