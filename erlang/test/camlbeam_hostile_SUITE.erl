@@ -45,7 +45,8 @@ cases(Group) ->
                       memory_given_back, exit_segfault_abort, garbage_on_stdout_and_stderr, closed_fds,
                       big_answer, deep_answer, fork_both, forked_children_die_with_the_worker,
                       caller_killed_mid_call, stop_with_400_in_flight, sigstop_storm, sigkill_storm, log_flood,
-                      frame_flood, one_line_per_death, loading_is_all_or_none],
+                      frame_flood, one_line_per_death, loading_is_all_or_none]
+                     ++ [spin_is_overdue || Group =:= nif],
             not lists:member(Case, left_out(Group))].
 
 left_out(nif) ->
@@ -62,7 +63,7 @@ left_out(nif) ->
      busy_worker_never_blocks_callers,
      %% A request that ignores its deadline cannot be ended under nif (the OCaml runtime
      %% is the VM's: ocaml_nif_transport), so it is not replaced: every later request
-     %% waits behind it.
+     %% waits behind it (spin_is_overdue instead).
      spin_is_replaced,
      %% They kill, stop, fork or exit the worker's OS process, or read its memory, limit
      %% it (max_memory) or read the environment set with os:putenv/2: under nif that OS
@@ -95,6 +96,7 @@ end_per_testcase(_Case, _Config) -> ok.
 ?IN_PEER(well_framed_junk).
 ?IN_PEER(erl_call_flood).
 ?IN_PEER(spin_is_replaced).
+?IN_PEER(spin_is_overdue).
 ?IN_PEER(interruptible_loop).
 ?IN_PEER(looping_initialiser).
 ?IN_PEER(crash_loop_backs_off).
@@ -261,6 +263,24 @@ spin_is_replaced(peer, Config) ->
     [NewOsPid] = ?LIB:new_os_pids(Pool, [OsPid]),
     ?assertNotEqual(OsPid, NewOsPid),
     serves(Pool).
+
+%% Under nif the same loop cannot be ended (ocaml_nif_transport): its caller gets
+%% {error, timeout} at its own timeout, the worker says once that the request does not
+%% stop, and the requests after it wait (the VM is stopped after the case).
+spin_is_overdue(peer, Config) ->
+    Pool = start_pool(Config, #{}),
+    Logs = ?LIB:add_log_collector(),
+    try
+        ?assertEqual({error, timeout}, ocaml:call(Pool, spin, [], 300)),
+        ?LIB:logged(fun(#{level := error} = E) -> ?LIB:mentions(E, ["does not stop"]);
+                       (_) -> false
+                    end, 10000),
+        ?assertEqual({error, timeout}, ocaml:call(Pool, identity, [after_spin], 500)),
+        ?assertEqual([], [E || {logged, E} <- ?LIB:flush(), ?LIB:mentions(E, ["does not stop"])])
+    after
+        ?LIB:remove_log_collector(Logs)
+    end,
+    {stop_vm, []}.
 
 %% Ten callers in a row call a loop that allocates, on a pool of one, 200 ms each: each is
 %% interrupted at its deadline (Erl.Cancelled), the same OS process serves them all, and
