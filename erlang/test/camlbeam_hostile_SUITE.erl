@@ -45,7 +45,8 @@ cases(Group) ->
                       memory_given_back, exit_segfault_abort, garbage_on_stdout_and_stderr, closed_fds,
                       big_answer, deep_answer, fork_both, forked_children_die_with_the_worker,
                       caller_killed_mid_call, stop_with_400_in_flight, sigstop_storm, sigkill_storm, log_flood,
-                      frame_flood, one_line_per_death, loading_is_all_or_none],
+                      frame_flood, one_line_per_death, loading_is_all_or_none]
+                     ++ [spin_is_overdue || Group =:= nif],
             not lists:member(Case, left_out(Group))].
 
 left_out(nif) ->
@@ -62,12 +63,12 @@ left_out(nif) ->
      busy_worker_never_blocks_callers,
      %% A request that ignores its deadline cannot be ended under nif (the OCaml runtime
      %% is the VM's: ocaml_nif_transport), so it is not replaced: every later request
-     %% waits behind it.
+     %% waits behind it (spin_is_overdue instead).
      spin_is_replaced,
      %% They kill, stop, fork or exit the worker's OS process, or read its memory, limit
      %% it (max_memory) or read the environment set with os:putenv/2: under nif that OS
      %% process is the VM, whose C environment os:putenv/2 does not change.
-     crash_loop_backs_off, max_memory, exit_segfault_abort, fork_both,
+     crash_loop_backs_off, max_memory, fork_both,
      forked_children_die_with_the_worker, sigstop_storm, sigkill_storm, one_line_per_death,
      %% A plugin's initialiser runs once per VM under nif (one runtime, whose later loads
      %% answer as the first did), not once per worker: it cannot load on one worker and
@@ -95,6 +96,7 @@ end_per_testcase(_Case, _Config) -> ok.
 ?IN_PEER(well_framed_junk).
 ?IN_PEER(erl_call_flood).
 ?IN_PEER(spin_is_replaced).
+?IN_PEER(spin_is_overdue).
 ?IN_PEER(interruptible_loop).
 ?IN_PEER(looping_initialiser).
 ?IN_PEER(crash_loop_backs_off).
@@ -262,6 +264,24 @@ spin_is_replaced(peer, Config) ->
     ?assertNotEqual(OsPid, NewOsPid),
     serves(Pool).
 
+%% Under nif the same loop cannot be ended (ocaml_nif_transport): its caller gets
+%% {error, timeout} at its own timeout, the worker says once that the request does not
+%% stop, and the requests after it wait (the VM is stopped after the case).
+spin_is_overdue(peer, Config) ->
+    Pool = start_pool(Config, #{}),
+    Logs = ?LIB:add_log_collector(),
+    try
+        ?assertEqual({error, timeout}, ocaml:call(Pool, spin, [], 300)),
+        ?LIB:logged(fun(#{level := error} = E) -> ?LIB:mentions(E, ["does not stop"]);
+                       (_) -> false
+                    end, 10000),
+        ?assertEqual({error, timeout}, ocaml:call(Pool, identity, [after_spin], 500)),
+        ?assertEqual([], [E || {logged, E} <- ?LIB:flush(), ?LIB:mentions(E, ["does not stop"])])
+    after
+        ?LIB:remove_log_collector(Logs)
+    end,
+    {stop_vm, []}.
+
 %% Ten callers in a row call a loop that allocates, on a pool of one, 200 ms each: each is
 %% interrupted at its deadline (Erl.Cancelled), the same OS process serves them all, and
 %% the pool is free at the end.
@@ -341,14 +361,25 @@ memory_given_back(peer, Config) ->
     ?LIB:wait_until(fun() -> rss(OsPid) < 256 bsl 20 end, 5000),
     note("idle RSS after a 1 GB request: ~b MB", [rss(OsPid) bsr 20]).
 
+%% Under nif a segfault or an abort ends the VM, which nothing can prevent; Stdlib.exit
+%% raises instead (cpp/nif/README.md): the call fails, and the same worker serves on.
 exit_segfault_abort(peer, Config) ->
     Pool = start_pool(Config, #{}),
-    lists:foreach(
-      fun({Export, Args, Status}) ->
-              [#{os_pid := OsPid}] = wait_workers(Pool, 1),
-              ?assertEqual({error, {worker_crashed, {exit_status, Status}}}, ocaml:call(Pool, Export, Args)),
-              _ = ?LIB:new_os_pids(Pool, [OsPid])
-      end, [{exit, [3], 3}, {segfault, [], 128 + 11}, {abort, [], 128 + 6}, {exit, [0], 0}]),
+    case ?LIB:transport(Config) of
+        nif ->
+            [#{pid := Worker}] = ocaml:workers(Pool),
+            [?assertMatch({error, {ocaml_exception, <<"Failure">>, <<"Failure(\"Stdlib.exit", _/binary>>, _}},
+                          ocaml:call(Pool, exit, [Status]))
+             || Status <- [3, 0]],
+            ?assertMatch([#{pid := Worker}], ocaml:workers(Pool));
+        _ ->
+            lists:foreach(
+              fun({Export, Args, Status}) ->
+                      [#{os_pid := OsPid}] = wait_workers(Pool, 1),
+                      ?assertEqual({error, {worker_crashed, {exit_status, Status}}}, ocaml:call(Pool, Export, Args)),
+                      _ = ?LIB:new_os_pids(Pool, [OsPid])
+              end, [{exit, [3], 3}, {segfault, [], 128 + 11}, {abort, [], 128 + 6}, {exit, [0], 0}])
+    end,
     serves(Pool).
 
 %% What a plugin prints goes to the VM's standard error, never into the protocol.
