@@ -59,7 +59,7 @@ sanitizer_tests() {  # build-dir [cmake-args...] [-- more-targets...]
   while [[ $# -gt 0 && $1 != -- ]]; do args+=("$1"); shift; done
   [[ ${1:-} == -- ]] && shift
   configure_and_build "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCAMLBEAM_SANITIZE=ON \
-    -DCAMLBEAM_BENCH=OFF "${args[@]}" -- etf_unit_tests camlbeam-etf conv_tests port_tests "$@" || return 1
+    -DCAMLBEAM_BENCH=OFF "${args[@]}" -- etf_unit_tests camlbeam-etf conv_tests port_tests camlbeam_nif "$@" || return 1
   # The port tests spawn the workers of this build: they run sanitized too, and a leak or
   # an error in one makes it exit non-zero, which the tests check.
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
@@ -92,6 +92,10 @@ stage "OCaml library on OCaml $ocaml5_version (dune test)" ocaml5_dune_tests
 # After the Release builds: the Erlang suites run their workers and plugins.
 stage "Erlang application (EUnit, Common Test with PropEr, dialyzer, xref, edoc)" scripts/test-erlang.sh
 stage "Erlang Common Test suites on OCaml $ocaml5_version workers" scripts/test-erlang.sh --ocaml "$ocaml5_version"
+stage "The nif transport's Common Test cases, camlbeam_nif.so under ASan+UBSan" \
+  scripts/test-nif-sanitized.sh build-asan
+stage "The nif transport's Common Test cases on OCaml $ocaml5_version, camlbeam_nif.so under ASan+UBSan" \
+  scripts/test-nif-sanitized.sh build-asan-ocaml5 "$ocaml5_version"
 # The README's other command: every step of the demo checks what it shows, so a change that
 # breaks its story (as counting timed-out calls in flight once did) fails here.
 stage "The demo (make demo's scripts/demo.sh)" scripts/demo.sh

@@ -11,11 +11,11 @@
 %% loaded with `code:load_file/1' keeps the running runtime and its workers.
 -module(camlbeam_nif).
 
--export([runtime_info/0, new_worker/6, request/3, cancel/2, close/1, erl_reply/2]).
+-export([runtime_info/0, new_worker/6, request/3, cancel/2, close/1, erl_reply/2, queued/1]).
 -export_type([worker/0, runtime_info/0]).
 -on_load(init/0).
 
--nifs([runtime_info/0, new_worker/6, request/3, cancel/2, close/1, erl_reply/2]).
+-nifs([runtime_info/0, new_worker/6, request/3, cancel/2, close/1, erl_reply/2, queued/1]).
 
 -opaque worker() :: reference().
 %% A worker's handle on the runtime (a NIF resource).
@@ -124,4 +124,9 @@ close(_Worker) ->
 %% `{error, {Class, Reason}}'. An answer to a call given up is dropped.
 -spec erl_reply(pos_integer(), {ok, term()} | {error, {atom(), term()}}) -> ok.
 erl_reply(_Id, _Result) ->
+    erlang:nif_error(nif_not_loaded).
+
+%% @doc The worker's requests queued or running (their answers not sent yet).
+-spec queued(worker()) -> non_neg_integer().
+queued(_Worker) ->
     erlang:nif_error(nif_not_loaded).

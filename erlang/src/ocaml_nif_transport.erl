@@ -24,7 +24,17 @@
 %% `{error, timeout}' at their own timeout, the worker logs it, and every
 %% request of the nif transport waits behind it.</li>
 %% <li>The option `executable' has no use: a pool that sets it is refused
-%% (`{bad_option, executable, Path}').</li>
+%% (`{bad_option, executable, Path}'); so is `max_memory' (the memory is the
+%% VM's).</li>
+%% <li>An unqualified function name is looked up among the modules of every
+%% plugin the VM's runtime loaded, not only the pool's: name the module
+%% (`{Module, Function}') where plugins of two pools export the same name.</li>
+%% <li>`max_queue_bytes' (the bytes unread in a port's pipe) does not apply: a
+%% worker's queue is bounded by `max_queue' (calls, each a copy of its
+%% request); `max_request_size' neither (a request is the caller's own term).
+%% `max_reply_size' bounds what an answer takes in the VM.</li>
+%% <li>Stdlib.exit in a plugin raises `Failure' instead of ending the VM; a
+%% plugin's C code that crashes takes the VM down (`cpp/nif/README.md').</li>
 %% </ul>
 -module(ocaml_nif_transport).
 -behaviour(ocaml_transport).
@@ -43,6 +53,8 @@ prepare(#{flavour := bytecode}) ->
     {error, {bad_option, flavour, bytecode}};
 prepare(#{executable := Executable}) when Executable =/= undefined ->
     {error, {bad_option, executable, Executable}};
+prepare(#{max_memory := Max}) when Max =/= infinity ->
+    {error, {bad_option, max_memory, Max}};
 prepare(#{ocaml := Ocaml} = Config) ->
     case ensure_runtime(Ocaml) of
         ok -> {ok, Config#{flavour := native}};

@@ -30,6 +30,9 @@
 %% How long a retiring or recycled worker waits for its calls in flight (ms).
 -define(DRAIN_LIMIT, 30000).
 
+%% How often the worker sets its counter of calls in flight right (ms).
+-define(RECOUNT_INTERVAL, 250).
+
 -record(state, {
     pool :: pid(),
     id :: pos_integer(),
@@ -46,6 +49,8 @@
     registry :: reference() | none,
     %% The processes running an Erl.call_erlang of this worker's requests.
     erl_calls = #{} :: #{pid() => pos_integer()},
+    %% The library's count of requests and the counter at the last recount, if they differed.
+    count_seen = none :: ocaml_transport:count_seen(),
     log_window = ocaml_log_window:new() :: ocaml_log_window:window()
 }).
 
@@ -172,6 +177,8 @@ handle_info({camlbeam_erl_call, Id, Request}, #state{setup = #{policy := #{max_e
     end;
 handle_info({'EXIT', Runner, _Reason}, #state{erl_calls = Calls} = State) when is_map_key(Runner, Calls) ->
     {noreply, State#state{erl_calls = maps:remove(Runner, Calls)}};
+handle_info({camlbeam_send_refused, Pid}, #state{setup = #{policy := #{send := Send}}} = State) ->
+    {noreply, log(warning, "OCaml worker: Erl.send to ~p refused by the pool's policy (send => ~p)", [Pid, Send], State)};
 handle_info({camlbeam_log, Level, Text}, State) ->
     {noreply, log(Level, "~ts", [Text], State)};
 handle_info({camlbeam_send, Pid, Message}, State) ->
@@ -185,6 +192,8 @@ handle_info({'DOWN', Registry, process, _, _}, #state{registry = Registry} = Sta
     {noreply, reregister(State)};
 handle_info(reregister, #state{registry = none} = State) ->
     {noreply, reregister(State)};
+handle_info(recount, #state{handle = #ocaml_nif{}} = State) ->
+    {noreply, recount(State)};
 handle_info(drain_check, #state{retiring = true} = State) ->
     drained(State);
 handle_info(drain_check, #state{recycling = true} = State) ->
@@ -229,9 +238,17 @@ with_handle(#state{id = Id, setup = #{policy := #{send := Send}, cast_timeout :=
     Worker = camlbeam_nif:new_worker(Id, self(), Send, atom_to_binary(node()), erlang:system_info(creation),
                                      MaxReply),
     {ok, #{ocaml_version := Version}} = camlbeam_nif:runtime_info(),
+    _ = erlang:send_after(?RECOUNT_INTERVAL, self(), recount),
     State#state{handle = #ocaml_nif{worker = Worker, in_flight = ocaml_transport:new_counter(),
                                     give_pids = Send =:= given, cast_timeout = CastTimeout,
                                     ocaml_version = Version}}.
+
+%% The counter of calls in flight set right against the library's count of the
+%% worker's requests queued or running (ocaml_transport:recount/3).
+-spec recount(#state{}) -> #state{}.
+recount(#state{handle = #ocaml_nif{worker = Worker, in_flight = InFlight}, count_seen = Seen} = State) ->
+    _ = erlang:send_after(?RECOUNT_INTERVAL, self(), recount),
+    State#state{count_seen = ocaml_transport:recount(InFlight, camlbeam_nif:queued(Worker), Seen)}.
 
 -spec load_all([file:filename_all()], integer() | infinity, #state{}) -> ok | {error, term()}.
 load_all([], _Deadline, _State) ->

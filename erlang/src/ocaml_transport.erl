@@ -68,8 +68,9 @@
 -module(ocaml_transport).
 
 -export([callback_module/1, names/0]).
--export([new_counter/0, in_flight/1, count_in/1, count_out/1, correct/2]).
--export_type([name/0, handle/0, counter/0, send_refusal/0, answer_kind/0, worker_description/0]).
+-export([new_counter/0, in_flight/1, count_in/1, count_out/1, correct/2, recount/3]).
+-export_type([name/0, handle/0, counter/0, send_refusal/0, answer_kind/0, worker_description/0,
+              count_seen/0]).
 
 -type name() :: port | node | nif.
 %% A coupling's name, as the pool option `transport' gives it.
@@ -205,3 +206,25 @@ count_out(Counter) ->
 -spec correct(counter(), integer()) -> ok.
 correct(Counter, Delta) ->
     counters:add(Counter, 1, Delta).
+
+-type count_seen() :: {Exact :: non_neg_integer(), Counted :: integer()} | none.
+%% What a worker's last recount saw, when its counter and its own count differed.
+
+%% @doc A worker's recount: sets its counter right against `Exact', the
+%% requests it knows are in flight (a port worker's table, a nif worker's
+%% queue), when the two have differed the same way at two recounts in a row
+%% (`Seen', what the last one returned); returns what the next one takes. A
+%% difference that lasts one recount is a request on its way (counted in and
+%% not sent yet, answered and its answer not taken yet); one that lasts is a
+%% caller killed between two of its steps.
+-spec recount(counter(), non_neg_integer(), count_seen()) -> count_seen().
+recount(Counter, Exact, Seen) ->
+    case {Exact, in_flight(Counter)} of
+        {Exact, Exact} ->
+            none;
+        {Exact, Counted} when Seen =:= {Exact, Counted} ->
+            ok = correct(Counter, Exact - Counted),
+            none;
+        Differing ->
+            Differing
+    end.

@@ -100,7 +100,7 @@
     %% process, so that nothing counted against one outlives it.
     in_flight :: ocaml_transport:counter(),
     %% The table's size and the counter at the last check, if they differed.
-    count_seen = none :: {non_neg_integer(), integer()} | none,
+    count_seen = none :: ocaml_transport:count_seen(),
     os_pid :: pos_integer() | undefined,
     flavour :: ocaml_options:flavour() | undefined,
     ocaml_version :: binary() | undefined,
@@ -632,15 +632,7 @@ proc_timer(_, State) ->
 %% An addition, so that what callers count meanwhile is kept.
 -spec recount(#proc{}) -> #proc{}.
 recount(#proc{pending = Pending, in_flight = InFlight, count_seen = Seen} = Proc) ->
-    case {ets:info(Pending, size), ocaml_transport:in_flight(InFlight)} of
-        {Rows, Rows} ->
-            Proc#proc{count_seen = none};
-        {Rows, Count} when Seen =:= {Rows, Count} ->
-            ok = ocaml_transport:correct(InFlight, Rows - Count),
-            Proc#proc{count_seen = none};
-        Differing ->
-            Proc#proc{count_seen = Differing}
-    end.
+    Proc#proc{count_seen = ocaml_transport:recount(InFlight, ets:info(Pending, size), Seen)}.
 
 %% Ends an OS process that stopped answering or overran its deadlines.
 -spec check(#state{}) -> #state{}.

@@ -50,23 +50,6 @@ left_out(nif) ->
      %% nif: fails today (as plugins_stay_in_their_pool): the camlbeam_twin it loads stays
      %% seen by every later pool of the VM, whose add is then {error,{ambiguous,add,...}}.
      exports_in_modules,
-     %% nif: fails today: the refusal is {bad_reply,<<"a map of more than 32 keys holding
-     %% references that differ only after their third word: ...">>}, without the port's
-     %% "the answer cannot be encoded: " in front.
-     vm_crashing_map_is_bad_reply,
-     %% nif: fails today: an unknown atom is {bad_reply,<<"the atom '...' is not known to
-     %% this VM (an answer cannot create atoms)">>}, not the port's "... (a worker's answer
-     %% cannot create atoms)".
-     unknown_atom_is_bad_reply,
-     %% nif: fails today: the warning logged for a send refused under send => given is
-     %% "OCaml worker: Erl.send refused by the pool's policy (send => given)", which does
-     %% not name the pid it was for.
-     erl_send_policy,
-     %% nif: fails today: after load_failures loaded camlbeam_init_fails (init_failed), a
-     %% pool starting with it gets {load_failed,already_loaded,<<"...: The module
-     %% `Camlbeam_init_fails' is already loaded ...">>}, not init_failed: a failed load is not
-     %% answered again as the first was (only loads that succeeded are remembered).
-     start_failures,
      %% The atoms plugin declares the atoms CAMLBEAM_TEST_ATOMS names, which these cases
      %% set with os:putenv/2; since OTP 21 that is the VM's own copy of the environment,
      %% not the C one an OCaml runtime inside the VM reads (it sees the variable unset).
@@ -77,10 +60,6 @@ left_out(nif) ->
      %% worker's call waits behind the long one, which is over before the next call is
      %% routed, so the premise (the other worker serves meanwhile) does not hold.
      least_loaded_routing,
-     %% nif: fails today: a count set off by hand (ocaml_transport:correct/2) stays off
-     %% ([3] after 3 s): nothing recounts a nif worker's calls in flight, and the library
-     %% (camlbeam_nif) does not say how many requests a worker has queued.
-     in_flight_is_set_right,
      %% Port only: a row of the port worker's table of pending requests (#ocaml_port{});
      %% a nif caller counts its request in and queues it, with no row.
      row_of_a_caller_killed_before_its_request];

@@ -57,9 +57,10 @@ left_out(nif) ->
      %% The port's pipes closed, and junk on fds 1 and 2: under nif those are the VM's own
      %% (and the peer's standard output is its connection to this node).
      closed_fds, garbage_on_stdout_and_stderr,
-     %% nif: fails today: max_queue_bytes is not applied: 2,000 calls of 10 KB queued
-     %% behind a call that never ends (max_queue_bytes 64 KB) all answer {error, timeout},
-     %% none {error, overloaded}.
+     %% max_queue_bytes bounds the bytes unread in a port worker's pipe; the nif has no
+     %% pipe, and bounds a worker's queue by max_queue alone (calls, each a copy of its
+     %% request): 2,000 calls of 10 KB behind a call that never ends all queue, and all
+     %% answer {error, timeout} (ocaml_nif_transport's module doc).
      busy_worker_never_blocks_callers,
      %% A request that ignores its deadline cannot be ended under nif (the OCaml runtime
      %% is the VM's: ocaml_nif_transport), so it is not replaced: every later request

@@ -9,13 +9,15 @@
 
 -export([all/0, init_per_suite/1, end_per_suite/1]).
 -export([one_runtime_for_every_pool/1, upgrade_keeps_the_runtime/1, another_ocaml_is_refused/1,
-         large_maps_off_the_schedulers/1, answers_within_max_reply_size/1, exit_does_not_end_the_vm/1]).
+         large_maps_off_the_schedulers/1, answers_within_max_reply_size/1, exit_does_not_end_the_vm/1,
+         options_that_do_not_apply/1]).
 
 -define(LIB, camlbeam_test_lib).
 
 all() ->
     [one_runtime_for_every_pool, upgrade_keeps_the_runtime, another_ocaml_is_refused,
-     large_maps_off_the_schedulers, answers_within_max_reply_size, exit_does_not_end_the_vm].
+     large_maps_off_the_schedulers, answers_within_max_reply_size, exit_does_not_end_the_vm,
+     options_that_do_not_apply].
 
 init_per_suite(Config) ->
     Config1 = ?LIB:init_per_suite(Config),
@@ -125,6 +127,15 @@ exit_does_not_end_the_vm(Config) ->
     {error, {ocaml_exception, _, Message, _}} = ocaml:call(Pool, exit, [0]),
     ?assertMatch({match, _}, re:run(Message, "Stdlib.exit inside the Erlang VM")),
     ?assertEqual({ok, 3}, ocaml:call(Pool, add, [1, 2])).
+
+%% What only a worker of its own OS process has is refused, not ignored.
+options_that_do_not_apply(Config) ->
+    ?assertEqual({error, {bad_option, max_memory, 1 bsl 30}},
+                 ocaml:start_link(?LIB:pool_options(Config, #{max_memory => 1 bsl 30}))),
+    ?assertEqual({error, {bad_option, executable, "/bin/true"}},
+                 ocaml:start_link(?LIB:pool_options(Config, #{executable => "/bin/true"}))),
+    ?assertEqual({error, {bad_option, flavour, bytecode}},
+                 ocaml:start_link(?LIB:pool_options(Config, #{plugins => [?LIB:plugin(Config, "camlbeam_test", bytecode)]}))).
 
 %% The release of the other OCaml whose library the build installed.
 other_ocaml(Running) ->

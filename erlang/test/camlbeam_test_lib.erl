@@ -42,8 +42,13 @@ ocaml_option() ->
 %% Starts camlbeam and checks that the workers and plugins of the build are there.
 %% CAMLBEAM_TEST_PLUGINS: the plugins' directory (default: build/erlang of the repository);
 %% CAMLBEAM_PORT_DIR, if set: where camlbeam-port and camlbeam-port-bytecode are, instead
-%% of the application's priv directory.
+%% of the application's priv directory; CAMLBEAM_TEST_NIF_LIBRARY, the camlbeam_nif
+%% library the nif pools load (scripts/test-nif-sanitized.sh: the sanitizer build's).
 init_per_suite(Config) ->
+    case os:getenv("CAMLBEAM_TEST_NIF_LIBRARY") of
+        false -> ok;
+        Library -> ok = application:set_env(camlbeam, nif_library, Library)
+    end,
     case os:getenv("CAMLBEAM_PORT_DIR") of
         false ->
             ok;

@@ -8,6 +8,8 @@
 #include <dlfcn.h>
 #include <erl_nif.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -233,6 +235,15 @@ ERL_NIF_TERM erl_reply(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
   });
 }
 
+// queued(Handle) -> non_neg_integer(): the worker's requests queued or running.
+ERL_NIF_TERM queued(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
+  return guarded(env, [&]() -> ERL_NIF_TERM {
+    WorkerHandle* handle = get_worker(env, argv[0]);
+    if (handle == nullptr) return enif_make_badarg(env);
+    return enif_make_int64(env, std::max<std::int64_t>(0, handle->worker->in_service.load()));
+  });
+}
+
 ErlNifFunc functions[] = {
     {"runtime_info", 0, runtime_info, 0},
     {"new_worker", 6, new_worker, 0},
@@ -240,6 +251,7 @@ ErlNifFunc functions[] = {
     {"cancel", 2, cancel, 0},
     {"close", 1, close, 0},
     {"erl_reply", 2, erl_reply, 0},
+    {"queued", 1, queued, 0},
 };
 
 }  // namespace

@@ -358,7 +358,7 @@ std::string shortened(std::string_view utf8) {
 
 [[noreturn]] void unknown_atom(std::string_view utf8) {
   fail(BuildError::Kind::unknown_atom,
-       "the atom '" + shortened(utf8) + "' is not known to this VM (an answer cannot create atoms)");
+       "the atom '" + shortened(utf8) + "' is not known to this VM (a worker's answer cannot create atoms)");
 }
 
 // Reference words OTP 25's hash reads (ocaml_etf_guard.erl's ?HASHED_REF_WORDS).
@@ -623,7 +623,7 @@ class NifTermSink {
     while (words > 0 && ref.ids[words - 1] == 0) --words;  // a shorter equal reference hashes alike
     if (words <= hashed_ref_words) return;
     if (ref.node == options_.local_node && ref.creation == options_.local_creation) return;
-    fail(BuildError::Kind::invalid,
+    fail(BuildError::Kind::forged_reference,
          "a reference of more than three words that this node did not make: OTP 25 cannot tell it "
          "from others in a map, and such a map crashes the VM");
   }

@@ -52,6 +52,9 @@ conv::UnrootedDecode nif_to_ocaml(ErlNifEnv* env, ERL_NIF_TERM term, ReadLimits 
 struct BuildError {
   enum class Kind {
     unknown_atom,  // an atom the VM does not have: answers never create atoms (docs/api.md)
+    // A reference of more than three words not of this node (BuildOptions): the port's
+    // guard refuses it too (erlang/src/ocaml_etf_guard.erl).
+    forged_reference,
     invalid,       // a value no Erlang term matches (Erl.Term.validate's cases: a NaN...)
     // A fun whose free variables hold a map of more than 32 keys: OTP 25 builds such a map
     // with the scheduler's data, and enif_binary_to_term crashes the VM on a thread that

@@ -46,16 +46,24 @@ std::atomic<Service*> the_service{nullptr};
 std::mutex start_mutex;
 
 
-// ok, or {ok, _}.
-bool is_ok_answer(ErlNifEnv* env, ERL_NIF_TERM answer) {
-  char text[3];
+bool is_atom(ErlNifEnv* env, ERL_NIF_TERM term, std::string_view name) {
+  char text[16];
+  return enif_get_atom(env, term, text, sizeof text, ERL_NIF_LATIN1) > 0 && std::string_view(text) == name;
+}
+
+// Whether a load's answer is what every later load of the same file gets: ok, {ok, _}, or
+// {error, {load_failed, init_failed, _}} (Dynlink counts a plugin whose initialiser raised
+// as loaded: loading it again would answer already_loaded). Not the other failures: the
+// file may appear, or be replaced by a plugin that loads.
+bool is_final_load_answer(ErlNifEnv* env, ERL_NIF_TERM answer) {
   int arity = 0;
   const ERL_NIF_TERM* elements = nullptr;
-  if (enif_get_tuple(env, answer, &arity, &elements)) {
-    if (arity != 2) return false;
-    answer = elements[0];
-  }
-  return enif_get_atom(env, answer, text, sizeof text, ERL_NIF_LATIN1) > 0 && std::string_view(text) == "ok";
+  if (!enif_get_tuple(env, answer, &arity, &elements)) return is_atom(env, answer, "ok");
+  if (arity != 2) return false;
+  if (is_atom(env, elements[0], "ok")) return true;
+  const ERL_NIF_TERM* failure = nullptr;
+  return is_atom(env, elements[0], "error") && enif_get_tuple(env, elements[1], &arity, &failure) && arity == 3 &&
+         is_atom(env, failure[0], "load_failed") && is_atom(env, failure[1], "init_failed");
 }
 
 // An answer as ETF, for the worker's process to make on a scheduler (BuildError's
@@ -76,7 +84,7 @@ std::string shortened(std::string text, std::size_t limit = 200) {
 Atoms Atoms::make(ErlNifEnv* env) {
   const auto atom = [env](const char* name) { return enif_make_atom(env, name); };
   return {atom("camlbeam_reply"), atom("camlbeam_reply_etf"), atom("camlbeam_send"), atom("camlbeam_send_etf"),
-          atom("camlbeam_erl_call"), atom("camlbeam_log"), atom("camlbeam_overdue"),
+          atom("camlbeam_erl_call"), atom("camlbeam_send_refused"), atom("camlbeam_log"), atom("camlbeam_overdue"),
           atom("ok"), atom("error"), atom("timeout"), atom("request_failed"), atom("bad_reply"), atom("reply_too_large"),
           atom("warning"), atom("none")};
 }
@@ -114,8 +122,9 @@ struct Service::Ocaml {
   std::unordered_map<std::uint64_t, conv::Root> contexts;
 
   // Every pool of the VM loads its plugins into this one runtime, where a file loads
-  // once: the answer of each plugin loaded, by its real path, is the answer to any
-  // later load of it (its atoms and exports, which each pool creates and lists).
+  // once: the answer of each plugin loaded (or whose initialiser failed), by its real
+  // path, is the answer to any later load of it (its atoms and exports, which each pool
+  // creates and lists).
   struct Loaded {
     OwnedEnv env;
     ERL_NIF_TERM answer;
@@ -235,12 +244,14 @@ void Service::run(Ocaml& ocaml, Job& job) {
   }
   struct Done {
     Service& service;
+    Job& job;
     ~Done() {
+      job.worker->in_service.fetch_sub(1);
       service.current_ = nullptr;
       const std::lock_guard lock(service.running_mutex_);
       service.running_.reset();
     }
-  } done{*this};
+  } done{*this, job};
   current_ = &job;
 
   const std::string loading = load_key(env, job.request);
@@ -269,10 +280,14 @@ void Service::run(Ocaml& ocaml, Job& job) {
                                  enif_make_tuple3(env, atoms_.reply_too_large, enif_make_uint64(env, built.error->size),
                                                   enif_make_uint64(env, worker.build.max_bytes)));
       } else if (built.error) {
-        reply = enif_make_tuple2(env, atoms_.error,
-                                 enif_make_tuple2(env, atoms_.bad_reply, make_binary(env, built.error->message)));
+        // In the words of the port: its guard's for atoms and references
+        // (ocaml_etf_guard), its host's for the rest (cpp/host: write_etf_reply).
+        const bool guards = built.error->kind == BuildError::Kind::unknown_atom ||
+                            built.error->kind == BuildError::Kind::forged_reference;
+        const std::string why = guards ? built.error->message : "the answer cannot be encoded: " + built.error->message;
+        reply = enif_make_tuple2(env, atoms_.error, enif_make_tuple2(env, atoms_.bad_reply, make_binary(env, why)));
       }
-      if (!loading.empty() && !built.error && is_ok_answer(env, reply)) {
+      if (!loading.empty() && !built.error && is_final_load_answer(env, reply)) {
         OwnedEnv keep;
         const ERL_NIF_TERM kept = enif_make_copy(keep.get(), reply);
         ocaml.loaded.insert_or_assign(loading, Ocaml::Loaded{std::move(keep), kept});
@@ -307,6 +322,7 @@ bool Service::submit(Job job) {
   {
     const std::lock_guard lock(mutex_);
     if (job.worker->closed.load()) return false;
+    job.worker->in_service.fetch_add(1);
     queue_.push_back(std::move(job));
     pending_.fetch_add(1, std::memory_order_release);
     sleeping = sleeping_;
@@ -333,6 +349,7 @@ bool Service::cancel_queued(ErlNifEnv* caller_env, const Worker& worker, ERL_NIF
                                                 enif_make_tuple2(env, atoms_.error, atoms_.timeout));
   ErlNifPid to = worker.pid;
   enif_send(caller_env, &to, env, message);
+  cancelled->worker->in_service.fetch_sub(1);
   return true;
 }
 
@@ -344,6 +361,7 @@ void Service::close(const std::shared_ptr<Worker>& worker) {
     worker->closed.store(true);
     for (auto job = queue_.begin(); job != queue_.end();) {
       if (job->worker == worker) {
+        worker->in_service.fetch_sub(1);
         dropped.push_back(std::move(*job));
         job = queue_.erase(job);
       } else {
@@ -477,9 +495,9 @@ std::string Service::send_from_ocaml(std::uint64_t key, value pid_term, value me
       allowed = enif_compare(head, to.term) == 0;
   }
   if (!allowed) {
-    // As under the port: a refused send is dropped and logged (erlang/src/ocaml_policy.erl).
-    log(worker, "OCaml worker: Erl.send refused by the pool's policy (send => " +
-                    std::string(worker.send_policy == SendPolicy::none ? "none" : "given") + ")");
+    // As under the port: a refused send is dropped, and the worker's process logs it with
+    // the pid it was for (erlang/src/ocaml_policy.erl).
+    tell_worker(worker, env.get(), enif_make_tuple2(env.get(), atoms_.camlbeam_send_refused, to.term));
     return "";
   }
   const BuiltTerm built = ocaml_to_nif(env.get(), message, worker.build);

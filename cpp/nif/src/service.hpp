@@ -28,8 +28,8 @@ enum class SendPolicy : std::uint8_t { none, given, any };
 
 // The atoms of the messages the service sends, made once at load.
 struct Atoms {
-  ERL_NIF_TERM camlbeam_reply, camlbeam_reply_etf, camlbeam_send, camlbeam_send_etf, camlbeam_erl_call, camlbeam_log,
-      camlbeam_overdue;
+  ERL_NIF_TERM camlbeam_reply, camlbeam_reply_etf, camlbeam_send, camlbeam_send_etf, camlbeam_erl_call,
+      camlbeam_send_refused, camlbeam_log, camlbeam_overdue;
   ERL_NIF_TERM ok, error, timeout, request_failed, bad_reply, reply_too_large, warning, none;
   static Atoms make(ErlNifEnv* env);
 };
@@ -43,6 +43,10 @@ struct Worker {
   SendPolicy send_policy = SendPolicy::given;
   BuildOptions build;     // how answers become terms of this VM
   std::atomic<bool> closed{false};
+  // Its requests queued or running: what its process sets its counter of calls in flight
+  // right against (ocaml_nif_worker), as a port worker against its table. Counted down
+  // once a request's answer is sent.
+  std::atomic<std::int64_t> in_service{0};
 };
 
 struct Job {
