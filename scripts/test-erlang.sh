@@ -63,7 +63,7 @@ step() {  # seconds name command...
 }
 
 if [[ -n $ocaml ]]; then
-  step 400 "rebar3 ct (OCaml $ocaml)" rebar3 ct
+  step 600 "rebar3 ct (OCaml $ocaml)" rebar3 ct
   if [[ ${#failed[@]} -gt 0 ]]; then
     printf 'test-erlang: failed: %s\n' "${failed[@]}"
     exit 1
@@ -72,7 +72,7 @@ if [[ -n $ocaml ]]; then
 fi
 
 step 120 "rebar3 eunit" rebar3 eunit
-step 400 "rebar3 ct" rebar3 ct
+step 600 "rebar3 ct" rebar3 ct
 step 300 "rebar3 dialyzer" rebar3 dialyzer
 step 120 "rebar3 xref" rebar3 xref
 step 120 "rebar3 edoc" rebar3 edoc
