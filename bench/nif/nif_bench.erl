@@ -25,7 +25,7 @@
 %%
 %% Run by bench/nif/run.sh:
 %%   erl -noshell -pa EBIN -pa PORT_EBIN -pa CAMLBEAM_EBIN -run nif_bench main -extra [--smoke]
-%%       --cnif LIB --bench-plugin P --kernels-plugin P --standalone P --payloads DIR --out FILE
+%%       --cnif LIB --nif-library LIB --bench-plugin P --kernels-plugin P --standalone P --payloads DIR --out FILE
 %%       [--only round_trips|throughput|kernels] [--nif-options MAP] [--rt-rounds N] [--rt-cell-ms MS]
 %% (--nif-options: an Erlang map merged into the nif pool's start options, e.g.
 %% '#{pool_size => 2}'.) It halts 0 when every check passed (missed targets are reported, not
@@ -58,6 +58,7 @@ options(["--nif-options", Value | Rest], Opts) ->
 options([Flag, Value | Rest], Opts) ->
     Key = case Flag of
               "--cnif" -> cnif;
+              "--nif-library" -> nif_library;  % the build's camlbeam_nif (its path without .so)
               "--bench-plugin" -> bench_plugin;
               "--kernels-plugin" -> kernels_plugin;
               "--standalone" -> standalone;
@@ -90,6 +91,10 @@ run(Opts = #{mode := Mode, out := Out, cnif := Cnif}) ->
     {ok, Fd} = file:open(Out, [write, {encoding, utf8}]),
     put(report_fd, Fd),
     ok = camlbeam_bench_cnif:load(Cnif),
+    %% The build's library, as the build's plugins: the application may have no priv.
+    ok = application:load(camlbeam),
+    _ = maps:is_key(nif_library, Opts) andalso
+        application:set_env(camlbeam, nif_library, maps:get(nif_library, Opts)),
     {ok, _} = application:ensure_all_started(camlbeam),
     Nif = nif_pool(Cfg0),
     Cfg = Cfg0#{nif => Nif},

@@ -56,7 +56,8 @@ fi
 here="$build/bench/nif"
 port="$build/bench/port"
 ebin="${CAMLBEAM_EBIN:-$root/erlang/_build/default/lib/camlbeam/ebin}"
-for f in "$here/camlbeam_bench_cnif.so" "$here/ebin/nif_bench.beam" "$here/ebin/camlbeam_bench_cnif.beam" \
+nif_library="$build/cpp/nif/camlbeam_nif"
+for f in "$nif_library.so" "$here/camlbeam_bench_cnif.so" "$here/ebin/nif_bench.beam" "$here/ebin/camlbeam_bench_cnif.beam" \
          "$port/ebin/port_bench.beam" "$port/port_bench_exports.cmxs" "$port/kernels.cmxs" "$port/kernels_standalone"; do
   [[ -e "$f" ]] || die "$f not built (cmake --build $build --target nif_bench)"
 done
@@ -80,7 +81,7 @@ for d in "$(dirname "$ebin")"/../*/ebin; do [[ -d "$d" && "$d" != "$ebin" ]] && 
 say "running the $mode benchmark (report: $out)"
 ERL_CRASH_DUMP_SECONDS=0 timeout --kill-after=10 "$limit" \
   erl -noshell "${pa[@]}" -run nif_bench main -extra "${flags[@]}" "${nif_options[@]}" \
-  --cnif "$here/camlbeam_bench_cnif" --bench-plugin "$port/port_bench_exports.cmxs" \
+  --cnif "$here/camlbeam_bench_cnif" --nif-library "$nif_library" --bench-plugin "$port/port_bench_exports.cmxs" \
   --kernels-plugin "$port/kernels.cmxs" --standalone "$port/kernels_standalone" \
   --payloads "$payloads" --out "$out" ||
   die "the benchmark failed (status $?)"

@@ -27,7 +27,7 @@ check() {  # name expected command...
 }
 
 # 1. The packages are visible.
-check "ocamlfind sees camlbeam" "camlbeam camlbeam.host camlbeam.port" \
+check "ocamlfind sees camlbeam" "camlbeam camlbeam.host camlbeam.nif camlbeam.port" \
   bash -c "ocamlfind list 2>/dev/null | awk '/^camlbeam/ {print \$1}' | xargs"
 
 # 2. The plugin of the documentation, compiled as documented.
