@@ -200,6 +200,7 @@ ERL_NIF_TERM request(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
     const ERL_NIF_TERM* copied = nullptr;
     enif_get_tuple(job.env.get(), job.request, &arity, &copied);
     job.ref = copied[1];
+    job.load = enif_is_identical(elements[0], atom_load);
     return Service::running()->submit(std::move(job)) ? atom_ok : atom_closed;
   });
 }

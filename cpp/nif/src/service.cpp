@@ -139,10 +139,7 @@ namespace {
 std::string load_key(ErlNifEnv* env, ERL_NIF_TERM request) {
   int arity = 0;
   const ERL_NIF_TERM* elements = nullptr;
-  char tag[8];
-  if (!enif_get_tuple(env, request, &arity, &elements) || arity < 3 ||
-      enif_get_atom(env, elements[0], tag, sizeof tag, ERL_NIF_LATIN1) <= 0 || std::string_view(tag) != "load")
-    return "";
+  if (!enif_get_tuple(env, request, &arity, &elements) || arity < 3) return "";
   ErlNifBinary path;
   if (!enif_inspect_iolist_as_binary(env, elements[2], &path) || path.size == 0 || path.size >= PATH_MAX ||
       std::memchr(path.data, 0, path.size) != nullptr)
@@ -254,7 +251,8 @@ void Service::run(Ocaml& ocaml, Job& job) {
   } done{*this, job};
   current_ = &job;
 
-  const std::string loading = load_key(env, job.request);
+  // A call never is a load: its tag was read when it was queued.
+  const std::string loading = job.load ? load_key(env, job.request) : std::string();
   if (!loading.empty()) {
     if (const auto found = ocaml.loaded.find(loading); found != ocaml.loaded.end()) {
       tell_worker(worker, env,

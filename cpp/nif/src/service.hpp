@@ -55,6 +55,7 @@ struct Job {
   ERL_NIF_TERM request = 0;   // {call, Ref, ...} | {cast, ...} | {load, Ref, ...}
   ERL_NIF_TERM ref = 0;       // its Ref, 0 for a cast
   ERL_NIF_TERM given = 0;     // the pids its arguments give OCaml (a list)
+  bool load = false;          // {load, ...}: its plugin's answer may be known (Service::run)
 };
 
 class Service {
