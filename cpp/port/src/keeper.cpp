@@ -101,7 +101,9 @@ class Keeper {
     while (!worker_exited() && asked_to_end == 0) {
       int timeout = -1;
       if (kill_at) {
-        const auto left = std::chrono::duration_cast<milliseconds>(*kill_at - Clock::now()).count();
+        // Rounded up: truncated, the last fraction of a millisecond read as 0 and the worker
+        // was killed before its grace was over (199.9 ms of 200, seen in CI).
+        const auto left = std::chrono::ceil<milliseconds>(*kill_at - Clock::now()).count();
         if (left <= 0) {
           say("Erlang closed the port and the worker did not exit within " +
               std::to_string(options_.hang_up_grace.count()) + " ms; killing it");
