@@ -11,11 +11,11 @@
 %% loaded with `code:load_file/1' keeps the running runtime and its workers.
 -module(camlbeam_nif).
 
--export([runtime_info/0, new_worker/6, request/3, cancel/2, close/1, erl_reply/2, queued/1]).
+-export([runtime_info/0, new_worker/6, request/3, call/3, cancel/2, close/1, erl_reply/2, queued/1]).
 -export_type([worker/0, runtime_info/0]).
 -on_load(init/0).
 
--nifs([runtime_info/0, new_worker/6, request/3, cancel/2, close/1, erl_reply/2, queued/1]).
+-nifs([runtime_info/0, new_worker/6, request/3, call/3, cancel/2, close/1, erl_reply/2, queued/1]).
 
 -opaque worker() :: reference().
 %% A worker's handle on the runtime (a NIF resource).
@@ -109,9 +109,20 @@ new_worker(_Id, _WorkerPid, _SendPolicy, _Node, _Creation, _MaxReply) ->
 request(_Worker, _Request, _GivenPids) ->
     erlang:nif_error(nif_not_loaded).
 
-%% @doc Takes back a request that has not started, which is answered
-%% `{error, timeout}'; `false' when it has started or is over.
--spec cancel(worker(), reference()) -> boolean().
+%% @doc Queues a call (`{call, Alias, Fun, Args, Timeout}') whose answer comes
+%% straight to the calling process, as `{Alias, Answer}'; the caller counts it
+%% out and withdraws it with {@link cancel/2} when it gives up.
+-spec call(worker(), {call, reference(), term(), list(), timeout()}, [pid()]) -> ok | closed.
+call(_Worker, _Request, _GivenPids) ->
+    erlang:nif_error(nif_not_loaded).
+
+%% @doc The caller of the request carrying `Ref' gave up on it. `withdrawn': a
+%% call of {@link call/3}, queued or running, whose answer will not come (it
+%% is in the caller's mailbox already, or never will be). `cancelled': a
+%% request of {@link request/3} that had not started, answered
+%% `{error, timeout}' to the worker's process. `none': no request carries it
+%% (answered already).
+-spec cancel(worker(), reference()) -> withdrawn | cancelled | none.
 cancel(_Worker, _Ref) ->
     erlang:nif_error(nif_not_loaded).
 

@@ -710,21 +710,33 @@ await(Transport, Handle, Alias, Timeout) ->
     receive
         {Alias, Answer} ->
             erlang:demonitor(Alias, [flush]),
-            Transport:decode_answer(call, Answer);
+            answered(Transport, Handle, Answer);
         {'DOWN', Alias, process, _, Reason} ->
-            {error, {worker_crashed, Reason}}
+            %% Under nif the call may still run, and would answer this process.
+            given_up(Transport, Handle, Alias, {error, {worker_crashed, Reason}})
     after Timeout ->
         %% The answer will be dropped: the alias goes with the monitor. The
         %% cancel lets the worker answer at once if it has not started it.
         erlang:demonitor(Alias, [flush]),
-        ok = Transport:cancel(Handle, Alias),
-        %% The worker may have sent the answer just before the alias went.
-        receive
-            {Alias, Answer} -> Transport:decode_answer(call, Answer)
-        after 0 ->
-            {error, timeout}
-        end
+        given_up(Transport, Handle, Alias, {error, timeout})
     end.
+
+%% After the cancel, the answer is here if the worker sent it before the alias
+%% went (or, under nif, before the call was withdrawn), and never comes later.
+-spec given_up(module(), ocaml_transport:handle(), reference(), {error, call_error()}) ->
+    {ok, term()} | {error, call_error()}.
+given_up(Transport, Handle, Alias, Error) ->
+    ok = Transport:cancel(Handle, Alias),
+    receive
+        {Alias, Answer} -> answered(Transport, Handle, Answer)
+    after 0 ->
+        Error
+    end.
+
+-spec answered(module(), ocaml_transport:handle(), term()) -> {ok, term()} | {error, call_error()}.
+answered(Transport, Handle, Answer) ->
+    ok = Transport:answered(Handle),
+    Transport:decode_answer(call, Answer).
 
 %% What is left of Timeout, begun at Started.
 -spec time_left(integer(), timeout()) -> timeout().

@@ -6,9 +6,11 @@
 %% handle on the runtime; callers queue their requests on it themselves
 %% ({@link send_call/5}: a copy of the request into the library's memory, no
 %% encoding, no waiting), and the runtime's thread runs them one at a time and
-%% sends each answer to the worker's process, which counts it out of its
-%% counter and forwards it to the caller's alias: an answer after the caller
-%% gave up is dropped by the VM, as under the port.
+%% sends each call's answer straight to its caller, which counts it out of the
+%% worker's counter. A caller that gives up withdraws its call
+%% ({@link cancel/2}): from then on no answer reaches it, as under the port,
+%% where the VM drops an answer to a deactivated alias. Casts and loads are
+%% answered to the worker's process, which counts them out.
 %%
 %% What differs from the port, for a plugin:
 %% <ul>
@@ -41,7 +43,7 @@
 
 -include("ocaml_nif_transport.hrl").
 
--export([prepare/1, start_link/2, send_call/5, send_cast/3, cancel/2, decode_answer/2,
+-export([prepare/1, start_link/2, send_call/5, send_cast/3, cancel/2, answered/1, decode_answer/2,
          load/3, recycle/1, stop/1, describe/1]).
 
 %% @doc Loads the VM's OCaml runtime if no pool did (the pool's option
@@ -78,12 +80,24 @@ send_call(Worker, Alias, Fun, Args, Deadline) ->
 send_cast(#ocaml_nif{cast_timeout = Timeout} = Worker, Fun, Args) ->
     submit(Worker, {camlbeam_cast, Fun}, Fun, Args, Timeout).
 
-%% @doc Takes the call back if it has not started; its `{error, timeout}'
-%% answer goes to the worker's process, which counts it out.
+%% @doc Withdraws the call: taken out of the queue, or its answer dropped if
+%% it runs (it runs on to its deadline, when the runtime interrupts it).
+%% Once this returns, its answer is in the caller's mailbox or never comes.
+%% A withdrawn call is counted out here; a load (answered to the worker's
+%% process, which counts it out) that has not started is answered
+%% `{error, timeout}' there.
 -spec cancel(#ocaml_nif{}, reference()) -> ok.
-cancel(#ocaml_nif{worker = Worker}, Alias) ->
-    _ = camlbeam_nif:cancel(Worker, Alias),
-    ok.
+cancel(#ocaml_nif{worker = Worker, in_flight = InFlight}, Alias) ->
+    case camlbeam_nif:cancel(Worker, Alias) of
+        withdrawn -> ocaml_transport:count_out(InFlight);
+        cancelled -> ok;
+        none -> ok
+    end.
+
+%% @doc Counts the call out: its answer came straight to the caller.
+-spec answered(#ocaml_nif{}) -> ok.
+answered(#ocaml_nif{in_flight = InFlight}) ->
+    ocaml_transport:count_out(InFlight).
 
 %% @doc The answers are terms already, built by the library (no atom created).
 -spec decode_answer(ocaml_transport:answer_kind(), term()) -> {ok, term()} | {error, term()}.
@@ -93,6 +107,13 @@ decode_answer(call, {ok, _} = Ok) ->
     Ok;
 decode_answer(call, {error, _} = Error) ->
     Error;
+decode_answer(call, {camlbeam_reply_etf, Etf}) ->
+    %% An answer the library could not make off a scheduler (cpp/nif/README.md):
+    %% made here, under the port's guard.
+    case ocaml_etf_guard:decode(Etf) of
+        {ok, Answer} -> decode_answer(call, Answer);
+        {error, Why} -> {error, {bad_reply, Why}}
+    end;
 decode_answer(call, Other) ->
     {error, {bad_reply, iolist_to_binary(io_lib:format("not an answer: ~tP", [Other, 8]))}};
 decode_answer(load, Answer) ->
@@ -154,7 +175,12 @@ submit(#ocaml_nif{worker = Worker, in_flight = InFlight, give_pids = GivePids}, 
             end,
     %% Counted before it is queued: a caller choosing a worker meanwhile sees it.
     ok = ocaml_transport:count_in(InFlight),
-    case camlbeam_nif:request(Worker, {call, Ref, Fun, Args, Deadline}, Given) of
+    Request = {call, Ref, Fun, Args, Deadline},
+    Queued = case is_reference(Ref) of
+                 true -> camlbeam_nif:call(Worker, Request, Given);
+                 false -> camlbeam_nif:request(Worker, Request, Given)
+             end,
+    case Queued of
         ok ->
             ok;
         closed ->

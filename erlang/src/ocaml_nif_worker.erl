@@ -2,12 +2,15 @@
 %% the process that holds the worker's handle on the VM's OCaml runtime and
 %% stands for it.
 %%
-%% Callers queue their requests on the handle themselves; the runtime sends
-%% every answer here as `{camlbeam_reply, Ref, Answer}', exactly one per
-%% request queued (a run, or `{error, timeout}' for one taken back before it
-%% ran): this process counts it out of the worker's counter and forwards it
-%% to `Ref', the caller's alias, so a caller killed while it waits never
-%% leaves its call counted, and a late answer is dropped by the VM. It also
+%% Callers queue their requests on the handle themselves, and the runtime
+%% answers each call straight to its caller, which counts it out of the
+%% worker's counter ({@link ocaml_nif_transport}). Casts and the loads of
+%% plugins are answered here as `{camlbeam_reply, Ref, Answer}', exactly one
+%% per request queued (a run, or `{error, timeout}' for one taken back before
+%% it ran): this process counts it out and forwards a load's answer to `Ref',
+%% its caller's alias. A caller killed while it waits cannot count its call
+%% out: the recount every 250 ms against the library's count of the worker's
+%% requests does (`ocaml_transport:recount/3'). This process also
 %% serves what OCaml asks of Erlang: log lines, sends to pids of other nodes
 %% (`Erl.send' to a local pid is the library's `enif_send', under the pool's
 %% policy), and says when a request will not stop at its deadline.
@@ -147,10 +150,6 @@ handle_info({camlbeam_reply, Ref, Answer}, #state{handle = #ocaml_nif{in_flight 
                 false -> {noreply, State}
             end
     end;
-handle_info({camlbeam_reply_etf, Ref, Etf}, State) ->
-    %% An answer the library could not make off a scheduler (cpp/nif/README.md): made
-    %% here, under the port's guard.
-    handle_info({camlbeam_reply, Ref, from_etf(Etf)}, State);
 handle_info({camlbeam_send_etf, Pid, Etf}, State) ->
     case ocaml_etf_guard:decode(Etf) of
         {ok, Message} ->
@@ -353,13 +352,6 @@ unpublish(#state{published = true, pool = Pool, id = Id} = State) ->
     State#state{published = false};
 unpublish(State) ->
     State.
-
--spec from_etf(binary()) -> term().
-from_etf(Etf) ->
-    case ocaml_etf_guard:decode(Etf) of
-        {ok, Answer} -> Answer;
-        {error, Why} -> {error, {bad_reply, Why}}
-    end.
 
 %%% Logs
 

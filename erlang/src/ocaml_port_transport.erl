@@ -28,7 +28,7 @@
 -include_lib("kernel/include/file.hrl").
 -include("ocaml_port_transport.hrl").
 
--export([prepare/1, start_link/2, send_call/5, send_cast/3, cancel/2, decode_answer/2,
+-export([prepare/1, start_link/2, send_call/5, send_cast/3, cancel/2, answered/1, decode_answer/2,
          load/3, recycle/1, stop/1, describe/1]).
 
 %% @doc Finds the worker executable: the option `executable', else the
@@ -78,6 +78,12 @@ cancel(#ocaml_port{port = Port}, Alias) ->
     catch
         error:badarg -> ok
     end.
+
+%% @doc Nothing to do: the worker's process counted the call out when it
+%% forwarded the answer.
+-spec answered(#ocaml_port{}) -> ok.
+answered(#ocaml_port{}) ->
+    ok.
 
 %% @doc The worker's process forwards a payload still encoded (checked and
 %% decoded here, by the process that waited for it), or says its OS process

@@ -128,9 +128,17 @@
 %% until the worker is done with it.
 
 -callback cancel(handle(), Alias :: reference()) -> ok.
-%% The caller of the call sent to Alias gave up (its timeout passed; the alias
-%% is deactivated already): best effort, the worker skips the call if it has
-%% not started it, and interrupts it otherwise.
+%% The caller of the call sent to Alias gave up (its timeout passed, or the
+%% worker's process went down; the alias is deactivated already): best
+%% effort, the worker skips the call if it has not started it, and interrupts
+%% it otherwise. An answer that comes to the caller's process itself rather
+%% than to its alias (`nif') is in its mailbox once this returns, or never
+%% comes.
+
+-callback answered(handle()) -> ok.
+%% The caller got the answer of a call it sent: a transport whose answers
+%% come straight to the caller (`nif') counts the call out here; one whose
+%% worker's process forwards them (`port') counted it out there.
 
 -callback decode_answer(answer_kind(), Answer :: term()) -> {ok, term()} | {error, term()}.
 %% What an `{Alias, Answer}' message says, in the process that got it: for a

@@ -30,7 +30,8 @@ namespace {
 
 ErlNifResourceType* worker_type = nullptr;
 Atoms atoms{};
-ERL_NIF_TERM atom_ok, atom_closed, atom_true, atom_false, atom_none, atom_given, atom_any, atom_call, atom_load;
+ERL_NIF_TERM atom_ok, atom_closed, atom_none, atom_given, atom_any, atom_call, atom_load, atom_withdrawn,
+    atom_cancelled;
 
 struct WorkerHandle {
   std::shared_ptr<Worker> worker;
@@ -72,13 +73,13 @@ void make_atoms(ErlNifEnv* env) {
   atoms = Atoms::make(env);
   atom_ok = enif_make_atom(env, "ok");
   atom_closed = enif_make_atom(env, "closed");
-  atom_true = enif_make_atom(env, "true");
-  atom_false = enif_make_atom(env, "false");
   atom_none = enif_make_atom(env, "none");
   atom_given = enif_make_atom(env, "given");
   atom_any = enif_make_atom(env, "any");
   atom_call = enif_make_atom(env, "call");
   atom_load = enif_make_atom(env, "load");
+  atom_withdrawn = enif_make_atom(env, "withdrawn");
+  atom_cancelled = enif_make_atom(env, "cancelled");
 }
 
 // Why the runtime could not start. The library then loads all the same, so that
@@ -182,36 +183,55 @@ ERL_NIF_TERM new_worker(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept 
   });
 }
 
+// Copies a request into an environment of its own and queues it: ok | closed.
+ERL_NIF_TERM queue_request(ErlNifEnv* env, const ERL_NIF_TERM* argv, bool answered_to_caller) {
+  WorkerHandle* handle = get_worker(env, argv[0]);
+  int arity = 0;
+  const ERL_NIF_TERM* elements = nullptr;
+  if (handle == nullptr || !enif_get_tuple(env, argv[1], &arity, &elements) || arity < 3 ||
+      !(enif_is_identical(elements[0], atom_call) || (!answered_to_caller && enif_is_identical(elements[0], atom_load))) ||
+      (answered_to_caller && !enif_is_ref(env, elements[1])) || !enif_is_list(env, argv[2]))
+    return enif_make_badarg(env);
+  Job job;
+  job.worker = handle->worker;
+  if (answered_to_caller) {
+    ErlNifPid self;
+    if (enif_self(env, &self) == nullptr) return enif_make_badarg(env);
+    job.caller = self;
+  }
+  job.request = enif_make_copy(job.env.get(), argv[1]);
+  job.given = enif_make_copy(job.env.get(), argv[2]);
+  const ERL_NIF_TERM* copied = nullptr;
+  enif_get_tuple(job.env.get(), job.request, &arity, &copied);
+  job.ref = copied[1];
+  job.load = enif_is_identical(elements[0], atom_load);
+  return Service::running()->submit(std::move(job)) ? atom_ok : atom_closed;
+}
+
 // request(Handle, Request, GivenPids) -> ok | closed. Request: {call, Ref, Fun, Args, Timeout}
 // or {load, Ref, Path, Timeout} (cpp/host/README.md); its answer reaches the worker's
 // process as {camlbeam_reply, Ref, Answer}.
 ERL_NIF_TERM request(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
-  return guarded(env, [&]() -> ERL_NIF_TERM {
-    WorkerHandle* handle = get_worker(env, argv[0]);
-    int arity = 0;
-    const ERL_NIF_TERM* elements = nullptr;
-    if (handle == nullptr || !enif_get_tuple(env, argv[1], &arity, &elements) || arity < 3 ||
-        !(enif_is_identical(elements[0], atom_call) || enif_is_identical(elements[0], atom_load)) ||
-        !enif_is_list(env, argv[2]))
-      return enif_make_badarg(env);
-    Job job{handle->worker, OwnedEnv(), 0, 0, 0};
-    job.request = enif_make_copy(job.env.get(), argv[1]);
-    job.given = enif_make_copy(job.env.get(), argv[2]);
-    const ERL_NIF_TERM* copied = nullptr;
-    enif_get_tuple(job.env.get(), job.request, &arity, &copied);
-    job.ref = copied[1];
-    job.load = enif_is_identical(elements[0], atom_load);
-    return Service::running()->submit(std::move(job)) ? atom_ok : atom_closed;
-  });
+  return guarded(env, [&] { return queue_request(env, argv, false); });
 }
 
-// cancel(Handle, Ref) -> boolean(): whether a request of Ref was waiting, and is answered
-// {error, timeout} without running.
+// call(Handle, {call, Ref, Fun, Args, Timeout}, GivenPids) -> ok | closed: a call whose
+// answer comes straight to the calling process, as {Ref, Answer}.
+ERL_NIF_TERM call(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
+  return guarded(env, [&] { return queue_request(env, argv, true); });
+}
+
+// cancel(Handle, Ref) -> withdrawn | cancelled | none (Service::withdraw).
 ERL_NIF_TERM cancel(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
   return guarded(env, [&]() -> ERL_NIF_TERM {
     WorkerHandle* handle = get_worker(env, argv[0]);
     if (handle == nullptr) return enif_make_badarg(env);
-    return Service::running()->cancel_queued(env, *handle->worker, argv[1]) ? atom_true : atom_false;
+    switch (Service::running()->withdraw(env, *handle->worker, argv[1])) {
+      case Withdrawal::withdrawn: return atom_withdrawn;
+      case Withdrawal::cancelled: return atom_cancelled;
+      case Withdrawal::none: break;
+    }
+    return atom_none;
   });
 }
 
@@ -249,6 +269,7 @@ ErlNifFunc functions[] = {
     {"runtime_info", 0, runtime_info, 0},
     {"new_worker", 6, new_worker, 0},
     {"request", 3, request, 0},
+    {"call", 3, call, 0},
     {"cancel", 2, cancel, 0},
     {"close", 1, close, 0},
     {"erl_reply", 2, erl_reply, 0},

@@ -205,6 +205,7 @@ void Service::serve(Ocaml& ocaml) {
         job.emplace(std::move(queue_.front()));
         queue_.pop_front();
         pending_.fetch_sub(1, std::memory_order_relaxed);
+        active_ = &*job;
       }
     }
     for (const std::uint64_t key : forgotten) ocaml.contexts.erase(key);
@@ -245,6 +246,11 @@ void Service::run(Ocaml& ocaml, Job& job) {
     ~Done() {
       job.worker->in_service.fetch_sub(1);
       service.current_ = nullptr;
+      {
+        // Unanswered (std::bad_alloc): its caller waits for its timeout.
+        const std::lock_guard lock(service.mutex_);
+        if (service.active_ == &job) service.active_ = nullptr;
+      }
       const std::lock_guard lock(service.running_mutex_);
       service.running_.reset();
     }
@@ -255,21 +261,21 @@ void Service::run(Ocaml& ocaml, Job& job) {
   const std::string loading = job.load ? load_key(env, job.request) : std::string();
   if (!loading.empty()) {
     if (const auto found = ocaml.loaded.find(loading); found != ocaml.loaded.end()) {
-      tell_worker(worker, env,
-                  enif_make_tuple3(env, atoms_.camlbeam_reply, job.ref, enif_make_copy(env, found->second.answer)));
+      answer(job, job.ref, enif_make_copy(env, found->second.answer));
       return;
     }
   }
 
   const conv::Root& context = ocaml.context_of(worker);
   NifRequestSource source(env, job.request);
-  const host::Answer answer = ocaml.host.run(source, &context);
-  switch (answer.kind()) {
+  const host::Answer outcome = ocaml.host.run(source, &context);
+  switch (outcome.kind()) {
     case host::Answer::Kind::reply: {
-      const BuiltTerm built = ocaml_to_nif(env, answer.term(), worker.build);
+      const BuiltTerm built = ocaml_to_nif(env, outcome.term(), worker.build);
       if (built.error && built.error->kind == BuildError::Kind::needs_scheduler) {
-        // The worker's process makes it, on a scheduler, with the port's guard.
-        tell_worker(worker, env, enif_make_tuple3(env, atoms_.camlbeam_reply_etf, job.ref, etf_binary(env, answer.term())));
+        // Its receiver makes it, on a scheduler, with the port's guard
+        // (ocaml_nif_transport:decode_answer/2).
+        answer(job, job.ref, enif_make_tuple2(env, atoms_.camlbeam_reply_etf, etf_binary(env, outcome.term())));
         break;
       }
       ERL_NIF_TERM reply = built.term;
@@ -291,15 +297,14 @@ void Service::run(Ocaml& ocaml, Job& job) {
         ocaml.loaded.insert_or_assign(loading, Ocaml::Loaded{std::move(keep), kept});
       }
       // Every request with an answer has a Ref, found when it was queued.
-      const ERL_NIF_TERM ref = job.ref != 0 ? job.ref : ocaml_to_nif(env, answer.ref(), worker.build).term;
-      tell_worker(worker, env, enif_make_tuple3(env, atoms_.camlbeam_reply, ref, reply));
+      answer(job, job.ref != 0 ? job.ref : ocaml_to_nif(env, outcome.ref(), worker.build).term, reply);
       break;
     }
     case host::Answer::Kind::no_reply:
-      if (!answer.diagnostic().empty()) log(worker, "OCaml worker: cast failed: " + answer.diagnostic());
+      if (!outcome.diagnostic().empty()) log(worker, "OCaml worker: cast failed: " + outcome.diagnostic());
       break;
     case host::Answer::Kind::refused: {
-      const host::Error& error = *answer.error();
+      const host::Error& error = *outcome.error();
       if (job.ref == 0) {
         log(worker, "OCaml worker: request refused: " + shortened(error.message));
         break;
@@ -308,8 +313,7 @@ void Service::run(Ocaml& ocaml, Job& job) {
           error.code == host::Errc::cancelled
               ? atoms_.timeout
               : enif_make_tuple2(env, atoms_.request_failed, make_binary(env, shortened(error.message, 1000)));
-      tell_worker(worker, env,
-                  enif_make_tuple3(env, atoms_.camlbeam_reply, job.ref, enif_make_tuple2(env, atoms_.error, why)));
+      answer(job, job.ref, enif_make_tuple2(env, atoms_.error, why));
       break;
     }
   }
@@ -331,24 +335,33 @@ bool Service::submit(Job job) {
   return true;
 }
 
-bool Service::cancel_queued(ErlNifEnv* caller_env, const Worker& worker, ERL_NIF_TERM ref) {
+Withdrawal Service::withdraw(ErlNifEnv* caller_env, const Worker& worker, ERL_NIF_TERM ref) {
   std::optional<Job> cancelled;
   {
     const std::lock_guard lock(mutex_);
-    const auto found = std::find_if(queue_.begin(), queue_.end(), [&](const Job& job) {
+    const auto carries = [&](const Job& job) {
       return job.worker.get() == &worker && job.ref != 0 && enif_compare(job.ref, ref) == 0;
-    });
-    if (found == queue_.end()) return false;
+    };
+    const auto found = std::find_if(queue_.begin(), queue_.end(), carries);
+    if (found == queue_.end()) {
+      // Its answer is sent under this lock: not sent yet, it never will be.
+      if (active_ == nullptr || !active_->caller || !carries(*active_)) return Withdrawal::none;
+      active_->withdrawn = true;
+      return Withdrawal::withdrawn;
+    }
     cancelled.emplace(std::move(*found));
     queue_.erase(found);
+    pending_.fetch_sub(1, std::memory_order_relaxed);
+    cancelled->worker->in_service.fetch_sub(1);
   }
+  if (cancelled->caller) return Withdrawal::withdrawn;
+  // Counted out by the worker's process, as every answer it gets.
   ErlNifEnv* env = cancelled->env.get();
   const ERL_NIF_TERM message = enif_make_tuple3(env, atoms_.camlbeam_reply, cancelled->ref,
                                                 enif_make_tuple2(env, atoms_.error, atoms_.timeout));
   ErlNifPid to = worker.pid;
   enif_send(caller_env, &to, env, message);
-  cancelled->worker->in_service.fetch_sub(1);
-  return true;
+  return Withdrawal::cancelled;
 }
 
 void Service::close(const std::shared_ptr<Worker>& worker) {
@@ -360,6 +373,7 @@ void Service::close(const std::shared_ptr<Worker>& worker) {
     for (auto job = queue_.begin(); job != queue_.end();) {
       if (job->worker == worker) {
         worker->in_service.fetch_sub(1);
+        pending_.fetch_sub(1, std::memory_order_relaxed);
         dropped.push_back(std::move(*job));
         job = queue_.erase(job);
       } else {
@@ -370,6 +384,19 @@ void Service::close(const std::shared_ptr<Worker>& worker) {
     if (!sleeping_) return;
   }
   wake_.notify_one();
+}
+
+void Service::answer(Job& job, ERL_NIF_TERM ref, ERL_NIF_TERM reply) noexcept {
+  ErlNifEnv* env = job.env.get();
+  if (!job.caller) {
+    tell_worker(*job.worker, env, enif_make_tuple3(env, atoms_.camlbeam_reply, ref, reply));
+    return;
+  }
+  // Under the lock withdraw() takes: once a caller that gave up has withdrawn its call,
+  // no answer can reach its mailbox later.
+  const std::lock_guard lock(mutex_);
+  if (!job.withdrawn) (void)enif_send(nullptr, &*job.caller, env, enif_make_tuple2(env, ref, reply));
+  if (active_ == &job) active_ = nullptr;
 }
 
 void Service::tell_worker(const Worker& worker, ErlNifEnv* env, ERL_NIF_TERM message) noexcept {

@@ -56,6 +56,23 @@ struct Job {
   ERL_NIF_TERM ref = 0;       // its Ref, 0 for a cast
   ERL_NIF_TERM given = 0;     // the pids its arguments give OCaml (a list)
   bool load = false;          // {load, ...}: its plugin's answer may be known (Service::run)
+  // A call answered straight to the process that made it, as {Ref, Answer}, rather than
+  // through the worker's process (camlbeam_nif:call/3). Its caller counts it out.
+  std::optional<ErlNifPid> caller;
+  // Its caller gave up on it (Service::withdraw): its answer is not sent. Guarded by the
+  // queue's lock, under which the answer is sent.
+  bool withdrawn = false;
+};
+
+// What Service::withdraw did with a caller's request.
+enum class Withdrawal : std::uint8_t {
+  // A call answered straight to its caller, queued or running: no answer will come.
+  withdrawn,
+  // A request answered through the worker's process, taken out of the queue: answered
+  // {error, timeout} there.
+  cancelled,
+  // None of the worker's requests carries the Ref: answered already, or never made.
+  none
 };
 
 class Service {
@@ -69,9 +86,12 @@ class Service {
   std::uint64_t next_worker_key() noexcept { return next_key_.fetch_add(1) + 1; }
   // Queues a request; false when the worker is closed. Never waits for OCaml.
   bool submit(Job job);
-  // A request of `worker` carrying `ref` that has not started: answered {error, timeout}
-  // (in the caller's env), taken out of the queue. False if none.
-  bool cancel_queued(ErlNifEnv* caller_env, const Worker& worker, ERL_NIF_TERM ref);
+  // The caller of `worker`'s request carrying `ref` gave up on it. A call answered straight
+  // to its caller is taken out of the queue, or its answer dropped if it runs: after this,
+  // its answer is in the caller's mailbox already or never will be. A request answered
+  // through the worker's process is taken out of the queue if it has not started, and
+  // answered {error, timeout} there.
+  Withdrawal withdraw(ErlNifEnv* caller_env, const Worker& worker, ERL_NIF_TERM ref);
   // Drops the queued requests of a closed worker and, on the OCaml thread, its context.
   void close(const std::shared_ptr<Worker>& worker);
 
@@ -103,6 +123,9 @@ class Service {
   void thread_main(std::promise<std::string>* started) noexcept;
   void serve(Ocaml& ocaml);
   void run(Ocaml& ocaml, Job& job);
+  // Sends a request's answer: {Ref, Reply} to its caller (unless withdrawn), or
+  // {camlbeam_reply, Ref, Reply} to its worker's process.
+  void answer(Job& job, ERL_NIF_TERM ref, ERL_NIF_TERM reply) noexcept;
   void tell_worker(const Worker& worker, ErlNifEnv* env, ERL_NIF_TERM message) noexcept;
   void log(const Worker& worker, const std::string& text) noexcept;
   // The watch's thread: the running request ignored its deadline's cancel.
@@ -116,6 +139,7 @@ class Service {
   std::deque<Job> queue_;
   std::vector<std::uint64_t> forgotten_;  // workers whose contexts the OCaml thread drops
   bool sleeping_ = false;                 // the OCaml thread waits on wake_
+  Job* active_ = nullptr;                 // the request running, until it is answered
   std::atomic<std::size_t> pending_{0};   // queue_.size(), read without the lock
 
   // Erl.call_erlang's wait: the call awaited (0: none) and its answer once it came.
