@@ -73,7 +73,7 @@ endfunction()
 set(CAMLBEAM_PLUGIN_PACKAGES unix CACHE INTERNAL "findlib packages every host executable links for plugins")
 
 # camlbeam_ocaml_host_object(<name> NATIVE|NATIVE_PIC|BYTECODE [SOURCES a.ml ...]
-#                            [PACKAGES p ...] [C_LIBRARIES lib ...])
+#                            [PACKAGES p ...] [C_LIBRARIES lib ...] [FLAGS flag ...])
 #
 # The OCaml half of a host executable, and the INTERFACE library <name> that links it. One
 # object (-output-obj) holds camlbeam.host, dynlink, ${CAMLBEAM_PLUGIN_PACKAGES}, the given
@@ -86,7 +86,7 @@ set(CAMLBEAM_PLUGIN_PACKAGES unix CACHE INTERNAL "findlib packages every host ex
 # runtimes cannot share a process. NATIVE_PIC is NATIVE with the runtime built for a shared
 # library (libasmrun_pic.a): the NIF's.
 function(camlbeam_ocaml_host_object name flavour)
-  cmake_parse_arguments(ARG "" "" "SOURCES;PACKAGES;C_LIBRARIES" ${ARGN})
+  cmake_parse_arguments(ARG "" "" "SOURCES;PACKAGES;C_LIBRARIES;FLAGS" ${ARGN})
   camlbeam_find_ocaml()
   camlbeam_ocaml_packages()
   if(flavour STREQUAL "NATIVE")
@@ -125,7 +125,7 @@ function(camlbeam_ocaml_host_object name flavour)
     OUTPUT "${object}"
     ${copy_command}
     COMMAND ${CMAKE_COMMAND} -E env "OCAMLPATH=${CAMLBEAM_OCAMLPATH}"
-            ${CAMLBEAM_OCAMLFIND} ${compiler} -g -linkall -output-obj -package ${packages} -linkpkg ${copies} -o "${object}"
+            ${CAMLBEAM_OCAMLFIND} ${compiler} -g ${ARG_FLAGS} -linkall -output-obj -package ${packages} -linkpkg ${copies} -o "${object}"
     WORKING_DIRECTORY "${work}"
     DEPENDS ${ARG_SOURCES} "${CAMLBEAM_OCAML_PACKAGES_STAMP}" camlbeam_ocaml_packages
     COMMENT "Linking the OCaml object ${name}.o (${compiler} -output-obj)"

@@ -699,6 +699,9 @@ call_worker(#camlbeam_worker{pid = Worker, transport = Transport, handle = Handl
     case Transport:send_call(Handle, Alias, Fun, Args, time_left(Started, Timeout)) of
         ok ->
             await(Transport, Handle, Alias, time_left(Started, Timeout));
+        {answered, Answer} ->
+            erlang:demonitor(Alias, [flush]),
+            answered(Transport, Handle, Answer);
         Refused ->
             erlang:demonitor(Alias, [flush]),
             Refused

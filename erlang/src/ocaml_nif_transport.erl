@@ -19,8 +19,12 @@
 %% is loaded once per VM (a second load of the same file answers as the first
 %% did). A plugin cannot be unloaded, nor replaced by another file with the
 %% same module.</li>
-%% <li>Under OCaml 4.13 requests of every pool run one at a time on one thread
-%% (`pool_size' spreads queueing, not work).</li>
+%% <li>Requests of every pool run one at a time on one thread (`pool_size'
+%% spreads queueing, not work). Under OCaml 5 a call of an export that has
+%% always run short (under 50 microseconds) runs on the scheduler that makes
+%% it when that thread is idle, with no copy and no message: a run there over
+%% a millisecond sends the export's calls back to the thread
+%% (`cpp/nif/README.md').</li>
 %% <li>A request that ignores its deadline (a loop in C, signals blocked)
 %% cannot be ended: the VM cannot be restarted around it. Its callers get
 %% `{error, timeout}' at their own timeout, the worker logs it, and every
@@ -68,17 +72,19 @@ prepare(#{ocaml := Ocaml} = Config) ->
 start_link(Pool, Id) ->
     ocaml_nif_worker:start_link(Pool, Id).
 
-%% @doc Queues `{call, Alias, Fun, Args, Deadline}' on the worker's handle.
+%% @doc Runs `{call, Alias, Fun, Args, Deadline}' at once, on this scheduler,
+%% when its export is short (under OCaml 5: `cpp/nif/README.md'), else queues
+%% it on the worker's handle.
 -spec send_call(#ocaml_nif{}, reference(), ocaml:fun_name(), [term()], timeout()) ->
-    ok | unsent | {error, ocaml_transport:send_refusal()}.
+    ok | {answered, term()} | unsent | {error, ocaml_transport:send_refusal()}.
 send_call(Worker, Alias, Fun, Args, Deadline) ->
-    submit(Worker, Alias, Fun, Args, Deadline).
+    queue_call(Worker, Alias, Fun, Args, Deadline).
 
 %% @doc Queues a call nobody awaits, under the pool's `cast_timeout': its
 %% `Ref' names the function, for the worker's log if it fails.
 -spec send_cast(#ocaml_nif{}, ocaml:fun_name(), [term()]) -> ok | unsent | {error, ocaml_transport:send_refusal()}.
 send_cast(#ocaml_nif{cast_timeout = Timeout} = Worker, Fun, Args) ->
-    submit(Worker, {camlbeam_cast, Fun}, Fun, Args, Timeout).
+    queue_cast(Worker, Fun, Args, Timeout).
 
 %% @doc Withdraws the call: taken out of the queue, or its answer dropped if
 %% it runs (it runs on to its deadline, when the runtime interrupts it).
@@ -166,24 +172,37 @@ ensure_runtime(Ocaml) ->
             {error, {nif_unavailable, Why}}
     end.
 
--spec submit(#ocaml_nif{}, reference() | {camlbeam_cast, ocaml:fun_name()}, ocaml:fun_name(), [term()],
-             timeout()) -> ok | unsent.
-submit(#ocaml_nif{worker = Worker, in_flight = InFlight, give_pids = GivePids}, Ref, Fun, Args, Deadline) ->
-    Given = case GivePids of
-                true -> ocaml_policy:given_pids(Args);
-                false -> []
-            end,
+%% A call, run at once when its export is short, else queued, its answer
+%% coming to the caller.
+-spec queue_call(#ocaml_nif{}, reference(), ocaml:fun_name(), [term()], timeout()) ->
+    ok | {answered, term()} | unsent.
+queue_call(#ocaml_nif{worker = Worker, in_flight = InFlight} = Handle, Alias, Fun, Args, Deadline) ->
+    Given = given_pids(Handle, Args),
     %% Counted before it is queued: a caller choosing a worker meanwhile sees it.
     ok = ocaml_transport:count_in(InFlight),
-    Request = {call, Ref, Fun, Args, Deadline},
-    Queued = case is_reference(Ref) of
-                 true -> camlbeam_nif:call(Worker, Request, Given);
-                 false -> camlbeam_nif:request(Worker, Request, Given)
-             end,
-    case Queued of
-        ok ->
-            ok;
-        closed ->
-            ok = ocaml_transport:count_out(InFlight),
-            unsent
+    case camlbeam_nif:call(Worker, {call, Alias, Fun, Args, Deadline}, Given) of
+        ok -> ok;
+        {answered, _} = Answered -> Answered;
+        closed -> not_queued(InFlight)
     end.
+
+%% A cast, queued, its outcome going to the worker's process.
+-spec queue_cast(#ocaml_nif{}, ocaml:fun_name(), [term()], timeout()) -> ok | unsent.
+queue_cast(#ocaml_nif{worker = Worker, in_flight = InFlight} = Handle, Fun, Args, Deadline) ->
+    Given = given_pids(Handle, Args),
+    ok = ocaml_transport:count_in(InFlight),
+    case camlbeam_nif:request(Worker, {call, {camlbeam_cast, Fun}, Fun, Args, Deadline}, Given) of
+        ok -> ok;
+        closed -> not_queued(InFlight)
+    end.
+
+%% The pids the arguments give OCaml, for the policy `send => given'.
+-spec given_pids(#ocaml_nif{}, [term()]) -> [pid()].
+given_pids(#ocaml_nif{give_pids = true}, Args) -> ocaml_policy:given_pids(Args);
+given_pids(#ocaml_nif{give_pids = false}, _Args) -> [].
+
+%% The worker is closed: nothing was queued.
+-spec not_queued(ocaml_transport:counter()) -> unsent.
+not_queued(InFlight) ->
+    ok = ocaml_transport:count_out(InFlight),
+    unsent.

@@ -114,12 +114,15 @@
 
 -callback send_call(handle(), Alias :: reference(), Fun :: ocaml:fun_name(), Args :: [term()],
                     Deadline :: timeout()) ->
-    ok | unsent | {error, send_refusal()}.
+    ok | {answered, Answer :: term()} | unsent | {error, send_refusal()}.
 %% Sends a call, in the caller's process, without ever waiting for the
 %% worker. `ok': its one answer (a result, or that the worker crashed) will
-%% come to Alias as `{Alias, Answer}'. `unsent': nothing was sent because the
-%% worker is gone (the caller tries another). Deadline: how long the worker may
-%% run it. A request sent is counted in, one refused is not (module doc).
+%% come to Alias as `{Alias, Answer}'. `{answered, Answer}': the call ran as it
+%% was sent (`nif': a short export, on the calling scheduler), and that is its
+%% answer. `unsent': nothing was sent because the worker is gone (the caller
+%% tries another). Deadline: how long the worker may run it. A request sent is
+%% counted in, one refused is not (module doc); one answered at once is
+%% counted out with `answered/1', as any.
 
 -callback send_cast(handle(), Fun :: ocaml:fun_name(), Args :: [term()]) ->
     ok | unsent | {error, send_refusal()}.

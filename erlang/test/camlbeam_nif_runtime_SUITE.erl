@@ -6,18 +6,22 @@
 
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
+-include("../src/camlbeam_registry.hrl").
+-include("../src/ocaml_nif_transport.hrl").
 
 -export([all/0, init_per_suite/1, end_per_suite/1]).
 -export([one_runtime_for_every_pool/1, upgrade_keeps_the_runtime/1, another_ocaml_is_refused/1,
          large_maps_off_the_schedulers/1, answers_within_max_reply_size/1, exit_does_not_end_the_vm/1,
-         options_that_do_not_apply/1]).
+         options_that_do_not_apply/1, short_calls_run_where_they_are_made/1,
+         calls_that_overrun_go_back_to_the_ocaml_thread/1, exports_that_call_erlang_stay_on_the_ocaml_thread/1]).
 
 -define(LIB, camlbeam_test_lib).
 
 all() ->
     [one_runtime_for_every_pool, upgrade_keeps_the_runtime, another_ocaml_is_refused,
      large_maps_off_the_schedulers, answers_within_max_reply_size, exit_does_not_end_the_vm,
-     options_that_do_not_apply].
+     options_that_do_not_apply, short_calls_run_where_they_are_made,
+     calls_that_overrun_go_back_to_the_ocaml_thread, exports_that_call_erlang_stay_on_the_ocaml_thread].
 
 init_per_suite(Config) ->
     Config1 = ?LIB:init_per_suite(Config),
@@ -136,6 +140,114 @@ options_that_do_not_apply(Config) ->
                  ocaml:start_link(?LIB:pool_options(Config, #{executable => "/bin/true"}))),
     ?assertEqual({error, {bad_option, flavour, bytecode}},
                  ocaml:start_link(?LIB:pool_options(Config, #{plugins => [?LIB:plugin(Config, "camlbeam_test", bytecode)]}))).
+
+%% Under OCaml 5 a call of an export that has run short (under 50 us) at each of
+%% its last 8 runs, with small arguments, runs on the scheduler that makes it, when
+%% the OCaml thread has nothing to do: the NIF returns its answer. Under OCaml 4.13
+%% every call is queued for the OCaml thread (cpp/nif/README.md says why).
+short_calls_run_where_they_are_made(Config) ->
+    {Pool, Worker} = placement_pool(Config, #{policy => #{send => given}}),
+    case on_schedulers() of
+        false ->
+            ?assertEqual(lists:duplicate(20, {queued, {ok, 1}}),
+                         [placed(Worker, placed_echo, [1]) || _ <- lists:seq(1, 20)]);
+        true ->
+            %% Queued until trusted (more than 8 calls if a run took longer on this
+            %% shared machine); then here, answered as the NIF returns.
+            ?assert(queued_until_here(Worker, placed_echo, [1]) >= 8),
+            ?assertEqual([{here, {ok, N}} || N <- lists:seq(1, 5)],
+                         [placed(Worker, placed_echo, [N]) || N <- lists:seq(1, 5)]),
+            %% Arguments too large to convert on a scheduler are queued all the same.
+            Long = lists:seq(1, 10000),
+            ?assertEqual({queued, {ok, Long}}, placed(Worker, placed_echo, [Long])),
+            %% Only once the OCaml thread is idle again: it may still be tidying up
+            %% after that call when its answer arrives.
+            timer:sleep(10),
+            Small = #{a => [1.5, <<"b">>], self() => {make_ref(), -(1 bsl 70)}},
+            ?assertEqual({here, {ok, Small}}, placed(Worker, placed_echo, [Small])),
+            %% Erl.send from a call run here, under the pool's policy.
+            _ = queued_until_here(Worker, placed_send, [self(), warm_up]),
+            ?assertEqual({here, {ok, ok}}, placed(Worker, placed_send, [self(), {sent_from, here}])),
+            flush(warm_up),
+            receive {sent_from, here} -> ok after 5000 -> ct:fail(not_sent_from_here) end,
+            %% And through the API, with no message left behind.
+            ?assertEqual({ok, {x, 1}}, ocaml:call(Pool, placed_echo, [{x, 1}])),
+            receive Unexpected -> ct:fail({left_in_mailbox, Unexpected}) after 100 -> ok end
+    end.
+
+%% A call run on a scheduler that takes longer than a millisecond sends its export's
+%% calls back to the OCaml thread, until it has run short 8 times again. A
+%% Stack_overflow there is an answer, as on the OCaml thread.
+calls_that_overrun_go_back_to_the_ocaml_thread(Config) ->
+    {_Pool, Worker} = placement_pool(Config, #{}),
+    case on_schedulers() of
+        false ->
+            ?assertEqual(lists:duplicate(10, {queued, {ok, 0}}),
+                         [placed(Worker, placed_busy, [0]) || _ <- lists:seq(1, 10)]);
+        true ->
+            _ = queued_until_here(Worker, placed_busy, [0]),
+            ?assertEqual({here, {ok, 5}}, placed(Worker, placed_busy, [5])),
+            ?assert(queued_until_here(Worker, placed_busy, [0]) >= 8),
+            _ = queued_until_here(Worker, placed_depth, [10]),
+            {here, Overflow} = placed(Worker, placed_depth, [1 bsl 40]),
+            ?assertMatch({error, {ocaml_exception, <<"Stack_overflow">>, _, _}}, Overflow),
+            ?assertEqual({queued, {ok, 10}}, placed(Worker, placed_depth, [10]))
+    end.
+
+%% Erl.call_erlang waits for an Erlang process: an export that called it once never
+%% runs on a scheduler again, and one that runs there when it first calls it gets
+%% Failure (an Erlang call cannot be waited for on a scheduler) and is sent back too.
+exports_that_call_erlang_stay_on_the_ocaml_thread(Config) ->
+    {_Pool, Worker} = placement_pool(Config, #{policy => #{erl_call => [{erlang, abs}]}}),
+    case on_schedulers() of
+        false ->
+            ?assertEqual({queued, {ok, {ok, 7}}}, placed(Worker, placed_ask_erlang, [-7]));
+        true ->
+            _ = queued_until_here(Worker, placed_ask_erlang, [0]),
+            {here, Refused} = placed(Worker, placed_ask_erlang, [-7]),
+            {error, {ocaml_exception, <<"Failure">>, Message, _}} = Refused,
+            ?assertMatch({match, _}, re:run(Message, "Erl.call_erlang from a call run on an Erlang scheduler")),
+            ?assertEqual(lists:duplicate(20, {queued, {ok, 0}}),
+                         [placed(Worker, placed_ask_erlang, [0]) || _ <- lists:seq(1, 20)]),
+            ?assertEqual({queued, {ok, {ok, 7}}}, placed(Worker, placed_ask_erlang, [-7]))
+    end.
+
+%% How many calls were queued before one ran here (at most 500 calls).
+queued_until_here(Worker, Fun, Args) ->
+    queued_until_here(Worker, Fun, Args, 0).
+
+queued_until_here(Worker, Fun, Args, Queued) when Queued < 500 ->
+    case placed(Worker, Fun, Args) of
+        {here, _} -> Queued;
+        {queued, _} -> queued_until_here(Worker, Fun, Args, Queued + 1)
+    end;
+queued_until_here(_Worker, Fun, Args, Queued) ->
+    ct:fail({never_here, Fun, Args, Queued}).
+
+flush(Message) ->
+    receive Message -> flush(Message) after 0 -> ok end.
+
+%% A pool of one worker with the placement plugin, and that worker's handle.
+placement_pool(Config, Options) ->
+    Pool = ?LIB:start_pool(Config, Options#{plugins => [?LIB:plugin(Config, "camlbeam_placement")]}),
+    [#camlbeam_worker{handle = #ocaml_nif{worker = Worker}}] = camlbeam_registry:workers(whereis_pool(Pool)),
+    {Pool, Worker}.
+
+whereis_pool(Pool) when is_pid(Pool) -> Pool;
+whereis_pool(Pool) -> whereis(Pool).
+
+%% Where camlbeam_nif:call/3 ran a call, and its answer.
+placed(Worker, Fun, Args) ->
+    Ref = make_ref(),
+    Given = [A || A <- Args, is_pid(A)],
+    case camlbeam_nif:call(Worker, {call, Ref, Fun, Args, 10000}, Given) of
+        {answered, Answer} -> {here, Answer};
+        ok -> receive {Ref, Answer} -> {queued, Answer} after 15000 -> ct:fail({no_answer, Fun, Args}) end
+    end.
+
+on_schedulers() ->
+    {ok, #{ocaml_version := Version}} = camlbeam_nif:runtime_info(),
+    binary:first(Version) >= $5.
 
 %% The release of the other OCaml whose library the build installed.
 other_ocaml(Running) ->

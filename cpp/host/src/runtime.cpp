@@ -22,6 +22,12 @@ thread_local bool released = false;
 
 }  // namespace
 
+namespace detail {
+// Set while this thread, not the runtime thread, holds the runtime (borrowed_runtime.cpp,
+// which alone needs OCaml's systhreads: the executables that do not borrow link without).
+thread_local bool borrowed = false;
+}  // namespace detail
+
 Runtime::Runtime(std::span<const std::string> args) : args_(args.begin(), args.end()) {
   if (args_.empty()) args_.emplace_back("camlbeam-host");
   start();
@@ -61,7 +67,7 @@ Runtime::~Runtime() {
 
 bool Runtime::is_runtime_thread() const noexcept { return std::this_thread::get_id() == thread_; }
 
-bool Runtime::held_by_this_thread() const noexcept { return is_runtime_thread() && !released; }
+bool Runtime::held_by_this_thread() const noexcept { return detail::borrowed || (is_runtime_thread() && !released); }
 
 BlockingSection::BlockingSection(const Runtime& runtime) {
   if (!runtime.held_by_this_thread()) {

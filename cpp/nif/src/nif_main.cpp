@@ -14,6 +14,7 @@
 #include <exception>
 #include <memory>
 #include <new>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -31,7 +32,7 @@ namespace {
 ErlNifResourceType* worker_type = nullptr;
 Atoms atoms{};
 ERL_NIF_TERM atom_ok, atom_closed, atom_none, atom_given, atom_any, atom_call, atom_load, atom_withdrawn,
-    atom_cancelled;
+    atom_cancelled, atom_answered;
 
 struct WorkerHandle {
   std::shared_ptr<Worker> worker;
@@ -80,6 +81,7 @@ void make_atoms(ErlNifEnv* env) {
   atom_load = enif_make_atom(env, "load");
   atom_withdrawn = enif_make_atom(env, "withdrawn");
   atom_cancelled = enif_make_atom(env, "cancelled");
+  atom_answered = enif_make_atom(env, "answered");
 }
 
 // Why the runtime could not start. The library then loads all the same, so that
@@ -192,6 +194,11 @@ ERL_NIF_TERM queue_request(ErlNifEnv* env, const ERL_NIF_TERM* argv, bool answer
       !(enif_is_identical(elements[0], atom_call) || (!answered_to_caller && enif_is_identical(elements[0], atom_load))) ||
       (answered_to_caller && !enif_is_ref(env, elements[1])) || !enif_is_list(env, argv[2]))
     return enif_make_badarg(env);
+  Service& service = *Service::running();
+  if (answered_to_caller) {
+    if (const std::optional<ERL_NIF_TERM> reply = service.run_here(env, handle->worker, argv[1], argv[2]))
+      return enif_make_tuple2(env, atom_answered, *reply);
+  }
   Job job;
   job.worker = handle->worker;
   if (answered_to_caller) {
@@ -205,7 +212,7 @@ ERL_NIF_TERM queue_request(ErlNifEnv* env, const ERL_NIF_TERM* argv, bool answer
   enif_get_tuple(job.env.get(), job.request, &arity, &copied);
   job.ref = copied[1];
   job.load = enif_is_identical(elements[0], atom_load);
-  return Service::running()->submit(std::move(job)) ? atom_ok : atom_closed;
+  return service.submit(std::move(job)) ? atom_ok : atom_closed;
 }
 
 // request(Handle, Request, GivenPids) -> ok | closed. Request: {call, Ref, Fun, Args, Timeout}
@@ -215,8 +222,9 @@ ERL_NIF_TERM request(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
   return guarded(env, [&] { return queue_request(env, argv, false); });
 }
 
-// call(Handle, {call, Ref, Fun, Args, Timeout}, GivenPids) -> ok | closed: a call whose
-// answer comes straight to the calling process, as {Ref, Answer}.
+// call(Handle, {call, Ref, Fun, Args, Timeout}, GivenPids) -> {answered, Answer} | ok | closed:
+// run here when it is short (Service::run_here), else queued, its answer coming straight to
+// the calling process as {Ref, Answer}.
 ERL_NIF_TERM call(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
   return guarded(env, [&] { return queue_request(env, argv, true); });
 }

@@ -12,6 +12,7 @@
 #include <caml/mlvalues.h>
 #include <caml/fail.h>
 #include <caml/signals.h>
+#include <caml/version.h>
 
 #include <unistd.h>
 
@@ -74,6 +75,60 @@ ERL_NIF_TERM etf_binary(ErlNifEnv* env, value term) {
   return make_binary(env, {reinterpret_cast<const char*>(bytes.data()), bytes.size()});
 }
 
+// The environment of the process whose NIF call this thread, a scheduler, runs (run_here):
+// the NIF API's sends want it there, and null on the OCaml thread.
+thread_local ErlNifEnv* calling_env = nullptr;
+
+#if OCAML_VERSION_MAJOR >= 5
+// Whether a call's arguments are small enough to convert on a scheduler: at most
+// `max_terms` terms, and binaries of `max_binary` bytes in all, looked at in that budget.
+bool is_small(ErlNifEnv* env, ERL_NIF_TERM args) {
+  constexpr int max_terms = 512;
+  constexpr std::size_t max_binary = 64 * 1024;
+  ERL_NIF_TERM pending[max_terms];
+  int waiting = 0, seen = 0;
+  std::size_t bytes = 0;
+  pending[waiting++] = args;
+  while (waiting > 0) {
+    if (++seen > max_terms) return false;
+    const ERL_NIF_TERM term = pending[--waiting];
+    const auto push = [&](ERL_NIF_TERM inner) {
+      if (waiting == max_terms) return false;
+      pending[waiting++] = inner;
+      return true;
+    };
+    int arity = 0;
+    const ERL_NIF_TERM* elements = nullptr;
+    ERL_NIF_TERM head, tail;
+    ErlNifBinary binary;
+    if (enif_get_list_cell(env, term, &head, &tail)) {
+      if (!push(head) || !push(tail)) return false;
+    } else if (enif_get_tuple(env, term, &arity, &elements)) {
+      for (int i = 0; i < arity; ++i)
+        if (!push(elements[i])) return false;
+    } else if (enif_is_map(env, term)) {
+      std::size_t size = 0;
+      if (!enif_get_map_size(env, term, &size) || size > 32) return false;
+      ErlNifMapIterator entries;
+      if (!enif_map_iterator_create(env, term, &entries, ERL_NIF_MAP_ITERATOR_FIRST)) return false;
+      ERL_NIF_TERM key, value;
+      bool fits = true;
+      while (fits && enif_map_iterator_get_pair(env, &entries, &key, &value)) {
+        fits = push(key) && push(value);
+        enif_map_iterator_next(env, &entries);
+      }
+      enif_map_iterator_destroy(env, &entries);
+      if (!fits) return false;
+    } else if (enif_is_binary(env, term) && enif_inspect_binary(env, term, &binary)) {
+      if ((bytes += binary.size) > max_binary) return false;
+    } else if (enif_is_fun(env, term)) {
+      return false;  // its environment is not looked into
+    }
+  }
+  return true;
+}
+#endif
+
 std::string shortened(std::string text, std::size_t limit = 200) {
   if (text.size() > limit) text.resize(limit), text += "...";
   return text;
@@ -87,6 +142,54 @@ Atoms Atoms::make(ErlNifEnv* env) {
           atom("camlbeam_erl_call"), atom("camlbeam_send_refused"), atom("camlbeam_log"), atom("camlbeam_overdue"),
           atom("ok"), atom("error"), atom("timeout"), atom("request_failed"), atom("bad_reply"), atom("reply_too_large"),
           atom("warning"), atom("none")};
+}
+
+std::optional<ExportKey> export_key(ErlNifEnv* env, ERL_NIF_TERM fun) noexcept {
+  if (enif_is_atom(env, fun)) return ExportKey{0, fun};
+  int arity = 0;
+  const ERL_NIF_TERM* elements = nullptr;
+  if (enif_get_tuple(env, fun, &arity, &elements) && arity == 2 && enif_is_atom(env, elements[0]) &&
+      enif_is_atom(env, elements[1]))
+    return ExportKey{elements[0], elements[1]};
+  return std::nullopt;
+}
+
+bool ExportTimes::is_short(const ExportKey& key) {
+  const std::lock_guard lock(mutex_);
+  const auto found = times_.find(key);
+  return found != times_.end() && !found->second.never && found->second.short_runs >= runs_to_trust;
+}
+
+void ExportTimes::ran(const ExportKey& key, std::chrono::nanoseconds took) {
+  const std::lock_guard lock(mutex_);
+  auto found = times_.find(key);
+  if (found == times_.end()) {
+    if (times_.size() >= max_exports) return;
+    found = times_.emplace(key, Times{}).first;
+  }
+  Times& times = found->second;
+  if (times.never) return;
+  times.short_runs = took < short_run ? std::min(times.short_runs + 1, runs_to_trust) : 0;
+}
+
+bool ExportTimes::ran_on_scheduler(const ExportKey& key, std::chrono::nanoseconds took) {
+  if (took <= scheduler_budget) return false;
+  const std::lock_guard lock(mutex_);
+  if (const auto found = times_.find(key); found != times_.end()) {
+    found->second.short_runs = 0;
+    found->second.never = found->second.never || ++found->second.overruns >= overruns_to_distrust;
+  }
+  return true;
+}
+
+void ExportTimes::never_short(const ExportKey& key) {
+  const std::lock_guard lock(mutex_);
+  auto found = times_.find(key);
+  if (found == times_.end()) {
+    if (times_.size() >= max_exports) return;
+    found = times_.emplace(key, Times{}).first;
+  }
+  found->second.never = true;
 }
 
 struct Service::Ocaml {
@@ -173,7 +276,6 @@ Service* Service::running() noexcept { return the_service.load(); }
 void Service::thread_main(std::promise<std::string>* started) noexcept {
   std::optional<Ocaml> ocaml;
   try {
-    ocaml_thread_ = std::this_thread::get_id();
     ocaml.emplace(*this);
   } catch (const std::exception& e) {
     started->set_value(std::string("the OCaml runtime did not start: ") + e.what());
@@ -218,18 +320,24 @@ void Service::serve(Ocaml& ocaml) {
     // Idle. A compaction can take tens of milliseconds: never while holding the queue's
     // lock, which callers take on the VM's schedulers.
     ocaml.host.give_back_memory();
+    // Idle without the runtime, which a scheduler may borrow meanwhile (run_here).
+    const host::BlockingSection released(ocaml.runtime);
+    {
+      const std::lock_guard lock(mutex_);
+      idle_ = true;
+    }
     // A caller waiting for its answer sends its next request within microseconds: look
     // for it a little before sleeping. Waking this thread costs more than the spin (an
     // identity call through ocaml:call: 19 us with no spin, 11.5 us with 20 us of it).
     const auto until = std::chrono::steady_clock::now() + idle_spin;
     while (pending_.load(std::memory_order_acquire) == 0 && std::chrono::steady_clock::now() < until) pause();
     std::unique_lock lock(mutex_);
-    if (queue_.empty() && forgotten_.empty()) {
-      const host::BlockingSection released(ocaml.runtime);
-      sleeping_ = true;
-      wake_.wait(lock, [this] { return !queue_.empty() || !forgotten_.empty(); });
-      sleeping_ = false;
-    }
+    sleeping_ = true;
+    // Not while a scheduler borrows the runtime: this thread would wait for it, holding the
+    // queue's lock.
+    wake_.wait(lock, [this] { return (!queue_.empty() || !forgotten_.empty()) && !borrowed_; });
+    sleeping_ = false;
+    idle_ = false;
   }
 }
 
@@ -245,7 +353,6 @@ void Service::run(Ocaml& ocaml, Job& job) {
     Job& job;
     ~Done() {
       job.worker->in_service.fetch_sub(1);
-      service.current_ = nullptr;
       {
         // Unanswered (std::bad_alloc): its caller waits for its timeout.
         const std::lock_guard lock(service.mutex_);
@@ -255,7 +362,6 @@ void Service::run(Ocaml& ocaml, Job& job) {
       service.running_.reset();
     }
   } done{*this, job};
-  current_ = &job;
 
   // A call never is a load: its tag was read when it was queued.
   const std::string loading = job.load ? load_key(env, job.request) : std::string();
@@ -266,8 +372,39 @@ void Service::run(Ocaml& ocaml, Job& job) {
     }
   }
 
+  const auto started = std::chrono::steady_clock::now();
+  Current current{&worker, env, job.given, std::this_thread::get_id(), std::nullopt};
+#if OCAML_VERSION_MAJOR >= 5
+  // Timed for run_here, which takes calls with small arguments only: a call of the same
+  // export with larger ones says nothing about those.
+  if (job.caller) {
+    int arity = 0;
+    const ERL_NIF_TERM* elements = nullptr;
+    if (enif_get_tuple(env, job.request, &arity, &elements) && arity == 5 && is_small(env, elements[3]))
+      current.export_key = export_key(env, elements[2]);
+  }
+#endif
+  const std::optional<ERL_NIF_TERM> reply = execute(ocaml, worker, env, job.request, job.ref, current);
+  if (!reply) return;
+  if (!loading.empty() && is_final_load_answer(env, *reply)) {
+    OwnedEnv keep;
+    const ERL_NIF_TERM kept = enif_make_copy(keep.get(), *reply);
+    ocaml.loaded.insert_or_assign(loading, Ocaml::Loaded{std::move(keep), kept});
+  }
+  answer(job, job.ref, *reply);
+  if (current.export_key) export_times_.ran(*current.export_key, std::chrono::steady_clock::now() - started);
+}
+
+std::optional<ERL_NIF_TERM> Service::execute(Ocaml& ocaml, const Worker& worker, ErlNifEnv* env, ERL_NIF_TERM request,
+                                             ERL_NIF_TERM ref, const Current& current) {
+  current_ = &current;
+  struct Over {
+    const Current*& current;
+    ~Over() { current = nullptr; }
+  } over{current_};
+
   const conv::Root& context = ocaml.context_of(worker);
-  NifRequestSource source(env, job.request);
+  NifRequestSource source(env, request);
   const host::Answer outcome = ocaml.host.run(source, &context);
   switch (outcome.kind()) {
     case host::Answer::Kind::reply: {
@@ -275,48 +412,104 @@ void Service::run(Ocaml& ocaml, Job& job) {
       if (built.error && built.error->kind == BuildError::Kind::needs_scheduler) {
         // Its receiver makes it, on a scheduler, with the port's guard
         // (ocaml_nif_transport:decode_answer/2).
-        answer(job, job.ref, enif_make_tuple2(env, atoms_.camlbeam_reply_etf, etf_binary(env, outcome.term())));
-        break;
+        return enif_make_tuple2(env, atoms_.camlbeam_reply_etf, etf_binary(env, outcome.term()));
       }
-      ERL_NIF_TERM reply = built.term;
       if (built.error && built.error->kind == BuildError::Kind::too_large) {
-        reply = enif_make_tuple2(env, atoms_.error,
-                                 enif_make_tuple3(env, atoms_.reply_too_large, enif_make_uint64(env, built.error->size),
-                                                  enif_make_uint64(env, worker.build.max_bytes)));
-      } else if (built.error) {
+        return enif_make_tuple2(env, atoms_.error,
+                                enif_make_tuple3(env, atoms_.reply_too_large, enif_make_uint64(env, built.error->size),
+                                                 enif_make_uint64(env, worker.build.max_bytes)));
+      }
+      if (built.error) {
         // In the words of the port: its guard's for atoms and references
         // (ocaml_etf_guard), its host's for the rest (cpp/host: write_etf_reply).
         const bool guards = built.error->kind == BuildError::Kind::unknown_atom ||
                             built.error->kind == BuildError::Kind::forged_reference;
         const std::string why = guards ? built.error->message : "the answer cannot be encoded: " + built.error->message;
-        reply = enif_make_tuple2(env, atoms_.error, enif_make_tuple2(env, atoms_.bad_reply, make_binary(env, why)));
+        return enif_make_tuple2(env, atoms_.error, enif_make_tuple2(env, atoms_.bad_reply, make_binary(env, why)));
       }
-      if (!loading.empty() && !built.error && is_final_load_answer(env, reply)) {
-        OwnedEnv keep;
-        const ERL_NIF_TERM kept = enif_make_copy(keep.get(), reply);
-        ocaml.loaded.insert_or_assign(loading, Ocaml::Loaded{std::move(keep), kept});
-      }
-      // Every request with an answer has a Ref, found when it was queued.
-      answer(job, job.ref != 0 ? job.ref : ocaml_to_nif(env, outcome.ref(), worker.build).term, reply);
-      break;
+      return built.term;
     }
     case host::Answer::Kind::no_reply:
       if (!outcome.diagnostic().empty()) log(worker, "OCaml worker: cast failed: " + outcome.diagnostic());
-      break;
+      return std::nullopt;
     case host::Answer::Kind::refused: {
       const host::Error& error = *outcome.error();
-      if (job.ref == 0) {
+      if (ref == 0) {
         log(worker, "OCaml worker: request refused: " + shortened(error.message));
-        break;
+        return std::nullopt;
       }
       const ERL_NIF_TERM why =
           error.code == host::Errc::cancelled
               ? atoms_.timeout
               : enif_make_tuple2(env, atoms_.request_failed, make_binary(env, shortened(error.message, 1000)));
-      answer(job, job.ref, enif_make_tuple2(env, atoms_.error, why));
-      break;
+      return enif_make_tuple2(env, atoms_.error, why);
     }
   }
+  return std::nullopt;
+}
+
+std::optional<ERL_NIF_TERM> Service::run_here(ErlNifEnv* env, const std::shared_ptr<Worker>& worker,
+                                              ERL_NIF_TERM request, ERL_NIF_TERM given) {
+#if OCAML_VERSION_MAJOR < 5
+  // OCaml 4.13 runs OCaml code on the system stack: a scheduler's is a fraction of the
+  // OCaml thread's, and an export that recurses deep would answer Stack_overflow there
+  // (or end the VM, without an alternate signal stack) where it succeeds on its thread.
+  (void)env, (void)worker, (void)request, (void)given;
+  return std::nullopt;
+#else
+  int arity = 0;
+  const ERL_NIF_TERM* elements = nullptr;
+  if (!enif_get_tuple(env, request, &arity, &elements) || arity != 5) return std::nullopt;
+  const std::optional<ExportKey> key = export_key(env, elements[2]);
+  if (!key || !export_times_.is_short(*key) || !is_small(env, elements[3])) return std::nullopt;
+  {
+    const std::lock_guard lock(mutex_);
+    // The OCaml thread is idle in its BlockingSection, and does not leave it while
+    // borrowed_: this thread takes the runtime at once.
+    if (!idle_ || borrowed_ || !queue_.empty() || !forgotten_.empty() || worker->closed.load()) return std::nullopt;
+    borrowed_ = true;
+  }
+  struct GiveBack {
+    Service& service;
+    ~GiveBack() {
+      calling_env = nullptr;
+      bool wake = false;
+      {
+        const std::lock_guard lock(service.mutex_);
+        service.borrowed_ = false;
+        wake = service.sleeping_ && (!service.queue_.empty() || !service.forgotten_.empty());
+      }
+      if (wake) service.wake_.notify_one();
+    }
+  } give_back{*this};
+  calling_env = env;
+
+  worker->in_service.fetch_add(1);
+  struct Counted {
+    Worker& worker;
+    ~Counted() { worker.in_service.fetch_sub(1); }
+  } counted{*worker};
+  std::optional<ERL_NIF_TERM> reply;
+  std::chrono::steady_clock::duration took{};
+  {
+    // A scheduler's first borrow registers it with OCaml, once: not the export's time.
+    const host::BorrowedRuntime held(ocaml_->runtime);
+    const auto started = std::chrono::steady_clock::now();
+    const Current current{worker.get(), env, given, std::this_thread::get_id(), key};
+    reply = execute(*ocaml_, *worker, env, request, elements[1], current);
+    took = std::chrono::steady_clock::now() - started;
+  }
+  // The share of a scheduler's time slice (a millisecond, as the NIF docs count it) used.
+  const auto percent = std::chrono::duration_cast<std::chrono::microseconds>(took).count() / 10;
+  (void)enif_consume_timeslice(env, static_cast<int>(std::clamp<std::int64_t>(percent, 1, 100)));
+  if (export_times_.ran_on_scheduler(*key, took)) {
+    log(*worker, "OCaml worker: a call of an export that had run short took " +
+                     std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(took).count()) +
+                     " us on an Erlang scheduler; its calls run on the OCaml thread until they run short again");
+  }
+  if (!reply) reply = enif_make_tuple2(env, atoms_.error, enif_make_tuple2(env, atoms_.request_failed, make_binary(env, "no answer")));
+  return reply;
+#endif
 }
 
 bool Service::submit(Job job) {
@@ -402,7 +595,7 @@ void Service::answer(Job& job, ERL_NIF_TERM ref, ERL_NIF_TERM reply) noexcept {
 void Service::tell_worker(const Worker& worker, ErlNifEnv* env, ERL_NIF_TERM message) noexcept {
   ErlNifPid to = worker.pid;
   // Fails only when the worker's process is gone: its callers saw it die.
-  (void)enif_send(nullptr, &to, env, message);
+  (void)enif_send(calling_env, &to, env, message);
 }
 
 void Service::log(const Worker& worker, const std::string& text) noexcept {
@@ -433,13 +626,20 @@ void Service::overdue(std::chrono::milliseconds running, std::chrono::millisecon
 
 Service::ErlCallOutcome Service::call_erlang(std::uint64_t key, value request) {
   using Kind = ErlCallOutcome::Kind;
-  if (std::this_thread::get_id() != ocaml_thread_) {
+  if (current_ == nullptr || current_->thread != std::this_thread::get_id()) {
     return {Kind::refused, Val_unit,
             "only the thread that runs the worker's requests may call Erlang, not a thread or domain the plugin "
             "started"};
   }
-  if (current_ == nullptr || current_->worker->key != key)
+  if (current_->worker->key != key)
     return {Kind::refused, Val_unit, "the worker's request is over: Erl.call_erlang works while one of its requests runs"};
+  // An export that calls Erlang waits for a process: never one to run on a scheduler.
+  if (current_->export_key) export_times_.never_short(*current_->export_key);
+  if (calling_env != nullptr) {
+    return {Kind::refused, Val_unit,
+            "Erl.call_erlang from a call run on an Erlang scheduler (its export had always run short, and never "
+            "called Erlang): the export's calls run on the OCaml thread from now on, where it may"};
+  }
   const Worker& worker = *current_->worker;
   OwnedEnv env;
   const BuiltTerm built = ocaml_to_nif(env.get(), request, worker.build);
@@ -502,11 +702,11 @@ void Service::erl_reply(std::uint64_t id, ERL_NIF_TERM result) {
 }
 
 std::string Service::send_from_ocaml(std::uint64_t key, value pid_term, value message) {
-  if (std::this_thread::get_id() != ocaml_thread_) {
+  if (current_ == nullptr || current_->thread != std::this_thread::get_id()) {
     return "only the thread that runs the worker's requests may send to Erlang, not a thread or domain the plugin "
            "started";
   }
-  if (current_ == nullptr || current_->worker->key != key) {
+  if (current_->worker->key != key) {
     return "the worker's request is over: Erl.send works while one of its requests runs";
   }
   const Worker& worker = *current_->worker;
@@ -516,7 +716,7 @@ std::string Service::send_from_ocaml(std::uint64_t key, value pid_term, value me
   bool allowed = worker.send_policy == SendPolicy::any;
   if (worker.send_policy == SendPolicy::given) {
     ERL_NIF_TERM list = current_->given, head;
-    while (!allowed && enif_get_list_cell(current_->env.get(), list, &head, &list))
+    while (!allowed && enif_get_list_cell(current_->env, list, &head, &list))
       allowed = enif_compare(head, to.term) == 0;
   }
   if (!allowed) {
@@ -534,7 +734,8 @@ std::string Service::send_from_ocaml(std::uint64_t key, value pid_term, value me
   if (built.error) return built.error->message;
   ErlNifPid local;
   if (enif_get_local_pid(env.get(), to.term, &local)) {
-    (void)enif_send(nullptr, &local, env.get(), built.term);
+    // On a scheduler the NIF API wants the calling process's environment.
+    (void)enif_send(calling_env, &local, env.get(), built.term);
   } else {
     // A pid of another node: the worker's process sends it (enif_send reaches local ones).
     tell_worker(worker, env.get(), enif_make_tuple3(env.get(), atoms_.camlbeam_send, to.term, built.term));

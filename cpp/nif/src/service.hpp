@@ -19,6 +19,8 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace camlbeam::nif {
@@ -75,6 +77,50 @@ enum class Withdrawal : std::uint8_t {
   none
 };
 
+// An export as a call names it: Function alone ({0, Function}) or {Module, Function}, both
+// atoms (immediate terms, the same in every environment).
+using ExportKey = std::pair<ERL_NIF_TERM, ERL_NIF_TERM>;
+std::optional<ExportKey> export_key(ErlNifEnv* env, ERL_NIF_TERM fun) noexcept;
+
+// Which exports are short enough to run on the scheduler that calls them (Service::run_here):
+// those whose last `runs_to_trust` runs each took less than `short_run`, from the request's
+// arguments to its answer. A run on a scheduler over `scheduler_budget` sends the export's
+// calls back to the OCaml thread until it has run short that many times again (wall-clock
+// time: the OS may have taken the thread away, or a major GC slice fallen into the call);
+// after `overruns_to_distrust` of them, or once it calls Erlang (Erl.call_erlang waits for a
+// process), it never runs on a scheduler again.
+class ExportTimes {
+ public:
+  static constexpr std::uint32_t runs_to_trust = 8;
+  static constexpr std::chrono::microseconds short_run{50};
+  static constexpr std::chrono::microseconds scheduler_budget{1000};
+  static constexpr std::uint32_t overruns_to_distrust = 8;
+  // Exports followed at most: names beyond are never short.
+  static constexpr std::size_t max_exports = 4096;
+
+  bool is_short(const ExportKey& key);
+  // A run on the OCaml thread. Returns nothing to do.
+  void ran(const ExportKey& key, std::chrono::nanoseconds took);
+  // A run on a scheduler: whether it overran the budget (and the export's calls go to the
+  // OCaml thread again).
+  bool ran_on_scheduler(const ExportKey& key, std::chrono::nanoseconds took);
+  void never_short(const ExportKey& key);
+
+ private:
+  struct Times {
+    std::uint32_t short_runs = 0;  // in a row
+    std::uint32_t overruns = 0;    // on a scheduler
+    bool never = false;
+  };
+  struct Hash {
+    std::size_t operator()(const ExportKey& key) const noexcept {
+      return std::hash<ERL_NIF_TERM>()(key.first) * 31 + std::hash<ERL_NIF_TERM>()(key.second);
+    }
+  };
+  std::mutex mutex_;
+  std::unordered_map<ExportKey, Times, Hash> times_;
+};
+
 class Service {
  public:
   // Starts the runtime on a thread of its own and waits until it is up. Throws
@@ -86,6 +132,12 @@ class Service {
   std::uint64_t next_worker_key() noexcept { return next_key_.fetch_add(1) + 1; }
   // Queues a request; false when the worker is closed. Never waits for OCaml.
   bool submit(Job job);
+  // A call ({call, Ref, Fun, Args, Timeout}, terms of the calling process's `env`) run on
+  // the calling scheduler, its answer made in `env`: under OCaml 5, when its export is
+  // short (ExportTimes) and its arguments small, and the OCaml thread sleeps with nothing
+  // queued. Else nullopt, and the caller queues it.
+  std::optional<ERL_NIF_TERM> run_here(ErlNifEnv* env, const std::shared_ptr<Worker>& worker, ERL_NIF_TERM request,
+                                       ERL_NIF_TERM given);
   // The caller of `worker`'s request carrying `ref` gave up on it. A call answered straight
   // to its caller is taken out of the queue, or its answer dropped if it runs: after this,
   // its answer is in the caller's mailbox already or never will be. A request answered
@@ -131,6 +183,19 @@ class Service {
   // The watch's thread: the running request ignored its deadline's cancel.
   void overdue(std::chrono::milliseconds running, std::chrono::milliseconds timeout) noexcept;
 
+  // What the request running now may do, on whichever thread holds the runtime for it.
+  struct Current {
+    const Worker* worker;
+    ErlNifEnv* env;          // where `given` lives
+    ERL_NIF_TERM given;      // the pids its arguments give OCaml (a list)
+    std::thread::id thread;  // the thread running it: the only one that may send
+    std::optional<ExportKey> export_key;  // a call's export, for ExportTimes
+  };
+  // Runs a request on the thread holding the runtime: its reply (a term of `env`), or
+  // nullopt for a request without one (a cast; its failure logged).
+  std::optional<ERL_NIF_TERM> execute(Ocaml& ocaml, const Worker& worker, ErlNifEnv* env, ERL_NIF_TERM request,
+                                      ERL_NIF_TERM ref, const Current& current);
+
   const Atoms atoms_;
   std::atomic<std::uint64_t> next_key_{0};
 
@@ -139,6 +204,7 @@ class Service {
   std::deque<Job> queue_;
   std::vector<std::uint64_t> forgotten_;  // workers whose contexts the OCaml thread drops
   bool sleeping_ = false;                 // the OCaml thread waits on wake_
+  bool idle_ = false;                     // it has released the runtime, with nothing to do
   Job* active_ = nullptr;                 // the request running, until it is answered
   std::atomic<std::size_t> pending_{0};   // queue_.size(), read without the lock
 
@@ -154,8 +220,10 @@ class Service {
   // The worker whose request runs, for the watch's thread (overdue).
   std::mutex running_mutex_;
   std::shared_ptr<Worker> running_;
-  Job* current_ = nullptr;  // OCaml thread only
-  std::thread::id ocaml_thread_;
+  const Current* current_ = nullptr;  // the thread holding the runtime only
+  // A scheduler runs a call (run_here): the OCaml thread sleeps until it is done.
+  bool borrowed_ = false;  // guarded by mutex_
+  ExportTimes export_times_;
   std::thread thread_;
 };
 

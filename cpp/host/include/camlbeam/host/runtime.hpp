@@ -37,7 +37,8 @@ class Runtime {
 
   // The calling thread started the runtime (it may hold it or have released it).
   bool is_runtime_thread() const noexcept;
-  // The calling thread may use OCaml now: it started the runtime and has not released it.
+  // The calling thread may use OCaml now: it started the runtime and has not released it,
+  // or it borrows it (BorrowedRuntime).
   bool held_by_this_thread() const noexcept;
 
  private:
@@ -47,6 +48,25 @@ class Runtime {
   std::vector<std::string> args_;
   std::vector<char*> argv_;
   std::thread::id thread_;
+};
+
+// Takes the runtime, for its lifetime, on a thread that did not start it: a thread of the
+// embedding program (the nif transport's schedulers, cpp/nif) runs a request while the
+// runtime thread waits inside a BlockingSection. The caller makes sure that the runtime
+// thread does not take the runtime back meanwhile: this takes the runtime's lock and waits
+// for it. The thread is registered with OCaml at its first borrow (caml_c_thread_register)
+// and stays registered, blocked outside OCaml, between borrows. Under OCaml 4.13 OCaml code
+// then runs on this thread's own stack: see README.md, "Threads", for what that takes.
+class BorrowedRuntime {
+ public:
+  // Throws RuntimeError if this thread holds the runtime already (the runtime thread, or a
+  // borrow), or OCaml cannot register it.
+  explicit BorrowedRuntime(const Runtime& runtime);
+  ~BorrowedRuntime();
+  BorrowedRuntime(const BorrowedRuntime&) = delete;
+  BorrowedRuntime& operator=(const BorrowedRuntime&) = delete;
+  BorrowedRuntime(BorrowedRuntime&&) = delete;
+  BorrowedRuntime& operator=(BorrowedRuntime&&) = delete;
 };
 
 // Releases the runtime for its lifetime, so that other threads can run OCaml (OCaml 4
