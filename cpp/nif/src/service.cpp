@@ -485,10 +485,19 @@ std::optional<ERL_NIF_TERM> Service::run_here(ErlNifEnv* env, const std::shared_
   calling_env = env;
 
   worker->in_service.fetch_add(1);
+  {
+    const std::lock_guard lock(running_mutex_);
+    running_ = worker;  // for overdue()
+  }
   struct Counted {
+    Service& service;
     Worker& worker;
-    ~Counted() { worker.in_service.fetch_sub(1); }
-  } counted{*worker};
+    ~Counted() {
+      worker.in_service.fetch_sub(1);
+      const std::lock_guard lock(service.running_mutex_);
+      service.running_.reset();
+    }
+  } counted{*this, *worker};
   std::optional<ERL_NIF_TERM> reply;
   std::chrono::steady_clock::duration took{};
   {
