@@ -178,15 +178,16 @@ by_module(Exports) ->
 %% @doc The modules of a registered pool that export a function named
 %% `Function' ({@link exports/1} of its row), sorted; `no_pool' when the pool
 %% has no row (it stopped, or this server restarted and it has not registered
-%% again yet). One ETS lookup on the request path (a second one when no module
-%% exports the name), no message to this server.
+%% again yet), or is dead and its row not deleted yet (as {@link pool/1}).
+%% One ETS lookup on the request path (more only when no module exports the
+%% name), no message to this server.
 -spec exporters(pid(), atom()) -> [module()] | no_pool.
 exporters(Pool, Function) ->
     try ets:lookup(?NAMES, {Pool, Function}) of
         [{_, Modules}] ->
             Modules;
         [] ->
-            case ets:member(?POOLS, Pool) of
+            case ets:member(?POOLS, Pool) andalso is_process_alive(Pool) of
                 true -> [];
                 false -> no_pool
             end
