@@ -1,30 +1,35 @@
 %% @doc Where callers find the workers of a pool.
 %%
-%% Owns two named ETS tables that outlive every pool: `camlbeam_pools' (one row
-%% per pool: its manager, the plugins its workers load and what they export) and
-%% `camlbeam_workers' (one row per live worker: its process, its coupling's
-%% module and handle, its counter of calls in flight). Writes go through this
-%% server, which monitors what each row describes and deletes the row when
-%% that process dies; reads are plain ETS lookups by the callers themselves,
-%% so the request path never waits on this process.
+%% Owns three named ETS tables that outlive every pool: `camlbeam_pools' (one row
+%% per pool: its manager, the plugins its workers load and what they export),
+%% `camlbeam_pool_names' (one row per function name a pool exports: the modules
+%% of the pool that export it, {@link exporters/2}) and `camlbeam_workers' (one
+%% row per live worker: its process, its coupling's module and handle, its
+%% counter of calls in flight). Writes go through this server, which monitors
+%% what each row describes and deletes the row when that process dies; reads
+%% are plain ETS lookups by the callers themselves, so the request path never
+%% waits on this process.
 %%
 %% If this server restarts, its tables start empty: every pool manager and
 %% every ready worker monitors it and registers again once it is back
-%% ({@link await/0}), so pools outlive it, whoever supervises them. Meanwhile
-%% a lookup finds nothing (`noproc' for a call), never a `badarg'.
+%% ({@link await/0}, {@link restore_pool/5}), so pools outlive it, whoever
+%% supervises them. Meanwhile a lookup finds nothing (`noproc' for a call),
+%% never a `badarg'.
 -module(camlbeam_registry).
 -behaviour(gen_server).
 
 -include("camlbeam_registry.hrl").
 
 -export([start_link/0]).
--export([register_pool/3, set_plugins/2, set_exports/2, set_created_atoms/2, register_worker/2,
+-export([register_pool/3, restore_pool/5, set_plugins/2, set_exports/2, set_created_atoms/2, register_worker/2,
          unregister_worker/1]).
--export([pool/1, workers/1, reported_exports/1, created_atoms/1, exports/1, await/0, monitor/0]).
+-export([pool/1, workers/1, reported_exports/1, created_atoms/1, exports/1, exporters/2, await/0,
+         monitor/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -define(POOLS, camlbeam_pools).
 -define(WORKERS, camlbeam_workers).
+-define(NAMES, camlbeam_pool_names).
 
 -type state() :: #{monitors := #{reference() => {pool | worker, pid()}},
                    watched := #{pid() => reference()}}.
@@ -42,6 +47,16 @@ start_link() ->
     [file:filename_all()].
 register_pool(Pool, Manager, InitialPlugins) ->
     gen_server:call(?MODULE, {register_pool, Pool, Manager, InitialPlugins}).
+
+%% @doc Registers `Pool' again, all it had at once, after this server restarted
+%% with empty tables: its manager, plugins, exports and created atoms. At once,
+%% so that a caller finding the pool's row finds its names too
+%% ({@link exporters/2}).
+-spec restore_pool(Pool :: pid(), Manager :: pid(), [file:filename_all()],
+                   #{hello | file:filename_all() => [ocaml:export()]}, #{binary() => []}) -> ok.
+restore_pool(Pool, Manager, Plugins, Exports, CreatedAtoms) ->
+    gen_server:call(?MODULE, {restore_pool, #camlbeam_pool{pool = Pool, manager = Manager, plugins = Plugins,
+                                                           exports = Exports, created_atoms = CreatedAtoms}}).
 
 %% @doc Replaces the plugin list of a registered pool.
 -spec set_plugins(Pool :: pid(), [file:filename_all()]) -> ok.
@@ -160,6 +175,26 @@ exports(#camlbeam_pool{plugins = Plugins, exports = Reported}) ->
 by_module(Exports) ->
     maps:groups_from_list(fun(Export) -> element(1, Export) end, Exports).
 
+%% @doc The modules of a registered pool that export a function named
+%% `Function' ({@link exports/1} of its row), sorted; `no_pool' when the pool
+%% has no row (it stopped, or this server restarted and it has not registered
+%% again yet), or is dead and its row not deleted yet (as {@link pool/1}).
+%% One ETS lookup on the request path (more only when no module exports the
+%% name), no message to this server.
+-spec exporters(pid(), atom()) -> [module()] | no_pool.
+exporters(Pool, Function) ->
+    try ets:lookup(?NAMES, {Pool, Function}) of
+        [{_, Modules}] ->
+            Modules;
+        [] ->
+            case ets:member(?POOLS, Pool) andalso is_process_alive(Pool) of
+                true -> [];
+                false -> no_pool
+            end
+    catch
+        error:badarg -> no_pool
+    end.
+
 %% @doc The live workers of a pool, by increasing id.
 -spec workers(pid()) -> [#camlbeam_worker{}].
 workers(Pool) ->
@@ -178,6 +213,8 @@ init([]) ->
                          {read_concurrency, true}]),
     _ = ets:new(?WORKERS, [named_table, ordered_set, protected, {keypos, #camlbeam_worker.key},
                            {read_concurrency, true}]),
+    %% Keyed {Pool, Function}: ordered, so that one pool's names are a range.
+    _ = ets:new(?NAMES, [named_table, ordered_set, protected, {read_concurrency, true}]),
     {ok, #{monitors => #{}, watched => #{}}}.
 
 -spec handle_call(term(), gen_server:from(), state()) -> {reply, term(), state()}.
@@ -191,11 +228,15 @@ handle_call({register_pool, Pool, Manager, InitialPlugins}, _From, State) ->
                                                      plugins = InitialPlugins}),
             {reply, InitialPlugins, monitor_process(pool, Pool, State)}
     end;
+handle_call({restore_pool, #camlbeam_pool{pool = Pool} = Row}, _From, State) ->
+    ok = index_names(Row),
+    true = ets:insert(?POOLS, Row),
+    {reply, ok, monitor_process(pool, Pool, State)};
 handle_call({set_plugins, Pool, Plugins}, _From, State) ->
-    _ = ets:update_element(?POOLS, Pool, {#camlbeam_pool.plugins, Plugins}),
+    ok = update_exported(Pool, fun(Row) -> Row#camlbeam_pool{plugins = Plugins} end),
     {reply, ok, State};
 handle_call({set_exports, Pool, Exports}, _From, State) ->
-    _ = ets:update_element(?POOLS, Pool, {#camlbeam_pool.exports, Exports}),
+    ok = update_exported(Pool, fun(Row) -> Row#camlbeam_pool{exports = Exports} end),
     {reply, ok, State};
 handle_call({set_created_atoms, Pool, Texts}, _From, State) ->
     _ = ets:update_element(?POOLS, Pool, {#camlbeam_pool.created_atoms, Texts}),
@@ -222,6 +263,7 @@ handle_info({'DOWN', Mref, process, _, _}, #{monitors := Monitors, watched := Wa
     case maps:take(Mref, Monitors) of
         {{pool, Pool}, Rest} ->
             true = ets:delete(?POOLS, Pool),
+            _ = ets:select_delete(?NAMES, [{{{Pool, '_'}, '_'}, [], [true]}]),
             _ = ets:select_delete(?WORKERS,
                                   [{worker_pattern([{#camlbeam_worker.key, {Pool, '_'}}]), [], [true]}]),
             {noreply, State#{monitors := Rest, watched := maps:remove(Pool, Watched)}};
@@ -237,6 +279,33 @@ handle_info(_Info, State) ->
     {noreply, State}.
 
 %%% Internals
+
+%% A change to what a pool's row exports (its plugins, or the exports reported
+%% for them), and its names with it.
+-spec update_exported(pid(), fun((#camlbeam_pool{}) -> #camlbeam_pool{})) -> ok.
+update_exported(Pool, Change) ->
+    case ets:lookup(?POOLS, Pool) of
+        [Row] ->
+            Changed = Change(Row),
+            ok = index_names(Changed),
+            true = ets:insert(?POOLS, Changed),
+            ok;
+        [] ->
+            ok
+    end.
+
+%% Sets the rows of camlbeam_pool_names to what the pool's row exports. The new
+%% rows go in with one insert, before the names that went are deleted: a
+%% caller never finds a name missing that the pool exports before and after.
+-spec index_names(#camlbeam_pool{}) -> ok.
+index_names(#camlbeam_pool{pool = Pool} = Row) ->
+    Exporters = maps:groups_from_list(fun({_, Function, _, _}) -> Function end,
+                                      fun({Module, _, _, _}) -> Module end, exports(Row)),
+    Names = [{{Pool, Function}, lists:usort(Modules)} || {Function, Modules} <- maps:to_list(Exporters)],
+    Indexed = ets:select(?NAMES, [{{{Pool, '$1'}, '_'}, [], ['$1']}]),
+    true = ets:insert(?NAMES, Names),
+    _ = [ets:delete(?NAMES, {Pool, Function}) || Function <- Indexed, not is_map_key(Function, Exporters)],
+    ok.
 
 %% One monitor per process, however often it registers.
 -spec monitor_process(pool | worker, pid(), state()) -> state().

@@ -32,9 +32,12 @@
 %% <li>The option `executable' has no use: a pool that sets it is refused
 %% (`{bad_option, executable, Path}'); so is `max_memory' (the memory is the
 %% VM's).</li>
-%% <li>An unqualified function name is looked up among the modules of every
-%% plugin the VM's runtime loaded, not only the pool's: name the module
-%% (`{Module, Function}') where plugins of two pools export the same name.</li>
+%% <li>The runtime holds the modules of every pool's plugins, but a pool calls
+%% only its own: the caller looks the function's name up among the pool's
+%% exports ({@link qualify/2}, what {@link ocaml:exports/1} lists) and sends
+%% the runtime `{Module, Function}', or answers the port's error at once
+%% without queueing anything. Plugins of two pools that export the same name
+%% do not make it ambiguous in either.</li>
 %% <li>`max_queue_bytes' (the bytes unread in a port's pipe) does not apply: a
 %% worker's queue is bounded by `max_queue' (calls, each a copy of its
 %% request); `max_request_size' neither (a request is the caller's own term).
@@ -49,6 +52,7 @@
 
 -export([prepare/1, start_link/2, send_call/5, send_cast/3, cancel/2, answered/1, decode_answer/2,
          load/3, recycle/1, stop/1, describe/1]).
+-export([qualify/2]).
 
 %% @doc Loads the VM's OCaml runtime if no pool did (the pool's option
 %% `ocaml'), and checks that it is the one the pool asks for. Plugins must
@@ -72,19 +76,67 @@ prepare(#{ocaml := Ocaml} = Config) ->
 start_link(Pool, Id) ->
     ocaml_nif_worker:start_link(Pool, Id).
 
-%% @doc Runs `{call, Alias, Fun, Args, Deadline}' at once, on this scheduler,
-%% when its export is short (under OCaml 5: `cpp/nif/README.md'), else queues
-%% it on the worker's handle.
+%% @doc Runs `{call, Alias, {Module, Function}, Args, Deadline}', the name
+%% qualified among the pool's exports ({@link qualify/2}), at once on this
+%% scheduler when its export is short (under OCaml 5: `cpp/nif/README.md'),
+%% else queues it on the worker's handle; a name the pool does not export is
+%% answered here.
 -spec send_call(#ocaml_nif{}, reference(), ocaml:fun_name(), [term()], timeout()) ->
     ok | {answered, term()} | unsent | {error, ocaml_transport:send_refusal()}.
-send_call(Worker, Alias, Fun, Args, Deadline) ->
-    queue_call(Worker, Alias, Fun, Args, Deadline).
+send_call(#ocaml_nif{pool = Pool} = Worker, Alias, Name, Args, Deadline) ->
+    case qualify(Pool, Name) of
+        {ok, Fun} -> queue_call(Worker, Alias, Fun, Args, Deadline);
+        NotSent -> NotSent
+    end.
 
 %% @doc Queues a call nobody awaits, under the pool's `cast_timeout': its
-%% `Ref' names the function, for the worker's log if it fails.
+%% `Ref' names the function as the caller did, for the worker's log if it
+%% fails. A name the pool does not export is not queued, and logged by the
+%% worker as a failed cast.
 -spec send_cast(#ocaml_nif{}, ocaml:fun_name(), [term()]) -> ok | unsent | {error, ocaml_transport:send_refusal()}.
-send_cast(#ocaml_nif{cast_timeout = Timeout} = Worker, Fun, Args) ->
-    queue_cast(Worker, Fun, Args, Timeout).
+send_cast(#ocaml_nif{pool = Pool, process = Process, cast_timeout = Timeout} = Worker, Name, Args) ->
+    case qualify(Pool, Name) of
+        {ok, Fun} -> queue_cast(Worker, Name, Fun, Args, Timeout);
+        {error, _} = Unexported ->
+            Process ! {camlbeam_cast_unexported, Name, Unexported},
+            ok;
+        unsent -> unsent
+    end.
+
+%% @doc What a function name means in `Pool': the one function of the pool's
+%% exports ({@link ocaml:exports/1}) it names, `{Module, Function}', or the
+%% error a port worker of the pool answers for it (`Erl''s dispatch, the
+%% arity left to the export: `badarity' is its answer):
+%% <ul>
+%% <li>`Function' that one module of the pool exports: `{ok, {Module, Function}}';
+%% none: `{error, {undef, Function}}'; several: `{error, {ambiguous, Function,
+%% Modules}}', Modules sorted;</li>
+%% <li>`{Module, Function}' the pool exports: itself; otherwise
+%% `{error, {undef, {Module, Function}}}'.</li>
+%% </ul>
+%% `unsent' when the pool is not in the registry (it stopped, or the
+%% registry restarted and the pool has not registered again): the caller then
+%% finds the pool gone, as it would have before picking the worker.
+%% Plain ETS reads ({@link camlbeam_registry:exporters/2}), in the caller.
+-spec qualify(pid(), ocaml:fun_name()) ->
+    {ok, {module(), atom()}} | {error, ocaml_transport:unexported()} | unsent.
+qualify(Pool, {Module, Function} = Qualified) ->
+    case camlbeam_registry:exporters(Pool, Function) of
+        no_pool ->
+            unsent;
+        Modules ->
+            case lists:member(Module, Modules) of
+                true -> {ok, Qualified};
+                false -> {error, {undef, Qualified}}
+            end
+    end;
+qualify(Pool, Function) ->
+    case camlbeam_registry:exporters(Pool, Function) of
+        [Module] -> {ok, {Module, Function}};
+        [] -> {error, {undef, Function}};
+        no_pool -> unsent;
+        Modules -> {error, {ambiguous, Function, Modules}}
+    end.
 
 %% @doc Withdraws the call: taken out of the queue, or its answer dropped if
 %% it runs (it runs on to its deadline, when the runtime interrupts it).
@@ -174,7 +226,7 @@ ensure_runtime(Ocaml) ->
 
 %% A call, run at once when its export is short, else queued, its answer
 %% coming to the caller.
--spec queue_call(#ocaml_nif{}, reference(), ocaml:fun_name(), [term()], timeout()) ->
+-spec queue_call(#ocaml_nif{}, reference(), {module(), atom()}, [term()], timeout()) ->
     ok | {answered, term()} | unsent.
 queue_call(#ocaml_nif{worker = Worker, in_flight = InFlight} = Handle, Alias, Fun, Args, Deadline) ->
     Given = given_pids(Handle, Args),
@@ -186,12 +238,13 @@ queue_call(#ocaml_nif{worker = Worker, in_flight = InFlight} = Handle, Alias, Fu
         closed -> not_queued(InFlight)
     end.
 
-%% A cast, queued, its outcome going to the worker's process.
--spec queue_cast(#ocaml_nif{}, ocaml:fun_name(), [term()], timeout()) -> ok | unsent.
-queue_cast(#ocaml_nif{worker = Worker, in_flight = InFlight} = Handle, Fun, Args, Deadline) ->
+%% A cast, queued, its outcome going to the worker's process, which logs a
+%% failure with the name the caller gave.
+-spec queue_cast(#ocaml_nif{}, ocaml:fun_name(), {module(), atom()}, [term()], timeout()) -> ok | unsent.
+queue_cast(#ocaml_nif{worker = Worker, in_flight = InFlight} = Handle, Name, Fun, Args, Deadline) ->
     Given = given_pids(Handle, Args),
     ok = ocaml_transport:count_in(InFlight),
-    case camlbeam_nif:request(Worker, {call, {camlbeam_cast, Fun}, Fun, Args, Deadline}, Given) of
+    case camlbeam_nif:request(Worker, {call, {camlbeam_cast, Name}, Fun, Args, Deadline}, Given) of
         ok -> ok;
         closed -> not_queued(InFlight)
     end.

@@ -141,7 +141,7 @@ handle_info({camlbeam_reply, Ref, Answer}, #state{handle = #ocaml_nif{in_flight 
         {camlbeam_cast, Fun} ->
             case Answer of
                 {ok, _} -> {noreply, State};
-                _ -> {noreply, log(warning, "OCaml worker: cast ~tp failed: ~tP", [Fun, Answer, 12], State)}
+                _ -> {noreply, cast_failed(Fun, Answer, State)}
             end;
         _ ->
             Ref ! {Ref, Answer},
@@ -150,6 +150,9 @@ handle_info({camlbeam_reply, Ref, Answer}, #state{handle = #ocaml_nif{in_flight 
                 false -> {noreply, State}
             end
     end;
+handle_info({camlbeam_cast_unexported, Fun, Error}, State) ->
+    %% Never queued (ocaml_nif_transport:send_cast/3), so never counted in.
+    {noreply, cast_failed(Fun, Error, State)};
 handle_info({camlbeam_send_etf, Pid, Etf}, State) ->
     case ocaml_etf_guard:decode(Etf) of
         {ok, Message} ->
@@ -232,13 +235,14 @@ start(#state{manager = Manager, id = Id} = State0) ->
 -spec with_handle(#state{}) -> #state{}.
 with_handle(#state{handle = #ocaml_nif{}} = State) ->
     State;
-with_handle(#state{id = Id, setup = #{policy := #{send := Send}, cast_timeout := CastTimeout,
-                                      max_reply_size := MaxReply}} = State) ->
+with_handle(#state{pool = Pool, id = Id, setup = #{policy := #{send := Send}, cast_timeout := CastTimeout,
+                                                   max_reply_size := MaxReply}} = State) ->
     Worker = camlbeam_nif:new_worker(Id, self(), Send, atom_to_binary(node()), erlang:system_info(creation),
                                      MaxReply),
     {ok, #{ocaml_version := Version}} = camlbeam_nif:runtime_info(),
     _ = erlang:send_after(?RECOUNT_INTERVAL, self(), recount),
-    State#state{handle = #ocaml_nif{worker = Worker, in_flight = ocaml_transport:new_counter(),
+    State#state{handle = #ocaml_nif{worker = Worker, pool = Pool, process = self(),
+                                    in_flight = ocaml_transport:new_counter(),
                                     give_pids = Send =:= given, cast_timeout = CastTimeout,
                                     ocaml_version = Version}}.
 
@@ -354,6 +358,11 @@ unpublish(State) ->
     State.
 
 %%% Logs
+
+%% Nobody awaits a cast's answer: an error is only logged, as a port worker logs it.
+-spec cast_failed(ocaml:fun_name(), term(), #state{}) -> #state{}.
+cast_failed(Fun, Answer, State) ->
+    log(warning, "OCaml worker: cast ~tp failed: ~tP", [Fun, Answer, 12], State).
 
 %% Logs within the worker's budget (ocaml_log_window).
 -spec log(logger:level(), io:format(), [term()], #state{}) -> #state{}.

@@ -690,11 +690,9 @@ reregister(#state{pool = Pool, plugins = Plugins} = State) ->
         undefined ->
             State#state{registry = none};
         _ ->
-            try camlbeam_registry:register_pool(Pool, self(), [Path || {Path, loaded} <- Plugins]) of
-                _ ->
-                    ok = camlbeam_registry:set_exports(Pool, State#state.exports),
-                    ok = camlbeam_registry:set_created_atoms(Pool, State#state.atoms),
-                    State#state{registry = camlbeam_registry:monitor()}
+            try camlbeam_registry:restore_pool(Pool, self(), [Path || {Path, loaded} <- Plugins],
+                                               State#state.exports, State#state.atoms) of
+                ok -> State#state{registry = camlbeam_registry:monitor()}
             catch
                 exit:_ -> reregister(State)
             end

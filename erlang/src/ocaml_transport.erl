@@ -69,7 +69,7 @@
 
 -export([callback_module/1, names/0]).
 -export([new_counter/0, in_flight/1, count_in/1, count_out/1, correct/2, recount/3]).
--export_type([name/0, handle/0, counter/0, send_refusal/0, answer_kind/0, worker_description/0,
+-export_type([name/0, handle/0, counter/0, send_refusal/0, unexported/0, answer_kind/0, worker_description/0,
               count_seen/0]).
 
 -type name() :: port | node | nif.
@@ -83,8 +83,15 @@
 %% A worker's count of requests in flight ({@link new_counter/0}).
 
 -type send_refusal() :: overloaded
-                      | {request_too_large, Size :: pos_integer(), Limit :: pos_integer()}.
+                      | {request_too_large, Size :: pos_integer(), Limit :: pos_integer()}
+                      | unexported().
 %% Why a worker did not take a request, which the caller answers at once.
+
+-type unexported() :: {undef, ocaml:fun_name()}
+                    | {ambiguous, Function :: atom(), Modules :: [module(), ...]}.
+%% A name no function of the pool has, as the OCaml side answers it: what a
+%% coupling that looks names up in the caller (the nif's shared runtime holds
+%% every pool's plugins, {@link ocaml_nif_transport:qualify/2}) answers at once.
 
 -type answer_kind() :: call | load.
 %% What an answer arriving at an alias is the answer to: a call

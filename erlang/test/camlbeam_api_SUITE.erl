@@ -22,7 +22,8 @@ groups() ->
 
 cases(Group) ->
     [Case || Case <- [start_call_stop, stopped_pool_is_gone_at_once, named_pool, workers_info, flavour_from_plugins,
-                      cast, undef, exports_in_modules, plugins_stay_in_their_pool, module_replaced_by_new_version,
+                      cast, undef, exports_in_modules, plugins_stay_in_their_pool,
+                      loaded_names_stay_in_their_pool, module_replaced_by_new_version,
                       badarity, badarg, strings_and_maps, ocaml_exception, stack_overflow, nan_is_bad_reply,
                       vm_crashing_map_is_bad_reply,
                       timeout_drops_late_reply, infinity_timeout, overloaded, unknown_atom_is_bad_reply,
@@ -42,14 +43,6 @@ left_out(nif) ->
      %% runtime per VM: ocaml_nif_transport), and the case kills the workers' OS process,
      %% which under nif is the VM.
      module_replaced_by_new_version,
-     %% nif: fails today: a pool sees the plugins other pools of the VM loaded: after
-     %% another pool loaded camlbeam_twin, a pool of camlbeam_test alone answers add with
-     %% {error,{ambiguous,add,[camlbeam_test,camlbeam_twin]}}, though ocaml:exports/1 of
-     %% that pool lists camlbeam_test's alone.
-     plugins_stay_in_their_pool,
-     %% nif: fails today (as plugins_stay_in_their_pool): the camlbeam_twin it loads stays
-     %% seen by every later pool of the VM, whose add is then {error,{ambiguous,add,...}}.
-     exports_in_modules,
      %% The atoms plugin declares the atoms CAMLBEAM_TEST_ATOMS names, which these cases
      %% set with os:putenv/2; since OTP 21 that is the VM's own copy of the environment,
      %% not the C one an OCaml runtime inside the VM reads (it sees the variable unset).
@@ -261,6 +254,45 @@ plugins_stay_in_their_pool(Config) ->
     ?assertEqual({error, {undef, twin_only}}, ocaml:call(Pool, twin_only, [])),
     ?assertEqual({error, {undef, {camlbeam_twin, add}}}, ocaml:call(Pool, {camlbeam_twin, add}, [1, 2])),
     ?assertEqual([camlbeam_test], lists:usort([M || {M, _, _, _} <- ocaml:exports(Pool)])).
+
+%% A plugin ocaml:load/2 adds is called by its names, alone or with its module, in that
+%% pool from when the load answers (also once the pool's manager restarted), and in no
+%% other pool: under nif, where every pool's plugins are in the VM's one runtime, the
+%% other pool answers as a port worker that never loaded it does, casts included. The
+%% arity stays the export's business.
+loaded_names_stay_in_their_pool(Config) ->
+    Pool = ?LIB:start_pool(Config, #{}),
+    Other = ?LIB:start_pool(Config, #{}),
+    ?assertEqual({error, {undef, extra_hello}}, ocaml:call(Pool, extra_hello, [<<"x">>])),
+    ok = ocaml:load(Pool, ?LIB:plugin(Config, "camlbeam_extra")),
+    ?assertEqual({ok, <<"hello, x">>}, ocaml:call(Pool, extra_hello, [<<"x">>])),
+    ?assertEqual({ok, <<"hello, y">>}, ocaml:call(Pool, {camlbeam_extra, extra_hello}, [<<"y">>])),
+    ?assertEqual({error, {badarity, 1, 2}}, ocaml:call(Pool, extra_hello, [<<"x">>, <<"y">>])),
+    ?assertEqual({error, {undef, extra_hello}}, ocaml:call(Other, extra_hello, [<<"x">>])),
+    ?assertEqual({error, {undef, {camlbeam_extra, extra_hello}}},
+                 ocaml:call(Other, {camlbeam_extra, extra_hello}, [<<"x">>])),
+    Logs = ?LIB:add_log_collector(),
+    try
+        ?assertEqual(ok, ocaml:cast(Other, {camlbeam_extra, extra_hello}, [<<"x">>])),
+        ?LIB:logged(fun(#{level := warning} = Event) ->
+                            ?LIB:mentions(Event, ["cast", "camlbeam_extra", "extra_hello", "undef"]);
+                       (_) ->
+                            false
+                    end, 5000)
+    after
+        ?LIB:remove_log_collector(Logs)
+    end,
+    %% A name of the other pool's later plugin stays out of this one, and a restarted
+    %% manager goes on adding to what the pool calls.
+    kill_manager(Other),
+    %% The manager's restart restarts the workers too (rest_for_one).
+    ?LIB:wait_until(fun() -> ocaml:call(Other, identity, [1]) =:= {ok, 1} end, 5000),
+    ok = ocaml:load(Other, ?LIB:plugin(Config, "camlbeam_twin")),
+    ?assertEqual({error, {ambiguous, add, [camlbeam_test, camlbeam_twin]}}, ocaml:call(Other, add, [1, 2])),
+    ?assertEqual({ok, <<"v1">>}, ocaml:call(Other, twin_only, [])),
+    ?assertEqual({ok, 3}, ocaml:call(Pool, add, [1, 2])),
+    ?assertEqual({error, {undef, twin_only}}, ocaml:call(Pool, twin_only, [])),
+    ?assertEqual({ok, <<"hello, z">>}, ocaml:call(Pool, extra_hello, [<<"z">>])).
 
 %% A new version of a plugin, loaded under another file name, names its old module: it
 %% replaces that module's exports whole, in every worker and in ocaml:exports/1, logged
