@@ -109,10 +109,10 @@ new_worker(_Id, _WorkerPid, _SendPolicy, _Node, _Creation, _MaxReply) ->
 request(_Worker, _Request, _GivenPids) ->
     erlang:nif_error(nif_not_loaded).
 
-%% @doc A call (`{call, Alias, Fun, Args, Timeout}'), run at once on the
+%% @doc A call (`{call, Ref, Fun, Args, Timeout}'), run at once on the
 %% calling scheduler under OCaml 5 when its export has always run short and
 %% its arguments are small (`{answered, Answer}'), else queued (`ok'), its
-%% answer coming straight to the calling process as `{Alias, Answer}'; the
+%% answer coming straight to the calling process as `{Ref, Answer}'; the
 %% caller counts it out, and withdraws it with {@link cancel/2} when it gives
 %% up.
 -spec call(worker(), {call, reference(), term(), list(), timeout()}, [pid()]) -> {answered, term()} | ok | closed.

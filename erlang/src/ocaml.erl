@@ -692,46 +692,42 @@ least_loaded([#camlbeam_worker{in_flight = InFlight} = Worker | Workers], Best, 
     {ok, term()} | {error, call_error()} | unsent.
 call_worker(#camlbeam_worker{pid = Worker, transport = Transport, handle = Handle},
             Fun, Args, Started, Timeout) ->
-    %% The alias is deactivated with the monitor: an answer sent after the
-    %% caller gave up is dropped by the VM instead of landing in its mailbox.
-    Alias = erlang:monitor(process, Worker, [{alias, demonitor}]),
     %% What is left of the timeout when the request is sent is the worker's.
-    case Transport:send_call(Handle, Alias, Fun, Args, time_left(Started, Timeout)) of
-        ok ->
-            await(Transport, Handle, Alias, time_left(Started, Timeout));
+    case Transport:send_call(Handle, Worker, Fun, Args, time_left(Started, Timeout)) of
+        {sent, Tag, Monitor} ->
+            await(Transport, Handle, Tag, Monitor, time_left(Started, Timeout));
         {answered, Answer} ->
-            erlang:demonitor(Alias, [flush]),
             answered(Transport, Handle, Answer);
-        Refused ->
-            erlang:demonitor(Alias, [flush]),
-            Refused
+        NotSent ->
+            NotSent
     end.
 
--spec await(module(), ocaml_transport:handle(), reference(), timeout()) ->
+-spec await(module(), ocaml_transport:handle(), reference(), reference(), timeout()) ->
     {ok, term()} | {error, call_error()}.
-await(Transport, Handle, Alias, Timeout) ->
+await(Transport, Handle, Tag, Monitor, Timeout) ->
     receive
-        {Alias, Answer} ->
-            erlang:demonitor(Alias, [flush]),
+        {Tag, Answer} ->
+            erlang:demonitor(Monitor, [flush]),
             answered(Transport, Handle, Answer);
-        {'DOWN', Alias, process, _, Reason} ->
+        {'DOWN', Monitor, process, _, Reason} ->
             %% Under nif the call may still run, and would answer this process.
-            given_up(Transport, Handle, Alias, {error, {worker_crashed, Reason}})
+            given_up(Transport, Handle, Tag, {error, {worker_crashed, Reason}})
     after Timeout ->
-        %% The answer will be dropped: the alias goes with the monitor. The
-        %% cancel lets the worker answer at once if it has not started it.
-        erlang:demonitor(Alias, [flush]),
-        given_up(Transport, Handle, Alias, {error, timeout})
+        %% The answer will not reach this process once the cancel is made (the
+        %% port: its alias goes with the monitor). The cancel lets the worker
+        %% answer at once if it has not started it.
+        erlang:demonitor(Monitor, [flush]),
+        given_up(Transport, Handle, Tag, {error, timeout})
     end.
 
 %% After the cancel, the answer is here if the worker sent it before the alias
 %% went (or, under nif, before the call was withdrawn), and never comes later.
 -spec given_up(module(), ocaml_transport:handle(), reference(), {error, call_error()}) ->
     {ok, term()} | {error, call_error()}.
-given_up(Transport, Handle, Alias, Error) ->
-    ok = Transport:cancel(Handle, Alias),
+given_up(Transport, Handle, Tag, Error) ->
+    ok = Transport:cancel(Handle, Tag),
     receive
-        {Alias, Answer} -> answered(Transport, Handle, Answer)
+        {Tag, Answer} -> answered(Transport, Handle, Answer)
     after 0 ->
         Error
     end.

@@ -76,17 +76,27 @@ prepare(#{ocaml := Ocaml} = Config) ->
 start_link(Pool, Id) ->
     ocaml_nif_worker:start_link(Pool, Id).
 
-%% @doc Runs `{call, Alias, {Module, Function}, Args, Deadline}', the name
+%% @doc Runs `{call, Ref, {Module, Function}, Args, Deadline}', the name
 %% qualified among the pool's exports ({@link qualify/2}), at once on this
 %% scheduler when its export is short (under OCaml 5: `cpp/nif/README.md'),
 %% else queues it on the worker's handle; a name the pool does not export is
-%% answered here.
--spec send_call(#ocaml_nif{}, reference(), ocaml:fun_name(), [term()], timeout()) ->
-    ok | {answered, term()} | unsent | {error, ocaml_transport:send_refusal()}.
-send_call(#ocaml_nif{pool = Pool} = Worker, Alias, Name, Args, Deadline) ->
+%% answered here. `Ref' is a plain reference: the library's withdrawal
+%% ({@link cancel/2}) keeps a late answer out of the mailbox. The worker's
+%% process is monitored only once the call is queued (the monitor's signals
+%% would wake it twice for a call that never needs it): one that ended
+%% meanwhile gives `DOWN' at once.
+-spec send_call(#ocaml_nif{}, pid(), ocaml:fun_name(), [term()], timeout()) ->
+    {sent, reference(), reference()} | {answered, term()} | unsent | {error, ocaml_transport:send_refusal()}.
+send_call(#ocaml_nif{pool = Pool} = Handle, Worker, Name, Args, Deadline) ->
     case qualify(Pool, Name) of
-        {ok, Fun} -> queue_call(Worker, Alias, Fun, Args, Deadline);
-        NotSent -> NotSent
+        {ok, Fun} ->
+            Ref = make_ref(),
+            case queue_call(Handle, Ref, Fun, Args, Deadline) of
+                ok -> {sent, Ref, erlang:monitor(process, Worker)};
+                AnsweredOrUnsent -> AnsweredOrUnsent
+            end;
+        NotSent ->
+            NotSent
     end.
 
 %% @doc Queues a call nobody awaits, under the pool's `cast_timeout': its
@@ -145,8 +155,8 @@ qualify(Pool, Function) ->
 %% process, which counts it out) that has not started is answered
 %% `{error, timeout}' there.
 -spec cancel(#ocaml_nif{}, reference()) -> ok.
-cancel(#ocaml_nif{worker = Worker, in_flight = InFlight}, Alias) ->
-    case camlbeam_nif:cancel(Worker, Alias) of
+cancel(#ocaml_nif{worker = Worker, in_flight = InFlight}, Ref) ->
+    case camlbeam_nif:cancel(Worker, Ref) of
         withdrawn -> ocaml_transport:count_out(InFlight);
         cancelled -> ok;
         none -> ok
@@ -228,11 +238,11 @@ ensure_runtime(Ocaml) ->
 %% coming to the caller.
 -spec queue_call(#ocaml_nif{}, reference(), {module(), atom()}, [term()], timeout()) ->
     ok | {answered, term()} | unsent.
-queue_call(#ocaml_nif{worker = Worker, in_flight = InFlight} = Handle, Alias, Fun, Args, Deadline) ->
+queue_call(#ocaml_nif{worker = Worker, in_flight = InFlight} = Handle, Ref, Fun, Args, Deadline) ->
     Given = given_pids(Handle, Args),
     %% Counted before it is queued: a caller choosing a worker meanwhile sees it.
     ok = ocaml_transport:count_in(InFlight),
-    case camlbeam_nif:call(Worker, {call, Alias, Fun, Args, Deadline}, Given) of
+    case camlbeam_nif:call(Worker, {call, Ref, Fun, Args, Deadline}, Given) of
         ok -> ok;
         {answered, _} = Answered -> Answered;
         closed -> not_queued(InFlight)

@@ -56,11 +56,21 @@ prepare(Config) ->
 start_link(Pool, Id) ->
     ocaml_worker:start_link(Pool, Id).
 
-%% @doc Writes `{call, Alias, Fun, Args, Deadline}' to the worker's port.
--spec send_call(#ocaml_port{}, reference(), ocaml:fun_name(), [term()], timeout()) ->
-    ok | unsent | {error, ocaml_transport:send_refusal()}.
-send_call(Worker, Alias, Fun, Args, Deadline) ->
-    enqueue(Worker, Alias, call, Fun, Args, Deadline).
+%% @doc Writes `{call, Alias, Fun, Args, Deadline}' to the worker's port,
+%% `Alias' an alias monitor of the worker's process: it is deactivated with
+%% the monitor, so an answer sent after the caller gave up is dropped by the
+%% VM instead of landing in its mailbox.
+-spec send_call(#ocaml_port{}, pid(), ocaml:fun_name(), [term()], timeout()) ->
+    {sent, reference(), reference()} | unsent | {error, ocaml_transport:send_refusal()}.
+send_call(Handle, Worker, Fun, Args, Deadline) ->
+    Alias = erlang:monitor(process, Worker, [{alias, demonitor}]),
+    case enqueue(Handle, Alias, call, Fun, Args, Deadline) of
+        ok ->
+            {sent, Alias, Alias};
+        NotSent ->
+            erlang:demonitor(Alias, [flush]),
+            NotSent
+    end.
 
 %% @doc Writes a call nobody awaits, under the pool's `cast_timeout'; its worker
 %% logs it if it fails.

@@ -119,17 +119,21 @@
 %% ({@link ocaml_pool_manager:started/3}), and publishes itself in the
 %% registry while it takes calls.
 
--callback send_call(handle(), Alias :: reference(), Fun :: ocaml:fun_name(), Args :: [term()],
+-callback send_call(handle(), Worker :: pid(), Fun :: ocaml:fun_name(), Args :: [term()],
                     Deadline :: timeout()) ->
-    ok | {answered, Answer :: term()} | unsent | {error, send_refusal()}.
+    {sent, Tag :: reference(), Monitor :: reference()} | {answered, Answer :: term()} | unsent
+    | {error, send_refusal()}.
 %% Sends a call, in the caller's process, without ever waiting for the
-%% worker. `ok': its one answer (a result, or that the worker crashed) will
-%% come to Alias as `{Alias, Answer}'. `{answered, Answer}': the call ran as it
-%% was sent (`nif': a short export, on the calling scheduler), and that is its
-%% answer. `unsent': nothing was sent because the worker is gone (the caller
-%% tries another). Deadline: how long the worker may run it. A request sent is
-%% counted in, one refused is not (module doc); one answered at once is
-%% counted out with `answered/1', as any.
+%% worker. `{sent, Tag, Monitor}': its one answer will come to the caller as
+%% `{Tag, Answer}', and `Monitor' watches the worker's process (`port': both
+%% are an alias monitor of it, so that the VM drops an answer that comes after
+%% the caller gave up; `nif': a plain reference, whose answer cancel/2 keeps
+%% out of the mailbox, and a monitor). `{answered, Answer}': the call ran as
+%% it was sent (`nif': a short export, on the calling scheduler), and that is
+%% its answer. `unsent': nothing was sent because the worker is gone (the
+%% caller tries another). Deadline: how long the worker may run it. A request
+%% sent is counted in, one refused is not (module doc); one answered at once
+%% is counted out with `answered/1', as any.
 
 -callback send_cast(handle(), Fun :: ocaml:fun_name(), Args :: [term()]) ->
     ok | unsent | {error, send_refusal()}.
@@ -137,13 +141,13 @@
 %% pool's `cast_timeout' and logs if it fails. A cast sent counts in flight
 %% until the worker is done with it.
 
--callback cancel(handle(), Alias :: reference()) -> ok.
-%% The caller of the call sent to Alias gave up (its timeout passed, or the
-%% worker's process went down; the alias is deactivated already): best
-%% effort, the worker skips the call if it has not started it, and interrupts
-%% it otherwise. An answer that comes to the caller's process itself rather
-%% than to its alias (`nif') is in its mailbox once this returns, or never
-%% comes.
+-callback cancel(handle(), Tag :: reference()) -> ok.
+%% The caller of the call sent with Tag gave up (its timeout passed, or the
+%% worker's process went down; its monitor is gone already): best effort, the
+%% worker skips the call if it has not started it, and interrupts it
+%% otherwise. Once this returns the answer is in the caller's mailbox or never
+%% comes there (`port': the VM drops it at the deactivated alias; `nif': the
+%% library withdraws the call).
 
 -callback answered(handle()) -> ok.
 %% The caller got the answer of a call it sent: a transport whose answers
