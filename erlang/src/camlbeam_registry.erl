@@ -30,6 +30,9 @@
 -define(POOLS, camlbeam_pools).
 -define(WORKERS, camlbeam_workers).
 -define(NAMES, camlbeam_pool_names).
+%% Each pool's rows of ?WORKERS as one list, {Pool, Workers}: what a caller
+%% reads at every call, one lookup instead of a select.
+-define(POOL_WORKERS, camlbeam_pool_workers).
 
 -type state() :: #{monitors := #{reference() => {pool | worker, pid()}},
                    watched := #{pid() => reference()}}.
@@ -198,9 +201,9 @@ exporters(Pool, Function) ->
 %% @doc The live workers of a pool, by increasing id.
 -spec workers(pid()) -> [#camlbeam_worker{}].
 workers(Pool) ->
-    %% A bound key prefix on an ordered_set: ETS walks only this pool's range.
-    try
-        ets:select(?WORKERS, [{worker_pattern([{#camlbeam_worker.key, {Pool, '_'}}]), [], ['$_']}])
+    try ets:lookup(?POOL_WORKERS, Pool) of
+        [{_, Workers}] -> Workers;
+        [] -> []
     catch
         error:badarg -> []
     end.
@@ -213,6 +216,7 @@ init([]) ->
                          {read_concurrency, true}]),
     _ = ets:new(?WORKERS, [named_table, ordered_set, protected, {keypos, #camlbeam_worker.key},
                            {read_concurrency, true}]),
+    _ = ets:new(?POOL_WORKERS, [named_table, set, protected, {read_concurrency, true}]),
     %% Keyed {Pool, Function}: ordered, so that one pool's names are a range.
     _ = ets:new(?NAMES, [named_table, ordered_set, protected, {read_concurrency, true}]),
     {ok, #{monitors => #{}, watched => #{}}}.
@@ -248,12 +252,14 @@ handle_call(Request, _From, State) ->
     {reply, {error, {unknown_request, Request}}, State}.
 
 -spec handle_cast(term(), state()) -> {noreply, state()}.
-handle_cast({register_worker, #camlbeam_worker{pid = Pid} = Worker}, State) ->
+handle_cast({register_worker, #camlbeam_worker{key = {Pool, _}, pid = Pid} = Worker}, State) ->
     true = ets:insert(?WORKERS, Worker),
+    ok = list_workers(Pool),
     {noreply, monitor_process(worker, Pid, State)};
-handle_cast({unregister_worker, Key, Pid}, State) ->
+handle_cast({unregister_worker, {Pool, _} = Key, Pid}, State) ->
     _ = ets:select_delete(?WORKERS, [{worker_pattern([{#camlbeam_worker.key, Key},
                                                       {#camlbeam_worker.pid, Pid}]), [], [true]}]),
+    ok = list_workers(Pool),
     {noreply, State};
 handle_cast(_Request, State) ->
     {noreply, State}.
@@ -266,11 +272,14 @@ handle_info({'DOWN', Mref, process, _, _}, #{monitors := Monitors, watched := Wa
             _ = ets:select_delete(?NAMES, [{{{Pool, '_'}, '_'}, [], [true]}]),
             _ = ets:select_delete(?WORKERS,
                                   [{worker_pattern([{#camlbeam_worker.key, {Pool, '_'}}]), [], [true]}]),
+            true = ets:delete(?POOL_WORKERS, Pool),
             {noreply, State#{monitors := Rest, watched := maps:remove(Pool, Watched)}};
         {{worker, Pid}, Rest} ->
             %% Only this process's row: its successor may already have replaced it.
-            _ = ets:select_delete(?WORKERS,
-                                  [{worker_pattern([{#camlbeam_worker.pid, Pid}]), [], [true]}]),
+            Pattern = worker_pattern([{#camlbeam_worker.pid, Pid}]),
+            Pools = lists:usort([Pool || #camlbeam_worker{key = {Pool, _}} <- ets:match_object(?WORKERS, Pattern)]),
+            _ = ets:select_delete(?WORKERS, [{Pattern, [], [true]}]),
+            _ = [ok = list_workers(Pool) || Pool <- Pools],
             {noreply, State#{monitors := Rest, watched := maps:remove(Pid, Watched)}};
         error ->
             {noreply, State}
@@ -317,6 +326,16 @@ monitor_process(Kind, Pid, #{monitors := Monitors, watched := Watched} = State) 
 
 %% A match pattern for worker rows: the given fields, '_' elsewhere. Built as a tuple
 %% because '_' is not of the record's field types.
+%% Sets ?POOL_WORKERS's list of Pool's workers from ?WORKERS, after a change.
+-spec list_workers(pid()) -> ok.
+list_workers(Pool) ->
+    %% A bound key prefix on an ordered_set: ETS walks only this pool's range.
+    case ets:select(?WORKERS, [{worker_pattern([{#camlbeam_worker.key, {Pool, '_'}}]), [], ['$_']}]) of
+        [] -> true = ets:delete(?POOL_WORKERS, Pool);
+        Workers -> true = ets:insert(?POOL_WORKERS, {Pool, Workers})
+    end,
+    ok.
+
 -spec worker_pattern([{pos_integer(), term()}]) -> tuple().
 worker_pattern(Fields) ->
     erlang:make_tuple(record_info(size, camlbeam_worker), '_', [{1, camlbeam_worker} | Fields]).
