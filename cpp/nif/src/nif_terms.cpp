@@ -494,7 +494,9 @@ class NifTermSink {
 
   // Every event goes to the fun being written as ETF while there is one (capture_).
 
-  void integer(std::int64_t v) {
+  // The leaves that come in runs (lists of numbers) are inlined into the walk; out of line
+  // they were a call per element.
+  [[gnu::always_inline]] void integer(std::int64_t v) {
     if (capture_) return capture_->integer(v);
     spend(word);
     vals_.push(enif_make_int64(env_, v));
@@ -502,7 +504,7 @@ class NifTermSink {
   void big_integer(bool negative, std::span<const std::uint8_t> magnitude) {
     via_etf([&](etf::Writer& w) { w.big_integer(negative, magnitude); }, "an integer");
   }
-  void float64(double d) {
+  [[gnu::always_inline]] void float64(double d) {
     if (capture_) return capture_->float64(d);
     spend(3 * word);
     vals_.push(enif_make_double(env_, d));  // finite: walk_ocaml refuses the others
