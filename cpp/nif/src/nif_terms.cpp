@@ -43,8 +43,8 @@ namespace {
 // that one huge term pins its memory. Conversions run on the OCaml thread, one per VM.
 // 2 MB is a list of 256k terms in the sink's stack, beyond the worker's minor heap (a
 // list of 200k integers fills it): at 256 KB, a list of 100,000 integers took its stacks
-// fresh from the system every call, page faults and copies as they doubled, a tenth of
-// its conversion.
+// fresh from the system every call (every page fault of the OCaml thread, in perf, and
+// the copies as they doubled).
 constexpr std::size_t kept_scratch_bytes = std::size_t{2} << 20;
 
 template <class T>
@@ -213,8 +213,9 @@ class NifReader {
   }
 
  private:
-  // A term without children is passed to the builder; a container is begun, and its
-  // children are pushed on `pending_` for read() to take in order.
+  // A term without children is passed to the builder; a container is begun, and read()
+  // takes its children in order: a tuple's or a map's pushed on `pending_`, a list's from
+  // its cells.
   void read_one(ERL_NIF_TERM term) {
     // Numbers first, without asking the term's type: each enif_* call costs a few
     // nanoseconds, as much as building the value. Integers are the most common term of
