@@ -27,6 +27,7 @@
 %%   erl -noshell -pa EBIN -pa PORT_EBIN -pa CAMLBEAM_EBIN -run nif_bench main -extra [--smoke]
 %%       --cnif LIB --nif-library LIB --bench-plugin P --kernels-plugin P --standalone P --payloads DIR --out FILE
 %%       [--only round_trips|throughput|kernels] [--nif-options MAP] [--rt-rounds N] [--rt-cell-ms MS]
+%%       [--rt-payloads NAME,NAME...]
 %% (--nif-options: an Erlang map merged into the nif pool's start options, e.g.
 %% '#{pool_size => 2}'.) It halts 0 when every check passed (missed targets are reported, not
 %% failures), 1 on an error or a failed check (an echo that differs from its payload,
@@ -46,6 +47,8 @@ main() ->
 
 options([], Opts) -> Opts;
 options(["--smoke" | Rest], Opts) -> options(Rest, Opts#{mode => smoke});
+options(["--rt-payloads", Value | Rest], Opts) ->
+    options(Rest, Opts#{rt_payloads => string:lexemes(Value, ",")});
 options([Flag, Value | Rest], Opts) when Flag =:= "--rt-rounds"; Flag =:= "--rt-cell-ms" ->
     Key = case Flag of "--rt-rounds" -> rt_rounds; "--rt-cell-ms" -> rt_cell_ms end,
     options(Rest, Opts#{Key => list_to_integer(Value)});
@@ -178,7 +181,7 @@ round_trips(Cfg = #{payloads := Dir, nif := Nif}) ->
     p("~-12s ~7s  ~-13s ~9s ~9s ~10s ~7s  ~7s ~8s ~7s~n",
       ["payload", "callers", "echo", "p50", "p99", "calls/s", "2c/1c", "/c_nif", "/gen_srv", "/t2b"]),
     Verdicts = lists:append([round_trip_payload(Cfg, Targets, Name, port_bench:read_payload(Dir, Name))
-                             || Name <- port_bench:payload_names()]),
+                             || Name <- maps:get(rt_payloads, Cfg, port_bench:payload_names())]),
     ok = gen_server:stop(Server),
     p("(c_nif: c_nif.cpp's echo/1, a C NIF walking the term and building an equal copy on the normal~n"
       " scheduler; gen_server: a local gen_server:call identity; t2b_b2t: binary_to_term(term_to_binary(P))~n"

@@ -11,6 +11,9 @@
 #                                bit), no verdicts (~2 s once built)
 #   options: --build-dir DIR (default ./build)   --no-build (use DIR as it is)
 #            --nif-options MAP   an Erlang map merged into the nif pool's start options
+#            --only SECTION      round_trips|throughput|kernels|responsiveness: that section only
+#            --rt-payloads A,B   the round trips of these payloads only (e.g. floats_100,ints_100k)
+#            --rt-rounds N       rounds of the round trips (default 15)
 #
 # Needs the compiled Erlang application (erlang/_build/default/lib/camlbeam/ebin, or
 # $CAMLBEAM_EBIN); without it it exits 77 (the ctest's "skipped"). The report goes to
@@ -21,14 +24,15 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 build="$root/build"
 mode=full
 do_build=1
-nif_options=()
+driver_args=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --smoke) mode=smoke ;;
     --no-build) do_build=0 ;;
     --build-dir) build=$(realpath -m "$2"); shift ;;
-    --nif-options) nif_options=(--nif-options "$2"); shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --nif-options) driver_args+=(--nif-options "$2"); shift ;;
+    --only|--rt-payloads|--rt-rounds) driver_args+=("$1" "$2"); shift ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "nif bench: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -80,7 +84,7 @@ pa=(-pa "$here/ebin" -pa "$port/ebin" -pa "$ebin")
 for d in "$(dirname "$ebin")"/../*/ebin; do [[ -d "$d" && "$d" != "$ebin" ]] && pa+=(-pa "$d"); done
 say "running the $mode benchmark (report: $out)"
 ERL_CRASH_DUMP_SECONDS=0 timeout --kill-after=10 "$limit" \
-  erl -noshell "${pa[@]}" -run nif_bench main -extra "${flags[@]}" "${nif_options[@]}" \
+  erl -noshell "${pa[@]}" -run nif_bench main -extra "${flags[@]}" "${driver_args[@]}" \
   --cnif "$here/camlbeam_bench_cnif" --nif-library "$nif_library" --bench-plugin "$port/port_bench_exports.cmxs" \
   --kernels-plugin "$port/kernels.cmxs" --standalone "$port/kernels_standalone" \
   --payloads "$payloads" --out "$out" ||

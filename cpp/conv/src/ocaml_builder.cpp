@@ -9,8 +9,9 @@
 //   inputs are read back from `vals_` (a minor collection may have moved them), and a new
 //   block is pushed onto `vals_` (or stored in one) before the next allocation.
 // - A container is allocated when it closes, from children that are all finished, so its
-//   fields are initialised once: plain stores into a caml_alloc_small block (it is the
-//   youngest block: no write barrier is needed), caml_initialize into a caml_alloc_shr
+//   fields are initialised once: plain stores into a block of the minor heap (it is the
+//   youngest block: no write barrier is needed; reserve_young takes the words as
+//   OCaml's own Alloc_small does), caml_initialize into a caml_alloc_shr
 //   block above Max_young_wosize. No caml_modify, no CAMLparam. Lists are consed from the
 //   back, so each cell is built with its tail.
 // - A builder is linked in the list of its domain (OCaml 4: the one list) by the thread
@@ -22,16 +23,16 @@
 #include <caml/bigarray.h>
 #include <caml/callback.h>
 #include <caml/custom.h>
+#include <caml/gc.h>
 #include <caml/memory.h>
 #include <caml/mlvalues.h>
 #include <caml/version.h>
-#if OCAML_VERSION_MAJOR >= 5
 #include <caml/domain_state.h>
-#endif
 
 #include <gmp.h>
 #include <zarith.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstddef>
@@ -317,6 +318,40 @@ value zarith_of(bool negative, std::span<const std::uint8_t> magnitude) {
   return z;
 }
 
+// The minor heap's fast path, as OCaml's own allocations take it (Alloc_small, which
+// CAML_INTERNALS keeps from us): `words` (headers included) taken from young_ptr when they
+// fit above young_limit, without a call. Null when they do not, and then nothing is taken:
+// the caller allocates with caml_alloc_small, which runs what young_limit asks for (the
+// minor collection, Memprof's sampling, a signal, another domain's interrupt). Blocks are
+// carved out of the words with young_header, their fields stored before anything else
+// allocates, as in any caml_alloc_small block; the youngest blocks need no write barrier.
+// caml_alloc_small was a call per block, three per element of a list of floats.
+[[gnu::always_inline]] inline value* reserve_young(std::size_t words) noexcept {
+#if OCAML_VERSION_MAJOR >= 5
+  const uintnat limit = Caml_state->young_limit.load(std::memory_order_relaxed);
+#else
+  const auto limit = reinterpret_cast<uintnat>(Caml_state->young_limit);
+#endif
+  const auto ptr = reinterpret_cast<uintnat>(Caml_state->young_ptr);
+  // young_limit may be above young_ptr (OCaml 5: UINTNAT_MAX, an interrupt).
+  if (ptr < limit || (ptr - limit) / sizeof(value) < words) return nullptr;
+  Caml_state->young_ptr -= words;
+  return Caml_state->young_ptr;
+}
+
+// The block of `wosize` fields whose header is at `hp`, in words reserve_young gave.
+[[gnu::always_inline]] inline value young_header(value* hp, mlsize_t wosize, tag_t tag) noexcept {
+  Hd_hp(hp) = Make_header(wosize, tag, 0);  // colour 0 and no profinfo, as Alloc_small makes them
+  return Val_hp(hp);
+}
+
+// caml_alloc_small, with the fast path inlined.
+[[gnu::always_inline]] inline value young_block(mlsize_t wosize, tag_t tag) {
+  if (value* hp = reserve_young(Whsize_wosize(wosize))) [[likely]]
+    return young_header(hp, wosize, tag);
+  return caml_alloc_small(wosize, tag);
+}
+
 }  // namespace
 
 struct OcamlBuilder::Frame {
@@ -335,18 +370,18 @@ OcamlBuilder::OcamlBuilder() {
 
 OcamlBuilder::~OcamlBuilder() { BuilderRoots::unlink(this); }
 
-void OcamlBuilder::child_done() noexcept {
+[[gnu::always_inline]] inline void OcamlBuilder::child_done() noexcept {
   if (!frames_.empty()) ++frames_.back().filled;
 }
 
-void OcamlBuilder::push_child(value v) {
+[[gnu::always_inline]] inline void OcamlBuilder::push_child(value v) {
   vals_.push_back(v);
   child_done();
 }
 
 // Replaces the top of vals_ by the one-field constructor `tag` around it.
-void OcamlBuilder::wrap_top(tag_t tag) {
-  const value b = caml_alloc_small(1, tag);
+[[gnu::always_inline]] inline void OcamlBuilder::wrap_top(tag_t tag) {
+  const value b = young_block(1, tag);
   Field(b, 0) = vals_.back();  // read after the allocation: it may have moved
   vals_.back() = b;
 }
@@ -354,7 +389,7 @@ void OcamlBuilder::wrap_top(tag_t tag) {
 // A block of vals_[first, first + n), n > 0. The fields are read after the allocation.
 value OcamlBuilder::block_of(std::size_t first, std::size_t n, tag_t tag) {
   if (n <= Max_young_wosize) {
-    const value b = caml_alloc_small(n, tag);
+    const value b = young_block(n, tag);
     for (std::size_t i = 0; i < n; ++i) Field(b, i) = vals_[first + i];
     return b;
   }
@@ -367,8 +402,8 @@ value OcamlBuilder::block_of(std::size_t first, std::size_t n, tag_t tag) {
 }
 
 void OcamlBuilder::integer(std::int64_t v) {
-  if (v >= Min_long && v <= Max_long) {
-    const value b = caml_alloc_small(1, term_tag::int_);
+  if (v >= Min_long && v <= Max_long) [[likely]] {
+    const value b = young_block(1, term_tag::int_);
     Field(b, 0) = Val_long(v);
     push_child(b);
     return;
@@ -390,6 +425,16 @@ void OcamlBuilder::big_integer(bool negative, std::span<const std::uint8_t> magn
 }
 
 void OcamlBuilder::float64(double d) {
+  static_assert(Double_wosize == 1);
+  if (value* hp = reserve_young(4)) [[likely]] {
+    // The boxed double and the Float around it, under one limit check.
+    const value boxed = young_header(hp + 2, Double_wosize, Double_tag);
+    Store_double_val(boxed, d);
+    const value f = young_header(hp, 1, term_tag::float_);
+    Field(f, 0) = boxed;
+    push_child(f);
+    return;
+  }
   vals_.push_back(caml_copy_double(d));
   wrap_top(term_tag::float_);
   child_done();
@@ -423,7 +468,7 @@ void OcamlBuilder::bitstring(std::span<const std::uint8_t> bytes, std::uint8_t b
 }
 
 void OcamlBuilder::nil() {
-  const value b = caml_alloc_small(1, term_tag::list);
+  const value b = young_block(1, term_tag::list);
   Field(b, 0) = Val_emptylist;
   push_child(b);
 }
@@ -444,10 +489,10 @@ void OcamlBuilder::string(std::span<const std::uint8_t> bytes) {
   // Consed from the back: the accumulated list is the top of vals_, the element above it.
   vals_.push_back(Val_emptylist);
   for (std::size_t i = bytes.size(); i-- > 0;) {
-    const value elem = caml_alloc_small(1, term_tag::int_);
+    const value elem = young_block(1, term_tag::int_);
     Field(elem, 0) = Val_int(bytes[i]);
     vals_.push_back(elem);
-    const value cell = caml_alloc_small(2, 0);
+    const value cell = young_block(2, 0);
     Field(cell, 0) = vals_[vals_.size() - 1];
     Field(cell, 1) = vals_[vals_.size() - 2];
     vals_.pop_back();
@@ -467,6 +512,37 @@ void OcamlBuilder::begin_list(std::uint32_t n) {
   frames_.push_back(Frame{OpenKind::list, vals_.size(), n});
 }
 
+// Conses vals_[base, base + n) onto the list vals_[acc], from the back: as many cells at a
+// time as the minor heap has room for (a list's cells are then adjacent, the first one
+// lowest, in the order a walk reads them), one at a time through caml_alloc_small when it
+// has none, so that the collection runs and the next run of cells fits.
+void OcamlBuilder::cons_onto(std::size_t acc, std::size_t base, std::size_t n) {
+  constexpr std::size_t cell_words = 3;
+  constexpr std::size_t most_at_once = 4096;
+  std::size_t i = n;
+  while (i > 0) {
+    const std::size_t k = std::min(i, most_at_once);
+    if (value* hp = reserve_young(k * cell_words)) [[likely]] {
+      // Cells [i - k, i) at hp, the element at i - k first.
+      value tail = vals_[acc];
+      for (std::size_t j = k; j-- > 0;) {
+        const value cell = young_header(hp + j * cell_words, 2, 0);
+        Field(cell, 0) = vals_[base + i - k + j];
+        Field(cell, 1) = tail;
+        tail = cell;
+      }
+      vals_[acc] = tail;
+      i -= k;
+    } else {
+      const value cell = caml_alloc_small(2, 0);
+      --i;
+      Field(cell, 0) = vals_[base + i];
+      Field(cell, 1) = vals_[acc];
+      vals_[acc] = cell;
+    }
+  }
+}
+
 void OcamlBuilder::end_list() {
   Frame& top = frames_.back();
   if (top.merged_tails > 0) {
@@ -484,18 +560,13 @@ void OcamlBuilder::end_list() {
   if (proper) vals_.back() = Val_emptylist;
   else vals_.push_back(Val_emptylist);
   const std::size_t acc = vals_.size() - 1;
-  for (std::size_t i = n; i-- > 0;) {
-    const value cell = caml_alloc_small(2, 0);
-    Field(cell, 0) = vals_[base + i];
-    Field(cell, 1) = vals_[acc];
-    vals_[acc] = cell;
-  }
+  cons_onto(acc, base, n);
   value result;
   if (proper) {
-    result = caml_alloc_small(1, term_tag::list);
+    result = young_block(1, term_tag::list);
     Field(result, 0) = vals_[acc];
   } else {
-    result = caml_alloc_small(2, term_tag::improper);
+    result = young_block(2, term_tag::improper);
     Field(result, 0) = vals_[acc];
     Field(result, 1) = vals_[acc - 1];
   }
@@ -527,7 +598,7 @@ void OcamlBuilder::end_map() {
   // vals_[base, base + 2 pairs): k0 v0 k1 v1 ... The (k, v) blocks go above them, then
   // move down over the keys and values, which they now hold.
   for (std::size_t i = 0; i < pairs; ++i) {
-    const value p = caml_alloc_small(2, 0);
+    const value p = young_block(2, 0);
     Field(p, 0) = vals_[base + 2 * i];
     Field(p, 1) = vals_[base + 2 * i + 1];
     vals_.push_back(p);
@@ -641,12 +712,7 @@ void OcamlBuilder::end_fun() {
   const std::size_t n = vals_.size() - base - 1;
   vals_.push_back(Val_emptylist);
   const std::size_t acc = vals_.size() - 1;
-  for (std::size_t i = n; i-- > 0;) {
-    const value cell = caml_alloc_small(2, 0);
-    Field(cell, 0) = vals_[base + 1 + i];
-    Field(cell, 1) = vals_[acc];
-    vals_[acc] = cell;
-  }
+  cons_onto(acc, base + 1, n);
   // A fresh record rather than a store into the old one, which may be in the major heap
   // by now (that store would need caml_modify).
   const value local = caml_alloc_small(local_field::count, fun_tag::local);

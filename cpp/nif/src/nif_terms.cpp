@@ -16,8 +16,12 @@
 #include <camlbeam/etf/error.hpp>
 
 #include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <new>
 #include <optional>
 #include <span>
@@ -36,14 +40,59 @@ namespace {
 
 // What a thread keeps of a conversion's stacks once it is done: enough that a request
 // converts without allocating once its thread has converted one as large, not so much
-// that one huge term pins its memory on a scheduler thread.
-constexpr std::size_t kept_scratch_bytes = std::size_t{256} << 10;
+// that one huge term pins its memory. Conversions run on the OCaml thread, one per VM.
+// 2 MB is a list of 256k terms in the sink's stack, beyond the worker's minor heap (a
+// list of 200k integers fills it): at 256 KB, a list of 100,000 integers took its stacks
+// fresh from the system every call (every page fault of the OCaml thread, in perf, and
+// the copies as they doubled).
+constexpr std::size_t kept_scratch_bytes = std::size_t{2} << 20;
 
 template <class T>
 void clear_and_trim(std::vector<T>& v) noexcept {
   v.clear();
   if (v.capacity() * sizeof(T) > kept_scratch_bytes) std::vector<T>().swap(v);
 }
+
+// A stack of terms whose push is inlined where it is used: std::vector's push_back was not,
+// in the walk that feeds the sink (a call per term). Memory from malloc, grown by doubling.
+class TermStack {
+ public:
+  TermStack() noexcept = default;
+  ~TermStack() { std::free(data_); }
+  TermStack(const TermStack&) = delete;
+  TermStack& operator=(const TermStack&) = delete;
+
+  [[gnu::always_inline]] void push(ERL_NIF_TERM t) {
+    if (size_ == capacity_) [[unlikely]] grow();
+    data_[size_++] = t;
+  }
+  ERL_NIF_TERM* data() noexcept { return data_; }
+  std::size_t size() const noexcept { return size_; }
+  ERL_NIF_TERM& operator[](std::size_t i) noexcept { return data_[i]; }
+  ERL_NIF_TERM back() const noexcept { return data_[size_ - 1]; }
+  void shrink_to(std::size_t n) noexcept { size_ = n; }  // n <= size()
+  void clear() noexcept { size_ = 0; }
+  // Empty, and its memory given back past `kept` bytes.
+  void trim(std::size_t kept) noexcept {
+    size_ = 0;
+    if (capacity_ * sizeof(ERL_NIF_TERM) <= kept) return;
+    std::free(std::exchange(data_, nullptr));
+    capacity_ = 0;
+  }
+
+ private:
+  [[gnu::noinline]] void grow() {
+    const std::size_t capacity = capacity_ == 0 ? 64 : 2 * capacity_;
+    void* data = std::realloc(data_, capacity * sizeof(ERL_NIF_TERM));
+    if (data == nullptr) throw std::bad_alloc();
+    data_ = static_cast<ERL_NIF_TERM*>(data);
+    capacity_ = capacity;
+  }
+
+  ERL_NIF_TERM* data_ = nullptr;
+  std::size_t size_ = 0;
+  std::size_t capacity_ = 0;
+};
 
 // The thread's scratch of type S, lent to one conversion at a time. A conversion that
 // starts while it is lent (nested in another on the same thread: OCaml code such as a
@@ -109,6 +158,9 @@ struct ReadFrame {
   enum class Kind : std::uint8_t { tuple, list, map };
   Kind kind;
   std::size_t remaining;  // children not yet started
+  // Lists: the cell whose head is the next element, or, once `remaining` is 1, the tail.
+  // Tuples and maps take their children from ReadScratch::pending.
+  ERL_NIF_TERM cell = 0;
 };
 
 struct ReadScratch {
@@ -141,8 +193,13 @@ class NifReader {
         ReadFrame& top = open_.back();
         if (top.remaining != 0) {
           --top.remaining;
-          term = pending_.back();
-          pending_.pop_back();
+          if (top.kind != ReadFrame::Kind::list) {
+            term = pending_.back();
+            pending_.pop_back();
+          } else if (top.remaining == 0 || !enif_get_list_cell(env_, top.cell, &term, &top.cell)) {
+            term = top.cell;  // the tail
+            top.remaining = 0;
+          }
           break;
         }
         switch (top.kind) {
@@ -156,22 +213,31 @@ class NifReader {
   }
 
  private:
-  // A term without children is passed to the builder; a container is begun, and its
-  // children are pushed on `pending_` for read() to take in order.
+  // A term without children is passed to the builder; a container is begun, and read()
+  // takes its children in order: a tuple's or a map's pushed on `pending_`, a list's from
+  // its cells.
   void read_one(ERL_NIF_TERM term) {
-    // Integers first, without asking the term's type: the most common term of all, and a
-    // list of them is a case the benchmarks compare with a hand-written NIF. It takes every
-    // integer that fits 64 bits (bignums of the VM up to 2^63 too).
+    // Numbers first, without asking the term's type: each enif_* call costs a few
+    // nanoseconds, as much as building the value. Integers are the most common term of
+    // all; after a float, floats are tried first, as a list's elements are mostly of one
+    // kind (a float was three calls, int64, type and double; it is one in a run of them).
+    // enif_get_int64 takes every integer that fits 64 bits (bignums of the VM up to 2^63).
+    double d;
+    if (after_float_ && enif_get_double(env_, term, &d)) {
+      builder_.float64(d);
+      return;
+    }
     ErlNifSInt64 i;
     if (enif_get_int64(env_, term, &i)) {
       builder_.integer(i);
+      after_float_ = false;
       return;
     }
     switch (enif_term_type(env_, term)) {
       case ERL_NIF_TERM_TYPE_FLOAT: {
-        double d;
         enif_get_double(env_, term, &d);
         builder_.float64(d);
+        after_float_ = true;
         return;
       }
       case ERL_NIF_TERM_TYPE_BITSTRING: {
@@ -212,17 +278,21 @@ class NifReader {
       builder_.nil();
       return;
     }
-    // The builder wants the length first: the elements are gathered on the way to the tail
-    // (one pass over the cells), then reversed so that the first is taken first. The tail,
-    // [] for a proper list, is the last child, as ETF has it.
-    const std::size_t first = pending_.size();
-    ERL_NIF_TERM head;
-    ERL_NIF_TERM cell = list;
-    while (enif_get_list_cell(env_, cell, &head, &cell)) pending_.push_back(head);
-    const std::size_t n = pending_.size() - first;
-    pending_.push_back(cell);
-    std::reverse(pending_.begin() + static_cast<std::ptrdiff_t>(first), pending_.end());
-    open(ReadFrame::Kind::list, n + 1);
+    // The builder wants the length first: the VM counts a proper list's cells in a loop of
+    // its own (enif_get_list_length); an improper one is counted here. Then the elements
+    // are read from the cells as read() comes to them, and the tail, [] for a proper list,
+    // is the last child, as ETF has it. Nothing is copied out (the elements were gathered
+    // on a stack and reversed: 8 bytes written and read again per element).
+    unsigned length = 0;
+    std::size_t n = 0;
+    if (enif_get_list_length(env_, list, &length)) {
+      n = length;
+    } else {
+      ERL_NIF_TERM head;
+      ERL_NIF_TERM cell = list;
+      while (enif_get_list_cell(env_, cell, &head, &cell)) ++n;
+    }
+    open(ReadFrame::Kind::list, n + 1, list);
     builder_.begin_list(count32(n));
   }
 
@@ -290,9 +360,9 @@ class NifReader {
 
   // A container with `children` children begins. Nesting is counted as the ETF decoder
   // counts it (an empty container opens nothing), with its error.
-  void open(ReadFrame::Kind kind, std::size_t children) {
+  void open(ReadFrame::Kind kind, std::size_t children, ERL_NIF_TERM cell = 0) {
     if (open_.size() >= limits_.max_depth) throw ReadFailure{{etf::Errc::depth_limit, 0, limits_.max_depth}};
-    open_.push_back(ReadFrame{kind, children});
+    open_.push_back(ReadFrame{kind, children, cell});
   }
 
   // The builder counts elements in 32 bits, as ETF does; no VM holds a list or map longer
@@ -308,6 +378,7 @@ class NifReader {
   std::vector<ERL_NIF_TERM>& pending_;
   std::vector<ReadFrame>& open_;
   etf::detail::AtomText atom_text_;  // the decoder's Latin-1 → UTF-8 of atom text
+  bool after_float_ = false;         // the last number read was a float
 };
 
 // ---------------------------------------------------------------------------------------
@@ -320,14 +391,14 @@ struct BuildFrame {
 };
 
 struct BuildScratch {
-  std::vector<ERL_NIF_TERM> vals;        // finished terms, in event order
+  TermStack vals;                        // finished terms, in event order
   std::vector<BuildFrame> open;          // the containers begun and not yet ended
   std::vector<ERL_NIF_TERM> map_values;  // a map's values, its keys staying in `vals`
   etf::ByteBuffer etf;                   // the ETF of a term the NIF API cannot make
   etf::ByteBuffer atom_etf;              // an atom's, checked while a fun is in `etf`
   std::size_t etf_peak = 0;              // the most `etf` held in this conversion
   void trim() noexcept {
-    clear_and_trim(vals);
+    vals.trim(kept_scratch_bytes);
     clear_and_trim(open);
     clear_and_trim(map_values);
     // ByteBuffer tells its size, not its capacity: the conversion's peak says how large
@@ -341,6 +412,44 @@ struct BuildScratch {
 
 struct BuildFailure {
   BuildError error;
+};
+
+// The atoms answers use, by their UTF-8 text. Making one takes the VM's atom table's lock
+// (enif_make_existing_atom_len; binary_to_term for one beyond Latin-1), which was about
+// half a microsecond on the OCaml thread for the `ok` of every answer; an atom is an
+// immediate term, valid in every env for the VM's life, as the VM never removes one.
+// Direct-mapped, per thread: a slot's last atom stays until another text hashes to it.
+// Only atoms the VM has are remembered, so a hit is what make_atom would have made.
+class KnownAtoms {
+ public:
+  static KnownAtoms& of_thread() noexcept {
+    thread_local KnownAtoms atoms;
+    return atoms;
+  }
+  std::optional<ERL_NIF_TERM> find(std::string_view utf8) const noexcept {
+    const Slot& slot = slots_[index(utf8)];
+    if (slot.filled && slot.text == utf8) return slot.atom;
+    return std::nullopt;
+  }
+  void remember(std::string_view utf8, ERL_NIF_TERM atom) {
+    Slot& slot = slots_[index(utf8)];
+    slot.filled = false;  // until the text is in (assign may throw bad_alloc)
+    slot.text.assign(utf8);
+    slot.atom = atom;
+    slot.filled = true;
+  }
+
+ private:
+  static constexpr std::size_t slot_count = 1024;
+  struct Slot {
+    std::string text;
+    ERL_NIF_TERM atom = 0;
+    bool filled = false;
+  };
+  static std::size_t index(std::string_view utf8) noexcept {
+    return std::hash<std::string_view>{}(utf8) % slot_count;
+  }
+  std::array<Slot, slot_count> slots_;
 };
 
 [[noreturn]] void fail(BuildError::Kind kind, std::string message) {
@@ -379,24 +488,27 @@ class NifTermSink {
         atom_etf_(scratch.atom_etf),
         etf_peak_(scratch.etf_peak),
         nil_(enif_make_list(env, 0)),
-        bin2term_opts_(options.existing_atoms_only ? ERL_NIF_BIN2TERM_SAFE : 0) {}
+        bin2term_opts_(options.existing_atoms_only ? ERL_NIF_BIN2TERM_SAFE : 0),
+        budget_(options.max_bytes != 0 ? options.max_bytes : SIZE_MAX) {}
 
   ERL_NIF_TERM result() const noexcept { return vals_.back(); }
 
   // Every event goes to the fun being written as ETF while there is one (capture_).
 
-  void integer(std::int64_t v) {
+  // The leaves that come in runs (lists of numbers) are inlined into the walk; out of line
+  // they were a call per element.
+  [[gnu::always_inline]] void integer(std::int64_t v) {
     if (capture_) return capture_->integer(v);
     spend(word);
-    vals_.push_back(enif_make_int64(env_, v));
+    vals_.push(enif_make_int64(env_, v));
   }
   void big_integer(bool negative, std::span<const std::uint8_t> magnitude) {
     via_etf([&](etf::Writer& w) { w.big_integer(negative, magnitude); }, "an integer");
   }
-  void float64(double d) {
+  [[gnu::always_inline]] void float64(double d) {
     if (capture_) return capture_->float64(d);
     spend(3 * word);
-    vals_.push_back(enif_make_double(env_, d));  // finite: walk_ocaml refuses the others
+    vals_.push(enif_make_double(env_, d));  // finite: walk_ocaml refuses the others
   }
   void atom(std::string_view utf8) {
     if (capture_) {
@@ -404,7 +516,7 @@ class NifTermSink {
       return capture_->atom(utf8);
     }
     spend(word);
-    vals_.push_back(make_atom(utf8));
+    vals_.push(make_atom(utf8));
   }
   void binary(std::span<const std::uint8_t> bytes) {
     if (capture_) return capture_->binary(bytes);
@@ -413,20 +525,20 @@ class NifTermSink {
     unsigned char* data = enif_make_new_binary(env_, bytes.size(), &term);
     if (data == nullptr) throw std::bad_alloc();
     if (!bytes.empty()) std::memcpy(data, bytes.data(), bytes.size());
-    vals_.push_back(term);
+    vals_.push(term);
   }
   void bitstring(std::span<const std::uint8_t> bytes, std::uint8_t bits) {
     via_etf([&](etf::Writer& w) { w.bitstring(bytes, bits); }, "a bitstring");
   }
   void nil() {
     if (capture_) return capture_->nil();
-    vals_.push_back(nil_);
+    vals_.push(nil_);
   }
   void string(std::span<const std::uint8_t> bytes) {
     if (capture_) return capture_->string(bytes);
     spend(2 * word * bytes.size());
     const std::size_t base = vals_.size();
-    for (std::uint8_t b : bytes) vals_.push_back(enif_make_int(env_, b));
+    for (std::uint8_t b : bytes) vals_.push(enif_make_int(env_, b));
     const ERL_NIF_TERM list = enif_make_list_from_array(env_, vals_.data() + base, static_cast<unsigned>(bytes.size()));
     replace_from(base, list);
   }
@@ -530,7 +642,7 @@ class NifTermSink {
     capture_.reset();
     if (std::exchange(capture_holds_large_map_, false))
       fail(BuildError::Kind::needs_scheduler, "a fun holding a map of more than 32 keys");
-    vals_.push_back(from_etf(etf_, "a fun"));
+    vals_.push(from_etf(etf_, "a fun"));
   }
   void export_fun(std::string_view module, std::string_view function, std::uint8_t arity) {
     check_atom(module);
@@ -542,13 +654,15 @@ class NifTermSink {
   // The children of the top container come off the stack; returns where they start.
   static constexpr std::size_t word = sizeof(ERL_NIF_TERM);
 
-  // Counts what the answer takes in the VM against BuildOptions::max_bytes.
-  void spend(std::size_t bytes) {
+  // Counts what the answer takes in the VM against BuildOptions::max_bytes (0, no limit:
+  // the budget is then SIZE_MAX, which no term's count reaches).
+  [[gnu::always_inline]] void spend(std::size_t bytes) {
     spent_ += bytes;
-    if (options_.max_bytes != 0 && spent_ > options_.max_bytes) {
-      throw BuildFailure{{BuildError::Kind::too_large,
-                          "the term takes more than " + std::to_string(options_.max_bytes) + " bytes of the VM (the pool's max_reply_size)", spent_}};
-    }
+    if (spent_ > budget_) [[unlikely]] too_large();
+  }
+  [[noreturn, gnu::noinline, gnu::cold]] void too_large() const {
+    throw BuildFailure{{BuildError::Kind::too_large,
+                        "the term takes more than " + std::to_string(options_.max_bytes) + " bytes of the VM (the pool's max_reply_size)", spent_}};
   }
 
   std::size_t close() noexcept {
@@ -558,8 +672,8 @@ class NifTermSink {
   }
 
   void replace_from(std::size_t base, ERL_NIF_TERM term) {
-    vals_.resize(base);
-    vals_.push_back(term);
+    vals_.shrink_to(base);
+    vals_.push(term);
   }
 
   // A term the NIF API cannot make, written by etf's Writer: into the fun being written,
@@ -574,7 +688,7 @@ class NifTermSink {
     etf::Writer writer(etf_);
     writer.version();
     write(writer);
-    vals_.push_back(from_etf(etf_, what));
+    vals_.push(from_etf(etf_, what));
   }
 
   ERL_NIF_TERM from_etf(const etf::ByteBuffer& bytes, const char* what) {
@@ -587,6 +701,14 @@ class NifTermSink {
   }
 
   ERL_NIF_TERM make_atom(std::string_view utf8) {
+    if (const std::optional<ERL_NIF_TERM> known = known_atoms_.find(utf8)) return *known;
+    const ERL_NIF_TERM atom = make_unknown_atom(utf8);
+    known_atoms_.remember(utf8, atom);
+    return atom;
+  }
+
+  // make_atom, asking the VM.
+  ERL_NIF_TERM make_unknown_atom(std::string_view utf8) {
     const auto ascii = [](std::string_view s) {
       return std::all_of(s.begin(), s.end(), [](char c) { return static_cast<std::uint8_t>(c) < 0x80; });
     };
@@ -630,7 +752,7 @@ class NifTermSink {
 
   ErlNifEnv* env_;
   const BuildOptions& options_;
-  std::vector<ERL_NIF_TERM>& vals_;
+  TermStack& vals_;
   std::vector<BuildFrame>& open_;
   std::vector<ERL_NIF_TERM>& map_values_;
   etf::ByteBuffer& etf_;
@@ -638,10 +760,12 @@ class NifTermSink {
   std::size_t& etf_peak_;
   const ERL_NIF_TERM nil_;
   const unsigned bin2term_opts_;
+  KnownAtoms& known_atoms_ = KnownAtoms::of_thread();
   std::optional<etf::Writer> capture_;  // the local fun being written, while there is one
   std::size_t capture_depth_ = 0;       // funs begun in it and not ended (nested ones too)
   bool capture_holds_large_map_ = false;  // a map of it would crash enif_binary_to_term here
   std::size_t spent_ = 0;                 // counted against options_.max_bytes
+  const std::size_t budget_;              // options_.max_bytes, or SIZE_MAX for none
 };
 
 static_assert(etf::Visitor<NifTermSink>);

