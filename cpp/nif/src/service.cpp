@@ -501,11 +501,23 @@ std::optional<ERL_NIF_TERM> Service::run_here(ErlNifEnv* env, const std::shared_
   std::optional<ERL_NIF_TERM> reply;
   std::chrono::steady_clock::duration took{};
   {
-    // A scheduler's first borrow registers it with OCaml, once: not the export's time.
-    const host::BorrowedRuntime held(ocaml_->runtime);
+    // A scheduler's first borrow registers it with OCaml, once: not the export's time. One
+    // that cannot register leaves the call to the OCaml thread.
+    std::optional<host::BorrowedRuntime> held;
+    try {
+      held.emplace(ocaml_->runtime);
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
     const auto started = std::chrono::steady_clock::now();
     const Current current{worker.get(), env, given, std::this_thread::get_id(), key};
-    reply = execute(*ocaml_, *worker, env, request, elements[1], current);
+    try {
+      reply = execute(*ocaml_, *worker, env, request, elements[1], current);
+    } catch (const std::bad_alloc&) {
+      // The call has run, or begun to: it is answered, never queued again.
+      reply = enif_make_tuple2(env, atoms_.error,
+                               enif_make_tuple2(env, atoms_.request_failed, make_binary(env, "out of memory")));
+    }
     took = std::chrono::steady_clock::now() - started;
   }
   // The share of a scheduler's time slice (a millisecond, as the NIF docs count it) used.
