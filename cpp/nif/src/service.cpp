@@ -160,16 +160,18 @@ bool ExportTimes::is_short(const ExportKey& key) {
   return found != times_.end() && !found->second.never && found->second.short_runs >= runs_to_trust;
 }
 
+ExportTimes::Times* ExportTimes::followed(const ExportKey& key) {
+  const auto found = times_.find(key);
+  if (found != times_.end()) return &found->second;
+  if (times_.size() >= max_exports) return nullptr;
+  return &times_.emplace(key, Times{}).first->second;
+}
+
 void ExportTimes::ran(const ExportKey& key, std::chrono::nanoseconds took) {
   const std::lock_guard lock(mutex_);
-  auto found = times_.find(key);
-  if (found == times_.end()) {
-    if (times_.size() >= max_exports) return;
-    found = times_.emplace(key, Times{}).first;
-  }
-  Times& times = found->second;
-  if (times.never) return;
-  times.short_runs = took < short_run ? std::min(times.short_runs + 1, runs_to_trust) : 0;
+  Times* times = followed(key);
+  if (times == nullptr || times->never) return;
+  times->short_runs = took < short_run ? std::min(times->short_runs + 1, runs_to_trust) : 0;
 }
 
 bool ExportTimes::ran_on_scheduler(const ExportKey& key, std::chrono::nanoseconds took) {
@@ -184,12 +186,7 @@ bool ExportTimes::ran_on_scheduler(const ExportKey& key, std::chrono::nanosecond
 
 void ExportTimes::never_short(const ExportKey& key) {
   const std::lock_guard lock(mutex_);
-  auto found = times_.find(key);
-  if (found == times_.end()) {
-    if (times_.size() >= max_exports) return;
-    found = times_.emplace(key, Times{}).first;
-  }
-  found->second.never = true;
+  if (Times* times = followed(key)) times->never = true;
 }
 
 struct Service::Ocaml {

@@ -117,6 +117,9 @@ class ExportTimes {
       return std::hash<ERL_NIF_TERM>()(key.first) * 31 + std::hash<ERL_NIF_TERM>()(key.second);
     }
   };
+  // The export's entry, made if there is room (max_exports); the caller holds mutex_.
+  Times* followed(const ExportKey& key);
+
   std::mutex mutex_;
   std::unordered_map<ExportKey, Times, Hash> times_;
 };
