@@ -219,14 +219,30 @@ parallel_calls(Pool, Fun, Args) ->
 
 new_export_everywhere(Pool) ->
     %% Held busy by slow calls, each worker takes some of the quick ones.
+    %% Each slow caller is counted in before the next one picks a worker, so that
+    %% least-loaded routing gives each its own worker.
     Self = self(),
-    Slow = [spawn_link(fun() -> Self ! {self(), ocaml:call(Pool, sleep_worker_id, [300])} end)
-            || _ <- lists:seq(1, 3)],
-    timer:sleep(50),
+    Before = in_flight(Pool),
+    Slow = [begin
+                Pid = spawn_link(fun() -> Self ! {self(), ocaml:call(Pool, sleep_worker_id, [300])} end),
+                wait_in_flight(Pool, Before + N, 200),
+                Pid
+            end || N <- lists:seq(1, 3)],
     Answers = parallel_calls(Pool, extra_hello, [<<"x">>]),
     ?assertEqual([], [A || A <- Answers, A =/= {ok, <<"hello, x">>}]),
     Ids = [receive {P, {ok, Id}} -> Id after 10000 -> ct:fail(no_answer) end || P <- Slow],
     ?assertEqual([1, 2, 3], lists:sort(Ids)).
+
+%% Polls until the pool counts at least N calls in flight, 5 ms apart, at most Tries times.
+wait_in_flight(Pool, N, Tries) ->
+    case in_flight(Pool) of
+        Count when Count >= N -> ok;
+        _ when Tries =:= 0 -> ct:fail({calls_never_counted_in, N});
+        _ -> timer:sleep(5), wait_in_flight(Pool, N, Tries - 1)
+    end.
+
+in_flight(Pool) ->
+    lists:sum([InFlight || #{in_flight := InFlight} <- ocaml:workers(Pool)]).
 
 is_undef({error, {undef, _}}) -> true;
 is_undef(_) -> false.
