@@ -20,7 +20,9 @@
 -opaque worker() :: reference().
 %% A worker's handle on the runtime (a NIF resource).
 
--type runtime_info() :: #{ocaml_version := binary(), flavour := native}.
+-type runtime_info() :: #{ocaml_version := binary(), flavour := native, domains := pos_integer()}.
+%% `domains': how many of the runtime's domains run calls (OCaml 5: one per scheduler, at
+%% most 16; OCaml 4: one thread).
 
 %% The OCaml whose build the library is loaded from (set before the module's
 %% first load).

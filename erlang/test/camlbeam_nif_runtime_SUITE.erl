@@ -13,7 +13,8 @@
 -export([one_runtime_for_every_pool/1, upgrade_keeps_the_runtime/1, another_ocaml_is_refused/1,
          large_maps_off_the_schedulers/1, answers_within_max_reply_size/1, exit_does_not_end_the_vm/1,
          options_that_do_not_apply/1, short_calls_run_where_they_are_made/1,
-         calls_that_overrun_go_back_to_the_ocaml_thread/1, exports_that_call_erlang_stay_on_the_ocaml_thread/1]).
+         calls_that_overrun_go_back_to_the_ocaml_thread/1, exports_that_call_erlang_stay_on_the_ocaml_thread/1,
+         workers_run_at_once_on_domains/1, a_workers_calls_run_one_at_a_time/1, deadlines_on_every_domain/1]).
 
 -define(LIB, camlbeam_test_lib).
 
@@ -21,7 +22,8 @@ all() ->
     [one_runtime_for_every_pool, upgrade_keeps_the_runtime, another_ocaml_is_refused,
      large_maps_off_the_schedulers, answers_within_max_reply_size, exit_does_not_end_the_vm,
      options_that_do_not_apply, short_calls_run_where_they_are_made,
-     calls_that_overrun_go_back_to_the_ocaml_thread, exports_that_call_erlang_stay_on_the_ocaml_thread].
+     calls_that_overrun_go_back_to_the_ocaml_thread, exports_that_call_erlang_stay_on_the_ocaml_thread,
+     workers_run_at_once_on_domains, a_workers_calls_run_one_at_a_time, deadlines_on_every_domain].
 
 init_per_suite(Config) ->
     Config1 = ?LIB:init_per_suite(Config),
@@ -83,7 +85,7 @@ another_ocaml_is_refused(Config) ->
     after
         persistent_term:put({camlbeam_nif, ocaml}, Wanted)
     end,
-    ?assertEqual({ok, #{ocaml_version => Running, flavour => native}}, camlbeam_nif:runtime_info()),
+    ?assertMatch({ok, #{ocaml_version := Running, flavour := native}}, camlbeam_nif:runtime_info()),
     ?assertEqual({ok, 3}, ocaml:call(Pool, add, [1, 2])).
 
 %% OTP 25 makes a map of more than 32 keys with the scheduler's data, and crashes on
@@ -212,6 +214,56 @@ exports_that_call_erlang_stay_on_the_ocaml_thread(Config) ->
             ?assertEqual({queued, {ok, {ok, 7}}}, placed(Worker, placed_ask_erlang, [-7]))
     end.
 
+%% Under OCaml 5 the runtime has a domain per scheduler (at most 16), and the calls of
+%% two workers run at once, each on a domain: two calls that each wait for the other
+%% meet. Under OCaml 4.13 one thread runs every call: the first waits alone.
+workers_run_at_once_on_domains(Config) ->
+    {_Pool, [First, Second]} = placement_pool(Config, #{pool_size => 2}, 2),
+    {ok, #{domains := Domains}} = camlbeam_nif:runtime_info(),
+    Expected = case on_schedulers() of
+                   true ->
+                       ?assertEqual(min(erlang:system_info(schedulers), 16), Domains),
+                       if Domains >= 2 -> [met, met]; true -> [alone, met] end;
+                   false ->
+                       ?assertEqual(1, Domains),
+                       [alone, met]
+               end,
+    ?assertEqual(Expected, lists:sort(meet([First, Second]))).
+
+%% A worker's calls run one at a time, in order, as a port worker's: two calls of one
+%% worker never meet, whatever the domains.
+a_workers_calls_run_one_at_a_time(Config) ->
+    {_Pool, [Worker]} = placement_pool(Config, #{}, 1),
+    ?assertEqual([alone, met], lists:sort(meet([Worker, Worker]))).
+
+%% Each domain keeps the deadlines of its calls: two calls that would run for 5 s, on
+%% two workers at once, end at their 300 ms timeout, and each worker answers its next
+%% call at once (it would wait behind a call still running).
+deadlines_on_every_domain(Config) ->
+    {_Pool, Workers} = placement_pool(Config, #{pool_size => 2}, 2),
+    Self = self(),
+    Started = erlang:monotonic_time(millisecond),
+    Callers = [spawn_link(fun() -> Self ! {self(), timed(W, placed_spin, [5000], 300)} end) || W <- Workers],
+    ?assertEqual([{error, timeout}, {error, timeout}],
+                 [receive {C, Answer} -> Answer after 10000 -> ct:fail(no_answer) end || C <- Callers]),
+    ?assert(erlang:monotonic_time(millisecond) - Started < 3000),
+    ?assertEqual([{ok, 1}, {ok, 1}], [timed(W, placed_spin, [1], 2000) || W <- Workers]).
+
+%% The answers of placed_meet called on each of Workers at once, each waiting for them
+%% all (at most 1.5 s).
+meet(Workers) ->
+    {queued, {ok, ok}} = placed(hd(Workers), placed_meet_reset, []),
+    Self = self(),
+    Callers = [spawn_link(fun() -> Self ! {self(), timed(W, placed_meet, [length(Workers), 1500], 10000)} end)
+               || W <- Workers],
+    [receive {C, {ok, Outcome}} -> Outcome after 15000 -> ct:fail(no_answer) end || C <- Callers].
+
+%% A call queued with Timeout, answered by its deadline or its caller's.
+timed(Worker, Fun, Args, Timeout) ->
+    Ref = make_ref(),
+    ok = camlbeam_nif:call(Worker, {call, Ref, Fun, Args, Timeout}, []),
+    receive {Ref, Answer} -> Answer after Timeout + 5000 -> ct:fail({no_answer, Fun, Args}) end.
+
 %% How many calls were queued before one ran here (at most 500 calls).
 queued_until_here(Worker, Fun, Args) ->
     queued_until_here(Worker, Fun, Args, 0).
@@ -229,9 +281,15 @@ flush(Message) ->
 
 %% A pool of one worker with the placement plugin, and that worker's handle.
 placement_pool(Config, Options) ->
-    Pool = ?LIB:start_pool(Config, Options#{plugins => [?LIB:plugin(Config, "camlbeam_placement")]}),
-    [#camlbeam_worker{handle = #ocaml_nif{worker = Worker}}] = camlbeam_registry:workers(whereis_pool(Pool)),
+    {Pool, [Worker]} = placement_pool(Config, Options, 1),
     {Pool, Worker}.
+
+%% A pool with the placement plugin, and the handles of its Size workers.
+placement_pool(Config, Options, Size) ->
+    Pool = ?LIB:start_pool(Config, Options#{plugins => [?LIB:plugin(Config, "camlbeam_placement")]}),
+    Workers = [Worker || #camlbeam_worker{handle = #ocaml_nif{worker = Worker}} <- camlbeam_registry:workers(whereis_pool(Pool))],
+    ?assertEqual(Size, length(Workers)),
+    {Pool, Workers}.
 
 whereis_pool(Pool) when is_pid(Pool) -> Pool;
 whereis_pool(Pool) -> whereis(Pool).

@@ -93,7 +93,8 @@ val watch_requests : nativeint -> int -> unit
 (** [watch_requests hooks signal] is how a host's request watch ([cpp/host],
     [host::RequestWatch]) attaches itself: [hooks] is the address of its
     [struct camlbeam_request_hooks] ([camlbeam_request_hooks.h]), which the
-    deadlines of requests go to, and [signal] (a system signal number, a
+    deadlines of the calling domain's requests go to (each domain has its own
+    hooks, and its own watch and signal), and [signal] (a system signal number, a
     real-time signal) its cancel signal, whose OCaml handler this installs:
     it raises {!Erl.Cancelled} when the context of the request running on its
     thread says that the request's deadline passed

@@ -18,6 +18,7 @@
 #include <mutex>
 #include <optional>
 #include <system_error>
+#include <vector>
 
 namespace camlbeam::host {
 
@@ -43,7 +44,22 @@ std::int64_t to_ns(milliseconds ms) { return std::chrono::duration_cast<std::chr
 // against a worker's --max-memory (RLIMIT_DATA counts thread stacks).
 constexpr std::size_t watch_stack_size = std::size_t{256} << 10;
 
-std::atomic<bool> one_per_process{false};
+// The signals of the watches alive: one watch per signal, each signalling the thread that
+// made it (under OCaml 5, one per domain that runs requests, each with a signal of its own).
+std::mutex signals_mutex;
+std::vector<int> signals_watched;
+
+bool claim_signal(int signal) {
+  const std::lock_guard lock(signals_mutex);
+  if (std::find(signals_watched.begin(), signals_watched.end(), signal) != signals_watched.end()) return false;
+  signals_watched.push_back(signal);
+  return true;
+}
+
+void free_signal(int signal) noexcept {
+  const std::lock_guard lock(signals_mutex);
+  std::erase(signals_watched, signal);
+}
 
 }  // namespace
 
@@ -212,9 +228,8 @@ RequestWatch::RequestWatch(const Runtime& runtime, RequestWatchOptions options, 
   if (!runtime.held_by_this_thread()) throw RuntimeError("camlbeam::host::RequestWatch: create it on the runtime thread");
   if (options.signal == 0) options.signal = SIGRTMIN + 3;
   if (options.tick <= milliseconds(0)) options.tick = milliseconds(1);
-  bool expected = false;
-  if (!one_per_process.compare_exchange_strong(expected, true)) {
-    throw RuntimeError("camlbeam::host::RequestWatch: one per process (the cancel signal and the hooks are global)");
+  if (!claim_signal(options.signal)) {
+    throw RuntimeError("camlbeam::host::RequestWatch: one per signal (a signal's OCaml handler is global)");
   }
   try {
     state_ = std::make_unique<State>(options, std::move(hooks));
@@ -222,7 +237,7 @@ RequestWatch::RequestWatch(const Runtime& runtime, RequestWatchOptions options, 
     state_->c_hooks = {&set_deadline_hook, &cancel_requested_hook, this};
     attach_to_ocaml(&state_->c_hooks, options.signal);
   } catch (...) {
-    one_per_process.store(false);
+    free_signal(options.signal);
     throw;
   }
 }
@@ -258,7 +273,7 @@ RequestWatch::~RequestWatch() {
     // The process is ending; the hooks point at nothing that is freed before it does
     // only if they were detached, so leave the handler answering "not cancelled".
   }
-  one_per_process.store(false);
+  free_signal(state_->options.signal);
 }
 
 void RequestWatch::begin() noexcept {

@@ -23,8 +23,9 @@ thread_local bool released = false;
 }  // namespace
 
 namespace detail {
-// Set while this thread, not the runtime thread, holds the runtime (borrowed_runtime.cpp,
-// which alone needs OCaml's systhreads: the executables that do not borrow link without).
+// Set while this thread, not the runtime thread, holds the runtime: a borrow
+// (borrowed_runtime.cpp, which alone needs OCaml's systhreads: the executables that do not
+// borrow link without) or a domain's own thread (DomainThread).
 thread_local bool borrowed = false;
 }  // namespace detail
 
@@ -67,7 +68,14 @@ Runtime::~Runtime() {
 
 bool Runtime::is_runtime_thread() const noexcept { return std::this_thread::get_id() == thread_; }
 
-bool Runtime::held_by_this_thread() const noexcept { return detail::borrowed || (is_runtime_thread() && !released); }
+bool Runtime::held_by_this_thread() const noexcept { return (detail::borrowed || is_runtime_thread()) && !released; }
+
+DomainThread::DomainThread(const Runtime& runtime) {
+  if (runtime.held_by_this_thread()) throw RuntimeError("DomainThread: this thread holds the OCaml runtime already");
+  detail::borrowed = true;
+}
+
+DomainThread::~DomainThread() { detail::borrowed = false; }
 
 BlockingSection::BlockingSection(const Runtime& runtime) {
   if (!runtime.held_by_this_thread()) {

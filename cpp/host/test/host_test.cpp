@@ -772,7 +772,9 @@ TEST(WatchStart, TheFirstDeadlineStartsTheThread) {
   expect_reply(h, call_within("spin_alloc", t("[5000]"), t("50")), error(atom("timeout")));
 }
 
-TEST_F(Watch, OnePerProcess) {
+// A signal's OCaml handler is global: a second watch of the same signal is refused, and the
+// first one keeps working.
+TEST_F(Watch, OnePerSignal) {
   EXPECT_THROW(host::RequestWatch second(*runtime, quick_watch, {}), host::RuntimeError);
   expect_reply(h, call_within("spin_alloc", t("[5000]"), t("50")), error(atom("timeout")));
 }

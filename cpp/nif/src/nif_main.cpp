@@ -94,7 +94,13 @@ int load(ErlNifEnv* env, void** /*priv*/, ERL_NIF_TERM /*load_info*/) noexcept {
     make_atoms(env);
     if (open_resources(env, ERL_NIF_RT_CREATE) != 0) return 1;
     load_failure = make_symbols_global();
-    if (load_failure.empty()) Service::start(atoms);
+    if (load_failure.empty()) {
+      // Under OCaml 5 a domain per scheduler: as many requests run at once as the VM runs
+      // processes.
+      ErlNifSysInfo info{};
+      enif_system_info(&info, sizeof info);
+      Service::start(atoms, static_cast<std::size_t>(std::max(info.scheduler_threads, 1)));
+    }
   } catch (const std::exception& e) {
     load_failure = e.what();
   } catch (...) {
@@ -136,14 +142,18 @@ WorkerHandle* get_worker(ErlNifEnv* env, ERL_NIF_TERM term) {
 }
 
 
-// runtime_info() -> {ok, #{ocaml_version := binary(), flavour := native}} | {error, Why :: binary()}
+// runtime_info() -> {ok, #{ocaml_version := binary(), flavour := native, domains := pos_integer()}}
+//                 | {error, Why :: binary()}
 ERL_NIF_TERM runtime_info(ErlNifEnv* env, int, const ERL_NIF_TERM*) noexcept {
   return guarded(env, [&] {
-    if (Service::running() == nullptr) return enif_make_tuple2(env, atoms.error, make_binary(env, load_failure));
-    ERL_NIF_TERM keys[] = {enif_make_atom(env, "ocaml_version"), enif_make_atom(env, "flavour")};
-    ERL_NIF_TERM values[] = {make_binary(env, CAMLBEAM_OCAML_VERSION), enif_make_atom(env, "native")};
+    Service* service = Service::running();
+    if (service == nullptr) return enif_make_tuple2(env, atoms.error, make_binary(env, load_failure));
+    ERL_NIF_TERM keys[] = {enif_make_atom(env, "ocaml_version"), enif_make_atom(env, "flavour"),
+                           enif_make_atom(env, "domains")};
+    ERL_NIF_TERM values[] = {make_binary(env, CAMLBEAM_OCAML_VERSION), enif_make_atom(env, "native"),
+                             enif_make_uint64(env, service->domains_serving())};
     ERL_NIF_TERM map;
-    enif_make_map_from_arrays(env, keys, values, 2, &map);
+    enif_make_map_from_arrays(env, keys, values, 3, &map);
     return enif_make_tuple2(env, atom_ok, map);
   });
 }

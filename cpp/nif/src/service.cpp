@@ -14,6 +14,8 @@
 #include <caml/signals.h>
 #include <caml/version.h>
 
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <climits>
@@ -44,6 +46,7 @@ inline void pause() noexcept {
 // thread or a condition variable another thread waits on (halt() would hang or abort).
 alignas(Service) unsigned char service_storage[sizeof(Service)];
 std::atomic<Service*> the_service{nullptr};
+std::atomic<Service*> the_starting_service{nullptr};
 std::mutex start_mutex;
 
 
@@ -78,6 +81,36 @@ ERL_NIF_TERM etf_binary(ErlNifEnv* env, value term) {
 // The environment of the process whose NIF call this thread, a scheduler, runs (run_here):
 // the NIF API's sends want it there, and null on the OCaml thread.
 thread_local ErlNifEnv* calling_env = nullptr;
+
+// The cancel signal of domain `index`'s watch. Every thread that may hold a domain blocks
+// the signals of the others: OCaml runs a signal's handler on the first domain that polls
+// among the threads that do not block it, and the handler cancels the request of its own
+// domain.
+int domain_signal(std::size_t index) noexcept { return SIGRTMIN + 3 + static_cast<int>(index); }
+
+// Blocks the cancel signals of the domains other than `own` on the calling thread.
+void block_other_domains_signals(std::size_t domains, std::size_t own) noexcept {
+  sigset_t others;
+  ::sigemptyset(&others);
+  for (std::size_t index = 0; index < domains; ++index)
+    if (index != own) ::sigaddset(&others, domain_signal(index));
+  ::pthread_sigmask(SIG_BLOCK, &others, nullptr);
+}
+
+// The calling thread, domain `own`'s, takes its own cancel signal and no other's (it may
+// have inherited a mask that blocks it: a domain's thread is made by domain 0's).
+void take_only_own_signal(std::size_t domains, std::size_t own) noexcept {
+  block_other_domains_signals(domains, own);
+  sigset_t mine;
+  ::sigemptyset(&mine);
+  ::sigaddset(&mine, domain_signal(own));
+  ::pthread_sigmask(SIG_UNBLOCK, &mine, nullptr);
+}
+
+// How many of a queue's first requests take() looks at for one it may run: requests of a
+// worker whose request runs wait behind it, and a flood of them must not make each look
+// cost the whole queue.
+constexpr std::size_t lookahead = 64;
 
 #if OCAML_VERSION_MAJOR >= 5
 // Whether a call's arguments are small enough to convert on a scheduler: at most
@@ -189,12 +222,12 @@ void ExportTimes::never_short(const ExportKey& key) {
   if (Times* times = followed(key)) times->never = true;
 }
 
-struct Service::Ocaml {
-  explicit Ocaml(Service& service)
-      : runtime(std::vector<std::string>{"camlbeam_nif"}),
-        watch(runtime, {.heartbeat = std::chrono::milliseconds(0)},
-              {nullptr, [&service](std::chrono::milliseconds running, std::chrono::milliseconds timeout) {
-                 service.overdue(running, timeout);
+struct Service::Executor {
+  Executor(Service& service, host::Runtime& runtime, std::size_t domain)
+      : index(domain),
+        watch(runtime, {.heartbeat = std::chrono::milliseconds(0), .signal = domain_signal(domain)},
+              {nullptr, [&service, this](std::chrono::milliseconds ran, std::chrono::milliseconds timeout) {
+                 service.overdue(*this, ran, timeout);
                }}),
         host(runtime, &watch) {
     const value* make = caml_named_value("camlbeam.nif.context");
@@ -203,7 +236,7 @@ struct Service::Ocaml {
     watch.start();
   }
 
-  // The context of a worker's requests, made at its first request.
+  // The context of a worker's requests on this domain, made at its first request here.
   const conv::Root& context_of(const Worker& worker) {
     const auto found = contexts.find(worker.key);
     if (found != contexts.end()) return found->second;
@@ -215,22 +248,29 @@ struct Service::Ocaml {
     return contexts.emplace(worker.key, conv::Root(context)).first->second;
   }
 
-  host::Runtime runtime;
+  const std::size_t index;
   host::RequestWatch watch;
   host::Host host;
   const value* make_context;
   std::unordered_map<std::uint64_t, conv::Root> contexts;
 
-  // Every pool of the VM loads its plugins into this one runtime, where a file loads
-  // once: the answer of each plugin loaded (or whose initialiser failed), by its real
-  // path, is the answer to any later load of it (its atoms and exports, which each pool
-  // creates and lists).
-  struct Loaded {
-    OwnedEnv env;
-    ERL_NIF_TERM answer;
-  };
-  std::unordered_map<std::string, Loaded> loaded;
+  // Guarded by the service's mutex_.
+  Job* active = nullptr;                  // the request running here, until it is answered
+  std::vector<std::uint64_t> forgotten;   // workers whose contexts this domain drops
+
+  // The worker whose request runs here, for the watch's thread (overdue).
+  std::mutex running_mutex;
+  std::shared_ptr<Worker> running;
+
+  // Erl.call_erlang's wait: the call awaited (0: none) and its answer once it came.
+  std::mutex erl_mutex;
+  std::condition_variable erl_answered;
+  std::uint64_t erl_awaited = 0;
+  std::optional<OwnedEnv> erl_reply_env;
+  ERL_NIF_TERM erl_reply = 0;
 };
+
+thread_local const Service::Current* Service::current_ = nullptr;
 
 namespace {
 
@@ -251,10 +291,16 @@ std::string load_key(ErlNifEnv* env, ERL_NIF_TERM request) {
 
 }  // namespace
 
-Service& Service::start(Atoms atoms) {
+Service& Service::start(Atoms atoms, std::size_t domains) {
   const std::lock_guard lock(start_mutex);
   if (Service* service = the_service.load()) return *service;
-  auto* service = new (service_storage) Service(atoms);
+#if OCAML_VERSION_MAJOR >= 5
+  domains = std::clamp<std::size_t>(domains, 1, max_domains);
+#else
+  domains = 1;
+#endif
+  auto* service = new (service_storage) Service(atoms, domains);
+  the_starting_service.store(service);
   std::promise<std::string> started;
   std::future<std::string> result = started.get_future();
   service->thread_ = std::thread([service, &started] { service->thread_main(&started); });
@@ -270,10 +316,21 @@ Service& Service::start(Atoms atoms) {
 
 Service* Service::running() noexcept { return the_service.load(); }
 
+Service* Service::starting() noexcept { return the_starting_service.load(); }
+
+std::size_t Service::domains_serving() {
+  const std::lock_guard lock(mutex_);
+  return executors_.size();
+}
+
 void Service::thread_main(std::promise<std::string>* started) noexcept {
-  std::optional<Ocaml> ocaml;
+  // Domain 0's thread; the domains it spawns inherit its signal mask.
+  take_only_own_signal(domains_, 0);
+  std::optional<host::Runtime> runtime;
+  std::optional<Executor> executor;
   try {
-    ocaml.emplace(*this);
+    runtime.emplace(std::vector<std::string>{"camlbeam_nif"});
+    executor.emplace(*this, *runtime, 0);
   } catch (const std::exception& e) {
     started->set_value(std::string("the OCaml runtime did not start: ") + e.what());
     return;
@@ -281,45 +338,125 @@ void Service::thread_main(std::promise<std::string>* started) noexcept {
     started->set_value("the OCaml runtime did not start");
     return;
   }
-  ocaml_ = &*ocaml;
+  runtime_ = &*runtime;
+  first_ = &*executor;
+  {
+    const std::lock_guard lock(mutex_);
+    executors_.push_back(&*executor);
+  }
+  spawn_domains();
   started->set_value("");
-  // Never returns: the runtime serves the VM until it exits.
+  serve_for_ever(*executor);
+}
+
+void Service::spawn_domains() {
+#if OCAML_VERSION_MAJOR >= 5
+  const value* spawn = caml_named_value("camlbeam.nif.spawn_domain");
+  if (spawn == nullptr) return;
+  for (std::size_t index = 1; index < domains_; ++index) {
+    // Domain.spawn returns once the domain exists; its thread then sets up its executor.
+    if (Is_exception_result(caml_callback_exn(*spawn, Val_long(index)))) break;
+    const host::BlockingSection released(*runtime_);
+    std::unique_lock lock(mutex_);
+    // A domain that cannot start says so and ends (serve_domain): the pool has fewer.
+    wake_.wait(lock, [this, index] { return executors_.size() + failed_domains_ > index; });
+    if (failed_domains_ != 0) break;
+  }
+#endif
+}
+
+std::string Service::serve_domain(std::size_t index) noexcept {
+  take_only_own_signal(domains_, index);
+  // Said to spawn_domains, which waits for this domain: it serves, or it has failed.
+  const auto failed = [this] {
+    {
+      const std::lock_guard lock(mutex_);
+      ++failed_domains_;
+    }
+    wake_.notify_all();
+  };
+  try {
+    const host::DomainThread domain(*runtime_);
+    Executor executor(*this, *runtime_, index);
+    {
+      const std::lock_guard lock(mutex_);
+      executors_.push_back(&executor);
+    }
+    wake_.notify_all();
+    serve_for_ever(executor);
+  } catch (const std::exception& e) {
+    failed();
+    return std::string("domain ") + std::to_string(index) + " of the nif transport did not start: " + e.what();
+  } catch (...) {
+    failed();
+    return "domain " + std::to_string(index) + " of the nif transport did not start";
+  }
+}
+
+void Service::serve_for_ever(Executor& executor) noexcept {
   for (;;) {
     try {
-      serve(*ocaml);
+      serve(executor);
     } catch (...) {
       // std::bad_alloc between requests: drop nothing, try again.
     }
   }
 }
 
-void Service::serve(Ocaml& ocaml) {
+bool Service::can_take() const {
+  if (loading_) return false;
+  std::size_t looked = 0;
+  for (const Job& job : queue_) {
+    if (++looked > lookahead) return false;
+    if (job.load) return running_requests_ == 0 && !borrowed_;
+    if (!job.worker->busy) return true;
+  }
+  return false;
+}
+
+std::optional<Job> Service::take() {
+  if (loading_) return std::nullopt;
+  std::size_t looked = 0;
+  for (auto job = queue_.begin(); job != queue_.end() && ++looked <= lookahead; ++job) {
+    // A load runs alone, and what was queued after it waits: plugins change the export
+    // tables that every domain reads.
+    if (job->load && (running_requests_ != 0 || borrowed_)) return std::nullopt;
+    if (!job->load && job->worker->busy) continue;
+    std::optional<Job> taken(std::move(*job));
+    queue_.erase(job);
+    pending_.fetch_sub(1, std::memory_order_relaxed);
+    taken->worker->busy = true;
+    loading_ = taken->load;
+    ++running_requests_;
+    return taken;
+  }
+  return std::nullopt;
+}
+
+void Service::serve(Executor& executor) {
   for (;;) {
     std::optional<Job> job;
     std::vector<std::uint64_t> forgotten;
     {
       const std::lock_guard lock(mutex_);
-      forgotten.swap(forgotten_);
-      if (!queue_.empty()) {
-        job.emplace(std::move(queue_.front()));
-        queue_.pop_front();
-        pending_.fetch_sub(1, std::memory_order_relaxed);
-        active_ = &*job;
-      }
+      forgotten.swap(executor.forgotten);
+      job = take();
+      if (job) executor.active = &*job;
     }
-    for (const std::uint64_t key : forgotten) ocaml.contexts.erase(key);
+    for (const std::uint64_t key : forgotten) executor.contexts.erase(key);
     if (job) {
-      run(ocaml, *job);
-      ocaml.host.between_requests();
+      run(executor, *job);
+      executor.host.between_requests();
       continue;
     }
     if (!forgotten.empty()) continue;
     // Idle. A compaction can take tens of milliseconds: never while holding the queue's
     // lock, which callers take on the VM's schedulers.
-    ocaml.host.give_back_memory();
+    executor.host.give_back_memory();
     // Idle without the runtime, which a scheduler may borrow meanwhile (run_here).
-    const host::BlockingSection released(ocaml.runtime);
-    {
+    const host::BlockingSection released(*runtime_);
+    const bool first = executor.index == 0;
+    if (first) {
       const std::lock_guard lock(mutex_);
       idle_ = true;
     }
@@ -329,48 +466,56 @@ void Service::serve(Ocaml& ocaml) {
     const auto until = std::chrono::steady_clock::now() + idle_spin;
     while (pending_.load(std::memory_order_acquire) == 0 && std::chrono::steady_clock::now() < until) pause();
     std::unique_lock lock(mutex_);
-    sleeping_ = true;
-    // Not while a scheduler borrows the runtime: this thread would wait for it, holding the
+    ++sleepers_;
+    // Domain 0 not while a scheduler borrows it: this thread would wait for it, holding the
     // queue's lock.
-    wake_.wait(lock, [this] { return (!queue_.empty() || !forgotten_.empty()) && !borrowed_; });
-    sleeping_ = false;
-    idle_ = false;
+    wake_.wait(lock, [&] { return (can_take() || !executor.forgotten.empty()) && !(first && borrowed_); });
+    --sleepers_;
+    if (first) idle_ = false;
   }
 }
 
-void Service::run(Ocaml& ocaml, Job& job) {
+void Service::run(Executor& executor, Job& job) {
   Worker& worker = *job.worker;
   ErlNifEnv* env = job.env.get();
   {
-    const std::lock_guard lock(running_mutex_);
-    running_ = job.worker;
+    const std::lock_guard lock(executor.running_mutex);
+    executor.running = job.worker;
   }
   struct Done {
     Service& service;
+    Executor& executor;
     Job& job;
     ~Done() {
       job.worker->in_service.fetch_sub(1);
+      bool wake = false;
       {
         // Unanswered (std::bad_alloc): its caller waits for its timeout.
         const std::lock_guard lock(service.mutex_);
-        if (service.active_ == &job) service.active_ = nullptr;
+        if (executor.active == &job) executor.active = nullptr;
+        job.worker->busy = false;
+        service.loading_ = false;
+        --service.running_requests_;
+        // The worker's next request, or a load waiting for the others, may go elsewhere.
+        wake = service.sleepers_ != 0 && service.can_take();
       }
-      const std::lock_guard lock(service.running_mutex_);
-      service.running_.reset();
+      if (wake) service.wake_.notify_all();
+      const std::lock_guard lock(executor.running_mutex);
+      executor.running.reset();
     }
-  } done{*this, job};
+  } done{*this, executor, job};
 
   // A call never is a load: its tag was read when it was queued.
   const std::string loading = job.load ? load_key(env, job.request) : std::string();
   if (!loading.empty()) {
-    if (const auto found = ocaml.loaded.find(loading); found != ocaml.loaded.end()) {
+    if (const auto found = loaded_.find(loading); found != loaded_.end()) {
       answer(job, job.ref, enif_make_copy(env, found->second.answer));
       return;
     }
   }
 
   const auto started = std::chrono::steady_clock::now();
-  Current current{&worker, env, job.given, std::this_thread::get_id(), std::nullopt};
+  Current current{&executor, &worker, env, job.given, std::nullopt};
 #if OCAML_VERSION_MAJOR >= 5
   // Timed for run_here, which takes calls with small arguments only: a call of the same
   // export with larger ones says nothing about those.
@@ -381,28 +526,27 @@ void Service::run(Ocaml& ocaml, Job& job) {
       current.export_key = export_key(env, elements[2]);
   }
 #endif
-  const std::optional<ERL_NIF_TERM> reply = execute(ocaml, worker, env, job.request, job.ref, current);
+  const std::optional<ERL_NIF_TERM> reply = execute(executor, worker, env, job.request, job.ref, current);
   if (!reply) return;
   if (!loading.empty() && is_final_load_answer(env, *reply)) {
     OwnedEnv keep;
     const ERL_NIF_TERM kept = enif_make_copy(keep.get(), *reply);
-    ocaml.loaded.insert_or_assign(loading, Ocaml::Loaded{std::move(keep), kept});
+    loaded_.insert_or_assign(loading, Loaded{std::move(keep), kept});
   }
   answer(job, job.ref, *reply);
   if (current.export_key) export_times_.ran(*current.export_key, std::chrono::steady_clock::now() - started);
 }
 
-std::optional<ERL_NIF_TERM> Service::execute(Ocaml& ocaml, const Worker& worker, ErlNifEnv* env, ERL_NIF_TERM request,
-                                             ERL_NIF_TERM ref, const Current& current) {
+std::optional<ERL_NIF_TERM> Service::execute(Executor& executor, const Worker& worker, ErlNifEnv* env,
+                                             ERL_NIF_TERM request, ERL_NIF_TERM ref, const Current& current) {
   current_ = &current;
   struct Over {
-    const Current*& current;
-    ~Over() { current = nullptr; }
-  } over{current_};
+    ~Over() { current_ = nullptr; }
+  } over;
 
-  const conv::Root& context = ocaml.context_of(worker);
+  const conv::Root& context = executor.context_of(worker);
   NifRequestSource source(env, request);
-  const host::Answer outcome = ocaml.host.run(source, &context);
+  const host::Answer outcome = executor.host.run(source, &context);
   switch (outcome.kind()) {
     case host::Answer::Kind::reply: {
       const BuiltTerm built = ocaml_to_nif(env, outcome.term(), worker.build);
@@ -459,42 +603,55 @@ std::optional<ERL_NIF_TERM> Service::run_here(ErlNifEnv* env, const std::shared_
   if (!enif_get_tuple(env, request, &arity, &elements) || arity != 5) return std::nullopt;
   const std::optional<ExportKey> key = export_key(env, elements[2]);
   if (!key || !export_times_.is_short(*key) || !is_small(env, elements[3])) return std::nullopt;
+  Executor& first = *first_;
   {
     const std::lock_guard lock(mutex_);
-    // The OCaml thread is idle in its BlockingSection, and does not leave it while
-    // borrowed_: this thread takes the runtime at once.
-    if (!idle_ || borrowed_ || !queue_.empty() || !forgotten_.empty() || worker->closed.load()) return std::nullopt;
+    // Domain 0's thread is idle in its BlockingSection, and does not leave it while
+    // borrowed_: this thread takes the runtime at once. Not while a load runs (it changes
+    // the export tables), nor beside a request of the same worker (they run in order).
+    if (!idle_ || borrowed_ || loading_ || !queue_.empty() || !first.forgotten.empty() || worker->busy ||
+        worker->closed.load())
+      return std::nullopt;
     borrowed_ = true;
+    worker->busy = true;
   }
   struct GiveBack {
     Service& service;
+    Worker& worker;
     ~GiveBack() {
       calling_env = nullptr;
       bool wake = false;
       {
         const std::lock_guard lock(service.mutex_);
         service.borrowed_ = false;
-        wake = service.sleeping_ && (!service.queue_.empty() || !service.forgotten_.empty());
+        worker.busy = false;
+        wake = service.sleepers_ != 0 && (service.can_take() || !service.first_->forgotten.empty());
       }
-      if (wake) service.wake_.notify_one();
+      if (wake) service.wake_.notify_all();
     }
-  } give_back{*this};
+  } give_back{*this, *worker};
   calling_env = env;
+  // The cancel signals of the other domains are theirs (block_other_domains_signals).
+  static thread_local bool signals_blocked = false;
+  if (!signals_blocked) {
+    block_other_domains_signals(domains_, 0);
+    signals_blocked = true;
+  }
 
   worker->in_service.fetch_add(1);
   {
-    const std::lock_guard lock(running_mutex_);
-    running_ = worker;  // for overdue()
+    const std::lock_guard lock(first.running_mutex);
+    first.running = worker;  // for overdue()
   }
   struct Counted {
-    Service& service;
+    Executor& first;
     Worker& worker;
     ~Counted() {
       worker.in_service.fetch_sub(1);
-      const std::lock_guard lock(service.running_mutex_);
-      service.running_.reset();
+      const std::lock_guard lock(first.running_mutex);
+      first.running.reset();
     }
-  } counted{*this, *worker};
+  } counted{first, *worker};
   std::optional<ERL_NIF_TERM> reply;
   std::chrono::steady_clock::duration took{};
   {
@@ -502,14 +659,14 @@ std::optional<ERL_NIF_TERM> Service::run_here(ErlNifEnv* env, const std::shared_
     // that cannot register leaves the call to the OCaml thread.
     std::optional<host::BorrowedRuntime> held;
     try {
-      held.emplace(ocaml_->runtime);
+      held.emplace(*runtime_);
     } catch (const std::exception&) {
       return std::nullopt;
     }
     const auto started = std::chrono::steady_clock::now();
-    const Current current{worker.get(), env, given, std::this_thread::get_id(), key};
+    const Current current{nullptr, worker.get(), env, given, key};
     try {
-      reply = execute(*ocaml_, *worker, env, request, elements[1], current);
+      reply = execute(first, *worker, env, request, elements[1], current);
     } catch (const std::bad_alloc&) {
       // The call has run, or begun to: it is answered, never queued again.
       reply = enif_make_tuple2(env, atoms_.error,
@@ -538,11 +695,12 @@ bool Service::submit(Job job) {
     job.worker->in_service.fetch_add(1);
     queue_.push_back(std::move(job));
     pending_.fetch_add(1, std::memory_order_release);
-    sleeping = sleeping_;
+    sleeping = sleepers_ != 0;
   }
-  // A system call only when the OCaml thread waits: while it works, it takes the request
-  // from the queue when it is done.
-  if (sleeping) wake_.notify_one();
+  // A system call only when a domain's thread waits: one that works takes the request from
+  // the queue when it is done. All of them: the one woken may not run it (its worker's
+  // request runs elsewhere, or domain 0 is borrowed).
+  if (sleeping) wake_.notify_all();
   return true;
 }
 
@@ -556,9 +714,14 @@ Withdrawal Service::withdraw(ErlNifEnv* caller_env, const Worker& worker, ERL_NI
     const auto found = std::find_if(queue_.begin(), queue_.end(), carries);
     if (found == queue_.end()) {
       // Its answer is sent under this lock: not sent yet, it never will be.
-      if (active_ == nullptr || !active_->caller || !carries(*active_)) return Withdrawal::none;
-      active_->withdrawn = true;
-      return Withdrawal::withdrawn;
+      for (Executor* executor : executors_) {
+        Job* active = executor->active;
+        if (active != nullptr && active->caller && carries(*active)) {
+          active->withdrawn = true;
+          return Withdrawal::withdrawn;
+        }
+      }
+      return Withdrawal::none;
     }
     cancelled.emplace(std::move(*found));
     queue_.erase(found);
@@ -591,10 +754,10 @@ void Service::close(const std::shared_ptr<Worker>& worker) {
         ++job;
       }
     }
-    forgotten_.push_back(worker->key);
-    if (!sleeping_) return;
+    for (Executor* executor : executors_) executor->forgotten.push_back(worker->key);
+    if (sleepers_ == 0) return;
   }
-  wake_.notify_one();
+  wake_.notify_all();
 }
 
 void Service::answer(Job& job, ERL_NIF_TERM ref, ERL_NIF_TERM reply) noexcept {
@@ -607,7 +770,8 @@ void Service::answer(Job& job, ERL_NIF_TERM ref, ERL_NIF_TERM reply) noexcept {
   // no answer can reach its mailbox later.
   const std::lock_guard lock(mutex_);
   if (!job.withdrawn) (void)enif_send(nullptr, &*job.caller, env, enif_make_tuple2(env, ref, reply));
-  if (active_ == &job) active_ = nullptr;
+  for (Executor* executor : executors_)
+    if (executor->active == &job) executor->active = nullptr;
 }
 
 void Service::tell_worker(const Worker& worker, ErlNifEnv* env, ERL_NIF_TERM message) noexcept {
@@ -626,11 +790,11 @@ void Service::log(const Worker& worker, const std::string& text) noexcept {
   }
 }
 
-void Service::overdue(std::chrono::milliseconds running, std::chrono::milliseconds timeout) noexcept {
+void Service::overdue(Executor& executor, std::chrono::milliseconds running, std::chrono::milliseconds timeout) noexcept {
   std::shared_ptr<Worker> worker;
   {
-    const std::lock_guard lock(running_mutex_);
-    worker = running_;
+    const std::lock_guard lock(executor.running_mutex);
+    worker = executor.running;
   }
   if (!worker) return;
   try {
@@ -644,7 +808,7 @@ void Service::overdue(std::chrono::milliseconds running, std::chrono::millisecon
 
 Service::ErlCallOutcome Service::call_erlang(std::uint64_t key, value request) {
   using Kind = ErlCallOutcome::Kind;
-  if (current_ == nullptr || current_->thread != std::this_thread::get_id()) {
+  if (current_ == nullptr) {
     return {Kind::refused, Val_unit,
             "only the thread that runs the worker's requests may call Erlang, not a thread or domain the plugin "
             "started"};
@@ -653,43 +817,45 @@ Service::ErlCallOutcome Service::call_erlang(std::uint64_t key, value request) {
     return {Kind::refused, Val_unit, "the worker's request is over: Erl.call_erlang works while one of its requests runs"};
   // An export that calls Erlang waits for a process: never one to run on a scheduler.
   if (current_->export_key) export_times_.never_short(*current_->export_key);
-  if (calling_env != nullptr) {
+  if (calling_env != nullptr || current_->executor == nullptr) {
     return {Kind::refused, Val_unit,
             "Erl.call_erlang from a call run on an Erlang scheduler (its export had always run short, and never "
             "called Erlang): the export's calls run on the OCaml thread from now on, where it may"};
   }
   const Worker& worker = *current_->worker;
+  Executor& executor = *current_->executor;
   OwnedEnv env;
   const BuiltTerm built = ocaml_to_nif(env.get(), request, worker.build);
   if (built.error) return {Kind::refused, Val_unit, built.error->message};
-  const std::uint64_t id = ++erl_calls_;
+  const std::uint64_t id = erl_calls_.fetch_add(1) + 1;
   {
-    const std::lock_guard lock(erl_mutex_);
-    erl_awaited_ = id;
-    erl_reply_env_.reset();
+    const std::lock_guard lock(executor.erl_mutex);
+    executor.erl_awaited = id;
+    executor.erl_reply_env.reset();
   }
   tell_worker(worker, env.get(),
               enif_make_tuple3(env.get(), atoms_.camlbeam_erl_call, enif_make_uint64(env.get(), id), built.term));
   struct Done {
-    Service& service;
+    Executor& executor;
     ~Done() {
-      const std::lock_guard lock(service.erl_mutex_);
-      service.erl_awaited_ = 0;
+      const std::lock_guard lock(executor.erl_mutex);
+      executor.erl_awaited = 0;
     }
-  } done{*this};
+  } done{executor};
   for (;;) {
     std::optional<OwnedEnv> answer;
     ERL_NIF_TERM result = 0;
     {
-      const host::BlockingSection released(ocaml_->runtime);
-      std::unique_lock lock(erl_mutex_);
+      const host::BlockingSection released(*runtime_);
+      std::unique_lock lock(executor.erl_mutex);
       // Looks at the runtime's pending signals every 10 ms: the cancel signal at the
       // request's deadline does not end a wait on a condition variable.
-      erl_answered_.wait_for(lock, std::chrono::milliseconds(10), [this] { return erl_reply_env_.has_value(); });
-      if (erl_reply_env_) {
-        answer = std::move(erl_reply_env_);
-        erl_reply_env_.reset();
-        result = erl_reply_;
+      executor.erl_answered.wait_for(lock, std::chrono::milliseconds(10),
+                                     [&executor] { return executor.erl_reply_env.has_value(); });
+      if (executor.erl_reply_env) {
+        answer = std::move(executor.erl_reply_env);
+        executor.erl_reply_env.reset();
+        result = executor.erl_reply;
       }
     }
     if (answer) {
@@ -708,19 +874,28 @@ Service::ErlCallOutcome Service::call_erlang(std::uint64_t key, value request) {
 }
 
 void Service::erl_reply(std::uint64_t id, ERL_NIF_TERM result) {
+  if (id == 0) return;
+  std::vector<Executor*> executors;
   {
-    const std::lock_guard lock(erl_mutex_);
-    // An answer to a call given up (its request's deadline passed) is dropped.
-    if (id == 0 || id != erl_awaited_ || erl_reply_env_) return;
-    OwnedEnv env;
-    erl_reply_ = enif_make_copy(env.get(), result);
-    erl_reply_env_ = std::move(env);
+    const std::lock_guard lock(mutex_);
+    executors = executors_;
   }
-  erl_answered_.notify_one();
+  for (Executor* executor : executors) {
+    {
+      const std::lock_guard lock(executor->erl_mutex);
+      // An answer to a call given up (its request's deadline passed) is dropped.
+      if (id != executor->erl_awaited || executor->erl_reply_env) continue;
+      OwnedEnv env;
+      executor->erl_reply = enif_make_copy(env.get(), result);
+      executor->erl_reply_env = std::move(env);
+    }
+    executor->erl_answered.notify_one();
+    return;
+  }
 }
 
 std::string Service::send_from_ocaml(std::uint64_t key, value pid_term, value message) {
-  if (current_ == nullptr || current_->thread != std::this_thread::get_id()) {
+  if (current_ == nullptr) {
     return "only the thread that runs the worker's requests may send to Erlang, not a thread or domain the plugin "
            "started";
   }
@@ -762,6 +937,16 @@ std::string Service::send_from_ocaml(std::uint64_t key, value pid_term, value me
 }
 
 }  // namespace camlbeam::nif
+
+// Nif_domains' domain function (ocaml/nif/nif_domains.ml.ocaml5): serves for ever, or
+// returns why its domain could not start.
+extern "C" value camlbeam_nif_serve_domain(value index) noexcept {
+  CAMLparam1(index);
+  std::string why = "the nif transport is not starting";
+  if (camlbeam::nif::Service* service = camlbeam::nif::Service::starting())
+    why = service->serve_domain(static_cast<std::size_t>(Long_val(index)));
+  CAMLreturn(caml_copy_string(why.c_str()));
+}
 
 extern "C" value camlbeam_nif_call_erlang(value key, value request) noexcept {
   CAMLparam2(key, request);

@@ -1,6 +1,7 @@
-// The one OCaml runtime of a VM and the thread that runs every request of the nif
-// transport on it (README.md). Callers on the VM's schedulers hand it requests through a
-// queue and never wait for it; answers go back by enif_send.
+// The one OCaml runtime of a VM and the threads that run the requests of the nif
+// transport on it (README.md): under OCaml 5 one per domain of its pool, under OCaml 4 one.
+// Callers on the VM's schedulers hand them requests through a queue and never wait for
+// them; answers go back by enif_send.
 #pragma once
 
 #include "nif_env.hpp"
@@ -22,6 +23,10 @@
 #include <unordered_map>
 #include <utility>
 #include <vector>
+
+namespace camlbeam::host {
+class Runtime;
+}  // namespace camlbeam::host
 
 namespace camlbeam::nif {
 
@@ -49,6 +54,9 @@ struct Worker {
   // right against (ocaml_nif_worker), as a port worker against its table. Counted down
   // once a request's answer is sent.
   std::atomic<std::int64_t> in_service{0};
+  // One of its requests runs (guarded by the service's queue lock): a worker's requests
+  // run one at a time and in order, as a port worker's do, on whichever domain is free.
+  bool busy = false;
 };
 
 struct Job {
@@ -126,11 +134,18 @@ class ExportTimes {
 
 class Service {
  public:
-  // Starts the runtime on a thread of its own and waits until it is up. Throws
-  // host::RuntimeError with the reason when it cannot start.
-  static Service& start(Atoms atoms);
+  // The most domains the pool has (each watched with a cancel signal of its own, from
+  // SIGRTMIN + 3 up).
+  static constexpr std::size_t max_domains = 16;
+
+  // Starts the runtime on a thread of its own and waits until it is up, with `domains`
+  // domains running requests under OCaml 5 (at most max_domains; one under OCaml 4).
+  // Throws host::RuntimeError with the reason when it cannot start.
+  static Service& start(Atoms atoms, std::size_t domains);
   // The running service, or null.
   static Service* running() noexcept;
+  // The service being started or running, or null: its domains start before it runs.
+  static Service* starting() noexcept;
 
   std::uint64_t next_worker_key() noexcept { return next_key_.fetch_add(1) + 1; }
   // Queues a request; false when the worker is closed. Never waits for OCaml.
@@ -168,64 +183,88 @@ class Service {
   // sent or dropped under the pool's policy (and logged), else why it could not be sent.
   std::string send_from_ocaml(std::uint64_t key, value pid_term, value message);
 
+  // camlbeam_nif_serve_domain, on the thread of domain `index` (Nif_domains): runs its
+  // share of the requests for ever. Returns why, if it could not start.
+  std::string serve_domain(std::size_t index) noexcept;
+
+  // The domains that run requests (fewer than asked for if some could not start).
+  std::size_t domains_serving();
+
   Service(const Service&) = delete;
   Service& operator=(const Service&) = delete;
 
  private:
-  explicit Service(Atoms atoms) : atoms_(atoms) {}
-  struct Ocaml;  // what lives on the OCaml thread
+  explicit Service(Atoms atoms, std::size_t domains) : atoms_(atoms), domains_(domains) {}
+  struct Executor;  // what lives on the thread of each domain
 
   void thread_main(std::promise<std::string>* started) noexcept;
-  void serve(Ocaml& ocaml);
-  void run(Ocaml& ocaml, Job& job);
+  // Spawns domains 1 and up from domain 0, and waits until they serve (or could not start).
+  void spawn_domains();
+  [[noreturn]] void serve_for_ever(Executor& executor) noexcept;
+  void serve(Executor& executor);
+  // The request an idle domain may run next, taken out of the queue; the caller holds
+  // mutex_.
+  std::optional<Job> take();
+  // Whether take() would find one, without taking it; the caller holds mutex_.
+  bool can_take() const;
+  void run(Executor& executor, Job& job);
   // Sends a request's answer: {Ref, Reply} to its caller (unless withdrawn), or
   // {camlbeam_reply, Ref, Reply} to its worker's process.
   void answer(Job& job, ERL_NIF_TERM ref, ERL_NIF_TERM reply) noexcept;
   void tell_worker(const Worker& worker, ErlNifEnv* env, ERL_NIF_TERM message) noexcept;
   void log(const Worker& worker, const std::string& text) noexcept;
-  // The watch's thread: the running request ignored its deadline's cancel.
-  void overdue(std::chrono::milliseconds running, std::chrono::milliseconds timeout) noexcept;
+  // A domain's watch's thread: the request running there ignored its deadline's cancel.
+  void overdue(Executor& executor, std::chrono::milliseconds running, std::chrono::milliseconds timeout) noexcept;
 
-  // What the request running now may do, on whichever thread holds the runtime for it.
+  // What the request running now may do, on the thread that holds the runtime for it
+  // (thread-local: a thread or domain the plugin started has none).
   struct Current {
+    Executor* executor;      // null on a scheduler (run_here)
     const Worker* worker;
     ErlNifEnv* env;          // where `given` lives
     ERL_NIF_TERM given;      // the pids its arguments give OCaml (a list)
-    std::thread::id thread;  // the thread running it: the only one that may send
     std::optional<ExportKey> export_key;  // a call's export, for ExportTimes
   };
-  // Runs a request on the thread holding the runtime: its reply (a term of `env`), or
-  // nullopt for a request without one (a cast; its failure logged).
-  std::optional<ERL_NIF_TERM> execute(Ocaml& ocaml, const Worker& worker, ErlNifEnv* env, ERL_NIF_TERM request,
+  // The request running on the calling thread, if it runs one.
+  static thread_local const Current* current_;
+  // Runs a request on a thread holding the runtime, with `executor`'s host and contexts:
+  // its reply (a term of `env`), or nullopt for a request without one (a cast; its failure
+  // logged).
+  std::optional<ERL_NIF_TERM> execute(Executor& executor, const Worker& worker, ErlNifEnv* env, ERL_NIF_TERM request,
                                       ERL_NIF_TERM ref, const Current& current);
 
   const Atoms atoms_;
+  const std::size_t domains_;
   std::atomic<std::uint64_t> next_key_{0};
+  host::Runtime* runtime_ = nullptr;  // lives on domain 0's thread, for ever
 
   std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<Job> queue_;
-  std::vector<std::uint64_t> forgotten_;  // workers whose contexts the OCaml thread drops
-  bool sleeping_ = false;                 // the OCaml thread waits on wake_
-  bool idle_ = false;                     // it has released the runtime, with nothing to do
-  Job* active_ = nullptr;                 // the request running, until it is answered
-  std::atomic<std::size_t> pending_{0};   // queue_.size(), read without the lock
+  std::vector<Executor*> executors_;     // by domain; each lives on its thread for ever
+  Executor* first_ = nullptr;            // domain 0's, set before the service is published
+  std::size_t failed_domains_ = 0;       // domains spawned that could not serve
+  std::size_t sleepers_ = 0;             // executors waiting on wake_
+  std::size_t running_requests_ = 0;     // requests running on the executors
+  bool loading_ = false;                 // a load runs, alone (plugins change the export tables)
+  bool idle_ = false;                    // domain 0's thread has released it, with nothing to do
+  std::atomic<std::size_t> pending_{0};  // queue_.size(), read without the lock
+  // A scheduler runs a call on domain 0 (run_here): domain 0's thread sleeps until it is
+  // done, and no load starts.
+  bool borrowed_ = false;
 
-  // Erl.call_erlang's wait: the call awaited (0: none) and its answer once it came.
-  std::mutex erl_mutex_;
-  std::condition_variable erl_answered_;
-  std::uint64_t erl_awaited_ = 0;
-  std::optional<OwnedEnv> erl_reply_env_;
-  ERL_NIF_TERM erl_reply_ = 0;
-  std::uint64_t erl_calls_ = 0;  // OCaml thread only
-  Ocaml* ocaml_ = nullptr;       // OCaml thread only
+  std::atomic<std::uint64_t> erl_calls_{0};  // the numbers of Erl.call_erlang's calls
 
-  // The worker whose request runs, for the watch's thread (overdue).
-  std::mutex running_mutex_;
-  std::shared_ptr<Worker> running_;
-  const Current* current_ = nullptr;  // the thread holding the runtime only
-  // A scheduler runs a call (run_here): the OCaml thread sleeps until it is done.
-  bool borrowed_ = false;  // guarded by mutex_
+  // Every pool of the VM loads its plugins into this one runtime, where a file loads once:
+  // the answer of each plugin loaded (or whose initialiser failed), by its real path, is
+  // the answer to any later load of it (its atoms and exports, which each pool creates and
+  // lists). Touched by loads only, which run alone.
+  struct Loaded {
+    OwnedEnv env;
+    ERL_NIF_TERM answer;
+  };
+  std::unordered_map<std::string, Loaded> loaded_;
+
   ExportTimes export_times_;
   std::thread thread_;
 };

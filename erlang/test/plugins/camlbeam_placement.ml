@@ -8,9 +8,26 @@ let busy_ms ms =
   let until = Unix.gettimeofday () +. (float_of_int ms /. 1000.) in
   while Unix.gettimeofday () < until do () done
 
+(* How many calls of placed_meet have arrived since placed_meet_reset. *)
+let arrived = Atomic.make 0
+
+(* Waits, at most [ms] milliseconds, until [n] calls have arrived: "met" if they did,
+   "alone" if not (they cannot all be running at once). *)
+let meet n ms =
+  Atomic.incr arrived;
+  let until = Unix.gettimeofday () +. (float_of_int ms /. 1000.) in
+  let rec wait () =
+    if Atomic.get arrived >= n then "met" else if Unix.gettimeofday () >= until then "alone" else wait ()
+  in
+  wait ()
+
 let () =
+  Erl.export "placed_meet" (int @-> int @-> returning atom) meet;
+  Erl.export "placed_meet_reset" (nullary unit) (fun () -> Atomic.set arrived 0);
   Erl.export "placed_echo" (term @-> returning term) Fun.id;
   Erl.export "placed_busy" (int @-> returning int) (fun ms -> busy_ms ms; ms);
+  (* placed_busy's twin, never called short: it stays on the domains' threads. *)
+  Erl.export "placed_spin" (int @-> returning int) (fun ms -> busy_ms ms; ms);
   Erl.export "placed_depth" (int @-> returning int) depth;
   Erl.export "placed_send" (pid @-> term @-> returning unit) Erl.send;
   Erl.export "placed_ask_erlang" (int @-> returning term) (fun n ->

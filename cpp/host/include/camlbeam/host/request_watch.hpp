@@ -52,9 +52,13 @@ struct RequestWatchHooks {
 
 class RequestWatch {
  public:
-  // On the runtime thread: installs Erl_host's handler for the cancel signal and the hooks
-  // of its request externals. At most one per process. Throws RuntimeError on misuse
-  // (another watch, not the runtime thread, no camlbeam.host).
+  // On the runtime thread, or a domain's (DomainThread), which becomes the thread it
+  // watches and signals: installs Erl_host's handler for the cancel signal and, for the
+  // calling thread's domain, the hooks of its request externals. At most one per signal;
+  // under OCaml 5, one per domain, each with its own signal, which the other domains'
+  // threads must block (an OCaml signal handler runs on whichever domain polls first
+  // among the threads that do not block the signal). Throws RuntimeError on misuse
+  // (another watch of the signal, a thread without the runtime, no camlbeam.host).
   RequestWatch(const Runtime& runtime, RequestWatchOptions options, RequestWatchHooks hooks);
   // On the runtime thread: stops the thread, restores the signal's default action.
   ~RequestWatch();

@@ -37,8 +37,9 @@ class Runtime {
 
   // The calling thread started the runtime (it may hold it or have released it).
   bool is_runtime_thread() const noexcept;
-  // The calling thread may use OCaml now: it started the runtime and has not released it,
-  // or it borrows it (BorrowedRuntime).
+  // The calling thread may use OCaml now: it started the runtime, borrows it
+  // (BorrowedRuntime) or is a domain's own (DomainThread), and has not released it
+  // (BlockingSection).
   bool held_by_this_thread() const noexcept;
 
  private:
@@ -67,6 +68,22 @@ class BorrowedRuntime {
   BorrowedRuntime& operator=(const BorrowedRuntime&) = delete;
   BorrowedRuntime(BorrowedRuntime&&) = delete;
   BorrowedRuntime& operator=(BorrowedRuntime&&) = delete;
+};
+
+// Marks the calling thread, for its lifetime, as one that holds the runtime: the thread of
+// an OCaml 5 domain the program spawned (Domain.spawn) and whose function called into C++,
+// which runs requests there (the nif transport's pool of domains, cpp/nif). It holds its
+// domain's lock, as the runtime thread holds domain 0's: Host, RequestWatch and
+// BlockingSection work there as on the runtime thread.
+class DomainThread {
+ public:
+  // Throws RuntimeError if this thread holds the runtime already.
+  explicit DomainThread(const Runtime& runtime);
+  ~DomainThread();
+  DomainThread(const DomainThread&) = delete;
+  DomainThread& operator=(const DomainThread&) = delete;
+  DomainThread(DomainThread&&) = delete;
+  DomainThread& operator=(DomainThread&&) = delete;
 };
 
 // Releases the runtime for its lifetime, so that other threads can run OCaml (OCaml 4
