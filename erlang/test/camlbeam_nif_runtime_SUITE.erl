@@ -14,7 +14,8 @@
          large_maps_off_the_schedulers/1, answers_within_max_reply_size/1, exit_does_not_end_the_vm/1,
          options_that_do_not_apply/1, short_calls_run_where_they_are_made/1,
          calls_that_overrun_go_back_to_the_ocaml_thread/1, exports_that_call_erlang_stay_on_the_ocaml_thread/1,
-         workers_run_at_once_on_domains/1, a_workers_calls_run_one_at_a_time/1, deadlines_on_every_domain/1]).
+         workers_run_at_once_on_domains/1, a_workers_calls_run_one_at_a_time/1, deadlines_on_every_domain/1,
+         backtraces_on_every_domain/1]).
 
 -define(LIB, camlbeam_test_lib).
 
@@ -23,7 +24,8 @@ all() ->
      large_maps_off_the_schedulers, answers_within_max_reply_size, exit_does_not_end_the_vm,
      options_that_do_not_apply, short_calls_run_where_they_are_made,
      calls_that_overrun_go_back_to_the_ocaml_thread, exports_that_call_erlang_stay_on_the_ocaml_thread,
-     workers_run_at_once_on_domains, a_workers_calls_run_one_at_a_time, deadlines_on_every_domain].
+     workers_run_at_once_on_domains, a_workers_calls_run_one_at_a_time, deadlines_on_every_domain,
+     backtraces_on_every_domain].
 
 init_per_suite(Config) ->
     Config1 = ?LIB:init_per_suite(Config),
@@ -248,6 +250,19 @@ deadlines_on_every_domain(Config) ->
                  [receive {C, Answer} -> Answer after 10000 -> ct:fail(no_answer) end || C <- Callers]),
     ?assert(erlang:monotonic_time(millisecond) - Started < 3000),
     ?assertEqual([{ok, 1}, {ok, 1}], [timed(W, placed_spin, [1], 2000) || W <- Workers]).
+
+%% An exception has its backtrace on every domain (OCaml 5 records
+%% backtraces per domain): while the first worker's call keeps one domain busy, the
+%% second worker's call raises on another.
+backtraces_on_every_domain(Config) ->
+    {_Pool, [First, Second]} = placement_pool(Config, #{pool_size => 2}, 2),
+    Self = self(),
+    Busy = spawn_link(fun() -> Self ! {self(), timed(First, placed_spin, [300], 5000)} end),
+    timer:sleep(50),
+    {error, {ocaml_exception, <<"Failure">>, Message, Backtrace}} = timed(Second, placed_raise, [], 5000),
+    ?assertEqual(<<"Failure(\"raised where it was placed\")">>, Message),
+    ?assertNotEqual(nomatch, binary:match(Backtrace, <<"Raised at Stdlib.failwith">>), Backtrace),
+    receive {Busy, {ok, 300}} -> ok after 10000 -> ct:fail(busy_call_unanswered) end.
 
 %% The answers of placed_meet called on each of Workers at once, each waiting for them
 %% all (at most 1.5 s).

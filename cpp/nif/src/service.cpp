@@ -493,7 +493,7 @@ void Service::run(Executor& executor, Job& job) {
         // Unanswered (std::bad_alloc): its caller waits for its timeout.
         const std::lock_guard lock(service.mutex_);
         if (executor.active == &job) executor.active = nullptr;
-        job.worker->busy = false;
+        if (!job.released) job.worker->busy = false;
         service.loading_ = false;
         --service.running_requests_;
         // The worker's next request, or a load waiting for the others, may go elsewhere.
@@ -769,6 +769,9 @@ void Service::answer(Job& job, ERL_NIF_TERM ref, ERL_NIF_TERM reply) noexcept {
   // Under the lock withdraw() takes: once a caller that gave up has withdrawn its call,
   // no answer can reach its mailbox later.
   const std::lock_guard lock(mutex_);
+  // Before the answer, which its caller may follow with the worker's next call at once.
+  job.worker->busy = false;
+  job.released = true;
   if (!job.withdrawn) (void)enif_send(nullptr, &*job.caller, env, enif_make_tuple2(env, ref, reply));
   for (Executor* executor : executors_)
     if (executor->active == &job) executor->active = nullptr;

@@ -72,6 +72,9 @@ struct Job {
   // Its caller gave up on it (Service::withdraw): its answer is not sent. Guarded by the
   // queue's lock, under which the answer is sent.
   bool withdrawn = false;
+  // Answered to its caller: its worker's next request may run (Worker::busy cleared, under
+  // the queue's lock, before the answer is sent, so that the next call finds it free).
+  bool released = false;
 };
 
 // What Service::withdraw did with a caller's request.

@@ -23,6 +23,7 @@ let meet n ms =
 
 let () =
   Erl.export "placed_meet" (int @-> int @-> returning atom) meet;
+  Erl.export "placed_raise" (nullary unit) (fun () -> failwith "raised where it was placed");
   Erl.export "placed_meet_reset" (nullary unit) (fun () -> Atomic.set arrived 0);
   Erl.export "placed_echo" (term @-> returning term) Fun.id;
   Erl.export "placed_busy" (int @-> returning int) (fun ms -> busy_ms ms; ms);
