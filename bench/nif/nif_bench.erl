@@ -117,9 +117,12 @@ run(Opts = #{mode := Mode, out := Out, cnif := Cnif}) ->
 
 %% The one call that starts camlbeam's nif coupling: both plugins of the port benchmark (its
 %% `id' and `fib' exports, and the kernels) in one pool, started once for the whole run and
-%% used by every section. --nif-options adds or overrides start options.
+%% used by every section, with a worker per scheduler: a worker's calls run one at a time, so
+%% two callers run at once on two workers (under OCaml 5, each on a domain). --nif-options
+%% adds or overrides start options.
 nif_start(#{bench_plugin := Bench, kernels_plugin := Kernels} = Cfg) ->
-    ocaml:start_link(maps:merge(#{transport => nif, plugins => [Bench, Kernels]},
+    ocaml:start_link(maps:merge(#{transport => nif, plugins => [Bench, Kernels],
+                                  pool_size => erlang:system_info(schedulers_online)},
                                 maps:get(nif_options, Cfg, #{}))).
 
 %% {available, Pool, OcamlVersion} or {unavailable, Reason}. Only the transport's absence is

@@ -252,6 +252,7 @@ class Service {
   bool loading_ = false;                 // a load runs, alone (plugins change the export tables)
   bool idle_ = false;                    // domain 0's thread has released it, with nothing to do
   std::atomic<std::size_t> pending_{0};  // queue_.size(), read without the lock
+  std::atomic<bool> spinning_{false};    // a domain looks for work before it sleeps
   // A scheduler runs a call on domain 0 (run_here): domain 0's thread sleeps until it is
   // done, and no load starts.
   bool borrowed_ = false;
