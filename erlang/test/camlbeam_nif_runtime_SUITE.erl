@@ -15,7 +15,9 @@
          options_that_do_not_apply/1, short_calls_run_where_they_are_made/1,
          calls_that_overrun_go_back_to_the_ocaml_thread/1, exports_that_call_erlang_stay_on_the_ocaml_thread/1,
          workers_run_at_once_on_domains/1, a_workers_calls_run_one_at_a_time/1, deadlines_on_every_domain/1,
-         backtraces_on_every_domain/1]).
+         backtraces_on_every_domain/1, erlang_calls_from_every_domain/1]).
+%% Called by the placement plugin through Erl.call_erlang.
+-export([meet_in_erlang/2]).
 
 -define(LIB, camlbeam_test_lib).
 
@@ -25,7 +27,7 @@ all() ->
      options_that_do_not_apply, short_calls_run_where_they_are_made,
      calls_that_overrun_go_back_to_the_ocaml_thread, exports_that_call_erlang_stay_on_the_ocaml_thread,
      workers_run_at_once_on_domains, a_workers_calls_run_one_at_a_time, deadlines_on_every_domain,
-     backtraces_on_every_domain].
+     backtraces_on_every_domain, erlang_calls_from_every_domain].
 
 init_per_suite(Config) ->
     Config1 = ?LIB:init_per_suite(Config),
@@ -263,6 +265,37 @@ backtraces_on_every_domain(Config) ->
     ?assertEqual(<<"Failure(\"raised where it was placed\")">>, Message),
     ?assertNotEqual(nomatch, binary:match(Backtrace, <<"Raised at Stdlib.failwith">>), Backtrace),
     receive {Busy, {ok, 300}} -> ok after 10000 -> ct:fail(busy_call_unanswered) end.
+
+%% Each domain waits for its own Erl.call_erlang: two workers' calls of Erlang,
+%% made at once, each wait in Erlang for the other (under OCaml 5) and each get
+%% their own answer back (their tags do not cross). Under OCaml 4.13 the first waits
+%% alone.
+erlang_calls_from_every_domain(Config) ->
+    {_Pool, [First, Second]} = placement_pool(Config, #{pool_size => 2,
+                                                        policy => #{erl_call => [{?MODULE, meet_in_erlang}]}}, 2),
+    ets:new(camlbeam_meet, [named_table, public]),
+    ets:insert(camlbeam_meet, {arrived, 0}),
+    Self = self(),
+    Callers = [spawn_link(fun() -> Self ! {self(), Tag, timed(W, placed_meet_in_erlang, [Tag, 2], 10000)} end)
+               || {W, Tag} <- [{First, first}, {Second, second}]],
+    Answers = [receive {C, Tag, {ok, {ok, {Outcome, Tag}}}} -> Outcome;
+                       {C, Tag, Other} -> ct:fail({Tag, Other})
+               after 15000 -> ct:fail(no_answer) end || C <- Callers],
+    {ok, #{domains := Domains}} = camlbeam_nif:runtime_info(),
+    Expected = if Domains >= 2 -> [met, met]; true -> [alone, met] end,
+    ?assertEqual(Expected, lists:sort(Answers)).
+
+%% Counts itself in, and waits at most 1.5 s for N arrivals: {met | alone, Tag}.
+meet_in_erlang(Tag, N) ->
+    ets:update_counter(camlbeam_meet, arrived, 1),
+    {wait_for_arrivals(N, 300), Tag}.
+
+wait_for_arrivals(N, Tries) ->
+    case ets:lookup_element(camlbeam_meet, arrived, 2) of
+        Arrived when Arrived >= N -> met;
+        _ when Tries =:= 0 -> alone;
+        _ -> timer:sleep(5), wait_for_arrivals(N, Tries - 1)
+    end.
 
 %% The answers of placed_meet called on each of Workers at once, each waiting for them
 %% all (at most 1.5 s).

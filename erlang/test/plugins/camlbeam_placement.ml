@@ -24,6 +24,10 @@ let meet n ms =
 let () =
   Erl.export "placed_meet" (int @-> int @-> returning atom) meet;
   Erl.export "placed_raise" (nullary unit) (fun () -> failwith "raised where it was placed");
+  (* The nif runtime suite's meet_in_erlang/2: calls of Erlang made from several domains at
+     once, each waiting for the others. *)
+  Erl.export "placed_meet_in_erlang" (term @-> int @-> returning term) (fun tag n ->
+      Erl.call_erlang "camlbeam_nif_runtime_SUITE" "meet_in_erlang" [ tag; Erl.Term.Int n ]);
   Erl.export "placed_meet_reset" (nullary unit) (fun () -> Atomic.set arrived 0);
   Erl.export "placed_echo" (term @-> returning term) Fun.id;
   Erl.export "placed_busy" (int @-> returning int) (fun ms -> busy_ms ms; ms);
