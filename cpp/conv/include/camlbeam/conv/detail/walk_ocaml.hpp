@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -146,6 +147,21 @@ template <class Out>
     }
     case tag::tuple:
     case tag::map: return false;
+    case tag::handle:
+      // Only a sink that can hold an OCaml value for Erlang takes one (the NIF's, as a
+      // resource); bytes cannot.
+      if constexpr (requires(const std::optional<etf::PidView>& pid) { out.handle(v, pid); }) {
+        const value handle = Field(v, 0);
+        const value monitor = Field(handle, layout::handle_field::monitor);
+        std::optional<etf::PidView> pid;
+        if (Is_block(monitor)) pid = pid_view(Field(monitor, 0));
+        out.handle(handle, pid);
+        return true;
+      } else {
+        throw etf::EncodeError(
+            "an OCaml handle (Erl.Term.Handle, ocaml:ref()) cannot cross this transport: handles "
+            "exist only under transport => nif");
+      }
     default: throw etf::EncodeError("not an Erl.Term.t value (unknown constructor)");
   }
 }
