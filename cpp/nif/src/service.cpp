@@ -1,5 +1,7 @@
 #include "service.hpp"
 
+#include "handles.hpp"
+
 #include <camlbeam/conv/conv.hpp>
 #include <camlbeam/host/error.hpp>
 #include <camlbeam/host/host.hpp>
@@ -295,6 +297,7 @@ void Service::thread_main(std::promise<std::string>* started) noexcept {
 
 void Service::serve(Ocaml& ocaml) {
   for (;;) {
+    handles::drain();
     std::optional<Job> job;
     std::vector<std::uint64_t> forgotten;
     {
@@ -332,7 +335,7 @@ void Service::serve(Ocaml& ocaml) {
     sleeping_ = true;
     // Not while a scheduler borrows the runtime: this thread would wait for it, holding the
     // queue's lock.
-    wake_.wait(lock, [this] { return (!queue_.empty() || !forgotten_.empty()) && !borrowed_; });
+    wake_.wait(lock, [this] { return (!queue_.empty() || !forgotten_.empty() || handles::waiting()) && !borrowed_; });
     sleeping_ = false;
     idle_ = false;
   }
@@ -474,7 +477,7 @@ std::optional<ERL_NIF_TERM> Service::run_here(ErlNifEnv* env, const std::shared_
       {
         const std::lock_guard lock(service.mutex_);
         service.borrowed_ = false;
-        wake = service.sleeping_ && (!service.queue_.empty() || !service.forgotten_.empty());
+        wake = service.sleeping_ && (!service.queue_.empty() || !service.forgotten_.empty() || handles::waiting());
       }
       if (wake) service.wake_.notify_one();
     }
@@ -593,6 +596,15 @@ void Service::close(const std::shared_ptr<Worker>& worker) {
     }
     forgotten_.push_back(worker->key);
     if (!sleeping_) return;
+  }
+  wake_.notify_one();
+}
+
+void Service::wake_for_handles(bool may_lock) noexcept {
+  // Without the lock, a wake that comes as the thread goes to sleep is lost: the release
+  // then waits for the next request, or the next handles/0 (which may lock).
+  if (may_lock) {
+    const std::lock_guard lock(mutex_);  // the thread is asleep, or sees handles::waiting()
   }
   wake_.notify_one();
 }

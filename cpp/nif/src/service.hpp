@@ -168,6 +168,10 @@ class Service {
   // sent or dropped under the pool's policy (and logged), else why it could not be sent.
   std::string send_from_ocaml(std::uint64_t key, value pid_term, value message);
 
+  // handles.hpp queued work for the runtime's thread. `may_lock`: the caller does not hold
+  // the service's lock (a resource destructor may).
+  void wake_for_handles(bool may_lock) noexcept;
+
   Service(const Service&) = delete;
   Service& operator=(const Service&) = delete;
 
