@@ -43,10 +43,12 @@ void wake() noexcept {
 // A cell's last owner let go of it (a scheduler, or the runtime's thread): queued for drain.
 struct Release {
   void operator()(Cell* cell) const noexcept {
-    {
+    try {
       const std::lock_guard lock(queue_mutex);
       cell->next = released;
       released = cell;
+    } catch (...) {
+      return;  // the lock failed: the cell and its value stay for the VM's life
     }
     unreleased.fetch_add(1, std::memory_order_relaxed);
     wake();
