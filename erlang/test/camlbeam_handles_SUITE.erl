@@ -74,7 +74,13 @@ handle_outlives_its_call(Config) ->
     ?assertEqual({ok, 42}, ocaml:call(Pool, handle_incr, [C])),
     ?assertEqual({ok, ok}, ocaml:call(Pool, handle_send, [self(), 9])),
     D = receive Sent -> Sent after 5000 -> ct:fail(no_message) end,
-    ?assertEqual({ok, 10}, ocaml:call(Pool, handle_incr, [D])).
+    ?assertEqual({ok, 10}, ocaml:call(Pool, handle_incr, [D])),
+    %% As map keys; not of a map over 32 keys, whose order OTP's hash of each key decides.
+    {ok, Keys} = ocaml:call(Pool, handle_keys, [32]),
+    ?assertEqual(lists:seq(0, 31), lists:sort(maps:values(Keys))),
+    [?assertEqual({ok, V}, ocaml:call(Pool, handle_read, [K])) || {K, V} <- maps:to_list(Keys)],
+    {error, {bad_reply, Why}} = ocaml:call(Pool, handle_keys, [33]),
+    ?assertNotEqual(nomatch, binary:match(Why, <<"more than 32 keys">>)).
 
 %% Another process, and another pool of the VM, use the handle too.
 handle_from_another_process(Config) ->

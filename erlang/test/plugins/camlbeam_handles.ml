@@ -38,6 +38,9 @@ let () =
   Erl.export "handle_in_answer" (int @-> returning term) (fun n ->
       Erl.Term.Tuple [| Erl.Term.Atom "ok"; Handle.make counter (ref n) |]);
   Erl.export "handle_send" (pid @-> int @-> returning unit) (fun p n -> Erl.send p (Handle.make counter (ref n)));
+  (* A map of n counter handles as keys. *)
+  Erl.export "handle_keys" (int @-> returning term) (fun n ->
+      Erl.Term.map_of_list (List.init n (fun i -> (Handle.make counter (new_counter i), Erl.Term.Int i))));
   Erl.export "handle_monitor" (pid @-> returning term) (fun p ->
       Handle.make ~monitor:(p, fun () -> Atomic.incr downs) counter (ref 0));
   Erl.export "handle_down" (term @-> returning bool) Handle.down;

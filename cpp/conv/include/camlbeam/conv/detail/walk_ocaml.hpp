@@ -158,9 +158,11 @@ template <class Out>
         out.handle(handle, pid);
         return true;
       } else {
+        // Also what the NIF sink gets for a handle among the keys of a map over 32 keys,
+        // whose order OTP's hash decides (ocaml_walker.cpp): a resource made later has none.
         throw etf::EncodeError(
-            "an OCaml handle (Erl.Term.Handle, ocaml:ref()) cannot cross this transport: handles "
-            "exist only under transport => nif");
+            "an OCaml handle (Erl.Term.Handle, ocaml:ref()) cannot be written as ETF: handles cross "
+            "only the nif transport, and not as keys of a map of more than 32 keys");
       }
     default: throw etf::EncodeError("not an Erl.Term.t value (unknown constructor)");
   }
