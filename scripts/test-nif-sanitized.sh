@@ -34,7 +34,7 @@ rebar3 as test compile >/dev/null
 status=0
 # Not camlbeam_hostile_SUITE: its cases run in peer VMs of their own, which load the
 # application's library, and measure memory, which ASan's allocator keeps.
-for suite in camlbeam_nif_runtime_SUITE camlbeam_term_SUITE camlbeam_api_SUITE camlbeam_fault_SUITE; do
+for suite in camlbeam_nif_runtime_SUITE camlbeam_term_SUITE camlbeam_api_SUITE camlbeam_fault_SUITE camlbeam_handles_SUITE; do
   [[ -f test/$suite.erl ]] || continue
   group=(--group=nif)
   [[ $suite == camlbeam_nif_runtime_SUITE ]] && group=()

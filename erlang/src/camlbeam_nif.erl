@@ -11,11 +11,11 @@
 %% loaded with `code:load_file/1' keeps the running runtime and its workers.
 -module(camlbeam_nif).
 
--export([runtime_info/0, new_worker/6, request/3, call/3, cancel/2, close/1, erl_reply/2, queued/1]).
--export_type([worker/0, runtime_info/0]).
+-export([runtime_info/0, new_worker/6, request/3, call/3, cancel/2, close/1, erl_reply/2, queued/1, handles/0]).
+-export_type([worker/0, runtime_info/0, handle_counts/0]).
 -on_load(init/0).
 
--nifs([runtime_info/0, new_worker/6, request/3, call/3, cancel/2, close/1, erl_reply/2, queued/1]).
+-nifs([runtime_info/0, new_worker/6, request/3, call/3, cancel/2, close/1, erl_reply/2, queued/1, handles/0]).
 
 -opaque worker() :: reference().
 %% A worker's handle on the runtime (a NIF resource).
@@ -23,6 +23,11 @@
 -type runtime_info() :: #{ocaml_version := binary(), flavour := native, domains := pos_integer()}.
 %% `domains': how many of the runtime's domains run calls (OCaml 5: one per scheduler, at
 %% most 16; OCaml 4: one thread).
+
+-type handle_counts() :: #{live := non_neg_integer(), unreleased := non_neg_integer()}.
+%% `live': the resource objects of OCaml handles ({@link ocaml:ref()}) the VM
+%% holds; `unreleased': those its garbage collector freed whose OCaml values
+%% the runtime's thread has not released yet.
 
 %% The OCaml whose build the library is loaded from (set before the module's
 %% first load).
@@ -145,4 +150,10 @@ erl_reply(_Id, _Result) ->
 %% @doc The worker's requests queued or running (their answers not sent yet).
 -spec queued(worker()) -> non_neg_integer().
 queued(_Worker) ->
+    erlang:nif_error(nif_not_loaded).
+
+%% @doc The OCaml handles ({@link ocaml:ref()}) this VM holds, and those freed
+%% but not yet released by the runtime's thread (which this wakes).
+-spec handles() -> handle_counts().
+handles() ->
     erlang:nif_error(nif_not_loaded).

@@ -33,10 +33,11 @@
 
 -export([start_link/1, start/1, child_spec/1, stop/1]).
 -export([call/3, call/4, cast/3, load/2, upgrade/2, upgrade/3, workers/1, exports/1]).
+-export([handles/0]).
 -export([format_error/1, format_error/2]).
 -export_type([pool/0, options/0, flavour/0, worker_info/0, fun_name/0, export/0]).
 -export_type([call_error/0, start_error/0, load_error/0, upgrade_error/0]).
--export_type([int63/0, int64/0]).
+-export_type([int63/0, int64/0, ref/0]).
 
 -define(DEFAULT_TIMEOUT, 5000).
 
@@ -54,6 +55,17 @@
 
 -type pool() :: pid() | atom().
 %% A pool's handle: its pid, or its name when started with `name'.
+
+-type ref() :: reference().
+%% An OCaml value held by Erlang (`Erl.Term.Handle' in OCaml), answered by an
+%% export of a pool of the `nif' transport: an opaque term (a NIF resource,
+%% `is_reference/1' is true) to pass back as an argument of later calls, from
+%% any process, to any `nif' pool of the VM. The OCaml value lives while the
+%% term does, and is released soon after the garbage collector frees the last
+%% copy of it ({@link handles/0} counts them). Each answer makes a new term:
+%% the same OCaml value answered twice gives two terms that are not `=:=',
+%% both of which are the same value to OCaml. Under the `port' transport an
+%% answer holding one is `{error, {bad_reply, Why}}'.
 
 -type flavour() :: native | bytecode.
 %% Which workers a pool runs: native code (`.cmxs' plugins) or bytecode
@@ -375,6 +387,19 @@ workers(Pool) ->
                                            in_flight => max(0, ocaml_transport:in_flight(InFlight))}
              || #camlbeam_worker{key = {_, Id}, pid = Worker, transport = Transport, handle = Handle,
                                  in_flight = InFlight} <- camlbeam_registry:workers(Pid)]
+    end.
+
+%% @doc The OCaml handles ({@link ref()}) this VM holds: `live', the terms
+%% alive (each answer that holds a handle makes one), and `unreleased', those
+%% the garbage collector freed whose OCaml values the OCaml runtime has not
+%% released yet (it does between requests, woken by the release and by this
+%% call). Zeros while no pool of the `nif' transport has started.
+-spec handles() -> #{live := non_neg_integer(), unreleased := non_neg_integer()}.
+handles() ->
+    %% Calling camlbeam_nif would load it, and start a runtime.
+    case erlang:module_loaded(camlbeam_nif) of
+        true -> camlbeam_nif:handles();
+        false -> #{live => 0, unreleased => 0}
     end.
 
 %% @doc The OCaml functions the workers of a pool export, sorted: each

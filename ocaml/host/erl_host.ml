@@ -27,7 +27,7 @@ let fits budget t =
       | Slots (a, i) :: rest -> go budget (One a.(i) :: Slots (a, i + 1) :: rest)
       | One t :: rest -> (
           match (t : Term.t) with
-          | Int _ | Float _ -> go (budget - 24) rest
+          | Int _ | Float _ | Handle _ -> go (budget - 24) rest
           | Bigint z -> go (budget - (Z.numbits z / 3) - 2) rest
           | Atom s | Bitstring (s, _) -> go (budget - String.length s - 6) rest
           | Binary b -> go (budget - Erl.Binary.length b - 6) rest
@@ -62,7 +62,7 @@ let rec describe_within budget (t : Term.t) =
     | Atom _ -> "an atom"
     | Bigint z -> "an integer of " ^ plural (Z.numbits z) "bit"
     | Fun _ -> "a fun"
-    | Int _ | Float _ | Ref _ | Port _ | Pid _ -> Term.to_string t
+    | Int _ | Float _ | Ref _ | Port _ | Pid _ | Handle _ -> Term.to_string t
 
 let describe t = describe_within 200 t
 

@@ -346,4 +346,6 @@ let () =
      code that runs OCaml would poll, and a pending signal handler would run before the
      context is set. *)
   Callback.register "camlbeam.context_slots" slots;
+  (* The nif transport runs a handle's on_down through it (cpp/nif/src/handles.cpp). *)
+  Callback.register "camlbeam.handle_down" Term.Handle.monitor_down;
   Callback.register_exception "camlbeam.cancelled" Cancelled

@@ -258,6 +258,7 @@ module Private : sig
 
   (** [Term.map_of_array] is registered as ["camlbeam.map_of_array"], for
       converters that read maps in an order other than the term order, and
+      [Term.Handle]'s monitor entry as ["camlbeam.handle_down"], and
       {!Cancelled} as the exception ["camlbeam.cancelled"]
       ([Callback.register_exception]), for hosts to recognise it. *)
 end

@@ -8,6 +8,22 @@ type pid = { node : string; id : int; serial : int; creation : int }
 type port = { node : string; id : int64; creation : int }
 type reference = { node : string; creation : int; ids : int array }
 
+(* The contents of every kind of handle: each [Handle.kind] adds a constructor
+   of its own, so [Handle.get] finds a value of the kind it asks for, and only
+   that, without [Obj.magic]. *)
+type contents = ..
+
+(* The converters read [id] and [monitor] (term.mli, "Memory layout"): keep
+   them first. *)
+type handle = {
+  id : int;
+  monitor : pid option;
+  kind : string;
+  contents : contents;
+  on_down : unit -> unit;
+  down : bool Atomic.t;  (* on_down has run, or is running *)
+}
+
 type t =
   | Int of int
   | Bigint of Z.t
@@ -23,6 +39,7 @@ type t =
   | Improper of t list * t
   | Binary of Binary.t
   | Bitstring of string * int
+  | Handle of handle
 
 and fun_ =
   | Local of {
@@ -45,7 +62,7 @@ let nil = List []
 let rank = function
   | Int _ | Bigint _ | Float _ -> 0
   | Atom _ -> 1
-  | Ref _ -> 2
+  | Ref _ | Handle _ -> 2
   | Fun _ -> 3
   | Port _ -> 4
   | Pid _ -> 5
@@ -132,6 +149,11 @@ let compare a b =
       | Float _, (Int _ | Bigint _) -> 1
       | Atom x, Atom y -> decided (String.compare x y) rest
       | Ref x, Ref y -> decided (compare_refs x y) rest
+      (* Erlang orders a resource among references: after every reference
+         here, by the number each handle got when it was made. *)
+      | Ref _, Handle _ -> -1
+      | Handle _, Ref _ -> 1
+      | Handle x, Handle y -> decided (Int.compare x.id y.id) rest
       | Fun x, Fun y -> funs x y rest
       | Port x, Port y -> decided (compare_ports x y) rest
       | Pid x, Pid y -> decided (compare_pids x y) rest
@@ -256,7 +278,8 @@ let hash term =
         | Improper (xs, tail) -> later (Cells (xs, tail))
         | Binary _ | Bitstring _ ->
             add (Binary.hash (bitstring_bytes t));
-            add (used_bits t))
+            add (used_bits t)
+        | Handle h -> add h.id)
     | Elements (xs, i) ->
         if i < Array.length xs then begin
           later (Whole xs.(i));
@@ -399,6 +422,7 @@ let validate t =
         else if Char.code s.[n - 1] land ((1 lsl (8 - bits)) - 1) <> 0 then
           Some "Bitstring with unused bits set"
         else None
+    | Handle _ -> None
   and children t rest =
     match t with
     | Fun (Local f) -> List.rev_append f.free_vars rest
@@ -423,6 +447,7 @@ let validate t =
     | Improper _ -> "Improper"
     | Binary _ -> "Binary"
     | Bitstring (s, bits) -> Printf.sprintf "Bitstring (%S, %d)" s bits
+    | Handle h -> Printf.sprintf "Handle %S" h.kind
   in
   check [ t ]
 
@@ -651,6 +676,13 @@ let to_string t =
         separated "," xs (Text "|" :: Term tail :: Text "]" :: rest)
     | Binary s -> add_binary b (Binary.to_string s); rest
     | Bitstring (s, bits) -> add_bitstring b s bits; rest
+    | Handle h ->
+        (* Not Erlang's text of the resource term, which the VM makes when
+           the handle crosses, one per crossing. *)
+        Buffer.add_string b "#Handle<";
+        add_atom b h.kind;
+        Printf.bprintf b ".%d>" h.id;
+        rest
   in
   print [ Term t ];
   Buffer.contents b
@@ -709,3 +741,43 @@ module Ref = Make_identifier (struct
   let compare = compare_refs
   let term r = Ref r
 end)
+
+(* Handles *)
+
+module Handle = struct
+  type 'a kind = { name : string; inject : 'a -> contents; project : contents -> 'a option }
+
+  let kind (type a) name : a kind =
+    let module K = struct
+      type contents += K of a
+    end in
+    { name; inject = (fun x -> K.K x); project = (function K.K x -> Some x | _ -> None) }
+
+  (* Atomic: OCaml 5 may run exports on several domains at once. *)
+  let last_id = Atomic.make 0
+
+  let make ?monitor kind x =
+    let monitor, on_down =
+      match monitor with Some (pid, f) -> (Some pid, f) | None -> (None, ignore)
+    in
+    Handle
+      {
+        id = Atomic.fetch_and_add last_id 1 + 1;
+        monitor;
+        kind = kind.name;
+        contents = kind.inject x;
+        on_down;
+        down = Atomic.make false;
+      }
+
+  let get kind = function Handle h -> kind.project h.contents | _ -> None
+  let name = function Handle h -> Some h.kind | _ -> None
+  let id = function Handle h -> Some h.id | _ -> None
+  let down = function Handle h -> Atomic.get h.down | _ -> false
+
+  (* The converters' entry (registered by Erl as "camlbeam.handle_down"):
+     the monitored process is gone, as one of the handle's Erlang terms saw
+     it. Runs [on_down] once per handle, whatever the number of its terms. *)
+  let monitor_down h =
+    if Atomic.compare_and_set h.down false true then try h.on_down () with _ -> ()
+end

@@ -35,6 +35,7 @@
     12   Binary       1     Binary.t: Heap (tag 0) of string, or Off_heap
                               (tag 1) of a managed Bigarray of char
     13   Bitstring    2     string, immediate int
+    14   Handle       1     handle record (below)
     v}
 
     {!pid}, {!port} and {!reference} are abstract to OCaml code (below), but
@@ -46,7 +47,10 @@
     immediate ints, unsigned 32-bit words, least significant first as on the
     wire). [fun_] has no constant constructor either: [Local] is tag 0 with
     its 8 fields in declaration order, [Export] tag 1 with 3 fields.
-    No array of this module is ever a flat float array.
+    No array of this module is ever a flat float array. A [handle] is a
+    block of tag 0 whose first fields are [id] (immediate int, unique in the
+    process) and [monitor] ([pid option]: [Val_none] or a block of tag 0
+    holding a [pid]); its other fields are OCaml's own.
 
     New constructors will only ever be added at the end. *)
 
@@ -70,6 +74,10 @@ type port
 
 type reference
 (** A reference (ETF's NEWER_REFERENCE_EXT); see {!Ref}. *)
+
+type handle
+(** An OCaml value Erlang holds as an opaque term ([ocaml:ref()]); see
+    {!Handle}. *)
 
 (** {1 Terms} *)
 
@@ -98,6 +106,12 @@ type t =
           multiple of 8. [bits] (1 to 7) is the number of bits used in the
           last byte, which holds them in its high-order bits. Invariant:
           [bytes] is not empty and the unused low-order bits are zero. *)
+  | Handle of handle
+      (** An OCaml value that crosses to Erlang as an opaque term and back as
+          the same value; made by {!Handle.make}, read by {!Handle.get}.
+          Only the [nif] transport carries handles: under [port] an answer
+          holding one is [{error, {bad_reply, _}}] and [Erl.send] of one
+          raises [Failure]. No ETF reader produces one. *)
 
 (** A fun. Funs are opaque to OCaml code: they can only be passed back to
     Erlang, which is why every field of the wire format is kept. *)
@@ -154,7 +168,10 @@ val map_find : t -> (t * t) array -> t option
 val compare : t -> t -> int
 (** Erlang's exact term order, the order of map keys (OTP 25):
     number < atom < reference < fun < port < pid < tuple < map < [[]] <
-    non-empty list < bitstring. Integers come before all floats, whatever
+    non-empty list < bitstring. A [Handle] sorts as Erlang sorts resource
+    terms, among references: after every [Ref], handles in the order they
+    were made ({!Handle.make} numbers them). Two handles are equal only if
+    they are the same handle. Integers come before all floats, whatever
     their values; [0.0] and [-0.0] are equal. Tuples compare by size, then
     element by element; maps by size, then keys, then values in key order;
     lists cell by cell; bitstrings bit by bit, a prefix first. Pids, ports,
@@ -237,3 +254,64 @@ end
 module Pid : Identifier with type t = pid
 module Port : Identifier with type t = port
 module Ref : Identifier with type t = reference
+
+(** {1 Handles}
+
+    An export can give Erlang an OCaml value it cannot read (a counter, a
+    table, a connection) as an opaque handle, and take it back as an argument
+    of a later call, from any Erlang process:
+
+    {[
+      let counter : int ref Erl.Term.Handle.kind = Erl.Term.Handle.kind "counter"
+
+      let () =
+        Erl.export "new" (fun _ -> Erl.Term.Handle.make counter (ref 0));
+        Erl.export "incr" (function
+          | [ h ] -> (
+              match Erl.Term.Handle.get counter h with
+              | Some r -> incr r; Erl.Term.Int !r
+              | None -> Erl.Term.Atom "badarg")
+          | _ -> Erl.Term.Atom "badarg")
+    ]}
+
+    Under the [nif] transport each crossing to Erlang makes a new resource
+    term (a reference to [is_reference/1]); the OCaml value lives while any
+    of them does, and is released once the Erlang garbage collector has
+    freed them all (the release runs on the thread that holds the OCaml
+    runtime, soon after). The same handle answered twice gives two Erlang
+    terms that are not [=:=]; both come back as the same handle. The [port]
+    transport cannot carry handles (a pipe carries bytes). *)
+
+module Handle : sig
+  type 'a kind
+  (** What a handle holds: [get] with another kind finds nothing, even one
+      of the same type and name. *)
+
+  val kind : string -> 'a kind
+  (** A new kind; the name is for printing ([#Handle<name.Id>]) and {!name}. *)
+
+  val make : ?monitor:pid * (unit -> unit) -> 'a kind -> 'a -> t
+  (** [make kind x] is a new handle holding [x]. [~monitor:(pid, on_down)]:
+      every Erlang term made from the handle monitors [pid]
+      ([enif_monitor_process]); when it exits (or had exited when the handle
+      crossed), [on_down ()] runs once for the handle, on the thread that
+      holds the runtime, outside any request ([Erl.send] fails there), its
+      exceptions dropped. A pid of another node is refused when the handle
+      crosses ([{error, {bad_reply, _}}]). *)
+
+  val get : 'a kind -> t -> 'a option
+  (** The value of a handle of this kind; [None] for any other term. *)
+
+  val name : t -> string option
+  (** The name of a handle's kind. *)
+
+  val id : t -> int option
+  (** A handle's number, unique in the process, increasing with [make]. *)
+
+  val down : t -> bool
+  (** Whether the handle's monitored process was seen to exit. *)
+
+  (**/**)
+
+  val monitor_down : handle -> unit
+end

@@ -113,7 +113,7 @@ let rec copy = function
       let node, creation, words = Forge.reference_fields r in
       Ref (Forge.reference ~node ~creation (Array.append words [| 0 |]))
   | Binary b -> Binary (other_form b)
-  | (Port _ | Pid _ | Fun (Export _) | Bitstring _) as t -> t
+  | (Port _ | Pid _ | Fun (Export _) | Bitstring _ | Handle _) as t -> t
 
 (* The same bytes in the other representation, or in a fresh string when they
    are short enough for the heap. *)

@@ -440,6 +440,57 @@ let test_identifiers () =
   Alcotest.(check (triple string int (array int))) "a forged reference's fields" ("a@h", 1, [| 1; 2; 0 |])
     (node, creation, words)
 
+(* Handles: typed kinds, identity, their place in the term order. *)
+let test_handles () =
+  let counter : int ref Handle.kind = Handle.kind "counter" in
+  let gauge : int ref Handle.kind = Handle.kind "counter" in
+  let r = ref 1 in
+  let h = Handle.make counter r in
+  Alcotest.(check bool) "get, its kind" true
+    (match Handle.get counter h with Some r' -> r' == r | None -> false);
+  Alcotest.(check bool) "get, another kind of the same type and name" true (Handle.get gauge h = None);
+  Alcotest.(check bool) "get, not a handle" true (Handle.get counter (Int 1) = None);
+  Alcotest.(check (option string)) "name" (Some "counter") (Handle.name h);
+  Alcotest.(check (option string)) "name, not a handle" None (Handle.name (atom "counter"));
+  let h2 = Handle.make counter r in
+  (match (Handle.id h, Handle.id h2) with
+   | Some a, Some b -> Alcotest.(check bool) "ids increase" true (a < b)
+   | _ -> Alcotest.fail "a handle without an id");
+  Alcotest.(check term) "equal to itself" h h;
+  Alcotest.(check bool) "two handles of one value differ" false (equal h h2);
+  Alcotest.(check int) "ordered by id" (-1) (compare h h2);
+  Alcotest.(check int) "hash agrees with equal" (hash h) (hash h);
+  Alcotest.(check bool) "hashes differ" true (hash h <> hash h2);
+  (* Among references, after all of them; before funs. *)
+  let big_ref = ref_ "zzz@h" 0xffff_ffff [ 0xffff_ffff; 0xffff_ffff; 0xffff_ffff ] in
+  let ordered = [ atom "zzz"; ref_ "a@h" 1 [ 1 ]; big_ref; h; h2; export "a" "b" 0 ] in
+  List.iteri
+    (fun i a ->
+      List.iteri
+        (fun j b -> Alcotest.(check int) (Printf.sprintf "order %d %d" i j) (Int.compare i j) (compare a b))
+        ordered)
+    ordered;
+  let m = map_of_list [ (h2, Int 2); (h, Int 1); (big_ref, Int 0) ] in
+  Alcotest.(check (result unit string)) "validate, as map keys" (Ok ()) (validate m);
+  Alcotest.(check (option term)) "found as a key" (Some (Int 1))
+    (match m with Map kvs -> map_find h kvs | _ -> None);
+  Alcotest.(check (result unit string)) "validate" (Ok ()) (validate (Tuple [| h; List [ h2 ] |]));
+  (match Handle.id h with
+   | Some id -> Alcotest.(check string) "printed" (Printf.sprintf "{#Handle<counter.%d>}" id) (to_string (Tuple [| h |]))
+   | None -> ());
+  (* on_down runs once, its exception dropped. *)
+  let runs = ref 0 in
+  let p = Forge.pid ~node:"a@h" ~id:1 ~serial:0 ~creation:1 in
+  let m = Handle.make ~monitor:(p, fun () -> incr runs; failwith "on_down") counter r in
+  Alcotest.(check bool) "not down" false (Handle.down m);
+  (match m with
+   | Handle raw ->
+       Handle.monitor_down raw;
+       Handle.monitor_down raw
+   | _ -> Alcotest.fail "make is not a Handle");
+  Alcotest.(check int) "on_down once" 1 !runs;
+  Alcotest.(check bool) "down" true (Handle.down m)
+
 let tests =
   [
     ( "term",
@@ -454,5 +505,6 @@ let tests =
         Alcotest.test_case "deep and long terms" `Quick test_deep;
         Alcotest.test_case "hash" `Quick test_hash;
         Alcotest.test_case "pids, ports and references" `Quick test_identifiers;
+        Alcotest.test_case "handles" `Quick test_handles;
       ] );
   ]

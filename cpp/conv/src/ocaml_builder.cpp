@@ -737,6 +737,12 @@ void OcamlBuilder::export_fun(std::string_view module, std::string_view function
   child_done();
 }
 
+void OcamlBuilder::handle(value handle) {
+  vals_.push_back(handle);
+  wrap_top(term_tag::handle);
+  child_done();
+}
+
 value OcamlBuilder::take() {
   const value result = vals_.back();
   reset();  // nothing built stays reachable from the builder

@@ -4,7 +4,9 @@
 #include <camlbeam/conv/conv.hpp>
 #include <camlbeam/etf/etf.hpp>
 
+#include <caml/alloc.h>
 #include <caml/callback.h>
+#include <caml/memory.h>
 #include <caml/mlvalues.h>
 
 #include <gtest/gtest.h>
@@ -126,6 +128,32 @@ TEST(Conv, LongStringsKeepTheirExactLength) {
     const Bytes bitstring = etf::encode(etf::Term::bitstring(std::move(bytes), 3));
     EXPECT_EQ(through_ocaml(bitstring), bitstring) << size;
   }
+}
+
+// A handle is no ETF kind: the builder takes one from a source that holds it, and the ETF
+// writer refuses it, naming the transport that carries handles.
+TEST(Conv, HandlesCrossOnlyWhereASourceHoldsThem) {
+  conv::Root made(call_ocaml("test.handle", Val_long(7)));
+  try {
+    etf::ByteBuffer out;
+    conv::ocaml_to_etf(made.get(), out);
+    ADD_FAILURE() << "a handle was written as ETF";
+  } catch (const etf::EncodeError& e) {
+    EXPECT_NE(std::string(e.what()).find("nif"), std::string::npos) << e.what();
+  }
+  const value handle_term = Field(Field(made.get(), 0), 1);
+  ASSERT_EQ(conv::tag_of(handle_term), conv::layout::term_tag::handle);
+  conv::OcamlBuilder builder;
+  builder.begin_tuple(1);
+  builder.handle(Field(handle_term, 0));
+  builder.end_tuple();
+  conv::Root built(builder.take());
+  call_ocaml("test.full_major", Val_unit);
+  EXPECT_EQ(ocaml_string(call_ocaml("test.validate", built.get())), "");
+  const value pair = caml_alloc_tuple(2);
+  Store_field(pair, 0, made.get());
+  Store_field(pair, 1, built.get());
+  EXPECT_EQ(call_ocaml("test.same_handle", pair), Val_true);
 }
 
 // The request path's form: the value is read before anything else allocates.

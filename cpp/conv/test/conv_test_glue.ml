@@ -80,3 +80,15 @@ let identifier_relations = function
   | t -> "not a list: " ^ Erl.Term.to_string t
 
 let () = Callback.register "test.identifier_relations" identifier_relations
+
+(* Handles: a handle of an int, inside a tuple ({n, Handle}), and whether a term a
+   converter built holds the same handle in the same place. *)
+let int_kind : int Erl.Term.Handle.kind = Erl.Term.Handle.kind "int"
+
+let () =
+  Callback.register "test.handle" (fun n -> Erl.Term.Tuple [| Int n; Erl.Term.Handle.make int_kind n |]);
+  Callback.register "test.same_handle" (fun (a, b) ->
+      match (a, b) with
+      | Erl.Term.Tuple [| _; (Handle _ as x) |], Erl.Term.Tuple [| (Handle _ as y) |] ->
+          Erl.Term.equal x y && Erl.Term.Handle.get int_kind y <> None
+      | _ -> false)

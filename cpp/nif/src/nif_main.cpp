@@ -1,6 +1,7 @@
 // camlbeam_nif.so: the Erlang module camlbeam_nif's functions (erlang/src/camlbeam_nif.erl).
 // Every function here runs on a normal scheduler and returns at once: it copies a request
 // into an environment of its own and queues it for the OCaml thread (service.hpp).
+#include "handles.hpp"
 #include "service.hpp"
 
 #include <camlbeam/host/error.hpp>
@@ -67,7 +68,7 @@ std::string make_symbols_global() {
 int open_resources(ErlNifEnv* env, ErlNifResourceFlags flags) {
   ErlNifResourceFlags tried{};
   worker_type = enif_open_resource_type(env, nullptr, "camlbeam_worker", destroy_worker_handle, flags, &tried);
-  return worker_type != nullptr ? 0 : 1;
+  return worker_type != nullptr && handles::open(env, flags) ? 0 : 1;
 }
 
 void make_atoms(ErlNifEnv* env) {
@@ -283,6 +284,22 @@ ERL_NIF_TERM queued(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
   });
 }
 
+// handles() -> #{live := N, unreleased := M}: the resource objects of OCaml handles the VM
+// holds, and those it freed whose OCaml values the runtime's thread has not released yet
+// (it is woken to).
+ERL_NIF_TERM handles_info(ErlNifEnv* env, int, const ERL_NIF_TERM*) noexcept {
+  return guarded(env, [&] {
+    const handles::Counts counts = handles::counts();
+    if (Service* service = Service::running(); service != nullptr && handles::waiting())
+      service->wake_for_handles(true);
+    ERL_NIF_TERM keys[] = {enif_make_atom(env, "live"), enif_make_atom(env, "unreleased")};
+    ERL_NIF_TERM values[] = {enif_make_int64(env, counts.live), enif_make_int64(env, counts.unreleased)};
+    ERL_NIF_TERM map;
+    enif_make_map_from_arrays(env, keys, values, 2, &map);
+    return map;
+  });
+}
+
 ErlNifFunc functions[] = {
     {"runtime_info", 0, runtime_info, 0},
     {"new_worker", 6, new_worker, 0},
@@ -292,6 +309,7 @@ ErlNifFunc functions[] = {
     {"close", 1, close, 0},
     {"erl_reply", 2, erl_reply, 0},
     {"queued", 1, queued, 0},
+    {"handles", 0, handles_info, 0},
 };
 
 }  // namespace

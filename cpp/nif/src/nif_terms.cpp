@@ -12,6 +12,8 @@
 // erlang/src/ocaml_etf_guard.erl is applied to every reference first.
 #include "nif_terms.hpp"
 
+#include "handles.hpp"
+
 #include <camlbeam/etf/encoder.hpp>
 #include <camlbeam/etf/error.hpp>
 
@@ -252,6 +254,11 @@ class NifReader {
       case ERL_NIF_TERM_TYPE_TUPLE: read_tuple(term); return;
       case ERL_NIF_TERM_TYPE_MAP: read_map(term); return;
       default:
+        // A handle's resource term (a reference to Erlang) is the handle it holds.
+        if (const std::optional<value> handle = handles::get(env_, term)) {
+          builder_.handle(*handle);
+          return;
+        }
         // Bignums beyond 64 bits, pids, ports, references, funs: the NIF API has no reader
         // for their parts, and any kind a later OTP adds is at least read as ETF.
         read_as_etf(term);
@@ -648,6 +655,28 @@ class NifTermSink {
     check_atom(module);
     check_atom(function);
     via_etf([&](etf::Writer& w) { w.export_fun(module, function, arity); }, "an export fun");
+  }
+
+  // An Erl.Term.Handle (`handle`: its Erl.Term.handle): a new resource object holding it,
+  // monitoring its `monitor` if it has one (handles.hpp).
+  void handle(value handle, const std::optional<etf::PidView>& monitor) {
+    if (capture_)
+      fail(BuildError::Kind::invalid,
+           "an OCaml handle among a fun's free variables: such a fun is made from ETF, which cannot hold one");
+    std::optional<ErlNifPid> pid;
+    if (monitor) {
+      check_atom(monitor->node);
+      etf_.clear();
+      etf::Writer writer(etf_);
+      writer.version();
+      writer.pid(*monitor);
+      const ERL_NIF_TERM term = from_etf(etf_, "a pid");
+      pid.emplace();
+      if (!enif_get_local_pid(env_, term, &*pid))
+        fail(BuildError::Kind::invalid, "an OCaml handle monitors a process of another node: a resource monitors local ones only");
+    }
+    spend(4 * word);  // the resource term; its object is the VM's
+    vals_.push(handles::make(env_, handle, pid));
   }
 
  private:

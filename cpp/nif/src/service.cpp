@@ -1,5 +1,7 @@
 #include "service.hpp"
 
+#include "handles.hpp"
+
 #include <camlbeam/conv/conv.hpp>
 #include <camlbeam/host/error.hpp>
 #include <camlbeam/host/host.hpp>
@@ -446,6 +448,7 @@ std::optional<Job> Service::take() {
 
 void Service::serve(Executor& executor) {
   for (;;) {
+    handles::drain();
     std::optional<Job> job;
     std::vector<std::uint64_t> forgotten;
     {
@@ -484,7 +487,9 @@ void Service::serve(Executor& executor) {
     ++sleepers_;
     // Domain 0 not while a scheduler borrows it: this thread would wait for it, holding the
     // queue's lock.
-    wake_.wait(lock, [&] { return (can_take() || !executor.forgotten.empty()) && !(first && borrowed_); });
+    wake_.wait(lock, [&] {
+      return (can_take() || !executor.forgotten.empty() || handles::waiting()) && !(first && borrowed_);
+    });
     --sleepers_;
     if (first) idle_ = false;
   }
@@ -640,7 +645,8 @@ std::optional<ERL_NIF_TERM> Service::run_here(ErlNifEnv* env, const std::shared_
         const std::lock_guard lock(service.mutex_);
         service.borrowed_ = false;
         worker.busy = false;
-        wake = service.sleepers_ != 0 && (service.can_take() || !service.first_->forgotten.empty());
+        wake = service.sleepers_ != 0 &&
+               (service.can_take() || !service.first_->forgotten.empty() || handles::waiting());
       }
       if (wake) service.wake_.notify_all();
     }
@@ -772,6 +778,16 @@ void Service::close(const std::shared_ptr<Worker>& worker) {
     for (Executor* executor : executors_) executor->forgotten.push_back(worker->key);
     if (sleepers_ == 0) return;
   }
+  wake_.notify_all();
+}
+
+void Service::wake_for_handles(bool may_lock) noexcept {
+  // Without the lock, a wake that comes as the thread goes to sleep is lost: the release
+  // then waits for the next request, or the next handles/0 (which may lock).
+  if (may_lock) {
+    const std::lock_guard lock(mutex_);  // the thread is asleep, or sees handles::waiting()
+  }
+  // Any domain drains; domain 0 may not wake (a scheduler borrows it).
   wake_.notify_all();
 }
 

@@ -193,6 +193,10 @@ class Service {
   // The domains that run requests (fewer than asked for if some could not start).
   std::size_t domains_serving();
 
+  // handles.hpp queued work for the runtime's thread. `may_lock`: the caller does not hold
+  // the service's lock (a resource destructor may).
+  void wake_for_handles(bool may_lock) noexcept;
+
   Service(const Service&) = delete;
   Service& operator=(const Service&) = delete;
 

@@ -87,6 +87,10 @@ class OcamlBuilder {
   void begin_fun(const etf::FunView& fun);
   void end_fun();
   void export_fun(std::string_view module, std::string_view function, std::uint8_t arity);
+  // Erl.Term.Handle of `handle` (an Erl.Term.handle), which the caller keeps alive: a term
+  // source that holds OCaml values for Erlang (the NIF's resources) hands them back here.
+  // Not part of etf::Visitor: no ETF carries a handle.
+  void handle(value handle);
 
   // The finished value (unrooted: root it before the next allocation); the builder is
   // empty and reusable afterwards.

@@ -23,6 +23,7 @@ inline constexpr tag_t list = 10;
 inline constexpr tag_t improper = 11;
 inline constexpr tag_t binary = 12;
 inline constexpr tag_t bitstring = 13;
+inline constexpr tag_t handle = 14;
 }  // namespace term_tag
 
 // Erl.Binary.t: Heap of string | Off_heap of bigstring (a managed Bigarray of char).
@@ -41,6 +42,12 @@ namespace fun_tag {
 inline constexpr tag_t local = 0;
 inline constexpr tag_t export_ = 1;
 }  // namespace fun_tag
+
+// Erl.Term.handle: the fields the converters read; the rest are OCaml's own.
+namespace handle_field {
+inline constexpr mlsize_t id = 0;       // immediate int
+inline constexpr mlsize_t monitor = 1;  // pid option
+}  // namespace handle_field
 
 // Fields of the Local record of Erl.Term.fun_, in declaration order.
 namespace local_field {

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -146,6 +147,23 @@ template <class Out>
     }
     case tag::tuple:
     case tag::map: return false;
+    case tag::handle:
+      // Only a sink that can hold an OCaml value for Erlang takes one (the NIF's, as a
+      // resource); bytes cannot.
+      if constexpr (requires(const std::optional<etf::PidView>& pid) { out.handle(v, pid); }) {
+        const value handle = Field(v, 0);
+        const value monitor = Field(handle, layout::handle_field::monitor);
+        std::optional<etf::PidView> pid;
+        if (Is_block(monitor)) pid = pid_view(Field(monitor, 0));
+        out.handle(handle, pid);
+        return true;
+      } else {
+        // Also what the NIF sink gets for a handle among the keys of a map over 32 keys,
+        // whose order OTP's hash decides (ocaml_walker.cpp): a resource made later has none.
+        throw etf::EncodeError(
+            "an OCaml handle (Erl.Term.Handle, ocaml:ref()) cannot be written as ETF: handles cross "
+            "only the nif transport, and not as keys of a map of more than 32 keys");
+      }
     default: throw etf::EncodeError("not an Erl.Term.t value (unknown constructor)");
   }
 }
