@@ -1,0 +1,264 @@
+// cpp/dist against the real thing on loopback: the machine's epmd (started on 127.0.0.1
+// when none answers) and `erl -sname` nodes of Debian's OTP. Every wait is bounded; every
+// node is killed (its process group) at the end of its test.
+#include <camlbeam/dist/connection.hpp>
+#include <camlbeam/dist/digest.hpp>
+#include <camlbeam/dist/epmd.hpp>
+
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+using namespace camlbeam::dist;
+using namespace std::chrono_literals;
+
+namespace {
+
+const char* const cookie = "camlbeam_dist_cookie";
+
+std::string short_host() {
+  char buffer[256] = {};
+  ::gethostname(buffer, sizeof buffer - 1);
+  std::string host(buffer);
+  return host.substr(0, host.find('.'));
+}
+
+// A name no other run uses at the same time.
+std::string unique(const std::string& stem) {
+  static int counter = 0;
+  return stem + "_" + std::to_string(::getpid()) + "_" + std::to_string(++counter);
+}
+
+// An `erl` node in a process group of its own, its stdout and stderr on a pipe.
+class ErlNode {
+ public:
+  ErlNode(const std::string& sname, const std::string& node_cookie, const std::string& script) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+    read_end_ = fds[0];
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
+    posix_spawn_file_actions_adddup2(&actions, fds[1], 2);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&attr, 0);
+    std::vector<std::string> args{"erl", "-sname", sname, "-setcookie", node_cookie, "-noinput",
+                                  "-kernel", "net_ticktime", "4", "-eval", script};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const int rc = ::posix_spawnp(&pid_, "erl", &actions, &attr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+    ::close(fds[1]);
+    if (rc != 0) throw std::runtime_error("cannot run erl");
+  }
+  ~ErlNode() {
+    ::kill(-pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    ::close(read_end_);
+  }
+  ErlNode(const ErlNode&) = delete;
+  ErlNode& operator=(const ErlNode&) = delete;
+
+  // Waits for a line holding `text`; false at the deadline or when the node's output ends.
+  bool wait_for(const std::string& text, std::chrono::milliseconds within) {
+    const auto deadline = Clock::now() + within;
+    for (;;) {
+      for (std::size_t end; (end = pending_.find('\n')) != std::string::npos;) {
+        const std::string line = pending_.substr(0, end);
+        pending_.erase(0, end + 1);
+        seen_ += line + "\n";
+        if (line.find(text) != std::string::npos) return true;
+      }
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      if (left <= 0) return false;
+      pollfd p{read_end_, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(left)) <= 0) continue;
+      char buffer[1024];
+      const ssize_t n = ::read(read_end_, buffer, sizeof buffer);
+      if (n <= 0) return false;
+      pending_.append(buffer, static_cast<std::size_t>(n));
+    }
+  }
+  const std::string& seen() const { return seen_; }
+
+ private:
+  pid_t pid_ = -1;
+  int read_end_ = -1;
+  std::string pending_;
+  std::string seen_;
+};
+
+HandshakeConfig our_config(const std::string& node, const std::string& our_cookie, std::uint32_t creation = 1) {
+  HandshakeConfig c;
+  c.node_name = node;
+  c.cookie = our_cookie;
+  c.creation = creation;
+  c.challenge = random_challenge();
+  return c;
+}
+
+Link::Options fast_ticks() {
+  Link::Options o;
+  o.tick_interval = 1s;  // the erl nodes run with net_ticktime 4: they tick every second
+  o.silence_limit = 4s;
+  return o;
+}
+
+class DistLive : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { ensure_local_epmd(); }
+  EpmdClient epmd;
+  const std::string host = short_host();
+};
+
+}  // namespace
+
+TEST_F(DistLive, EpmdRegistrationLivesWithItsSocket) {
+  const std::string alive = unique("camlbeam_epmd");
+  std::optional<Registration> reg = epmd.register_node(alive, 40001);
+  EXPECT_TRUE(reg->active());
+
+  const auto names = epmd.names();
+  EXPECT_NE(std::find(names.nodes.begin(), names.nodes.end(), NamesReply::Entry{alive, 40001}), names.nodes.end());
+  // What `epmd -names` prints.
+  std::string listing;
+  if (FILE* p = ::popen("epmd -names", "r")) {
+    char buffer[512];
+    while (std::fgets(buffer, sizeof buffer, p) != nullptr && listing.size() < 1'000'000) listing += buffer;
+    ::pclose(p);
+  }
+  EXPECT_NE(listing.find("name " + alive + " at port 40001"), std::string::npos) << listing;
+
+  const auto info = epmd.port_please(alive);
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->port, 40001);
+  EXPECT_EQ(info->type, 77);
+  EXPECT_EQ(info->name, alive);
+
+  try {
+    epmd.register_node(alive, 40002);
+    ADD_FAILURE() << "a second registration of " << alive << " was accepted";
+  } catch (const DistError& e) {
+    EXPECT_EQ(e.code(), Errc::name_taken);
+  }
+
+  reg->release();
+  bool gone = false;
+  for (int i = 0; i < 40 && !gone; ++i) {  // epmd sees the close at once; allow 2 s
+    gone = !epmd.port_please(alive);
+    if (!gone) std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_TRUE(gone);
+  EXPECT_FALSE(epmd.port_please(unique("camlbeam_nobody")));
+}
+
+TEST_F(DistLive, OurInitiatorConnectsToErlAndTicks) {
+  const std::string erl_alive = unique("camlbeam_erl");
+  const std::string ours = unique("camlbeam_ocaml") + "@" + host;
+  ErlNode erl(erl_alive, cookie,
+              "net_kernel:monitor_nodes(true), io:format(\"ready ~s~n\", [node()]),"
+              "receive {nodeup, N} -> io:format(\"nodeup ~s ~p~n\", [N, lists:member(N, nodes())]) end,"
+              "receive {nodedown, D} -> io:format(\"nodedown ~s~n\", [D]) after 30000 -> ok end, halt().");
+  ASSERT_TRUE(erl.wait_for("ready " + erl_alive + "@" + host, 20s)) << erl.seen();
+
+  Connected c = connect_node(erl_alive + "@" + host, our_config(ours, cookie), epmd, after(10s));
+  EXPECT_EQ(c.peer.name, erl_alive + "@" + host);
+  EXPECT_EQ(c.flags & flag::required, flag::required);
+  EXPECT_NE(c.flags & flag::published, 0u);
+  // The erl node sees a visible node.
+  EXPECT_TRUE(erl.wait_for("nodeup " + ours + " true", 10s)) << erl.seen();
+
+  Link link(std::move(c), fast_ticks());
+  link.serve_until(after(3500ms));  // throws if the node closes or falls silent
+  EXPECT_GE(link.stats().ticks_received, 2u);
+  EXPECT_GE(link.stats().ticks_sent, 2u);
+  EXPECT_FALSE(erl.wait_for("nodedown", 10ms)) << erl.seen();
+
+  link.close();
+  EXPECT_TRUE(erl.wait_for("nodedown " + ours, 10s)) << erl.seen();
+}
+
+TEST_F(DistLive, ErlConnectsToOurAcceptor) {
+  const std::string alive = unique("camlbeam_ocaml");
+  const std::string ours = alive + "@" + host;
+  Listener listener = Listener::loopback();
+  Registration reg = epmd.register_node(alive, listener.port());
+
+  ErlNode erl(unique("camlbeam_erl"), cookie,
+              "net_kernel:monitor_nodes(true), N = '" + ours + "',"
+              "spawn(fun() -> io:format(\"ping ~p~n\", [net_adm:ping(N)]) end),"
+              "receive {nodeup, N} -> io:format(\"nodeup~n\") after 15000 -> io:format(\"no nodeup~n\") end,"
+              "timer:sleep(3000), io:format(\"still ~p~n\", [lists:member(N, nodes())]),"
+              "receive {nodedown, N} -> io:format(\"nodedown~n\") after 30000 -> ok end, halt().");
+
+  Handshake hs = Handshake::acceptor(our_config(ours, cookie, reg.creation()));
+  Connected c = run_handshake(listener.accept(after(20s)), hs, after(10s));
+  EXPECT_TRUE(c.peer.name.starts_with("camlbeam_erl_")) << c.peer.name;
+  EXPECT_EQ(c.peer.flags & flag::required, flag::required);
+  EXPECT_TRUE(erl.wait_for("nodeup", 10s)) << erl.seen();
+
+  Link link(std::move(c), fast_ticks());
+  std::vector<std::uint8_t> first;
+  link.serve_until(after(4s), [&](std::span<const std::uint8_t> f) {
+    if (first.empty()) first.assign(f.begin(), f.end());
+  });
+  // ping sends its control messages (MONITOR_P, then REG_SEND to net_kernel); answering
+  // them is the next layer's, so ping itself waits.
+  EXPECT_GE(link.stats().frames_received, 1u);
+  ASSERT_FALSE(first.empty());
+  EXPECT_EQ(first[0], 131);  // a distribution header: we offered DIST_HDR_ATOM_CACHE
+  EXPECT_GE(link.stats().ticks_received, 2u);
+  EXPECT_TRUE(erl.wait_for("still true", 5s)) << erl.seen();
+  link.close();
+  EXPECT_TRUE(erl.wait_for("nodedown", 10s)) << erl.seen();
+}
+
+TEST_F(DistLive, WrongCookieRefusedWhenWeCall) {
+  const std::string erl_alive = unique("camlbeam_erl");
+  ErlNode erl(erl_alive, cookie, "io:format(\"ready~n\"), timer:sleep(30000), halt().");
+  ASSERT_TRUE(erl.wait_for("ready", 20s)) << erl.seen();
+  try {
+    connect_node(erl_alive + "@" + host, our_config(unique("camlbeam_ocaml") + "@" + host, "not_the_cookie"), epmd,
+                 after(10s));
+    ADD_FAILURE() << "handshake with a wrong cookie completed";
+  } catch (const DistError& e) {
+    // OTP closes without a challenge_ack.
+    EXPECT_EQ(e.code(), Errc::connection_closed) << e.what();
+  }
+  EXPECT_TRUE(erl.wait_for("Connection attempt from", 5s)) << erl.seen();
+}
+
+TEST_F(DistLive, WrongCookieRefusedWhenErlCalls) {
+  const std::string alive = unique("camlbeam_ocaml");
+  const std::string ours = alive + "@" + host;
+  Listener listener = Listener::loopback();
+  Registration reg = epmd.register_node(alive, listener.port());
+  ErlNode erl(unique("camlbeam_erl"), "not_the_cookie",
+              "io:format(\"connect ~p~n\", [net_kernel:connect_node('" + ours + "')]), timer:sleep(30000), halt().");
+  Handshake hs = Handshake::acceptor(our_config(ours, cookie, reg.creation()));
+  try {
+    run_handshake(listener.accept(after(20s)), hs, after(10s));
+    ADD_FAILURE() << "handshake with a wrong cookie completed";
+  } catch (const DistError& e) {
+    EXPECT_EQ(e.code(), Errc::bad_digest) << e.what();
+  }
+  EXPECT_TRUE(erl.wait_for("connect false", 10s)) << erl.seen();
+}
