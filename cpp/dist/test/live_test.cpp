@@ -16,6 +16,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
@@ -168,6 +169,31 @@ TEST_F(DistLive, EpmdRegistrationLivesWithItsSocket) {
   }
   EXPECT_TRUE(gone);
   EXPECT_FALSE(epmd.port_please(unique("camlbeam_nobody")));
+}
+
+TEST_F(DistLive, AnEpmdIsStartedWhenNoneAnswers) {
+  // A port nothing listens on (the kernel's pick, released), for an epmd of our own.
+  const std::uint16_t port = Listener::loopback().port();
+  EpmdEndpoint endpoint;
+  endpoint.port = port;
+  EpmdClient mine(endpoint);
+  ASSERT_FALSE(mine.answers());
+  ensure_local_epmd(endpoint);
+  EXPECT_TRUE(mine.answers());
+  {
+    Registration reg = mine.register_node(unique("camlbeam_epmd"), 40003);
+    EXPECT_EQ(mine.names().nodes.size(), 1u);
+    EXPECT_EQ(mine.names().epmd_port, port);
+  }
+  // Stop the epmd we started (it refuses while a name is registered; none is now).
+  const std::string kill = "epmd -port " + std::to_string(port) + " -kill >/dev/null 2>&1";
+  EXPECT_EQ(std::system(kill.c_str()), 0);
+  bool stopped = false;
+  for (int i = 0; i < 40 && !stopped; ++i) {
+    stopped = !mine.answers();
+    if (!stopped) std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_TRUE(stopped);
 }
 
 TEST_F(DistLive, OurInitiatorConnectsToErlAndTicks) {
