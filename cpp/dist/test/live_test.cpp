@@ -5,6 +5,8 @@
 #include <camlbeam/dist/digest.hpp>
 #include <camlbeam/dist/epmd.hpp>
 
+#include <camlbeam/etf/etf.hpp>
+
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
@@ -222,6 +224,21 @@ TEST_F(DistLive, OurInitiatorConnectsToErlAndTicks) {
   EXPECT_TRUE(erl.wait_for("nodedown " + ours, 10s)) << erl.seen();
 }
 
+TEST_F(DistLive, HiddenWhenWeDoNotPublish) {
+  const std::string erl_alive = unique("camlbeam_erl");
+  const std::string ours = unique("camlbeam_ocaml") + "@" + host;
+  ErlNode erl(erl_alive, cookie,
+              "net_kernel:monitor_nodes(true, [{node_type, all}]), io:format(\"ready~n\"),"
+              "receive {nodeup, N, [{node_type, T}]} -> io:format(\"nodeup ~s ~p ~p~n\", [N, T, nodes()]) end,"
+              "timer:sleep(30000), halt().");
+  ASSERT_TRUE(erl.wait_for("ready", 20s)) << erl.seen();
+  HandshakeConfig config = our_config(ours, cookie);
+  config.flags &= ~flag::published;
+  Connected c = connect_node(erl_alive + "@" + host, std::move(config), epmd, after(10s));
+  EXPECT_EQ(c.flags & flag::published, 0u);
+  EXPECT_TRUE(erl.wait_for("nodeup " + ours + " hidden []", 10s)) << erl.seen();
+}
+
 TEST_F(DistLive, ErlConnectsToOurAcceptor) {
   const std::string alive = unique("camlbeam_ocaml");
   const std::string ours = alive + "@" + host;
@@ -242,15 +259,29 @@ TEST_F(DistLive, ErlConnectsToOurAcceptor) {
   EXPECT_TRUE(erl.wait_for("nodeup", 10s)) << erl.seen();
 
   Link link(std::move(c), fast_ticks());
-  std::vector<std::uint8_t> first;
+  // The control messages, read with cpp/etf: a distribution header (we offered
+  // DIST_HDR_ATOM_CACHE) and the control tuple after it; nothing is answered yet.
+  namespace etf = camlbeam::etf;
+  etf::AtomCache cache;
+  std::vector<std::string> controls;
   link.serve_until(after(4s), [&](std::span<const std::uint8_t> f) {
-    if (first.empty()) first.assign(f.begin(), f.end());
+    etf::AtomCacheRefs refs;
+    const auto header = etf::parse_dist_header(f, etf::AtomTextEncoding::utf8, cache, refs);
+    ASSERT_TRUE(header) << header.error->message();
+    if (header.header.kind == etf::DistHeader::Kind::fragment_continuation) return;
+    etf::TermBuilder builder;  // terms after a header have no version byte
+    const auto decoded =
+        etf::decode_body(f.subspan(header.end), builder, etf::DecodeOptions{.atom_cache_refs = &refs});
+    ASSERT_TRUE(decoded) << decoded.error->message();
+    controls.push_back(builder.take().to_string());
   });
-  // ping sends its control messages (MONITOR_P, then REG_SEND to net_kernel); answering
-  // them is the next layer's, so ping itself waits.
-  EXPECT_GE(link.stats().frames_received, 1u);
-  ASSERT_FALSE(first.empty());
-  EXPECT_EQ(first[0], 131);  // a distribution header: we offered DIST_HDR_ATOM_CACHE
+  // ping monitors net_kernel (MONITOR_P, 19) and asks it {is_auth, Node} (REG_SEND, 6);
+  // answering is the next layer's, so ping itself waits.
+  std::string all;
+  for (const auto& m : controls) all += m + "\n";
+  EXPECT_NE(all.find("{19,"), std::string::npos) << all;
+  EXPECT_NE(all.find("{6,"), std::string::npos) << all;
+  EXPECT_NE(all.find("net_kernel"), std::string::npos) << all;
   EXPECT_GE(link.stats().ticks_received, 2u);
   EXPECT_TRUE(erl.wait_for("still true", 5s)) << erl.seen();
   link.close();
