@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -128,6 +129,18 @@ Link::Options fast_ticks() {
 class DistLive : public ::testing::Test {
  protected:
   static void SetUpTestSuite() { ensure_local_epmd(); }
+  // An erl node that reports the first node to come up (its type, and whether nodes()
+  // lists it) and that node going down; started and ready.
+  std::unique_ptr<ErlNode> start_watcher(const std::string& node) {
+    auto erl = std::make_unique<ErlNode>(
+        node.substr(0, node.find('@')), cookie,
+        "net_kernel:monitor_nodes(true, [{node_type, all}]), io:format(\"ready ~s~n\", [node()]),"
+        "receive {nodeup, N, [{node_type, T}]} -> io:format(\"nodeup ~s ~p ~p~n\", [N, T, lists:member(N, nodes())]) end,"
+        "receive {nodedown, D, _} -> io:format(\"nodedown ~s~n\", [D]) after 30000 -> ok end, halt().");
+    EXPECT_TRUE(erl->wait_for("ready " + node, 20s)) << erl->seen();
+    return erl;
+  }
+
   EpmdClient epmd;
   const std::string host = short_host();
 };
@@ -199,44 +212,35 @@ TEST_F(DistLive, AnEpmdIsStartedWhenNoneAnswers) {
 }
 
 TEST_F(DistLive, OurInitiatorConnectsToErlAndTicks) {
-  const std::string erl_alive = unique("camlbeam_erl");
+  const std::string erl_node = unique("camlbeam_erl") + "@" + host;
   const std::string ours = unique("camlbeam_ocaml") + "@" + host;
-  ErlNode erl(erl_alive, cookie,
-              "net_kernel:monitor_nodes(true), io:format(\"ready ~s~n\", [node()]),"
-              "receive {nodeup, N} -> io:format(\"nodeup ~s ~p~n\", [N, lists:member(N, nodes())]) end,"
-              "receive {nodedown, D} -> io:format(\"nodedown ~s~n\", [D]) after 30000 -> ok end, halt().");
-  ASSERT_TRUE(erl.wait_for("ready " + erl_alive + "@" + host, 20s)) << erl.seen();
+  auto erl = start_watcher(erl_node);
 
-  Connected c = connect_node(erl_alive + "@" + host, our_config(ours, cookie), epmd, after(10s));
-  EXPECT_EQ(c.peer.name, erl_alive + "@" + host);
+  Connected c = connect_node(erl_node, our_config(ours, cookie), epmd, after(10s));
+  EXPECT_EQ(c.peer.name, erl_node);
   EXPECT_EQ(c.flags & flag::required, flag::required);
   EXPECT_NE(c.flags & flag::published, 0u);
-  // The erl node sees a visible node.
-  EXPECT_TRUE(erl.wait_for("nodeup " + ours + " true", 10s)) << erl.seen();
+  EXPECT_TRUE(erl->wait_for("nodeup " + ours + " visible true", 10s)) << erl->seen();
 
   Link link(std::move(c), fast_ticks());
   link.serve_until(after(3500ms));  // throws if the node closes or falls silent
   EXPECT_GE(link.stats().ticks_received, 2u);
   EXPECT_GE(link.stats().ticks_sent, 2u);
-  EXPECT_FALSE(erl.wait_for("nodedown", 10ms)) << erl.seen();
+  EXPECT_FALSE(erl->wait_for("nodedown", 10ms)) << erl->seen();
 
   link.close();
-  EXPECT_TRUE(erl.wait_for("nodedown " + ours, 10s)) << erl.seen();
+  EXPECT_TRUE(erl->wait_for("nodedown " + ours, 10s)) << erl->seen();
 }
 
 TEST_F(DistLive, HiddenWhenWeDoNotPublish) {
-  const std::string erl_alive = unique("camlbeam_erl");
+  const std::string erl_node = unique("camlbeam_erl") + "@" + host;
   const std::string ours = unique("camlbeam_ocaml") + "@" + host;
-  ErlNode erl(erl_alive, cookie,
-              "net_kernel:monitor_nodes(true, [{node_type, all}]), io:format(\"ready~n\"),"
-              "receive {nodeup, N, [{node_type, T}]} -> io:format(\"nodeup ~s ~p ~p~n\", [N, T, nodes()]) end,"
-              "timer:sleep(30000), halt().");
-  ASSERT_TRUE(erl.wait_for("ready", 20s)) << erl.seen();
+  auto erl = start_watcher(erl_node);
   HandshakeConfig config = our_config(ours, cookie);
   config.flags &= ~flag::published;
-  Connected c = connect_node(erl_alive + "@" + host, std::move(config), epmd, after(10s));
+  Connected c = connect_node(erl_node, std::move(config), epmd, after(10s));
   EXPECT_EQ(c.flags & flag::published, 0u);
-  EXPECT_TRUE(erl.wait_for("nodeup " + ours + " hidden []", 10s)) << erl.seen();
+  EXPECT_TRUE(erl->wait_for("nodeup " + ours + " hidden false", 10s)) << erl->seen();
 }
 
 TEST_F(DistLive, ErlConnectsToOurAcceptor) {
