@@ -23,6 +23,8 @@ std::string_view to_string(Errc code) noexcept {
     case Errc::refused_nok: return "peer refused: nok (simultaneous connect)";
     case Errc::refused_not_allowed: return "peer refused: not_allowed";
     case Errc::refused_alive: return "peer has a connection already (alive)";
+    case Errc::no_cookie: return "no cookie";
+    case Errc::bad_cookie_file: return "unusable cookie file";
     case Errc::peer_silent: return "peer silent past the tick timeout";
     case Errc::bad_state: return "operation not valid in this state";
   }

@@ -34,6 +34,9 @@ enum class Errc : std::uint8_t {
   refused_nok,           // status "nok": a simultaneous connect the peer wins
   refused_not_allowed,   // status "not_allowed": our flags or our name are not accepted
   refused_alive,         // status "alive" answered false by us (an older connection stays)
+  // Cookie
+  no_cookie,             // none given, none in the environment, no cookie file
+  bad_cookie_file,       // unreadable, not owner-only, not a regular file, empty or too long
   // Connected phase
   peer_silent,           // nothing received for longer than the tick timeout
   bad_state,             // an operation the state machine is not in a state for (caller's bug)
