@@ -19,7 +19,7 @@ Digest gen_digest(std::uint32_t challenge, std::string_view cookie) {
       EVP_DigestUpdate(ctx.get(), cookie.data(), cookie.size()) != 1 ||
       EVP_DigestUpdate(ctx.get(), decimal.data(), decimal.size()) != 1 ||
       EVP_DigestFinal_ex(ctx.get(), out.data(), &size) != 1 || size != out.size()) {
-    throw DistError(Errc::socket_error, "OpenSSL MD5 failed");
+    throw DistError(Errc::crypto_failed, "MD5");
   }
   return out;
 }
@@ -30,7 +30,7 @@ bool digest_equal(std::span<const std::uint8_t, 16> a, std::span<const std::uint
 
 std::uint32_t random_challenge() {
   unsigned char bytes[4];
-  if (RAND_bytes(bytes, sizeof bytes) != 1) throw DistError(Errc::socket_error, "OpenSSL RAND_bytes failed");
+  if (RAND_bytes(bytes, sizeof bytes) != 1) throw DistError(Errc::crypto_failed, "RAND_bytes");
   return (std::uint32_t{bytes[0]} << 24) | (std::uint32_t{bytes[1]} << 16) | (std::uint32_t{bytes[2]} << 8) | bytes[3];
 }
 

@@ -27,6 +27,7 @@ std::string_view to_string(Errc code) noexcept {
     case Errc::bad_cookie_file: return "unusable cookie file";
     case Errc::peer_silent: return "peer silent past the tick timeout";
     case Errc::bad_state: return "operation not valid in this state";
+    case Errc::crypto_failed: return "OpenSSL failed";
   }
   return "unknown error";
 }

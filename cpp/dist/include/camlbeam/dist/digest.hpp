@@ -14,7 +14,7 @@ using Digest = std::array<std::uint8_t, 16>;
 Digest gen_digest(std::uint32_t challenge, std::string_view cookie);
 // Equal in a time that does not depend on where the two differ (OpenSSL's CRYPTO_memcmp).
 bool digest_equal(std::span<const std::uint8_t, 16> a, std::span<const std::uint8_t, 16> b) noexcept;
-// A challenge from OpenSSL's random generator. Throws DistError(socket_error) if it fails.
+// A challenge from OpenSSL's random generator. Throws DistError(crypto_failed) if it fails.
 std::uint32_t random_challenge();
 
 }  // namespace camlbeam::dist

@@ -40,6 +40,7 @@ enum class Errc : std::uint8_t {
   // Connected phase
   peer_silent,           // nothing received for longer than the tick timeout
   bad_state,             // an operation the state machine is not in a state for (caller's bug)
+  crypto_failed,         // OpenSSL's MD5 or random generator failed
 };
 
 std::string_view to_string(Errc code) noexcept;

@@ -55,6 +55,8 @@ inline constexpr std::uint64_t offered = mandatory_26 | mandatory_25_digest | pu
                                          dist_monitor_name | unicode_io | dist_hdr_atom_cache | small_atom_tags |
                                          send_sender | big_seqtrace_labels | exit_payload | fragments | spawn |
                                          alias;
+// Exactly what an OTP 25 node offers itself [seen: 0xd07df7fbd]: nothing OTP does not know.
+static_assert(offered == 0xd07df7fbd);
 
 // A peer's flags with the digest bit expanded into the set it stands for.
 constexpr std::uint64_t expand(std::uint64_t flags) noexcept {
