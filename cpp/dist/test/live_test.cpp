@@ -323,3 +323,22 @@ TEST_F(DistLive, WrongCookieRefusedWhenErlCalls) {
   }
   EXPECT_TRUE(erl.wait_for("connect false", 10s)) << erl.seen();
 }
+
+TEST_F(DistLive, ADynamicallyNamedNodeIsRefusedClearly) {
+  // `-sname undefined@host`: the node has no name until an acceptor gives it one (NAME_ME).
+  const std::string alive = unique("camlbeam_ocaml");
+  const std::string ours = alive + "@" + host;
+  Listener listener = Listener::loopback();
+  Registration reg = epmd.register_node(alive, listener.port());
+  ErlNode erl("undefined@" + host, cookie,
+              "io:format(\"connect ~p ~p~n\", [net_kernel:connect_node('" + ours + "'), node()]),"
+              "timer:sleep(30000), halt().");
+  Handshake hs = Handshake::acceptor(our_config(ours, cookie, reg.creation()));
+  try {
+    run_handshake(listener.accept(after(20s)), hs, after(10s));
+    ADD_FAILURE() << "a NAME_ME handshake completed";
+  } catch (const DistError& e) {
+    EXPECT_EQ(e.code(), Errc::name_me_refused) << e.what();
+  }
+  EXPECT_TRUE(erl.wait_for("connect false nonode@nohost", 10s)) << erl.seen();
+}
