@@ -141,6 +141,28 @@ class DistLive : public ::testing::Test {
     return erl;
   }
 
+  // An erl node (-sname `sname`, -setcookie `node_cookie`) calling our acceptor, freshly
+  // registered, and our acceptor refusing it with `expected`. The node prints
+  // "connect <result> <its node()>".
+  std::unique_ptr<ErlNode> refused_by_our_acceptor(const std::string& sname, const std::string& node_cookie,
+                                                   Errc expected) {
+    const std::string alive = unique("camlbeam_ocaml");
+    const std::string ours = alive + "@" + host;
+    Listener listener = Listener::loopback();
+    Registration reg = epmd.register_node(alive, listener.port());
+    auto erl = std::make_unique<ErlNode>(
+        sname, node_cookie,
+        "io:format(\"connect ~p ~p~n\", [net_kernel:connect_node('" + ours + "'), node()]), timer:sleep(30000), halt().");
+    Handshake hs = Handshake::acceptor(our_config(ours, cookie, reg.creation()));
+    try {
+      run_handshake(listener.accept(after(20s)), hs, after(10s));
+      ADD_FAILURE() << "the handshake of " << sname << " completed";
+    } catch (const DistError& e) {
+      EXPECT_EQ(e.code(), expected) << e.what();
+    }
+    return erl;
+  }
+
   EpmdClient epmd;
   const std::string host = short_host();
 };
@@ -308,37 +330,12 @@ TEST_F(DistLive, WrongCookieRefusedWhenWeCall) {
 }
 
 TEST_F(DistLive, WrongCookieRefusedWhenErlCalls) {
-  const std::string alive = unique("camlbeam_ocaml");
-  const std::string ours = alive + "@" + host;
-  Listener listener = Listener::loopback();
-  Registration reg = epmd.register_node(alive, listener.port());
-  ErlNode erl(unique("camlbeam_erl"), "not_the_cookie",
-              "io:format(\"connect ~p~n\", [net_kernel:connect_node('" + ours + "')]), timer:sleep(30000), halt().");
-  Handshake hs = Handshake::acceptor(our_config(ours, cookie, reg.creation()));
-  try {
-    run_handshake(listener.accept(after(20s)), hs, after(10s));
-    ADD_FAILURE() << "handshake with a wrong cookie completed";
-  } catch (const DistError& e) {
-    EXPECT_EQ(e.code(), Errc::bad_digest) << e.what();
-  }
-  EXPECT_TRUE(erl.wait_for("connect false", 10s)) << erl.seen();
+  auto erl = refused_by_our_acceptor(unique("camlbeam_erl"), "not_the_cookie", Errc::bad_digest);
+  EXPECT_TRUE(erl->wait_for("connect false", 10s)) << erl->seen();
 }
 
 TEST_F(DistLive, ADynamicallyNamedNodeIsRefusedClearly) {
   // `-sname undefined@host`: the node has no name until an acceptor gives it one (NAME_ME).
-  const std::string alive = unique("camlbeam_ocaml");
-  const std::string ours = alive + "@" + host;
-  Listener listener = Listener::loopback();
-  Registration reg = epmd.register_node(alive, listener.port());
-  ErlNode erl("undefined@" + host, cookie,
-              "io:format(\"connect ~p ~p~n\", [net_kernel:connect_node('" + ours + "'), node()]),"
-              "timer:sleep(30000), halt().");
-  Handshake hs = Handshake::acceptor(our_config(ours, cookie, reg.creation()));
-  try {
-    run_handshake(listener.accept(after(20s)), hs, after(10s));
-    ADD_FAILURE() << "a NAME_ME handshake completed";
-  } catch (const DistError& e) {
-    EXPECT_EQ(e.code(), Errc::name_me_refused) << e.what();
-  }
-  EXPECT_TRUE(erl.wait_for("connect false nonode@nohost", 10s)) << erl.seen();
+  auto erl = refused_by_our_acceptor("undefined@" + host, cookie, Errc::name_me_refused);
+  EXPECT_TRUE(erl->wait_for("connect false nonode@nohost", 10s)) << erl->seen();
 }
