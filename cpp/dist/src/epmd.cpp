@@ -35,6 +35,7 @@ void check_alive(std::string_view alive) {
 
 std::vector<std::uint8_t> with_length(const std::vector<std::uint8_t>& body) {
   std::vector<std::uint8_t> out;
+  out.reserve(2 + body.size());
   put_u16(out, static_cast<std::uint16_t>(body.size()));
   put_bytes(out, body);
   return out;

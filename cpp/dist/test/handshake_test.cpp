@@ -38,6 +38,7 @@ void put(Bytes& b, std::string_view s) { b.insert(b.end(), s.begin(), s.end()); 
 // A 2-byte-length packet around `body`.
 Bytes packet(const Bytes& body) {
   Bytes out;
+  out.reserve(2 + body.size());
   put16(out, static_cast<std::uint16_t>(body.size()));
   out.insert(out.end(), body.begin(), body.end());
   return out;
