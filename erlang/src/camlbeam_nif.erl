@@ -52,7 +52,7 @@ init() ->
             case library(Wanted) of
                 {ok, Path} ->
                     persistent_term:put(?LIBRARY_KEY, Path),
-                    erlang:load_nif(Path, 0);
+                    erlang:load_nif(Path, domains());
                 {error, _} = Error ->
                     Error
             end
@@ -72,6 +72,23 @@ running() ->
             end;
         _ ->
             none
+    end.
+
+%% How many domains the runtime runs calls on (OCaml 5; the library takes at
+%% most 16, and OCaml 4 one thread): the application environment's
+%% `nif_domains', a positive integer, or `schedulers' (the default), one per
+%% scheduler. More domains run more calls at once; a minor collection on any
+%% domain stops them all, which shows in the tail latency of large terms
+%% (cpp/nif/README.md measures it).
+-spec domains() -> pos_integer().
+domains() ->
+    case application:get_env(camlbeam, nif_domains, schedulers) of
+        Domains when is_integer(Domains), Domains > 0 -> Domains;
+        schedulers -> erlang:system_info(schedulers);
+        Other ->
+            logger:warning("camlbeam: nif_domains ~0p is neither a positive integer nor schedulers: "
+                           "a domain per scheduler", [Other]),
+            erlang:system_info(schedulers)
     end.
 
 %% The library of OCaml `Ocaml': the application environment's `nif_library'

@@ -15,9 +15,9 @@
          options_that_do_not_apply/1, short_calls_run_where_they_are_made/1,
          calls_that_overrun_go_back_to_the_ocaml_thread/1, exports_that_call_erlang_stay_on_the_ocaml_thread/1,
          workers_run_at_once_on_domains/1, a_workers_calls_run_one_at_a_time/1, deadlines_on_every_domain/1,
-         backtraces_on_every_domain/1, erlang_calls_from_every_domain/1]).
-%% Called by the placement plugin through Erl.call_erlang.
--export([meet_in_erlang/2]).
+         backtraces_on_every_domain/1, erlang_calls_from_every_domain/1, domains_as_the_application_says/1]).
+%% Called by the placement plugin through Erl.call_erlang; run in a peer VM.
+-export([meet_in_erlang/2, domains_in_peer/1]).
 
 -define(LIB, camlbeam_test_lib).
 
@@ -27,7 +27,7 @@ all() ->
      options_that_do_not_apply, short_calls_run_where_they_are_made,
      calls_that_overrun_go_back_to_the_ocaml_thread, exports_that_call_erlang_stay_on_the_ocaml_thread,
      workers_run_at_once_on_domains, a_workers_calls_run_one_at_a_time, deadlines_on_every_domain,
-     backtraces_on_every_domain, erlang_calls_from_every_domain].
+     backtraces_on_every_domain, erlang_calls_from_every_domain, domains_as_the_application_says].
 
 init_per_suite(Config) ->
     Config1 = ?LIB:init_per_suite(Config),
@@ -254,8 +254,8 @@ deadlines_on_every_domain(Config) ->
     ?assertEqual([{ok, 1}, {ok, 1}], [timed(W, placed_spin, [1], 2000) || W <- Workers]).
 
 %% An exception has its backtrace on every domain (OCaml 5 records
-%% backtraces per domain): while the first worker's call keeps one domain busy, the
-%% second worker's call raises on another.
+%% backtraces per domain, and sizes minor heaps per domain): while the first worker's
+%% call keeps one domain busy, the second worker's call raises on another.
 backtraces_on_every_domain(Config) ->
     {_Pool, [First, Second]} = placement_pool(Config, #{pool_size => 2}, 2),
     Self = self(),
@@ -264,7 +264,14 @@ backtraces_on_every_domain(Config) ->
     {error, {ocaml_exception, <<"Failure">>, Message, Backtrace}} = timed(Second, placed_raise, [], 5000),
     ?assertEqual(<<"Failure(\"raised where it was placed\")">>, Message),
     ?assertNotEqual(nomatch, binary:match(Backtrace, <<"Raised at Stdlib.failwith">>), Backtrace),
-    receive {Busy, {ok, 300}} -> ok after 10000 -> ct:fail(busy_call_unanswered) end.
+    receive {Busy, {ok, 300}} -> ok after 10000 -> ct:fail(busy_call_unanswered) end,
+    %% And the worker's minor heap (Erl_host's GC defaults: 8 MB, unless OCAMLRUNPARAM
+    %% says otherwise) on both domains at once.
+    Setup = spawn_link(fun() -> Self ! {self(), timed(First, placed_setup, [300], 5000)} end),
+    timer:sleep(50),
+    {ok, {MinorHeap, true}} = timed(Second, placed_setup, [0], 5000),
+    receive {Setup, Answer} -> ?assertEqual({ok, {MinorHeap, true}}, Answer) after 10000 -> ct:fail(no_answer) end,
+    [?assertEqual(1 bsl 20, MinorHeap) || os:getenv("OCAMLRUNPARAM") =:= false, os:getenv("CAMLRUNPARAM") =:= false].
 
 %% Each domain waits for its own Erl.call_erlang: two workers' calls of Erlang,
 %% made at once, each wait in Erlang for the other (under OCaml 5) and each get
@@ -284,6 +291,29 @@ erlang_calls_from_every_domain(Config) ->
     {ok, #{domains := Domains}} = camlbeam_nif:runtime_info(),
     Expected = if Domains >= 2 -> [met, met]; true -> [alone, met] end,
     ?assertEqual(Expected, lists:sort(Answers)).
+
+%% The application environment's nif_domains says how many domains run calls, in a
+%% VM of its own (the runtime starts once per VM): 1 there, where this VM has one per
+%% scheduler (workers_run_at_once_on_domains); the calls of two workers then take turns.
+domains_as_the_application_says(Config) ->
+    Paths = [Dir || Dir <- code:get_path(), not lists:prefix(code:lib_dir(), Dir)],
+    {ok, Peer, _} = peer:start_link(#{connection => standard_io,
+                                      args => lists:append([["-pa", Dir] || Dir <- Paths])}),
+    try
+        ok = peer:call(Peer, application, load, [camlbeam], 30000),
+        ok = peer:call(Peer, application, set_env, [camlbeam, nif_domains, 1], 30000),
+        ?assertEqual({1, [alone, met]}, peer:call(Peer, ?MODULE, domains_in_peer, [Config], 60000))
+    after
+        peer:stop(Peer)
+    end.
+
+%% In the peer: the domains its runtime runs, and two workers' calls that wait for
+%% each other.
+domains_in_peer(Config) ->
+    _ = ?LIB:init_per_suite(Config),
+    {_Pool, Workers} = placement_pool(Config, #{pool_size => 2}, 2),
+    {ok, #{domains := Domains}} = camlbeam_nif:runtime_info(),
+    {Domains, lists:sort(meet(Workers))}.
 
 %% Counts itself in, and waits at most 1.5 s for N arrivals: {met | alone, Tag}.
 meet_in_erlang(Tag, N) ->

@@ -90,17 +90,21 @@ void make_atoms(ErlNifEnv* env) {
 // every worker refuses to start with it.
 std::string load_failure;
 
-int load(ErlNifEnv* env, void** /*priv*/, ERL_NIF_TERM /*load_info*/) noexcept {
+// load_info: how many domains to run calls on (camlbeam_nif:domains/0); 0 or not an
+// integer, one per scheduler.
+int load(ErlNifEnv* env, void** /*priv*/, ERL_NIF_TERM load_info) noexcept {
   try {
     make_atoms(env);
     if (open_resources(env, ERL_NIF_RT_CREATE) != 0) return 1;
     load_failure = make_symbols_global();
     if (load_failure.empty()) {
-      // Under OCaml 5 a domain per scheduler: as many requests run at once as the VM runs
-      // processes.
-      ErlNifSysInfo info{};
-      enif_system_info(&info, sizeof info);
-      Service::start(atoms, static_cast<std::size_t>(std::max(info.scheduler_threads, 1)));
+      int domains = 0;
+      if (!enif_get_int(env, load_info, &domains) || domains <= 0) {
+        ErlNifSysInfo info{};
+        enif_system_info(&info, sizeof info);
+        domains = std::max(info.scheduler_threads, 1);
+      }
+      Service::start(atoms, static_cast<std::size_t>(domains));
     }
   } catch (const std::exception& e) {
     load_failure = e.what();

@@ -24,6 +24,10 @@ let meet n ms =
 let () =
   Erl.export "placed_meet" (int @-> int @-> returning atom) meet;
   Erl.export "placed_raise" (nullary unit) (fun () -> failwith "raised where it was placed");
+  (* What the runtime sets per domain, after [ms] milliseconds of work. *)
+  Erl.export "placed_setup" (int @-> returning (tuple2 int bool)) (fun ms ->
+      busy_ms ms;
+      ((Gc.get ()).minor_heap_size, Printexc.backtrace_status ()));
   (* The nif runtime suite's meet_in_erlang/2: calls of Erlang made from several domains at
      once, each waiting for the others. *)
   Erl.export "placed_meet_in_erlang" (term @-> int @-> returning term) (fun tag n ->
