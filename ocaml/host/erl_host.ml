@@ -300,16 +300,22 @@ let shapes =
    that request is still the one running (cancel_requested), so that a late signal never
    hits the next request. Both externals do nothing in a host without a watch. *)
 
-external install_hooks : nativeint -> unit = "camlbeam_request_install_hooks"
-external set_deadline : int -> unit = "camlbeam_request_set_deadline" [@@noalloc]
-external cancel_requested : unit -> bool = "camlbeam_request_cancel_requested" [@@noalloc]
+external set_deadline_at : nativeint -> int -> unit = "camlbeam_request_set_deadline" [@@noalloc]
+external cancel_requested_at : nativeint -> bool = "camlbeam_request_cancel_requested" [@@noalloc]
+
+(* The calling domain's watch (Watch_hooks). *)
+let set_deadline milliseconds = set_deadline_at (Watch_hooks.current ()) milliseconds
+let cancel_requested () = cancel_requested_at (Watch_hooks.current ())
 
 (* The handler asks the context of the request running on the thread it runs on: its
    transport knows whether that request's deadline passed (a port worker: this watch). *)
 let watch_requests hooks signal =
-  install_hooks hooks;
-  if hooks = 0n then Sys.set_signal signal Signal_default
-  else Sys.set_signal signal (Signal_handle (fun _ -> if Private.cancel_requested () then raise Erl.Cancelled))
+  if hooks = 0n then (
+    Watch_hooks.uninstall ();
+    Sys.set_signal signal Signal_default)
+  else (
+    Watch_hooks.install hooks;
+    Sys.set_signal signal (Signal_handle (fun _ -> if Private.cancel_requested () then raise Erl.Cancelled)))
 
 let deadline_passed () = cancel_requested ()
 
