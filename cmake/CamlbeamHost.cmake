@@ -38,6 +38,7 @@ function(camlbeam_ocaml_packages)
   file(GLOB sources CONFIGURE_DEPENDS "${CMAKE_SOURCE_DIR}/ocaml/src/*" "${CMAKE_SOURCE_DIR}/ocaml/host/*.ml"
        "${CMAKE_SOURCE_DIR}/ocaml/host/*.mli" "${CMAKE_SOURCE_DIR}/ocaml/host/dune"
        "${CMAKE_SOURCE_DIR}/ocaml/host/*.c" "${CMAKE_SOURCE_DIR}/ocaml/host/*.h"
+       "${CMAKE_SOURCE_DIR}/ocaml/host/*.ocaml[45]"
        "${CMAKE_SOURCE_DIR}/ocaml/port/*.ml" "${CMAKE_SOURCE_DIR}/ocaml/port/*.mli" "${CMAKE_SOURCE_DIR}/ocaml/port/dune"
        "${CMAKE_SOURCE_DIR}/ocaml/nif/*.ml" "${CMAKE_SOURCE_DIR}/ocaml/nif/*.mli" "${CMAKE_SOURCE_DIR}/ocaml/nif/dune"
        "${CMAKE_SOURCE_DIR}/ocaml/nif/*.ocaml[45]")
