@@ -191,8 +191,16 @@ exporters(Pool, Function) ->
             Modules;
         [] ->
             case ets:member(?POOLS, Pool) andalso is_process_alive(Pool) of
-                true -> [];
-                false -> no_pool
+                true ->
+                    %% Read again: a pool registering again after a restart of this
+                    %% server ({@link restore_pool/5}) has its names indexed before
+                    %% its row goes in, so they may have come between the two reads.
+                    case ets:lookup(?NAMES, {Pool, Function}) of
+                        [{_, Modules}] -> Modules;
+                        [] -> []
+                    end;
+                false ->
+                    no_pool
             end
     catch
         error:badarg -> no_pool
