@@ -23,10 +23,12 @@
 #include <climits>
 #include <cstdlib>
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <exception>
 #include <new>
 #include <optional>
+#include <span>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
@@ -416,34 +418,31 @@ void Service::serve_for_ever(Executor& executor) noexcept {
   }
 }
 
-bool Service::can_take() const {
-  if (loading_) return false;
-  std::size_t looked = 0;
-  for (const Job& job : queue_) {
-    if (++looked > lookahead) return false;
-    if (job.load) return running_requests_ == 0 && !borrowed_;
-    if (!job.worker->busy) return true;
-  }
-  return false;
-}
-
-std::optional<Job> Service::take() {
-  if (loading_) return std::nullopt;
+std::deque<Job>::const_iterator Service::first_takeable() const {
+  if (loading_) return queue_.end();
   std::size_t looked = 0;
   for (auto job = queue_.begin(); job != queue_.end() && ++looked <= lookahead; ++job) {
     // A load runs alone, and what was queued after it waits: plugins change the export
     // tables that every domain reads.
-    if (job->load && (running_requests_ != 0 || borrowed_)) return std::nullopt;
-    if (!job->load && job->worker->busy) continue;
-    std::optional<Job> taken(std::move(*job));
-    queue_.erase(job);
-    pending_.fetch_sub(1, std::memory_order_relaxed);
-    taken->worker->busy = true;
-    loading_ = taken->load;
-    ++running_requests_;
-    return taken;
+    if (job->load) return running_requests_ == 0 && !borrowed_ ? job : queue_.end();
+    if (!job->worker->busy) return job;
   }
-  return std::nullopt;
+  return queue_.end();
+}
+
+bool Service::can_take() const { return first_takeable() != queue_.end(); }
+
+std::optional<Job> Service::take() {
+  const auto found = first_takeable();
+  if (found == queue_.end()) return std::nullopt;
+  const auto job = queue_.begin() + (found - queue_.cbegin());
+  std::optional<Job> taken(std::move(*job));
+  queue_.erase(job);
+  pending_.fetch_sub(1, std::memory_order_relaxed);
+  taken->worker->busy = true;
+  loading_ = taken->load;
+  ++running_requests_;
+  return taken;
 }
 
 void Service::serve(Executor& executor) {
@@ -909,12 +908,15 @@ Service::ErlCallOutcome Service::call_erlang(std::uint64_t key, value request) {
 
 void Service::erl_reply(std::uint64_t id, ERL_NIF_TERM result) {
   if (id == 0) return;
-  std::vector<Executor*> executors;
+  // Copied out without allocating: the answer may come on a scheduler, often.
+  std::array<Executor*, max_domains> executors{};
+  std::size_t count = 0;
   {
     const std::lock_guard lock(mutex_);
-    executors = executors_;
+    count = std::min(executors_.size(), executors.size());
+    std::copy_n(executors_.begin(), count, executors.begin());
   }
-  for (Executor* executor : executors) {
+  for (Executor* executor : std::span(executors.data(), count)) {
     {
       const std::lock_guard lock(executor->erl_mutex);
       // An answer to a call given up (its request's deadline passed) is dropped.

@@ -214,6 +214,9 @@ class Service {
   std::optional<Job> take();
   // Whether take() would find one, without taking it; the caller holds mutex_.
   bool can_take() const;
+  // The request take() takes, or queue_.end(): a worker's requests run one at a time, a
+  // load alone, looking at most `lookahead` requests deep.
+  std::deque<Job>::const_iterator first_takeable() const;
   void run(Executor& executor, Job& job);
   // Sends a request's answer: {Ref, Reply} to its caller (unless withdrawn), or
   // {camlbeam_reply, Ref, Reply} to its worker's process.
