@@ -59,7 +59,7 @@ sanitizer_tests() {  # build-dir [cmake-args...] [-- more-targets...]
   while [[ $# -gt 0 && $1 != -- ]]; do args+=("$1"); shift; done
   [[ ${1:-} == -- ]] && shift
   configure_and_build "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCAMLBEAM_SANITIZE=ON \
-    -DCAMLBEAM_BENCH=OFF "${args[@]}" -- etf_unit_tests camlbeam-etf conv_tests port_tests camlbeam_nif dist_unit_tests "$@" || return 1
+    -DCAMLBEAM_BENCH=OFF "${args[@]}" -- etf_unit_tests camlbeam-etf conv_tests port_tests camlbeam_nif dist_unit_tests node_unit_tests "$@" || return 1
   # The port tests spawn the workers of this build: they run sanitized too, and a leak or
   # an error in one makes it exit non-zero, which the tests check.
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \

@@ -1,0 +1,65 @@
+// What Erlang's own tools send to camlbeam-node's processes, and what they expect back, as
+// terms (cpp/etf), with no sockets and no OCaml: the gen_server protocol of the `ocaml`
+// process and of `net_kernel` (net_adm:ping), the spawn request behind rpc:call and
+// erpc:call, and the host's request shapes these become (cpp/host/README.md).
+#pragma once
+
+#include <camlbeam/etf/term.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <variant>
+
+namespace camlbeam::node {
+
+// {'$gen_call', {From, Tag}, Request}: gen:call's message. Tag is opaque (in OTP 25 the
+// improper list [alias | Ref]) and goes back as it came, in {Tag, Reply} to From.
+struct GenCall {
+  etf::Term from;  // a pid
+  etf::Term tag;
+  etf::Term request;
+};
+
+// {'$gen_cast', Request}.
+struct GenCast {
+  etf::Term request;
+};
+
+// What a message to a gen_server-like process of the node is; nullopt for anything else
+// (a plain message, which such a process drops).
+std::optional<std::variant<GenCall, GenCast>> gen_message(const etf::Term& message);
+
+// The host's request for what a caller of the `ocaml` process asked:
+//   {call, Fun, Args}  ->  {call, Ref, Fun, Args[, Timeout]}   (an answer comes back)
+//   {cast, Fun, Args}  ->  {cast, Fun, Args}                   (gen_server:cast, no answer)
+// Fun is Function or {Module, Function}, as ocaml:call takes it; `timeout_ms` is the
+// request's deadline from when it starts running, none when empty. nullopt when the
+// request is not of these shapes: the node answers {error, {bad_request, Message}}.
+std::optional<etf::Term> host_call(const etf::Term& request, const etf::Term& ref,
+                                   std::optional<std::uint32_t> timeout_ms);
+std::optional<etf::Term> host_cast(const etf::Term& request);
+
+// {error, {bad_request, Message}}: the answer to a request the node cannot run.
+etf::Term bad_request(std::string_view message);
+
+// What rpc:call and erpc:call run on a node (OTP 23+): a process spawned as
+// erpc:execute_call(Ref, Module, Function, Args), whose exit reason carries the result.
+struct ExecuteCall {
+  etf::Term ref;
+  etf::Term module;    // an atom
+  etf::Term function;  // an atom
+  etf::Term args;      // a list
+};
+
+// The arguments of a SPAWN_REQUEST of {erpc, execute_call, 4}; nullopt for any other
+// function (the node spawns nothing else: the request is refused with notsup).
+std::optional<ExecuteCall> execute_call(const etf::Term& module, const etf::Term& function,
+                                        const etf::Term& args);
+
+// The exit reason of that process, which erpc turns into the call's result: {Ref, return,
+// Result} for {ok, Result}; for {error, Reason}, {Ref, error, Reason, Stack}, where Reason is
+// Erlang's `undef` when no plugin exports the function (as for an Erlang module), else
+// camlbeam's reason as ocaml:call gives it; Stack is [{Module, Function, Args, []}].
+etf::Term execute_call_exit(const ExecuteCall& call, const etf::Term& answer);
+
+}  // namespace camlbeam::node

@@ -1,0 +1,99 @@
+#include "options.hpp"
+
+#include <charconv>
+#include <string_view>
+
+namespace camlbeam::node {
+
+namespace {
+
+template <class Integer>
+std::optional<Integer> parse_number(std::string_view text, Integer low, Integer high) {
+  Integer value{};
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc{} || end != text.data() + text.size() || value < low || value > high) return std::nullopt;
+  return value;
+}
+
+// An alive part as erl takes it: letters, digits, '_' and '-', 1 to 255 bytes.
+bool valid_alive(std::string_view alive) {
+  if (alive.empty() || alive.size() > 255) return false;
+  for (const char c : alive) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string usage() {
+  return "usage: camlbeam-node (--sname NAME | --name NAME[@HOST]) [--cookie COOKIE] [--load PLUGIN]...\n"
+         "                     [--hidden] [--port PORT] [--net-ticktime SECONDS] [--call-timeout MS]\n";
+}
+
+std::variant<Options, UsageError> parse_options(const std::vector<std::string>& args, const std::string& short_host,
+                                                const std::string& long_host) {
+  Options options;
+  std::optional<std::string> name;
+  bool short_name = false;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string_view arg = args[i];
+    const auto value = [&]() -> std::optional<std::string> {
+      if (i + 1 >= args.size()) return std::nullopt;
+      return args[++i];
+    };
+    const auto missing = [&] { return UsageError{std::string(arg) + " needs a value"}; };
+    if (arg == "--sname" || arg == "--name") {
+      if (name) return UsageError{"give one of --sname and --name, once"};
+      name = value();
+      if (!name) return missing();
+      short_name = arg == "--sname";
+    } else if (arg == "--cookie") {
+      options.cookie = value();
+      if (!options.cookie) return missing();
+    } else if (arg == "--load") {
+      auto plugin = value();
+      if (!plugin) return missing();
+      options.plugins.push_back(std::move(*plugin));
+    } else if (arg == "--hidden") {
+      options.hidden = true;
+    } else if (arg == "--port") {
+      const auto text = value();
+      if (!text) return missing();
+      const auto port = parse_number<std::uint16_t>(*text, 0, 65535);
+      if (!port) return UsageError{"--port takes a TCP port, 0 to 65535, not " + *text};
+      options.port = *port;
+    } else if (arg == "--net-ticktime") {
+      const auto text = value();
+      if (!text) return missing();
+      // OTP's own bounds: at least 4 s (ticks every second), at most what fits its timers.
+      const auto seconds = parse_number<std::uint32_t>(*text, 4, 86400);
+      if (!seconds) return UsageError{"--net-ticktime takes seconds, 4 to 86400, not " + *text};
+      options.net_ticktime = std::chrono::seconds(*seconds);
+    } else if (arg == "--call-timeout") {
+      const auto text = value();
+      if (!text) return missing();
+      const auto ms = parse_number<std::uint32_t>(*text, 0, 4294967295U);
+      if (!ms) return UsageError{"--call-timeout takes milliseconds, not " + *text};
+      options.call_timeout_ms = *ms;
+    } else {
+      return UsageError{"unknown argument " + std::string(arg)};
+    }
+  }
+  if (!name) return UsageError{"a node needs a name: --sname NAME or --name NAME@HOST"};
+  const std::size_t at = name->find('@');
+  const std::string alive = name->substr(0, at);
+  if (!valid_alive(alive)) {
+    return UsageError{"the name " + *name + " is not a node name: letters, digits, _ and - before the @"};
+  }
+  std::string host = at == std::string::npos ? (short_name ? short_host : long_host) : name->substr(at + 1);
+  if (host.empty()) return UsageError{"no host part for " + *name};
+  if (short_name && host.find('.') != std::string::npos) {
+    return UsageError{"--sname takes a short host name, not " + host + ": use --name"};
+  }
+  options.node_name = alive + "@" + host;
+  return options;
+}
+
+}  // namespace camlbeam::node

@@ -1,0 +1,39 @@
+// camlbeam-node's command line.
+//
+//   camlbeam-node (--sname NAME | --name NAME[@HOST]) [--cookie COOKIE] [--load PLUGIN]...
+//                 [--hidden] [--port PORT] [--net-ticktime SECONDS] [--call-timeout MS]
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace camlbeam::node {
+
+struct Options {
+  std::string node_name;              // alive@host, as the cluster spells it
+  std::optional<std::string> cookie;  // else $CAMLBEAM_COOKIE, else ~/.erlang.cookie
+  std::vector<std::string> plugins;   // loaded in order before the node registers
+  bool hidden = false;                // not in other nodes' nodes(), only nodes(hidden)
+  std::uint16_t port = 0;             // the listening port; 0: the kernel picks one
+  std::chrono::seconds net_ticktime{60};
+  // The deadline of a call from when it starts running (the caller's own timeout is not on
+  // the wire); none: calls run to their end.
+  std::optional<std::uint32_t> call_timeout_ms;
+};
+
+struct UsageError {
+  std::string message;
+};
+
+// `short_host` and `long_host` complete names given without a host: --sname takes this
+// machine's name up to its first dot, as erl -sname does, --name the whole name.
+std::variant<Options, UsageError> parse_options(const std::vector<std::string>& args, const std::string& short_host,
+                                                const std::string& long_host);
+
+std::string usage();
+
+}  // namespace camlbeam::node
