@@ -2,6 +2,8 @@
 // back in both frame forms, the atom cache, fragments, and hostile frames.
 #include <gtest/gtest.h>
 
+#include "frame_seed.hpp"
+
 #include <camlbeam/dist/control.hpp>
 #include <camlbeam/dist/message_reader.hpp>
 #include <camlbeam/etf/etf.hpp>
@@ -156,24 +158,30 @@ TEST(Control, EveryOperationHasASampleAndANumber) {
 
 TEST(Control, EveryOperationRoundTripsPassThrough) {
   MessageReader reader(pass_through_flags);
+  std::vector<Bytes> seed;
   for (const auto& c : every_operation()) {
     const Bytes body = encode(c, pass_through_flags);
+    seed.push_back(body);
     ASSERT_GE(body.size(), 3u);
     EXPECT_EQ(body[0], 112);
     EXPECT_EQ(body[1], 131);
     expect_same(c, read_one(reader, body));
   }
+  frame_seed::write("every-operation-pass-through", pass_through_flags, seed);
 }
 
 TEST(Control, EveryOperationRoundTripsWithTheDistributionHeader) {
   MessageReader reader(header_flags);
+  std::vector<Bytes> seed;
   for (const auto& c : every_operation()) {
     const Bytes body = encode(c, header_flags);
+    seed.push_back(body);
     ASSERT_GE(body.size(), 4u);
     EXPECT_EQ((Bytes{body.begin(), body.begin() + 3}), (Bytes{131, 68, 0}));
     EXPECT_EQ(body[3], 104) << "the control tuple follows the header without a version byte";
     expect_same(c, read_one(reader, body));
   }
+  frame_seed::write("every-operation-header", header_flags, seed);
 }
 
 TEST(Control, TheWireFormIsOtps) {
@@ -222,17 +230,20 @@ TEST(MessageReader, ReadsAtomCacheReferencesAndKeepsTheCache) {
   append(second, tuple);
   append(second, body_of(Term::atom("again")));
   expect_same(RegSend{pid(1), atom("net_kernel"), Term::atom("again")}, read_one(reader, second));
+  frame_seed::write("atom-cache", header_flags, {first, second});
 }
 
 TEST(MessageReader, ReassemblesInterleavedFragments) {
   MessageReader reader(header_flags);
-  const Send big{pid(2), Term::binary(std::string(200'000, 'x'))};
-  const Send other{pid(3), Term::list({Term::integer(1), Term::string(std::string(100'000, 'y'))})};
+  const Send big{pid(2), Term::binary(std::string(20'000, 'x'))};
+  const Send other{pid(3), Term::list({Term::integer(1), Term::string(std::string(10'000, 'y'))})};
   const auto a = fragments_of(encode(big, header_flags), 11, 4);
   const auto b = fragments_of(encode(other, header_flags), 12, 3);
   const std::vector<const Bytes*> order{&a[0], &b[0], &a[1], &b[1], &a[2], &a[3], &b[2]};
   std::vector<Control> done;
+  std::vector<Bytes> seed;
   for (const Bytes* f : order) {
+    seed.push_back(*f);
     auto got = reader.read(*f);
     ASSERT_FALSE(got.error) << got.error->message();
     if (got.message) done.push_back(std::move(*got.message));
@@ -242,6 +253,7 @@ TEST(MessageReader, ReassemblesInterleavedFragments) {
   expect_same(other, done[1]);
   EXPECT_EQ(reader.partial_sequences(), 0u);
   EXPECT_EQ(reader.partial_bytes(), 0u);
+  frame_seed::write("interleaved-fragments", header_flags, seed);
 }
 
 TEST(MessageReader, AMessageInOneFragmentIsWhole) {

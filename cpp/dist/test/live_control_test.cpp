@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "frame_seed.hpp"
 #include "live_support.hpp"
 
 using namespace camlbeam::dist;
@@ -39,6 +40,7 @@ struct Session {
   std::vector<std::vector<std::uint8_t>> answers;  // frame bodies to send
   std::size_t header_frames_with_cache_refs = 0;
   std::size_t fragments = 0;
+  std::vector<std::vector<std::uint8_t>> small_frames;  // for the fuzzer's seeds
 };
 
 }  // namespace
@@ -119,6 +121,7 @@ TEST_F(DistLiveControl, WhatErlangSendsDecodesAndOurAnswersAreUnderstood) {
     link.serve_until(after(200ms), [&](std::span<const std::uint8_t> body) {
       if (body.size() >= 3 && body[0] == 131 && body[1] == 68 && body[2] > 0) ++session.header_frames_with_cache_refs;
       if (body.size() >= 2 && body[0] == 131 && (body[1] == 69 || body[1] == 70)) ++session.fragments;
+      else if (body.size() < 4096) session.small_frames.emplace_back(body.begin(), body.end());
       auto got = reader.read(body);
       ASSERT_FALSE(got.error) << got.error->message();
       if (!got.message) return;
@@ -176,5 +179,6 @@ TEST_F(DistLiveControl, WhatErlangSendsDecodesAndOurAnswersAreUnderstood) {
   EXPECT_GT(session.header_frames_with_cache_refs, 0u) << "OTP used no atom cache";
   EXPECT_GE(session.fragments, 4u) << "300 KB should come in 64 KB fragments";
   EXPECT_EQ(reader.partial_sequences(), 0u);
+  frame_seed::write("otp25-session", flags, session.small_frames);
   link.close();
 }
