@@ -135,7 +135,7 @@ bool read_slot(T& out, M T::*member, std::span<Term> elements, std::size_t i) {
 template <class T>
 ControlResult decode_as(std::span<Term> elements, std::optional<Term>& payload) {
   constexpr std::size_t n = field_count<T>;
-  const std::string what(T::name);
+  const std::string what(name_of(T::op));
   if (elements.size() != n && !(last_field_optional<T>() && elements.size() == n - 1))
     return {std::nullopt, bad_control(what + ": tuple of arity " + std::to_string(elements.size() + 1))};
   T out{};
@@ -166,7 +166,6 @@ ControlResult decode_as(std::span<Term> elements, std::optional<Term>& payload) 
 
 struct OpEntry {
   ControlResult (*decode)(std::span<Term>, std::optional<Term>&) = nullptr;
-  std::string_view name;
   bool has_payload = false;
 };
 constexpr std::size_t op_count = 38;  // 0 .. ALTACT_SIG_SEND
@@ -175,7 +174,7 @@ template <std::size_t... I>
 constexpr std::array<OpEntry, op_count> make_op_table(std::index_sequence<I...>) {
   std::array<OpEntry, op_count> table{};
   ((table[static_cast<std::size_t>(std::variant_alternative_t<I, Control>::op)] =
-        OpEntry{&decode_as<std::variant_alternative_t<I, Control>>, std::variant_alternative_t<I, Control>::name,
+        OpEntry{&decode_as<std::variant_alternative_t<I, Control>>,
                 has_payload_member<std::variant_alternative_t<I, Control>>}),
    ...);
   return table;
@@ -195,8 +194,14 @@ Op op_of(const Control& control) noexcept {
 }
 
 std::string_view name_of(Op op) noexcept {
-  const OpEntry* entry = find_op(static_cast<std::int64_t>(op));
-  return entry != nullptr ? entry->name : std::string_view();
+  switch (op) {
+#define CAMLBEAM_DIST_OP_NAME(name, number) \
+  case Op::name:                            \
+    return #name;
+    CAMLBEAM_DIST_OPERATIONS(CAMLBEAM_DIST_OP_NAME)
+#undef CAMLBEAM_DIST_OP_NAME
+  }
+  return {};
 }
 
 bool has_payload(Op op) noexcept {

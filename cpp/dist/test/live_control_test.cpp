@@ -45,18 +45,11 @@ struct Session {
 
 }  // namespace
 
-class DistLiveControl : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() { ensure_local_epmd(); }
-  EpmdClient epmd;
-  const std::string host = short_host();
-};
+class DistLiveControl : public LiveTest {};
 
 TEST_F(DistLiveControl, WhatErlangSendsDecodesAndOurAnswersAreUnderstood) {
-  const std::string alive = unique("camlbeam_ctl");
-  const std::string ours = alive + "@" + host;
-  Listener listener = Listener::loopback();
-  Registration reg = epmd.register_node(alive, listener.port());
+  OurAcceptor acceptor(epmd, "camlbeam_ctl");
+  const std::string& ours = acceptor.name;
 
   ErlNode erl(unique("camlbeam_erl"), cookie,
               "N = '" + ours +
@@ -70,14 +63,13 @@ TEST_F(DistLiveControl, WhatErlangSendsDecodesAndOurAnswersAreUnderstood) {
                   "io:format(\"erpc ~p~n\", [catch erpc:call(N, erlang, node, [], 3000)]),"
                   "io:format(\"done~n\"), timer:sleep(30000), halt().");
 
-  Handshake hs = Handshake::acceptor(our_config(ours, cookie, reg.creation()));
-  Connected c = run_handshake(listener.accept(after(20s)), hs, after(10s));
+  Connected c = acceptor.accept();
   const std::uint64_t flags = c.flags;
   EXPECT_NE(flags & flag::dist_hdr_atom_cache, 0u);
   EXPECT_NE(flags & flag::fragments, 0u);
   Link link(std::move(c), fast_ticks());
   MessageReader reader(flags);
-  const etf::Pid our_pid{ours, 1, 0, reg.creation()};
+  const etf::Pid our_pid{ours, 1, 0, acceptor.registration.creation()};
   Session session;
 
   auto answer = [&](const Control& message) {
@@ -104,7 +96,7 @@ TEST_F(DistLiveControl, WhatErlangSendsDecodesAndOurAnswersAreUnderstood) {
       answer(UnlinkIdAck{unlink->id, unlink->to, unlink->from});
     } else if (const auto* spawn = std::get_if<SpawnRequest>(&message)) {
       // erpc:call: spawned and monitored, then the monitor fires with {Ref, return, Result}.
-      const etf::Pid worker{ours, 2, 0, reg.creation()};
+      const etf::Pid worker{ours, 2, 0, acceptor.registration.creation()};
       const auto args = spawn->args.get_if<etf::List>();
       ASSERT_NE(args, nullptr);
       answer(SpawnReply{spawn->request_id, spawn->from, 2, worker});

@@ -6,6 +6,8 @@
 #include <camlbeam/dist/digest.hpp>
 #include <camlbeam/dist/epmd.hpp>
 
+#include <gtest/gtest.h>
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -118,5 +120,31 @@ inline Link::Options fast_ticks() {
   o.silence_limit = 8s;  // twice OTP's: a loaded machine must not fail the test by a late tick
   return o;
 }
+
+// A node of ours for an erl node to call: a fresh name registered in EPMD, a loopback
+// listener behind it, and the acceptor's handshake.
+struct OurAcceptor {
+  OurAcceptor(EpmdClient& epmd, const std::string& stem)
+      : alive(unique(stem)), name(alive + "@" + short_host()), registration(epmd.register_node(alive, listener.port())) {}
+
+  // Accepts one node and runs the handshake; throws DistError.
+  Connected accept() {
+    Handshake hs = Handshake::acceptor(our_config(name, cookie, registration.creation()));
+    return run_handshake(listener.accept(after(20s)), hs, after(10s));
+  }
+
+  std::string alive;
+  std::string name;  // alive@host
+  Listener listener = Listener::loopback();
+  Registration registration;
+};
+
+// The live tests' fixture: an epmd on loopback (started when none answers), a client of it.
+class LiveTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { ensure_local_epmd(); }
+  EpmdClient epmd;
+  const std::string host = short_host();
+};
 
 }  // namespace camlbeam::dist::live

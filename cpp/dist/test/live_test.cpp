@@ -17,9 +17,8 @@ using namespace camlbeam::dist::live;
 
 namespace {
 
-class DistLive : public ::testing::Test {
+class DistLive : public LiveTest {
  protected:
-  static void SetUpTestSuite() { ensure_local_epmd(); }
   // An erl node that reports the first node to come up (its type, and whether nodes()
   // lists it) and that node going down; started and ready.
   std::unique_ptr<ErlNode> start_watcher(const std::string& node) {
@@ -37,25 +36,18 @@ class DistLive : public ::testing::Test {
   // "connect <result> <its node()>".
   std::unique_ptr<ErlNode> refused_by_our_acceptor(const std::string& sname, const std::string& node_cookie,
                                                    Errc expected) {
-    const std::string alive = unique("camlbeam_ocaml");
-    const std::string ours = alive + "@" + host;
-    Listener listener = Listener::loopback();
-    Registration reg = epmd.register_node(alive, listener.port());
+    OurAcceptor ours(epmd, "camlbeam_ocaml");
     auto erl = std::make_unique<ErlNode>(
         sname, node_cookie,
-        "io:format(\"connect ~p ~p~n\", [net_kernel:connect_node('" + ours + "'), node()]), timer:sleep(30000), halt().");
-    Handshake hs = Handshake::acceptor(our_config(ours, cookie, reg.creation()));
+        "io:format(\"connect ~p ~p~n\", [net_kernel:connect_node('" + ours.name + "'), node()]), timer:sleep(30000), halt().");
     try {
-      run_handshake(listener.accept(after(20s)), hs, after(10s));
+      ours.accept();
       ADD_FAILURE() << "the handshake of " << sname << " completed";
     } catch (const DistError& e) {
       EXPECT_EQ(e.code(), expected) << e.what();
     }
     return erl;
   }
-
-  EpmdClient epmd;
-  const std::string host = short_host();
 };
 
 }  // namespace
@@ -157,10 +149,8 @@ TEST_F(DistLive, HiddenWhenWeDoNotPublish) {
 }
 
 TEST_F(DistLive, ErlConnectsToOurAcceptor) {
-  const std::string alive = unique("camlbeam_ocaml");
-  const std::string ours = alive + "@" + host;
-  Listener listener = Listener::loopback();
-  Registration reg = epmd.register_node(alive, listener.port());
+  OurAcceptor acceptor(epmd, "camlbeam_ocaml");
+  const std::string& ours = acceptor.name;
 
   ErlNode erl(unique("camlbeam_erl"), cookie,
               "net_kernel:monitor_nodes(true), N = '" + ours + "',"
@@ -169,8 +159,7 @@ TEST_F(DistLive, ErlConnectsToOurAcceptor) {
               "timer:sleep(3000), io:format(\"still ~p~n\", [lists:member(N, nodes())]),"
               "receive {nodedown, N} -> io:format(\"nodedown~n\") after 30000 -> ok end, halt().");
 
-  Handshake hs = Handshake::acceptor(our_config(ours, cookie, reg.creation()));
-  Connected c = run_handshake(listener.accept(after(20s)), hs, after(10s));
+  Connected c = acceptor.accept();
   EXPECT_TRUE(c.peer.name.starts_with("camlbeam_erl_")) << c.peer.name;
   EXPECT_EQ(c.peer.flags & flag::required, flag::required);
   EXPECT_TRUE(erl.wait_for("nodeup", 10s)) << erl.seen();

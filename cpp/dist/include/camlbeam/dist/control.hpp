@@ -1,22 +1,22 @@
-// The control messages of Erlang distribution (erl_dist_protocol, "Protocol
-// between Connected Nodes"), typed: one struct per operation, and `Control`,
-// the variant of them all.
+// The control messages of Erlang distribution (erl_dist_protocol, "Protocol between
+// Connected Nodes"), typed: one struct per operation, and `Control`, the variant of them all.
 //
-// Each struct lists, once, how it sits in its control tuple (`fields`: the
-// member pointers in tuple order after the operation number, `unused` for the
-// slot OTP fills with '') and which member is the term that follows the tuple
-// in the same frame (`payload`). decode and encode are written once over that
-// description (control.cpp), so an operation is added by adding its struct to
-// the variant, not by writing a parser and a writer for it.
+// Each struct lists, once, how it sits in its control tuple (`fields`: the member pointers
+// in tuple order after the operation number, `unused` for the slot OTP fills with '') and
+// which member is the term that follows the tuple in the same frame (`payload`). Decoding
+// and encoding are written once over that description (control.cpp), so an operation is
+// added by adding its struct to the variant, not by writing a parser and a writer for it.
+// Operations whose tuples have the same layout share one template.
 //
-// Reading frames (pass-through, atom cache headers, fragments) is
-// message_reader.hpp; writing them is encode_frame() below.
+// Reading frames (pass-through, atom cache headers, fragments) is message_reader.hpp;
+// writing them is encode_frame() below.
 #pragma once
 
 #include <camlbeam/dist/error.hpp>
 #include <camlbeam/dist/flags.hpp>
 #include <camlbeam/etf/encoder.hpp>
 #include <camlbeam/etf/term.hpp>
+
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -26,39 +26,47 @@
 
 namespace camlbeam::dist {
 
-// The operation numbers (DOP_* in OTP's dist.h).
+// The operations (DOP_* in OTP's dist.h), listed once: X(name, number) for the enum below
+// and for name_of().
+// clang-format off
+#define CAMLBEAM_DIST_OPERATIONS(X) \
+  X(link, 1) \
+  X(send, 2) \
+  X(exit, 3) \
+  X(unlink, 4) \
+  X(node_link, 5) \
+  X(reg_send, 6) \
+  X(group_leader, 7) \
+  X(exit2, 8) \
+  X(send_tt, 12) \
+  X(exit_tt, 13) \
+  X(reg_send_tt, 16) \
+  X(exit2_tt, 18) \
+  X(monitor_p, 19) \
+  X(demonitor_p, 20) \
+  X(monitor_p_exit, 21) \
+  X(send_sender, 22) \
+  X(send_sender_tt, 23) \
+  X(payload_exit, 24) \
+  X(payload_exit_tt, 25) \
+  X(payload_exit2, 26) \
+  X(payload_exit2_tt, 27) \
+  X(payload_monitor_p_exit, 28) \
+  X(spawn_request, 29) \
+  X(spawn_request_tt, 30) \
+  X(spawn_reply, 31) \
+  X(spawn_reply_tt, 32) \
+  X(alias_send, 33) \
+  X(alias_send_tt, 34) \
+  X(unlink_id, 35) \
+  X(unlink_id_ack, 36) \
+  X(altact_sig_send, 37)
+// clang-format on
+
 enum class Op : std::uint8_t {
-  link = 1,
-  send = 2,
-  exit = 3,
-  unlink = 4,
-  node_link = 5,
-  reg_send = 6,
-  group_leader = 7,
-  exit2 = 8,
-  send_tt = 12,
-  exit_tt = 13,
-  reg_send_tt = 16,
-  exit2_tt = 18,
-  monitor_p = 19,
-  demonitor_p = 20,
-  monitor_p_exit = 21,
-  send_sender = 22,
-  send_sender_tt = 23,
-  payload_exit = 24,
-  payload_exit_tt = 25,
-  payload_exit2 = 26,
-  payload_exit2_tt = 27,
-  payload_monitor_p_exit = 28,
-  spawn_request = 29,
-  spawn_request_tt = 30,
-  spawn_reply = 31,
-  spawn_reply_tt = 32,
-  alias_send = 33,
-  alias_send_tt = 34,
-  unlink_id = 35,
-  unlink_id_ack = 36,
-  altact_sig_send = 37,
+#define CAMLBEAM_DIST_OP_ENUMERATOR(name, number) name = number,
+  CAMLBEAM_DIST_OPERATIONS(CAMLBEAM_DIST_OP_ENUMERATOR)
+#undef CAMLBEAM_DIST_OP_ENUMERATOR
 };
 
 // A process as monitors name it: its pid, or the name it is registered under on
@@ -91,122 +99,159 @@ inline constexpr std::uint64_t name = 1 << 3;   // To is a registered name
 inline constexpr std::uint64_t exit = 1 << 4;   // the payload is an exit reason, not a message
 }  // namespace altact
 
-// Each struct: its fields in wire order, then its description. `needs` is the
-// flag the peer must have offered for us to send it (0: always allowed).
-#define CAMLBEAM_CONTROL(Number, Needs)             \
-  static constexpr Op op = Op::Number;              \
-  static constexpr std::string_view name = #Number; \
+// Each struct: its fields in wire order, then its description. `needs` is the flag the peer
+// must have offered for us to send it (0: always allowed).
+#define CAMLBEAM_CONTROL(Number, Needs) \
+  static constexpr Op op = Number;      \
   static constexpr std::uint64_t needs = Needs
 
-// In a namespace of their own: `Link`, `Exit` ... are also the names of other
-// things (connection.hpp's Link is the connected socket).
+// In a namespace of their own: `Link`, `Exit` ... are also the names of other things
+// (connection.hpp's Link is the connected socket).
 namespace control {
 
-struct Link {
+// {Op, From, To}: LINK, UNLINK (the old link protocol; OTP 26 and later speak UNLINK_ID),
+// GROUP_LEADER.
+template <Op Number>
+struct FromTo {
   etf::Pid from, to;
-  CAMLBEAM_CONTROL(link, 0);
-  static constexpr auto fields = std::tuple{&Link::from, &Link::to};
+  CAMLBEAM_CONTROL(Number, 0);
+  static constexpr auto fields = std::tuple{&FromTo::from, &FromTo::to};
 };
+using Link = FromTo<Op::link>;
+using Unlink = FromTo<Op::unlink>;
+using GroupLeader = FromTo<Op::group_leader>;
+
+// {Op, From, To, Reason}: EXIT (a linked process died), EXIT2 (exit/2).
+template <Op Number>
+struct ExitSignal {
+  etf::Pid from, to;
+  etf::Term reason;
+  CAMLBEAM_CONTROL(Number, 0);
+  static constexpr auto fields = std::tuple{&ExitSignal::from, &ExitSignal::to, &ExitSignal::reason};
+};
+using Exit = ExitSignal<Op::exit>;
+using Exit2 = ExitSignal<Op::exit2>;
+
+template <Op Number>
+struct ExitSignalTT {
+  etf::Pid from, to;
+  etf::Term trace_token;
+  etf::Term reason;
+  CAMLBEAM_CONTROL(Number, 0);
+  static constexpr auto fields =
+      std::tuple{&ExitSignalTT::from, &ExitSignalTT::to, &ExitSignalTT::trace_token, &ExitSignalTT::reason};
+};
+using ExitTT = ExitSignalTT<Op::exit_tt>;
+using Exit2TT = ExitSignalTT<Op::exit2_tt>;
+
+// {Op, From, To} + Reason: PAYLOAD_EXIT, PAYLOAD_EXIT2 (EXIT_PAYLOAD negotiated).
+template <Op Number>
+struct PayloadExitSignal {
+  etf::Pid from, to;
+  etf::Term reason;
+  CAMLBEAM_CONTROL(Number, flag::exit_payload);
+  static constexpr auto fields = std::tuple{&PayloadExitSignal::from, &PayloadExitSignal::to};
+  static constexpr auto payload = &PayloadExitSignal::reason;
+};
+using PayloadExit = PayloadExitSignal<Op::payload_exit>;
+using PayloadExit2 = PayloadExitSignal<Op::payload_exit2>;
+
+template <Op Number>
+struct PayloadExitSignalTT {
+  etf::Pid from, to;
+  etf::Term trace_token;
+  etf::Term reason;
+  CAMLBEAM_CONTROL(Number, flag::exit_payload);
+  static constexpr auto fields =
+      std::tuple{&PayloadExitSignalTT::from, &PayloadExitSignalTT::to, &PayloadExitSignalTT::trace_token};
+  static constexpr auto payload = &PayloadExitSignalTT::reason;
+};
+using PayloadExitTT = PayloadExitSignalTT<Op::payload_exit_tt>;
+using PayloadExit2TT = PayloadExitSignalTT<Op::payload_exit2_tt>;
+
+// {Op, From, PidOrName, Ref}: MONITOR_P, DEMONITOR_P.
+template <Op Number>
+struct MonitorSignal {
+  etf::Pid from;
+  ProcessRef to;
+  etf::Reference ref;
+  CAMLBEAM_CONTROL(Number, flag::dist_monitor);
+  static constexpr auto fields = std::tuple{&MonitorSignal::from, &MonitorSignal::to, &MonitorSignal::ref};
+};
+using MonitorP = MonitorSignal<Op::monitor_p>;
+using DemonitorP = MonitorSignal<Op::demonitor_p>;
+
+// The new link protocol: an UNLINK_ID must be answered by UNLINK_ID_ACK (same id, from/to
+// swapped) before any other signal to its sender.
+template <Op Number>
+struct UnlinkSignal {
+  std::uint64_t id = 0;
+  etf::Pid from, to;
+  CAMLBEAM_CONTROL(Number, flag::unlink_id);
+  static constexpr auto fields = std::tuple{&UnlinkSignal::id, &UnlinkSignal::from, &UnlinkSignal::to};
+};
+using UnlinkId = UnlinkSignal<Op::unlink_id>;
+using UnlinkIdAck = UnlinkSignal<Op::unlink_id_ack>;
+
 struct Send {
   etf::Pid to;
   etf::Term message;
-  CAMLBEAM_CONTROL(send, 0);
+  CAMLBEAM_CONTROL(Op::send, 0);
   static constexpr auto fields = std::tuple{unused, &Send::to};
   static constexpr auto payload = &Send::message;
 };
-struct Exit {
-  etf::Pid from, to;
-  etf::Term reason;
-  CAMLBEAM_CONTROL(exit, 0);
-  static constexpr auto fields = std::tuple{&Exit::from, &Exit::to, &Exit::reason};
-};
-// The old link protocol; OTP 26 and later speak UNLINK_ID instead.
-struct Unlink {
-  etf::Pid from, to;
-  CAMLBEAM_CONTROL(unlink, 0);
-  static constexpr auto fields = std::tuple{&Unlink::from, &Unlink::to};
+struct SendTT {
+  etf::Pid to;
+  etf::Term trace_token;
+  etf::Term message;
+  CAMLBEAM_CONTROL(Op::send_tt, 0);
+  static constexpr auto fields = std::tuple{unused, &SendTT::to, &SendTT::trace_token};
+  static constexpr auto payload = &SendTT::message;
 };
 struct NodeLink {
-  CAMLBEAM_CONTROL(node_link, 0);
+  CAMLBEAM_CONTROL(Op::node_link, 0);
   static constexpr auto fields = std::tuple{};
 };
 struct RegSend {
   etf::Pid from;
   etf::Atom to_name;
   etf::Term message;
-  CAMLBEAM_CONTROL(reg_send, 0);
+  CAMLBEAM_CONTROL(Op::reg_send, 0);
   static constexpr auto fields = std::tuple{&RegSend::from, unused, &RegSend::to_name};
   static constexpr auto payload = &RegSend::message;
-};
-struct GroupLeader {
-  etf::Pid from, to;
-  CAMLBEAM_CONTROL(group_leader, 0);
-  static constexpr auto fields = std::tuple{&GroupLeader::from, &GroupLeader::to};
-};
-struct Exit2 {
-  etf::Pid from, to;
-  etf::Term reason;
-  CAMLBEAM_CONTROL(exit2, 0);
-  static constexpr auto fields = std::tuple{&Exit2::from, &Exit2::to, &Exit2::reason};
-};
-struct SendTT {
-  etf::Pid to;
-  etf::Term trace_token;
-  etf::Term message;
-  CAMLBEAM_CONTROL(send_tt, 0);
-  static constexpr auto fields = std::tuple{unused, &SendTT::to, &SendTT::trace_token};
-  static constexpr auto payload = &SendTT::message;
-};
-struct ExitTT {
-  etf::Pid from, to;
-  etf::Term trace_token;
-  etf::Term reason;
-  CAMLBEAM_CONTROL(exit_tt, 0);
-  static constexpr auto fields = std::tuple{&ExitTT::from, &ExitTT::to, &ExitTT::trace_token, &ExitTT::reason};
 };
 struct RegSendTT {
   etf::Pid from;
   etf::Atom to_name;
   etf::Term trace_token;
   etf::Term message;
-  CAMLBEAM_CONTROL(reg_send_tt, 0);
+  CAMLBEAM_CONTROL(Op::reg_send_tt, 0);
   static constexpr auto fields = std::tuple{&RegSendTT::from, unused, &RegSendTT::to_name, &RegSendTT::trace_token};
   static constexpr auto payload = &RegSendTT::message;
-};
-struct Exit2TT {
-  etf::Pid from, to;
-  etf::Term trace_token;
-  etf::Term reason;
-  CAMLBEAM_CONTROL(exit2_tt, 0);
-  static constexpr auto fields = std::tuple{&Exit2TT::from, &Exit2TT::to, &Exit2TT::trace_token, &Exit2TT::reason};
-};
-struct MonitorP {
-  etf::Pid from;
-  ProcessRef to;
-  etf::Reference ref;
-  CAMLBEAM_CONTROL(monitor_p, flag::dist_monitor);
-  static constexpr auto fields = std::tuple{&MonitorP::from, &MonitorP::to, &MonitorP::ref};
-};
-struct DemonitorP {
-  etf::Pid from;
-  ProcessRef to;
-  etf::Reference ref;
-  CAMLBEAM_CONTROL(demonitor_p, flag::dist_monitor);
-  static constexpr auto fields = std::tuple{&DemonitorP::from, &DemonitorP::to, &DemonitorP::ref};
 };
 struct MonitorPExit {
   ProcessRef from;
   etf::Pid to;
   etf::Reference ref;
   etf::Term reason;
-  CAMLBEAM_CONTROL(monitor_p_exit, flag::dist_monitor);
+  CAMLBEAM_CONTROL(Op::monitor_p_exit, flag::dist_monitor);
   static constexpr auto fields =
       std::tuple{&MonitorPExit::from, &MonitorPExit::to, &MonitorPExit::ref, &MonitorPExit::reason};
+};
+struct PayloadMonitorPExit {
+  ProcessRef from;
+  etf::Pid to;
+  etf::Reference ref;
+  etf::Term reason;
+  CAMLBEAM_CONTROL(Op::payload_monitor_p_exit, flag::exit_payload);
+  static constexpr auto fields =
+      std::tuple{&PayloadMonitorPExit::from, &PayloadMonitorPExit::to, &PayloadMonitorPExit::ref};
+  static constexpr auto payload = &PayloadMonitorPExit::reason;
 };
 struct SendSender {
   etf::Pid from, to;
   etf::Term message;
-  CAMLBEAM_CONTROL(send_sender, flag::send_sender);
+  CAMLBEAM_CONTROL(Op::send_sender, flag::send_sender);
   static constexpr auto fields = std::tuple{&SendSender::from, &SendSender::to};
   static constexpr auto payload = &SendSender::message;
 };
@@ -214,49 +259,9 @@ struct SendSenderTT {
   etf::Pid from, to;
   etf::Term trace_token;
   etf::Term message;
-  CAMLBEAM_CONTROL(send_sender_tt, flag::send_sender);
+  CAMLBEAM_CONTROL(Op::send_sender_tt, flag::send_sender);
   static constexpr auto fields = std::tuple{&SendSenderTT::from, &SendSenderTT::to, &SendSenderTT::trace_token};
   static constexpr auto payload = &SendSenderTT::message;
-};
-struct PayloadExit {
-  etf::Pid from, to;
-  etf::Term reason;
-  CAMLBEAM_CONTROL(payload_exit, flag::exit_payload);
-  static constexpr auto fields = std::tuple{&PayloadExit::from, &PayloadExit::to};
-  static constexpr auto payload = &PayloadExit::reason;
-};
-struct PayloadExitTT {
-  etf::Pid from, to;
-  etf::Term trace_token;
-  etf::Term reason;
-  CAMLBEAM_CONTROL(payload_exit_tt, flag::exit_payload);
-  static constexpr auto fields = std::tuple{&PayloadExitTT::from, &PayloadExitTT::to, &PayloadExitTT::trace_token};
-  static constexpr auto payload = &PayloadExitTT::reason;
-};
-struct PayloadExit2 {
-  etf::Pid from, to;
-  etf::Term reason;
-  CAMLBEAM_CONTROL(payload_exit2, flag::exit_payload);
-  static constexpr auto fields = std::tuple{&PayloadExit2::from, &PayloadExit2::to};
-  static constexpr auto payload = &PayloadExit2::reason;
-};
-struct PayloadExit2TT {
-  etf::Pid from, to;
-  etf::Term trace_token;
-  etf::Term reason;
-  CAMLBEAM_CONTROL(payload_exit2_tt, flag::exit_payload);
-  static constexpr auto fields = std::tuple{&PayloadExit2TT::from, &PayloadExit2TT::to, &PayloadExit2TT::trace_token};
-  static constexpr auto payload = &PayloadExit2TT::reason;
-};
-struct PayloadMonitorPExit {
-  ProcessRef from;
-  etf::Pid to;
-  etf::Reference ref;
-  etf::Term reason;
-  CAMLBEAM_CONTROL(payload_monitor_p_exit, flag::exit_payload);
-  static constexpr auto fields =
-      std::tuple{&PayloadMonitorPExit::from, &PayloadMonitorPExit::to, &PayloadMonitorPExit::ref};
-  static constexpr auto payload = &PayloadMonitorPExit::reason;
 };
 struct SpawnRequest {
   etf::Reference request_id;
@@ -265,7 +270,7 @@ struct SpawnRequest {
   Mfa mfa;
   etf::Term options;  // a list: link, monitor, {opt, ...}
   etf::Term args;     // a list of mfa.arity terms
-  CAMLBEAM_CONTROL(spawn_request, flag::spawn);
+  CAMLBEAM_CONTROL(Op::spawn_request, flag::spawn);
   static constexpr auto fields = std::tuple{&SpawnRequest::request_id, &SpawnRequest::from, &SpawnRequest::group_leader,
                                             &SpawnRequest::mfa, &SpawnRequest::options};
   static constexpr auto payload = &SpawnRequest::args;
@@ -278,7 +283,7 @@ struct SpawnRequestTT {
   etf::Term options;
   etf::Term trace_token;
   etf::Term args;
-  CAMLBEAM_CONTROL(spawn_request_tt, flag::spawn);
+  CAMLBEAM_CONTROL(Op::spawn_request_tt, flag::spawn);
   static constexpr auto fields =
       std::tuple{&SpawnRequestTT::request_id, &SpawnRequestTT::from,    &SpawnRequestTT::group_leader,
                  &SpawnRequestTT::mfa,        &SpawnRequestTT::options, &SpawnRequestTT::trace_token};
@@ -290,7 +295,7 @@ struct SpawnReply {
   etf::Pid to;
   std::uint64_t flags = 0;
   SpawnResult result;
-  CAMLBEAM_CONTROL(spawn_reply, flag::spawn);
+  CAMLBEAM_CONTROL(Op::spawn_reply, flag::spawn);
   static constexpr auto fields =
       std::tuple{&SpawnReply::request_id, &SpawnReply::to, &SpawnReply::flags, &SpawnReply::result};
 };
@@ -300,7 +305,7 @@ struct SpawnReplyTT {
   std::uint64_t flags = 0;
   SpawnResult result;
   etf::Term trace_token;
-  CAMLBEAM_CONTROL(spawn_reply_tt, flag::spawn);
+  CAMLBEAM_CONTROL(Op::spawn_reply_tt, flag::spawn);
   static constexpr auto fields = std::tuple{&SpawnReplyTT::request_id, &SpawnReplyTT::to, &SpawnReplyTT::flags,
                                             &SpawnReplyTT::result, &SpawnReplyTT::trace_token};
 };
@@ -308,7 +313,7 @@ struct AliasSend {
   etf::Pid from;
   etf::Reference alias;
   etf::Term message;
-  CAMLBEAM_CONTROL(alias_send, flag::alias);
+  CAMLBEAM_CONTROL(Op::alias_send, flag::alias);
   static constexpr auto fields = std::tuple{&AliasSend::from, &AliasSend::alias};
   static constexpr auto payload = &AliasSend::message;
 };
@@ -317,23 +322,9 @@ struct AliasSendTT {
   etf::Reference alias;
   etf::Term trace_token;
   etf::Term message;
-  CAMLBEAM_CONTROL(alias_send_tt, flag::alias);
+  CAMLBEAM_CONTROL(Op::alias_send_tt, flag::alias);
   static constexpr auto fields = std::tuple{&AliasSendTT::from, &AliasSendTT::alias, &AliasSendTT::trace_token};
   static constexpr auto payload = &AliasSendTT::message;
-};
-// The new link protocol: an UNLINK_ID must be answered by UNLINK_ID_ACK (same
-// id, from/to swapped) before any other signal to its sender.
-struct UnlinkId {
-  std::uint64_t id = 0;
-  etf::Pid from, to;
-  CAMLBEAM_CONTROL(unlink_id, flag::unlink_id);
-  static constexpr auto fields = std::tuple{&UnlinkId::id, &UnlinkId::from, &UnlinkId::to};
-};
-struct UnlinkIdAck {
-  std::uint64_t id = 0;
-  etf::Pid from, to;
-  CAMLBEAM_CONTROL(unlink_id_ack, flag::unlink_id);
-  static constexpr auto fields = std::tuple{&UnlinkIdAck::id, &UnlinkIdAck::from, &UnlinkIdAck::to};
 };
 // OTP 28: {37, Flags, From, To[, Token]} + message (or exit reason with
 // altact::exit). The token is there exactly when flags has altact::token;
@@ -344,7 +335,7 @@ struct AltactSigSend {
   SignalTarget to;
   std::optional<etf::Term> trace_token;
   etf::Term message;
-  CAMLBEAM_CONTROL(altact_sig_send, flag::altact_sig);
+  CAMLBEAM_CONTROL(Op::altact_sig_send, flag::altact_sig);
   static constexpr auto fields =
       std::tuple{&AltactSigSend::flags, &AltactSigSend::from, &AltactSigSend::to, &AltactSigSend::trace_token};
   static constexpr auto payload = &AltactSigSend::message;
@@ -364,7 +355,7 @@ using Control =
                  control::UnlinkId, control::UnlinkIdAck, control::AltactSigSend>;
 
 Op op_of(const Control& control) noexcept;
-std::string_view name_of(Op op) noexcept;  // "link", "send_tt" ...; "" when unknown
+std::string_view name_of(Op op) noexcept;  // "link", "send_tt" ...; "" for no operation
 
 // Whether an operation carries a term after its control tuple.
 bool has_payload(Op op) noexcept;
