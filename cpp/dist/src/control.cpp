@@ -1,5 +1,7 @@
-#include <array>
 #include <camlbeam/dist/control.hpp>
+
+#include <algorithm>
+#include <array>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -278,6 +280,37 @@ std::optional<Error> encode_frame(const Control& control, std::uint64_t negotiat
   } catch (const etf::EncodeError& e) {
     out.truncate(start);
     return Error{Errc::bad_term, e.what()};
+  }
+  return std::nullopt;
+}
+
+std::optional<Error> encode_frames(const Control& control, std::uint64_t negotiated_flags, std::uint64_t sequence_id,
+                                   std::vector<std::vector<std::uint8_t>>& bodies, std::size_t fragment_size) {
+  if (fragment_size == 0) return Error{Errc::bad_state, "fragments of 0 bytes"};
+  etf::ByteBuffer whole;
+  if (auto error = encode_frame(control, negotiated_flags, whole)) return error;
+  constexpr std::uint64_t fragmenting = flag::fragments | flag::dist_hdr_atom_cache;
+  constexpr std::size_t empty_header_size = 3;  // 131 68 0
+  if ((negotiated_flags & fragmenting) != fragmenting || whole.size() - empty_header_size <= fragment_size) {
+    bodies.push_back(whole.to_vector());
+    return std::nullopt;
+  }
+  const auto terms = whole.span().subspan(empty_header_size);
+  const std::size_t count = (terms.size() + fragment_size - 1) / fragment_size;
+  auto append_u64 = [](std::vector<std::uint8_t>& out, std::uint64_t v) {
+    for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<std::uint8_t>(v >> shift));
+  };
+  for (std::size_t i = 0; i < count; ++i) {
+    const auto piece = terms.subspan(i * fragment_size, std::min(fragment_size, terms.size() - i * fragment_size));
+    std::vector<std::uint8_t> body;
+    body.reserve(19 + piece.size());
+    body.push_back(131);
+    body.push_back(i == 0 ? 69 : 70);
+    append_u64(body, sequence_id);
+    append_u64(body, count - i);    // fragment ids count down to 1
+    if (i == 0) body.push_back(0);  // no atom cache references
+    body.insert(body.end(), piece.begin(), piece.end());
+    bodies.push_back(std::move(body));
   }
   return std::nullopt;
 }

@@ -1,5 +1,6 @@
 #include <camlbeam/dist/message_reader.hpp>
 #include <camlbeam/etf/term_builder.hpp>
+
 #include <string>
 #include <utility>
 

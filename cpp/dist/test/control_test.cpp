@@ -1,12 +1,13 @@
 // Control messages and MessageReader on crafted bytes: every operation written and read
 // back in both frame forms, the atom cache, fragments, and hostile frames.
-#include <gtest/gtest.h>
-
 #include "frame_seed.hpp"
 
 #include <camlbeam/dist/control.hpp>
 #include <camlbeam/dist/message_reader.hpp>
 #include <camlbeam/etf/etf.hpp>
+
+#include <gtest/gtest.h>
+
 #include <string>
 #include <vector>
 
@@ -259,6 +260,35 @@ TEST(MessageReader, AMessageInOneFragmentIsWhole) {
   MessageReader reader(header_flags);
   const Link c{pid(1), pid(2)};
   expect_same(c, read_one(reader, fragments_of(encode(c, header_flags), 1, 1)[0]));
+}
+
+TEST(Control, ALargeMessageIsWrittenInFragmentsWhenNegotiated) {
+  const Send big{pid(2), Term::binary(std::string(200'000, 'x'))};
+  std::vector<Bytes> bodies;
+  ASSERT_FALSE(encode_frames(big, header_flags, 77, bodies));
+  ASSERT_EQ(bodies.size(), 4u) << "200 KB in 64 KB fragments";
+  EXPECT_EQ(bodies[0][1], 69);
+  EXPECT_EQ(bodies[0].size(), 2 + 8 + 8 + 1 + otp_fragment_size);
+  MessageReader reader(header_flags);
+  for (std::size_t i = 0; i + 1 < bodies.size(); ++i) {
+    EXPECT_EQ(bodies[i + 1][1], 70);
+    auto got = reader.read(bodies[i]);
+    ASSERT_FALSE(got.error || got.message);
+  }
+  expect_same(big, read_one(reader, bodies.back()));
+
+  for (std::uint64_t flags : {pass_through_flags, header_flags & ~flag::fragments}) {
+    std::vector<Bytes> whole;
+    ASSERT_FALSE(encode_frames(big, flags, 77, whole));
+    ASSERT_EQ(whole.size(), 1u) << "no FRAGMENTS, one frame";
+    MessageReader one(flags);
+    expect_same(big, read_one(one, whole[0]));
+  }
+  std::vector<Bytes> small;
+  ASSERT_FALSE(encode_frames(Link{pid(1), pid(2)}, header_flags, 78, small));
+  EXPECT_EQ(small.size(), 1u);
+  EXPECT_EQ(small[0], encode(Link{pid(1), pid(2)}, header_flags));
+  EXPECT_TRUE(encode_frames(Link{pid(1), pid(2)}, header_flags, 79, small, 0));
 }
 
 // ---- Hostile frames: each an error value, and the reader stays broken.

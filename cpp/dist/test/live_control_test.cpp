@@ -3,15 +3,16 @@
 // exit, a message big enough to be fragmented, erpc); every frame must decode to the
 // expected typed message with OTP's atom cache in use, and our answers (is_auth, the
 // unlink ack, erpc's spawn reply and result) must be understood by the Erlang side.
-#include <gtest/gtest.h>
+#include "frame_seed.hpp"
+#include "live_support.hpp"
 
 #include <camlbeam/dist/control.hpp>
 #include <camlbeam/dist/message_reader.hpp>
+
+#include <gtest/gtest.h>
+
 #include <string>
 #include <vector>
-
-#include "frame_seed.hpp"
-#include "live_support.hpp"
 
 using namespace camlbeam::dist;
 using namespace camlbeam::dist::live;
@@ -57,7 +58,8 @@ TEST_F(DistLiveControl, WhatErlangSendsDecodesAndOurAnswersAreUnderstood) {
                   "io:format(\"ping ~p~n\", [net_adm:ping(N)]),"
                   "io:format(\"call ~p~n\", [catch gen_server:call({foo, N}, x, 500)]),"
                   "erlang:monitor(process, {foo, N}),"
-                  "receive {pid, P} -> link(P), unlink(P), exit(P, kill), io:format(\"linked~n\")"
+                  "receive {pid, P, Big} -> io:format(\"got ~p~n\", [byte_size(Big)]),"
+                  " link(P), unlink(P), exit(P, kill), io:format(\"linked~n\")"
                   " after 10000 -> io:format(\"no pid~n\") end,"
                   "{foo, N} ! {big, binary:copy(<<\"x\">>, 300000)},"
                   "io:format(\"erpc ~p~n\", [catch erpc:call(N, erlang, node, [], 3000)]),"
@@ -72,11 +74,10 @@ TEST_F(DistLiveControl, WhatErlangSendsDecodesAndOurAnswersAreUnderstood) {
   const etf::Pid our_pid{ours, 1, 0, acceptor.registration.creation()};
   Session session;
 
+  std::uint64_t sequence = 0;
   auto answer = [&](const Control& message) {
-    etf::ByteBuffer body;
-    const auto error = encode_frame(message, flags, body);
+    const auto error = encode_frames(message, flags, ++sequence, session.answers);
     ASSERT_FALSE(error) << error->message();
-    session.answers.push_back(body.to_vector());
   };
   // Answers what needs an answer for the script to go on.
   auto on_message = [&](const Control& message) {
@@ -91,7 +92,9 @@ TEST_F(DistLiveControl, WhatErlangSendsDecodesAndOurAnswersAreUnderstood) {
                                           [](const Control& m) { return std::holds_alternative<MonitorP>(m); });
       if (std::holds_alternative<etf::Atom>(monitor->to) && std::get<etf::Atom>(monitor->to).name == "foo" &&
           monitors == 2)  // before it: net_kernel (ping), foo (call)
-        answer(RegSend{our_pid, etf::Atom{"tester"}, Term::tuple({Term::atom("pid"), Term::pid(our_pid)})});
+        // With 200 KB: OTP must take our fragments.
+        answer(RegSend{our_pid, etf::Atom{"tester"},
+                       Term::tuple({Term::atom("pid"), Term::pid(our_pid), Term::binary(std::string(200'000, 'z'))})});
     } else if (const auto* unlink = std::get_if<UnlinkId>(&message)) {
       answer(UnlinkIdAck{unlink->id, unlink->to, unlink->from});
     } else if (const auto* spawn = std::get_if<SpawnRequest>(&message)) {
@@ -112,8 +115,10 @@ TEST_F(DistLiveControl, WhatErlangSendsDecodesAndOurAnswersAreUnderstood) {
   while (Clock::now() < deadline && !done) {
     link.serve_until(after(200ms), [&](std::span<const std::uint8_t> body) {
       if (body.size() >= 3 && body[0] == 131 && body[1] == 68 && body[2] > 0) ++session.header_frames_with_cache_refs;
-      if (body.size() >= 2 && body[0] == 131 && (body[1] == 69 || body[1] == 70)) ++session.fragments;
-      else if (body.size() < 4096) session.small_frames.emplace_back(body.begin(), body.end());
+      if (body.size() >= 2 && body[0] == 131 && (body[1] == 69 || body[1] == 70))
+        ++session.fragments;
+      else if (body.size() < 4096)
+        session.small_frames.emplace_back(body.begin(), body.end());
       auto got = reader.read(body);
       ASSERT_FALSE(got.error) << got.error->message();
       if (!got.message) return;
@@ -132,6 +137,7 @@ TEST_F(DistLiveControl, WhatErlangSendsDecodesAndOurAnswersAreUnderstood) {
   ASSERT_TRUE(done) << said << trace;
   EXPECT_NE(said.find("ping pong"), std::string::npos) << said << trace;
   EXPECT_NE(said.find("call {'EXIT',{timeout"), std::string::npos) << said << trace;
+  EXPECT_NE(said.find("got 200000"), std::string::npos) << said << trace;
   EXPECT_NE(said.find("linked"), std::string::npos) << said << trace;
   EXPECT_NE(said.find("erpc " + ours + "\n"), std::string::npos) << said << trace;
 

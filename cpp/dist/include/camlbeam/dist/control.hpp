@@ -23,6 +23,7 @@
 #include <string_view>
 #include <tuple>
 #include <variant>
+#include <vector>
 
 namespace camlbeam::dist {
 
@@ -384,5 +385,19 @@ const etf::Term* payload_of(const Control& control) noexcept;
 // (bad_state: the caller must not send it), or a term cannot be encoded
 // (bad_term).
 std::optional<Error> encode_frame(const Control& control, std::uint64_t negotiated_flags, etf::ByteBuffer& out);
+
+// The fragment size of OTP (ERTS_DIST_FRAGMENT_SIZE in erts/emulator/beam/dist.h).
+inline constexpr std::size_t otp_fragment_size = std::size_t{64} << 10;
+
+// The frame bodies of one message, appended to `bodies`: encode_frame's one frame, or, when
+// FRAGMENTS and DIST_HDR_ATOM_CACHE are negotiated and the terms are longer than
+// `fragment_size` bytes, fragments: `131 69 Sequence N 0` (no atom cache references) then
+// `131 70 Sequence N-1` ... down to 1, each with at most `fragment_size` bytes of the terms.
+// `sequence_id` must not be that of another message whose fragments are still being sent
+// on the connection. Errors as encode_frame's (nothing appended); fragment_size 0 is
+// bad_state.
+std::optional<Error> encode_frames(const Control& control, std::uint64_t negotiated_flags, std::uint64_t sequence_id,
+                                   std::vector<std::vector<std::uint8_t>>& bodies,
+                                   std::size_t fragment_size = otp_fragment_size);
 
 }  // namespace camlbeam::dist

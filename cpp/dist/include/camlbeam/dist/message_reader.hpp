@@ -19,6 +19,7 @@
 #include <camlbeam/dist/error.hpp>
 #include <camlbeam/etf/atom_cache.hpp>
 #include <camlbeam/etf/limits.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <map>
