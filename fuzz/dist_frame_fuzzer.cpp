@@ -4,8 +4,9 @@
 // frame bodies, each after a 2-byte big-endian length (clamped to the bytes left).
 //  - The reader never holds more than its limits; after an error it returns that error
 //    for every later frame, and holds nothing.
-//  - A message it yields is written back with encode_frame in both frame forms, and a
-//    fresh reader reads the same control tuple and payload from each.
+//  - A message it yields is written back with encode_frames in both frame forms (the
+//    header form in small fragments, their size from byte 0), and a fresh reader reads
+//    the same control tuple and payload from each.
 #include "fuzz_check.hpp"
 
 #include "../cpp/dist/test/frame_seed.hpp"
@@ -16,6 +17,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <span>
+#include <vector>
 
 namespace dist = camlbeam::dist;
 namespace seed = camlbeam::dist::frame_seed;
@@ -48,19 +50,24 @@ dist::MessageReader::Limits limits_of(std::uint8_t selector) {
   return limits;
 }
 
-// The message written in one form and read back by a fresh reader.
-void check_round_trip(const dist::Control& message, std::uint64_t flags, std::span<const std::uint8_t> body) {
-  camlbeam::etf::ByteBuffer written;
-  const auto error = dist::encode_frame(message, flags, written);
-  require(!error, "a message read can be written", body);
+// The message written with `flags` (in fragments of `fragment_size` bytes when they allow
+// it) and read back by a fresh reader: the last frame gives it, the others nothing.
+void check_round_trip(const dist::Control& message, std::uint64_t flags, std::size_t fragment_size,
+                      std::span<const std::uint8_t> body) {
+  std::vector<std::vector<std::uint8_t>> frames;
+  require(!dist::encode_frames(message, flags, 1, frames, fragment_size), "a message read can be written", body);
   dist::MessageReader again(flags);
-  const auto back = again.read(written.span());
-  require(back.message.has_value(), "a message written reads back", body, written.span());
-  require(dist::control_tuple(*back.message) == dist::control_tuple(message), "the same control tuple", body,
-          written.span());
+  std::optional<dist::Control> back;
+  for (std::size_t i = 0; i < frames.size(); ++i) {
+    auto got = again.read(frames[i]);
+    require(!got.error && got.message.has_value() == (i + 1 == frames.size()), "the frames written read back", body,
+            frames[i]);
+    if (got.message) back = std::move(got.message);
+  }
+  require(dist::control_tuple(*back) == dist::control_tuple(message), "the same control tuple", body);
   const auto* a = dist::payload_of(message);
-  const auto* b = dist::payload_of(*back.message);
-  require((a == nullptr) == (b == nullptr) && (a == nullptr || *a == *b), "the same payload", body, written.span());
+  const auto* b = dist::payload_of(*back);
+  require((a == nullptr) == (b == nullptr) && (a == nullptr || *a == *b), "the same payload", body);
 }
 
 }  // namespace
@@ -92,8 +99,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       continue;
     }
     if (got.message) {
-      check_round_trip(*got.message, flags | dist::flag::dist_hdr_atom_cache, body);
-      check_round_trip(*got.message, flags & ~dist::flag::dist_hdr_atom_cache, body);
+      constexpr auto fragmenting = dist::flag::dist_hdr_atom_cache | dist::flag::fragments;
+      check_round_trip(*got.message, flags | fragmenting, 1 + selector / 16, body);
+      check_round_trip(*got.message, flags & ~fragmenting, dist::otp_fragment_size, body);
     }
   }
   return 0;

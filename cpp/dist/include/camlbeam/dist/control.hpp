@@ -17,6 +17,7 @@
 #include <camlbeam/etf/encoder.hpp>
 #include <camlbeam/etf/term.hpp>
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <span>
