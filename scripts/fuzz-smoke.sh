@@ -12,11 +12,14 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 build="$root/build-fuzz"
 seconds="${FUZZ_SECONDS:-45}"
 findings="$root/fuzz/findings"  # crash-*/leak-*/timeout-*/oom-* land here (git-ignored)
-targets=(etf_decode_fuzzer etf_text_fuzzer etf_dist_header_fuzzer conv_roundtrip_fuzzer dist_handshake_fuzzer)
+targets=(etf_decode_fuzzer etf_text_fuzzer etf_dist_header_fuzzer conv_roundtrip_fuzzer dist_handshake_fuzzer
+         dist_frame_fuzzer)
 declare -A corpus=([etf_decode_fuzzer]=etf_decode [etf_text_fuzzer]=etf_text [etf_dist_header_fuzzer]=etf_dist_header
-               [conv_roundtrip_fuzzer]=etf_decode [dist_handshake_fuzzer]=dist_handshake)
+               [conv_roundtrip_fuzzer]=etf_decode [dist_handshake_fuzzer]=dist_handshake
+               [dist_frame_fuzzer]=dist_frame)
 declare -A dict=([etf_decode_fuzzer]=etf.dict [etf_text_fuzzer]=text.dict [etf_dist_header_fuzzer]=etf.dict
-             [conv_roundtrip_fuzzer]=etf.dict [dist_handshake_fuzzer]=dist_handshake.dict)
+             [conv_roundtrip_fuzzer]=etf.dict [dist_handshake_fuzzer]=dist_handshake.dict
+             [dist_frame_fuzzer]=etf.dict)
 
 for tool in clang clang++ cmake; do
   command -v "$tool" >/dev/null || { echo "fuzz-smoke: FAIL: $tool not found (scripts/setup.sh)"; exit 1; }

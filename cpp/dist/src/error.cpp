@@ -28,6 +28,10 @@ std::string_view to_string(Errc code) noexcept {
     case Errc::peer_silent: return "peer silent past the tick timeout";
     case Errc::bad_state: return "operation not valid in this state";
     case Errc::crypto_failed: return "OpenSSL failed";
+    case Errc::bad_term: return "malformed term or distribution header";
+    case Errc::bad_control: return "malformed control message";
+    case Errc::bad_fragment: return "fragment out of sequence";
+    case Errc::fragment_limit: return "partial messages past the limit";
   }
   return "unknown error";
 }

@@ -1,134 +1,24 @@
 // cpp/dist against the real thing on loopback: the machine's epmd (started on 127.0.0.1
 // when none answers) and `erl -sname` nodes of Debian's OTP. Every wait is bounded; every
 // node is killed (its process group) at the end of its test.
-#include <camlbeam/dist/connection.hpp>
-#include <camlbeam/dist/digest.hpp>
-#include <camlbeam/dist/epmd.hpp>
+#include "live_support.hpp"
 
 #include <camlbeam/etf/etf.hpp>
 
 #include <gtest/gtest.h>
 
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <chrono>
-#include <cstdio>
-#include <cstdlib>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
-
-extern char** environ;
 
 using namespace camlbeam::dist;
 using namespace std::chrono_literals;
+using namespace camlbeam::dist::live;
 
 namespace {
 
-const char* const cookie = "camlbeam_dist_cookie";
-
-std::string short_host() {
-  char buffer[256] = {};
-  ::gethostname(buffer, sizeof buffer - 1);
-  std::string host(buffer);
-  return host.substr(0, host.find('.'));
-}
-
-// A name no other run uses at the same time.
-std::string unique(const std::string& stem) {
-  static int counter = 0;
-  return stem + "_" + std::to_string(::getpid()) + "_" + std::to_string(++counter);
-}
-
-// An `erl` node in a process group of its own, its stdout and stderr on a pipe.
-class ErlNode {
- public:
-  ErlNode(const std::string& sname, const std::string& node_cookie, const std::string& script) {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
-    read_end_ = fds[0];
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
-    posix_spawn_file_actions_adddup2(&actions, fds[1], 2);
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
-    posix_spawnattr_setpgroup(&attr, 0);
-    std::vector<std::string> args{"erl", "-sname", sname, "-setcookie", node_cookie, "-noinput",
-                                  "-kernel", "net_ticktime", "4", "-eval", script};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    const int rc = ::posix_spawnp(&pid_, "erl", &actions, &attr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attr);
-    ::close(fds[1]);
-    if (rc != 0) throw std::runtime_error("cannot run erl");
-  }
-  ~ErlNode() {
-    ::kill(-pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-    ::close(read_end_);
-  }
-  ErlNode(const ErlNode&) = delete;
-  ErlNode& operator=(const ErlNode&) = delete;
-
-  // Waits for a line holding `text`; false at the deadline or when the node's output ends.
-  bool wait_for(const std::string& text, std::chrono::milliseconds within) {
-    const auto deadline = Clock::now() + within;
-    for (;;) {
-      for (std::size_t end; (end = pending_.find('\n')) != std::string::npos;) {
-        const std::string line = pending_.substr(0, end);
-        pending_.erase(0, end + 1);
-        seen_ += line + "\n";
-        if (line.find(text) != std::string::npos) return true;
-      }
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-      if (left <= 0) return false;
-      pollfd p{read_end_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(left)) <= 0) continue;
-      char buffer[1024];
-      const ssize_t n = ::read(read_end_, buffer, sizeof buffer);
-      if (n <= 0) return false;
-      pending_.append(buffer, static_cast<std::size_t>(n));
-    }
-  }
-  const std::string& seen() const { return seen_; }
-
- private:
-  pid_t pid_ = -1;
-  int read_end_ = -1;
-  std::string pending_;
-  std::string seen_;
-};
-
-HandshakeConfig our_config(const std::string& node, const std::string& our_cookie, std::uint32_t creation = 1) {
-  HandshakeConfig c;
-  c.node_name = node;
-  c.cookie = our_cookie;
-  c.creation = creation;
-  c.challenge = random_challenge();
-  return c;
-}
-
-Link::Options fast_ticks() {
-  Link::Options o;
-  o.tick_interval = 1s;  // the erl nodes run with net_ticktime 4: they tick every second
-  o.silence_limit = 8s;  // twice OTP's: a loaded machine must not fail the test by a late tick
-  return o;
-}
-
-class DistLive : public ::testing::Test {
+class DistLive : public LiveTest {
  protected:
-  static void SetUpTestSuite() { ensure_local_epmd(); }
   // An erl node that reports the first node to come up (its type, and whether nodes()
   // lists it) and that node going down; started and ready.
   std::unique_ptr<ErlNode> start_watcher(const std::string& node) {
@@ -146,25 +36,18 @@ class DistLive : public ::testing::Test {
   // "connect <result> <its node()>".
   std::unique_ptr<ErlNode> refused_by_our_acceptor(const std::string& sname, const std::string& node_cookie,
                                                    Errc expected) {
-    const std::string alive = unique("camlbeam_ocaml");
-    const std::string ours = alive + "@" + host;
-    Listener listener = Listener::loopback();
-    Registration reg = epmd.register_node(alive, listener.port());
+    OurAcceptor ours(epmd, "camlbeam_ocaml");
     auto erl = std::make_unique<ErlNode>(
         sname, node_cookie,
-        "io:format(\"connect ~p ~p~n\", [net_kernel:connect_node('" + ours + "'), node()]), timer:sleep(30000), halt().");
-    Handshake hs = Handshake::acceptor(our_config(ours, cookie, reg.creation()));
+        "io:format(\"connect ~p ~p~n\", [net_kernel:connect_node('" + ours.name + "'), node()]), timer:sleep(30000), halt().");
     try {
-      run_handshake(listener.accept(after(20s)), hs, after(10s));
+      ours.accept();
       ADD_FAILURE() << "the handshake of " << sname << " completed";
     } catch (const DistError& e) {
       EXPECT_EQ(e.code(), expected) << e.what();
     }
     return erl;
   }
-
-  EpmdClient epmd;
-  const std::string host = short_host();
 };
 
 }  // namespace
@@ -266,10 +149,8 @@ TEST_F(DistLive, HiddenWhenWeDoNotPublish) {
 }
 
 TEST_F(DistLive, ErlConnectsToOurAcceptor) {
-  const std::string alive = unique("camlbeam_ocaml");
-  const std::string ours = alive + "@" + host;
-  Listener listener = Listener::loopback();
-  Registration reg = epmd.register_node(alive, listener.port());
+  OurAcceptor acceptor(epmd, "camlbeam_ocaml");
+  const std::string& ours = acceptor.name;
 
   ErlNode erl(unique("camlbeam_erl"), cookie,
               "net_kernel:monitor_nodes(true), N = '" + ours + "',"
@@ -278,8 +159,7 @@ TEST_F(DistLive, ErlConnectsToOurAcceptor) {
               "timer:sleep(3000), io:format(\"still ~p~n\", [lists:member(N, nodes())]),"
               "receive {nodedown, N} -> io:format(\"nodedown~n\") after 30000 -> ok end, halt().");
 
-  Handshake hs = Handshake::acceptor(our_config(ours, cookie, reg.creation()));
-  Connected c = run_handshake(listener.accept(after(20s)), hs, after(10s));
+  Connected c = acceptor.accept();
   EXPECT_TRUE(c.peer.name.starts_with("camlbeam_erl_")) << c.peer.name;
   EXPECT_EQ(c.peer.flags & flag::required, flag::required);
   EXPECT_TRUE(erl.wait_for("nodeup", 10s)) << erl.seen();

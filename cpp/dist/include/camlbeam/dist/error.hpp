@@ -41,6 +41,12 @@ enum class Errc : std::uint8_t {
   peer_silent,           // nothing received for longer than the tick timeout
   bad_state,             // an operation the state machine is not in a state for (caller's bug)
   crypto_failed,         // OpenSSL's MD5 or random generator failed
+  // Control messages (control.hpp)
+  bad_term,              // a term, or a distribution header, the ETF decoder refuses
+  bad_control,           // not a control message: unknown operation, wrong arity or field, payload
+                         // missing or in excess, bytes after the message
+  bad_fragment,          // a continuation of no sequence, a fragment out of order, a sequence reused
+  fragment_limit,        // partial messages held past the bytes or the count allowed
 };
 
 std::string_view to_string(Errc code) noexcept;

@@ -1,0 +1,318 @@
+#include <camlbeam/dist/control.hpp>
+
+#include <algorithm>
+#include <array>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace camlbeam::dist {
+namespace {
+
+using etf::Term;
+
+// ---- One field: a term to its typed form (false, leaving the term alone, when it is not
+// of that type) and back.
+
+bool read_field(Term& t, Term& out) {
+  out = std::move(t);
+  return true;
+}
+bool read_field(Term& t, etf::Atom& out) {
+  if (auto* atom = std::get_if<etf::Atom>(&t.repr())) {
+    out = std::move(*atom);
+    return true;
+  }
+  return false;
+}
+template <class T>
+bool read_boxed(Term& t, T& out) {
+  if (auto* boxed = std::get_if<etf::Boxed<T>>(&t.repr())) {
+    out = std::move(**boxed);
+    return true;
+  }
+  return false;
+}
+bool read_field(Term& t, etf::Pid& out) { return read_boxed(t, out); }
+bool read_field(Term& t, etf::Reference& out) { return read_boxed(t, out); }
+// A non-negative integer of at most 64 bits (unlink ids are, and OTP writes the big ones
+// as SMALL_BIG).
+bool read_field(Term& t, std::uint64_t& out) {
+  if (const auto small = t.as_int64()) {
+    if (*small < 0) return false;
+    out = static_cast<std::uint64_t>(*small);
+    return true;
+  }
+  const auto* big = std::get_if<etf::Boxed<etf::BigInteger>>(&t.repr());
+  if (big == nullptr || (*big)->negative || (*big)->magnitude.size() > 8) return false;
+  std::uint64_t value = 0;
+  for (std::size_t i = (*big)->magnitude.size(); i-- > 0;) value = (value << 8) | (*big)->magnitude[i];
+  out = value;
+  return true;
+}
+bool read_field(Term& t, Mfa& out) {
+  auto* tuple = std::get_if<etf::Tuple>(&t.repr());
+  if (tuple == nullptr || tuple->elements.size() != 3) return false;
+  const auto arity = tuple->elements[2].as_int64();
+  if (!arity || *arity < 0 || *arity > 255) return false;
+  Mfa mfa;
+  if (!read_field(tuple->elements[0], mfa.module) || !read_field(tuple->elements[1], mfa.function)) return false;
+  mfa.arity = static_cast<std::uint8_t>(*arity);
+  out = std::move(mfa);
+  return true;
+}
+template <class... Alternatives>
+bool read_field(Term& t, std::variant<Alternatives...>& out) {
+  auto try_one = [&]<class A>() {
+    A value{};
+    if (!read_field(t, value)) return false;
+    out = std::move(value);
+    return true;
+  };
+  return (try_one.template operator()<Alternatives>() || ...);
+}
+
+Term to_term(const Term& t) { return t; }
+Term to_term(const etf::Atom& a) { return Term::atom(a.name); }
+Term to_term(const etf::Pid& p) { return Term::pid(p); }
+Term to_term(const etf::Reference& r) { return Term::reference(r); }
+Term to_term(std::uint64_t v) {
+  if (v <= static_cast<std::uint64_t>(INT64_MAX)) return Term::integer(static_cast<std::int64_t>(v));
+  std::vector<std::uint8_t> magnitude;
+  for (; v != 0; v >>= 8) magnitude.push_back(static_cast<std::uint8_t>(v & 0xFF));
+  return Term::big_integer(false, std::move(magnitude));
+}
+Term to_term(const Mfa& mfa) {
+  return Term::tuple({to_term(mfa.module), to_term(mfa.function), Term::integer(mfa.arity)});
+}
+template <class... Alternatives>
+Term to_term(const std::variant<Alternatives...>& v) {
+  return std::visit([](const auto& alternative) { return to_term(alternative); }, v);
+}
+
+// ---- One message, over its struct's description.
+
+template <class T>
+constexpr bool has_payload_member = requires {
+  T::payload;
+};
+
+template <class T>
+struct is_optional_member : std::false_type {};
+template <class S, class V>
+struct is_optional_member<std::optional<V> S::*> : std::true_type {};
+
+template <class T>
+constexpr std::size_t field_count = std::tuple_size_v<std::remove_const_t<decltype(T::fields)>>;
+
+// A trailing optional field (ALTACT_SIG_SEND's token) may be left out of the tuple.
+template <class T>
+constexpr bool last_field_optional() {
+  if constexpr (field_count<T> == 0) {
+    return false;
+  } else {
+    return is_optional_member<
+        std::tuple_element_t<field_count<T> - 1, std::remove_const_t<decltype(T::fields)>>>::value;
+  }
+}
+
+Error bad_control(std::string detail) { return Error{Errc::bad_control, std::move(detail)}; }
+
+template <class T>
+bool read_slot(T&, UnusedSlot, std::span<Term> elements, std::size_t i) {
+  return i < elements.size();  // any term: OTP ignores it too
+}
+template <class T, class M>
+bool read_slot(T& out, M T::*member, std::span<Term> elements, std::size_t i) {
+  if constexpr (is_optional_member<M T::*>::value) {
+    if (i >= elements.size()) return true;
+    (out.*member).emplace();
+    return read_field(elements[i], *(out.*member));
+  } else {
+    return i < elements.size() && read_field(elements[i], out.*member);
+  }
+}
+
+template <class T>
+ControlResult decode_as(std::span<Term> elements, std::optional<Term>& payload) {
+  constexpr std::size_t n = field_count<T>;
+  const std::string what(name_of(T::op));
+  if (elements.size() != n && !(last_field_optional<T>() && elements.size() == n - 1))
+    return {std::nullopt, bad_control(what + ": tuple of arity " + std::to_string(elements.size() + 1))};
+  T out{};
+  std::size_t i = 0;
+  bool ok = true;
+  auto read_next = [&](auto slot) {
+    if (ok) ok = read_slot(out, slot, elements, i);
+    if (ok) ++i;
+  };
+  std::apply([&](auto... slot) { (read_next(slot), ...); }, T::fields);
+  const std::size_t bad_slot = i;
+  if (!ok)
+    return {std::nullopt, bad_control(what + ": element " + std::to_string(bad_slot + 2) + " has the wrong type")};
+  if constexpr (std::is_same_v<T, control::AltactSigSend>) {
+    if (((out.flags & altact::token) != 0) != out.trace_token.has_value())
+      return {std::nullopt, bad_control(what + ": the token flag and the tuple's arity disagree")};
+  }
+  if constexpr (has_payload_member<T>) {
+    if (!payload) return {std::nullopt, bad_control(what + ": no payload term after the control tuple")};
+    out.*T::payload = std::move(*payload);
+  } else if (payload) {
+    return {std::nullopt, bad_control(what + ": a term after a control tuple that takes none")};
+  }
+  return {Control(std::move(out)), std::nullopt};
+}
+
+// ---- The table: operation number -> what the description above makes of it.
+
+struct OpEntry {
+  ControlResult (*decode)(std::span<Term>, std::optional<Term>&) = nullptr;
+  bool has_payload = false;
+};
+constexpr std::size_t op_count = 38;  // 0 .. ALTACT_SIG_SEND
+
+template <std::size_t... I>
+constexpr std::array<OpEntry, op_count> make_op_table(std::index_sequence<I...>) {
+  std::array<OpEntry, op_count> table{};
+  ((table[static_cast<std::size_t>(std::variant_alternative_t<I, Control>::op)] =
+        OpEntry{&decode_as<std::variant_alternative_t<I, Control>>,
+                has_payload_member<std::variant_alternative_t<I, Control>>}),
+   ...);
+  return table;
+}
+constexpr auto op_table = make_op_table(std::make_index_sequence<std::variant_size_v<Control>>());
+
+const OpEntry* find_op(std::int64_t number) noexcept {
+  if (number < 0 || number >= static_cast<std::int64_t>(op_count)) return nullptr;
+  const OpEntry& entry = op_table[static_cast<std::size_t>(number)];
+  return entry.decode != nullptr ? &entry : nullptr;
+}
+
+}  // namespace
+
+Op op_of(const Control& control) noexcept {
+  return std::visit([](const auto& c) { return std::decay_t<decltype(c)>::op; }, control);
+}
+
+std::string_view name_of(Op op) noexcept {
+  switch (op) {
+#define CAMLBEAM_DIST_OP_NAME(name, number) \
+  case Op::name:                            \
+    return #name;
+    CAMLBEAM_DIST_OPERATIONS(CAMLBEAM_DIST_OP_NAME)
+#undef CAMLBEAM_DIST_OP_NAME
+  }
+  return {};
+}
+
+bool has_payload(Op op) noexcept {
+  const OpEntry* entry = find_op(static_cast<std::int64_t>(op));
+  return entry != nullptr && entry->has_payload;
+}
+
+ControlResult control_from_terms(Term tuple, std::optional<Term> payload) {
+  auto* elements = std::get_if<etf::Tuple>(&tuple.repr());
+  if (elements == nullptr)
+    return {std::nullopt,
+            bad_control("the control message is a " + std::string(to_string(tuple.kind())) + ", not a tuple")};
+  if (elements->elements.empty()) return {std::nullopt, bad_control("the control message is {}")};
+  const auto number = elements->elements[0].as_int64();
+  const OpEntry* entry = number ? find_op(*number) : nullptr;
+  if (entry == nullptr) return {std::nullopt, bad_control("unknown operation " + elements->elements[0].to_string())};
+  return entry->decode(std::span<Term>(elements->elements).subspan(1), payload);
+}
+
+etf::Term control_tuple(const Control& control) {
+  return std::visit(
+      [](const auto& c) {
+        using T = std::decay_t<decltype(c)>;
+        std::vector<Term> elements{Term::integer(static_cast<std::int64_t>(T::op))};
+        auto write_slot = [&](auto slot) {
+          if constexpr (std::is_same_v<decltype(slot), UnusedSlot>) {
+            elements.push_back(Term::atom(""));
+          } else if constexpr (is_optional_member<decltype(slot)>::value) {
+            if (c.*slot) elements.push_back(*(c.*slot));
+          } else {
+            elements.push_back(to_term(c.*slot));
+          }
+        };
+        std::apply([&](auto... slot) { (write_slot(slot), ...); }, T::fields);
+        return Term::tuple(std::move(elements));
+      },
+      control);
+}
+
+const etf::Term* payload_of(const Control& control) noexcept {
+  return std::visit(
+      [](const auto& c) -> const Term* {
+        using T = std::decay_t<decltype(c)>;
+        if constexpr (has_payload_member<T>)
+          return &(c.*T::payload);
+        else
+          return nullptr;
+      },
+      control);
+}
+
+std::optional<Error> encode_frame(const Control& control, std::uint64_t negotiated_flags, etf::ByteBuffer& out) {
+  const std::uint64_t needs = std::visit([](const auto& c) { return std::decay_t<decltype(c)>::needs; }, control);
+  if ((negotiated_flags & needs) != needs)
+    return Error{Errc::bad_state, std::string(name_of(op_of(control))) + " needs a flag the peer did not offer"};
+  const std::size_t start = out.size();
+  // Over distribution OTP writes every atom in a UTF-8 form: minor version 2.
+  etf::Writer writer(out, 2);
+  const bool with_header = (negotiated_flags & flag::dist_hdr_atom_cache) != 0;
+  auto write_term = [&](const Term& t) {
+    if (!with_header) writer.version();  // pass-through terms are whole external terms
+    etf::walk(t, writer);
+  };
+  try {
+    if (with_header) {
+      // erl_ext_dist: NumberOfAtomCacheRefs 0, and then neither flags nor references.
+      const std::uint8_t empty_header[] = {131, 68, 0};
+      out.append(empty_header);
+    } else {
+      out.push(112);
+    }
+    write_term(control_tuple(control));
+    if (const Term* payload = payload_of(control)) write_term(*payload);
+  } catch (const etf::EncodeError& e) {
+    out.truncate(start);
+    return Error{Errc::bad_term, e.what()};
+  }
+  return std::nullopt;
+}
+
+std::optional<Error> encode_frames(const Control& control, std::uint64_t negotiated_flags, std::uint64_t sequence_id,
+                                   std::vector<std::vector<std::uint8_t>>& bodies, std::size_t fragment_size) {
+  if (fragment_size == 0) return Error{Errc::bad_state, "fragments of 0 bytes"};
+  etf::ByteBuffer whole;
+  if (auto error = encode_frame(control, negotiated_flags, whole)) return error;
+  constexpr std::uint64_t fragmenting = flag::fragments | flag::dist_hdr_atom_cache;
+  constexpr std::size_t empty_header_size = 3;  // 131 68 0
+  if ((negotiated_flags & fragmenting) != fragmenting || whole.size() - empty_header_size <= fragment_size) {
+    bodies.push_back(whole.to_vector());
+    return std::nullopt;
+  }
+  const auto terms = whole.span().subspan(empty_header_size);
+  const std::size_t count = (terms.size() + fragment_size - 1) / fragment_size;
+  auto append_u64 = [](std::vector<std::uint8_t>& out, std::uint64_t v) {
+    for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<std::uint8_t>(v >> shift));
+  };
+  for (std::size_t i = 0; i < count; ++i) {
+    const auto piece = terms.subspan(i * fragment_size, std::min(fragment_size, terms.size() - i * fragment_size));
+    std::vector<std::uint8_t> body;
+    body.reserve(19 + piece.size());
+    body.push_back(131);
+    body.push_back(i == 0 ? 69 : 70);
+    append_u64(body, sequence_id);
+    append_u64(body, count - i);    // fragment ids count down to 1
+    if (i == 0) body.push_back(0);  // no atom cache references
+    body.insert(body.end(), piece.begin(), piece.end());
+    bodies.push_back(std::move(body));
+  }
+  return std::nullopt;
+}
+
+}  // namespace camlbeam::dist

@@ -1,0 +1,442 @@
+// Control messages and MessageReader on crafted bytes: every operation written and read
+// back in both frame forms, the atom cache, fragments, and hostile frames.
+#include "frame_seed.hpp"
+
+#include <camlbeam/dist/control.hpp>
+#include <camlbeam/dist/message_reader.hpp>
+#include <camlbeam/etf/etf.hpp>
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+using namespace camlbeam::dist;
+using namespace camlbeam::dist::control;
+namespace etf = camlbeam::etf;
+using etf::Term;
+using Bytes = std::vector<std::uint8_t>;
+
+namespace {
+
+etf::Pid pid(std::uint32_t id) { return etf::Pid{"erl@host", id, 0, 7}; }
+etf::Reference ref(std::uint32_t word) { return etf::Reference{"erl@host", 7, {word, 2, 3}}; }
+etf::Atom atom(std::string name) { return etf::Atom{std::move(name)}; }
+Term token() {
+  return Term::tuple({Term::integer(0), Term::atom("label"), Term::integer(1), Term::pid(pid(9)), Term::integer(2)});
+}
+Term message() {
+  return Term::tuple({Term::atom("hello"), Term::binary(std::string_view("world")), Term::integer(-70000)});
+}
+
+// What negotiates each frame form: every flag an operation may need, and either the
+// distribution header or not.
+constexpr std::uint64_t all_ops = flag::mandatory_26 | flag::dist_monitor | flag::send_sender | flag::exit_payload |
+                                  flag::spawn | flag::alias | flag::altact_sig;
+constexpr std::uint64_t pass_through_flags = all_ops;
+constexpr std::uint64_t header_flags = all_ops | flag::dist_hdr_atom_cache | flag::fragments;
+
+// One message of every operation.
+std::vector<Control> every_operation() {
+  const Mfa mfa{atom("erpc"), atom("execute_call"), 4};
+  const Term options = Term::list({Term::atom("monitor")});
+  const Term args = Term::list({Term::reference(ref(5)), Term::atom("m"), Term::atom("f"), Term::nil()});
+  std::vector<Control> all{
+      Link{pid(1), pid(2)},
+      Send{pid(2), message()},
+      Exit{pid(1), pid(2), Term::atom("killed")},
+      Unlink{pid(1), pid(2)},
+      NodeLink{},
+      RegSend{pid(1), atom("net_kernel"), message()},
+      GroupLeader{pid(1), pid(2)},
+      Exit2{pid(1), pid(2), Term::atom("kill")},
+      SendTT{pid(2), token(), message()},
+      ExitTT{pid(1), pid(2), token(), Term::atom("normal")},
+      RegSendTT{pid(1), atom("foo"), token(), message()},
+      Exit2TT{pid(1), pid(2), token(), Term::atom("kill")},
+      MonitorP{pid(1), atom("foo"), ref(1)},
+      DemonitorP{pid(1), pid(3), ref(1)},
+      MonitorPExit{atom("foo"), pid(1), ref(1), Term::atom("noproc")},
+      SendSender{pid(1), pid(2), message()},
+      SendSenderTT{pid(1), pid(2), token(), message()},
+      PayloadExit{pid(1), pid(2), message()},
+      PayloadExitTT{pid(1), pid(2), token(), message()},
+      PayloadExit2{pid(1), pid(2), Term::atom("kill")},
+      PayloadExit2TT{pid(1), pid(2), token(), Term::atom("kill")},
+      PayloadMonitorPExit{pid(3), pid(1), ref(1), Term::atom("noconnection")},
+      SpawnRequest{ref(4), pid(1), pid(8), mfa, options, args},
+      SpawnRequestTT{ref(4), pid(1), pid(8), mfa, options, token(), args},
+      SpawnReply{ref(4), pid(1), 2, pid(10)},
+      SpawnReplyTT{ref(4), pid(1), 3, atom("system_limit"), token()},
+      AliasSend{pid(1), ref(6), message()},
+      AliasSendTT{pid(1), ref(6), token(), message()},
+      UnlinkId{std::uint64_t{1} << 63, pid(1), pid(2)},
+      UnlinkIdAck{42, pid(2), pid(1)},
+      AltactSigSend{altact::prio | altact::alias, pid(1), ref(6), std::nullopt, message()},
+  };
+  all.push_back(AltactSigSend{altact::name | altact::token, pid(1), atom("foo"), token(), message()});
+  all.push_back(AltactSigSend{altact::exit, pid(1), pid(2), std::nullopt, Term::atom("bye")});
+  return all;
+}
+
+void expect_same(const Control& expected, const Control& got) {
+  EXPECT_EQ(op_of(expected), op_of(got));
+  EXPECT_EQ(control_tuple(expected), control_tuple(got)) << control_tuple(got).to_string();
+  const Term* a = payload_of(expected);
+  const Term* b = payload_of(got);
+  ASSERT_EQ(a == nullptr, b == nullptr);
+  if (a != nullptr) {
+    EXPECT_EQ(*a, *b) << b->to_string();
+  }
+}
+
+Bytes encode(const Control& c, std::uint64_t flags) {
+  etf::ByteBuffer out;
+  const auto error = encode_frame(c, flags, out);
+  EXPECT_FALSE(error) << error->message();
+  return out.to_vector();
+}
+
+// The bytes of a term without its version byte: what follows a distribution header.
+Bytes body_of(const Term& t) {
+  Bytes b = etf::encode(t, {.minor_version = 2});
+  b.erase(b.begin());
+  return b;
+}
+
+void append(Bytes& to, const Bytes& from) { to.insert(to.end(), from.begin(), from.end()); }
+void append_u64(Bytes& to, std::uint64_t v) {
+  for (int shift = 56; shift >= 0; shift -= 8) to.push_back(static_cast<std::uint8_t>(v >> shift));
+}
+
+// A message split into fragments the way OTP sends them: the first fragment's header (no
+// atom cache references here), then continuations, ids counting down to 1.
+std::vector<Bytes> fragments_of(const Bytes& header_frame, std::uint64_t sequence, std::size_t pieces) {
+  const Bytes terms(header_frame.begin() + 3, header_frame.end());  // after 131 68 0
+  std::vector<Bytes> out;
+  const std::size_t size = (terms.size() + pieces - 1) / pieces;
+  for (std::size_t i = 0; i < pieces; ++i) {
+    Bytes f{131, static_cast<std::uint8_t>(i == 0 ? 69 : 70)};
+    append_u64(f, sequence);
+    append_u64(f, pieces - i);
+    if (i == 0) f.push_back(0);
+    const std::size_t begin = std::min(terms.size(), i * size);
+    f.insert(f.end(), terms.begin() + static_cast<std::ptrdiff_t>(begin),
+             terms.begin() + static_cast<std::ptrdiff_t>(std::min(terms.size(), begin + size)));
+    out.push_back(std::move(f));
+  }
+  return out;
+}
+
+Control read_one(MessageReader& reader, const Bytes& body) {
+  auto got = reader.read(body);
+  EXPECT_FALSE(got.error) << got.error->message();
+  EXPECT_TRUE(got.message);
+  return got.message ? std::move(*got.message) : Control(NodeLink{});
+}
+
+Errc error_of(MessageReader& reader, const Bytes& body) {
+  auto got = reader.read(body);
+  EXPECT_FALSE(got.message);
+  if (!got.error) {
+    ADD_FAILURE() << "no error";
+    return Errc::bad_state;
+  }
+  return got.error->code;
+}
+
+}  // namespace
+
+TEST(Control, EveryOperationHasASampleAndANumber) {
+  std::vector<bool> seen(std::variant_size_v<Control>);
+  for (const auto& c : every_operation()) seen[c.index()] = true;
+  for (std::size_t i = 0; i < seen.size(); ++i) EXPECT_TRUE(seen[i]) << "no sample of alternative " << i;
+  EXPECT_EQ(name_of(Op::send_sender_tt), "send_sender_tt");
+  EXPECT_EQ(name_of(static_cast<Op>(9)), "");
+  EXPECT_TRUE(has_payload(Op::spawn_request));
+  EXPECT_FALSE(has_payload(Op::spawn_reply));
+}
+
+namespace {
+// Every operation written with `flags`, each frame starting with `start` and the control
+// tuple's tag, read back the same by one reader.
+void round_trip_every_operation(std::uint64_t flags, const Bytes& start, const std::string& seed_name) {
+  MessageReader reader(flags);
+  std::vector<Bytes> seed;
+  for (const auto& c : every_operation()) {
+    const Bytes body = encode(c, flags);
+    seed.push_back(body);
+    ASSERT_GT(body.size(), start.size());
+    EXPECT_EQ((Bytes{body.begin(), body.begin() + static_cast<std::ptrdiff_t>(start.size())}), start);
+    EXPECT_EQ(body[start.size()], 104) << "a small tuple";
+    expect_same(c, read_one(reader, body));
+  }
+  frame_seed::write(seed_name, flags, seed);
+}
+}  // namespace
+
+TEST(Control, EveryOperationRoundTripsPassThrough) {
+  round_trip_every_operation(pass_through_flags, {112, 131}, "every-operation-pass-through");
+}
+
+TEST(Control, EveryOperationRoundTripsWithTheDistributionHeader) {
+  // No version byte after the header: the control tuple follows it at once.
+  round_trip_every_operation(header_flags, {131, 68, 0}, "every-operation-header");
+}
+
+TEST(Control, TheWireFormIsOtps) {
+  // {6, From, '', net_kernel} then the message, as erl_dist_protocol lays REG_SEND out.
+  const RegSend c{pid(1), atom("net_kernel"), Term::atom("hi")};
+  Bytes expected{131, 68, 0};
+  append(expected,
+         body_of(Term::tuple({Term::integer(6), Term::pid(pid(1)), Term::atom(""), Term::atom("net_kernel")})));
+  append(expected, body_of(Term::atom("hi")));
+  EXPECT_EQ(encode(c, header_flags), expected);
+}
+
+TEST(Control, WritingRefusesWhatThePeerDidNotOffer) {
+  etf::ByteBuffer out;
+  const auto error = encode_frame(SpawnReply{ref(1), pid(1), 0, pid(2)}, flag::mandatory_26, out);
+  ASSERT_TRUE(error);
+  EXPECT_EQ(error->code, Errc::bad_state);
+  EXPECT_EQ(out.size(), 0u);
+}
+
+TEST(Control, WritingAnUnencodableTermIsAnErrorAndWritesNothing) {
+  etf::ByteBuffer out;
+  etf::Pid bad = pid(1);
+  bad.node = std::string(300, 'n');  // an atom over 255 characters
+  const auto error = encode_frame(Link{bad, pid(2)}, header_flags, out);
+  ASSERT_TRUE(error);
+  EXPECT_EQ(error->code, Errc::bad_term);
+  EXPECT_EQ(out.size(), 0u);
+}
+
+TEST(MessageReader, ReadsAtomCacheReferencesAndKeepsTheCache) {
+  MessageReader reader(header_flags);
+  // First message: one new entry (segment 0, index 5) 'net_kernel', referred to as
+  // ATOM_CACHE_REF 0 in REG_SEND's name slot. Flags: one nibble per reference (8 = new,
+  // segment 0), then the header's own nibble (0: short atoms).
+  Bytes first{131, 68, 1, 0x08, 5, 10};
+  for (char ch : std::string("net_kernel")) first.push_back(static_cast<std::uint8_t>(ch));
+  Bytes tuple{104, 4, 97, 6};
+  append(tuple, body_of(Term::pid(pid(1))));
+  append(tuple, {119, 0, 82, 0});
+  append(first, tuple);
+  append(first, body_of(message()));
+  expect_same(RegSend{pid(1), atom("net_kernel"), message()}, read_one(reader, first));
+  // Second message: the same entry, now only named (not new).
+  Bytes second{131, 68, 1, 0x00, 5};
+  append(second, tuple);
+  append(second, body_of(Term::atom("again")));
+  expect_same(RegSend{pid(1), atom("net_kernel"), Term::atom("again")}, read_one(reader, second));
+  frame_seed::write("atom-cache", header_flags, {first, second});
+}
+
+TEST(MessageReader, ReassemblesInterleavedFragments) {
+  MessageReader reader(header_flags);
+  const Send big{pid(2), Term::binary(std::string(20'000, 'x'))};
+  const Send other{pid(3), Term::list({Term::integer(1), Term::string(std::string(10'000, 'y'))})};
+  const auto a = fragments_of(encode(big, header_flags), 11, 4);
+  const auto b = fragments_of(encode(other, header_flags), 12, 3);
+  const std::vector<const Bytes*> order{&a[0], &b[0], &a[1], &b[1], &a[2], &a[3], &b[2]};
+  std::vector<Control> done;
+  std::vector<Bytes> seed;
+  for (const Bytes* f : order) {
+    seed.push_back(*f);
+    auto got = reader.read(*f);
+    ASSERT_FALSE(got.error) << got.error->message();
+    if (got.message) done.push_back(std::move(*got.message));
+  }
+  ASSERT_EQ(done.size(), 2u);
+  expect_same(big, done[0]);
+  expect_same(other, done[1]);
+  EXPECT_EQ(reader.partial_sequences(), 0u);
+  EXPECT_EQ(reader.partial_bytes(), 0u);
+  frame_seed::write("interleaved-fragments", header_flags, seed);
+}
+
+TEST(MessageReader, AMessageInOneFragmentIsWhole) {
+  MessageReader reader(header_flags);
+  const Link c{pid(1), pid(2)};
+  expect_same(c, read_one(reader, fragments_of(encode(c, header_flags), 1, 1)[0]));
+}
+
+TEST(Control, ALargeMessageIsWrittenInFragmentsWhenNegotiated) {
+  const Send big{pid(2), Term::binary(std::string(200'000, 'x'))};
+  std::vector<Bytes> bodies;
+  ASSERT_FALSE(encode_frames(big, header_flags, 77, bodies));
+  ASSERT_EQ(bodies.size(), 4u) << "200 KB in 64 KB fragments";
+  EXPECT_EQ(bodies[0][1], 69);
+  EXPECT_EQ(bodies[0].size(), 2 + 8 + 8 + 1 + otp_fragment_size);
+  MessageReader reader(header_flags);
+  for (std::size_t i = 0; i + 1 < bodies.size(); ++i) {
+    EXPECT_EQ(bodies[i + 1][1], 70);
+    auto got = reader.read(bodies[i]);
+    ASSERT_FALSE(got.error || got.message);
+  }
+  expect_same(big, read_one(reader, bodies.back()));
+
+  for (std::uint64_t flags : {pass_through_flags, header_flags & ~flag::fragments}) {
+    std::vector<Bytes> whole;
+    ASSERT_FALSE(encode_frames(big, flags, 77, whole));
+    ASSERT_EQ(whole.size(), 1u) << "no FRAGMENTS, one frame";
+    MessageReader one(flags);
+    expect_same(big, read_one(one, whole[0]));
+  }
+  std::vector<Bytes> small;
+  ASSERT_FALSE(encode_frames(Link{pid(1), pid(2)}, header_flags, 78, small));
+  EXPECT_EQ(small.size(), 1u);
+  EXPECT_EQ(small[0], encode(Link{pid(1), pid(2)}, header_flags));
+  EXPECT_TRUE(encode_frames(Link{pid(1), pid(2)}, header_flags, 79, small, 0));
+}
+
+// ---- Hostile frames: each an error value, and the reader stays broken.
+
+TEST(MessageReaderHostile, TruncatedHeaders) {
+  for (const Bytes& body : {Bytes{131}, Bytes{131, 68}, Bytes{131, 68, 1, 0x08}, Bytes{131, 69, 0, 0, 0},
+                            Bytes{131, 70, 0, 0, 0, 0, 0, 0, 0, 1, 0}}) {
+    MessageReader reader(header_flags);
+    const Errc e = error_of(reader, body);
+    EXPECT_TRUE(e == Errc::bad_term) << to_string(e);
+  }
+  MessageReader reader(header_flags);
+  EXPECT_EQ(error_of(reader, Bytes{}), Errc::truncated);
+  MessageReader other(header_flags);
+  EXPECT_EQ(error_of(other, Bytes{7, 1, 2}), Errc::bad_control);
+}
+
+TEST(MessageReaderHostile, ACacheReferenceToAnUnwrittenEntry) {
+  MessageReader reader(header_flags);
+  Bytes body{131, 68, 1, 0x00, 5, 104, 1, 82, 0};
+  EXPECT_EQ(error_of(reader, body), Errc::bad_term);
+}
+
+TEST(MessageReaderHostile, AnAtomCacheRefPastTheHeadersReferences) {
+  MessageReader reader(header_flags);
+  EXPECT_EQ(error_of(reader, Bytes{131, 68, 0, 104, 2, 97, 5, 82, 0}), Errc::bad_term);
+}
+
+TEST(MessageReaderHostile, FragmentsOutOfOrder) {
+  const auto f = fragments_of(encode(Send{pid(2), Term::binary(std::string(1000, 'x'))}, header_flags), 5, 3);
+  MessageReader reader(header_flags);
+  EXPECT_FALSE(reader.read(f[0]).error);
+  EXPECT_EQ(error_of(reader, f[2]), Errc::bad_fragment);
+  EXPECT_EQ(reader.partial_bytes(), 0u) << "a broken reader holds nothing";
+}
+
+TEST(MessageReaderHostile, AContinuationWithoutAStart) {
+  const auto f = fragments_of(encode(Send{pid(2), Term::atom("x")}, header_flags), 5, 2);
+  MessageReader reader(header_flags);
+  EXPECT_EQ(error_of(reader, f[1]), Errc::bad_fragment);
+}
+
+TEST(MessageReaderHostile, ASequenceStartedTwiceOrAtZero) {
+  const auto f = fragments_of(encode(Send{pid(2), Term::atom("x")}, header_flags), 5, 2);
+  MessageReader reader(header_flags);
+  EXPECT_FALSE(reader.read(f[0]).error);
+  EXPECT_EQ(error_of(reader, f[0]), Errc::bad_fragment);
+  Bytes zero{131, 69};
+  append_u64(zero, 1);
+  append_u64(zero, 0);
+  zero.push_back(0);
+  MessageReader fresh(header_flags);
+  EXPECT_EQ(error_of(fresh, zero), Errc::bad_fragment);
+}
+
+TEST(MessageReaderHostile, ReassemblyPastTheByteLimit) {
+  MessageReader::Limits limits;
+  limits.max_partial_bytes = 10'000;
+  MessageReader reader(header_flags, limits);
+  const auto f = fragments_of(encode(Send{pid(2), Term::binary(std::string(30'000, 'x'))}, header_flags), 5, 4);
+  EXPECT_FALSE(reader.read(f[0]).error);
+  EXPECT_EQ(error_of(reader, f[1]), Errc::fragment_limit);
+}
+
+TEST(MessageReaderHostile, TooManySequencesAtOnce) {
+  MessageReader::Limits limits;
+  limits.max_partial_sequences = 3;
+  MessageReader reader(header_flags, limits);
+  const Bytes whole = encode(Send{pid(2), Term::atom("x")}, header_flags);
+  for (std::uint64_t s = 0; s < 3; ++s) EXPECT_FALSE(reader.read(fragments_of(whole, s, 2)[0]).error);
+  EXPECT_EQ(error_of(reader, fragments_of(whole, 3, 2)[0]), Errc::fragment_limit);
+}
+
+TEST(MessageReaderHostile, HeadersTheHandshakeDidNotNegotiate) {
+  MessageReader plain(pass_through_flags);
+  EXPECT_EQ(error_of(plain, encode(Link{pid(1), pid(2)}, header_flags)), Errc::bad_control);
+  MessageReader no_fragments(pass_through_flags | flag::dist_hdr_atom_cache);
+  EXPECT_EQ(error_of(no_fragments, fragments_of(encode(Link{pid(1), pid(2)}, header_flags), 1, 2)[0]),
+            Errc::bad_control);
+}
+
+namespace {
+// A header frame carrying exactly these terms.
+Bytes header_frame_of(const std::vector<Term>& terms) {
+  Bytes b{131, 68, 0};
+  for (const Term& t : terms) append(b, body_of(t));
+  return b;
+}
+Bytes pass_through_of(const std::vector<Term>& terms) {
+  Bytes b{112};
+  for (const Term& t : terms) append(b, etf::encode(t));
+  return b;
+}
+}  // namespace
+
+TEST(MessageReaderHostile, MalformedControlTuples) {
+  const Term p = Term::pid(pid(1));
+  const std::vector<std::vector<Term>> cases{
+      {Term::tuple({Term::integer(1), p})},                                              // LINK of arity 2
+      {Term::tuple({Term::integer(1), p, p, p})},                                        // LINK of arity 4
+      {Term::atom("link")},                                                              // not a tuple
+      {Term::tuple({})},                                                                 // {}
+      {Term::tuple({Term::integer(99), p, p})},                                          // unknown operation
+      {Term::tuple({Term::integer(9), p, p})},                                           // a gap in the numbers
+      {Term::tuple({Term::atom("send"), p, p})},                                         // operation not an integer
+      {Term::tuple({Term::integer(1), Term::atom("a"), p})},                             // a field of the wrong type
+      {Term::tuple({Term::integer(2), Term::atom(""), p})},                              // SEND without its message
+      {Term::tuple({Term::integer(1), p, p}), Term::atom("extra")},                      // LINK with a payload
+      {Term::tuple({Term::integer(19), p, Term::integer(3), Term::reference(ref(1))})},  // PidOrName a number
+      {Term::tuple({Term::integer(35), Term::integer(-1), p, p})},                       // a negative unlink id
+      {Term::tuple({Term::integer(29), Term::reference(ref(1)), p, p,
+                    Term::tuple({Term::atom("m"), Term::atom("f"), Term::integer(256)}), Term::nil()}),
+       Term::nil()},                                                                             // an arity past 255
+      {Term::tuple({Term::integer(37), Term::integer(altact::token), p, p}), Term::atom("m")},   // token flag, no token
+      {Term::tuple({Term::integer(37), Term::integer(0), p, p, Term::nil()}), Term::atom("m")},  // token, no flag
+  };
+  for (const auto& terms : cases) {
+    MessageReader header_reader(header_flags);
+    EXPECT_EQ(error_of(header_reader, header_frame_of(terms)), Errc::bad_control) << terms[0].to_string();
+    MessageReader plain_reader(pass_through_flags);
+    EXPECT_EQ(error_of(plain_reader, pass_through_of(terms)), Errc::bad_control) << terms[0].to_string();
+  }
+}
+
+TEST(MessageReaderHostile, TrailingGarbage) {
+  Bytes header = encode(Send{pid(2), Term::atom("m")}, header_flags);
+  header.push_back(0);
+  MessageReader a(header_flags);
+  EXPECT_EQ(error_of(a, header), Errc::bad_control);
+  Bytes plain = encode(Send{pid(2), Term::atom("m")}, pass_through_flags);
+  plain.push_back(106);
+  MessageReader b(pass_through_flags);
+  EXPECT_EQ(error_of(b, plain), Errc::bad_control);
+}
+
+TEST(MessageReaderHostile, TheFirstErrorSticks) {
+  MessageReader reader(header_flags);
+  EXPECT_EQ(error_of(reader, Bytes{131, 68, 0, 97, 1}), Errc::bad_control);
+  EXPECT_EQ(error_of(reader, encode(Link{pid(1), pid(2)}, header_flags)), Errc::bad_control);
+}
+
+TEST(MessageReaderHostile, DeepNestingIsBoundedByTheTermLimits) {
+  MessageReader::Limits limits;
+  limits.terms.max_depth = 100;
+  MessageReader reader(header_flags, limits);
+  Bytes body{131, 68, 0};
+  append(body, body_of(Term::tuple({Term::integer(2), Term::atom(""), Term::pid(pid(1))})));
+  for (int i = 0; i < 1000; ++i) append(body, {104, 1});
+  body.push_back(106);
+  EXPECT_EQ(error_of(reader, body), Errc::bad_term);
+}
