@@ -4,6 +4,8 @@
 #include <camlbeam/dist/digest.hpp>
 #include <camlbeam/dist/endpoint.hpp>
 
+#include "endpoint_events.hpp"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -94,14 +96,7 @@ class EndpointTest : public ::testing::Test {
 
   // The next event of `kind`; the others seen on the way are kept in `skipped`.
   std::optional<EndpointEvent> next(Endpoint& ep, EndpointEvent::Kind kind, std::chrono::milliseconds within = 5s) {
-    const auto deadline = Clock::now() + within;
-    while (Clock::now() < deadline) {
-      auto e = ep.wait_event(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
-      if (!e) break;
-      if (e->kind == kind) return e;
-      skipped.push_back(std::move(*e));
-    }
-    return std::nullopt;
+    return test_support::next_event(ep, kind, within, skipped);
   }
 
   // A scripted node calling `ep` (our handshake machines over a blocking socket).
