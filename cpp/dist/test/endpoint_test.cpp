@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <poll.h>
 #include <cstdio>
 #include <map>
 #include <mutex>
@@ -168,6 +169,44 @@ TEST_F(EndpointTest, GarbageDuringAHandshakeCostsOnlyThatConnection) {
   EXPECT_EQ(in->body, bytes("still here"));
   EXPECT_EQ(ep.stats().handshakes_failed, 2u);
   for (const auto& e : skipped) EXPECT_NE(e.kind, EndpointEvent::Kind::disconnected) << e.peer << " " << e.error.message();
+}
+
+TEST_F(EndpointTest, ACallerStalledInItsHandshakeIsDroppedAtTheSetupTimeout) {
+  EndpointOptions o = options("ocaml@localhost");
+  o.setup_timeout = 300ms;
+  Endpoint ep(o);
+  Socket stalled = Socket::connect("127.0.0.1", ep.port(), after(1s));
+  const std::vector<std::uint8_t> half_a_name{0, 30, 'N', 0, 0};  // 30 bytes announced, 3 sent
+  stalled.write_all(half_a_name, after(1s));
+  const auto start = Clock::now();
+  std::uint8_t buffer[16];
+  EXPECT_EQ(stalled.read_some(buffer, after(3s)), 0u);
+  EXPECT_GE(Clock::now() - start, 250ms);
+  EXPECT_EQ(ep.stats().handshakes_failed, 1u);
+  EXPECT_FALSE(ep.poll_event());
+}
+
+TEST_F(EndpointTest, AnOversizedFrameDropsItsConnection) {
+  EndpointOptions o = options("ocaml@localhost");
+  o.max_frame = 1024;
+  Endpoint ep(o);
+  Link peer = call(ep, "erl@localhost");
+  ASSERT_TRUE(next(ep, EndpointEvent::Kind::connected));
+  peer.send_frame(std::vector<std::uint8_t>(1025, 1), after(1s));
+  const auto down = next(ep, EndpointEvent::Kind::disconnected);
+  ASSERT_TRUE(down);
+  EXPECT_EQ(down->error.code, Errc::frame_too_long);
+}
+
+TEST_F(EndpointTest, TheEventDescriptorIsReadableWhileEventsWait) {
+  Endpoint ep(options("ocaml@localhost"));
+  pollfd p{ep.event_fd(), POLLIN, 0};
+  EXPECT_EQ(::poll(&p, 1, 0), 0);
+  Link peer = call(ep, "erl@localhost");
+  EXPECT_EQ(::poll(&p, 1, 3000), 1);  // connected
+  ASSERT_TRUE(ep.poll_event());
+  EXPECT_EQ(::poll(&p, 1, 0), 0);
+  EXPECT_FALSE(ep.poll_event());
 }
 
 TEST_F(EndpointTest, SendConnectsLazilyAndDeliversTheFramesQueuedMeanwhile) {
