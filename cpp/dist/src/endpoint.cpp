@@ -189,6 +189,9 @@ Endpoint::Impl::Impl(EndpointOptions options_in, std::optional<Registration> reg
   if (options.net_ticktime < std::chrono::milliseconds(4)) {
     throw DistError(Errc::bad_state, "net_ticktime of " + std::to_string(options.net_ticktime.count()) + " ms");
   }
+  if (registration && options.listen_port == 0) {
+    throw DistError(Errc::bad_state, "a registration given with no listen_port: EPMD would point at another port");
+  }
   if (!registration && options.register_in_epmd) {
     const bool hidden = (options.flags & flag::published) == 0;
     registration = EpmdClient(options.epmd)

@@ -163,3 +163,33 @@ TEST_F(EndpointLive, WeCallErlSurviveABusyConsumerAndSeeItKilled) {
   EXPECT_LT(Clock::now() - killed, 2s);  // the kernel closes the socket: no need to wait for silence
   EXPECT_TRUE(ep.connected_peers().empty());
 }
+
+TEST_F(EndpointLive, RegistersInEpmdForItsLifetimeOrUsesTheRegistrationGiven) {
+  EpmdClient epmd;
+  EndpointOptions hidden = options();
+  hidden.flags &= ~flag::published;
+  const std::string alive = hidden.node_name.substr(0, hidden.node_name.find('@'));
+  {
+    Endpoint ep(hidden);
+    const auto info = epmd.port_please(alive);
+    ASSERT_TRUE(info);
+    EXPECT_EQ(info->port, ep.port());
+    EXPECT_EQ(info->type, static_cast<std::uint8_t>(NodeType::hidden));
+  }
+  bool gone = false;
+  for (int i = 0; i < 40 && !gone; ++i) {  // epmd sees the close at once; allow 2 s
+    gone = !epmd.port_please(alive);
+    if (!gone) std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_TRUE(gone);
+
+  EndpointOptions given = options();
+  given.listen_port = Listener::loopback().port();  // free a moment ago
+  Registration reg = epmd.register_node(given.node_name.substr(0, given.node_name.find('@')), given.listen_port);
+  const std::uint32_t creation = reg.creation();
+  Endpoint ep(given, std::move(reg));
+  EXPECT_EQ(ep.port(), given.listen_port);
+  EXPECT_EQ(ep.creation(), creation);
+  given.listen_port = 0;
+  EXPECT_THROW(Endpoint(given, epmd.register_node(unique("camlbeam_ocaml"), 40005)), DistError);
+}
