@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <memory>
 #include <thread>
 
@@ -192,4 +193,57 @@ TEST_F(EndpointLive, RegistersInEpmdForItsLifetimeOrUsesTheRegistrationGiven) {
   EXPECT_EQ(ep.creation(), creation);
   given.listen_port = 0;
   EXPECT_THROW(Endpoint(given, epmd.register_node(unique("camlbeam_ocaml"), 40005)), DistError);
+}
+
+// Both sides call at the same moment, several rounds, with our name below and above the erl
+// node's: whoever wins the arbitration, both end with the one same connection.
+TEST_F(EndpointLive, SimultaneousConnectsWithErlEndWithOneConnection) {
+  constexpr int rounds = 5;
+  for (const std::string stem : {"camlbeam_a", "camlbeam_z"}) {  // below and above "camlbeam_erl"
+    SCOPED_TRACE(stem);
+    EndpointOptions o = options();
+    o.node_name = unique(stem) + "@" + host;
+    Endpoint ep(o);
+    const std::string erl_alive = unique("camlbeam_erl");
+    const std::string erl_node = erl_alive + "@" + host;
+    const std::string go = ::testing::TempDir() + "/" + erl_alive + "_go";
+    // Round I: wait for the file go_I, call us, report, keep the connection 300 ms, say
+    // whether it is still up, then drop it.
+    ErlNode erl(erl_alive, cookie,
+                "N = '" + ep.node_name() + "', io:format(\"ready~n\"),"
+                "Wait = fun W(F, 0) -> F; W(F, K) -> case filelib:is_file(F) of true -> F;"
+                "  false -> timer:sleep(1), W(F, K - 1) end end,"
+                "Round = fun R(I) when I > " + std::to_string(rounds) + " -> ok; R(I) ->"
+                "  Wait(\"" + go + "\" ++ integer_to_list(I), 20000),"
+                "  C = net_kernel:connect_node(N), timer:sleep(300),"
+                "  io:format(\"round ~p ~p ~p~n\", [I, C, lists:member(N, nodes())]),"
+                "  erlang:disconnect_node(N), R(I + 1) end,"
+                "Round(1), timer:sleep(30000), halt().");
+    ASSERT_TRUE(erl.wait_for("ready", 20s)) << erl.seen();
+    for (int round = 1; round <= rounds; ++round) {
+      SCOPED_TRACE("round " + std::to_string(round));
+      std::FILE* f = std::fopen((go + std::to_string(round)).c_str(), "w");
+      ASSERT_NE(f, nullptr);
+      std::fclose(f);
+      // erl sees the file within a millisecond or two; a varying head start for it makes the
+      // calls cross at different points of the two handshakes.
+      std::this_thread::sleep_for(std::chrono::milliseconds(3 * (round - 1)));
+      ep.connect(erl_node);
+      const auto up = next(ep, EndpointEvent::Kind::connected, 10s);
+      ASSERT_TRUE(up);
+      EXPECT_EQ(up->peer, erl_node);
+      EXPECT_TRUE(erl.wait_for("round " + std::to_string(round) + " true true", 10s)) << erl.seen();
+      const auto down = next(ep, EndpointEvent::Kind::disconnected, 10s);
+      ASSERT_TRUE(down);
+      EXPECT_EQ(down->error.code, Errc::connection_closed) << down->error.message();
+      for (const auto& e : skipped) {  // frames come (global's sync): any other event is wrong
+        EXPECT_EQ(e.kind, EndpointEvent::Kind::frame) << e.peer << " " << e.error.message();
+      }
+      skipped.clear();
+      std::remove((go + std::to_string(round)).c_str());
+    }
+    RecordProperty(stem + "_arbitrations_lost", static_cast<int>(ep.stats().handshakes_failed));
+    std::printf("%s: %llu of our handshakes lost an arbitration\n", stem.c_str(),
+                static_cast<unsigned long long>(ep.stats().handshakes_failed));
+  }
 }
