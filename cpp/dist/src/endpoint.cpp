@@ -9,6 +9,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <limits>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -29,6 +30,9 @@ constexpr std::size_t read_chunk = 64 * 1024;
 constexpr int reads_per_wakeup = 16;
 constexpr int accepts_per_wakeup = 64;
 constexpr std::uint32_t base_interest = EPOLLIN | EPOLLRDHUP;
+// After accept fails (out of descriptors, say), the listener rests this long: a listener
+// that stays readable would otherwise spin the loop.
+constexpr std::chrono::milliseconds accept_pause{100};
 
 EndpointEvent make_event(EndpointEvent::Kind kind, std::string peer, Error error = {}) {
   EndpointEvent e;
@@ -177,6 +181,7 @@ struct Endpoint::Impl {
   std::unordered_map<std::string, Peer> peers;
   std::uint64_t next_key = first_connection_key;
   std::vector<std::uint8_t> read_buffer = std::vector<std::uint8_t>(read_chunk);
+  std::optional<Clock::time_point> listener_paused_until;
 
   std::thread thread;  // last: started once everything above exists
 };
@@ -268,6 +273,7 @@ std::chrono::milliseconds Endpoint::Impl::time_to_next_deadline() const {
   for (const auto& [name, p] : peers) {
     if (p.awaiting_until) next = std::min(next, *p.awaiting_until);
   }
+  if (listener_paused_until) next = std::min(next, *listener_paused_until);
   if (next <= now) return std::chrono::milliseconds(0);
   // Rounded up: waking a little early would only spin until the deadline.
   return std::chrono::duration_cast<std::chrono::milliseconds>(next - now) + std::chrono::milliseconds(1);
@@ -316,7 +322,10 @@ void Endpoint::Impl::accept_all() {
     try {
       socket = listener.try_accept();
     } catch (const DistError&) {
-      return;  // out of descriptors, say: the connection waits in the backlog for a later turn
+      // Out of descriptors, say: the connection waits in the backlog for a later turn.
+      epoll.remove(listener.native_handle());
+      listener_paused_until = Clock::now() + accept_pause;
+      return;
     }
     if (!socket) return;
     stats.accepted.fetch_add(1, std::memory_order_relaxed);
@@ -518,6 +527,9 @@ void Endpoint::Impl::deliver_frames(Connection& c) {
 }
 
 void Endpoint::Impl::append_frame(Connection& c, std::span<const std::uint8_t> body) {
+  if (body.size() > std::numeric_limits<std::uint32_t>::max()) {
+    throw DistError(Errc::frame_too_long, std::to_string(body.size()) + " bytes to " + c.peer);
+  }
   if (c.queued() + 4 + body.size() > options.max_queued_bytes) {
     throw DistError(Errc::send_queue_full, c.peer + ": " + std::to_string(c.queued()) + " bytes queued");
   }
@@ -645,6 +657,10 @@ void Endpoint::Impl::run_commands() {
 
 void Endpoint::Impl::check_timers() {
   const auto now = Clock::now();
+  if (listener_paused_until && now >= *listener_paused_until) {
+    listener_paused_until.reset();
+    epoll.add(listener.native_handle(), EPOLLIN, key_listener);
+  }
   std::vector<std::pair<std::uint64_t, Error>> doomed;
   std::vector<std::uint64_t> to_tick;
   for (const auto& [key, c] : connections) {

@@ -9,7 +9,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <cstdio>
 #include <map>
 #include <mutex>
@@ -59,7 +61,8 @@ class FakeEpmd {
           reply.insert(reply.end(), {0, 0});
         }
         s.write_all(reply, after(2s));
-      } catch (const DistError&) {
+      } catch (const DistError& e) {
+        if (e.code() != Errc::timeout) std::this_thread::sleep_for(10ms);  // out of descriptors: no spin
       }
     }
   }
@@ -207,6 +210,37 @@ TEST_F(EndpointTest, TheEventDescriptorIsReadableWhileEventsWait) {
   ASSERT_TRUE(ep.poll_event());
   EXPECT_EQ(::poll(&p, 1, 0), 0);
   EXPECT_FALSE(ep.poll_event());
+}
+
+TEST_F(EndpointTest, OutOfDescriptorsTheListenerRestsInsteadOfSpinning) {
+  Endpoint ep(options("ocaml@localhost"));
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  // One descriptor left, which the caller's socket takes: accept finds none.
+  const int lowest_free = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(lowest_free, 0);
+  ::close(lowest_free);
+  rlimit tight = saved;
+  tight.rlim_cur = static_cast<rlim_t>(lowest_free + 1);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &tight), 0);
+  Socket waiting = Socket::connect("127.0.0.1", ep.port(), after(1s));  // in the backlog
+  rusage before{};
+  ::getrusage(RUSAGE_SELF, &before);
+  std::this_thread::sleep_for(500ms);
+  rusage after_pause{};
+  ::getrusage(RUSAGE_SELF, &after_pause);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+  const auto cpu_us = [](const rusage& r) {
+    return (r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1'000'000LL + r.ru_utime.tv_usec + r.ru_stime.tv_usec;
+  };
+  // Spinning burns most of a core in the pause; resting, a few wake-ups.
+  EXPECT_LT(cpu_us(after_pause) - cpu_us(before), 100'000) << "the loop spun on a listener it could not accept from";
+  RecordProperty("cpu_us_in_pause", static_cast<int>(cpu_us(after_pause) - cpu_us(before)));
+  EXPECT_EQ(ep.stats().accepted, 0u);
+  // With descriptors back, the connection waiting in the backlog is served.
+  Handshake hs = Handshake::initiator(peer_config("patient@localhost", ep.node_name()));
+  EXPECT_NO_THROW(run_handshake(std::move(waiting), hs, after(3s)));
+  EXPECT_TRUE(next(ep, EndpointEvent::Kind::connected));
 }
 
 TEST_F(EndpointTest, SendConnectsLazilyAndDeliversTheFramesQueuedMeanwhile) {
