@@ -213,6 +213,11 @@ TEST_F(EndpointTest, TheEventDescriptorIsReadableWhileEventsWait) {
 }
 
 TEST_F(EndpointTest, OutOfDescriptorsTheListenerRestsInsteadOfSpinning) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  // The sanitizers' runtime needs descriptors itself (UBSan's vptr check probes memory
+  // through a pipe): without any it reports errors that are its own.
+  GTEST_SKIP() << "needs a process out of descriptors, which the sanitizers do not survive";
+#endif
   Endpoint ep(options("ocaml@localhost"));
   rlimit saved{};
   ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
