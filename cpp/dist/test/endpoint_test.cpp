@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 using namespace camlbeam::dist;
@@ -309,7 +310,7 @@ TEST_F(EndpointTest, ASilentPeerIsDroppedAfterTheTicktimeAndWasTicked) {
   EXPECT_EQ(down->error.code, Errc::peer_silent);
   const auto after_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
   EXPECT_GE(after_ms, 350);
-  EXPECT_LE(after_ms, 1500);
+  EXPECT_LE(after_ms, 3000);  // generous: the machine may be loaded
   // Ticks (empty frames) every 100 ms were sent meanwhile.
   FrameReader reader;
   reader.feed(c.leftover);
@@ -326,18 +327,56 @@ TEST_F(EndpointTest, ASilentPeerIsDroppedAfterTheTicktimeAndWasTicked) {
 }
 
 TEST_F(EndpointTest, TicksGoOnWhileTheConsumerIsBusy) {
-  Endpoint ep(options("ocaml@localhost", 400ms));
+  Endpoint ep(options("ocaml@localhost", 800ms));
   Link::Options strict;
   strict.tick_interval = 100ms;
-  strict.silence_limit = 400ms;
+  strict.silence_limit = 800ms;
   Link peer = call(ep, "erl@localhost", strict);
-  // Nobody drains the events for five ticktimes: the network thread ticks regardless,
-  // and the peer (which drops us after 400 ms of silence) keeps the connection.
-  EXPECT_NO_THROW(peer.serve_until(after(2s)));
-  EXPECT_GE(peer.stats().ticks_received, 10u);
+  // Nobody drains the events for over three ticktimes: the network thread ticks (every
+  // 200 ms) regardless, and the peer, which drops us after 800 ms of silence, keeps us.
+  EXPECT_NO_THROW(peer.serve_until(after(2500ms)));
+  EXPECT_GE(peer.stats().ticks_received, 8u);
   ASSERT_TRUE(next(ep, EndpointEvent::Kind::connected));
   EXPECT_FALSE(next(ep, EndpointEvent::Kind::disconnected, 10ms));
   EXPECT_TRUE(contains(ep.connected_peers(), "erl@localhost"));
+}
+
+TEST_F(EndpointTest, ManyPeersShareTheOneNetworkThread) {
+  const auto threads = [] {
+    std::size_t n = 0;
+    for (std::FILE* f = std::fopen("/proc/self/status", "r"); f != nullptr; f = nullptr) {
+      char line[256];
+      while (std::fgets(line, sizeof line, f) != nullptr) {
+        if (std::sscanf(line, "Threads: %zu", &n) == 1) break;
+      }
+      std::fclose(f);
+    }
+    return n;
+  };
+  const std::size_t before = threads();
+  Endpoint ep(options("ocaml@localhost"));
+  constexpr int peers = 24;
+  std::vector<Link> links;
+  for (int i = 0; i < peers; ++i) links.push_back(call(ep, "peer" + std::to_string(i) + "@localhost"));
+  EXPECT_EQ(threads(), before + 1);
+  for (int i = 0; i < peers; ++i) {
+    links[i].send_frame(bytes("from " + std::to_string(i)), after(1s));
+    ep.send("peer" + std::to_string(i) + "@localhost", bytes("to " + std::to_string(i)));
+  }
+  std::set<std::string> seen;
+  for (int i = 0; i < peers; ++i) {
+    const auto f = next(ep, EndpointEvent::Kind::frame);
+    ASSERT_TRUE(f);
+    EXPECT_EQ(f->body, bytes("from " + f->peer.substr(4, f->peer.find('@') - 4)));
+    seen.insert(f->peer);
+  }
+  EXPECT_EQ(seen.size(), std::size_t{peers});
+  for (int i = 0; i < peers; ++i) {
+    std::vector<std::uint8_t> got;
+    links[i].serve_until(after(100ms), [&](std::span<const std::uint8_t> f) { got.assign(f.begin(), f.end()); });
+    EXPECT_EQ(got, bytes("to " + std::to_string(i)));
+  }
+  EXPECT_EQ(ep.connected_peers().size(), std::size_t{peers});
 }
 
 TEST_F(EndpointTest, DisconnectClosesTheConnection) {
