@@ -333,7 +333,12 @@ void Endpoint::Impl::accept_all() {
     c->socket = std::move(*socket);
     c->phase = Connection::Phase::handshaking;
     c->deadline = Clock::now() + options.setup_timeout;
-    const std::uint64_t key = add_connection(std::move(c));
+    std::uint64_t key = 0;
+    try {
+      key = add_connection(std::move(c));
+    } catch (const DistError&) {
+      continue;  // epoll could not take it (no memory): the caller sees the close
+    }
     HandshakeConfig config = handshake_config();
     config.decide = [this, key](const PeerInfo& info) { return decide(key, info); };
     find(key)->handshake.emplace(Handshake::acceptor(std::move(config)));
@@ -379,13 +384,12 @@ void Endpoint::Impl::start_outgoing(const std::string& peer) {
   c->deadline = Clock::now() + options.setup_timeout;
   try {
     c->socket = Socket::start_connect(options.epmd.address, options.epmd.port);
+    c->connect_pending = true;
+    c->out = port_please2_request(alive_part(peer));
+    peers[peer].owner = add_connection(std::move(c));
   } catch (const DistError& e) {
-    fail_peer(peer, Error{Errc::epmd_unreachable, e.error().message()});
-    return;
+    fail_peer(peer, Error{e.code() == Errc::connect_failed ? Errc::epmd_unreachable : e.code(), e.error().message()});
   }
-  c->connect_pending = true;
-  c->out = port_please2_request(alive_part(peer));
-  peers[peer].owner = add_connection(std::move(c));
 }
 
 void Endpoint::Impl::on_tcp_connected(Connection& c) {
