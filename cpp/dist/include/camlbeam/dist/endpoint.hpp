@@ -54,7 +54,8 @@ struct EndpointEvent {
     frame,         // peer, body (a whole frame; ticks are not reported)
     disconnected,  // peer, error: a connection went down, or an attempt to connect failed
                    // (then the frames queued for it are dropped)
-    failed,        // error: the network thread stopped on an unexpected error
+    failed,        // error: the network thread stopped on an unexpected error (out of
+                   // memory, epoll failing); nothing moves any more: destroy the Endpoint
   };
   Kind kind = Kind::failed;
   std::string peer;
@@ -92,10 +93,13 @@ class Endpoint {
   // From any thread; none blocks on the network. A peer name that is not alive@host throws
   // DistError(bad_name); so does our own name.
   // Queues a frame body; connects first if there is no connection (as OTP does), the
-  // frames waiting until it is up or dropped with a `disconnected` event.
+  // frames waiting until it is up or dropped with a `disconnected` event. Past
+  // max_queued_bytes for the peer, its connection (or attempt) goes: send_queue_full.
   void send(std::string_view peer, std::vector<std::uint8_t> body);
+  // Starts a call unless a connection (or an attempt, ours or the peer's) exists already.
   void connect(std::string_view peer);
-  // Drops the connection (or the attempt): `disconnected` with closed_locally.
+  // Drops the connection (or the attempt): `disconnected` with closed_locally. Nothing for
+  // a peer we have nothing with.
   void disconnect(std::string_view peer);
 
   // The next event if there is one.
