@@ -421,14 +421,24 @@ TEST_F(EndpointTest, SimultaneousConnectsEndWithExactlyOneConnection) {
   const auto start = Clock::now();
   for (int round = 0; round < 20; ++round) {
     SCOPED_TRACE("round " + std::to_string(round));
-    std::thread other([&] { b.connect("alpha@localhost"); });
-    a.connect("beta@localhost");
+    // Odd rounds call by sending: those frames wait through the arbitration, whichever
+    // call wins, and arrive exactly once.
+    const bool by_send = round % 2 == 1;
+    std::thread other([&] { by_send ? b.send("alpha@localhost", bytes("early to alpha")) : b.connect("alpha@localhost"); });
+    by_send ? a.send("beta@localhost", bytes("early to beta")) : a.connect("beta@localhost");
     other.join();
     const auto a_up = next(a, EndpointEvent::Kind::connected);
     const auto b_up = next(b, EndpointEvent::Kind::connected);
     ASSERT_TRUE(a_up && b_up);
     EXPECT_EQ(a_up->peer, "beta@localhost");
     EXPECT_EQ(b_up->peer, "alpha@localhost");
+    if (by_send) {
+      const auto early_at_b = next(b, EndpointEvent::Kind::frame);
+      const auto early_at_a = next(a, EndpointEvent::Kind::frame);
+      ASSERT_TRUE(early_at_a && early_at_b);
+      EXPECT_EQ(early_at_b->body, bytes("early to beta"));
+      EXPECT_EQ(early_at_a->body, bytes("early to alpha"));
+    }
     // Both sides use the same connection: a frame goes through in each direction.
     a.send("beta@localhost", bytes("to beta"));
     b.send("alpha@localhost", bytes("to alpha"));
