@@ -395,6 +395,21 @@ TEST_F(EndpointTest, DisconnectClosesTheConnection) {
   }
 }
 
+TEST_F(EndpointTest, DestroyingTheEndpointStopsItsThreadAndClosesEverything) {
+  std::optional<Endpoint> ep(options("ocaml@localhost"));
+  const std::uint16_t port = ep->port();
+  Link peer = call(*ep, "erl@localhost");
+  Socket half_way = Socket::connect("127.0.0.1", port, after(1s));  // accepted, handshake pending
+  ep->send("elsewhere@localhost", bytes("never"));                   // a call under way to nobody
+  const auto start = Clock::now();
+  ep.reset();
+  EXPECT_LT(Clock::now() - start, 1s);
+  EXPECT_THROW(peer.serve_until(after(2s)), DistError);
+  std::uint8_t buffer[16];
+  EXPECT_EQ(half_way.read_some(buffer, after(2s)), 0u);
+  EXPECT_THROW(Socket::connect("127.0.0.1", port, after(1s)), DistError);  // nobody listens
+}
+
 TEST_F(EndpointTest, ARestartedPeerReplacesItsOldConnection) {
   Endpoint ep(options("ocaml@localhost"));
   Link old_link = call(ep, "erl@localhost");

@@ -1,6 +1,6 @@
 // Blocking-style TCP over IPv4 with a deadline on every operation (non-blocking sockets
-// and poll underneath). The first layer of cpp/dist; an event loop replaces it for the
-// node. Every failure is a DistError with a code.
+// and poll underneath). The first layer of cpp/dist; the non-blocking try_ calls serve the
+// Endpoint's event loop (endpoint.hpp). Every failure is a DistError with a code.
 #pragma once
 
 #include <camlbeam/dist/error.hpp>
