@@ -339,9 +339,11 @@ void Endpoint::Impl::accept_all() {
     } catch (const DistError&) {
       continue;  // epoll could not take it (no memory): the caller sees the close
     }
-    HandshakeConfig config = handshake_config();
-    config.decide = [this, key](const PeerInfo& info) { return decide(key, info); };
-    find(key)->handshake.emplace(Handshake::acceptor(std::move(config)));
+    guarded(key, [&] {  // the random challenge may fail
+      HandshakeConfig config = handshake_config();
+      config.decide = [this, key](const PeerInfo& info) { return decide(key, info); };
+      find(key)->handshake.emplace(Handshake::acceptor(std::move(config)));
+    });
   }
 }
 

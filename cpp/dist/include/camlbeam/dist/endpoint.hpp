@@ -48,6 +48,8 @@ struct EndpointOptions {
   std::size_t max_frame = default_max_frame;  // a longer incoming frame drops its connection
 };
 
+// For one peer, events come in order: connected, its frames in the order they arrived,
+// disconnected; a later connection starts again with connected.
 struct EndpointEvent {
   enum class Kind : std::uint8_t {
     connected,     // peer, flags (negotiated), creation
