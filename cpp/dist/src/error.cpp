@@ -26,6 +26,9 @@ std::string_view to_string(Errc code) noexcept {
     case Errc::no_cookie: return "no cookie";
     case Errc::bad_cookie_file: return "unusable cookie file";
     case Errc::peer_silent: return "peer silent past the tick timeout";
+    case Errc::send_queue_full: return "peer does not read: send queue over its bound";
+    case Errc::closed_locally: return "connection closed by this node";
+    case Errc::replaced: return "replaced by a new connection from the peer";
     case Errc::bad_state: return "operation not valid in this state";
     case Errc::crypto_failed: return "OpenSSL failed";
     case Errc::bad_term: return "malformed term or distribution header";

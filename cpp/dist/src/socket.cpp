@@ -73,34 +73,64 @@ void Fd::reset() noexcept {
 }
 
 Socket Socket::connect(const std::string& ipv4, std::uint16_t port, Clock::time_point deadline) {
+  Socket socket = start_connect(ipv4, port);
+  if (!wait_for(socket.native_handle(), POLLOUT, deadline)) {
+    throw DistError(Errc::timeout, "connect " + ipv4 + ":" + std::to_string(port));
+  }
+  try {
+    socket.finish_connect();
+  } catch (const DistError& e) {
+    throw DistError(e.code(), "connect " + ipv4 + ":" + std::to_string(port) + ": " + e.error().detail);
+  }
+  return socket;
+}
+
+Socket Socket::start_connect(const std::string& ipv4, std::uint16_t port) {
   const sockaddr_in addr = ipv4_address(ipv4, port);
   Fd fd = new_socket();
-  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-    if (errno != EINPROGRESS) throw_errno(Errc::connect_failed, ("connect " + ipv4 + ":" + std::to_string(port)).c_str());
-    if (!wait_for(fd.get(), POLLOUT, deadline)) {
-      throw DistError(Errc::timeout, "connect " + ipv4 + ":" + std::to_string(port));
-    }
-    int error = 0;
-    socklen_t size = sizeof error;
-    if (::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &error, &size) != 0) throw_errno(Errc::socket_error, "getsockopt");
-    if (error != 0) {
-      throw DistError(Errc::connect_failed, "connect " + ipv4 + ":" + std::to_string(port) + ": " + std::strerror(error));
-    }
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 && errno != EINPROGRESS) {
+    throw_errno(Errc::connect_failed, ("connect " + ipv4 + ":" + std::to_string(port)).c_str());
   }
   set_nodelay(fd.get());
   return Socket(std::move(fd));
 }
 
-bool Socket::wait_readable(Clock::time_point deadline) { return wait_for(fd_.get(), POLLIN, deadline); }
+void Socket::finish_connect() {
+  int error = 0;
+  socklen_t size = sizeof error;
+  if (::getsockopt(fd_.get(), SOL_SOCKET, SO_ERROR, &error, &size) != 0) throw_errno(Errc::socket_error, "getsockopt");
+  if (error != 0) throw DistError(Errc::connect_failed, std::strerror(error));
+}
 
-std::size_t Socket::read_some(std::span<std::uint8_t> buffer, Clock::time_point deadline) {
+std::optional<std::size_t> Socket::try_read(std::span<std::uint8_t> buffer) {
   if (!fd_) throw DistError(Errc::bad_state, "read on a closed socket");
   for (;;) {
     const ssize_t n = ::recv(fd_.get(), buffer.data(), buffer.size(), 0);
     if (n >= 0) return static_cast<std::size_t>(n);
     if (errno == EINTR) continue;
     if (errno == ECONNRESET) return 0;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) throw_errno(Errc::socket_error, "recv");
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return std::nullopt;
+    throw_errno(Errc::socket_error, "recv");
+  }
+}
+
+std::size_t Socket::try_write(std::span<const std::uint8_t> bytes) {
+  if (!fd_) throw DistError(Errc::bad_state, "write on a closed socket");
+  for (;;) {
+    const ssize_t n = ::send(fd_.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (n >= 0) return static_cast<std::size_t>(n);
+    if (errno == EINTR) continue;
+    if (errno == EPIPE || errno == ECONNRESET) throw DistError(Errc::connection_closed, "while writing");
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    throw_errno(Errc::socket_error, "send");
+  }
+}
+
+bool Socket::wait_readable(Clock::time_point deadline) { return wait_for(fd_.get(), POLLIN, deadline); }
+
+std::size_t Socket::read_some(std::span<std::uint8_t> buffer, Clock::time_point deadline) {
+  for (;;) {
+    if (const auto n = try_read(buffer)) return *n;
     if (!wait_for(fd_.get(), POLLIN, deadline)) throw DistError(Errc::timeout, "waiting for the peer");
   }
 }
@@ -129,27 +159,22 @@ std::vector<std::uint8_t> Socket::read_to_end(std::size_t max, Clock::time_point
 }
 
 void Socket::write_all(std::span<const std::uint8_t> bytes, Clock::time_point deadline) {
-  if (!fd_) throw DistError(Errc::bad_state, "write on a closed socket");
   std::size_t sent = 0;
   while (sent < bytes.size()) {
-    const ssize_t n = ::send(fd_.get(), bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
-    if (n >= 0) {
-      sent += static_cast<std::size_t>(n);
-      continue;
-    }
-    if (errno == EINTR) continue;
-    if (errno == EPIPE || errno == ECONNRESET) throw DistError(Errc::connection_closed, "while writing");
-    if (errno != EAGAIN && errno != EWOULDBLOCK) throw_errno(Errc::socket_error, "send");
-    if (!wait_for(fd_.get(), POLLOUT, deadline)) throw DistError(Errc::timeout, "writing to the peer");
+    const std::size_t n = try_write(bytes.subspan(sent));
+    sent += n;
+    if (n == 0 && !wait_for(fd_.get(), POLLOUT, deadline)) throw DistError(Errc::timeout, "writing to the peer");
   }
 }
 
-Listener Listener::loopback(std::uint16_t port) {
+Listener Listener::loopback(std::uint16_t port) { return bind("127.0.0.1", port); }
+
+Listener Listener::bind(const std::string& ipv4, std::uint16_t port) {
   Listener l;
   l.fd_ = new_socket();
   int one = 1;
   ::setsockopt(l.fd_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  const sockaddr_in addr = ipv4_address("127.0.0.1", port);
+  const sockaddr_in addr = ipv4_address(ipv4, port);
   if (::bind(l.fd_.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) throw_errno(Errc::socket_error, "bind");
   if (::listen(l.fd_.get(), 16) != 0) throw_errno(Errc::socket_error, "listen");
   sockaddr_in bound{};
@@ -163,14 +188,21 @@ Listener Listener::loopback(std::uint16_t port) {
 
 Socket Listener::accept(Clock::time_point deadline) {
   for (;;) {
+    if (auto socket = try_accept()) return std::move(*socket);
+    if (!wait_for(fd_.get(), POLLIN, deadline)) throw DistError(Errc::timeout, "no connection to accept");
+  }
+}
+
+std::optional<Socket> Listener::try_accept() {
+  for (;;) {
     Fd fd(::accept4(fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
     if (fd) {
       set_nodelay(fd.get());
       return Socket(std::move(fd));
     }
     if (errno == EINTR || errno == ECONNABORTED) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) throw_errno(Errc::socket_error, "accept");
-    if (!wait_for(fd_.get(), POLLIN, deadline)) throw DistError(Errc::timeout, "no connection to accept");
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return std::nullopt;
+    throw_errno(Errc::socket_error, "accept");
   }
 }
 

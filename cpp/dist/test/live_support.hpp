@@ -69,9 +69,15 @@ class ErlNode {
     if (rc != 0) throw std::runtime_error("cannot run erl");
   }
   ~ErlNode() {
+    kill_now();
+    ::close(read_end_);
+  }
+  // SIGKILL to the node's process group, and reaped: the node dies without a word.
+  void kill_now() {
+    if (pid_ <= 0) return;
     ::kill(-pid_, SIGKILL);
     ::waitpid(pid_, nullptr, 0);
-    ::close(read_end_);
+    pid_ = -1;
   }
   ErlNode(const ErlNode&) = delete;
   ErlNode& operator=(const ErlNode&) = delete;

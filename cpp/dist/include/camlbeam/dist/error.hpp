@@ -39,6 +39,9 @@ enum class Errc : std::uint8_t {
   bad_cookie_file,       // unreadable, not owner-only, not a regular file, empty or too long
   // Connected phase
   peer_silent,           // nothing received for longer than the tick timeout
+  send_queue_full,       // the peer does not read: its queued bytes passed the bound
+  closed_locally,        // disconnect() asked for it, or the endpoint is stopping
+  replaced,              // the peer connected anew (status alive, answered true)
   bad_state,             // an operation the state machine is not in a state for (caller's bug)
   crypto_failed,         // OpenSSL's MD5 or random generator failed
   // Control messages (control.hpp)

@@ -1,6 +1,6 @@
 // Blocking-style TCP over IPv4 with a deadline on every operation (non-blocking sockets
-// and poll underneath). The first layer of cpp/dist; an event loop replaces it for the
-// node. Every failure is a DistError with a code.
+// and poll underneath). The first layer of cpp/dist; the non-blocking try_ calls serve the
+// Endpoint's event loop (endpoint.hpp). Every failure is a DistError with a code.
 #pragma once
 
 #include <camlbeam/dist/error.hpp>
@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -53,6 +54,16 @@ class Socket {
   // Whether a read would not block before `deadline` (data or end of stream).
   bool wait_readable(Clock::time_point deadline);
 
+  // For an event loop, which waits itself and must never block in a call:
+  // A connect under way; the socket turns writable when it is done, finish_connect() says how.
+  static Socket start_connect(const std::string& ipv4, std::uint16_t port);
+  // connect_failed with the reason, or nothing when connected.
+  void finish_connect();
+  // Bytes read (0: the peer closed), nullopt when none are there now. socket_error.
+  std::optional<std::size_t> try_read(std::span<std::uint8_t> buffer);
+  // Bytes written, 0 when the socket's buffer is full. connection_closed, socket_error.
+  std::size_t try_write(std::span<const std::uint8_t> bytes);
+
   bool is_open() const noexcept { return static_cast<bool>(fd_); }
   void close() noexcept { fd_.reset(); }
   int native_handle() const noexcept { return fd_.get(); }
@@ -66,9 +77,14 @@ class Listener {
  public:
   // port 0: the kernel picks one (port() tells which).
   static Listener loopback(std::uint16_t port = 0);
+  // On an IPv4 address in dotted form.
+  static Listener bind(const std::string& ipv4, std::uint16_t port = 0);
   std::uint16_t port() const noexcept { return port_; }
   // The next connection; timeout when none comes before `deadline`.
   Socket accept(Clock::time_point deadline);
+  // A pending connection, nullopt when none waits now.
+  std::optional<Socket> try_accept();
+  int native_handle() const noexcept { return fd_.get(); }
 
  private:
   Fd fd_;

@@ -1,0 +1,756 @@
+#include <camlbeam/dist/endpoint.hpp>
+
+#include <camlbeam/dist/digest.hpp>
+#include <camlbeam/dist/event_loop.hpp>
+#include <camlbeam/dist/handshake.hpp>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <limits>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+
+namespace camlbeam::dist {
+
+namespace {
+
+// epoll keys: connections count up from first_connection_key and are never reused, so an
+// event still in a batch for a connection dropped earlier in it finds nothing.
+constexpr std::uint64_t key_wake = 0;
+constexpr std::uint64_t key_listener = 1;
+constexpr std::uint64_t first_connection_key = 2;
+constexpr std::size_t read_chunk = 64 * 1024;
+// Reads per readiness before the loop turns to the others: one busy peer cannot starve them.
+constexpr int reads_per_wakeup = 16;
+constexpr int accepts_per_wakeup = 64;
+constexpr std::uint32_t base_interest = EPOLLIN | EPOLLRDHUP;
+// After accept fails (out of descriptors, say), the listener rests this long: a listener
+// that stays readable would otherwise spin the loop.
+constexpr std::chrono::milliseconds accept_pause{100};
+
+EndpointEvent make_event(EndpointEvent::Kind kind, std::string peer, Error error = {}) {
+  EndpointEvent e;
+  e.kind = kind;
+  e.peer = std::move(peer);
+  e.error = std::move(error);
+  return e;
+}
+
+// What the network thread hands the consumer; the descriptor is readable while it is not empty.
+class EventQueue {
+ public:
+  void push(EndpointEvent event) {
+    {
+      std::lock_guard lock(mutex_);
+      if (queue_.empty()) readable_.signal();
+      queue_.push_back(std::move(event));
+    }
+    ready_.notify_one();
+  }
+  std::optional<EndpointEvent> pop() {
+    std::lock_guard lock(mutex_);
+    return pop_locked();
+  }
+  std::optional<EndpointEvent> wait(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mutex_);
+    ready_.wait_for(lock, timeout, [&] { return !queue_.empty(); });
+    return pop_locked();
+  }
+  int native_handle() const noexcept { return readable_.native_handle(); }
+
+ private:
+  std::optional<EndpointEvent> pop_locked() {
+    if (queue_.empty()) return std::nullopt;
+    EndpointEvent event = std::move(queue_.front());
+    queue_.pop_front();
+    if (queue_.empty()) readable_.clear();
+    return event;
+  }
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<EndpointEvent> queue_;
+  EventFd readable_;
+};
+
+struct Command {
+  enum class Kind : std::uint8_t { send, connect, disconnect };
+  Kind kind;
+  std::string peer;
+  std::vector<std::uint8_t> body;
+};
+
+struct Connection {
+  enum class Phase : std::uint8_t { epmd_lookup, connecting, handshaking, connected };
+
+  std::uint64_t key = 0;
+  bool outgoing = false;
+  Phase phase = Phase::handshaking;
+  Socket socket;
+  bool connect_pending = false;  // writable means the TCP connect finished
+  std::string peer;              // outgoing: the node called; incoming: once its name is read
+  bool owner = false;            // holds its peer's name (Impl::peers)
+  bool replaces = false;         // incoming, answered `alive`: replaces the connection up now
+  std::optional<Handshake> handshake;
+  FrameReader reader;
+  std::vector<std::uint8_t> out;
+  std::size_t out_begin = 0;
+  std::vector<std::uint8_t> epmd_reply;
+  Clock::time_point deadline;  // of the setup, until connected
+  Clock::time_point last_read;
+  Clock::time_point last_write;
+  std::uint32_t interest = 0;  // the events registered with epoll
+
+  explicit Connection(std::size_t max_frame) : reader(max_frame) {}
+  std::size_t queued() const noexcept { return out.size() - out_begin; }
+};
+
+// Who holds a peer's name: at most one connection per peer, as in net_kernel's table.
+struct Peer {
+  std::uint64_t owner = 0;  // 0: none (waiting for the peer to call us after its `nok`)
+  std::vector<std::vector<std::uint8_t>> waiting;  // frames sent before the connection is up
+  std::size_t waiting_bytes = 0;
+  std::optional<Clock::time_point> awaiting_until;
+};
+
+std::string alive_part(std::string_view node) { return std::string(node.substr(0, node.find('@'))); }
+
+}  // namespace
+
+struct Endpoint::Impl {
+  Impl(EndpointOptions options_in, std::optional<Registration> registration_in);
+
+  // --- any thread ---
+  void post(Command command);
+  void check_peer_name(std::string_view peer) const;
+
+  // --- the network thread ---
+  void run() noexcept;
+  void loop();
+  std::chrono::milliseconds time_to_next_deadline() const;
+  void run_commands();
+  void check_timers();
+  void accept_all();
+  void on_ready(std::uint64_t key, std::uint32_t events);
+  // Runs `step` for a connection; its DistError (or any exception) drops just that connection.
+  template <class Step>
+  void guarded(std::uint64_t key, Step&& step);
+  void read_from(Connection& c);
+  void on_tcp_connected(Connection& c);
+  void on_epmd_reply(Connection& c);
+  void feed_handshake(Connection& c, std::span<const std::uint8_t> bytes);
+  Status decide(std::uint64_t key, const PeerInfo& info);
+  void become_connected(Connection& c);
+  void deliver_frames(Connection& c);
+  void append_frame(Connection& c, std::span<const std::uint8_t> body);
+  void flush(Connection& c);
+  void update_interest(Connection& c);
+  void start_outgoing(const std::string& peer);
+  void send_now(const std::string& peer, std::vector<std::uint8_t> body);
+  void drop(std::uint64_t key, const Error& error);
+  void fail_peer(const std::string& peer, const Error& error);
+  Connection* find(std::uint64_t key) noexcept;
+  std::uint64_t add_connection(std::unique_ptr<Connection> c);
+  HandshakeConfig handshake_config() const;
+  std::chrono::milliseconds tick_interval() const noexcept { return options.net_ticktime / 4; }
+
+  EndpointOptions options;
+  Listener listener;
+  std::optional<Registration> registration;
+  std::uint32_t creation = 0;
+  Epoll epoll;
+  EventFd wake;
+  EventQueue events;
+  std::mutex commands_mutex;
+  std::vector<Command> commands;
+  std::atomic<bool> stopping{false};
+  mutable std::mutex connected_mutex;
+  std::set<std::string> connected;
+  struct AtomicStats {
+    std::atomic<std::uint64_t> ticks_sent{0}, ticks_received{0}, frames_received{0}, frames_sent{0}, accepted{0},
+        handshakes_failed{0};
+  } stats;
+
+  // Owned by the network thread.
+  std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> connections;
+  std::unordered_map<std::string, Peer> peers;
+  std::uint64_t next_key = first_connection_key;
+  std::vector<std::uint8_t> read_buffer = std::vector<std::uint8_t>(read_chunk);
+  std::optional<Clock::time_point> listener_paused_until;
+
+  std::thread thread;  // last: started once everything above exists
+};
+
+Endpoint::Impl::Impl(EndpointOptions options_in, std::optional<Registration> registration_in)
+    : options(std::move(options_in)),
+      listener(Listener::bind(options.listen_address, options.listen_port)),
+      registration(std::move(registration_in)) {
+  if (!valid_node_name(options.node_name)) throw DistError(Errc::bad_name, "own name '" + options.node_name + "'");
+  if (options.net_ticktime < std::chrono::milliseconds(4)) {
+    throw DistError(Errc::bad_state, "net_ticktime of " + std::to_string(options.net_ticktime.count()) + " ms");
+  }
+  if (registration && options.listen_port == 0) {
+    throw DistError(Errc::bad_state, "a registration given with no listen_port: EPMD would point at another port");
+  }
+  if (!registration && options.register_in_epmd) {
+    const bool hidden = (options.flags & flag::published) == 0;
+    registration = EpmdClient(options.epmd)
+                       .register_node(alive_part(options.node_name), listener.port(),
+                                      hidden ? NodeType::hidden : NodeType::normal);
+  }
+  creation = registration ? registration->creation() : options.creation;
+  epoll.add(wake.native_handle(), EPOLLIN, key_wake);
+  epoll.add(listener.native_handle(), EPOLLIN, key_listener);
+}
+
+void Endpoint::Impl::check_peer_name(std::string_view peer) const {
+  if (!valid_node_name(peer)) throw DistError(Errc::bad_name, "'" + std::string(peer) + "'");
+  if (peer == options.node_name) throw DistError(Errc::bad_name, "a connection to ourselves");
+}
+
+void Endpoint::Impl::post(Command command) {
+  {
+    std::lock_guard lock(commands_mutex);
+    commands.push_back(std::move(command));
+  }
+  wake.signal();
+}
+
+void Endpoint::Impl::run() noexcept {
+  try {
+    loop();
+  } catch (const DistError& e) {
+    try {
+      events.push(make_event(EndpointEvent::Kind::failed, {}, e.error()));
+    } catch (...) {
+    }
+  } catch (const std::exception& e) {
+    try {
+      events.push(make_event(EndpointEvent::Kind::failed, {}, Error{Errc::socket_error, e.what()}));
+    } catch (...) {
+    }
+  } catch (...) {
+    try {
+      events.push(make_event(EndpointEvent::Kind::failed, {}, Error{Errc::socket_error, "unknown exception"}));
+    } catch (...) {
+    }
+  }
+}
+
+void Endpoint::Impl::loop() {
+  std::array<epoll_event, 64> ready{};
+  while (!stopping.load(std::memory_order_acquire)) {
+    for (const epoll_event& e : epoll.wait(ready, time_to_next_deadline())) {
+      if (e.data.u64 == key_wake) {
+        wake.clear();
+      } else if (e.data.u64 == key_listener) {
+        accept_all();
+      } else {
+        on_ready(e.data.u64, e.events);
+      }
+    }
+    run_commands();
+    check_timers();
+  }
+}
+
+std::chrono::milliseconds Endpoint::Impl::time_to_next_deadline() const {
+  const auto now = Clock::now();
+  auto next = now + std::chrono::seconds(60);
+  for (const auto& [key, c] : connections) {
+    if (c->phase != Connection::Phase::connected) {
+      next = std::min(next, c->deadline);
+      continue;
+    }
+    next = std::min(next, c->last_read + options.net_ticktime);
+    if (c->queued() == 0) next = std::min(next, c->last_write + tick_interval());
+  }
+  for (const auto& [name, p] : peers) {
+    if (p.awaiting_until) next = std::min(next, *p.awaiting_until);
+  }
+  if (listener_paused_until) next = std::min(next, *listener_paused_until);
+  if (next <= now) return std::chrono::milliseconds(0);
+  // Rounded up: waking a little early would only spin until the deadline.
+  return std::chrono::duration_cast<std::chrono::milliseconds>(next - now) + std::chrono::milliseconds(1);
+}
+
+Connection* Endpoint::Impl::find(std::uint64_t key) noexcept {
+  const auto it = connections.find(key);
+  return it == connections.end() ? nullptr : it->second.get();
+}
+
+template <class Step>
+void Endpoint::Impl::guarded(std::uint64_t key, Step&& step) {
+  try {
+    step();
+  } catch (const DistError& e) {
+    drop(key, e.error());
+  } catch (const std::exception& e) {
+    drop(key, Error{Errc::socket_error, e.what()});
+  }
+}
+
+std::uint64_t Endpoint::Impl::add_connection(std::unique_ptr<Connection> c) {
+  const std::uint64_t key = next_key++;
+  c->key = key;
+  c->interest = base_interest | (c->connect_pending ? std::uint32_t{EPOLLOUT} : 0);
+  epoll.add(c->socket.native_handle(), c->interest, key);
+  connections.emplace(key, std::move(c));
+  return key;
+}
+
+HandshakeConfig Endpoint::Impl::handshake_config() const {
+  HandshakeConfig config;
+  config.node_name = options.node_name;
+  config.cookie = options.cookie;
+  config.flags = options.flags;
+  config.creation = creation;
+  config.challenge = random_challenge();
+  return config;
+}
+
+// --- incoming --------------------------------------------------------------------------
+
+void Endpoint::Impl::accept_all() {
+  for (int i = 0; i < accepts_per_wakeup; ++i) {
+    std::optional<Socket> socket;
+    try {
+      socket = listener.try_accept();
+    } catch (const DistError&) {
+      // Out of descriptors, say: the connection waits in the backlog for a later turn.
+      epoll.remove(listener.native_handle());
+      listener_paused_until = Clock::now() + accept_pause;
+      return;
+    }
+    if (!socket) return;
+    stats.accepted.fetch_add(1, std::memory_order_relaxed);
+    auto c = std::make_unique<Connection>(options.max_frame);
+    c->socket = std::move(*socket);
+    c->phase = Connection::Phase::handshaking;
+    c->deadline = Clock::now() + options.setup_timeout;
+    std::uint64_t key = 0;
+    try {
+      key = add_connection(std::move(c));
+    } catch (const DistError&) {
+      continue;  // epoll could not take it (no memory): the caller sees the close
+    }
+    guarded(key, [&] {  // the random challenge may fail
+      HandshakeConfig config = handshake_config();
+      config.decide = [this, key](const PeerInfo& info) { return decide(key, info); };
+      find(key)->handshake.emplace(Handshake::acceptor(std::move(config)));
+    });
+  }
+}
+
+// net_kernel's accept_pending: a name not in use is taken; against our own attempt under
+// way the greater node name wins (we say nok when ours is greater, else we give our attempt
+// up and answer ok_simultaneous); against a connection up we answer alive, and a peer that
+// answers true replaces it (it restarted).
+Status Endpoint::Impl::decide(std::uint64_t key, const PeerInfo& info) {
+  Connection* c = find(key);
+  if (c == nullptr || info.name == options.node_name) return Status::not_allowed;
+  c->peer = info.name;
+  Peer& p = peers[info.name];
+  Connection* other = p.owner != 0 ? find(p.owner) : nullptr;
+  if (other == nullptr) {
+    p.owner = key;
+    c->owner = true;
+    return Status::ok;
+  }
+  if (other->phase == Connection::Phase::connected) {
+    c->replaces = true;
+    return Status::alive;
+  }
+  if (!other->outgoing) return Status::nok;  // the peer calls us twice: the first call stays
+  if (options.node_name > info.name) return Status::nok;
+  other->owner = false;
+  p.owner = key;
+  c->owner = true;
+  drop(other->key, Error{Errc::refused_nok, "simultaneous connect: " + info.name + "'s call wins"});
+  return Status::ok_simultaneous;
+}
+
+// --- outgoing --------------------------------------------------------------------------
+
+void Endpoint::Impl::start_outgoing(const std::string& peer) {
+  auto c = std::make_unique<Connection>(options.max_frame);
+  c->outgoing = true;
+  c->owner = true;
+  c->peer = peer;
+  c->phase = Connection::Phase::epmd_lookup;
+  c->deadline = Clock::now() + options.setup_timeout;
+  try {
+    c->socket = Socket::start_connect(options.epmd.address, options.epmd.port);
+    c->connect_pending = true;
+    c->out = port_please2_request(alive_part(peer));
+    peers[peer].owner = add_connection(std::move(c));
+  } catch (const DistError& e) {
+    fail_peer(peer, Error{e.code() == Errc::connect_failed ? Errc::epmd_unreachable : e.code(), e.error().message()});
+  }
+}
+
+void Endpoint::Impl::on_tcp_connected(Connection& c) {
+  if (c.phase != Connection::Phase::connecting) return;  // EPMD: the request is already queued
+  HandshakeConfig config = handshake_config();
+  config.peer_name = c.peer;
+  c.handshake.emplace(Handshake::initiator(std::move(config)));
+  c.phase = Connection::Phase::handshaking;
+  const auto first = c.handshake->take_output();
+  c.out.insert(c.out.end(), first.begin(), first.end());
+  if (c.handshake->state() == Handshake::State::failed) throw DistError(*c.handshake->error());
+}
+
+void Endpoint::Impl::on_epmd_reply(Connection& c) {
+  const auto info = parse_port2_reply(c.epmd_reply);
+  if (!info) throw DistError(Errc::connect_failed, "EPMD knows no node '" + alive_part(c.peer) + "'");
+  epoll.remove(c.socket.native_handle());
+  c.socket = Socket::start_connect(options.peer_address, info->port);
+  c.connect_pending = true;
+  c.phase = Connection::Phase::connecting;
+  c.epmd_reply.clear();
+  c.out.clear();
+  c.out_begin = 0;
+  c.interest = base_interest | EPOLLOUT;
+  epoll.add(c.socket.native_handle(), c.interest, c.key);
+}
+
+// --- both ------------------------------------------------------------------------------
+
+void Endpoint::Impl::on_ready(std::uint64_t key, std::uint32_t ready) {
+  Connection* c = find(key);
+  if (c == nullptr) return;
+  guarded(key, [&] {
+    if (c->connect_pending) {
+      if ((ready & (EPOLLOUT | EPOLLERR | EPOLLHUP)) == 0) return;
+      c->connect_pending = false;
+      c->socket.finish_connect();
+      on_tcp_connected(*c);
+    }
+    if ((ready & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) read_from(*c);
+    flush(*c);
+  });
+}
+
+void Endpoint::Impl::read_from(Connection& c) {
+  for (int i = 0; i < reads_per_wakeup; ++i) {
+    const auto n = c.socket.try_read(read_buffer);
+    if (!n) return;
+    if (*n == 0) {
+      if (c.phase == Connection::Phase::epmd_lookup) return on_epmd_reply(c);  // EPMD closes after its reply
+      if (c.handshake) c.handshake->peer_closed();
+      throw DistError(Errc::connection_closed, c.peer.empty() ? "during the handshake" : c.peer);
+    }
+    const std::span<const std::uint8_t> bytes(read_buffer.data(), *n);
+    c.last_read = Clock::now();
+    switch (c.phase) {
+      case Connection::Phase::epmd_lookup:
+        if (c.epmd_reply.size() + bytes.size() > max_port_reply) throw DistError(Errc::epmd_bad_reply, "reply too long");
+        c.epmd_reply.insert(c.epmd_reply.end(), bytes.begin(), bytes.end());
+        break;
+      case Connection::Phase::connecting: break;  // nothing is read before the connect completes
+      case Connection::Phase::handshaking: feed_handshake(c, bytes); break;
+      case Connection::Phase::connected:
+        c.reader.feed(bytes);
+        deliver_frames(c);
+        break;
+    }
+  }
+}
+
+void Endpoint::Impl::feed_handshake(Connection& c, std::span<const std::uint8_t> bytes) {
+  Handshake& hs = *c.handshake;
+  hs.feed(bytes);
+  const auto out = hs.take_output();
+  c.out.insert(c.out.end(), out.begin(), out.end());
+  if (hs.state() == Handshake::State::failed) {
+    // A refusal (nok, not_allowed) is worth delivering before the close; best effort.
+    try {
+      flush(c);
+    } catch (const DistError&) {
+    }
+    throw DistError(*hs.error());
+  }
+  if (hs.state() == Handshake::State::connected) become_connected(c);
+}
+
+void Endpoint::Impl::become_connected(Connection& c) {
+  Handshake& hs = *c.handshake;
+  const PeerInfo info = hs.peer();
+  const std::uint64_t flags = hs.negotiated_flags();
+  const auto leftover = hs.take_leftover();
+  c.handshake.reset();
+  c.peer = info.name;
+  if (!c.owner) {
+    const auto it = peers.find(c.peer);
+    if (!c.replaces || it == peers.end() || it->second.owner == 0) {
+      throw DistError(Errc::bad_state, "connection to " + c.peer + " lost its name while handshaking");
+    }
+    // The peer restarted and answered `alive` with true: its old connection goes.
+    drop(it->second.owner, Error{Errc::replaced, c.peer});
+    c.owner = true;
+  }
+  Peer& p = peers[c.peer];
+  p.owner = c.key;
+  p.awaiting_until.reset();
+  c.phase = Connection::Phase::connected;
+  c.last_read = c.last_write = Clock::now();
+  {
+    std::lock_guard lock(connected_mutex);
+    connected.insert(c.peer);
+  }
+  EndpointEvent up = make_event(EndpointEvent::Kind::connected, c.peer);
+  up.flags = flags;
+  up.creation = info.creation;
+  events.push(std::move(up));
+  auto waiting = std::exchange(p.waiting, {});
+  p.waiting_bytes = 0;
+  for (const auto& body : waiting) append_frame(c, body);
+  c.reader.feed(leftover);
+  deliver_frames(c);
+}
+
+void Endpoint::Impl::deliver_frames(Connection& c) {
+  for (;;) {
+    const auto event = c.reader.next();
+    switch (event.kind) {
+      case FrameReader::Event::Kind::need_more: return;
+      case FrameReader::Event::Kind::tick: stats.ticks_received.fetch_add(1, std::memory_order_relaxed); break;
+      case FrameReader::Event::Kind::data: {
+        stats.frames_received.fetch_add(1, std::memory_order_relaxed);
+        EndpointEvent e = make_event(EndpointEvent::Kind::frame, c.peer);
+        e.body.assign(event.body.begin(), event.body.end());
+        events.push(std::move(e));
+        break;
+      }
+      case FrameReader::Event::Kind::error: throw DistError(event.error);
+    }
+  }
+}
+
+void Endpoint::Impl::append_frame(Connection& c, std::span<const std::uint8_t> body) {
+  if (body.size() > std::numeric_limits<std::uint32_t>::max()) {
+    throw DistError(Errc::frame_too_long, std::to_string(body.size()) + " bytes to " + c.peer);
+  }
+  if (c.queued() + 4 + body.size() > options.max_queued_bytes) {
+    throw DistError(Errc::send_queue_full, c.peer + ": " + std::to_string(c.queued()) + " bytes queued");
+  }
+  if (c.out_begin > 0 && c.out_begin >= c.out.size() / 2) {
+    c.out.erase(c.out.begin(), c.out.begin() + static_cast<std::ptrdiff_t>(c.out_begin));
+    c.out_begin = 0;
+  }
+  const auto size = static_cast<std::uint32_t>(body.size());
+  const std::uint8_t length[4] = {static_cast<std::uint8_t>(size >> 24), static_cast<std::uint8_t>(size >> 16),
+                                  static_cast<std::uint8_t>(size >> 8), static_cast<std::uint8_t>(size)};
+  c.out.reserve(c.out.size() + 4 + body.size());
+  c.out.insert(c.out.end(), length, length + 4);
+  c.out.insert(c.out.end(), body.begin(), body.end());
+  if (body.empty()) {
+    stats.ticks_sent.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    stats.frames_sent.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void Endpoint::Impl::flush(Connection& c) {
+  while (!c.connect_pending && c.queued() > 0) {
+    const std::size_t n = c.socket.try_write(std::span(c.out).subspan(c.out_begin));
+    if (n == 0) break;
+    c.out_begin += n;
+    c.last_write = Clock::now();
+  }
+  if (c.queued() == 0) {
+    c.out.clear();
+    c.out_begin = 0;
+  }
+  update_interest(c);
+}
+
+void Endpoint::Impl::update_interest(Connection& c) {
+  const std::uint32_t wanted = base_interest | (c.connect_pending || c.queued() > 0 ? std::uint32_t{EPOLLOUT} : 0);
+  if (wanted == c.interest) return;
+  epoll.modify(c.socket.native_handle(), wanted, c.key);
+  c.interest = wanted;
+}
+
+void Endpoint::Impl::drop(std::uint64_t key, const Error& error) {
+  const auto it = connections.find(key);
+  if (it == connections.end()) return;
+  const std::unique_ptr<Connection> c = std::move(it->second);
+  connections.erase(it);
+  epoll.remove(c->socket.native_handle());
+  const bool was_connected = c->phase == Connection::Phase::connected;
+  if (!was_connected) stats.handshakes_failed.fetch_add(1, std::memory_order_relaxed);
+  if (!c->owner) return;  // lost an arbitration, or never named a peer: nobody was told of it
+  if (was_connected) {
+    std::lock_guard lock(connected_mutex);
+    connected.erase(c->peer);
+  }
+  const auto p = peers.find(c->peer);
+  if (!was_connected && !c->outgoing && p != peers.end() && p->second.waiting.empty()) {
+    peers.erase(p);  // a call that failed before anything was up or waiting: nobody to tell
+    return;
+  }
+  if (!was_connected && c->outgoing && error.code == Errc::refused_nok && p != peers.end()) {
+    // The peer is calling us at the same moment and wins: its frames wait for that call.
+    p->second.owner = 0;
+    p->second.awaiting_until = Clock::now() + options.setup_timeout;
+    return;
+  }
+  fail_peer(c->peer, error);
+}
+
+void Endpoint::Impl::fail_peer(const std::string& peer, const Error& error) {
+  peers.erase(peer);
+  events.push(make_event(EndpointEvent::Kind::disconnected, peer, error));
+}
+
+void Endpoint::Impl::send_now(const std::string& peer, std::vector<std::uint8_t> body) {
+  if (!peers.contains(peer)) start_outgoing(peer);
+  const auto it = peers.find(peer);
+  if (it == peers.end()) return;  // the attempt failed at once, and said so
+  Peer& p = it->second;
+  if (Connection* c = p.owner != 0 ? find(p.owner) : nullptr; c != nullptr && c->phase == Connection::Phase::connected) {
+    guarded(c->key, [&] {
+      append_frame(*c, body);
+      flush(*c);
+    });
+    return;
+  }
+  if (p.waiting_bytes + 4 + body.size() > options.max_queued_bytes) {
+    const Error full{Errc::send_queue_full, peer + ": " + std::to_string(p.waiting_bytes) + " bytes wait for the connection"};
+    if (p.owner != 0 && find(p.owner) != nullptr) {
+      drop(p.owner, full);
+    } else {
+      fail_peer(peer, full);
+    }
+    return;
+  }
+  p.waiting_bytes += 4 + body.size();
+  p.waiting.push_back(std::move(body));
+}
+
+void Endpoint::Impl::run_commands() {
+  std::vector<Command> batch;
+  {
+    std::lock_guard lock(commands_mutex);
+    batch.swap(commands);
+  }
+  for (Command& command : batch) {
+    switch (command.kind) {
+      case Command::Kind::send: send_now(command.peer, std::move(command.body)); break;
+      case Command::Kind::connect:
+        if (!peers.contains(command.peer)) start_outgoing(command.peer);
+        break;
+      case Command::Kind::disconnect: {
+        const auto it = peers.find(command.peer);
+        if (it == peers.end()) break;
+        const Error closed{Errc::closed_locally, command.peer};
+        if (it->second.owner != 0 && find(it->second.owner) != nullptr) {
+          drop(it->second.owner, closed);
+        } else {
+          fail_peer(command.peer, closed);
+        }
+        break;
+      }
+    }
+  }
+}
+
+void Endpoint::Impl::check_timers() {
+  const auto now = Clock::now();
+  if (listener_paused_until && now >= *listener_paused_until) {
+    listener_paused_until.reset();
+    epoll.add(listener.native_handle(), EPOLLIN, key_listener);
+  }
+  std::vector<std::pair<std::uint64_t, Error>> doomed;
+  std::vector<std::uint64_t> to_tick;
+  for (const auto& [key, c] : connections) {
+    if (c->phase != Connection::Phase::connected) {
+      if (now >= c->deadline) {
+        doomed.emplace_back(key, Error{Errc::timeout, "setup of " + (c->peer.empty() ? "an incoming connection" : c->peer)});
+      }
+    } else if (now - c->last_read > options.net_ticktime) {
+      doomed.emplace_back(key, Error{Errc::peer_silent, c->peer});
+    } else if (c->queued() == 0 && now - c->last_write >= tick_interval()) {
+      to_tick.push_back(key);
+    }
+  }
+  for (const auto& [key, error] : doomed) drop(key, error);
+  for (const std::uint64_t key : to_tick) {
+    Connection* c = find(key);
+    if (c == nullptr) continue;
+    guarded(key, [&] {
+      append_frame(*c, {});
+      flush(*c);
+      c->last_write = now;  // even if the socket took nothing: the tick is queued
+    });
+  }
+  std::vector<std::string> gave_up;
+  for (const auto& [name, p] : peers) {
+    if (p.owner == 0 && p.awaiting_until && now >= *p.awaiting_until) gave_up.push_back(name);
+  }
+  for (const auto& name : gave_up) {
+    fail_peer(name, Error{Errc::refused_nok, name + " answered nok and did not call us within the setup time"});
+  }
+}
+
+// --- Endpoint --------------------------------------------------------------------------
+
+Endpoint::Endpoint(EndpointOptions options) : impl_(std::make_unique<Impl>(std::move(options), std::nullopt)) {
+  impl_->thread = std::thread([impl = impl_.get()] { impl->run(); });
+}
+
+Endpoint::Endpoint(EndpointOptions options, Registration registration)
+    : impl_(std::make_unique<Impl>(std::move(options), std::move(registration))) {
+  impl_->thread = std::thread([impl = impl_.get()] { impl->run(); });
+}
+
+Endpoint::~Endpoint() {
+  impl_->stopping.store(true, std::memory_order_release);
+  impl_->wake.signal();
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+const std::string& Endpoint::node_name() const noexcept { return impl_->options.node_name; }
+std::uint16_t Endpoint::port() const noexcept { return impl_->listener.port(); }
+std::uint32_t Endpoint::creation() const noexcept { return impl_->creation; }
+
+void Endpoint::send(std::string_view peer, std::vector<std::uint8_t> body) {
+  impl_->check_peer_name(peer);
+  impl_->post(Command{Command::Kind::send, std::string(peer), std::move(body)});
+}
+
+void Endpoint::connect(std::string_view peer) {
+  impl_->check_peer_name(peer);
+  impl_->post(Command{Command::Kind::connect, std::string(peer), {}});
+}
+
+void Endpoint::disconnect(std::string_view peer) {
+  impl_->check_peer_name(peer);
+  impl_->post(Command{Command::Kind::disconnect, std::string(peer), {}});
+}
+
+std::optional<EndpointEvent> Endpoint::poll_event() { return impl_->events.pop(); }
+std::optional<EndpointEvent> Endpoint::wait_event(std::chrono::milliseconds timeout) {
+  return impl_->events.wait(timeout);
+}
+int Endpoint::event_fd() const noexcept { return impl_->events.native_handle(); }
+
+std::vector<std::string> Endpoint::connected_peers() const {
+  std::lock_guard lock(impl_->connected_mutex);
+  return {impl_->connected.begin(), impl_->connected.end()};
+}
+
+Endpoint::Stats Endpoint::stats() const noexcept {
+  const auto& s = impl_->stats;
+  constexpr auto relaxed = std::memory_order_relaxed;
+  return Stats{s.ticks_sent.load(relaxed),      s.ticks_received.load(relaxed), s.frames_received.load(relaxed),
+               s.frames_sent.load(relaxed),     s.accepted.load(relaxed),       s.handshakes_failed.load(relaxed)};
+}
+
+}  // namespace camlbeam::dist
