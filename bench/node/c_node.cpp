@@ -13,9 +13,11 @@
 // every connection and stdin, and reads one message from whichever is ready: several
 // Erlang nodes can call at once, and their calls are answered one after another.
 //
-//   c_node --sname NAME --cookie COOKIE [--idle-exit SECONDS]
+//   c_node --sname NAME --cookie COOKIE [--address 127.X.Y.Z] [--idle-exit SECONDS]
 // prints "ready NAME@HOST" on stdout once published, and exits 0 at end of file on stdin
-// (the port that started it closed) or after SECONDS without any event (default 600).
+// (the port that started it closed) or after SECONDS without any event (default 600). It
+// listens on --address only (default 127.0.0.1): the address this host's name resolves to,
+// which Erlang nodes connect to, and which must be a loopback one.
 #include "../ei_buffer.hpp"
 #include "../ei_tree.hpp"
 
@@ -252,8 +254,12 @@ class CNode {
 struct Options {
   std::string sname;
   std::string cookie;
+  in_addr address{htonl(INADDR_LOOPBACK)};
   int idle_exit_s = 600;
 };
+
+constexpr const char* usage =
+    "usage: c_node --sname NAME --cookie COOKIE [--address 127.X.Y.Z] [--idle-exit SECONDS] (NAME without @HOST)";
 
 Options parse(int argc, char** argv) {
   Options o;
@@ -262,11 +268,14 @@ Options parse(int argc, char** argv) {
     if (flag == "--sname") o.sname = argv[i + 1];
     else if (flag == "--cookie") o.cookie = argv[i + 1];
     else if (flag == "--idle-exit") o.idle_exit_s = std::atoi(argv[i + 1]);
-    else die("usage: c_node --sname NAME --cookie COOKIE [--idle-exit SECONDS]");
+    else if (flag == "--address") {
+      if (::inet_pton(AF_INET, argv[i + 1], &o.address) != 1 || (ntohl(o.address.s_addr) >> 24) != 127)
+        die("--address must be an IPv4 loopback address (127.X.Y.Z)");
+    } else die(usage);
   }
   if (argc % 2 == 0 || o.sname.empty() || o.cookie.empty() || o.sname.find('@') != std::string::npos ||
       o.idle_exit_s <= 0)
-    die("usage: c_node --sname NAME --cookie COOKIE [--idle-exit SECONDS] (NAME without @HOST)");
+    die(usage);
   return o;
 }
 
@@ -280,12 +289,9 @@ int main(int argc, char** argv) {
   // that pids of an earlier run are not taken for ours.
   const auto creation = static_cast<unsigned>(std::time(nullptr) & 0x7fffffff) | 4u;
   if (ei_connect_init(&ec, options.sname.c_str(), options.cookie.c_str(), creation) < 0) die("ei_connect_init failed");
-  // Loopback only: the benchmark's nodes all run on this machine (-sname hosts resolve to
-  // 127.0.0.1 here).
-  in_addr loopback{};
-  loopback.s_addr = htonl(INADDR_LOOPBACK);
+  in_addr address = options.address;  // ei_xlisten takes it by non-const pointer
   int port = 0;
-  const int listen_fd = ei_xlisten(&ec, &loopback, &port, 8);
+  const int listen_fd = ei_xlisten(&ec, &address, &port, 8);
   if (listen_fd < 0) die("ei_xlisten failed");
   CNode node(ec, listen_fd);
   const int publish_fd = ei_publish(&ec, port);

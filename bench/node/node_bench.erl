@@ -13,11 +13,12 @@
 %% when it ran.
 %%
 %% Run by bench/node/run.sh, in a distributed VM on loopback:
-%%   erl -noshell -sname NAME -setcookie C -connect_all false -kernel inet_dist_use_interface '{127,0,0,1}'
+%%   erl -noshell -sname NAME -setcookie C -connect_all false -kernel inet_dist_use_interface '{127,X,Y,Z}'
 %%       -pa EBIN -pa PORT_EBIN -run node_bench main -extra [--smoke] --c-node EXE
 %%       --payloads DIR --out FILE [--ocaml-node EXE | --ocaml-node-found EXE] [--plugin CMXS]
-%%       [--rt-rounds N] [--rt-cell-ms MS] [--load-ms MS] [--load-callers N]
-%% (--ocaml-node: given, so a node that does not come up fails the run; --ocaml-node-found:
+%%       --address 127.X.Y.Z [--rt-rounds N] [--rt-cell-ms MS] [--load-ms MS] [--load-callers N]
+%% (--address: the loopback address this host's name resolves to, where every node listens.
+%% --ocaml-node: given, so a node that does not come up fails the run; --ocaml-node-found:
 %% found in the build, so one that does not come up is reported unavailable, with why.)
 %% It halts 0 when every check passed (missed targets are reported, not failures), 1 on an
 %% error or a failed check.
@@ -70,7 +71,7 @@ wait_run(Monitor, Keepers) ->
 %% {flag, key in the options, how its value is read}
 -define(OPTIONS, [{"--c-node", c_node, string}, {"--ocaml-node", ocaml_node, string},
                   {"--ocaml-node-found", ocaml_node_found, string}, {"--plugin", plugin, string},
-                  {"--payloads", payloads, string}, {"--out", out, string},
+                  {"--payloads", payloads, string}, {"--out", out, string}, {"--address", address, string},
                   {"--rt-rounds", rt_rounds, integer}, {"--rt-cell-ms", rt_cell_ms, integer},
                   {"--load-ms", load_ms, integer}, {"--load-callers", load_callers, integer}]).
 
@@ -100,10 +101,10 @@ run(Opts = #{mode := Mode, out := Out, c_node := CNodeExe}) ->
     {ok, Fd} = file:open(Out, [write, {encoding, utf8}]),
     put(report_fd, Fd),
     Suffix = os:getpid(),  % unique on this machine: names are EPMD's, shared with other runs
-    {ErlPeer, ErlNode} = start_peer("nb_erl_" ++ Suffix),
+    {ErlPeer, ErlNode} = start_peer("nb_erl_" ++ Suffix, maps:get(address, Cfg0)),
     %% peer:call needs an alternative connection; over the distribution, erpc is the way.
     {ok, _} = erpc:call(ErlNode, gen_server, start, [{local, echo}, ?MODULE, [], []], ?CALL_TIMEOUT),
-    CNode = start_os_node(c_node, CNodeExe, "nb_c_" ++ Suffix, []),
+    CNode = start_os_node(c_node, CNodeExe, "nb_c_" ++ Suffix, ["--address", maps:get(address, Cfg0)]),
     Ocaml = ocaml_node(Cfg0, "nb_ocaml_" ++ Suffix),
     Targets = [{erl_node, {echo, ErlNode}}, {c_node, {c_node, CNode}}]
         ++ case Ocaml of
@@ -126,16 +127,21 @@ p(Fmt, Args) -> port_bench:p(Fmt, Args).
 
 %% ---- The nodes ----
 
--spec start_peer(string()) -> {pid(), node()}.
-start_peer(Name) ->
+-spec start_peer(string(), string()) -> {pid(), node()}.
+start_peer(Name, Address) ->
     %% The load callers run this module, which uses port_bench. -connect_all false: the nodes
     %% connect only to the nodes they call, not all to all (global's mesh and its warnings
     %% when peers stop are no part of what is measured).
     Paths = lists:append([["-pa", filename:dirname(code:which(M))] || M <- [?MODULE, port_bench]]),
     {ok, Peer, Node} = peer:start(#{name => list_to_atom(Name), wait_boot => ?UP_TIMEOUT_MS,
                                     args => ["-setcookie", atom_to_list(erlang:get_cookie()), "-connect_all", "false" | Paths] ++ [
-                                             "-kernel", "inet_dist_use_interface", "{127,0,0,1}"]}),
+                                             "-kernel", "inet_dist_use_interface", interface(Address)]}),
     {Peer, Node}.
+
+%% "127.0.1.1" -> "{127,0,1,1}", as -kernel inet_dist_use_interface wants it.
+interface(Address) ->
+    {ok, Tuple} = inet:parse_ipv4strict_address(Address),
+    lists:flatten(io_lib:format("~w", [Tuple])).
 
 %% The OCaml node's column: {available, Dest} once camlbeam-node answers a ping and
 %% {call, id, [42]}. Only a missing executable, or one found in the build that does not
@@ -340,13 +346,14 @@ call_fun(Target, Payload, Dest) ->
 
 %% ---- Calls from 4 Erlang nodes at once ----
 
-load(Cfg = #{load_payloads := Names, load_rounds := Rounds, load_ms := Ms, load_callers := Callers, payloads := Dir},
+load(Cfg = #{load_payloads := Names, load_rounds := Rounds, load_ms := Ms, load_callers := Callers, payloads := Dir,
+            address := Address},
      Targets) ->
     p("~n== Call rate from ~b Erlang nodes at once, ~b callers each, calls/s over ~b ms ==~n",
       [?LOAD_NODES, Callers, Ms]),
     Suffix = os:getpid(),
     Parent = self(),
-    Starters = [spawn_link(fun() -> Parent ! {peer, self(), start_peer(lists:concat(["nb_load", I, "_", Suffix]))} end)
+    Starters = [spawn_link(fun() -> Parent ! {peer, self(), start_peer(lists:concat(["nb_load", I, "_", Suffix]), Address)} end)
                 || I <- lists:seq(1, ?LOAD_NODES)],
     Peers = [receive {peer, S, Peer} -> Peer after ?WAIT -> error(load_peer_not_started) end || S <- Starters],
     p("~-12s ~-11s ~10s  ~8s ~9s~n", ["payload", "target", "calls/s", "rate/c", "rate/erl"]),

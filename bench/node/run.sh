@@ -8,15 +8,16 @@
 #
 #   bench/node/run.sh             Release build in ./build, full run (about 2 minutes), report
 #   bench/node/run.sh --smoke     every measurement for a few iterations, every echo checked,
-#                                 no verdicts (~10 s once built)
+#                                 no verdicts (~3 s once built)
 #   options: --build-dir DIR (default ./build)   --no-build (use DIR as it is)
 #            --ocaml-node EXE    camlbeam-node to measure (default: one found in DIR, if any)
 #            --plugin CMXS       its plugin (default DIR/bench/port/port_bench_exports.cmxs)
 #            --rt-rounds N  --rt-cell-ms MS  --load-ms MS  --load-callers N   passed to the driver
 #
-# Loopback only: the nodes are -sname nodes of this host, and epmd is started on 127.0.0.1
-# if none answers. Without epmd it exits 77 (the ctest's "skipped"). The report goes to
-# BUILD/bench/results/node-report[-smoke].txt.
+# Loopback only: the nodes are -sname nodes of this host, listening on the loopback address
+# its name resolves to, and epmd is started on 127.0.0.1 if none answers. Without epmd, or
+# when the host's name does not resolve to a loopback address, it exits 77 (the ctest's
+# "skipped"). The report goes to BUILD/bench/results/node-report[-smoke].txt.
 set -euo pipefail
 
 say() { echo "node bench: $*" >&2; }
@@ -37,7 +38,7 @@ while [[ $# -gt 0 ]]; do
     --ocaml-node) ocaml_node=$(realpath "$2"); shift ;;
     --plugin) plugin=$(realpath "$2"); shift ;;
     --rt-rounds|--rt-cell-ms|--load-ms|--load-callers) driver_args+=("$1" "$2"); shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) die "unknown argument $1" ;;
   esac
   shift
@@ -88,6 +89,11 @@ if ! epmd -names >/dev/null 2>&1; then
   epmd -names >/dev/null 2>&1 || { say "skipped: epmd does not answer"; exit 77; }
 fi
 
+# Every node listens on the address this host's name resolves to (-sname nodes connect to
+# NAME@HOST there), and only if it is a loopback one.
+address=$(getent ahostsv4 "$(hostname -s)" | awk 'NR == 1 { print $1 }')
+[[ "$address" == 127.* ]] || { say "skipped: $(hostname -s) resolves to '$address', not to a loopback address"; exit 77; }
+
 # The payload files are etf_bench.escript's, shared by every benchmark of the build.
 payloads="$build/bench/payloads"
 mkdir -p "$payloads" "$build/bench/results"
@@ -100,7 +106,7 @@ esac
 cookie="nodebench_$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
 say "running the $mode benchmark (report: $out)"
 ERL_CRASH_DUMP_SECONDS=0 timeout --kill-after=10 "$limit" \
-  erl -noshell -sname "nb_driver_$$" -setcookie "$cookie" -connect_all false -kernel inet_dist_use_interface '{127,0,0,1}' \
+  erl -noshell -sname "nb_driver_$$" -setcookie "$cookie" -connect_all false -kernel inet_dist_use_interface "{${address//./,}}" \
   -pa "$here/ebin" -pa "$port/ebin" -run node_bench main -extra "${flags[@]}" "${driver_args[@]}" \
-  --c-node "$here/c_node" "${ocaml_args[@]}" --payloads "$payloads" --out "$out" ||
+  --address "$address" --c-node "$here/c_node" "${ocaml_args[@]}" --payloads "$payloads" --out "$out" ||
   die "the benchmark failed (status $?)"
