@@ -39,6 +39,9 @@
 -type target() :: erl_node | c_node | ocaml_node.
 -type dest() :: {atom(), node()}.
 -type ocaml() :: {available, dest()} | {unavailable, string()}.
+-type cell() :: {[integer()], non_neg_integer(), integer()}.  % latencies (ns), calls, wall time (ns)
+-type runs() :: [{1 | 2, [[{target(), cell()}]]}].           % per callers, per round
+-type verdict() :: {number() | unavailable, '=<' | '>=', float()}.
 
 %% ---- Entry ----
 
@@ -56,6 +59,7 @@ main() ->
                                  end),
     halt(wait_run(Monitor, [])).
 
+-spec wait_run(reference(), [pid()]) -> 0 | 1.
 wait_run(Monitor, Keepers) ->
     receive
         {keeper, Keeper} ->
@@ -75,6 +79,7 @@ wait_run(Monitor, Keepers) ->
                   {"--rt-rounds", rt_rounds, integer}, {"--rt-cell-ms", rt_cell_ms, integer},
                   {"--load-ms", load_ms, integer}, {"--load-callers", load_callers, integer}]).
 
+-spec options([string()], map()) -> map().
 options([], Opts) -> Opts;
 options(["--smoke" | Rest], Opts) -> options(Rest, Opts#{mode => smoke});
 options([Flag, Value | Rest], Opts) ->
@@ -86,6 +91,7 @@ options([Flag, Value | Rest], Opts) ->
 options(Other, _) -> error({bad_options, Other}).
 
 %% What each mode does. smoke: every code path for a few iterations, checks, no verdicts.
+-spec config(full | smoke) -> map().
 config(full) ->
     %% Many short rounds, every target in each: a burst of load from another tenant falls
     %% on all targets alike, not on one.
@@ -95,6 +101,7 @@ config(smoke) ->
     #{rt_cell_ms => 5, rt_rounds => 1, warm_ms => 1,
       load_ms => 100, load_rounds => 1, load_callers => 2, load_payloads => ["int42", "mixed_tuple"]}.
 
+-spec run(map()) -> ok.
 run(Opts = #{mode := Mode, out := Out, c_node := CNodeExe}) ->
     Cfg0 = maps:merge(config(Mode), Opts),
     node() =/= nonode@nohost orelse error(not_distributed),
@@ -123,6 +130,7 @@ run(Opts = #{mode := Mode, out := Out, c_node := CNodeExe}) ->
     ok = peer:stop(ErlPeer),
     ok = file:close(Fd).
 
+-spec p(io:format(), [term()]) -> ok.
 p(Fmt, Args) -> port_bench:p(Fmt, Args).
 
 %% ---- The nodes ----
@@ -139,6 +147,7 @@ start_peer(Name, Address) ->
     {Peer, Node}.
 
 %% "127.0.1.1" -> "{127,0,1,1}", as -kernel inet_dist_use_interface wants it.
+-spec interface(string()) -> string().
 interface(Address) ->
     {ok, Tuple} = inet:parse_ipv4strict_address(Address),
     lists:flatten(io_lib:format("~w", [Tuple])).
@@ -175,42 +184,56 @@ start_os_node(Label, Exe, Name, Args) ->
     [_, Host] = string:split(atom_to_list(node()), "@"),
     Node = list_to_atom(Name ++ "@" ++ Host),
     Cookie = atom_to_list(erlang:get_cookie()),
-    Keeper = spawn(fun() -> keeper(Label, Exe, ["--sname", Name, "--cookie", Cookie | Args]) end),
+    Starter = self(),
+    Keeper = spawn(fun() -> keeper(Starter, Label, Exe, ["--sname", Name, "--cookie", Cookie | Args]) end),
     get(main) ! {keeper, Keeper},
-    wait_pong(Node, erlang:monotonic_time(millisecond) + ?UP_TIMEOUT_MS) orelse
-        error({no_pong, Label, Node}),
-    Node.
-
-wait_pong(Node, Until) ->
-    case net_adm:ping(Node) of
-        pong -> true;
-        pang ->
-            erlang:monotonic_time(millisecond) < Until andalso
-                begin timer:sleep(50), wait_pong(Node, Until) end
+    case wait_pong(Node, Keeper, erlang:monotonic_time(millisecond) + ?UP_TIMEOUT_MS) of
+        pong -> Node;
+        Other -> error({no_pong, Label, Node, Other})
     end.
 
-keeper(Label, Exe, Args) ->
+%% pong, or why not: the program exited, or the time ran out.
+-spec wait_pong(node(), pid(), integer()) -> pong | {exited, integer()} | timeout.
+wait_pong(Node, Keeper, Until) ->
+    case net_adm:ping(Node) of
+        pong -> pong;
+        pang ->
+            receive {os_node_exited, Keeper, Status} -> {exited, Status}
+            after 50 ->
+                case erlang:monotonic_time(millisecond) < Until of
+                    true -> wait_pong(Node, Keeper, Until);
+                    false -> timeout
+                end
+            end
+    end.
+
+-spec keeper(pid(), target(), string(), [string()]) -> ok.
+keeper(Starter, Label, Exe, Args) ->
     Port = open_port({spawn_executable, Exe}, [{args, Args}, {line, 1024}, use_stdio, stderr_to_stdout, exit_status]),
     {os_pid, OsPid} = erlang:port_info(Port, os_pid),
-    keeper_loop(Label, Port, OsPid).
+    keeper_loop(Starter, Label, Port, OsPid).
 
-keeper_loop(Label, Port, OsPid) ->
+-spec keeper_loop(pid(), target(), port() | exited, non_neg_integer()) -> ok.
+keeper_loop(Starter, Label, Port, OsPid) ->
     receive
         {Port, {data, {_, Line}}} ->
             io:format(standard_error, "node_bench: ~s: ~ts~n", [Label, Line]),
-            keeper_loop(Label, Port, OsPid);
+            keeper_loop(Starter, Label, Port, OsPid);
         {Port, {exit_status, Status}} ->
             io:format(standard_error, "node_bench: ~s exited with status ~b~n", [Label, Status]),
-            keeper_loop(Label, exited, OsPid);
+            Starter ! {os_node_exited, self(), Status},
+            keeper_loop(Starter, Label, exited, OsPid);
         {stop, From} ->
             %% Closing the port closes its stdin (c_node exits then); whatever still runs
             %% after a second is killed.
             Port =/= exited andalso port_close(Port),
             ok = wait_gone(OsPid, 20, "TERM"),
-            From ! {stopped, self()}
+            From ! {stopped, self()},
+            ok
     after ?WAIT * 4 -> ok  % the run's limit is shorter; the main process stops it first
     end.
 
+-spec wait_gone(non_neg_integer(), non_neg_integer(), string()) -> ok.
 wait_gone(OsPid, 0, "TERM") ->
     _ = os:cmd("kill -TERM " ++ integer_to_list(OsPid)),
     wait_gone(OsPid, 20, "KILL");
@@ -223,12 +246,14 @@ wait_gone(OsPid, Tries, Signal) ->
         true -> timer:sleep(50), wait_gone(OsPid, Tries - 1, Signal)
     end.
 
+-spec stop_os_node(pid()) -> ok.
 stop_os_node(Keeper) ->
     Keeper ! {stop, self()},
     receive {stopped, Keeper} -> ok after 5000 -> ok end.
 
 %% ---- Round trips ----
 
+-spec round_trips(map(), [{target(), dest()}]) -> [{string(), [verdict()]}].
 round_trips(Cfg = #{payloads := Dir, ocaml := Ocaml}, Targets) ->
     p("~n== Round trip: gen_server:call(Dest, {call, id, [P]}) -> {ok, P}, times in microseconds ==~n", []),
     p("~-12s ~7s  ~-11s ~9s ~9s ~9s  ~8s ~9s  ~8s ~9s~n",
@@ -246,6 +271,7 @@ round_trips(Cfg = #{payloads := Dir, ocaml := Ocaml}, Targets) ->
     end,
     Verdicts.
 
+-spec round_trip_payload(map(), [{target(), dest()}], string(), term()) -> {string(), [verdict()]}.
 round_trip_payload(Cfg = #{rt_rounds := Rounds}, Targets, Name, Payload) ->
     Runs = [{C, [[{T, cell(Cfg, T, Dest, Payload, C)} || {T, Dest} <- rotate(R, Targets)] || R <- lists:seq(1, Rounds)]}
             || C <- [1, 2]],
@@ -272,6 +298,7 @@ round_trip_payload(Cfg = #{rt_rounds := Rounds}, Targets, Name, Payload) ->
 %% ?TARGETS: p50 of one caller no worse than either baseline's, calls/s of two callers no
 %% lower. Each round's OCaml cell is paired with the baseline's cell of the same round
 %% (adjacent in time, so under the same load), and the median of the ratios is judged.
+-spec round_trip_verdicts(map(), string(), runs()) -> {string(), [verdict()]}.
 round_trip_verdicts(#{ocaml := Ocaml}, Name, Runs) ->
     Measures = #{p50 => fun cell_p50/1, rate => fun cell_rate/1},
     {Name, [{case Ocaml of
@@ -283,15 +310,19 @@ round_trip_verdicts(#{ocaml := Ocaml}, Name, Runs) ->
              end, Op, 1.0}
             || {_, C, What, Base, Op} <- ?TARGETS]}.
 
+-spec cell_p50(cell()) -> number().
 cell_p50({Lats, _, _}) -> port_bench:median(Lats).
+-spec cell_rate(cell()) -> float().
 cell_rate({_, Calls, Wall}) -> Calls * 1.0e9 / Wall.
 
 %% {p50, p99, calls/s} of the cells of one target.
+-spec pooled([cell()]) -> {integer(), integer(), float()}.
 pooled(Cells) ->
     Sorted = lists:sort(lists:append([L || {L, _, _} <- Cells])),
     {port_bench:percentile(Sorted, 50), port_bench:percentile(Sorted, 99),
      lists:sum([N || {_, N, _} <- Cells]) * 1.0e9 / lists:sum([W || {_, _, W} <- Cells])}.
 
+-spec rotate(non_neg_integer(), [T]) -> [T].
 rotate(R, L) ->
     {A, B} = lists:split(R rem length(L), L),
     B ++ A.
@@ -309,6 +340,7 @@ cell(#{warm_ms := WarmMs, rt_cell_ms := CellMs}, Target, Dest, Payload, Callers)
     Wall = now_ns() - T0,
     {lists:append([L || {L, _} <- Done]), lists:sum([N || {_, N} <- Done]), Wall}.
 
+-spec rt_caller(pid(), target(), dest(), term(), non_neg_integer()) -> {done, pid(), {[integer()], pos_integer()}}.
 rt_caller(Parent, Target, Dest, Payload, WarmMs) ->
     Call = call_fun(Target, Payload, Dest),
     (Call())(),
@@ -319,6 +351,8 @@ rt_caller(Parent, Target, Dest, Payload, WarmMs) ->
     end.
 
 %% Calls until Until (ns), each one timed alone; its check comes after the time is taken.
+-spec timed_until(fun(() -> fun(() -> ok)), integer(), [integer()], non_neg_integer()) ->
+          {[integer()], pos_integer()}.
 timed_until(Call, Until, Lats, Calls) ->
     T0 = now_ns(),
     Check = Call(),
@@ -346,6 +380,7 @@ call_fun(Target, Payload, Dest) ->
 
 %% ---- Calls from 4 Erlang nodes at once ----
 
+-spec load(map(), [{target(), dest()}]) -> ok.
 load(Cfg = #{load_payloads := Names, load_rounds := Rounds, load_ms := Ms, load_callers := Callers, payloads := Dir,
             address := Address},
      Targets) ->
@@ -377,6 +412,7 @@ load(Cfg = #{load_payloads := Names, load_rounds := Rounds, load_ms := Ms, load_
     end.
 
 %% Calls/s of every caller of every load node together, each in its own window.
+-spec load_round(map(), [node()], dest(), term()) -> float().
 load_round(#{load_ms := Ms, load_callers := Callers, warm_ms := WarmMs}, Nodes, Dest, Payload) ->
     Callers1 = [spawn_monitor(N, ?MODULE, load_caller, [self(), Dest, Payload, WarmMs])
                 || N <- Nodes, _ <- lists:seq(1, Callers)],
@@ -406,6 +442,7 @@ load_caller(Parent, Dest, Payload, WarmMs) ->
     after ?WAIT -> error(no_go)
     end.
 
+-spec count_until(fun(() -> fun(() -> ok)), integer(), non_neg_integer()) -> pos_integer().
 count_until(Call, Until, Calls) ->
     (Call())(),
     case now_ns() >= Until of
@@ -417,6 +454,7 @@ count_until(Call, Until, Calls) ->
 
 %% One row a payload, one column a target: the ratio and PASS or miss (full mode, the OCaml
 %% node measured), "-" (smoke mode) or "unavailable".
+-spec verdicts(full | smoke, [{string(), [verdict()]}]) -> ok.
 verdicts(Mode, Verdicts) ->
     p("~n== Targets: ocaml_node against each baseline (medians over rounds of paired cells) ==~n", []),
     p("~-12s~s~n", ["payload", [io_lib:format(" ~20s", [Head]) || {Head, _, _, _, _} <- ?TARGETS]]),
@@ -427,6 +465,7 @@ verdicts(Mode, Verdicts) ->
         full -> ok
     end.
 
+-spec verdict(full | smoke, verdict()) -> iodata().
 verdict(_, {unavailable, _, _}) -> "unavailable";
 verdict(smoke, {Ratio, _, _}) -> io_lib:format("~.3f -", [Ratio]);
 verdict(full, {Ratio, Op, Limit}) ->
@@ -447,4 +486,5 @@ handle_cast(_, State) -> {noreply, State}.
 
 %% ---- Helpers ----
 
+-spec now_ns() -> integer().
 now_ns() -> erlang:monotonic_time(nanosecond).
