@@ -41,7 +41,8 @@
 -type ocaml() :: {available, dest()} | {unavailable, string()}.
 -type cell() :: {[integer()], non_neg_integer(), integer()}.  % latencies (ns), calls, wall time (ns)
 -type runs() :: [{1 | 2, [[{target(), cell()}]]}].           % per callers, per round
--type verdict() :: {number() | unavailable, '=<' | '>=', float()}.
+%% {the median of the per-round ratios and their quartiles (the run's own noise), op, limit}
+-type verdict() :: {{number(), number(), number()} | unavailable, '=<' | '>=', float()}.
 
 %% ---- Entry ----
 
@@ -304,8 +305,9 @@ round_trip_verdicts(#{ocaml := Ocaml}, Name, Runs) ->
     {Name, [{case Ocaml of
                  {available, _} ->
                      Measure = maps:get(What, Measures),
-                     port_bench:median([Measure(proplists:get_value(ocaml_node, Round)) / Measure(proplists:get_value(Base, Round))
-                                        || Round <- proplists:get_value(C, Runs)]);
+                     Ratios = lists:sort([Measure(proplists:get_value(ocaml_node, Round)) / Measure(proplists:get_value(Base, Round))
+                                          || Round <- proplists:get_value(C, Runs)]),
+                     {port_bench:median(Ratios), port_bench:percentile(Ratios, 25), port_bench:percentile(Ratios, 75)};
                  {unavailable, _} -> unavailable
              end, Op, 1.0}
             || {_, C, What, Base, Op} <- ?TARGETS]}.
@@ -459,7 +461,15 @@ verdicts(Mode, Verdicts) ->
     p("~n== Targets: ocaml_node against each baseline (medians over rounds of paired cells) ==~n", []),
     p("~-12s~s~n", ["payload", [io_lib:format(" ~20s", [Head]) || {Head, _, _, _, _} <- ?TARGETS]]),
     p("~-12s~s~n", ["", [io_lib:format(" ~20s", [io_lib:format("(~s 1.00)", [Op])]) || {_, _, _, _, Op} <- ?TARGETS]]),
-    [p("~-12s~s~n", [Name, [io_lib:format(" ~20s", [verdict(Mode, V)]) || V <- Row]]) || {Name, Row} <- Verdicts],
+    Quartiles = fun({{_, Q1, Q3}, _, _}) -> io_lib:format("~.3f-~.3f", [Q1, Q3]) end,
+    Measured = fun(Row) -> Mode =:= full andalso not lists:keymember(unavailable, 1, Row) end,
+    [begin
+         p("~-12s~s~n", [Name, [io_lib:format(" ~20s", [verdict(Mode, V)]) || V <- Row]]),
+         Measured(Row) andalso p("~-12s~s~n", ["", [io_lib:format(" ~20s", [Quartiles(V)]) || V <- Row]])
+     end || {Name, Row} <- Verdicts],
+    p("(each cell: the median over the rounds of the ratio of two cells of one round, then PASS or miss;~n"
+      " under it, the quartiles of those ratios: a miss whose quartiles straddle the limit is within~n"
+      " this run's noise)~n", []),
     case Mode of
         smoke -> p("(smoke mode: a few iterations, no verdicts)~n", []);
         full -> ok
@@ -467,8 +477,8 @@ verdicts(Mode, Verdicts) ->
 
 -spec verdict(full | smoke, verdict()) -> iodata().
 verdict(_, {unavailable, _, _}) -> "unavailable";
-verdict(smoke, {Ratio, _, _}) -> io_lib:format("~.3f -", [Ratio]);
-verdict(full, {Ratio, Op, Limit}) ->
+verdict(smoke, {{Ratio, _, _}, _, _}) -> io_lib:format("~.3f -", [Ratio]);
+verdict(full, {{Ratio, _, _}, Op, Limit}) ->
     Pass = case Op of '=<' -> Ratio =< Limit; '>=' -> Ratio >= Limit end,
     io_lib:format("~.3f ~s", [Ratio, case Pass of true -> "PASS"; false -> "miss" end]).
 
