@@ -6,7 +6,7 @@
 # camlbeam-node exists the report says "ocaml_node: unavailable (...)" and measures the
 # baselines only.
 #
-#   bench/node/run.sh             Release build in ./build, full run (about 2 minutes), report
+#   bench/node/run.sh             Release build in ./build, full run (about 90 s), report
 #   bench/node/run.sh --smoke     every measurement for a few iterations, every echo checked,
 #                                 no verdicts (~3 s once built)
 #   options: --build-dir DIR (default ./build)   --no-build (use DIR as it is)
