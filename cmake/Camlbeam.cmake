@@ -8,6 +8,41 @@ function(camlbeam_warnings target)
 endfunction()
 
 # libei from erlang-dev (erl_interface): a baseline and a test oracle, never our codec.
+# The Erlang application finds its executables in its priv directory (erlang/README.md):
+# those of each OCaml in priv/ocaml-<version> (option ocaml), and those of the build for
+# the OCaml on PATH in priv itself too (the default). With CAMLBEAM_ERLANG_PRIV, `target`
+# is copied there after each build.
+function(camlbeam_copy_to_priv target)
+  if(NOT CAMLBEAM_ERLANG_PRIV)
+    return()
+  endif()
+  set(priv "${CMAKE_SOURCE_DIR}/erlang/priv")
+  set(copies COMMAND ${CMAKE_COMMAND} -E make_directory "${priv}/ocaml-${CAMLBEAM_OCAML_VERSION}"
+             COMMAND ${CMAKE_COMMAND} -E copy_if_different $<TARGET_FILE:${target}> "${priv}/ocaml-${CAMLBEAM_OCAML_VERSION}/")
+  if(NOT CAMLBEAM_OCAML_PREFIX)
+    list(APPEND copies COMMAND ${CMAKE_COMMAND} -E copy_if_different $<TARGET_FILE:${target}> "${priv}/")
+  endif()
+  add_custom_command(TARGET ${target} POST_BUILD ${copies} VERBATIM)
+endfunction()
+
+# gtest_discover_tests with several labels (CI's sanitizer stage runs -L 'unit|port'): a
+# list given to its PROPERTIES is split into separate arguments (LABELS dist unit), which
+# labels the tests with the first only. The labels are set at ctest time instead, once the
+# tests are discovered.
+#   camlbeam_discover_tests(target LABELS dist unit [TIMEOUT seconds])
+function(camlbeam_discover_tests target)
+  cmake_parse_arguments(PARSE_ARGV 1 arg "" "TIMEOUT" "LABELS")
+  set(properties "")
+  if(arg_TIMEOUT)
+    set(properties PROPERTIES TIMEOUT ${arg_TIMEOUT})
+  endif()
+  gtest_discover_tests(${target} DISCOVERY_TIMEOUT 60 ${properties})
+  set(labels_file "${CMAKE_CURRENT_BINARY_DIR}/${target}_labels.cmake")
+  file(WRITE "${labels_file}"
+       "if(DEFINED ${target}_TESTS)\n  set_tests_properties(\${${target}_TESTS} PROPERTIES LABELS \"${arg_LABELS}\")\nendif()\n")
+  set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES "${labels_file}")
+endfunction()
+
 function(camlbeam_find_ei)
   if(TARGET camlbeam::ei)
     return()
