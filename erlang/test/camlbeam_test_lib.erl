@@ -10,7 +10,7 @@
 -include_lib("common_test/include/ct.hrl").
 
 -export([groups/1, init_per_suite/1, end_per_suite/1, init_per_group/2]).
--export([transport/1, plugin/2, plugin/3, pool_options/2, start_pool/2]).
+-export([transport/1, plugin/2, plugin/3, pool_options/2, start_pool/2, workers_dir/0]).
 -export([wait_until/2, wait_until/3, os_pid_alive/1, new_os_pids/2, flush/0]).
 -export([worker_processes/2, wait_gone/2, kill_workers/2]).
 -export([add_log_collector/0, remove_log_collector/1, logged/2, mentions/2]).
@@ -66,11 +66,7 @@ init_per_suite(Config) ->
                   false -> filename:join([repository(), "build", "erlang"]);
                   Given -> Given
               end,
-    Workers = case {os:getenv("CAMLBEAM_PORT_DIR"), ocaml_option()} of
-                  {false, #{ocaml := Version}} -> filename:join(code:priv_dir(camlbeam), "ocaml-" ++ Version);
-                  {false, #{}} -> code:priv_dir(camlbeam);
-                  {PortDir, _} -> PortDir
-              end,
+    Workers = workers_dir(),
     Missing = [Path || Path <- [filename:join(Plugins, "camlbeam_test.cmxs"),
                                 filename:join(Plugins, "camlbeam_test.cma"),
                                 filename:join(Workers, "camlbeam-port"),
@@ -79,6 +75,15 @@ init_per_suite(Config) ->
     Missing =:= [] orelse
         ct:fail("~p missing: build first (erlang/README.md)", [Missing]),
     [{plugins_dir, Plugins}, {other_ocaml_plugins_dir, other_ocaml_plugins()} | Config].
+
+%% Where the executables of this run's OCaml are: camlbeam-port, camlbeam-port-bytecode and
+%% camlbeam-node.
+workers_dir() ->
+    case {os:getenv("CAMLBEAM_PORT_DIR"), ocaml_option()} of
+        {false, #{ocaml := Version}} -> filename:join(code:priv_dir(camlbeam), "ocaml-" ++ Version);
+        {false, #{}} -> code:priv_dir(camlbeam);
+        {PortDir, _} -> PortDir
+    end.
 
 %% The plugins of the build for the other OCaml (4.13 and 5.3: build/erlang and
 %% build-ocaml5/erlang), which the workers of this run must refuse.

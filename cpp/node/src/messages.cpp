@@ -31,59 +31,105 @@ std::optional<std::pair<const Term*, const Term*>> fun_and_args(const Term& requ
 
 }  // namespace
 
-std::optional<std::variant<GenCall, GenCast>> gen_message(const Term& message) {
-  const auto elements = message.tuple_elements();
+std::optional<std::variant<GenCall, GenCast>> gen_message(Term message) {
+  auto* tuple = std::get_if<etf::Tuple>(&message.repr());
+  if (tuple == nullptr) return std::nullopt;
+  auto& elements = tuple->elements;
   if (elements.size() == 3 && elements[0].is_atom("$gen_call")) {
     const auto from = elements[1].tuple_elements();
-    if (from.size() != 2 || from[0].kind() != etf::Kind::pid) return std::nullopt;
-    return GenCall{from[0], from[1], elements[2]};
+    if (from.size() != 2) return std::nullopt;
+    const auto* pid = from[0].get_if<etf::Boxed<etf::Pid>>();
+    if (pid == nullptr) return std::nullopt;
+    return GenCall{**pid, from[1], std::move(elements[2])};
   }
-  if (elements.size() == 2 && elements[0].is_atom("$gen_cast")) return GenCast{elements[1]};
+  if (elements.size() == 2 && elements[0].is_atom("$gen_cast")) return GenCast{std::move(elements[1])};
   return std::nullopt;
 }
 
-std::optional<Term> host_call(const Term& request, const Term& ref, std::optional<std::uint32_t> timeout_ms) {
-  const auto parts = fun_and_args(request, "call");
+namespace {
+
+// {Tag, Fun, Args} taken apart, Fun and Args moved out of it.
+std::optional<std::pair<Term, Term>> take_fun_and_args(Term& request, std::string_view tag) {
+  if (!fun_and_args(request, tag)) return std::nullopt;
+  auto& elements = std::get<etf::Tuple>(request.repr()).elements;
+  return std::pair{std::move(elements[1]), std::move(elements[2])};
+}
+
+}  // namespace
+
+std::optional<Term> host_call(Term request, Term ref, std::optional<std::uint32_t> timeout_ms) {
+  auto parts = take_fun_and_args(request, "call");
   if (!parts) return std::nullopt;
-  std::vector<Term> elements{Term::atom("call"), ref, *parts->first, *parts->second};
+  std::vector<Term> elements;
+  elements.reserve(5);
+  elements.push_back(Term::atom("call"));
+  elements.push_back(std::move(ref));
+  elements.push_back(std::move(parts->first));
+  elements.push_back(std::move(parts->second));
   if (timeout_ms) elements.push_back(Term::integer(*timeout_ms));
   return Term::tuple(std::move(elements));
 }
 
-std::optional<Term> host_cast(const Term& request) {
-  const auto parts = fun_and_args(request, "cast");
+std::optional<Term> host_cast(Term request) {
+  auto parts = take_fun_and_args(request, "cast");
   if (!parts) return std::nullopt;
-  return Term::tuple({Term::atom("cast"), *parts->first, *parts->second});
+  std::vector<Term> elements;
+  elements.reserve(3);
+  elements.push_back(Term::atom("cast"));
+  elements.push_back(std::move(parts->first));
+  elements.push_back(std::move(parts->second));
+  return Term::tuple(std::move(elements));
 }
 
-Term bad_request(std::string_view message) {
-  return Term::tuple({Term::atom("error"), Term::tuple({Term::atom("bad_request"), Term::binary(message)})});
+Term error_answer(std::string_view kind, std::string_view message) {
+  return tuple_of(Term::atom("error"), tuple_of(Term::atom(kind), Term::binary(message)));
 }
 
-std::optional<ExecuteCall> execute_call(const Term& module, const Term& function, const Term& args) {
+std::optional<ExecuteCall> execute_call(const Term& module, const Term& function, Term args) {
   if (!module.is_atom("erpc") || !function.is_atom("execute_call")) return std::nullopt;
-  const auto* list = args.get_if<etf::List>();
+  auto* list = std::get_if<etf::List>(&args.repr());
   // [Ref, M, F, A]: four items and the [] tail.
   if (list == nullptr || list->items.size() != 5 || list->items[4].kind() != etf::Kind::nil) return std::nullopt;
-  const auto& items = list->items;
+  auto& items = list->items;
   if (items[1].kind() != etf::Kind::atom || items[2].kind() != etf::Kind::atom || !is_proper_list(items[3])) {
     return std::nullopt;
   }
-  return ExecuteCall{items[0], items[1], items[2], items[3]};
+  return ExecuteCall{std::move(items[0]), std::move(items[1]), std::move(items[2]), std::move(items[3])};
 }
 
-Term execute_call_exit(const ExecuteCall& call, const Term& answer) {
-  const auto elements = answer.tuple_elements();
-  if (elements.size() == 2 && elements[0].is_atom("ok")) {
-    return Term::tuple({call.ref, Term::atom("return"), elements[1]});
-  }
-  Term reason = elements.size() == 2 ? elements[1] : answer;
+namespace {
+
+// The Reason of a failed call as Erlang would raise it, and the stack it came from.
+std::pair<Term, Term> failure(const ExecuteCall& call, Term answer) {
+  auto* elements = std::get_if<etf::Tuple>(&answer.repr());
+  Term reason = elements != nullptr && elements->elements.size() == 2 ? std::move(elements->elements[1])
+                                                                      : std::move(answer);
   // {undef, {M, F}} or {undef, F}: what calling a missing Erlang function raises.
   if (const auto why = reason.tuple_elements(); why.size() == 2 && why[0].is_atom("undef")) {
     reason = Term::atom("undef");
   }
-  Term stack = Term::list({Term::tuple({call.module, call.function, call.args, Term::nil()})});
-  return Term::tuple({call.ref, Term::atom("error"), std::move(reason), std::move(stack)});
+  return {std::move(reason), Term::list({Term::tuple({call.module, call.function, call.args, Term::nil()})})};
+}
+
+// The Result of {ok, Result}, moved out.
+std::optional<Term> ok_result(Term& answer) {
+  auto* tuple = std::get_if<etf::Tuple>(&answer.repr());
+  if (tuple == nullptr || tuple->elements.size() != 2 || !tuple->elements[0].is_atom("ok")) return std::nullopt;
+  return std::move(tuple->elements[1]);
+}
+
+}  // namespace
+
+Term execute_call_exit(const ExecuteCall& call, Term answer) {
+  if (auto result = ok_result(answer)) return tuple_of(call.ref, Term::atom("return"), std::move(*result));
+  auto [reason, stack] = failure(call, std::move(answer));
+  return tuple_of(call.ref, Term::atom("error"), std::move(reason), std::move(stack));
+}
+
+Term rpc_result(const ExecuteCall& call, Term answer) {
+  if (auto result = ok_result(answer)) return std::move(*result);
+  auto [reason, stack] = failure(call, std::move(answer));
+  return tuple_of(Term::atom("badrpc"), tuple_of(Term::atom("EXIT"), tuple_of(std::move(reason), std::move(stack))));
 }
 
 }  // namespace camlbeam::node

@@ -9,13 +9,14 @@
 #include <cstdint>
 #include <optional>
 #include <variant>
+#include <vector>
 
 namespace camlbeam::node {
 
 // {'$gen_call', {From, Tag}, Request}: gen:call's message. Tag is opaque (in OTP 25 the
 // improper list [alias | Ref]) and goes back as it came, in {Tag, Reply} to From.
 struct GenCall {
-  etf::Term from;  // a pid
+  etf::Pid from;
   etf::Term tag;
   etf::Term request;
 };
@@ -26,8 +27,9 @@ struct GenCast {
 };
 
 // What a message to a gen_server-like process of the node is; nullopt for anything else
-// (a plain message, which such a process drops).
-std::optional<std::variant<GenCall, GenCast>> gen_message(const etf::Term& message);
+// (a plain message, which such a process drops). The terms here take their arguments by
+// value: a request's arguments are moved along, never copied.
+std::optional<std::variant<GenCall, GenCast>> gen_message(etf::Term message);
 
 // The host's request for what a caller of the `ocaml` process asked:
 //   {call, Fun, Args}  ->  {call, Ref, Fun, Args[, Timeout]}   (an answer comes back)
@@ -35,12 +37,13 @@ std::optional<std::variant<GenCall, GenCast>> gen_message(const etf::Term& messa
 // Fun is Function or {Module, Function}, as ocaml:call takes it; `timeout_ms` is the
 // request's deadline from when it starts running, none when empty. nullopt when the
 // request is not of these shapes: the node answers {error, {bad_request, Message}}.
-std::optional<etf::Term> host_call(const etf::Term& request, const etf::Term& ref,
-                                   std::optional<std::uint32_t> timeout_ms);
-std::optional<etf::Term> host_cast(const etf::Term& request);
+std::optional<etf::Term> host_call(etf::Term request, etf::Term ref, std::optional<std::uint32_t> timeout_ms);
+std::optional<etf::Term> host_cast(etf::Term request);
 
-// {error, {bad_request, Message}}: the answer to a request the node cannot run.
-etf::Term bad_request(std::string_view message);
+// {error, {Kind, Message}}, Message a binary: {error, {bad_request, _}} for a request the
+// node cannot run, {error, {request_failed, _}} for one the host refused.
+etf::Term error_answer(std::string_view kind, std::string_view message);
+inline etf::Term bad_request(std::string_view message) { return error_answer("bad_request", message); }
 
 // What rpc:call and erpc:call run on a node (OTP 23+): a process spawned as
 // erpc:execute_call(Ref, Module, Function, Args), whose exit reason carries the result.
@@ -53,13 +56,26 @@ struct ExecuteCall {
 
 // The arguments of a SPAWN_REQUEST of {erpc, execute_call, 4}; nullopt for any other
 // function (the node spawns nothing else: the request is refused with notsup).
-std::optional<ExecuteCall> execute_call(const etf::Term& module, const etf::Term& function,
-                                        const etf::Term& args);
+std::optional<ExecuteCall> execute_call(const etf::Term& module, const etf::Term& function, etf::Term args);
 
 // The exit reason of that process, which erpc turns into the call's result: {Ref, return,
 // Result} for {ok, Result}; for {error, Reason}, {Ref, error, Reason, Stack}, where Reason is
 // Erlang's `undef` when no plugin exports the function (as for an Erlang module), else
 // camlbeam's reason as ocaml:call gives it; Stack is [{Module, Function, Args, []}].
-etf::Term execute_call_exit(const ExecuteCall& call, const etf::Term& answer);
+etf::Term execute_call_exit(const ExecuteCall& call, etf::Term answer);
+
+// What rpc:call returns for that answer, as the rex server answers {rex, Result}: Result for
+// {ok, Result}, else {badrpc, {'EXIT', {Reason, Stack}}} with Reason and Stack as above.
+etf::Term rpc_result(const ExecuteCall& call, etf::Term answer);
+
+// A tuple of these terms, moved in: Term::tuple's initializer list would copy each (its
+// elements are const), which for a request's arguments or a call's answer is all of it.
+template <class... Terms>
+etf::Term tuple_of(Terms&&... elements) {
+  std::vector<etf::Term> moved;
+  moved.reserve(sizeof...(elements));
+  (moved.push_back(etf::Term(std::forward<Terms>(elements))), ...);
+  return etf::Term::tuple(std::move(moved));
+}
 
 }  // namespace camlbeam::node

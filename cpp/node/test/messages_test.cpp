@@ -19,7 +19,7 @@ TEST(GenMessage, ACallKeepsItsTagAsItCame) {
   ASSERT_TRUE(gen);
   const auto* call = std::get_if<GenCall>(&*gen);
   ASSERT_NE(call, nullptr);
-  EXPECT_EQ(call->from, parse("#Pid<'a@h'.90.0.1>"));
+  EXPECT_EQ(Term::pid(call->from), parse("#Pid<'a@h'.90.0.1>"));
   EXPECT_EQ(call->tag, parse("[alias | #Ref<'a@h'.1.2.3.4>]"));
   EXPECT_EQ(call->request, parse("{call, fib, [30]}"));
 }

@@ -1,0 +1,145 @@
+// camlbeam-node: an OCaml node that Erlang's own tools treat as a node (README.md).
+//
+//   camlbeam-node --sname ocaml --cookie C --load mathlib.cmxs
+//
+// Exit statuses: 0 after SIGTERM, SIGINT or SIGHUP; 64 for a usage error; 69 when the node
+// cannot join (EPMD unreachable, the name taken, a plugin that does not load); 70 when its
+// network thread fails; 124 when a request overran its deadline and could not be stopped.
+#include "node.hpp"
+#include "options.hpp"
+
+#include <camlbeam/dist/cookie.hpp>
+#include <camlbeam/dist/epmd.hpp>
+#include <camlbeam/dist/error.hpp>
+#include <camlbeam/host/host.hpp>
+#include <camlbeam/host/request_watch.hpp>
+#include <camlbeam/host/runtime.hpp>
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <pthread.h>
+#include <unistd.h>
+
+namespace {
+
+namespace dist = camlbeam::dist;
+namespace host = camlbeam::host;
+namespace node = camlbeam::node;
+
+constexpr int exit_usage = 64;
+constexpr int exit_unavailable = 69;
+constexpr int exit_software = 70;
+constexpr int exit_overdue = 124;
+
+std::string host_name(bool short_name) {
+  std::vector<char> buffer(256, '\0');
+  if (gethostname(buffer.data(), buffer.size() - 1) != 0) return "localhost";
+  std::string name(buffer.data());
+  if (short_name) name = name.substr(0, name.find('.'));
+  return name;
+}
+
+int run(int argc, char** argv) {
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  auto parsed = node::parse_options(args, host_name(true), host_name(false));
+  if (const auto* usage = std::get_if<node::UsageError>(&parsed)) {
+    std::fprintf(stderr, "camlbeam-node: %s\n%s", usage->message.c_str(), node::usage().c_str());
+    return exit_usage;
+  }
+  const node::Options options = std::get<node::Options>(std::move(parsed));
+
+  // The signals that end the node are taken by a thread of their own (sigwait): blocked
+  // here, before any thread starts, so that every thread inherits the mask. The request
+  // watch's cancel signal is sent to the runtime thread itself and stays unblocked there.
+  sigset_t ending;
+  sigemptyset(&ending);
+  for (const int signal : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&ending, signal);
+  pthread_sigmask(SIG_BLOCK, &ending, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  node::NodeConfig config;
+  try {
+    config.endpoint.cookie = dist::find_cookie(options.cookie ? std::optional<std::string_view>(*options.cookie)
+                                                              : std::nullopt);
+  } catch (const dist::DistError& e) {
+    std::fprintf(stderr, "camlbeam-node: %s\n", e.what());
+    return exit_unavailable;
+  }
+  config.endpoint.node_name = options.node_name;
+  config.endpoint.listen_port = options.port;
+  config.endpoint.net_ticktime = options.net_ticktime;
+  if (options.hidden) config.endpoint.flags &= ~dist::flag::published;
+  config.call_timeout_ms = options.call_timeout_ms;
+
+  // Declared before the watch, whose hook reaches it, so that it outlives the watch's thread.
+  std::optional<node::Node> the_node;
+  // Sys.argv of the plugins: the program name only.
+  host::Runtime runtime(1, argv);
+  // A tick of 20 ms: how long a request runs before the node's other thread takes over the
+  // answers that need no OCaml (node.hpp), and the precision of a missed deadline.
+  host::RequestWatch watch(runtime, host::RequestWatchOptions{.tick = std::chrono::milliseconds(20)},
+                           host::RequestWatchHooks{
+                               .running =
+                                   [&the_node](std::chrono::milliseconds, bool) {
+                                     if (the_node) the_node->takeover();
+                                     return true;
+                                   },
+                               .overdue =
+                                   [](std::chrono::milliseconds running, std::chrono::milliseconds timeout) {
+                                     std::fprintf(stderr,
+                                                  "camlbeam-node: a request has run %lld ms, past its %lld ms "
+                                                  "deadline, and cannot be stopped: the node exits\n",
+                                                  static_cast<long long>(running.count()),
+                                                  static_cast<long long>(timeout.count()));
+                                     std::_Exit(exit_overdue);
+                                   },
+                           });
+  host::Host host(runtime, &watch);
+  for (const std::string& plugin : options.plugins) {
+    if (const std::optional<host::Error> e = host.load(plugin)) {
+      std::fprintf(stderr, "camlbeam-node: %s: %s\n", plugin.c_str(), e->message.c_str());
+      return exit_unavailable;
+    }
+  }
+
+  try {
+    dist::ensure_local_epmd(config.endpoint.epmd);
+    the_node.emplace(std::move(config));
+  } catch (const dist::DistError& e) {
+    std::fprintf(stderr, "camlbeam-node: cannot join as %s: %s\n", options.node_name.c_str(), e.what());
+    return exit_unavailable;
+  }
+  watch.start();
+
+  std::thread signals([&ending, &the_node] {
+    int signal = 0;
+    sigwait(&ending, &signal);
+    the_node->stop();
+  });
+  std::fprintf(stderr, "camlbeam-node: %s listening on port %u\n", the_node->name().c_str(),
+               static_cast<unsigned>(the_node->port()));
+  const std::optional<std::string> failure = the_node->serve(host);
+  if (failure) {
+    std::fprintf(stderr, "camlbeam-node: the network thread failed: %s\n", failure->c_str());
+    std::_Exit(exit_software);  // the signal thread still waits
+  }
+  signals.join();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "camlbeam-node: %s\n", e.what());
+    return exit_software;
+  }
+}

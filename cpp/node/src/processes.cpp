@@ -1,0 +1,326 @@
+#include "processes.hpp"
+
+#include <algorithm>
+#include <type_traits>
+#include <utility>
+
+namespace camlbeam::node {
+
+namespace {
+
+using etf::Term;
+namespace control = dist::control;
+
+template <class... Ts>
+struct Overloaded : Ts... {
+  using Ts::operator()...;
+};
+template <class... Ts>
+Overloaded(Ts...) -> Overloaded<Ts...>;
+
+constexpr std::uint64_t ocaml_number = 1;
+constexpr std::uint64_t net_kernel_number = 2;
+constexpr std::uint64_t rex_number = 3;
+
+// The number make_pid made `pid` from.
+std::uint64_t number_of(const etf::Pid& pid) noexcept { return (std::uint64_t{pid.serial} << 32) | pid.id; }
+
+bool same_pid(const etf::Pid& a, const etf::Pid& b) noexcept {
+  return a.id == b.id && a.serial == b.serial && a.creation == b.creation && a.node == b.node;
+}
+
+bool has_option(const Term& options, std::string_view name) {
+  const auto* list = options.get_if<etf::List>();
+  if (list == nullptr) return false;
+  return std::any_of(list->items.begin(), list->items.end() - 1, [&](const Term& item) { return item.is_atom(name); });
+}
+
+// [alias | Ref]: the tag of an OTP 24+ gen call, whose reply may go to the alias.
+const etf::Reference* alias_of(const Term& tag) {
+  const auto* list = tag.get_if<etf::List>();
+  if (list == nullptr || list->items.size() != 2 || !list->items[0].is_atom("alias")) return nullptr;
+  const auto* ref = list->items[1].get_if<etf::Boxed<etf::Reference>>();
+  return ref == nullptr ? nullptr : &**ref;
+}
+
+}  // namespace
+
+Processes::Processes(std::string node_name, std::uint32_t creation, std::optional<std::uint32_t> call_timeout_ms,
+                     Limits limits)
+    : node_name_(std::move(node_name)),
+      creation_(creation),
+      call_timeout_ms_(call_timeout_ms),
+      limits_(limits),
+      ocaml_(make_pid(ocaml_number)),
+      net_kernel_(make_pid(net_kernel_number)),
+      rex_(make_pid(rex_number)) {}
+
+etf::Pid Processes::make_pid(std::uint64_t number) const {
+  return etf::Pid{node_name_, static_cast<std::uint32_t>(number), static_cast<std::uint32_t>(number >> 32), creation_};
+}
+
+void Processes::connected(const std::string& peer, std::uint64_t flags) { flags_[peer] = flags; }
+
+void Processes::disconnected(const std::string& peer) {
+  flags_.erase(peer);
+  watches_.erase(peer);
+  std::erase_if(spawned_, [&](const auto& entry) { return entry.second.peer == peer; });
+}
+
+std::uint64_t Processes::flags_of(const std::string& peer) const noexcept {
+  const auto found = flags_.find(peer);
+  return found == flags_.end() ? 0 : found->second;
+}
+
+std::size_t Processes::watches() const noexcept {
+  std::size_t count = 0;
+  for (const auto& [peer, set] : watches_) count += set.size();
+  return count;
+}
+
+bool Processes::is_ours(const etf::Pid& pid) const noexcept {
+  return pid.node == node_name_ && pid.creation == creation_;
+}
+
+std::optional<Processes::Registered> Processes::registered(const dist::ProcessRef& to) const noexcept {
+  if (const auto* name = std::get_if<etf::Atom>(&to)) {
+    if (name->name == "ocaml") return Registered::ocaml;
+    if (name->name == "net_kernel") return Registered::net_kernel;
+    if (name->name == "rex") return Registered::rex;
+    return std::nullopt;
+  }
+  const auto& pid = std::get<etf::Pid>(to);
+  if (same_pid(pid, ocaml_)) return Registered::ocaml;
+  if (same_pid(pid, net_kernel_)) return Registered::net_kernel;
+  if (same_pid(pid, rex_)) return Registered::rex;
+  return std::nullopt;
+}
+
+bool Processes::exists(const etf::Pid& pid) const noexcept {
+  return registered(pid).has_value() || (is_ours(pid) && spawned_.contains(number_of(pid)));
+}
+
+void Processes::receive(const std::string& peer, dist::Control message, Effects& out) {
+  // A message to a name or pid of ours; the sender's pid where the operation gives it.
+  const auto deliver_to = [&](const dist::ProcessRef& to, Term& payload) {
+    if (const auto process = registered(to)) deliver(peer, *process, std::move(payload), out);
+    // Messages to spawned processes and to nobody are dropped, as Erlang drops them.
+  };
+  const auto link = [&](const etf::Pid& from, const etf::Pid& to) {
+    if (exists(to) && watches_[peer].size() < limits_.max_watches_per_peer) {
+      watch(peer, Watch{Watch::Kind::link, number_of(to), Term::pid(from), Term()});
+    } else {
+      send_exit(peer, to, from, Term::atom("noproc"), out);
+    }
+  };
+  const auto monitor = [&](const etf::Pid& from, const dist::ProcessRef& to, const etf::Reference& ref) {
+    const auto* pid = std::get_if<etf::Pid>(&to);
+    const std::optional<Registered> name = registered(to);
+    const bool alive = name.has_value() || (pid != nullptr && exists(*pid));
+    if (alive && watches_[peer].size() < limits_.max_watches_per_peer) {
+      const std::uint64_t target = name ? registered_number(*name) : number_of(*pid);
+      watch(peer, Watch{Watch::Kind::monitor, target, Term::pid(from), Term::reference(ref)});
+    } else {
+      send_down(peer, to, from, ref, Term::atom("noproc"), out);
+    }
+  };
+  const auto demonitor = [&](const etf::Pid& from, const dist::ProcessRef& to, const etf::Reference& ref) {
+    const std::optional<Registered> name = registered(to);
+    const auto* pid = std::get_if<etf::Pid>(&to);
+    if (!name && pid == nullptr) return;
+    const std::uint64_t target = name ? registered_number(*name) : number_of(*pid);
+    unwatch(peer, Watch{Watch::Kind::monitor, target, Term::pid(from), Term::reference(ref)});
+  };
+  std::visit(
+      Overloaded{
+          [&](control::Send& m) { deliver_to(m.to, m.message); },
+          [&](control::SendTT& m) { deliver_to(m.to, m.message); },
+          [&](control::SendSender& m) { deliver_to(m.to, m.message); },
+          [&](control::SendSenderTT& m) { deliver_to(m.to, m.message); },
+          [&](control::RegSend& m) { deliver_to(m.to_name, m.message); },
+          [&](control::RegSendTT& m) { deliver_to(m.to_name, m.message); },
+          [&](const control::Link& m) { link(m.from, m.to); },
+          [&](const control::Unlink& m) {
+            unwatch(peer, Watch{Watch::Kind::link, number_of(m.to), Term::pid(m.from), Term()});
+          },
+          [&](const control::UnlinkId& m) {
+            unwatch(peer, Watch{Watch::Kind::link, number_of(m.to), Term::pid(m.from), Term()});
+            out.send.push_back({peer, control::UnlinkIdAck{m.id, m.to, m.from}});
+          },
+          [&](const control::MonitorP& m) { monitor(m.from, m.to, m.ref); },
+          [&](const control::DemonitorP& m) { demonitor(m.from, m.to, m.ref); },
+          [&](control::SpawnRequest& m) { spawn(peer, m.request_id, m.from, m.mfa, m.options, std::move(m.args), out); },
+          [&](control::SpawnRequestTT& m) {
+            spawn(peer, m.request_id, m.from, m.mfa, m.options, std::move(m.args), out);
+          },
+          // A peer's process that exits while linked to one of ours: the link goes. Our
+          // processes trap exits (the registered ones are servers) or finish on their own
+          // (spawned ones), so no exit signal ends them.
+          [&](const control::Exit& m) {
+            unwatch(peer, Watch{Watch::Kind::link, number_of(m.to), Term::pid(m.from), Term()});
+          },
+          [&](const control::ExitTT& m) {
+            unwatch(peer, Watch{Watch::Kind::link, number_of(m.to), Term::pid(m.from), Term()});
+          },
+          [&](const control::PayloadExit& m) {
+            unwatch(peer, Watch{Watch::Kind::link, number_of(m.to), Term::pid(m.from), Term()});
+          },
+          [&](const control::PayloadExitTT& m) {
+            unwatch(peer, Watch{Watch::Kind::link, number_of(m.to), Term::pid(m.from), Term()});
+          },
+          // Everything else (exit2, group leaders, replies to our own requests, which the
+          // node makes none of yet) changes nothing here.
+          [&](const auto&) {},
+      },
+      message);
+}
+
+std::uint64_t Processes::registered_number(Registered process) noexcept {
+  switch (process) {
+    case Registered::ocaml: return ocaml_number;
+    case Registered::net_kernel: return net_kernel_number;
+    case Registered::rex: return rex_number;
+  }
+  return ocaml_number;
+}
+
+void Processes::deliver(const std::string& peer, Registered to, Term message, Effects& out) {
+  if (to == Registered::rex) return deliver_to_rex(peer, std::move(message), out);
+  auto gen = gen_message(std::move(message));
+  if (!gen) return;
+  if (to == Registered::net_kernel) {
+    const auto* call = std::get_if<GenCall>(&*gen);
+    if (call == nullptr) return;
+    const auto request = call->request.tuple_elements();
+    const bool is_auth = request.size() == 2 && request[0].is_atom("is_auth");
+    send_message(peer, net_kernel_, call->from, call->tag,
+                 Term::tuple({call->tag, Term::atom(is_auth ? "yes" : "no")}), out);
+    return;
+  }
+  std::visit(Overloaded{
+                 [&](GenCall& call) {
+                   const etf::Pid& from = call.from;
+                   if (call.request.is_atom("pid")) {
+                     // Its own pid, for erlang:link/1 (a link needs a pid, a monitor takes the name).
+                     send_message(peer, ocaml_, from, call.tag, Term::tuple({call.tag, Term::pid(ocaml_)}), out);
+                   } else if (auto request = host_call(std::move(call.request), call.tag, call_timeout_ms_)) {
+                     out.work.push_back({peer, std::move(*request), HostWork::GenReply{from, call.tag}});
+                   } else {
+                     send_message(peer, ocaml_, from, call.tag,
+                                  Term::tuple({call.tag, bad_request("the ocaml process answers {call, Function, "
+                                                                     "Args}; a cast is {cast, Function, Args}")}),
+                                  out);
+                   }
+                 },
+                 [&](GenCast& cast) {
+                   if (auto request = host_cast(std::move(cast.request))) {
+                     out.work.push_back({peer, std::move(*request), std::monostate{}});
+                   }
+                 },
+             },
+             *gen);
+}
+
+void Processes::deliver_to_rex(const std::string& peer, Term message, Effects& out) {
+  // {From, {call, M, F, A, GroupLeader}}; anything else is dropped, as rex drops it.
+  const auto outer = message.tuple_elements();
+  if (outer.size() != 2) return;
+  const auto* from = outer[0].get_if<etf::Boxed<etf::Pid>>();
+  const auto call = outer[1].tuple_elements();
+  if (from == nullptr || call.size() != 5 || !call[0].is_atom("call")) return;
+  if (call[1].kind() != etf::Kind::atom || call[2].kind() != etf::Kind::atom) return;
+  auto request = host_call(Term::tuple({Term::atom("call"), Term::tuple({call[1], call[2]}), call[3]}),
+                           Term::atom("rex"), call_timeout_ms_);
+  if (!request) return;
+  out.work.push_back({peer, std::move(*request),
+                      HostWork::RexReply{**from, ExecuteCall{Term::atom("rex"), call[1], call[2], call[3]}}});
+}
+
+void Processes::spawn(const std::string& peer, const etf::Reference& request_id, const etf::Pid& from,
+                      const dist::Mfa& mfa, const Term& options, Term args, Effects& out) {
+  const bool link = has_option(options, "link");
+  const bool monitor = has_option(options, "monitor");
+  const auto refuse = [&](std::string_view why) {
+    out.send.push_back({peer, control::SpawnReply{request_id, from, 0, etf::Atom{std::string(why)}}});
+  };
+  auto call = execute_call(Term::atom(mfa.module.name), Term::atom(mfa.function.name), std::move(args));
+  if (!call) return refuse("notsup");
+  if (spawned_.size() >= limits_.max_spawned) return refuse("system_limit");
+  const std::uint64_t number = next_spawned_++;
+  const etf::Pid process = make_pid(number);
+  Term request = *host_call(Term::tuple({Term::atom("call"), Term::tuple({call->module, call->function}), call->args}),
+                            Term::reference(request_id), call_timeout_ms_);
+  spawned_.emplace(number, Spawned{peer, from, request_id, link, monitor, std::move(*call)});
+  const std::uint64_t reply_flags = (link ? 1 : 0) | (monitor ? 2 : 0);
+  out.send.push_back({peer, control::SpawnReply{request_id, from, reply_flags, process}});
+  out.work.push_back({peer, std::move(request), HostWork::ProcessExit{number}});
+}
+
+void Processes::answered(const HostWork& work, Term answer, Effects& out) {
+  std::visit(Overloaded{
+                 [](std::monostate) {},
+                 [&](const HostWork::GenReply& reply) {
+                   if (!flags_.contains(work.peer)) return;
+                   send_message(work.peer, ocaml_, reply.to, reply.tag, tuple_of(reply.tag, std::move(answer)), out);
+                 },
+                 [&](const HostWork::RexReply& reply) {
+                   if (!flags_.contains(work.peer)) return;
+                   out.send.push_back(
+                       {work.peer, control::Send{reply.to, tuple_of(Term::atom("rex"),
+                                                                     rpc_result(reply.call, std::move(answer)))}});
+                 },
+                 [&](const HostWork::ProcessExit& exit) {
+                   const auto found = spawned_.find(exit.process);
+                   if (found == spawned_.end()) return;  // its peer went meanwhile
+                   const Spawned spawned = std::move(found->second);
+                   spawned_.erase(found);
+                   const etf::Pid process = make_pid(exit.process);
+                   Term reason = execute_call_exit(spawned.call, std::move(answer));
+                   auto& peer_watches = watches_[spawned.peer];
+                   std::erase_if(peer_watches, [&](const Watch& w) { return w.target == exit.process; });
+                   if (spawned.link) send_exit(spawned.peer, process, spawned.caller, reason, out);
+                   if (spawned.monitor) {
+                     send_down(spawned.peer, process, spawned.caller, spawned.request_id, std::move(reason), out);
+                   }
+                 },
+             },
+             work.reply_to);
+}
+
+void Processes::watch(const std::string& peer, Watch watch) { watches_[peer].insert(std::move(watch)); }
+
+void Processes::unwatch(const std::string& peer, const Watch& watch) {
+  const auto found = watches_.find(peer);
+  if (found != watches_.end()) found->second.erase(watch);
+}
+
+void Processes::send_message(const std::string& peer, const etf::Pid& from, const etf::Pid& to, const Term& tag,
+                             Term message, Effects& out) const {
+  // To the caller's alias when it made one: a reply that comes after the caller gave up is
+  // then dropped by its VM instead of landing in its mailbox.
+  if (const etf::Reference* alias = alias_of(tag); alias != nullptr && (flags_of(peer) & dist::flag::alias) != 0) {
+    out.send.push_back({peer, control::AliasSend{from, *alias, std::move(message)}});
+  } else {
+    out.send.push_back({peer, control::Send{to, std::move(message)}});
+  }
+}
+
+void Processes::send_down(const std::string& peer, dist::ProcessRef from, const etf::Pid& to,
+                          const etf::Reference& ref, Term reason, Effects& out) const {
+  if ((flags_of(peer) & dist::flag::exit_payload) != 0) {
+    out.send.push_back({peer, control::PayloadMonitorPExit{std::move(from), to, ref, std::move(reason)}});
+  } else {
+    out.send.push_back({peer, control::MonitorPExit{std::move(from), to, ref, std::move(reason)}});
+  }
+}
+
+void Processes::send_exit(const std::string& peer, const etf::Pid& from, const etf::Pid& to, Term reason,
+                          Effects& out) const {
+  if ((flags_of(peer) & dist::flag::exit_payload) != 0) {
+    out.send.push_back({peer, control::PayloadExit{from, to, std::move(reason)}});
+  } else {
+    out.send.push_back({peer, control::Exit{from, to, std::move(reason)}});
+  }
+}
+
+}  // namespace camlbeam::node

@@ -1,0 +1,162 @@
+// The processes of an OCaml node as the cluster sees them, with no sockets and no OCaml:
+// what a control message from a peer does (an answer to send, a request for the host), and
+// what a request's answer sends back. Driven by one thread at a time (node.hpp).
+//
+// The node has two registered processes, which never exit while it runs:
+//   `ocaml`       a gen_server: {call, F, Args} and {cast, F, Args} become host requests
+//                 (messages.hpp), `pid` answers its pid (to link to it); other calls are
+//                 answered {error, {bad_request, _}}, other messages dropped;
+//   `net_kernel`  answers {is_auth, Node} with yes, so that net_adm:ping gives pong;
+//   `rex`         the rpc server of older clients (ei_rpc, erl_call): {From, {call, M, F, A,
+//                 GroupLeader}} runs export F of plugin module M, answered {rex, Result}.
+// and one short-lived process per spawn request of erpc:execute_call/4 (rpc:call,
+// erpc:call), which exits with the request's result once the host has answered.
+//
+// Signals to a process that does not exist are answered as Erlang answers them: a monitor
+// gets its DOWN with noproc at once, a link its EXIT with noproc. An UNLINK_ID is
+// acknowledged before anything else is sent to its sender. Everything kept per peer goes
+// when the peer disconnects; what a node keeps for its peers is bounded.
+#pragma once
+
+#include "messages.hpp"
+
+#include <camlbeam/dist/control.hpp>
+#include <camlbeam/etf/term.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <tuple>
+#include <variant>
+#include <vector>
+
+namespace camlbeam::node {
+
+// A request for the host, and where its answer goes.
+struct HostWork {
+  // {Tag, Answer} to a gen_server caller.
+  struct GenReply {
+    etf::Pid to;
+    etf::Term tag;
+  };
+  // The exit of a process erpc spawned: its reason carries the answer.
+  struct ProcessExit {
+    std::uint64_t process;  // Processes' number for it
+  };
+  // {rex, Result} to a caller of the rex server (ei_rpc, erl_call): Result as rpc:call
+  // returns it.
+  struct RexReply {
+    etf::Pid to;
+    ExecuteCall call;
+  };
+
+  std::string peer;   // the node that asked
+  etf::Term request;  // {call, Ref, Fun, Args[, Timeout]} or {cast, Fun, Args}
+  std::variant<std::monostate, GenReply, ProcessExit, RexReply> reply_to;  // monostate: a cast
+};
+
+// A control message for a peer.
+struct Outgoing {
+  std::string peer;
+  dist::Control control;
+};
+
+struct Effects {
+  std::vector<Outgoing> send;
+  std::vector<HostWork> work;
+};
+
+class Processes {
+ public:
+  struct Limits {
+    // Spawned processes alive at once (their requests queued or running): past it a spawn
+    // request is answered system_limit, as a VM out of processes answers.
+    std::size_t max_spawned = 100000;
+    // Links and monitors a peer may hold on the node's processes; past it, a new one is
+    // answered as if its target did not exist.
+    std::size_t max_watches_per_peer = 100000;
+  };
+
+  Processes(std::string node_name, std::uint32_t creation, std::optional<std::uint32_t> call_timeout_ms,
+            Limits limits);
+  Processes(std::string node_name, std::uint32_t creation, std::optional<std::uint32_t> call_timeout_ms)
+      : Processes(std::move(node_name), creation, call_timeout_ms, Limits{}) {}
+
+  // A peer connected with these negotiated flags (what may be sent to it).
+  void connected(const std::string& peer, std::uint64_t flags);
+  // The peer is gone: its links, monitors and the processes it spawned are forgotten (the
+  // requests of those still run; their answers go nowhere).
+  void disconnected(const std::string& peer);
+
+  // A message from `peer`.
+  void receive(const std::string& peer, dist::Control message, Effects& out);
+
+  // The host's answer ({ok, _} or {error, _}) to `work`; nothing for a cast.
+  void answered(const HostWork& work, etf::Term answer, Effects& out);
+
+  const etf::Pid& ocaml_pid() const noexcept { return ocaml_; }
+  std::size_t spawned() const noexcept { return spawned_.size(); }
+  std::size_t watches() const noexcept;
+
+ private:
+  struct Spawned {
+    std::string peer;
+    etf::Pid caller;
+    etf::Reference request_id;  // the monitor's reference too
+    bool link = false;
+    bool monitor = false;
+    ExecuteCall call;
+  };
+  // A link or a monitor a peer's process holds on one of ours.
+  struct Watch {
+    enum class Kind : std::uint8_t { link, monitor };
+    Kind kind;
+    std::uint64_t target;  // our process: its pid's id and serial, as make_pid makes them
+    etf::Term watcher;     // the peer's pid
+    etf::Term reference;   // a monitor's; [] for a link
+    friend bool operator<(const Watch& a, const Watch& b) noexcept {
+      return std::tie(a.kind, a.target, a.watcher, a.reference) < std::tie(b.kind, b.target, b.watcher, b.reference);
+    }
+  };
+
+  enum class Registered : std::uint8_t { ocaml, net_kernel, rex };
+
+  std::optional<Registered> registered(const dist::ProcessRef& to) const noexcept;
+  bool is_ours(const etf::Pid& pid) const noexcept;
+  bool exists(const etf::Pid& pid) const noexcept;
+  std::uint64_t flags_of(const std::string& peer) const noexcept;
+
+  static std::uint64_t registered_number(Registered process) noexcept;
+  void deliver(const std::string& peer, Registered to, etf::Term message, Effects& out);
+  void deliver_to_rex(const std::string& peer, etf::Term message, Effects& out);
+  void spawn(const std::string& peer, const etf::Reference& request_id, const etf::Pid& from, const dist::Mfa& mfa,
+             const etf::Term& options, etf::Term args, Effects& out);
+  void watch(const std::string& peer, Watch watch);
+  void unwatch(const std::string& peer, const Watch& watch);
+  void send_message(const std::string& peer, const etf::Pid& from, const etf::Pid& to, const etf::Term& tag,
+                    etf::Term message, Effects& out) const;
+  void send_down(const std::string& peer, dist::ProcessRef from, const etf::Pid& to, const etf::Reference& ref,
+                 etf::Term reason, Effects& out) const;
+  void send_exit(const std::string& peer, const etf::Pid& from, const etf::Pid& to, etf::Term reason,
+                 Effects& out) const;
+  etf::Pid make_pid(std::uint64_t number) const;
+
+  std::string node_name_;
+  std::uint32_t creation_;
+  std::optional<std::uint32_t> call_timeout_ms_;
+  Limits limits_;
+  etf::Pid ocaml_;
+  etf::Pid net_kernel_;
+  etf::Pid rex_;
+  std::map<std::string, std::uint64_t> flags_;
+  std::map<std::uint64_t, Spawned> spawned_;
+  std::uint64_t next_spawned_ = first_spawned;
+  std::map<std::string, std::set<Watch>> watches_;
+
+  static constexpr std::uint64_t first_spawned = 1000;
+};
+
+}  // namespace camlbeam::node

@@ -1,0 +1,243 @@
+#include "processes.hpp"
+
+#include <camlbeam/dist/flags.hpp>
+#include <camlbeam/etf/etf.hpp>
+
+#include <gtest/gtest.h>
+
+namespace camlbeam::node {
+namespace {
+
+using etf::Term;
+namespace control = dist::control;
+
+constexpr std::uint64_t otp25 = dist::flag::offered;  // what OTP 25 and camlbeam-node agree on
+constexpr std::uint64_t bare = dist::flag::offered & ~(dist::flag::alias | dist::flag::exit_payload);
+
+Term parse(std::string_view text) { return etf::parse_term(text); }
+etf::Pid pid_of(std::string_view text) { return **parse(text).get_if<etf::Boxed<etf::Pid>>(); }
+etf::Reference ref_of(std::string_view text) { return **parse(text).get_if<etf::Boxed<etf::Reference>>(); }
+
+const etf::Pid caller = pid_of("#Pid<'erl@h'.90.0.7>");
+const etf::Reference alias = ref_of("#Ref<'erl@h'.7.1.2.3>");
+const Term tag = parse("[alias | #Ref<'erl@h'.7.1.2.3>]");
+
+class ProcessesTest : public ::testing::Test {
+ protected:
+  Processes processes{"ocaml@h", 42, std::nullopt, Processes::Limits{.max_spawned = 2, .max_watches_per_peer = 3}};
+  Effects out;
+
+  void connect(std::uint64_t flags = otp25) { processes.connected("erl@h", flags); }
+  void receive(dist::Control message) { processes.receive("erl@h", message, out); }
+  Term gen_call(std::string_view request) {
+    return Term::tuple({Term::atom("$gen_call"), Term::tuple({Term::pid(caller), tag}), parse(request)});
+  }
+  template <class T>
+  const T& sent(std::size_t index = 0) {
+    EXPECT_GT(out.send.size(), index);
+    EXPECT_EQ(out.send.at(index).peer, "erl@h");
+    const T* message = std::get_if<T>(&out.send.at(index).control);
+    EXPECT_NE(message, nullptr) << "sent operation " << dist::name_of(dist::op_of(out.send.at(index).control));
+    return *message;
+  }
+};
+
+TEST_F(ProcessesTest, PingIsAnsweredYesToTheCallersAlias) {
+  connect();
+  receive(control::RegSend{caller, etf::Atom{"net_kernel"}, gen_call("{is_auth, 'erl@h'}")});
+  ASSERT_EQ(out.send.size(), 1U);
+  const auto& reply = sent<control::AliasSend>();
+  EXPECT_EQ(Term::reference(reply.alias), Term::reference(alias));
+  EXPECT_EQ(reply.message, Term::tuple({tag, Term::atom("yes")}));
+  EXPECT_TRUE(out.work.empty());
+}
+
+TEST_F(ProcessesTest, WithoutAliasesTheReplyGoesToThePid) {
+  connect(bare);
+  receive(control::RegSend{caller, etf::Atom{"net_kernel"}, gen_call("{is_auth, 'erl@h'}")});
+  const auto& reply = sent<control::Send>();
+  EXPECT_EQ(Term::pid(reply.to), Term::pid(caller));
+  EXPECT_EQ(reply.message, Term::tuple({tag, Term::atom("yes")}));
+}
+
+TEST_F(ProcessesTest, AGenServerCallBecomesAHostRequestAndItsAnswerTheReply) {
+  connect();
+  receive(control::RegSend{caller, etf::Atom{"ocaml"}, gen_call("{call, {mathlib, fib}, [30]}")});
+  EXPECT_TRUE(out.send.empty());
+  ASSERT_EQ(out.work.size(), 1U);
+  const HostWork work = out.work[0];
+  EXPECT_EQ(work.request, Term::tuple({Term::atom("call"), tag, parse("{mathlib, fib}"), parse("[30]")}));
+  out.work.clear();
+  processes.answered(work, parse("{ok, 832040}"), out);
+  const auto& reply = sent<control::AliasSend>();
+  EXPECT_EQ(Term::pid(reply.from), Term::pid(processes.ocaml_pid()));
+  EXPECT_EQ(reply.message, Term::tuple({tag, parse("{ok, 832040}")}));
+}
+
+TEST_F(ProcessesTest, TheOcamlProcessIsReachedByItsPidAndCastsRunWithoutAnswer) {
+  connect();
+  receive(control::Send{processes.ocaml_pid(), gen_call("{call, fib, []}")});
+  receive(control::Send{processes.ocaml_pid(), parse("{'$gen_cast', {cast, fib, [1]}}")});
+  ASSERT_EQ(out.work.size(), 2U);
+  EXPECT_TRUE(std::holds_alternative<std::monostate>(out.work[1].reply_to));
+  EXPECT_EQ(out.work[1].request, parse("{cast, fib, [1]}"));
+  processes.answered(out.work[1], parse("{ok, 1}"), out);
+  EXPECT_TRUE(out.send.empty());
+}
+
+TEST_F(ProcessesTest, ARequestOfAnotherShapeIsAnsweredAtOnce) {
+  connect();
+  receive(control::RegSend{caller, etf::Atom{"ocaml"}, gen_call("{load, \"/tmp/evil.cmxs\"}")});
+  EXPECT_TRUE(out.work.empty());
+  const auto& reply = sent<control::AliasSend>();
+  EXPECT_EQ(reply.message.tuple_elements()[1].tuple_elements()[1].tuple_elements()[0], Term::atom("bad_request"));
+}
+
+TEST_F(ProcessesTest, TheOcamlProcessGivesItsPidToLinkTo) {
+  connect();
+  receive(control::RegSend{caller, etf::Atom{"ocaml"}, gen_call("pid")});
+  EXPECT_EQ(sent<control::AliasSend>().message, Term::tuple({tag, Term::pid(processes.ocaml_pid())}));
+  EXPECT_TRUE(out.work.empty());
+}
+
+TEST_F(ProcessesTest, MessagesToNobodyAndPlainMessagesAreDropped) {
+  connect();
+  receive(control::RegSend{caller, etf::Atom{"nobody"}, gen_call("{call, fib, []}")});
+  receive(control::RegSend{caller, etf::Atom{"ocaml"}, parse("hello")});
+  receive(control::Send{pid_of("#Pid<'ocaml@h'.5000.0.42>"), gen_call("{call, fib, []}")});
+  EXPECT_TRUE(out.send.empty());
+  EXPECT_TRUE(out.work.empty());
+}
+
+TEST_F(ProcessesTest, TheRexServerRunsOldStyleRpcs) {
+  connect(bare);
+  receive(control::RegSend{caller, etf::Atom{"rex"},
+                           Term::tuple({Term::pid(caller), parse("{call, mathlib, fib, [10], user}")})});
+  ASSERT_EQ(out.work.size(), 1U);
+  EXPECT_EQ(out.work[0].request, parse("{call, rex, {mathlib, fib}, [10]}"));
+  const HostWork work = out.work[0];
+  processes.answered(work, parse("{ok, 55}"), out);
+  processes.answered(work, parse("{error, {undef, {mathlib, fib}}}"), out);
+  EXPECT_EQ(sent<control::Send>(0).message, parse("{rex, 55}"));
+  EXPECT_EQ(sent<control::Send>(1).message, parse("{rex, {badrpc, {'EXIT', {undef, [{mathlib, fib, [10], []}]}}}}"));
+  out = {};
+  for (const char* junk : {"{call, m, f, [], user}", "{x, {call, m, f, [], user}}", "{x}"}) {
+    receive(control::RegSend{caller, etf::Atom{"rex"}, parse(junk)});
+  }
+  receive(control::RegSend{caller, etf::Atom{"rex"}, Term::tuple({Term::pid(caller), parse("{call, m, f, x, user}")})});
+  EXPECT_TRUE(out.work.empty());
+  EXPECT_TRUE(out.send.empty());
+}
+
+TEST_F(ProcessesTest, MonitorsOfWhatDoesNotExistGetNoprocAtOnce) {
+  connect();
+  const etf::Reference ref = ref_of("#Ref<'erl@h'.7.9.9.9>");
+  receive(control::MonitorP{caller, etf::Atom{"ocaml"}, ref});
+  receive(control::MonitorP{caller, etf::Atom{"net_kernel"}, ref});
+  EXPECT_TRUE(out.send.empty());
+  EXPECT_EQ(processes.watches(), 2U);
+  receive(control::DemonitorP{caller, etf::Atom{"ocaml"}, ref});
+  EXPECT_EQ(processes.watches(), 1U);
+  receive(control::MonitorP{caller, etf::Atom{"code_server"}, ref});
+  const auto& down = sent<control::PayloadMonitorPExit>();
+  EXPECT_EQ(std::get<etf::Atom>(down.from).name, "code_server");
+  EXPECT_EQ(Term::pid(down.to), Term::pid(caller));
+  EXPECT_EQ(down.reason, Term::atom("noproc"));
+  out.send.clear();
+  processes.connected("erl@h", bare);
+  receive(control::MonitorP{caller, pid_of("#Pid<'ocaml@h'.77.0.42>"), ref});
+  EXPECT_EQ(sent<control::MonitorPExit>().reason, Term::atom("noproc"));
+}
+
+TEST_F(ProcessesTest, LinksAreKeptUnlinkIdAcknowledgedAndAPeersWatchesBounded) {
+  connect();
+  receive(control::Link{caller, processes.ocaml_pid()});
+  EXPECT_TRUE(out.send.empty());
+  EXPECT_EQ(processes.watches(), 1U);
+  receive(control::UnlinkId{7, caller, processes.ocaml_pid()});
+  const auto& ack = sent<control::UnlinkIdAck>();
+  EXPECT_EQ(ack.id, 7U);
+  EXPECT_EQ(Term::pid(ack.from), Term::pid(processes.ocaml_pid()));
+  EXPECT_EQ(Term::pid(ack.to), Term::pid(caller));
+  EXPECT_EQ(processes.watches(), 0U);
+  out.send.clear();
+  receive(control::Link{caller, pid_of("#Pid<'ocaml@h'.77.0.42>")});
+  const auto& exit = sent<control::PayloadExit>();
+  EXPECT_EQ(exit.reason, Term::atom("noproc"));
+  out.send.clear();
+  // The limit is 3 watches per peer: the fourth is answered as if there were no process.
+  for (int i = 0; i < 4; ++i) {
+    receive(control::MonitorP{caller, etf::Atom{"ocaml"}, ref_of("#Ref<'erl@h'.7.1.1." + std::to_string(i) + ">")});
+  }
+  EXPECT_EQ(processes.watches(), 3U);
+  EXPECT_EQ(sent<control::PayloadMonitorPExit>().reason, Term::atom("noproc"));
+  processes.disconnected("erl@h");
+  EXPECT_EQ(processes.watches(), 0U);
+}
+
+TEST_F(ProcessesTest, ErpcsSpawnRunsTheCallAndExitsWithItsResult) {
+  connect();
+  const etf::Reference request_id = ref_of("#Ref<'erl@h'.7.4.4.4>");
+  receive(control::SpawnRequest{request_id, caller, caller, dist::Mfa{{"erpc"}, {"execute_call"}, 4},
+                                parse("[{reply, error_only}, monitor]"), parse("[res, mathlib, fib, [30]]")});
+  const auto& reply = sent<control::SpawnReply>();
+  EXPECT_EQ(reply.flags, 2U);
+  const etf::Pid spawned = std::get<etf::Pid>(reply.result);
+  EXPECT_EQ(spawned.node, "ocaml@h");
+  EXPECT_EQ(spawned.creation, 42U);
+  ASSERT_EQ(out.work.size(), 1U);
+  EXPECT_EQ(out.work[0].request,
+            Term::tuple({Term::atom("call"), Term::reference(request_id), parse("{mathlib, fib}"), parse("[30]")}));
+  EXPECT_EQ(processes.spawned(), 1U);
+  // The caller's monitor on it: a DEMONITOR and such find it alive.
+  receive(control::MonitorP{caller, spawned, ref_of("#Ref<'erl@h'.7.5.5.5>")});
+  EXPECT_EQ(out.send.size(), 1U);
+  const HostWork work = out.work[0];
+  out.send.clear();
+  processes.answered(work, parse("{ok, 832040}"), out);
+  const auto& down = sent<control::PayloadMonitorPExit>();
+  EXPECT_EQ(Term::pid(std::get<etf::Pid>(down.from)), Term::pid(spawned));
+  EXPECT_EQ(Term::reference(down.ref), Term::reference(request_id));
+  EXPECT_EQ(down.reason, parse("{res, return, 832040}"));
+  EXPECT_EQ(processes.spawned(), 0U);
+  EXPECT_EQ(processes.watches(), 0U);
+}
+
+TEST_F(ProcessesTest, ALinkedSpawnExitsThroughItsLinkAndOthersAreRefused) {
+  connect(bare);
+  const etf::Reference request_id = ref_of("#Ref<'erl@h'.7.4.4.4>");
+  receive(control::SpawnRequest{request_id, caller, caller, dist::Mfa{{"erpc"}, {"execute_call"}, 4},
+                                parse("[link]"), parse("[r, m, f, []]")});
+  EXPECT_EQ(sent<control::SpawnReply>().flags, 1U);
+  const HostWork work = out.work.at(0);
+  out.send.clear();
+  processes.answered(work, parse("{error, {undef, {m, f}}}"), out);
+  EXPECT_EQ(sent<control::Exit>().reason, parse("{r, error, undef, [{m, f, [], []}]}"));
+  out.send.clear();
+  receive(control::SpawnRequest{request_id, caller, caller, dist::Mfa{{"os"}, {"cmd"}, 1}, parse("[]"),
+                                parse("[\"rm -rf /\"]")});
+  EXPECT_EQ(std::get<etf::Atom>(sent<control::SpawnReply>().result).name, "notsup");
+  EXPECT_TRUE(out.work.size() == 1U);
+}
+
+TEST_F(ProcessesTest, SpawnedProcessesAreBoundedAndForgottenWithTheirPeer) {
+  connect();
+  const auto spawn = [&] {
+    receive(control::SpawnRequest{ref_of("#Ref<'erl@h'.7.4.4.4>"), caller, caller,
+                                  dist::Mfa{{"erpc"}, {"execute_call"}, 4}, parse("[monitor]"), parse("[r, m, f, []]")});
+  };
+  spawn();
+  spawn();
+  spawn();
+  EXPECT_EQ(processes.spawned(), 2U);
+  EXPECT_EQ(std::get<etf::Atom>(sent<control::SpawnReply>(2).result).name, "system_limit");
+  const std::vector<HostWork> work = out.work;
+  processes.disconnected("erl@h");
+  EXPECT_EQ(processes.spawned(), 0U);
+  out.send.clear();
+  for (const HostWork& w : work) processes.answered(w, parse("{ok, 1}"), out);
+  EXPECT_TRUE(out.send.empty());
+}
+
+}  // namespace
+}  // namespace camlbeam::node
