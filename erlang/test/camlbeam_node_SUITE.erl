@@ -21,7 +21,8 @@ init_per_suite(Config0) ->
     _ = os:cmd("epmd -daemon -address 127.0.0.1"),
     Started = case node() of
                   nonode@nohost ->
-                      {ok, _} = net_kernel:start([camlbeam_node_ct, shortnames]),
+                      Name = list_to_atom("camlbeam_node_ct_" ++ os:getpid()),
+                      {ok, _} = net_kernel:start([Name, shortnames]),
                       true;
                   _ ->
                       false
@@ -50,20 +51,24 @@ host() ->
     [_, Host] = string:split(atom_to_list(node()), "@"),
     Host.
 
-%% Starts camlbeam-node as Alive with the test plugin, waits for it to listen.
-start_node(Config, Alive) ->
-    start_node(Config, Alive, []).
+%% Starts camlbeam-node named after Stem with the test plugin, waits for it to listen.
+start_node(Config, Stem) ->
+    start_node(Config, Stem, []).
 
-start_node(Config, Alive, Extra) ->
+%% The OS pid in the name: two runs of the suite on one machine (two OCamls, two clones)
+%% never meet in EPMD.
+start_node(Config, Stem, Extra) ->
+    Alive = Stem ++ "_" ++ os:getpid(),
     Args = ["--sname", Alive, "--cookie", atom_to_list(?COOKIE),
             "--load", ?LIB:plugin(Config, "camlbeam_test") | Extra],
     Port = open_port({spawn_executable, ?config(node_executable, Config)},
                      [{args, Args}, exit_status, stderr_to_stdout, binary, {line, 4096}]),
-    true = ets:insert(?config(ocaml_nodes, Config), {Alive, Port}),
+    true = ets:insert(?config(ocaml_nodes, Config), {Stem, Port}),
     Node = list_to_atom(Alive ++ "@" ++ host()),
     receive
-        {Port, {data, {eol, <<"camlbeam-node: ", _/binary>> = Line}}} ->
+        {Port, {data, {eol, <<"camlbeam-node: ", Said/binary>> = Line}}} ->
             ct:log("~ts", [Line]),
+            {match, _} = re:run(Said, " listening on port [0-9]+$"),
             Node;
         {Port, {exit_status, Status}} ->
             ct:fail({node_exited, Alive, Status})
@@ -212,19 +217,27 @@ call_timeout_interrupts(Config) ->
 
 wrong_cookie_refused(Config) ->
     Node = start_node(Config, "ocaml_cookie"),
-    {ok, Peer, _} = peer:start_link(#{name => peer:random_name(?FUNCTION_NAME),
-                                      args => ["-setcookie", "not_the_cookie"],
-                                      connection => standard_io}),
+    {ok, Peer, PeerNode} = peer:start_link(#{name => peer:random_name(?FUNCTION_NAME),
+                                             args => ["-setcookie", "not_the_cookie"],
+                                             connection => standard_io}),
     ?assertEqual(pang, peer:call(Peer, net_adm, ping, [Node])),
     peer:stop(Peer),
+    %% Refused and logged, by the name it gave.
+    [{_, Port}] = ets:lookup(?config(ocaml_nodes, Config), "ocaml_cookie"),
+    PeerName = atom_to_binary(PeerNode),
+    receive {Port, {data, {eol, <<"camlbeam-node: refused a connection from ", Rest/binary>>}}} ->
+            ?assertMatch({0, _}, binary:match(Rest, PeerName))
+    after 5000 -> ct:fail(no_refusal_logged)
+    end,
     ?assertEqual({ok, 3}, call(Node, add, [1, 2])).
 
 erl_call_client(Config) ->
-    _Node = start_node(Config, "ocaml_erl_call"),
+    Node = start_node(Config, "ocaml_erl_call"),
+    [Alive, _] = string:split(atom_to_list(Node), "@"),
     ErlCall = erl_call(),
     Run = fun(Args) ->
-                  os:cmd(lists:flatten(io_lib:format("~ts -sname ocaml_erl_call -c ~ts -a '~ts' 2>&1",
-                                                     [ErlCall, ?COOKIE, Args])))
+                  os:cmd(lists:flatten(io_lib:format("~ts -sname ~ts -c ~ts -a '~ts' 2>&1",
+                                                     [ErlCall, Alive, ?COOKIE, Args])))
           end,
     ?assertEqual("3", Run("camlbeam_test add [1, 2]")),
     ?assertMatch("{badrpc, {'EXIT', {undef" ++ _, Run("camlbeam_test nosuch []")).

@@ -95,6 +95,7 @@ struct Connection {
   bool connect_pending = false;  // writable means the TCP connect finished
   std::string peer;              // outgoing: the node called; incoming: once its name is read
   bool owner = false;            // holds its peer's name (Impl::peers)
+  bool arbitrated = false;       // incoming, answered nok: the peer's other call stays
   bool replaces = false;         // incoming, answered `alive`: replaces the connection up now
   std::optional<Handshake> handshake;
   FrameReader reader;
@@ -366,8 +367,12 @@ Status Endpoint::Impl::decide(std::uint64_t key, const PeerInfo& info) {
     c->replaces = true;
     return Status::alive;
   }
-  if (!other->outgoing) return Status::nok;  // the peer calls us twice: the first call stays
-  if (options.node_name > info.name) return Status::nok;
+  if (!other->outgoing || options.node_name > info.name) {
+    // The peer calls us twice (the first call stays), or its call and ours cross and ours
+    // wins: neither is a refusal worth reporting.
+    c->arbitrated = true;
+    return Status::nok;
+  }
   other->owner = false;
   p.owner = key;
   c->owner = true;
@@ -585,6 +590,11 @@ void Endpoint::Impl::drop(std::uint64_t key, const Error& error) {
   epoll.remove(c->socket.native_handle());
   const bool was_connected = c->phase == Connection::Phase::connected;
   if (!was_connected) stats.handshakes_failed.fetch_add(1, std::memory_order_relaxed);
+  if (!was_connected && !c->outgoing && !c->arbitrated) {
+    // A caller refused (a wrong cookie, bytes that are no handshake, a stall): said, so that
+    // the node can log it; nothing it sent was acted upon.
+    events.push(make_event(EndpointEvent::Kind::refused, c->peer, error));
+  }
   if (!c->owner) return;  // lost an arbitration, or never named a peer: nobody was told of it
   if (was_connected) {
     std::lock_guard lock(connected_mutex);

@@ -172,7 +172,15 @@ TEST_F(EndpointTest, GarbageDuringAHandshakeCostsOnlyThatConnection) {
   ASSERT_TRUE(in);
   EXPECT_EQ(in->body, bytes("still here"));
   EXPECT_EQ(ep.stats().handshakes_failed, 2u);
-  for (const auto& e : skipped) EXPECT_NE(e.kind, EndpointEvent::Kind::disconnected) << e.peer << " " << e.error.message();
+  // Both callers are reported as refused, for the node's log: the liar by the name it gave.
+  std::vector<std::pair<std::string, Errc>> refused;
+  for (const auto& e : skipped) {
+    EXPECT_NE(e.kind, EndpointEvent::Kind::disconnected) << e.peer << " " << e.error.message();
+    if (e.kind == EndpointEvent::Kind::refused) refused.emplace_back(e.peer, e.error.code);
+  }
+  ASSERT_EQ(refused.size(), 2u);
+  EXPECT_EQ(refused[0].first, "");
+  EXPECT_EQ(refused[1], std::pair(std::string("liar@localhost"), Errc::bad_digest));
 }
 
 TEST_F(EndpointTest, ACallerStalledInItsHandshakeIsDroppedAtTheSetupTimeout) {
@@ -187,6 +195,9 @@ TEST_F(EndpointTest, ACallerStalledInItsHandshakeIsDroppedAtTheSetupTimeout) {
   EXPECT_EQ(stalled.read_some(buffer, after(3s)), 0u);
   EXPECT_GE(Clock::now() - start, 250ms);
   EXPECT_EQ(ep.stats().handshakes_failed, 1u);
+  const auto refused = next(ep, EndpointEvent::Kind::refused, 1s);
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->peer, "");
   EXPECT_FALSE(ep.poll_event());
 }
 

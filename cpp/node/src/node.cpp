@@ -14,6 +14,20 @@ namespace camlbeam::node {
 
 using etf::Term;
 
+void RefusalLog::note(const std::string& peer, const std::string& why) {
+  const auto now = std::chrono::steady_clock::now();
+  if (now - window_start_ >= std::chrono::minutes(1)) {
+    if (in_window_ > per_minute) {
+      std::fprintf(stderr, "camlbeam-node: %d more connections refused in the last minute\n", in_window_ - per_minute);
+    }
+    window_start_ = now;
+    in_window_ = 0;
+  }
+  if (++in_window_ > per_minute) return;
+  std::fprintf(stderr, "camlbeam-node: refused a connection%s%s: %s\n", peer.empty() ? "" : " from ", peer.c_str(),
+               why.c_str());
+}
+
 Node::Node(NodeConfig config)
     : config_(std::move(config)),
       endpoint_(config_.endpoint),
@@ -91,6 +105,9 @@ void Node::handle(dist::EndpointEvent& event) {
       flags_.erase(event.peer);
       readers_.erase(event.peer);
       processes_.disconnected(event.peer);
+      return;
+    case Kind::refused:
+      refusals_.note(event.peer, event.error.message());
       return;
     case Kind::failed:
       failure_ = event.error.message();

@@ -42,6 +42,18 @@ struct NodeConfig {
   std::size_t max_queued = 100000;
 };
 
+// The log of refused callers (a wrong cookie, garbage): every one while they are few, then
+// a count per minute, so that a flood of bad connections cannot flood the log.
+class RefusalLog {
+ public:
+  void note(const std::string& peer, const std::string& why);
+
+ private:
+  static constexpr int per_minute = 20;
+  std::chrono::steady_clock::time_point window_start_{};
+  int in_window_ = 0;
+};
+
 class Node {
  public:
   // Listens, registers in EPMD and starts the network and dispatch threads. Throws
@@ -82,6 +94,7 @@ class Node {
   std::map<std::string, std::uint64_t> flags_;
   std::deque<HostWork> queue_;
   std::optional<std::string> failure_;
+  RefusalLog refusals_;
   bool running_request_ = false;
   bool taken_over_ = false;
   std::condition_variable wake_dispatcher_;

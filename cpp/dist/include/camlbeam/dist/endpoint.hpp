@@ -56,7 +56,10 @@ struct EndpointEvent {
     frame,         // peer, body (a whole frame; ticks are not reported)
     disconnected,  // peer, error: a connection went down, or an attempt to connect failed
                    // (then the frames queued for it are dropped)
-    failed,        // error: the network thread stopped on an unexpected error (out of
+    failed,        // error: the network thread stopped on an unexpected error
+    refused,       // peer (the name it gave, or empty), error: an incoming connection's
+                   // handshake failed (a wrong cookie, bytes that are no handshake, a
+                   // stall); nothing it sent was acted upon (out of
                    // memory, epoll failing); nothing moves any more: destroy the Endpoint
   };
   Kind kind = Kind::failed;
