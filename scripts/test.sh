@@ -82,7 +82,7 @@ ocaml5_dune_tests() {
 }
 
 stage "C++ unit, conformance and tool tests (Release)" release_tests
-stage "C++ unit tests under ASan+UBSan" sanitizer_tests build-asan
+stage "C++ unit tests under ASan+UBSan" sanitizer_tests build-asan -- camlbeam-node
 stage "C++ tests on OCaml $ocaml5_version (Release)" ocaml5_tests
 stage "C++ unit tests on OCaml $ocaml5_version under ASan+UBSan" \
   sanitizer_tests build-asan-ocaml5 -DCAMLBEAM_OCAML_PREFIX="$ocaml5_prefix" -- conv_domains_tests
@@ -96,6 +96,7 @@ stage "The nif transport's Common Test cases, camlbeam_nif.so under ASan+UBSan" 
   scripts/test-nif-sanitized.sh build-asan
 stage "The nif transport's Common Test cases on OCaml $ocaml5_version, camlbeam_nif.so under ASan+UBSan" \
   scripts/test-nif-sanitized.sh build-asan-ocaml5 "$ocaml5_version"
+stage "camlbeam-node under ASan+UBSan against real Erlang nodes" scripts/test-node-sanitized.sh build-asan
 # The README's other command: every step of the demo checks what it shows, so a change that
 # breaks its story (as counting timed-out calls in flight once did) fails here.
 stage "The demo (make demo's scripts/demo.sh)" scripts/demo.sh

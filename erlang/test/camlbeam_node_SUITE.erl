@@ -28,7 +28,12 @@ init_per_suite(Config0) ->
                       false
               end,
     true = erlang:set_cookie(node(), ?COOKIE),
-    Exe = filename:join(?LIB:workers_dir(), "camlbeam-node"),
+    %% CAMLBEAM_TEST_NODE: another camlbeam-node (scripts/test-node-sanitized.sh: the
+    %% sanitizer build's).
+    Exe = case os:getenv("CAMLBEAM_TEST_NODE") of
+              false -> filename:join(?LIB:workers_dir(), "camlbeam-node");
+              Given -> Given
+          end,
     filelib:is_regular(Exe) orelse ct:fail("~ts missing: build first (erlang/README.md)", [Exe]),
     [{node_executable, Exe}, {started_distribution, Started},
      {flavour, native} | Config].
