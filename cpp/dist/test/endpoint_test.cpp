@@ -224,12 +224,11 @@ TEST_F(EndpointTest, TheEventDescriptorIsReadableWhileEventsWait) {
   EXPECT_FALSE(ep.poll_event());
 }
 
+// Not in sanitizer builds: their runtime needs descriptors itself (UBSan's vptr check
+// probes memory through a pipe), and without any it reports errors that are its own. The
+// Release build runs it.
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 TEST_F(EndpointTest, OutOfDescriptorsTheListenerRestsInsteadOfSpinning) {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-  // The sanitizers' runtime needs descriptors itself (UBSan's vptr check probes memory
-  // through a pipe): without any it reports errors that are its own.
-  GTEST_SKIP() << "needs a process out of descriptors, which the sanitizers do not survive";
-#endif
   Endpoint ep(options("ocaml@localhost"));
   rlimit saved{};
   ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
@@ -259,6 +258,7 @@ TEST_F(EndpointTest, OutOfDescriptorsTheListenerRestsInsteadOfSpinning) {
   EXPECT_NO_THROW(run_handshake(std::move(waiting), hs, after(3s)));
   EXPECT_TRUE(next(ep, EndpointEvent::Kind::connected));
 }
+#endif
 
 TEST_F(EndpointTest, SendConnectsLazilyAndDeliversTheFramesQueuedMeanwhile) {
   Listener listener = Listener::loopback();

@@ -4,6 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <chrono>
 #include <thread>
 
@@ -74,10 +78,17 @@ TEST(Socket, APeerClosingMidHandshake) {
 }
 
 TEST(Socket, ConnectToNothingFails) {
-  Listener l = Listener::loopback();
-  const std::uint16_t port = l.port();
-  l = Listener::loopback();  // the first one is closed: nothing listens on `port` now
-  if (l.port() == port) GTEST_SKIP() << "the kernel gave the same port again";
+  // A port bound and not listening: held by this test, so that nothing else can listen on
+  // it meanwhile, and refused by the kernel.
+  Fd bound(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(bound);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(bound.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address), 0);
+  socklen_t length = sizeof address;
+  ASSERT_EQ(::getsockname(bound.get(), reinterpret_cast<sockaddr*>(&address), &length), 0);
+  const std::uint16_t port = ntohs(address.sin_port);
   EXPECT_EQ(thrown([&] { Socket::connect("127.0.0.1", port, after(1s)); }), Errc::connect_failed);
 }
 
