@@ -130,6 +130,15 @@ void Processes::receive(const std::string& peer, dist::Control message, Effects&
     if (!name && pid == nullptr) return;
     const std::uint64_t target = name ? registered_number(*name) : number_of(*pid);
     unwatch(peer, Watch{Watch::Kind::monitor, target, Term::pid(from), Term::reference(ref)});
+    // erpc's caller gave up (call_abandon): the monitor its spawn request set goes, and the
+    // call runs on, as an Erlang process would; its exit is then sent to nobody.
+    if (pid != nullptr && is_ours(*pid)) {
+      const auto spawned = spawned_.find(number_of(*pid));
+      if (spawned != spawned_.end() && same_pid(spawned->second.caller, from) &&
+          Term::reference(spawned->second.request_id) == Term::reference(ref)) {
+        spawned->second.monitor = false;
+      }
+    }
   };
   std::visit(
       Overloaded{

@@ -203,6 +203,32 @@ TEST_F(ProcessesTest, ErpcsSpawnRunsTheCallAndExitsWithItsResult) {
   EXPECT_EQ(processes.watches(), 0U);
 }
 
+TEST_F(ProcessesTest, ACallerThatGivesUpDemonitorsAndGetsNoExit) {
+  connect();
+  const etf::Reference request_id = ref_of("#Ref<'erl@h'.7.4.4.4>");
+  const auto spawn = [&] {
+    receive(control::SpawnRequest{request_id, caller, caller, dist::Mfa{{"erpc"}, {"execute_call"}, 4},
+                                  parse("[{reply, error_only}, monitor]"), parse("[res, mathlib, fib, [30]]")});
+    const etf::Pid spawned = std::get<etf::Pid>(sent<control::SpawnReply>().result);
+    const HostWork work = out.work.at(0);
+    out = {};
+    return std::pair{spawned, work};
+  };
+  // Another process's demonitor, or another reference, changes nothing: the exit is sent.
+  const auto [kept, kept_work] = spawn();
+  receive(control::DemonitorP{pid_of("#Pid<'erl@h'.91.0.7>"), kept, request_id});
+  receive(control::DemonitorP{caller, kept, ref_of("#Ref<'erl@h'.7.6.6.6>")});
+  processes.answered(kept_work, parse("{ok, 1}"), out);
+  EXPECT_EQ(sent<control::PayloadMonitorPExit>().reason, parse("{res, return, 1}"));
+  out = {};
+  // The caller's own demonitor (erpc's call_abandon): the call runs on, its exit goes nowhere.
+  const auto [abandoned, abandoned_work] = spawn();
+  receive(control::DemonitorP{caller, abandoned, request_id});
+  processes.answered(abandoned_work, parse("{ok, 1}"), out);
+  EXPECT_TRUE(out.send.empty());
+  EXPECT_EQ(processes.spawned(), 0U);
+}
+
 TEST_F(ProcessesTest, ALinkedSpawnExitsThroughItsLinkAndOthersAreRefused) {
   connect(bare);
   const etf::Reference request_id = ref_of("#Ref<'erl@h'.7.4.4.4>");
