@@ -590,9 +590,12 @@ void Endpoint::Impl::drop(std::uint64_t key, const Error& error) {
   epoll.remove(c->socket.native_handle());
   const bool was_connected = c->phase == Connection::Phase::connected;
   if (!was_connected) stats.handshakes_failed.fetch_add(1, std::memory_order_relaxed);
-  if (!was_connected && !c->outgoing && !c->arbitrated) {
-    // A caller refused (a wrong cookie, bytes that are no handshake, a stall): said, so that
-    // the node can log it; nothing it sent was acted upon.
+  // A caller refused (a wrong cookie, bytes that are no handshake, a stall) is said, so that
+  // the node can log it; nothing it sent was acted upon. One that only hung up is not: two
+  // nodes that call each other at once hang up the call that loses.
+  const bool hung_up =
+      error.code == Errc::connection_closed || error.code == Errc::socket_error || error.code == Errc::closed_locally;
+  if (!was_connected && !c->outgoing && !c->arbitrated && !hung_up) {
     events.push(make_event(EndpointEvent::Kind::refused, c->peer, error));
   }
   if (!c->owner) return;  // lost an arbitration, or never named a peer: nobody was told of it

@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -229,34 +230,45 @@ TEST_F(EndpointTest, TheEventDescriptorIsReadableWhileEventsWait) {
 // Release build runs it.
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 TEST_F(EndpointTest, OutOfDescriptorsTheListenerRestsInsteadOfSpinning) {
-  Endpoint ep(options("ocaml@localhost"));
+  std::optional<Endpoint> ep;
   rlimit saved{};
   ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
-  // One descriptor left, which the caller's socket takes: accept finds none.
-  const int lowest_free = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-  ASSERT_GE(lowest_free, 0);
-  ::close(lowest_free);
-  rlimit tight = saved;
-  tight.rlim_cur = static_cast<rlim_t>(lowest_free + 1);
-  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &tight), 0);
-  Socket waiting = Socket::connect("127.0.0.1", ep.port(), after(1s));  // in the backlog
-  rusage before{};
-  ::getrusage(RUSAGE_SELF, &before);
-  std::this_thread::sleep_for(500ms);
-  rusage after_pause{};
-  ::getrusage(RUSAGE_SELF, &after_pause);
-  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
   const auto cpu_us = [](const rusage& r) {
     return (r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1'000'000LL + r.ru_utime.tv_usec + r.ru_stime.tv_usec;
   };
+  std::vector<Socket> waiting;
+  long long cpu_in_pause = 0;
+  // A descriptor below the limit that another thread of the test closes meanwhile lets the
+  // accept through, and then nothing was measured: the setup is tried again, three times at
+  // most. The first try is the rule.
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    ep.emplace(options("ocaml@localhost"));
+    // One descriptor left, which the caller's socket takes: accept finds none.
+    const int lowest_free = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(lowest_free, 0);
+    ::close(lowest_free);
+    rlimit tight = saved;
+    tight.rlim_cur = static_cast<rlim_t>(lowest_free + 1);
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &tight), 0);
+    waiting.push_back(Socket::connect("127.0.0.1", ep->port(), after(1s)));  // in the backlog
+    rusage before{};
+    ::getrusage(RUSAGE_SELF, &before);
+    std::this_thread::sleep_for(500ms);
+    rusage after_pause{};
+    ::getrusage(RUSAGE_SELF, &after_pause);
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+    cpu_in_pause = cpu_us(after_pause) - cpu_us(before);
+    if (ep->stats().accepted == 0) break;
+    waiting.clear();
+  }
+  ASSERT_EQ(ep->stats().accepted, 0u) << "accept never ran out of descriptors";
   // Spinning burns most of a core in the pause; resting, a few wake-ups.
-  EXPECT_LT(cpu_us(after_pause) - cpu_us(before), 100'000) << "the loop spun on a listener it could not accept from";
-  RecordProperty("cpu_us_in_pause", static_cast<int>(cpu_us(after_pause) - cpu_us(before)));
-  EXPECT_EQ(ep.stats().accepted, 0u);
+  EXPECT_LT(cpu_in_pause, 100'000) << "the loop spun on a listener it could not accept from";
+  RecordProperty("cpu_us_in_pause", static_cast<int>(cpu_in_pause));
   // With descriptors back, the connection waiting in the backlog is served.
-  Handshake hs = Handshake::initiator(peer_config("patient@localhost", ep.node_name()));
-  EXPECT_NO_THROW(run_handshake(std::move(waiting), hs, after(3s)));
-  EXPECT_TRUE(next(ep, EndpointEvent::Kind::connected));
+  Handshake hs = Handshake::initiator(peer_config("patient@localhost", ep->node_name()));
+  EXPECT_NO_THROW(run_handshake(std::move(waiting.back()), hs, after(3s)));
+  EXPECT_TRUE(next(*ep, EndpointEvent::Kind::connected));
 }
 #endif
 

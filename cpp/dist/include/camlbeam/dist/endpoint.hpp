@@ -59,7 +59,8 @@ struct EndpointEvent {
     failed,        // error: the network thread stopped on an unexpected error
     refused,       // peer (the name it gave, or empty), error: an incoming connection's
                    // handshake failed (a wrong cookie, bytes that are no handshake, a
-                   // stall); nothing it sent was acted upon (out of
+                   // stall); nothing it sent was acted upon. A caller that only hangs up
+                   // is not reported (out of
                    // memory, epoll failing); nothing moves any more: destroy the Endpoint
   };
   Kind kind = Kind::failed;
