@@ -97,12 +97,10 @@ void Node::handle(dist::EndpointEvent& event) {
   using Kind = dist::EndpointEvent::Kind;
   switch (event.kind) {
     case Kind::connected:
-      flags_[event.peer] = event.flags;
       readers_.insert_or_assign(event.peer, dist::MessageReader(event.flags));
       processes_.connected(event.peer, event.flags);
       return;
     case Kind::disconnected:
-      flags_.erase(event.peer);
       readers_.erase(event.peer);
       processes_.disconnected(event.peer);
       return;
@@ -135,10 +133,10 @@ void Node::handle(dist::EndpointEvent& event) {
 
 void Node::apply(Effects& effects) {
   for (Outgoing& out : effects.send) {
-    const auto flags = flags_.find(out.peer);
-    if (flags == flags_.end()) continue;  // gone meanwhile
+    const std::optional<std::uint64_t> flags = processes_.peer_flags(out.peer);
+    if (!flags) continue;  // gone meanwhile
     etf::ByteBuffer body;
-    if (const auto error = dist::encode_frame(out.control, flags->second, body)) {
+    if (const auto error = dist::encode_frame(out.control, *flags, body)) {
       std::fprintf(stderr, "camlbeam-node: not sent to %s: %s\n", out.peer.c_str(), error->message().c_str());
       continue;
     }

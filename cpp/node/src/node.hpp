@@ -91,7 +91,6 @@ class Node {
   std::mutex mutex_;  // everything below but the thread
   Processes processes_;
   std::map<std::string, dist::MessageReader> readers_;
-  std::map<std::string, std::uint64_t> flags_;
   std::deque<HostWork> queue_;
   std::optional<std::string> failure_;
   RefusalLog refusals_;

@@ -67,9 +67,10 @@ void Processes::disconnected(const std::string& peer) {
   std::erase_if(spawned_, [&](const auto& entry) { return entry.second.peer == peer; });
 }
 
-std::uint64_t Processes::flags_of(const std::string& peer) const noexcept {
+std::optional<std::uint64_t> Processes::peer_flags(const std::string& peer) const noexcept {
   const auto found = flags_.find(peer);
-  return found == flags_.end() ? 0 : found->second;
+  if (found == flags_.end()) return std::nullopt;
+  return found->second;
 }
 
 std::size_t Processes::watches() const noexcept {
@@ -307,7 +308,7 @@ void Processes::send_message(const std::string& peer, const etf::Pid& from, cons
                              Term message, Effects& out) const {
   // To the caller's alias when it made one: a reply that comes after the caller gave up is
   // then dropped by its VM instead of landing in its mailbox.
-  if (const etf::Reference* alias = alias_of(tag); alias != nullptr && (flags_of(peer) & dist::flag::alias) != 0) {
+  if (const etf::Reference* alias = alias_of(tag); alias != nullptr && (peer_flags(peer).value_or(0) & dist::flag::alias) != 0) {
     out.send.push_back({peer, control::AliasSend{from, *alias, std::move(message)}});
   } else {
     out.send.push_back({peer, control::Send{to, std::move(message)}});
@@ -316,7 +317,7 @@ void Processes::send_message(const std::string& peer, const etf::Pid& from, cons
 
 void Processes::send_down(const std::string& peer, dist::ProcessRef from, const etf::Pid& to,
                           const etf::Reference& ref, Term reason, Effects& out) const {
-  if ((flags_of(peer) & dist::flag::exit_payload) != 0) {
+  if ((peer_flags(peer).value_or(0) & dist::flag::exit_payload) != 0) {
     out.send.push_back({peer, control::PayloadMonitorPExit{std::move(from), to, ref, std::move(reason)}});
   } else {
     out.send.push_back({peer, control::MonitorPExit{std::move(from), to, ref, std::move(reason)}});
@@ -325,7 +326,7 @@ void Processes::send_down(const std::string& peer, dist::ProcessRef from, const 
 
 void Processes::send_exit(const std::string& peer, const etf::Pid& from, const etf::Pid& to, Term reason,
                           Effects& out) const {
-  if ((flags_of(peer) & dist::flag::exit_payload) != 0) {
+  if ((peer_flags(peer).value_or(0) & dist::flag::exit_payload) != 0) {
     out.send.push_back({peer, control::PayloadExit{from, to, std::move(reason)}});
   } else {
     out.send.push_back({peer, control::Exit{from, to, std::move(reason)}});

@@ -97,6 +97,9 @@ class Processes {
   // The host's answer ({ok, _} or {error, _}) to `work`; nothing for a cast.
   void answered(const HostWork& work, etf::Term answer, Effects& out);
 
+  // The flags negotiated with a connected peer; nullopt once it is gone.
+  std::optional<std::uint64_t> peer_flags(const std::string& peer) const noexcept;
+
   const etf::Pid& ocaml_pid() const noexcept { return ocaml_; }
   std::size_t spawned() const noexcept { return spawned_.size(); }
   std::size_t watches() const noexcept;
@@ -127,7 +130,6 @@ class Processes {
   std::optional<Registered> registered(const dist::ProcessRef& to) const noexcept;
   bool is_ours(const etf::Pid& pid) const noexcept;
   bool exists(const etf::Pid& pid) const noexcept;
-  std::uint64_t flags_of(const std::string& peer) const noexcept;
 
   static std::uint64_t registered_number(Registered process) noexcept;
   void deliver(const std::string& peer, Registered to, etf::Term message, Effects& out);
