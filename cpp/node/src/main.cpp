@@ -2,7 +2,8 @@
 //
 //   camlbeam-node --sname ocaml --cookie C --load mathlib.cmxs
 //
-// Exit statuses: 0 after SIGTERM, SIGINT or SIGHUP; 64 for a usage error; 69 when the node
+// Exit statuses: 0 after SIGTERM, SIGINT or SIGHUP (or, with --stop-on-eof, the end of
+// standard input); 64 for a usage error; 69 when the node
 // cannot join (EPMD unreachable, the name taken, a plugin that does not load); 70 when its
 // network thread fails; 124 when a request overran its deadline and could not be stopped.
 #include "node.hpp"
@@ -15,6 +16,7 @@
 #include <camlbeam/host/request_watch.hpp>
 #include <camlbeam/host/runtime.hpp>
 
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -24,6 +26,7 @@
 #include <vector>
 
 #include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 namespace {
@@ -76,6 +79,7 @@ int run(int argc, char** argv) {
   config.endpoint.net_ticktime = options.net_ticktime;
   if (options.hidden) config.endpoint.flags &= ~dist::flag::published;
   config.call_timeout_ms = options.call_timeout_ms;
+  config.allow_load = options.allow_load;
 
   // Declared before the watch, whose hook reaches it, so that it outlives the watch's thread.
   std::optional<node::Node> the_node;
@@ -122,6 +126,19 @@ int run(int argc, char** argv) {
     sigwait(&ending, &signal);
     the_node->stop();
   });
+  if (options.stop_on_eof) {
+    // Started by an Erlang port (transport => node): when the port closes, or the VM that
+    // owns it dies, standard input ends, and the node stops as it does on SIGTERM, through
+    // the one thread that takes the ending signals. Detached: it may block in read() to the end.
+    std::thread([] {
+      char buffer[256];
+      for (;;) {
+        const ssize_t got = ::read(STDIN_FILENO, buffer, sizeof buffer);
+        if (got == 0 || (got < 0 && errno != EINTR)) break;
+      }
+      ::kill(::getpid(), SIGTERM);
+    }).detach();
+  }
   std::fprintf(stderr, "camlbeam-node: %s listening on port %u\n", the_node->name().c_str(),
                static_cast<unsigned>(the_node->port()));
   const std::optional<std::string> failure = the_node->serve(host);

@@ -1,5 +1,6 @@
 #include "messages.hpp"
 
+#include <algorithm>
 #include <string>
 #include <utility>
 
@@ -21,12 +22,20 @@ bool is_proper_list(const Term& term) {
   return list != nullptr && list->items.back().kind() == etf::Kind::nil;
 }
 
-// {Tag, Fun, Args} with a function name and an argument list: Fun and Args.
-std::optional<std::pair<const Term*, const Term*>> fun_and_args(const Term& request, std::string_view tag) {
+// {Tag, Fun, Args} with a function name and an argument list (and, where `timeout` is
+// given, {Tag, Fun, Args, Timeout}): whether `request` is one.
+bool is_fun_and_args(const Term& request, std::string_view tag, std::optional<std::uint32_t>* timeout_ms = nullptr) {
   const auto elements = request.tuple_elements();
-  if (elements.size() != 3 || !elements[0].is_atom(tag)) return std::nullopt;
-  if (!is_function_name(elements[1]) || !is_proper_list(elements[2])) return std::nullopt;
-  return std::pair{&elements[1], &elements[2]};
+  const bool with_timeout = timeout_ms != nullptr && elements.size() == 4;
+  if ((elements.size() != 3 && !with_timeout) || !elements[0].is_atom(tag)) return false;
+  if (!is_function_name(elements[1]) || !is_proper_list(elements[2])) return false;
+  if (!with_timeout) return true;
+  if (elements[3].is_atom("infinity")) return true;
+  const auto* ms = elements[3].get_if<std::int64_t>();
+  if (ms == nullptr || *ms < 0 || *ms > std::int64_t{UINT32_MAX}) return false;
+  const auto given = static_cast<std::uint32_t>(*ms);
+  *timeout_ms = *timeout_ms ? std::min(**timeout_ms, given) : given;
+  return true;
 }
 
 }  // namespace
@@ -48,9 +57,11 @@ std::optional<std::variant<GenCall, GenCast>> gen_message(Term message) {
 
 namespace {
 
-// {Tag, Fun, Args} taken apart, Fun and Args moved out of it.
-std::optional<std::pair<Term, Term>> take_fun_and_args(Term& request, std::string_view tag) {
-  if (!fun_and_args(request, tag)) return std::nullopt;
+// {Tag, Fun, Args[, Timeout]} taken apart, Fun and Args moved out of it; a Timeout, where
+// `timeout_ms` takes one, shortens it.
+std::optional<std::pair<Term, Term>> take_fun_and_args(Term& request, std::string_view tag,
+                                                       std::optional<std::uint32_t>* timeout_ms = nullptr) {
+  if (!is_fun_and_args(request, tag, timeout_ms)) return std::nullopt;
   auto& elements = std::get<etf::Tuple>(request.repr()).elements;
   return std::pair{std::move(elements[1]), std::move(elements[2])};
 }
@@ -58,7 +69,7 @@ std::optional<std::pair<Term, Term>> take_fun_and_args(Term& request, std::strin
 }  // namespace
 
 std::optional<Term> host_call(Term request, Term ref, std::optional<std::uint32_t> timeout_ms) {
-  auto parts = take_fun_and_args(request, "call");
+  auto parts = take_fun_and_args(request, "call", &timeout_ms);
   if (!parts) return std::nullopt;
   std::vector<Term> elements;
   elements.reserve(5);

@@ -32,7 +32,9 @@ Node::Node(NodeConfig config)
     : config_(std::move(config)),
       endpoint_(config_.endpoint),
       processes_(endpoint_.node_name(), endpoint_.creation(), config_.call_timeout_ms),
-      dispatcher_([this] { dispatch(); }) {}
+      dispatcher_([this] { dispatch(); }) {
+  if (config_.allow_load) processes_.allow_loads();
+}
 
 Node::~Node() {
   stop();
@@ -189,7 +191,7 @@ void Node::run(host::Host& host, HostWork& work) {
   }
   if (!answer) {
     if (!cast_failure.empty()) std::fprintf(stderr, "camlbeam-node: a cast failed: %s\n", cast_failure.c_str());
-    return;
+    answer = Term::atom("ok");  // a cast: Processes counts it done, and sends nothing
   }
   const std::lock_guard lock(mutex_);
   Effects effects;

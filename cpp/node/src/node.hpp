@@ -40,6 +40,7 @@ struct NodeConfig {
   dist::EndpointOptions endpoint;
   std::optional<std::uint32_t> call_timeout_ms;
   std::size_t max_queued = 100000;
+  bool allow_load = false;  // {load, Path} from peers (Processes::allow_loads)
 };
 
 // The log of refused callers (a wrong cookie, garbage): every one while they are few, then

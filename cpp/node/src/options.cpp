@@ -29,7 +29,8 @@ bool valid_alive(std::string_view alive) {
 
 std::string usage() {
   return "usage: camlbeam-node (--sname NAME | --name NAME[@HOST]) [--cookie COOKIE] [--load PLUGIN]...\n"
-         "                     [--hidden] [--port PORT] [--net-ticktime SECONDS] [--call-timeout MS]\n";
+         "                     [--hidden] [--port PORT] [--net-ticktime SECONDS] [--call-timeout MS]\n"
+         "                     [--allow-load] [--stop-on-eof]\n";
 }
 
 std::variant<Options, UsageError> parse_options(const std::vector<std::string>& args, const std::string& short_host,
@@ -58,6 +59,10 @@ std::variant<Options, UsageError> parse_options(const std::vector<std::string>& 
       options.plugins.push_back(std::move(*plugin));
     } else if (arg == "--hidden") {
       options.hidden = true;
+    } else if (arg == "--stop-on-eof") {
+      options.stop_on_eof = true;
+    } else if (arg == "--allow-load") {
+      options.allow_load = true;
     } else if (arg == "--port") {
       const auto text = value();
       if (!text) return missing();

@@ -2,6 +2,7 @@
 //
 //   camlbeam-node (--sname NAME | --name NAME[@HOST]) [--cookie COOKIE] [--load PLUGIN]...
 //                 [--hidden] [--port PORT] [--net-ticktime SECONDS] [--call-timeout MS]
+//                 [--allow-load] [--stop-on-eof]
 #pragma once
 
 #include <chrono>
@@ -23,6 +24,11 @@ struct Options {
   // The deadline of a call from when it starts running (the caller's own timeout is not on
   // the wire); none: calls run to their end.
   std::optional<std::uint32_t> call_timeout_ms;
+  // Stop as on SIGTERM when standard input ends: the node's owner (an Erlang port) is gone.
+  bool stop_on_eof = false;
+  // Peers may load plugins ({load, Path} to the ocaml process): as a pool does into the nodes
+  // it starts or is given.
+  bool allow_load = false;
 };
 
 struct UsageError {

@@ -208,28 +208,66 @@ void Processes::deliver(const std::string& peer, Registered to, Term message, Ef
     return;
   }
   std::visit(Overloaded{
-                 [&](GenCall& call) {
-                   const etf::Pid& from = call.from;
-                   if (call.request.is_atom("pid")) {
-                     // Its own pid, for erlang:link/1 (a link needs a pid, a monitor takes the name).
-                     send_message(peer, ocaml_, from, call.tag, Term::tuple({call.tag, Term::pid(ocaml_)}), out);
-                   } else if (auto request = host_call(std::move(call.request), call.tag, call_timeout_ms_)) {
-                     out.work.push_back({peer, std::move(*request), HostWork::GenReply{from, call.tag}});
-                   } else {
-                     send_message(peer, ocaml_, from, call.tag,
-                                  Term::tuple({call.tag, bad_request("the ocaml process answers {call, Function, "
-                                                                     "Args}; a cast is {cast, Function, Args}")}),
-                                  out);
-                   }
-                 },
+                 [&](GenCall& call) { serve_ocaml_call(peer, call, out); },
                  [&](GenCast& cast) {
                    if (auto request = host_cast(std::move(cast.request))) {
-                     out.work.push_back({peer, std::move(*request), std::monostate{}});
+                     add_work({peer, std::move(*request), std::monostate{}}, out);
                    }
                  },
              },
              *gen);
 }
+
+void Processes::serve_ocaml_call(const std::string& peer, GenCall& call, Effects& out) {
+  const etf::Pid& from = call.from;
+  const auto reply = [&](Term answer) {
+    send_message(peer, ocaml_, from, call.tag, tuple_of(call.tag, std::move(answer)), out);
+  };
+  if (call.request.is_atom("pid")) {
+    // Its own pid, for erlang:link/1 (a link needs a pid, a monitor takes the name).
+    return reply(Term::pid(ocaml_));
+  }
+  if (call.request.is_atom("in_flight")) return reply(Term::integer(static_cast<std::int64_t>(outstanding_)));
+  if (const auto load = call.request.tuple_elements(); load.size() == 2 && load[0].is_atom("load")) {
+    if (!loads_allowed_) {
+      return reply(bad_request("this node loads no plugin on request: it was started without --allow-load"));
+    }
+    std::string path;
+    if (const auto* binary = load[1].get_if<etf::Binary>()) {
+      path.assign(binary->bytes.begin(), binary->bytes.end());
+      if (const auto known = loaded_.find(path); known != loaded_.end()) return reply(known->second);
+    }
+    Term request = tuple_of(Term::atom("load"), call.tag, load[1]);
+    return add_work({peer, std::move(request), HostWork::GenReply{from, call.tag, std::move(path)}}, out);
+  }
+  if (auto request = host_call(std::move(call.request), call.tag, call_timeout_ms_)) {
+    return add_work({peer, std::move(*request), HostWork::GenReply{from, call.tag, {}}}, out);
+  }
+  reply(bad_request("the ocaml process answers {call, Function, Args[, Timeout]}, {load, Path}, pid and "
+                    "in_flight; a cast is {cast, Function, Args}"));
+}
+
+void Processes::add_work(HostWork work, Effects& out) {
+  ++outstanding_;
+  out.work.push_back(std::move(work));
+}
+
+namespace {
+
+// Whether a load's answer is what every later load of the same file gets: ok, {ok, _}, or
+// {error, {load_failed, init_failed, _}} (Dynlink counts a plugin whose initialiser raised as
+// loaded). Not the other failures: the file may appear, or be replaced by one that loads.
+bool is_final_load_answer(const Term& answer) {
+  if (answer.is_atom("ok")) return true;
+  const auto outcome = answer.tuple_elements();
+  if (outcome.size() != 2) return false;
+  if (outcome[0].is_atom("ok")) return true;
+  const auto failure = outcome[1].tuple_elements();
+  return outcome[0].is_atom("error") && failure.size() == 3 && failure[0].is_atom("load_failed") &&
+         failure[1].is_atom("init_failed");
+}
+
+}  // namespace
 
 void Processes::deliver_to_rex(const std::string& peer, Term message, Effects& out) {
   // {From, {call, M, F, A, GroupLeader}}; anything else is dropped, as rex drops it.
@@ -242,8 +280,9 @@ void Processes::deliver_to_rex(const std::string& peer, Term message, Effects& o
   auto request = host_call(Term::tuple({Term::atom("call"), Term::tuple({call[1], call[2]}), call[3]}),
                            Term::atom("rex"), call_timeout_ms_);
   if (!request) return;
-  out.work.push_back({peer, std::move(*request),
-                      HostWork::RexReply{**from, ExecuteCall{Term::atom("rex"), call[1], call[2], call[3]}}});
+  add_work({peer, std::move(*request),
+            HostWork::RexReply{**from, ExecuteCall{Term::atom("rex"), call[1], call[2], call[3]}}},
+           out);
 }
 
 void Processes::spawn(const std::string& peer, const etf::Reference& request_id, const etf::Pid& from,
@@ -263,13 +302,17 @@ void Processes::spawn(const std::string& peer, const etf::Reference& request_id,
   spawned_.emplace(number, Spawned{peer, from, request_id, link, monitor, std::move(*call)});
   const std::uint64_t reply_flags = (link ? 1 : 0) | (monitor ? 2 : 0);
   out.send.push_back({peer, control::SpawnReply{request_id, from, reply_flags, process}});
-  out.work.push_back({peer, std::move(request), HostWork::ProcessExit{number}});
+  add_work({peer, std::move(request), HostWork::ProcessExit{number}}, out);
 }
 
 void Processes::answered(const HostWork& work, Term answer, Effects& out) {
+  if (outstanding_ > 0) --outstanding_;
   std::visit(Overloaded{
                  [](std::monostate) {},
                  [&](const HostWork::GenReply& reply) {
+                   if (!reply.loaded_path.empty() && is_final_load_answer(answer)) {
+                     loaded_.insert_or_assign(reply.loaded_path, answer);
+                   }
                    if (!flags_.contains(work.peer)) return;
                    send_message(work.peer, ocaml_, reply.to, reply.tag, tuple_of(reply.tag, std::move(answer)), out);
                  },

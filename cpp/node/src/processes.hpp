@@ -3,9 +3,13 @@
 // what a request's answer sends back. Driven by one thread at a time (node.hpp).
 //
 // The node has two registered processes, which never exit while it runs:
-//   `ocaml`       a gen_server: {call, F, Args} and {cast, F, Args} become host requests
-//                 (messages.hpp), `pid` answers its pid (to link to it); other calls are
-//                 answered {error, {bad_request, _}}, other messages dropped;
+//   `ocaml`       a gen_server: {call, F, Args[, Timeout]} and {cast, F, Args} become host
+//                 requests (messages.hpp), {load, Path} loads a plugin if the node allows it
+//                 (allow_loads: camlbeam-node --allow-load; a binary Path loaded once answers
+//                 every later load of it as it did then), `pid` answers its pid
+//                 (to link to it), `in_flight` the number of requests it holds, queued or
+//                 running (what a pool routes by); other calls are answered
+//                 {error, {bad_request, _}}, other messages dropped;
 //   `net_kernel`  answers {is_auth, Node} with yes, so that net_adm:ping gives pong;
 //   `rex`         the rpc server of older clients (ei_rpc, erl_call): {From, {call, M, F, A,
 //                 GroupLeader}} runs export F of plugin module M, answered {rex, Result}.
@@ -41,6 +45,7 @@ struct HostWork {
   struct GenReply {
     etf::Pid to;
     etf::Term tag;
+    std::string loaded_path;  // a load's Path, whose final answer is kept; empty for a call
   };
   // The exit of a process erpc spawned: its reason carries the answer.
   struct ProcessExit {
@@ -85,6 +90,10 @@ class Processes {
   Processes(std::string node_name, std::uint32_t creation, std::optional<std::uint32_t> call_timeout_ms)
       : Processes(std::move(node_name), creation, call_timeout_ms, Limits{}) {}
 
+  // From now on {load, Path} loads a plugin: any node with the cookie may then run code of
+  // its choice here (as on an Erlang node, where the cookie is all the trust there is).
+  void allow_loads() noexcept { loads_allowed_ = true; }
+
   // A peer connected with these negotiated flags (what may be sent to it).
   void connected(const std::string& peer, std::uint64_t flags);
   // The peer is gone: its links, monitors and the processes it spawned are forgotten (the
@@ -94,7 +103,9 @@ class Processes {
   // A message from `peer`.
   void receive(const std::string& peer, dist::Control message, Effects& out);
 
-  // The host's answer ({ok, _} or {error, _}) to `work`; nothing for a cast.
+  // The host's answer ({ok, _} or {error, _}) to `work`, or to a cast that it ran (the cast's
+  // answer goes nowhere): every work Processes made is answered once, by the runtime or as
+  // refused.
   void answered(const HostWork& work, etf::Term answer, Effects& out);
 
   // The flags negotiated with a connected peer; nullopt once it is gone.
@@ -102,6 +113,8 @@ class Processes {
 
   const etf::Pid& ocaml_pid() const noexcept { return ocaml_; }
   std::size_t spawned() const noexcept { return spawned_.size(); }
+  // The works made and not answered yet: what `in_flight` answers.
+  std::size_t outstanding() const noexcept { return outstanding_; }
   std::size_t watches() const noexcept;
 
  private:
@@ -133,6 +146,8 @@ class Processes {
 
   static std::uint64_t registered_number(Registered process) noexcept;
   void deliver(const std::string& peer, Registered to, etf::Term message, Effects& out);
+  void serve_ocaml_call(const std::string& peer, GenCall& call, Effects& out);
+  void add_work(HostWork work, Effects& out);
   void deliver_to_rex(const std::string& peer, etf::Term message, Effects& out);
   void spawn(const std::string& peer, const etf::Reference& request_id, const etf::Pid& from, const dist::Mfa& mfa,
              const etf::Term& options, etf::Term args, Effects& out);
@@ -157,6 +172,11 @@ class Processes {
   std::map<std::uint64_t, Spawned> spawned_;
   std::uint64_t next_spawned_ = first_spawned;
   std::map<std::string, std::set<Watch>> watches_;
+  std::size_t outstanding_ = 0;
+  bool loads_allowed_ = false;
+  // The answer of each plugin loaded (or whose initialiser failed), by the Path it was loaded
+  // as: loading it again would answer already_loaded. Bounded by the plugins loaded.
+  std::map<std::string, etf::Term, std::less<>> loaded_;
 
   static constexpr std::uint64_t first_spawned = 1000;
 };

@@ -47,6 +47,20 @@ TEST(HostRequest, CallsBecomeTheHostsCallsWithTheTagAsRef) {
   EXPECT_EQ(host_cast(parse("{cast, {m, f}, [1, 2]}")), parse("{cast, {m, f}, [1, 2]}"));
 }
 
+TEST(HostRequest, ACallersTimeoutIsTheDeadlineUnlessTheNodesIsShorter) {
+  const Term tag = Term::atom("t");
+  EXPECT_EQ(host_call(parse("{call, fib, [1], 300}"), tag, std::nullopt), parse("{call, t, fib, [1], 300}"));
+  EXPECT_EQ(host_call(parse("{call, fib, [1], 300}"), tag, 100), parse("{call, t, fib, [1], 100}"));
+  EXPECT_EQ(host_call(parse("{call, fib, [1], 300}"), tag, 900), parse("{call, t, fib, [1], 300}"));
+  EXPECT_EQ(host_call(parse("{call, fib, [1], infinity}"), tag, std::nullopt), parse("{call, t, fib, [1]}"));
+  EXPECT_EQ(host_call(parse("{call, fib, [1], infinity}"), tag, 100), parse("{call, t, fib, [1], 100}"));
+  for (const char* text : {"{call, fib, [1], -1}", "{call, fib, [1], 4294967296}", "{call, fib, [1], 1.5}",
+                           "{call, fib, [1], never}"}) {
+    EXPECT_FALSE(host_call(parse(text), tag, std::nullopt)) << text;
+  }
+  EXPECT_FALSE(host_cast(parse("{cast, fib, [1], 300}")));
+}
+
 TEST(HostRequest, OtherShapesAreRefused) {
   const Term tag = Term::atom("t");
   for (const char* text : {"{call, fib}", "{call, \"fib\", []}", "{call, fib, [1 | 2]}", "{call, fib, x}",
@@ -97,6 +111,11 @@ TEST(NodeOptions, NamesAreCompletedAsErlCompletesThem) {
   EXPECT_EQ(all.port, 4370);
   EXPECT_EQ(all.net_ticktime, std::chrono::seconds(8));
   EXPECT_EQ(all.call_timeout_ms, 250U);
+  EXPECT_FALSE(all.allow_load);
+  EXPECT_FALSE(all.stop_on_eof);
+  const auto owned = std::get<Options>(parse_args({"--sname", "n", "--allow-load", "--stop-on-eof"}));
+  EXPECT_TRUE(owned.allow_load);
+  EXPECT_TRUE(owned.stop_on_eof);
 }
 
 TEST(NodeOptions, MistakesAreSaid) {

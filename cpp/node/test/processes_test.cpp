@@ -87,10 +87,64 @@ TEST_F(ProcessesTest, TheOcamlProcessIsReachedByItsPidAndCastsRunWithoutAnswer) 
 
 TEST_F(ProcessesTest, ARequestOfAnotherShapeIsAnsweredAtOnce) {
   connect();
-  receive(control::RegSend{caller, etf::Atom{"ocaml"}, gen_call("{load, \"/tmp/evil.cmxs\"}")});
+  for (const char* request : {"{load, \"/tmp/evil.cmxs\"}", "{load, <<\"/tmp/evil.cmxs\">>}", "{call, f}", "hello"}) {
+    out = {};
+    receive(control::RegSend{caller, etf::Atom{"ocaml"}, gen_call(request)});
+    EXPECT_TRUE(out.work.empty()) << request;
+    const auto& reply = sent<control::AliasSend>();
+    EXPECT_EQ(reply.message.tuple_elements()[1].tuple_elements()[1].tuple_elements()[0], Term::atom("bad_request"))
+        << request;
+  }
+}
+
+TEST_F(ProcessesTest, LoadsAllowedRunOnceAPathAndThenAnswerAsTheFirstDid) {
+  processes.allow_loads();
+  connect();
+  receive(control::RegSend{caller, etf::Atom{"ocaml"}, gen_call("{load, <<\"/p/m.cmxs\">>}")});
+  ASSERT_EQ(out.work.size(), 1U);
+  const HostWork first = out.work[0];
+  EXPECT_EQ(first.request, Term::tuple({Term::atom("load"), tag, parse("<<\"/p/m.cmxs\">>")}));
+  out = {};
+  // Asked again before the first answers: a second load, which the host answers itself.
+  receive(control::RegSend{caller, etf::Atom{"ocaml"}, gen_call("{load, <<\"/p/m.cmxs\">>}")});
+  ASSERT_EQ(out.work.size(), 1U);
+  const HostWork second = out.work[0];
+  out = {};
+  const Term loaded = parse("{ok, #{atoms => [], exports => [{<<\"m\">>, <<\"f\">>, 1, <<\"s\">>}]}}");
+  processes.answered(first, loaded, out);
+  processes.answered(second, parse("{error, {load_failed, already_loaded, <<\"m\">>}}"), out);
+  out = {};
+  receive(control::RegSend{caller, etf::Atom{"ocaml"}, gen_call("{load, <<\"/p/m.cmxs\">>}")});
   EXPECT_TRUE(out.work.empty());
-  const auto& reply = sent<control::AliasSend>();
-  EXPECT_EQ(reply.message.tuple_elements()[1].tuple_elements()[1].tuple_elements()[0], Term::atom("bad_request"));
+  EXPECT_EQ(sent<control::AliasSend>().message, Term::tuple({tag, loaded}));
+  // A failure that may not last (the file is missing) is not kept.
+  out = {};
+  receive(control::RegSend{caller, etf::Atom{"ocaml"}, gen_call("{load, <<\"/p/gone.cmxs\">>}")});
+  ASSERT_EQ(out.work.size(), 1U);
+  const HostWork missing = out.work[0];
+  processes.answered(missing, parse("{error, {load_failed, enoent, <<\"no\">>}}"), out);
+  out = {};
+  receive(control::RegSend{caller, etf::Atom{"ocaml"}, gen_call("{load, <<\"/p/gone.cmxs\">>}")});
+  EXPECT_EQ(out.work.size(), 1U);
+}
+
+TEST_F(ProcessesTest, InFlightCountsTheRequestsNotAnsweredYetCastsIncluded) {
+  connect();
+  const auto in_flight = [&] {
+    out.send.clear();
+    receive(control::RegSend{caller, etf::Atom{"ocaml"}, gen_call("in_flight")});
+    return sent<control::AliasSend>().message.tuple_elements()[1];
+  };
+  EXPECT_EQ(in_flight(), Term::integer(0));
+  receive(control::RegSend{caller, etf::Atom{"ocaml"}, gen_call("{call, fib, [1], 500}")});
+  receive(control::RegSend{caller, etf::Atom{"ocaml"}, parse("{'$gen_cast', {cast, fib, [1]}}")});
+  ASSERT_EQ(out.work.size(), 2U);
+  EXPECT_EQ(out.work[0].request, parse("{call, [alias | #Ref<'erl@h'.7.1.2.3>], fib, [1], 500}"));
+  EXPECT_EQ(in_flight(), Term::integer(2));
+  const std::vector<HostWork> works = out.work;
+  for (const HostWork& work : works) processes.answered(work, parse("{ok, 1}"), out);
+  EXPECT_EQ(in_flight(), Term::integer(0));
+  EXPECT_EQ(processes.outstanding(), 0U);
 }
 
 TEST_F(ProcessesTest, TheOcamlProcessGivesItsPidToLinkTo) {
