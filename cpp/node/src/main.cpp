@@ -16,6 +16,8 @@
 #include <camlbeam/host/request_watch.hpp>
 #include <camlbeam/host/runtime.hpp>
 
+#include <caml/version.h>
+
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -32,6 +34,7 @@
 namespace {
 
 namespace dist = camlbeam::dist;
+namespace etf = camlbeam::etf;
 namespace host = camlbeam::host;
 namespace node = camlbeam::node;
 
@@ -80,6 +83,9 @@ int run(int argc, char** argv) {
   if (options.hidden) config.endpoint.flags &= ~dist::flag::published;
   config.call_timeout_ms = options.call_timeout_ms;
   config.allow_load = options.allow_load;
+  config.info = etf::Term::map({{etf::Term::atom("os_pid"), etf::Term::integer(::getpid())},
+                                {etf::Term::atom("ocaml_version"), etf::Term::binary(OCAML_VERSION_STRING)},
+                                {etf::Term::atom("flavour"), etf::Term::atom("native")}});
 
   // Declared before the watch, whose hook reaches it, so that it outlives the watch's thread.
   std::optional<node::Node> the_node;

@@ -34,6 +34,7 @@ Node::Node(NodeConfig config)
       processes_(endpoint_.node_name(), endpoint_.creation(), config_.call_timeout_ms),
       dispatcher_([this] { dispatch(); }) {
   if (config_.allow_load) processes_.allow_loads();
+  processes_.describe_as(config_.info);
 }
 
 Node::~Node() {

@@ -41,6 +41,7 @@ struct NodeConfig {
   std::optional<std::uint32_t> call_timeout_ms;
   std::size_t max_queued = 100000;
   bool allow_load = false;  // {load, Path} from peers (Processes::allow_loads)
+  etf::Term info = etf::Term::map({});  // what the ocaml process answers `info` (Processes::describe_as)
 };
 
 // The log of refused callers (a wrong cookie, garbage): every one while they are few, then

@@ -228,6 +228,7 @@ void Processes::serve_ocaml_call(const std::string& peer, GenCall& call, Effects
     return reply(Term::pid(ocaml_));
   }
   if (call.request.is_atom("in_flight")) return reply(Term::integer(static_cast<std::int64_t>(outstanding_)));
+  if (call.request.is_atom("info")) return reply(info_);
   if (const auto load = call.request.tuple_elements(); load.size() == 2 && load[0].is_atom("load")) {
     if (!loads_allowed_) {
       return reply(bad_request("this node loads no plugin on request: it was started without --allow-load"));
@@ -243,8 +244,8 @@ void Processes::serve_ocaml_call(const std::string& peer, GenCall& call, Effects
   if (auto request = host_call(std::move(call.request), call.tag, call_timeout_ms_)) {
     return add_work({peer, std::move(*request), HostWork::GenReply{from, call.tag, {}}}, out);
   }
-  reply(bad_request("the ocaml process answers {call, Function, Args[, Timeout]}, {load, Path}, pid and "
-                    "in_flight; a cast is {cast, Function, Args}"));
+  reply(bad_request("the ocaml process answers {call, Function, Args[, Timeout]}, {load, Path}, pid, info "
+                    "and in_flight; a cast is {cast, Function, Args}"));
 }
 
 void Processes::add_work(HostWork work, Effects& out) {

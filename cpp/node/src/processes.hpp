@@ -8,7 +8,8 @@
 //                 (allow_loads: camlbeam-node --allow-load; a binary Path loaded once answers
 //                 every later load of it as it did then), `pid` answers its pid
 //                 (to link to it), `in_flight` the number of requests it holds, queued or
-//                 running (what a pool routes by); other calls are answered
+//                 running (what a pool routes by), `info` what describe_as gave; other
+//                 calls are answered
 //                 {error, {bad_request, _}}, other messages dropped;
 //   `net_kernel`  answers {is_auth, Node} with yes, so that net_adm:ping gives pong;
 //   `rex`         the rpc server of older clients (ei_rpc, erl_call): {From, {call, M, F, A,
@@ -93,6 +94,8 @@ class Processes {
   // From now on {load, Path} loads a plugin: any node with the cookie may then run code of
   // its choice here (as on an Erlang node, where the cookie is all the trust there is).
   void allow_loads() noexcept { loads_allowed_ = true; }
+  // What `info` answers: the node's OS process and OCaml (`#{os_pid, ocaml_version, flavour}`).
+  void describe_as(etf::Term info) { info_ = std::move(info); }
 
   // A peer connected with these negotiated flags (what may be sent to it).
   void connected(const std::string& peer, std::uint64_t flags);
@@ -174,6 +177,7 @@ class Processes {
   std::map<std::string, std::set<Watch>> watches_;
   std::size_t outstanding_ = 0;
   bool loads_allowed_ = false;
+  etf::Term info_ = etf::Term::map({});
   // The answer of each plugin loaded (or whose initialiser failed), by the Path it was loaded
   // as: loading it again would answer already_loaded. Bounded by the plugins loaded.
   std::map<std::string, etf::Term, std::less<>> loaded_;

@@ -147,6 +147,15 @@ TEST_F(ProcessesTest, InFlightCountsTheRequestsNotAnsweredYetCastsIncluded) {
   EXPECT_EQ(processes.outstanding(), 0U);
 }
 
+TEST_F(ProcessesTest, InfoIsWhatTheNodeSaysOfItself) {
+  processes.describe_as(parse("#{os_pid => 7, ocaml_version => <<\"4.13.1\">>, flavour => native}"));
+  connect();
+  receive(control::RegSend{caller, etf::Atom{"ocaml"}, gen_call("info")});
+  EXPECT_TRUE(out.work.empty());
+  EXPECT_EQ(sent<control::AliasSend>().message,
+            Term::tuple({tag, parse("#{os_pid => 7, ocaml_version => <<\"4.13.1\">>, flavour => native}")}));
+}
+
 TEST_F(ProcessesTest, TheOcamlProcessGivesItsPidToLinkTo) {
   connect();
   receive(control::RegSend{caller, etf::Atom{"ocaml"}, gen_call("pid")});
