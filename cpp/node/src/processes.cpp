@@ -63,6 +63,7 @@ void Processes::connected(const std::string& peer, std::uint64_t flags) { flags_
 
 void Processes::disconnected(const std::string& peer) {
   flags_.erase(peer);
+  known_atoms_.forget(peer);
   watches_.erase(peer);
   std::erase_if(spawned_, [&](const auto& entry) { return entry.second.peer == peer; });
 }
@@ -239,10 +240,10 @@ void Processes::serve_ocaml_call(const std::string& peer, GenCall& call, Effects
       if (const auto known = loaded_.find(path); known != loaded_.end()) return reply(known->second);
     }
     Term request = tuple_of(Term::atom("load"), call.tag, load[1]);
-    return add_work({peer, std::move(request), HostWork::GenReply{from, call.tag, std::move(path)}}, out);
+    return add_work({peer, std::move(request), HostWork::GenReply{from, call.tag, true, std::move(path)}}, out);
   }
   if (auto request = host_call(std::move(call.request), call.tag, call_timeout_ms_)) {
-    return add_work({peer, std::move(*request), HostWork::GenReply{from, call.tag, {}}}, out);
+    return add_work({peer, std::move(*request), HostWork::GenReply{from, call.tag, false, {}}}, out);
   }
   reply(bad_request("the ocaml process answers {call, Function, Args[, Timeout]}, {load, Path}, pid, info "
                     "and in_flight; a cast is {cast, Function, Args}"));
@@ -250,6 +251,7 @@ void Processes::serve_ocaml_call(const std::string& peer, GenCall& call, Effects
 
 void Processes::add_work(HostWork work, Effects& out) {
   ++outstanding_;
+  known_atoms_.learn(work.peer, work.request);
   out.work.push_back(std::move(work));
 }
 
@@ -308,6 +310,13 @@ void Processes::spawn(const std::string& peer, const etf::Reference& request_id,
 
 void Processes::answered(const HostWork& work, Term answer, Effects& out) {
   if (outstanding_ > 0) --outstanding_;
+  if (std::holds_alternative<std::monostate>(work.reply_to)) return;  // a cast: nobody to answer
+  if (const auto* reply = std::get_if<HostWork::GenReply>(&work.reply_to); reply != nullptr && reply->load) {
+    known_atoms_.learn_declared(answer);
+  }
+  if (const std::optional<std::string> unknown = known_atoms_.first_unknown(work.peer, answer)) {
+    answer = KnownAtoms::refusal(*unknown);
+  }
   std::visit(Overloaded{
                  [](std::monostate) {},
                  [&](const HostWork::GenReply& reply) {

@@ -17,12 +17,15 @@
 // and one short-lived process per spawn request of erpc:execute_call/4 (rpc:call,
 // erpc:call), which exits with the request's result once the host has answered.
 //
+// An answer holding an atom its peer's VM may not know is refused (known_atoms.hpp).
+//
 // Signals to a process that does not exist are answered as Erlang answers them: a monitor
 // gets its DOWN with noproc at once, a link its EXIT with noproc. An UNLINK_ID is
 // acknowledged before anything else is sent to its sender. Everything kept per peer goes
 // when the peer disconnects; what a node keeps for its peers is bounded.
 #pragma once
 
+#include "known_atoms.hpp"
 #include "messages.hpp"
 
 #include <camlbeam/dist/control.hpp>
@@ -46,7 +49,8 @@ struct HostWork {
   struct GenReply {
     etf::Pid to;
     etf::Term tag;
-    std::string loaded_path;  // a load's Path, whose final answer is kept; empty for a call
+    bool load = false;        // a load, whose answer declares atoms (KnownAtoms::learn_declared)
+    std::string loaded_path;  // a load's binary Path, whose final answer is kept
   };
   // The exit of a process erpc spawned: its reason carries the answer.
   struct ProcessExit {
@@ -176,6 +180,7 @@ class Processes {
   std::uint64_t next_spawned_ = first_spawned;
   std::map<std::string, std::set<Watch>> watches_;
   std::size_t outstanding_ = 0;
+  KnownAtoms known_atoms_;
   bool loads_allowed_ = false;
   etf::Term info_ = etf::Term::map({});
   // The answer of each plugin loaded (or whose initialiser failed), by the Path it was loaded
