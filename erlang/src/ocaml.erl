@@ -95,6 +95,7 @@
 
 -type options() :: #{
     transport => ocaml_transport:name(),
+    nodes => [node()],
     plugins => [file:filename_all()],
     pool_size => pos_integer(),
     flavour => flavour(),
@@ -118,9 +119,15 @@
 %% The options of a pool; every one has a default.
 %% <ul>
 %% <li>`transport': how OCaml runs, {@link ocaml_transport}: `port' (an OS
-%%     process per worker, the default) or `nif' (OCaml inside this VM,
-%%     {@link ocaml_nif_transport}); `node' is named but not built yet, and a
-%%     pool of it answers `{error, {transport_unavailable, node}}' at start.</li>
+%%     process per worker, the default), `nif' (OCaml inside this VM,
+%%     {@link ocaml_nif_transport}) or `node' (each worker an OCaml node of
+%%     the cluster, {@link ocaml_node_transport}; this VM must be
+%%     distributed, else the pool answers `{error, not_distributed}').</li>
+%% <li>`nodes': for `transport => node', OCaml nodes started elsewhere
+%%     (`camlbeam-node --allow-load', same cookie), one worker each, in this
+%%     order; `pool_size' is then their number. Without it (`[]', the
+%%     default) the pool starts `pool_size' nodes on this host. Plugin paths
+%%     are then paths on the nodes' hosts.</li>
 %% <li>`plugins': loaded in order into every worker, also after restarts;
 %%     relative paths are from the VM's current directory at start.</li>
 %% <li>`pool_size': the number of workers, default 1.</li>
@@ -235,7 +242,8 @@
 
 -type start_error() :: {unknown_option, term()}
                      | {bad_option, atom(), term()}
-                     | {transport_unavailable, node}
+                     | not_distributed
+                     | ocaml_node_worker:crash_reason()
                      | {nif_unavailable, term()}
                      | {mixed_plugin_kinds, #{flavour() => [file:filename_all()]}}
                      | {no_executable, file:filename_all() | no_priv_dir}
@@ -592,16 +600,17 @@ start_pool(Options, Owner) ->
 -spec prepare(options(), pid() | none) -> {ok, ocaml_pool:config()} | {error, start_error()}.
 prepare(Options, Owner) ->
     case ocaml_options:validate(Options) of
-        {ok, #{transport := Name, plugins := Plugins} = Config} ->
-            case ocaml_transport:callback_module(Name) of
-                {ok, Transport} ->
-                    case {Transport:prepare(Config), missing_plugin(Plugins)} of
-                        {{ok, Prepared}, none} -> {ok, Prepared#{owner => Owner}};
-                        {{error, _} = Error, _} -> Error;
-                        {_, Missing} -> {error, {load_failed, enoent, Missing}}
-                    end;
-                {error, _} = Unavailable ->
-                    Unavailable
+        {ok, #{transport := Name, plugins := Plugins, nodes := Nodes} = Config} ->
+            {ok, Transport} = ocaml_transport:callback_module(Name),
+            %% The plugins of given nodes are on their hosts, not necessarily on this one.
+            Local = case Nodes of
+                        [] -> Plugins;
+                        [_ | _] -> []
+                    end,
+            case {Transport:prepare(Config), missing_plugin(Local)} of
+                {{ok, Prepared}, none} -> {ok, Prepared#{owner => Owner}};
+                {{error, _} = Error, _} -> Error;
+                {_, Missing} -> {error, {load_failed, enoent, Missing}}
             end;
         {error, _} = Error ->
             Error
@@ -727,7 +736,7 @@ call_worker(#camlbeam_worker{pid = Worker, transport = Transport, handle = Handl
             NotSent
     end.
 
--spec await(module(), ocaml_transport:handle(), reference(), reference(), timeout()) ->
+-spec await(module(), ocaml_transport:handle(), ocaml_transport:tag(), reference(), timeout()) ->
     {ok, term()} | {error, call_error()}.
 await(Transport, Handle, Tag, Monitor, Timeout) ->
     receive
@@ -747,7 +756,7 @@ await(Transport, Handle, Tag, Monitor, Timeout) ->
 
 %% After the cancel, the answer is here if the worker sent it before the alias
 %% went (or, under nif, before the call was withdrawn), and never comes later.
--spec given_up(module(), ocaml_transport:handle(), reference(), {error, call_error()}) ->
+-spec given_up(module(), ocaml_transport:handle(), ocaml_transport:tag(), {error, call_error()}) ->
     {ok, term()} | {error, call_error()}.
 given_up(Transport, Handle, Tag, Error) ->
     ok = Transport:cancel(Handle, Tag),
@@ -863,6 +872,10 @@ describe({port_exit, Reason}) ->
     io_lib:format("the worker's port closed: ~tP", [Reason, 10]);
 describe({spawn_failed, Reason}) ->
     io_lib:format("the worker executable could not be started: ~tP", [Reason, 10]);
+describe({start_timeout, listen}) ->
+    "the OCaml node did not listen within start_timeout";
+describe({start_timeout, info}) ->
+    "the OCaml node did not say what it runs on within start_timeout";
 describe({start_timeout, hello}) ->
     "the worker did not answer hello within start_timeout";
 describe({start_timeout, pool}) ->
@@ -880,8 +893,16 @@ describe({bad_hello, Answer}) ->
     io_lib:format("the worker's hello is not the protocol's: ~tP", [Answer, 10]);
 describe(no_pool) ->
     "the worker's pool is gone";
-describe({transport_unavailable, Name}) ->
-    io_lib:format("the ~ts transport is not built yet: port and nif are", [Name]);
+describe(not_distributed) ->
+    "the node transport needs this VM to be a distributed node (erl -sname Name, or net_kernel:start/2)";
+describe({cannot_connect, Node}) ->
+    io_lib:format("the OCaml node ~ts cannot be reached (is it up, with this VM's cookie?)", [Node]);
+describe({no_node, Id}) ->
+    io_lib:format("the pool's option nodes names no node for worker ~b", [Id]);
+describe(noconnection) ->
+    "the connection to the worker's OCaml node was lost";
+describe({bad_info, Info}) ->
+    io_lib:format("the OCaml node's info is not camlbeam-node's: ~tP", [Info, 10]);
 describe({nif_unavailable, Why}) ->
     io_lib:format("the OCaml runtime of the nif transport is not available: ~ts",
                   [case is_binary(Why) of true -> Why; false -> io_lib:format("~tP", [Why, 10]) end]);

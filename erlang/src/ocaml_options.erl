@@ -2,7 +2,7 @@
 %% choice of worker executable. Pure functions, no process state.
 -module(ocaml_options).
 
--export([validate/1, flavour_of_plugins/1, executable/2]).
+-export([validate/1, flavour_of_plugins/1, executable/2, app_env/0]).
 -export_type([config/0, flavour/0, ocaml_version/0, app_env/0, backoff/0]).
 
 -type flavour() :: native | bytecode.
@@ -20,6 +20,7 @@
 %% which flavour it is: the worker's hello then tells.
 -type config() :: #{
     transport := ocaml_transport:name(),
+    nodes := [node()],
     plugins := [file:filename_all()],
     pool_size := pos_integer(),
     flavour := flavour() | any,
@@ -47,10 +48,11 @@
 -type app_env() :: #{
     port_executable => file:filename_all(),
     port_bytecode_executable => file:filename_all(),
+    node_executable => file:filename_all(),
     priv_dir => file:filename_all()
 }.
 
--define(OPTION_KEYS, [transport, plugins, pool_size, flavour, executable, ocaml, max_queue,
+-define(OPTION_KEYS, [transport, nodes, plugins, pool_size, flavour, executable, ocaml, max_queue,
                       max_queue_bytes, start_timeout, name, policy, max_request_size,
                       max_reply_size, max_memory, restart_backoff, cast_timeout, cancel_grace,
                       stall_timeout, max_atoms]).
@@ -61,6 +63,7 @@
 %% Every option but flavour, which has no default of its own (with_flavour/1).
 -define(DEFAULTS, #{
     transport => port,
+    nodes => [],
     plugins => [],
     pool_size => 1,
     executable => undefined,
@@ -93,12 +96,31 @@ validate(Options) when is_map(Options) ->
         [Unknown | _] ->
             {error, {unknown_option, Unknown}};
         [] ->
-            Config = maps:merge(?DEFAULTS, Options),
+            Config = maps:merge(?DEFAULTS, with_pool_size_of_nodes(Options)),
             case first_bad_option(lists:sort(maps:to_list(Config))) of
                 {Key, Value} -> {error, {bad_option, Key, Value}};
-                none -> with_flavour(with_policy(Config))
+                none ->
+                    case nodes_mismatch(Config) of
+                        {Key, Value} -> {error, {bad_option, Key, Value}};
+                        none -> with_flavour(with_policy(Config))
+                    end
             end
     end.
+
+%% Given nodes make the pool's size, unless it is given too (and must then agree).
+-spec with_pool_size_of_nodes(#{atom() => term()}) -> #{atom() => term()}.
+with_pool_size_of_nodes(#{nodes := Nodes} = Options) when is_list(Nodes), Nodes =/= [],
+                                                         not is_map_key(pool_size, Options) ->
+    Options#{pool_size => length(Nodes)};
+with_pool_size_of_nodes(Options) ->
+    Options.
+
+%% `nodes' is the node transport's; its size is the pool's.
+-spec nodes_mismatch(#{atom() => term()}) -> {atom(), term()} | none.
+nodes_mismatch(#{nodes := []}) -> none;
+nodes_mismatch(#{nodes := Nodes, transport := Transport}) when Transport =/= node -> {nodes, Nodes};
+nodes_mismatch(#{nodes := Nodes, pool_size := Size}) when length(Nodes) =/= Size -> {pool_size, Size};
+nodes_mismatch(_) -> none.
 
 %% @doc The flavour the plugins' extensions ask for; `undefined' when none of
 %% them says (no plugin, or extensions of neither kind).
@@ -122,22 +144,35 @@ flavour_of_plugins(Plugins) ->
 
 %% @doc The worker executable: the `executable' option; else, for the default
 %% OCaml, the application environment (`port_executable',
-%% `port_bytecode_executable'); else `camlbeam-port' or `camlbeam-port-bytecode'
-%% in the priv directory, or in its subdirectory `ocaml-Version' for the
-%% workers built with OCaml Version.
+%% `port_bytecode_executable', `node_executable'); else `camlbeam-port',
+%% `camlbeam-port-bytecode' or `camlbeam-node' in the priv directory, or in
+%% its subdirectory `ocaml-Version' for the workers built with OCaml Version.
 -spec executable(config(), app_env()) -> {ok, file:filename_all()} | {error, no_priv_dir}.
 executable(#{executable := Executable}, _Env) when Executable =/= undefined ->
     {ok, Executable};
-executable(#{flavour := Flavour, ocaml := Ocaml}, Env) ->
-    {EnvKey, File} = case Flavour of
-                         native -> {port_executable, "camlbeam-port"};
-                         bytecode -> {port_bytecode_executable, "camlbeam-port-bytecode"}
+executable(#{transport := Transport, flavour := Flavour, ocaml := Ocaml}, Env) ->
+    {EnvKey, File} = case {Transport, Flavour} of
+                         {node, _} -> {node_executable, "camlbeam-node"};
+                         {_, bytecode} -> {port_bytecode_executable, "camlbeam-port-bytecode"};
+                         {_, _} -> {port_executable, "camlbeam-port"}
                      end,
     case {Ocaml, Env} of
         {default, #{EnvKey := Path}} -> {ok, Path};
         {default, #{priv_dir := Priv}} -> {ok, filename:join(Priv, File)};
         {_, #{priv_dir := Priv}} -> {ok, filename:join([Priv, "ocaml-" ++ unicode:characters_to_list(Ocaml), File])};
         {_, #{}} -> {error, no_priv_dir}
+    end.
+
+%% @doc What {@link executable/2} reads of the application: its environment's
+%% executables, and its priv directory.
+-spec app_env() -> app_env().
+app_env() ->
+    Env = maps:from_list([{Key, Value}
+                          || Key <- [port_executable, port_bytecode_executable, node_executable],
+                             {ok, Value} <- [application:get_env(camlbeam, Key)]]),
+    case code:priv_dir(camlbeam) of
+        {error, bad_name} -> Env;
+        Priv -> Env#{priv_dir => Priv}
     end.
 
 %%% Internals
@@ -152,9 +187,11 @@ first_bad_option([{Key, Value} | Rest]) ->
     end.
 
 -spec valid(atom(), term()) -> boolean().
-%% Every coupling's name; the ones not built yet are refused when the pool
-%% starts, by name (ocaml_transport:callback_module/1).
+%% Every coupling's name.
 valid(transport, Transport) -> lists:member(Transport, ocaml_transport:names());
+valid(nodes, Nodes) ->
+    is_list(Nodes) andalso lists:all(fun is_node_name/1, Nodes)
+        andalso length(lists:usort(Nodes)) =:= length(Nodes);
 valid(plugins, Plugins) -> is_list(Plugins) andalso lists:all(fun is_filename/1, Plugins);
 valid(pool_size, Size) -> is_integer(Size) andalso Size > 0;
 valid(flavour, Flavour) -> Flavour =:= native orelse Flavour =:= bytecode;
@@ -221,6 +258,16 @@ is_ocaml_version([First | _] = Version) when length(Version) =< 32, First >= $0,
               end, Version)
         andalso string:find(Version, "..") =:= nomatch;
 is_ocaml_version(_) ->
+    false.
+
+%% An atom such as 'ocaml@host': a name with a host part.
+-spec is_node_name(term()) -> boolean().
+is_node_name(Node) when is_atom(Node) ->
+    case string:split(atom_to_list(Node), "@") of
+        [Alive, Host] -> Alive =/= [] andalso Host =/= [] andalso not lists:member($@, Host);
+        _ -> false
+    end;
+is_node_name(_) ->
     false.
 
 %% A flat string or a binary: what a worker accepts as a path.

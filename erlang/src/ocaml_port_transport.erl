@@ -31,14 +31,14 @@
 -export([prepare/1, start_link/2, send_call/5, send_cast/3, cancel/2, answered/1, decode_answer/2,
          load/3, recycle/1, stop/1, describe/1]).
 
-%% @doc Finds the worker executable: the option `executable', else the
-%% application environment (`port_executable', `port_bytecode_executable'),
-%% else `camlbeam-port' or `camlbeam-port-bytecode' in camlbeam's priv
-%% directory; made absolute, since every restart of a worker spawns it again.
+%% @doc Finds the worker executable ({@link ocaml_options:executable/2}: the
+%% option `executable', else the application environment, else the priv
+%% directory's), made absolute, since every restart of a worker spawns it
+%% again. The node transport finds `camlbeam-node' with it too.
 -spec prepare(ocaml_options:config()) ->
     {ok, ocaml_options:config()} | {error, {no_executable, file:filename_all() | no_priv_dir}}.
 prepare(Config) ->
-    case ocaml_options:executable(Config, app_env()) of
+    case ocaml_options:executable(Config, ocaml_options:app_env()) of
         {ok, Given} ->
             Path = filename:absname(Given),
             case file:read_file_info(Path) of
@@ -184,14 +184,4 @@ withdraw(Pending, Given, InFlight, Ref, Pids, Why) ->
             %% else counts it out.
             ok = ocaml_transport:count_out(InFlight),
             unsent
-    end.
-
--spec app_env() -> ocaml_options:app_env().
-app_env() ->
-    Env = maps:from_list([{Key, Value}
-                          || Key <- [port_executable, port_bytecode_executable],
-                             {ok, Value} <- [application:get_env(camlbeam, Key)]]),
-    case code:priv_dir(camlbeam) of
-        {error, bad_name} -> Env;
-        Priv -> Env#{priv_dir => Priv}
     end.

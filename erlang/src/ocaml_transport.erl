@@ -12,8 +12,9 @@
 %%     the default.</li>
 %% <li>`nif' ({@link ocaml_nif_transport}): OCaml inside this VM, one runtime
 %%     for every pool; answers by `enif_send'.</li>
-%% <li>`node': not built yet; a pool answers
-%%     `{error, {transport_unavailable, node}}' at start.</li>
+%% <li>`node' ({@link ocaml_node_transport}): each worker an OCaml node of
+%%     the cluster (`camlbeam-node'), started by the pool on this host or
+%%     given by name; reached over distribution.</li>
 %% </ul>
 %%
 %% <h3>A worker</h3>
@@ -69,11 +70,14 @@
 
 -export([callback_module/1, names/0]).
 -export([new_counter/0, in_flight/1, count_in/1, count_out/1, correct/2, recount/3]).
--export_type([name/0, handle/0, counter/0, send_refusal/0, unexported/0, answer_kind/0, worker_description/0,
+-export_type([name/0, tag/0, handle/0, counter/0, send_refusal/0, unexported/0, answer_kind/0, worker_description/0,
               count_seen/0]).
 
 -type name() :: port | node | nif.
 %% A coupling's name, as the pool option `transport' gives it.
+
+-type tag() :: reference() | nonempty_improper_list(alias, reference()).
+%% What the answer to a call sent comes tagged with: `{Tag, Answer}'.
 
 -type handle() :: term().
 %% What a worker's callback module needs to reach it from a caller, as the
@@ -121,14 +125,15 @@
 
 -callback send_call(handle(), Worker :: pid(), Fun :: ocaml:fun_name(), Args :: [term()],
                     Deadline :: timeout()) ->
-    {sent, Tag :: reference(), Monitor :: reference()} | {answered, Answer :: term()} | unsent
+    {sent, Tag :: tag(), Monitor :: reference()} | {answered, Answer :: term()} | unsent
     | {error, send_refusal()}.
 %% Sends a call, in the caller's process, without ever waiting for the
 %% worker. `{sent, Tag, Monitor}': its one answer will come to the caller as
 %% `{Tag, Answer}', and `Monitor' watches the worker's process (`port': both
 %% are an alias monitor of it, so that the VM drops an answer that comes after
 %% the caller gave up; `nif': a plain reference, whose answer cancel/2 keeps
-%% out of the mailbox, and a monitor). `{answered, Answer}': the call ran as
+%% out of the mailbox, and a monitor; `node': gen's `[alias | Monitor]', the
+%% monitor an alias monitor of the node's process). `{answered, Answer}': the call ran as
 %% it was sent (`nif': a short export, on the calling scheduler), and that is
 %% its answer. `unsent': nothing was sent because the worker is gone (the
 %% caller tries another). Deadline: how long the worker may run it. A request
@@ -141,7 +146,7 @@
 %% pool's `cast_timeout' and logs if it fails. A cast sent counts in flight
 %% until the worker is done with it.
 
--callback cancel(handle(), Tag :: reference()) -> ok.
+-callback cancel(handle(), Tag :: tag()) -> ok.
 %% The caller of the call sent with Tag gave up (its timeout passed, or the
 %% worker's process went down; its monitor is gone already): best effort, the
 %% worker skips the call if it has not started it, and interrupts it
@@ -185,14 +190,13 @@
 
 %%% Transports
 
-%% @doc The module implementing a coupling; `{error, {transport_unavailable,
-%% Name}}' for a coupling that is named (`node') but not built.
--spec callback_module(name()) -> {ok, module()} | {error, {transport_unavailable, node}}.
+%% @doc The module implementing a coupling.
+-spec callback_module(name()) -> {ok, module()}.
 callback_module(port) -> {ok, ocaml_port_transport};
-callback_module(node) -> {error, {transport_unavailable, node}};
+callback_module(node) -> {ok, ocaml_node_transport};
 callback_module(nif) -> {ok, ocaml_nif_transport}.
 
-%% @doc The names the option `transport' accepts, built or not.
+%% @doc The names the option `transport' accepts.
 -spec names() -> [name(), ...].
 names() ->
     [port, node, nif].

@@ -2,8 +2,8 @@
 %% starting pools, waiting with bounds.
 %%
 %% Every suite runs its cases once per group of groups/1; a group stands for one
-%% transport (and, for the port, one flavour). A new coupling (nif, node) joins every
-%% suite with one line in ?GROUPS; a suite's Cases(Group) leaves out the cases that do not
+%% transport (and, for the port, one flavour). A coupling joins every suite with one
+%% line in ?GROUPS; a suite's Cases(Group) leaves out the cases that do not
 %% apply to it (transport/1 says which coupling a group runs).
 -module(camlbeam_test_lib).
 
@@ -19,7 +19,8 @@
 %% transport), and the flavour of the plugins those pools load (plugin/2).
 -define(GROUPS, [{port, #{transport => port}, native},
                  {port_bytecode, #{transport => port}, bytecode},
-                 {nif, #{transport => nif}, native}]).
+                 {nif, #{transport => nif}, native},
+                 {node, #{transport => node}, native}]).
 
 %% The groups a suite runs its cases in: one per coupling, Cases(Group) the cases that
 %% apply to it.
@@ -28,8 +29,23 @@ groups(Cases) ->
 
 init_per_group(Group, Config) ->
     {Group, #{transport := Transport} = Options, Flavour} = lists:keyfind(Group, 1, ?GROUPS),
+    ok = distributed(Transport),
     [{transport, Transport}, {group_options, maps:merge(Options, ocaml_option())}, {flavour, Flavour}
      | Config].
+
+%% The node transport's pools need this VM distributed: it is made so (on loopback's EPMD)
+%% if it is not, and stays so for the rest of the run.
+distributed(node) ->
+    case erlang:is_alive() of
+        true ->
+            ok;
+        false ->
+            _ = os:cmd("epmd -daemon -address 127.0.0.1"),
+            {ok, _} = net_kernel:start([list_to_atom("camlbeam_ct_" ++ os:getpid()), shortnames]),
+            ok
+    end;
+distributed(_) ->
+    ok.
 
 %% CAMLBEAM_TEST_OCAML=5.3.0: every pool of the suites runs workers built with that OCaml
 %% (option ocaml), with the plugins of its build (CAMLBEAM_TEST_PLUGINS).

@@ -5,7 +5,7 @@
 
 defaults_test() ->
     {ok, Config} = ocaml_options:validate(#{}),
-    ?assertEqual(#{transport => port, plugins => [], pool_size => 1, flavour => native,
+    ?assertEqual(#{transport => port, nodes => [], plugins => [], pool_size => 1, flavour => native,
                    executable => undefined, ocaml => default, max_queue => 10000,
                    max_queue_bytes => 8 bsl 20, start_timeout => 10000, name => undefined,
                    policy => #{send => given, erl_call => none, max_erl_calls => 8},
@@ -16,7 +16,7 @@ defaults_test() ->
                  Config).
 
 every_option_test() ->
-    Options = #{transport => port, plugins => ["a.cmxs", <<"b.cmxs">>], pool_size => 3,
+    Options = #{transport => port, nodes => [], plugins => ["a.cmxs", <<"b.cmxs">>], pool_size => 3,
                 flavour => native, executable => "/bin/w", ocaml => "5.3.0", max_queue => 5,
                 max_queue_bytes => 2,
                 start_timeout => infinity, name => my_pool,
@@ -56,11 +56,24 @@ bad_options_test_() ->
                          {stall_timeout, -5}, {max_atoms, -1}, {max_atoms, infinity},
                          {max_atoms, 1.0}, {ocaml, 5}, {ocaml, ""}, {ocaml, "../5.3.0"},
                          {ocaml, "5.3/../.."}, {ocaml, "5..3"}, {ocaml, "trunk"},
-                         {ocaml, <<"5.3.0/x">>}, {ocaml, lists:duplicate(33, $5)}]] ++
+                         {ocaml, <<"5.3.0/x">>}, {ocaml, lists:duplicate(33, $5)},
+                         {nodes, ocaml@h}, {nodes, ["ocaml@h"]}, {nodes, [ocaml]}, {nodes, ['@h']},
+                         {nodes, ['ocaml@']}, {nodes, ['a@b@c']}]] ++
         [?_assertEqual({error, {unknown_option, erl_call}}, ocaml_options:validate(#{erl_call => all}))].
 
-%% The couplings named but not built yet are options like any other here; a pool refuses
-%% them when it starts (ocaml_tests).
+%% Given nodes are the node transport's, one worker each.
+nodes_test_() ->
+    Nodes = ['ocaml@h1', 'ocaml@h2'],
+    [?_assertMatch({ok, #{nodes := Nodes, pool_size := 2}}, ocaml_options:validate(#{transport => node, nodes => Nodes})),
+     ?_assertMatch({ok, #{nodes := Nodes, pool_size := 2}},
+                   ocaml_options:validate(#{transport => node, nodes => Nodes, pool_size => 2})),
+     ?_assertMatch({ok, #{nodes := [], pool_size := 3}}, ocaml_options:validate(#{transport => node, pool_size => 3})),
+     ?_assertEqual({error, {bad_option, pool_size, 3}},
+                   ocaml_options:validate(#{transport => node, nodes => Nodes, pool_size => 3})),
+     ?_assertEqual({error, {bad_option, nodes, Nodes}}, ocaml_options:validate(#{nodes => Nodes})),
+     ?_assertEqual({error, {bad_option, nodes, ['a@h', 'a@h']}},
+                   ocaml_options:validate(#{transport => node, nodes => ['a@h', 'a@h']}))].
+
 every_transport_name_is_an_option_test_() ->
     [?_assertMatch({ok, #{transport := Name}}, ocaml_options:validate(#{transport => Name}))
      || Name <- [port, node, nif]].
@@ -112,4 +125,10 @@ executable_test_() ->
                    ocaml_options:executable(Config(#{ocaml => <<"5.3.0+flambda">>, flavour => bytecode}), Env)),
      ?_assertEqual({ok, "/mine"},
                    ocaml_options:executable(Config(#{ocaml => "5.3.0", executable => "/mine"}), Env)),
-     ?_assertEqual({error, no_priv_dir}, ocaml_options:executable(Config(#{ocaml => "5.3.0"}), #{}))].
+     ?_assertEqual({error, no_priv_dir}, ocaml_options:executable(Config(#{ocaml => "5.3.0"}), #{})),
+     %% The node transport's own executable.
+     ?_assertEqual({ok, "/priv/camlbeam-node"}, ocaml_options:executable(Config(#{transport => node}), Priv)),
+     ?_assertEqual({ok, "/env/node"},
+                   ocaml_options:executable(Config(#{transport => node}), Env#{node_executable => "/env/node"})),
+     ?_assertEqual({ok, "/priv/ocaml-5.3.0/camlbeam-node"},
+                   ocaml_options:executable(Config(#{transport => node, ocaml => "5.3.0"}), Env))].

@@ -138,12 +138,14 @@ good_arguments_test() ->
 
 %%% Couplings
 
-%% node is named but not built: a pool of it is refused before anything starts (no
-%% application needed), with an error format_error/1 says in a sentence, and child_spec/1
-%% raises it as any bad option.
-unavailable_transport_test() ->
-    Error = {transport_unavailable, node},
+%% The node transport needs a distributed VM (EUnit's is not): a pool of it is refused
+%% before anything starts (no application needed), with an error format_error/1 says in a
+%% sentence, and child_spec/1 raises it as any bad option.
+node_transport_needs_distribution_test() ->
+    false = erlang:is_alive(),
+    Error = not_distributed,
     ?assertEqual({error, Error}, ocaml:start(#{transport => node})),
     ?assertEqual({error, Error}, ocaml:start_link(#{transport => node, pool_size => 2})),
     ?assertError({bad_pool_options, Error}, ocaml:child_spec(#{transport => node})),
-    ?assertEqual("the node transport is not built yet: port and nif are", ocaml:format_error(Error)).
+    ?assertEqual("the node transport needs this VM to be a distributed node (erl -sname Name, or "
+                 "net_kernel:start/2)", ocaml:format_error(Error)).

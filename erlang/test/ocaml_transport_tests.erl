@@ -6,7 +6,7 @@
 
 callback_modules_test() ->
     ?assertEqual({ok, ocaml_port_transport}, ocaml_transport:callback_module(port)),
-    ?assertEqual({error, {transport_unavailable, node}}, ocaml_transport:callback_module(node)),
+    ?assertEqual({ok, ocaml_node_transport}, ocaml_transport:callback_module(node)),
     ?assertEqual({ok, ocaml_nif_transport}, ocaml_transport:callback_module(nif)),
     %% Every name the option accepts has an answer here.
     [?assertMatch({_, _}, ocaml_transport:callback_module(Name)) || Name <- ocaml_transport:names()].
@@ -21,7 +21,7 @@ couplings_implement_every_callback_test_() ->
               ?assertEqual([], Callbacks -- Module:module_info(exports)),
               ?assert(lists:member(ocaml_transport,
                                    proplists:get_value(behaviour, Module:module_info(attributes), [])))
-      end} || Module <- [ocaml_port_transport, ocaml_nif_transport]].
+      end} || Module <- [ocaml_port_transport, ocaml_nif_transport, ocaml_node_transport]].
 
 %% Every callback is documented (h(ocaml_transport) in the shell), and so is every export.
 callbacks_are_documented_test() ->
