@@ -29,7 +29,9 @@ bool valid_alive(std::string_view alive) {
 
 std::string usage() {
   return "usage: camlbeam-node (--sname NAME | --name NAME[@HOST]) [--cookie COOKIE] [--load PLUGIN]...\n"
-         "                     [--hidden] [--port PORT] [--net-ticktime SECONDS] [--call-timeout MS]\n";
+         "                     [--hidden] [--port PORT] [--net-ticktime SECONDS] [--call-timeout MS]\n"
+         "                     [--send none|given|any] [--erl-call none|all|M:F|M:F/A[,...]]...\n"
+         "                     [--max-erl-calls N]\n";
 }
 
 std::variant<Options, UsageError> parse_options(const std::vector<std::string>& args, const std::string& short_host,
@@ -37,6 +39,7 @@ std::variant<Options, UsageError> parse_options(const std::vector<std::string>& 
   Options options;
   std::optional<std::string> name;
   bool short_name = false;
+  bool erl_call_none = false;
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string_view arg = args[i];
     const auto value = [&]() -> std::optional<std::string> {
@@ -77,6 +80,22 @@ std::variant<Options, UsageError> parse_options(const std::vector<std::string>& 
       const auto ms = parse_number<std::uint32_t>(*text, 0, 4294967295U);
       if (!ms) return UsageError{"--call-timeout takes milliseconds, not " + *text};
       options.call_timeout_ms = *ms;
+    } else if (arg == "--send") {
+      const auto text = value();
+      if (!text) return missing();
+      const auto send = parse_send_policy(*text);
+      if (!send) return UsageError{"--send takes none, given or any, not " + *text};
+      options.policy.send = *send;
+    } else if (arg == "--erl-call") {
+      const auto text = value();
+      if (!text) return missing();
+      if (auto why = add_erl_call(options.policy, *text, erl_call_none)) return UsageError{std::move(*why)};
+    } else if (arg == "--max-erl-calls") {
+      const auto text = value();
+      if (!text) return missing();
+      const auto max = parse_number<std::size_t>(*text, 1, 1000000);
+      if (!max) return UsageError{"--max-erl-calls takes a count, 1 to 1000000, not " + *text};
+      options.policy.max_erl_calls = *max;
     } else {
       return UsageError{"unknown argument " + std::string(arg)};
     }

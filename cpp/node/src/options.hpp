@@ -2,7 +2,11 @@
 //
 //   camlbeam-node (--sname NAME | --name NAME[@HOST]) [--cookie COOKIE] [--load PLUGIN]...
 //                 [--hidden] [--port PORT] [--net-ticktime SECONDS] [--call-timeout MS]
+//                 [--send none|given|any] [--erl-call none|all|M:F|M:F/A[,...]]...
+//                 [--max-erl-calls N]
 #pragma once
+
+#include "policy.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -23,6 +27,8 @@ struct Options {
   // The deadline of a call from when it starts running (the caller's own timeout is not on
   // the wire); none: calls run to their end.
   std::optional<std::uint32_t> call_timeout_ms;
+  // What Erl.send and Erl.call_erlang may do (policy.hpp): deny by default.
+  Policy policy;
 };
 
 struct UsageError {
