@@ -6,6 +6,7 @@
 // cannot join (EPMD unreachable, the name taken, a plugin that does not load); 70 when its
 // network thread fails; 124 when a request overran its deadline and could not be stopped.
 #include "node.hpp"
+#include "ocaml_transport.hpp"
 #include "options.hpp"
 
 #include <camlbeam/dist/cookie.hpp>
@@ -76,6 +77,7 @@ int run(int argc, char** argv) {
   config.endpoint.net_ticktime = options.net_ticktime;
   if (options.hidden) config.endpoint.flags &= ~dist::flag::published;
   config.call_timeout_ms = options.call_timeout_ms;
+  config.policy = options.policy;
 
   // Declared before the watch, whose hook reaches it, so that it outlives the watch's thread.
   std::optional<node::Node> the_node;
@@ -124,7 +126,8 @@ int run(int argc, char** argv) {
   });
   std::fprintf(stderr, "camlbeam-node: %s listening on port %u\n", the_node->name().c_str(),
                static_cast<unsigned>(the_node->port()));
-  const std::optional<std::string> failure = the_node->serve(host);
+  const camlbeam::conv::Root context = node::make_ocaml_context(*the_node, runtime);
+  const std::optional<std::string> failure = the_node->serve(host, &context);
   if (failure) {
     std::fprintf(stderr, "camlbeam-node: the network thread failed: %s\n", failure->c_str());
     std::_Exit(exit_software);  // the signal thread still waits
