@@ -16,7 +16,8 @@ all() ->
      unknown_processes_answer_noproc, bad_requests_are_answered, call_timeout_interrupts,
      wrong_cookie_refused, erl_call_client, elixir_client, peer_restarts_and_reconnects, many_callers,
      send_to_a_given_pid, send_refused_by_policy_is_logged, send_any, call_erlang_allowed_and_refused,
-     call_erlang_answers_promptly_when_the_caller_goes, ping_while_call_erlang_waits].
+     call_erlang_answers_promptly_when_the_caller_goes, ping_while_call_erlang_waits,
+     call_erlang_interrupted_by_the_deadline].
 
 init_per_suite(Config0) ->
     Config = ?LIB:init_per_suite(Config0),
@@ -343,11 +344,12 @@ send_any(Config) ->
 
 call_erlang_allowed_and_refused(Config) ->
     Node = start_node(Config, "ocaml_erl_calls",
-                      ["--erl-call", "erlang:node/0,lists:reverse", "--erl-call", "erlang:error/1"]),
+                      ["--erl-call", "erlang:node/0,lists:reverse", "--erl-call", "erlang:error/1,erlang:throw/1"]),
     Here = node(),
     ?assertEqual({ok, {ok, Here}}, call(Node, call_erlang, [erlang, node, []])),
     ?assertEqual({ok, {ok, [3, 2, 1]}}, call(Node, call_erlang, [lists, reverse, [[1, 2, 3]]])),
     ?assertEqual({ok, {error, {error, oops}}}, call(Node, call_erlang, [erlang, error, [oops]])),
+    ?assertEqual({ok, {error, {throw, thrown}}}, call(Node, call_erlang, [erlang, throw, [thrown]])),
     ?assertEqual({ok, {error, {error, {not_allowed, {erlang, halt, 0}}}}},
                  call(Node, call_erlang, [erlang, halt, []])),
     ?assertEqual({ok, {error, {error, {not_allowed, {erlang, node, 1}}}}},
@@ -387,3 +389,14 @@ ping_while_call_erlang_waits(Config) ->
     ?assertExit({noproc, _}, gen_server:call({nobody, Node}, x, 5000)),
     ?assert(erlang:monotonic_time(millisecond) - Started < 500),
     receive {slept, Answer} -> ?assertEqual({ok, {ok, ok}}, Answer) after 10000 -> ct:fail(no_answer) end.
+
+%% --call-timeout interrupts a call waiting in Erl.call_erlang, as it interrupts any wait;
+%% the Erlang side's late answer is dropped.
+call_erlang_interrupted_by_the_deadline(Config) ->
+    Node = start_node(Config, "ocaml_erl_call_deadline", ["--call-timeout", "300", "--erl-call", "timer:sleep/1"]),
+    Started = erlang:monotonic_time(millisecond),
+    ?assertEqual({error, timeout}, call(Node, call_erlang, [timer, sleep, [1500]])),
+    ?assert(erlang:monotonic_time(millisecond) - Started < 1200),
+    ?assertEqual({ok, 3}, call(Node, add, [1, 2])),
+    timer:sleep(1500),
+    ?assertEqual({ok, 3}, call(Node, add, [1, 2])).
