@@ -17,7 +17,7 @@ all() ->
      wrong_cookie_refused, erl_call_client, elixir_client, peer_restarts_and_reconnects, many_callers,
      send_to_a_given_pid, send_refused_by_policy_is_logged, send_any, call_erlang_allowed_and_refused,
      call_erlang_answers_promptly_when_the_caller_goes, ping_while_call_erlang_waits,
-     call_erlang_interrupted_by_the_deadline].
+     call_erlang_interrupted_by_the_deadline, send_connects_to_a_node_not_connected_yet].
 
 init_per_suite(Config0) ->
     Config = ?LIB:init_per_suite(Config0),
@@ -400,3 +400,18 @@ call_erlang_interrupted_by_the_deadline(Config) ->
     ?assertEqual({ok, 3}, call(Node, add, [1, 2])),
     timer:sleep(1500),
     ?assertEqual({ok, 3}, call(Node, add, [1, 2])).
+
+%% A given pid of a third node, which the OCaml node has no connection to: it connects, as
+%% Erlang does on a send, and the message arrives.
+send_connects_to_a_node_not_connected_yet(Config) ->
+    Node = start_node(Config, "ocaml_send_third"),
+    {ok, Peer, PeerNode} = peer:start_link(#{name => peer:random_name(?FUNCTION_NAME),
+                                             args => ["-setcookie", atom_to_list(?COOKIE)],
+                                             connection => standard_io}),
+    Mailbox = peer:call(Peer, erlang, spawn, [timer, sleep, [infinity]]),
+    ?assertEqual(PeerNode, node(Mailbox)),
+    ?assertNot(lists:member(Node, peer:call(Peer, erlang, nodes, [connected]))),
+    ?assertEqual({ok, ok}, call(Node, send, [Mailbox, {hello, third}])),
+    ?LIB:wait_until(fun() -> peer:call(Peer, erlang, process_info, [Mailbox, messages]) =:=
+                                 {messages, [{hello, third}]} end, 5000),
+    peer:stop(Peer).

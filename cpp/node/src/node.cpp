@@ -1,6 +1,7 @@
 #include "node.hpp"
 #include "term_request.hpp"
 
+#include <camlbeam/dist/error.hpp>
 #include <camlbeam/etf/etf.hpp>
 
 #include <chrono>
@@ -104,12 +105,14 @@ void Node::handle(dist::EndpointEvent& event) {
     case Kind::connected:
       readers_.insert_or_assign(event.peer, dist::MessageReader(event.flags));
       processes_.connected(event.peer, event.flags);
+      release_held_sends(event.peer, true);
       return;
     case Kind::disconnected: {
       readers_.erase(event.peer);
       Effects effects;
       processes_.disconnected(event.peer, effects);
       apply(effects);
+      release_held_sends(event.peer, false);
       return;
     }
     case Kind::refused:
@@ -236,21 +239,41 @@ std::string Node::send_from_ocaml(const etf::Pid& to, etf::Term message) {
   // The node's own processes (Erl.self ()) have no mailbox for OCaml: dropped, as the port
   // worker's process drops what is sent to it.
   if (to.node == name()) return {};
-  const std::optional<std::uint64_t> flags = processes_.peer_flags(to.node);
-  if (!flags) {
-    // The frame's encoding depends on the flags a connection negotiates; the node does not
-    // connect on its own behalf (yet), so a pid of a node it has no connection to is out of
-    // reach, as a dead pid is.
-    return drop("no connection to its node");
+  if (processes_.peer_flags(to.node)) {
+    Effects effects;
+    processes_.send_from_ocaml(to, std::move(message), effects);
+    apply(effects);
+    return {};
   }
+  // Not connected (yet): held until the connection is up, as Erlang connects on a send.
+  // The frame's encoding waits for the flags that connection negotiates.
+  if (!held_sends_.contains(to.node)) {
+    try {
+      endpoint_.connect(to.node);
+    } catch (const dist::DistError&) {
+      return drop("its node's name is not one a node can have");  // nonode@nohost
+    }
+  }
+  std::deque<HeldSend>& held = held_sends_[to.node];
+  if (held.size() >= max_held_sends) return drop("too many sends wait for a connection to its node");
+  held.push_back({to, std::move(message)});
+  return {};
+}
+
+void Node::release_held_sends(const std::string& peer, bool connected) {
+  const auto held = held_sends_.find(peer);
+  if (held == held_sends_.end()) return;
+  std::deque<HeldSend> sends = std::move(held->second);
+  held_sends_.erase(held);
   Effects effects;
-  if ((*flags & dist::flag::send_sender) != 0) {
-    effects.send.push_back({to.node, dist::control::SendSender{processes_.ocaml_pid(), to, std::move(message)}});
-  } else {
-    effects.send.push_back({to.node, dist::control::Send{to, std::move(message)}});
+  for (HeldSend& send : sends) {
+    if (connected && processes_.send_from_ocaml(send.to, std::move(send.message), effects)) continue;
+    if (dropped_sends_.admit()) {
+      std::fprintf(stderr, "camlbeam-node: Erl.send to %s dropped: its node could not be reached\n",
+                   Term::pid(send.to).to_string().c_str());
+    }
   }
   apply(effects);
-  return {};
 }
 
 namespace {

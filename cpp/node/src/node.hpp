@@ -111,7 +111,9 @@ class Node {
 
   // Erl.send from OCaml, on the runtime thread while a request runs: "" when sent or
   // dropped (a refusal of the policy, logged; a pid of this node, which has no mailbox
-  // for OCaml; a node not connected, logged), else why it cannot be (another thread).
+  // for OCaml), held while the node connects to a node it has no connection to (in order,
+  // at most max_held_sends per node; dropped and logged if it cannot connect), else why
+  // it cannot be (another thread).
   std::string send_from_ocaml(const etf::Pid& to, etf::Term message);
   // Erl.call_erlang from OCaml, on the runtime thread while a request runs; a started call
   // is then waited for (wait_erl_call) until answered, or abandoned.
@@ -126,6 +128,9 @@ class Node {
   // Takes one event, if there is one, and handles it; the caller holds mutex_.
   void take_event();
   void handle(dist::EndpointEvent& event);
+  // Sends the Erl.send held for `peer` now that its connection is up, or drops them when
+  // it could not be made; the caller holds mutex_.
+  void release_held_sends(const std::string& peer, bool connected);
   // Sends what Processes decided and queues its host requests; the caller holds mutex_.
   void apply(Effects& effects);
   void run(host::Host& host, HostWork& work, const conv::Root* context);
@@ -141,6 +146,12 @@ class Node {
   std::optional<std::string> failure_;
   RefusalLog refusals_;
   RateLimitedLog dropped_sends_{"Erl.send dropped"};
+  struct HeldSend {
+    etf::Pid to;
+    etf::Term message;
+  };
+  static constexpr std::size_t max_held_sends = 10000;
+  std::map<std::string, std::deque<HeldSend>> held_sends_;
   // The request running on the runtime thread: who asked, and the pids it was given.
   struct Running {
     std::string peer;

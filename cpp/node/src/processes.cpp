@@ -287,6 +287,17 @@ void Processes::deliver_to_rex(const std::string& peer, Term message, Effects& o
                       HostWork::RexReply{**from, ExecuteCall{Term::atom("rex"), call[1], call[2], call[3]}}});
 }
 
+bool Processes::send_from_ocaml(const etf::Pid& to, Term message, Effects& out) const {
+  const std::optional<std::uint64_t> flags = peer_flags(to.node);
+  if (!flags) return false;
+  if ((*flags & dist::flag::send_sender) != 0) {
+    out.send.push_back({to.node, control::SendSender{ocaml_, to, std::move(message)}});
+  } else {
+    out.send.push_back({to.node, control::Send{to, std::move(message)}});
+  }
+  return true;
+}
+
 void Processes::start_erl_call(const std::string& peer, const etf::Reference& tag, std::string_view module,
                                std::string_view function, Term args, Effects& out) {
   const Term tag_term = Term::reference(tag);

@@ -113,6 +113,11 @@ class Processes {
   // The flags negotiated with a connected peer; nullopt once it is gone.
   std::optional<std::uint64_t> peer_flags(const std::string& peer) const noexcept;
 
+  // Erl.send from OCaml (the policy checked) to a process of a connected peer: SEND_SENDER
+  // from the ocaml process where the peer takes it, else SEND. False, and nothing sent,
+  // while `to`'s node is not connected: the frame's encoding depends on its flags.
+  bool send_from_ocaml(const etf::Pid& to, etf::Term message, Effects& out) const;
+
   // Erl.call_erlang(module, function, args) from OCaml, run on `peer` (the node whose
   // process made the running request) with Erlang's own tools, so that nothing of
   // camlbeam's is needed there: a gen_server call of the peer's rex server,

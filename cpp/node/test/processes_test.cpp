@@ -265,6 +265,21 @@ TEST_F(ProcessesTest, SpawnedProcessesAreBoundedAndForgottenWithTheirPeer) {
   EXPECT_TRUE(out.send.empty());
 }
 
+TEST_F(ProcessesTest, AnErlSendGoesFromTheOcamlProcessOnlyToAConnectedNode) {
+  EXPECT_FALSE(processes.send_from_ocaml(caller, parse("hello"), out));
+  EXPECT_TRUE(out.send.empty());
+  connect();
+  ASSERT_TRUE(processes.send_from_ocaml(caller, parse("hello"), out));
+  const auto& sent_sender = sent<control::SendSender>();
+  EXPECT_EQ(Term::pid(sent_sender.from), Term::pid(processes.ocaml_pid()));
+  EXPECT_EQ(Term::pid(sent_sender.to), Term::pid(caller));
+  EXPECT_EQ(sent_sender.message, parse("hello"));
+  out = {};
+  connect(otp25 & ~dist::flag::send_sender);
+  ASSERT_TRUE(processes.send_from_ocaml(caller, parse("hello"), out));
+  EXPECT_EQ(sent<control::Send>().message, parse("hello"));
+}
+
 const etf::Reference erl_call_tag = ref_of("#Ref<'ocaml@h'.42.1.0.0>");
 
 TEST_F(ProcessesTest, AnErlCallAsksTheCallersRexAndKeepsTheClassOfItsResult) {
