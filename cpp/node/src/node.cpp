@@ -320,11 +320,11 @@ ErlCallStart Node::start_erl_call(std::string_view module, std::string_view func
   if (!processes_.peer_flags(running_->peer)) {
     return answered(erl_call_error(Term::tuple({Term::atom("erpc"), Term::atom("noconnection")})));
   }
-  // A reference of this node's, unique while it runs: a counter, and the word that tells
-  // its runs apart.
+  // A reference of this node's: a counter, unique while it runs (its creation tells it
+  // from an earlier run's). Guessable, but only the node running the call may answer it.
   const std::uint64_t number = ++next_erl_call_;
   const etf::Reference tag{name(), endpoint_.creation(),
-                           {static_cast<std::uint32_t>(number), static_cast<std::uint32_t>(number >> 32), 0x6f63616d}};
+                           {static_cast<std::uint32_t>(number), static_cast<std::uint32_t>(number >> 32), 0}};
   Effects effects;
   processes_.start_erl_call(running_->peer, tag, module, function, std::move(args), effects);
   Term tag_term = Term::reference(tag);

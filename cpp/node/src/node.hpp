@@ -18,7 +18,8 @@
 //
 // OCaml talks to the cluster from the runtime thread, inside a request (Erl.send,
 // Erl.call_erlang: ocaml_transport.hpp): under the node's policy (policy.hpp), a send is
-// encoded and queued on the endpoint at once (bounded per peer by the endpoint), and an
+// encoded and queued on the endpoint at once (bounded per peer by the endpoint), or held
+// while the endpoint connects to its node, and an
 // Erl.call_erlang hands the events to the dispatch thread at once, which routes its
 // answer back to the waiting runtime thread.
 #pragma once
