@@ -368,7 +368,8 @@ call_erlang_answers_promptly_when_the_caller_goes(Config) ->
     {ok, Peer, PeerNode} = peer:start_link(#{name => peer:random_name(?FUNCTION_NAME),
                                              args => ["-setcookie", atom_to_list(?COOKIE)],
                                              connection => standard_io}),
-    _ = peer:call(Peer, erlang, spawn, [gen_server, call, [{ocaml, Node}, {call, call_erlang, [timer, sleep, [60000]]}, infinity]]),
+    Request = {call, call_erlang, [timer, sleep, [60000]]},
+    _ = peer:call(Peer, erlang, spawn, [gen_server, call, [{ocaml, Node}, Request, infinity]]),
     timer:sleep(500),
     ?assert(lists:member(Node, peer:call(Peer, erlang, nodes, [hidden]) ++ peer:call(Peer, erlang, nodes, []))),
     %% The node is busy with that call: a call of ours waits behind it.

@@ -298,7 +298,8 @@ Term erl_call_error(Term reason) {
 ErlCallStart Node::start_erl_call(std::string_view module, std::string_view function, Term args) {
   using Kind = ErlCallStart::Kind;
   if (std::this_thread::get_id() != runtime_thread_) {
-    return {Kind::refused, {}, "only the thread that runs the node's requests may call Erlang, not a thread the plugin started"};
+    return {Kind::refused, {},
+            "only the thread that runs the node's requests may call Erlang, not a thread the plugin started"};
   }
   const auto answered = [](Term answer) { return ErlCallStart{Kind::answered, std::move(answer), {}}; };
   // As ocaml_policy: a fun in the arguments could make an allowed function run anything.
@@ -316,7 +317,9 @@ ErlCallStart Node::start_erl_call(std::string_view module, std::string_view func
   }
   const std::lock_guard lock(mutex_);
   if (!running_) return {Kind::refused, {}, "Erl.call_erlang works while a request runs"};
-  if (erl_calls_.size() >= config_.policy.max_erl_calls) return answered(erl_call_error(Term::atom("too_many_erl_calls")));
+  if (erl_calls_.size() >= config_.policy.max_erl_calls) {
+    return answered(erl_call_error(Term::atom("too_many_erl_calls")));
+  }
   if (!processes_.peer_flags(running_->peer)) {
     return answered(erl_call_error(Term::tuple({Term::atom("erpc"), Term::atom("noconnection")})));
   }

@@ -305,7 +305,9 @@ TEST_F(ProcessesTest, AnErlCallAsksTheCallersRexAndKeepsTheClassOfItsResult) {
     return Term::tuple({tag_term, Term::tuple({Term::atom("badrpc"), Term::tuple({Term::atom("EXIT"), reason})})});
   };
   // Another node cannot answer it.
-  processes.receive("other@h", control::Send{processes.ocaml_pid(), answer(Term::tuple({tag_term, Term::atom("return"), parse("x")}))}, out);
+  processes.receive(
+      "other@h", control::Send{processes.ocaml_pid(), answer(Term::tuple({tag_term, Term::atom("return"), parse("x")}))},
+      out);
   EXPECT_TRUE(out.erl_calls_done.empty());
   receive(control::Send{processes.ocaml_pid(), answer(Term::tuple({tag_term, Term::atom("return"), parse("[2, 1]")}))});
   ASSERT_EQ(out.erl_calls_done.size(), 1U);
@@ -322,7 +324,8 @@ TEST_F(ProcessesTest, AnErlCallAsksTheCallersRexAndKeepsTheClassOfItsResult) {
       {Term::tuple({tag_term, Term::atom("throw"), parse("t")}), parse("{error, {throw, t}}")},
       {Term::tuple({tag_term, Term::atom("exit"), parse("e")}), parse("{error, {exit, e}}")},
       {Term::tuple({tag_term, Term::atom("error"), parse("{erpc, undef}")}), parse("{error, {error, undef}}")},
-      {Term::tuple({tag_term, Term::atom("error"), parse("badarith"), parse("[]")}), parse("{error, {error, badarith}}")},
+      {Term::tuple({tag_term, Term::atom("error"), parse("badarith"), parse("[]")}),
+       parse("{error, {error, badarith}}")},
       {parse("system_limit"), parse("{error, {exit, system_limit}}")},
   };
   for (const auto& [reason, expected] : classes) {
