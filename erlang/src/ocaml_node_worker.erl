@@ -230,10 +230,10 @@ reach_node(#{nodes := [_ | _] = Nodes}, _Deadline, #state{id = Id} = State0) ->
         true -> watch(State);
         _ -> {error, {cannot_connect, Node}, State}
     end;
-reach_node(#{executable := Executable} = Setup, Deadline, State0) ->
+reach_node(#{executable := Executable} = Setup, Deadline, #state{id = Id} = State0) ->
     Node = own_node_name(),
     try open_port({spawn_executable, Executable},
-                  [{args, node_arguments(Node, Setup)},
+                  [{args, node_arguments(Node, Id, Setup)},
                    {env, [{"CAMLBEAM_COOKIE", atom_to_list(erlang:get_cookie())}]},
                    {line, ?LINE_BYTES}, binary, use_stdio, stderr_to_stdout, exit_status, hide]) of
         Port ->
@@ -348,8 +348,8 @@ own_node_name() ->
     list_to_atom("camlbeam_" ++ os:getpid() ++ "_" ++ integer_to_list(erlang:unique_integer([positive]))
                  ++ "@" ++ Host).
 
--spec node_arguments(node(), ocaml_pool_manager:worker_setup()) -> [string()].
-node_arguments(Node, _Setup) ->
+-spec node_arguments(node(), pos_integer(), ocaml_pool_manager:worker_setup()) -> [string()].
+node_arguments(Node, Id, #{policy := Policy}) ->
     NameFlag = case net_kernel:longnames() of
                    true -> "--name";
                    _ -> "--sname"
@@ -360,7 +360,22 @@ node_arguments(Node, _Setup) ->
                    ignored -> 60
                end,
     [NameFlag, atom_to_list(Node), "--hidden", "--allow-load", "--stop-on-eof",
-     "--net-ticktime", integer_to_list(max(4, Ticktime))].
+     "--net-ticktime", integer_to_list(max(4, Ticktime)), "--worker-id", integer_to_list(Id)
+     | policy_arguments(Policy)].
+
+%% The pool's policy, as the node enforces it (docs/node.md).
+-spec policy_arguments(ocaml_policy:policy()) -> [string()].
+policy_arguments(#{send := Send, erl_call := ErlCall, max_erl_calls := Max}) ->
+    Allowed = case ErlCall of
+                  none -> "none";
+                  all -> "all";
+                  [] -> "none";
+                  List -> lists:join(",", [case Entry of
+                                               {M, F} -> io_lib:format("~ts:~ts", [M, F]);
+                                               {M, F, A} -> io_lib:format("~ts:~ts/~b", [M, F, A])
+                                           end || Entry <- List])
+              end,
+    ["--send", atom_to_list(Send), "--erl-call", lists:flatten(Allowed), "--max-erl-calls", integer_to_list(Max)].
 
 -spec publish(#state{}) -> ok.
 publish(#state{published = true}) ->

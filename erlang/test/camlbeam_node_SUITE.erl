@@ -14,7 +14,10 @@ all() ->
     [ping_and_visibility, hidden_node, answers_without_ocaml_during_a_long_call, calls_round_trip_terms, casts_run_in_order,
      rpc_and_erpc, erpc_multicall_across_two_nodes, link_and_monitor_see_sigkill,
      unknown_processes_answer_noproc, bad_requests_are_answered, call_timeout_interrupts,
-     wrong_cookie_refused, erl_call_client, elixir_client, peer_restarts_and_reconnects, many_callers].
+     wrong_cookie_refused, erl_call_client, elixir_client, peer_restarts_and_reconnects, many_callers,
+     send_to_a_given_pid, send_refused_by_policy_is_logged, send_any, call_erlang_allowed_and_refused,
+     call_erlang_answers_promptly_when_the_caller_goes, ping_while_call_erlang_waits,
+     call_erlang_interrupted_by_the_deadline, send_connects_to_a_node_not_connected_yet].
 
 init_per_suite(Config0) ->
     Config = ?LIB:init_per_suite(Config0),
@@ -294,3 +297,122 @@ many_callers(Config) ->
     [receive {Pid, Answers} -> ?assertEqual([{ok, {C, I}} || I <- lists:seq(1, 20)], Answers)
      after 30000 -> ct:fail(caller_stuck)
      end || {C, Pid} <- lists:zip(lists:seq(1, 50), Callers)].
+
+%%% Erl.send and Erl.call_erlang from OCaml, under the node's policy (--send, --erl-call)
+
+%% A line the node writes on stderr that matches Pattern, within Ms.
+await_log(Config, Stem, Pattern, Ms) ->
+    [{_, Port}] = ets:lookup(?config(ocaml_nodes, Config), Stem),
+    receive
+        {Port, {data, {eol, Line}}} ->
+            ct:log("~ts", [Line]),
+            case re:run(Line, Pattern) of
+                {match, _} -> Line;
+                nomatch -> await_log(Config, Stem, Pattern, Ms)
+            end
+    after Ms ->
+        ct:fail({not_logged, Pattern})
+    end.
+
+send_to_a_given_pid(Config) ->
+    Node = start_node(Config, "ocaml_send"),
+    ?assertEqual({ok, ok}, call(Node, send, [self(), {hello, [1, 2]}])),
+    receive {hello, [1, 2]} -> ok after 5000 -> ct:fail(not_delivered) end,
+    %% The streaming example: a pid and a tag given, the messages in order.
+    Tag = make_ref(),
+    ?assertEqual({ok, ok}, call(Node, countdown, [self(), Tag, 3])),
+    [receive {Tag, I} -> ok after 5000 -> ct:fail({missing, I}) end || I <- [3, 2, 1]],
+    %% A cast's pids are given too.
+    ok = gen_server:cast({ocaml, Node}, {cast, send, [self(), from_a_cast]}),
+    receive from_a_cast -> ok after 5000 -> ct:fail(cast_not_delivered) end.
+
+send_refused_by_policy_is_logged(Config) ->
+    Node = start_node(Config, "ocaml_send_given"),
+    %% The pid is inside a list, not an argument: not given.
+    ?assertEqual({ok, ok}, call(Node, send_to_first, [[self()], not_for_you])),
+    _ = await_log(Config, "ocaml_send_given", "Erl.send to .* dropped: refused by the node's policy", 5000),
+    receive not_for_you -> ct:fail(delivered) after 200 -> ok end,
+    Node2 = start_node(Config, "ocaml_send_none", ["--send", "none"]),
+    ?assertEqual({ok, ok}, call(Node2, send, [self(), not_either])),
+    _ = await_log(Config, "ocaml_send_none", "--send none", 5000),
+    receive not_either -> ct:fail(delivered) after 200 -> ok end.
+
+send_any(Config) ->
+    Node = start_node(Config, "ocaml_send_any", ["--send", "any"]),
+    ?assertEqual({ok, ok}, call(Node, send_to_first, [[self()], anywhere])),
+    receive anywhere -> ok after 5000 -> ct:fail(not_delivered) end.
+
+call_erlang_allowed_and_refused(Config) ->
+    Node = start_node(Config, "ocaml_erl_calls",
+                      ["--erl-call", "erlang:node/0,lists:reverse", "--erl-call", "erlang:error/1,erlang:throw/1"]),
+    Here = node(),
+    ?assertEqual({ok, {ok, Here}}, call(Node, call_erlang, [erlang, node, []])),
+    ?assertEqual({ok, {ok, [3, 2, 1]}}, call(Node, call_erlang, [lists, reverse, [[1, 2, 3]]])),
+    ?assertEqual({ok, {error, {error, oops}}}, call(Node, call_erlang, [erlang, error, [oops]])),
+    ?assertEqual({ok, {error, {throw, thrown}}}, call(Node, call_erlang, [erlang, throw, [thrown]])),
+    ?assertEqual({ok, {error, {error, {not_allowed, {erlang, halt, 0}}}}},
+                 call(Node, call_erlang, [erlang, halt, []])),
+    ?assertEqual({ok, {error, {error, {not_allowed, {erlang, node, 1}}}}},
+                 call(Node, call_erlang, [erlang, node, [self()]])),
+    ?assertMatch({ok, {error, {error, {bad_erl_call, _}}}},
+                 call(Node, call_erlang, [lists, reverse, [[fun erlang:halt/0]]])),
+    %% Nothing allowed by default.
+    Node2 = start_node(Config, "ocaml_erl_calls_none"),
+    ?assertEqual({ok, {error, {error, {not_allowed, {erlang, node, 0}}}}},
+                 call(Node2, call_erlang, [erlang, node, []])).
+
+%% The call runs on the caller's node: when that node goes, OCaml's wait ends at once and
+%% the node goes on with its next request.
+call_erlang_answers_promptly_when_the_caller_goes(Config) ->
+    Node = start_node(Config, "ocaml_erl_call_gone", ["--erl-call", "timer:sleep/1"]),
+    {ok, Peer, PeerNode} = peer:start_link(#{name => peer:random_name(?FUNCTION_NAME),
+                                             args => ["-setcookie", atom_to_list(?COOKIE)],
+                                             connection => standard_io}),
+    Request = {call, call_erlang, [timer, sleep, [60000]]},
+    _ = peer:call(Peer, erlang, spawn, [gen_server, call, [{ocaml, Node}, Request, infinity]]),
+    timer:sleep(500),
+    ?assert(lists:member(Node, peer:call(Peer, erlang, nodes, [hidden]) ++ peer:call(Peer, erlang, nodes, []))),
+    %% The node is busy with that call: a call of ours waits behind it.
+    Self = self(),
+    spawn_link(fun() -> Self ! {queued, call(Node, add, [1, 2])} end),
+    receive {queued, Early} -> ct:fail({not_waiting, Early}) after 500 -> ok end,
+    peer:stop(Peer),
+    ct:log("~p stopped", [PeerNode]),
+    receive {queued, Answer} -> ?assertEqual({ok, 3}, Answer) after 3000 -> ct:fail(still_waiting) end.
+
+ping_while_call_erlang_waits(Config) ->
+    Node = start_node(Config, "ocaml_erl_call_ping", ["--erl-call", "timer:sleep/1"]),
+    Self = self(),
+    spawn_link(fun() -> Self ! {slept, call(Node, call_erlang, [timer, sleep, [1500]])} end),
+    timer:sleep(100),
+    Started = erlang:monotonic_time(millisecond),
+    ?assertEqual(pong, net_adm:ping(Node)),
+    ?assertExit({noproc, _}, gen_server:call({nobody, Node}, x, 5000)),
+    ?assert(erlang:monotonic_time(millisecond) - Started < 500),
+    receive {slept, Answer} -> ?assertEqual({ok, {ok, ok}}, Answer) after 10000 -> ct:fail(no_answer) end.
+
+%% --call-timeout interrupts a call waiting in Erl.call_erlang, as it interrupts any wait;
+%% the Erlang side's late answer is dropped.
+call_erlang_interrupted_by_the_deadline(Config) ->
+    Node = start_node(Config, "ocaml_erl_call_deadline", ["--call-timeout", "300", "--erl-call", "timer:sleep/1"]),
+    Started = erlang:monotonic_time(millisecond),
+    ?assertEqual({error, timeout}, call(Node, call_erlang, [timer, sleep, [1500]])),
+    ?assert(erlang:monotonic_time(millisecond) - Started < 1200),
+    ?assertEqual({ok, 3}, call(Node, add, [1, 2])),
+    timer:sleep(1500),
+    ?assertEqual({ok, 3}, call(Node, add, [1, 2])).
+
+%% A given pid of a third node, which the OCaml node has no connection to: it connects, as
+%% Erlang does on a send, and the message arrives.
+send_connects_to_a_node_not_connected_yet(Config) ->
+    Node = start_node(Config, "ocaml_send_third"),
+    {ok, Peer, PeerNode} = peer:start_link(#{name => peer:random_name(?FUNCTION_NAME),
+                                             args => ["-setcookie", atom_to_list(?COOKIE)],
+                                             connection => standard_io}),
+    Mailbox = peer:call(Peer, erlang, spawn, [timer, sleep, [infinity]]),
+    ?assertEqual(PeerNode, node(Mailbox)),
+    ?assertNot(lists:member(Node, peer:call(Peer, erlang, nodes, [connected]))),
+    ?assertEqual({ok, ok}, call(Node, send, [Mailbox, {hello, third}])),
+    ?LIB:wait_until(fun() -> peer:call(Peer, erlang, process_info, [Mailbox, messages]) =:=
+                                 {messages, [{hello, third}]} end, 5000),
+    peer:stop(Peer).

@@ -7,6 +7,7 @@
 // cannot join (EPMD unreachable, the name taken, a plugin that does not load); 70 when its
 // network thread fails; 124 when a request overran its deadline and could not be stopped.
 #include "node.hpp"
+#include "ocaml_transport.hpp"
 #include "options.hpp"
 
 #include <camlbeam/dist/cookie.hpp>
@@ -86,6 +87,7 @@ int run(int argc, char** argv) {
   config.info = etf::Term::map({{etf::Term::atom("os_pid"), etf::Term::integer(::getpid())},
                                 {etf::Term::atom("ocaml_version"), etf::Term::binary(OCAML_VERSION_STRING)},
                                 {etf::Term::atom("flavour"), etf::Term::atom("native")}});
+  config.policy = options.policy;
 
   // Declared before the watch, whose hook reaches it, so that it outlives the watch's thread.
   std::optional<node::Node> the_node;
@@ -147,7 +149,8 @@ int run(int argc, char** argv) {
   }
   std::fprintf(stderr, "camlbeam-node: %s listening on port %u\n", the_node->name().c_str(),
                static_cast<unsigned>(the_node->port()));
-  const std::optional<std::string> failure = the_node->serve(host);
+  const camlbeam::conv::Root context = node::make_ocaml_context(*the_node, runtime, options.worker_id);
+  const std::optional<std::string> failure = the_node->serve(host, &context);
   if (failure) {
     std::fprintf(stderr, "camlbeam-node: the network thread failed: %s\n", failure->c_str());
     std::_Exit(exit_software);  // the signal thread still waits

@@ -1,6 +1,7 @@
 #include "node.hpp"
 #include "term_request.hpp"
 
+#include <camlbeam/dist/error.hpp>
 #include <camlbeam/etf/etf.hpp>
 
 #include <chrono>
@@ -14,16 +15,21 @@ namespace camlbeam::node {
 
 using etf::Term;
 
-void RefusalLog::note(const std::string& peer, const std::string& why) {
+bool RateLimitedLog::admit() {
   const auto now = std::chrono::steady_clock::now();
   if (now - window_start_ >= std::chrono::minutes(1)) {
     if (in_window_ > per_minute) {
-      std::fprintf(stderr, "camlbeam-node: %d more connections refused in the last minute\n", in_window_ - per_minute);
+      std::fprintf(stderr, "camlbeam-node: %d more %s in the last minute\n", in_window_ - per_minute,
+                   left_out_.c_str());
     }
     window_start_ = now;
     in_window_ = 0;
   }
-  if (++in_window_ > per_minute) return;
+  return ++in_window_ <= per_minute;
+}
+
+void RefusalLog::note(const std::string& peer, const std::string& why) {
+  if (!log_.admit()) return;
   std::fprintf(stderr, "camlbeam-node: refused a connection%s%s: %s\n", peer.empty() ? "" : " from ", peer.c_str(),
                why.c_str());
 }
@@ -102,11 +108,16 @@ void Node::handle(dist::EndpointEvent& event) {
     case Kind::connected:
       readers_.insert_or_assign(event.peer, dist::MessageReader(event.flags));
       processes_.connected(event.peer, event.flags);
+      release_held_sends(event.peer, true);
       return;
-    case Kind::disconnected:
+    case Kind::disconnected: {
       readers_.erase(event.peer);
-      processes_.disconnected(event.peer);
+      Effects effects;
+      processes_.disconnected(event.peer, effects);
+      apply(effects);
+      release_held_sends(event.peer, false);
       return;
+    }
     case Kind::refused:
       refusals_.note(event.peer, event.error.message());
       return;
@@ -157,21 +168,30 @@ void Node::apply(Effects& effects) {
     queue_.push_back(std::move(work));
   }
   effects.work.clear();
+  for (ErlCallDone& done : effects.erl_calls_done) {
+    const auto waiting = erl_calls_.find(done.tag);
+    if (waiting != erl_calls_.end()) waiting->second = std::move(done.result);
+  }
+  if (!effects.erl_calls_done.empty()) erl_call_answered_.notify_all();
+  effects.erl_calls_done.clear();
 }
 
-std::optional<std::string> Node::serve(host::Host& host) {
+std::optional<std::string> Node::serve(host::Host& host, const conv::Root* context) {
   std::unique_lock lock(mutex_);
+  runtime_thread_ = std::this_thread::get_id();
   for (;;) {
     if (stopping_.load()) return failure_;
     if (!queue_.empty()) {
       HostWork work = std::move(queue_.front());
       queue_.pop_front();
       running_request_ = true;
+      running_ = Running{work.peer, given_pids(work.request)};
       lock.unlock();
-      run(host, work);
+      run(host, work, context);
       host.between_requests();
       lock.lock();
       running_request_ = false;
+      running_.reset();
       taken_over_ = false;
       continue;
     }
@@ -182,11 +202,11 @@ std::optional<std::string> Node::serve(host::Host& host) {
   }
 }
 
-void Node::run(host::Host& host, HostWork& work) {
+void Node::run(host::Host& host, HostWork& work, const conv::Root* context) {
   std::optional<Term> answer;
   std::string cast_failure;
   try {
-    answer = run_request(host, work.request, &cast_failure);
+    answer = run_request(host, work.request, &cast_failure, context);
   } catch (const std::exception& e) {
     answer = error_answer("request_failed", e.what());
   }
@@ -197,6 +217,152 @@ void Node::run(host::Host& host, HostWork& work) {
   const std::lock_guard lock(mutex_);
   Effects effects;
   processes_.answered(work, std::move(*answer), effects);
+  apply(effects);
+}
+
+std::string Node::send_from_ocaml(const etf::Pid& to, etf::Term message) {
+  if (std::this_thread::get_id() != runtime_thread_) {
+    return "only the thread that runs the node's requests may send, not a thread the plugin started";
+  }
+  const std::lock_guard lock(mutex_);
+  if (!running_) return "Erl.send works while a request runs";
+  const auto drop = [&](const char* why) {
+    if (dropped_sends_.admit()) {
+      std::fprintf(stderr, "camlbeam-node: Erl.send to %s dropped: %s\n", etf::Term::pid(to).to_string().c_str(), why);
+    }
+    return std::string();
+  };
+  if (!config_.policy.may_send(to, running_->given)) {
+    switch (config_.policy.send) {
+      case SendPolicy::none: return drop("refused by the node's policy (--send none)");
+      case SendPolicy::given: return drop("refused by the node's policy (--send given: not an argument of the call)");
+      case SendPolicy::any: break;
+    }
+  }
+  // The node's own processes (Erl.self ()) have no mailbox for OCaml: dropped, as the port
+  // worker's process drops what is sent to it.
+  if (to.node == name()) return {};
+  if (processes_.peer_flags(to.node)) {
+    Effects effects;
+    processes_.send_from_ocaml(to, std::move(message), effects);
+    apply(effects);
+    return {};
+  }
+  // Not connected (yet): held until the connection is up, as Erlang connects on a send.
+  // The frame's encoding waits for the flags that connection negotiates.
+  if (!held_sends_.contains(to.node)) {
+    try {
+      endpoint_.connect(to.node);
+    } catch (const dist::DistError&) {
+      return drop("its node's name is not one a node can have");  // nonode@nohost
+    }
+  }
+  std::deque<HeldSend>& held = held_sends_[to.node];
+  if (held.size() >= max_held_sends) return drop("too many sends wait for a connection to its node");
+  held.push_back({to, std::move(message)});
+  return {};
+}
+
+void Node::release_held_sends(const std::string& peer, bool connected) {
+  const auto held = held_sends_.find(peer);
+  if (held == held_sends_.end()) return;
+  std::deque<HeldSend> sends = std::move(held->second);
+  held_sends_.erase(held);
+  Effects effects;
+  for (HeldSend& send : sends) {
+    if (connected && processes_.send_from_ocaml(send.to, std::move(send.message), effects)) continue;
+    if (dropped_sends_.admit()) {
+      std::fprintf(stderr, "camlbeam-node: Erl.send to %s dropped: its node could not be reached\n",
+                   Term::pid(send.to).to_string().c_str());
+    }
+  }
+  apply(effects);
+}
+
+namespace {
+
+bool holds_fun(const Term& term) {
+  std::vector<const Term*> pending{&term};
+  while (!pending.empty()) {
+    const Term* next = pending.back();
+    pending.pop_back();
+    if (next->kind() == etf::Kind::fun || next->kind() == etf::Kind::export_fun) return true;
+    for (const Term& child : next->children()) pending.push_back(&child);
+  }
+  return false;
+}
+
+Term erl_call_error(Term reason) {
+  return Term::tuple({Term::atom("error"), Term::tuple({Term::atom("error"), std::move(reason)})});
+}
+
+}  // namespace
+
+ErlCallStart Node::start_erl_call(std::string_view module, std::string_view function, Term args) {
+  using Kind = ErlCallStart::Kind;
+  if (std::this_thread::get_id() != runtime_thread_) {
+    return {Kind::refused, {},
+            "only the thread that runs the node's requests may call Erlang, not a thread the plugin started"};
+  }
+  const auto answered = [](Term answer) { return ErlCallStart{Kind::answered, std::move(answer), {}}; };
+  // As ocaml_policy: a fun in the arguments could make an allowed function run anything.
+  if (holds_fun(args)) {
+    return answered(erl_call_error(Term::tuple(
+        {Term::atom("bad_erl_call"), Term::binary(std::string_view("the arguments of Erl.call_erlang hold a fun"))})));
+  }
+  std::size_t arity = 0;
+  if (const auto* list = args.get_if<etf::List>()) arity = list->items.size() - 1;
+  if (!config_.policy.may_call(module, function, arity)) {
+    // The atoms stay in this error, on this node: the peer never sees what was refused.
+    return answered(erl_call_error(Term::tuple(
+        {Term::atom("not_allowed"),
+         Term::tuple({Term::atom(module), Term::atom(function), Term::integer(static_cast<std::int64_t>(arity))})})));
+  }
+  const std::lock_guard lock(mutex_);
+  if (!running_) return {Kind::refused, {}, "Erl.call_erlang works while a request runs"};
+  if (erl_calls_.size() >= config_.policy.max_erl_calls) {
+    return answered(erl_call_error(Term::atom("too_many_erl_calls")));
+  }
+  if (!processes_.peer_flags(running_->peer)) {
+    return answered(erl_call_error(Term::tuple({Term::atom("erpc"), Term::atom("noconnection")})));
+  }
+  // A reference of this node's: a counter, unique while it runs (its creation tells it
+  // from an earlier run's). Guessable, but only the node running the call may answer it.
+  const std::uint64_t number = ++next_erl_call_;
+  const etf::Reference tag{name(), endpoint_.creation(),
+                           {static_cast<std::uint32_t>(number), static_cast<std::uint32_t>(number >> 32), 0}};
+  Effects effects;
+  processes_.start_erl_call(running_->peer, tag, module, function, std::move(args), effects);
+  Term tag_term = Term::reference(tag);
+  erl_calls_.emplace(tag_term, std::nullopt);
+  apply(effects);
+  // The answer comes as an event: the dispatch thread takes them while this thread waits.
+  if (!taken_over_) {
+    taken_over_ = true;
+    wake_dispatcher_.notify_all();
+  }
+  return {Kind::started, std::move(tag_term), {}};
+}
+
+std::optional<Term> Node::wait_erl_call(const Term& tag, std::chrono::milliseconds slice) {
+  std::unique_lock lock(mutex_);
+  const auto waiting = erl_calls_.find(tag);
+  if (waiting == erl_calls_.end()) return std::nullopt;
+  erl_call_answered_.wait_for(lock, slice, [&] { return waiting->second.has_value() || stopping_.load(); });
+  if (!waiting->second) {
+    if (!stopping_.load()) return std::nullopt;
+    waiting->second = erl_call_error(Term::atom("node_stopping"));
+  }
+  Term answer = std::move(*waiting->second);
+  erl_calls_.erase(waiting);
+  return answer;
+}
+
+void Node::abandon_erl_call(const Term& tag) {
+  const std::lock_guard lock(mutex_);
+  Effects effects;
+  processes_.abandon_erl_call(tag, effects);
+  erl_calls_.erase(tag);
   apply(effects);
 }
 

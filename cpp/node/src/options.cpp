@@ -30,7 +30,8 @@ bool valid_alive(std::string_view alive) {
 std::string usage() {
   return "usage: camlbeam-node (--sname NAME | --name NAME[@HOST]) [--cookie COOKIE] [--load PLUGIN]...\n"
          "                     [--hidden] [--port PORT] [--net-ticktime SECONDS] [--call-timeout MS]\n"
-         "                     [--allow-load] [--stop-on-eof]\n";
+         "                     [--send none|given|any] [--erl-call none|all|M:F|M:F/A[,...]]...\n"
+         "                     [--max-erl-calls N] [--allow-load] [--stop-on-eof] [--worker-id N]\n";
 }
 
 std::variant<Options, UsageError> parse_options(const std::vector<std::string>& args, const std::string& short_host,
@@ -38,6 +39,7 @@ std::variant<Options, UsageError> parse_options(const std::vector<std::string>& 
   Options options;
   std::optional<std::string> name;
   bool short_name = false;
+  bool erl_call_none = false;
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string_view arg = args[i];
     const auto value = [&]() -> std::optional<std::string> {
@@ -63,6 +65,12 @@ std::variant<Options, UsageError> parse_options(const std::vector<std::string>& 
       options.stop_on_eof = true;
     } else if (arg == "--allow-load") {
       options.allow_load = true;
+    } else if (arg == "--worker-id") {
+      const auto text = value();
+      if (!text) return missing();
+      const auto id = parse_number<std::uint32_t>(*text, 0, 1U << 30);
+      if (!id) return UsageError{"--worker-id takes a worker's number in its pool, not " + *text};
+      options.worker_id = *id;
     } else if (arg == "--port") {
       const auto text = value();
       if (!text) return missing();
@@ -82,6 +90,22 @@ std::variant<Options, UsageError> parse_options(const std::vector<std::string>& 
       const auto ms = parse_number<std::uint32_t>(*text, 0, 4294967295U);
       if (!ms) return UsageError{"--call-timeout takes milliseconds, not " + *text};
       options.call_timeout_ms = *ms;
+    } else if (arg == "--send") {
+      const auto text = value();
+      if (!text) return missing();
+      const auto send = parse_send_policy(*text);
+      if (!send) return UsageError{"--send takes none, given or any, not " + *text};
+      options.policy.send = *send;
+    } else if (arg == "--erl-call") {
+      const auto text = value();
+      if (!text) return missing();
+      if (auto why = add_erl_call(options.policy, *text, erl_call_none)) return UsageError{std::move(*why)};
+    } else if (arg == "--max-erl-calls") {
+      const auto text = value();
+      if (!text) return missing();
+      const auto max = parse_number<std::size_t>(*text, 1, 1000000);
+      if (!max) return UsageError{"--max-erl-calls takes a count, 1 to 1000000, not " + *text};
+      options.policy.max_erl_calls = *max;
     } else {
       return UsageError{"unknown argument " + std::string(arg)};
     }

@@ -2,8 +2,12 @@
 //
 //   camlbeam-node (--sname NAME | --name NAME[@HOST]) [--cookie COOKIE] [--load PLUGIN]...
 //                 [--hidden] [--port PORT] [--net-ticktime SECONDS] [--call-timeout MS]
-//                 [--allow-load] [--stop-on-eof]
+//                 [--send none|given|any] [--erl-call none|all|M:F|M:F/A[,...]]...
+//                 [--max-erl-calls N]
+//                 [--allow-load] [--stop-on-eof] [--worker-id N]
 #pragma once
+
+#include "policy.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -29,6 +33,10 @@ struct Options {
   // Peers may load plugins ({load, Path} to the ocaml process): as a pool does into the nodes
   // it starts or is given.
   bool allow_load = false;
+  // (Erl.worker ()).id: the worker's number in the pool that started the node; 0 for none.
+  std::uint32_t worker_id = 0;
+  // What Erl.send and Erl.call_erlang may do (policy.hpp): deny by default.
+  Policy policy;
 };
 
 struct UsageError {

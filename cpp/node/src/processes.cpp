@@ -43,6 +43,36 @@ const etf::Reference* alias_of(const Term& tag) {
   return ref == nullptr ? nullptr : &**ref;
 }
 
+// What OCaml gets for rex's answer to an Erl.call_erlang (start_erl_call): rex catches
+// the exit of erpc:execute_call/4, {Tag, Class, ...}, as {badrpc, {'EXIT', Reason}}.
+Term erl_call_result(const Term& tag, Term reply) {
+  const auto error = [](std::string_view kind, Term reason) {
+    return Term::tuple({Term::atom("error"), Term::tuple({Term::atom(kind), std::move(reason)})});
+  };
+  const auto badrpc = reply.tuple_elements();
+  if (badrpc.size() != 2 || !badrpc[0].is_atom("badrpc")) return error("exit", std::move(reply));
+  const auto caught = badrpc[1].tuple_elements();
+  if (caught.size() != 2 || !caught[0].is_atom("EXIT")) return error("exit", std::move(reply));
+  const auto reason = caught[1].tuple_elements();
+  if (reason.size() < 3 || reason[0] != tag) return error("exit", caught[1]);  // rex's own exit (system_limit)
+  const Term& value = reason[2];
+  if (reason.size() == 3 && reason[1].is_atom("return")) return Term::tuple({Term::atom("ok"), value});
+  if (reason.size() == 3 && reason[1].is_atom("throw")) return error("throw", value);
+  if (reason.size() == 3 && reason[1].is_atom("exit")) return error("exit", value);
+  if (reason[1].is_atom("error")) {
+    // {Tag, error, {erpc, Reason}}: apply/3 itself failed (undef, badarg on its arguments).
+    const auto erpc = value.tuple_elements();
+    if (reason.size() == 3 && erpc.size() == 2 && erpc[0].is_atom("erpc")) return error("error", erpc[1]);
+    return error("error", value);  // {Tag, error, Reason, Stack}
+  }
+  return error("exit", caught[1]);
+}
+
+Term erl_call_failed(std::string_view why) {
+  return Term::tuple({Term::atom("error"),
+                      Term::tuple({Term::atom("error"), Term::tuple({Term::atom("erpc"), Term::atom(why)})})});
+}
+
 }  // namespace
 
 Processes::Processes(std::string node_name, std::uint32_t creation, std::optional<std::uint32_t> call_timeout_ms,
@@ -61,7 +91,15 @@ etf::Pid Processes::make_pid(std::uint64_t number) const {
 
 void Processes::connected(const std::string& peer, std::uint64_t flags) { flags_[peer] = flags; }
 
-void Processes::disconnected(const std::string& peer) {
+void Processes::disconnected(const std::string& peer, Effects& out) {
+  for (auto call = erl_calls_.begin(); call != erl_calls_.end();) {
+    if (call->second != peer) {
+      ++call;
+      continue;
+    }
+    out.erl_calls_done.push_back({call->first, erl_call_failed("noconnection")});
+    call = erl_calls_.erase(call);
+  }
   flags_.erase(peer);
   known_atoms_.forget(peer);
   watches_.erase(peer);
@@ -105,6 +143,8 @@ bool Processes::exists(const etf::Pid& pid) const noexcept {
 void Processes::receive(const std::string& peer, dist::Control message, Effects& out) {
   // A message to a name or pid of ours; the sender's pid where the operation gives it.
   const auto deliver_to = [&](const dist::ProcessRef& to, Term& payload) {
+    const auto* pid = std::get_if<etf::Pid>(&to);
+    if (pid != nullptr && same_pid(*pid, ocaml_) && erl_call_replied(peer, payload, out)) return;
     if (const auto process = registered(to)) deliver(peer, *process, std::move(payload), out);
     // Messages to spawned processes and to nobody are dropped, as Erlang drops them.
   };
@@ -179,8 +219,9 @@ void Processes::receive(const std::string& peer, dist::Control message, Effects&
           [&](const control::PayloadExitTT& m) {
             unwatch(peer, Watch{Watch::Kind::link, number_of(m.to), Term::pid(m.from), Term()});
           },
-          // Everything else (exit2, group leaders, replies to our own requests, which the
-          // node makes none of yet) changes nothing here.
+          [&](control::MonitorPExit& m) { erl_call_down(m.ref, std::move(m.reason), out); },
+          [&](control::PayloadMonitorPExit& m) { erl_call_down(m.ref, std::move(m.reason), out); },
+          // Everything else (exit2, group leaders) changes nothing here.
           [&](const auto&) {},
       },
       message);
@@ -286,6 +327,66 @@ void Processes::deliver_to_rex(const std::string& peer, Term message, Effects& o
   add_work({peer, std::move(*request),
             HostWork::RexReply{**from, ExecuteCall{Term::atom("rex"), call[1], call[2], call[3]}}},
            out);
+}
+
+bool Processes::send_from_ocaml(const etf::Pid& to, Term message, Effects& out) const {
+  const std::optional<std::uint64_t> flags = peer_flags(to.node);
+  if (!flags) return false;
+  if ((*flags & dist::flag::send_sender) != 0) {
+    out.send.push_back({to.node, control::SendSender{ocaml_, to, std::move(message)}});
+  } else {
+    out.send.push_back({to.node, control::Send{to, std::move(message)}});
+  }
+  return true;
+}
+
+void Processes::start_erl_call(const std::string& peer, const etf::Reference& tag, std::string_view module,
+                               std::string_view function, Term args, Effects& out) {
+  const Term tag_term = Term::reference(tag);
+  Term call = Term::tuple({Term::atom("call"), Term::atom("erpc"), Term::atom("execute_call"),
+                           Term::list({tag_term, Term::atom(module), Term::atom(function), std::move(args)}),
+                           Term::atom("user")});
+  Term gen_call = Term::tuple({Term::atom("$gen_call"), Term::tuple({Term::pid(ocaml_), tag_term}), std::move(call)});
+  // The monitor first: a peer without rex answers it noproc before the call is lost.
+  out.send.push_back({peer, control::MonitorP{ocaml_, etf::Atom{"rex"}, tag}});
+  out.send.push_back({peer, control::RegSend{ocaml_, etf::Atom{"rex"}, std::move(gen_call)}});
+  erl_calls_.insert_or_assign(tag_term, peer);
+}
+
+void Processes::abandon_erl_call(const Term& tag, Effects& out) {
+  const auto found = erl_calls_.find(tag);
+  if (found == erl_calls_.end()) return;
+  const auto* ref = tag.get_if<etf::Boxed<etf::Reference>>();
+  if (ref != nullptr && flags_.contains(found->second)) {
+    out.send.push_back({found->second, control::DemonitorP{ocaml_, etf::Atom{"rex"}, **ref}});
+  }
+  erl_calls_.erase(found);
+}
+
+bool Processes::erl_call_replied(const std::string& peer, Term& message, Effects& out) {
+  const auto reply = message.tuple_elements();
+  if (reply.size() != 2 || reply[0].kind() != etf::Kind::reference) return false;
+  const auto found = erl_calls_.find(reply[0]);
+  // Only the node that runs the call answers it: another cannot end it by guessing its tag.
+  if (found == erl_calls_.end() || found->second != peer) return false;
+  Term tag = found->first;
+  abandon_erl_call(tag, out);  // its monitor goes
+  out.erl_calls_done.push_back({tag, erl_call_result(tag, reply[1])});
+  return true;
+}
+
+void Processes::erl_call_down(const etf::Reference& ref, Term reason, Effects& out) {
+  const auto found = erl_calls_.find(Term::reference(ref));
+  if (found == erl_calls_.end()) return;
+  Term tag = found->first;
+  erl_calls_.erase(found);
+  // noproc: the peer runs no rex (a C node); noconnection: it went.
+  if (reason.is_atom("noproc") || reason.is_atom("noconnection")) {
+    out.erl_calls_done.push_back({std::move(tag), erl_call_failed(*reason.atom_name())});
+  } else {
+    out.erl_calls_done.push_back(
+        {std::move(tag), Term::tuple({Term::atom("error"), Term::tuple({Term::atom("exit"), std::move(reason)})})});
+  }
 }
 
 void Processes::spawn(const std::string& peer, const etf::Reference& request_id, const etf::Pid& from,

@@ -74,9 +74,17 @@ struct Outgoing {
   dist::Control control;
 };
 
+// An Erl.call_erlang that ended: its tag and what OCaml gets, {ok, Value} or
+// {error, {Class, Reason}} (as under the port coupling).
+struct ErlCallDone {
+  etf::Term tag;  // the reference start_erl_call was given
+  etf::Term result;
+};
+
 struct Effects {
   std::vector<Outgoing> send;
   std::vector<HostWork> work;
+  std::vector<ErlCallDone> erl_calls_done;
 };
 
 class Processes {
@@ -105,7 +113,12 @@ class Processes {
   void connected(const std::string& peer, std::uint64_t flags);
   // The peer is gone: its links, monitors and the processes it spawned are forgotten (the
   // requests of those still run; their answers go nowhere).
-  void disconnected(const std::string& peer);
+  // Erl.call_erlang's waiting on it end with {error, {error, {erpc, noconnection}}}.
+  void disconnected(const std::string& peer, Effects& out);
+  void disconnected(const std::string& peer) {
+    Effects ignored;
+    disconnected(peer, ignored);
+  }
 
   // A message from `peer`.
   void receive(const std::string& peer, dist::Control message, Effects& out);
@@ -117,6 +130,28 @@ class Processes {
 
   // The flags negotiated with a connected peer; nullopt once it is gone.
   std::optional<std::uint64_t> peer_flags(const std::string& peer) const noexcept;
+
+  // Erl.send from OCaml (the policy checked) to a process of a connected peer: SEND_SENDER
+  // from the ocaml process where the peer takes it, else SEND. False, and nothing sent,
+  // while `to`'s node is not connected: the frame's encoding depends on its flags.
+  bool send_from_ocaml(const etf::Pid& to, etf::Term message, Effects& out) const;
+
+  // Erl.call_erlang(module, function, args) from OCaml, run on `peer` (the node whose
+  // process made the running request) with Erlang's own tools, so that nothing of
+  // camlbeam's is needed there: a gen_server call of the peer's rex server,
+  //   {'$gen_call', {Ocaml, Tag}, {call, erpc, execute_call, [Tag, M, F, Args], user}}
+  // which runs apply(M, F, Args) in a process of its own (group leader `user`) and
+  // answers with erpc's exit reason, {Tag, Class, ...}, so that the class of an exception
+  // is kept; and a monitor of rex under the same Tag, so that a peer that goes (or has
+  // no rex) answers at once. The end comes as an ErlCallDone in a later Effects. Throws
+  // etf::EncodeError when module or function cannot be atoms. The caller checked the
+  // policy: the atoms of M and F reach the peer only here.
+  void start_erl_call(const std::string& peer, const etf::Reference& tag, std::string_view module,
+                      std::string_view function, etf::Term args, Effects& out);
+  // OCaml no longer waits for it (its request was cancelled): the monitor goes, a late
+  // answer is dropped.
+  void abandon_erl_call(const etf::Term& tag, Effects& out);
+  std::size_t erl_calls() const noexcept { return erl_calls_.size(); }
 
   const etf::Pid& ocaml_pid() const noexcept { return ocaml_; }
   std::size_t spawned() const noexcept { return spawned_.size(); }
@@ -156,6 +191,10 @@ class Processes {
   void serve_ocaml_call(const std::string& peer, GenCall& call, Effects& out);
   void add_work(HostWork work, Effects& out);
   void deliver_to_rex(const std::string& peer, etf::Term message, Effects& out);
+  // A reply of rex to one of our Erl.call_erlang, {Tag, Reply}: whether it was one.
+  bool erl_call_replied(const std::string& peer, etf::Term& message, Effects& out);
+  // A DOWN of the monitor of an Erl.call_erlang.
+  void erl_call_down(const etf::Reference& ref, etf::Term reason, Effects& out);
   void spawn(const std::string& peer, const etf::Reference& request_id, const etf::Pid& from, const dist::Mfa& mfa,
              const etf::Term& options, etf::Term args, Effects& out);
   void watch(const std::string& peer, Watch watch);
@@ -186,6 +225,8 @@ class Processes {
   // The answer of each plugin loaded (or whose initialiser failed), by the Path it was loaded
   // as: loading it again would answer already_loaded. Bounded by the plugins loaded.
   std::map<std::string, etf::Term, std::less<>> loaded_;
+  // Erl.call_erlang waiting: tag (a reference) -> the peer that runs it.
+  std::map<etf::Term, std::string> erl_calls_;
 
   static constexpr std::uint64_t first_spawned = 1000;
 };

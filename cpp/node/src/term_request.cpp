@@ -35,9 +35,10 @@ std::optional<host::RequestHead> TermRequest::head() const noexcept {
   return host::RequestHead{*tag, elements.size()};
 }
 
-std::optional<Term> run_request(host::Host& host, const Term& request, std::string* cast_diagnostic) {
+std::optional<Term> run_request(host::Host& host, const Term& request, std::string* cast_diagnostic,
+                                const conv::Root* context) {
   TermRequest source(request);
-  const host::Answer answer = host.run(source);
+  const host::Answer answer = host.run(source, context);
   switch (answer.kind()) {
     case host::Answer::Kind::no_reply:
       if (cast_diagnostic != nullptr) *cast_diagnostic = answer.diagnostic();

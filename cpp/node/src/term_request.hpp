@@ -25,7 +25,8 @@ class TermRequest final : public host::RequestSource {
 // for a call (the host's own errors included), nullopt for a cast. An answer the cluster
 // cannot hold (a value that breaks Erl.Term.t's invariants) is {error, {bad_reply,
 // Message}}; a request the host refuses is {error, {request_failed, Message}}. Call it on
-// the runtime thread; only std::bad_alloc propagates.
-std::optional<etf::Term> run_request(host::Host& host, const etf::Term& request, std::string* cast_diagnostic);
+// the runtime thread; only std::bad_alloc propagates. `context`: Host::run's.
+std::optional<etf::Term> run_request(host::Host& host, const etf::Term& request, std::string* cast_diagnostic,
+                                     const conv::Root* context = nullptr);
 
 }  // namespace camlbeam::node

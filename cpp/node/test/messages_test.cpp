@@ -113,16 +113,19 @@ TEST(NodeOptions, NamesAreCompletedAsErlCompletesThem) {
   EXPECT_EQ(all.call_timeout_ms, 250U);
   EXPECT_FALSE(all.allow_load);
   EXPECT_FALSE(all.stop_on_eof);
-  const auto owned = std::get<Options>(parse_args({"--sname", "n", "--allow-load", "--stop-on-eof"}));
+  EXPECT_EQ(all.worker_id, 0U);
+  const auto owned =
+      std::get<Options>(parse_args({"--sname", "n", "--allow-load", "--stop-on-eof", "--worker-id", "3"}));
   EXPECT_TRUE(owned.allow_load);
   EXPECT_TRUE(owned.stop_on_eof);
+  EXPECT_EQ(owned.worker_id, 3U);
 }
 
 TEST(NodeOptions, MistakesAreSaid) {
   for (const auto& args : std::vector<std::vector<std::string>>{
            {}, {"--sname"}, {"--sname", "a", "--name", "b"}, {"--sname", "a b"}, {"--sname", "a@h.x"},
            {"--sname", "a", "--port", "70000"}, {"--sname", "a", "--net-ticktime", "1"}, {"--sname", "a", "--bogus"},
-           {"--sname", "@h"}, {"--name", "a@"}, {"--sname", "a", "--call-timeout", "-1"}}) {
+           {"--sname", "@h"}, {"--name", "a@"}, {"--sname", "a", "--call-timeout", "-1"}, {"--sname", "a", "--worker-id", "x"}}) {
     EXPECT_TRUE(std::holds_alternative<UsageError>(parse_args(args))) << (args.empty() ? "" : args[0]);
   }
 }

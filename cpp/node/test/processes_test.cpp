@@ -328,5 +328,102 @@ TEST_F(ProcessesTest, SpawnedProcessesAreBoundedAndForgottenWithTheirPeer) {
   EXPECT_TRUE(out.send.empty());
 }
 
+TEST_F(ProcessesTest, AnErlSendGoesFromTheOcamlProcessOnlyToAConnectedNode) {
+  EXPECT_FALSE(processes.send_from_ocaml(caller, parse("hello"), out));
+  EXPECT_TRUE(out.send.empty());
+  connect();
+  ASSERT_TRUE(processes.send_from_ocaml(caller, parse("hello"), out));
+  const auto& sent_sender = sent<control::SendSender>();
+  EXPECT_EQ(Term::pid(sent_sender.from), Term::pid(processes.ocaml_pid()));
+  EXPECT_EQ(Term::pid(sent_sender.to), Term::pid(caller));
+  EXPECT_EQ(sent_sender.message, parse("hello"));
+  out = {};
+  connect(otp25 & ~dist::flag::send_sender);
+  ASSERT_TRUE(processes.send_from_ocaml(caller, parse("hello"), out));
+  EXPECT_EQ(sent<control::Send>().message, parse("hello"));
+}
+
+const etf::Reference erl_call_tag = ref_of("#Ref<'ocaml@h'.42.1.0.0>");
+
+TEST_F(ProcessesTest, AnErlCallAsksTheCallersRexAndKeepsTheClassOfItsResult) {
+  connect();
+  processes.start_erl_call("erl@h", erl_call_tag, "lists", "reverse", parse("[[1, 2]]"), out);
+  ASSERT_EQ(out.send.size(), 2U);
+  const auto& monitor = sent<control::MonitorP>(0);
+  EXPECT_EQ(Term::pid(monitor.from), Term::pid(processes.ocaml_pid()));
+  EXPECT_EQ(Term::reference(monitor.ref), Term::reference(erl_call_tag));
+  const auto& call = sent<control::RegSend>(1);
+  EXPECT_EQ(call.to_name.name, "rex");
+  const Term tag_term = Term::reference(erl_call_tag);
+  EXPECT_EQ(call.message,
+            Term::tuple({Term::atom("$gen_call"), Term::tuple({Term::pid(processes.ocaml_pid()), tag_term}),
+                         Term::tuple({Term::atom("call"), Term::atom("erpc"), Term::atom("execute_call"),
+                                      Term::list({tag_term, Term::atom("lists"), Term::atom("reverse"),
+                                                  parse("[[1, 2]]")}),
+                                      Term::atom("user")})}));
+  EXPECT_EQ(processes.erl_calls(), 1U);
+  out.send.clear();
+  // What rex answers: erpc:execute_call/4's exit, caught.
+  const auto answer = [&](Term reason) {
+    return Term::tuple({tag_term, Term::tuple({Term::atom("badrpc"), Term::tuple({Term::atom("EXIT"), reason})})});
+  };
+  // Another node cannot answer it.
+  processes.receive(
+      "other@h", control::Send{processes.ocaml_pid(), answer(Term::tuple({tag_term, Term::atom("return"), parse("x")}))},
+      out);
+  EXPECT_TRUE(out.erl_calls_done.empty());
+  receive(control::Send{processes.ocaml_pid(), answer(Term::tuple({tag_term, Term::atom("return"), parse("[2, 1]")}))});
+  ASSERT_EQ(out.erl_calls_done.size(), 1U);
+  EXPECT_EQ(out.erl_calls_done[0].tag, tag_term);
+  EXPECT_EQ(out.erl_calls_done[0].result, parse("{ok, [2, 1]}"));
+  EXPECT_EQ(sent<control::DemonitorP>(0).ref.ids, erl_call_tag.ids);  // its monitor goes
+  EXPECT_EQ(processes.erl_calls(), 0U);
+  // A late copy is an ordinary message to ocaml, dropped.
+  out = {};
+  receive(control::Send{processes.ocaml_pid(), answer(Term::tuple({tag_term, Term::atom("return"), parse("y")}))});
+  EXPECT_TRUE(out.erl_calls_done.empty());
+
+  const std::vector<std::pair<Term, Term>> classes{
+      {Term::tuple({tag_term, Term::atom("throw"), parse("t")}), parse("{error, {throw, t}}")},
+      {Term::tuple({tag_term, Term::atom("exit"), parse("e")}), parse("{error, {exit, e}}")},
+      {Term::tuple({tag_term, Term::atom("error"), parse("{erpc, undef}")}), parse("{error, {error, undef}}")},
+      {Term::tuple({tag_term, Term::atom("error"), parse("badarith"), parse("[]")}),
+       parse("{error, {error, badarith}}")},
+      {parse("system_limit"), parse("{error, {exit, system_limit}}")},
+  };
+  for (const auto& [reason, expected] : classes) {
+    out = {};
+    processes.start_erl_call("erl@h", erl_call_tag, "m", "f", Term::nil(), out);
+    receive(control::Send{processes.ocaml_pid(), answer(reason)});
+    ASSERT_EQ(out.erl_calls_done.size(), 1U) << reason.to_string();
+    EXPECT_EQ(out.erl_calls_done[0].result, expected) << reason.to_string();
+  }
+}
+
+TEST_F(ProcessesTest, AnErlCallEndsAtOnceWhenItsNodeGoesOrHasNoRex) {
+  connect();
+  const Term tag_term = Term::reference(erl_call_tag);
+  processes.start_erl_call("erl@h", erl_call_tag, "m", "f", Term::nil(), out);
+  receive(control::MonitorPExit{etf::Atom{"rex"}, processes.ocaml_pid(), erl_call_tag, Term::atom("noproc")});
+  ASSERT_EQ(out.erl_calls_done.size(), 1U);
+  EXPECT_EQ(out.erl_calls_done[0].result, parse("{error, {error, {erpc, noproc}}}"));
+  out = {};
+  processes.start_erl_call("erl@h", erl_call_tag, "m", "f", Term::nil(), out);
+  processes.disconnected("erl@h", out);
+  ASSERT_EQ(out.erl_calls_done.size(), 1U);
+  EXPECT_EQ(out.erl_calls_done[0].tag, tag_term);
+  EXPECT_EQ(out.erl_calls_done[0].result, parse("{error, {error, {erpc, noconnection}}}"));
+  EXPECT_EQ(processes.erl_calls(), 0U);
+}
+
+TEST_F(ProcessesTest, AnAbandonedErlCallTakesItsMonitorOff) {
+  connect();
+  processes.start_erl_call("erl@h", erl_call_tag, "m", "f", Term::nil(), out);
+  out = {};
+  processes.abandon_erl_call(Term::reference(erl_call_tag), out);
+  EXPECT_EQ(sent<control::DemonitorP>(0).ref.ids, erl_call_tag.ids);
+  EXPECT_EQ(processes.erl_calls(), 0U);
+}
+
 }  // namespace
 }  // namespace camlbeam::node
