@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <thread>
 
@@ -84,7 +85,7 @@ class TlsLive : public ::testing::Test {
     return {"-proto_dist", "inet_tls", "-ssl_dist_optfile", optfile(node)};
   }
 
-  EndpointOptions options() {
+  EndpointOptions options(const std::function<void(TlsOptions&)>& change_tls = {}) {
     EndpointOptions o;
     o.node_name = unique("camlbeam_tls") + "@" + host;
     o.cookie = cookie;
@@ -92,6 +93,7 @@ class TlsLive : public ::testing::Test {
     o.net_ticktime = 4s;
     auto tls = read_ssl_dist_optfile(optfile("ours"));
     if (auto* e = std::get_if<Error>(&tls)) throw DistError(*e);
+    if (change_tls) change_tls(std::get<TlsOptions>(tls));
     o.tls = std::make_shared<const TlsContext>(std::get<TlsOptions>(tls));
     return o;
   }
@@ -207,6 +209,20 @@ TEST_F(TlsLive, ANodeWithACertificateOfAnotherCaIsRefusedBothWays) {
   std::printf("disconnected: %s\n", down->error.message().c_str());
   EXPECT_TRUE(ep.connected_peers().empty());
   for (const auto& e : skipped) EXPECT_NE(e.kind, EndpointEvent::Kind::connected) << e.peer;
+}
+
+// As OTP's client, ours checks that the server's certificate names the host it calls.
+TEST_F(TlsLive, OurClientRefusesACertificateForAnotherHost) {
+  Endpoint ep(options([](TlsOptions& tls) { tls.client.server_name = "elsewhere.invalid"; }));
+  const std::string erl_alive = unique("camlbeam_tls_erl");
+  ErlNode erl(erl_alive, cookie, "io:format(\"ready~n\"), timer:sleep(30000), halt().", tls_flags("erl"));
+  ASSERT_TRUE(erl.wait_for("ready", 20s)) << erl.seen();
+  ep.connect(erl_alive + "@" + host);
+  const auto down = next(ep, EndpointEvent::Kind::disconnected, 10s);
+  ASSERT_TRUE(down);
+  EXPECT_EQ(down->error.code, Errc::tls_failed) << down->error.message();
+  EXPECT_NE(down->error.detail.find("hostname mismatch"), std::string::npos) << down->error.message();
+  EXPECT_TRUE(ep.connected_peers().empty());
 }
 
 // A TLS handshake that stops halfway costs the setup time and no more, in both roles.
