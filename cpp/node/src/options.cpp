@@ -29,7 +29,8 @@ bool valid_alive(std::string_view alive) {
 
 std::string usage() {
   return "usage: camlbeam-node (--sname NAME | --name NAME[@HOST]) [--cookie COOKIE] [--load PLUGIN]...\n"
-         "                     [--hidden] [--port PORT] [--net-ticktime SECONDS] [--call-timeout MS]\n";
+         "                     [--hidden] [--port PORT] [--net-ticktime SECONDS] [--call-timeout MS]\n"
+         "                     [--proto-dist inet_tcp | --proto-dist inet_tls --ssl-dist-optfile FILE]\n";
 }
 
 std::variant<Options, UsageError> parse_options(const std::vector<std::string>& args, const std::string& short_host,
@@ -37,6 +38,7 @@ std::variant<Options, UsageError> parse_options(const std::vector<std::string>& 
   Options options;
   std::optional<std::string> name;
   bool short_name = false;
+  bool tls = false;
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string_view arg = args[i];
     const auto value = [&]() -> std::optional<std::string> {
@@ -77,11 +79,25 @@ std::variant<Options, UsageError> parse_options(const std::vector<std::string>& 
       const auto ms = parse_number<std::uint32_t>(*text, 0, 4294967295U);
       if (!ms) return UsageError{"--call-timeout takes milliseconds, not " + *text};
       options.call_timeout_ms = *ms;
+    } else if (arg == "--proto-dist") {
+      const auto proto = value();
+      if (!proto) return missing();
+      if (*proto != "inet_tcp" && *proto != "inet_tls") {
+        return UsageError{"--proto-dist takes inet_tcp or inet_tls, not " + *proto};
+      }
+      tls = *proto == "inet_tls";
+    } else if (arg == "--ssl-dist-optfile") {
+      options.ssl_dist_optfile = value();
+      if (!options.ssl_dist_optfile) return missing();
     } else {
       return UsageError{"unknown argument " + std::string(arg)};
     }
   }
   if (!name) return UsageError{"a node needs a name: --sname NAME or --name NAME@HOST"};
+  // Either alone is a mistake worth stopping for: TLS without its certificates, or
+  // certificates that would be ignored while the node talks in the clear.
+  if (tls && !options.ssl_dist_optfile) return UsageError{"--proto-dist inet_tls needs --ssl-dist-optfile FILE"};
+  if (!tls && options.ssl_dist_optfile) return UsageError{"--ssl-dist-optfile is for --proto-dist inet_tls"};
   const std::size_t at = name->find('@');
   const std::string alive = name->substr(0, at);
   if (!valid_alive(alive)) {

@@ -2,6 +2,7 @@
 //
 //   camlbeam-node (--sname NAME | --name NAME[@HOST]) [--cookie COOKIE] [--load PLUGIN]...
 //                 [--hidden] [--port PORT] [--net-ticktime SECONDS] [--call-timeout MS]
+//                 [--proto-dist inet_tcp | --proto-dist inet_tls --ssl-dist-optfile FILE]
 #pragma once
 
 #include <chrono>
@@ -23,6 +24,9 @@ struct Options {
   // The deadline of a call from when it starts running (the caller's own timeout is not on
   // the wire); none: calls run to their end.
   std::optional<std::uint32_t> call_timeout_ms;
+  // --proto-dist inet_tls: TLS distribution as erl's -proto_dist inet_tls, configured by
+  // this file in erl's -ssl_dist_optfile format (always given with inet_tls).
+  std::optional<std::string> ssl_dist_optfile;
 };
 
 struct UsageError {
