@@ -116,6 +116,7 @@ struct TlsStream::Impl {
   template <class Op>
   std::optional<std::size_t> transfer(Op op, std::size_t size, const char* what) {
     ERR_clear_error();  // the queue is per thread: an earlier failure must not be read as ours
+    errno = 0;          // nor an earlier system call's errno, on an SSL_ERROR_SYSCALL that sets none
     const int rc = op(static_cast<int>(std::min<std::size_t>(size, std::numeric_limits<int>::max())));
     if (rc > 0) {
       want_write = false;
@@ -158,6 +159,7 @@ TlsStream& TlsStream::operator=(TlsStream&&) noexcept = default;
 bool TlsStream::handshake() {
   if (impl_->done) return true;
   ERR_clear_error();  // the queue is per thread: an earlier failure must not be read as ours
+  errno = 0;
   const int rc = SSL_do_handshake(impl_->ssl.get());
   if (rc == 1) {
     impl_->done = true;
