@@ -30,8 +30,8 @@ struct TlsRoleOptions {
   bool verify_peer = false;  // {verify, verify_peer}; OTP's default is verify_none
   // Server only: a client without a certificate is refused (needs verify_peer, as in OTP).
   bool fail_if_no_peer_cert = false;
-  // Client only: the name the server's certificate must hold, as OTP's default
-  // server_name_indication (the host part of the node name called); nullopt with
+  // Client only, with verify_peer: the server's certificate must name the host part of the
+  // node called (sent as SNI too), as with OTP's default server_name_indication; false with
   // {server_name_indication, disable}: the chain is verified, the name is not.
   bool check_host = true;
   std::optional<std::string> server_name;  // {server_name_indication, "name"}: this name instead
