@@ -1,8 +1,9 @@
 // Bytes from a hostile peer into cpp/dist's parsers: the handshake machines in both roles,
-// the connected phase's frame reader, and the EPMD reply parsers. Byte 0 picks the parser,
-// byte 1 a chunk size; the rest is what the peer sends.
+// the connected phase's frame reader, and the EPMD reply parsers. Byte 0 picks the parser
+// (and, bit 2, the handshake's 4-byte packet lengths of TLS distribution), byte 1 a chunk
+// size; the rest is what the peer sends.
 //  - Handshake: feeding the input whole and in chunks gives the same state, error code,
-//    output and leftover (the 2-byte framing does not depend on how reads split); a failed
+//    output and leftover (the 2- or 4-byte framing does not depend on how reads split); a failed
 //    machine has an error and a live one none; output stays a few packets long; and the
 //    machine never reaches `connected` unless the input holds the proof of the cookie (the
 //    digest of our challenge), which no fuzzer forges.
@@ -29,8 +30,9 @@ namespace {
 constexpr std::uint32_t our_challenge = 2;
 const std::string cookie = "cookie";
 
-dist::HandshakeConfig config(bool initiator) {
+dist::HandshakeConfig config(bool initiator, std::uint8_t length_bytes) {
   dist::HandshakeConfig c;
+  c.length_bytes = length_bytes;
   c.node_name = initiator ? "ini@host" : "acc@host";
   c.cookie = cookie;
   c.creation = 1;
@@ -47,8 +49,9 @@ struct Outcome {
   friend bool operator==(const Outcome&, const Outcome&) = default;
 };
 
-Outcome run(bool initiator, std::span<const std::uint8_t> input, std::size_t chunk) {
-  auto hs = initiator ? dist::Handshake::initiator(config(true)) : dist::Handshake::acceptor(config(false));
+Outcome run(bool initiator, std::uint8_t length_bytes, std::span<const std::uint8_t> input, std::size_t chunk) {
+  auto hs = initiator ? dist::Handshake::initiator(config(true, length_bytes))
+                      : dist::Handshake::acceptor(config(false, length_bytes));
   Outcome o;
   o.output = hs.take_output();
   for (std::size_t i = 0; i < input.size(); i += chunk) {
@@ -118,8 +121,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     case 0:
     case 1: {
       const bool initiator = (data[0] & 3) == 0;
-      const Outcome whole = run(initiator, input, input.size() + 1);
-      const Outcome split = run(initiator, input, chunk);
+      const std::uint8_t length_bytes = (data[0] & 4) != 0 ? 4 : 2;
+      const Outcome whole = run(initiator, length_bytes, input, input.size() + 1);
+      const Outcome split = run(initiator, length_bytes, input, chunk);
       require(whole == split, "the handshake does not depend on the split", input);
       break;
     }

@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   # C++ core
   g++ cmake ninja-build pkg-config zlib1g-dev libssl-dev libasio-dev libcli11-dev libfmt-dev
+  # the certificates of the TLS distribution tests (openssl req, x509)
+  openssl
   # tests, sanitizers, fuzzing, benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev
   # bench/report.py, which turns the benchmark runs into the report with its verdicts

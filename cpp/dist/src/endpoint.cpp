@@ -3,6 +3,7 @@
 #include <camlbeam/dist/digest.hpp>
 #include <camlbeam/dist/event_loop.hpp>
 #include <camlbeam/dist/handshake.hpp>
+#include <camlbeam/dist/tls.hpp>
 
 #include <algorithm>
 #include <array>
@@ -15,6 +16,9 @@
 #include <thread>
 #include <unordered_map>
 #include <utility>
+
+#include <pthread.h>
+#include <signal.h>
 
 namespace camlbeam::dist {
 
@@ -92,6 +96,7 @@ struct Connection {
   bool outgoing = false;
   Phase phase = Phase::handshaking;
   Socket socket;
+  std::optional<TlsStream> tls;  // with TLS distribution, on the peer's socket (after it: goes first)
   bool connect_pending = false;  // writable means the TCP connect finished
   std::string peer;              // outgoing: the node called; incoming: once its name is read
   bool owner = false;            // holds its peer's name (Impl::peers)
@@ -109,6 +114,8 @@ struct Connection {
 
   explicit Connection(std::size_t max_frame) : reader(max_frame) {}
   std::size_t queued() const noexcept { return out.size() - out_begin; }
+  // Dist bytes may go out: the TCP connect is done and, with TLS, its handshake too.
+  bool can_write() const noexcept { return !connect_pending && (!tls || tls->handshake_done()); }
 };
 
 // Who holds a peer's name: at most one connection per peer, as in net_kernel's table.
@@ -142,6 +149,8 @@ struct Endpoint::Impl {
   template <class Step>
   void guarded(std::uint64_t key, Step&& step);
   void read_from(Connection& c);
+  std::optional<std::size_t> read_some(Connection& c);
+  std::size_t write_some(Connection& c);
   void on_tcp_connected(Connection& c);
   void on_epmd_reply(Connection& c);
   void feed_handshake(Connection& c, std::span<const std::uint8_t> bytes);
@@ -183,6 +192,9 @@ struct Endpoint::Impl {
   std::uint64_t next_key = first_connection_key;
   std::vector<std::uint8_t> read_buffer = std::vector<std::uint8_t>(read_chunk);
   std::optional<Clock::time_point> listener_paused_until;
+  // TLS connections whose decrypted bytes OpenSSL holds after a turn's reads: epoll will not
+  // signal them again, so the loop comes back to them without waiting.
+  std::vector<std::uint64_t> tls_buffered;
 
   std::thread thread;  // last: started once everything above exists
 };
@@ -223,6 +235,13 @@ void Endpoint::Impl::post(Command command) {
 }
 
 void Endpoint::Impl::run() noexcept {
+  // OpenSSL writes with write(2), which raises SIGPIPE on a socket the peer has closed. Blocked
+  // in this thread, which does all the TLS writes, it only stays pending: the write fails with
+  // EPIPE and that connection goes as closed, instead of the process.
+  sigset_t broken_pipe;
+  sigemptyset(&broken_pipe);
+  sigaddset(&broken_pipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &broken_pipe, nullptr);
   try {
     loop();
   } catch (const DistError& e) {
@@ -246,7 +265,8 @@ void Endpoint::Impl::run() noexcept {
 void Endpoint::Impl::loop() {
   std::array<epoll_event, 64> ready{};
   while (!stopping.load(std::memory_order_acquire)) {
-    for (const epoll_event& e : epoll.wait(ready, time_to_next_deadline())) {
+    const auto timeout = tls_buffered.empty() ? time_to_next_deadline() : std::chrono::milliseconds(0);
+    for (const epoll_event& e : epoll.wait(ready, timeout)) {
       if (e.data.u64 == key_wake) {
         wake.clear();
       } else if (e.data.u64 == key_listener) {
@@ -255,6 +275,7 @@ void Endpoint::Impl::loop() {
         on_ready(e.data.u64, e.events);
       }
     }
+    for (const std::uint64_t key : std::exchange(tls_buffered, {})) on_ready(key, EPOLLIN);
     run_commands();
     check_timers();
   }
@@ -312,6 +333,7 @@ HandshakeConfig Endpoint::Impl::handshake_config() const {
   config.flags = options.flags;
   config.creation = creation;
   config.challenge = random_challenge();
+  if (options.tls) config.length_bytes = 4;
   return config;
 }
 
@@ -332,6 +354,13 @@ void Endpoint::Impl::accept_all() {
     stats.accepted.fetch_add(1, std::memory_order_relaxed);
     auto c = std::make_unique<Connection>(options.max_frame);
     c->socket = std::move(*socket);
+    if (options.tls) {
+      try {
+        c->tls.emplace(*options.tls, TlsStream::Role::server, c->socket.native_handle(), std::string_view{});
+      } catch (const DistError&) {
+        continue;  // OpenSSL out of memory: the caller sees the close
+      }
+    }
     c->phase = Connection::Phase::handshaking;
     c->deadline = Clock::now() + options.setup_timeout;
     std::uint64_t key = 0;
@@ -401,6 +430,10 @@ void Endpoint::Impl::start_outgoing(const std::string& peer) {
 
 void Endpoint::Impl::on_tcp_connected(Connection& c) {
   if (c.phase != Connection::Phase::connecting) return;  // EPMD: the request is already queued
+  if (options.tls) {
+    const std::string_view host = std::string_view(c.peer).substr(c.peer.find('@') + 1);
+    c.tls.emplace(*options.tls, TlsStream::Role::client, c.socket.native_handle(), host);
+  }
   HandshakeConfig config = handshake_config();
   config.peer_name = c.peer;
   c.handshake.emplace(Handshake::initiator(std::move(config)));
@@ -436,14 +469,21 @@ void Endpoint::Impl::on_ready(std::uint64_t key, std::uint32_t ready) {
       c->socket.finish_connect();
       on_tcp_connected(*c);
     }
-    if ((ready & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) read_from(*c);
+    if (c->tls && !c->connect_pending && !c->tls->handshake_done()) {
+      if (!c->tls->handshake()) return update_interest(*c);
+      // Done: OpenSSL may hold the peer's first dist bytes already, so read without waiting.
+      read_from(*c);
+    } else if (c->tls || (ready & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) {
+      // TLS reads on any readiness: a record may be complete only after a write turn.
+      read_from(*c);
+    }
     flush(*c);
   });
 }
 
 void Endpoint::Impl::read_from(Connection& c) {
   for (int i = 0; i < reads_per_wakeup; ++i) {
-    const auto n = c.socket.try_read(read_buffer);
+    const auto n = read_some(c);
     if (!n) return;
     if (*n == 0) {
       if (c.phase == Connection::Phase::epmd_lookup) return on_epmd_reply(c);  // EPMD closes after its reply
@@ -465,6 +505,17 @@ void Endpoint::Impl::read_from(Connection& c) {
         break;
     }
   }
+  // The turn is over with bytes decrypted and unread: the socket will not say so again.
+  if (c.tls && c.tls->has_buffered()) tls_buffered.push_back(c.key);
+}
+
+std::optional<std::size_t> Endpoint::Impl::read_some(Connection& c) {
+  return c.tls ? c.tls->try_read(read_buffer) : c.socket.try_read(read_buffer);
+}
+
+std::size_t Endpoint::Impl::write_some(Connection& c) {
+  const auto rest = std::span(c.out).subspan(c.out_begin);
+  return c.tls ? c.tls->try_write(rest) : c.socket.try_write(rest);
 }
 
 void Endpoint::Impl::feed_handshake(Connection& c, std::span<const std::uint8_t> bytes) {
@@ -562,8 +613,8 @@ void Endpoint::Impl::append_frame(Connection& c, std::span<const std::uint8_t> b
 }
 
 void Endpoint::Impl::flush(Connection& c) {
-  while (!c.connect_pending && c.queued() > 0) {
-    const std::size_t n = c.socket.try_write(std::span(c.out).subspan(c.out_begin));
+  while (c.can_write() && c.queued() > 0) {
+    const std::size_t n = write_some(c);
     if (n == 0) break;
     c.out_begin += n;
     c.last_write = Clock::now();
@@ -576,7 +627,11 @@ void Endpoint::Impl::flush(Connection& c) {
 }
 
 void Endpoint::Impl::update_interest(Connection& c) {
-  const std::uint32_t wanted = base_interest | (c.connect_pending || c.queued() > 0 ? std::uint32_t{EPOLLOUT} : 0);
+  // While TLS handshakes, writable only matters when OpenSSL could not write: the queued dist
+  // bytes wait for it, and asking for writable then would spin the loop.
+  const bool tls_wants_write = c.tls && c.tls->wants_write();
+  const bool out_wanted = c.connect_pending || tls_wants_write || (c.can_write() && c.queued() > 0);
+  const std::uint32_t wanted = base_interest | (out_wanted ? std::uint32_t{EPOLLOUT} : 0);
   if (wanted == c.interest) return;
   epoll.modify(c.socket.native_handle(), wanted, c.key);
   c.interest = wanted;

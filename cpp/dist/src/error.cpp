@@ -35,6 +35,10 @@ std::string_view to_string(Errc code) noexcept {
     case Errc::bad_control: return "malformed control message";
     case Errc::bad_fragment: return "fragment out of sequence";
     case Errc::fragment_limit: return "partial messages past the limit";
+    case Errc::bad_optfile: return "malformed ssl_dist_optfile";
+    case Errc::unsupported_tls_option: return "TLS option not supported";
+    case Errc::tls_config: return "unusable TLS certificate, key or CA file";
+    case Errc::tls_failed: return "TLS failed";
   }
   return "unknown error";
 }

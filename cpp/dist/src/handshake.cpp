@@ -159,7 +159,11 @@ bool Handshake::expect(std::span<const std::uint8_t> packet, std::uint8_t tag, s
 }
 
 void Handshake::send_packet(std::span<const std::uint8_t> body) {
-  put_u16(output_, static_cast<std::uint16_t>(body.size()));
+  if (config_.length_bytes == 4) {
+    put_u32(output_, static_cast<std::uint32_t>(body.size()));
+  } else {
+    put_u16(output_, static_cast<std::uint16_t>(body.size()));
+  }
   put_bytes(output_, body);
 }
 
@@ -189,8 +193,10 @@ void Handshake::feed(std::span<const std::uint8_t> bytes) {
   }
   put_bytes(input_, bytes);
   std::size_t at = 0;
-  while (state_ != State::failed && state_ != State::connected && input_.size() - at >= 2) {
-    const std::size_t length = (std::size_t{input_[at]} << 8) | input_[at + 1];
+  const std::size_t prefix = config_.length_bytes == 4 ? 4 : 2;
+  while (state_ != State::failed && state_ != State::connected && input_.size() - at >= prefix) {
+    std::size_t length = 0;
+    for (std::size_t i = 0; i < prefix; ++i) length = (length << 8) | input_[at + i];
     if (length > max_handshake_packet) {
       fail(Errc::frame_too_long, std::to_string(length) + " bytes in state " + std::string(to_string(state_)));
       return;
@@ -199,11 +205,11 @@ void Handshake::feed(std::span<const std::uint8_t> bytes) {
       fail(Errc::truncated, "empty handshake packet");
       return;
     }
-    if (input_.size() - at - 2 < length) break;
+    if (input_.size() - at - prefix < length) break;
     // The packet is copied out: on_packet may fail, which clears input_.
-    const std::vector<std::uint8_t> packet(input_.begin() + static_cast<std::ptrdiff_t>(at + 2),
-                                           input_.begin() + static_cast<std::ptrdiff_t>(at + 2 + length));
-    at += 2 + length;
+    const std::vector<std::uint8_t> packet(input_.begin() + static_cast<std::ptrdiff_t>(at + prefix),
+                                           input_.begin() + static_cast<std::ptrdiff_t>(at + prefix + length));
+    at += prefix + length;
     on_packet(packet);
   }
   if (state_ == State::failed) return;

@@ -363,6 +363,40 @@ TEST(Handshake, HostileLengthsFailAtOnce) {
   EXPECT_EQ(d.error()->code, Errc::connection_closed);
 }
 
+// Over TLS OTP frames the handshake with 4-byte lengths ({packet, 4}): both roles in every
+// split, the bytes OTP sends, and its hostile lengths bounded as the 2-byte ones.
+TEST(Handshake, FourByteLengthsAsOverTls) {
+  const auto four = [](HandshakeConfig c) {
+    c.length_bytes = 4;
+    return c;
+  };
+  for (std::size_t chunk : {1, 3, 5, 4096}) {
+    auto i = Handshake::initiator(four(config("ini@host", "cookie", 1111)));
+    auto a = Handshake::acceptor(four(config("acc@host", "cookie", 2222)));
+    exchange(i, a, chunk);
+    ASSERT_EQ(i.state(), State::connected) << chunk << " " << (i.error() ? i.error()->message() : "");
+    ASSERT_EQ(a.state(), State::connected) << chunk << " " << (a.error() ? a.error()->message() : "");
+    EXPECT_EQ(a.peer().name, "ini@host");
+  }
+  auto i = Handshake::initiator(four(config("a@b", "c", 1)));
+  Bytes expected{0, 0, 0, 18, 'N'};
+  put64(expected, flag::offered);
+  put32(expected, 0x11223344);
+  put16(expected, 3);
+  put(expected, "a@b");
+  EXPECT_EQ(i.take_output(), expected);
+  auto huge = Handshake::acceptor(four(config("acc@host", "c", 2)));
+  huge.feed(Bytes{0x7F, 0xFF, 0xFF, 0xFF});  // 2 GB announced: no wait for the bytes
+  EXPECT_EQ(huge.error()->code, Errc::frame_too_long);
+  auto empty = Handshake::acceptor(four(config("acc@host", "c", 2)));
+  empty.feed(Bytes{0, 0, 0, 0});
+  EXPECT_EQ(empty.error()->code, Errc::truncated);
+  // A 2-byte-length peer (plain inet_tcp framing) is no 4-byte handshake.
+  auto plain = Handshake::acceptor(four(config("acc@host", "c", 2)));
+  plain.feed(send_name(flag::offered, "ini@host"));
+  EXPECT_EQ(plain.state(), State::failed);
+}
+
 TEST(Handshake, OwnConfigurationChecked) {
   auto i = Handshake::initiator(config("noat", "c", 1));
   EXPECT_EQ(i.error()->code, Errc::bad_name);

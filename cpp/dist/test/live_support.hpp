@@ -44,7 +44,9 @@ inline std::string unique(const std::string& stem) {
 // An `erl` node in a process group of its own, its stdout and stderr on a pipe.
 class ErlNode {
  public:
-  ErlNode(const std::string& sname, const std::string& node_cookie, const std::string& script) {
+  // `extra`: more of erl's flags, before -eval (-proto_dist inet_tls, say).
+  ErlNode(const std::string& sname, const std::string& node_cookie, const std::string& script,
+          const std::vector<std::string>& extra = {}) {
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
     read_end_ = fds[0];
@@ -58,7 +60,9 @@ class ErlNode {
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
     posix_spawnattr_setpgroup(&attr, 0);
     std::vector<std::string> args{"erl", "-sname", sname, "-setcookie", node_cookie, "-noinput",
-                                  "-kernel", "net_ticktime", "4", "-eval", script};
+                                  "-kernel", "net_ticktime", "4"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.insert(args.end(), {"-eval", script});
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

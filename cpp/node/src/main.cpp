@@ -3,7 +3,8 @@
 //   camlbeam-node --sname ocaml --cookie C --load mathlib.cmxs
 //
 // Exit statuses: 0 after SIGTERM, SIGINT or SIGHUP (or, with --stop-on-eof, the end of
-// standard input); 64 for a usage error; 69 when the node
+// standard input); 64 for a usage error (an unusable ssl_dist_optfile or its certificates
+// included); 69 when the node
 // cannot join (EPMD unreachable, the name taken, a plugin that does not load); 70 when its
 // network thread fails; 124 when a request overran its deadline and could not be stopped.
 #include "node.hpp"
@@ -13,6 +14,7 @@
 #include <camlbeam/dist/cookie.hpp>
 #include <camlbeam/dist/epmd.hpp>
 #include <camlbeam/dist/error.hpp>
+#include <camlbeam/dist/tls.hpp>
 #include <camlbeam/host/host.hpp>
 #include <camlbeam/host/request_watch.hpp>
 #include <camlbeam/host/runtime.hpp>
@@ -24,8 +26,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <memory>
 #include <string>
 #include <thread>
+#include <variant>
 #include <vector>
 
 #include <pthread.h>
@@ -88,6 +92,19 @@ int run(int argc, char** argv) {
                                 {etf::Term::atom("ocaml_version"), etf::Term::binary(OCAML_VERSION_STRING)},
                                 {etf::Term::atom("flavour"), etf::Term::atom("native")}});
   config.policy = options.policy;
+  if (options.ssl_dist_optfile) {
+    auto tls = dist::read_ssl_dist_optfile(*options.ssl_dist_optfile);
+    if (const auto* error = std::get_if<dist::Error>(&tls)) {
+      std::fprintf(stderr, "camlbeam-node: %s\n", error->message().c_str());
+      return exit_usage;
+    }
+    try {
+      config.endpoint.tls = std::make_shared<const dist::TlsContext>(std::get<dist::TlsOptions>(tls));
+    } catch (const dist::DistError& e) {
+      std::fprintf(stderr, "camlbeam-node: %s\n", e.what());
+      return exit_usage;
+    }
+  }
 
   // Declared before the watch, whose hook reaches it, so that it outlives the watch's thread.
   std::optional<node::Node> the_node;

@@ -31,7 +31,8 @@ std::string usage() {
   return "usage: camlbeam-node (--sname NAME | --name NAME[@HOST]) [--cookie COOKIE] [--load PLUGIN]...\n"
          "                     [--hidden] [--port PORT] [--net-ticktime SECONDS] [--call-timeout MS]\n"
          "                     [--send none|given|any] [--erl-call none|all|M:F|M:F/A[,...]]...\n"
-         "                     [--max-erl-calls N] [--allow-load] [--stop-on-eof] [--worker-id N]\n";
+         "                     [--max-erl-calls N] [--allow-load] [--stop-on-eof] [--worker-id N]\n"
+         "                     [--proto-dist inet_tcp | --proto-dist inet_tls --ssl-dist-optfile FILE]\n";
 }
 
 std::variant<Options, UsageError> parse_options(const std::vector<std::string>& args, const std::string& short_host,
@@ -40,6 +41,7 @@ std::variant<Options, UsageError> parse_options(const std::vector<std::string>& 
   std::optional<std::string> name;
   bool short_name = false;
   bool erl_call_none = false;
+  bool tls = false;
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string_view arg = args[i];
     const auto value = [&]() -> std::optional<std::string> {
@@ -106,11 +108,25 @@ std::variant<Options, UsageError> parse_options(const std::vector<std::string>& 
       const auto max = parse_number<std::size_t>(*text, 1, 1000000);
       if (!max) return UsageError{"--max-erl-calls takes a count, 1 to 1000000, not " + *text};
       options.policy.max_erl_calls = *max;
+    } else if (arg == "--proto-dist") {
+      const auto proto = value();
+      if (!proto) return missing();
+      if (*proto != "inet_tcp" && *proto != "inet_tls") {
+        return UsageError{"--proto-dist takes inet_tcp or inet_tls, not " + *proto};
+      }
+      tls = *proto == "inet_tls";
+    } else if (arg == "--ssl-dist-optfile") {
+      options.ssl_dist_optfile = value();
+      if (!options.ssl_dist_optfile) return missing();
     } else {
       return UsageError{"unknown argument " + std::string(arg)};
     }
   }
   if (!name) return UsageError{"a node needs a name: --sname NAME or --name NAME@HOST"};
+  // Either alone is a mistake worth stopping for: TLS without its certificates, or
+  // certificates that would be ignored while the node talks in the clear.
+  if (tls && !options.ssl_dist_optfile) return UsageError{"--proto-dist inet_tls needs --ssl-dist-optfile FILE"};
+  if (!tls && options.ssl_dist_optfile) return UsageError{"--ssl-dist-optfile is for --proto-dist inet_tls"};
   const std::size_t at = name->find('@');
   const std::string alive = name->substr(0, at);
   if (!valid_alive(alive)) {

@@ -5,6 +5,7 @@
 //                 [--send none|given|any] [--erl-call none|all|M:F|M:F/A[,...]]...
 //                 [--max-erl-calls N]
 //                 [--allow-load] [--stop-on-eof] [--worker-id N]
+//                 [--proto-dist inet_tcp | --proto-dist inet_tls --ssl-dist-optfile FILE]
 #pragma once
 
 #include "policy.hpp"
@@ -37,6 +38,9 @@ struct Options {
   std::uint32_t worker_id = 0;
   // What Erl.send and Erl.call_erlang may do (policy.hpp): deny by default.
   Policy policy;
+  // --proto-dist inet_tls: TLS distribution as erl's -proto_dist inet_tls, configured by
+  // this file in erl's -ssl_dist_optfile format (always given with inet_tls).
+  std::optional<std::string> ssl_dist_optfile;
 };
 
 struct UsageError {

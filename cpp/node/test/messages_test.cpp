@@ -119,13 +119,20 @@ TEST(NodeOptions, NamesAreCompletedAsErlCompletesThem) {
   EXPECT_TRUE(owned.allow_load);
   EXPECT_TRUE(owned.stop_on_eof);
   EXPECT_EQ(owned.worker_id, 3U);
+  EXPECT_FALSE(all.ssl_dist_optfile);
+  const auto tls = std::get<Options>(parse_args({"--sname", "n", "--proto-dist", "inet_tls", "--ssl-dist-optfile", "f"}));
+  EXPECT_EQ(tls.ssl_dist_optfile, "f");
+  EXPECT_FALSE(std::get<Options>(parse_args({"--sname", "n", "--proto-dist", "inet_tcp"})).ssl_dist_optfile);
 }
 
 TEST(NodeOptions, MistakesAreSaid) {
   for (const auto& args : std::vector<std::vector<std::string>>{
            {}, {"--sname"}, {"--sname", "a", "--name", "b"}, {"--sname", "a b"}, {"--sname", "a@h.x"},
            {"--sname", "a", "--port", "70000"}, {"--sname", "a", "--net-ticktime", "1"}, {"--sname", "a", "--bogus"},
-           {"--sname", "@h"}, {"--name", "a@"}, {"--sname", "a", "--call-timeout", "-1"}, {"--sname", "a", "--worker-id", "x"}}) {
+           {"--sname", "@h"}, {"--name", "a@"}, {"--sname", "a", "--call-timeout", "-1"},
+           {"--sname", "a", "--worker-id", "x"}, {"--sname", "a", "--proto-dist", "inet6_tls"}, {"--sname", "a", "--proto-dist", "inet_tls"},
+           {"--sname", "a", "--ssl-dist-optfile", "f"},
+           {"--sname", "a", "--proto-dist", "inet_tcp", "--ssl-dist-optfile", "f"}}) {
     EXPECT_TRUE(std::holds_alternative<UsageError>(parse_args(args))) << (args.empty() ? "" : args[0]);
   }
 }

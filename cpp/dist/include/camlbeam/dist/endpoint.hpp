@@ -13,6 +13,7 @@
 #include <camlbeam/dist/error.hpp>
 #include <camlbeam/dist/flags.hpp>
 #include <camlbeam/dist/framing.hpp>
+#include <camlbeam/dist/tls.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -46,6 +47,10 @@ struct EndpointOptions {
   // connection is dropped rather than grown: a peer that does not read costs a bound.
   std::size_t max_queued_bytes = std::size_t{64} << 20;
   std::size_t max_frame = default_max_frame;  // a longer incoming frame drops its connection
+  // Set: every connection, both ways, is TLS first, as OTP's `-proto_dist inet_tls` (EPMD
+  // stays plain). A TLS handshake that fails is `refused` (incoming) or `disconnected`
+  // (ours) with tls_failed; one that stalls is bounded by setup_timeout like the rest.
+  std::shared_ptr<const TlsContext> tls;
 };
 
 // For one peer, events come in order: connected, its frames in the order they arrived,

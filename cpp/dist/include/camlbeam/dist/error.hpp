@@ -50,6 +50,12 @@ enum class Errc : std::uint8_t {
                          // missing or in excess, bytes after the message
   bad_fragment,          // a continuation of no sequence, a fragment out of order, a sequence reused
   fragment_limit,        // partial messages held past the bytes or the count allowed
+  // TLS distribution (tls.hpp)
+  bad_optfile,           // an ssl_dist_optfile that is no term of the subset read, or lacks a file
+  unsupported_tls_option,  // an option OTP knows that we do not implement: refused, never ignored
+  tls_config,            // OpenSSL refused a certificate, key or CA file
+  tls_failed,            // the TLS handshake or a TLS record failed: an untrusted certificate, a
+                         // peer that speaks no TLS, an alert (detail: OpenSSL's reason)
 };
 
 std::string_view to_string(Errc code) noexcept;

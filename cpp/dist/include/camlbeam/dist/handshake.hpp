@@ -56,6 +56,9 @@ struct HandshakeConfig {
   // simultaneous connects); unset: ok.
   std::function<Status(const PeerInfo&)> decide;
   bool continue_if_alive = true;            // initiator: the answer to status "alive"
+  // Bytes of each packet's length: 2 over TCP (inet_tcp_dist); 4 over TLS, where OTP's
+  // inet_tls_dist runs the handshake on an ssl socket in {packet, 4} mode [seen].
+  std::uint8_t length_bytes = 2;
 };
 
 class Handshake {
