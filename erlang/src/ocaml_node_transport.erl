@@ -11,9 +11,9 @@
 %% `camlbeam-node --allow-load' (and without `--load' of the same plugins:
 %% they would then be loaded twice).
 %%
-%% A call goes through no process of this VM: the caller monitors the node's
-%% `ocaml' process with an alias and sends it `{call, Fun, Args, Timeout}' as
-%% `gen_server:call/3' would (`Timeout', what the caller has left, is the
+%% A call goes through no process of this VM: the caller sends the node's
+%% `ocaml' process `{call, Fun, Args, Timeout}' from an alias, as
+%% `gen_server:call/3' would, and monitors it (`Timeout', what the caller has left, is the
 %% request's deadline on the node). The answer comes to the alias, so the VM
 %% drops one that comes after the caller gave up; a node lost with the call in
 %% flight answers `{worker_crashed, noconnection}' through the monitor. Sends
@@ -73,9 +73,10 @@ start_link(Pool, Id) ->
     ocaml_node_worker:start_link(Pool, Id).
 
 %% @doc Sends `{call, Fun, Args, Deadline}' to the node's `ocaml' process as
-%% `gen_server:call/3' does, from an alias monitor of that process: its answer
-%% comes as `{[alias | Monitor], Answer}' (gen's reply to an alias), a late one
-%% is dropped by the VM, and the node's loss is the monitor's `DOWN'.
+%% `gen_server:call/3' does, to a one-reply alias (`alias([reply])'): its
+%% answer comes as `{[alias | Alias], Answer}' (gen's reply to an alias), a
+%% late one is dropped by the VM once {@link cancel/2} took the alias back, and
+%% the node's loss is the `DOWN' of a monitor of its process.
 -spec send_call(#ocaml_node{}, pid(), ocaml:fun_name(), [term()], timeout()) ->
     {sent, nonempty_improper_list(alias, reference()), reference()} | unsent
     | {error, ocaml_transport:send_refusal()}.
@@ -90,15 +91,17 @@ send_call(#ocaml_node{node = Node, in_flight = InFlight}, Worker, Fun, Args, Dea
     {sent, nonempty_improper_list(alias, reference()), reference()} | unsent
     | {error, ocaml_transport:send_refusal()}.
 send_call_to(Node, InFlight, Fun, Args, Deadline) ->
-    Monitor = erlang:monitor(process, {ocaml, Node}, [{alias, demonitor}]),
-    Tag = [alias | Monitor],
+    Alias = erlang:alias([reply]),
+    Tag = [alias | Alias],
     ok = ocaml_transport:count_in(InFlight),
     case erlang:send({ocaml, Node}, {'$gen_call', {self(), Tag}, {call, Fun, Args, Deadline}},
                      [noconnect, nosuspend]) of
         ok ->
-            {sent, Tag, Monitor};
+            %% Only now: a monitor of a name on a node not connected would connect to it, and
+            %% a send meanwhile would wait for that connection instead of answering noconnect.
+            {sent, Tag, erlang:monitor(process, {ocaml, Node})};
         NotSent ->
-            erlang:demonitor(Monitor, [flush]),
+            _ = erlang:unalias(Alias),
             ok = ocaml_transport:count_out(InFlight),
             not_sent(NotSent)
     end.
@@ -112,11 +115,12 @@ send_cast(#ocaml_node{node = Node}, Fun, Args) ->
         NotSent -> not_sent(NotSent)
     end.
 
-%% @doc The caller gave up: its alias went with its monitor, so the answer is
-%% in its mailbox already or never comes. The node stops the call at its
-%% deadline, which was the caller's.
+%% @doc The caller gave up: its alias goes, so the answer is in its mailbox
+%% already or never comes. The node stops the call at its deadline, which was
+%% the caller's.
 -spec cancel(#ocaml_node{}, ocaml_transport:tag()) -> ok.
-cancel(#ocaml_node{in_flight = InFlight}, _Tag) ->
+cancel(#ocaml_node{in_flight = InFlight}, [alias | Alias]) ->
+    _ = erlang:unalias(Alias),
     ocaml_transport:count_out(InFlight).
 
 %% @doc Counts the call out: its answer came straight to the caller.

@@ -18,9 +18,12 @@
 %% process.
 %%
 %% What the node prints on its standard error is logged (`warning', within
-%% the worker's budget: `ocaml_log_window'). Every 250 ms while its counter of
-%% calls in flight is not zero, the worker asks the node how many requests it
-%% holds and sets the counter right (`ocaml_transport:recount/3').
+%% the worker's budget: `ocaml_log_window'). Every 250 ms the worker asks the
+%% node how many requests it holds and sets its counter of calls in flight
+%% right (`ocaml_transport:recount/3'). A node that leaves the question
+%% unanswered for the pool's `stall_timeout' (stopped, or its threads stuck:
+%% a node answers it even while a long call runs) is taken for lost, as
+%% `unresponsive': one of its own is killed, a given one disconnected.
 -module(ocaml_node_worker).
 -behaviour(gen_server).
 
@@ -42,6 +45,7 @@
 
 -type crash_reason() :: {exit_status, non_neg_integer()}
                       | noconnection
+                      | unresponsive
                       | {cannot_connect, node()}
                       | {no_node, pos_integer()}
                       | {start_timeout, listen | info | {load, file:filename_all()}}
@@ -72,8 +76,9 @@
     registry :: reference() | none,
     %% The ocaml:load requests the node has not answered: the tag of each, its caller's alias.
     loads = #{} :: #{reference() => reference()},
-    %% The tag of the in_flight question on its way, if any.
+    %% The tag of the in_flight question on its way, if any, and when it was asked.
     asking :: reference() | undefined,
+    asked_at :: integer() | undefined,
     count_seen = none :: ocaml_transport:count_seen(),
     log_window = ocaml_log_window:new() :: ocaml_log_window:window()
 }).
@@ -126,10 +131,11 @@ handle_call(Request, _From, State) ->
     {reply, {error, {unknown_call, Request}}, State}.
 
 -spec handle_cast(term(), #state{}) -> {noreply, #state{}} | {stop, normal, #state{}}.
-handle_cast({load, Alias, Path}, #state{handle = #ocaml_node{node = Node}, loads = Loads} = State) ->
+handle_cast({load, Alias, Path}, #state{handle = #ocaml_node{node = Node}, loads = Loads,
+                                       setup = #{start_timeout := Timeout}} = State) ->
     %% Answered to this process (the tag is no alias), then forwarded.
     Tag = make_ref(),
-    case erlang:send({ocaml, Node}, {'$gen_call', {self(), {camlbeam_load, Tag}}, {load, plugin_path(Path)}},
+    case erlang:send({ocaml, Node}, {'$gen_call', {self(), {camlbeam_load, Tag}}, {load, plugin_path(Path), Timeout}},
                      [noconnect]) of
         ok ->
             {noreply, State#state{loads = Loads#{Tag => Alias}}};
@@ -146,9 +152,9 @@ handle_cast(recycle, #state{retiring = true} = State) ->
 handle_cast(recycle, #state{recycling = true} = State) ->
     {noreply, State};
 handle_cast(recycle, State) ->
-    drained(unpublish(State#state{recycling = true, drain_until = now_ms() + ?DRAIN_LIMIT}));
+    drain(State#state{recycling = true});
 handle_cast(retire, State) ->
-    drained(State#state{retiring = true, drain_until = now_ms() + ?DRAIN_LIMIT});
+    drain(State#state{retiring = true});
 handle_cast(_Request, State) ->
     {noreply, State}.
 
@@ -163,7 +169,8 @@ handle_info({{camlbeam_load, Tag}, Answer}, #state{loads = Loads} = State) ->
     end;
 handle_info({{camlbeam_in_flight, Tag}, Count}, #state{asking = Tag, handle = #ocaml_node{in_flight = InFlight},
                                                          count_seen = Seen} = State) when is_integer(Count) ->
-    {noreply, State#state{asking = undefined, count_seen = ocaml_transport:recount(InFlight, Count, Seen)}};
+    {noreply, State#state{asking = undefined, asked_at = undefined,
+                          count_seen = ocaml_transport:recount(InFlight, Count, Seen)}};
 handle_info(recount, State) ->
     _ = erlang:send_after(?RECOUNT_INTERVAL, self(), recount),
     {noreply, ask_in_flight(State)};
@@ -182,6 +189,9 @@ handle_info(drain_check, #state{retiring = true} = State) ->
     drained(State);
 handle_info(drain_check, #state{recycling = true} = State) ->
     drained(State);
+handle_info({{camlbeam_drain, _}, 0}, #state{retiring = Retiring, recycling = Recycling} = State)
+  when Retiring; Recycling ->
+    drain_done(State);
 handle_info(retry_start, #state{handle = undefined} = State) ->
     {noreply, start(State)};
 handle_info(_Info, State) ->
@@ -281,18 +291,25 @@ await_listening(Port, Deadline, State) ->
 logged_line(Line, #state{node = Node} = State) ->
     log(warning, "OCaml node ~ts: ~ts", [Node, Line], State).
 
-%% Asks the node what it runs on, and loads the pool's plugins into it.
+%% Asks the node what it runs on (the OCaml the pool asked for, if it asked),
+%% and loads the pool's plugins into it.
 -spec begin_serving(ocaml_pool_manager:worker_setup(), integer() | infinity, #state{}) ->
     {ok, #state{}} | {error, crash_reason() | term(), #state{}}.
-begin_serving(#{plugins := Plugins}, Deadline, #state{node = Node} = State) ->
+begin_serving(#{plugins := Plugins, ocaml := Wanted}, Deadline, #state{node = Node} = State) ->
     case node_call(Node, info, Deadline) of
         {ok, #{os_pid := OsPid, ocaml_version := Version}} when is_integer(OsPid), is_binary(Version) ->
-            Handle = #ocaml_node{node = Node, in_flight = ocaml_transport:new_counter(), os_pid = OsPid,
-                                 ocaml_version = Version},
-            WithHandle = State#state{handle = Handle, count_seen = none, asking = undefined},
-            case load_all(Plugins, Deadline, WithHandle) of
-                ok -> {ok, WithHandle};
-                {error, Reason} -> {error, Reason, WithHandle#state{handle = undefined}}
+            case Wanted =:= default orelse unicode:characters_to_binary(Wanted) =:= Version of
+                true ->
+                    Handle = #ocaml_node{node = Node, in_flight = ocaml_transport:new_counter(), os_pid = OsPid,
+                                         ocaml_version = Version},
+                    WithHandle = State#state{handle = Handle, count_seen = none, asking = undefined,
+                                             asked_at = undefined},
+                    case load_all(Plugins, Deadline, WithHandle) of
+                        ok -> {ok, WithHandle};
+                        {error, Reason} -> {error, Reason, WithHandle#state{handle = undefined}}
+                    end;
+                false ->
+                    {error, {ocaml_mismatch, Wanted, Version}, State}
             end;
         {ok, Other} ->
             {error, {bad_info, Other}, State};
@@ -306,7 +323,7 @@ begin_serving(#{plugins := Plugins}, Deadline, #state{node = Node} = State) ->
 load_all([], _Deadline, _State) ->
     ok;
 load_all([Path | Paths], Deadline, #state{manager = Manager, node = Node} = State) ->
-    case node_call(Node, {load, plugin_path(Path)}, Deadline) of
+    case node_call(Node, {load, plugin_path(Path), time_left(Deadline)}, Deadline) of
         {ok, Answer} ->
             case ocaml_port_protocol:load_answer(Answer) of
                 {ok, Declared} ->
@@ -395,8 +412,14 @@ report_start(Result, #state{manager = Manager, id = Id} = State) ->
 %% A start that failed is reported, and tried again after the pool's
 %% restart_backoff, as a port worker's would be.
 -spec failed_start(term(), #state{}) -> #state{}.
-failed_start(Reason, State) ->
-    retry_later(report_start({error, Reason}, State)).
+failed_start(Reason, #state{failures = Failures} = State) ->
+    Logged = log(warning, "OCaml node ~ts ended before it served (~tp)~ts",
+                 [State#state.node, Reason,
+                  case Failures of
+                      0 -> "";
+                      _ -> io_lib:format(" (~b in a row: restart_backoff)", [Failures + 1])
+                  end], State),
+    retry_later(report_start({error, Reason}, Logged)).
 
 -spec retry_later(#state{}) -> #state{}.
 retry_later(#state{failures = Failures, setup = #{restart_backoff := {First, Max}}} = State) ->
@@ -412,12 +435,14 @@ node_lost(_Reason, #state{handle = undefined} = State) ->
     State;
 node_lost(Reason, #state{loads = Loads, started_at = StartedAt} = State0) ->
     _ = [Alias ! {Alias, {worker_crashed, Reason}} || Alias <- maps:values(Loads)],
-    State1 = close(unpublish(State0#state{loads = #{}, handle = undefined, asking = undefined})),
+    State1 = close(unpublish(State0#state{loads = #{}, handle = undefined, asking = undefined,
+                                          asked_at = undefined})),
     State2 = case StartedAt =/= undefined andalso now_ms() - StartedAt >= ?STABLE_AFTER of
                  true -> State1#state{failures = 0};
                  false -> State1
              end,
-    State = log(warning, "OCaml node ~ts lost: ~tp", [State0#state.node, Reason], State2),
+    State = log(warning, "OCaml node ~ts ended (~tp); its calls in flight answer {worker_crashed, noconnection}",
+                [State0#state.node, Reason], State2),
     case State#state.retiring of
         true -> State;
         false -> retry_later(State)
@@ -435,24 +460,30 @@ close(#state{port = Port, node = Node} = State) ->
     receive {nodedown, Node} -> ok after 0 -> ok end,
     State#state{port = undefined, handle = undefined}.
 
-%% Asks the node for its count of requests, if the counter says there may be
-%% some and no question is on its way.
+%% Asks the node for its count of requests, unless a question is on its way:
+%% a node that has not answered that one within stall_timeout is lost.
 -spec ask_in_flight(#state{}) -> #state{}.
-ask_in_flight(#state{handle = #ocaml_node{node = Node, in_flight = InFlight}, asking = undefined} = State) ->
-    case ocaml_transport:in_flight(InFlight) of
-        0 ->
-            State#state{count_seen = none};
-        _ ->
-            Tag = make_ref(),
-            case erlang:send({ocaml, Node}, {'$gen_call', {self(), {camlbeam_in_flight, Tag}}, in_flight},
-                             [noconnect, nosuspend]) of
-                ok -> State#state{asking = Tag};
-                _ -> State
-            end
+ask_in_flight(#state{handle = #ocaml_node{node = Node}, asking = undefined} = State) ->
+    Tag = make_ref(),
+    case erlang:send({ocaml, Node}, {'$gen_call', {self(), {camlbeam_in_flight, Tag}}, in_flight},
+                     [noconnect, nosuspend]) of
+        ok -> State#state{asking = Tag, asked_at = now_ms()};
+        _ -> State
     end;
-ask_in_flight(#state{handle = #ocaml_node{}} = State) ->
-    %% The last question is unanswered: the node is busy or gone; ask again next time.
-    State#state{asking = undefined};
+ask_in_flight(#state{handle = #ocaml_node{os_pid = OsPid}, asked_at = AskedAt, port = Port, node = Node,
+                     setup = #{stall_timeout := Stall}} = State) ->
+    case now_ms() - AskedAt >= Stall of
+        true ->
+            %% Its own: killed (a stopped process reads no end of file); a given one:
+            %% cut off, and joined again when it answers.
+            _ = case is_port(Port) of
+                    true -> os:cmd("kill -9 " ++ integer_to_list(OsPid));
+                    false -> erlang:disconnect_node(Node)
+                end,
+            node_lost(unresponsive, State);
+        false ->
+            State
+    end;
 ask_in_flight(State) ->
     State.
 
@@ -472,21 +503,35 @@ reregister(#state{published = Published} = State) ->
 
 %%% Retiring
 
+%% A retiring or recycled worker leaves the registry, then waits until its node
+%% holds no request (its own count, asked every 100 ms from 50 ms on: a caller
+%% that found the worker before it left has sent its call by then, and the node
+%% counts it), for at most ?DRAIN_LIMIT. The callers' counter is not enough: it
+%% counts calls still on their way, and is set right against the node's count.
+-spec drain(#state{}) -> {noreply, #state{}}.
+drain(State) ->
+    _ = erlang:send_after(50, self(), drain_check),
+    {noreply, unpublish(State#state{drain_until = now_ms() + ?DRAIN_LIMIT})}.
+
 -spec drained(#state{}) -> {noreply, #state{}} | {stop, normal, #state{}}.
-drained(#state{handle = Handle, drain_until = Until} = State) ->
-    InFlight = case Handle of
-                   #ocaml_node{in_flight = Counter} -> ocaml_transport:in_flight(Counter);
-                   undefined -> 0
-               end,
-    case InFlight =< 0 orelse now_ms() >= Until of
-        true when State#state.retiring ->
-            {stop, normal, close(unpublish(State))};
+drained(#state{handle = undefined} = State) ->
+    drain_done(State);
+drained(#state{handle = #ocaml_node{node = Node}, drain_until = Until} = State) ->
+    case now_ms() >= Until of
         true ->
-            {noreply, start(close(State#state{recycling = false}))};
+            drain_done(State);
         false ->
+            _ = erlang:send({ocaml, Node}, {'$gen_call', {self(), {camlbeam_drain, make_ref()}}, in_flight},
+                            [noconnect, nosuspend]),
             _ = erlang:send_after(100, self(), drain_check),
             {noreply, State}
     end.
+
+-spec drain_done(#state{}) -> {noreply, #state{}} | {stop, normal, #state{}}.
+drain_done(#state{retiring = true} = State) ->
+    {stop, normal, close(unpublish(State))};
+drain_done(State) ->
+    {noreply, start(close(State#state{recycling = false}))}.
 
 -spec unpublish(#state{}) -> #state{}.
 unpublish(#state{published = true, pool = Pool, id = Id} = State) ->

@@ -33,7 +33,7 @@ cases(Group) ->
                       call_erlang_all, call_erlang_none, call_erlang_allow_list, owner_death_stops_pool,
                       child_spec_in_own_supervisor, least_loaded_routing, killed_callers_leave_no_count,
                       in_flight_is_set_right, row_of_a_caller_killed_before_its_request,
-                      timed_out_calls_stop_counting, unavailable_transports]
+                      timed_out_calls_stop_counting]
                      ++ [own_executable || Group =:= port],
             not lists:member(Case, left_out(Group))].
 
@@ -55,6 +55,9 @@ left_out(nif) ->
      least_loaded_routing,
      %% Port only: a row of the port worker's table of pending requests (#ocaml_port{});
      %% a nif caller counts its request in and queues it, with no row.
+     row_of_a_caller_killed_before_its_request];
+left_out(node) ->
+    [%% Port only, as under nif.
      row_of_a_caller_killed_before_its_request];
 left_out(_) ->
     [].
@@ -153,9 +156,10 @@ flavour_from_plugins(Config) ->
             ?assertEqual(list_to_integer(os:getpid()), OsPid);
         _ ->
             {ok, Exe} = file:read_link("/proc/" ++ integer_to_list(OsPid) ++ "/exe"),
-            Expected = case Flavour of
-                           native -> "camlbeam-port";
-                           bytecode -> "camlbeam-port-bytecode"
+            Expected = case {?LIB:transport(Config), Flavour} of
+                           {node, native} -> "camlbeam-node";
+                           {_, native} -> "camlbeam-port";
+                           {_, bytecode} -> "camlbeam-port-bytecode"
                        end,
             ?assertEqual(Expected, filename:basename(Exe))
     end,
@@ -391,8 +395,13 @@ vm_crashing_map_is_bad_reply(Config) ->
     Pool = ?LIB:start_pool(Config, #{}),
     [A, B] = [binary_to_term(<<131, 90, 4:16, 119, 10, "other@host", 1:32, 2:32, 0:32, 0:32, W:32>>)
               || W <- [1, 2]],
-    ?assertMatch({error, {bad_reply, <<"the answer cannot be encoded: a map of more than 32 keys", _/binary>>}},
-                 ocaml:call(Pool, otp_unsafe_map, [A, B])),
+    %% The port and the nif encode answers themselves; a node's is a term first, refused whole.
+    Refusal = case ?LIB:transport(Config) of
+                  node -> <<"a map of more than 32 keys holding references">>;
+                  _ -> <<"the answer cannot be encoded: a map of more than 32 keys">>
+              end,
+    {error, {bad_reply, Message}} = ocaml:call(Pool, otp_unsafe_map, [A, B]),
+    ?assertMatch({0, _}, binary:match(Message, Refusal), Message),
     ?assertEqual({ok, 3}, ocaml:call(Pool, add, [1, 2])).
 
 %%% Errors of the Erlang side
@@ -442,7 +451,9 @@ unknown_atom_is_bad_reply(Config) ->
     ?assertEqual({error, {bad_reply, Expected}},
                  ocaml:call(Pool, make_atom, [list_to_binary(Name)])),
     ?assertError(badarg, list_to_existing_atom(Name)),
-    %% An atom the VM knows is fine.
+    %% An atom the VM knows is fine; a node knows which the VM has from what it was sent.
+    _ = ?LIB:transport(Config) =:= node andalso
+        ?assertEqual({ok, camlbeam_known}, ocaml:call(Pool, identity, [camlbeam_known])),
     ?assertEqual({ok, camlbeam_known}, ocaml:call(Pool, make_atom, [<<"camlbeam_known">>])),
     ?assertMatch([#{in_flight := 0}], ocaml:workers(Pool)).
 
@@ -513,16 +524,20 @@ another_ocaml(Config) ->
         _ ->
             %% No workers of that OCaml in priv.
             {error, {no_executable, Path}} = ocaml:start_link(?LIB:pool_options(Config, #{ocaml => "0.0.0"})),
-            ?assertEqual(filename:join([code:priv_dir(camlbeam), "ocaml-0.0.0", executable_name(Flavour)]), Path),
+            ?assertEqual(filename:join([code:priv_dir(camlbeam), "ocaml-0.0.0", executable_name(Config, Flavour)]), Path),
             %% A worker of one's own, of another OCaml than the one asked for.
-            Executable = filename:join(code:priv_dir(camlbeam), executable_name(Flavour)),
+            Executable = filename:join(code:priv_dir(camlbeam), executable_name(Config, Flavour)),
             ?assertMatch({error, {ocaml_mismatch, "0.0.0", <<_/binary>>}},
                          ocaml:start_link(?LIB:pool_options(Config, #{executable => Executable, ocaml => "0.0.0",
                                                                       plugins => []})))
     end.
 
-executable_name(native) -> "camlbeam-port";
-executable_name(bytecode) -> "camlbeam-port-bytecode".
+executable_name(Config, Flavour) ->
+    case {?LIB:transport(Config), Flavour} of
+        {node, native} -> "camlbeam-node";
+        {_, native} -> "camlbeam-port";
+        {_, bytecode} -> "camlbeam-port-bytecode"
+    end.
 
 start_failures(Config) ->
     Missing = filename:join(?config(plugins_dir, Config), "no_such_plugin.cmxs"),
@@ -551,9 +566,18 @@ start_failures(Config) ->
             end,
             %% One that reads the requests and never answers; it ends when the port closes.
             Silent = filename:join(?config(priv_dir, Config), "silent-worker"),
-            ok = file:write_file(Silent, "#!/bin/sh\nexec cat <&3 >/dev/null\n"),
+            %% (A port worker reads fd 3; a node, standard input.)
+            ok = file:write_file(Silent, case ?LIB:transport(Config) of
+                                             node -> "#!/bin/sh\nexec cat >/dev/null\n";
+                                             _ -> "#!/bin/sh\nexec cat <&3 >/dev/null\n"
+                                         end),
             ok = file:change_mode(Silent, 8#755),
-            ?assertEqual({error, {start_timeout, hello}},
+            %% A node's first step is to listen.
+            FirstStep = case ?LIB:transport(Config) of
+                            node -> listen;
+                            _ -> hello
+                        end,
+            ?assertEqual({error, {start_timeout, FirstStep}},
                          ocaml:start_link(?LIB:pool_options(Config, #{executable => Silent,
                                                                       start_timeout => 300})))
     end,
@@ -743,7 +767,12 @@ erl_send_policy(Config) ->
         Default = ?LIB:start_pool(Config, #{}),
         Init = whereis(init),
         ?assertEqual({ok, ok}, ocaml:call(Default, send_to_first, [[Init], {stop, stop}])),
-        ?LIB:logged(fun(#{level := warning} = E) -> ?LIB:mentions(E, ["refused", pid_to_list(Init)]);
+        %% A node says the pid as #Pid<Node.Id.Serial.Creation>.
+        InitText = case ?LIB:transport(Config) of
+                       node -> "@" ++ lists:last(string:split(atom_to_list(node()), "@")) ++ ".0.0.";
+                       _ -> pid_to_list(Init)
+                   end,
+        ?LIB:logged(fun(#{level := warning} = E) -> ?LIB:mentions(E, ["refused", InitText]);
                        (_) -> false
                     end, 5000),
         ?assertEqual({ok, ok}, Given(Default)),
@@ -962,15 +991,6 @@ timed_out_calls_stop_counting(Config) ->
     ?LIB:wait_until(fun() -> in_flight(Pool) =:= [0] end, 3000),
     ?assertEqual({ok, y}, ocaml:call(Pool, identity, [y])),
     ?assertEqual(OsPids, os_pids(Pool)).
-
-%% node is a named coupling, not built yet: a clear error at start, and nothing left
-%% behind.
-unavailable_transports(Config) ->
-    Before = supervisor:which_children(ocaml_pool_sup),
-    [?assertEqual({error, {transport_unavailable, Name}},
-                  ocaml:start_link(?LIB:pool_options(Config, #{transport => Name})))
-     || Name <- [node]],
-    ?assertEqual(Before, supervisor:which_children(ocaml_pool_sup)).
 
 %%% Helpers
 

@@ -65,9 +65,13 @@ edge_cases(Config) ->
     assert_round_trip(Pool, Terms),
     %% Longer references of another node go to OCaml and are refused on their way
     %% back: OTP 25 cannot tell two of them apart in a large map (ocaml_etf_guard).
-    [?assertMatch({error, {bad_reply, <<"a reference of more than three words", _/binary>>}},
-                  ocaml:call(Pool, identity, [other_ref(3, lists:seq(1, N))], 30000))
-     || N <- [4, 5]],
+    %% Under node they come back: distribution decodes a lone one safely, and the node
+    %% refuses the maps that would crash this VM (camlbeam_api_SUITE:vm_crashing_map_is_bad_reply).
+    [case ?LIB:transport(Config) of
+         node -> assert_round_trip(Pool, other_ref(3, lists:seq(1, N)));
+         _ -> ?assertMatch({error, {bad_reply, <<"a reference of more than three words", _/binary>>}},
+                           ocaml:call(Pool, identity, [other_ref(3, lists:seq(1, N))], 30000))
+     end || N <- [4, 5]],
     assert_round_trip(Pool, make_ref()).
 
 %% Pids, ports and references, opaque to OCaml, through Erl.Term.Pid, Port and Ref: every

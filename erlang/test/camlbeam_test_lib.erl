@@ -12,7 +12,7 @@
 -export([groups/1, init_per_suite/1, end_per_suite/1, init_per_group/2]).
 -export([transport/1, plugin/2, plugin/3, pool_options/2, start_pool/2, workers_dir/0]).
 -export([wait_until/2, wait_until/3, os_pid_alive/1, new_os_pids/2, flush/0]).
--export([worker_processes/2, wait_gone/2, kill_workers/2]).
+-export([worker_processes/2, wait_gone/2, kill_workers/2, crashed/2]).
 -export([add_log_collector/0, remove_log_collector/1, logged/2, mentions/2]).
 
 %% Each group: the options every pool of its cases starts with (pool_options/2: the
@@ -25,7 +25,14 @@
 %% The groups a suite runs its cases in: one per coupling, Cases(Group) the cases that
 %% apply to it.
 groups(Cases) ->
-    [{Group, [], Cases(Group)} || {Group, _, _} <- ?GROUPS].
+    [{Group, [], Cases(Group)} || {Group, _, _} <- ?GROUPS, runs(Group, ocaml_option())].
+
+%% The node coupling's groups run with the default OCaml only: its OCaml half is the
+%% port's and the nif's (ocaml/), and the suite's time budget has no room for them twice
+%% (scripts/test.sh runs every suite again on OCaml 5.3). CAMLBEAM_TEST_NODE_ON_5=1 runs
+%% them on 5.3 too.
+runs(node, #{ocaml := _}) -> os:getenv("CAMLBEAM_TEST_NODE_ON_5") =:= "1";
+runs(_, _) -> true.
 
 init_per_group(Group, Config) ->
     {Group, #{transport := Transport} = Options, Flavour} = lists:keyfind(Group, 1, ?GROUPS),
@@ -223,6 +230,14 @@ kill_workers(Config, Pool) ->
             _ = [os:cmd("kill -9 " ++ integer_to_list(P)) || P <- Old],
             _ = new_os_pids(Pool, Old),
             ok
+    end.
+
+%% How a call in flight learns that its worker ended for Reason: as Reason, or under node,
+%% where the caller watches the node's process, as the connection lost (noconnection).
+crashed(Config, Reason) ->
+    case transport(Config) of
+        node -> {worker_crashed, noconnection};
+        _ -> {worker_crashed, Reason}
     end.
 
 flush() ->

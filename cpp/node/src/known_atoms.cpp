@@ -13,15 +13,17 @@ using etf::Term;
 namespace {
 
 // The atoms camlbeam's own answers are made of (messages.hpp, the host's errors,
-// Erl.Private.dispatch's, a load's answer, erpc's and rex's results), and the booleans.
-constexpr std::array<std::string_view, 37> camlbeams_own = {
+// Erl.Private.dispatch's, a load's answer, erpc's and rex's results, what Erl.call_erlang
+// answers when it cannot run), and the booleans.
+constexpr std::array<std::string_view, 45> camlbeams_own = {
     "ok",          "error",        "true",          "false",         "undefined",   "infinity",
     "nil",         "timeout",      "undef",         "badarg",        "badarity",    "ambiguous",
     "ocaml_exception", "reply_too_large", "bad_request", "request_failed", "bad_reply", "overloaded",
     "load_failed", "enoent",       "not_a_plugin",  "incompatible",  "already_loaded", "init_failed",
     "argument",    "expected",     "got",           "atoms",         "exports",     "any",
     "os_pid",      "ocaml_version", "flavour",      "native",        "return",      "badrpc",
-    "EXIT"};
+    "EXIT",        "not_allowed",  "too_many_erl_calls", "bad_erl_call", "erpc",    "noconnection",
+    "noproc",      "throw",        "exit"};
 
 }  // namespace
 

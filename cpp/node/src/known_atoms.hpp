@@ -23,7 +23,7 @@ namespace camlbeam::node {
 
 class KnownAtoms {
  public:
-  // The atoms of a request from `peer`.
+  // The atoms of a request from `peer`, or of what its Erlang answered an Erl.call_erlang.
   void learn(const std::string& peer, const etf::Term& request);
   // A plugin's load answered {ok, #{atoms := Atoms, exports := Exports}}: its declared atoms
   // and the names of its modules and exports, for every peer.

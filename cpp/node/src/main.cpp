@@ -2,8 +2,8 @@
 //
 //   camlbeam-node --sname ocaml --cookie C --load mathlib.cmxs
 //
-// Exit statuses: 0 after SIGTERM, SIGINT or SIGHUP (or, with --stop-on-eof, the end of
-// standard input); 64 for a usage error (an unusable ssl_dist_optfile or its certificates
+// Exit statuses: 0 after SIGTERM, SIGINT or SIGHUP (or, with --stop-on-eof, at once at the
+// end of standard input); 64 for a usage error (an unusable ssl_dist_optfile or its certificates
 // included); 69 when the node
 // cannot join (EPMD unreachable, the name taken, a plugin that does not load); 70 when its
 // network thread fails; 124 when a request overran its deadline and could not be stopped.
@@ -153,15 +153,16 @@ int run(int argc, char** argv) {
   });
   if (options.stop_on_eof) {
     // Started by an Erlang port (transport => node): when the port closes, or the VM that
-    // owns it dies, standard input ends, and the node stops as it does on SIGTERM, through
-    // the one thread that takes the ending signals. Detached: it may block in read() to the end.
+    // owns it dies, standard input ends. The node's owner is gone, and nobody waits for
+    // what it still holds: it exits at once, even in the middle of a long call (SIGTERM
+    // would let that call end first). Detached: it blocks in read() to the end.
     std::thread([] {
       char buffer[256];
       for (;;) {
         const ssize_t got = ::read(STDIN_FILENO, buffer, sizeof buffer);
         if (got == 0 || (got < 0 && errno != EINTR)) break;
       }
-      ::kill(::getpid(), SIGTERM);
+      std::_Exit(0);
     }).detach();
   }
   std::fprintf(stderr, "camlbeam-node: %s listening on port %u\n", the_node->name().c_str(),

@@ -29,7 +29,7 @@ struct Options {
   // The deadline of a call from when it starts running (the caller's own timeout is not on
   // the wire); none: calls run to their end.
   std::optional<std::uint32_t> call_timeout_ms;
-  // Stop as on SIGTERM when standard input ends: the node's owner (an Erlang port) is gone.
+  // Exit at once when standard input ends: the node's owner (an Erlang port) is gone.
   bool stop_on_eof = false;
   // Peers may load plugins ({load, Path} to the ocaml process): as a pool does into the nodes
   // it starts or is given.

@@ -271,7 +271,8 @@ void Processes::serve_ocaml_call(const std::string& peer, GenCall& call, Effects
   }
   if (call.request.is_atom("in_flight")) return reply(Term::integer(static_cast<std::int64_t>(outstanding_)));
   if (call.request.is_atom("info")) return reply(info_);
-  if (const auto load = call.request.tuple_elements(); load.size() == 2 && load[0].is_atom("load")) {
+  if (const auto load = call.request.tuple_elements();
+      (load.size() == 2 || load.size() == 3) && load[0].is_atom("load")) {
     if (!loads_allowed_) {
       return reply(bad_request("this node loads no plugin on request: it was started without --allow-load"));
     }
@@ -280,13 +281,16 @@ void Processes::serve_ocaml_call(const std::string& peer, GenCall& call, Effects
       path.assign(binary->bytes.begin(), binary->bytes.end());
       if (const auto known = loaded_.find(path); known != loaded_.end()) return reply(known->second);
     }
-    Term request = tuple_of(Term::atom("load"), call.tag, load[1]);
+    // {load, Path, Timeout}: the host's {load, Ref, Path, Timeout}, whose deadline stops an
+    // initialiser that does not end (the host checks Timeout).
+    Term request = load.size() == 2 ? tuple_of(Term::atom("load"), call.tag, load[1])
+                                    : tuple_of(Term::atom("load"), call.tag, load[1], load[2]);
     return add_work({peer, std::move(request), HostWork::GenReply{from, call.tag, true, std::move(path)}}, out);
   }
   if (auto request = host_call(std::move(call.request), call.tag, call_timeout_ms_)) {
     return add_work({peer, std::move(*request), HostWork::GenReply{from, call.tag, false, {}}}, out);
   }
-  reply(bad_request("the ocaml process answers {call, Function, Args[, Timeout]}, {load, Path}, pid, info "
+  reply(bad_request("the ocaml process answers {call, Function, Args[, Timeout]}, {load, Path[, Timeout]}, pid, info "
                     "and in_flight; a cast is {cast, Function, Args}"));
 }
 
@@ -370,6 +374,7 @@ bool Processes::erl_call_replied(const std::string& peer, Term& message, Effects
   // Only the node that runs the call answers it: another cannot end it by guessing its tag.
   if (found == erl_calls_.end() || found->second != peer) return false;
   Term tag = found->first;
+  known_atoms_.learn(peer, reply[1]);  // the atoms of an Erlang answer exist in its VM
   abandon_erl_call(tag, out);  // its monitor goes
   out.erl_calls_done.push_back({tag, erl_call_result(tag, reply[1])});
   return true;
@@ -379,6 +384,7 @@ void Processes::erl_call_down(const etf::Reference& ref, Term reason, Effects& o
   const auto found = erl_calls_.find(Term::reference(ref));
   if (found == erl_calls_.end()) return;
   Term tag = found->first;
+  known_atoms_.learn(found->second, reason);
   erl_calls_.erase(found);
   // noproc: the peer runs no rex (a C node); noconnection: it went.
   if (reason.is_atom("noproc") || reason.is_atom("noconnection")) {

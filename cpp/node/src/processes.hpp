@@ -4,7 +4,7 @@
 //
 // The node has two registered processes, which never exit while it runs:
 //   `ocaml`       a gen_server: {call, F, Args[, Timeout]} and {cast, F, Args} become host
-//                 requests (messages.hpp), {load, Path} loads a plugin if the node allows it
+//                 requests (messages.hpp), {load, Path[, Timeout]} loads a plugin if the node allows it
 //                 (allow_loads: camlbeam-node --allow-load; a binary Path loaded once answers
 //                 every later load of it as it did then), `pid` answers its pid
 //                 (to link to it), `in_flight` the number of requests it holds, queued or

@@ -117,6 +117,12 @@ TEST_F(ProcessesTest, LoadsAllowedRunOnceAPathAndThenAnswerAsTheFirstDid) {
   receive(control::RegSend{caller, etf::Atom{"ocaml"}, gen_call("{load, <<\"/p/m.cmxs\">>}")});
   EXPECT_TRUE(out.work.empty());
   EXPECT_EQ(sent<control::AliasSend>().message, Term::tuple({tag, loaded}));
+  // With a deadline, for an initialiser that does not end.
+  out = {};
+  receive(control::RegSend{caller, etf::Atom{"ocaml"}, gen_call("{load, <<\"/p/other.cmxs\">>, 1000}")});
+  ASSERT_EQ(out.work.size(), 1U);
+  EXPECT_EQ(out.work[0].request,
+            Term::tuple({Term::atom("load"), tag, parse("<<\"/p/other.cmxs\">>"), Term::integer(1000)}));
   // A failure that may not last (the file is missing) is not kept.
   out = {};
   receive(control::RegSend{caller, etf::Atom{"ocaml"}, gen_call("{load, <<\"/p/gone.cmxs\">>}")});
