@@ -21,10 +21,11 @@
 %% same module.</li>
 %% <li>Requests of every pool run one at a time on one thread (`pool_size'
 %% spreads queueing, not work). Under OCaml 5 a call of an export that has
-%% always run short (under 50 microseconds) runs on the scheduler that makes
-%% it when that thread is idle, with no copy and no message: a run there over
-%% a millisecond sends the export's calls back to the thread
-%% (`cpp/nif/README.md').</li>
+%% always run short (under 50 microseconds), or that its plugin declared short
+%% (`Erl.export ~short:true', from the first call), runs on the scheduler that
+%% makes it when that thread is idle, with no copy and no message: a run there
+%% over a millisecond sends the export's calls back to the thread, and is
+%% logged once (`cpp/nif/README.md').</li>
 %% <li>A request that ignores its deadline (a loop in C, signals blocked)
 %% cannot be ended: the VM cannot be restarted around it. Its callers get
 %% `{error, timeout}' at their own timeout, the worker logs it, and every

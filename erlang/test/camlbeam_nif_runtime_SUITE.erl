@@ -15,7 +15,9 @@
          options_that_do_not_apply/1, short_calls_run_where_they_are_made/1,
          calls_that_overrun_go_back_to_the_ocaml_thread/1, exports_that_call_erlang_stay_on_the_ocaml_thread/1,
          workers_run_at_once_on_domains/1, a_workers_calls_run_one_at_a_time/1, deadlines_on_every_domain/1,
-         backtraces_on_every_domain/1, erlang_calls_from_every_domain/1, domains_as_the_application_says/1]).
+         backtraces_on_every_domain/1, erlang_calls_from_every_domain/1, domains_as_the_application_says/1,
+         declared_short_exports_run_where_they_are_made/1, declared_short_overruns_are_demoted_and_logged_once/1,
+         declared_short_calls_end_at_their_deadline/1]).
 %% Called by the placement plugin through Erl.call_erlang; run in a peer VM.
 -export([meet_in_erlang/2, domains_in_peer/1]).
 
@@ -27,7 +29,9 @@ all() ->
      options_that_do_not_apply, short_calls_run_where_they_are_made,
      calls_that_overrun_go_back_to_the_ocaml_thread, exports_that_call_erlang_stay_on_the_ocaml_thread,
      workers_run_at_once_on_domains, a_workers_calls_run_one_at_a_time, deadlines_on_every_domain,
-     backtraces_on_every_domain, erlang_calls_from_every_domain, domains_as_the_application_says].
+     backtraces_on_every_domain, erlang_calls_from_every_domain, domains_as_the_application_says,
+     declared_short_exports_run_where_they_are_made, declared_short_overruns_are_demoted_and_logged_once,
+     declared_short_calls_end_at_their_deadline].
 
 init_per_suite(Config) ->
     Config1 = ?LIB:init_per_suite(Config),
@@ -218,6 +222,72 @@ exports_that_call_erlang_stay_on_the_ocaml_thread(Config) ->
             ?assertEqual({queued, {ok, {ok, 7}}}, placed(Worker, placed_ask_erlang, [-7]))
     end.
 
+%% Under OCaml 5 an export the plugin declared short (Erl.export ~short:true) runs on
+%% the scheduler that calls it from its first call, with small arguments, when the OCaml
+%% thread has nothing to do; its exceptions are answers there as on the OCaml thread.
+%% Under OCaml 4.13 it is queued as any other (cpp/nif/README.md says why).
+declared_short_exports_run_where_they_are_made(Config) ->
+    {Pool, Worker} = placement_pool(Config, #{}),
+    case on_schedulers() of
+        false ->
+            ?assertEqual({queued, {ok, 1}}, placed(Worker, placed_declared_echo, [1]));
+        true ->
+            %% The OCaml thread may still be tidying up after the pool's load.
+            timer:sleep(50),
+            ?assertEqual({here, {ok, 1}}, placed(Worker, placed_declared_echo, [1])),
+            ?assertEqual({here, {ok, {x, 2}}}, placed(Worker, {camlbeam_placement, placed_declared_echo}, [{x, 2}])),
+            %% An export that does not say so is measured first.
+            ?assertEqual({queued, {ok, 0}}, placed(Worker, placed_spin, [0])),
+            {here, Raised} = placed(Worker, placed_declared_raise, []),
+            ?assertMatch({error, {ocaml_exception, <<"Failure">>, <<"Failure(\"raised on a scheduler\")">>, _}}, Raised),
+            ?assertEqual({ok, [1.5]}, ocaml:call(Pool, placed_declared_echo, [[1.5]])),
+            receive Unexpected -> ct:fail({left_in_mailbox, Unexpected}) after 100 -> ok end
+    end.
+
+%% A declared-short call that takes over a millisecond on a scheduler is answered, sends
+%% the export's calls back to the OCaml thread until they run short again, and is logged
+%% once for the export, however many times it overruns.
+declared_short_overruns_are_demoted_and_logged_once(Config) ->
+    {_Pool, Worker} = placement_pool(Config, #{}),
+    case on_schedulers() of
+        false ->
+            ?assertEqual({queued, {ok, 5}}, placed(Worker, placed_declared_busy, [5]));
+        true ->
+            Collector = ?LIB:add_log_collector(),
+            try
+                timer:sleep(50),
+                ?assertEqual({here, {ok, 5}}, placed(Worker, placed_declared_busy, [5])),
+                ?assertEqual({queued, {ok, 0}}, placed(Worker, placed_declared_busy, [0])),
+                _ = ?LIB:logged(fun(#{level := warning} = Event) -> ?LIB:mentions(Event, ["declared short"]);
+                                   (_) -> false
+                                end, 5000),
+                ?assert(queued_until_here(Worker, placed_declared_busy, [0]) >= 7),
+                ?assertEqual({here, {ok, 5}}, placed(Worker, placed_declared_busy, [5])),
+                ?assertEqual({queued, {ok, 0}}, placed(Worker, placed_declared_busy, [0])),
+                receive
+                    {logged, #{level := warning} = Again} ->
+                        ?assertNot(?LIB:mentions(Again, ["declared short"]))
+                after 300 -> ok
+                end
+            after
+                ?LIB:remove_log_collector(Collector)
+            end
+    end.
+
+%% A call run on a scheduler still ends at its deadline: the export is interrupted at
+%% its next poll point and the caller gets {error, timeout} on time, from the NIF.
+declared_short_calls_end_at_their_deadline(Config) ->
+    {_Pool, Worker} = placement_pool(Config, #{}),
+    Started = erlang:monotonic_time(millisecond),
+    {Where, Answer} = placed(Worker, placed_declared_late, [2000], 20),
+    Took = erlang:monotonic_time(millisecond) - Started,
+    ?assertEqual({error, timeout}, Answer),
+    ?assert(Took < 500),
+    case on_schedulers() of
+        true -> ?assertEqual(here, Where);
+        false -> ?assertEqual(queued, Where)
+    end.
+
 %% Under OCaml 5 the runtime has a domain per scheduler (at most 16), and the calls of
 %% two workers run at once, each on a domain: two calls that each wait for the other
 %% meet. Under OCaml 4.13 one thread runs every call: the first waits alone.
@@ -374,9 +444,12 @@ whereis_pool(Pool) -> whereis(Pool).
 
 %% Where camlbeam_nif:call/3 ran a call, and its answer.
 placed(Worker, Fun, Args) ->
+    placed(Worker, Fun, Args, 10000).
+
+placed(Worker, Fun, Args, Timeout) ->
     Ref = make_ref(),
     Given = [A || A <- Args, is_pid(A)],
-    case camlbeam_nif:call(Worker, {call, Ref, Fun, Args, 10000}, Given) of
+    case camlbeam_nif:call(Worker, {call, Ref, Fun, Args, Timeout}, Given) of
         {answered, Answer} -> {here, Answer};
         ok -> receive {Ref, Answer} -> {queued, Answer} after 15000 -> ct:fail({no_answer, Fun, Args}) end
     end.

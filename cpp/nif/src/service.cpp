@@ -202,41 +202,6 @@ std::optional<ExportKey> export_key(ErlNifEnv* env, ERL_NIF_TERM fun) noexcept {
   return std::nullopt;
 }
 
-bool ExportTimes::is_short(const ExportKey& key) {
-  const std::lock_guard lock(mutex_);
-  const auto found = times_.find(key);
-  return found != times_.end() && !found->second.never && found->second.short_runs >= runs_to_trust;
-}
-
-ExportTimes::Times* ExportTimes::followed(const ExportKey& key) {
-  const auto found = times_.find(key);
-  if (found != times_.end()) return &found->second;
-  if (times_.size() >= max_exports) return nullptr;
-  return &times_.emplace(key, Times{}).first->second;
-}
-
-void ExportTimes::ran(const ExportKey& key, std::chrono::nanoseconds took) {
-  const std::lock_guard lock(mutex_);
-  Times* times = followed(key);
-  if (times == nullptr || times->never) return;
-  times->short_runs = took < short_run ? std::min(times->short_runs + 1, runs_to_trust) : 0;
-}
-
-bool ExportTimes::ran_on_scheduler(const ExportKey& key, std::chrono::nanoseconds took) {
-  if (took <= scheduler_budget) return false;
-  const std::lock_guard lock(mutex_);
-  if (const auto found = times_.find(key); found != times_.end()) {
-    found->second.short_runs = 0;
-    found->second.never = found->second.never || ++found->second.overruns >= overruns_to_distrust;
-  }
-  return true;
-}
-
-void ExportTimes::never_short(const ExportKey& key) {
-  const std::lock_guard lock(mutex_);
-  if (Times* times = followed(key)) times->never = true;
-}
-
 struct Service::Executor {
   Executor(Service& service, host::Runtime& runtime, std::size_t domain)
       : index(domain),
@@ -355,6 +320,7 @@ void Service::thread_main(std::promise<std::string>* started) noexcept {
   }
   runtime_ = &*runtime;
   first_ = &*executor;
+  read_declared_short();  // the exports of the code linked in
   {
     const std::lock_guard lock(mutex_);
     executors_.push_back(&*executor);
@@ -546,6 +512,8 @@ void Service::run(Executor& executor, Job& job) {
   }
 #endif
   const std::optional<ERL_NIF_TERM> reply = execute(executor, worker, env, job.request, job.ref, current);
+  // Loads run alone: no call is run, on a scheduler or a domain, while this reads.
+  if (job.load) read_declared_short();
   if (!reply) return;
   if (!loading.empty() && is_final_load_answer(env, *reply)) {
     OwnedEnv keep;
@@ -554,6 +522,39 @@ void Service::run(Executor& executor, Job& job) {
   }
   answer(job, job.ref, *reply);
   if (current.export_key) export_times_.ran(*current.export_key, std::chrono::steady_clock::now() - started);
+}
+
+void Service::read_declared_short() noexcept {
+#if OCAML_VERSION_MAJOR >= 5
+  try {
+    const value* declared = caml_named_value("camlbeam.declared_short");
+    if (declared == nullptr) return;
+    const value pairs = caml_callback_exn(*declared, Val_unit);
+    if (Is_exception_result(pairs)) return;
+    // Nothing below allocates on OCaml's heap: `pairs` stays where it is. The atoms exist
+    // already (the pool made them from the load's answer) and are the same in every
+    // environment. OTP 25 looks atoms up by Latin-1 text only: a name beyond ASCII is not
+    // declared here, and its calls are measured as any other's.
+    OwnedEnv env;
+    const auto atom = [&env](value text, ERL_NIF_TERM& out) {
+      const std::string_view chars(String_val(text), caml_string_length(text));
+      if (std::any_of(chars.begin(), chars.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; }))
+        return false;
+      return enif_make_existing_atom_len(env.get(), chars.data(), chars.size(), &out, ERL_NIF_LATIN1) != 0;
+    };
+    std::vector<ExportKey> keys;
+    for (value cell = pairs; cell != Val_emptylist; cell = Field(cell, 1)) {
+      const value pair = Field(cell, 0);
+      ExportKey key{0, 0};
+      // ("", Name): a call naming no module ({0, Name} in ExportKey).
+      const bool unqualified = caml_string_length(Field(pair, 0)) == 0;
+      if ((unqualified || atom(Field(pair, 0), key.first)) && atom(Field(pair, 1), key.second)) keys.push_back(key);
+    }
+    export_times_.declare_short(keys);
+  } catch (...) {
+    // No memory: the declarations are not read, and those exports are measured.
+  }
+#endif
 }
 
 std::optional<ERL_NIF_TERM> Service::execute(Executor& executor, const Worker& worker, ErlNifEnv* env,
@@ -697,10 +698,13 @@ std::optional<ERL_NIF_TERM> Service::run_here(ErlNifEnv* env, const std::shared_
   // The share of a scheduler's time slice (a millisecond, as the NIF docs count it) used.
   const auto percent = std::chrono::duration_cast<std::chrono::microseconds>(took).count() / 10;
   (void)enif_consume_timeslice(env, static_cast<int>(std::clamp<std::int64_t>(percent, 1, 100)));
-  if (export_times_.ran_on_scheduler(*key, took)) {
-    log(*worker, "OCaml worker: a call of an export that had run short took " +
+  const bool declared = export_times_.is_declared(*key);
+  if (export_times_.ran_on_scheduler(*key, took) == ExportTimes::Overrun::first) {
+    log(*worker, std::string("OCaml worker: a call of an export ") +
+                     (declared ? "declared short (Erl.export ~short:true)" : "that had run short") + " took " +
                      std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(took).count()) +
-                     " us on an Erlang scheduler; its calls run on the OCaml thread until they run short again");
+                     " us on an Erlang scheduler; its calls run on the OCaml thread until they run short again "
+                     "(logged once per export)");
   }
   if (!reply) reply = enif_make_tuple2(env, atoms_.error, enif_make_tuple2(env, atoms_.request_failed, make_binary(env, "no answer")));
   return reply;

@@ -4,6 +4,7 @@
 // them; answers go back by enif_send.
 #pragma once
 
+#include "export_times.hpp"
 #include "nif_env.hpp"
 #include "nif_terms.hpp"
 
@@ -88,52 +89,7 @@ enum class Withdrawal : std::uint8_t {
   none
 };
 
-// An export as a call names it: Function alone ({0, Function}) or {Module, Function}, both
-// atoms (immediate terms, the same in every environment).
-using ExportKey = std::pair<ERL_NIF_TERM, ERL_NIF_TERM>;
 std::optional<ExportKey> export_key(ErlNifEnv* env, ERL_NIF_TERM fun) noexcept;
-
-// Which exports are short enough to run on the scheduler that calls them (Service::run_here):
-// those whose last `runs_to_trust` runs each took less than `short_run`, from the request's
-// arguments to its answer. A run on a scheduler over `scheduler_budget` sends the export's
-// calls back to the OCaml thread until it has run short that many times again (wall-clock
-// time: the OS may have taken the thread away, or a major GC slice fallen into the call);
-// after `overruns_to_distrust` of them, or once it calls Erlang (Erl.call_erlang waits for a
-// process), it never runs on a scheduler again.
-class ExportTimes {
- public:
-  static constexpr std::uint32_t runs_to_trust = 8;
-  static constexpr std::chrono::microseconds short_run{50};
-  static constexpr std::chrono::microseconds scheduler_budget{1000};
-  static constexpr std::uint32_t overruns_to_distrust = 8;
-  // Exports followed at most: names beyond are never short.
-  static constexpr std::size_t max_exports = 4096;
-
-  bool is_short(const ExportKey& key);
-  // A run on the OCaml thread. Returns nothing to do.
-  void ran(const ExportKey& key, std::chrono::nanoseconds took);
-  // A run on a scheduler: whether it overran the budget (and the export's calls go to the
-  // OCaml thread again).
-  bool ran_on_scheduler(const ExportKey& key, std::chrono::nanoseconds took);
-  void never_short(const ExportKey& key);
-
- private:
-  struct Times {
-    std::uint32_t short_runs = 0;  // in a row
-    std::uint32_t overruns = 0;    // on a scheduler
-    bool never = false;
-  };
-  struct Hash {
-    std::size_t operator()(const ExportKey& key) const noexcept {
-      return std::hash<ERL_NIF_TERM>()(key.first) * 31 + std::hash<ERL_NIF_TERM>()(key.second);
-    }
-  };
-  // The export's entry, made if there is room (max_exports); the caller holds mutex_.
-  Times* followed(const ExportKey& key);
-
-  std::mutex mutex_;
-  std::unordered_map<ExportKey, Times, Hash> times_;
-};
 
 class Service {
  public:
@@ -235,6 +191,10 @@ class Service {
     ERL_NIF_TERM given;      // the pids its arguments give OCaml (a list)
     std::optional<ExportKey> export_key;  // a call's export, for ExportTimes
   };
+  // Reads which exports the plugins declare short (Erl's "camlbeam.declared_short") into
+  // export_times_; on a thread holding the runtime, after a load and at start.
+  void read_declared_short() noexcept;
+
   // The request running on the calling thread, if it runs one.
   static thread_local const Current* current_;
   // Runs a request on a thread holding the runtime, with `executor`'s host and contexts:
