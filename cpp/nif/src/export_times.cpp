@@ -11,6 +11,12 @@ bool ExportTimes::is_short(const ExportKey& key) {
   return found->second.short_runs >= runs_to_trust || (found->second.declared && !found->second.demoted);
 }
 
+bool ExportTimes::is_normal(const ExportKey& key) {
+  const std::lock_guard lock(mutex_);
+  const auto found = times_.find(key);
+  return found != times_.end() && !found->second.never && found->second.normal_runs >= runs_to_trust;
+}
+
 bool ExportTimes::is_declared(const ExportKey& key) {
   const std::lock_guard lock(mutex_);
   const auto found = times_.find(key);
@@ -30,6 +36,7 @@ void ExportTimes::ran(const ExportKey& key, std::chrono::nanoseconds took) {
   if (times == nullptr || times->never) return;
   const std::chrono::nanoseconds limit = times->declared ? declared_short_run : short_run;
   times->short_runs = took < limit ? std::min(times->short_runs + 1, runs_to_trust) : 0;
+  times->normal_runs = took < normal_run ? std::min(times->normal_runs + 1, runs_to_trust) : 0;
   // Trusted again by its runs: a later overrun is judged as any other's.
   if (times->short_runs >= runs_to_trust) times->demoted = false;
 }

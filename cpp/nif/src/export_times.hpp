@@ -28,12 +28,18 @@ using ExportKey = std::pair<ERL_NIF_TERM, ERL_NIF_TERM>;
 // for a declared export, a run under `declared_short_run` counts as short: it was never
 // promised to be under `short_run`); after `overruns_to_distrust` of them, or once it calls
 // Erlang (Erl.call_erlang waits for a process), it never runs on a scheduler again.
+//
+// Normal exports (OCaml 5): those whose last `runs_to_trust` runs each took less than
+// `normal_run`, wherever they ran; their calls run on a dirty CPU scheduler (Service::
+// run_here, dirty) when they are not short. A run over `normal_run` sends them back to the
+// OCaml thread until they have run under it that many times again; calling Erlang, for good.
 class ExportTimes {
  public:
   static constexpr std::uint32_t runs_to_trust = 8;
   static constexpr std::chrono::microseconds short_run{50};
   static constexpr std::chrono::microseconds declared_short_run{500};
   static constexpr std::chrono::microseconds scheduler_budget{1000};
+  static constexpr std::chrono::milliseconds normal_run{10};
   static constexpr std::uint32_t overruns_to_distrust = 8;
   // Exports followed at most: names beyond are never short.
   static constexpr std::size_t max_exports = 4096;
@@ -43,9 +49,10 @@ class ExportTimes {
   enum class Overrun : std::uint8_t { none, first, again };
 
   bool is_short(const ExportKey& key);
+  bool is_normal(const ExportKey& key);
   // Whether the plugin declared it short (for the log).
   bool is_declared(const ExportKey& key);
-  // A run on the OCaml thread.
+  // A run on the OCaml thread, or on a dirty scheduler.
   void ran(const ExportKey& key, std::chrono::nanoseconds took);
   // A run on a scheduler: past the budget, the export's calls go to the OCaml thread again.
   Overrun ran_on_scheduler(const ExportKey& key, std::chrono::nanoseconds took);
@@ -57,6 +64,7 @@ class ExportTimes {
  private:
   struct Times {
     std::uint32_t short_runs = 0;  // in a row
+    std::uint32_t normal_runs = 0; // in a row
     std::uint32_t overruns = 0;    // on a scheduler
     bool never = false;
     bool declared = false;         // Erl.export ~short:true

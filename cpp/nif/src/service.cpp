@@ -610,19 +610,21 @@ std::optional<ERL_NIF_TERM> Service::execute(Executor& executor, const Worker& w
 }
 
 std::optional<ERL_NIF_TERM> Service::run_here(ErlNifEnv* env, const std::shared_ptr<Worker>& worker,
-                                              ERL_NIF_TERM request, ERL_NIF_TERM given) {
+                                              ERL_NIF_TERM request, ERL_NIF_TERM given, bool dirty) {
 #if OCAML_VERSION_MAJOR < 5
   // OCaml 4.13 runs OCaml code on the system stack: a scheduler's is a fraction of the
   // OCaml thread's, and an export that recurses deep would answer Stack_overflow there
   // (or end the VM, without an alternate signal stack) where it succeeds on its thread.
-  (void)env, (void)worker, (void)request, (void)given;
+  (void)env, (void)worker, (void)request, (void)given, (void)dirty;
   return std::nullopt;
 #else
   int arity = 0;
   const ERL_NIF_TERM* elements = nullptr;
   if (!enif_get_tuple(env, request, &arity, &elements) || arity != 5) return std::nullopt;
   const std::optional<ExportKey> key = export_key(env, elements[2]);
-  if (!key || !export_times_.is_short(*key) || !is_small(env, elements[3])) return std::nullopt;
+  if (!key || !(export_times_.is_short(*key) || (dirty && export_times_.is_normal(*key))) ||
+      !is_small(env, elements[3]))
+    return std::nullopt;
   Executor& first = *first_;
   {
     const std::lock_guard lock(mutex_);
@@ -695,6 +697,25 @@ std::optional<ERL_NIF_TERM> Service::run_here(ErlNifEnv* env, const std::shared_
     }
     took = std::chrono::steady_clock::now() - started;
   }
+  {
+    // Its pool stopped it meanwhile: its caller is answered as a queued call's would be by
+    // the worker's DOWN (ocaml:stop/1 answers the calls in flight worker_crashed).
+    const std::lock_guard lock(mutex_);
+    if (worker->end_env) {
+      reply = enif_make_tuple2(env, atoms_.error,
+                               enif_make_tuple2(env, enif_make_atom(env, "worker_crashed"),
+                                                enif_make_copy(env, worker->end_reason)));
+    }
+  }
+  if (!reply) reply = enif_make_tuple2(env, atoms_.error, enif_make_tuple2(env, atoms_.request_failed, make_binary(env, "no answer")));
+  if (dirty) {
+    // A dirty scheduler has no time slice to account for, nor a millisecond to keep to: the
+    // run counts as one on the OCaml thread would (past normal_run, back to the queue).
+    calls_on_dirty_.fetch_add(1, std::memory_order_relaxed);
+    export_times_.ran(*key, took);
+    return reply;
+  }
+  calls_on_scheduler_.fetch_add(1, std::memory_order_relaxed);
   // The share of a scheduler's time slice (a millisecond, as the NIF docs count it) used.
   const auto percent = std::chrono::duration_cast<std::chrono::microseconds>(took).count() / 10;
   (void)enif_consume_timeslice(env, static_cast<int>(std::clamp<std::int64_t>(percent, 1, 100)));
@@ -703,11 +724,27 @@ std::optional<ERL_NIF_TERM> Service::run_here(ErlNifEnv* env, const std::shared_
     log(*worker, std::string("OCaml worker: a call of an export ") +
                      (declared ? "declared short (Erl.export ~short:true)" : "that had run short") + " took " +
                      std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(took).count()) +
-                     " us on an Erlang scheduler; its calls run on the OCaml thread until they run short again "
+                     " us on an Erlang scheduler; its calls run off the schedulers until they run short again "
                      "(logged once per export)");
   }
-  if (!reply) reply = enif_make_tuple2(env, atoms_.error, enif_make_tuple2(env, atoms_.request_failed, make_binary(env, "no answer")));
   return reply;
+#endif
+}
+
+bool Service::worth_a_dirty_run(ErlNifEnv* env, const Worker& worker, ERL_NIF_TERM request) {
+#if OCAML_VERSION_MAJOR < 5
+  // OCaml 4.13 would run the call on the dirty scheduler's small stack, where it catches no
+  // Stack_overflow (README.md, "The dirty-scheduler path").
+  (void)env, (void)worker, (void)request;
+  return false;
+#else
+  int arity = 0;
+  const ERL_NIF_TERM* elements = nullptr;
+  if (!enif_get_tuple(env, request, &arity, &elements) || arity != 5) return false;
+  const std::optional<ExportKey> key = export_key(env, elements[2]);
+  if (!key || !export_times_.is_normal(*key) || !is_small(env, elements[3])) return false;
+  const std::lock_guard lock(mutex_);
+  return idle_ && !borrowed_ && !loading_ && queue_.empty() && !worker.busy && !worker.closed.load();
 #endif
 }
 
@@ -762,12 +799,22 @@ Withdrawal Service::withdraw(ErlNifEnv* caller_env, const Worker& worker, ERL_NI
   return Withdrawal::cancelled;
 }
 
-void Service::close(const std::shared_ptr<Worker>& worker) {
+void Service::close(const std::shared_ptr<Worker>& worker, ErlNifEnv* reason_env, ERL_NIF_TERM reason) {
   // Freed after the lock: their callers learn of the worker's end from its process.
   std::deque<Job> dropped;
+  std::optional<OwnedEnv> end_env;
+  ERL_NIF_TERM end_reason = 0;
+  if (reason_env != nullptr) {
+    end_env.emplace();
+    end_reason = enif_make_copy(end_env->get(), reason);
+  }
   {
     const std::lock_guard lock(mutex_);
     worker->closed.store(true);
+    if (end_env && !worker->end_env) {
+      worker->end_env = std::move(end_env);
+      worker->end_reason = end_reason;
+    }
     for (auto job = queue_.begin(); job != queue_.end();) {
       if (job->worker == worker) {
         worker->in_service.fetch_sub(1);

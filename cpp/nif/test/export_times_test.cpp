@@ -77,6 +77,20 @@ TEST(ExportTimes, MeasuredOverrunsAreLoggedOnceAndEndInDistrust) {
   EXPECT_FALSE(times.is_short(echo));
 }
 
+TEST(ExportTimes, NormalAfterEnoughRunsUnderTheNormalRun) {
+  ExportTimes times;
+  for (std::uint32_t run = 0; run < ExportTimes::runs_to_trust; ++run) times.ran(busy, 2ms);
+  EXPECT_TRUE(times.is_normal(busy));
+  EXPECT_FALSE(times.is_short(busy));
+  // One run past it (a call cancelled at its deadline, say): back to the OCaml thread.
+  times.ran(busy, 20ms);
+  EXPECT_FALSE(times.is_normal(busy));
+  for (std::uint32_t run = 0; run < ExportTimes::runs_to_trust; ++run) times.ran(busy, 2ms);
+  EXPECT_TRUE(times.is_normal(busy));
+  times.never_short(busy);
+  EXPECT_FALSE(times.is_normal(busy));
+}
+
 TEST(ExportTimes, CallingErlangIsNeverShortEvenDeclared) {
   ExportTimes times;
   times.declare_short({echo});
