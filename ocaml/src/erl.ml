@@ -344,6 +344,7 @@ module Private = struct
   let loading = loading
   let take_new_exports = take_new_exports
   let discard_new_exports = discard_new_exports
+  let declared_short = declared_short
   let dispatch = dispatch
   let dispatch_qualified = dispatch_qualified
 end

@@ -231,6 +231,13 @@ module Private : sig
       module whole): what the answer to a load (or to a static worker's
       hello) carries to the pool, as {!take_new_atoms} does the atoms. *)
 
+  val declared_short : unit -> (string * string) list
+  (** The exports declared short ([export ~short:true]) as [(module, name)],
+      and [("", name)] when every module that exports [name] declares it
+      short (for calls that do not name their module), in no order. The [nif]
+      transport reads it after each load, through the callback
+      ["camlbeam.declared_short"]. *)
+
   val discard_new_exports : unit -> unit
   (** Forgets which modules changed since the last {!take_new_exports}:
       those of a plugin that failed to load, whose pool does not keep it
