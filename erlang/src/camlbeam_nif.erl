@@ -11,18 +11,21 @@
 %% loaded with `code:load_file/1' keeps the running runtime and its workers.
 -module(camlbeam_nif).
 
--export([runtime_info/0, new_worker/6, request/3, call/3, cancel/2, close/1, erl_reply/2, queued/1, handles/0]).
+-export([runtime_info/0, new_worker/6, request/3, call/3, cancel/2, close/2, erl_reply/2, queued/1, handles/0]).
 -export_type([worker/0, runtime_info/0, handle_counts/0]).
 -on_load(init/0).
 
--nifs([runtime_info/0, new_worker/6, request/3, call/3, cancel/2, close/1, erl_reply/2, queued/1, handles/0]).
+-nifs([runtime_info/0, new_worker/6, request/3, call/3, cancel/2, close/2, erl_reply/2, queued/1, handles/0]).
 
 -opaque worker() :: reference().
 %% A worker's handle on the runtime (a NIF resource).
 
--type runtime_info() :: #{ocaml_version := binary(), flavour := native, domains := pos_integer()}.
+-type runtime_info() :: #{ocaml_version := binary(), flavour := native, domains := pos_integer(),
+                          calls_on_scheduler := non_neg_integer(), calls_on_dirty := non_neg_integer()}.
 %% `domains': how many of the runtime's domains run calls (OCaml 5: one per scheduler, at
-%% most 16; OCaml 4: one thread).
+%% most 16; OCaml 4: one thread). `calls_on_scheduler', `calls_on_dirty': the calls the
+%% NIF answered itself since the runtime started, on the scheduler that made them (short
+%% exports) or on a dirty CPU scheduler (normal ones); OCaml 5 only, zeros under 4.13.
 
 -type handle_counts() :: #{live := non_neg_integer(), unreleased := non_neg_integer()}.
 %% `live': the resource objects of OCaml handles ({@link ocaml:ref()}) the VM
@@ -134,8 +137,9 @@ request(_Worker, _Request, _GivenPids) ->
     erlang:nif_error(nif_not_loaded).
 
 %% @doc A call (`{call, Ref, Fun, Args, Timeout}'), run at once on the
-%% calling scheduler under OCaml 5 when its export has always run short and
-%% its arguments are small (`{answered, Answer}'), else queued (`ok'), its
+%% calling scheduler under OCaml 5 when its export has always run short (or is
+%% declared short) and its arguments are small, or on a dirty CPU scheduler when
+%% its export is normal (`{answered, Answer}' either way), else queued (`ok'), its
 %% answer coming straight to the calling process as `{Ref, Answer}'; the
 %% caller counts it out, and withdraws it with {@link cancel/2} when it gives
 %% up.
@@ -153,9 +157,12 @@ call(_Worker, _Request, _GivenPids) ->
 cancel(_Worker, _Ref) ->
     erlang:nif_error(nif_not_loaded).
 
-%% @doc The worker takes no more requests; those waiting are dropped.
--spec close(worker()) -> ok.
-close(_Worker) ->
+%% @doc The worker takes no more requests; those waiting are dropped. A call
+%% the NIF itself runs meanwhile (on a scheduler, dirty or not) is answered
+%% `{error, {worker_crashed, Reason}}', as its caller would have been told by the
+%% worker's `DOWN' had it been queued.
+-spec close(worker(), term()) -> ok.
+close(_Worker, _Reason) ->
     erlang:nif_error(nif_not_loaded).
 
 %% @doc The answer to `{camlbeam_erl_call, Id, _}': `{ok, Value}' or

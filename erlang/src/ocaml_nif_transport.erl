@@ -21,9 +21,13 @@
 %% same module.</li>
 %% <li>Requests of every pool run one at a time on one thread (`pool_size'
 %% spreads queueing, not work). Under OCaml 5 a call of an export that has
-%% always run short (under 50 microseconds) runs on the scheduler that makes
-%% it when that thread is idle, with no copy and no message: a run there over
-%% a millisecond sends the export's calls back to the thread
+%% always run short (under 50 microseconds), or that its plugin declared short
+%% (`Erl.export ~short:true', from the first call), runs on the scheduler that
+%% makes it when that thread is idle, with no copy and no message: a run there
+%% over a millisecond sends the export's calls off the scheduler, and is
+%% logged once. A call of a normal export (its runs under 10 ms) runs likewise
+%% on a dirty CPU scheduler; its caller, blocked in the NIF, gets
+%% `{error, timeout}' at the export's next poll point past its deadline
 %% (`cpp/nif/README.md').</li>
 %% <li>A request that ignores its deadline (a loop in C, signals blocked)
 %% cannot be ended: the VM cannot be restarted around it. Its callers get
@@ -78,9 +82,10 @@ start_link(Pool, Id) ->
 
 %% @doc Runs `{call, Ref, {Module, Function}, Args, Deadline}', the name
 %% qualified among the pool's exports ({@link qualify/2}), at once on this
-%% scheduler when its export is short (under OCaml 5: `cpp/nif/README.md'),
-%% else queues it on the worker's handle; a name the pool does not export is
-%% answered here. `Ref' is a plain reference: the library's withdrawal
+%% scheduler when its export is short, or on a dirty CPU scheduler when it is
+%% normal (under OCaml 5: `cpp/nif/README.md'), else queues it on the worker's
+%% handle; a name the pool does not export is answered here. `Ref' is a plain
+%% reference: the library's withdrawal
 %% ({@link cancel/2}) keeps a late answer out of the mailbox. The worker's
 %% process is monitored only once the call is queued (the monitor's signals
 %% would wake it twice for a call that never needs it): one that ended

@@ -206,8 +206,8 @@ handle_info(_Info, State) ->
     {noreply, State}.
 
 -spec terminate(term(), #state{}) -> ok.
-terminate(_Reason, #state{handle = #ocaml_nif{worker = Worker}}) ->
-    camlbeam_nif:close(Worker);
+terminate(Reason, #state{handle = #ocaml_nif{worker = Worker}}) ->
+    camlbeam_nif:close(Worker, Reason);
 terminate(_Reason, _State) ->
     ok.
 

@@ -15,7 +15,11 @@
          options_that_do_not_apply/1, short_calls_run_where_they_are_made/1,
          calls_that_overrun_go_back_to_the_ocaml_thread/1, exports_that_call_erlang_stay_on_the_ocaml_thread/1,
          workers_run_at_once_on_domains/1, a_workers_calls_run_one_at_a_time/1, deadlines_on_every_domain/1,
-         backtraces_on_every_domain/1, erlang_calls_from_every_domain/1, domains_as_the_application_says/1]).
+         backtraces_on_every_domain/1, erlang_calls_from_every_domain/1, domains_as_the_application_says/1,
+         declared_short_exports_run_where_they_are_made/1, declared_short_overruns_are_demoted_and_logged_once/1,
+         declared_short_calls_end_at_their_deadline/1, normal_exports_run_on_dirty_schedulers/1,
+         dirty_calls_end_at_their_deadline/1, exports_that_call_erlang_leave_the_dirty_schedulers/1,
+         a_dirty_call_when_its_pool_stops/1]).
 %% Called by the placement plugin through Erl.call_erlang; run in a peer VM.
 -export([meet_in_erlang/2, domains_in_peer/1]).
 
@@ -27,7 +31,11 @@ all() ->
      options_that_do_not_apply, short_calls_run_where_they_are_made,
      calls_that_overrun_go_back_to_the_ocaml_thread, exports_that_call_erlang_stay_on_the_ocaml_thread,
      workers_run_at_once_on_domains, a_workers_calls_run_one_at_a_time, deadlines_on_every_domain,
-     backtraces_on_every_domain, erlang_calls_from_every_domain, domains_as_the_application_says].
+     backtraces_on_every_domain, erlang_calls_from_every_domain, domains_as_the_application_says,
+     declared_short_exports_run_where_they_are_made, declared_short_overruns_are_demoted_and_logged_once,
+     declared_short_calls_end_at_their_deadline, normal_exports_run_on_dirty_schedulers,
+     dirty_calls_end_at_their_deadline, exports_that_call_erlang_leave_the_dirty_schedulers,
+     a_dirty_call_when_its_pool_stops].
 
 init_per_suite(Config) ->
     Config1 = ?LIB:init_per_suite(Config),
@@ -64,7 +72,10 @@ upgrade_keeps_the_runtime(Config) ->
     %% No process runs the old code: nothing is killed.
     ?assertNot(code:purge(camlbeam_nif)),
     ?assertNot(erlang:check_old_code(camlbeam_nif)),
-    ?assertEqual({ok, Info}, camlbeam_nif:runtime_info()),
+    %% The same runtime (its counters of calls answered by the NIF go on).
+    Counters = [calls_on_scheduler, calls_on_dirty],
+    {ok, After} = camlbeam_nif:runtime_info(),
+    ?assertEqual(maps:without(Counters, Info), maps:without(Counters, After)),
     ?assertEqual(Workers, [Pid || #{pid := Pid} <- ocaml:workers(Pool)]),
     [?assertEqual({ok, N}, ocaml:call(Pool, add, [N, 0])) || N <- lists:seq(1, 20)],
     %% A new pool after the upgrade shares the same runtime and plugin.
@@ -182,7 +193,8 @@ short_calls_run_where_they_are_made(Config) ->
     end.
 
 %% A call run on a scheduler that takes longer than a millisecond sends its export's
-%% calls back to the OCaml thread, until it has run short 8 times again. A
+%% calls off the scheduler (to a dirty one, its runs being under 10 ms), until it has
+%% run short 8 times again. A
 %% Stack_overflow there is an answer, as on the OCaml thread.
 calls_that_overrun_go_back_to_the_ocaml_thread(Config) ->
     {_Pool, Worker} = placement_pool(Config, #{}),
@@ -197,25 +209,168 @@ calls_that_overrun_go_back_to_the_ocaml_thread(Config) ->
             _ = queued_until_here(Worker, placed_depth, [10]),
             {here, Overflow} = placed(Worker, placed_depth, [1 bsl 40]),
             ?assertMatch({error, {ocaml_exception, <<"Stack_overflow">>, _, _}}, Overflow),
-            ?assertEqual({queued, {ok, 10}}, placed(Worker, placed_depth, [10]))
+            %% Off the scheduler: its runs were under 10 ms, a dirty scheduler takes it.
+            ?assertEqual({dirty, {ok, 10}}, placed(Worker, placed_depth, [10]))
     end.
 
 %% Erl.call_erlang waits for an Erlang process: an export that called it once never
 %% runs on a scheduler again, and one that runs there when it first calls it gets
 %% Failure (an Erlang call cannot be waited for on a scheduler) and is sent back too.
 exports_that_call_erlang_stay_on_the_ocaml_thread(Config) ->
+    erlang_calls_leave(Config, here, placed_ask_erlang).
+
+%% Where the calls of Fun run until one calls Erlang there: after it, on the OCaml
+%% thread for good, where Erl.call_erlang works.
+erlang_calls_leave(Config, Where, Fun) ->
     {_Pool, Worker} = placement_pool(Config, #{policy => #{erl_call => [{erlang, abs}]}}),
     case on_schedulers() of
         false ->
-            ?assertEqual({queued, {ok, {ok, 7}}}, placed(Worker, placed_ask_erlang, [-7]));
+            ?assertEqual({queued, {ok, {ok, 7}}}, placed(Worker, Fun, [-7]));
         true ->
-            _ = queued_until_here(Worker, placed_ask_erlang, [0]),
-            {here, Refused} = placed(Worker, placed_ask_erlang, [-7]),
+            _ = queued_until(Where, Worker, Fun, [0]),
+            {Where, Refused} = placed(Worker, Fun, [-7]),
             {error, {ocaml_exception, <<"Failure">>, Message, _}} = Refused,
             ?assertMatch({match, _}, re:run(Message, "Erl.call_erlang from a call run on an Erlang scheduler")),
-            ?assertEqual(lists:duplicate(20, {queued, {ok, 0}}),
-                         [placed(Worker, placed_ask_erlang, [0]) || _ <- lists:seq(1, 20)]),
-            ?assertEqual({queued, {ok, {ok, 7}}}, placed(Worker, placed_ask_erlang, [-7]))
+            ?assertEqual(lists:duplicate(10, {queued, {ok, 0}}), [placed(Worker, Fun, [0]) || _ <- lists:seq(1, 10)]),
+            ?assertEqual({queued, {ok, {ok, 7}}}, placed(Worker, Fun, [-7]))
+    end.
+
+%% Under OCaml 5 an export the plugin declared short (Erl.export ~short:true) runs on
+%% the scheduler that calls it from its first call, with small arguments, when the OCaml
+%% thread has nothing to do; its exceptions are answers there as on the OCaml thread.
+%% Under OCaml 4.13 it is queued as any other (cpp/nif/README.md says why).
+declared_short_exports_run_where_they_are_made(Config) ->
+    {Pool, Worker} = placement_pool(Config, #{}),
+    case on_schedulers() of
+        false ->
+            ?assertEqual({queued, {ok, 1}}, placed(Worker, placed_declared_echo, [1]));
+        true ->
+            %% The OCaml thread may still be tidying up after the pool's load.
+            timer:sleep(50),
+            ?assertEqual({here, {ok, 1}}, placed(Worker, placed_declared_echo, [1])),
+            ?assertEqual({here, {ok, {x, 2}}}, placed(Worker, {camlbeam_placement, placed_declared_echo}, [{x, 2}])),
+            %% An export that does not say so is measured first.
+            ?assertEqual({queued, {ok, 0}}, placed(Worker, placed_spin, [0])),
+            {here, Raised} = placed(Worker, placed_declared_raise, []),
+            ?assertMatch({error, {ocaml_exception, <<"Failure">>, <<"Failure(\"raised on a scheduler\")">>, _}}, Raised),
+            ?assertEqual({ok, [1.5]}, ocaml:call(Pool, placed_declared_echo, [[1.5]])),
+            receive Unexpected -> ct:fail({left_in_mailbox, Unexpected}) after 100 -> ok end
+    end.
+
+%% A declared-short call that takes over a millisecond on a scheduler is answered, sends
+%% the export's calls off the scheduler until they run short again (to the OCaml thread,
+%% or a dirty scheduler once its runs have been under 10 ms), and is logged once for the
+%% export, however many times it overruns.
+declared_short_overruns_are_demoted_and_logged_once(Config) ->
+    {_Pool, Worker} = placement_pool(Config, #{}),
+    case on_schedulers() of
+        false ->
+            ?assertEqual({queued, {ok, 5}}, placed(Worker, placed_declared_busy, [5]));
+        true ->
+            Collector = ?LIB:add_log_collector(),
+            try
+                timer:sleep(50),
+                ?assertEqual({here, {ok, 5}}, placed(Worker, placed_declared_busy, [5])),
+                ?assertEqual({queued, {ok, 0}}, placed(Worker, placed_declared_busy, [0])),
+                _ = ?LIB:logged(fun(#{level := warning} = Event) -> ?LIB:mentions(Event, ["declared short"]);
+                                   (_) -> false
+                                end, 5000),
+                ?assert(queued_until_here(Worker, placed_declared_busy, [0]) >= 7),
+                ?assertEqual({here, {ok, 5}}, placed(Worker, placed_declared_busy, [5])),
+                %% Its runs on the OCaml thread were under 10 ms: a dirty scheduler takes it.
+                ?assertEqual({dirty, {ok, 0}}, placed(Worker, placed_declared_busy, [0])),
+                receive
+                    {logged, #{level := warning} = Again} ->
+                        ?assertNot(?LIB:mentions(Again, ["declared short"]))
+                after 300 -> ok
+                end
+            after
+                ?LIB:remove_log_collector(Collector)
+            end
+    end.
+
+%% A call run on a scheduler still ends at its deadline: the export is interrupted at
+%% its next poll point and the caller gets {error, timeout} on time, from the NIF.
+declared_short_calls_end_at_their_deadline(Config) ->
+    {_Pool, Worker} = placement_pool(Config, #{}),
+    %% Once the OCaml thread is idle (a call of it has run here), under OCaml 5.
+    _ = on_schedulers() andalso queued_until_here(Worker, placed_declared_late, [0]) >= 0,
+    Started = erlang:monotonic_time(millisecond),
+    {Where, Answer} = placed(Worker, placed_declared_late, [2000], 20),
+    Took = erlang:monotonic_time(millisecond) - Started,
+    ?assertEqual({error, timeout}, Answer),
+    ?assert(Took < 500),
+    case on_schedulers() of
+        true -> ?assertEqual(here, Where);
+        false -> ?assertEqual(queued, Where)
+    end.
+
+%% Under OCaml 5 a call of a normal export (its last 8 runs each under 10 ms, not
+%% short), with small arguments, runs on a dirty CPU scheduler when the OCaml thread has
+%% nothing to do: the NIF reschedules itself there and returns the answer. Its exceptions
+%% are answers there too. Under OCaml 4.13 every such call is queued.
+normal_exports_run_on_dirty_schedulers(Config) ->
+    {_Pool, Worker} = placement_pool(Config, #{}),
+    case on_schedulers() of
+        false ->
+            ?assertEqual(lists:duplicate(10, {queued, {ok, 2}}),
+                         [placed(Worker, placed_normal, [2]) || _ <- lists:seq(1, 10)]),
+            ?assertMatch({ok, #{calls_on_dirty := 0}}, camlbeam_nif:runtime_info());
+        true ->
+            ?assert(queued_until(dirty, Worker, placed_normal, [2]) >= 8),
+            %% Most of them there: on this shared machine a run may take over 10 ms (the
+            %% OS took the core away) and send the next few back to the OCaml thread.
+            Placed = [placed(Worker, placed_normal, [2]) || _ <- lists:seq(1, 5)],
+            ?assertEqual(lists:duplicate(5, {ok, 2}), [Answer || {_, Answer} <- Placed]),
+            length([dirty || {dirty, _} <- Placed]) >= 3 orelse ct:fail({mostly_elsewhere, Placed}),
+            {dirty, Raised} = placed(Worker, placed_normal, [-1]),
+            ?assertMatch({error, {ocaml_exception, <<"Failure">>, <<"Failure(\"raised on a dirty scheduler\")">>, _}},
+                         Raised),
+            %% Arguments too large to convert there are queued all the same.
+            Long = lists:seq(1, 10000),
+            ?assertMatch({queued, {error, {badarg, _}}}, placed(Worker, placed_normal, [Long]))
+    end.
+
+%% A call run on a dirty scheduler still ends at its deadline: the export is interrupted
+%% at its next poll point and the caller, blocked in the NIF, gets {error, timeout} on
+%% time. The run past 10 ms sends the export's calls back to the OCaml thread.
+dirty_calls_end_at_their_deadline(Config) ->
+    {_Pool, Worker} = placement_pool(Config, #{}),
+    case on_schedulers() of
+        false ->
+            ok;
+        true ->
+            _ = queued_until(dirty, Worker, placed_normal, [1]),
+            Started = erlang:monotonic_time(millisecond),
+            ?assertEqual({dirty, {error, timeout}}, placed(Worker, placed_normal, [2000], 30)),
+            ?assert(erlang:monotonic_time(millisecond) - Started < 500),
+            ?assertEqual({queued, {ok, 1}}, placed(Worker, placed_normal, [1]))
+    end.
+
+%% Erl.call_erlang cannot wait for a process on a dirty scheduler either: the call that
+%% makes it there gets Failure, and the export's calls are queued for good.
+exports_that_call_erlang_leave_the_dirty_schedulers(Config) ->
+    erlang_calls_leave(Config, dirty, placed_normal_asks_erlang).
+
+%% A call running on a dirty scheduler when its pool stops is answered as a queued one
+%% is, by its worker's end: {error, {worker_crashed, shutdown}}, not its late result.
+a_dirty_call_when_its_pool_stops(Config) ->
+    {ok, Pool} = ocaml:start(?LIB:pool_options(Config, #{plugins => [?LIB:plugin(Config, "camlbeam_placement")]})),
+    [Worker] = [W || #camlbeam_worker{handle = #ocaml_nif{worker = W}} <- camlbeam_registry:workers(Pool)],
+    Dirty = case on_schedulers() of
+                true -> _ = queued_until(dirty, Worker, {camlbeam_placement, placed_normal}, [1]), dirty_calls();
+                false -> 0
+            end,
+    Self = self(),
+    Caller = spawn_link(fun() -> Self ! {self(), ocaml:call(Pool, placed_normal, [300], 5000)} end),
+    timer:sleep(100),
+    ok = ocaml:stop(Pool),
+    receive {Caller, Answer} -> ?assertEqual({error, {worker_crashed, shutdown}}, Answer)
+    after 5000 -> ct:fail(no_answer)
+    end,
+    case on_schedulers() of
+        true -> ?assertEqual(Dirty + 1, dirty_calls());
+        false -> ok
     end.
 
 %% Under OCaml 5 the runtime has a domain per scheduler (at most 16), and the calls of
@@ -344,15 +499,20 @@ timed(Worker, Fun, Args, Timeout) ->
 
 %% How many calls were queued before one ran here (at most 500 calls).
 queued_until_here(Worker, Fun, Args) ->
-    queued_until_here(Worker, Fun, Args, 0).
+    queued_until(here, Worker, Fun, Args).
 
-queued_until_here(Worker, Fun, Args, Queued) when Queued < 500 ->
+%% Calls until one runs Where (here: on the calling scheduler; dirty: on a dirty one); how
+%% many ran elsewhere before it.
+queued_until(Where, Worker, Fun, Args) ->
+    queued_until(Where, Worker, Fun, Args, 0).
+
+queued_until(Where, Worker, Fun, Args, Elsewhere) when Elsewhere < 500 ->
     case placed(Worker, Fun, Args) of
-        {here, _} -> Queued;
-        {queued, _} -> queued_until_here(Worker, Fun, Args, Queued + 1)
+        {Where, _} -> Elsewhere;
+        {_, _} -> queued_until(Where, Worker, Fun, Args, Elsewhere + 1)
     end;
-queued_until_here(_Worker, Fun, Args, Queued) ->
-    ct:fail({never_here, Fun, Args, Queued}).
+queued_until(Where, _Worker, Fun, Args, Elsewhere) ->
+    ct:fail({never, Where, Fun, Args, Elsewhere}).
 
 flush(Message) ->
     receive Message -> flush(Message) after 0 -> ok end.
@@ -374,12 +534,25 @@ whereis_pool(Pool) -> whereis(Pool).
 
 %% Where camlbeam_nif:call/3 ran a call, and its answer.
 placed(Worker, Fun, Args) ->
+    placed(Worker, Fun, Args, 10000).
+
+placed(Worker, Fun, Args, Timeout) ->
     Ref = make_ref(),
     Given = [A || A <- Args, is_pid(A)],
-    case camlbeam_nif:call(Worker, {call, Ref, Fun, Args, 10000}, Given) of
-        {answered, Answer} -> {here, Answer};
+    Dirty = dirty_calls(),
+    case camlbeam_nif:call(Worker, {call, Ref, Fun, Args, Timeout}, Given) of
+        {answered, Answer} ->
+            %% This suite's calls are made one at a time: a dirty call counted meanwhile is this one.
+            case dirty_calls() of
+                Dirty -> {here, Answer};
+                _ -> {dirty, Answer}
+            end;
         ok -> receive {Ref, Answer} -> {queued, Answer} after 15000 -> ct:fail({no_answer, Fun, Args}) end
     end.
+
+dirty_calls() ->
+    {ok, #{calls_on_dirty := Calls}} = camlbeam_nif:runtime_info(),
+    Calls.
 
 on_schedulers() ->
     {ok, #{ocaml_version := Version}} = camlbeam_nif:runtime_info(),

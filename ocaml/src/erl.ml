@@ -12,7 +12,8 @@ type export_info = { module_ : string; name : string; arity : int option; signat
    functions. *)
 type origin = Linked | Loaded of int
 
-type export = { info : export_info; call : Term.t list -> (Term.t, Conv.error) result }
+(* [short]: the plugin declared every call of it short ([Erl.export ~short:true]). *)
+type export = { info : export_info; short : bool; call : Term.t list -> (Term.t, Conv.error) result }
 type module_exports = { origin : origin; functions : (string, export) Hashtbl.t }
 
 let modules : (string, module_exports) Hashtbl.t = Hashtbl.create 16
@@ -61,7 +62,7 @@ let index (export : export) =
   Hashtbl.replace by_name export.info.name (List.merge by_module [ export ] others)
 
 (* Checks everything before it changes anything, as the callers rely on. *)
-let register who ?module_ name ~arity ~signature call =
+let register who ?module_ ?(short = false) name ~arity ~signature call =
   let loading = !loading_now in
   let named = Option.is_some module_ in
   let module_ = Option.value module_ ~default:loading.default_module in
@@ -87,7 +88,7 @@ let register who ?module_ name ~arity ~signature call =
       Printf.eprintf "camlbeam: warning: %s:%s exported twice; the later export replaces the earlier\n%!"
         module_ name
   | None -> ());
-  let export = { info = { module_; name; arity; signature }; call } in
+  let export = { info = { module_; name; arity; signature }; short; call } in
   Hashtbl.replace exports.functions name export;
   index export;
   if not (List.mem module_ !touched) then touched := module_ :: !touched
@@ -108,6 +109,16 @@ let take_new_exports () =
   List.concat_map (fun name -> Option.fold ~none:[] ~some:infos_of (Hashtbl.find_opt modules name)) fresh
 
 let discard_new_exports () = touched := []
+
+(* The exports declared short, as (module, name); ("", name) too when every module that
+   exports [name] declares it short, for the calls that do not name their module. *)
+let declared_short () =
+  Hashtbl.fold
+    (fun name (exports : export list) acc ->
+      let qualified = List.filter_map (fun (e : export) -> if e.short then Some (e.info.module_, name) else None) exports in
+      if qualified <> [] && List.length qualified = List.length exports then ("", name) :: qualified @ acc
+      else qualified @ acc)
+    by_name []
 
 (* Atoms. Every atom declared in this process, and how many of them (in declaration order)
    have been handed to a load or hello answer already: the rest are new. *)
@@ -159,15 +170,15 @@ let discard_new_atoms () =
   new_count := 0
 
 (* The atoms, the name and the module are checked before any takes effect. *)
-let export ?module_ ?(atoms = []) name fn f =
+let export ?module_ ?(atoms = []) ?short name fn f =
   check_atom_texts "Erl.export" atoms;
-  register "Erl.export" ?module_ name ~arity:(Some (Conv.arity fn)) ~signature:(Conv.signature fn)
+  register "Erl.export" ?module_ ?short name ~arity:(Some (Conv.arity fn)) ~signature:(Conv.signature fn)
     (Conv.apply fn f);
   add_atoms atoms
 
-let export_raw ?module_ ?(atoms = []) name f =
+let export_raw ?module_ ?(atoms = []) ?short name f =
   check_atom_texts "Erl.export_raw" atoms;
-  register "Erl.export" ?module_ name ~arity:None ~signature:"fun((...) -> term())" (fun args -> Ok (f args));
+  register "Erl.export" ?module_ ?short name ~arity:None ~signature:"fun((...) -> term())" (fun args -> Ok (f args));
   add_atoms atoms
 
 exception Cancelled
@@ -333,6 +344,7 @@ module Private = struct
   let loading = loading
   let take_new_exports = take_new_exports
   let discard_new_exports = discard_new_exports
+  let declared_short = declared_short
   let dispatch = dispatch
   let dispatch_qualified = dispatch_qualified
 end
@@ -348,4 +360,7 @@ let () =
   Callback.register "camlbeam.context_slots" slots;
   (* The nif transport runs a handle's on_down through it (cpp/nif/src/handles.cpp). *)
   Callback.register "camlbeam.handle_down" Term.Handle.monitor_down;
+  (* The nif transport reads it after each load: the calls it may run on the calling
+     scheduler from the first (cpp/nif/src/service.cpp). *)
+  Callback.register "camlbeam.declared_short" declared_short;
   Callback.register_exception "camlbeam.cancelled" Cancelled

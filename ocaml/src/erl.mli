@@ -37,7 +37,7 @@ module Conv = Conv
     module from the same plugin replaces the earlier function and prints a
     warning on stderr (most likely a mistake). *)
 
-val export : ?module_:string -> ?atoms:string list -> string -> 'f Conv.fn -> 'f -> unit
+val export : ?module_:string -> ?atoms:string list -> ?short:bool -> string -> 'f Conv.fn -> 'f -> unit
 (** [export name fn f] makes [f], whose arguments and result [fn]
     describes, callable from Erlang as [name], in the module [module_]
     (by default the plugin's, above). To give every export of a plugin the
@@ -52,9 +52,19 @@ val export : ?module_:string -> ?atoms:string list -> string -> 'f Conv.fn -> 'f
     and module become atoms too, created by the pool like declared ones.
     @raise Invalid_argument if [name], the module or one of [atoms] cannot
     be an atom (not UTF-8, or longer than 255 characters); nothing is
-    exported or declared then. *)
+    exported or declared then.
 
-val export_raw : ?module_:string -> ?atoms:string list -> string -> (Term.t list -> Term.t) -> unit
+    [~short:true] declares that every call of [f] is short: well under a
+    millisecond, with no {!call_erlang}. Under OCaml 5 the [nif] transport
+    then runs its calls with small arguments on the Erlang scheduler that
+    makes them from the first call, rather than only once it has measured
+    them short ([docs/plugins.md]); a call there that takes over a millisecond
+    sends the export's calls back to the OCaml threads, and is logged once.
+    The other transports, and the [nif] under OCaml 4.13, ignore it. Default
+    [false]. *)
+
+val export_raw :
+  ?module_:string -> ?atoms:string list -> ?short:bool -> string -> (Term.t list -> Term.t) -> unit
 (** [export_raw name f] exports [f], which gets the argument terms as they
     are and returns the result term, whatever their number: its arity is
     not checked, and is listed as any. Otherwise as {!export}. *)
@@ -220,6 +230,13 @@ module Private : sig
       call (all of the module's, so that the pool replaces its list of that
       module whole): what the answer to a load (or to a static worker's
       hello) carries to the pool, as {!take_new_atoms} does the atoms. *)
+
+  val declared_short : unit -> (string * string) list
+  (** The exports declared short ([export ~short:true]) as [(module, name)],
+      and [("", name)] when every module that exports [name] declares it
+      short (for calls that do not name their module), in no order. The [nif]
+      transport reads it after each load, through the callback
+      ["camlbeam.declared_short"]. *)
 
   val discard_new_exports : unit -> unit
   (** Forgets which modules changed since the last {!take_new_exports}:

@@ -136,6 +136,24 @@ let qualified m f = Term.Tuple [| Atom m; Atom f |]
 (* Exports in modules: a name unique across modules is called alone, a shared one is
    ambiguous unless the call names the module, and a new version of a plugin replaces its
    module's exports whole. *)
+(* What the nif transport reads after a load: the exports declared short. *)
+let test_declared_short () =
+  let declared () =
+    List.sort compare (List.filter (fun (m, _) -> m = "quick" || m = "") (Private.declared_short ()))
+  in
+  export ~module_:"quick" ~short:true "twice" Conv.(nullary int) (fun () -> 1);
+  export_raw ~module_:"quick" ~short:true "only_quick" (fun _ -> Term.Int 1);
+  export ~module_:"slow" "twice" Conv.(nullary int) (fun () -> 2);
+  Alcotest.(check (list (pair string string)))
+    "by module, and by name alone where every module declares it"
+    [ ("", "only_quick"); ("quick", "only_quick"); ("quick", "twice") ]
+    (declared ());
+  (* A new version of the module that does not declare them takes them back. *)
+  Private.loading ~file:"/plugins/quick.cmxs" (fun () ->
+      export ~module_:"quick" "twice" Conv.(nullary int) (fun () -> 3));
+  Alcotest.(check (list (pair string string))) "undeclared by the new version" [] (declared ());
+  ignore (Private.take_new_exports ())
+
 let test_modules () =
   ignore (Private.take_new_exports ());
   export ~module_:"alpha" "shared" Conv.(int @-> returning int) (fun n -> n + 1);
@@ -312,6 +330,7 @@ let tests =
         Alcotest.test_case "Out_of_memory" `Quick test_out_of_memory;
         Alcotest.test_case "registry" `Quick test_registry;
         Alcotest.test_case "modules" `Quick test_modules;
+        Alcotest.test_case "declared short" `Quick test_declared_short;
         Alcotest.test_case "transport" `Quick test_transport;
         Alcotest.test_case "context per thread" `Quick test_context_per_thread;
         Alcotest.test_case "declared atoms" `Quick test_atoms;

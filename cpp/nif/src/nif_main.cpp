@@ -1,6 +1,7 @@
 // camlbeam_nif.so: the Erlang module camlbeam_nif's functions (erlang/src/camlbeam_nif.erl).
 // Every function here runs on a normal scheduler and returns at once: it copies a request
-// into an environment of its own and queues it for the OCaml thread (service.hpp).
+// into an environment of its own and queues it for the OCaml thread (service.hpp), or runs
+// a short call itself, or reschedules itself on a dirty CPU scheduler for a normal one.
 #include "handles.hpp"
 #include "service.hpp"
 
@@ -147,18 +148,22 @@ WorkerHandle* get_worker(ErlNifEnv* env, ERL_NIF_TERM term) {
 }
 
 
-// runtime_info() -> {ok, #{ocaml_version := binary(), flavour := native, domains := pos_integer()}}
+// runtime_info() -> {ok, #{ocaml_version := binary(), flavour := native, domains := pos_integer(),
+//                          calls_on_scheduler := N, calls_on_dirty := M}}
 //                 | {error, Why :: binary()}
 ERL_NIF_TERM runtime_info(ErlNifEnv* env, int, const ERL_NIF_TERM*) noexcept {
   return guarded(env, [&] {
     Service* service = Service::running();
     if (service == nullptr) return enif_make_tuple2(env, atoms.error, make_binary(env, load_failure));
     ERL_NIF_TERM keys[] = {enif_make_atom(env, "ocaml_version"), enif_make_atom(env, "flavour"),
-                           enif_make_atom(env, "domains")};
+                           enif_make_atom(env, "domains"), enif_make_atom(env, "calls_on_scheduler"),
+                           enif_make_atom(env, "calls_on_dirty")};
     ERL_NIF_TERM values[] = {make_binary(env, CAMLBEAM_OCAML_VERSION), enif_make_atom(env, "native"),
-                             enif_make_uint64(env, service->domains_serving())};
+                             enif_make_uint64(env, service->domains_serving()),
+                             enif_make_uint64(env, service->calls_on_scheduler()),
+                             enif_make_uint64(env, service->calls_on_dirty())};
     ERL_NIF_TERM map;
-    enif_make_map_from_arrays(env, keys, values, 3, &map);
+    enif_make_map_from_arrays(env, keys, values, 5, &map);
     return enif_make_tuple2(env, atom_ok, map);
   });
 }
@@ -200,8 +205,12 @@ ERL_NIF_TERM new_worker(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept 
   });
 }
 
-// Copies a request into an environment of its own and queues it: ok | closed.
-ERL_NIF_TERM queue_request(ErlNifEnv* env, const ERL_NIF_TERM* argv, bool answered_to_caller) {
+ERL_NIF_TERM call_dirty(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept;
+
+// Copies a request into an environment of its own and queues it: ok | closed. A call may
+// be answered here instead ({answered, Answer}): run on this scheduler, or on a dirty CPU
+// scheduler the NIF reschedules itself on (`on_dirty`: it runs there).
+ERL_NIF_TERM queue_request(ErlNifEnv* env, const ERL_NIF_TERM* argv, bool answered_to_caller, bool on_dirty = false) {
   WorkerHandle* handle = get_worker(env, argv[0]);
   int arity = 0;
   const ERL_NIF_TERM* elements = nullptr;
@@ -211,8 +220,11 @@ ERL_NIF_TERM queue_request(ErlNifEnv* env, const ERL_NIF_TERM* argv, bool answer
     return enif_make_badarg(env);
   Service& service = *Service::running();
   if (answered_to_caller) {
-    if (const std::optional<ERL_NIF_TERM> reply = service.run_here(env, handle->worker, argv[1], argv[2]))
+    if (const std::optional<ERL_NIF_TERM> reply = service.run_here(env, handle->worker, argv[1], argv[2], on_dirty))
       return enif_make_tuple2(env, atom_answered, *reply);
+    // Not taken there (domain 0 taken meanwhile): queued from the dirty scheduler.
+    if (!on_dirty && service.worth_a_dirty_run(env, *handle->worker, argv[1]))
+      return enif_schedule_nif(env, "camlbeam_nif_call_dirty", ERL_NIF_DIRTY_JOB_CPU_BOUND, call_dirty, 3, argv);
   }
   Job job;
   job.worker = handle->worker;
@@ -244,6 +256,11 @@ ERL_NIF_TERM call(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
   return guarded(env, [&] { return queue_request(env, argv, true); });
 }
 
+// call/3 rescheduled on a dirty CPU scheduler: runs a normal export's call there.
+ERL_NIF_TERM call_dirty(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
+  return guarded(env, [&] { return queue_request(env, argv, true, true); });
+}
+
 // cancel(Handle, Ref) -> withdrawn | cancelled | none (Service::withdraw).
 ERL_NIF_TERM cancel(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
   return guarded(env, [&]() -> ERL_NIF_TERM {
@@ -258,12 +275,14 @@ ERL_NIF_TERM cancel(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
   });
 }
 
-// close(Handle) -> ok: the worker takes no more requests; those waiting are dropped.
+// close(Handle, Reason) -> ok: the worker takes no more requests; those waiting are
+// dropped, and a call the NIF runs itself meanwhile is answered
+// {error, {worker_crashed, Reason}}.
 ERL_NIF_TERM close(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
   return guarded(env, [&]() -> ERL_NIF_TERM {
     WorkerHandle* handle = get_worker(env, argv[0]);
     if (handle == nullptr) return enif_make_badarg(env);
-    Service::running()->close(handle->worker);
+    Service::running()->close(handle->worker, env, argv[1]);
     return atom_ok;
   });
 }
@@ -310,7 +329,7 @@ ErlNifFunc functions[] = {
     {"request", 3, request, 0},
     {"call", 3, call, 0},
     {"cancel", 2, cancel, 0},
-    {"close", 1, close, 0},
+    {"close", 2, close, 0},
     {"erl_reply", 2, erl_reply, 0},
     {"queued", 1, queued, 0},
     {"handles", 0, handles_info, 0},

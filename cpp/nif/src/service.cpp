@@ -202,41 +202,6 @@ std::optional<ExportKey> export_key(ErlNifEnv* env, ERL_NIF_TERM fun) noexcept {
   return std::nullopt;
 }
 
-bool ExportTimes::is_short(const ExportKey& key) {
-  const std::lock_guard lock(mutex_);
-  const auto found = times_.find(key);
-  return found != times_.end() && !found->second.never && found->second.short_runs >= runs_to_trust;
-}
-
-ExportTimes::Times* ExportTimes::followed(const ExportKey& key) {
-  const auto found = times_.find(key);
-  if (found != times_.end()) return &found->second;
-  if (times_.size() >= max_exports) return nullptr;
-  return &times_.emplace(key, Times{}).first->second;
-}
-
-void ExportTimes::ran(const ExportKey& key, std::chrono::nanoseconds took) {
-  const std::lock_guard lock(mutex_);
-  Times* times = followed(key);
-  if (times == nullptr || times->never) return;
-  times->short_runs = took < short_run ? std::min(times->short_runs + 1, runs_to_trust) : 0;
-}
-
-bool ExportTimes::ran_on_scheduler(const ExportKey& key, std::chrono::nanoseconds took) {
-  if (took <= scheduler_budget) return false;
-  const std::lock_guard lock(mutex_);
-  if (const auto found = times_.find(key); found != times_.end()) {
-    found->second.short_runs = 0;
-    found->second.never = found->second.never || ++found->second.overruns >= overruns_to_distrust;
-  }
-  return true;
-}
-
-void ExportTimes::never_short(const ExportKey& key) {
-  const std::lock_guard lock(mutex_);
-  if (Times* times = followed(key)) times->never = true;
-}
-
 struct Service::Executor {
   Executor(Service& service, host::Runtime& runtime, std::size_t domain)
       : index(domain),
@@ -355,6 +320,7 @@ void Service::thread_main(std::promise<std::string>* started) noexcept {
   }
   runtime_ = &*runtime;
   first_ = &*executor;
+  read_declared_short();  // the exports of the code linked in
   {
     const std::lock_guard lock(mutex_);
     executors_.push_back(&*executor);
@@ -546,6 +512,8 @@ void Service::run(Executor& executor, Job& job) {
   }
 #endif
   const std::optional<ERL_NIF_TERM> reply = execute(executor, worker, env, job.request, job.ref, current);
+  // Loads run alone: no call is run, on a scheduler or a domain, while this reads.
+  if (job.load) read_declared_short();
   if (!reply) return;
   if (!loading.empty() && is_final_load_answer(env, *reply)) {
     OwnedEnv keep;
@@ -554,6 +522,39 @@ void Service::run(Executor& executor, Job& job) {
   }
   answer(job, job.ref, *reply);
   if (current.export_key) export_times_.ran(*current.export_key, std::chrono::steady_clock::now() - started);
+}
+
+void Service::read_declared_short() noexcept {
+#if OCAML_VERSION_MAJOR >= 5
+  try {
+    const value* declared = caml_named_value("camlbeam.declared_short");
+    if (declared == nullptr) return;
+    const value pairs = caml_callback_exn(*declared, Val_unit);
+    if (Is_exception_result(pairs)) return;
+    // Nothing below allocates on OCaml's heap: `pairs` stays where it is. The atoms exist
+    // already (the pool made them from the load's answer) and are the same in every
+    // environment. OTP 25 looks atoms up by Latin-1 text only: a name beyond ASCII is not
+    // declared here, and its calls are measured as any other's.
+    OwnedEnv env;
+    const auto atom = [&env](value text, ERL_NIF_TERM& out) {
+      const std::string_view chars(String_val(text), caml_string_length(text));
+      if (std::any_of(chars.begin(), chars.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; }))
+        return false;
+      return enif_make_existing_atom_len(env.get(), chars.data(), chars.size(), &out, ERL_NIF_LATIN1) != 0;
+    };
+    std::vector<ExportKey> keys;
+    for (value cell = pairs; cell != Val_emptylist; cell = Field(cell, 1)) {
+      const value pair = Field(cell, 0);
+      ExportKey key{0, 0};
+      // ("", Name): a call naming no module ({0, Name} in ExportKey).
+      const bool unqualified = caml_string_length(Field(pair, 0)) == 0;
+      if ((unqualified || atom(Field(pair, 0), key.first)) && atom(Field(pair, 1), key.second)) keys.push_back(key);
+    }
+    export_times_.declare_short(keys);
+  } catch (...) {
+    // No memory: the declarations are not read, and those exports are measured.
+  }
+#endif
 }
 
 std::optional<ERL_NIF_TERM> Service::execute(Executor& executor, const Worker& worker, ErlNifEnv* env,
@@ -609,19 +610,21 @@ std::optional<ERL_NIF_TERM> Service::execute(Executor& executor, const Worker& w
 }
 
 std::optional<ERL_NIF_TERM> Service::run_here(ErlNifEnv* env, const std::shared_ptr<Worker>& worker,
-                                              ERL_NIF_TERM request, ERL_NIF_TERM given) {
+                                              ERL_NIF_TERM request, ERL_NIF_TERM given, bool dirty) {
 #if OCAML_VERSION_MAJOR < 5
   // OCaml 4.13 runs OCaml code on the system stack: a scheduler's is a fraction of the
   // OCaml thread's, and an export that recurses deep would answer Stack_overflow there
   // (or end the VM, without an alternate signal stack) where it succeeds on its thread.
-  (void)env, (void)worker, (void)request, (void)given;
+  (void)env, (void)worker, (void)request, (void)given, (void)dirty;
   return std::nullopt;
 #else
   int arity = 0;
   const ERL_NIF_TERM* elements = nullptr;
   if (!enif_get_tuple(env, request, &arity, &elements) || arity != 5) return std::nullopt;
   const std::optional<ExportKey> key = export_key(env, elements[2]);
-  if (!key || !export_times_.is_short(*key) || !is_small(env, elements[3])) return std::nullopt;
+  if (!key || !(export_times_.is_short(*key) || (dirty && export_times_.is_normal(*key))) ||
+      !is_small(env, elements[3]))
+    return std::nullopt;
   Executor& first = *first_;
   {
     const std::lock_guard lock(mutex_);
@@ -694,16 +697,54 @@ std::optional<ERL_NIF_TERM> Service::run_here(ErlNifEnv* env, const std::shared_
     }
     took = std::chrono::steady_clock::now() - started;
   }
+  {
+    // Its pool stopped it meanwhile: its caller is answered as a queued call's would be by
+    // the worker's DOWN (ocaml:stop/1 answers the calls in flight worker_crashed).
+    const std::lock_guard lock(mutex_);
+    if (worker->end_env) {
+      reply = enif_make_tuple2(env, atoms_.error,
+                               enif_make_tuple2(env, enif_make_atom(env, "worker_crashed"),
+                                                enif_make_copy(env, worker->end_reason)));
+    }
+  }
+  if (!reply) reply = enif_make_tuple2(env, atoms_.error, enif_make_tuple2(env, atoms_.request_failed, make_binary(env, "no answer")));
+  if (dirty) {
+    // A dirty scheduler has no time slice to account for, nor a millisecond to keep to: the
+    // run counts as one on the OCaml thread would (past normal_run, back to the queue).
+    calls_on_dirty_.fetch_add(1, std::memory_order_relaxed);
+    export_times_.ran(*key, took);
+    return reply;
+  }
+  calls_on_scheduler_.fetch_add(1, std::memory_order_relaxed);
   // The share of a scheduler's time slice (a millisecond, as the NIF docs count it) used.
   const auto percent = std::chrono::duration_cast<std::chrono::microseconds>(took).count() / 10;
   (void)enif_consume_timeslice(env, static_cast<int>(std::clamp<std::int64_t>(percent, 1, 100)));
-  if (export_times_.ran_on_scheduler(*key, took)) {
-    log(*worker, "OCaml worker: a call of an export that had run short took " +
+  const bool declared = export_times_.is_declared(*key);
+  if (export_times_.ran_on_scheduler(*key, took) == ExportTimes::Overrun::first) {
+    log(*worker, std::string("OCaml worker: a call of an export ") +
+                     (declared ? "declared short (Erl.export ~short:true)" : "that had run short") + " took " +
                      std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(took).count()) +
-                     " us on an Erlang scheduler; its calls run on the OCaml thread until they run short again");
+                     " us on an Erlang scheduler; its calls run off the schedulers until they run short again "
+                     "(logged once per export)");
   }
-  if (!reply) reply = enif_make_tuple2(env, atoms_.error, enif_make_tuple2(env, atoms_.request_failed, make_binary(env, "no answer")));
   return reply;
+#endif
+}
+
+bool Service::worth_a_dirty_run(ErlNifEnv* env, const Worker& worker, ERL_NIF_TERM request) {
+#if OCAML_VERSION_MAJOR < 5
+  // OCaml 4.13 would run the call on the dirty scheduler's small stack, where it catches no
+  // Stack_overflow (README.md, "The dirty-scheduler path").
+  (void)env, (void)worker, (void)request;
+  return false;
+#else
+  int arity = 0;
+  const ERL_NIF_TERM* elements = nullptr;
+  if (!enif_get_tuple(env, request, &arity, &elements) || arity != 5) return false;
+  const std::optional<ExportKey> key = export_key(env, elements[2]);
+  if (!key || !export_times_.is_normal(*key) || !is_small(env, elements[3])) return false;
+  const std::lock_guard lock(mutex_);
+  return idle_ && !borrowed_ && !loading_ && queue_.empty() && !worker.busy && !worker.closed.load();
 #endif
 }
 
@@ -758,12 +799,22 @@ Withdrawal Service::withdraw(ErlNifEnv* caller_env, const Worker& worker, ERL_NI
   return Withdrawal::cancelled;
 }
 
-void Service::close(const std::shared_ptr<Worker>& worker) {
+void Service::close(const std::shared_ptr<Worker>& worker, ErlNifEnv* reason_env, ERL_NIF_TERM reason) {
   // Freed after the lock: their callers learn of the worker's end from its process.
   std::deque<Job> dropped;
+  std::optional<OwnedEnv> end_env;
+  ERL_NIF_TERM end_reason = 0;
+  if (reason_env != nullptr) {
+    end_env.emplace();
+    end_reason = enif_make_copy(end_env->get(), reason);
+  }
   {
     const std::lock_guard lock(mutex_);
     worker->closed.store(true);
+    if (end_env && !worker->end_env) {
+      worker->end_env = std::move(end_env);
+      worker->end_reason = end_reason;
+    }
     for (auto job = queue_.begin(); job != queue_.end();) {
       if (job->worker == worker) {
         worker->in_service.fetch_sub(1);

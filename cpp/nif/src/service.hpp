@@ -4,6 +4,7 @@
 // them; answers go back by enif_send.
 #pragma once
 
+#include "export_times.hpp"
 #include "nif_env.hpp"
 #include "nif_terms.hpp"
 
@@ -54,7 +55,12 @@ struct Worker {
   // right against (ocaml_nif_worker), as a port worker against its table. Counted down
   // once a request's answer is sent.
   std::atomic<std::int64_t> in_service{0};
-  // One of its requests runs (guarded by the service's queue lock): a worker's requests
+  // Why its process ended (close/2), for a call the NIF runs itself meanwhile: answered
+  // {error, {worker_crashed, Reason}}, as a queued call's caller is by the DOWN. Guarded by
+  // the service's queue lock.
+  std::optional<OwnedEnv> end_env;
+  ERL_NIF_TERM end_reason = 0;
+    // One of its requests runs (guarded by the service's queue lock): a worker's requests
   // run one at a time and in order, as a port worker's do, on whichever domain is free.
   bool busy = false;
 };
@@ -88,52 +94,7 @@ enum class Withdrawal : std::uint8_t {
   none
 };
 
-// An export as a call names it: Function alone ({0, Function}) or {Module, Function}, both
-// atoms (immediate terms, the same in every environment).
-using ExportKey = std::pair<ERL_NIF_TERM, ERL_NIF_TERM>;
 std::optional<ExportKey> export_key(ErlNifEnv* env, ERL_NIF_TERM fun) noexcept;
-
-// Which exports are short enough to run on the scheduler that calls them (Service::run_here):
-// those whose last `runs_to_trust` runs each took less than `short_run`, from the request's
-// arguments to its answer. A run on a scheduler over `scheduler_budget` sends the export's
-// calls back to the OCaml thread until it has run short that many times again (wall-clock
-// time: the OS may have taken the thread away, or a major GC slice fallen into the call);
-// after `overruns_to_distrust` of them, or once it calls Erlang (Erl.call_erlang waits for a
-// process), it never runs on a scheduler again.
-class ExportTimes {
- public:
-  static constexpr std::uint32_t runs_to_trust = 8;
-  static constexpr std::chrono::microseconds short_run{50};
-  static constexpr std::chrono::microseconds scheduler_budget{1000};
-  static constexpr std::uint32_t overruns_to_distrust = 8;
-  // Exports followed at most: names beyond are never short.
-  static constexpr std::size_t max_exports = 4096;
-
-  bool is_short(const ExportKey& key);
-  // A run on the OCaml thread. Returns nothing to do.
-  void ran(const ExportKey& key, std::chrono::nanoseconds took);
-  // A run on a scheduler: whether it overran the budget (and the export's calls go to the
-  // OCaml thread again).
-  bool ran_on_scheduler(const ExportKey& key, std::chrono::nanoseconds took);
-  void never_short(const ExportKey& key);
-
- private:
-  struct Times {
-    std::uint32_t short_runs = 0;  // in a row
-    std::uint32_t overruns = 0;    // on a scheduler
-    bool never = false;
-  };
-  struct Hash {
-    std::size_t operator()(const ExportKey& key) const noexcept {
-      return std::hash<ERL_NIF_TERM>()(key.first) * 31 + std::hash<ERL_NIF_TERM>()(key.second);
-    }
-  };
-  // The export's entry, made if there is room (max_exports); the caller holds mutex_.
-  Times* followed(const ExportKey& key);
-
-  std::mutex mutex_;
-  std::unordered_map<ExportKey, Times, Hash> times_;
-};
 
 class Service {
  public:
@@ -156,9 +117,17 @@ class Service {
   // A call ({call, Ref, Fun, Args, Timeout}, terms of the calling process's `env`) run on
   // the calling scheduler, its answer made in `env`: under OCaml 5, when its export is
   // short (ExportTimes) and its arguments small, and the OCaml thread sleeps with nothing
-  // queued. Else nullopt, and the caller queues it.
+  // queued. Else nullopt, and the caller queues it. `dirty`: the caller runs on a dirty CPU
+  // scheduler (call_dirty), where a normal export's call may run too.
   std::optional<ERL_NIF_TERM> run_here(ErlNifEnv* env, const std::shared_ptr<Worker>& worker, ERL_NIF_TERM request,
-                                       ERL_NIF_TERM given);
+                                       ERL_NIF_TERM given, bool dirty = false);
+  // Whether a call run_here did not take is worth the hop to a dirty CPU scheduler: under
+  // OCaml 5, its export normal (ExportTimes), its arguments small, and domain 0 free now
+  // (else the hop would end in the queue all the same, 6 us later).
+  bool worth_a_dirty_run(ErlNifEnv* env, const Worker& worker, ERL_NIF_TERM request);
+  // Calls answered by the NIF itself: on the calling scheduler, on a dirty one.
+  std::uint64_t calls_on_scheduler() const noexcept { return calls_on_scheduler_.load(std::memory_order_relaxed); }
+  std::uint64_t calls_on_dirty() const noexcept { return calls_on_dirty_.load(std::memory_order_relaxed); }
   // The caller of `worker`'s request carrying `ref` gave up on it. A call answered straight
   // to its caller is taken out of the queue, or its answer dropped if it runs: after this,
   // its answer is in the caller's mailbox already or never will be. A request answered
@@ -166,7 +135,8 @@ class Service {
   // answered {error, timeout} there.
   Withdrawal withdraw(ErlNifEnv* caller_env, const Worker& worker, ERL_NIF_TERM ref);
   // Drops the queued requests of a closed worker and, on the OCaml thread, its context.
-  void close(const std::shared_ptr<Worker>& worker);
+  // `reason` (a term of `reason_env`): why its process ends, if it says.
+  void close(const std::shared_ptr<Worker>& worker, ErlNifEnv* reason_env = nullptr, ERL_NIF_TERM reason = 0);
 
   // What Erl.call_erlang got: its Erlang answer ({ok, V} | {error, {Class, Reason}}), an
   // exception a signal handler raised while it waited (Erl.Cancelled at the deadline), or
@@ -229,12 +199,16 @@ class Service {
   // What the request running now may do, on the thread that holds the runtime for it
   // (thread-local: a thread or domain the plugin started has none).
   struct Current {
-    Executor* executor;      // null on a scheduler (run_here)
+    Executor* executor;      // null on a scheduler, dirty or not (run_here)
     const Worker* worker;
     ErlNifEnv* env;          // where `given` lives
     ERL_NIF_TERM given;      // the pids its arguments give OCaml (a list)
     std::optional<ExportKey> export_key;  // a call's export, for ExportTimes
   };
+  // Reads which exports the plugins declare short (Erl's "camlbeam.declared_short") into
+  // export_times_; on a thread holding the runtime, after a load and at start.
+  void read_declared_short() noexcept;
+
   // The request running on the calling thread, if it runs one.
   static thread_local const Current* current_;
   // Runs a request on a thread holding the runtime, with `executor`'s host and contexts:
@@ -277,6 +251,8 @@ class Service {
   std::unordered_map<std::string, Loaded> loaded_;
 
   ExportTimes export_times_;
+  std::atomic<std::uint64_t> calls_on_scheduler_{0};
+  std::atomic<std::uint64_t> calls_on_dirty_{0};
   std::thread thread_;
 };
 

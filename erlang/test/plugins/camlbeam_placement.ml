@@ -40,4 +40,17 @@ let () =
   Erl.export "placed_depth" (int @-> returning int) depth;
   Erl.export "placed_send" (pid @-> term @-> returning unit) Erl.send;
   Erl.export "placed_ask_erlang" (int @-> returning term) (fun n ->
-      if n = 0 then Erl.Term.Int 0 else Erl.call_erlang "erlang" "abs" [ Erl.Term.Int n ])
+      if n = 0 then Erl.Term.Int 0 else Erl.call_erlang "erlang" "abs" [ Erl.Term.Int n ]);
+  (* Declared short: run on the calling scheduler from their first call (OCaml 5). *)
+  Erl.export ~short:true "placed_declared_echo" (term @-> returning term) Fun.id;
+  Erl.export ~short:true "placed_declared_busy" (int @-> returning int) (fun ms -> busy_ms ms; ms);
+  Erl.export ~short:true "placed_declared_late" (int @-> returning int) (fun ms -> busy_ms ms; ms);
+  Erl.export ~short:true "placed_declared_raise" (nullary unit) (fun () -> failwith "raised on a scheduler");
+  (* Normal: over 50 us and under 10 ms, for a dirty CPU scheduler (OCaml 5). *)
+  Erl.export "placed_normal" (int @-> returning int) (fun ms ->
+      if ms < 0 then failwith "raised on a dirty scheduler";
+      busy_ms ms;
+      ms);
+  Erl.export "placed_normal_asks_erlang" (int @-> returning term) (fun n ->
+      busy_ms 2;
+      if n = 0 then Erl.Term.Int 0 else Erl.call_erlang "erlang" "abs" [ Erl.Term.Int n ]);

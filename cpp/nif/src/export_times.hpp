@@ -1,0 +1,86 @@
+// Which exports are short enough to run on the scheduler that calls them (Service::run_here,
+// README.md "Short calls run where they are made"). Apart from the service so that it can be
+// tested without a VM: it only compares the atoms that name an export.
+#pragma once
+
+#include <erl_nif.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace camlbeam::nif {
+
+// An export as a call names it: Function alone ({0, Function}) or {Module, Function}, both
+// atoms (immediate terms, the same in every environment).
+using ExportKey = std::pair<ERL_NIF_TERM, ERL_NIF_TERM>;
+
+// Those the plugin declared short (Erl.export ~short:true), from their first call, and those
+// whose last `runs_to_trust` runs each took less than `short_run`, from the request's
+// arguments to its answer. A run on a scheduler over `scheduler_budget` sends the export's
+// calls back to the OCaml thread until it has run short that many times again (wall-clock
+// time: the OS may have taken the thread away, or a major GC slice fallen into the call;
+// for a declared export, a run under `declared_short_run` counts as short: it was never
+// promised to be under `short_run`); after `overruns_to_distrust` of them, or once it calls
+// Erlang (Erl.call_erlang waits for a process), it never runs on a scheduler again.
+//
+// Normal exports (OCaml 5): those whose last `runs_to_trust` runs each took less than
+// `normal_run`, wherever they ran; their calls run on a dirty CPU scheduler (Service::
+// run_here, dirty) when they are not short. A run over `normal_run` sends them back to the
+// OCaml thread until they have run under it that many times again; calling Erlang, for good.
+class ExportTimes {
+ public:
+  static constexpr std::uint32_t runs_to_trust = 8;
+  static constexpr std::chrono::microseconds short_run{50};
+  static constexpr std::chrono::microseconds declared_short_run{500};
+  static constexpr std::chrono::microseconds scheduler_budget{1000};
+  static constexpr std::chrono::milliseconds normal_run{10};
+  static constexpr std::uint32_t overruns_to_distrust = 8;
+  // Exports followed at most: names beyond are never short.
+  static constexpr std::size_t max_exports = 4096;
+
+  // What a run on a scheduler was: within the budget, or the export's first overrun (to
+  // log), or a later one (logged already: once per export).
+  enum class Overrun : std::uint8_t { none, first, again };
+
+  bool is_short(const ExportKey& key);
+  bool is_normal(const ExportKey& key);
+  // Whether the plugin declared it short (for the log).
+  bool is_declared(const ExportKey& key);
+  // A run on the OCaml thread, or on a dirty scheduler.
+  void ran(const ExportKey& key, std::chrono::nanoseconds took);
+  // A run on a scheduler: past the budget, the export's calls go to the OCaml thread again.
+  Overrun ran_on_scheduler(const ExportKey& key, std::chrono::nanoseconds took);
+  void never_short(const ExportKey& key);
+  // The exports declared short now, all of them (after a load: a new version of a module
+  // may no longer declare what the old one did). What an export has shown, it keeps.
+  void declare_short(const std::vector<ExportKey>& keys);
+
+ private:
+  struct Times {
+    std::uint32_t short_runs = 0;  // in a row
+    std::uint32_t normal_runs = 0; // in a row
+    std::uint32_t overruns = 0;    // on a scheduler
+    bool never = false;
+    bool declared = false;         // Erl.export ~short:true
+    bool demoted = false;          // declared, and overran on a scheduler since
+    bool logged = false;           // an overrun of it was logged
+  };
+  struct Hash {
+    std::size_t operator()(const ExportKey& key) const noexcept {
+      return std::hash<ERL_NIF_TERM>()(key.first) * 31 + std::hash<ERL_NIF_TERM>()(key.second);
+    }
+  };
+  // The export's entry, made if there is room (max_exports); the caller holds mutex_.
+  Times* followed(const ExportKey& key);
+
+  std::mutex mutex_;
+  std::unordered_map<ExportKey, Times, Hash> times_;
+};
+
+}  // namespace camlbeam::nif
