@@ -192,20 +192,23 @@ decode_answer(call, Other) ->
 decode_answer(load, Answer) ->
     ocaml_port_protocol:load_answer(Answer).
 
-%% @doc See {@link ocaml_nif_worker:load/3}.
+%% @doc Asks the worker's process to load a plugin into the runtime (one the
+%% runtime has answers as it did then).
 -spec load(pid(), reference(), file:filename_all()) -> ok.
 load(Worker, Alias, Path) ->
-    ocaml_nif_worker:load(Worker, Alias, Path).
+    ocaml_worker_lib:load(Worker, Alias, Path).
 
-%% @doc See {@link ocaml_nif_worker:recycle/1}.
+%% @doc Loads the pool's current plugins (those the runtime has are not
+%% loaded again: the runtime cannot be restarted), once the worker's calls in
+%% flight are answered.
 -spec recycle(pid()) -> ok.
 recycle(Worker) ->
-    ocaml_nif_worker:recycle(Worker).
+    ocaml_worker_lib:recycle(Worker).
 
-%% @doc See {@link ocaml_nif_worker:retire/1}.
+%% @doc Stops the worker once its calls in flight are answered.
 -spec stop(pid()) -> ok.
 stop(Worker) ->
-    ocaml_nif_worker:retire(Worker).
+    ocaml_worker_lib:retire(Worker).
 
 %% @doc The VM's own OS pid: the runtime runs in it.
 -spec describe(#ocaml_nif{}) -> ocaml_transport:worker_description().

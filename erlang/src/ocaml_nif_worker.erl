@@ -27,7 +27,7 @@
 -include("camlbeam_registry.hrl").
 -include("ocaml_nif_transport.hrl").
 
--export([start_link/2, load/3, recycle/1, retire/1]).
+-export([start_link/2]).
 -export([init/1, handle_continue/2, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 %% How long a retiring or recycled worker waits for its calls in flight (ms).
@@ -63,34 +63,13 @@
 start_link(Pool, Id) ->
     gen_server:start_link(?MODULE, {Pool, Id}, []).
 
-%% @doc Asks the worker to load a plugin; the answer goes to `Alias' as the
-%% answer to a call would.
--spec load(Worker :: pid(), Alias :: reference(), file:filename_all()) -> ok.
-load(Worker, Alias, Path) ->
-    gen_server:cast(Worker, {load, Alias, Path}).
-
-%% @doc Loads the pool's current plugins (those the runtime has are not
-%% loaded again): the runtime cannot be restarted.
--spec recycle(Worker :: pid()) -> ok.
-recycle(Worker) ->
-    gen_server:cast(Worker, recycle).
-
-%% @doc Stops the worker once its calls in flight are answered (for at most
-%% 30 s): the temporary worker of a rolling upgrade.
--spec retire(Worker :: pid()) -> ok.
-retire(Worker) ->
-    gen_server:cast(Worker, retire).
-
 %%% gen_server callbacks
 
 -spec init({pid(), pos_integer()}) -> {ok, #state{}, {continue, start}} | {stop, no_pool}.
 init({Pool, Id}) ->
-    process_flag(trap_exit, true),
-    logger:update_process_metadata(#{camlbeam_pool => Pool, camlbeam_worker => Id}),
-    case camlbeam_registry:pool(Pool) of
-        {ok, #camlbeam_pool{manager = Manager}} ->
-            {ok, #state{pool = Pool, id = Id, manager = Manager, registry = camlbeam_registry:monitor()},
-             {continue, start}};
+    case ocaml_worker_lib:init(Pool, Id) of
+        {ok, Manager, Registry} ->
+            {ok, #state{pool = Pool, id = Id, manager = Manager, registry = Registry}, {continue, start}};
         error ->
             {stop, no_pool}
     end.
@@ -293,10 +272,9 @@ publish(#state{published = true}) ->
     ok;
 publish(#state{pool = Pool, id = Id, handle = #ocaml_nif{in_flight = InFlight} = Handle,
                setup = #{max_queue := MaxQueue}, first_start = First}) ->
-    camlbeam_registry:register_worker(
-      #camlbeam_worker{key = {Pool, Id}, pid = self(), transport = ocaml_nif_transport,
-                       handle = Handle, in_flight = InFlight, max_queue = MaxQueue},
-      case First of true -> sync; false -> async end).
+    ocaml_worker_lib:publish(#camlbeam_worker{key = {Pool, Id}, pid = self(), transport = ocaml_nif_transport,
+                                              handle = Handle, in_flight = InFlight, max_queue = MaxQueue},
+                             First).
 
 -spec report_start(ok | {error, term()}, #state{}) -> #state{}.
 report_start(Result, #state{manager = Manager, id = Id} = State) ->
@@ -306,18 +284,16 @@ report_start(Result, #state{manager = Manager, id = Id} = State) ->
 %% A start that failed (a plugin that does not load) is reported, and tried
 %% again after the pool's restart_backoff, as a port worker's would be.
 -spec failed_start(term(), #state{}) -> #state{}.
-failed_start(Reason, #state{failures = Failures, setup = #{restart_backoff := {First, Max}}} = State) ->
-    Delay = max(1, min(Max, First bsl min(Failures, 20))),
-    erlang:send_after(Delay, self(), retry_start),
+failed_start(Reason, #state{failures = Failures, setup = #{restart_backoff := Backoff}} = State) ->
+    erlang:send_after(ocaml_worker_lib:restart_delay(Failures, Backoff), self(), retry_start),
     report_start({error, Reason}, State#state{failures = Failures + 1}).
 
 %% The registry restarted with empty tables: a published worker registers
 %% again once it is back (looked for every 50 ms).
 -spec reregister(#state{}) -> #state{}.
 reregister(#state{published = Published} = State) ->
-    case camlbeam_registry:monitor() of
+    case ocaml_worker_lib:registry_back() of
         none ->
-            _ = erlang:send_after(50, self(), reregister),
             State#state{registry = none};
         Monitor ->
             NewState = State#state{registry = Monitor},

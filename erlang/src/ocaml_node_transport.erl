@@ -48,6 +48,9 @@
 
 -include("ocaml_node_transport.hrl").
 
+%% gen's tag for a reply to an alias is the improper list [alias | Alias].
+-dialyzer({no_improper_lists, send_call_to/5}).
+
 -export([prepare/1, start_link/2, send_call/5, send_cast/3, cancel/2, answered/1, decode_answer/2,
          load/3, recycle/1, stop/1, describe/1]).
 
@@ -142,20 +145,22 @@ decode_answer(call, Other) ->
 decode_answer(load, Answer) ->
     ocaml_port_protocol:load_answer(Answer).
 
-%% @doc See {@link ocaml_node_worker:load/3}.
+%% @doc Asks the worker's process to load a plugin into its node, within the
+%% pool's start_timeout.
 -spec load(pid(), reference(), file:filename_all()) -> ok.
 load(Worker, Alias, Path) ->
-    ocaml_node_worker:load(Worker, Alias, Path).
+    ocaml_worker_lib:load(Worker, Alias, Path).
 
-%% @doc See {@link ocaml_node_worker:recycle/1}.
+%% @doc Once the calls in flight are answered, a new node with the pool's
+%% current plugins (a given node: connected again, the plugins loaded).
 -spec recycle(pid()) -> ok.
 recycle(Worker) ->
-    ocaml_node_worker:recycle(Worker).
+    ocaml_worker_lib:recycle(Worker).
 
-%% @doc See {@link ocaml_node_worker:retire/1}.
+%% @doc Stops the worker once its calls in flight are answered.
 -spec stop(pid()) -> ok.
 stop(Worker) ->
-    ocaml_node_worker:retire(Worker).
+    ocaml_worker_lib:retire(Worker).
 
 %% @doc The node's OS process and OCaml, as it said at its start.
 -spec describe(#ocaml_node{}) -> ocaml_transport:worker_description().

@@ -30,7 +30,7 @@
 -include("camlbeam_registry.hrl").
 -include("ocaml_node_transport.hrl").
 
--export([start_link/2, load/3, recycle/1, retire/1]).
+-export([start_link/2]).
 -export([init/1, handle_continue/2, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 -export_type([crash_reason/0]).
 
@@ -89,35 +89,14 @@
 start_link(Pool, Id) ->
     gen_server:start_link(?MODULE, {Pool, Id}, []).
 
-%% @doc Asks the worker to load a plugin into its node; the answer goes to
-%% `Alias' as the answer to a call would.
--spec load(Worker :: pid(), Alias :: reference(), file:filename_all()) -> ok.
-load(Worker, Alias, Path) ->
-    gen_server:cast(Worker, {load, Alias, Path}).
-
-%% @doc Once the calls in flight are answered, a new node with the pool's
-%% current plugins (a given node: connected again, the plugins loaded).
--spec recycle(Worker :: pid()) -> ok.
-recycle(Worker) ->
-    gen_server:cast(Worker, recycle).
-
-%% @doc Stops the worker once its calls in flight are answered (for at most
-%% 30 s): the temporary worker of a rolling upgrade.
--spec retire(Worker :: pid()) -> ok.
-retire(Worker) ->
-    gen_server:cast(Worker, retire).
-
 %%% gen_server callbacks
 
 -spec init({pid(), pos_integer()}) -> {ok, #state{}, {continue, start}} | {stop, no_pool}.
 init({Pool, Id}) ->
-    process_flag(trap_exit, true),
-    logger:update_process_metadata(#{camlbeam_pool => Pool, camlbeam_worker => Id}),
-    case camlbeam_registry:pool(Pool) of
-        {ok, #camlbeam_pool{manager = Manager}} ->
+    case ocaml_worker_lib:init(Pool, Id) of
+        {ok, Manager, Registry} ->
             _ = erlang:send_after(?RECOUNT_INTERVAL, self(), recount),
-            {ok, #state{pool = Pool, id = Id, manager = Manager, registry = camlbeam_registry:monitor()},
-             {continue, start}};
+            {ok, #state{pool = Pool, id = Id, manager = Manager, registry = Registry}, {continue, start}};
         error ->
             {stop, no_pool}
     end.
@@ -356,7 +335,10 @@ node_call(Node, Request, Deadline) ->
 %% not the pool's) and a binary (the node keeps the answer of a binary path).
 -spec plugin_path(file:filename_all()) -> binary().
 plugin_path(Path) ->
-    unicode:characters_to_binary(filename:absname(Path)).
+    %% ocaml_options checked it: a binary, or a list of characters.
+    case unicode:characters_to_binary(filename:absname(Path)) of
+        Binary when is_binary(Binary) -> Binary
+    end.
 
 %% The name of a node this VM starts: unique on this host while this VM runs.
 -spec own_node_name() -> node().
@@ -399,10 +381,9 @@ publish(#state{published = true}) ->
     ok;
 publish(#state{pool = Pool, id = Id, handle = #ocaml_node{in_flight = InFlight} = Handle,
                setup = #{max_queue := MaxQueue}, first_start = First}) ->
-    camlbeam_registry:register_worker(
-      #camlbeam_worker{key = {Pool, Id}, pid = self(), transport = ocaml_node_transport,
-                       handle = Handle, in_flight = InFlight, max_queue = MaxQueue},
-      case First of true -> sync; false -> async end).
+    ocaml_worker_lib:publish(#camlbeam_worker{key = {Pool, Id}, pid = self(), transport = ocaml_node_transport,
+                                              handle = Handle, in_flight = InFlight, max_queue = MaxQueue},
+                             First).
 
 -spec report_start(ok | {error, term()}, #state{}) -> #state{}.
 report_start(Result, #state{manager = Manager, id = Id} = State) ->
@@ -422,9 +403,8 @@ failed_start(Reason, #state{failures = Failures} = State) ->
     retry_later(report_start({error, Reason}, Logged)).
 
 -spec retry_later(#state{}) -> #state{}.
-retry_later(#state{failures = Failures, setup = #{restart_backoff := {First, Max}}} = State) ->
-    Delay = max(1, min(Max, First bsl min(Failures, 20))),
-    _ = erlang:send_after(Delay, self(), retry_start),
+retry_later(#state{failures = Failures, setup = #{restart_backoff := Backoff}} = State) ->
+    _ = erlang:send_after(ocaml_worker_lib:restart_delay(Failures, Backoff), self(), retry_start),
     State#state{failures = Failures + 1}.
 
 %% The node is gone: out of the registry, its loads answered, and a new start
@@ -491,9 +471,8 @@ ask_in_flight(State) ->
 %% again once it is back (looked for every 50 ms).
 -spec reregister(#state{}) -> #state{}.
 reregister(#state{published = Published} = State) ->
-    case camlbeam_registry:monitor() of
+    case ocaml_worker_lib:registry_back() of
         none ->
-            _ = erlang:send_after(50, self(), reregister),
             State#state{registry = none};
         Monitor ->
             NewState = State#state{registry = Monitor},
