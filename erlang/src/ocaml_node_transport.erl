@@ -40,8 +40,6 @@
 %% `ocaml_etf_guard': the atoms an answer holds are created here, as any node
 %% of the cluster may create them. A node is a member of the cluster, trusted
 %% as the cookie makes every node trusted.</li>
-%% <li>A cast runs without a deadline (`cast_timeout' does not reach the
-%% node).</li>
 %% </ul>
 -module(ocaml_node_transport).
 -behaviour(ocaml_transport).
@@ -109,11 +107,12 @@ send_call_to(Node, InFlight, Fun, Args, Deadline) ->
             not_sent(NotSent)
     end.
 
-%% @doc Sends `{cast, Fun, Args}' as `gen_server:cast/2' does, without
-%% connecting and without suspending the caller.
+%% @doc Sends `{cast, Fun, Args, CastTimeout}' as `gen_server:cast/2' does,
+%% without connecting and without suspending the caller: the node runs it for at
+%% most the pool's cast_timeout, and logs it if it fails.
 -spec send_cast(#ocaml_node{}, ocaml:fun_name(), [term()]) -> ok | unsent | {error, ocaml_transport:send_refusal()}.
-send_cast(#ocaml_node{node = Node}, Fun, Args) ->
-    case erlang:send({ocaml, Node}, {'$gen_cast', {cast, Fun, Args}}, [noconnect, nosuspend]) of
+send_cast(#ocaml_node{node = Node, cast_timeout = Timeout}, Fun, Args) ->
+    case erlang:send({ocaml, Node}, {'$gen_cast', {cast, Fun, Args, Timeout}}, [noconnect, nosuspend]) of
         ok -> ok;
         NotSent -> not_sent(NotSent)
     end.

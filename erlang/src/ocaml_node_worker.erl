@@ -274,13 +274,14 @@ logged_line(Line, #state{node = Node} = State) ->
 %% and loads the pool's plugins into it.
 -spec begin_serving(ocaml_pool_manager:worker_setup(), integer() | infinity, #state{}) ->
     {ok, #state{}} | {error, crash_reason() | term(), #state{}}.
-begin_serving(#{plugins := Plugins, ocaml := Wanted}, Deadline, #state{node = Node} = State) ->
+begin_serving(#{plugins := Plugins, ocaml := Wanted, cast_timeout := CastTimeout}, Deadline,
+              #state{node = Node} = State) ->
     case node_call(Node, info, Deadline) of
         {ok, #{os_pid := OsPid, ocaml_version := Version}} when is_integer(OsPid), is_binary(Version) ->
             case Wanted =:= default orelse unicode:characters_to_binary(Wanted) =:= Version of
                 true ->
-                    Handle = #ocaml_node{node = Node, in_flight = ocaml_transport:new_counter(), os_pid = OsPid,
-                                         ocaml_version = Version},
+                    Handle = #ocaml_node{node = Node, in_flight = ocaml_transport:new_counter(),
+                                         cast_timeout = CastTimeout, os_pid = OsPid, ocaml_version = Version},
                     WithHandle = State#state{handle = Handle, count_seen = none, asking = undefined,
                                              asked_at = undefined},
                     case load_all(Plugins, Deadline, WithHandle) of

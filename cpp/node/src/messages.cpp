@@ -81,15 +81,13 @@ std::optional<Term> host_call(Term request, Term ref, std::optional<std::uint32_
   return Term::tuple(std::move(elements));
 }
 
-std::optional<Term> host_cast(Term request) {
-  auto parts = take_fun_and_args(request, "cast");
+std::optional<Term> host_cast(Term request, std::optional<std::uint32_t> timeout_ms) {
+  auto parts = take_fun_and_args(request, "cast", &timeout_ms);
   if (!parts) return std::nullopt;
-  std::vector<Term> elements;
-  elements.reserve(3);
-  elements.push_back(Term::atom("cast"));
-  elements.push_back(std::move(parts->first));
-  elements.push_back(std::move(parts->second));
-  return Term::tuple(std::move(elements));
+  if (!timeout_ms) return tuple_of(Term::atom("cast"), std::move(parts->first), std::move(parts->second));
+  // The host's casts have no deadline: a call whose answer nobody gets (Ref: cast).
+  return tuple_of(Term::atom("call"), Term::atom("cast"), std::move(parts->first), std::move(parts->second),
+                  Term::integer(*timeout_ms));
 }
 
 Term error_answer(std::string_view kind, std::string_view message) {

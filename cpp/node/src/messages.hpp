@@ -35,13 +35,16 @@ std::optional<std::variant<GenCall, GenCast>> gen_message(etf::Term message);
 //   {call, Fun, Args}           ->  {call, Ref, Fun, Args[, Timeout]}   (an answer comes back)
 //   {call, Fun, Args, Timeout}  ->  the same, with the shorter of Timeout and `timeout_ms`
 //   {cast, Fun, Args}           ->  {cast, Fun, Args}                   (gen_server:cast, no answer)
+//   {cast, Fun, Args, Timeout}  ->  {call, cast, Fun, Args, Timeout}    (its answer goes nowhere)
+//                                   (also a plain cast while `timeout_ms` is set: a cast that
+//                                   runs for ever would stop the node's every later request)
 // Fun is Function or {Module, Function}, as ocaml:call takes it; `timeout_ms` (the node's
 // --call-timeout) and Timeout (milliseconds or infinity: what the caller has left to wait,
 // the `transport => node` pools give it) are the request's deadline from when it starts
 // running, none when both are empty. nullopt when the request is not of these shapes: the
 // node answers {error, {bad_request, Message}}.
 std::optional<etf::Term> host_call(etf::Term request, etf::Term ref, std::optional<std::uint32_t> timeout_ms);
-std::optional<etf::Term> host_cast(etf::Term request);
+std::optional<etf::Term> host_cast(etf::Term request, std::optional<std::uint32_t> timeout_ms);
 
 // {error, {Kind, Message}}, Message a binary: {error, {bad_request, _}} for a request the
 // node cannot run, {error, {request_failed, _}} for one the host refused.

@@ -213,6 +213,10 @@ void Node::run(host::Host& host, HostWork& work, const conv::Root* context) {
   if (!answer) {
     if (!cast_failure.empty()) std::fprintf(stderr, "camlbeam-node: a cast failed: %s\n", cast_failure.c_str());
     answer = Term::atom("ok");  // a cast: Processes counts it done, and sends nothing
+  } else if (std::holds_alternative<std::monostate>(work.reply_to) && !answer->tuple_elements().empty() &&
+             answer->tuple_elements()[0].is_atom("error")) {
+    // A cast with a deadline ran as a call whose answer goes nowhere.
+    std::fprintf(stderr, "camlbeam-node: a cast failed: %s\n", answer->to_string().c_str());
   }
   const std::lock_guard lock(mutex_);
   Effects effects;

@@ -252,7 +252,7 @@ void Processes::deliver(const std::string& peer, Registered to, Term message, Ef
   std::visit(Overloaded{
                  [&](GenCall& call) { serve_ocaml_call(peer, call, out); },
                  [&](GenCast& cast) {
-                   if (auto request = host_cast(std::move(cast.request))) {
+                   if (auto request = host_cast(std::move(cast.request), call_timeout_ms_)) {
                      add_work({peer, std::move(*request), std::monostate{}}, out);
                    }
                  },

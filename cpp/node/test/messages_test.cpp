@@ -44,7 +44,7 @@ TEST(HostRequest, CallsBecomeTheHostsCallsWithTheTagAsRef) {
             parse("{call, [alias | #Ref<'a@h'.1.2.3.4>], fib, [30]}"));
   EXPECT_EQ(host_call(parse("{call, {mathlib, fib}, []}"), tag, 5000),
             parse("{call, [alias | #Ref<'a@h'.1.2.3.4>], {mathlib, fib}, [], 5000}"));
-  EXPECT_EQ(host_cast(parse("{cast, {m, f}, [1, 2]}")), parse("{cast, {m, f}, [1, 2]}"));
+  EXPECT_EQ(host_cast(parse("{cast, {m, f}, [1, 2]}"), std::nullopt), parse("{cast, {m, f}, [1, 2]}"));
 }
 
 TEST(HostRequest, ACallersTimeoutIsTheDeadlineUnlessTheNodesIsShorter) {
@@ -58,7 +58,11 @@ TEST(HostRequest, ACallersTimeoutIsTheDeadlineUnlessTheNodesIsShorter) {
                            "{call, fib, [1], never}"}) {
     EXPECT_FALSE(host_call(parse(text), tag, std::nullopt)) << text;
   }
-  EXPECT_FALSE(host_cast(parse("{cast, fib, [1], 300}")));
+  EXPECT_EQ(host_cast(parse("{cast, fib, [1], 300}"), std::nullopt), parse("{call, cast, fib, [1], 300}"));
+  EXPECT_EQ(host_cast(parse("{cast, fib, [1], infinity}"), 100), parse("{call, cast, fib, [1], 100}"));
+  EXPECT_EQ(host_cast(parse("{cast, fib, [1]}"), 100), parse("{call, cast, fib, [1], 100}"));
+  EXPECT_EQ(host_cast(parse("{cast, fib, [1], infinity}"), std::nullopt), parse("{cast, fib, [1]}"));
+  EXPECT_FALSE(host_cast(parse("{cast, fib, [1], -5}"), std::nullopt));
 }
 
 TEST(HostRequest, OtherShapesAreRefused) {
@@ -67,7 +71,7 @@ TEST(HostRequest, OtherShapesAreRefused) {
                            "{call, {m, f, g}, []}", "{cast, fib, []}", "ping", "{load, \"/tmp/x.cmxs\"}"}) {
     EXPECT_FALSE(host_call(parse(text), tag, std::nullopt)) << text;
   }
-  EXPECT_FALSE(host_cast(parse("{call, fib, []}")));
+  EXPECT_FALSE(host_cast(parse("{call, fib, []}"), std::nullopt));
   EXPECT_EQ(bad_request("no"), parse("{error, {bad_request, <<\"no\">>}}"));
 }
 
