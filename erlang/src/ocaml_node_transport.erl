@@ -24,8 +24,8 @@
 %% In flight: the caller counts a call in before sending it and out at its
 %% answer or when it gives up; casts are not counted by their callers (nobody
 %% sees them end). The worker's process reads the node's own count of
-%% requests queued or running (`in_flight') every 250 ms while its counter is
-%% not zero, and sets the counter right when they differ at two reads in a row
+%% requests queued or running (`in_flight') every 250 ms, and sets the
+%% counter right when they differ at two reads in a row
 %% (`ocaml_transport:recount/3'): a caller killed while it waits, the casts,
 %% and another pool's requests to a shared node are counted so.
 %%
@@ -36,10 +36,9 @@
 %% a pool that sets `max_memory' is refused; the queue is the node's own
 %% (100,000 requests, past which a call answers `overloaded'), and a request
 %% is a distribution message.</li>
-%% <li>The answers are decoded by this VM's distribution, not by
-%% `ocaml_etf_guard': the atoms an answer holds are created here, as any node
-%% of the cluster may create them. A node is a member of the cluster, trusted
-%% as the cookie makes every node trusted.</li>
+%% <li>The answers and the messages of `Erl.send' are decoded by this VM's
+%% distribution, not by `ocaml_etf_guard'; the node refuses those that hold an
+%% atom this VM may not have (`docs/node.md', "Atoms").</li>
 %% </ul>
 -module(ocaml_node_transport).
 -behaviour(ocaml_transport).
@@ -92,19 +91,28 @@ send_call(#ocaml_node{node = Node, in_flight = InFlight}, Worker, Fun, Args, Dea
     {sent, nonempty_improper_list(alias, reference()), reference()} | unsent
     | {error, ocaml_transport:send_refusal()}.
 send_call_to(Node, InFlight, Fun, Args, Deadline) ->
-    Alias = erlang:alias([reply]),
-    Tag = [alias | Alias],
-    ok = ocaml_transport:count_in(InFlight),
-    case erlang:send({ocaml, Node}, {'$gen_call', {self(), Tag}, {call, Fun, Args, Deadline}},
-                     [noconnect, nosuspend]) of
-        ok ->
-            %% Only now: a monitor of a name on a node not connected would connect to it, and
-            %% a send meanwhile would wait for that connection instead of answering noconnect.
-            {sent, Tag, erlang:monitor(process, {ocaml, Node})};
-        NotSent ->
-            _ = erlang:unalias(Alias),
-            ok = ocaml_transport:count_out(InFlight),
-            not_sent(NotSent)
+    %% A node not connected is gone: a monitor of it would connect again, and the send
+    %% would then wait for that connection instead of answering noconnect. A connected
+    %% one is monitored before the request goes, so both travel on one connection: a
+    %% request lost with it is the monitor's DOWN.
+    case lists:member(Node, nodes(connected)) of
+        false ->
+            unsent;
+        true ->
+            Alias = erlang:alias([reply]),
+            Tag = [alias | Alias],
+            Monitor = erlang:monitor(process, {ocaml, Node}),
+            ok = ocaml_transport:count_in(InFlight),
+            case erlang:send({ocaml, Node}, {'$gen_call', {self(), Tag}, {call, Fun, Args, Deadline}},
+                             [noconnect, nosuspend]) of
+                ok ->
+                    {sent, Tag, Monitor};
+                NotSent ->
+                    erlang:demonitor(Monitor, [flush]),
+                    _ = erlang:unalias(Alias),
+                    ok = ocaml_transport:count_out(InFlight),
+                    not_sent(NotSent)
+            end
     end.
 
 %% @doc Sends `{cast, Fun, Args, CastTimeout}' as `gen_server:cast/2' does,
@@ -122,8 +130,12 @@ send_cast(#ocaml_node{node = Node, cast_timeout = Timeout}, Fun, Args) ->
 %% the caller's.
 -spec cancel(#ocaml_node{}, ocaml_transport:tag()) -> ok.
 cancel(#ocaml_node{in_flight = InFlight}, [alias | Alias]) ->
-    _ = erlang:unalias(Alias),
-    ocaml_transport:count_out(InFlight).
+    case erlang:unalias(Alias) of
+        true -> ocaml_transport:count_out(InFlight);
+        %% The answer took the one-reply alias: it is in the mailbox, and answered/1 counts
+        %% the call out when the caller takes it.
+        false -> ok
+    end.
 
 %% @doc Counts the call out: its answer came straight to the caller.
 -spec answered(#ocaml_node{}) -> ok.

@@ -76,6 +76,14 @@
     registry :: reference() | none,
     %% The ocaml:load requests the node has not answered: the tag of each, its caller's alias.
     loads = #{} :: #{reference() => reference()},
+    %% The tag of the drain's last question to the node.
+    drain_tag :: reference() | undefined,
+    %% The timer of the next start after a failure or a loss, if one is set.
+    retry_timer :: reference() | undefined,
+    %% Each worker process names its nodes after itself, alternating two names: a node
+    %% name is an atom, made once, and a node that keeps dying must not make one each time.
+    name_base :: {Base :: string(), Host :: string()} | undefined,
+    starts = 0 :: non_neg_integer(),
     %% The tag of the in_flight question on its way, if any, and when it was asked.
     asking :: reference() | undefined,
     asked_at :: integer() | undefined,
@@ -168,10 +176,10 @@ handle_info(drain_check, #state{retiring = true} = State) ->
     drained(State);
 handle_info(drain_check, #state{recycling = true} = State) ->
     drained(State);
-handle_info({{camlbeam_drain, _}, 0}, #state{retiring = Retiring, recycling = Recycling} = State)
+handle_info({{camlbeam_drain, Tag}, 0}, #state{drain_tag = Tag, retiring = Retiring, recycling = Recycling} = State)
   when Retiring; Recycling ->
     drain_done(State);
-handle_info(retry_start, #state{handle = undefined} = State) ->
+handle_info({retry_start, Timer}, #state{handle = undefined, retry_timer = Timer} = State) ->
     {noreply, start(State)};
 handle_info(_Info, State) ->
     %% Lines of a node this worker no longer runs, late answers, stale timers.
@@ -189,7 +197,7 @@ terminate(_Reason, State) ->
 -spec start(#state{}) -> #state{}.
 start(#state{manager = Manager, id = Id} = State0) ->
     {ok, Setup} = ocaml_pool_manager:join(Manager, Id),
-    State1 = State0#state{setup = Setup},
+    State1 = State0#state{setup = Setup, retry_timer = undefined},
     Deadline = case maps:get(start_timeout, Setup) of
                    infinity -> infinity;
                    Timeout -> now_ms() + Timeout
@@ -219,8 +227,8 @@ reach_node(#{nodes := [_ | _] = Nodes}, _Deadline, #state{id = Id} = State0) ->
         true -> watch(State);
         _ -> {error, {cannot_connect, Node}, State}
     end;
-reach_node(#{executable := Executable} = Setup, Deadline, #state{id = Id} = State0) ->
-    Node = own_node_name(),
+reach_node(#{executable := Executable} = Setup, Deadline, #state{id = Id} = State1) ->
+    {Node, State0} = own_node_name(State1),
     try open_port({spawn_executable, Executable},
                   [{args, node_arguments(Node, Id, Setup)},
                    {env, [{"CAMLBEAM_COOKIE", atom_to_list(erlang:get_cookie())}]},
@@ -277,7 +285,7 @@ logged_line(Line, #state{node = Node} = State) ->
 begin_serving(#{plugins := Plugins, ocaml := Wanted, cast_timeout := CastTimeout}, Deadline,
               #state{node = Node} = State) ->
     case node_call(Node, info, Deadline) of
-        {ok, #{os_pid := OsPid, ocaml_version := Version}} when is_integer(OsPid), is_binary(Version) ->
+        {ok, #{os_pid := OsPid, ocaml_version := Version}} when is_integer(OsPid), OsPid > 0, is_binary(Version) ->
             case Wanted =:= default orelse unicode:characters_to_binary(Wanted) =:= Version of
                 true ->
                     Handle = #ocaml_node{node = Node, in_flight = ocaml_transport:new_counter(),
@@ -341,12 +349,16 @@ plugin_path(Path) ->
         Binary when is_binary(Binary) -> Binary
     end.
 
-%% The name of a node this VM starts: unique on this host while this VM runs.
--spec own_node_name() -> node().
-own_node_name() ->
+%% The name of the next node this worker starts: camlbeam_VMPid_N_0 and _1 in turn
+%% (N unique in the VM, made when the worker process starts), on this VM's host. Two
+%% names, so that a new node never waits for its predecessor's name to be free in EPMD.
+-spec own_node_name(#state{}) -> {node(), #state{}}.
+own_node_name(#state{name_base = undefined} = State) ->
     [_, Host] = string:split(atom_to_list(node()), "@"),
-    list_to_atom("camlbeam_" ++ os:getpid() ++ "_" ++ integer_to_list(erlang:unique_integer([positive]))
-                 ++ "@" ++ Host).
+    Base = "camlbeam_" ++ os:getpid() ++ "_" ++ integer_to_list(erlang:unique_integer([positive])),
+    own_node_name(State#state{name_base = {Base, Host}});
+own_node_name(#state{name_base = {Base, Host}, starts = Starts} = State) ->
+    {list_to_atom(Base ++ "_" ++ integer_to_list(Starts rem 2) ++ "@" ++ Host), State#state{starts = Starts + 1}}.
 
 -spec node_arguments(node(), pos_integer(), ocaml_pool_manager:worker_setup()) -> [string()].
 node_arguments(Node, Id, #{policy := Policy}) ->
@@ -361,7 +373,16 @@ node_arguments(Node, Id, #{policy := Policy}) ->
                end,
     [NameFlag, atom_to_list(Node), "--hidden", "--allow-load", "--stop-on-eof",
      "--net-ticktime", integer_to_list(max(4, Ticktime)), "--worker-id", integer_to_list(Id)
-     | policy_arguments(Policy)].
+     | tls_arguments() ++ policy_arguments(Policy)].
+
+%% A VM distributed over TLS (erl -proto_dist inet_tls -ssl_dist_optfile F) reaches its
+%% nodes over TLS, with the same options (docs/node.md, TLS).
+-spec tls_arguments() -> [string()].
+tls_arguments() ->
+    case {init:get_argument(proto_dist), init:get_argument(ssl_dist_optfile)} of
+        {{ok, [["inet_tls"] | _]}, {ok, [[File] | _]}} -> ["--proto-dist", "inet_tls", "--ssl-dist-optfile", File];
+        _ -> []
+    end.
 
 %% The pool's policy, as the node enforces it (docs/node.md).
 -spec policy_arguments(ocaml_policy:policy()) -> [string()].
@@ -405,8 +426,11 @@ failed_start(Reason, #state{failures = Failures} = State) ->
 
 -spec retry_later(#state{}) -> #state{}.
 retry_later(#state{failures = Failures, setup = #{restart_backoff := Backoff}} = State) ->
-    _ = erlang:send_after(ocaml_worker_lib:restart_delay(Failures, Backoff), self(), retry_start),
-    State#state{failures = Failures + 1}.
+    %% One start in waiting at a time: a recycle meanwhile starts at once, and the timer's
+    %% message, no longer this one, is dropped.
+    Timer = make_ref(),
+    _ = erlang:send_after(ocaml_worker_lib:restart_delay(Failures, Backoff), self(), {retry_start, Timer}),
+    State#state{failures = Failures + 1, retry_timer = Timer}.
 
 %% The node is gone: out of the registry, its loads answered, and a new start
 %% after the backoff (from its first delay if the node served for a while).
@@ -451,15 +475,17 @@ ask_in_flight(#state{handle = #ocaml_node{node = Node}, asking = undefined} = St
         ok -> State#state{asking = Tag, asked_at = now_ms()};
         _ -> State
     end;
-ask_in_flight(#state{handle = #ocaml_node{os_pid = OsPid}, asked_at = AskedAt, port = Port, node = Node,
-                     setup = #{stall_timeout := Stall}} = State) ->
+ask_in_flight(#state{handle = #ocaml_node{}, asked_at = AskedAt, port = Port, node = Node,
+                     setup = #{stall_timeout := Stall}} = State) when is_integer(AskedAt) ->
     case now_ms() - AskedAt >= Stall of
         true ->
-            %% Its own: killed (a stopped process reads no end of file); a given one:
-            %% cut off, and joined again when it answers.
-            _ = case is_port(Port) of
-                    true -> os:cmd("kill -9 " ++ integer_to_list(OsPid));
-                    false -> erlang:disconnect_node(Node)
+            %% Its own: killed (a stopped process reads no end of file), by the pid the VM
+            %% spawned, not one the node says; a given one: cut off, joined again when it answers.
+            _ = case is_port(Port) andalso erlang:port_info(Port, os_pid) of
+                    {os_pid, OsPid} when is_integer(OsPid), OsPid > 0 ->
+                        os:cmd("kill -9 " ++ integer_to_list(OsPid));
+                    _ ->
+                        erlang:disconnect_node(Node)
                 end,
             node_lost(unresponsive, State);
         false ->
@@ -501,10 +527,11 @@ drained(#state{handle = #ocaml_node{node = Node}, drain_until = Until} = State) 
         true ->
             drain_done(State);
         false ->
-            _ = erlang:send({ocaml, Node}, {'$gen_call', {self(), {camlbeam_drain, make_ref()}}, in_flight},
+            Tag = make_ref(),
+            _ = erlang:send({ocaml, Node}, {'$gen_call', {self(), {camlbeam_drain, Tag}}, in_flight},
                             [noconnect, nosuspend]),
             _ = erlang:send_after(100, self(), drain_check),
-            {noreply, State}
+            {noreply, State#state{drain_tag = Tag}}
     end.
 
 -spec drain_done(#state{}) -> {noreply, #state{}} | {stop, normal, #state{}}.

@@ -132,8 +132,8 @@
 %% `{Tag, Answer}', and `Monitor' watches the worker's process (`port': both
 %% are an alias monitor of it, so that the VM drops an answer that comes after
 %% the caller gave up; `nif': a plain reference, whose answer cancel/2 keeps
-%% out of the mailbox, and a monitor; `node': gen's `[alias | Monitor]', the
-%% monitor an alias monitor of the node's process). `{answered, Answer}': the call ran as
+%% out of the mailbox, and a monitor; `node': gen's `[alias | Alias]' of a
+%% one-reply alias, and a plain monitor of the node's process). `{answered, Answer}': the call ran as
 %% it was sent (`nif': a short export, on the calling scheduler), and that is
 %% its answer. `unsent': nothing was sent because the worker is gone (the
 %% caller tries another). Deadline: how long the worker may run it. A request

@@ -412,7 +412,13 @@ send_connects_to_a_node_not_connected_yet(Config) ->
     Mailbox = peer:call(Peer, erlang, spawn, [timer, sleep, [infinity]]),
     ?assertEqual(PeerNode, node(Mailbox)),
     ?assertNot(lists:member(Node, peer:call(Peer, erlang, nodes, [connected]))),
-    ?assertEqual({ok, ok}, call(Node, send, [Mailbox, {hello, third}])),
+    %% No atom the third VM may not have: it never sent the node any (docs/node.md, Atoms).
+    ?assertEqual({ok, ok}, call(Node, send, [Mailbox, {<<"hello">>, 3}])),
     ?LIB:wait_until(fun() -> peer:call(Peer, erlang, process_info, [Mailbox, messages]) =:=
-                                 {messages, [{hello, third}]} end, 5000),
+                                 {messages, [{<<"hello">>, 3}]} end, 5000),
+    %% One that holds such an atom is dropped (and logged), not delivered.
+    ?assertEqual({ok, ok}, call(Node, send, [Mailbox, {camlbeam_never_sent_there, 4}])),
+    ?assertEqual({ok, ok}, call(Node, send, [Mailbox, {<<"after">>, 5}])),
+    ?LIB:wait_until(fun() -> peer:call(Peer, erlang, process_info, [Mailbox, messages]) =:=
+                                 {messages, [{<<"hello">>, 3}, {<<"after">>, 5}]} end, 5000),
     peer:stop(Peer).

@@ -68,10 +68,14 @@ void KnownAtoms::each_name(const Term& term, const std::function<bool(std::strin
   }
 }
 
+KnownAtoms::Names& KnownAtoms::of(const std::string& peer) {
+  auto found = known_by_peer_.find(peer);
+  if (found == known_by_peer_.end()) found = known_by_peer_.emplace(peer, Names{}).first;
+  return found->second;
+}
+
 void KnownAtoms::learn(const std::string& peer, const Term& request) {
-  auto found = sent_by_peer_.find(peer);
-  if (found == sent_by_peer_.end()) found = sent_by_peer_.emplace(peer, Names{}).first;
-  Names& names = found->second;
+  Names& names = of(peer);
   each_name(request, [&](std::string_view name) {
     if (names.size() >= max_per_peer) return false;
     if (!is_camlbeams_own(name) && !names.contains(name)) names.emplace(name);
@@ -79,11 +83,12 @@ void KnownAtoms::learn(const std::string& peer, const Term& request) {
   });
 }
 
-void KnownAtoms::learn_declared(const Term& load_answer) {
+void KnownAtoms::learn_declared(const std::string& peer, const Term& load_answer) {
   const auto outcome = load_answer.tuple_elements();
   if (outcome.size() != 2 || !outcome[0].is_atom("ok")) return;
   const auto* declared = outcome[1].get_if<etf::Map>();
   if (declared == nullptr) return;
+  Names& names = of(peer);
   const auto text_of = [](const Term& term) -> std::optional<std::string> {
     const auto* binary = term.get_if<etf::Binary>();
     if (binary == nullptr) return std::nullopt;
@@ -96,27 +101,26 @@ void KnownAtoms::learn_declared(const Term& load_answer) {
     for (std::size_t item = 0; item + 1 < list->items.size(); ++item) {
       const Term& entry = list->items[item];
       if (key.is_atom("atoms")) {
-        if (auto text = text_of(entry)) declared_.insert(std::move(*text));
+        if (auto text = text_of(entry); text && names.size() < max_per_peer) names.insert(std::move(*text));
       } else if (key.is_atom("exports")) {
         // {Module, Function, Arity, Signature}
         const auto export_ = entry.tuple_elements();
         if (export_.size() != 4) continue;
         for (const Term& name : export_.first(2)) {
-          if (auto text = text_of(name)) declared_.insert(std::move(*text));
+          if (auto text = text_of(name); text && names.size() < max_per_peer) names.insert(std::move(*text));
         }
       }
     }
   }
 }
 
-void KnownAtoms::forget(const std::string& peer) { sent_by_peer_.erase(peer); }
+void KnownAtoms::forget(const std::string& peer) { known_by_peer_.erase(peer); }
 
 std::optional<std::string> KnownAtoms::first_unknown(const std::string& peer, const Term& answer) const {
-  const auto sent = sent_by_peer_.find(peer);
+  const auto known = known_by_peer_.find(peer);
   std::optional<std::string> unknown;
   each_name(answer, [&](std::string_view name) {
-    if (is_camlbeams_own(name) || declared_.contains(name) ||
-        (sent != sent_by_peer_.end() && sent->second.contains(name))) {
+    if (is_camlbeams_own(name) || (known != known_by_peer_.end() && known->second.contains(name))) {
       return true;
     }
     unknown = std::string(name);

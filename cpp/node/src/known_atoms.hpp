@@ -3,9 +3,10 @@
 // plugin must not be able to fill a VM's atom table through the node, any more than through
 // a port worker, whose answers a guard decodes with binary_to_term(_, [safe]). An answer
 // may hold the atoms that peer sent the node (they exist in its VM), the node names of the
-// pids, ports and references it sent, the atoms plugins declare and the names of their
-// modules and exports (a pool creates those when it loads a plugin: docs/plugins.md), and
-// the atoms of camlbeam's own answers. Any other atom makes the answer
+// pids, ports and references it sent, the atoms of the plugins the peer loaded (their
+// declared atoms and the names of their modules and exports, which a pool creates when it
+// loads a plugin: docs/plugins.md), and the atoms of camlbeam's own answers. The same holds
+// for what the node sends a VM otherwise: Erl.send's messages, Erl.call_erlang's arguments. Any other atom makes the answer
 // {error, {bad_reply, Message}}, Message as the port's guard words it.
 #pragma once
 
@@ -25,9 +26,9 @@ class KnownAtoms {
  public:
   // The atoms of a request from `peer`, or of what its Erlang answered an Erl.call_erlang.
   void learn(const std::string& peer, const etf::Term& request);
-  // A plugin's load answered {ok, #{atoms := Atoms, exports := Exports}}: its declared atoms
-  // and the names of its modules and exports, for every peer.
-  void learn_declared(const etf::Term& load_answer);
+  // A plugin's load answered {ok, #{atoms := Atoms, exports := Exports}} to `peer`: its
+  // declared atoms and the names of its modules and exports, which the peer's pool creates.
+  void learn_declared(const std::string& peer, const etf::Term& load_answer);
   // The peer is gone; what it sent goes with it.
   void forget(const std::string& peer);
 
@@ -46,8 +47,9 @@ class KnownAtoms {
   // 1,048,576); this bounds it whatever the peer's limit.
   static constexpr std::size_t max_per_peer = std::size_t{1} << 20;
 
-  std::map<std::string, Names, std::less<>> sent_by_peer_;
-  Names declared_;
+  Names& of(const std::string& peer);
+
+  std::map<std::string, Names, std::less<>> known_by_peer_;
 };
 
 }  // namespace camlbeam::node

@@ -165,6 +165,7 @@ void Node::apply(Effects& effects) {
       apply(refused);
       continue;
     }
+    work.arrived = std::chrono::steady_clock::now();
     queue_.push_back(std::move(work));
   }
   effects.work.clear();
@@ -176,6 +177,22 @@ void Node::apply(Effects& effects) {
   effects.erl_calls_done.clear();
 }
 
+bool Node::within_callers_timeout(HostWork& work) {
+  if (!work.caller_timeout_ms) return true;
+  const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                            work.arrived);
+  if (waited.count() >= *work.caller_timeout_ms) return false;
+  // {call, Ref, Fun, Args, Timeout}: what is left of the caller's, if that is shorter.
+  auto& elements = std::get<etf::Tuple>(work.request.repr()).elements;
+  const auto left = static_cast<std::int64_t>(*work.caller_timeout_ms - waited.count());
+  if (elements.size() == 5) {
+    if (const auto* timeout = elements[4].get_if<std::int64_t>(); timeout != nullptr && *timeout > left) {
+      elements[4] = Term::integer(left);
+    }
+  }
+  return true;
+}
+
 std::optional<std::string> Node::serve(host::Host& host, const conv::Root* context) {
   std::unique_lock lock(mutex_);
   runtime_thread_ = std::this_thread::get_id();
@@ -184,6 +201,12 @@ std::optional<std::string> Node::serve(host::Host& host, const conv::Root* conte
     if (!queue_.empty()) {
       HostWork work = std::move(queue_.front());
       queue_.pop_front();
+      if (!within_callers_timeout(work)) {
+        Effects effects;
+        processes_.answered(work, Term::tuple({Term::atom("error"), Term::atom("timeout")}), effects);
+        apply(effects);
+        continue;
+      }
       running_request_ = true;
       running_ = Running{work.peer, given_pids(work.request)};
       lock.unlock();
@@ -246,6 +269,14 @@ std::string Node::send_from_ocaml(const etf::Pid& to, etf::Term message) {
   // The node's own processes (Erl.self ()) have no mailbox for OCaml: dropped, as the port
   // worker's process drops what is sent to it.
   if (to.node == name()) return {};
+  // As a port worker's sends pass its pool's guard: no atom the receiving VM may not have.
+  if (const auto unknown = processes_.unknown_atom(to.node, message)) {
+    if (dropped_sends_.admit()) {
+      std::fprintf(stderr, "camlbeam-node: Erl.send to %s dropped: the atom '%s' is not known to its VM\n",
+                   Term::pid(to).to_string().c_str(), unknown->c_str());
+    }
+    return {};
+  }
   if (processes_.peer_flags(to.node)) {
     Effects effects;
     processes_.send_from_ocaml(to, std::move(message), effects);
@@ -329,6 +360,11 @@ ErlCallStart Node::start_erl_call(std::string_view module, std::string_view func
   }
   if (!processes_.peer_flags(running_->peer)) {
     return answered(erl_call_error(Term::tuple({Term::atom("erpc"), Term::atom("noconnection")})));
+  }
+  if (const auto unknown = processes_.unknown_atom(running_->peer, args)) {
+    return answered(erl_call_error(Term::tuple(
+        {Term::atom("bad_erl_call"),
+         Term::binary("the arguments of Erl.call_erlang hold the atom '" + *unknown + "', not known to its VM")})));
   }
   // A reference of this node's: a counter, unique while it runs (its creation tells it
   // from an earlier run's). Guessable, but only the node running the call may answer it.

@@ -136,6 +136,9 @@ class Node {
   void release_held_sends(const std::string& peer, bool connected);
   // Sends what Processes decided and queues its host requests; the caller holds mutex_.
   void apply(Effects& effects);
+  // Whether a queued call's caller still waits for it (HostWork::caller_timeout_ms); if so
+  // its deadline becomes what is left of the caller's timeout.
+  bool within_callers_timeout(HostWork& work);
   void run(host::Host& host, HostWork& work, const conv::Root* context);
   // Waits until the endpoint has an event or `timeout` passes.
   bool wait_for_event(std::chrono::milliseconds timeout) const noexcept;

@@ -89,7 +89,11 @@ etf::Pid Processes::make_pid(std::uint64_t number) const {
   return etf::Pid{node_name_, static_cast<std::uint32_t>(number), static_cast<std::uint32_t>(number >> 32), creation_};
 }
 
-void Processes::connected(const std::string& peer, std::uint64_t flags) { flags_[peer] = flags; }
+void Processes::connected(const std::string& peer, std::uint64_t flags) {
+  flags_[peer] = flags;
+  // The peer knows this node's name: it is connected to it (pids of the node's processes).
+  known_atoms_.learn(peer, Term::atom(node_name_));
+}
 
 void Processes::disconnected(const std::string& peer, Effects& out) {
   for (auto call = erl_calls_.begin(); call != erl_calls_.end();) {
@@ -253,7 +257,7 @@ void Processes::deliver(const std::string& peer, Registered to, Term message, Ef
                  [&](GenCall& call) { serve_ocaml_call(peer, call, out); },
                  [&](GenCast& cast) {
                    if (auto request = host_cast(std::move(cast.request), call_timeout_ms_)) {
-                     add_work({peer, std::move(*request), std::monostate{}}, out);
+                     add_work({peer, std::move(*request), std::monostate{}, std::nullopt, {}}, out);
                    }
                  },
              },
@@ -279,16 +283,27 @@ void Processes::serve_ocaml_call(const std::string& peer, GenCall& call, Effects
     std::string path;
     if (const auto* binary = load[1].get_if<etf::Binary>()) {
       path.assign(binary->bytes.begin(), binary->bytes.end());
-      if (const auto known = loaded_.find(path); known != loaded_.end()) return reply(known->second);
+      if (const auto known = loaded_.find(path); known != loaded_.end()) {
+        known_atoms_.learn_declared(peer, known->second);  // this peer's pool creates them now
+        return reply(known->second);
+      }
     }
     // {load, Path, Timeout}: the host's {load, Ref, Path, Timeout}, whose deadline stops an
     // initialiser that does not end (the host checks Timeout).
     Term request = load.size() == 2 ? tuple_of(Term::atom("load"), call.tag, load[1])
                                     : tuple_of(Term::atom("load"), call.tag, load[1], load[2]);
-    return add_work({peer, std::move(request), HostWork::GenReply{from, call.tag, true, std::move(path)}}, out);
+    return add_work(
+        {peer, std::move(request), HostWork::GenReply{from, call.tag, true, std::move(path)}, std::nullopt, {}}, out);
+  }
+  std::optional<std::uint32_t> caller_timeout;
+  if (const auto asked = call.request.tuple_elements(); asked.size() == 4 && asked[0].is_atom("call")) {
+    if (const auto* ms = asked[3].get_if<std::int64_t>(); ms != nullptr && *ms >= 0 && *ms <= UINT32_MAX) {
+      caller_timeout = static_cast<std::uint32_t>(*ms);
+    }
   }
   if (auto request = host_call(std::move(call.request), call.tag, call_timeout_ms_)) {
-    return add_work({peer, std::move(*request), HostWork::GenReply{from, call.tag, false, {}}}, out);
+    return add_work(
+        {peer, std::move(*request), HostWork::GenReply{from, call.tag, false, {}}, caller_timeout, {}}, out);
   }
   reply(bad_request("the ocaml process answers {call, Function, Args[, Timeout]}, {load, Path[, Timeout]}, pid, info "
                     "and in_flight; a cast is {cast, Function, Args}"));
@@ -329,7 +344,7 @@ void Processes::deliver_to_rex(const std::string& peer, Term message, Effects& o
                            Term::atom("rex"), call_timeout_ms_);
   if (!request) return;
   add_work({peer, std::move(*request),
-            HostWork::RexReply{**from, ExecuteCall{Term::atom("rex"), call[1], call[2], call[3]}}},
+            HostWork::RexReply{**from, ExecuteCall{Term::atom("rex"), call[1], call[2], call[3]}}, std::nullopt, {}},
            out);
 }
 
@@ -412,14 +427,14 @@ void Processes::spawn(const std::string& peer, const etf::Reference& request_id,
   spawned_.emplace(number, Spawned{peer, from, request_id, link, monitor, std::move(*call)});
   const std::uint64_t reply_flags = (link ? 1 : 0) | (monitor ? 2 : 0);
   out.send.push_back({peer, control::SpawnReply{request_id, from, reply_flags, process}});
-  add_work({peer, std::move(request), HostWork::ProcessExit{number}}, out);
+  add_work({peer, std::move(request), HostWork::ProcessExit{number}, std::nullopt, {}}, out);
 }
 
 void Processes::answered(const HostWork& work, Term answer, Effects& out) {
   if (outstanding_ > 0) --outstanding_;
   if (std::holds_alternative<std::monostate>(work.reply_to)) return;  // a cast: nobody to answer
   if (const auto* reply = std::get_if<HostWork::GenReply>(&work.reply_to); reply != nullptr && reply->load) {
-    known_atoms_.learn_declared(answer);
+    known_atoms_.learn_declared(work.peer, answer);
   }
   if (const std::optional<std::string> unknown = known_atoms_.first_unknown(work.peer, answer)) {
     answer = KnownAtoms::refusal(*unknown);

@@ -31,6 +31,7 @@
 #include <camlbeam/dist/control.hpp>
 #include <camlbeam/etf/term.hpp>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -66,6 +67,11 @@ struct HostWork {
   std::string peer;   // the node that asked
   etf::Term request;  // {call, Ref, Fun, Args[, Timeout]} or {cast, Fun, Args}
   std::variant<std::monostate, GenReply, ProcessExit, RexReply> reply_to;  // monostate: a cast
+  // A call whose caller gave its own timeout ({call, F, Args, Timeout}): it counts from when
+  // the call arrived, so that a call that waited in the queue past it does not run at all
+  // (its caller has given up), and one that waited less runs for what is left.
+  std::optional<std::uint32_t> caller_timeout_ms;
+  std::chrono::steady_clock::time_point arrived{};
 };
 
 // A control message for a peer.
@@ -127,6 +133,12 @@ class Processes {
   // answer goes nowhere): every work Processes made is answered once, by the runtime or as
   // refused.
   void answered(const HostWork& work, etf::Term answer, Effects& out);
+
+  // The first atom of `term` that `peer`'s VM may not have (known_atoms.hpp): an answer, a
+  // message or arguments holding one are not sent there.
+  std::optional<std::string> unknown_atom(const std::string& peer, const etf::Term& term) const {
+    return known_atoms_.first_unknown(peer, term);
+  }
 
   // The flags negotiated with a connected peer; nullopt once it is gone.
   std::optional<std::uint64_t> peer_flags(const std::string& peer) const noexcept;

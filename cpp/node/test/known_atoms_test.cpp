@@ -32,14 +32,16 @@ TEST(KnownAtoms, NodeNamesOfPidsPortsReferencesAndFunsCountAsAtoms) {
   EXPECT_EQ(known.first_unknown("erl@h", parse("{ok, fun lists:reverse/1}")), "lists");
 }
 
-TEST(KnownAtoms, APluginsDeclaredAtomsAndExportNamesAreKnownToEveryPeer) {
+TEST(KnownAtoms, APluginsDeclaredAtomsAndExportNamesAreKnownToThePeerThatLoadedIt) {
   KnownAtoms known;
-  known.learn_declared(parse("{ok, #{atoms => [<<\"not_found\">>], exports => [{<<\"mathlib\">>, <<\"fib\">>, 1, "
-                             "<<\"fun((integer()) -> integer())\">>}]}}"));
-  EXPECT_EQ(known.first_unknown("any@h", parse("{error, {not_found, mathlib, fib}}")), std::nullopt);
+  known.learn_declared("pool@h", parse("{ok, #{atoms => [<<\"not_found\">>], exports => [{<<\"mathlib\">>, "
+                                       "<<\"fib\">>, 1, <<\"fun((integer()) -> integer())\">>}]}}"));
+  EXPECT_EQ(known.first_unknown("pool@h", parse("{error, {not_found, mathlib, fib}}")), std::nullopt);
+  // Another VM's pool did not create them.
+  EXPECT_EQ(known.first_unknown("other@h", parse("{error, not_found}")), "not_found");
   // A failed load declares nothing; nor does a signature's text.
-  known.learn_declared(parse("{error, {load_failed, enoent, <<\"no\">>}}"));
-  EXPECT_EQ(known.first_unknown("any@h", parse("{ok, integer}")), "integer");
+  known.learn_declared("pool@h", parse("{error, {load_failed, enoent, <<\"no\">>}}"));
+  EXPECT_EQ(known.first_unknown("pool@h", parse("{ok, integer}")), "integer");
 }
 
 TEST(KnownAtoms, APeerGoneTakesWhatItSentWithIt) {

@@ -153,6 +153,25 @@ TEST_F(ProcessesTest, InFlightCountsTheRequestsNotAnsweredYetCastsIncluded) {
   EXPECT_EQ(processes.outstanding(), 0U);
 }
 
+TEST_F(ProcessesTest, AnAnswerMayHoldOnlyAtomsItsVmHas) {
+  connect();
+  receive(control::RegSend{caller, etf::Atom{"ocaml"}, gen_call("{call, identity, [apple], 700}")});
+  ASSERT_EQ(out.work.size(), 1U);
+  const HostWork work = out.work[0];
+  EXPECT_EQ(work.caller_timeout_ms, 700U);  // counted from its arrival (Node::within_callers_timeout)
+  out = {};
+  // What the peer sent, and the node's own name (the peer is connected to it): sent.
+  processes.answered(work, Term::tuple({Term::atom("ok"), Term::tuple({Term::atom("apple"),
+                                                                        Term::pid(processes.ocaml_pid())})}),
+                     out);
+  EXPECT_EQ(sent<control::AliasSend>().message.tuple_elements()[1].tuple_elements()[0], Term::atom("ok"));
+  out = {};
+  processes.answered(work, parse("{ok, pear}"), out);
+  EXPECT_EQ(sent<control::AliasSend>().message.tuple_elements()[1], KnownAtoms::refusal("pear"));
+  EXPECT_EQ(processes.unknown_atom("erl@h", parse("[apple, pear]")), "pear");
+  EXPECT_EQ(processes.unknown_atom("erl@h", parse("[apple]")), std::nullopt);
+}
+
 TEST_F(ProcessesTest, InfoIsWhatTheNodeSaysOfItself) {
   processes.describe_as(parse("#{os_pid => 7, ocaml_version => <<\"4.13.1\">>, flavour => native}"));
   connect();
