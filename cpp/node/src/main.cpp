@@ -33,6 +33,7 @@
 #include <vector>
 
 #include <pthread.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -152,6 +153,11 @@ int run(int argc, char** argv) {
     the_node->stop();
   });
   if (options.stop_on_eof) {
+    // A node its VM started must also go when it is stopped (SIGSTOP) as its VM dies: it
+    // reads no end of file then, but the kernel's SIGKILL at its parent's death (the VM's
+    // erl_child_setup) ends even a stopped process.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() == 1) std::_Exit(0);  // the parent died before prctl took effect
     // Started by an Erlang port (transport => node): when the port closes, or the VM that
     // owns it dies, standard input ends. The node's owner is gone, and nobody waits for
     // what it still holds: it exits at once, even in the middle of a long call (SIGTERM
