@@ -154,6 +154,9 @@ upgrade_refusals(Config) ->
     _ = {Slow, Upgrader},
     ?assertEqual({ok, <<"hello, y">>}, ocaml:call(Pool, extra_hello, [<<"y">>])),
     %% To the same list: a rolling restart (under nif, in the same OS process: the VM's).
+    %% The upgrade answered before its temporary worker had gone (it goes once it has
+    %% answered its calls): the pool's own worker only.
+    ?LIB:wait_until(fun() -> 1 =:= length(ocaml:workers(Pool)) end, 10000),
     Before = os_pids(Pool),
     ?assertEqual(ok, ocaml:upgrade(Pool, Plugins)),
     _ = ?LIB:transport(Config) =:= nif orelse ?LIB:new_os_pids(Pool, Before),
