@@ -5,6 +5,8 @@
 #include <camlbeam/dist/handshake.hpp>
 #include <camlbeam/dist/tls.hpp>
 
+#include "resolver.hpp"
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -83,10 +85,11 @@ class EventQueue {
 };
 
 struct Command {
-  enum class Kind : std::uint8_t { send, connect, disconnect };
+  enum class Kind : std::uint8_t { send, connect, disconnect, resolved };
   Kind kind;
   std::string peer;
   std::vector<std::uint8_t> body;
+  Resolver::Answer resolved;  // Kind::resolved
 };
 
 struct Connection {
@@ -99,6 +102,7 @@ struct Connection {
   std::optional<TlsStream> tls;  // with TLS distribution, on the peer's socket (after it: goes first)
   bool connect_pending = false;  // writable means the TCP connect finished
   std::string peer;              // outgoing: the node called; incoming: once its name is read
+  std::string address;           // outgoing: the peer's host, where its EPMD and it are called
   bool owner = false;            // holds its peer's name (Impl::peers)
   bool arbitrated = false;       // incoming, answered nok: the peer's other call stays
   bool replaces = false;         // incoming, answered `alive`: replaces the connection up now
@@ -124,9 +128,13 @@ struct Peer {
   std::vector<std::vector<std::uint8_t>> waiting;  // frames sent before the connection is up
   std::size_t waiting_bytes = 0;
   std::optional<Clock::time_point> awaiting_until;
+  // Our call waits for the peer's host to resolve (Resolver), until then at most.
+  std::optional<Clock::time_point> resolving_until;
+  std::uint64_t resolution = 0;  // that lookup's id
 };
 
 std::string alive_part(std::string_view node) { return std::string(node.substr(0, node.find('@'))); }
+std::string host_part(std::string_view node) { return std::string(node.substr(node.find('@') + 1)); }
 
 }  // namespace
 
@@ -161,6 +169,8 @@ struct Endpoint::Impl {
   void flush(Connection& c);
   void update_interest(Connection& c);
   void start_outgoing(const std::string& peer);
+  void call_epmd(const std::string& peer, const std::string& address);
+  void on_resolved(const Resolver::Answer& answer);
   void send_now(const std::string& peer, std::vector<std::uint8_t> body);
   void drop(std::uint64_t key, const Error& error);
   void fail_peer(const std::string& peer, const Error& error);
@@ -178,6 +188,12 @@ struct Endpoint::Impl {
   EventQueue events;
   std::mutex commands_mutex;
   std::vector<Command> commands;
+  // Its answers come back as commands; destroyed before `commands` and `wake` (declared after).
+  Resolver resolver{[this](Resolver::Answer answer) {
+    post(Command{Command::Kind::resolved, {}, {}, std::move(answer)});
+  }};
+  std::unordered_map<std::uint64_t, std::string> resolving;  // lookup id -> peer
+  std::uint64_t next_resolution = 1;
   std::atomic<bool> stopping{false};
   mutable std::mutex connected_mutex;
   std::set<std::string> connected;
@@ -293,7 +309,9 @@ std::chrono::milliseconds Endpoint::Impl::time_to_next_deadline() const {
     if (c->queued() == 0) next = std::min(next, c->last_write + tick_interval());
   }
   for (const auto& [name, p] : peers) {
+    if (p.owner != 0) continue;  // its connection's deadlines count
     if (p.awaiting_until) next = std::min(next, *p.awaiting_until);
+    if (p.resolving_until) next = std::min(next, *p.resolving_until);
   }
   if (listener_paused_until) next = std::min(next, *listener_paused_until);
   if (next <= now) return std::chrono::milliseconds(0);
@@ -389,6 +407,7 @@ Status Endpoint::Impl::decide(std::uint64_t key, const PeerInfo& info) {
   Connection* other = p.owner != 0 ? find(p.owner) : nullptr;
   if (other == nullptr) {
     p.owner = key;
+    p.resolving_until.reset();  // our own call, waiting for the peer's host, is not needed
     c->owner = true;
     return Status::ok;
   }
@@ -411,15 +430,49 @@ Status Endpoint::Impl::decide(std::uint64_t key, const PeerInfo& info) {
 
 // --- outgoing --------------------------------------------------------------------------
 
+// As OTP's inet_tcp_dist: the host part of the peer's name is resolved, and its EPMD asked
+// there for the peer's port. A name that is not an IPv4 literal is resolved off this thread,
+// within the setup time; frames sent meanwhile wait as for any connection not yet up.
 void Endpoint::Impl::start_outgoing(const std::string& peer) {
+  if (options.peer_address) return call_epmd(peer, *options.peer_address);
+  const std::string host = host_part(peer);
+  if (const std::optional<std::string> literal = ipv4_literal(host)) return call_epmd(peer, *literal);
+  Peer& p = peers[peer];
+  p.resolution = next_resolution++;
+  p.resolving_until = Clock::now() + options.setup_timeout;
+  resolving.emplace(p.resolution, peer);
+  resolver.lookup(p.resolution, host);
+}
+
+void Endpoint::Impl::on_resolved(const Resolver::Answer& answer) {
+  const auto lookup = resolving.find(answer.id);
+  if (lookup == resolving.end()) return;
+  const std::string peer = std::move(lookup->second);
+  resolving.erase(lookup);
+  const auto it = peers.find(peer);
+  // Gone (failed at its deadline, disconnected), or it called us meanwhile: its connection
+  // stands, ours is not needed.
+  if (it == peers.end() || it->second.resolution != answer.id || !it->second.resolving_until) return;
+  it->second.resolving_until.reset();
+  if (it->second.owner != 0) return;
+  if (!answer.address) {
+    return fail_peer(peer, Error{Errc::unknown_host, answer.host + " (" + answer.failure + ")"});
+  }
+  call_epmd(peer, *answer.address);
+}
+
+void Endpoint::Impl::call_epmd(const std::string& peer, const std::string& address) {
   auto c = std::make_unique<Connection>(options.max_frame);
   c->outgoing = true;
   c->owner = true;
   c->peer = peer;
+  // With peer_address given, every peer is on the one host our EPMD serves.
+  const std::string& epmd_address = options.peer_address ? options.epmd.address : address;
+  c->address = address;
   c->phase = Connection::Phase::epmd_lookup;
   c->deadline = Clock::now() + options.setup_timeout;
   try {
-    c->socket = Socket::start_connect(options.epmd.address, options.epmd.port);
+    c->socket = Socket::start_connect(epmd_address, options.epmd.port);
     c->connect_pending = true;
     c->out = port_please2_request(alive_part(peer));
     peers[peer].owner = add_connection(std::move(c));
@@ -447,7 +500,7 @@ void Endpoint::Impl::on_epmd_reply(Connection& c) {
   const auto info = parse_port2_reply(c.epmd_reply);
   if (!info) throw DistError(Errc::connect_failed, "EPMD knows no node '" + alive_part(c.peer) + "'");
   epoll.remove(c.socket.native_handle());
-  c.socket = Socket::start_connect(options.peer_address, info->port);
+  c.socket = Socket::start_connect(c.address, info->port);
   c.connect_pending = true;
   c.phase = Connection::Phase::connecting;
   c.epmd_reply.clear();
@@ -714,6 +767,7 @@ void Endpoint::Impl::run_commands() {
       case Command::Kind::connect:
         if (!peers.contains(command.peer)) start_outgoing(command.peer);
         break;
+      case Command::Kind::resolved: on_resolved(command.resolved); break;
       case Command::Kind::disconnect: {
         const auto it = peers.find(command.peer);
         if (it == peers.end()) break;
@@ -759,11 +813,16 @@ void Endpoint::Impl::check_timers() {
     });
   }
   std::vector<std::string> gave_up;
+  std::vector<std::string> unresolved;
   for (const auto& [name, p] : peers) {
     if (p.owner == 0 && p.awaiting_until && now >= *p.awaiting_until) gave_up.push_back(name);
+    if (p.owner == 0 && p.resolving_until && now >= *p.resolving_until) unresolved.push_back(name);
   }
   for (const auto& name : gave_up) {
     fail_peer(name, Error{Errc::refused_nok, name + " answered nok and did not call us within the setup time"});
+  }
+  for (const auto& name : unresolved) {
+    fail_peer(name, Error{Errc::timeout, "resolving the host of " + name});
   }
 }
 
@@ -790,17 +849,17 @@ std::uint32_t Endpoint::creation() const noexcept { return impl_->creation; }
 
 void Endpoint::send(std::string_view peer, std::vector<std::uint8_t> body) {
   impl_->check_peer_name(peer);
-  impl_->post(Command{Command::Kind::send, std::string(peer), std::move(body)});
+  impl_->post(Command{Command::Kind::send, std::string(peer), std::move(body), {}});
 }
 
 void Endpoint::connect(std::string_view peer) {
   impl_->check_peer_name(peer);
-  impl_->post(Command{Command::Kind::connect, std::string(peer), {}});
+  impl_->post(Command{Command::Kind::connect, std::string(peer), {}, {}});
 }
 
 void Endpoint::disconnect(std::string_view peer) {
   impl_->check_peer_name(peer);
-  impl_->post(Command{Command::Kind::disconnect, std::string(peer), {}});
+  impl_->post(Command{Command::Kind::disconnect, std::string(peer), {}, {}});
 }
 
 std::optional<EndpointEvent> Endpoint::poll_event() { return impl_->events.pop(); }

@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 #include <thread>
+#include <vector>
 
 extern char** environ;
 
@@ -206,7 +207,7 @@ bool EpmdClient::answers() noexcept {
   }
 }
 
-void ensure_local_epmd(const EpmdEndpoint& endpoint, std::chrono::milliseconds wait) {
+void ensure_local_epmd(const EpmdEndpoint& endpoint, std::chrono::milliseconds wait, const std::string& also_on) {
   if (endpoint.address != "127.0.0.1") {
     throw DistError(Errc::epmd_unreachable, "only a loopback EPMD is started here, not " + endpoint.address);
   }
@@ -215,10 +216,13 @@ void ensure_local_epmd(const EpmdEndpoint& endpoint, std::chrono::milliseconds w
   EpmdClient client(quick);
   if (client.answers()) return;
   const std::string port = std::to_string(endpoint.port);
-  const char* argv[] = {"epmd", "-daemon", "-address", "127.0.0.1", "-port", port.c_str(), nullptr};
+  const std::string addresses = also_on == "127.0.0.1" ? also_on : "127.0.0.1," + also_on;
+  std::vector<const char*> argv{"epmd", "-daemon"};
+  if (also_on != "0.0.0.0") argv.insert(argv.end(), {"-address", addresses.c_str()});
+  argv.insert(argv.end(), {"-port", port.c_str(), nullptr});
   pid_t pid = 0;
   // epmd -daemon forks and its parent exits at once: waiting for it is bounded.
-  if (::posix_spawnp(&pid, "epmd", nullptr, nullptr, const_cast<char* const*>(argv), environ) != 0) {
+  if (::posix_spawnp(&pid, "epmd", nullptr, nullptr, const_cast<char* const*>(argv.data()), environ) != 0) {
     throw DistError(Errc::epmd_unreachable, "cannot run epmd (is Erlang installed?)");
   }
   int status = 0;

@@ -7,6 +7,7 @@ std::string_view to_string(Errc code) noexcept {
     case Errc::timeout: return "timeout";
     case Errc::connection_closed: return "connection closed by the peer";
     case Errc::connect_failed: return "connect failed";
+    case Errc::unknown_host: return "unknown host";
     case Errc::socket_error: return "socket error";
     case Errc::epmd_unreachable: return "no EPMD answers";
     case Errc::epmd_bad_reply: return "malformed EPMD reply";

@@ -303,6 +303,45 @@ TEST_F(EndpointTest, AnUnknownNodeFailsItsQueuedFrames) {
   EXPECT_THROW(ep.connect("ocaml@localhost"), DistError);
 }
 
+// A peer's host part is resolved (off the network thread), its EPMD asked there: a name
+// that resolves to no address fails the call and its frames, and nothing else.
+TEST_F(EndpointTest, APeerOnAHostThatDoesNotResolveFailsWithUnknownHost) {
+  Endpoint ep(options("ocaml@localhost"));
+  ep.send("erl@no-such-host.invalid", bytes("lost"));
+  const auto down = next(ep, EndpointEvent::Kind::disconnected);
+  ASSERT_TRUE(down);
+  EXPECT_EQ(down->peer, "erl@no-such-host.invalid");
+  // A resolver that cannot say in time (no DNS server answers) ends at the setup time.
+  EXPECT_TRUE(down->error.code == Errc::unknown_host || down->error.code == Errc::timeout) << down->error.message();
+  EXPECT_NE(down->error.message().find("no-such-host.invalid"), std::string::npos) << down->error.message();
+}
+
+// An IPv4 literal (a long name's host, as `-name erl@127.0.0.1` makes it) is the address.
+TEST_F(EndpointTest, AnIpv4HostIsCalledThere) {
+  Listener listener = Listener::loopback();
+  epmd.add("erl", listener.port());
+  Endpoint ep(options("ocaml@127.0.0.1"));
+  ep.send("erl@127.0.0.1", bytes("literal"));
+  Handshake hs = Handshake::acceptor(peer_config("erl@127.0.0.1"));
+  Link peer(run_handshake(listener.accept(after(3s)), hs, after(3s)), {});
+  std::vector<std::vector<std::uint8_t>> got;
+  peer.serve_until(after(300ms), [&](std::span<const std::uint8_t> f) { got.emplace_back(f.begin(), f.end()); });
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0], bytes("literal"));
+}
+
+// A peer whose host's EPMD does not answer (nothing listens on its port there).
+TEST_F(EndpointTest, APeerWhoseHostHasNoEpmdFailsWithEpmdUnreachable) {
+  EndpointOptions o = options("ocaml@localhost");
+  o.epmd.port = Listener::loopback().port();  // bound, then closed: nothing listens there
+  Endpoint ep(o);
+  ep.connect("erl@127.0.0.2");
+  const auto down = next(ep, EndpointEvent::Kind::disconnected);
+  ASSERT_TRUE(down);
+  EXPECT_TRUE(down->error.code == Errc::epmd_unreachable || down->error.code == Errc::connect_failed)
+      << down->error.message();
+}
+
 TEST_F(EndpointTest, APeerThatNeverReadsIsDroppedAtTheQueueBound) {
   EndpointOptions o = options("ocaml@localhost");
   o.max_queued_bytes = 256 * 1024;

@@ -85,6 +85,7 @@ int run(int argc, char** argv) {
   }
   config.endpoint.node_name = options.node_name;
   config.endpoint.listen_port = options.port;
+  config.endpoint.listen_address = options.listen_address;
   config.endpoint.net_ticktime = options.net_ticktime;
   if (options.hidden) config.endpoint.flags &= ~dist::flag::published;
   config.call_timeout_ms = options.call_timeout_ms;
@@ -139,7 +140,8 @@ int run(int argc, char** argv) {
   }
 
   try {
-    dist::ensure_local_epmd(config.endpoint.epmd);
+    // Reachable from other hosts, the node's EPMD must be too: one it starts listens there.
+    dist::ensure_local_epmd(config.endpoint.epmd, std::chrono::seconds(5), options.listen_address);
     the_node.emplace(std::move(config));
   } catch (const dist::DistError& e) {
     std::fprintf(stderr, "camlbeam-node: cannot join as %s: %s\n", options.node_name.c_str(), e.what());

@@ -1,5 +1,7 @@
 #include "options.hpp"
 
+#include <arpa/inet.h>
+
 #include <charconv>
 #include <string_view>
 
@@ -29,7 +31,8 @@ bool valid_alive(std::string_view alive) {
 
 std::string usage() {
   return "usage: camlbeam-node (--sname NAME | --name NAME[@HOST]) [--cookie COOKIE] [--load PLUGIN]...\n"
-         "                     [--hidden] [--port PORT] [--net-ticktime SECONDS] [--call-timeout MS]\n"
+         "                     [--hidden] [--port PORT] [--listen-address IPV4] [--net-ticktime SECONDS]\n"
+         "                     [--call-timeout MS]\n"
          "                     [--send none|given|any] [--erl-call none|all|M:F|M:F/A[,...]]...\n"
          "                     [--max-erl-calls N] [--allow-load] [--stop-on-eof] [--worker-id N]\n"
          "                     [--proto-dist inet_tcp | --proto-dist inet_tls --ssl-dist-optfile FILE]\n";
@@ -79,6 +82,14 @@ std::variant<Options, UsageError> parse_options(const std::vector<std::string>& 
       const auto port = parse_number<std::uint16_t>(*text, 0, 65535);
       if (!port) return UsageError{"--port takes a TCP port, 0 to 65535, not " + *text};
       options.port = *port;
+    } else if (arg == "--listen-address") {
+      options.listen_address = value().value_or("");
+      if (options.listen_address.empty()) return missing();
+      in_addr parsed{};
+      if (::inet_pton(AF_INET, options.listen_address.c_str(), &parsed) != 1) {
+        return UsageError{"--listen-address takes an IPv4 address (0.0.0.0: every interface), not " +
+                          options.listen_address};
+      }
     } else if (arg == "--net-ticktime") {
       const auto text = value();
       if (!text) return missing();

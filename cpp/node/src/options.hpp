@@ -1,7 +1,8 @@
 // camlbeam-node's command line.
 //
 //   camlbeam-node (--sname NAME | --name NAME[@HOST]) [--cookie COOKIE] [--load PLUGIN]...
-//                 [--hidden] [--port PORT] [--net-ticktime SECONDS] [--call-timeout MS]
+//                 [--hidden] [--port PORT] [--listen-address IPV4] [--net-ticktime SECONDS]
+//                 [--call-timeout MS]
 //                 [--send none|given|any] [--erl-call none|all|M:F|M:F/A[,...]]...
 //                 [--max-erl-calls N]
 //                 [--allow-load] [--stop-on-eof] [--worker-id N]
@@ -25,6 +26,8 @@ struct Options {
   std::vector<std::string> plugins;   // loaded in order before the node registers
   bool hidden = false;                // not in other nodes' nodes(), only nodes(hidden)
   std::uint16_t port = 0;             // the listening port; 0: the kernel picks one
+  // Where it listens: loopback unless told (0.0.0.0: every interface, as OTP's default).
+  std::string listen_address = "127.0.0.1";
   std::chrono::seconds net_ticktime{60};
   // The deadline of a call from when it starts running (the caller's own timeout is not on
   // the wire); none: calls run to their end.

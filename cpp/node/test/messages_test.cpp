@@ -123,6 +123,8 @@ TEST(NodeOptions, NamesAreCompletedAsErlCompletesThem) {
   EXPECT_TRUE(owned.allow_load);
   EXPECT_TRUE(owned.stop_on_eof);
   EXPECT_EQ(owned.worker_id, 3U);
+  EXPECT_EQ(all.listen_address, "127.0.0.1");
+  EXPECT_EQ(std::get<Options>(parse_args({"--sname", "n", "--listen-address", "0.0.0.0"})).listen_address, "0.0.0.0");
   EXPECT_FALSE(all.ssl_dist_optfile);
   const auto tls = std::get<Options>(parse_args({"--sname", "n", "--proto-dist", "inet_tls", "--ssl-dist-optfile", "f"}));
   EXPECT_EQ(tls.ssl_dist_optfile, "f");
@@ -135,7 +137,8 @@ TEST(NodeOptions, MistakesAreSaid) {
            {"--sname", "a", "--port", "70000"}, {"--sname", "a", "--net-ticktime", "1"}, {"--sname", "a", "--bogus"},
            {"--sname", "@h"}, {"--name", "a@"}, {"--sname", "a", "--call-timeout", "-1"},
            {"--sname", "a", "--worker-id", "x"}, {"--sname", "a", "--proto-dist", "inet6_tls"}, {"--sname", "a", "--proto-dist", "inet_tls"},
-           {"--sname", "a", "--ssl-dist-optfile", "f"},
+           {"--sname", "a", "--ssl-dist-optfile", "f"}, {"--sname", "a", "--listen-address", "myhost"},
+           {"--sname", "a", "--listen-address", "10.0.0.256"}, {"--sname", "a", "--listen-address"},
            {"--sname", "a", "--proto-dist", "inet_tcp", "--ssl-dist-optfile", "f"}}) {
     EXPECT_TRUE(std::holds_alternative<UsageError>(parse_args(args))) << (args.empty() ? "" : args[0]);
   }

@@ -36,8 +36,10 @@ struct EndpointOptions {
   bool register_in_epmd = true;
   EpmdEndpoint epmd;  // for the registration and for looking peers up
   std::uint32_t creation = 1;  // when there is no registration to give one
-  // Peers are called on this address: host parts of node names are not resolved (yet).
-  std::string peer_address = "127.0.0.1";
+  // Unset, as OTP does: a peer's host part is resolved (an IPv4 literal, or a name, off the
+  // network thread), its EPMD asked there for its port, and it called there. Set: every peer
+  // is on this address and looked up in `epmd` (one host's loopback, for tests).
+  std::optional<std::string> peer_address;
   // OTP's net_ticktime: a tick after net_ticktime/4 without writing; a peer silent for
   // net_ticktime is dropped.
   std::chrono::milliseconds net_ticktime{60'000};

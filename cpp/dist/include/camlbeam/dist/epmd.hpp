@@ -105,7 +105,9 @@ class EpmdClient {
 
 // If no EPMD answers on 127.0.0.1:endpoint.port, starts `epmd -daemon -address 127.0.0.1`
 // (with that port) and waits for it, at most `wait`. epmd_unreachable if it still does not
-// answer. Loopback only: endpoint.address must be 127.0.0.1.
-void ensure_local_epmd(const EpmdEndpoint& endpoint = {}, std::chrono::milliseconds wait = std::chrono::seconds(5));
+// answer. endpoint.address must be 127.0.0.1. `also_on`, an IPv4 address the node listens
+// on: the EPMD started listens there too (0.0.0.0: on every interface, as epmd's default).
+void ensure_local_epmd(const EpmdEndpoint& endpoint = {}, std::chrono::milliseconds wait = std::chrono::seconds(5),
+                       const std::string& also_on = "127.0.0.1");
 
 }  // namespace camlbeam::dist

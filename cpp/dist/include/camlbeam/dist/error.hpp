@@ -15,6 +15,7 @@ enum class Errc : std::uint8_t {
   timeout,               // no answer within the deadline
   connection_closed,     // the peer closed the socket (in the middle of a message, or early)
   connect_failed,        // TCP connect refused or unreachable
+  unknown_host,          // the host part of a peer's name resolves to no IPv4 address
   socket_error,          // any other system call error (detail holds errno's text)
   // EPMD
   epmd_unreachable,      // no EPMD answers (and none could be started)

@@ -1,0 +1,97 @@
+#include "resolver.hpp"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+namespace camlbeam::dist {
+
+std::optional<std::string> ipv4_literal(const std::string& host) {
+  in_addr parsed{};
+  if (::inet_pton(AF_INET, host.c_str(), &parsed) != 1) return std::nullopt;
+  return host;
+}
+
+struct Resolver::Shared {
+  std::mutex mutex;
+  std::condition_variable wanted;
+  std::deque<std::pair<std::uint64_t, std::string>> queue;
+  Callback callback;  // emptied when the Resolver goes
+  bool thread_started = false;
+};
+
+Resolver::Resolver(Callback callback) : shared_(std::make_shared<Shared>()) {
+  shared_->callback = std::move(callback);
+}
+
+Resolver::~Resolver() {
+  {
+    const std::lock_guard lock(shared_->mutex);
+    shared_->callback = nullptr;
+    shared_->queue.clear();
+  }
+  shared_->wanted.notify_all();
+}
+
+void Resolver::lookup(std::uint64_t id, std::string host) {
+  {
+    const std::lock_guard lock(shared_->mutex);
+    shared_->queue.emplace_back(id, std::move(host));
+    if (!shared_->thread_started) {
+      // Detached, holding the shared state only: it ends once the Resolver is gone and its
+      // lookup in progress (if any) has returned.
+      std::thread(&Resolver::serve, shared_).detach();
+      shared_->thread_started = true;
+    }
+  }
+  shared_->wanted.notify_one();
+}
+
+void Resolver::serve(const std::shared_ptr<Shared>& shared) {
+  std::unique_lock lock(shared->mutex);
+  for (;;) {
+    shared->wanted.wait(lock, [&] { return !shared->queue.empty() || !shared->callback; });
+    if (!shared->callback) return;
+    auto [id, host] = std::move(shared->queue.front());
+    shared->queue.pop_front();
+    lock.unlock();
+    Answer answer = resolve(id, host);
+    lock.lock();
+    // Called under the lock: the Resolver's destructor cannot complete meanwhile.
+    if (shared->callback) shared->callback(std::move(answer));
+  }
+}
+
+Resolver::Answer Resolver::resolve(std::uint64_t id, const std::string& host) {
+  Answer answer{id, host, ipv4_literal(host), {}};
+  if (answer.address) return answer;
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  const int status = ::getaddrinfo(host.c_str(), nullptr, &hints, &found);
+  if (status != 0) {
+    answer.failure = ::gai_strerror(status);
+    return answer;
+  }
+  const std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> owned(found, &::freeaddrinfo);
+  for (const addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    if (a->ai_family != AF_INET || a->ai_addr == nullptr) continue;
+    char text[INET_ADDRSTRLEN] = {};
+    const auto* in = reinterpret_cast<const sockaddr_in*>(a->ai_addr);
+    if (::inet_ntop(AF_INET, &in->sin_addr, text, sizeof text) != nullptr) {
+      answer.address = text;
+      return answer;
+    }
+  }
+  answer.failure = "no IPv4 address";
+  return answer;
+}
+
+}  // namespace camlbeam::dist
