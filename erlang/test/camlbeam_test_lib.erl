@@ -9,7 +9,7 @@
 
 -include_lib("common_test/include/ct.hrl").
 
--export([groups/1, init_per_suite/1, end_per_suite/1, init_per_group/2]).
+-export([groups/1, node_cases_run/0, init_per_suite/1, end_per_suite/1, init_per_group/2]).
 -export([transport/1, plugin/2, plugin/3, pool_options/2, start_pool/2, workers_dir/0]).
 -export([wait_until/2, wait_until/3, os_pid_alive/1, new_os_pids/2, flush/0]).
 -export([worker_processes/2, wait_gone/2, kill_workers/2, crashed/2]).
@@ -33,6 +33,10 @@ groups(Cases) ->
 %% them on 5.3 too.
 runs(node, #{ocaml := _}) -> os:getenv("CAMLBEAM_TEST_NODE_ON_5") =:= "1";
 runs(_, _) -> true.
+
+%% Whether this run runs the node coupling's cases (runs/2), for a suite of those only.
+node_cases_run() ->
+    runs(node, ocaml_option()).
 
 init_per_group(Group, Config) ->
     {Group, #{transport := Transport} = Options, Flavour} = lists:keyfind(Group, 1, ?GROUPS),
