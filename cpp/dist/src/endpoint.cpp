@@ -21,6 +21,8 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 
 namespace camlbeam::dist {
 
@@ -84,12 +86,26 @@ class EventQueue {
   EventFd readable_;
 };
 
+// A connected plain-TCP connection's socket as the sending threads see it. While the network
+// thread has nothing queued for the connection (`idle`), a sender writes its frame itself,
+// under the lane's lock: no hand-off to the network thread (an eventfd write, a wake-up, an
+// epoll turn) on the way out. The network thread takes the lane (idle = false, under the
+// lock) before it queues or writes anything, and gives it back once it has written all.
+struct Lane {
+  std::mutex mutex;
+  int fd = -1;
+  bool open = true;   // false once the connection is dropped (its socket closes after)
+  bool idle = false;  // the network thread has nothing queued for the connection
+  std::atomic<Clock::rep> last_write{0};  // a sender's last write: a tick is not needed
+};
+
 struct Command {
-  enum class Kind : std::uint8_t { send, connect, disconnect, resolved };
+  enum class Kind : std::uint8_t { send, connect, disconnect, resolved, send_rest };
   Kind kind;
   std::string peer;
-  std::vector<std::uint8_t> body;
-  Resolver::Answer resolved;  // Kind::resolved
+  std::vector<std::uint8_t> body;  // send: a frame's body; send_rest: bytes of a frame begun
+  Resolver::Answer resolved;       // Kind::resolved
+  std::shared_ptr<Lane> lane;      // Kind::send_rest: the lane the frame began on
 };
 
 struct Connection {
@@ -100,6 +116,7 @@ struct Connection {
   Phase phase = Phase::handshaking;
   Socket socket;
   std::optional<TlsStream> tls;  // with TLS distribution, on the peer's socket (after it: goes first)
+  std::shared_ptr<Lane> lane;    // connected over plain TCP: senders may write themselves
   bool connect_pending = false;  // writable means the TCP connect finished
   std::string peer;              // outgoing: the node called; incoming: once its name is read
   std::string address;           // outgoing: the peer's host, where its EPMD and it are called
@@ -118,6 +135,10 @@ struct Connection {
 
   explicit Connection(std::size_t max_frame) : reader(max_frame) {}
   std::size_t queued() const noexcept { return out.size() - out_begin; }
+  Clock::time_point wrote_last() const noexcept {
+    if (!lane) return last_write;
+    return std::max(last_write, Clock::time_point(Clock::duration(lane->last_write.load(std::memory_order_relaxed))));
+  }
   // Dist bytes may go out: the TCP connect is done and, with TLS, its handshake too.
   bool can_write() const noexcept { return !connect_pending && (!tls || tls->handshake_done()); }
 };
@@ -143,6 +164,12 @@ struct Endpoint::Impl {
 
   // --- any thread ---
   void post(Command command);
+  // Endpoint::send: the frame written on its peer's lane, or posted to the network thread.
+  // `owned`, if given, holds `body`'s bytes and may be moved from.
+  void send_any(std::string_view peer, std::span<const std::uint8_t> body, std::vector<std::uint8_t>* owned);
+  // Writes a frame on an idle lane (its lock held): false when nothing could be written.
+  bool write_on(Lane& lane, const std::shared_ptr<Lane>& owner, std::string_view peer,
+                std::span<const std::uint8_t> body);
   void check_peer_name(std::string_view peer) const;
 
   // --- the network thread ---
@@ -166,6 +193,8 @@ struct Endpoint::Impl {
   void become_connected(Connection& c);
   void deliver_frames(Connection& c);
   void append_frame(Connection& c, std::span<const std::uint8_t> body);
+  void take_lane(Connection& c);
+  void release_lanes();
   void flush(Connection& c);
   void update_interest(Connection& c);
   void start_outgoing(const std::string& peer);
@@ -190,11 +219,13 @@ struct Endpoint::Impl {
   std::vector<Command> commands;
   // Its answers come back as commands; destroyed before `commands` and `wake` (declared after).
   Resolver resolver{[this](Resolver::Answer answer) {
-    post(Command{Command::Kind::resolved, {}, {}, std::move(answer)});
+    post(Command{Command::Kind::resolved, {}, {}, std::move(answer), {}});
   }};
   std::unordered_map<std::uint64_t, std::string> resolving;  // lookup id -> peer
   std::uint64_t next_resolution = 1;
   std::atomic<bool> stopping{false};
+  std::mutex lanes_mutex;
+  std::unordered_map<std::string, std::shared_ptr<Lane>> lanes;  // by peer
   mutable std::mutex connected_mutex;
   std::set<std::string> connected;
   struct AtomicStats {
@@ -211,6 +242,7 @@ struct Endpoint::Impl {
   // TLS connections whose decrypted bytes OpenSSL holds after a turn's reads: epoll will not
   // signal them again, so the loop comes back to them without waiting.
   std::vector<std::uint64_t> tls_buffered;
+  std::vector<std::uint64_t> lanes_taken;  // connections whose lane the network thread holds
 
   std::thread thread;  // last: started once everything above exists
 };
@@ -240,6 +272,60 @@ Endpoint::Impl::Impl(EndpointOptions options_in, std::optional<Registration> reg
 void Endpoint::Impl::check_peer_name(std::string_view peer) const {
   if (!valid_node_name(peer)) throw DistError(Errc::bad_name, "'" + std::string(peer) + "'");
   if (peer == options.node_name) throw DistError(Errc::bad_name, "a connection to ourselves");
+}
+
+// Frames keep their order: a sender writes only while the network thread holds nothing for
+// the peer (queued, or among the commands). Posting is done under the lanes' lock when the
+// peer has no lane (a lane made meanwhile is not released while that frame waits), and under
+// the peer's lane's lock otherwise (the lane is not released before the frame has gone).
+void Endpoint::Impl::send_any(std::string_view peer, std::span<const std::uint8_t> body,
+                              std::vector<std::uint8_t>* owned) {
+  // The frame's bytes for the network thread: moved when the caller gave them up, else copied.
+  const auto posted = [&] {
+    std::vector<std::uint8_t> bytes =
+        owned != nullptr ? std::move(*owned) : std::vector<std::uint8_t>(body.begin(), body.end());
+    post(Command{Command::Kind::send, std::string(peer), std::move(bytes), {}, {}});
+  };
+  std::shared_ptr<Lane> lane;
+  {
+    const std::lock_guard lock(lanes_mutex);
+    const auto it = lanes.find(std::string(peer));
+    if (it == lanes.end()) return posted();
+    lane = it->second;
+  }
+  const std::lock_guard lock(lane->mutex);
+  if (lane->open && lane->idle && write_on(*lane, lane, peer, body)) return;
+  posted();
+}
+
+bool Endpoint::Impl::write_on(Lane& lane, const std::shared_ptr<Lane>& owner, std::string_view peer,
+                              std::span<const std::uint8_t> body) {
+  if (body.empty() || body.size() > std::numeric_limits<std::uint32_t>::max()) return false;
+  const auto size = static_cast<std::uint32_t>(body.size());
+  std::uint8_t length[4] = {static_cast<std::uint8_t>(size >> 24), static_cast<std::uint8_t>(size >> 16),
+                            static_cast<std::uint8_t>(size >> 8), static_cast<std::uint8_t>(size)};
+  std::array<iovec, 2> parts{iovec{length, 4}, iovec{const_cast<std::uint8_t*>(body.data()), body.size()}};
+  msghdr message{};
+  message.msg_iov = parts.data();
+  message.msg_iovlen = parts.size();
+  ssize_t sent = 0;
+  do {
+    sent = ::sendmsg(lane.fd, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
+  } while (sent < 0 && errno == EINTR);
+  // Nothing went: the network thread queues the frame (and, on an error, sees it too).
+  if (sent <= 0) return false;
+  lane.last_write.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+  stats.frames_sent.fetch_add(1, std::memory_order_relaxed);
+  const auto written = static_cast<std::size_t>(sent);
+  if (written == 4 + body.size()) return true;
+  // Part of the frame went: the rest goes next, from the network thread, before any other.
+  lane.idle = false;
+  std::vector<std::uint8_t> rest;
+  if (written < 4) rest.assign(length + written, length + 4);
+  const std::size_t from = written < 4 ? 0 : written - 4;
+  rest.insert(rest.end(), body.begin() + static_cast<std::ptrdiff_t>(from), body.end());
+  post(Command{Command::Kind::send_rest, std::string(peer), std::move(rest), {}, owner});
+  return true;
 }
 
 void Endpoint::Impl::post(Command command) {
@@ -294,6 +380,7 @@ void Endpoint::Impl::loop() {
     for (const std::uint64_t key : std::exchange(tls_buffered, {})) on_ready(key, EPOLLIN);
     run_commands();
     check_timers();
+    release_lanes();
   }
 }
 
@@ -306,7 +393,7 @@ std::chrono::milliseconds Endpoint::Impl::time_to_next_deadline() const {
       continue;
     }
     next = std::min(next, c->last_read + options.net_ticktime);
-    if (c->queued() == 0) next = std::min(next, c->last_write + tick_interval());
+    if (c->queued() == 0) next = std::min(next, c->wrote_last() + tick_interval());
   }
   for (const auto& [name, p] : peers) {
     if (p.owner != 0) continue;  // its connection's deadlines count
@@ -608,6 +695,13 @@ void Endpoint::Impl::become_connected(Connection& c) {
   p.awaiting_until.reset();
   c.phase = Connection::Phase::connected;
   c.last_read = c.last_write = Clock::now();
+  if (!c.tls) {  // OpenSSL's stream is this thread's alone
+    c.lane = std::make_shared<Lane>();
+    c.lane->fd = c.socket.native_handle();
+    lanes_taken.push_back(c.key);  // held until the frames that waited for it have gone
+    const std::lock_guard lock(lanes_mutex);
+    lanes[c.peer] = c.lane;
+  }
   {
     std::lock_guard lock(connected_mutex);
     connected.insert(c.peer);
@@ -641,7 +735,42 @@ void Endpoint::Impl::deliver_frames(Connection& c) {
   }
 }
 
+void Endpoint::Impl::take_lane(Connection& c) {
+  if (!c.lane) return;
+  {
+    const std::lock_guard lock(c.lane->mutex);
+    c.lane->idle = false;
+  }
+  if (std::find(lanes_taken.begin(), lanes_taken.end(), c.key) == lanes_taken.end()) lanes_taken.push_back(c.key);
+}
+
+// At the end of a turn: the lanes of connections with nothing left to write go back to the
+// senders, unless a frame for the peer still waits among the commands (it must go first).
+void Endpoint::Impl::release_lanes() {
+  std::vector<std::uint64_t> kept;
+  for (const std::uint64_t key : lanes_taken) {
+    Connection* c = find(key);
+    if (c == nullptr || !c->lane) continue;
+    if (c->queued() > 0 || !c->can_write()) {
+      kept.push_back(key);
+      continue;
+    }
+    const std::lock_guard lock(c->lane->mutex);
+    const std::lock_guard commands_lock(commands_mutex);
+    const bool waiting = std::any_of(commands.begin(), commands.end(), [&](const Command& command) {
+      return (command.kind == Command::Kind::send || command.kind == Command::Kind::send_rest) && command.peer == c->peer;
+    });
+    if (waiting) {
+      kept.push_back(key);
+    } else {
+      c->lane->idle = true;
+    }
+  }
+  lanes_taken = std::move(kept);
+}
+
 void Endpoint::Impl::append_frame(Connection& c, std::span<const std::uint8_t> body) {
+  take_lane(c);
   if (body.size() > std::numeric_limits<std::uint32_t>::max()) {
     throw DistError(Errc::frame_too_long, std::to_string(body.size()) + " bytes to " + c.peer);
   }
@@ -695,6 +824,14 @@ void Endpoint::Impl::drop(std::uint64_t key, const Error& error) {
   if (it == connections.end()) return;
   const std::unique_ptr<Connection> c = std::move(it->second);
   connections.erase(it);
+  if (c->lane) {  // no sender writes on the socket from now on: it closes below
+    {
+      const std::lock_guard lock(lanes_mutex);
+      if (const auto lane = lanes.find(c->peer); lane != lanes.end() && lane->second == c->lane) lanes.erase(lane);
+    }
+    const std::lock_guard lock(c->lane->mutex);
+    c->lane->open = false;
+  }
   epoll.remove(c->socket.native_handle());
   const bool was_connected = c->phase == Connection::Phase::connected;
   if (!was_connected) stats.handshakes_failed.fetch_add(1, std::memory_order_relaxed);
@@ -768,6 +905,18 @@ void Endpoint::Impl::run_commands() {
         if (!peers.contains(command.peer)) start_outgoing(command.peer);
         break;
       case Command::Kind::resolved: on_resolved(command.resolved); break;
+      case Command::Kind::send_rest: {
+        // Only on the connection the frame began on: a new one must not get half a frame.
+        const auto it = peers.find(command.peer);
+        Connection* c = it != peers.end() && it->second.owner != 0 ? find(it->second.owner) : nullptr;
+        if (c == nullptr || c->lane != command.lane) break;
+        guarded(c->key, [&] {
+          take_lane(*c);
+          c->out.insert(c->out.end(), command.body.begin(), command.body.end());
+          flush(*c);
+        });
+        break;
+      }
       case Command::Kind::disconnect: {
         const auto it = peers.find(command.peer);
         if (it == peers.end()) break;
@@ -798,7 +947,7 @@ void Endpoint::Impl::check_timers() {
       }
     } else if (now - c->last_read > options.net_ticktime) {
       doomed.emplace_back(key, Error{Errc::peer_silent, c->peer});
-    } else if (c->queued() == 0 && now - c->last_write >= tick_interval()) {
+    } else if (c->queued() == 0 && now - c->wrote_last() >= tick_interval()) {
       to_tick.push_back(key);
     }
   }
@@ -849,17 +998,22 @@ std::uint32_t Endpoint::creation() const noexcept { return impl_->creation; }
 
 void Endpoint::send(std::string_view peer, std::vector<std::uint8_t> body) {
   impl_->check_peer_name(peer);
-  impl_->post(Command{Command::Kind::send, std::string(peer), std::move(body), {}});
+  impl_->send_any(peer, body, &body);
+}
+
+void Endpoint::send(std::string_view peer, std::span<const std::uint8_t> body) {
+  impl_->check_peer_name(peer);
+  impl_->send_any(peer, body, nullptr);
 }
 
 void Endpoint::connect(std::string_view peer) {
   impl_->check_peer_name(peer);
-  impl_->post(Command{Command::Kind::connect, std::string(peer), {}, {}});
+  impl_->post(Command{Command::Kind::connect, std::string(peer), {}, {}, {}});
 }
 
 void Endpoint::disconnect(std::string_view peer) {
   impl_->check_peer_name(peer);
-  impl_->post(Command{Command::Kind::disconnect, std::string(peer), {}, {}});
+  impl_->post(Command{Command::Kind::disconnect, std::string(peer), {}, {}, {}});
 }
 
 std::optional<EndpointEvent> Endpoint::poll_event() { return impl_->events.pop(); }

@@ -360,6 +360,60 @@ TEST_F(EndpointTest, APeerThatNeverReadsIsDroppedAtTheQueueBound) {
   EXPECT_TRUE(ep.connected_peers().empty());
 }
 
+// Senders write their frames themselves while the network thread holds nothing for the
+// peer, and hand them to it otherwise (large frames the socket takes in part, ticks): from
+// several threads at once, each thread's frames arrive whole and in its order.
+TEST_F(EndpointTest, FramesFromManySendersArriveWholeAndInEachSendersOrder) {
+  EndpointOptions o = options("ocaml@localhost", 800ms);  // a tick every 200 ms among the frames
+  o.max_queued_bytes = std::size_t{1} << 30;  // all of it may wait, on a slow machine
+  Endpoint ep(o);
+  Link::Options ticking;
+  ticking.tick_interval = 100ms;  // or the endpoint drops it as silent after 800 ms
+  Link peer = call(ep, "erl@localhost", ticking);
+  ASSERT_TRUE(next(ep, EndpointEvent::Kind::connected));
+  constexpr int senders = 4;
+  constexpr std::uint32_t frames = 3000;
+  std::vector<std::thread> threads;
+  for (int s = 0; s < senders; ++s) {
+    threads.emplace_back([&ep, s] {
+      for (std::uint32_t i = 0; i < frames; ++i) {
+        // Every 500th frame is 3 MiB: more than the socket takes at once.
+        std::vector<std::uint8_t> body(i % 500 == 499 ? std::size_t{3} << 20 : 16 + i % 64,
+                                       static_cast<std::uint8_t>(i));
+        body[0] = static_cast<std::uint8_t>(s);
+        body[1] = static_cast<std::uint8_t>(i >> 16);
+        body[2] = static_cast<std::uint8_t>(i >> 8);
+        body[3] = static_cast<std::uint8_t>(i);
+        ep.send("erl@localhost", std::move(body));
+      }
+    });
+  }
+  std::array<std::uint32_t, senders> next_of{};
+  std::size_t received = 0;
+  bool whole = true;
+  const auto deadline = after(60s);
+  std::optional<std::string> failed;
+  while (received < senders * frames && Clock::now() < deadline && !failed) {
+    try {
+      peer.serve_until(after(50ms), [&](std::span<const std::uint8_t> f) {
+        ++received;
+        const auto i = static_cast<std::uint32_t>(f[1] << 16 | f[2] << 8 | f[3]);
+        const std::size_t size = i % 500 == 499 ? std::size_t{3} << 20 : 16 + i % 64;
+        whole = whole && f.size() == size && f.back() == static_cast<std::uint8_t>(i);
+        EXPECT_EQ(i, next_of.at(f[0])) << "sender " << int{f[0]};
+        next_of.at(f[0]) = i + 1;
+      });
+    } catch (const DistError& e) {
+      failed = e.what();
+    }
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_FALSE(failed) << *failed;
+  EXPECT_EQ(received, std::size_t{senders} * frames);
+  EXPECT_TRUE(whole);
+  EXPECT_FALSE(next(ep, EndpointEvent::Kind::disconnected, 10ms));
+}
+
 TEST_F(EndpointTest, ASilentPeerIsDroppedAfterTheTicktimeAndWasTicked) {
   Endpoint ep(options("ocaml@localhost", 400ms));
   Socket silent = Socket::connect("127.0.0.1", ep.port(), after(1s));

@@ -154,8 +154,7 @@ void Node::apply(Effects& effects) {
       std::fprintf(stderr, "camlbeam-node: not sent to %s: %s\n", out.peer.c_str(), error->message().c_str());
       continue;
     }
-    const auto bytes = body.span();
-    endpoint_.send(out.peer, std::vector<std::uint8_t>(bytes.begin(), bytes.end()));
+    endpoint_.send(out.peer, std::span<const std::uint8_t>(body.span()));
   }
   effects.send.clear();
   for (HostWork& work : effects.work) {

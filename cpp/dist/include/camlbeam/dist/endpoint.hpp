@@ -109,6 +109,8 @@ class Endpoint {
   // frames waiting until it is up or dropped with a `disconnected` event. Past
   // max_queued_bytes for the peer, its connection (or attempt) goes: send_queue_full.
   void send(std::string_view peer, std::vector<std::uint8_t> body);
+  // The same, the bytes copied only if they must wait (a frame written at once is not).
+  void send(std::string_view peer, std::span<const std::uint8_t> body);
   // Starts a call unless a connection (or an attempt, ours or the peer's) exists already.
   void connect(std::string_view peer);
   // Drops the connection (or the attempt): `disconnected` with closed_locally. Nothing for
