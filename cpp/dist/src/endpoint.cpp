@@ -50,13 +50,14 @@ EndpointEvent make_event(EndpointEvent::Kind kind, std::string peer, Error error
   return e;
 }
 
-// What the network thread hands the consumer; the descriptor is readable while it is not empty.
+// What the network thread hands the consumer. Its descriptor, once asked for, is readable
+// while it is not empty; a consumer that waits with wait_nonempty costs no eventfd writes.
 class EventQueue {
  public:
   void push(EndpointEvent event) {
     {
       std::lock_guard lock(mutex_);
-      if (queue_.empty()) readable_.signal();
+      if (queue_.empty() && fd_used_) readable_.signal();
       queue_.push_back(std::move(event));
     }
     ready_.notify_one();
@@ -70,17 +71,27 @@ class EventQueue {
     ready_.wait_for(lock, timeout, [&] { return !queue_.empty(); });
     return pop_locked();
   }
-  int native_handle() const noexcept { return readable_.native_handle(); }
+  int native_handle() noexcept {
+    std::lock_guard lock(mutex_);
+    if (!fd_used_ && !queue_.empty()) readable_.signal();
+    fd_used_ = true;
+    return readable_.native_handle();
+  }
+  bool wait_nonempty(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mutex_);
+    return ready_.wait_for(lock, timeout, [&] { return !queue_.empty(); });
+  }
 
  private:
   std::optional<EndpointEvent> pop_locked() {
     if (queue_.empty()) return std::nullopt;
     EndpointEvent event = std::move(queue_.front());
     queue_.pop_front();
-    if (queue_.empty()) readable_.clear();
+    if (queue_.empty() && fd_used_) readable_.clear();
     return event;
   }
   std::mutex mutex_;
+  bool fd_used_ = false;
   std::condition_variable ready_;
   std::deque<EndpointEvent> queue_;
   EventFd readable_;
@@ -1020,6 +1031,8 @@ std::optional<EndpointEvent> Endpoint::poll_event() { return impl_->events.pop()
 std::optional<EndpointEvent> Endpoint::wait_event(std::chrono::milliseconds timeout) {
   return impl_->events.wait(timeout);
 }
+bool Endpoint::wait_for_events(std::chrono::milliseconds timeout) { return impl_->events.wait_nonempty(timeout); }
+
 int Endpoint::event_fd() const noexcept { return impl_->events.native_handle(); }
 
 std::vector<std::string> Endpoint::connected_peers() const {

@@ -9,7 +9,6 @@
 #include <exception>
 #include <utility>
 
-#include <poll.h>
 
 namespace camlbeam::node {
 
@@ -66,20 +65,20 @@ void Node::takeover() noexcept {
   wake_dispatcher_.notify_all();
 }
 
-bool Node::wait_for_event(std::chrono::milliseconds timeout) const noexcept {
-  pollfd ready{endpoint_.event_fd(), POLLIN, 0};
-  return ::poll(&ready, 1, static_cast<int>(timeout.count())) > 0;
+bool Node::wait_for_event(std::chrono::milliseconds timeout) noexcept {
+  return endpoint_.wait_for_events(timeout);
 }
 
-void Node::take_event() {
+bool Node::take_event() {
   std::optional<dist::EndpointEvent> event = endpoint_.poll_event();
-  if (!event) return;
+  if (!event) return false;
   try {
     handle(*event);
   } catch (const std::exception& e) {
     // std::bad_alloc from one message: that message is lost, the node goes on.
     std::fprintf(stderr, "camlbeam-node: dropped a message: %s\n", e.what());
   }
+  return true;
 }
 
 void Node::dispatch() noexcept {
@@ -220,7 +219,10 @@ std::optional<std::string> Node::serve(host::Host& host, const conv::Root* conte
     lock.unlock();
     const bool ready = wait_for_event(std::chrono::milliseconds(200));
     lock.lock();
-    if (ready) take_event();
+    // The events queued meanwhile too (a call comes with its monitor), one wait for them
+    // all; a bounded number, so that a flood of events cannot hold a request back.
+    for (int taken = 0; ready && taken < events_per_turn && take_event(); ++taken) {
+    }
   }
 }
 

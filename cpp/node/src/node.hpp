@@ -128,8 +128,10 @@ class Node {
 
  private:
   void dispatch() noexcept;
-  // Takes one event, if there is one, and handles it; the caller holds mutex_.
-  void take_event();
+  // Takes one event, if there is one, and handles it: false when there was none. The
+  // caller holds mutex_.
+  bool take_event();
+  static constexpr int events_per_turn = 64;
   void handle(dist::EndpointEvent& event);
   // Sends the Erl.send held for `peer` now that its connection is up, or drops them when
   // it could not be made; the caller holds mutex_.
@@ -141,7 +143,7 @@ class Node {
   bool within_callers_timeout(HostWork& work);
   void run(host::Host& host, HostWork& work, const conv::Root* context);
   // Waits until the endpoint has an event or `timeout` passes.
-  bool wait_for_event(std::chrono::milliseconds timeout) const noexcept;
+  bool wait_for_event(std::chrono::milliseconds timeout) noexcept;
 
   NodeConfig config_;
   dist::Endpoint endpoint_;

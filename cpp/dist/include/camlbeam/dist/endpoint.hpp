@@ -121,6 +121,8 @@ class Endpoint {
   std::optional<EndpointEvent> poll_event();
   // Waits at most `timeout` for the next event.
   std::optional<EndpointEvent> wait_event(std::chrono::milliseconds timeout);
+  // Waits at most `timeout` until an event is queued, taking none: true if one is.
+  bool wait_for_events(std::chrono::milliseconds timeout);
   // Readable while events are queued: for a consumer that polls other things too.
   int event_fd() const noexcept;
 
