@@ -2,9 +2,9 @@
 # The node coupling's benchmark (bench/node/README.md): gen_server:call to camlbeam-node
 # against a hand-written libei C-node doing the same decode and re-encode, and against a
 # second Erlang node; p50/p99 and calls/s of 1 and 2 callers for every payload of the port
-# benchmark, then the call rate each target sustains from 4 Erlang nodes at once. Until
-# camlbeam-node exists the report says "ocaml_node: unavailable (...)" and measures the
-# baselines only.
+# benchmark, then the call rate each target sustains from 4 Erlang nodes at once. Without a
+# camlbeam-node (none built, none given) the report says "ocaml_node: unavailable (...)" and
+# measures the baselines only.
 #
 #   bench/node/run.sh             Release build in ./build, full run (about 90 s), report
 #   bench/node/run.sh --smoke     every measurement for a few iterations, every echo checked,
