@@ -361,7 +361,7 @@ own_node_name(#state{name_base = {Base, Host}, starts = Starts} = State) ->
     {list_to_atom(Base ++ "_" ++ integer_to_list(Starts rem 2) ++ "@" ++ Host), State#state{starts = Starts + 1}}.
 
 -spec node_arguments(node(), pos_integer(), ocaml_pool_manager:worker_setup()) -> [string()].
-node_arguments(Node, Id, #{policy := Policy}) ->
+node_arguments(Node, Id, #{policy := Policy, max_reply_size := MaxReply}) ->
     NameFlag = case net_kernel:longnames() of
                    true -> "--name";
                    _ -> "--sname"
@@ -372,7 +372,8 @@ node_arguments(Node, Id, #{policy := Policy}) ->
                    ignored -> 60
                end,
     [NameFlag, atom_to_list(Node), "--hidden", "--allow-load", "--stop-on-eof",
-     "--net-ticktime", integer_to_list(max(4, Ticktime)), "--worker-id", integer_to_list(Id)
+     "--net-ticktime", integer_to_list(max(4, Ticktime)), "--worker-id", integer_to_list(Id),
+     "--max-reply-size", integer_to_list(MaxReply)
      | tls_arguments() ++ policy_arguments(Policy)].
 
 %% A VM distributed over TLS (erl -proto_dist inet_tls -ssl_dist_optfile F) reaches its

@@ -424,23 +424,15 @@ closed_fds(peer, Config) ->
 
 %% A 100 MB answer: over the default max_reply_size it is replaced by reply_too_large;
 %% under a pool's larger limit it arrives whole.
+%% (A pool's node gets the pool's max_reply_size: --max-reply-size.)
 big_answer(peer, Config) ->
     Small = start_pool(Config, #{}),
-    case ?LIB:transport(Config) of
-        node ->
-            %% A node bounds what it has queued for a peer (64 MiB) and drops the connection
-            %% past it: the answer never reaches this VM. max_reply_size is not the node's
-            %% (docs/node.md): no pool can take a larger answer from one.
-            ?assertEqual({error, {worker_crashed, noconnection}}, ocaml:call(Small, big, [100 bsl 20], 30000)),
-            serves(Small);
-        _ ->
-            ?assertMatch({error, {reply_too_large, _, 64 bsl 20}}, ocaml:call(Small, big, [100 bsl 20], 30000)),
-            serves(Small),
-            Large = start_pool(Config, #{max_reply_size => 128 bsl 20}),
-            {ok, Bin} = ocaml:call(Large, big, [100 bsl 20], 30000),
-            ?assertEqual(100 bsl 20, byte_size(Bin)),
-            serves(Large)
-    end.
+    ?assertMatch({error, {reply_too_large, _, 64 bsl 20}}, ocaml:call(Small, big, [100 bsl 20], 30000)),
+    serves(Small),
+    Large = start_pool(Config, #{max_reply_size => 128 bsl 20}),
+    {ok, Bin} = ocaml:call(Large, big, [100 bsl 20], 30000),
+    ?assertEqual(100 bsl 20, byte_size(Bin)),
+    serves(Large).
 
 %% A list nested ten million deep comes back whole (the guard walks it without a stack).
 deep_answer(peer, Config) ->

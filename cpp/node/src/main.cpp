@@ -21,6 +21,7 @@
 
 #include <caml/version.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -86,6 +87,9 @@ int run(int argc, char** argv) {
   config.endpoint.node_name = options.node_name;
   config.endpoint.listen_port = options.port;
   config.endpoint.listen_address = options.listen_address;
+  config.max_reply_size = options.max_reply_size;
+  // One answer of the largest size always fits in a peer's send queue.
+  config.endpoint.max_queued_bytes = std::max(config.endpoint.max_queued_bytes, 2 * options.max_reply_size);
   config.endpoint.net_ticktime = options.net_ticktime;
   if (options.hidden) config.endpoint.flags &= ~dist::flag::published;
   config.call_timeout_ms = options.call_timeout_ms;

@@ -149,7 +149,18 @@ void Node::apply(Effects& effects) {
     const std::optional<std::uint64_t> flags = processes_.peer_flags(out.peer);
     if (!flags) continue;  // gone meanwhile
     etf::ByteBuffer body;
-    if (const auto error = dist::encode_frame(out.control, *flags, body)) {
+    std::optional<dist::Error> error = dist::encode_frame(out.control, *flags, body);
+    if (!error && out.with_answer && body.size() > config_.max_reply_size) {
+      // As a port worker answers one over the pool's max_reply_size: the caller learns why.
+      const auto size = static_cast<std::int64_t>(body.size());
+      const auto limit = static_cast<std::int64_t>(config_.max_reply_size);
+      body.clear();
+      error = dist::encode_frame(
+          out.with_answer(Term::tuple({Term::atom("error"), Term::tuple({Term::atom("reply_too_large"),
+                                                                        Term::integer(size), Term::integer(limit)})})),
+          *flags, body);
+    }
+    if (error) {
       std::fprintf(stderr, "camlbeam-node: not sent to %s: %s\n", out.peer.c_str(), error->message().c_str());
       continue;
     }

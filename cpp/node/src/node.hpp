@@ -50,6 +50,9 @@ struct NodeConfig {
   dist::EndpointOptions endpoint;
   std::optional<std::uint32_t> call_timeout_ms;
   std::size_t max_queued = 100000;
+  // The largest frame that carries a request's answer; a larger answer is replaced by
+  // {error, {reply_too_large, Size, Limit}}. Keep endpoint.max_queued_bytes above it.
+  std::size_t max_reply_size = std::size_t{64} << 20;
   bool allow_load = false;  // {load, Path} from peers (Processes::allow_loads)
   etf::Term info = etf::Term::map({});  // what the ocaml process answers `info` (Processes::describe_as)
   Policy policy;

@@ -32,7 +32,7 @@ bool valid_alive(std::string_view alive) {
 std::string usage() {
   return "usage: camlbeam-node (--sname NAME | --name NAME[@HOST]) [--cookie COOKIE] [--load PLUGIN]...\n"
          "                     [--hidden] [--port PORT] [--listen-address IPV4] [--net-ticktime SECONDS]\n"
-         "                     [--call-timeout MS]\n"
+         "                     [--call-timeout MS] [--max-reply-size BYTES]\n"
          "                     [--send none|given|any] [--erl-call none|all|M:F|M:F/A[,...]]...\n"
          "                     [--max-erl-calls N] [--allow-load] [--stop-on-eof] [--worker-id N]\n"
          "                     [--proto-dist inet_tcp | --proto-dist inet_tls --ssl-dist-optfile FILE]\n";
@@ -103,6 +103,12 @@ std::variant<Options, UsageError> parse_options(const std::vector<std::string>& 
       const auto ms = parse_number<std::uint32_t>(*text, 0, 4294967295U);
       if (!ms) return UsageError{"--call-timeout takes milliseconds, not " + *text};
       options.call_timeout_ms = *ms;
+    } else if (arg == "--max-reply-size") {
+      const auto text = value();
+      if (!text) return missing();
+      const auto max = parse_number<std::size_t>(*text, 1, 4294967295U);
+      if (!max) return UsageError{"--max-reply-size takes bytes, 1 to 4294967295, not " + *text};
+      options.max_reply_size = *max;
     } else if (arg == "--send") {
       const auto text = value();
       if (!text) return missing();

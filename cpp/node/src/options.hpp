@@ -2,7 +2,7 @@
 //
 //   camlbeam-node (--sname NAME | --name NAME[@HOST]) [--cookie COOKIE] [--load PLUGIN]...
 //                 [--hidden] [--port PORT] [--listen-address IPV4] [--net-ticktime SECONDS]
-//                 [--call-timeout MS]
+//                 [--call-timeout MS] [--max-reply-size BYTES]
 //                 [--send none|given|any] [--erl-call none|all|M:F|M:F/A[,...]]...
 //                 [--max-erl-calls N]
 //                 [--allow-load] [--stop-on-eof] [--worker-id N]
@@ -26,6 +26,7 @@ struct Options {
   std::vector<std::string> plugins;   // loaded in order before the node registers
   bool hidden = false;                // not in other nodes' nodes(), only nodes(hidden)
   std::uint16_t port = 0;             // the listening port; 0: the kernel picks one
+  std::size_t max_reply_size = std::size_t{64} << 20;  // NodeConfig::max_reply_size
   // Where it listens: loopback unless told (0.0.0.0: every interface, as OTP's default).
   std::string listen_address = "127.0.0.1";
   std::chrono::seconds net_ticktime{60};

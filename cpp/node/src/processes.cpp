@@ -439,6 +439,20 @@ void Processes::answered(const HostWork& work, Term answer, Effects& out) {
   if (const std::optional<std::string> unknown = known_atoms_.first_unknown(work.peer, answer)) {
     answer = KnownAtoms::refusal(*unknown);
   }
+  // The messages that carry the answer, made by a function of it alone: each can be made
+  // again with another answer in its place (Outgoing::with_answer).
+  const auto answer_with = [&](std::function<void(const Processes&, Term, Effects&)> make) {
+    const std::size_t first = out.send.size();
+    make(*this, std::move(answer), out);
+    const auto shared = std::make_shared<decltype(make)>(std::move(make));
+    for (std::size_t i = first; i < out.send.size(); ++i) {
+      out.send[i].with_answer = [this, shared, nth = i - first](Term other) {
+        Effects again;
+        (*shared)(*this, std::move(other), again);
+        return std::move(again.send.at(nth).control);
+      };
+    }
+  };
   std::visit(Overloaded{
                  [](std::monostate) {},
                  [&](const HostWork::GenReply& reply) {
@@ -446,27 +460,31 @@ void Processes::answered(const HostWork& work, Term answer, Effects& out) {
                      loaded_.insert_or_assign(reply.loaded_path, answer);
                    }
                    if (!flags_.contains(work.peer)) return;
-                   send_message(work.peer, ocaml_, reply.to, reply.tag, tuple_of(reply.tag, std::move(answer)), out);
+                   answer_with([peer = work.peer, reply](const Processes& self, Term a, Effects& e) {
+                     self.send_message(peer, self.ocaml_, reply.to, reply.tag, tuple_of(reply.tag, std::move(a)), e);
+                   });
                  },
                  [&](const HostWork::RexReply& reply) {
                    if (!flags_.contains(work.peer)) return;
-                   out.send.push_back(
-                       {work.peer, control::Send{reply.to, tuple_of(Term::atom("rex"),
-                                                                     rpc_result(reply.call, std::move(answer)))}});
+                   answer_with([peer = work.peer, reply](const Processes&, Term a, Effects& e) {
+                     e.send.push_back(
+                         {peer, control::Send{reply.to, tuple_of(Term::atom("rex"), rpc_result(reply.call, std::move(a)))}});
+                   });
                  },
                  [&](const HostWork::ProcessExit& exit) {
                    const auto found = spawned_.find(exit.process);
                    if (found == spawned_.end()) return;  // its peer went meanwhile
                    const Spawned spawned = std::move(found->second);
                    spawned_.erase(found);
-                   const etf::Pid process = make_pid(exit.process);
-                   Term reason = execute_call_exit(spawned.call, std::move(answer));
                    auto& peer_watches = watches_[spawned.peer];
                    std::erase_if(peer_watches, [&](const Watch& w) { return w.target == exit.process; });
-                   if (spawned.link) send_exit(spawned.peer, process, spawned.caller, reason, out);
-                   if (spawned.monitor) {
-                     send_down(spawned.peer, process, spawned.caller, spawned.request_id, std::move(reason), out);
-                   }
+                   answer_with([spawned, process = make_pid(exit.process)](const Processes& self, Term a, Effects& e) {
+                     Term reason = execute_call_exit(spawned.call, std::move(a));
+                     if (spawned.link) self.send_exit(spawned.peer, process, spawned.caller, reason, e);
+                     if (spawned.monitor) {
+                       self.send_down(spawned.peer, process, spawned.caller, spawned.request_id, std::move(reason), e);
+                     }
+                   });
                  },
              },
              work.reply_to);

@@ -34,7 +34,9 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -78,6 +80,9 @@ struct HostWork {
 struct Outgoing {
   std::string peer;
   dist::Control control;
+  // For a message that carries a request's answer: the same message with another answer in
+  // its place (the node's max_reply_size puts {error, {reply_too_large, ...}} there).
+  std::function<dist::Control(etf::Term)> with_answer = {};
 };
 
 // An Erl.call_erlang that ended: its tag and what OCaml gets, {ok, Value} or

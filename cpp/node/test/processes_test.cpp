@@ -72,6 +72,11 @@ TEST_F(ProcessesTest, AGenServerCallBecomesAHostRequestAndItsAnswerTheReply) {
   const auto& reply = sent<control::AliasSend>();
   EXPECT_EQ(Term::pid(reply.from), Term::pid(processes.ocaml_pid()));
   EXPECT_EQ(reply.message, Term::tuple({tag, parse("{ok, 832040}")}));
+  // The node's max_reply_size may put another answer in its place: the same message.
+  ASSERT_TRUE(out.send.back().with_answer);
+  const auto again = std::get<control::AliasSend>(out.send.back().with_answer(parse("{error, too_large}")));
+  EXPECT_EQ(again.message, Term::tuple({tag, parse("{error, too_large}")}));
+  EXPECT_EQ(Term::reference(again.alias), Term::reference(reply.alias));
 }
 
 TEST_F(ProcessesTest, TheOcamlProcessIsReachedByItsPidAndCastsRunWithoutAnswer) {
@@ -287,6 +292,9 @@ TEST_F(ProcessesTest, ErpcsSpawnRunsTheCallAndExitsWithItsResult) {
   EXPECT_EQ(Term::pid(std::get<etf::Pid>(down.from)), Term::pid(spawned));
   EXPECT_EQ(Term::reference(down.ref), Term::reference(request_id));
   EXPECT_EQ(down.reason, parse("{res, return, 832040}"));
+  const auto refused = std::get<control::PayloadMonitorPExit>(out.send.back().with_answer(parse("{error, x}")));
+  ASSERT_EQ(refused.reason.tuple_elements().size(), 4U);  // {Ref, error, Reason, Stack}
+  EXPECT_EQ(refused.reason.tuple_elements()[1], Term::atom("error"));
   EXPECT_EQ(processes.spawned(), 0U);
   EXPECT_EQ(processes.watches(), 0U);
 }
