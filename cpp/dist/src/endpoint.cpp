@@ -60,7 +60,9 @@ class EventQueue {
       if (queue_.empty() && fd_used_) readable_.signal();
       queue_.push_back(std::move(event));
     }
-    ready_.notify_one();
+    // All: a consumer's threads may take turns (the node's runtime and dispatch threads),
+    // and the one woken must not be one that will not take the event.
+    ready_.notify_all();
   }
   std::optional<EndpointEvent> pop() {
     std::lock_guard lock(mutex_);
@@ -107,6 +109,9 @@ struct Lane {
   int fd = -1;
   bool open = true;   // false once the connection is dropped (its socket closes after)
   bool idle = false;  // the network thread has nothing queued for the connection
+  // What the socket did not take of a sender's frame: the network thread queues it before
+  // anything else of its own (take_lane), a tick included.
+  std::vector<std::uint8_t> rest;
   std::atomic<Clock::rep> last_write{0};  // a sender's last write: a tick is not needed
 };
 
@@ -114,9 +119,9 @@ struct Command {
   enum class Kind : std::uint8_t { send, connect, disconnect, resolved, send_rest };
   Kind kind;
   std::string peer;
-  std::vector<std::uint8_t> body;  // send: a frame's body; send_rest: bytes of a frame begun
+  std::vector<std::uint8_t> body;  // send: a frame's body
   Resolver::Answer resolved;       // Kind::resolved
-  std::shared_ptr<Lane> lane;      // Kind::send_rest: the lane the frame began on
+  std::shared_ptr<Lane> lane;      // Kind::send_rest: the lane whose rest waits
 };
 
 struct Connection {
@@ -209,7 +214,7 @@ struct Endpoint::Impl {
   void flush(Connection& c);
   void update_interest(Connection& c);
   void start_outgoing(const std::string& peer);
-  void call_epmd(const std::string& peer, const std::string& address);
+  void call_epmd(const std::string& peer, const std::string& address, Clock::time_point deadline);
   void on_resolved(const Resolver::Answer& answer);
   void send_now(const std::string& peer, std::vector<std::uint8_t> body);
   void drop(std::uint64_t key, const Error& error);
@@ -297,16 +302,22 @@ void Endpoint::Impl::send_any(std::string_view peer, std::span<const std::uint8_
         owned != nullptr ? std::move(*owned) : std::vector<std::uint8_t>(body.begin(), body.end());
     post(Command{Command::Kind::send, std::string(peer), std::move(bytes), {}, {}});
   };
-  std::shared_ptr<Lane> lane;
-  {
-    const std::lock_guard lock(lanes_mutex);
-    const auto it = lanes.find(std::string(peer));
-    if (it == lanes.end()) return posted();
-    lane = it->second;
+  const std::string name(peer);
+  for (;;) {
+    std::shared_ptr<Lane> lane;
+    {
+      const std::lock_guard lock(lanes_mutex);
+      const auto it = lanes.find(name);
+      if (it == lanes.end()) return posted();
+      lane = it->second;
+    }
+    const std::lock_guard lock(lane->mutex);
+    // Closed: dropped after we found it, and out of the map already; the peer's next lane,
+    // if it has one, is the one to post under.
+    if (!lane->open) continue;
+    if (lane->idle && write_on(*lane, lane, peer, body)) return;
+    return posted();
   }
-  const std::lock_guard lock(lane->mutex);
-  if (lane->open && lane->idle && write_on(*lane, lane, peer, body)) return;
-  posted();
 }
 
 bool Endpoint::Impl::write_on(Lane& lane, const std::shared_ptr<Lane>& owner, std::string_view peer,
@@ -329,13 +340,13 @@ bool Endpoint::Impl::write_on(Lane& lane, const std::shared_ptr<Lane>& owner, st
   stats.frames_sent.fetch_add(1, std::memory_order_relaxed);
   const auto written = static_cast<std::size_t>(sent);
   if (written == 4 + body.size()) return true;
-  // Part of the frame went: the rest goes next, from the network thread, before any other.
+  // Part of the frame went: the rest goes next, from the network thread, before any other
+  // bytes of its own (take_lane), which the command wakes it for.
   lane.idle = false;
-  std::vector<std::uint8_t> rest;
-  if (written < 4) rest.assign(length + written, length + 4);
+  if (written < 4) lane.rest.assign(length + written, length + 4);
   const std::size_t from = written < 4 ? 0 : written - 4;
-  rest.insert(rest.end(), body.begin() + static_cast<std::ptrdiff_t>(from), body.end());
-  post(Command{Command::Kind::send_rest, std::string(peer), std::move(rest), {}, owner});
+  lane.rest.insert(lane.rest.end(), body.begin() + static_cast<std::ptrdiff_t>(from), body.end());
+  post(Command{Command::Kind::send_rest, std::string(peer), {}, {}, owner});
   return true;
 }
 
@@ -529,17 +540,27 @@ Status Endpoint::Impl::decide(std::uint64_t key, const PeerInfo& info) {
 // --- outgoing --------------------------------------------------------------------------
 
 // As OTP's inet_tcp_dist: the host part of the peer's name is resolved, and its EPMD asked
-// there for the peer's port. A name that is not an IPv4 literal is resolved off this thread,
-// within the setup time; frames sent meanwhile wait as for any connection not yet up.
+// there for the peer's port. A name that is not an IPv4 literal is resolved off this thread;
+// frames sent meanwhile wait as for any connection not yet up. All of it, resolving
+// included, within the setup time. A peer on this host (its host part ours, or an address
+// on loopback) is looked up in our own EPMD and called on loopback: an EPMD started for us
+// listens on 127.0.0.1 only, whatever the machine's name resolves to (127.0.1.1 on many).
 void Endpoint::Impl::start_outgoing(const std::string& peer) {
-  if (options.peer_address) return call_epmd(peer, *options.peer_address);
+  const auto deadline = Clock::now() + options.setup_timeout;
+  if (options.peer_address) return call_epmd(peer, *options.peer_address, deadline);
   const std::string host = host_part(peer);
-  if (const std::optional<std::string> literal = ipv4_literal(host)) return call_epmd(peer, *literal);
+  if (host == host_part(options.node_name)) return call_epmd(peer, options.epmd.address, deadline);
+  if (const std::optional<std::string> literal = ipv4_literal(host)) return call_epmd(peer, *literal, deadline);
   Peer& p = peers[peer];
   p.resolution = next_resolution++;
-  p.resolving_until = Clock::now() + options.setup_timeout;
+  p.resolving_until = deadline;
   resolving.emplace(p.resolution, peer);
-  resolver.lookup(p.resolution, host);
+  try {
+    resolver.lookup(p.resolution, host, deadline);
+  } catch (const std::exception& e) {  // no thread to resolve with (out of memory, of threads)
+    resolving.erase(p.resolution);
+    fail_peer(peer, Error{Errc::unknown_host, host + " (" + e.what() + ")"});
+  }
 }
 
 void Endpoint::Impl::on_resolved(const Resolver::Answer& answer) {
@@ -551,24 +572,27 @@ void Endpoint::Impl::on_resolved(const Resolver::Answer& answer) {
   // Gone (failed at its deadline, disconnected), or it called us meanwhile: its connection
   // stands, ours is not needed.
   if (it == peers.end() || it->second.resolution != answer.id || !it->second.resolving_until) return;
+  const Clock::time_point deadline = *it->second.resolving_until;
   it->second.resolving_until.reset();
   if (it->second.owner != 0) return;
   if (!answer.address) {
     return fail_peer(peer, Error{Errc::unknown_host, answer.host + " (" + answer.failure + ")"});
   }
-  call_epmd(peer, *answer.address);
+  call_epmd(peer, *answer.address, deadline);
 }
 
-void Endpoint::Impl::call_epmd(const std::string& peer, const std::string& address) {
+void Endpoint::Impl::call_epmd(const std::string& peer, const std::string& address, Clock::time_point deadline) {
   auto c = std::make_unique<Connection>(options.max_frame);
   c->outgoing = true;
   c->owner = true;
   c->peer = peer;
-  // With peer_address given, every peer is on the one host our EPMD serves.
-  const std::string& epmd_address = options.peer_address ? options.epmd.address : address;
-  c->address = address;
+  // With peer_address given, every peer is on the one host our EPMD serves; so is a peer
+  // on loopback.
+  const bool ours = options.peer_address || address.starts_with("127.");
+  const std::string& epmd_address = ours ? options.epmd.address : address;
+  c->address = ours && !options.peer_address ? options.epmd.address : address;
   c->phase = Connection::Phase::epmd_lookup;
-  c->deadline = Clock::now() + options.setup_timeout;
+  c->deadline = deadline;
   try {
     c->socket = Socket::start_connect(epmd_address, options.epmd.port);
     c->connect_pending = true;
@@ -751,6 +775,10 @@ void Endpoint::Impl::take_lane(Connection& c) {
   {
     const std::lock_guard lock(c.lane->mutex);
     c.lane->idle = false;
+    if (!c.lane->rest.empty()) {
+      c.out.insert(c.out.end(), c.lane->rest.begin(), c.lane->rest.end());
+      c.lane->rest.clear();
+    }
   }
   if (std::find(lanes_taken.begin(), lanes_taken.end(), c.key) == lanes_taken.end()) lanes_taken.push_back(c.key);
 }
@@ -769,9 +797,9 @@ void Endpoint::Impl::release_lanes() {
     const std::lock_guard lock(c->lane->mutex);
     const std::lock_guard commands_lock(commands_mutex);
     const bool waiting = std::any_of(commands.begin(), commands.end(), [&](const Command& command) {
-      return (command.kind == Command::Kind::send || command.kind == Command::Kind::send_rest) && command.peer == c->peer;
+      return command.kind != Command::Kind::connect && command.kind != Command::Kind::resolved && command.peer == c->peer;
     });
-    if (waiting) {
+    if (waiting || !c->lane->rest.empty()) {
       kept.push_back(key);
     } else {
       c->lane->idle = true;
@@ -922,8 +950,7 @@ void Endpoint::Impl::run_commands() {
         Connection* c = it != peers.end() && it->second.owner != 0 ? find(it->second.owner) : nullptr;
         if (c == nullptr || c->lane != command.lane) break;
         guarded(c->key, [&] {
-          take_lane(*c);
-          c->out.insert(c->out.end(), command.body.begin(), command.body.end());
+          take_lane(*c);  // queues the rest, if a tick or a frame has not already
           flush(*c);
         });
         break;
@@ -1024,6 +1051,18 @@ void Endpoint::connect(std::string_view peer) {
 
 void Endpoint::disconnect(std::string_view peer) {
   impl_->check_peer_name(peer);
+  // A frame sent after this must not go on the connection about to close: it waits for the
+  // next one. The lane is taken, and the command posted, under its lock.
+  std::shared_ptr<Lane> lane;
+  {
+    const std::lock_guard lock(impl_->lanes_mutex);
+    if (const auto it = impl_->lanes.find(std::string(peer)); it != impl_->lanes.end()) lane = it->second;
+  }
+  if (lane) {
+    const std::lock_guard lock(lane->mutex);
+    lane->idle = false;
+    return impl_->post(Command{Command::Kind::disconnect, std::string(peer), {}, {}, {}});
+  }
   impl_->post(Command{Command::Kind::disconnect, std::string(peer), {}, {}, {}});
 }
 

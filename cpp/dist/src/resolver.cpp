@@ -21,7 +21,12 @@ std::optional<std::string> ipv4_literal(const std::string& host) {
 struct Resolver::Shared {
   std::mutex mutex;
   std::condition_variable wanted;
-  std::deque<std::pair<std::uint64_t, std::string>> queue;
+  struct Lookup {
+    std::uint64_t id;
+    std::string host;
+    std::chrono::steady_clock::time_point deadline;
+  };
+  std::deque<Lookup> queue;
   Callback callback;  // emptied when the Resolver goes
   bool thread_started = false;
 };
@@ -39,16 +44,16 @@ Resolver::~Resolver() {
   shared_->wanted.notify_all();
 }
 
-void Resolver::lookup(std::uint64_t id, std::string host) {
+void Resolver::lookup(std::uint64_t id, std::string host, std::chrono::steady_clock::time_point deadline) {
   {
     const std::lock_guard lock(shared_->mutex);
-    shared_->queue.emplace_back(id, std::move(host));
     if (!shared_->thread_started) {
       // Detached, holding the shared state only: it ends once the Resolver is gone and its
       // lookup in progress (if any) has returned.
       std::thread(&Resolver::serve, shared_).detach();
       shared_->thread_started = true;
     }
+    shared_->queue.push_back({id, std::move(host), deadline});
   }
   shared_->wanted.notify_one();
 }
@@ -58,13 +63,18 @@ void Resolver::serve(const std::shared_ptr<Shared>& shared) {
   for (;;) {
     shared->wanted.wait(lock, [&] { return !shared->queue.empty() || !shared->callback; });
     if (!shared->callback) return;
-    auto [id, host] = std::move(shared->queue.front());
+    Shared::Lookup next = std::move(shared->queue.front());
     shared->queue.pop_front();
+    if (std::chrono::steady_clock::now() >= next.deadline) continue;
     lock.unlock();
-    Answer answer = resolve(id, host);
+    Answer answer = resolve(next.id, next.host);
     lock.lock();
-    // Called under the lock: the Resolver's destructor cannot complete meanwhile.
-    if (shared->callback) shared->callback(std::move(answer));
+    // Called under the lock: the Resolver's destructor cannot complete meanwhile. A callback
+    // that fails (no memory to post with) loses that answer; its caller's deadline stands.
+    try {
+      if (shared->callback) shared->callback(std::move(answer));
+    } catch (...) {
+    }
   }
 }
 

@@ -2,10 +2,13 @@
 // the system's resolver takes (a DNS server that does not answer: several seconds), and the
 // Endpoint's loop must keep ticking meanwhile. One thread, started at the first lookup,
 // answers lookups in order through a callback; the Endpoint bounds each by its setup time
-// and ignores an answer that comes after it. The thread holds only shared state: destroying
+// and ignores an answer that comes after it. A host whose DNS does not answer delays the
+// lookups queued behind it (they may miss their setup time); a lookup whose time is up
+// before it begins is dropped. The thread holds only shared state: destroying
 // the Resolver never waits for a lookup in progress (that lookup's answer goes nowhere).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -33,8 +36,10 @@ class Resolver {
   Resolver(const Resolver&) = delete;
   Resolver& operator=(const Resolver&) = delete;
 
-  // Queues a lookup of `host`; its answer carries `id`.
-  void lookup(std::uint64_t id, std::string host);
+  // Queues a lookup of `host`; its answer carries `id`. One not begun by `deadline` is
+  // dropped unanswered (its caller has given up). Throws std::system_error when the thread
+  // cannot be started.
+  void lookup(std::uint64_t id, std::string host, std::chrono::steady_clock::time_point deadline);
 
   // The first IPv4 address of `host`, blocking (the resolver's thread, and tests).
   static Answer resolve(std::uint64_t id, const std::string& host);

@@ -364,11 +364,11 @@ TEST_F(EndpointTest, APeerThatNeverReadsIsDroppedAtTheQueueBound) {
 // peer, and hand them to it otherwise (large frames the socket takes in part, ticks): from
 // several threads at once, each thread's frames arrive whole and in its order.
 TEST_F(EndpointTest, FramesFromManySendersArriveWholeAndInEachSendersOrder) {
-  EndpointOptions o = options("ocaml@localhost", 800ms);  // a tick every 200 ms among the frames
+  EndpointOptions o = options("ocaml@localhost", 1200ms);  // a tick every 300 ms among the frames
   o.max_queued_bytes = std::size_t{1} << 30;  // all of it may wait, on a slow machine
   Endpoint ep(o);
   Link::Options ticking;
-  ticking.tick_interval = 100ms;  // or the endpoint drops it as silent after 800 ms
+  ticking.tick_interval = 50ms;  // or the endpoint drops it as silent after 1.2 s
   Link peer = call(ep, "erl@localhost", ticking);
   ASSERT_TRUE(next(ep, EndpointEvent::Kind::connected));
   constexpr int senders = 4;
@@ -408,7 +408,10 @@ TEST_F(EndpointTest, FramesFromManySendersArriveWholeAndInEachSendersOrder) {
     }
   }
   for (auto& t : threads) t.join();
-  EXPECT_FALSE(failed) << *failed;
+  if (failed) {
+    const auto down = next(ep, EndpointEvent::Kind::disconnected, 100ms);
+    ADD_FAILURE() << *failed << "; the endpoint's side: " << (down ? down->error.message() : "none");
+  }
   EXPECT_EQ(received, std::size_t{senders} * frames);
   EXPECT_TRUE(whole);
   EXPECT_FALSE(next(ep, EndpointEvent::Kind::disconnected, 10ms));
