@@ -7,7 +7,7 @@ namespace camlbeam::nif {
 bool ExportTimes::is_short(const ExportKey& key) {
   const std::lock_guard lock(mutex_);
   const auto found = times_.find(key);
-  if (found == times_.end() || found->second.never) return false;
+  if (found == times_.end() || found->second.never || found->second.distrusted) return false;
   return found->second.short_runs >= runs_to_trust || (found->second.declared && !found->second.demoted);
 }
 
@@ -37,6 +37,15 @@ void ExportTimes::ran(const ExportKey& key, std::chrono::nanoseconds took) {
   const std::chrono::nanoseconds limit = times->declared ? declared_short_run : short_run;
   times->short_runs = took < limit ? std::min(times->short_runs + 1, runs_to_trust) : 0;
   times->normal_runs = took < normal_run ? std::min(times->normal_runs + 1, runs_to_trust) : 0;
+  if (times->distrusted) {
+    times->forgiving = took < limit ? times->forgiving + 1 : 0;
+    const std::uint32_t doubled = std::min(times->distrusts - 1, most_distrusts_doubled);
+    if (times->forgiving >= runs_to_forgive << doubled) {
+      times->distrusted = false;
+      times->overruns = 0;
+      times->forgiving = 0;
+    }
+  }
   // Trusted again by its runs: a later overrun is judged as any other's.
   if (times->short_runs >= runs_to_trust) times->demoted = false;
 }
@@ -49,7 +58,11 @@ ExportTimes::Overrun ExportTimes::ran_on_scheduler(const ExportKey& key, std::ch
   Times& times = found->second;
   times.short_runs = 0;
   times.demoted = times.declared;
-  times.never = times.never || ++times.overruns >= overruns_to_distrust;
+  if (++times.overruns >= overruns_to_distrust && !times.distrusted) {
+    times.distrusted = true;
+    ++times.distrusts;
+    times.forgiving = 0;
+  }
   return std::exchange(times.logged, true) ? Overrun::again : Overrun::first;
 }
 

@@ -26,8 +26,12 @@ using ExportKey = std::pair<ERL_NIF_TERM, ERL_NIF_TERM>;
 // calls back to the OCaml thread until it has run short that many times again (wall-clock
 // time: the OS may have taken the thread away, or a major GC slice fallen into the call;
 // for a declared export, a run under `declared_short_run` counts as short: it was never
-// promised to be under `short_run`); after `overruns_to_distrust` of them, or once it calls
-// Erlang (Erl.call_erlang waits for a process), it never runs on a scheduler again.
+// promised to be under `short_run`). After `overruns_to_distrust` of them it is distrusted:
+// it runs on a scheduler again only once it has run short `runs_to_forgive` times in a row,
+// twice as many at each later distrust (an export whose runs changed, a warm-up that was
+// slow, is not shut out for the life of the VM; one that keeps overrunning is, nearly).
+// Once it calls Erlang (Erl.call_erlang waits for a process), it never runs on a scheduler
+// again.
 //
 // Normal exports (OCaml 5): those whose last `runs_to_trust` runs each took less than
 // `normal_run`, wherever they ran; their calls run on a dirty CPU scheduler (Service::
@@ -41,6 +45,8 @@ class ExportTimes {
   static constexpr std::chrono::microseconds scheduler_budget{1000};
   static constexpr std::chrono::milliseconds normal_run{10};
   static constexpr std::uint32_t overruns_to_distrust = 8;
+  static constexpr std::uint32_t runs_to_forgive = 1024;  // after the first distrust
+  static constexpr std::uint32_t most_distrusts_doubled = 12;  // 4 Mi runs at most
   // Exports followed at most: names beyond are never short.
   static constexpr std::size_t max_exports = 4096;
 
@@ -65,8 +71,11 @@ class ExportTimes {
   struct Times {
     std::uint32_t short_runs = 0;  // in a row
     std::uint32_t normal_runs = 0; // in a row
-    std::uint32_t overruns = 0;    // on a scheduler
-    bool never = false;
+    std::uint32_t overruns = 0;    // on a scheduler, since it was last trusted
+    std::uint32_t distrusts = 0;   // times it was distrusted
+    std::uint32_t forgiving = 0;   // short runs in a row while distrusted
+    bool distrusted = false;
+    bool never = false;            // it calls Erlang
     bool declared = false;         // Erl.export ~short:true
     bool demoted = false;          // declared, and overran on a scheduler since
     bool logged = false;           // an overrun of it was logged

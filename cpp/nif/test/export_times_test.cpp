@@ -75,6 +75,33 @@ TEST(ExportTimes, MeasuredOverrunsAreLoggedOnceAndEndInDistrust) {
   }
   run_short(times, echo, ExportTimes::runs_to_trust);
   EXPECT_FALSE(times.is_short(echo));
+  // Distrusted, not for ever: after runs_to_forgive short runs in a row it is trusted again.
+  run_short(times, echo, ExportTimes::runs_to_forgive - ExportTimes::runs_to_trust - 1);
+  EXPECT_FALSE(times.is_short(echo));
+  times.ran(echo, 10us);
+  EXPECT_TRUE(times.is_short(echo));
+  // A second distrust asks twice as many, and a long run starts the count again.
+  for (std::uint32_t overrun = 0; overrun < ExportTimes::overruns_to_distrust; ++overrun) {
+    run_short(times, echo, ExportTimes::runs_to_trust);
+    EXPECT_EQ(ExportTimes::Overrun::again, times.ran_on_scheduler(echo, 5ms));
+  }
+  run_short(times, echo, ExportTimes::runs_to_forgive);
+  times.ran(echo, 200us);
+  run_short(times, echo, 2 * ExportTimes::runs_to_forgive - 1);
+  EXPECT_FALSE(times.is_short(echo));
+  times.ran(echo, 10us);
+  EXPECT_TRUE(times.is_short(echo));
+}
+
+TEST(ExportTimes, ADistrustedExportMayStillRunOnADirtyScheduler) {
+  ExportTimes times;
+  for (std::uint32_t overrun = 0; overrun < ExportTimes::overruns_to_distrust; ++overrun) {
+    run_short(times, busy, ExportTimes::runs_to_trust);
+    times.ran_on_scheduler(busy, 5ms);
+  }
+  for (std::uint32_t run = 0; run < ExportTimes::runs_to_trust; ++run) times.ran(busy, 2ms);
+  EXPECT_FALSE(times.is_short(busy));
+  EXPECT_TRUE(times.is_normal(busy));  // its runs are under normal_run: not the scheduler's business
 }
 
 TEST(ExportTimes, NormalAfterEnoughRunsUnderTheNormalRun) {
