@@ -45,7 +45,12 @@ init_per_suite(Config0) ->
                subnet => {10, 213, 2 * Run, 0}},
              #{name => "cbhostb", id => 2, ns => "camlbeam_b" ++ os:getpid(), veth => "cbb" ++ integer_to_list(Run),
                subnet => {10, 213, 2 * Run + 1, 0}}],
-    Made = [make_host(Host, Hosts) || Host <- Hosts],
+    %% A host half made is undone here: end_per_suite does not run after a failed init.
+    Made = try [make_host(Host, Hosts) || Host <- Hosts]
+           catch Class:Reason:Stack ->
+               [remove_host(Host) || Host <- Hosts],
+               erlang:raise(Class, Reason, Stack)
+           end,
     [{hosts, Made}, {node_executable, Exe}, {flavour, native} | Config].
 
 end_per_suite(Config) ->
@@ -126,10 +131,10 @@ make_host(#{ns := Ns, veth := Veth, subnet := Subnet} = Host, Hosts) ->
 
 remove_host(#{ns := Ns, veth := Veth}) ->
     %% Whatever runs there (its epmd, a node left behind) goes with it.
-    Pids = string:lexemes(os:cmd("ip netns pids " ++ Ns), "\n"),
+    Pids = string:lexemes(os:cmd("ip netns pids " ++ Ns ++ " 2>/dev/null"), "\n"),
     _ = [os:cmd("kill -9 " ++ Pid) || Pid <- Pids],
     _ = os:cmd("ip link del " ++ Veth ++ " 2>/dev/null"),
-    _ = os:cmd("ip netns del " ++ Ns),
+    _ = os:cmd("ip netns del " ++ Ns ++ " 2>/dev/null"),
     _ = file:del_dir_r(filename:join("/etc/netns", Ns)),
     ok.
 
