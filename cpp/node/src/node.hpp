@@ -10,8 +10,9 @@
 //                    OCaml (ping, monitors, links, spawn replies) and queues the requests,
 //                    until the long request ends
 //
-// A call thus costs one hand-off from the network thread and one back, and a long OCaml
-// call stops neither ticks nor the answers the node gives without OCaml. Events are taken
+// A call thus costs one hand-off from the network thread (its answer is written from the
+// runtime thread: dist::Endpoint's lanes), and a long OCaml call stops neither ticks nor
+// the answers the node gives without OCaml. Events are taken
 // and handled under one lock, by one thread at a time, so each peer's frames are read in
 // order (its atom cache and fragments depend on it). The queue of requests is bounded
 // (max_queued): past it a call is answered {error, overloaded} without running.
