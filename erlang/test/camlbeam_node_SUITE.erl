@@ -17,7 +17,8 @@ all() ->
      wrong_cookie_refused, erl_call_client, elixir_client, peer_restarts_and_reconnects, many_callers,
      send_to_a_given_pid, send_refused_by_policy_is_logged, send_any, call_erlang_allowed_and_refused,
      call_erlang_answers_promptly_when_the_caller_goes, ping_while_call_erlang_waits,
-     call_erlang_interrupted_by_the_deadline, send_connects_to_a_node_not_connected_yet].
+     call_erlang_interrupted_by_the_deadline, send_connects_to_a_node_not_connected_yet,
+     answers_and_messages_within_max_reply_size].
 
 init_per_suite(Config0) ->
     Config = ?LIB:init_per_suite(Config0),
@@ -313,6 +314,21 @@ await_log(Config, Stem, Pattern, Ms) ->
     after Ms ->
         ct:fail({not_logged, Pattern})
     end.
+
+%% --max-reply-size (a pool passes its max_reply_size): a larger answer is replaced by
+%% reply_too_large, and Erl.send of a larger message raises, as under the port.
+answers_and_messages_within_max_reply_size(Config) ->
+    Node = start_node(Config, "ocaml_max_reply", ["--max-reply-size", "2000"]),
+    Small = binary:copy(<<"x">>, 1000),
+    Large = binary:copy(<<"x">>, 3000),
+    ?assertEqual({ok, Small}, call(Node, identity, [Small])),
+    ?assertMatch({error, {reply_too_large, Size, 2000}} when Size > 3000, call(Node, identity, [Large])),
+    ?assertEqual({ok, ok}, call(Node, send, [self(), Small])),
+    receive Small -> ok after 5000 -> ct:fail(not_delivered) end,
+    {error, {ocaml_exception, <<"Failure">>, Message, _}} = call(Node, send, [self(), Large]),
+    ?assertMatch({match, _}, re:run(Message, "larger than max_reply_size \\(2000 bytes\\)")),
+    receive Unexpected -> ct:fail({delivered, Unexpected}) after 200 -> ok end,
+    ?assertEqual(pong, net_adm:ping(Node)).
 
 send_to_a_given_pid(Config) ->
     Node = start_node(Config, "ocaml_send"),

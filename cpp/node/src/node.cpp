@@ -144,12 +144,17 @@ void Node::handle(dist::EndpointEvent& event) {
   }
 }
 
-void Node::apply(Effects& effects) {
+std::optional<std::string> Node::apply(Effects& effects) {
+  std::optional<std::string> refused;
   for (Outgoing& out : effects.send) {
     const std::optional<std::uint64_t> flags = processes_.peer_flags(out.peer);
     if (!flags) continue;  // gone meanwhile
     etf::ByteBuffer body;
     std::optional<dist::Error> error = dist::encode_frame(out.control, *flags, body);
+    if (!error && out.sent_by_ocaml && body.size() > config_.max_reply_size) {
+      refused = "the message is larger than max_reply_size (" + std::to_string(config_.max_reply_size) + " bytes)";
+      continue;
+    }
     if (!error && out.with_answer && body.size() > config_.max_reply_size) {
       // As a port worker answers one over the pool's max_reply_size: the caller learns why.
       const auto size = static_cast<std::int64_t>(body.size());
@@ -169,9 +174,9 @@ void Node::apply(Effects& effects) {
   effects.send.clear();
   for (HostWork& work : effects.work) {
     if (queue_.size() >= config_.max_queued) {
-      Effects refused;
-      processes_.answered(work, Term::tuple({Term::atom("error"), Term::atom("overloaded")}), refused);
-      apply(refused);
+      Effects overloaded;
+      processes_.answered(work, Term::tuple({Term::atom("error"), Term::atom("overloaded")}), overloaded);
+      apply(overloaded);
       continue;
     }
     work.arrived = std::chrono::steady_clock::now();
@@ -184,6 +189,7 @@ void Node::apply(Effects& effects) {
   }
   if (!effects.erl_calls_done.empty()) erl_call_answered_.notify_all();
   effects.erl_calls_done.clear();
+  return refused;
 }
 
 bool Node::within_callers_timeout(HostWork& work) {
@@ -292,8 +298,8 @@ std::string Node::send_from_ocaml(const etf::Pid& to, etf::Term message) {
   if (processes_.peer_flags(to.node)) {
     Effects effects;
     processes_.send_from_ocaml(to, std::move(message), effects);
-    apply(effects);
-    return {};
+    for (Outgoing& out : effects.send) out.sent_by_ocaml = true;
+    return apply(effects).value_or(std::string());
   }
   // Not connected (yet): held until the connection is up, as Erlang connects on a send.
   // The frame's encoding waits for the flags that connection negotiates.
@@ -317,13 +323,19 @@ void Node::release_held_sends(const std::string& peer, bool connected) {
   held_sends_.erase(held);
   Effects effects;
   for (HeldSend& send : sends) {
-    if (connected && processes_.send_from_ocaml(send.to, std::move(send.message), effects)) continue;
+    const std::size_t before = effects.send.size();
+    if (connected && processes_.send_from_ocaml(send.to, std::move(send.message), effects)) {
+      for (std::size_t i = before; i < effects.send.size(); ++i) effects.send[i].sent_by_ocaml = true;
+      continue;
+    }
     if (dropped_sends_.admit()) {
       std::fprintf(stderr, "camlbeam-node: Erl.send to %s dropped: its node could not be reached\n",
                    Term::pid(send.to).to_string().c_str());
     }
   }
-  apply(effects);
+  if (const std::optional<std::string> refused = apply(effects); refused && dropped_sends_.admit()) {
+    std::fprintf(stderr, "camlbeam-node: an Erl.send held for %s dropped: %s\n", peer.c_str(), refused->c_str());
+  }
 }
 
 namespace {

@@ -141,7 +141,8 @@ class Node {
   // it could not be made; the caller holds mutex_.
   void release_held_sends(const std::string& peer, bool connected);
   // Sends what Processes decided and queues its host requests; the caller holds mutex_.
-  void apply(Effects& effects);
+  // Why an Erl.send message among them was refused (over max_reply_size), if one was.
+  std::optional<std::string> apply(Effects& effects);
   // Whether a queued call's caller still waits for it (HostWork::caller_timeout_ms); if so
   // its deadline becomes what is left of the caller's timeout.
   bool within_callers_timeout(HostWork& work);
