@@ -183,6 +183,10 @@ struct Endpoint::Impl {
   // Endpoint::send: the frame written on its peer's lane, or posted to the network thread.
   // `owned`, if given, holds `body`'s bytes and may be moved from.
   void send_any(std::string_view peer, std::span<const std::uint8_t> body, std::vector<std::uint8_t>* owned);
+  // The peer's lane; without one, `without_lane()` runs under the lanes' lock (so that a lane
+  // made meanwhile sees what it did) and the answer is null.
+  template <class WithoutLane>
+  std::shared_ptr<Lane> lane_of(std::string_view peer, WithoutLane&& without_lane);
   // Writes a frame on an idle lane (its lock held): false when nothing could be written.
   bool write_on(Lane& lane, const std::shared_ptr<Lane>& owner, std::string_view peer,
                 std::span<const std::uint8_t> body);
@@ -302,15 +306,9 @@ void Endpoint::Impl::send_any(std::string_view peer, std::span<const std::uint8_
         owned != nullptr ? std::move(*owned) : std::vector<std::uint8_t>(body.begin(), body.end());
     post(Command{Command::Kind::send, std::string(peer), std::move(bytes), {}, {}});
   };
-  const std::string name(peer);
   for (;;) {
-    std::shared_ptr<Lane> lane;
-    {
-      const std::lock_guard lock(lanes_mutex);
-      const auto it = lanes.find(name);
-      if (it == lanes.end()) return posted();
-      lane = it->second;
-    }
+    const std::shared_ptr<Lane> lane = lane_of(peer, posted);
+    if (!lane) return;
     const std::lock_guard lock(lane->mutex);
     // Closed: dropped after we found it, and out of the map already; the peer's next lane,
     // if it has one, is the one to post under.
@@ -320,13 +318,20 @@ void Endpoint::Impl::send_any(std::string_view peer, std::span<const std::uint8_
   }
 }
 
+template <class WithoutLane>
+std::shared_ptr<Lane> Endpoint::Impl::lane_of(std::string_view peer, WithoutLane&& without_lane) {
+  const std::lock_guard lock(lanes_mutex);
+  const auto it = lanes.find(std::string(peer));
+  if (it != lanes.end()) return it->second;
+  without_lane();
+  return nullptr;
+}
+
 bool Endpoint::Impl::write_on(Lane& lane, const std::shared_ptr<Lane>& owner, std::string_view peer,
                               std::span<const std::uint8_t> body) {
   if (body.empty() || body.size() > std::numeric_limits<std::uint32_t>::max()) return false;
-  const auto size = static_cast<std::uint32_t>(body.size());
-  std::uint8_t length[4] = {static_cast<std::uint8_t>(size >> 24), static_cast<std::uint8_t>(size >> 16),
-                            static_cast<std::uint8_t>(size >> 8), static_cast<std::uint8_t>(size)};
-  std::array<iovec, 2> parts{iovec{length, 4}, iovec{const_cast<std::uint8_t*>(body.data()), body.size()}};
+  std::array<std::uint8_t, 4> length = frame_length(body.size());
+  std::array<iovec, 2> parts{iovec{length.data(), 4}, iovec{const_cast<std::uint8_t*>(body.data()), body.size()}};
   msghdr message{};
   message.msg_iov = parts.data();
   message.msg_iovlen = parts.size();
@@ -343,7 +348,7 @@ bool Endpoint::Impl::write_on(Lane& lane, const std::shared_ptr<Lane>& owner, st
   // Part of the frame went: the rest goes next, from the network thread, before any other
   // bytes of its own (take_lane), which the command wakes it for.
   lane.idle = false;
-  if (written < 4) lane.rest.assign(length + written, length + 4);
+  if (written < 4) lane.rest.assign(length.begin() + static_cast<std::ptrdiff_t>(written), length.end());
   const std::size_t from = written < 4 ? 0 : written - 4;
   lane.rest.insert(lane.rest.end(), body.begin() + static_cast<std::ptrdiff_t>(from), body.end());
   post(Command{Command::Kind::send_rest, std::string(peer), {}, {}, owner});
@@ -586,11 +591,11 @@ void Endpoint::Impl::call_epmd(const std::string& peer, const std::string& addre
   c->outgoing = true;
   c->owner = true;
   c->peer = peer;
-  // With peer_address given, every peer is on the one host our EPMD serves; so is a peer
-  // on loopback.
+  // With peer_address given, every peer is on the one host our EPMD serves (and is called
+  // there); a peer on loopback is on ours, called where our EPMD is.
   const bool ours = options.peer_address || address.starts_with("127.");
   const std::string& epmd_address = ours ? options.epmd.address : address;
-  c->address = ours && !options.peer_address ? options.epmd.address : address;
+  c->address = options.peer_address ? *options.peer_address : epmd_address;
   c->phase = Connection::Phase::epmd_lookup;
   c->deadline = deadline;
   try {
@@ -820,11 +825,9 @@ void Endpoint::Impl::append_frame(Connection& c, std::span<const std::uint8_t> b
     c.out.erase(c.out.begin(), c.out.begin() + static_cast<std::ptrdiff_t>(c.out_begin));
     c.out_begin = 0;
   }
-  const auto size = static_cast<std::uint32_t>(body.size());
-  const std::uint8_t length[4] = {static_cast<std::uint8_t>(size >> 24), static_cast<std::uint8_t>(size >> 16),
-                                  static_cast<std::uint8_t>(size >> 8), static_cast<std::uint8_t>(size)};
+  const auto length = frame_length(body.size());
   c.out.reserve(c.out.size() + 4 + body.size());
-  c.out.insert(c.out.end(), length, length + 4);
+  c.out.insert(c.out.end(), length.begin(), length.end());
   c.out.insert(c.out.end(), body.begin(), body.end());
   if (body.empty()) {
     stats.ticks_sent.fetch_add(1, std::memory_order_relaxed);
@@ -1053,12 +1056,7 @@ void Endpoint::disconnect(std::string_view peer) {
   impl_->check_peer_name(peer);
   // A frame sent after this must not go on the connection about to close: it waits for the
   // next one. The lane is taken, and the command posted, under its lock.
-  std::shared_ptr<Lane> lane;
-  {
-    const std::lock_guard lock(impl_->lanes_mutex);
-    if (const auto it = impl_->lanes.find(std::string(peer)); it != impl_->lanes.end()) lane = it->second;
-  }
-  if (lane) {
+  if (const std::shared_ptr<Lane> lane = impl_->lane_of(peer, [] {})) {
     const std::lock_guard lock(lane->mutex);
     lane->idle = false;
     return impl_->post(Command{Command::Kind::disconnect, std::string(peer), {}, {}, {}});

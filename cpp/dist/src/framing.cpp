@@ -7,6 +7,13 @@
 
 namespace camlbeam::dist {
 
+std::array<std::uint8_t, 4> frame_length(std::size_t body_size) {
+  if (body_size > 0xFFFFFFFFu) throw std::length_error("distribution frame over 4 GiB");
+  const auto size = static_cast<std::uint32_t>(body_size);
+  return {static_cast<std::uint8_t>(size >> 24), static_cast<std::uint8_t>(size >> 16),
+          static_cast<std::uint8_t>(size >> 8), static_cast<std::uint8_t>(size)};
+}
+
 std::vector<std::uint8_t> frame(std::span<const std::uint8_t> body) {
   if (body.size() > 0xFFFFFFFFu) throw std::length_error("distribution frame over 4 GiB");
   std::vector<std::uint8_t> out;

@@ -4,6 +4,7 @@
 
 #include <camlbeam/dist/error.hpp>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -15,6 +16,8 @@ namespace camlbeam::dist {
 // the limit protects memory from a declared length no peer needs.
 inline constexpr std::size_t default_max_frame = std::size_t{64} << 20;
 
+// A frame's 4-byte big-endian length. Throws std::length_error over 4 GiB.
+std::array<std::uint8_t, 4> frame_length(std::size_t body_size);
 // A whole frame: length, then body.
 std::vector<std::uint8_t> frame(std::span<const std::uint8_t> body);
 // The tick: an empty frame.
