@@ -298,7 +298,6 @@ std::string Node::send_from_ocaml(const etf::Pid& to, etf::Term message) {
   if (processes_.peer_flags(to.node)) {
     Effects effects;
     processes_.send_from_ocaml(to, std::move(message), effects);
-    for (Outgoing& out : effects.send) out.sent_by_ocaml = true;
     return apply(effects).value_or(std::string());
   }
   // Not connected (yet): held until the connection is up, as Erlang connects on a send.
@@ -323,11 +322,7 @@ void Node::release_held_sends(const std::string& peer, bool connected) {
   held_sends_.erase(held);
   Effects effects;
   for (HeldSend& send : sends) {
-    const std::size_t before = effects.send.size();
-    if (connected && processes_.send_from_ocaml(send.to, std::move(send.message), effects)) {
-      for (std::size_t i = before; i < effects.send.size(); ++i) effects.send[i].sent_by_ocaml = true;
-      continue;
-    }
+    if (connected && processes_.send_from_ocaml(send.to, std::move(send.message), effects)) continue;
     if (dropped_sends_.admit()) {
       std::fprintf(stderr, "camlbeam-node: Erl.send to %s dropped: its node could not be reached\n",
                    Term::pid(send.to).to_string().c_str());

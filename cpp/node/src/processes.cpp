@@ -352,9 +352,10 @@ bool Processes::send_from_ocaml(const etf::Pid& to, Term message, Effects& out) 
   const std::optional<std::uint64_t> flags = peer_flags(to.node);
   if (!flags) return false;
   if ((*flags & dist::flag::send_sender) != 0) {
-    out.send.push_back({to.node, control::SendSender{ocaml_, to, std::move(message)}});
+    out.send.push_back(
+        {.peer = to.node, .control = control::SendSender{ocaml_, to, std::move(message)}, .sent_by_ocaml = true});
   } else {
-    out.send.push_back({to.node, control::Send{to, std::move(message)}});
+    out.send.push_back({.peer = to.node, .control = control::Send{to, std::move(message)}, .sent_by_ocaml = true});
   }
   return true;
 }

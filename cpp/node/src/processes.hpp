@@ -83,8 +83,8 @@ struct Outgoing {
   // For a message that carries a request's answer: the same message with another answer in
   // its place (the node's max_reply_size puts {error, {reply_too_large, ...}} there).
   std::function<dist::Control(etf::Term)> with_answer = {};
-  // An Erl.send message: over the node's max_reply_size it is refused, as a port worker
-  // refuses it, and not sent.
+  // An Erl.send message (Processes::send_from_ocaml): over the node's max_reply_size it is
+  // refused, as a port worker refuses it, and not sent.
   bool sent_by_ocaml = false;
 };
 
