@@ -12,6 +12,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <exception>
 #include <limits>
 #include <mutex>
 #include <set>
@@ -50,7 +51,7 @@ EndpointEvent make_event(EndpointEvent::Kind kind, std::string peer, Error error
   return e;
 }
 
-// What the network thread hands the consumer. Its descriptor, once asked for, is readable
+// What the loop hands the consumer. Its descriptor, once asked for, is readable
 // while it is not empty; a consumer that waits with wait_nonempty costs no eventfd writes.
 class EventQueue {
  public:
@@ -68,11 +69,6 @@ class EventQueue {
     std::lock_guard lock(mutex_);
     return pop_locked();
   }
-  std::optional<EndpointEvent> wait(std::chrono::milliseconds timeout) {
-    std::unique_lock lock(mutex_);
-    ready_.wait_for(lock, timeout, [&] { return !queue_.empty(); });
-    return pop_locked();
-  }
   int native_handle() noexcept {
     std::lock_guard lock(mutex_);
     if (!fd_used_ && !queue_.empty()) readable_.signal();
@@ -82,6 +78,10 @@ class EventQueue {
   bool wait_nonempty(std::chrono::milliseconds timeout) {
     std::unique_lock lock(mutex_);
     return ready_.wait_for(lock, timeout, [&] { return !queue_.empty(); });
+  }
+  bool nonempty() {
+    std::lock_guard lock(mutex_);
+    return !queue_.empty();
   }
 
  private:
@@ -99,17 +99,17 @@ class EventQueue {
   EventFd readable_;
 };
 
-// A connected plain-TCP connection's socket as the sending threads see it. While the network
-// thread has nothing queued for the connection (`idle`), a sender writes its frame itself,
-// under the lane's lock: no hand-off to the network thread (an eventfd write, a wake-up, an
-// epoll turn) on the way out. The network thread takes the lane (idle = false, under the
-// lock) before it queues or writes anything, and gives it back once it has written all.
+// A connected plain-TCP connection's socket as the sending threads see it. While the loop
+// has nothing queued for the connection (`idle`), a sender writes its frame itself, under
+// the lane's lock: no hand-off to the loop (an eventfd write, a wake-up, an epoll turn) on
+// the way out. The loop takes the lane (idle = false, under the lock) before it queues or
+// writes anything, and gives it back at the end of a turn in which it has written all.
 struct Lane {
   std::mutex mutex;
   int fd = -1;
   bool open = true;   // false once the connection is dropped (its socket closes after)
-  bool idle = false;  // the network thread has nothing queued for the connection
-  // What the socket did not take of a sender's frame: the network thread queues it before
+  bool idle = false;  // the loop has nothing queued for the connection
+  // What the socket did not take of a sender's frame: the loop queues it before
   // anything else of its own (take_lane), a tick included.
   std::vector<std::uint8_t> rest;
   std::atomic<Clock::rep> last_write{0};  // a sender's last write: a tick is not needed
@@ -180,7 +180,7 @@ struct Endpoint::Impl {
 
   // --- any thread ---
   void post(Command command);
-  // Endpoint::send: the frame written on its peer's lane, or posted to the network thread.
+  // Endpoint::send: the frame written on its peer's lane, or posted to the loop.
   // `owned`, if given, holds `body`'s bytes and may be moved from.
   void send_any(std::string_view peer, std::span<const std::uint8_t> body, std::vector<std::uint8_t>* owned);
   // The peer's lane; without one, `without_lane()` runs under the lanes' lock (so that a lane
@@ -192,9 +192,24 @@ struct Endpoint::Impl {
                 std::span<const std::uint8_t> body);
   void check_peer_name(std::string_view peer) const;
 
-  // --- the network thread ---
+  // --- who runs the loop ---
+  // The loop (every member below "Owned by the loop") is run by one thread at a time: the
+  // network thread, or a consumer in wait_for_events while the network thread lets it. The
+  // thread that will handle a frame then reads it itself: no hand-off between threads (a
+  // wake-up of the consumer, some 13 us under gVisor) on the way in.
+  enum class Driver : std::uint8_t { none, network, consumer };
+  enum class Claim : std::uint8_t { driving, another_consumer_drives, network_drives };
+  bool wait_for_events(std::chrono::milliseconds timeout);
+  Claim claim_loop(Clock::time_point deadline);
+  // A consumer's turns, until an event is queued or the deadline.
+  void drive_until(Clock::time_point deadline);
+  void report_failure(std::exception_ptr failure) noexcept;
+  // The network thread: runs the loop unless a consumer does, and takes it back when no
+  // consumer has run it for a takeover_delay (a long OCaml call must not stop ticks).
   void run() noexcept;
-  void loop();
+  // One turn: waits at most `max_wait` (less for a timer due sooner), then handles what
+  // became ready, the commands and the timers.
+  void turn(std::chrono::milliseconds max_wait);
   std::chrono::milliseconds time_to_next_deadline() const;
   void run_commands();
   void check_timers();
@@ -244,6 +259,21 @@ struct Endpoint::Impl {
   std::unordered_map<std::uint64_t, std::string> resolving;  // lookup id -> peer
   std::uint64_t next_resolution = 1;
   std::atomic<bool> stopping{false};
+
+  // Who runs the loop, under drive_mutex. The network thread looks every takeover_delay
+  // (every park_delay while a consumer waits idle in the loop); a consumer never wakes it,
+  // so that reading costs it no system call.
+  static constexpr std::chrono::milliseconds takeover_delay{2};
+  static constexpr std::chrono::milliseconds park_delay{50};
+  std::mutex drive_mutex;
+  std::condition_variable network_looks;   // the network thread waits between looks
+  std::condition_variable handed_over;     // a consumer waits for the network thread to let go
+  Driver driver = Driver::network;
+  bool broken = false;                     // the loop failed: nobody runs it any more
+  int consumers_waiting = 0;               // for the network thread to let go
+  std::uint64_t consumer_sessions = 0;     // times a consumer began running the loop
+  std::atomic<bool> let_go{false};         // the network thread ends its turns: a consumer waits
+
   std::mutex lanes_mutex;
   std::unordered_map<std::string, std::shared_ptr<Lane>> lanes;  // by peer
   mutable std::mutex connected_mutex;
@@ -253,7 +283,7 @@ struct Endpoint::Impl {
         handshakes_failed{0};
   } stats;
 
-  // Owned by the network thread.
+  // Owned by the loop (whoever runs it: Driver).
   std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> connections;
   std::unordered_map<std::string, Peer> peers;
   std::uint64_t next_key = first_connection_key;
@@ -262,7 +292,7 @@ struct Endpoint::Impl {
   // TLS connections whose decrypted bytes OpenSSL holds after a turn's reads: epoll will not
   // signal them again, so the loop comes back to them without waiting.
   std::vector<std::uint64_t> tls_buffered;
-  std::vector<std::uint64_t> lanes_taken;  // connections whose lane the network thread holds
+  std::vector<std::uint64_t> lanes_taken;  // connections whose lane the loop holds
 
   std::thread thread;  // last: started once everything above exists
 };
@@ -294,13 +324,13 @@ void Endpoint::Impl::check_peer_name(std::string_view peer) const {
   if (peer == options.node_name) throw DistError(Errc::bad_name, "a connection to ourselves");
 }
 
-// Frames keep their order: a sender writes only while the network thread holds nothing for
+// Frames keep their order: a sender writes only while the loop holds nothing for
 // the peer (queued, or among the commands). Posting is done under the lanes' lock when the
 // peer has no lane (a lane made meanwhile is not released while that frame waits), and under
 // the peer's lane's lock otherwise (the lane is not released before the frame has gone).
 void Endpoint::Impl::send_any(std::string_view peer, std::span<const std::uint8_t> body,
                               std::vector<std::uint8_t>* owned) {
-  // The frame's bytes for the network thread: moved when the caller gave them up, else copied.
+  // The frame's bytes for the loop: moved when the caller gave them up, else copied.
   const auto posted = [&] {
     std::vector<std::uint8_t> bytes =
         owned != nullptr ? std::move(*owned) : std::vector<std::uint8_t>(body.begin(), body.end());
@@ -339,13 +369,13 @@ bool Endpoint::Impl::write_on(Lane& lane, const std::shared_ptr<Lane>& owner, st
   do {
     sent = ::sendmsg(lane.fd, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
   } while (sent < 0 && errno == EINTR);
-  // Nothing went: the network thread queues the frame (and, on an error, sees it too).
+  // Nothing went: the loop queues the frame (and, on an error, sees it too).
   if (sent <= 0) return false;
   lane.last_write.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
   stats.frames_sent.fetch_add(1, std::memory_order_relaxed);
   const auto written = static_cast<std::size_t>(sent);
   if (written == 4 + body.size()) return true;
-  // Part of the frame went: the rest goes next, from the network thread, before any other
+  // Part of the frame went: the rest goes next, from the loop, before any other
   // bytes of its own (take_lane), which the command wakes it for.
   lane.idle = false;
   if (written < 4) lane.rest.assign(length.begin() + static_cast<std::ptrdiff_t>(written), length.end());
@@ -363,52 +393,139 @@ void Endpoint::Impl::post(Command command) {
   wake.signal();
 }
 
+void Endpoint::Impl::report_failure(std::exception_ptr failure) noexcept {
+  Error error{Errc::socket_error, "unknown exception"};
+  try {
+    std::rethrow_exception(failure);
+  } catch (const DistError& e) {
+    error = e.error();
+  } catch (const std::exception& e) {
+    error.detail = e.what();
+  } catch (...) {
+  }
+  try {
+    events.push(make_event(EndpointEvent::Kind::failed, {}, std::move(error)));
+  } catch (...) {
+  }
+}
+
 void Endpoint::Impl::run() noexcept {
   // OpenSSL writes with write(2), which raises SIGPIPE on a socket the peer has closed. Blocked
-  // in this thread, which does all the TLS writes, it only stays pending: the write fails with
-  // EPIPE and that connection goes as closed, instead of the process.
+  // in this thread, which does all the TLS writes (consumers never run the loop with TLS), it
+  // only stays pending: the write fails with EPIPE and that connection goes as closed,
+  // instead of the process.
   sigset_t broken_pipe;
   sigemptyset(&broken_pipe);
   sigaddset(&broken_pipe, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &broken_pipe, nullptr);
-  try {
-    loop();
-  } catch (const DistError& e) {
-    try {
-      events.push(make_event(EndpointEvent::Kind::failed, {}, e.error()));
-    } catch (...) {
+  std::unique_lock lock(drive_mutex);
+  // What the last look saw: the loop is taken back only when two looks in a row found nobody
+  // in it and no consumer came and went between them.
+  std::uint64_t sessions_seen = consumer_sessions;
+  Driver driver_seen = Driver::consumer;
+  while (!stopping.load(std::memory_order_acquire) && !broken) {
+    if (driver == Driver::network) {
+      lock.unlock();
+      std::exception_ptr failure;
+      try {
+        while (!stopping.load(std::memory_order_acquire) && !let_go.load(std::memory_order_acquire)) {
+          turn(std::chrono::seconds(60));
+        }
+      } catch (...) {
+        failure = std::current_exception();
+      }
+      if (failure) report_failure(failure);
+      lock.lock();
+      driver = Driver::none;
+      broken = broken || failure != nullptr;
+      let_go.store(false, std::memory_order_relaxed);
+      handed_over.notify_all();
+      sessions_seen = consumer_sessions;
+      driver_seen = Driver::consumer;  // as if a consumer had just been in the loop
+      continue;
     }
-  } catch (const std::exception& e) {
-    try {
-      events.push(make_event(EndpointEvent::Kind::failed, {}, Error{Errc::socket_error, e.what()}));
-    } catch (...) {
+    const bool no_new_session = consumer_sessions == sessions_seen;
+    if (no_new_session && driver == Driver::none && driver_seen == Driver::none && consumers_waiting == 0) {
+      driver = Driver::network;  // nobody read for a whole takeover_delay: a long OCaml call, say
+      continue;
     }
-  } catch (...) {
-    try {
-      events.push(make_event(EndpointEvent::Kind::failed, {}, Error{Errc::socket_error, "unknown exception"}));
-    } catch (...) {
+    const bool idle_consumer = no_new_session && driver == Driver::consumer && driver_seen == Driver::consumer;
+    sessions_seen = consumer_sessions;
+    driver_seen = driver;
+    network_looks.wait_for(lock, idle_consumer ? park_delay : takeover_delay);
+  }
+}
+
+bool Endpoint::Impl::wait_for_events(std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    if (events.nonempty()) return true;
+    const auto now = Clock::now();
+    if (now >= deadline) return false;
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now);
+    switch (claim_loop(deadline)) {
+      case Claim::driving: drive_until(deadline); break;
+      case Claim::network_drives: return events.wait_nonempty(left);
+      // Rare (the node's two threads, as one hands over to the other): the other one's
+      // events wake us, and the loop is looked at again soon in case it left it.
+      case Claim::another_consumer_drives:
+        events.wait_nonempty(std::min(left, std::chrono::milliseconds(1)));
+        break;
     }
   }
 }
 
-void Endpoint::Impl::loop() {
-  std::array<epoll_event, 64> ready{};
-  while (!stopping.load(std::memory_order_acquire)) {
-    const auto timeout = tls_buffered.empty() ? time_to_next_deadline() : std::chrono::milliseconds(0);
-    for (const epoll_event& e : epoll.wait(ready, timeout)) {
-      if (e.data.u64 == key_wake) {
-        wake.clear();
-      } else if (e.data.u64 == key_listener) {
-        accept_all();
-      } else {
-        on_ready(e.data.u64, e.events);
-      }
-    }
-    for (const std::uint64_t key : std::exchange(tls_buffered, {})) on_ready(key, EPOLLIN);
-    run_commands();
-    check_timers();
-    release_lanes();
+Endpoint::Impl::Claim Endpoint::Impl::claim_loop(Clock::time_point deadline) {
+  std::unique_lock lock(drive_mutex);
+  const auto stopped = [&] { return broken || stopping.load(std::memory_order_acquire); };
+  if (!options.consumer_reads || options.tls || stopped()) return Claim::network_drives;
+  if (driver == Driver::network) {
+    ++consumers_waiting;
+    let_go.store(true, std::memory_order_release);
+    wake.signal();
+    handed_over.wait_until(lock, deadline, [&] { return driver != Driver::network || stopped(); });
+    --consumers_waiting;
+    if (driver == Driver::network || stopped()) return Claim::network_drives;
   }
+  if (driver == Driver::consumer) return Claim::another_consumer_drives;
+  driver = Driver::consumer;
+  ++consumer_sessions;
+  return Claim::driving;
+}
+
+void Endpoint::Impl::drive_until(Clock::time_point deadline) {
+  std::exception_ptr failure;
+  try {
+    while (!events.nonempty() && !stopping.load(std::memory_order_acquire)) {
+      const auto now = Clock::now();
+      if (now >= deadline) break;
+      turn(std::chrono::ceil<std::chrono::milliseconds>(deadline - now));
+    }
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (failure) report_failure(failure);
+  const std::lock_guard lock(drive_mutex);
+  driver = Driver::none;
+  broken = broken || failure != nullptr;
+}
+
+void Endpoint::Impl::turn(std::chrono::milliseconds max_wait) {
+  std::array<epoll_event, 64> ready{};
+  const auto timeout = tls_buffered.empty() ? std::min(max_wait, time_to_next_deadline()) : std::chrono::milliseconds(0);
+  for (const epoll_event& e : epoll.wait(ready, timeout)) {
+    if (e.data.u64 == key_wake) {
+      wake.clear();
+    } else if (e.data.u64 == key_listener) {
+      accept_all();
+    } else {
+      on_ready(e.data.u64, e.events);
+    }
+  }
+  for (const std::uint64_t key : std::exchange(tls_buffered, {})) on_ready(key, EPOLLIN);
+  run_commands();
+  check_timers();
+  release_lanes();
 }
 
 std::chrono::milliseconds Endpoint::Impl::time_to_next_deadline() const {
@@ -684,6 +801,10 @@ void Endpoint::Impl::read_from(Connection& c) {
         deliver_frames(c);
         break;
     }
+    // A short read emptied the socket, most likely: epoll (level-triggered) says if more
+    // came, which spares every call a read that fails with EAGAIN. OpenSSL may hold more
+    // than the socket did, so TLS reads on until it has none.
+    if (!c.tls && *n < read_buffer.size()) return;
   }
   // The turn is over with bytes decrypted and unread: the socket will not say so again.
   if (c.tls && c.tls->has_buffered()) tls_buffered.push_back(c.key);
@@ -1028,8 +1149,14 @@ Endpoint::Endpoint(EndpointOptions options, Registration registration)
 }
 
 Endpoint::~Endpoint() {
-  impl_->stopping.store(true, std::memory_order_release);
+  {
+    // Under the lock: a thread between its check of `stopping` and its wait cannot miss it.
+    const std::lock_guard lock(impl_->drive_mutex);
+    impl_->stopping.store(true, std::memory_order_release);
+  }
   impl_->wake.signal();
+  impl_->network_looks.notify_all();
+  impl_->handed_over.notify_all();
   if (impl_->thread.joinable()) impl_->thread.join();
 }
 
@@ -1066,9 +1193,10 @@ void Endpoint::disconnect(std::string_view peer) {
 
 std::optional<EndpointEvent> Endpoint::poll_event() { return impl_->events.pop(); }
 std::optional<EndpointEvent> Endpoint::wait_event(std::chrono::milliseconds timeout) {
-  return impl_->events.wait(timeout);
+  if (!impl_->wait_for_events(timeout)) return std::nullopt;
+  return impl_->events.pop();
 }
-bool Endpoint::wait_for_events(std::chrono::milliseconds timeout) { return impl_->events.wait_nonempty(timeout); }
+bool Endpoint::wait_for_events(std::chrono::milliseconds timeout) { return impl_->wait_for_events(timeout); }
 
 int Endpoint::event_fd() const noexcept { return impl_->events.native_handle(); }
 

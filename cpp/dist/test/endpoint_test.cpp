@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fcntl.h>
 #include <poll.h>
@@ -148,6 +149,20 @@ TEST_F(EndpointTest, AcceptsACallerAndPassesFramesBothWays) {
   ASSERT_TRUE(down);
   EXPECT_EQ(down->error.code, Errc::connection_closed);
   EXPECT_TRUE(ep.connected_peers().empty());
+}
+
+TEST_F(EndpointTest, WithoutConsumerReadsFramesPassTheSame) {
+  EndpointOptions o = options("ocaml@localhost");
+  o.consumer_reads = false;
+  Endpoint ep(o);
+  Link peer = call(ep, "erl@localhost");
+  ASSERT_TRUE(next(ep, EndpointEvent::Kind::connected));
+  for (int i = 0; i < 100; ++i) {
+    peer.send_frame(bytes("ping " + std::to_string(i)), after(1s));
+    const auto in = next(ep, EndpointEvent::Kind::frame);
+    ASSERT_TRUE(in);
+    EXPECT_EQ(in->body, bytes("ping " + std::to_string(i)));
+  }
 }
 
 TEST_F(EndpointTest, GarbageDuringAHandshakeCostsOnlyThatConnection) {
@@ -451,13 +466,57 @@ TEST_F(EndpointTest, TicksGoOnWhileTheConsumerIsBusy) {
   strict.tick_interval = 100ms;
   strict.silence_limit = 800ms;
   Link peer = call(ep, "erl@localhost", strict);
-  // Nobody drains the events for over three ticktimes: the network thread ticks (every
-  // 200 ms) regardless, and the peer, which drops us after 800 ms of silence, keeps us.
+  // The consumer runs the loop while it waits for the connection...
+  ASSERT_TRUE(next(ep, EndpointEvent::Kind::connected));
+  // ...then waits for nothing for over three ticktimes: the network thread takes the loop
+  // back and ticks (every 200 ms), and the peer, which drops us after 800 ms of silence,
+  // keeps us.
   EXPECT_NO_THROW(peer.serve_until(after(2500ms)));
   EXPECT_GE(peer.stats().ticks_received, 8u);
-  ASSERT_TRUE(next(ep, EndpointEvent::Kind::connected));
   EXPECT_FALSE(next(ep, EndpointEvent::Kind::disconnected, 10ms));
   EXPECT_TRUE(contains(ep.connected_peers(), "erl@localhost"));
+  // And the consumer gets the loop back when it waits again.
+  peer.send_frame(bytes("again"), after(1s));
+  const auto in = next(ep, EndpointEvent::Kind::frame);
+  ASSERT_TRUE(in);
+  EXPECT_EQ(in->body, bytes("again"));
+}
+
+// Waiting threads take turns at running the loop (the node's runtime and dispatch threads
+// overlap as one hands over to the other): every frame reaches one of them, once, and the
+// network thread, which ran the loop before any of them waited, lets it go.
+TEST_F(EndpointTest, ConsumersWaitingTogetherEachGetFramesAndNoneIsLost) {
+  Endpoint ep(options("ocaml@localhost"));
+  Link peer = call(ep, "erl@localhost");
+  ASSERT_TRUE(next(ep, EndpointEvent::Kind::connected));
+  constexpr int frames = 3000;
+  std::atomic<int> received{0};
+  std::atomic<bool> done{false};
+  std::mutex seen_mutex;
+  std::vector<int> seen;
+  const auto consume = [&] {
+    while (!done.load()) {
+      auto e = ep.wait_event(20ms);
+      if (!e || e->kind != EndpointEvent::Kind::frame) continue;
+      const std::lock_guard lock(seen_mutex);
+      seen.push_back(std::stoi(std::string(e->body.begin(), e->body.end())));
+      if (++received == frames) done = true;
+    }
+  };
+  std::thread one(consume);
+  std::thread two(consume);
+  for (int i = 0; i < frames; ++i) {
+    peer.send_frame(bytes(std::to_string(i)), after(2s));
+    if (i % 500 == 0) std::this_thread::sleep_for(10ms);  // lets the network thread look
+  }
+  const auto deadline = Clock::now() + 10s;
+  while (!done.load() && Clock::now() < deadline) std::this_thread::sleep_for(5ms);
+  done = true;
+  one.join();
+  two.join();
+  ASSERT_EQ(received.load(), frames);
+  std::sort(seen.begin(), seen.end());
+  for (int i = 0; i < frames; ++i) ASSERT_EQ(seen[static_cast<std::size_t>(i)], i);
 }
 
 TEST_F(EndpointTest, ManyPeersShareTheOneNetworkThread) {

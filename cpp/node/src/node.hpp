@@ -1,7 +1,9 @@
 // camlbeam-node's threads and what passes between them:
 //
-//   network thread   dist::Endpoint: sockets, handshakes, ticks (never waits for the rest)
-//   runtime thread   the OCaml runtime. While idle it takes the endpoint's events itself:
+//   network thread   dist::Endpoint: sockets, handshakes, ticks while the others are busy
+//                    (it never waits for them)
+//   runtime thread   the OCaml runtime. While idle it runs the endpoint's loop and takes its
+//                    events itself (dist::EndpointOptions::consumer_reads):
 //                    frames -> typed messages (one dist::MessageReader per peer) ->
 //                    Processes -> answers sent at once, host requests run there and then,
 //                    one at a time, in the order they came
@@ -10,9 +12,9 @@
 //                    OCaml (ping, monitors, links, spawn replies) and queues the requests,
 //                    until the long request ends
 //
-// A call thus costs one hand-off from the network thread (its answer is written from the
-// runtime thread: dist::Endpoint's lanes), and a long OCaml call stops neither ticks nor
-// the answers the node gives without OCaml. Events are taken
+// A call thus crosses no thread: its frame is read, and its answer written (dist::Endpoint's
+// lanes), by the runtime thread. A long OCaml call stops neither ticks (the network thread
+// takes the loop back) nor the answers the node gives without OCaml (the dispatch thread). Events are taken
 // and handled under one lock, by one thread at a time, so each peer's frames are read in
 // order (its atom cache and fragments depend on it). The queue of requests is bounded
 // (max_queued): past it a call is answered {error, overloaded} without running.

@@ -1,12 +1,16 @@
-// The node's distribution endpoint: one network thread running an epoll loop owns the
-// listening socket, the EPMD registration and every connection (handshakes in both roles,
-// simultaneous-connect arbitration as OTP's net_kernel does it, the connected phase with
-// its ticks and silence limit). No thread per connection.
+// The node's distribution endpoint: one epoll loop owns the listening socket, the EPMD
+// registration and every connection (handshakes in both roles, simultaneous-connect
+// arbitration as OTP's net_kernel does it, the connected phase with its ticks and silence
+// limit). No thread per connection.
 //
 // The rest of the node (which runs OCaml on its own thread) talks to it through a
 // thread-safe interface: it drains events (connected, frame, disconnected) and sends frames
-// by peer name. Frames are bytes here: control messages are the layer above. The loop
-// never waits for the consumer, so a long OCaml call never stops ticks.
+// by peer name. Frames are bytes here: control messages are the layer above.
+//
+// Who runs the loop: the endpoint's network thread, or, while it waits for events, the
+// consumer itself (EndpointOptions::consumer_reads), so that a frame is read by the thread
+// that handles it. The network thread takes the loop back once no consumer has run it for
+// a few milliseconds, so a long OCaml call never stops ticks.
 #pragma once
 
 #include <camlbeam/dist/epmd.hpp>
@@ -53,6 +57,12 @@ struct EndpointOptions {
   // stays plain). A TLS handshake that fails is `refused` (incoming) or `disconnected`
   // (ours) with tls_failed; one that stalls is bounded by setup_timeout like the rest.
   std::shared_ptr<const TlsContext> tls;
+  // A thread in wait_event or wait_for_events runs the loop itself while it waits (not with
+  // TLS, whose writes the network thread alone makes). Frames then reach it with no hand-off
+  // from the network thread, which takes the loop back within a few milliseconds of the
+  // consumer's leaving it (within ~50 ms after a long idle wait): until then, ticks, timers
+  // and frames posted from other threads wait. Off: the network thread alone runs it.
+  bool consumer_reads = true;
 };
 
 // For one peer, events come in order: connected, its frames in the order they arrived,
@@ -119,7 +129,7 @@ class Endpoint {
 
   // The next event if there is one.
   std::optional<EndpointEvent> poll_event();
-  // Waits at most `timeout` for the next event.
+  // Waits at most `timeout` for the next event (running the loop meanwhile: consumer_reads).
   std::optional<EndpointEvent> wait_event(std::chrono::milliseconds timeout);
   // Waits at most `timeout` until an event is queued, taking none: true if one is.
   bool wait_for_events(std::chrono::milliseconds timeout);
