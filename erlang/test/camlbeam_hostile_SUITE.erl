@@ -82,7 +82,7 @@ left_out(node) ->
      erl_call_flood, log_flood, frame_flood, closed_fds,
      %% max_queue_bytes and max_memory are the port's (a node pool refuses max_memory);
      %% a node bounds its queue itself (100,000 requests, docs/node.md).
-     busy_worker_never_blocks_callers, max_memory, memory_given_back,
+     busy_worker_never_blocks_callers, max_memory,
      %% The port's keeper kills what a worker forked; a node has no keeper.
      fork_both, forked_children_die_with_the_worker,
      %% Its sends by hand are frames on fd 4 (the node's policy: camlbeam_node_SUITE, and

@@ -33,4 +33,9 @@ let make_context (self : Term.t) (id : int) =
     cancel_requested = Erl_host.deadline_passed;
   }
 
-let () = Callback.register "camlbeam.node.context" make_context
+(* A node's requests run under the GC policy of every other worker (cpp/port/README.md, "GC
+   defaults"): under OCaml's own, a list of 100,000 integers was promoted to the major heap
+   on every call, and its heap compacted again and again. *)
+let () =
+  Erl_host.apply_worker_gc_defaults ();
+  Callback.register "camlbeam.node.context" make_context

