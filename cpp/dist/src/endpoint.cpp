@@ -193,10 +193,10 @@ struct Endpoint::Impl {
   void check_peer_name(std::string_view peer) const;
 
   // --- who runs the loop ---
-  // The loop (every member below "Owned by the loop") is run by one thread at a time: the
-  // network thread, or a consumer in wait_for_events while the network thread lets it. The
-  // thread that will handle a frame then reads it itself: no hand-off between threads (a
-  // wake-up of the consumer, some 13 us under gVisor) on the way in.
+  // The loop (`epoll`, `resolving` and every member below "Owned by the loop") is run by one
+  // thread at a time: the network thread, or a consumer in wait_for_events while the network
+  // thread lets it. The thread that will handle a frame then reads it itself: no hand-off
+  // between threads (a wake-up of the consumer, some 13 us under gVisor) on the way in.
   enum class Driver : std::uint8_t { none, network, consumer };
   enum class Claim : std::uint8_t { driving, another_consumer_drives, network_drives };
   bool wait_for_events(std::chrono::milliseconds timeout);
@@ -204,9 +204,15 @@ struct Endpoint::Impl {
   // A consumer's turns, until an event is queued or the deadline.
   void drive_until(Clock::time_point deadline);
   void report_failure(std::exception_ptr failure) noexcept;
-  // The network thread: runs the loop unless a consumer does, and takes it back when no
-  // consumer has run it for a takeover_delay (a long OCaml call must not stop ticks).
+  // The network thread: runs the loop unless a consumer does. It takes the loop back when
+  // no consumer has run it for one to two takeover_delays (a long OCaml call must not stop
+  // ticks), and at once when a consumer left work waiting in it or a command is posted
+  // while nobody runs it.
   void run() noexcept;
+  // Under drive_mutex.
+  void set_driver(Driver next);
+  // After a command is posted: if nobody runs the loop, the network thread takes it now.
+  void attend_to_posted();
   // One turn: waits at most `max_wait` (less for a timer due sooner), then handles what
   // became ready, the commands and the timers.
   void turn(std::chrono::milliseconds max_wait);
@@ -260,9 +266,10 @@ struct Endpoint::Impl {
   std::uint64_t next_resolution = 1;
   std::atomic<bool> stopping{false};
 
-  // Who runs the loop, under drive_mutex. The network thread looks every takeover_delay
-  // (every park_delay while a consumer waits idle in the loop); a consumer never wakes it,
-  // so that reading costs it no system call.
+  // Who runs the loop, under drive_mutex. The network thread looks every takeover_delay,
+  // and every park_delay while a consumer waits idle in the loop (which wakes it when it
+  // leaves). A consumer that leaves the loop after a short wait wakes nobody: on the fast
+  // path, reading costs it no system call besides the reads.
   static constexpr std::chrono::milliseconds takeover_delay{2};
   static constexpr std::chrono::milliseconds park_delay{50};
   std::mutex drive_mutex;
@@ -270,9 +277,12 @@ struct Endpoint::Impl {
   std::condition_variable handed_over;     // a consumer waits for the network thread to let go
   Driver driver = Driver::network;
   bool broken = false;                     // the loop failed: nobody runs it any more
+  bool urgent = false;                     // work waits in the loop and nobody runs it
+  bool network_parked = false;             // the network thread waits park_delay
   int consumers_waiting = 0;               // for the network thread to let go
   std::uint64_t consumer_sessions = 0;     // times a consumer began running the loop
   std::atomic<bool> let_go{false};         // the network thread ends its turns: a consumer waits
+  std::atomic<bool> unattended{false};     // driver == none, read without the lock by post()
 
   std::mutex lanes_mutex;
   std::unordered_map<std::string, std::shared_ptr<Lane>> lanes;  // by peer
@@ -391,6 +401,7 @@ void Endpoint::Impl::post(Command command) {
     commands.push_back(std::move(command));
   }
   wake.signal();
+  attend_to_posted();
 }
 
 void Endpoint::Impl::report_failure(std::exception_ptr failure) noexcept {
@@ -419,8 +430,8 @@ void Endpoint::Impl::run() noexcept {
   sigaddset(&broken_pipe, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &broken_pipe, nullptr);
   std::unique_lock lock(drive_mutex);
-  // What the last look saw: the loop is taken back only when two looks in a row found nobody
-  // in it and no consumer came and went between them.
+  // What the last look saw: without work left waiting (`urgent`), the loop is taken back
+  // only when two looks in a row found nobody in it and no consumer came and went between.
   std::uint64_t sessions_seen = consumer_sessions;
   Driver driver_seen = Driver::consumer;
   while (!stopping.load(std::memory_order_acquire) && !broken) {
@@ -436,40 +447,64 @@ void Endpoint::Impl::run() noexcept {
       }
       if (failure) report_failure(failure);
       lock.lock();
-      driver = Driver::none;
-      broken = broken || failure != nullptr;
       let_go.store(false, std::memory_order_relaxed);
+      // The consumer that asked has stopped waiting (its timeout): the loop stays here.
+      if (!failure && consumers_waiting == 0) continue;
+      set_driver(Driver::none);
+      broken = broken || failure != nullptr;
       handed_over.notify_all();
       sessions_seen = consumer_sessions;
       driver_seen = Driver::consumer;  // as if a consumer had just been in the loop
       continue;
     }
-    const bool no_new_session = consumer_sessions == sessions_seen;
-    if (no_new_session && driver == Driver::none && driver_seen == Driver::none && consumers_waiting == 0) {
-      driver = Driver::network;  // nobody read for a whole takeover_delay: a long OCaml call, say
-      continue;
+    if (driver == Driver::none && consumers_waiting == 0) {
+      const bool away = consumer_sessions == sessions_seen && driver_seen == Driver::none;
+      if (urgent || away) {  // away: nobody read for a whole takeover_delay (a long OCaml call)
+        set_driver(Driver::network);
+        continue;
+      }
     }
-    const bool idle_consumer = no_new_session && driver == Driver::consumer && driver_seen == Driver::consumer;
+    const bool idle_consumer =
+        consumer_sessions == sessions_seen && driver == Driver::consumer && driver_seen == Driver::consumer;
     sessions_seen = consumer_sessions;
     driver_seen = driver;
+    network_parked = idle_consumer;
     network_looks.wait_for(lock, idle_consumer ? park_delay : takeover_delay);
+    network_parked = false;
   }
+}
+
+void Endpoint::Impl::set_driver(Driver next) {
+  driver = next;
+  urgent = urgent && next == Driver::none;
+  unattended.store(next == Driver::none);
+}
+
+void Endpoint::Impl::attend_to_posted() {
+  if (!unattended.load()) return;
+  {
+    const std::lock_guard lock(drive_mutex);
+    if (driver != Driver::none) return;
+    urgent = true;
+  }
+  network_looks.notify_one();
 }
 
 bool Endpoint::Impl::wait_for_events(std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
+  const auto left = [&] {
+    return std::max(std::chrono::milliseconds(0), std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()));
+  };
   for (;;) {
     if (events.nonempty()) return true;
-    const auto now = Clock::now();
-    if (now >= deadline) return false;
-    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now);
+    if (Clock::now() >= deadline) return false;
     switch (claim_loop(deadline)) {
       case Claim::driving: drive_until(deadline); break;
-      case Claim::network_drives: return events.wait_nonempty(left);
+      case Claim::network_drives: return events.wait_nonempty(left());
       // Rare (the node's two threads, as one hands over to the other): the other one's
       // events wake us, and the loop is looked at again soon in case it left it.
       case Claim::another_consumer_drives:
-        events.wait_nonempty(std::min(left, std::chrono::milliseconds(1)));
+        events.wait_nonempty(std::min(left(), std::chrono::milliseconds(1)));
         break;
     }
   }
@@ -488,7 +523,7 @@ Endpoint::Impl::Claim Endpoint::Impl::claim_loop(Clock::time_point deadline) {
     if (driver == Driver::network || stopped()) return Claim::network_drives;
   }
   if (driver == Driver::consumer) return Claim::another_consumer_drives;
-  driver = Driver::consumer;
+  set_driver(Driver::consumer);
   ++consumer_sessions;
   return Claim::driving;
 }
@@ -496,18 +531,35 @@ Endpoint::Impl::Claim Endpoint::Impl::claim_loop(Clock::time_point deadline) {
 void Endpoint::Impl::drive_until(Clock::time_point deadline) {
   std::exception_ptr failure;
   try {
-    while (!events.nonempty() && !stopping.load(std::memory_order_acquire)) {
+    // One turn at least (one that does not wait, if an event came during the claim or the
+    // deadline has passed): the loop was taken from the network thread, which may have left
+    // something ready.
+    do {
       const auto now = Clock::now();
-      if (now >= deadline) break;
-      turn(std::chrono::ceil<std::chrono::milliseconds>(deadline - now));
-    }
+      turn(events.nonempty() || now >= deadline ? std::chrono::milliseconds(0)
+                                                : std::chrono::ceil<std::chrono::milliseconds>(deadline - now));
+    } while (!events.nonempty() && !stopping.load(std::memory_order_acquire) && Clock::now() < deadline);
   } catch (...) {
     failure = std::current_exception();
   }
   if (failure) report_failure(failure);
-  const std::lock_guard lock(drive_mutex);
-  driver = Driver::none;
-  broken = broken || failure != nullptr;
+  bool wake_network = false;
+  {
+    const std::lock_guard lock(drive_mutex);
+    // Unattended first, then the look at the commands: a command posted after that look
+    // finds the loop unattended (attend_to_posted), one posted before it is seen here.
+    set_driver(Driver::none);
+    broken = broken || failure != nullptr;
+    const bool commands_wait = [&] {
+      const std::lock_guard commands_lock(commands_mutex);
+      return !commands.empty();
+    }();
+    // Bytes the socket did not take yet (a kept lane), or commands: the network thread
+    // takes the loop at once rather than after its looks.
+    urgent = !lanes_taken.empty() || commands_wait;
+    wake_network = urgent || network_parked;
+  }
+  if (wake_network) network_looks.notify_one();
 }
 
 void Endpoint::Impl::turn(std::chrono::milliseconds max_wait) {
@@ -1150,7 +1202,8 @@ Endpoint::Endpoint(EndpointOptions options, Registration registration)
 
 Endpoint::~Endpoint() {
   {
-    // Under the lock: a thread between its check of `stopping` and its wait cannot miss it.
+    // Under the lock: the network thread, between its check of `stopping` and its wait,
+    // cannot miss it. (No consumer may be in wait_event or wait_for_events now.)
     const std::lock_guard lock(impl_->drive_mutex);
     impl_->stopping.store(true, std::memory_order_release);
   }
@@ -1193,8 +1246,14 @@ void Endpoint::disconnect(std::string_view peer) {
 
 std::optional<EndpointEvent> Endpoint::poll_event() { return impl_->events.pop(); }
 std::optional<EndpointEvent> Endpoint::wait_event(std::chrono::milliseconds timeout) {
-  if (!impl_->wait_for_events(timeout)) return std::nullopt;
-  return impl_->events.pop();
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+    if (!impl_->wait_for_events(std::max(left, std::chrono::milliseconds(0)))) return std::nullopt;
+    // Another waiting thread may have taken the event first.
+    if (std::optional<EndpointEvent> event = impl_->events.pop()) return event;
+    if (Clock::now() >= deadline) return std::nullopt;
+  }
 }
 bool Endpoint::wait_for_events(std::chrono::milliseconds timeout) { return impl_->wait_for_events(timeout); }
 

@@ -2,6 +2,8 @@
 
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -49,8 +51,20 @@ void Resolver::lookup(std::uint64_t id, std::string host, std::chrono::steady_cl
     const std::lock_guard lock(shared_->mutex);
     if (!shared_->thread_started) {
       // Detached, holding the shared state only: it ends once the Resolver is gone and its
-      // lookup in progress (if any) has returned.
-      std::thread(&Resolver::serve, shared_).detach();
+      // lookup in progress (if any) has returned. Started by whichever thread runs the
+      // endpoint's loop (a consumer's, whose signals are its own): with every signal
+      // blocked, so that none is ever handled on it.
+      sigset_t all;
+      sigset_t before;
+      ::sigfillset(&all);
+      ::pthread_sigmask(SIG_SETMASK, &all, &before);  // inherited by the new thread
+      try {
+        std::thread(&Resolver::serve, shared_).detach();
+      } catch (...) {
+        ::pthread_sigmask(SIG_SETMASK, &before, nullptr);
+        throw;
+      }
+      ::pthread_sigmask(SIG_SETMASK, &before, nullptr);
       shared_->thread_started = true;
     }
     shared_->queue.push_back({id, std::move(host), deadline});

@@ -482,6 +482,34 @@ TEST_F(EndpointTest, TicksGoOnWhileTheConsumerIsBusy) {
   EXPECT_EQ(in->body, bytes("again"));
 }
 
+// The loop passes between the consumer and the network thread (which takes it while the
+// consumer is busy for longer than its looks) with frames in flight: they arrive in order.
+TEST_F(EndpointTest, FramesKeepTheirOrderAsTheLoopChangesHands) {
+  Endpoint ep(options("ocaml@localhost"));
+  Link peer = call(ep, "erl@localhost");
+  ASSERT_TRUE(next(ep, EndpointEvent::Kind::connected));
+  constexpr int frames = 2000;
+  std::thread sender([&] {
+    for (int i = 0; i < frames; ++i) {
+      peer.send_frame(bytes(std::to_string(i)), after(2s));
+      if (i % 50 == 0) std::this_thread::sleep_for(1ms);
+    }
+  });
+  int expected = 0;
+  const auto deadline = Clock::now() + 20s;
+  while (expected < frames && Clock::now() < deadline) {
+    const auto e = next(ep, EndpointEvent::Kind::frame, 2s);
+    ASSERT_TRUE(e);
+    ASSERT_EQ(std::string(e->body.begin(), e->body.end()), std::to_string(expected));
+    ++expected;
+    // Busy for longer than the network thread's looks: it takes the loop, then hands it back.
+    if (expected % 100 == 0) std::this_thread::sleep_for(7ms);
+  }
+  sender.join();
+  EXPECT_EQ(expected, frames);
+  EXPECT_TRUE(skipped.empty());
+}
+
 // Waiting threads take turns at running the loop (the node's runtime and dispatch threads
 // overlap as one hands over to the other): every frame reaches one of them, once, and the
 // network thread, which ran the loop before any of them waited, lets it go.

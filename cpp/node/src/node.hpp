@@ -14,9 +14,10 @@
 //
 // A call thus crosses no thread: its frame is read, and its answer written (dist::Endpoint's
 // lanes), by the runtime thread. A long OCaml call stops neither ticks (the network thread
-// takes the loop back) nor the answers the node gives without OCaml (the dispatch thread). Events are taken
-// and handled under one lock, by one thread at a time, so each peer's frames are read in
-// order (its atom cache and fragments depend on it). The queue of requests is bounded
+// takes the endpoint's loop back within milliseconds, the dispatch thread from the request
+// watch's first tick) nor the answers the node gives without OCaml (the dispatch thread).
+// Events are taken and handled under one lock, by one thread at a time, so each peer's
+// frames are read in order (its atom cache and fragments depend on it). The queue of requests is bounded
 // (max_queued): past it a call is answered {error, overloaded} without running.
 //
 // OCaml talks to the cluster from the runtime thread, inside a request (Erl.send,

@@ -59,9 +59,10 @@ struct EndpointOptions {
   std::shared_ptr<const TlsContext> tls;
   // A thread in wait_event or wait_for_events runs the loop itself while it waits (not with
   // TLS, whose writes the network thread alone makes). Frames then reach it with no hand-off
-  // from the network thread, which takes the loop back within a few milliseconds of the
-  // consumer's leaving it (within ~50 ms after a long idle wait): until then, ticks, timers
-  // and frames posted from other threads wait. Off: the network thread alone runs it.
+  // from the network thread, which takes the loop back 2 to 4 ms after the consumer left it
+  // (at once when the consumer left bytes unwritten, or when a frame or a connect is posted
+  // meanwhile): until then, ticks, timers and incoming frames wait. Off: the network thread
+  // alone runs it.
   bool consumer_reads = true;
 };
 
@@ -73,12 +74,12 @@ struct EndpointEvent {
     frame,         // peer, body (a whole frame; ticks are not reported)
     disconnected,  // peer, error: a connection went down, or an attempt to connect failed
                    // (then the frames queued for it are dropped)
-    failed,        // error: the network thread stopped on an unexpected error
+    failed,        // error: the loop stopped on an unexpected error (out of memory, epoll
+                   // failing); nothing moves any more: destroy the Endpoint
     refused,       // peer (the name it gave, or empty), error: an incoming connection's
                    // handshake failed (a wrong cookie, bytes that are no handshake, a
                    // stall); nothing it sent was acted upon. A caller that only hangs up
-                   // is not reported (out of
-                   // memory, epoll failing); nothing moves any more: destroy the Endpoint
+                   // is not reported
   };
   Kind kind = Kind::failed;
   std::string peer;
@@ -104,7 +105,8 @@ class Endpoint {
   explicit Endpoint(EndpointOptions options);
   // With a registration the caller made (for options.listen_port, which must not be 0).
   Endpoint(EndpointOptions options, Registration registration);
-  // Stops the thread and closes everything (no events are reported for that).
+  // Stops the thread and closes everything (no events are reported for that). No other
+  // thread may be in wait_event or wait_for_events meanwhile.
   ~Endpoint();
   Endpoint(const Endpoint&) = delete;
   Endpoint& operator=(const Endpoint&) = delete;
