@@ -106,7 +106,8 @@ MessageReader::Outcome MessageReader::continue_sequence(std::uint64_t sequence, 
 MessageReader::Outcome MessageReader::decode(std::span<const std::uint8_t> bytes, const etf::AtomCacheRefs* refs) {
   etf::DecodeOptions options{.limits = limits_.terms, .allow_trailing_bytes = true, .atom_cache_refs = refs};
   auto decode_one = [&](std::span<const std::uint8_t> input, etf::Term& out) {
-    etf::TermBuilder builder;
+    // A peer may be OTP 27 or later, for which 0.0 and -0.0 are two map keys.
+    etf::TermBuilder builder({.zero_signs_apart = true});
     const etf::DecodeResult r =
         refs != nullptr ? etf::decode_body(input, builder, options) : etf::decode(input, builder, options);
     if (r) out = builder.take();

@@ -1,5 +1,9 @@
 #include <camlbeam/etf/term_builder.hpp>
 
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
 namespace camlbeam::etf {
 
 void TermBuilder::big_integer(bool negative, std::span<const std::uint8_t> magnitude) {
@@ -54,10 +58,48 @@ void TermBuilder::end_tuple() {
   emit(std::move(t));
 }
 
+namespace {
+
+// The signs of a term's floats, in a walk of its tree: terms equal under compare have the
+// same shape, so theirs differ exactly where OTP 27 holds them apart.
+std::vector<bool> float_signs(const Term& term) {
+  std::vector<bool> signs;
+  std::vector<const Term*> todo{&term};
+  while (!todo.empty()) {
+    const Term* t = todo.back();
+    todo.pop_back();
+    if (const double* f = t->get_if<double>()) signs.push_back(std::signbit(*f));
+    for (const Term& child : t->children()) todo.push_back(&child);
+  }
+  return signs;
+}
+
+// Sorted keys (every other item of `flat`) that are equal under compare must differ in
+// their floats' signs; sorting each run of equal keys by those signs keeps this
+// O(n log n) whatever a peer sends.
+void refuse_keys_equal_with_their_zeros(const std::vector<Term>& flat) {
+  for (std::size_t begin = 0; begin < flat.size();) {
+    std::size_t end = begin + 2;
+    while (end < flat.size() && compare(flat[begin], flat[end]) == 0) end += 2;
+    if (end - begin > 2) {
+      std::vector<std::vector<bool>> signs;
+      for (std::size_t i = begin; i < end; i += 2) signs.push_back(float_signs(flat[i]));
+      std::sort(signs.begin(), signs.end());
+      if (std::adjacent_find(signs.begin(), signs.end()) != signs.end()) throw Reject{Errc::duplicate_map_key};
+    }
+    begin = end;
+  }
+}
+
+}  // namespace
+
 void TermBuilder::end_map() {
   std::vector<Term> flat = std::move(stack_.back().items);
   stack_.pop_back();
-  if (sort_map_entries(flat) != npos) throw Reject{Errc::duplicate_map_key};
+  if (sort_map_entries(flat) != npos) {
+    if (!options_.zero_signs_apart) throw Reject{Errc::duplicate_map_key};
+    refuse_keys_equal_with_their_zeros(flat);
+  }
   emit(Term::from_repr(Map{std::move(flat)}));
 }
 

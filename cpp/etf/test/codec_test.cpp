@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <optional>
+
 namespace etf = camlbeam::etf;
 using etf::Term;
 using Bytes = std::vector<std::uint8_t>;
@@ -228,4 +230,44 @@ TEST(Codec, SmallBigMagnitudesOfEveryLength) {
       }
     }
   }
+}
+
+// OTP 27 holds 0.0 and -0.0 apart as map keys, OTP 25 refuses a map with both. A builder
+// told that zero signs count (the distribution's, whose peers may be OTP 27) keeps both
+// keys; a key that really is there twice is refused either way.
+TEST(Decode, MapKeysThatDifferOnlyInAZerosSignAreTwoKeysWhenAsked) {
+  const auto map2 = [](Bytes k1, Bytes k2) {
+    Bytes b{131, 116, 0, 0, 0, 2};
+    b.insert(b.end(), k1.begin(), k1.end());
+    b.insert(b.end(), {97, 1});
+    b.insert(b.end(), k2.begin(), k2.end());
+    b.insert(b.end(), {97, 2});
+    return b;
+  };
+  const Bytes zero{70, 0, 0, 0, 0, 0, 0, 0, 0};
+  const Bytes minus_zero{70, 128, 0, 0, 0, 0, 0, 0, 0};
+  const auto tuple_of = [](const Bytes& f) {
+    Bytes t{104, 2, 97, 7};
+    t.insert(t.end(), f.begin(), f.end());
+    return t;
+  };
+  const auto decode_with = [](const Bytes& in, bool apart) {
+    etf::TermBuilder builder({.zero_signs_apart = apart});
+    const etf::DecodeResult r = etf::decode(in, builder);
+    return r ? std::optional<Term>(builder.take()) : std::nullopt;
+  };
+  for (const Bytes& in : {map2(zero, minus_zero), map2(tuple_of(minus_zero), tuple_of(zero))}) {
+    EXPECT_FALSE(decode_with(in, false));  // OTP 25's reading
+    const auto kept = decode_with(in, true);
+    ASSERT_TRUE(kept);
+    EXPECT_EQ(kept->children().size(), 4u);  // two keys, each with its value
+  }
+  EXPECT_FALSE(decode_with(map2(minus_zero, minus_zero), true));
+  // Three keys equal up to signs, two of them the same: still refused.
+  Bytes three{131, 116, 0, 0, 0, 3};
+  for (const Bytes* k : {&zero, &minus_zero, &zero}) {
+    three.insert(three.end(), k->begin(), k->end());
+    three.insert(three.end(), {97, 1});
+  }
+  EXPECT_FALSE(decode_with(three, true));
 }

@@ -10,6 +10,17 @@ namespace camlbeam::etf {
 
 class TermBuilder {
  public:
+  struct Options {
+    // OTP 27 holds 0.0 and -0.0 apart (=:= and as map keys); OTP 25, whose order Term's
+    // compare follows, does not, and refuses a map that holds both. Set, a map whose keys
+    // are equal only up to the sign of a zero keeps them all, as an OTP 27 peer meant them:
+    // such a Term holds keys that compare equal, for its consumer to refuse (Erl.Term.compare
+    // holds them equal too) rather than the whole message being malformed.
+    bool zero_signs_apart = false;
+  };
+  TermBuilder() = default;
+  explicit TermBuilder(Options options) : options_(options) {}
+
   void integer(std::int64_t v) { emplace<std::int64_t>(v); }
   void big_integer(bool negative, std::span<const std::uint8_t> magnitude);
   void float64(double d) { emplace<double>(d); }
@@ -46,6 +57,7 @@ class TermBuilder {
     std::size_t list_elements = 0;  // for lists: elements before the tail
     std::size_t merged_tails = 0;   // for lists: tail lists folded into this one
   };
+  Options options_;
   // True when the next term is the tail of the list being built.
   bool at_list_tail() const noexcept {
     return !stack_.empty() && stack_.back().kind == Kind::list &&
