@@ -170,6 +170,11 @@ struct Peer {
   std::uint64_t resolution = 0;  // that lookup's id
 };
 
+// What is left until `deadline`, rounded up to what epoll and the waits count in; 0 once past.
+std::chrono::milliseconds time_left(Clock::time_point deadline) {
+  return std::max(std::chrono::milliseconds(0), std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()));
+}
+
 std::string alive_part(std::string_view node) { return std::string(node.substr(0, node.find('@'))); }
 std::string host_part(std::string_view node) { return std::string(node.substr(node.find('@') + 1)); }
 
@@ -492,19 +497,16 @@ void Endpoint::Impl::attend_to_posted() {
 
 bool Endpoint::Impl::wait_for_events(std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
-  const auto left = [&] {
-    return std::max(std::chrono::milliseconds(0), std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()));
-  };
   for (;;) {
     if (events.nonempty()) return true;
     if (Clock::now() >= deadline) return false;
     switch (claim_loop(deadline)) {
       case Claim::driving: drive_until(deadline); break;
-      case Claim::network_drives: return events.wait_nonempty(left());
+      case Claim::network_drives: return events.wait_nonempty(time_left(deadline));
       // Rare (the node's two threads, as one hands over to the other): the other one's
       // events wake us, and the loop is looked at again soon in case it left it.
       case Claim::another_consumer_drives:
-        events.wait_nonempty(std::min(left(), std::chrono::milliseconds(1)));
+        events.wait_nonempty(std::min(time_left(deadline), std::chrono::milliseconds(1)));
         break;
     }
   }
@@ -535,9 +537,7 @@ void Endpoint::Impl::drive_until(Clock::time_point deadline) {
     // deadline has passed): the loop was taken from the network thread, which may have left
     // something ready.
     do {
-      const auto now = Clock::now();
-      turn(events.nonempty() || now >= deadline ? std::chrono::milliseconds(0)
-                                                : std::chrono::ceil<std::chrono::milliseconds>(deadline - now));
+      turn(events.nonempty() ? std::chrono::milliseconds(0) : time_left(deadline));
     } while (!events.nonempty() && !stopping.load(std::memory_order_acquire) && Clock::now() < deadline);
   } catch (...) {
     failure = std::current_exception();
@@ -1248,8 +1248,7 @@ std::optional<EndpointEvent> Endpoint::poll_event() { return impl_->events.pop()
 std::optional<EndpointEvent> Endpoint::wait_event(std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   for (;;) {
-    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
-    if (!impl_->wait_for_events(std::max(left, std::chrono::milliseconds(0)))) return std::nullopt;
+    if (!impl_->wait_for_events(time_left(deadline))) return std::nullopt;
     // Another waiting thread may have taken the event first.
     if (std::optional<EndpointEvent> event = impl_->events.pop()) return event;
     if (Clock::now() >= deadline) return std::nullopt;
