@@ -356,7 +356,7 @@ TEST(Handshake, HostileLengthsFailAtOnce) {
   // A truncated send_name left waiting: the peer closes.
   auto d = Handshake::acceptor(config("acc@host", "c", 2));
   Bytes partial = send_name(flag::offered, "ini@host");
-  partial.resize(partial.size() - 3);
+  partial.erase(partial.end() - 3, partial.end());
   d.feed(partial);
   EXPECT_EQ(d.state(), State::await_name);
   d.peer_closed();
