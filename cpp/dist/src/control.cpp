@@ -255,7 +255,10 @@ const etf::Term* payload_of(const Control& control) noexcept {
       control);
 }
 
-std::optional<Error> encode_frame(const Control& control, std::uint64_t negotiated_flags, etf::ByteBuffer& out) {
+namespace {
+
+std::optional<Error> encode_frame_with(const Control& control, std::uint64_t negotiated_flags, etf::ByteBuffer& out,
+                                       const PayloadWriter* write_payload) {
   const std::uint64_t needs = std::visit([](const auto& c) { return std::decay_t<decltype(c)>::needs; }, control);
   if ((negotiated_flags & needs) != needs)
     return Error{Errc::bad_state, std::string(name_of(op_of(control))) + " needs a flag the peer did not offer"};
@@ -276,12 +279,34 @@ std::optional<Error> encode_frame(const Control& control, std::uint64_t negotiat
       out.push(112);
     }
     write_term(control_tuple(control));
-    if (const Term* payload = payload_of(control)) write_term(*payload);
+    if (write_payload != nullptr) {
+      if (!with_header) writer.version();
+      (*write_payload)(writer);
+    } else if (const Term* payload = payload_of(control)) {
+      write_term(*payload);
+    }
   } catch (const etf::EncodeError& e) {
     out.truncate(start);
     return Error{Errc::bad_term, e.what()};
+  } catch (...) {
+    out.truncate(start);
+    throw;
   }
   return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<Error> encode_frame(const Control& control, std::uint64_t negotiated_flags, etf::ByteBuffer& out) {
+  return encode_frame_with(control, negotiated_flags, out, nullptr);
+}
+
+std::optional<Error> encode_frame(const Control& control, std::uint64_t negotiated_flags, etf::ByteBuffer& out,
+                                  const PayloadWriter& write_payload) {
+  if (payload_of(control) == nullptr) {
+    return Error{Errc::bad_state, std::string(name_of(op_of(control))) + " carries no payload to write"};
+  }
+  return encode_frame_with(control, negotiated_flags, out, &write_payload);
 }
 
 std::optional<Error> encode_frames(const Control& control, std::uint64_t negotiated_flags, std::uint64_t sequence_id,

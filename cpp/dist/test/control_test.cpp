@@ -212,6 +212,42 @@ TEST(Control, WritingAnUnencodableTermIsAnErrorAndWritesNothing) {
   EXPECT_EQ(out.size(), 0u);
 }
 
+TEST(Control, APayloadWrittenByTheCallerIsTheFrameOfTheSameMessage) {
+  const Term message = Term::tuple({Term::atom("ok"), Term::list({Term::integer(1), Term::binary(Bytes{7, 8})})});
+  const auto write = [&](etf::Writer& writer) { etf::walk(message, writer); };
+  for (const std::uint64_t flags : {pass_through_flags, header_flags}) {
+    for (const Control& control : std::vector<Control>{Send{pid(1), Term::nil()}, AliasSend{pid(2), ref(3), Term::nil()}}) {
+      etf::ByteBuffer written;
+      ASSERT_FALSE(encode_frame(control, flags, written, write));
+      Control whole = control;
+      std::visit([&](auto& c) {
+        if constexpr (requires { c.message; }) c.message = message;
+      }, whole);
+      etf::ByteBuffer expected;
+      ASSERT_FALSE(encode_frame(whole, flags, expected));
+      EXPECT_EQ(written.to_vector(), expected.to_vector());
+    }
+  }
+  // An operation without a payload has none to write; a writer's own exception leaves
+  // nothing behind, and its etf::EncodeError is bad_term.
+  etf::ByteBuffer out;
+  EXPECT_EQ(encode_frame(Link{pid(1), pid(2)}, header_flags, out, write)->code, Errc::bad_state);
+  EXPECT_THROW(encode_frame(Send{pid(1), Term::nil()}, header_flags, out,
+                            [](etf::Writer& writer) {
+                              writer.begin_tuple(2);
+                              throw std::runtime_error("walked halfway");
+                            }),
+               std::runtime_error);
+  EXPECT_EQ(encode_frame(Send{pid(1), Term::nil()}, header_flags, out,
+                         [](etf::Writer& writer) {
+                           writer.begin_tuple(2);
+                           throw etf::EncodeError("no such term");
+                         })
+                ->code,
+            Errc::bad_term);
+  EXPECT_EQ(out.size(), 0u);
+}
+
 TEST(MessageReader, ReadsAtomCacheReferencesAndKeepsTheCache) {
   MessageReader reader(header_flags);
   // First message: one new entry (segment 0, index 5) 'net_kernel', referred to as

@@ -117,12 +117,10 @@ void KnownAtoms::learn_declared(const std::string& peer, const Term& load_answer
 void KnownAtoms::forget(const std::string& peer) { known_by_peer_.erase(peer); }
 
 std::optional<std::string> KnownAtoms::first_unknown(const std::string& peer, const Term& answer) const {
-  const auto known = known_by_peer_.find(peer);
+  const PeerView known = view_of(peer);
   std::optional<std::string> unknown;
   each_name(answer, [&](std::string_view name) {
-    if (is_camlbeams_own(name) || (known != known_by_peer_.end() && known->second.contains(name))) {
-      return true;
-    }
+    if (known.knows(name)) return true;
     unknown = std::string(name);
     return false;
   });

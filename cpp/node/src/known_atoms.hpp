@@ -40,6 +40,27 @@ class KnownAtoms {
 
  private:
   using Names = std::set<std::string, std::less<>>;
+
+ public:
+  // first_unknown's test one name at a time, for an answer written without a tree
+  // (Processes::answered_in_place). Valid while the KnownAtoms is not changed.
+  class PeerView {
+   public:
+    bool knows(std::string_view name) const {
+      return is_camlbeams_own(name) || (names_ != nullptr && names_->contains(name));
+    }
+
+   private:
+    friend class KnownAtoms;
+    explicit PeerView(const Names* names) noexcept : names_(names) {}
+    const Names* names_;
+  };
+  PeerView view_of(const std::string& peer) const {
+    const auto known = known_by_peer_.find(peer);
+    return PeerView(known == known_by_peer_.end() ? nullptr : &known->second);
+  }
+
+ private:
   static bool is_camlbeams_own(std::string_view name) noexcept;
   static void each_name(const etf::Term& term, const std::function<bool(std::string_view)>& visit);
 

@@ -150,7 +150,18 @@ std::optional<std::string> Node::apply(Effects& effects) {
     const std::optional<std::uint64_t> flags = processes_.peer_flags(out.peer);
     if (!flags) continue;  // gone meanwhile
     etf::ByteBuffer body;
-    std::optional<dist::Error> error = dist::encode_frame(out.control, *flags, body);
+    std::optional<dist::Error> error;
+    std::optional<Term> instead;
+    if (out.payload) {
+      try {
+        error = dist::encode_frame(out.control, *flags, body, out.payload);
+      } catch (Processes::AnswerRefused& cannot_go) {
+        instead = std::move(cannot_go.instead);
+      }
+    } else {
+      error = dist::encode_frame(out.control, *flags, body);
+    }
+    if (instead) error = dist::encode_frame(out.with_answer(std::move(*instead)), *flags, body);
     if (!error && out.sent_by_ocaml && body.size() > config_.max_reply_size) {
       refused = "the message is larger than max_reply_size (" + std::to_string(config_.max_reply_size) + " bytes)";
       continue;
@@ -247,12 +258,33 @@ std::optional<std::string> Node::serve(host::Host& host, const conv::Root* conte
 }
 
 void Node::run(host::Host& host, HostWork& work, const conv::Root* context) {
+  std::optional<host::Answer> host_answer;
   std::optional<Term> answer;
   std::string cast_failure;
   try {
-    answer = run_request(host, work.request, &cast_failure, context);
+    TermRequest source(work.request);
+    host_answer.emplace(host.run(source, context));
   } catch (const std::exception& e) {
     answer = error_answer("request_failed", e.what());
+  }
+  if (host_answer && host_answer->is_reply()) {
+    // A gen_server call's answer goes from OCaml straight into its reply's frame.
+    const std::lock_guard lock(mutex_);
+    Effects effects;
+    const auto write = [&host_answer](etf::Writer& writer, const KnownAtoms::PeerView& known) {
+      write_answer(*host_answer, writer, known);
+    };
+    if (processes_.answered_in_place(work, write, effects)) {
+      apply(effects);
+      return;
+    }
+  }
+  if (host_answer) {
+    try {
+      answer = answer_term(*host_answer, &cast_failure);
+    } catch (const std::exception& e) {
+      answer = error_answer("request_failed", e.what());
+    }
   }
   if (!answer) {
     if (!cast_failure.empty()) std::fprintf(stderr, "camlbeam-node: a cast failed: %s\n", cast_failure.c_str());

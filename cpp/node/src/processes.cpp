@@ -462,7 +462,7 @@ void Processes::answered(const HostWork& work, Term answer, Effects& out) {
                    }
                    if (!flags_.contains(work.peer)) return;
                    answer_with([peer = work.peer, reply](const Processes& self, Term a, Effects& e) {
-                     self.send_message(peer, self.ocaml_, reply.to, reply.tag, tuple_of(reply.tag, std::move(a)), e);
+                     self.send_reply(peer, reply, std::move(a), e);
                    });
                  },
                  [&](const HostWork::RexReply& reply) {
@@ -489,6 +489,32 @@ void Processes::answered(const HostWork& work, Term answer, Effects& out) {
                  },
              },
              work.reply_to);
+}
+
+bool Processes::answered_in_place(const HostWork& work, AnswerWriter write_answer, Effects& out) {
+  const auto* reply = std::get_if<HostWork::GenReply>(&work.reply_to);
+  if (reply == nullptr || reply->load) return false;
+  if (outstanding_ > 0) --outstanding_;
+  if (!flags_.contains(work.peer)) return true;
+  // The message's place holds nil; `payload` writes {Tag, Answer} there.
+  send_reply(work.peer, *reply, Term::nil(), out);
+  Outgoing& sent = out.send.back();
+  sent.payload = [this, peer = work.peer, tag = reply->tag, write = std::move(write_answer)](etf::Writer& writer) {
+    writer.begin_tuple(2);
+    etf::walk(tag, writer);
+    write(writer, known_atoms_.view_of(peer));
+    writer.end_tuple();
+  };
+  sent.with_answer = [this, peer = work.peer, reply = *reply](Term other) {
+    Effects again;
+    send_reply(peer, reply, std::move(other), again);
+    return std::move(again.send.back().control);
+  };
+  return true;
+}
+
+void Processes::send_reply(const std::string& peer, const HostWork::GenReply& reply, Term answer, Effects& out) const {
+  send_message(peer, ocaml_, reply.to, reply.tag, tuple_of(reply.tag, std::move(answer)), out);
 }
 
 void Processes::watch(const std::string& peer, Watch watch) { watches_[peer].insert(std::move(watch)); }

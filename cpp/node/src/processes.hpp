@@ -83,6 +83,8 @@ struct Outgoing {
   // For a message that carries a request's answer: the same message with another answer in
   // its place (the node's max_reply_size puts {error, {reply_too_large, ...}} there).
   std::function<dist::Control(etf::Term)> with_answer = {};
+  // Writes the message in place of the control's own (Processes::answered_in_place).
+  dist::PayloadWriter payload = {};
   // An Erl.send message (Processes::send_from_ocaml): over the node's max_reply_size it is
   // refused, as a port worker refuses it, and not sent.
   bool sent_by_ocaml = false;
@@ -141,6 +143,19 @@ class Processes {
   // answer goes nowhere): every work Processes made is answered once, by the runtime or as
   // refused.
   void answered(const HostWork& work, etf::Term answer, Effects& out);
+
+  // Thrown by an answer's writer (answered_in_place) for an answer that cannot go as it
+  // is: `instead` goes in its place (Outgoing::with_answer).
+  struct AnswerRefused {
+    etf::Term instead;
+  };
+  // The answer to a gen_server call (not a load), written by `write_answer` straight into
+  // the frame that carries it (Outgoing::payload), with no etf::Term between: as answered()
+  // sends it, the caller's Tag and then the answer. write_answer is given the peer's
+  // known atoms, and throws AnswerRefused with KnownAtoms::refusal for an atom the peer may
+  // not know. False, and nothing done, for any other work: answered() is the way.
+  using AnswerWriter = std::function<void(etf::Writer&, const KnownAtoms::PeerView&)>;
+  bool answered_in_place(const HostWork& work, AnswerWriter write_answer, Effects& out);
 
   // The first atom of `term` that `peer`'s VM may not have (known_atoms.hpp): an answer, a
   // message or arguments holding one are not sent there.
@@ -221,6 +236,8 @@ class Processes {
   void unwatch(const std::string& peer, const Watch& watch);
   void send_message(const std::string& peer, const etf::Pid& from, const etf::Pid& to, const etf::Term& tag,
                     etf::Term message, Effects& out) const;
+  // {Tag, Answer} to a gen_server caller.
+  void send_reply(const std::string& peer, const HostWork::GenReply& reply, etf::Term answer, Effects& out) const;
   void send_down(const std::string& peer, dist::ProcessRef from, const etf::Pid& to, const etf::Reference& ref,
                  etf::Term reason, Effects& out) const;
   void send_exit(const std::string& peer, const etf::Pid& from, const etf::Pid& to, etf::Term reason,

@@ -1,6 +1,7 @@
 #include "term_request.hpp"
 
 #include "messages.hpp"
+#include "processes.hpp"
 
 #include <camlbeam/conv/conv.hpp>
 #include <camlbeam/etf/encoder.hpp>
@@ -35,10 +36,7 @@ std::optional<host::RequestHead> TermRequest::head() const noexcept {
   return host::RequestHead{*tag, elements.size()};
 }
 
-std::optional<Term> run_request(host::Host& host, const Term& request, std::string* cast_diagnostic,
-                                const conv::Root* context) {
-  TermRequest source(request);
-  const host::Answer answer = host.run(source, context);
+std::optional<Term> answer_term(const host::Answer& answer, std::string* cast_diagnostic) {
   switch (answer.kind()) {
     case host::Answer::Kind::no_reply:
       if (cast_diagnostic != nullptr) *cast_diagnostic = answer.diagnostic();
@@ -54,6 +52,74 @@ std::optional<Term> run_request(host::Host& host, const Term& request, std::stri
     return builder.take();
   } catch (const etf::EncodeError& e) {
     return error_answer("bad_reply", e.what());
+  }
+}
+
+namespace {
+
+// etf::Writer, refusing each name the peer's VM may not know as it comes.
+class KnownAtomsWriter {
+ public:
+  KnownAtomsWriter(etf::Writer& writer, const KnownAtoms::PeerView& known) noexcept : out_(writer), known_(known) {}
+
+  void integer(std::int64_t v) { out_.integer(v); }
+  void big_integer(bool negative, std::span<const std::uint8_t> magnitude) { out_.big_integer(negative, magnitude); }
+  void float64(double d) { out_.float64(d); }
+  void atom(std::string_view name) {
+    check(name);
+    out_.atom(name);
+  }
+  void binary(std::span<const std::uint8_t> bytes) { out_.binary(bytes); }
+  void bitstring(std::span<const std::uint8_t> bytes, std::uint8_t bits) { out_.bitstring(bytes, bits); }
+  void nil() { out_.nil(); }
+  void string(std::span<const std::uint8_t> bytes) { out_.string(bytes); }
+  void begin_list(std::uint32_t n) { out_.begin_list(n); }
+  void end_list() { out_.end_list(); }
+  void begin_tuple(std::uint32_t n) { out_.begin_tuple(n); }
+  void end_tuple() { out_.end_tuple(); }
+  void begin_map(std::uint32_t n) { out_.begin_map(n); }
+  void end_map() { out_.end_map(); }
+  void pid(const etf::PidView& pid) {
+    check(pid.node);
+    out_.pid(pid);
+  }
+  void port(const etf::PortView& port) {
+    check(port.node);
+    out_.port(port);
+  }
+  void reference(const etf::ReferenceView& ref) {
+    check(ref.node);
+    out_.reference(ref);
+  }
+  void begin_fun(const etf::FunView& fun) {
+    check(fun.module);
+    check(fun.pid.node);
+    out_.begin_fun(fun);
+  }
+  void end_fun() { out_.end_fun(); }
+  void export_fun(std::string_view module, std::string_view function, std::uint8_t arity) {
+    check(module);
+    check(function);
+    out_.export_fun(module, function, arity);
+  }
+
+ private:
+  void check(std::string_view name) const {
+    if (!known_.knows(name)) throw Processes::AnswerRefused{KnownAtoms::refusal(name)};
+  }
+
+  etf::Writer& out_;
+  const KnownAtoms::PeerView& known_;
+};
+
+}  // namespace
+
+void write_answer(const host::Answer& answer, etf::Writer& writer, const KnownAtoms::PeerView& known) {
+  KnownAtomsWriter checked(writer, known);
+  try {
+    conv::walk_ocaml(answer.term(), checked);
+  } catch (const etf::EncodeError& e) {
+    throw Processes::AnswerRefused{error_answer("bad_reply", e.what())};
   }
 }
 

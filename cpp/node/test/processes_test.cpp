@@ -79,6 +79,48 @@ TEST_F(ProcessesTest, AGenServerCallBecomesAHostRequestAndItsAnswerTheReply) {
   EXPECT_EQ(Term::reference(again.alias), Term::reference(reply.alias));
 }
 
+TEST_F(ProcessesTest, AnAnswerWrittenInPlaceIsTheSameReplyAndKnowsThePeersAtoms) {
+  connect();
+  receive(control::RegSend{caller, etf::Atom{"ocaml"}, gen_call("{call, identity, [apple]}")});
+  receive(control::RegSend{caller, etf::Atom{"ocaml"}, gen_call("in_flight")});
+  ASSERT_EQ(out.work.size(), 1U);
+  EXPECT_EQ(sent<control::AliasSend>().message, Term::tuple({tag, Term::integer(1)}));
+  const HostWork work = out.work[0];
+  out = {};
+  const Term answer = parse("{ok, apple}");
+  std::vector<bool> knew;
+  ASSERT_TRUE(processes.answered_in_place(
+      work,
+      [&](etf::Writer& writer, const KnownAtoms::PeerView& known) {
+        knew = {known.knows("apple"), known.knows("ok"), known.knows("pear")};
+        etf::walk(answer, writer);
+      },
+      out));
+  ASSERT_EQ(out.send.size(), 1U);
+  ASSERT_TRUE(out.send[0].payload);
+  etf::ByteBuffer in_place;
+  ASSERT_FALSE(dist::encode_frame(out.send[0].control, otp25, in_place, out.send[0].payload));
+  EXPECT_EQ(knew, (std::vector<bool>{true, true, false}));  // what it sent, camlbeam's own, neither
+  // The same frame answered() makes of the term.
+  Effects as_term;
+  processes.answered(work, answer, as_term);
+  etf::ByteBuffer expected;
+  ASSERT_FALSE(dist::encode_frame(as_term.send.at(0).control, otp25, expected));
+  EXPECT_EQ(in_place.to_vector(), expected.to_vector());
+  // Another answer may take its place (a refusal, max_reply_size's).
+  const auto again = std::get<control::AliasSend>(out.send[0].with_answer(parse("{error, too_large}")));
+  EXPECT_EQ(again.message, Term::tuple({tag, parse("{error, too_large}")}));
+  // Answered, it no longer counts in flight.
+  out = {};
+  receive(control::RegSend{caller, etf::Atom{"ocaml"}, gen_call("in_flight")});
+  EXPECT_EQ(sent<control::AliasSend>().message, Term::tuple({tag, Term::integer(0)}));
+  // A cast has no reply to write into: answered() takes it.
+  out = {};
+  receive(control::RegSend{caller, etf::Atom{"ocaml"}, Term::tuple({Term::atom("$gen_cast"), parse("{cast, f, []}")})});
+  ASSERT_EQ(out.work.size(), 1U);
+  EXPECT_FALSE(processes.answered_in_place(out.work[0], [](etf::Writer&, const KnownAtoms::PeerView&) {}, out));
+}
+
 TEST_F(ProcessesTest, TheOcamlProcessIsReachedByItsPidAndCastsRunWithoutAnswer) {
   connect();
   receive(control::Send{processes.ocaml_pid(), gen_call("{call, fib, []}")});

@@ -19,6 +19,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string_view>
@@ -386,6 +387,17 @@ const etf::Term* payload_of(const Control& control) noexcept;
 // (bad_state: the caller must not send it), or a term cannot be encoded
 // (bad_term).
 std::optional<Error> encode_frame(const Control& control, std::uint64_t negotiated_flags, etf::ByteBuffer& out);
+
+// Writes one term, a message's payload, with the writer it is given: for a payload the
+// sender has in another form than an etf::Term (camlbeam-node writes an answer straight
+// from OCaml values, with no tree between).
+using PayloadWriter = std::function<void(etf::Writer&)>;
+
+// encode_frame with the payload written by `write_payload` in place of the control's own
+// (which is not read): bad_state for an operation without a payload. An etf::EncodeError it
+// throws is bad_term; any other exception propagates, with nothing appended.
+std::optional<Error> encode_frame(const Control& control, std::uint64_t negotiated_flags, etf::ByteBuffer& out,
+                                  const PayloadWriter& write_payload);
 
 // The fragment size of OTP (ERTS_DIST_FRAGMENT_SIZE in erts/emulator/beam/dist.h).
 inline constexpr std::size_t otp_fragment_size = std::size_t{64} << 10;
