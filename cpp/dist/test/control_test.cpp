@@ -380,13 +380,47 @@ TEST(MessageReaderHostile, ASequenceStartedTwiceOrAtZero) {
   EXPECT_EQ(error_of(fresh, zero), Errc::bad_fragment);
 }
 
-TEST(MessageReaderHostile, ReassemblyPastTheByteLimit) {
+MessageReader reader_holding_at_most(std::size_t partial_bytes) {
   MessageReader::Limits limits;
-  limits.max_partial_bytes = 10'000;
-  MessageReader reader(header_flags, limits);
-  const auto f = fragments_of(encode(Send{pid(2), Term::binary(std::string(30'000, 'x'))}, header_flags), 5, 4);
+  limits.max_partial_bytes = partial_bytes;
+  return MessageReader(header_flags, limits);
+}
+
+const Term thirty_kb = Term::binary(std::string(30'000, 'x'));
+
+// thirty_kb sent in 4 fragments, as sequence 5.
+std::vector<Bytes> thirty_kb_in_four() { return fragments_of(encode(Send{pid(2), thirty_kb}, header_flags), 5, 4); }
+
+TEST(MessageReaderHostile, ReassemblyPastTheByteLimit) {
+  MessageReader reader = reader_holding_at_most(10'000);
+  const auto f = thirty_kb_in_four();
   EXPECT_FALSE(reader.read(f[0]).error);
   EXPECT_EQ(error_of(reader, f[1]), Errc::fragment_limit);
+}
+
+TEST(MessageReaderHostile, TheRoomAFirstFragmentAnnouncesCountsAndStaysWithinTheLimit) {
+  MessageReader reader = reader_holding_at_most(100'000);
+  const auto f = thirty_kb_in_four();
+  ASSERT_FALSE(reader.read(f[0]).error);
+  const std::size_t first = reader.partial_bytes();
+  EXPECT_GE(first, 3 * f[1].size()) << "room for the fragments announced";
+  EXPECT_LE(first, 4 * f[0].size());
+  for (std::size_t i = 1; i < 3; ++i) ASSERT_FALSE(reader.read(f[i]).error);
+  EXPECT_EQ(reader.partial_bytes(), first) << "they fit in it";
+  const auto whole = reader.read(f[3]);
+  ASSERT_TRUE(whole.message);
+  EXPECT_EQ(std::get<Send>(*whole.message).message, thirty_kb);
+  EXPECT_EQ(reader.partial_bytes(), 0u);
+  // A first fragment that announces 2^40 more takes what the limit leaves, no more, and
+  // leaves no room for another sequence.
+  Bytes greedy = f[0];
+  const std::uint64_t many = std::uint64_t{1} << 40;
+  for (int i = 0; i < 8; ++i) greedy[10 + i] = static_cast<std::uint8_t>(many >> (56 - 8 * i));
+  ASSERT_FALSE(reader.read(greedy).error);
+  EXPECT_EQ(reader.partial_bytes(), 100'000u);
+  Bytes other = f[0];
+  other[9] = 6;  // sequence 6
+  EXPECT_EQ(error_of(reader, other), Errc::fragment_limit);
 }
 
 TEST(MessageReaderHostile, TooManySequencesAtOnce) {

@@ -32,8 +32,9 @@ namespace camlbeam::dist {
 class MessageReader {
  public:
   struct Limits {
-    // Bytes of all partial (fragmented) messages together. OTP cuts messages into 64 KB
-    // fragments, so this is the largest message a peer can send us in pieces.
+    // Bytes held for all partial (fragmented) messages together, the room reserved for the
+    // fragments a sequence announces included. OTP cuts messages into 64 KB fragments, so
+    // this is the largest message a peer can send us in pieces.
     std::size_t max_partial_bytes = std::size_t{64} << 20;
     // Sequences in flight at once: OTP interleaves one per sending process.
     std::size_t max_partial_sequences = 256;
