@@ -105,6 +105,9 @@ int run(int argc, char** argv) {
   // One answer of the largest size always fits in a peer's send queue.
   config.endpoint.max_queued_bytes = std::max(config.endpoint.max_queued_bytes, 2 * options.max_reply_size);
   config.endpoint.net_ticktime = options.net_ticktime;
+  // ALTACT_SIG too (OTP 28): replies to an alias then go as OTP 30, which drops ALIAS_SEND,
+  // will want them (Processes::send_message), and what such a peer sends that way arrives.
+  config.endpoint.flags = dist::flag::offered | dist::flag::altact_sig;
   if (options.hidden) config.endpoint.flags &= ~dist::flag::published;
   config.call_timeout_ms = options.call_timeout_ms;
   config.allow_load = options.allow_load;

@@ -223,6 +223,15 @@ void Processes::receive(const std::string& peer, dist::Control message, Effects&
           [&](const control::PayloadExitTT& m) {
             unwatch(peer, Watch{Watch::Kind::link, number_of(m.to), Term::pid(m.from), Term()});
           },
+          // OTP 28's sends to an alias, priority messages and exit signals with either
+          // (when ALTACT_SIG is negotiated). The node makes no alias, so what goes to one
+          // is dropped, as a VM drops what reaches an alias no longer active; a priority
+          // message is an ordinary one here; an exit signal changes nothing (below).
+          [&](control::AltactSigSend& m) {
+            if ((m.flags & dist::altact::exit) != 0) return;
+            if (const auto* pid = std::get_if<etf::Pid>(&m.to)) return deliver_to(*pid, m.message);
+            if (const auto* name = std::get_if<etf::Atom>(&m.to)) return deliver_to(*name, m.message);
+          },
           [&](control::MonitorPExit& m) { erl_call_down(m.ref, std::move(m.reason), out); },
           [&](control::PayloadMonitorPExit& m) { erl_call_down(m.ref, std::move(m.reason), out); },
           // Everything else (exit2, group leaders) changes nothing here.
@@ -528,7 +537,11 @@ void Processes::send_message(const std::string& peer, const etf::Pid& from, cons
                              Term message, Effects& out) const {
   // To the caller's alias when it made one: a reply that comes after the caller gave up is
   // then dropped by its VM instead of landing in its mailbox.
-  if (const etf::Reference* alias = alias_of(tag); alias != nullptr && (peer_flags(peer).value_or(0) & dist::flag::alias) != 0) {
+  const std::uint64_t flags = peer_flags(peer).value_or(0);
+  if (const etf::Reference* alias = alias_of(tag); alias != nullptr && (flags & dist::flag::altact_sig) != 0) {
+    // OTP 28 sends to an alias this way, and OTP 30 takes no ALIAS_SEND.
+    out.send.push_back({peer, control::AltactSigSend{dist::altact::alias, from, *alias, std::nullopt, std::move(message)}});
+  } else if (alias != nullptr && (flags & dist::flag::alias) != 0) {
     out.send.push_back({peer, control::AliasSend{from, *alias, std::move(message)}});
   } else {
     out.send.push_back({peer, control::Send{to, std::move(message)}});

@@ -17,7 +17,9 @@
 // and one short-lived process per spawn request of erpc:execute_call/4 (rpc:call,
 // erpc:call), which exits with the request's result once the host has answered.
 //
-// An answer holding an atom its peer's VM may not know is refused (known_atoms.hpp).
+// An answer holding an atom its peer's VM may not know is refused (known_atoms.hpp). A
+// reply goes to the caller's alias where it made one: as ALTACT_SIG_SEND to a peer that
+// negotiated ALTACT_SIG (OTP 28 and later; OTP 30 drops ALIAS_SEND), else as ALIAS_SEND.
 //
 // Signals to a process that does not exist are answered as Erlang answers them: a monitor
 // gets its DOWN with noproc at once, a link its EXIT with noproc. An UNLINK_ID is

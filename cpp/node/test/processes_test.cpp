@@ -60,6 +60,34 @@ TEST_F(ProcessesTest, WithoutAliasesTheReplyGoesToThePid) {
   EXPECT_EQ(reply.message, Term::tuple({tag, Term::atom("yes")}));
 }
 
+TEST_F(ProcessesTest, WithAltactSigTheReplyToAnAliasIsAnAltactSigSend) {
+  connect(otp25 | dist::flag::altact_sig);  // OTP 28 and later
+  receive(control::RegSend{caller, etf::Atom{"net_kernel"}, gen_call("{is_auth, 'erl@h'}")});
+  const auto& reply = sent<control::AltactSigSend>();
+  EXPECT_EQ(reply.flags, dist::altact::alias);
+  EXPECT_EQ(reply.from.node, "ocaml@h");
+  ASSERT_TRUE(std::holds_alternative<etf::Reference>(reply.to));
+  EXPECT_EQ(Term::reference(std::get<etf::Reference>(reply.to)), Term::reference(alias));
+  EXPECT_FALSE(reply.trace_token);
+  EXPECT_EQ(reply.message, Term::tuple({tag, Term::atom("yes")}));
+}
+
+TEST_F(ProcessesTest, AltactSigSendsArriveByNameOrPidAndToAnAliasAreDropped) {
+  connect(otp25 | dist::flag::altact_sig);
+  const auto altact = [&](std::uint64_t flags, dist::SignalTarget to, Term message) {
+    receive(control::AltactSigSend{flags, caller, std::move(to), std::nullopt, std::move(message)});
+  };
+  altact(dist::altact::name, etf::Atom{"ocaml"}, gen_call("{call, f, [1]}"));
+  altact(dist::altact::prio, processes.ocaml_pid(), gen_call("{call, f, [2]}"));  // a priority message
+  ASSERT_EQ(out.work.size(), 2U);
+  EXPECT_EQ(out.work[1].request.tuple_elements()[3], parse("[2]"));
+  // To an alias (the node makes none), or an exit signal: nothing happens.
+  altact(dist::altact::alias, alias, gen_call("{call, f, [3]}"));
+  altact(dist::altact::exit | dist::altact::name, etf::Atom{"ocaml"}, Term::atom("kill"));
+  EXPECT_EQ(out.work.size(), 2U);
+  EXPECT_TRUE(out.send.empty());
+}
+
 TEST_F(ProcessesTest, AGenServerCallBecomesAHostRequestAndItsAnswerTheReply) {
   connect();
   receive(control::RegSend{caller, etf::Atom{"ocaml"}, gen_call("{call, {mathlib, fib}, [30]}")});
