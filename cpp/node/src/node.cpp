@@ -157,6 +157,10 @@ std::optional<std::string> Node::apply(Effects& effects) {
         error = dist::encode_frame(out.control, *flags, body, out.payload);
       } catch (Processes::AnswerRefused& cannot_go) {
         instead = std::move(cannot_go.instead);
+      } catch (const std::exception& e) {
+        // std::bad_alloc writing an outsized answer: the caller learns it, as when the
+        // answer was made into a term first, and the node goes on.
+        instead = error_answer("request_failed", e.what());
       }
     } else {
       error = dist::encode_frame(out.control, *flags, body);
