@@ -22,6 +22,7 @@ MessageReader::Outcome MessageReader::fail(Error error) {
   broken_ = error;
   partials_.clear();
   partial_bytes_ = 0;
+  reserved_bytes_ = 0;
   return {std::nullopt, std::move(error)};
 }
 
@@ -74,14 +75,21 @@ MessageReader::Outcome MessageReader::start_sequence(std::uint64_t sequence, std
   Partial& partial = partials_[sequence];
   partial.refs = refs_;
   // Room for all the fragments announced, if they are the size of the first (OTP's are,
-  // but the last), within what the limit leaves: a 1 MB message is then copied once, not
-  // again at each doubling of its buffer. The room counts against the limit.
-  const std::size_t announced =
-      rest.empty() || fragment_id > budget / rest.size() ? budget : static_cast<std::size_t>(fragment_id) * rest.size();
-  partial.bytes.reserve(std::max(announced, rest.size()));
+  // but the last): a 1 MB message is then copied once, not again at each doubling of its
+  // buffer. Only for a message the limit would take whole, and only while the room
+  // reserved and not yet filled stays within max_room_ahead: fragments that announce
+  // more than comes cannot make the reader hold more than its limits say.
+  if (!rest.empty() && fragment_id <= budget / rest.size()) {
+    const std::size_t announced = static_cast<std::size_t>(fragment_id) * rest.size();
+    const std::size_t ahead = reserved_bytes_ - partial_bytes_;
+    if (announced - rest.size() <= limits_.max_room_ahead - std::min(ahead, limits_.max_room_ahead)) {
+      partial.bytes.reserve(announced);
+    }
+  }
   partial.bytes.assign(rest.begin(), rest.end());
   partial.next_fragment_id = fragment_id - 1;
-  partial_bytes_ += partial.bytes.capacity();
+  partial_bytes_ += rest.size();
+  reserved_bytes_ += partial.bytes.capacity();
   return {};
 }
 
@@ -95,26 +103,20 @@ MessageReader::Outcome MessageReader::continue_sequence(std::uint64_t sequence, 
     return fail({Errc::bad_fragment, "sequence " + std::to_string(sequence) + ": fragment " +
                                          std::to_string(fragment_id) + " where " +
                                          std::to_string(partial.next_fragment_id) + " was due"});
+  if (rest.size() > limits_.max_partial_bytes - partial_bytes_)
+    return fail({Errc::fragment_limit, std::to_string(partial_bytes_ + rest.size()) + " bytes of partial messages"});
   const std::size_t held = partial.bytes.capacity();
-  const std::size_t needed = partial.bytes.size() + rest.size();
-  if (needed > held) {
-    // Past the room announced: grow by doubling, as far as the limit allows.
-    const std::size_t budget = limits_.max_partial_bytes - partial_bytes_;
-    if (needed - held > budget) {
-      return fail({Errc::fragment_limit,
-                   std::to_string(partial_bytes_ + (needed - held)) + " bytes of partial messages"});
-    }
-    partial.bytes.reserve(std::max(needed, held + std::min(held, budget)));
-    partial_bytes_ += partial.bytes.capacity() - held;
-  }
   partial.bytes.insert(partial.bytes.end(), rest.begin(), rest.end());
+  partial_bytes_ += rest.size();
+  reserved_bytes_ += partial.bytes.capacity() - held;
   if (fragment_id > 1) {
     partial.next_fragment_id = fragment_id - 1;
     return {};
   }
   Partial complete = std::move(partial);
   partials_.erase(found);
-  partial_bytes_ -= complete.bytes.capacity();
+  partial_bytes_ -= complete.bytes.size();
+  reserved_bytes_ -= complete.bytes.capacity();
   return decode(complete.bytes, &complete.refs);
 }
 

@@ -32,10 +32,12 @@ namespace camlbeam::dist {
 class MessageReader {
  public:
   struct Limits {
-    // Bytes held for all partial (fragmented) messages together, the room reserved for the
-    // fragments a sequence announces included. OTP cuts messages into 64 KB fragments, so
-    // this is the largest message a peer can send us in pieces.
+    // Bytes of all partial (fragmented) messages together. OTP cuts messages into 64 KB
+    // fragments, so this is the largest message a peer can send us in pieces.
     std::size_t max_partial_bytes = std::size_t{64} << 20;
+    // Room reserved ahead for fragments announced but not come yet, all sequences
+    // together (a message's buffer is sized from its first fragment's count).
+    std::size_t max_room_ahead = std::size_t{16} << 20;
     // Sequences in flight at once: OTP interleaves one per sending process.
     std::size_t max_partial_sequences = 256;
     etf::Limits terms{};
@@ -55,6 +57,8 @@ class MessageReader {
   Outcome read(std::span<const std::uint8_t> body);
 
   std::size_t partial_bytes() const noexcept { return partial_bytes_; }
+  // What the partial messages' buffers hold, their room ahead included.
+  std::size_t reserved_bytes() const noexcept { return reserved_bytes_; }
   std::size_t partial_sequences() const noexcept { return partials_.size(); }
 
  private:
@@ -75,7 +79,8 @@ class MessageReader {
   etf::AtomCache cache_;
   etf::AtomCacheRefs refs_;  // a whole message's, reused
   std::map<std::uint64_t, Partial> partials_;
-  std::size_t partial_bytes_ = 0;
+  std::size_t partial_bytes_ = 0;   // their bytes so far
+  std::size_t reserved_bytes_ = 0;  // their buffers' capacities
   std::optional<Error> broken_;
 };
 
