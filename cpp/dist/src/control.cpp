@@ -134,26 +134,64 @@ bool read_slot(T& out, M T::*member, std::span<Term> elements, std::size_t i) {
   }
 }
 
+// ALTACT_SIG_SEND as OTP reads it (erts dist.c), leaving room for what later releases add:
+// a tuple of 4 elements or more, of which the rest is ignored; flags any non-negative
+// integer, of which the low byte counts; the token read only where the flags say there is
+// one; the target of the type the flags say.
+ControlResult decode_altact(std::span<Term> elements, control::AltactSigSend& out) {
+  const std::string what(name_of(Op::altact_sig_send));
+  if (elements.size() < 3)
+    return {std::nullopt, bad_control(what + ": tuple of arity " + std::to_string(elements.size() + 1))};
+  if (const auto small = elements[0].as_int64(); small && *small >= 0) {
+    out.flags = static_cast<std::uint64_t>(*small) & 0xff;
+  } else if (const auto* big = elements[0].get_if<etf::Boxed<etf::BigInteger>>(); big != nullptr && !(*big)->negative) {
+    out.flags = (*big)->magnitude.empty() ? 0 : (*big)->magnitude[0];  // little-endian
+  } else {
+    return {std::nullopt, bad_control(what + ": flags not a non-negative integer")};
+  }
+  const auto wrong = [&](const char* field) {
+    return ControlResult{std::nullopt, bad_control(what + ": " + field + " of the wrong type for its flags")};
+  };
+  if (!read_field(elements[1], out.from)) return wrong("sender");
+  const bool to_alias = (out.flags & altact::alias) != 0;
+  const bool to_name = (out.flags & altact::name) != 0;
+  if (to_alias && to_name) return wrong("target");
+  const auto read_to = [&]<class Target>() {
+    Target target{};
+    if (!read_field(elements[2], target)) return false;
+    out.to = std::move(target);
+    return true;
+  };
+  if (!(to_alias ? read_to.template operator()<etf::Reference>()
+                 : to_name ? read_to.template operator()<etf::Atom>() : read_to.template operator()<etf::Pid>()))
+    return wrong("target");
+  if ((out.flags & altact::token) != 0) {
+    if (elements.size() < 4) return {std::nullopt, bad_control(what + ": the token flag without a token")};
+    out.trace_token = std::move(elements[3]);
+  }
+  return {};
+}
+
 template <class T>
 ControlResult decode_as(std::span<Term> elements, std::optional<Term>& payload) {
-  constexpr std::size_t n = field_count<T>;
   const std::string what(name_of(T::op));
-  if (elements.size() != n && !(last_field_optional<T>() && elements.size() == n - 1))
-    return {std::nullopt, bad_control(what + ": tuple of arity " + std::to_string(elements.size() + 1))};
   T out{};
-  std::size_t i = 0;
-  bool ok = true;
-  auto read_next = [&](auto slot) {
-    if (ok) ok = read_slot(out, slot, elements, i);
-    if (ok) ++i;
-  };
-  std::apply([&](auto... slot) { (read_next(slot), ...); }, T::fields);
-  const std::size_t bad_slot = i;
-  if (!ok)
-    return {std::nullopt, bad_control(what + ": element " + std::to_string(bad_slot + 2) + " has the wrong type")};
   if constexpr (std::is_same_v<T, control::AltactSigSend>) {
-    if (((out.flags & altact::token) != 0) != out.trace_token.has_value())
-      return {std::nullopt, bad_control(what + ": the token flag and the tuple's arity disagree")};
+    if (auto failed = decode_altact(elements, out); failed.error) return failed;
+  } else {
+    constexpr std::size_t n = field_count<T>;
+    if (elements.size() != n && !(last_field_optional<T>() && elements.size() == n - 1))
+      return {std::nullopt, bad_control(what + ": tuple of arity " + std::to_string(elements.size() + 1))};
+    std::size_t i = 0;
+    bool ok = true;
+    auto read_next = [&](auto slot) {
+      if (ok) ok = read_slot(out, slot, elements, i);
+      if (ok) ++i;
+    };
+    std::apply([&](auto... slot) { (read_next(slot), ...); }, T::fields);
+    const std::size_t bad_slot = i;
+    if (!ok)
+      return {std::nullopt, bad_control(what + ": element " + std::to_string(bad_slot + 2) + " has the wrong type")};
   }
   if constexpr (has_payload_member<T>) {
     if (!payload) return {std::nullopt, bad_control(what + ": no payload term after the control tuple")};

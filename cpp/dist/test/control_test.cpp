@@ -398,29 +398,44 @@ TEST(MessageReaderHostile, ReassemblyPastTheByteLimit) {
   EXPECT_EQ(error_of(reader, f[1]), Errc::fragment_limit);
 }
 
-TEST(MessageReaderHostile, TheRoomAFirstFragmentAnnouncesCountsAndStaysWithinTheLimit) {
+TEST(MessageReaderHostile, RoomIsReservedForWhatTheFirstFragmentAnnouncesWithinBounds) {
   MessageReader reader = reader_holding_at_most(100'000);
   const auto f = thirty_kb_in_four();
+  const std::size_t piece = f[1].size() - 18;  // a continuation's bytes after its header
   ASSERT_FALSE(reader.read(f[0]).error);
-  const std::size_t first = reader.partial_bytes();
-  EXPECT_GE(first, 3 * f[1].size()) << "room for the fragments announced";
-  EXPECT_LE(first, 4 * f[0].size());
+  const std::size_t room = reader.reserved_bytes();
+  EXPECT_GE(room, 4 * piece) << "room for the fragments announced";
+  EXPECT_EQ(reader.partial_bytes(), piece);
   for (std::size_t i = 1; i < 3; ++i) ASSERT_FALSE(reader.read(f[i]).error);
-  EXPECT_EQ(reader.partial_bytes(), first) << "they fit in it";
+  EXPECT_EQ(reader.reserved_bytes(), room) << "they fit in it";
   const auto whole = reader.read(f[3]);
   ASSERT_TRUE(whole.message);
   EXPECT_EQ(std::get<Send>(*whole.message).message, thirty_kb);
   EXPECT_EQ(reader.partial_bytes(), 0u);
-  // A first fragment that announces 2^40 more takes what the limit leaves, no more, and
-  // leaves no room for another sequence.
+  EXPECT_EQ(reader.reserved_bytes(), 0u);
+  // A first fragment that announces more than the limit takes: no room reserved, and the
+  // bytes it brought are all it counts, so another sequence still fits.
   Bytes greedy = f[0];
   const std::uint64_t many = std::uint64_t{1} << 40;
   for (int i = 0; i < 8; ++i) greedy[10 + i] = static_cast<std::uint8_t>(many >> (56 - 8 * i));
   ASSERT_FALSE(reader.read(greedy).error);
-  EXPECT_EQ(reader.partial_bytes(), 100'000u);
+  EXPECT_EQ(reader.reserved_bytes(), piece);
   Bytes other = f[0];
-  other[9] = 6;  // sequence 6
-  EXPECT_EQ(error_of(reader, other), Errc::fragment_limit);
+  other[9] = 6;  // sequence 6, announcing what the limit takes: room for it
+  ASSERT_FALSE(reader.read(other).error);
+  EXPECT_EQ(reader.partial_bytes(), 2 * piece);
+  EXPECT_GE(reader.reserved_bytes(), piece + 4 * piece);
+}
+
+TEST(MessageReaderHostile, RoomAheadIsBoundedOnItsOwn) {
+  MessageReader::Limits limits;
+  limits.max_room_ahead = 10'000;  // less than the three fragments still to come
+  MessageReader reader(header_flags, limits);
+  const auto f = thirty_kb_in_four();
+  ASSERT_FALSE(reader.read(f[0]).error);
+  EXPECT_EQ(reader.reserved_bytes(), reader.partial_bytes()) << "no room ahead";
+  for (std::size_t i = 1; i < 3; ++i) ASSERT_FALSE(reader.read(f[i]).error);
+  EXPECT_EQ(std::get<Send>(*reader.read(f[3]).message).message, thirty_kb);
 }
 
 TEST(MessageReaderHostile, TooManySequencesAtOnce) {
@@ -473,7 +488,11 @@ TEST(MessageReaderHostile, MalformedControlTuples) {
                     Term::tuple({Term::atom("m"), Term::atom("f"), Term::integer(256)}), Term::nil()}),
        Term::nil()},                                                                             // an arity past 255
       {Term::tuple({Term::integer(37), Term::integer(altact::token), p, p}), Term::atom("m")},   // token flag, no token
-      {Term::tuple({Term::integer(37), Term::integer(0), p, p, Term::nil()}), Term::atom("m")},  // token, no flag
+      {Term::tuple({Term::integer(37), Term::integer(altact::alias), p, p}), Term::atom("m")},  // alias a pid
+      {Term::tuple({Term::integer(37), Term::integer(altact::alias | altact::name), p, Term::atom("n")}),
+       Term::atom("m")},                                                                   // alias and name
+      {Term::tuple({Term::integer(37), Term::integer(-1), p, p}), Term::atom("m")},        // negative flags
+      {Term::tuple({Term::integer(37), Term::integer(0), p}), Term::atom("m")},            // no target
   };
   for (const auto& terms : cases) {
     MessageReader header_reader(header_flags);
@@ -481,6 +500,31 @@ TEST(MessageReaderHostile, MalformedControlTuples) {
     MessageReader plain_reader(pass_through_flags);
     EXPECT_EQ(error_of(plain_reader, pass_through_of(terms)), Errc::bad_control) << terms[0].to_string();
   }
+}
+
+TEST(MessageReader, AltactSigSendIsReadAsOtpReadsItWithRoomForLaterReleases) {
+  const Term p = Term::pid(pid(1));
+  const auto read = [](std::vector<Term> terms) {
+    MessageReader reader(header_flags);
+    return std::get<AltactSigSend>(read_one(reader, header_frame_of(terms)));
+  };
+  // Elements past the ones the flags ask for are ignored, a token without its flag too;
+  // only the low byte of the flags counts, however large the integer.
+  const AltactSigSend extended =
+      read({Term::tuple({Term::integer(37), Term::integer(0x100 | altact::prio), p, p, Term::nil(), Term::atom("later")}), Term::atom("m")});
+  EXPECT_EQ(extended.flags, altact::prio);
+  EXPECT_FALSE(extended.trace_token);
+  EXPECT_EQ(Term::pid(std::get<etf::Pid>(extended.to)), p);
+  const Term huge = Term::big_integer(false, {altact::name, 0, 0, 0, 0, 0, 0, 0, 0, 1});  // 2^72 + name
+  const AltactSigSend named = read({Term::tuple({Term::integer(37), huge, p, Term::atom("ocaml")}), Term::atom("m")});
+  EXPECT_EQ(named.flags, altact::name);
+  EXPECT_EQ(std::get<etf::Atom>(named.to).name, "ocaml");
+  const AltactSigSend with_token =
+      read({Term::tuple({Term::integer(37), Term::integer(altact::token | altact::alias), p, Term::reference(ref(2)), Term::atom("t"),
+                         Term::nil()}),
+            Term::atom("m")});
+  EXPECT_EQ(with_token.trace_token, Term::atom("t"));
+  EXPECT_EQ(with_token.message, Term::atom("m"));
 }
 
 TEST(MessageReaderHostile, TrailingGarbage) {

@@ -330,8 +330,10 @@ struct AliasSendTT {
   static constexpr auto payload = &AliasSendTT::message;
 };
 // OTP 28: {37, Flags, From, To[, Token]} + message (or exit reason with
-// altact::exit). The token is there exactly when flags has altact::token;
-// decode checks that, encode trusts it.
+// altact::exit). Read as OTP reads it, with room for later releases: more
+// elements are ignored, flags is any non-negative integer whose low byte counts,
+// the token is read only when flags has altact::token, and To must be of the
+// type the flags say. Written as given: the token exactly when flags says so.
 struct AltactSigSend {
   std::uint64_t flags = 0;
   etf::Pid from;
