@@ -1,5 +1,9 @@
 #include <camlbeam/dist/control.hpp>
 
+#include "control_elements.hpp"
+
+#include <camlbeam/etf/term_builder.hpp>
+
 #include <algorithm>
 #include <array>
 #include <string>
@@ -10,15 +14,12 @@
 namespace camlbeam::dist {
 namespace {
 
+using detail::ControlElement;
 using etf::Term;
 
 // ---- One field: a term to its typed form (false, leaving the term alone, when it is not
 // of that type) and back.
 
-bool read_field(Term& t, Term& out) {
-  out = std::move(t);
-  return true;
-}
 bool read_field(Term& t, etf::Atom& out) {
   if (auto* atom = std::get_if<etf::Atom>(&t.repr())) {
     out = std::move(*atom);
@@ -62,33 +63,105 @@ bool read_field(Term& t, Mfa& out) {
   out = std::move(mfa);
   return true;
 }
+
+// The same readers over a control tuple's element: its typed form taken as it is, a Term
+// read as above.
+template <class T>
+struct is_variant : std::false_type {};
 template <class... Alternatives>
-bool read_field(Term& t, std::variant<Alternatives...>& out) {
-  auto try_one = [&]<class A>() {
-    A value{};
-    if (!read_field(t, value)) return false;
-    out = std::move(value);
-    return true;
-  };
-  return (try_one.template operator()<Alternatives>() || ...);
+struct is_variant<std::variant<Alternatives...>> : std::true_type {};
+
+template <class T, class Variant>
+struct holds_alternative_type;
+template <class T, class... Alternatives>
+struct holds_alternative_type<T, std::variant<Alternatives...>>
+    : std::bool_constant<(std::is_same_v<T, Alternatives> || ...)> {};
+
+Term element_term(ControlElement&& element) {
+  return std::visit(
+      [](auto&& typed) -> Term {
+        using E = std::decay_t<decltype(typed)>;
+        if constexpr (std::is_same_v<E, Term>) return std::move(typed);
+        else if constexpr (std::is_same_v<E, std::int64_t>) return Term::integer(typed);
+        else if constexpr (std::is_same_v<E, etf::Atom>) return Term::from_repr(std::move(typed));
+        else if constexpr (std::is_same_v<E, etf::Pid>) return Term::pid(std::move(typed));
+        else return Term::reference(std::move(typed));
+      },
+      std::move(element));
 }
 
-Term to_term(const Term& t) { return t; }
-Term to_term(const etf::Atom& a) { return Term::atom(a.name); }
-Term to_term(const etf::Pid& p) { return Term::pid(p); }
-Term to_term(const etf::Reference& r) { return Term::reference(r); }
-Term to_term(std::uint64_t v) {
-  if (v <= static_cast<std::uint64_t>(INT64_MAX)) return Term::integer(static_cast<std::int64_t>(v));
-  std::vector<std::uint8_t> magnitude;
-  for (; v != 0; v >>= 8) magnitude.push_back(static_cast<std::uint8_t>(v & 0xFF));
-  return Term::big_integer(false, std::move(magnitude));
+template <class Field>
+bool read_field(ControlElement& element, Field& out) {
+  if constexpr (std::is_same_v<Field, Term>) {
+    out = element_term(std::move(element));
+    return true;
+  } else if constexpr (is_variant<Field>::value) {
+    auto try_one = [&]<class Alternative>() {
+      Alternative typed{};
+      if (!read_field(element, typed)) return false;
+      out = std::move(typed);
+      return true;
+    };
+    return [&]<class... Alternatives>(std::type_identity<std::variant<Alternatives...>>) {
+      return (try_one.template operator()<Alternatives>() || ...);
+    }(std::type_identity<Field>{});
+  } else {
+    if constexpr (holds_alternative_type<Field, ControlElement>::value) {
+      if (auto* typed = std::get_if<Field>(&element)) {
+        out = std::move(*typed);
+        return true;
+      }
+    }
+    if constexpr (std::is_same_v<Field, std::uint64_t>) {
+      if (const auto* small = std::get_if<std::int64_t>(&element)) {
+        if (*small < 0) return false;
+        out = static_cast<std::uint64_t>(*small);
+        return true;
+      }
+    }
+    auto* term = std::get_if<Term>(&element);
+    return term != nullptr && read_field(*term, out);
+  }
 }
-Term to_term(const Mfa& mfa) {
-  return Term::tuple({to_term(mfa.module), to_term(mfa.function), Term::integer(mfa.arity)});
+
+// ---- One field written to a sink: etf::Writer for a frame, etf::TermBuilder for
+// control_tuple().
+
+template <class Sink>
+void write_field(Sink& out, const Term& t) {
+  etf::walk(t, out);
 }
-template <class... Alternatives>
-Term to_term(const std::variant<Alternatives...>& v) {
-  return std::visit([](const auto& alternative) { return to_term(alternative); }, v);
+template <class Sink>
+void write_field(Sink& out, const etf::Atom& a) {
+  out.atom(a.name);
+}
+template <class Sink>
+void write_field(Sink& out, const etf::Pid& p) {
+  out.pid(etf::PidView{p.node, p.id, p.serial, p.creation});
+}
+template <class Sink>
+void write_field(Sink& out, const etf::Reference& r) {
+  out.reference(etf::ReferenceView{r.node, r.creation, r.ids});
+}
+template <class Sink>
+void write_field(Sink& out, std::uint64_t v) {
+  if (v <= static_cast<std::uint64_t>(INT64_MAX)) return out.integer(static_cast<std::int64_t>(v));
+  std::uint8_t magnitude[8];
+  std::size_t size = 0;
+  for (; v != 0; v >>= 8) magnitude[size++] = static_cast<std::uint8_t>(v & 0xFF);
+  out.big_integer(false, std::span<const std::uint8_t>(magnitude, size));
+}
+template <class Sink>
+void write_field(Sink& out, const Mfa& mfa) {
+  out.begin_tuple(3);
+  write_field(out, mfa.module);
+  write_field(out, mfa.function);
+  out.integer(mfa.arity);
+  out.end_tuple();
+}
+template <class Sink, class... Alternatives>
+void write_field(Sink& out, const std::variant<Alternatives...>& v) {
+  std::visit([&](const auto& alternative) { write_field(out, alternative); }, v);
 }
 
 // ---- One message, over its struct's description.
@@ -120,11 +193,11 @@ constexpr bool last_field_optional() {
 Error bad_control(std::string detail) { return Error{Errc::bad_control, std::move(detail)}; }
 
 template <class T>
-bool read_slot(T&, UnusedSlot, std::span<Term> elements, std::size_t i) {
+bool read_slot(T&, UnusedSlot, std::span<ControlElement> elements, std::size_t i) {
   return i < elements.size();  // any term: OTP ignores it too
 }
 template <class T, class M>
-bool read_slot(T& out, M T::*member, std::span<Term> elements, std::size_t i) {
+bool read_slot(T& out, M T::*member, std::span<ControlElement> elements, std::size_t i) {
   if constexpr (is_optional_member<M T::*>::value) {
     if (i >= elements.size()) return true;
     (out.*member).emplace();
@@ -138,13 +211,14 @@ bool read_slot(T& out, M T::*member, std::span<Term> elements, std::size_t i) {
 // a tuple of 4 elements or more, of which the rest is ignored; flags any non-negative
 // integer, of which the low byte counts; the token read only where the flags say there is
 // one; the target of the type the flags say.
-ControlResult decode_altact(std::span<Term> elements, control::AltactSigSend& out) {
+ControlResult decode_altact(std::span<ControlElement> elements, control::AltactSigSend& out) {
   const std::string what(name_of(Op::altact_sig_send));
   if (elements.size() < 3)
     return {std::nullopt, bad_control(what + ": tuple of arity " + std::to_string(elements.size() + 1))};
-  if (const auto small = elements[0].as_int64(); small && *small >= 0) {
+  const Term flags = element_term(std::move(elements[0]));
+  if (const auto small = flags.as_int64(); small && *small >= 0) {
     out.flags = static_cast<std::uint64_t>(*small) & 0xff;
-  } else if (const auto* big = elements[0].get_if<etf::Boxed<etf::BigInteger>>(); big != nullptr && !(*big)->negative) {
+  } else if (const auto* big = flags.get_if<etf::Boxed<etf::BigInteger>>(); big != nullptr && !(*big)->negative) {
     out.flags = (*big)->magnitude.empty() ? 0 : (*big)->magnitude[0];  // little-endian
   } else {
     return {std::nullopt, bad_control(what + ": flags not a non-negative integer")};
@@ -167,13 +241,13 @@ ControlResult decode_altact(std::span<Term> elements, control::AltactSigSend& ou
     return wrong("target");
   if ((out.flags & altact::token) != 0) {
     if (elements.size() < 4) return {std::nullopt, bad_control(what + ": the token flag without a token")};
-    out.trace_token = std::move(elements[3]);
+    out.trace_token = element_term(std::move(elements[3]));
   }
   return {};
 }
 
 template <class T>
-ControlResult decode_as(std::span<Term> elements, std::optional<Term>& payload) {
+ControlResult decode_as(std::span<ControlElement> elements, std::optional<Term>& payload) {
   const std::string what(name_of(T::op));
   T out{};
   if constexpr (std::is_same_v<T, control::AltactSigSend>) {
@@ -202,10 +276,40 @@ ControlResult decode_as(std::span<Term> elements, std::optional<Term>& payload) 
   return {Control(std::move(out)), std::nullopt};
 }
 
+// The control tuple of a message, written to a sink: {Op, Fields...}, '' in the unused
+// slots, a trailing optional field only when it is there.
+template <class Sink>
+void write_control_tuple(const Control& control, Sink& out) {
+  std::visit(
+      [&](const auto& c) {
+        using T = std::decay_t<decltype(c)>;
+        std::size_t arity = 1;
+        auto count_slot = [&](auto slot) {
+          if constexpr (is_optional_member<decltype(slot)>::value) arity += (c.*slot).has_value() ? 1 : 0;
+          else ++arity;
+        };
+        std::apply([&](auto... slot) { (count_slot(slot), ...); }, T::fields);
+        out.begin_tuple(static_cast<std::uint32_t>(arity));
+        out.integer(static_cast<std::int64_t>(T::op));
+        auto write_slot = [&](auto slot) {
+          if constexpr (std::is_same_v<decltype(slot), UnusedSlot>) {
+            out.atom("");
+          } else if constexpr (is_optional_member<decltype(slot)>::value) {
+            if (c.*slot) write_field(out, *(c.*slot));
+          } else {
+            write_field(out, c.*slot);
+          }
+        };
+        std::apply([&](auto... slot) { (write_slot(slot), ...); }, T::fields);
+        out.end_tuple();
+      },
+      control);
+}
+
 // ---- The table: operation number -> what the description above makes of it.
 
 struct OpEntry {
-  ControlResult (*decode)(std::span<Term>, std::optional<Term>&) = nullptr;
+  ControlResult (*decode)(std::span<ControlElement>, std::optional<Term>&) = nullptr;
   bool has_payload = false;
 };
 constexpr std::size_t op_count = 38;  // 0 .. ALTACT_SIG_SEND
@@ -250,35 +354,31 @@ bool has_payload(Op op) noexcept {
 }
 
 ControlResult control_from_terms(Term tuple, std::optional<Term> payload) {
-  auto* elements = std::get_if<etf::Tuple>(&tuple.repr());
-  if (elements == nullptr)
+  auto* tuple_elements = std::get_if<etf::Tuple>(&tuple.repr());
+  if (tuple_elements == nullptr)
     return {std::nullopt,
             bad_control("the control message is a " + std::string(to_string(tuple.kind())) + ", not a tuple")};
-  if (elements->elements.empty()) return {std::nullopt, bad_control("the control message is {}")};
-  const auto number = elements->elements[0].as_int64();
+  std::vector<ControlElement> elements;
+  elements.reserve(tuple_elements->elements.size());
+  for (Term& element : tuple_elements->elements) elements.emplace_back(std::move(element));
+  return detail::control_from_elements(elements, std::move(payload));
+}
+
+ControlResult detail::control_from_elements(std::span<ControlElement> elements, std::optional<Term> payload) {
+  if (elements.empty()) return {std::nullopt, bad_control("the control message is {}")};
+  std::optional<std::int64_t> number;
+  if (const auto* small = std::get_if<std::int64_t>(&elements[0])) number = *small;
+  else if (const auto* term = std::get_if<Term>(&elements[0])) number = term->as_int64();
   const OpEntry* entry = number ? find_op(*number) : nullptr;
-  if (entry == nullptr) return {std::nullopt, bad_control("unknown operation " + elements->elements[0].to_string())};
-  return entry->decode(std::span<Term>(elements->elements).subspan(1), payload);
+  if (entry == nullptr)
+    return {std::nullopt, bad_control("unknown operation " + element_term(std::move(elements[0])).to_string())};
+  return entry->decode(elements.subspan(1), payload);
 }
 
 etf::Term control_tuple(const Control& control) {
-  return std::visit(
-      [](const auto& c) {
-        using T = std::decay_t<decltype(c)>;
-        std::vector<Term> elements{Term::integer(static_cast<std::int64_t>(T::op))};
-        auto write_slot = [&](auto slot) {
-          if constexpr (std::is_same_v<decltype(slot), UnusedSlot>) {
-            elements.push_back(Term::atom(""));
-          } else if constexpr (is_optional_member<decltype(slot)>::value) {
-            if (c.*slot) elements.push_back(*(c.*slot));
-          } else {
-            elements.push_back(to_term(c.*slot));
-          }
-        };
-        std::apply([&](auto... slot) { (write_slot(slot), ...); }, T::fields);
-        return Term::tuple(std::move(elements));
-      },
-      control);
+  etf::TermBuilder builder;
+  write_control_tuple(control, builder);
+  return builder.take();
 }
 
 const etf::Term* payload_of(const Control& control) noexcept {
@@ -304,9 +404,9 @@ std::optional<Error> encode_frame_with(const Control& control, std::uint64_t neg
   // Over distribution OTP writes every atom in a UTF-8 form: minor version 2.
   etf::Writer writer(out, 2);
   const bool with_header = (negotiated_flags & flag::dist_hdr_atom_cache) != 0;
-  auto write_term = [&](const Term& t) {
-    if (!with_header) writer.version();  // pass-through terms are whole external terms
-    etf::walk(t, writer);
+  // Pass-through terms are whole external terms.
+  auto begin_term = [&] {
+    if (!with_header) writer.version();
   };
   try {
     if (with_header) {
@@ -316,12 +416,14 @@ std::optional<Error> encode_frame_with(const Control& control, std::uint64_t neg
     } else {
       out.push(112);
     }
-    write_term(control_tuple(control));
+    begin_term();
+    write_control_tuple(control, writer);
     if (write_payload != nullptr) {
-      if (!with_header) writer.version();
+      begin_term();
       (*write_payload)(writer);
     } else if (const Term* payload = payload_of(control)) {
-      write_term(*payload);
+      begin_term();
+      etf::walk(*payload, writer);
     }
   } catch (const etf::EncodeError& e) {
     out.truncate(start);

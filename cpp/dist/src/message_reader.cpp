@@ -1,6 +1,8 @@
 #include <camlbeam/dist/message_reader.hpp>
 #include <camlbeam/etf/term_builder.hpp>
 
+#include "control_elements.hpp"
+
 #include <algorithm>
 #include <string>
 #include <utility>
@@ -120,26 +122,25 @@ MessageReader::Outcome MessageReader::continue_sequence(std::uint64_t sequence, 
   return decode(complete.bytes, &complete.refs);
 }
 
-// The control tuple, then the payload term if any bytes are left. `refs` null: the
-// pass-through form, where each term is a whole external term (131 ...).
+// The control tuple, straight into its elements (control_elements.hpp), then the payload
+// term if any bytes are left. `refs` null: the pass-through form, where each term is a
+// whole external term (131 ...).
 MessageReader::Outcome MessageReader::decode(std::span<const std::uint8_t> bytes, const etf::AtomCacheRefs* refs) {
   etf::DecodeOptions options{.limits = limits_.terms, .allow_trailing_bytes = true, .atom_cache_refs = refs};
-  auto decode_one = [&](std::span<const std::uint8_t> input, etf::Term& out) {
-    // A peer may be OTP 27 or later, for which 0.0 and -0.0 are two map keys.
-    etf::TermBuilder builder({.zero_signs_apart = true});
-    const etf::DecodeResult r =
-        refs != nullptr ? etf::decode_body(input, builder, options) : etf::decode(input, builder, options);
-    if (r) out = builder.take();
-    return r;
+  // A peer may be OTP 27 or later, for which 0.0 and -0.0 are two map keys.
+  const etf::TermBuilder::Options terms{.zero_signs_apart = true};
+  auto decode_one = [&](std::span<const std::uint8_t> input, auto& visitor) {
+    return refs != nullptr ? etf::decode_body(input, visitor, options) : etf::decode(input, visitor, options);
   };
-  etf::Term tuple;
+  detail::ControlTupleReader tuple(elements_, terms);
   const auto control = decode_one(bytes, tuple);
   if (!control) return fail({Errc::bad_term, term_error("control message", *control.error)});
   std::optional<etf::Term> payload;
   if (control.end < bytes.size()) {
     options.allow_trailing_bytes = false;
     const auto rest = bytes.subspan(control.end);
-    const auto message = decode_one(rest, payload.emplace());
+    etf::TermBuilder builder(terms);
+    const auto message = decode_one(rest, builder);
     if (!message) {
       // decode_body stops after one term: bytes past it are the peer's, not ours.
       if (message.error->code == etf::Errc::trailing_bytes)
@@ -148,8 +149,11 @@ MessageReader::Outcome MessageReader::decode(std::span<const std::uint8_t> bytes
     }
     if (message.end != rest.size())
       return fail({Errc::bad_control, std::to_string(rest.size() - message.end) + " bytes after the payload"});
+    payload = builder.take();
   }
-  auto typed = control_from_terms(std::move(tuple), std::move(payload));
+  auto typed = tuple.was_tuple() ? detail::control_from_elements(elements_, std::move(payload))
+                                 : control_from_terms(tuple.take_whole(), std::move(payload));
+  elements_.clear();
   if (!typed) return fail(std::move(*typed.error));
   return {std::move(typed.control), std::nullopt};
 }

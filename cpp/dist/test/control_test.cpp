@@ -493,12 +493,37 @@ TEST(MessageReaderHostile, MalformedControlTuples) {
        Term::atom("m")},                                                                   // alias and name
       {Term::tuple({Term::integer(37), Term::integer(-1), p, p}), Term::atom("m")},        // negative flags
       {Term::tuple({Term::integer(37), Term::integer(0), p}), Term::atom("m")},            // no target
+      {Term::list({Term::tuple({Term::integer(1), p, p})})},                               // a list around a tuple
+      {Term::tuple({Term::integer(1), Term::tuple({p}), p})},                              // a tuple where a pid goes
+      {Term::tuple({Term::integer(35), Term::big_integer(false, {1, 2, 3, 4, 5, 6, 7, 8, 9}), p, p})},  // id of 72 bits
+      {Term::tuple({Term::tuple({Term::integer(1)}), p, p})},                              // operation a tuple
   };
   for (const auto& terms : cases) {
     MessageReader header_reader(header_flags);
     EXPECT_EQ(error_of(header_reader, header_frame_of(terms)), Errc::bad_control) << terms[0].to_string();
     MessageReader plain_reader(pass_through_flags);
     EXPECT_EQ(error_of(plain_reader, pass_through_of(terms)), Errc::bad_control) << terms[0].to_string();
+  }
+}
+
+// The control tuple is read into its elements without a tree; what it says when it is not a
+// control tuple is what the tree said (control_from_terms), whatever the frame's form.
+TEST(MessageReaderHostile, MalformedControlIsNamedAsControlFromTermsNamesIt) {
+  const Term p = Term::pid(pid(1));
+  const std::vector<Term> tuples{Term::atom("link"), Term::tuple({}), Term::tuple({Term::integer(99), p, p}),
+                                 Term::tuple({Term::tuple({Term::integer(1)}), p, p}),
+                                 Term::tuple({Term::integer(1), Term::tuple({p}), p}),
+                                 Term::list({Term::tuple({Term::integer(1), p, p})}, Term::atom("tail"))};
+  for (const Term& tuple : tuples) {
+    const ControlResult expected = control_from_terms(tuple, std::nullopt);
+    ASSERT_TRUE(expected.error) << tuple.to_string();
+    for (const std::uint64_t flags : {header_flags, pass_through_flags}) {
+      MessageReader reader(flags);
+      const Bytes body = flags == header_flags ? header_frame_of({tuple}) : pass_through_of({tuple});
+      const auto got = reader.read(body);
+      ASSERT_TRUE(got.error) << tuple.to_string();
+      EXPECT_EQ(got.error->message(), expected.error->message()) << tuple.to_string();
+    }
   }
 }
 

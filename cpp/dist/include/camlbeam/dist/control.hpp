@@ -359,6 +359,12 @@ using Control =
                  control::SpawnReply, control::SpawnReplyTT, control::AliasSend, control::AliasSendTT,
                  control::UnlinkId, control::UnlinkIdAck, control::AltactSigSend>;
 
+namespace detail {
+// One element of a control tuple as MessageReader reads it (src/control_elements.hpp): a
+// scalar in the form the structs' fields take it, or a Term for anything else.
+using ControlElement = std::variant<etf::Term, std::int64_t, etf::Atom, etf::Pid, etf::Reference>;
+}  // namespace detail
+
 Op op_of(const Control& control) noexcept;
 std::string_view name_of(Op op) noexcept;  // "link", "send_tt" ...; "" for no operation
 

@@ -78,6 +78,8 @@ class MessageReader {
   Limits limits_;
   etf::AtomCache cache_;
   etf::AtomCacheRefs refs_;  // a whole message's, reused
+  // The control tuple's elements (src/control_elements.hpp), reused.
+  std::vector<detail::ControlElement> elements_;
   std::map<std::uint64_t, Partial> partials_;
   std::size_t partial_bytes_ = 0;   // their bytes so far
   std::size_t reserved_bytes_ = 0;  // their buffers' capacities
