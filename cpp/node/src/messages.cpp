@@ -45,11 +45,11 @@ std::optional<std::variant<GenCall, GenCast>> gen_message(Term message) {
   if (tuple == nullptr) return std::nullopt;
   auto& elements = tuple->elements;
   if (elements.size() == 3 && elements[0].is_atom("$gen_call")) {
-    const auto from = elements[1].tuple_elements();
-    if (from.size() != 2) return std::nullopt;
-    const auto* pid = from[0].get_if<etf::Boxed<etf::Pid>>();
+    auto* from = std::get_if<etf::Tuple>(&elements[1].repr());
+    if (from == nullptr || from->elements.size() != 2) return std::nullopt;
+    auto* pid = std::get_if<etf::Boxed<etf::Pid>>(&from->elements[0].repr());
     if (pid == nullptr) return std::nullopt;
-    return GenCall{**pid, from[1], std::move(elements[2])};
+    return GenCall{std::move(**pid), std::move(from->elements[1]), std::move(elements[2])};
   }
   if (elements.size() == 2 && elements[0].is_atom("$gen_cast")) return GenCast{std::move(elements[1])};
   return std::nullopt;

@@ -310,9 +310,12 @@ void Processes::serve_ocaml_call(const std::string& peer, GenCall& call, Effects
       caller_timeout = static_cast<std::uint32_t>(*ms);
     }
   }
-  if (auto request = host_call(std::move(call.request), call.tag, call_timeout_ms_)) {
+  // The host's Ref is 0: the answer goes into the reply's frame, whose tag is GenReply's,
+  // and OCaml needs none (a tag made for OCaml would be a reference converted, per call).
+  if (auto request = host_call(std::move(call.request), Term::integer(0), call_timeout_ms_)) {
     return add_work(
-        {peer, std::move(*request), HostWork::GenReply{from, call.tag, false, {}}, caller_timeout, {}}, out);
+        {peer, std::move(*request), HostWork::GenReply{from, std::move(call.tag), false, {}}, caller_timeout, {}},
+        out);
   }
   reply(bad_request("the ocaml process answers {call, Function, Args[, Timeout]}, {load, Path[, Timeout]}, pid, info "
                     "and in_flight; a cast is {cast, Function, Args}"));
@@ -500,23 +503,25 @@ void Processes::answered(const HostWork& work, Term answer, Effects& out) {
              work.reply_to);
 }
 
-bool Processes::answered_in_place(const HostWork& work, AnswerWriter write_answer, Effects& out) {
-  const auto* reply = std::get_if<HostWork::GenReply>(&work.reply_to);
+bool Processes::answered_in_place(HostWork& work, AnswerWriter write_answer, Effects& out) {
+  auto* reply = std::get_if<HostWork::GenReply>(&work.reply_to);
   if (reply == nullptr || reply->load) return false;
   if (outstanding_ > 0) --outstanding_;
   if (!flags_.contains(work.peer)) return true;
-  // The message's place holds nil; `payload` writes {Tag, Answer} there.
-  send_reply(work.peer, *reply, Term::nil(), out);
+  // The message's place holds nil; `payload` writes {Tag, Answer} there. Both writers share
+  // the reply, taken from the work.
+  send_message(work.peer, ocaml_, reply->to, reply->tag, Term::nil(), out);
+  const auto shared = std::make_shared<const HostWork::GenReply>(std::move(*reply));
   Outgoing& sent = out.send.back();
-  sent.payload = [this, peer = work.peer, tag = reply->tag, write = std::move(write_answer)](etf::Writer& writer) {
+  sent.payload = [this, peer = work.peer, shared, write = std::move(write_answer)](etf::Writer& writer) {
     writer.begin_tuple(2);
-    etf::walk(tag, writer);
+    etf::walk(shared->tag, writer);
     write(writer, known_atoms_.view_of(peer));
     writer.end_tuple();
   };
-  sent.with_answer = [this, peer = work.peer, reply = *reply](Term other) {
+  sent.with_answer = [this, peer = std::move(work.peer), shared](Term other) {
     Effects again;
-    send_reply(peer, reply, std::move(other), again);
+    send_reply(peer, *shared, std::move(other), again);
     return std::move(again.send.back().control);
   };
   return true;

@@ -155,9 +155,10 @@ class Processes {
   // the frame that carries it (Outgoing::payload), with no etf::Term between: as answered()
   // sends it, the caller's Tag and then the answer. write_answer is given the peer's
   // known atoms, and throws AnswerRefused with KnownAtoms::refusal for an atom the peer may
-  // not know. False, and nothing done, for any other work: answered() is the way.
+  // not know. False, and nothing done, for any other work: answered() is the way. True: the
+  // work's reply and peer were taken.
   using AnswerWriter = std::function<void(etf::Writer&, const KnownAtoms::PeerView&)>;
-  bool answered_in_place(const HostWork& work, AnswerWriter write_answer, Effects& out);
+  bool answered_in_place(HostWork& work, AnswerWriter write_answer, Effects& out);
 
   // The first atom of `term` that `peer`'s VM may not have (known_atoms.hpp): an answer, a
   // message or arguments holding one are not sent there.
