@@ -154,7 +154,7 @@ void Processes::receive(const std::string& peer, dist::Control message, Effects&
   };
   const auto link = [&](const etf::Pid& from, const etf::Pid& to) {
     if (exists(to) && watches_[peer].size() < limits_.max_watches_per_peer) {
-      watch(peer, Watch{Watch::Kind::link, number_of(to), Term::pid(from), Term()});
+      watch(peer, Watch{Watch::Kind::link, number_of(to), from, {}});
     } else {
       send_exit(peer, to, from, Term::atom("noproc"), out);
     }
@@ -165,7 +165,7 @@ void Processes::receive(const std::string& peer, dist::Control message, Effects&
     const bool alive = name.has_value() || (pid != nullptr && exists(*pid));
     if (alive && watches_[peer].size() < limits_.max_watches_per_peer) {
       const std::uint64_t target = name ? registered_number(*name) : number_of(*pid);
-      watch(peer, Watch{Watch::Kind::monitor, target, Term::pid(from), Term::reference(ref)});
+      watch(peer, Watch{Watch::Kind::monitor, target, from, ref});
     } else {
       send_down(peer, to, from, ref, Term::atom("noproc"), out);
     }
@@ -175,7 +175,7 @@ void Processes::receive(const std::string& peer, dist::Control message, Effects&
     const auto* pid = std::get_if<etf::Pid>(&to);
     if (!name && pid == nullptr) return;
     const std::uint64_t target = name ? registered_number(*name) : number_of(*pid);
-    unwatch(peer, Watch{Watch::Kind::monitor, target, Term::pid(from), Term::reference(ref)});
+    unwatch(peer, Watch{Watch::Kind::monitor, target, from, ref});
     // erpc's caller gave up (call_abandon): the monitor its spawn request set goes, and the
     // call runs on, as an Erlang process would; its exit is then sent to nobody.
     if (pid != nullptr && is_ours(*pid)) {
@@ -196,10 +196,10 @@ void Processes::receive(const std::string& peer, dist::Control message, Effects&
           [&](control::RegSendTT& m) { deliver_to(m.to_name, m.message); },
           [&](const control::Link& m) { link(m.from, m.to); },
           [&](const control::Unlink& m) {
-            unwatch(peer, Watch{Watch::Kind::link, number_of(m.to), Term::pid(m.from), Term()});
+            unwatch(peer, Watch{Watch::Kind::link, number_of(m.to), m.from, {}});
           },
           [&](const control::UnlinkId& m) {
-            unwatch(peer, Watch{Watch::Kind::link, number_of(m.to), Term::pid(m.from), Term()});
+            unwatch(peer, Watch{Watch::Kind::link, number_of(m.to), m.from, {}});
             out.send.push_back({peer, control::UnlinkIdAck{m.id, m.to, m.from}});
           },
           [&](const control::MonitorP& m) { monitor(m.from, m.to, m.ref); },
@@ -212,16 +212,16 @@ void Processes::receive(const std::string& peer, dist::Control message, Effects&
           // processes trap exits (the registered ones are servers) or finish on their own
           // (spawned ones), so no exit signal ends them.
           [&](const control::Exit& m) {
-            unwatch(peer, Watch{Watch::Kind::link, number_of(m.to), Term::pid(m.from), Term()});
+            unwatch(peer, Watch{Watch::Kind::link, number_of(m.to), m.from, {}});
           },
           [&](const control::ExitTT& m) {
-            unwatch(peer, Watch{Watch::Kind::link, number_of(m.to), Term::pid(m.from), Term()});
+            unwatch(peer, Watch{Watch::Kind::link, number_of(m.to), m.from, {}});
           },
           [&](const control::PayloadExit& m) {
-            unwatch(peer, Watch{Watch::Kind::link, number_of(m.to), Term::pid(m.from), Term()});
+            unwatch(peer, Watch{Watch::Kind::link, number_of(m.to), m.from, {}});
           },
           [&](const control::PayloadExitTT& m) {
-            unwatch(peer, Watch{Watch::Kind::link, number_of(m.to), Term::pid(m.from), Term()});
+            unwatch(peer, Watch{Watch::Kind::link, number_of(m.to), m.from, {}});
           },
           // OTP 28's sends to an alias, priority messages and exit signals with either
           // (when ALTACT_SIG is negotiated). The node makes no alias, so what goes to one

@@ -211,10 +211,14 @@ class Processes {
     enum class Kind : std::uint8_t { link, monitor };
     Kind kind;
     std::uint64_t target;  // our process: its pid's id and serial, as make_pid makes them
-    etf::Term watcher;     // the peer's pid
-    etf::Term reference;   // a monitor's; [] for a link
+    etf::Pid watcher;          // the peer's process
+    etf::Reference reference;  // a monitor's; none (no ids) for a link
+    // Any order that tells watches apart: the cheap fields first.
     friend bool operator<(const Watch& a, const Watch& b) noexcept {
-      return std::tie(a.kind, a.target, a.watcher, a.reference) < std::tie(b.kind, b.target, b.watcher, b.reference);
+      return std::tie(a.kind, a.target, a.watcher.id, a.watcher.serial, a.watcher.creation, a.reference.ids,
+                      a.reference.creation, a.watcher.node, a.reference.node) <
+             std::tie(b.kind, b.target, b.watcher.id, b.watcher.serial, b.watcher.creation, b.reference.ids,
+                      b.reference.creation, b.watcher.node, b.reference.node);
     }
   };
 
