@@ -78,7 +78,8 @@ void KnownAtoms::learn(const std::string& peer, const Term& request) {
   Names& names = of(peer);
   each_name(request, [&](std::string_view name) {
     if (names.size() >= max_per_peer) return false;
-    if (!is_camlbeams_own(name) && !names.contains(name)) names.emplace(name);
+    // A request's names are mostly known already: the set first, then the list of 45.
+    if (!names.contains(name) && !is_camlbeams_own(name)) names.emplace(name);
     return true;
   });
 }
