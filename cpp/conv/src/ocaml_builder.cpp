@@ -262,27 +262,6 @@ value major_block(mlsize_t wosize, tag_t tag) {
   return b;
 }
 
-// caml_alloc_string, filled, with major-heap strings allocated as major_block says. The
-// result is unrooted: the caller pushes it at once.
-value ocaml_string(const void* data, std::size_t size) {
-  const mlsize_t wosize = (size + sizeof(value)) / sizeof(value);
-  value s;
-  if (wosize <= Max_young_wosize) {
-    s = caml_alloc_string(size);
-  } else {
-    // The padding caml_alloc_string writes: the last byte of the block says how many bytes
-    // of the last word are not the string's.
-    s = major_block(wosize, String_tag);
-    Field(s, wosize - 1) = 0;
-    const mlsize_t last = Bsize_wsize(wosize) - 1;
-    Byte(s, last) = static_cast<char>(last - size);
-  }
-  if (size != 0) std::memcpy(Bytes_val(s), data, size);
-  // Strings hold no pointers, so the collection caml_alloc_shr may have asked for can run
-  // now, with s rooted by caml_check_urgent_gc.
-  return wosize <= Max_young_wosize ? s : caml_check_urgent_gc(s);
-}
-
 // A managed Bigarray of char holding a copy of the bytes: its memory is malloc's, freed by
 // the Bigarray's finaliser. Built as caml_ba_alloc builds it, but with the runtime told how
 // much memory the block holds (caml_ba_alloc of OCaml 4.13 tells it nothing about data it
@@ -358,6 +337,24 @@ value zarith_of(bool negative, std::span<const std::uint8_t> magnitude) {
   if (value* hp = reserve_young(domain, Whsize_wosize(wosize))) [[likely]]
     return young_header(hp, wosize, tag);
   return caml_alloc_small(wosize, tag);
+}
+
+// caml_alloc_string, filled: minor-heap strings through young_block (caml_alloc_string
+// was a call per atom and small binary, reading Caml_state several times), major-heap ones
+// as major_block says. The result is unrooted: the caller pushes it at once.
+value ocaml_string(caml_domain_state* domain, const void* data, std::size_t size) {
+  const mlsize_t wosize = (size + sizeof(value)) / sizeof(value);
+  const bool young = wosize <= Max_young_wosize;
+  const value s = young ? young_block(domain, wosize, String_tag) : major_block(wosize, String_tag);
+  // The padding caml_alloc_string writes: the last byte of the block says how many bytes
+  // of the last word are not the string's.
+  Field(s, wosize - 1) = 0;
+  const mlsize_t last = Bsize_wsize(wosize) - 1;
+  Byte(s, last) = static_cast<char>(last - size);
+  if (size != 0) std::memcpy(Bytes_val(s), data, size);
+  // Strings hold no pointers, so the collection caml_alloc_shr may have asked for can run
+  // now, with s rooted by caml_check_urgent_gc.
+  return young ? s : caml_check_urgent_gc(s);
 }
 
 }  // namespace
@@ -449,14 +446,14 @@ void OcamlBuilder::float64(double d) {
 }
 
 void OcamlBuilder::atom(std::string_view utf8) {
-  vals_.push_back(ocaml_string(utf8.data(), utf8.size()));
+  vals_.push_back(ocaml_string(domain_, utf8.data(), utf8.size()));
   wrap_top(term_tag::atom);
   child_done();
 }
 
 void OcamlBuilder::binary(std::span<const std::uint8_t> bytes) {
   if (bytes.size() <= heap_binary_max) {
-    vals_.push_back(ocaml_string(bytes.data(), bytes.size()));
+    vals_.push_back(ocaml_string(domain_, bytes.data(), bytes.size()));
     wrap_top(binary_tag::heap);
   } else {
     vals_.push_back(off_heap_bytes(bytes));
@@ -467,7 +464,7 @@ void OcamlBuilder::binary(std::span<const std::uint8_t> bytes) {
 }
 
 void OcamlBuilder::bitstring(std::span<const std::uint8_t> bytes, std::uint8_t bits) {
-  vals_.push_back(ocaml_string(bytes.data(), bytes.size()));
+  vals_.push_back(ocaml_string(domain_, bytes.data(), bytes.size()));
   const value b = caml_alloc_small(2, term_tag::bitstring);
   Field(b, 0) = vals_.back();
   Field(b, 1) = Val_int(bits);
@@ -654,14 +651,14 @@ void pid_record_over_node(std::vector<value>& vals, const etf::PidView& pid) {
 }  // namespace
 
 void OcamlBuilder::pid(const etf::PidView& pid) {
-  vals_.push_back(ocaml_string(pid.node.data(), pid.node.size()));
+  vals_.push_back(ocaml_string(domain_, pid.node.data(), pid.node.size()));
   pid_record_over_node(vals_, pid);
   wrap_top(term_tag::pid);
   child_done();
 }
 
 void OcamlBuilder::port(const etf::PortView& port) {
-  vals_.push_back(ocaml_string(port.node.data(), port.node.size()));
+  vals_.push_back(ocaml_string(domain_, port.node.data(), port.node.size()));
   vals_.push_back(caml_copy_int64(static_cast<std::int64_t>(port.id)));
   const value record = caml_alloc_small(3, 0);
   Field(record, 0) = vals_[vals_.size() - 2];
@@ -674,7 +671,7 @@ void OcamlBuilder::port(const etf::PortView& port) {
 }
 
 void OcamlBuilder::reference(const etf::ReferenceView& ref) {
-  vals_.push_back(ocaml_string(ref.node.data(), ref.node.size()));
+  vals_.push_back(ocaml_string(domain_, ref.node.data(), ref.node.size()));
   const std::size_t count = ref.ids.size();
   value ids = Atom(0);
   if (count != 0) {
@@ -695,9 +692,9 @@ void OcamlBuilder::reference(const etf::ReferenceView& ref) {
 void OcamlBuilder::begin_fun(const etf::FunView& fun) {
   // The Local record without its free variables sits at the frame's base; they follow it,
   // and end_fun builds the final record around their list.
-  vals_.push_back(ocaml_string(fun.uniq.data(), fun.uniq.size()));
-  vals_.push_back(ocaml_string(fun.module.data(), fun.module.size()));
-  vals_.push_back(ocaml_string(fun.pid.node.data(), fun.pid.node.size()));
+  vals_.push_back(ocaml_string(domain_, fun.uniq.data(), fun.uniq.size()));
+  vals_.push_back(ocaml_string(domain_, fun.module.data(), fun.module.size()));
+  vals_.push_back(ocaml_string(domain_, fun.pid.node.data(), fun.pid.node.size()));
   pid_record_over_node(vals_, fun.pid);
   const value local = caml_alloc_small(local_field::count, fun_tag::local);
   const std::size_t top = vals_.size();
@@ -733,8 +730,8 @@ void OcamlBuilder::end_fun() {
 }
 
 void OcamlBuilder::export_fun(std::string_view module, std::string_view function, std::uint8_t arity) {
-  vals_.push_back(ocaml_string(module.data(), module.size()));
-  vals_.push_back(ocaml_string(function.data(), function.size()));
+  vals_.push_back(ocaml_string(domain_, module.data(), module.size()));
+  vals_.push_back(ocaml_string(domain_, function.data(), function.size()));
   const value exp = caml_alloc_small(3, fun_tag::export_);
   Field(exp, 0) = vals_[vals_.size() - 2];
   Field(exp, 1) = vals_[vals_.size() - 1];
