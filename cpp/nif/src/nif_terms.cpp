@@ -180,6 +180,42 @@ struct ReadFailure {
   etf::DecodeError error;
 };
 
+// The UTF-8 text of atoms read on this thread, by their term: an atom is an immediate
+// term, the same in every env and for the VM's life (the VM never removes one), so a term
+// equal to a remembered one is that atom, and nothing else. A hit skips the reader's three
+// NIF API calls for an atom (the integer try, the type, enif_get_atom's copy of its text);
+// the tag and the export's name of every call are atoms. Direct-mapped by the atom's
+// index; texts up to `longest` bytes.
+class AtomTexts {
+ public:
+  static constexpr std::size_t longest = 54;
+  struct Slot {
+    ERL_NIF_TERM term = 0;  // 0: empty (no term is 0: THE_NON_VALUE)
+    std::uint8_t size = 0;
+    char text[longest + 1] = {};
+  };
+  static_assert(sizeof(Slot) == 64);
+
+  static AtomTexts& of_thread() noexcept {
+    thread_local AtomTexts texts;
+    return texts;
+  }
+  const Slot& slot(ERL_NIF_TERM term) const noexcept { return slots_[index(term)]; }
+  void remember(ERL_NIF_TERM atom, std::string_view utf8) noexcept {
+    if (utf8.size() > longest) return;
+    Slot& slot = slots_[index(atom)];
+    slot.size = static_cast<std::uint8_t>(utf8.size());
+    std::memcpy(slot.text, utf8.data(), utf8.size());
+    slot.term = atom;
+  }
+
+ private:
+  static constexpr std::size_t slot_count = 128;
+  // An atom's term is its index above 6 tag bits.
+  static std::size_t index(ERL_NIF_TERM term) noexcept { return (term >> 6) % slot_count; }
+  std::array<Slot, slot_count> slots_;
+};
+
 class NifReader {
  public:
   NifReader(ErlNifEnv* env, conv::OcamlBuilder& builder, const ReadLimits& limits, ReadScratch& scratch) noexcept
@@ -219,6 +255,12 @@ class NifReader {
   // takes its children in order: a tuple's or a map's pushed on `pending_`, a list's from
   // its cells.
   void read_one(ERL_NIF_TERM term) {
+    if (const AtomTexts::Slot& known = atom_texts_.slot(term); known.term == term) {
+      // The slot stays as it is while the builder copies it: an allocation from C runs the
+      // GC's work only, never OCaml code that could convert on this thread.
+      builder_.atom({known.text, known.size});
+      return;
+    }
     // Numbers first, without asking the term's type: each enif_* call costs a few
     // nanoseconds, as much as building the value. Integers are the most common term of
     // all; after a float, floats are tried first, as a list's elements are mostly of one
@@ -277,7 +319,9 @@ class NifReader {
       return;
     }
     const auto* text = reinterpret_cast<const std::uint8_t*>(latin1);
-    builder_.atom(atom_text_.from_latin1({text, static_cast<std::size_t>(written - 1)}));
+    const std::string_view utf8 = atom_text_.from_latin1({text, static_cast<std::size_t>(written - 1)});
+    atom_texts_.remember(atom, utf8);
+    builder_.atom(utf8);
   }
 
   void read_list(ERL_NIF_TERM list) {
@@ -385,6 +429,7 @@ class NifReader {
   std::vector<ERL_NIF_TERM>& pending_;
   std::vector<ReadFrame>& open_;
   etf::detail::AtomText atom_text_;  // the decoder's Latin-1 → UTF-8 of atom text
+  AtomTexts& atom_texts_ = AtomTexts::of_thread();
   bool after_float_ = false;         // the last number read was a float
 };
 
