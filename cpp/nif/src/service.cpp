@@ -757,8 +757,10 @@ std::optional<ERL_NIF_TERM> Service::run_here(ErlNifEnv* env, const std::shared_
   // The share of a scheduler's time slice (a millisecond, as the NIF docs count it) used.
   const auto percent = std::chrono::duration_cast<std::chrono::microseconds>(took).count() / 10;
   (void)enif_consume_timeslice(env, static_cast<int>(std::clamp<std::int64_t>(percent, 1, 100)));
-  const bool declared = export_times_.is_declared(*key);
   if (export_times_.ran_on_scheduler(*key, took) == ExportTimes::Overrun::first) {
+    // Asked for the log only, not at every call (a lock of its own): an overrun leaves the
+    // declaration as it was, and no load, which changes it, starts before give_back.
+    const bool declared = export_times_.is_declared(*key);
     log(*worker, std::string("OCaml worker: a call of an export ") +
                      (declared ? "declared short (Erl.export ~short:true)" : "that had run short") + " took " +
                      std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(took).count()) +
