@@ -517,6 +517,12 @@ void OcamlBuilder::begin_list(std::uint32_t n) {
   frames_.push_back(Frame{OpenKind::list, vals_.size(), n});
 }
 
+// Never at its tail before end_list: no tail list or string is folded into it, which only
+// ETF's shapes need.
+void OcamlBuilder::begin_list_of_unknown_length() {
+  frames_.push_back(Frame{OpenKind::list, vals_.size(), SIZE_MAX});
+}
+
 // Conses vals_[base, base + n) onto the list vals_[acc], from the back: as many cells at a
 // time as the minor heap has room for (a list's cells are then adjacent, the first one
 // lowest, in the order a walk reads them), one at a time through caml_alloc_small when it

@@ -77,6 +77,10 @@ class OcamlBuilder {
   void nil();
   void string(std::span<const std::uint8_t> bytes);
   void begin_list(std::uint32_t n);
+  // A list whose elements are counted only as they come, then its tail, then end_list: for
+  // a source that learns a list's length by walking it (the NIF reader). Not part of
+  // etf::Visitor.
+  void begin_list_of_unknown_length();
   void end_list();
   void begin_tuple(std::uint32_t n);
   void end_tuple();
