@@ -262,27 +262,6 @@ value major_block(mlsize_t wosize, tag_t tag) {
   return b;
 }
 
-// caml_alloc_string, filled, with major-heap strings allocated as major_block says. The
-// result is unrooted: the caller pushes it at once.
-value ocaml_string(const void* data, std::size_t size) {
-  const mlsize_t wosize = (size + sizeof(value)) / sizeof(value);
-  value s;
-  if (wosize <= Max_young_wosize) {
-    s = caml_alloc_string(size);
-  } else {
-    // The padding caml_alloc_string writes: the last byte of the block says how many bytes
-    // of the last word are not the string's.
-    s = major_block(wosize, String_tag);
-    Field(s, wosize - 1) = 0;
-    const mlsize_t last = Bsize_wsize(wosize) - 1;
-    Byte(s, last) = static_cast<char>(last - size);
-  }
-  if (size != 0) std::memcpy(Bytes_val(s), data, size);
-  // Strings hold no pointers, so the collection caml_alloc_shr may have asked for can run
-  // now, with s rooted by caml_check_urgent_gc.
-  return wosize <= Max_young_wosize ? s : caml_check_urgent_gc(s);
-}
-
 // A managed Bigarray of char holding a copy of the bytes: its memory is malloc's, freed by
 // the Bigarray's finaliser. Built as caml_ba_alloc builds it, but with the runtime told how
 // much memory the block holds (caml_ba_alloc of OCaml 4.13 tells it nothing about data it
@@ -326,17 +305,25 @@ value zarith_of(bool negative, std::span<const std::uint8_t> magnitude) {
 // carved out of the words with young_header, their fields stored before anything else
 // allocates, as in any caml_alloc_small block; the youngest blocks need no write barrier.
 // caml_alloc_small was a call per block, three per element of a list of floats.
-[[gnu::always_inline]] inline value* reserve_young(std::size_t words) noexcept {
+//
+// `domain` is the builder's domain_, read from Caml_state once per conversion: OCaml 5's
+// Caml_state is a thread-local, which in this position-independent code is a call to
+// __tls_get_addr at each use (three or four per block: 6% of an ocaml:call of 100 floats
+// on a scheduler, in perf). The pointer does not change while a thread holds its domain,
+// and a collection moves blocks, not the domain's state; young_ptr and young_limit are
+// read through it afresh at every reservation.
+[[gnu::always_inline]] inline value* reserve_young(caml_domain_state* domain, std::size_t words) noexcept {
 #if OCAML_VERSION_MAJOR >= 5
-  const uintnat limit = Caml_state->young_limit.load(std::memory_order_relaxed);
+  const uintnat limit = domain->young_limit.load(std::memory_order_relaxed);
 #else
-  const auto limit = reinterpret_cast<uintnat>(Caml_state->young_limit);
+  const auto limit = reinterpret_cast<uintnat>(domain->young_limit);
 #endif
-  const auto ptr = reinterpret_cast<uintnat>(Caml_state->young_ptr);
+  value* const young = domain->young_ptr;
+  const auto ptr = reinterpret_cast<uintnat>(young);
   // young_limit may be above young_ptr (OCaml 5: UINTNAT_MAX, an interrupt).
   if (ptr < limit || (ptr - limit) / sizeof(value) < words) return nullptr;
-  Caml_state->young_ptr -= words;
-  return Caml_state->young_ptr;
+  domain->young_ptr = young - words;
+  return young - words;
 }
 
 // The block of `wosize` fields whose header is at `hp`, in words reserve_young gave.
@@ -346,10 +333,28 @@ value zarith_of(bool negative, std::span<const std::uint8_t> magnitude) {
 }
 
 // caml_alloc_small, with the fast path inlined.
-[[gnu::always_inline]] inline value young_block(mlsize_t wosize, tag_t tag) {
-  if (value* hp = reserve_young(Whsize_wosize(wosize))) [[likely]]
+[[gnu::always_inline]] inline value young_block(caml_domain_state* domain, mlsize_t wosize, tag_t tag) {
+  if (value* hp = reserve_young(domain, Whsize_wosize(wosize))) [[likely]]
     return young_header(hp, wosize, tag);
   return caml_alloc_small(wosize, tag);
+}
+
+// caml_alloc_string, filled: minor-heap strings through young_block (caml_alloc_string
+// was a call per atom and small binary, reading Caml_state several times), major-heap ones
+// as major_block says. The result is unrooted: the caller pushes it at once.
+value ocaml_string(caml_domain_state* domain, const void* data, std::size_t size) {
+  const mlsize_t wosize = (size + sizeof(value)) / sizeof(value);
+  const bool young = wosize <= Max_young_wosize;
+  const value s = young ? young_block(domain, wosize, String_tag) : major_block(wosize, String_tag);
+  // The padding caml_alloc_string writes: the last byte of the block says how many bytes
+  // of the last word are not the string's.
+  Field(s, wosize - 1) = 0;
+  const mlsize_t last = Bsize_wsize(wosize) - 1;
+  Byte(s, last) = static_cast<char>(last - size);
+  if (size != 0) std::memcpy(Bytes_val(s), data, size);
+  // Strings hold no pointers, so the collection caml_alloc_shr may have asked for can run
+  // now, with s rooted by caml_check_urgent_gc.
+  return young ? s : caml_check_urgent_gc(s);
 }
 
 }  // namespace
@@ -362,7 +367,7 @@ struct OcamlBuilder::Frame {
   std::size_t merged_tails = 0;  // lists: tail lists folded into this one
 };
 
-OcamlBuilder::OcamlBuilder() {
+OcamlBuilder::OcamlBuilder() : domain_(Caml_state) {
   vals_.reserve(256);
   frames_.reserve(32);
   BuilderRoots::link(this);
@@ -381,7 +386,7 @@ OcamlBuilder::~OcamlBuilder() { BuilderRoots::unlink(this); }
 
 // Replaces the top of vals_ by the one-field constructor `tag` around it.
 [[gnu::always_inline]] inline void OcamlBuilder::wrap_top(tag_t tag) {
-  const value b = young_block(1, tag);
+  const value b = young_block(domain_, 1, tag);
   Field(b, 0) = vals_.back();  // read after the allocation: it may have moved
   vals_.back() = b;
 }
@@ -389,7 +394,7 @@ OcamlBuilder::~OcamlBuilder() { BuilderRoots::unlink(this); }
 // A block of vals_[first, first + n), n > 0. The fields are read after the allocation.
 value OcamlBuilder::block_of(std::size_t first, std::size_t n, tag_t tag) {
   if (n <= Max_young_wosize) {
-    const value b = young_block(n, tag);
+    const value b = young_block(domain_, n, tag);
     for (std::size_t i = 0; i < n; ++i) Field(b, i) = vals_[first + i];
     return b;
   }
@@ -403,7 +408,7 @@ value OcamlBuilder::block_of(std::size_t first, std::size_t n, tag_t tag) {
 
 void OcamlBuilder::integer(std::int64_t v) {
   if (v >= Min_long && v <= Max_long) [[likely]] {
-    const value b = young_block(1, term_tag::int_);
+    const value b = young_block(domain_, 1, term_tag::int_);
     Field(b, 0) = Val_long(v);
     push_child(b);
     return;
@@ -426,7 +431,7 @@ void OcamlBuilder::big_integer(bool negative, std::span<const std::uint8_t> magn
 
 void OcamlBuilder::float64(double d) {
   static_assert(Double_wosize == 1);
-  if (value* hp = reserve_young(4)) [[likely]] {
+  if (value* hp = reserve_young(domain_, 4)) [[likely]] {
     // The boxed double and the Float around it, under one limit check.
     const value boxed = young_header(hp + 2, Double_wosize, Double_tag);
     Store_double_val(boxed, d);
@@ -441,14 +446,14 @@ void OcamlBuilder::float64(double d) {
 }
 
 void OcamlBuilder::atom(std::string_view utf8) {
-  vals_.push_back(ocaml_string(utf8.data(), utf8.size()));
+  vals_.push_back(ocaml_string(domain_, utf8.data(), utf8.size()));
   wrap_top(term_tag::atom);
   child_done();
 }
 
 void OcamlBuilder::binary(std::span<const std::uint8_t> bytes) {
   if (bytes.size() <= heap_binary_max) {
-    vals_.push_back(ocaml_string(bytes.data(), bytes.size()));
+    vals_.push_back(ocaml_string(domain_, bytes.data(), bytes.size()));
     wrap_top(binary_tag::heap);
   } else {
     vals_.push_back(off_heap_bytes(bytes));
@@ -459,7 +464,7 @@ void OcamlBuilder::binary(std::span<const std::uint8_t> bytes) {
 }
 
 void OcamlBuilder::bitstring(std::span<const std::uint8_t> bytes, std::uint8_t bits) {
-  vals_.push_back(ocaml_string(bytes.data(), bytes.size()));
+  vals_.push_back(ocaml_string(domain_, bytes.data(), bytes.size()));
   const value b = caml_alloc_small(2, term_tag::bitstring);
   Field(b, 0) = vals_.back();
   Field(b, 1) = Val_int(bits);
@@ -468,7 +473,7 @@ void OcamlBuilder::bitstring(std::span<const std::uint8_t> bytes, std::uint8_t b
 }
 
 void OcamlBuilder::nil() {
-  const value b = young_block(1, term_tag::list);
+  const value b = young_block(domain_, 1, term_tag::list);
   Field(b, 0) = Val_emptylist;
   push_child(b);
 }
@@ -489,10 +494,10 @@ void OcamlBuilder::string(std::span<const std::uint8_t> bytes) {
   // Consed from the back: the accumulated list is the top of vals_, the element above it.
   vals_.push_back(Val_emptylist);
   for (std::size_t i = bytes.size(); i-- > 0;) {
-    const value elem = young_block(1, term_tag::int_);
+    const value elem = young_block(domain_, 1, term_tag::int_);
     Field(elem, 0) = Val_int(bytes[i]);
     vals_.push_back(elem);
-    const value cell = young_block(2, 0);
+    const value cell = young_block(domain_, 2, 0);
     Field(cell, 0) = vals_[vals_.size() - 1];
     Field(cell, 1) = vals_[vals_.size() - 2];
     vals_.pop_back();
@@ -512,6 +517,12 @@ void OcamlBuilder::begin_list(std::uint32_t n) {
   frames_.push_back(Frame{OpenKind::list, vals_.size(), n});
 }
 
+// Never at its tail before end_list: no tail list or string is folded into it, which only
+// ETF's shapes need.
+void OcamlBuilder::begin_list_of_unknown_length() {
+  frames_.push_back(Frame{OpenKind::list, vals_.size(), SIZE_MAX});
+}
+
 // Conses vals_[base, base + n) onto the list vals_[acc], from the back: as many cells at a
 // time as the minor heap has room for (a list's cells are then adjacent, the first one
 // lowest, in the order a walk reads them), one at a time through caml_alloc_small when it
@@ -522,7 +533,7 @@ void OcamlBuilder::cons_onto(std::size_t acc, std::size_t base, std::size_t n) {
   std::size_t i = n;
   while (i > 0) {
     const std::size_t k = std::min(i, most_at_once);
-    if (value* hp = reserve_young(k * cell_words)) [[likely]] {
+    if (value* hp = reserve_young(domain_, k * cell_words)) [[likely]] {
       // Cells [i - k, i) at hp, the element at i - k first.
       value tail = vals_[acc];
       for (std::size_t j = k; j-- > 0;) {
@@ -563,10 +574,10 @@ void OcamlBuilder::end_list() {
   cons_onto(acc, base, n);
   value result;
   if (proper) {
-    result = young_block(1, term_tag::list);
+    result = young_block(domain_, 1, term_tag::list);
     Field(result, 0) = vals_[acc];
   } else {
-    result = young_block(2, term_tag::improper);
+    result = young_block(domain_, 2, term_tag::improper);
     Field(result, 0) = vals_[acc];
     Field(result, 1) = vals_[acc - 1];
   }
@@ -598,7 +609,7 @@ void OcamlBuilder::end_map() {
   // vals_[base, base + 2 pairs): k0 v0 k1 v1 ... The (k, v) blocks go above them, then
   // move down over the keys and values, which they now hold.
   for (std::size_t i = 0; i < pairs; ++i) {
-    const value p = young_block(2, 0);
+    const value p = young_block(domain_, 2, 0);
     Field(p, 0) = vals_[base + 2 * i];
     Field(p, 1) = vals_[base + 2 * i + 1];
     vals_.push_back(p);
@@ -646,14 +657,14 @@ void pid_record_over_node(std::vector<value>& vals, const etf::PidView& pid) {
 }  // namespace
 
 void OcamlBuilder::pid(const etf::PidView& pid) {
-  vals_.push_back(ocaml_string(pid.node.data(), pid.node.size()));
+  vals_.push_back(ocaml_string(domain_, pid.node.data(), pid.node.size()));
   pid_record_over_node(vals_, pid);
   wrap_top(term_tag::pid);
   child_done();
 }
 
 void OcamlBuilder::port(const etf::PortView& port) {
-  vals_.push_back(ocaml_string(port.node.data(), port.node.size()));
+  vals_.push_back(ocaml_string(domain_, port.node.data(), port.node.size()));
   vals_.push_back(caml_copy_int64(static_cast<std::int64_t>(port.id)));
   const value record = caml_alloc_small(3, 0);
   Field(record, 0) = vals_[vals_.size() - 2];
@@ -666,7 +677,7 @@ void OcamlBuilder::port(const etf::PortView& port) {
 }
 
 void OcamlBuilder::reference(const etf::ReferenceView& ref) {
-  vals_.push_back(ocaml_string(ref.node.data(), ref.node.size()));
+  vals_.push_back(ocaml_string(domain_, ref.node.data(), ref.node.size()));
   const std::size_t count = ref.ids.size();
   value ids = Atom(0);
   if (count != 0) {
@@ -687,9 +698,9 @@ void OcamlBuilder::reference(const etf::ReferenceView& ref) {
 void OcamlBuilder::begin_fun(const etf::FunView& fun) {
   // The Local record without its free variables sits at the frame's base; they follow it,
   // and end_fun builds the final record around their list.
-  vals_.push_back(ocaml_string(fun.uniq.data(), fun.uniq.size()));
-  vals_.push_back(ocaml_string(fun.module.data(), fun.module.size()));
-  vals_.push_back(ocaml_string(fun.pid.node.data(), fun.pid.node.size()));
+  vals_.push_back(ocaml_string(domain_, fun.uniq.data(), fun.uniq.size()));
+  vals_.push_back(ocaml_string(domain_, fun.module.data(), fun.module.size()));
+  vals_.push_back(ocaml_string(domain_, fun.pid.node.data(), fun.pid.node.size()));
   pid_record_over_node(vals_, fun.pid);
   const value local = caml_alloc_small(local_field::count, fun_tag::local);
   const std::size_t top = vals_.size();
@@ -725,8 +736,8 @@ void OcamlBuilder::end_fun() {
 }
 
 void OcamlBuilder::export_fun(std::string_view module, std::string_view function, std::uint8_t arity) {
-  vals_.push_back(ocaml_string(module.data(), module.size()));
-  vals_.push_back(ocaml_string(function.data(), function.size()));
+  vals_.push_back(ocaml_string(domain_, module.data(), module.size()));
+  vals_.push_back(ocaml_string(domain_, function.data(), function.size()));
   const value exp = caml_alloc_small(3, fun_tag::export_);
   Field(exp, 0) = vals_[vals_.size() - 2];
   Field(exp, 1) = vals_[vals_.size() - 1];
@@ -774,14 +785,14 @@ using detail::BuilderPool;
 // One pool per domain, as the builders' lists are (BuilderRoots): a builder stays in the
 // list of the domain that made it, and only threads holding that domain's lock lease it. A
 // domain that ends leaves its idle builders to the next domain given its slot.
-BuilderPool& builder_pool() {
+BuilderPool& builder_pool(caml_domain_state* domain) {
   static NoDestructor<std::array<std::unique_ptr<BuilderPool>, BuilderRoots::max_domains>> pools;
-  std::unique_ptr<BuilderPool>& pool = (*pools)[static_cast<std::size_t>(Caml_state->id)];
+  std::unique_ptr<BuilderPool>& pool = (*pools)[static_cast<std::size_t>(domain->id)];
   if (!pool) pool = std::make_unique<BuilderPool>();
   return *pool;
 }
 #else
-BuilderPool& builder_pool() {
+BuilderPool& builder_pool(caml_domain_state*) {
   static NoDestructor<BuilderPool> pool;
   return *pool;
 }
@@ -789,7 +800,12 @@ BuilderPool& builder_pool() {
 
 }  // namespace
 
-BuilderLease::BuilderLease() : pool_(builder_pool()) {
+// The domain's state is read here, once per conversion, for the builder's minor-heap fast
+// path (reserve_young): a builder left idle by a domain that ended serves the next one
+// given its slot.
+BuilderLease::BuilderLease() : BuilderLease(Caml_state) {}
+
+BuilderLease::BuilderLease(caml_domain_state* domain) : pool_(builder_pool(domain)) {
   if (pool_.idle.empty()) {
     pool_.idle.reserve(pool_.all.size() + 1);
     builder_ = &pool_.all.emplace_back();
@@ -797,6 +813,7 @@ BuilderLease::BuilderLease() : pool_(builder_pool()) {
     builder_ = pool_.idle.back();
     pool_.idle.pop_back();
   }
+  builder_->domain_ = domain;
 }
 
 BuilderLease::~BuilderLease() {

@@ -159,8 +159,9 @@ class TermBinary {
 struct ReadFrame {
   enum class Kind : std::uint8_t { tuple, list, map };
   Kind kind;
-  std::size_t remaining;  // children not yet started
-  // Lists: the cell whose head is the next element, or, once `remaining` is 1, the tail.
+  // Children not yet started; a list's are not counted (1 until its tail is started).
+  std::size_t remaining;
+  // Lists: the cell whose head is the next element, or the tail once no cell is left.
   // Tuples and maps take their children from ReadScratch::pending.
   ERL_NIF_TERM cell = 0;
 };
@@ -180,6 +181,42 @@ struct ReadFailure {
   etf::DecodeError error;
 };
 
+// The UTF-8 text of atoms read on this thread, by their term: an atom is an immediate
+// term, the same in every env and for the VM's life (the VM never removes one), so a term
+// equal to a remembered one is that atom, and nothing else. A hit skips the reader's three
+// NIF API calls for an atom (the integer try, the type, enif_get_atom's copy of its text);
+// the tag and the export's name of every call are atoms. Direct-mapped by the atom's
+// index; texts up to `longest` bytes.
+class AtomTexts {
+ public:
+  static constexpr std::size_t longest = 54;
+  struct Slot {
+    ERL_NIF_TERM term = 0;  // 0: empty (no term is 0: THE_NON_VALUE)
+    std::uint8_t size = 0;
+    char text[longest + 1] = {};
+  };
+  static_assert(sizeof(Slot) == 64);
+
+  static AtomTexts& of_thread() noexcept {
+    thread_local AtomTexts texts;
+    return texts;
+  }
+  const Slot& slot(ERL_NIF_TERM term) const noexcept { return slots_[index(term)]; }
+  void remember(ERL_NIF_TERM atom, std::string_view utf8) noexcept {
+    if (utf8.size() > longest) return;
+    Slot& slot = slots_[index(atom)];
+    slot.size = static_cast<std::uint8_t>(utf8.size());
+    std::memcpy(slot.text, utf8.data(), utf8.size());
+    slot.term = atom;
+  }
+
+ private:
+  static constexpr std::size_t slot_count = 128;
+  // An atom's term is its index above 6 tag bits.
+  static std::size_t index(ERL_NIF_TERM term) noexcept { return (term >> 6) % slot_count; }
+  std::array<Slot, slot_count> slots_;
+};
+
 class NifReader {
  public:
   NifReader(ErlNifEnv* env, conv::OcamlBuilder& builder, const ReadLimits& limits, ReadScratch& scratch) noexcept
@@ -194,11 +231,11 @@ class NifReader {
         if (open_.empty()) return;
         ReadFrame& top = open_.back();
         if (top.remaining != 0) {
-          --top.remaining;
           if (top.kind != ReadFrame::Kind::list) {
+            --top.remaining;
             term = pending_.back();
             pending_.pop_back();
-          } else if (top.remaining == 0 || !enif_get_list_cell(env_, top.cell, &term, &top.cell)) {
+          } else if (!enif_get_list_cell(env_, top.cell, &term, &top.cell)) {
             term = top.cell;  // the tail
             top.remaining = 0;
           }
@@ -219,6 +256,12 @@ class NifReader {
   // takes its children in order: a tuple's or a map's pushed on `pending_`, a list's from
   // its cells.
   void read_one(ERL_NIF_TERM term) {
+    if (const AtomTexts::Slot& known = atom_texts_.slot(term); known.term == term) {
+      // The slot stays as it is while the builder copies it: an allocation from C runs the
+      // GC's work only, never OCaml code that could convert on this thread.
+      builder_.atom({known.text, known.size});
+      return;
+    }
     // Numbers first, without asking the term's type: each enif_* call costs a few
     // nanoseconds, as much as building the value. Integers are the most common term of
     // all; after a float, floats are tried first, as a list's elements are mostly of one
@@ -277,7 +320,9 @@ class NifReader {
       return;
     }
     const auto* text = reinterpret_cast<const std::uint8_t*>(latin1);
-    builder_.atom(atom_text_.from_latin1({text, static_cast<std::size_t>(written - 1)}));
+    const std::string_view utf8 = atom_text_.from_latin1({text, static_cast<std::size_t>(written - 1)});
+    atom_texts_.remember(atom, utf8);
+    builder_.atom(utf8);
   }
 
   void read_list(ERL_NIF_TERM list) {
@@ -285,22 +330,12 @@ class NifReader {
       builder_.nil();
       return;
     }
-    // The builder wants the length first: the VM counts a proper list's cells in a loop of
-    // its own (enif_get_list_length); an improper one is counted here. Then the elements
-    // are read from the cells as read() comes to them, and the tail, [] for a proper list,
-    // is the last child, as ETF has it. Nothing is copied out (the elements were gathered
-    // on a stack and reversed: 8 bytes written and read again per element).
-    unsigned length = 0;
-    std::size_t n = 0;
-    if (enif_get_list_length(env_, list, &length)) {
-      n = length;
-    } else {
-      ERL_NIF_TERM head;
-      ERL_NIF_TERM cell = list;
-      while (enif_get_list_cell(env_, cell, &head, &cell)) ++n;
-    }
-    open(ReadFrame::Kind::list, n + 1, list);
-    builder_.begin_list(count32(n));
+    // The elements are read from the cells as read() comes to them, and the tail, [] for a
+    // proper list, is the last child, as ETF has it; the builder counts them as they come.
+    // Nothing is copied out, and the list is not walked first for its length
+    // (enif_get_list_length: 4% of an ocaml:call of 100 floats, perf).
+    open(ReadFrame::Kind::list, 1, list);
+    builder_.begin_list_of_unknown_length();
   }
 
   void read_tuple(ERL_NIF_TERM tuple) {
@@ -372,8 +407,9 @@ class NifReader {
     open_.push_back(ReadFrame{kind, children, cell});
   }
 
-  // The builder counts elements in 32 bits, as ETF does; no VM holds a list or map longer
-  // (it would take 64 GB), but the count is checked rather than cut.
+  // The builder counts a map's bindings in 32 bits, as ETF does; no VM holds a map larger
+  // (it would take 64 GB), but the count is checked rather than cut. (A list's elements it
+  // counts itself, as they come.)
   static std::uint32_t count32(std::size_t n) {
     if (n > 0xFFFFFFFF) throw ReadFailure{{etf::Errc::length_exceeds_input, 0, n}};
     return static_cast<std::uint32_t>(n);
@@ -385,6 +421,7 @@ class NifReader {
   std::vector<ERL_NIF_TERM>& pending_;
   std::vector<ReadFrame>& open_;
   etf::detail::AtomText atom_text_;  // the decoder's Latin-1 → UTF-8 of atom text
+  AtomTexts& atom_texts_ = AtomTexts::of_thread();
   bool after_float_ = false;         // the last number read was a float
 };
 

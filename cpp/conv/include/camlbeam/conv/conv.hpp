@@ -57,9 +57,10 @@ class Root {
 // container's block is allocated when it closes, initialised with plain stores. Maps are
 // sorted by the OCaml side ("camlbeam.map_of_array").
 //
-// Construct, use and destroy it only on a thread holding the OCaml runtime: it links itself
-// into the process-wide list of builders the hook scans. etf_to_ocaml reuses builders from a
-// pool, so a call registers nothing with the GC.
+// Construct, use and destroy it only on a thread holding the OCaml runtime (OCaml 5: the
+// domain it was made in): it links itself into the list of builders the hook scans, and
+// allocates through that domain's state. etf_to_ocaml reuses builders from a pool, so a
+// call registers nothing with the GC.
 class OcamlBuilder {
  public:
   OcamlBuilder();
@@ -76,6 +77,10 @@ class OcamlBuilder {
   void nil();
   void string(std::span<const std::uint8_t> bytes);
   void begin_list(std::uint32_t n);
+  // A list whose elements are counted only as they come, then its tail, then end_list: for
+  // a source that learns a list's length by walking it (the NIF reader). Not part of
+  // etf::Visitor.
+  void begin_list_of_unknown_length();
   void end_list();
   void begin_tuple(std::uint32_t n);
   void end_tuple();
@@ -101,6 +106,7 @@ class OcamlBuilder {
  private:
   struct Frame;
   friend struct BuilderRoots;
+  friend class BuilderLease;
 
   bool at_list_tail() const noexcept;
   void child_done() noexcept;
@@ -111,6 +117,9 @@ class OcamlBuilder {
 
   std::vector<value> vals_;  // GC roots: finished values, in event order
   std::vector<Frame> frames_;
+  // Caml_state of the domain it builds in, read when it is made or leased: under OCaml 5
+  // each read of Caml_state is a call (a thread-local in a shared library).
+  caml_domain_state* domain_;
   OcamlBuilder* prev_ = nullptr;  // the list of live builders the GC hook scans
   OcamlBuilder* next_ = nullptr;
 };
@@ -167,6 +176,8 @@ class BuilderLease {
   OcamlBuilder& operator*() const noexcept { return *builder_; }
 
  private:
+  explicit BuilderLease(caml_domain_state* domain);
+
   detail::BuilderPool& pool_;  // looked up once: the function-local static's guard costs each time
   OcamlBuilder* builder_;
 };
