@@ -376,7 +376,8 @@ ControlResult detail::control_from_elements(std::span<ControlElement> elements, 
 }
 
 etf::Term control_tuple(const Control& control) {
-  etf::TermBuilder builder;
+  // As MessageReader built its terms: a map from OTP 27 may hold both 0.0 and -0.0.
+  etf::TermBuilder builder({.zero_signs_apart = true});
   write_control_tuple(control, builder);
   return builder.take();
 }

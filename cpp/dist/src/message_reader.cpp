@@ -12,6 +12,8 @@ namespace {
 
 constexpr std::uint8_t pass_through = 112;
 constexpr std::uint8_t version_magic = 131;
+// The control tuple's elements kept between messages: SPAWN_REQUEST_TT, the longest, has 8.
+constexpr std::size_t kept_elements = 16;
 
 std::string term_error(const char* what, const etf::DecodeError& e) { return std::string(what) + ": " + e.message(); }
 
@@ -132,6 +134,15 @@ MessageReader::Outcome MessageReader::decode(std::span<const std::uint8_t> bytes
   auto decode_one = [&](std::span<const std::uint8_t> input, auto& visitor) {
     return refs != nullptr ? etf::decode_body(input, visitor, options) : etf::decode(input, visitor, options);
   };
+  // The elements go once the message is read, or refused: a control tuple is a few elements,
+  // and the room a hostile one of millions took is not kept for the connection's life.
+  struct Release {
+    std::vector<detail::ControlElement>& elements;
+    ~Release() {
+      elements.clear();
+      if (elements.capacity() > kept_elements) std::vector<detail::ControlElement>().swap(elements);
+    }
+  } release{elements_};
   detail::ControlTupleReader tuple(elements_, terms);
   const auto control = decode_one(bytes, tuple);
   if (!control) return fail({Errc::bad_term, term_error("control message", *control.error)});
@@ -153,7 +164,6 @@ MessageReader::Outcome MessageReader::decode(std::span<const std::uint8_t> bytes
   }
   auto typed = tuple.was_tuple() ? detail::control_from_elements(elements_, std::move(payload))
                                  : control_from_terms(tuple.take_whole(), std::move(payload));
-  elements_.clear();
   if (!typed) return fail(std::move(*typed.error));
   return {std::move(typed.control), std::nullopt};
 }

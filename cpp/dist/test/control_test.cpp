@@ -527,6 +527,35 @@ TEST(MessageReaderHostile, MalformedControlIsNamedAsControlFromTermsNamesIt) {
   }
 }
 
+// OTP 27 holds 0.0 and -0.0 apart as map keys: such a map in a control message is read, and
+// its tuple made again, as it came.
+TEST(MessageReader, AControlTupleWithAnOtp27MapIsReadAndMadeAgain) {
+  etf::ByteBuffer body;
+  body.push(112);
+  etf::Writer writer(body, 2);
+  writer.version();
+  writer.begin_tuple(4);
+  writer.integer(static_cast<std::int64_t>(Op::exit));
+  const etf::Pid from = pid(1), to = pid(2);
+  writer.pid(etf::PidView{from.node, from.id, from.serial, from.creation});
+  writer.pid(etf::PidView{to.node, to.id, to.serial, to.creation});
+  writer.begin_map(2);
+  writer.float64(0.0);
+  writer.atom("positive");
+  writer.float64(-0.0);
+  writer.atom("negative");
+  writer.end_map();
+  writer.end_tuple();
+  MessageReader reader(pass_through_flags);
+  const Control got = read_one(reader, body.to_vector());
+  Term tuple;
+  ASSERT_NO_THROW(tuple = control_tuple(got));
+  EXPECT_EQ(tuple.tuple_elements().size(), 4U);
+  etf::ByteBuffer again;
+  ASSERT_FALSE(encode_frame(got, pass_through_flags, again));
+  EXPECT_EQ(again.to_vector(), body.to_vector());
+}
+
 TEST(MessageReader, AltactSigSendIsReadAsOtpReadsItWithRoomForLaterReleases) {
   const Term p = Term::pid(pid(1));
   const auto read = [](std::vector<Term> terms) {

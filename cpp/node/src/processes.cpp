@@ -312,6 +312,9 @@ void Processes::serve_ocaml_call(const std::string& peer, GenCall& call, Effects
   }
   // The host's Ref is 0: the answer goes into the reply's frame, whose tag is GenReply's,
   // and OCaml needs none (a tag made for OCaml would be a reference converted, per call).
+  // Its names (alias, the caller's node) are the peer's own all the same: an answer may
+  // hold them, as when the request carried the tag.
+  known_atoms_.learn(peer, call.tag);
   if (auto request = host_call(std::move(call.request), Term::integer(0), call_timeout_ms_)) {
     return add_work(
         {peer, std::move(*request), HostWork::GenReply{from, std::move(call.tag), false, {}}, caller_timeout, {}},

@@ -247,6 +247,8 @@ TEST_F(ProcessesTest, AnAnswerMayHoldOnlyAtomsItsVmHas) {
   EXPECT_EQ(sent<control::AliasSend>().message.tuple_elements()[1], KnownAtoms::refusal("pear"));
   EXPECT_EQ(processes.unknown_atom("erl@h", parse("[apple, pear]")), "pear");
   EXPECT_EQ(processes.unknown_atom("erl@h", parse("[apple]")), std::nullopt);
+  // The names of the caller's tag are the peer's too, though OCaml is not given the tag.
+  EXPECT_EQ(processes.unknown_atom("erl@h", parse("[alias, 'erl@h']")), std::nullopt);
 }
 
 TEST_F(ProcessesTest, InfoIsWhatTheNodeSaysOfItself) {
