@@ -397,6 +397,16 @@ let run (request : Term.t) =
 
 let handle context request = Private.with_context context (fun () -> run request)
 
+(* A call of an export the host found once by its names (Host::call): what
+   {call, _, {Module, Function}, Args, Timeout} does once that export is found, without
+   the request's tuple or the look-up. [timeout]: milliseconds, or -1 for none. *)
+let call_export export (args : Term.t) timeout =
+  match args with
+  | List args ->
+      if timeout >= 0 then set_deadline timeout;
+      Reply (Int 0, Private.call_export export args)
+  | _ -> Refused ("call: Args must be a proper list, got " ^ describe args)
+
 (* The context of a host that talks to no Erlang (camlbeam-call, the C++ tests): its requests
    are watched, and Erl.send and friends raise No_transport in them as outside a request. *)
 let no_transport _ = raise Erl.No_transport
@@ -436,6 +446,8 @@ let () =
   Dynlink.allow_unsafe_modules true;
   (* The C++ host enters the context itself, before it converts the request. *)
   Callback.register "camlbeam.host.handle" run;
+  Callback.register "camlbeam.host.find_export" (fun module_ name -> Private.find_export ~module_ name);
+  Callback.register "camlbeam.host.call_export" call_export;
   Callback.register "camlbeam.host.standalone_context" standalone_context;
   Callback.register "camlbeam.host.load" load;
   Callback.register "camlbeam.host.watch_requests" watch_requests;

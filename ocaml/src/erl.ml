@@ -216,8 +216,10 @@ let dispatch name args =
       let modules = List.map (fun (e : export) -> Term.Atom e.info.module_) exports in
       error (Term.Tuple [| Term.Atom "ambiguous"; name_term name; Term.List modules |])
 
+let find_export ~module_ name = Option.bind (Hashtbl.find_opt modules module_) (fun m -> Hashtbl.find_opt m.functions name)
+
 let dispatch_qualified ~module_ name args =
-  match Option.bind (Hashtbl.find_opt modules module_) (fun m -> Hashtbl.find_opt m.functions name) with
+  match find_export ~module_ name with
   | Some export -> call_export export args
   | None -> error (Term.Tuple [| Term.Atom "undef"; Term.Tuple [| name_term module_; name_term name |] |])
 
@@ -347,6 +349,11 @@ module Private = struct
   let declared_short = declared_short
   let dispatch = dispatch
   let dispatch_qualified = dispatch_qualified
+
+  type nonrec export = export
+
+  let find_export = find_export
+  let call_export = call_export
 end
 
 let () =

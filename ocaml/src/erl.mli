@@ -273,6 +273,19 @@ module Private : sig
       {!dispatch}, and [{error, {undef, {Module, Name}}}] if that module does
       not export [name]. It never raises. *)
 
+  type export
+  (** One export of one module, as the last load of its module made it. *)
+
+  val find_export : module_:string -> string -> export option
+  (** [find_export ~module_ name] is the export [name] of [module_], for a
+      host that calls it many times without looking it up each time
+      ({!call_export}). A later load of [module_] replaces its exports: the
+      host finds them again after every load. *)
+
+  val call_export : export -> Term.t list -> Term.t
+  (** [call_export export args] answers as {!dispatch_qualified} does once
+      it has found [export]. It never raises. *)
+
   (** [Term.map_of_array] is registered as ["camlbeam.map_of_array"], for
       converters that read maps in an order other than the term order, and
       [Term.Handle]'s monitor entry as ["camlbeam.handle_down"], and

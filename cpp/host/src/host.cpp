@@ -18,6 +18,8 @@ extern "C" {
 
 #include <algorithm>
 #include <array>
+#include <chrono>
+#include <cstdint>
 #include <string>
 #include <utility>
 
@@ -41,6 +43,8 @@ struct Host::Callbacks {
   const value* context_slots;       // Erl's context array, one slot per thread that runs requests
   const value* load;     // string -> (unit, Erl_host.load_error * string) result
   const value* compact;  // Gc.compact
+  const value* find_export;  // string -> string -> Erl.Private.export option
+  const value* call_export;  // Erl.Private.export -> Erl.Term.t -> int -> Erl_host.answer
 };
 
 namespace {
@@ -105,13 +109,16 @@ Host::Host(const Runtime& runtime, RequestWatch* watch)
   const value* compact = caml_named_value("camlbeam.host.compact");
   const value* standalone_context = caml_named_value("camlbeam.host.standalone_context");
   const value* context_slots = caml_named_value("camlbeam.context_slots");
+  const value* find_export = caml_named_value("camlbeam.host.find_export");
+  const value* call_export = caml_named_value("camlbeam.host.call_export");
   if (handle == nullptr || load == nullptr || compact == nullptr || standalone_context == nullptr ||
-      context_slots == nullptr) {
+      context_slots == nullptr || find_export == nullptr || call_export == nullptr) {
     throw RuntimeError(
         "the OCaml request handler is missing: link the executable's OCaml object with the library "
         "camlbeam.host (-linkall), e.g. through the CMake target camlbeam::ocaml_native");
   }
-  callbacks_ = std::make_unique<const Callbacks>(Callbacks{handle, standalone_context, context_slots, load, compact});
+  callbacks_ = std::make_unique<const Callbacks>(
+      Callbacks{handle, standalone_context, context_slots, load, compact, find_export, call_export});
   compact_above_words_ = compact_above(major_heap_words());
 }
 
@@ -160,6 +167,19 @@ class Host::ContextScope {
 };
 
 Answer Host::run(RequestSource& request, const conv::Root* context) {
+  return run_converted(request, context, [&](value term) { return caml_callback_exn(*callbacks_->handle, term); });
+}
+
+Answer Host::call(const conv::Root& export_, RequestSource& args, std::optional<std::chrono::milliseconds> timeout,
+                  const conv::Root* context) {
+  const value deadline = Val_long(timeout ? std::clamp<std::int64_t>(timeout->count(), 0, Max_long) : -1);
+  return run_converted(args, context, [&](value term) {
+    return caml_callback3_exn(*callbacks_->call_export, export_.get(), term, deadline);
+  });
+}
+
+template <class Handler>
+Answer Host::run_converted(RequestSource& request, const conv::Root* context, Handler&& handler) {
   if (std::optional<Error> misuse = check_thread()) return Answer::refused(std::move(*misuse));
 
   const RequestWatch::Running running(watch_);
@@ -172,9 +192,9 @@ Answer Host::run(RequestSource& request, const conv::Root* context) {
         {Errc::bad_etf, "the request is not valid ETF: " + decoded.error->message(), decoded.error});
   }
   // Straight into OCaml, which roots its argument (the request needs no Root, and is
-  // garbage once the handler is done with it). caml_callback_exn: an exception comes back
+  // garbage once the handler is done with it). A *_exn callback: an exception comes back
   // as a value, never unwinds through C++.
-  const value result = caml_callback_exn(*callbacks_->handle, decoded.term);
+  const value result = handler(decoded.term);
   if (Is_exception_result(result)) {
     return Answer::refused(handler_failed("camlbeam.host.handle", Extract_exception(result)));
   }
@@ -190,6 +210,15 @@ Answer Host::run(RequestSource& request, const conv::Root* context) {
     default:
       return Answer::refused({Errc::handler_failed, "camlbeam.host.handle answered an unknown constructor", {}});
   }
+}
+
+std::optional<conv::Root> Host::find_export(std::string_view module, std::string_view function) {
+  if (check_thread()) return std::nullopt;
+  const conv::Root module_name(caml_alloc_initialized_string(module.size(), module.data()));
+  const value function_name = caml_alloc_initialized_string(function.size(), function.data());
+  const value found = caml_callback2_exn(*callbacks_->find_export, module_name.get(), function_name);
+  if (Is_exception_result(found) || Is_long(found)) return std::nullopt;  // an exception, or None
+  return conv::Root(Field(found, 0));
 }
 
 std::optional<std::size_t> Host::ref_index(const RequestSource& request) const {

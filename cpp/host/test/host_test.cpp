@@ -766,6 +766,57 @@ TEST_F(Watch, ARequestThatWillNotStopIsReportedOverdueOnce) {
 
 // A transport starts the watch's thread after its first answer; a request with a deadline
 // that comes before starts it.
+// The answer of Host::call as terms: {Ref, Answer}.
+Term called(host::Host& host, const conv::Root& export_, const Term& args,
+            std::optional<std::chrono::milliseconds> timeout = std::nullopt) {
+  const std::vector<std::uint8_t> frame = etf::encode(args);
+  host::EtfRequest source(frame);
+  const host::Answer answer = host.call(export_, source, timeout);
+  if (answer.kind() != host::Answer::Kind::reply) return atom("not_a_reply");
+  etf::TermBuilder ref_sink, answer_sink;
+  conv::walk_ocaml(answer.ref(), ref_sink);
+  conv::walk_ocaml(answer.term(), answer_sink);
+  return Term::tuple({ref_sink.take(), answer_sink.take()});
+}
+
+TEST(Exports, AnExportFoundOnceIsCalledWithItsArgumentsAlone) {
+  host::Host h(*runtime);
+  const std::optional<conv::Root> fib = h.find_export("hosttest", "fib");
+  ASSERT_TRUE(fib.has_value());
+  EXPECT_FALSE(h.find_export("hosttest", "no_such_export").has_value());
+  EXPECT_FALSE(h.find_export("no_such_module", "fib").has_value());
+  // Its answer is the one the request by names gets, with Ref 0.
+  EXPECT_EQ(called(h, *fib, t("[20]")), t("{0, {ok, 6765}}"));
+  caml_minor_collection();  // rooted: found once, called after collections
+  EXPECT_EQ(called(h, *fib, t("[30]"), std::chrono::milliseconds(5000)), t("{0, {ok, 832040}}"));
+  // Arguments that do not fit: the same errors as by names.
+  EtfHost by_names(*runtime);
+  for (const char* args : {"[<<\"x\">>]", "[1, 2]"}) {
+    const Term direct = called(h, *fib, t(args));
+    const Term named = run(by_names, call("fib", t(args))).term;
+    ASSERT_EQ(direct.tuple_elements().size(), 2u) << direct.to_string();
+    ASSERT_EQ(named.tuple_elements().size(), 2u) << named.to_string();
+    EXPECT_EQ(direct.tuple_elements()[1], named.tuple_elements()[1]) << args;
+  }
+  // Arguments that are no list are refused, as in a request.
+  const std::vector<std::uint8_t> not_a_list = etf::encode(t("{20}"));
+  host::EtfRequest source(not_a_list);
+  const host::Answer refused = h.call(*fib, source, std::nullopt);
+  ASSERT_EQ(refused.kind(), host::Answer::Kind::refused);
+  EXPECT_EQ(refused.error()->code, host::Errc::bad_request);
+}
+
+TEST_F(Watch, ACallOfAFoundExportEndsAtItsDeadline) {
+  const std::optional<conv::Root> spin = h.find_export("hosttest", "spin_alloc");
+  ASSERT_TRUE(spin.has_value());
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(called(h, *spin, t("[5000]"), 100ms), t("{0, {error, timeout}}"));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1000ms);
+  EXPECT_EQ(called(h, *spin, t("[50]"), 2000ms), t("{0, {ok, 50}}"));
+  EXPECT_EQ(called(h, *spin, t("[150]")), t("{0, {ok, 150}}"));
+  expect_alive(h);
+}
+
 TEST(WatchStart, TheFirstDeadlineStartsTheThread) {
   host::RequestWatch watch(*runtime, quick_watch, {});
   EtfHost h(*runtime, {}, &watch);

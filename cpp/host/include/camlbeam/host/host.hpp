@@ -19,6 +19,7 @@
 #include <camlbeam/host/request_watch.hpp>
 #include <camlbeam/host/runtime.hpp>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -63,6 +64,19 @@ class Host {
   // with runtime_released, without touching OCaml.
   Answer run(RequestSource& request, const conv::Root* context = nullptr);
 
+  // The export `function` of the OCaml module `module` (Erl.Private.find_export), rooted,
+  // for calls of it without its names (call()); nullopt when there is none, or on a thread
+  // that does not hold the runtime. A load of its module replaces it: find it again after
+  // every load (the old one still runs the code it ran).
+  std::optional<conv::Root> find_export(std::string_view module, std::string_view function);
+
+  // Runs a call of `export_` (find_export) in `context`, as run() runs {call, 0, {Module,
+  // Function}, Args, Timeout}, whose answer it gives (Ref 0): `args` is the list of its
+  // arguments, `timeout` nullopt for infinity. No request tuple to convert, no look-up by
+  // names.
+  Answer call(const conv::Root& export_, RequestSource& args, std::optional<std::chrono::milliseconds> timeout,
+              const conv::Root* context = nullptr);
+
   // Where the request's Ref is, for answering a request run() refused (or one the
   // transport cannot run at all, such as one cancelled before it began): the index of the
   // Ref in the request's tuple (1) when its head is one of the shapes that carry a Ref,
@@ -104,6 +118,10 @@ class Host {
   };
 
   std::optional<Error> check_thread() const;
+  // run() and call(): the request converted in the context, then `handler` (OCaml,
+  // through a *_exn callback) given the term, and its Erl_host.answer read.
+  template <class Handler>
+  Answer run_converted(RequestSource& request, const conv::Root* context, Handler&& handler);
   // give_back_memory's test, inline: it runs whenever the transport is about to wait.
   bool major_heap_grown() const noexcept;
   bool give_back_memory_now(bool freed_c_memory) noexcept;
