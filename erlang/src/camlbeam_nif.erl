@@ -12,12 +12,16 @@
 -module(camlbeam_nif).
 
 -export([runtime_info/0, new_worker/6, request/3, call/3, cancel/2, close/2, erl_reply/2, queued/1, handles/0]).
--export_type([worker/0, runtime_info/0, handle_counts/0]).
+-export([new_lane/0, set_lane/4, lane_call/4]).
+-export_type([worker/0, lane/0, runtime_info/0, handle_counts/0]).
 -on_load(init/0).
 
--nifs([runtime_info/0, new_worker/6, request/3, call/3, cancel/2, close/2, erl_reply/2, queued/1, handles/0]).
+-nifs([runtime_info/0, new_worker/6, request/3, call/3, cancel/2, close/2, erl_reply/2, queued/1, handles/0,
+       new_lane/0, set_lane/4, lane_call/4]).
 
 -opaque worker() :: reference().
+%% A pool's way in for calls the library runs where they are made ({@link lane_call/4}).
+-opaque lane() :: reference().
 %% A worker's handle on the runtime (a NIF resource).
 
 -type runtime_info() :: #{ocaml_version := binary(), flavour := native, domains := pos_integer(),
@@ -180,4 +184,24 @@ queued(_Worker) ->
 %% but not yet released by the runtime's thread (which this wakes).
 -spec handles() -> handle_counts().
 handles() ->
+    erlang:nif_error(nif_not_loaded).
+
+%% @doc A lane for a pool: calls of it run on the calling scheduler when they
+%% may ({@link lane_call/4}). `none' under OCaml 4, where none may.
+-spec new_lane() -> lane() | none.
+new_lane() ->
+    erlang:nif_error(nif_not_loaded).
+
+%% @doc What the lane's pool is now: its live workers' handles, by id, whether
+%% its policy gives OCaml the pids among a call's arguments, and its exports.
+-spec set_lane(lane(), [worker()], boolean(), [{module(), atom()}]) -> ok.
+set_lane(_Lane, _Workers, _GivePids, _Exports) ->
+    erlang:nif_error(nif_not_loaded).
+
+%% @doc Runs the call here, as {@link call/3} runs a short one, when `Fun'
+%% names one export of the lane's pool, a worker of it is free and the call
+%% may run on this scheduler: its answer. Else `queue': nothing was run,
+%% counted or queued, and the caller takes the way through a worker.
+-spec lane_call(lane(), ocaml:fun_name(), [term()], timeout()) -> term() | queue.
+lane_call(_Lane, _Fun, _Args, _Timeout) ->
     erlang:nif_error(nif_not_loaded).

@@ -227,6 +227,9 @@ init([]) ->
     _ = ets:new(?POOL_WORKERS, [named_table, set, protected, {read_concurrency, true}]),
     %% Keyed {Pool, Function}: ordered, so that one pool's names are a range.
     _ = ets:new(?NAMES, [named_table, ordered_set, protected, {read_concurrency, true}]),
+    %% Lanes outlive a restart of this server (they are persistent terms): a pool
+    %% that ended meanwhile has nobody to forget its lane but this.
+    ok = ocaml_nif_transport:drop_dead_lanes(),
     {ok, #{monitors => #{}, watched => #{}}}.
 
 -spec handle_call(term(), gen_server:from(), state()) -> {reply, term(), state()}.
@@ -243,6 +246,7 @@ handle_call({register_pool, Pool, Manager, InitialPlugins}, _From, State) ->
 handle_call({restore_pool, #camlbeam_pool{pool = Pool} = Row}, _From, State) ->
     ok = index_names(Row),
     true = ets:insert(?POOLS, Row),
+    ok = update_lane(Pool),
     {reply, ok, monitor_process(pool, Pool, State)};
 handle_call({set_plugins, Pool, Plugins}, _From, State) ->
     ok = update_exported(Pool, fun(Row) -> Row#camlbeam_pool{plugins = Plugins} end),
@@ -263,11 +267,13 @@ handle_call(Request, _From, State) ->
 handle_cast({register_worker, #camlbeam_worker{key = {Pool, _}, pid = Pid} = Worker}, State) ->
     true = ets:insert(?WORKERS, Worker),
     ok = list_workers(Pool),
+    ok = update_lane(Pool),
     {noreply, monitor_process(worker, Pid, State)};
 handle_cast({unregister_worker, {Pool, _} = Key, Pid}, State) ->
     _ = ets:select_delete(?WORKERS, [{worker_pattern([{#camlbeam_worker.key, Key},
                                                       {#camlbeam_worker.pid, Pid}]), [], [true]}]),
     ok = list_workers(Pool),
+    ok = update_lane(Pool),
     {noreply, State};
 handle_cast(_Request, State) ->
     {noreply, State}.
@@ -281,6 +287,7 @@ handle_info({'DOWN', Mref, process, _, _}, #{monitors := Monitors, watched := Wa
             _ = ets:select_delete(?WORKERS,
                                   [{worker_pattern([{#camlbeam_worker.key, {Pool, '_'}}]), [], [true]}]),
             true = ets:delete(?POOL_WORKERS, Pool),
+            ok = ocaml_nif_transport:drop_lane(Pool),
             {noreply, State#{monitors := Rest, watched := maps:remove(Pool, Watched)}};
         {{worker, Pid}, Rest} ->
             %% Only this process's row: its successor may already have replaced it.
@@ -288,6 +295,7 @@ handle_info({'DOWN', Mref, process, _, _}, #{monitors := Monitors, watched := Wa
             Pools = lists:usort([Pool || #camlbeam_worker{key = {Pool, _}} <- ets:match_object(?WORKERS, Pattern)]),
             _ = ets:select_delete(?WORKERS, [{Pattern, [], [true]}]),
             _ = [ok = list_workers(Pool) || Pool <- Pools],
+            _ = [ok = update_lane(Pool) || Pool <- Pools],
             {noreply, State#{monitors := Rest, watched := maps:remove(Pid, Watched)}};
         error ->
             {noreply, State}
@@ -306,7 +314,7 @@ update_exported(Pool, Change) ->
             Changed = Change(Row),
             ok = index_names(Changed),
             true = ets:insert(?POOLS, Changed),
-            ok;
+            update_lane(Pool);
         [] ->
             ok
     end.
@@ -323,6 +331,18 @@ index_names(#camlbeam_pool{pool = Pool} = Row) ->
     true = ets:insert(?NAMES, Names),
     _ = [ets:delete(?NAMES, {Pool, Function}) || Function <- Indexed, not is_map_key(Function, Exporters)],
     ok.
+
+%% Sets the lane of Pool (the nif transport's short way in for its calls,
+%% ocaml_nif_transport:call_in_lane/4) to what its rows say now: its workers of
+%% that transport and its exports. A pool of another transport has none.
+-spec update_lane(pid()) -> ok.
+update_lane(Pool) ->
+    Handles = [Handle || #camlbeam_worker{transport = ocaml_nif_transport, handle = Handle} <- workers(Pool)],
+    Exports = case ets:lookup(?POOLS, Pool) of
+                  [Row] -> exports(Row);
+                  [] -> []
+              end,
+    ocaml_nif_transport:update_lane(Pool, Handles, Exports).
 
 %% One monitor per process, however often it registers.
 -spec monitor_process(pool | worker, pid(), state()) -> state().

@@ -451,9 +451,14 @@ call(Pool, Fun, Args) ->
 call(Pool, Fun, Args, Timeout)
   when ?IS_POOL(Pool), ?IS_FUN_NAME(Fun), is_list(Args),
        (Timeout =:= infinity orelse (is_integer(Timeout) andalso Timeout >= 0)) ->
-    %% The time spent choosing a worker and encoding the request counts.
-    Now = erlang:monotonic_time(millisecond),
-    call(Pool, Fun, Args, Now, Timeout, []);
+    case ocaml_nif_transport:call_in_lane(Pool, Fun, Args, Timeout) of
+        queue ->
+            %% The time spent choosing a worker and encoding the request counts.
+            Now = erlang:monotonic_time(millisecond),
+            call(Pool, Fun, Args, Now, Timeout, []);
+        Answer ->
+            Answer
+    end;
 call(Pool, Fun, Args, Timeout) ->
     ?BAD_ARGUMENTS([Pool, Fun, Args, Timeout]).
 

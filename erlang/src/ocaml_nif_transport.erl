@@ -57,6 +57,11 @@
 -export([prepare/1, start_link/2, send_call/5, send_cast/3, cancel/2, answered/1, decode_answer/2,
          load/3, recycle/1, stop/1, describe/1]).
 -export([qualify/2]).
+-export([call_in_lane/4, update_lane/3, drop_lane/1, drop_dead_lanes/0]).
+
+%% Where a pool's lane is (persistent_term: read at every call of every pool,
+%% written when the pool starts and stops).
+-define(LANE(Pool), {?MODULE, lane, Pool}).
 
 %% @doc Loads the VM's OCaml runtime if no pool did (the pool's option
 %% `ocaml'), and checks that it is the one the pool asks for. Plugins must
@@ -215,7 +220,79 @@ stop(Worker) ->
 describe(#ocaml_nif{ocaml_version = Version}) ->
     #{os_pid => list_to_integer(os:getpid()), flavour => native, ocaml_version => Version}.
 
+%% @doc Runs the call at once on the calling scheduler, through the pool's
+%% lane (`camlbeam_nif:lane_call/4'), when the pool is of this transport and
+%% the call may run there: its answer, with no worker chosen, nothing counted
+%% and no message. `queue' when it may not (another transport, a name the
+%% pool does not export once, an export that is not short, arguments that are
+%% not small, the runtime busy, OCaml 4): the caller sends it to a worker.
+%% The lane is what {@link update_lane/3} last made of the pool's registry
+%% rows.
+-spec call_in_lane(ocaml:pool(), ocaml:fun_name(), [term()], timeout()) ->
+    {ok, term()} | {error, term()} | queue.
+call_in_lane(Pool, Fun, Args, Timeout) when is_pid(Pool) ->
+    case persistent_term:get(?LANE(Pool), none) of
+        none ->
+            queue;
+        Lane ->
+            case camlbeam_nif:lane_call(Lane, Fun, Args, Timeout) of
+                queue -> queue;
+                Answer -> decode_answer(call, Answer)
+            end
+    end;
+call_in_lane(Pool, Fun, Args, Timeout) ->
+    case whereis(Pool) of
+        undefined -> queue;
+        Pid -> call_in_lane(Pid, Fun, Args, Timeout)
+    end.
+
+%% @doc Sets the lane of `Pool' to its workers of this transport (their
+%% handles, by id: `camlbeam_registry' calls it after every change of the
+%% pool's rows) and the pool's exports. Makes the lane at the pool's first
+%% worker of this transport; a pool without one has none, and this is a
+%% persistent_term read.
+-spec update_lane(pid(), [#ocaml_nif{}], [ocaml:export()]) -> ok.
+update_lane(Pool, Handles, Exports) ->
+    case {persistent_term:get(?LANE(Pool), none), Handles} of
+        {none, []} ->
+            ok;
+        {none, [_ | _]} ->
+            case camlbeam_nif:new_lane() of
+                none -> ok;
+                Lane ->
+                    ok = set_lane(Lane, Handles, Exports),
+                    persistent_term:put(?LANE(Pool), Lane)
+            end;
+        {Lane, _} ->
+            set_lane(Lane, Handles, Exports)
+    end.
+
+%% @doc Forgets the lane of a pool that ended: a caller holding it queues its
+%% calls, to workers that are gone.
+-spec drop_lane(pid()) -> ok.
+drop_lane(Pool) ->
+    case persistent_term:get(?LANE(Pool), none) of
+        none -> ok;
+        Lane ->
+            ok = camlbeam_nif:set_lane(Lane, [], false, []),
+            _ = persistent_term:erase(?LANE(Pool)),
+            ok
+    end.
+
+%% @doc Forgets the lanes of pools that ended while nobody kept them
+%% (`camlbeam_registry' was down): when the registry starts.
+-spec drop_dead_lanes() -> ok.
+drop_dead_lanes() ->
+    _ = [drop_lane(Pool) || {?LANE(Pool), _} <- persistent_term:get(), not is_process_alive(Pool)],
+    ok.
+
 %%% Internals
+
+-spec set_lane(camlbeam_nif:lane(), [#ocaml_nif{}], [ocaml:export()]) -> ok.
+set_lane(Lane, Handles, Exports) ->
+    GivePids = lists:any(fun(#ocaml_nif{give_pids = Give}) -> Give end, Handles),
+    camlbeam_nif:set_lane(Lane, [Worker || #ocaml_nif{worker = Worker} <- Handles], GivePids,
+                          lists:usort([{Module, Function} || {Module, Function, _, _} <- Exports])).
 
 %% Loads camlbeam_nif with the library of OCaml `Ocaml' (`default': the one the
 %% application was built with, in `priv'; a release such as "5.3.0": the one in

@@ -19,7 +19,7 @@
          declared_short_exports_run_where_they_are_made/1, declared_short_overruns_are_demoted_and_logged_once/1,
          declared_short_calls_end_at_their_deadline/1, normal_exports_run_on_dirty_schedulers/1,
          dirty_calls_end_at_their_deadline/1, exports_that_call_erlang_leave_the_dirty_schedulers/1,
-         a_dirty_call_when_its_pool_stops/1]).
+         a_dirty_call_when_its_pool_stops/1, a_pools_lane/1]).
 %% Called by the placement plugin through Erl.call_erlang; run in a peer VM.
 -export([meet_in_erlang/2, domains_in_peer/1]).
 
@@ -35,7 +35,7 @@ all() ->
      declared_short_exports_run_where_they_are_made, declared_short_overruns_are_demoted_and_logged_once,
      declared_short_calls_end_at_their_deadline, normal_exports_run_on_dirty_schedulers,
      dirty_calls_end_at_their_deadline, exports_that_call_erlang_leave_the_dirty_schedulers,
-     a_dirty_call_when_its_pool_stops].
+     a_dirty_call_when_its_pool_stops, a_pools_lane].
 
 init_per_suite(Config) ->
     Config1 = ?LIB:init_per_suite(Config),
@@ -519,6 +519,54 @@ queued_until(Where, _Worker, Fun, Args, Elsewhere) ->
 
 flush(Message) ->
     receive Message -> flush(Message) after 0 -> ok end.
+
+%% ocaml:call's short way in (ocaml_nif_transport:call_in_lane/4): a call of a short
+%% export of the pool runs on the calling scheduler with no worker chosen in Erlang.
+%% A name the pool does not export (another pool's, in the same runtime) takes the way
+%% through a worker, which answers undef; the lane goes with its pool. Under OCaml 4
+%% a pool has none.
+a_pools_lane(Config) ->
+    {Pool, _Worker} = placement_pool(Config, #{}),
+    Other = ?LIB:start_pool(Config, #{}),
+    Pids = [whereis_pool(P) || P <- [Pool, Other]],
+    Lanes = fun() -> [P || {{ocaml_nif_transport, lane, P}, _} <- persistent_term:get(), lists:member(P, Pids)] end,
+    case on_schedulers() of
+        false ->
+            ?assertEqual([], Lanes()),
+            ?assertEqual(queue, ocaml_nif_transport:call_in_lane(Pool, placed_echo, [1], 5000));
+        true ->
+            ?assertEqual(lists:sort(Pids), lists:sort(Lanes())),
+            %% Trusted as the API names it, {Module, Function}, by calls through the worker.
+            ok = in_lane_after_calls(Pool, placed_echo, 500),
+            ?assertEqual({ok, 7}, ocaml_nif_transport:call_in_lane(Pool, placed_echo, [7], 5000)),
+            ?assertEqual({ok, 8}, ocaml_nif_transport:call_in_lane(Pool, {camlbeam_placement, placed_echo}, [8], 5000)),
+            ?assertEqual(queue, ocaml_nif_transport:call_in_lane(Other, placed_echo, [1], 5000)),
+            ?assertEqual(queue, ocaml_nif_transport:call_in_lane(Other, {camlbeam_placement, placed_echo}, [1], 5000)),
+            {ok, #{calls_on_scheduler := Before}} = camlbeam_nif:runtime_info(),
+            ?assertEqual([{ok, N} || N <- lists:seq(1, 10)], [ocaml:call(Pool, placed_echo, [N]) || N <- lists:seq(1, 10)]),
+            {ok, #{calls_on_scheduler := After}} = camlbeam_nif:runtime_info(),
+            ?assertEqual(Before + 10, After)
+    end,
+    ?assertEqual({error, {undef, placed_echo}}, ocaml:call(Other, placed_echo, [1])),
+    ?assertEqual({error, {undef, {camlbeam_placement, placed_echo}}},
+                 ocaml:call(Other, {camlbeam_placement, placed_echo}, [1])),
+    ?assertEqual({ok, 5}, ocaml:call(Other, add, [2, 3])),
+    ok = ocaml:stop(Pool),
+    ok = ocaml:stop(Other),
+    %% The registry forgets them once it sees the pools go.
+    ok = ?LIB:wait_until(fun() -> Lanes() =:= [] end, 5000).
+
+%% Calls Fun through the API until a call of it runs in the pool's lane, at most Left times.
+in_lane_after_calls(_Pool, Fun, 0) ->
+    ct:fail({never_in_the_lane, Fun});
+in_lane_after_calls(Pool, Fun, Left) ->
+    case ocaml_nif_transport:call_in_lane(Pool, Fun, [0], 5000) of
+        queue ->
+            {ok, 0} = ocaml:call(Pool, Fun, [0]),
+            in_lane_after_calls(Pool, Fun, Left - 1);
+        {ok, 0} ->
+            ok
+    end.
 
 %% A pool of one worker with the placement plugin, and that worker's handle.
 placement_pool(Config, Options) ->

@@ -5,20 +5,17 @@
 namespace camlbeam::nif {
 
 bool ExportTimes::is_short(const ExportKey& key) {
-  const std::lock_guard lock(mutex_);
   const auto found = times_.find(key);
   if (found == times_.end() || found->second.never || found->second.distrusted) return false;
   return found->second.short_runs >= runs_to_trust || (found->second.declared && !found->second.demoted);
 }
 
 bool ExportTimes::is_normal(const ExportKey& key) {
-  const std::lock_guard lock(mutex_);
   const auto found = times_.find(key);
   return found != times_.end() && !found->second.never && found->second.normal_runs >= runs_to_trust;
 }
 
 bool ExportTimes::is_declared(const ExportKey& key) {
-  const std::lock_guard lock(mutex_);
   const auto found = times_.find(key);
   return found != times_.end() && found->second.declared;
 }
@@ -31,7 +28,6 @@ ExportTimes::Times* ExportTimes::followed(const ExportKey& key) {
 }
 
 void ExportTimes::ran(const ExportKey& key, std::chrono::nanoseconds took) {
-  const std::lock_guard lock(mutex_);
   Times* times = followed(key);
   if (times == nullptr || times->never) return;
   const std::chrono::nanoseconds limit = times->declared ? declared_short_run : short_run;
@@ -52,7 +48,6 @@ void ExportTimes::ran(const ExportKey& key, std::chrono::nanoseconds took) {
 
 ExportTimes::Overrun ExportTimes::ran_on_scheduler(const ExportKey& key, std::chrono::nanoseconds took) {
   if (took <= scheduler_budget) return Overrun::none;
-  const std::lock_guard lock(mutex_);
   const auto found = times_.find(key);
   if (found == times_.end()) return Overrun::again;  // not followed: it could not have run here
   Times& times = found->second;
@@ -67,12 +62,10 @@ ExportTimes::Overrun ExportTimes::ran_on_scheduler(const ExportKey& key, std::ch
 }
 
 void ExportTimes::never_short(const ExportKey& key) {
-  const std::lock_guard lock(mutex_);
   if (Times* times = followed(key)) times->never = true;
 }
 
 void ExportTimes::declare_short(const std::vector<ExportKey>& keys) {
-  const std::lock_guard lock(mutex_);
   for (auto& entry : times_) entry.second.declared = false;
   for (const ExportKey& key : keys)
     if (Times* times = followed(key)) times->declared = true;

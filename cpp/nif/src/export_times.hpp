@@ -1,6 +1,8 @@
 // Which exports are short enough to run on the scheduler that calls them (Service::run_here,
 // README.md "Short calls run where they are made"). Apart from the service so that it can be
-// tested without a VM: it only compares the atoms that name an export.
+// tested without a VM: it only compares the atoms that name an export. Not thread-safe: the
+// service reads and writes it under its own lock, in the critical sections a call takes
+// anyway (a lock of its own was two more per short call).
 #pragma once
 
 #include <erl_nif.h>
@@ -9,7 +11,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
-#include <mutex>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -19,6 +20,14 @@ namespace camlbeam::nif {
 // An export as a call names it: Function alone ({0, Function}) or {Module, Function}, both
 // atoms (immediate terms, the same in every environment).
 using ExportKey = std::pair<ERL_NIF_TERM, ERL_NIF_TERM>;
+
+// Atoms are the same terms in every environment, for the VM's life: a key hashes as its
+// two words.
+struct ExportKeyHash {
+  std::size_t operator()(const ExportKey& key) const noexcept {
+    return std::hash<ERL_NIF_TERM>()(key.first) * 31 + std::hash<ERL_NIF_TERM>()(key.second);
+  }
+};
 
 // Those the plugin declared short (Erl.export ~short:true), from their first call, and those
 // whose last `runs_to_trust` runs each took less than `short_run`, from the request's
@@ -80,16 +89,10 @@ class ExportTimes {
     bool demoted = false;          // declared, and overran on a scheduler since
     bool logged = false;           // an overrun of it was logged
   };
-  struct Hash {
-    std::size_t operator()(const ExportKey& key) const noexcept {
-      return std::hash<ERL_NIF_TERM>()(key.first) * 31 + std::hash<ERL_NIF_TERM>()(key.second);
-    }
-  };
-  // The export's entry, made if there is room (max_exports); the caller holds mutex_.
+  // The export's entry, made if there is room (max_exports).
   Times* followed(const ExportKey& key);
 
-  std::mutex mutex_;
-  std::unordered_map<ExportKey, Times, Hash> times_;
+  std::unordered_map<ExportKey, Times, ExportKeyHash> times_;
 };
 
 }  // namespace camlbeam::nif

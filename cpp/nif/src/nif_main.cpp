@@ -7,6 +7,7 @@
 
 #include <camlbeam/host/error.hpp>
 
+#include <caml/version.h>
 #include <dlfcn.h>
 #include <erl_nif.h>
 
@@ -15,10 +16,14 @@
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
 
 #ifndef CAMLBEAM_OCAML_VERSION
 #error "CAMLBEAM_OCAML_VERSION: the release of the OCaml this library is built with"
@@ -32,9 +37,10 @@ namespace camlbeam::nif {
 namespace {
 
 ErlNifResourceType* worker_type = nullptr;
+ErlNifResourceType* lane_type = nullptr;
 Atoms atoms{};
 ERL_NIF_TERM atom_ok, atom_closed, atom_none, atom_given, atom_any, atom_call, atom_load, atom_withdrawn,
-    atom_cancelled, atom_answered;
+    atom_cancelled, atom_answered, atom_queue;
 
 struct WorkerHandle {
   std::shared_ptr<Worker> worker;
@@ -66,10 +72,33 @@ std::string make_symbols_global() {
   return "";
 }
 
+// A pool's lane: what ocaml:call needs to run a call of the pool where it is made, with no
+// worker chosen in Erlang and nothing counted or queued (lane_call/4). Its state is
+// camlbeam_registry's view of the pool (ocaml_nif_transport:update_lane/3), replaced whole
+// at each change, so that a caller reads it with one short lock and uses it unlocked.
+struct LaneState {
+  // The pool's live workers, by id: a call runs as a call of the first that is not busy.
+  std::vector<std::shared_ptr<Worker>> workers;
+  // Its policy is send => given: the pids among the arguments are OCaml's to send to.
+  bool give_pids = false;
+  // The pool's exports, {Module, Function}; and Function -> Module for the names that one
+  // module of the pool exports (ocaml_nif_transport:qualify/2's, where the others fail).
+  std::unordered_set<ExportKey, ExportKeyHash> exports;
+  std::unordered_map<ERL_NIF_TERM, ERL_NIF_TERM> module_of;
+};
+
+struct Lane {
+  std::mutex mutex;
+  std::shared_ptr<const LaneState> state;
+};
+
+void destroy_lane(ErlNifEnv*, void* object) noexcept { static_cast<Lane*>(object)->~Lane(); }
+
 int open_resources(ErlNifEnv* env, ErlNifResourceFlags flags) {
   ErlNifResourceFlags tried{};
   worker_type = enif_open_resource_type(env, nullptr, "camlbeam_worker", destroy_worker_handle, flags, &tried);
-  return worker_type != nullptr && handles::open(env, flags) ? 0 : 1;
+  lane_type = enif_open_resource_type(env, nullptr, "camlbeam_lane", destroy_lane, flags, &tried);
+  return worker_type != nullptr && lane_type != nullptr && handles::open(env, flags) ? 0 : 1;
 }
 
 void make_atoms(ErlNifEnv* env) {
@@ -84,6 +113,7 @@ void make_atoms(ErlNifEnv* env) {
   atom_withdrawn = enif_make_atom(env, "withdrawn");
   atom_cancelled = enif_make_atom(env, "cancelled");
   atom_answered = enif_make_atom(env, "answered");
+  atom_queue = enif_make_atom(env, "queue");
 }
 
 // Why the runtime could not start. The library then loads all the same, so that
@@ -147,6 +177,11 @@ WorkerHandle* get_worker(ErlNifEnv* env, ERL_NIF_TERM term) {
   return static_cast<WorkerHandle*>(object);
 }
 
+Lane* get_lane(ErlNifEnv* env, ERL_NIF_TERM term) {
+  void* object = nullptr;
+  if (!enif_get_resource(env, term, lane_type, &object)) return nullptr;
+  return static_cast<Lane*>(object);
+}
 
 // runtime_info() -> {ok, #{ocaml_version := binary(), flavour := native, domains := pos_integer(),
 //                          calls_on_scheduler := N, calls_on_dirty := M}}
@@ -261,6 +296,97 @@ ERL_NIF_TERM call_dirty(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept 
   return guarded(env, [&] { return queue_request(env, argv, true, true); });
 }
 
+// new_lane() -> Lane | none: a lane with no workers yet, where every call goes to the
+// queue. None under OCaml 4, where no call runs on a scheduler (Service::run_here).
+ERL_NIF_TERM new_lane(ErlNifEnv* env, int, const ERL_NIF_TERM*) noexcept {
+  return guarded(env, [&]() -> ERL_NIF_TERM {
+    if (OCAML_VERSION_MAJOR < 5) return atom_none;
+    void* object = enif_alloc_resource(lane_type, sizeof(Lane));
+    if (object == nullptr) throw std::bad_alloc();
+    new (object) Lane{};
+    const ERL_NIF_TERM term = enif_make_resource(env, object);
+    enif_release_resource(object);
+    return term;
+  });
+}
+
+// set_lane(Lane, [Handle], GivePids :: boolean(), [{Module, Function}]) -> ok: what the
+// pool is now.
+ERL_NIF_TERM set_lane(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
+  return guarded(env, [&]() -> ERL_NIF_TERM {
+    Lane* lane = get_lane(env, argv[0]);
+    if (lane == nullptr) return enif_make_badarg(env);
+    auto state = std::make_shared<LaneState>();
+    ERL_NIF_TERM head, rest = argv[1];
+    while (enif_get_list_cell(env, rest, &head, &rest)) {
+      WorkerHandle* handle = get_worker(env, head);
+      if (handle == nullptr) return enif_make_badarg(env);
+      state->workers.push_back(handle->worker);
+    }
+    char boolean[6];
+    if (!enif_get_atom(env, argv[2], boolean, sizeof boolean, ERL_NIF_LATIN1)) return enif_make_badarg(env);
+    state->give_pids = std::string_view(boolean) == "true";
+    std::unordered_set<ERL_NIF_TERM> ambiguous;
+    rest = argv[3];
+    while (enif_get_list_cell(env, rest, &head, &rest)) {
+      int arity = 0;
+      const ERL_NIF_TERM* names = nullptr;
+      if (!enif_get_tuple(env, head, &arity, &names) || arity != 2 || !enif_is_atom(env, names[0]) ||
+          !enif_is_atom(env, names[1]))
+        return enif_make_badarg(env);
+      state->exports.emplace(names[0], names[1]);
+      const auto [known, added] = state->module_of.emplace(names[1], names[0]);
+      if (!added && known->second != names[0]) ambiguous.insert(names[1]);
+    }
+    for (const ERL_NIF_TERM name : ambiguous) state->module_of.erase(name);
+    const std::lock_guard lock(lane->mutex);
+    lane->state = std::move(state);
+    return atom_ok;
+  });
+}
+
+// The pids among a call's arguments (ocaml_policy:given_pids/1).
+ERL_NIF_TERM given_pids(ErlNifEnv* env, ERL_NIF_TERM args) {
+  ERL_NIF_TERM head, pids = enif_make_list(env, 0);
+  while (enif_get_list_cell(env, args, &head, &args))
+    if (enif_is_pid(env, head)) pids = enif_make_list_cell(env, head, pids);
+  return pids;
+}
+
+// lane_call(Lane, Fun, Args, Timeout) -> Answer | queue: a call of the pool run here, as
+// call/3 runs a short one (Service::run_here), when Fun names one export of the pool and
+// a worker of it is free; else queue, and the caller takes the way through a worker.
+ERL_NIF_TERM lane_call(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
+  return guarded(env, [&]() -> ERL_NIF_TERM {
+    Lane* lane = get_lane(env, argv[0]);
+    if (lane == nullptr || !enif_is_list(env, argv[2])) return enif_make_badarg(env);
+    std::shared_ptr<const LaneState> state;
+    {
+      const std::lock_guard lock(lane->mutex);
+      state = lane->state;
+    }
+    if (!state) return atom_queue;
+    ERL_NIF_TERM fun = argv[1];
+    if (enif_is_atom(env, fun)) {
+      const auto found = state->module_of.find(fun);
+      if (found == state->module_of.end()) return atom_queue;
+      fun = enif_make_tuple2(env, found->second, fun);
+    } else {
+      const std::optional<ExportKey> key = export_key(env, fun);
+      if (!key || !state->exports.contains(*key)) return atom_queue;
+    }
+    const auto free = std::find_if(state->workers.begin(), state->workers.end(), [](const auto& worker) {
+      return !worker->busy.load(std::memory_order_relaxed) && !worker->closed.load(std::memory_order_relaxed);
+    });
+    if (free == state->workers.end()) return atom_queue;
+    const ERL_NIF_TERM given = state->give_pids ? given_pids(env, argv[2]) : enif_make_list(env, 0);
+    const ERL_NIF_TERM request = enif_make_tuple5(env, atom_call, enif_make_int(env, 0), fun, argv[2], argv[3]);
+    const std::optional<ERL_NIF_TERM> reply =
+        Service::running()->run_here(env, *free, request, given, false, /*in_service=*/false);
+    return reply ? *reply : atom_queue;
+  });
+}
+
 // cancel(Handle, Ref) -> withdrawn | cancelled | none (Service::withdraw).
 ERL_NIF_TERM cancel(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
   return guarded(env, [&]() -> ERL_NIF_TERM {
@@ -333,6 +459,9 @@ ErlNifFunc functions[] = {
     {"erl_reply", 2, erl_reply, 0},
     {"queued", 1, queued, 0},
     {"handles", 0, handles_info, 0},
+    {"new_lane", 0, new_lane, 0},
+    {"set_lane", 4, set_lane, 0},
+    {"lane_call", 4, lane_call, 0},
 };
 
 }  // namespace

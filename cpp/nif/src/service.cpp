@@ -227,7 +227,7 @@ Atoms Atoms::make(ErlNifEnv* env) {
   return {atom("camlbeam_reply"), atom("camlbeam_reply_etf"), atom("camlbeam_send"), atom("camlbeam_send_etf"),
           atom("camlbeam_erl_call"), atom("camlbeam_send_refused"), atom("camlbeam_log"), atom("camlbeam_overdue"),
           atom("ok"), atom("error"), atom("timeout"), atom("request_failed"), atom("bad_reply"), atom("reply_too_large"),
-          atom("warning"), atom("none")};
+          atom("warning"), atom("none"), atom("call"), atom("infinity")};
 }
 
 std::optional<ExportKey> export_key(ErlNifEnv* env, ERL_NIF_TERM fun) noexcept {
@@ -266,18 +266,49 @@ struct Service::Executor {
     return contexts.emplace(worker.key, conv::Root(context)).first->second;
   }
 
+  // The export `key` names, found once by its names and again after every load (`loads`:
+  // the service's count of them), or null if there is none. A call of an export found
+  // here runs without a request tuple to convert or a look-up by names (Host::call):
+  // those were a quarter of a short call on a scheduler.
+  const conv::Root* export_of(ErlNifEnv* env, const ExportKey& key, std::uint64_t loads) {
+    if (loads != exports_after_loads) {
+      exports.clear();
+      exports_after_loads = loads;
+    }
+    if (const auto found = exports.find(key); found != exports.end()) return &found->second;
+    // OTP 25 gives atoms' texts in Latin-1 only: a name beyond ASCII, whose UTF-8 OCaml
+    // knows, is left to the look-up of the request as it is.
+    const auto ascii_text = [env](ERL_NIF_TERM atom, std::array<char, 256>& text) -> std::optional<std::string_view> {
+      const int size = enif_get_atom(env, atom, text.data(), text.size(), ERL_NIF_LATIN1);
+      if (size <= 0) return std::nullopt;
+      const std::string_view chars(text.data(), static_cast<std::size_t>(size - 1));
+      if (std::any_of(chars.begin(), chars.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; }))
+        return std::nullopt;
+      return chars;
+    };
+    std::array<char, 256> module_text{}, function_text{};
+    const std::optional<std::string_view> module = ascii_text(key.first, module_text);
+    const std::optional<std::string_view> function = ascii_text(key.second, function_text);
+    if (!module || !function) return nullptr;
+    std::optional<conv::Root> found = host.find_export(*module, *function);
+    if (!found) return nullptr;  // not remembered: a name that is no export costs its caller only
+    return &exports.emplace(key, std::move(*found)).first->second;
+  }
+
   const std::size_t index;
   host::RequestWatch watch;
   host::Host host;
   const value* make_context;
   std::unordered_map<std::uint64_t, conv::Root> contexts;
+  std::unordered_map<ExportKey, conv::Root, ExportKeyHash> exports;
+  std::uint64_t exports_after_loads = 0;
 
   // Guarded by the service's mutex_.
   Job* active = nullptr;                  // the request running here, until it is answered
   std::vector<std::uint64_t> forgotten;   // workers whose contexts this domain drops
 
-  // The worker whose request runs here, for the watch's thread (overdue).
-  std::mutex running_mutex;
+  // The worker whose request runs here, for the watch's thread (overdue). Guarded by the
+  // service's mutex_, with `active`, at no lock of its own.
   std::shared_ptr<Worker> running;
 
   // Erl.call_erlang's wait: the call awaited (0: none) and its answer once it came.
@@ -458,7 +489,10 @@ void Service::serve(Executor& executor) {
       const std::lock_guard lock(mutex_);
       forgotten.swap(executor.forgotten);
       job = take();
-      if (job) executor.active = &*job;
+      if (job) {
+        executor.active = &*job;
+        executor.running = job->worker;
+      }
     }
     for (const std::uint64_t key : forgotten) executor.contexts.erase(key);
     if (job) {
@@ -501,10 +535,6 @@ void Service::serve(Executor& executor) {
 void Service::run(Executor& executor, Job& job) {
   Worker& worker = *job.worker;
   ErlNifEnv* env = job.env.get();
-  {
-    const std::lock_guard lock(executor.running_mutex);
-    executor.running = job.worker;
-  }
   struct Done {
     Service& service;
     Executor& executor;
@@ -516,6 +546,7 @@ void Service::run(Executor& executor, Job& job) {
         // Unanswered (std::bad_alloc): its caller waits for its timeout.
         const std::lock_guard lock(service.mutex_);
         if (executor.active == &job) executor.active = nullptr;
+        executor.running.reset();
         if (!job.released) job.worker->busy = false;
         service.loading_ = false;
         --service.running_requests_;
@@ -523,8 +554,6 @@ void Service::run(Executor& executor, Job& job) {
         wake = service.sleepers_ != 0 && service.can_take();
       }
       if (wake) service.wake_.notify_all();
-      const std::lock_guard lock(executor.running_mutex);
-      executor.running.reset();
     }
   } done{*this, executor, job};
 
@@ -550,8 +579,12 @@ void Service::run(Executor& executor, Job& job) {
   }
 #endif
   const std::optional<ERL_NIF_TERM> reply = execute(executor, worker, env, job.request, job.ref, current);
-  // Loads run alone: no call is run, on a scheduler or a domain, while this reads.
-  if (job.load) read_declared_short();
+  // Loads run alone: no call is run, on a scheduler or a domain, while this reads, or
+  // while the domains' exports are marked old.
+  if (job.load) {
+    read_declared_short();
+    loads_.fetch_add(1, std::memory_order_relaxed);
+  }
   if (!reply) return;
   if (!loading.empty() && is_final_load_answer(env, *reply)) {
     OwnedEnv keep;
@@ -559,7 +592,11 @@ void Service::run(Executor& executor, Job& job) {
     loaded_.insert_or_assign(loading, Loaded{std::move(keep), kept});
   }
   answer(job, job.ref, *reply);
-  if (current.export_key) export_times_.ran(*current.export_key, std::chrono::steady_clock::now() - started);
+  if (current.export_key) {
+    const auto took = std::chrono::steady_clock::now() - started;
+    const std::lock_guard lock(mutex_);
+    export_times_.ran(*current.export_key, took);
+  }
 }
 
 void Service::read_declared_short() noexcept {
@@ -588,11 +625,34 @@ void Service::read_declared_short() noexcept {
       const bool unqualified = caml_string_length(Field(pair, 0)) == 0;
       if ((unqualified || atom(Field(pair, 0), key.first)) && atom(Field(pair, 1), key.second)) keys.push_back(key);
     }
+    const std::lock_guard lock(mutex_);
     export_times_.declare_short(keys);
   } catch (...) {
     // No memory: the declarations are not read, and those exports are measured.
   }
 #endif
+}
+
+host::Answer Service::run_request(Executor& executor, ErlNifEnv* env, ERL_NIF_TERM request, const conv::Root& context) {
+  // {call, Ref, {Module, Function}, Args, Timeout} of an export this domain found: only its
+  // Args converted (Executor::export_of). Anything else as the host reads any request.
+  int arity = 0;
+  const ERL_NIF_TERM* elements = nullptr;
+  if (enif_get_tuple(env, request, &arity, &elements) && arity == 5 && enif_is_identical(elements[0], atoms_.call)) {
+    const std::optional<ExportKey> key = export_key(env, elements[2]);
+    std::optional<std::chrono::milliseconds> timeout;
+    ErlNifSInt64 ms = 0;
+    const bool timeout_read = enif_is_identical(elements[4], atoms_.infinity) ||
+                              (enif_get_int64(env, elements[4], &ms) && ms >= 0 && (timeout = std::chrono::milliseconds(ms)));
+    if (key && key->first != 0 && timeout_read && enif_is_list(env, elements[3])) {
+      if (const conv::Root* found = executor.export_of(env, *key, loads_.load(std::memory_order_relaxed))) {
+        NifRequestSource args(env, elements[3]);
+        return executor.host.call(*found, args, timeout, &context);
+      }
+    }
+  }
+  NifRequestSource source(env, without_ref(env, request));
+  return executor.host.run(source, &context);
 }
 
 std::optional<ERL_NIF_TERM> Service::execute(Executor& executor, const Worker& worker, ErlNifEnv* env,
@@ -603,8 +663,7 @@ std::optional<ERL_NIF_TERM> Service::execute(Executor& executor, const Worker& w
   } over;
 
   const conv::Root& context = executor.context_of(worker);
-  NifRequestSource source(env, without_ref(env, request));
-  const host::Answer outcome = executor.host.run(source, &context);
+  const host::Answer outcome = run_request(executor, env, request, context);
   switch (outcome.kind()) {
     case host::Answer::Kind::reply: {
       const BuiltTerm built = ocaml_to_nif(env, outcome.term(), worker.build);
@@ -648,49 +707,57 @@ std::optional<ERL_NIF_TERM> Service::execute(Executor& executor, const Worker& w
 }
 
 std::optional<ERL_NIF_TERM> Service::run_here(ErlNifEnv* env, const std::shared_ptr<Worker>& worker,
-                                              ERL_NIF_TERM request, ERL_NIF_TERM given, bool dirty) {
+                                              ERL_NIF_TERM request, ERL_NIF_TERM given, bool dirty,
+                                              bool in_service) {
 #if OCAML_VERSION_MAJOR < 5
   // OCaml 4.13 runs OCaml code on the system stack: a scheduler's is a fraction of the
   // OCaml thread's, and an export that recurses deep would answer Stack_overflow there
   // (or end the VM, without an alternate signal stack) where it succeeds on its thread.
-  (void)env, (void)worker, (void)request, (void)given, (void)dirty;
+  (void)env, (void)worker, (void)request, (void)given, (void)dirty, (void)in_service;
   return std::nullopt;
 #else
   int arity = 0;
   const ERL_NIF_TERM* elements = nullptr;
   if (!enif_get_tuple(env, request, &arity, &elements) || arity != 5) return std::nullopt;
   const std::optional<ExportKey> key = export_key(env, elements[2]);
-  if (!key || !(export_times_.is_short(*key) || (dirty && export_times_.is_normal(*key))) ||
-      !is_small(env, elements[3]))
-    return std::nullopt;
+  if (!key || !is_small(env, elements[3])) return std::nullopt;
   Executor& first = *first_;
   {
     const std::lock_guard lock(mutex_);
     // Domain 0's thread is idle in its BlockingSection, and does not leave it while
     // borrowed_: this thread takes the runtime at once. Not while a load runs (it changes
     // the export tables), nor beside a request of the same worker (they run in order).
-    if (!idle_ || borrowed_ || loading_ || !queue_.empty() || !first.forgotten.empty() || worker->busy ||
-        worker->closed.load())
+    if (!(export_times_.is_short(*key) || (dirty && export_times_.is_normal(*key))) || !idle_ || borrowed_ ||
+        loading_ || !queue_.empty() || !first.forgotten.empty() || worker->busy || worker->closed.load())
       return std::nullopt;
     borrowed_ = true;
     worker->busy = true;
+    first.running = worker;  // for overdue()
   }
-  struct GiveBack {
-    Service& service;
-    Worker& worker;
-    ~GiveBack() {
-      calling_env = nullptr;
-      bool wake = false;
-      {
-        const std::lock_guard lock(service.mutex_);
-        service.borrowed_ = false;
-        worker.busy = false;
-        wake = service.sleepers_ != 0 &&
-               (service.can_take() || !service.first_->forgotten.empty() || handles::waiting());
-      }
-      if (wake) service.wake_.notify_all();
+  // Gives domain 0 back, once: with the run's own bookkeeping in the same critical section
+  // (`also`), or however run_here leaves (given_back_anyway).
+  bool given_back = false;
+  const auto give_back = [&](auto&& also) {
+    calling_env = nullptr;
+    bool wake = false;
+    {
+      const std::lock_guard lock(mutex_);
+      also();
+      borrowed_ = false;
+      worker->busy = false;
+      first.running.reset();
+      wake = sleepers_ != 0 && (can_take() || !first.forgotten.empty() || handles::waiting());
     }
-  } give_back{*this, *worker};
+    given_back = true;
+    if (wake) wake_.notify_all();
+  };
+  struct GivenBackAnyway {
+    const decltype(give_back)& release;
+    const bool& released;
+    ~GivenBackAnyway() {
+      if (!released) release([] {});
+    }
+  } given_back_anyway{give_back, given_back};
   calling_env = env;
   // The cancel signals of the other domains are theirs (block_other_domains_signals).
   static thread_local bool signals_blocked = false;
@@ -699,20 +766,18 @@ std::optional<ERL_NIF_TERM> Service::run_here(ErlNifEnv* env, const std::shared_
     signals_blocked = true;
   }
 
-  worker->in_service.fetch_add(1);
-  {
-    const std::lock_guard lock(first.running_mutex);
-    first.running = worker;  // for overdue()
-  }
   struct Counted {
-    Executor& first;
     Worker& worker;
-    ~Counted() {
-      worker.in_service.fetch_sub(1);
-      const std::lock_guard lock(first.running_mutex);
-      first.running.reset();
+    bool in_service;
+    Counted(Worker& w, bool counted) : worker(w), in_service(counted) {
+      if (in_service) worker.in_service.fetch_add(1);
     }
-  } counted{first, *worker};
+    Counted(const Counted&) = delete;
+    Counted& operator=(const Counted&) = delete;
+    ~Counted() {
+      if (in_service) worker.in_service.fetch_sub(1);
+    }
+  } counted{*worker, in_service};
   std::optional<ERL_NIF_TERM> reply;
   std::chrono::steady_clock::duration took{};
   {
@@ -735,32 +800,36 @@ std::optional<ERL_NIF_TERM> Service::run_here(ErlNifEnv* env, const std::shared_
     }
     took = std::chrono::steady_clock::now() - started;
   }
-  {
+  ExportTimes::Overrun overrun = ExportTimes::Overrun::none;
+  bool declared = false;
+  give_back([&] {
     // Its pool stopped it meanwhile: its caller is answered as a queued call's would be by
     // the worker's DOWN (ocaml:stop/1 answers the calls in flight worker_crashed).
-    const std::lock_guard lock(mutex_);
     if (worker->end_env) {
       reply = enif_make_tuple2(env, atoms_.error,
                                enif_make_tuple2(env, enif_make_atom(env, "worker_crashed"),
                                                 enif_make_copy(env, worker->end_reason)));
     }
-  }
-  if (!reply) reply = enif_make_tuple2(env, atoms_.error, enif_make_tuple2(env, atoms_.request_failed, make_binary(env, "no answer")));
-  if (dirty) {
     // A dirty scheduler has no time slice to account for, nor a millisecond to keep to: the
     // run counts as one on the OCaml thread would (past normal_run, back to the queue).
+    if (dirty) {
+      export_times_.ran(*key, took);
+    } else {
+      overrun = export_times_.ran_on_scheduler(*key, took);
+      // For the log: an overrun leaves the declaration as it was.
+      if (overrun == ExportTimes::Overrun::first) declared = export_times_.is_declared(*key);
+    }
+  });
+  if (!reply) reply = enif_make_tuple2(env, atoms_.error, enif_make_tuple2(env, atoms_.request_failed, make_binary(env, "no answer")));
+  if (dirty) {
     calls_on_dirty_.fetch_add(1, std::memory_order_relaxed);
-    export_times_.ran(*key, took);
     return reply;
   }
   calls_on_scheduler_.fetch_add(1, std::memory_order_relaxed);
   // The share of a scheduler's time slice (a millisecond, as the NIF docs count it) used.
   const auto percent = std::chrono::duration_cast<std::chrono::microseconds>(took).count() / 10;
   (void)enif_consume_timeslice(env, static_cast<int>(std::clamp<std::int64_t>(percent, 1, 100)));
-  if (export_times_.ran_on_scheduler(*key, took) == ExportTimes::Overrun::first) {
-    // Asked for the log only, not at every call (a lock of its own): an overrun leaves the
-    // declaration as it was, and no load, which changes it, starts before give_back.
-    const bool declared = export_times_.is_declared(*key);
+  if (overrun == ExportTimes::Overrun::first) {
     log(*worker, std::string("OCaml worker: a call of an export ") +
                      (declared ? "declared short (Erl.export ~short:true)" : "that had run short") + " took " +
                      std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(took).count()) +
@@ -782,9 +851,9 @@ bool Service::worth_a_dirty_run(ErlNifEnv* env, const Worker& worker, ERL_NIF_TE
   const ERL_NIF_TERM* elements = nullptr;
   if (!enif_get_tuple(env, request, &arity, &elements) || arity != 5) return false;
   const std::optional<ExportKey> key = export_key(env, elements[2]);
-  if (!key || !export_times_.is_normal(*key) || !is_small(env, elements[3])) return false;
+  if (!key || !is_small(env, elements[3])) return false;
   const std::lock_guard lock(mutex_);
-  return idle_ && !borrowed_ && !loading_ && queue_.empty() && !worker.busy && !worker.closed.load();
+  return export_times_.is_normal(*key) && idle_ && !borrowed_ && !loading_ && queue_.empty() && !worker.busy && !worker.closed.load();
 #endif
 }
 
@@ -917,7 +986,7 @@ void Service::log(const Worker& worker, const std::string& text) noexcept {
 void Service::overdue(Executor& executor, std::chrono::milliseconds running, std::chrono::milliseconds timeout) noexcept {
   std::shared_ptr<Worker> worker;
   {
-    const std::lock_guard lock(executor.running_mutex);
+    const std::lock_guard lock(mutex_);
     worker = executor.running;
   }
   if (!worker) return;
@@ -940,7 +1009,10 @@ Service::ErlCallOutcome Service::call_erlang(std::uint64_t key, value request) {
   if (current_->worker->key != key)
     return {Kind::refused, Val_unit, "the worker's request is over: Erl.call_erlang works while one of its requests runs"};
   // An export that calls Erlang waits for a process: never one to run on a scheduler.
-  if (current_->export_key) export_times_.never_short(*current_->export_key);
+  if (current_->export_key) {
+    const std::lock_guard lock(mutex_);
+    export_times_.never_short(*current_->export_key);
+  }
   if (calling_env != nullptr || current_->executor == nullptr) {
     return {Kind::refused, Val_unit,
             "Erl.call_erlang from a call run on an Erlang scheduler (its export had always run short, and never "

@@ -26,6 +26,7 @@
 #include <vector>
 
 namespace camlbeam::host {
+class Answer;
 class Runtime;
 }  // namespace camlbeam::host
 
@@ -38,7 +39,7 @@ enum class SendPolicy : std::uint8_t { none, given, any };
 struct Atoms {
   ERL_NIF_TERM camlbeam_reply, camlbeam_reply_etf, camlbeam_send, camlbeam_send_etf, camlbeam_erl_call,
       camlbeam_send_refused, camlbeam_log, camlbeam_overdue;
-  ERL_NIF_TERM ok, error, timeout, request_failed, bad_reply, reply_too_large, warning, none;
+  ERL_NIF_TERM ok, error, timeout, request_failed, bad_reply, reply_too_large, warning, none, call, infinity;
   static Atoms make(ErlNifEnv* env);
 };
 
@@ -62,7 +63,8 @@ struct Worker {
   ERL_NIF_TERM end_reason = 0;
     // One of its requests runs (guarded by the service's queue lock): a worker's requests
   // run one at a time and in order, as a port worker's do, on whichever domain is free.
-  bool busy = false;
+  // Atomic for a lane's look (read without the lock: which worker to try).
+  std::atomic<bool> busy{false};
 };
 
 struct Job {
@@ -118,9 +120,11 @@ class Service {
   // the calling scheduler, its answer made in `env`: under OCaml 5, when its export is
   // short (ExportTimes) and its arguments small, and the OCaml thread sleeps with nothing
   // queued. Else nullopt, and the caller queues it. `dirty`: the caller runs on a dirty CPU
-  // scheduler (call_dirty), where a normal export's call may run too.
+  // scheduler (call_dirty), where a normal export's call may run too. `in_service`: the
+  // call counts in the worker's in_service while it runs, as its caller counted it in its
+  // worker's counter (a call of a pool's lane is counted in neither).
   std::optional<ERL_NIF_TERM> run_here(ErlNifEnv* env, const std::shared_ptr<Worker>& worker, ERL_NIF_TERM request,
-                                       ERL_NIF_TERM given, bool dirty = false);
+                                       ERL_NIF_TERM given, bool dirty = false, bool in_service = true);
   // Whether a call run_here did not take is worth the hop to a dirty CPU scheduler: under
   // OCaml 5, its export normal (ExportTimes), its arguments small, and domain 0 free now
   // (else the hop would end in the queue all the same, 6 us later).
@@ -216,6 +220,8 @@ class Service {
   // logged).
   std::optional<ERL_NIF_TERM> execute(Executor& executor, const Worker& worker, ErlNifEnv* env, ERL_NIF_TERM request,
                                       ERL_NIF_TERM ref, const Current& current);
+  // execute()'s run of the request in the worker's context, by the host.
+  host::Answer run_request(Executor& executor, ErlNifEnv* env, ERL_NIF_TERM request, const conv::Root& context);
 
   const Atoms atoms_;
   const std::size_t domains_;
@@ -253,6 +259,7 @@ class Service {
   ExportTimes export_times_;
   std::atomic<std::uint64_t> calls_on_scheduler_{0};
   std::atomic<std::uint64_t> calls_on_dirty_{0};
+  std::atomic<std::uint64_t> loads_{0};  // plugin loads run (Executor::export_of)
   std::thread thread_;
 };
 
