@@ -57,11 +57,13 @@
 -export([prepare/1, start_link/2, send_call/5, send_cast/3, cancel/2, answered/1, decode_answer/2,
          load/3, recycle/1, stop/1, describe/1]).
 -export([qualify/2]).
--export([call_in_lane/4, update_lane/3, drop_lane/1, drop_dead_lanes/0]).
+-export([call_in_lane/4, update_lane/3, drop_lane/1, drop_dead_lanes/0, lanes/0]).
 
-%% Where a pool's lane is (persistent_term: read at every call of every pool,
-%% written when the pool starts and stops).
--define(LANE(Pool), {?MODULE, lane, Pool}).
+%% Where the pools' lanes are: one persistent_term, #{Pool => Lane}, read at
+%% every call of every pool (its key, two atoms, hashes at once; a key holding
+%% the pool's pid was 6% of a short call), written by camlbeam_registry alone
+%% when a pool of this transport starts and stops.
+-define(LANES, {?MODULE, lanes}).
 
 %% @doc Loads the VM's OCaml runtime if no pool did (the pool's option
 %% `ocaml'), and checks that it is the one the pool asks for. Plugins must
@@ -231,14 +233,14 @@ describe(#ocaml_nif{ocaml_version = Version}) ->
 -spec call_in_lane(ocaml:pool(), ocaml:fun_name(), [term()], timeout()) ->
     {ok, term()} | {error, term()} | queue.
 call_in_lane(Pool, Fun, Args, Timeout) when is_pid(Pool) ->
-    case persistent_term:get(?LANE(Pool), none) of
-        none ->
-            queue;
-        Lane ->
+    case persistent_term:get(?LANES, #{}) of
+        #{Pool := Lane} ->
             case camlbeam_nif:lane_call(Lane, Fun, Args, Timeout) of
                 queue -> queue;
                 Answer -> decode_answer(call, Answer)
-            end
+            end;
+        #{} ->
+            queue
     end;
 call_in_lane(Pool, Fun, Args, Timeout) ->
     case whereis(Pool) of
@@ -253,29 +255,30 @@ call_in_lane(Pool, Fun, Args, Timeout) ->
 %% persistent_term read.
 -spec update_lane(pid(), [#ocaml_nif{}], [ocaml:export()]) -> ok.
 update_lane(Pool, Handles, Exports) ->
-    case {persistent_term:get(?LANE(Pool), none), Handles} of
-        {none, []} ->
+    Lanes = persistent_term:get(?LANES, #{}),
+    case {Lanes, Handles} of
+        {#{Pool := Lane}, _} ->
+            set_lane(Lane, Handles, Exports);
+        {#{}, []} ->
             ok;
-        {none, [_ | _]} ->
+        {#{}, [_ | _]} ->
             case camlbeam_nif:new_lane() of
                 none -> ok;
                 Lane ->
                     ok = set_lane(Lane, Handles, Exports),
-                    persistent_term:put(?LANE(Pool), Lane)
-            end;
-        {Lane, _} ->
-            set_lane(Lane, Handles, Exports)
+                    persistent_term:put(?LANES, Lanes#{Pool => Lane})
+            end
     end.
 
 %% @doc Forgets the lane of a pool that ended: a caller holding it queues its
 %% calls, to workers that are gone.
 -spec drop_lane(pid()) -> ok.
 drop_lane(Pool) ->
-    case persistent_term:get(?LANE(Pool), none) of
-        none -> ok;
-        Lane ->
+    case persistent_term:get(?LANES, #{}) of
+        #{Pool := Lane} = Lanes ->
             ok = camlbeam_nif:set_lane(Lane, [], false, []),
-            _ = persistent_term:erase(?LANE(Pool)),
+            put_lanes(maps:remove(Pool, Lanes));
+        #{} ->
             ok
     end.
 
@@ -283,10 +286,24 @@ drop_lane(Pool) ->
 %% (`camlbeam_registry' was down): when the registry starts.
 -spec drop_dead_lanes() -> ok.
 drop_dead_lanes() ->
-    _ = [drop_lane(Pool) || {?LANE(Pool), _} <- persistent_term:get(), not is_process_alive(Pool)],
+    _ = [drop_lane(Pool) || Pool <- maps:keys(persistent_term:get(?LANES, #{})), not is_process_alive(Pool)],
     ok.
 
+%% @doc The lanes of the pools that have one, by pool (for tests, and a look
+%% from the shell).
+-spec lanes() -> #{pid() => camlbeam_nif:lane()}.
+lanes() ->
+    persistent_term:get(?LANES, #{}).
+
 %%% Internals
+
+%% No pool left with a lane: no term left either.
+-spec put_lanes(#{pid() => camlbeam_nif:lane()}) -> ok.
+put_lanes(Lanes) when map_size(Lanes) =:= 0 ->
+    _ = persistent_term:erase(?LANES),
+    ok;
+put_lanes(Lanes) ->
+    persistent_term:put(?LANES, Lanes).
 
 -spec set_lane(camlbeam_nif:lane(), [#ocaml_nif{}], [ocaml:export()]) -> ok.
 set_lane(Lane, Handles, Exports) ->

@@ -529,7 +529,7 @@ a_pools_lane(Config) ->
     {Pool, _Worker} = placement_pool(Config, #{}),
     Other = ?LIB:start_pool(Config, #{}),
     Pids = [whereis_pool(P) || P <- [Pool, Other]],
-    Lanes = fun() -> [P || {{ocaml_nif_transport, lane, P}, _} <- persistent_term:get(), lists:member(P, Pids)] end,
+    Lanes = fun() -> [P || P <- maps:keys(ocaml_nif_transport:lanes()), lists:member(P, Pids)] end,
     case on_schedulers() of
         false ->
             ?assertEqual([], Lanes()),

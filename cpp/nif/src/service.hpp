@@ -243,6 +243,8 @@ class Service {
   // A scheduler runs a call on domain 0 (run_here): domain 0's thread sleeps until it is
   // done, and no load starts.
   bool borrowed_ = false;
+  // A scheduler found domain 0's minor heap nearly full: domain 0's thread empties it.
+  std::atomic<bool> young_low_{false};
 
   std::atomic<std::uint64_t> erl_calls_{0};  // the numbers of Erl.call_erlang's calls
 

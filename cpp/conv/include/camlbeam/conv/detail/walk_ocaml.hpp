@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <utility>
 #include <string_view>
 #include <vector>
 
@@ -186,14 +187,48 @@ struct WalkFrame {
   std::vector<std::uint32_t> order;  // maps over 32 keys
 };
 
+// A walk's stack and the bytes of its last string, kept between walks on each thread: a
+// small term's walk would otherwise allocate them and free them again (malloc and free:
+// 5% of a short nif call, perf). A walk inside a walk (none does) would allocate its own.
+// What grew past kept_size is not kept.
+class WalkScratch {
+ public:
+  static constexpr std::size_t kept_size = 4096;
+  WalkScratch() noexcept : scratch_(std::move(spare())) {
+    scratch_.frames.clear();
+    scratch_.string_bytes.clear();
+  }
+  ~WalkScratch() {
+    scratch_.frames.clear();
+    if (scratch_.frames.capacity() <= kept_size && scratch_.string_bytes.capacity() <= kept_size)
+      spare() = std::move(scratch_);
+  }
+  WalkScratch(const WalkScratch&) = delete;
+  WalkScratch& operator=(const WalkScratch&) = delete;
+  std::vector<WalkFrame>& frames() noexcept { return scratch_.frames; }
+  std::vector<std::uint8_t>& string_bytes() noexcept { return scratch_.string_bytes; }
+
+ private:
+  struct Kept {
+    std::vector<WalkFrame> frames;
+    std::vector<std::uint8_t> string_bytes;
+  };
+  static Kept& spare() noexcept {
+    static thread_local Kept kept;
+    return kept;
+  }
+  Kept scratch_;
+};
+
 }  // namespace detail
 
 template <etf::Visitor V>
 void walk_ocaml(value root, V& sink) {
   namespace tag = layout::term_tag;
   using detail::Pending;
-  std::vector<detail::WalkFrame> stack;
-  std::vector<std::uint8_t> string_bytes;
+  detail::WalkScratch scratch;
+  std::vector<detail::WalkFrame>& stack = scratch.frames();
+  std::vector<std::uint8_t>& string_bytes = scratch.string_bytes();
   value current = root;
   for (;;) {
     const value v = current;
