@@ -9,7 +9,7 @@ packages=(
   # the certificates of the TLS distribution tests (openssl req, x509)
   openssl
   # tests, sanitizers, fuzzing, benchmarks
-  libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev
+  libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev valgrind
   # bench/report.py, which turns the benchmark runs into the report with its verdicts
   python3
   # Erlang/OTP 25: runtime, erl_interface (libei baseline), test and analysis tools
