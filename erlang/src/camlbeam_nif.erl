@@ -19,10 +19,10 @@
 -nifs([runtime_info/0, new_worker/6, request/3, call/3, cancel/2, close/2, erl_reply/2, queued/1, handles/0,
        new_lane/0, set_lane/4, lane_call/4]).
 
+%% A worker's handle on the runtime (a NIF resource).
 -opaque worker() :: reference().
 %% A pool's way in for calls the library runs where they are made ({@link lane_call/4}).
 -opaque lane() :: reference().
-%% A worker's handle on the runtime (a NIF resource).
 
 -type runtime_info() :: #{ocaml_version := binary(), flavour := native, domains := pos_integer(),
                           calls_on_scheduler := non_neg_integer(), calls_on_dirty := non_neg_integer()}.

@@ -334,15 +334,16 @@ index_names(#camlbeam_pool{pool = Pool} = Row) ->
 
 %% Sets the lane of Pool (the nif transport's short way in for its calls,
 %% ocaml_nif_transport:call_in_lane/4) to what its rows say now: its workers of
-%% that transport and its exports. A pool of another transport has none.
+%% that transport and its exports. A pool of another transport has none; nor
+%% does one without a row (a worker's registration handled after its pool's
+%% DOWN would otherwise make a lane that nothing drops).
 -spec update_lane(pid()) -> ok.
 update_lane(Pool) ->
     Handles = [Handle || #camlbeam_worker{transport = ocaml_nif_transport, handle = Handle} <- workers(Pool)],
-    Exports = case ets:lookup(?POOLS, Pool) of
-                  [Row] -> exports(Row);
-                  [] -> []
-              end,
-    ocaml_nif_transport:update_lane(Pool, Handles, Exports).
+    case ets:lookup(?POOLS, Pool) of
+        [Row] when Handles =/= [] -> ocaml_nif_transport:update_lane(Pool, Handles, exports(Row));
+        _ -> ocaml_nif_transport:update_lane(Pool, [], [])
+    end.
 
 %% One monitor per process, however often it registers.
 -spec monitor_process(pool | worker, pid(), state()) -> state().

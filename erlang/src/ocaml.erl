@@ -23,10 +23,13 @@
 %% the pool's coupling ({@link ocaml_transport}; the option `transport'),
 %% without ever waiting for the worker (a worker that cannot take more answers
 %% `overloaded'). The answer comes to the alias; the caller checks and decodes
-%% it ({@link ocaml_etf_guard} for the port). A call that times out tells the
-%% worker, which then skips it if it has not started it, and interrupts it at
-%% its deadline if it has (`Erl.Cancelled' in OCaml); an OS process that
-%% cannot be interrupted is replaced.
+%% it ({@link ocaml_etf_guard} for the port). Under the nif transport a call
+%% of a short export is first offered to the pool's lane
+%% ({@link ocaml_nif_transport:call_in_lane/4}), which runs it at once on the
+%% caller's scheduler as the first worker that runs nothing, if it may. A
+%% call that times out tells the worker, which then skips it if it has not
+%% started it, and interrupts it at its deadline if it has (`Erl.Cancelled'
+%% in OCaml); an OS process that cannot be interrupted is replaced.
 -module(ocaml).
 
 -include("camlbeam_registry.hrl").

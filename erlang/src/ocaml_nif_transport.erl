@@ -286,8 +286,19 @@ drop_lane(Pool) ->
 %% (`camlbeam_registry' was down): when the registry starts.
 -spec drop_dead_lanes() -> ok.
 drop_dead_lanes() ->
-    _ = [drop_lane(Pool) || Pool <- maps:keys(persistent_term:get(?LANES, #{})), not is_process_alive(Pool)],
-    ok.
+    Lanes = persistent_term:get(?LANES, #{}),
+    {Dead, Live} = maps:fold(fun(Pool, Lane, {D, L}) ->
+                                     case is_process_alive(Pool) of
+                                         true -> {D, L#{Pool => Lane}};
+                                         false -> {[Lane | D], L}
+                                     end
+                             end, {[], #{}}, Lanes),
+    _ = [ok = camlbeam_nif:set_lane(Lane, [], false, []) || Lane <- Dead],
+    %% One change of the term for them all: each is a scan of every process.
+    case Dead of
+        [] -> ok;
+        _ -> put_lanes(Live)
+    end.
 
 %% @doc The lanes of the pools that have one, by pool (for tests, and a look
 %% from the shell).

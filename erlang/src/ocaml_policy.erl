@@ -68,8 +68,13 @@ may_call(#{erl_call := Allowed}, M, F, A) ->
 
 %% @doc The pids a call gives OCaml: its arguments that are pids.
 -spec given_pids([term()]) -> [pid()].
-given_pids(Args) ->
-    [Pid || Pid <- Args, is_pid(Pid)].
+given_pids([Pid | Args]) when is_pid(Pid) ->
+    [Pid | given_pids(Args)];
+given_pids([_ | Args]) ->
+    given_pids(Args);
+given_pids(_) ->
+    %% [] or an improper tail: the worker answers bad_request for that call.
+    [].
 
 -spec valid({atom(), term()}) -> boolean().
 valid({send, Send}) -> lists:member(Send, [none, given, any]);

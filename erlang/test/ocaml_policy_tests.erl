@@ -21,7 +21,9 @@ may_call_test_() ->
 
 given_pids_test() ->
     Self = self(),
-    ?assertEqual([Self, Self], ocaml_policy:given_pids([1, Self, {Self}, [Self], Self])).
+    ?assertEqual([Self, Self], ocaml_policy:given_pids([1, Self, {Self}, [Self], Self])),
+    %% Improper arguments (the worker answers bad_request): the pids before the tail.
+    ?assertEqual([Self], ocaml_policy:given_pids([Self, 1 | Self])).
 
 validate_test_() ->
     [?_assertEqual(error, ocaml_policy:validate(#{send => everyone})),

@@ -405,7 +405,7 @@ let call_export export (args : Term.t) timeout =
   | List args ->
       if timeout >= 0 then set_deadline timeout;
       Reply (Int 0, Private.call_export export args)
-  | _ -> Refused ("call: Args must be a proper list, got " ^ describe args)
+  | _ -> bad_request (Int 0) ("call: Args must be a proper list, got " ^ describe args)
 
 (* The context of a host that talks to no Erlang (camlbeam-call, the C++ tests): its requests
    are watched, and Erl.send and friends raise No_transport in them as outside a request. *)

@@ -38,6 +38,10 @@ let loading ~file f =
     { origin = Loaded !loads; default_module = Filename.remove_extension (Filename.basename file) };
   Fun.protect ~finally:(fun () -> loading_now := outer) f
 
+(* How many times the export tables changed: a host that keeps exports it found
+   (find_export) finds them again when this moves ("camlbeam.exports_generation"). *)
+let exports_generation = ref 0
+
 (* The modules whose exports changed since the last answer that carried exports, newest
    first. *)
 let touched : string list ref = ref []
@@ -89,6 +93,7 @@ let register who ?module_ ?(short = false) name ~arity ~signature call =
         module_ name
   | None -> ());
   let export = { info = { module_; name; arity; signature }; short; call } in
+  incr exports_generation;
   Hashtbl.replace exports.functions name export;
   index export;
   if not (List.mem module_ !touched) then touched := module_ :: !touched
@@ -370,4 +375,6 @@ let () =
   (* The nif transport reads it after each load: the calls it may run on the calling
      scheduler from the first (cpp/nif/src/service.cpp). *)
   Callback.register "camlbeam.declared_short" declared_short;
+  (* The hosts that keep exports found by find_export read it before each call of one. *)
+  Callback.register "camlbeam.exports_generation" exports_generation;
   Callback.register_exception "camlbeam.cancelled" Cancelled

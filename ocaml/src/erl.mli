@@ -279,8 +279,10 @@ module Private : sig
   val find_export : module_:string -> string -> export option
   (** [find_export ~module_ name] is the export [name] of [module_], for a
       host that calls it many times without looking it up each time
-      ({!call_export}). A later load of [module_] replaces its exports: the
-      host finds them again after every load. *)
+      ({!call_export}). A later load of [module_], or an export made at any
+      time, may replace it: a counter of those changes is registered as
+      ["camlbeam.exports_generation"] (an [int ref]), and a host finds its
+      exports again when it moves. *)
 
   val call_export : export -> Term.t list -> Term.t
   (** [call_export export args] answers as {!dispatch_qualified} does once

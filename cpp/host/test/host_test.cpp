@@ -764,8 +764,6 @@ TEST_F(Watch, ARequestThatWillNotStopIsReportedOverdueOnce) {
   expect_alive(h);
 }
 
-// A transport starts the watch's thread after its first answer; a request with a deadline
-// that comes before starts it.
 // The answer of Host::call as terms: {Ref, Answer}.
 Term called(host::Host& host, const conv::Root& export_, const Term& args,
             std::optional<std::chrono::milliseconds> timeout = std::nullopt) {
@@ -798,12 +796,16 @@ TEST(Exports, AnExportFoundOnceIsCalledWithItsArgumentsAlone) {
     ASSERT_EQ(named.tuple_elements().size(), 2u) << named.to_string();
     EXPECT_EQ(direct.tuple_elements()[1], named.tuple_elements()[1]) << args;
   }
-  // Arguments that are no list are refused, as in a request.
-  const std::vector<std::uint8_t> not_a_list = etf::encode(t("{20}"));
-  host::EtfRequest source(not_a_list);
-  const host::Answer refused = h.call(*fib, source, std::nullopt);
-  ASSERT_EQ(refused.kind(), host::Answer::Kind::refused);
-  EXPECT_EQ(refused.error()->code, host::Errc::bad_request);
+  // Arguments that are no proper list: bad_request, as a request by names gets.
+  for (const char* args : {"{20}", "[20 | 21]"}) {
+    const Term direct = called(h, *fib, t(args));
+    ASSERT_EQ(direct.tuple_elements().size(), 2u) << direct.to_string();
+    const Term answer = direct.tuple_elements()[1];
+    ASSERT_EQ(answer.tuple_elements().size(), 2u) << answer.to_string();
+    EXPECT_EQ(answer.tuple_elements()[0], atom("error"));
+    ASSERT_EQ(answer.tuple_elements()[1].tuple_elements().size(), 2u) << answer.to_string();
+    EXPECT_EQ(answer.tuple_elements()[1].tuple_elements()[0], atom("bad_request")) << answer.to_string();
+  }
 }
 
 TEST_F(Watch, ACallOfAFoundExportEndsAtItsDeadline) {
@@ -817,6 +819,8 @@ TEST_F(Watch, ACallOfAFoundExportEndsAtItsDeadline) {
   expect_alive(h);
 }
 
+// A transport starts the watch's thread after its first answer; a request with a deadline
+// that comes before starts it.
 TEST(WatchStart, TheFirstDeadlineStartsTheThread) {
   host::RequestWatch watch(*runtime, quick_watch, {});
   EtfHost h(*runtime, {}, &watch);

@@ -345,11 +345,14 @@ ERL_NIF_TERM set_lane(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
   });
 }
 
-// The pids among a call's arguments (ocaml_policy:given_pids/1).
-ERL_NIF_TERM given_pids(ErlNifEnv* env, ERL_NIF_TERM args) {
+// The pids among a call's arguments (ocaml_policy:given_pids/1), if it has at most
+// `most` of them: a call with more is not small (Service::run_here).
+std::optional<ERL_NIF_TERM> given_pids(ErlNifEnv* env, ERL_NIF_TERM args, std::size_t most = 512) {
   ERL_NIF_TERM head, pids = enif_make_list(env, 0);
-  while (enif_get_list_cell(env, args, &head, &args))
+  for (std::size_t seen = 0; enif_get_list_cell(env, args, &head, &args); ++seen) {
+    if (seen == most) return std::nullopt;
     if (enif_is_pid(env, head)) pids = enif_make_list_cell(env, head, pids);
+  }
   return pids;
 }
 
@@ -379,10 +382,11 @@ ERL_NIF_TERM lane_call(ErlNifEnv* env, int, const ERL_NIF_TERM* argv) noexcept {
       return !worker->busy.load(std::memory_order_relaxed) && !worker->closed.load(std::memory_order_relaxed);
     });
     if (free == state->workers.end()) return atom_queue;
-    const ERL_NIF_TERM given = state->give_pids ? given_pids(env, argv[2]) : enif_make_list(env, 0);
+    const std::optional<ERL_NIF_TERM> given = state->give_pids ? given_pids(env, argv[2]) : enif_make_list(env, 0);
+    if (!given) return atom_queue;
     const ERL_NIF_TERM request = enif_make_tuple5(env, atom_call, enif_make_int(env, 0), fun, argv[2], argv[3]);
     const std::optional<ERL_NIF_TERM> reply =
-        Service::running()->run_here(env, *free, request, given, false, /*in_service=*/false);
+        Service::running()->run_here(env, *free, request, *given, false, /*in_service=*/false);
     return reply ? *reply : atom_queue;
   });
 }

@@ -208,18 +208,23 @@ bool is_small(ErlNifEnv* env, ERL_NIF_TERM args) {
 }
 #endif
 
-// A call as OCaml needs it: its Ref, which only the answer's envelope here carries, is 0.
-// A reference converts through ETF (the NIF API cannot take one apart): a third of an
-// in-place call's conversion.
 #if OCAML_VERSION_MAJOR >= 5
-// The words left in the minor heap of the domain the calling thread holds, and how many a
-// short call should find there: an eighth of the heap (1 MB of Erl_host's 8 MB), many
-// times what a call with small arguments and a short run allocates.
+// The words the domain the calling thread holds may allocate before its runtime does GC
+// work: a minor collection at the heap's start, and before it a major slice at its middle
+// (young_trigger; a phase change there may stop every domain). And how many a short call
+// should find: an eighth of the heap (1 MB of Erl_host's 8 MB), many times what a call
+// with small arguments and a short run allocates.
 std::size_t young_room_words() noexcept {
-  return static_cast<std::size_t>(Caml_state->young_ptr - Caml_state->young_start);
+  return Caml_state->young_ptr > Caml_state->young_trigger
+             ? static_cast<std::size_t>(Caml_state->young_ptr - Caml_state->young_trigger)
+             : 0;
 }
 std::size_t young_reserve_words() noexcept { return static_cast<std::size_t>(Caml_state->minor_heap_wsz) / 8; }
 #endif
+
+// A call as OCaml needs it: its Ref, which only the answer's envelope here carries, is 0.
+// A reference converts through ETF (the NIF API cannot take one apart): a third of an
+// in-place call's conversion.
 
 ERL_NIF_TERM without_ref(ErlNifEnv* env, ERL_NIF_TERM request) {
   int arity = 0;
@@ -280,14 +285,17 @@ struct Service::Executor {
     return contexts.emplace(worker.key, conv::Root(context)).first->second;
   }
 
-  // The export `key` names, found once by its names and again after every load (`loads`:
-  // the service's count of them), or null if there is none. A call of an export found
-  // here runs without a request tuple to convert or a look-up by names (Host::call):
-  // those were a quarter of a short call on a scheduler.
-  const conv::Root* export_of(ErlNifEnv* env, const ExportKey& key, std::uint64_t loads) {
-    if (loads != exports_after_loads) {
+  // The export `key` names, found once by its names and again after any export changed
+  // (Erl's count of them, "camlbeam.exports_generation": every load, and an Erl.export
+  // made at any other time), or null if there is none. A call of an export found here runs
+  // without a request tuple to convert or a look-up by names (Host::call): those were a
+  // quarter of a short call on a scheduler.
+  const conv::Root* export_of(ErlNifEnv* env, const ExportKey& key) {
+    const value* generation = caml_named_value("camlbeam.exports_generation");
+    if (generation == nullptr) return nullptr;
+    if (const auto now = static_cast<std::int64_t>(Long_val(Field(*generation, 0))); now != exports_generation) {
       exports.clear();
-      exports_after_loads = loads;
+      exports_generation = now;
     }
     if (const auto found = exports.find(key); found != exports.end()) return &found->second;
     // OTP 25 gives atoms' texts in Latin-1 only: a name beyond ASCII, whose UTF-8 OCaml
@@ -315,7 +323,7 @@ struct Service::Executor {
   const value* make_context;
   std::unordered_map<std::uint64_t, conv::Root> contexts;
   std::unordered_map<ExportKey, conv::Root, ExportKeyHash> exports;
-  std::uint64_t exports_after_loads = 0;
+  std::int64_t exports_generation = -1;
 
   // Guarded by the service's mutex_.
   Job* active = nullptr;                  // the request running here, until it is answered
@@ -597,12 +605,8 @@ void Service::run(Executor& executor, Job& job) {
   }
 #endif
   const std::optional<ERL_NIF_TERM> reply = execute(executor, worker, env, job.request, job.ref, current);
-  // Loads run alone: no call is run, on a scheduler or a domain, while this reads, or
-  // while the domains' exports are marked old.
-  if (job.load) {
-    read_declared_short();
-    loads_.fetch_add(1, std::memory_order_relaxed);
-  }
+  // Loads run alone: no call is run, on a scheduler or a domain, while this reads.
+  if (job.load) read_declared_short();
   if (!reply) return;
   if (!loading.empty() && is_final_load_answer(env, *reply)) {
     OwnedEnv keep;
@@ -663,7 +667,7 @@ host::Answer Service::run_request(Executor& executor, ErlNifEnv* env, ERL_NIF_TE
     const bool timeout_read = enif_is_identical(elements[4], atoms_.infinity) ||
                               (enif_get_int64(env, elements[4], &ms) && ms >= 0 && (timeout = std::chrono::milliseconds(ms)));
     if (key && key->first != 0 && timeout_read && enif_is_list(env, elements[3])) {
-      if (const conv::Root* found = executor.export_of(env, *key, loads_.load(std::memory_order_relaxed))) {
+      if (const conv::Root* found = executor.export_of(env, *key)) {
         NifRequestSource args(env, elements[3]);
         return executor.host.call(*found, args, timeout, &context);
       }

@@ -261,7 +261,6 @@ class Service {
   ExportTimes export_times_;
   std::atomic<std::uint64_t> calls_on_scheduler_{0};
   std::atomic<std::uint64_t> calls_on_dirty_{0};
-  std::atomic<std::uint64_t> loads_{0};  // plugin loads run (Executor::export_of)
   std::thread thread_;
 };
 
