@@ -270,6 +270,8 @@ struct Service::Executor {
     const value* make = caml_named_value("camlbeam.nif.context");
     if (make == nullptr) throw host::RuntimeError("the nif's OCaml half (camlbeam.nif) is not linked in");
     make_context = make;
+    // Looked up once: a named value stays where it is (a lookup hashes its name).
+    generation = caml_named_value("camlbeam.exports_generation");
     watch.start();
   }
 
@@ -291,7 +293,6 @@ struct Service::Executor {
   // without a request tuple to convert or a look-up by names (Host::call): those were a
   // quarter of a short call on a scheduler.
   const conv::Root* export_of(ErlNifEnv* env, const ExportKey& key) {
-    const value* generation = caml_named_value("camlbeam.exports_generation");
     if (generation == nullptr) return nullptr;
     if (const auto now = static_cast<std::int64_t>(Long_val(Field(*generation, 0))); now != exports_generation) {
       exports.clear();
@@ -321,6 +322,7 @@ struct Service::Executor {
   host::RequestWatch watch;
   host::Host host;
   const value* make_context;
+  const value* generation = nullptr;  // Erl's count of export changes (an int ref)
   std::unordered_map<std::uint64_t, conv::Root> contexts;
   std::unordered_map<ExportKey, conv::Root, ExportKeyHash> exports;
   std::int64_t exports_generation = -1;
