@@ -836,8 +836,9 @@ std::optional<ERL_NIF_TERM> Service::run_here(ErlNifEnv* env, const std::shared_
   bool declared = false;
   give_back([&] {
     // Its pool stopped it meanwhile: its caller is answered as a queued call's would be by
-    // the worker's DOWN (ocaml:stop/1 answers the calls in flight worker_crashed).
-    if (worker->end_env) {
+    // the worker's DOWN (ocaml:stop/1 answers the calls in flight worker_crashed). A lane's
+    // call was never in flight for the pool: it gets the answer it ran to.
+    if (worker->end_env && in_service) {
       reply = enif_make_tuple2(env, atoms_.error,
                                enif_make_tuple2(env, enif_make_atom(env, "worker_crashed"),
                                                 enif_make_copy(env, worker->end_reason)));
